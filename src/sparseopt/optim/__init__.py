@@ -1,0 +1,1 @@
+"""Sparsity-promoting optimizers (one module per method)."""

@@ -1,0 +1,219 @@
+"""Machinery shared by every sparseopt optimizer.
+
+:class:`SparseOptimizer` is a :class:`torch.optim.Optimizer` whose param groups carry
+a penalty as plain data (``penalty``, ``lam``, ``groups``, ``a``, ``group_weight``), so
+``state_dict()`` loads with ``torch.load(weights_only=True)``. A :class:`Penalty`
+object given by the user is turned into those fields on entry.
+
+It also gives every method one uniform view of the **deployable sparse network**
+(the weights the method would ship: W masked by supp Γ for SplitLBI, u for RVSM, the
+parameters themselves for the others) without disturbing the training state:
+
+- :meth:`SparseOptimizer.deployable` — the deployable value of one parameter;
+- :meth:`SparseOptimizer.support` — its support (elementwise or per group);
+- :meth:`SparseOptimizer.deployed` — a context manager that temporarily loads the
+  deployable network into the parameters (for evaluation) and restores them after;
+- :meth:`SparseOptimizer.finalize` — makes the deployable network permanent;
+- :meth:`SparseOptimizer.set_lam` — changes λ, letting methods keep their dual
+  variables consistent (used by target-density control).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sparseopt._validation import check_nonneg
+from sparseopt.penalties import NoPenalty, Penalty, make_penalty
+
+__all__ = ["PENALTY_DEFAULTS", "SparseOptimizer", "group_by_device_dtype", "resolve_foreach"]
+
+#: Penalty fields every sparse optimizer's param groups carry.
+PENALTY_DEFAULTS: dict[str, Any] = {
+    "penalty": "l1",
+    "lam": 1e-3,
+    "groups": None,
+    "a": 1.0,
+    "group_weight": "sqrt",
+}
+
+
+def resolve_foreach(foreach: bool | None, tensors: Sequence[Tensor]) -> bool:
+    """Decide between the ``foreach`` and the for-loop implementation.
+
+    An explicit ``True``/``False`` wins. By default the multi-tensor path is used for
+    dense (strided, real floating) tensors on any device: on CPU it is as fast or
+    faster than the loop for networks of many small tensors, and on CUDA it is what
+    ``torch.optim`` picks too.
+    """
+    if foreach is not None:
+        return foreach
+    if torch.jit.is_scripting():
+        return False
+    return all(t.layout == torch.strided and t.is_floating_point() for t in tensors)
+
+
+def group_by_device_dtype(
+    *tensorlists: Sequence[Tensor],
+) -> list[tuple[list[Tensor], ...]]:
+    """Split parallel lists of tensors into buckets sharing device and dtype of the first list.
+
+    ``torch._foreach_*`` kernels need every tensor of one call on one device and dtype.
+
+    Example:
+        >>> a = [torch.zeros(2), torch.zeros(2, dtype=torch.float64), torch.ones(3)]
+        >>> [len(b[0]) for b in group_by_device_dtype(a, a)]
+        [2, 1]
+    """
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensorlists[0]):
+        buckets.setdefault((t.device, t.dtype), []).append(i)
+    return [tuple([lst[i] for i in idx] for lst in tensorlists) for idx in buckets.values()]
+
+
+class SparseOptimizer(torch.optim.Optimizer):
+    """Base class of the sparse optimizers (see the module docstring).
+
+    Subclasses pass ``defaults`` that include :data:`PENALTY_DEFAULTS`, implement
+    ``step`` and may override :meth:`deployable`, :meth:`finalize` and
+    :meth:`_lam_changed`.
+    """
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        check_nonneg("learning rate", defaults.get("lr", 0.0))
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ param groups
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group, normalising its penalty to plain data and validating it.
+
+        Raises:
+            ValueError: invalid penalty name or value, a negative ``lr``, or a group
+                penalty on a parameter it cannot act on (e.g. a 1-D bias).
+        """
+        pen = param_group.get("penalty", self.defaults.get("penalty"))
+        if isinstance(pen, Penalty):
+            param_group.update(pen.spec())
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        check_nonneg("learning rate", group["lr"])
+        penalty = self.penalty_of(group)
+        # store the canonical plain-data spec back (e.g. ints -> floats, defaults filled)
+        group.update(penalty.spec())
+        for p in group["params"]:
+            try:
+                penalty.check(p)
+            except ValueError as err:
+                raise ValueError(
+                    f"{err} (parameter of shape {tuple(p.shape)} in a param group with "
+                    f"penalty={penalty.name!r}; put biases and norms in a group with penalty='none')"
+                ) from None
+        self._validate_group(group)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        """Hook: validate method-specific hyperparameters of one group (raise ``ValueError``)."""
+
+    @staticmethod
+    def penalty_of(group: dict[str, Any]) -> Penalty:
+        """The :class:`~sparseopt.penalties.Penalty` described by a param group's fields."""
+        return make_penalty(
+            group.get("penalty", "none"),
+            lam=group.get("lam"),
+            a=group.get("a"),
+            groups=group.get("groups"),
+            group_weight=group.get("group_weight"),
+        )
+
+    @staticmethod
+    def _closure_loss(closure: Callable[[], Any] | None) -> Any:
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    # ------------------------------------------------------------ deployable network
+
+    def deployable(self, p: Tensor) -> Tensor:
+        """The value parameter ``p`` takes in the deployable sparse network.
+
+        The base implementation returns ``p`` itself (methods whose iterates are
+        sparse). Never modifies the training state.
+        """
+        return p
+
+    @torch.no_grad()
+    def support(self, p: Tensor) -> Tensor:
+        """Boolean mask of the live entries of ``p`` in the deployable network.
+
+        Uses the param group's penalty (per group for group penalties); parameters
+        without a penalty are entirely alive.
+        """
+        for group in self.param_groups:
+            if any(q is p for q in group["params"]):
+                pen = self.penalty_of(group)
+                if isinstance(pen, NoPenalty):
+                    return torch.ones_like(p, dtype=torch.bool)
+                return pen.support(self.deployable(p))
+        raise ValueError("support(p): p is not a parameter of this optimizer")
+
+    @contextlib.contextmanager
+    def deployed(self) -> Iterator[None]:
+        """Temporarily load the deployable sparse network into the parameters.
+
+        Example:
+            >>> model = torch.nn.Linear(4, 2)
+            >>> opt = SparseOptimizer(model.parameters(), {"lr": 0.1, **PENALTY_DEFAULTS})
+            >>> with opt.deployed():
+            ...     _ = model(torch.zeros(1, 4))  # evaluate the sparse network
+        """
+        saved: list[tuple[Tensor, Tensor]] = []
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    d = self.deployable(p)
+                    if d is not p:
+                        saved.append((p, p.detach().clone()))
+                        p.copy_(d)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, value in saved:
+                    p.copy_(value)
+
+    @torch.no_grad()
+    def finalize(self) -> None:
+        """Make the deployable sparse network permanent in the parameters.
+
+        Subclasses that keep other variables (Γ, u, duals) keep them consistent with
+        the new parameters.
+        """
+        for group in self.param_groups:
+            for p in group["params"]:
+                d = self.deployable(p)
+                if d is not p:
+                    p.copy_(d)
+
+    def set_lam(self, lam: float, group_indices: Iterable[int] | None = None) -> None:
+        """Set λ of the penalised param groups (all, or those in ``group_indices``).
+
+        Groups with penalty ``none`` are left alone. Methods with dual variables
+        adjust them in :meth:`_lam_changed` so the primal iterate is unchanged.
+        """
+        lam = check_nonneg("lam", lam)
+        indices = range(len(self.param_groups)) if group_indices is None else group_indices
+        for i in indices:
+            group = self.param_groups[i]
+            old = self.penalty_of(group)
+            if isinstance(old, NoPenalty):
+                continue
+            group["lam"] = lam
+            self._lam_changed(group, old, self.penalty_of(group))
+
+    def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
+        """Hook called by :meth:`set_lam` after a group's λ changed."""
