@@ -1,0 +1,205 @@
+r"""Maths shared by the linearized Bregman optimizers (:class:`LinBreg`, :class:`AdaBreg`).
+
+Both keep a dual variable :math:`v` (a subgradient of the elastic functional
+:math:`J_\delta(\theta) = J(\theta) + \|\theta\|^2/(2\delta)`) and recover the
+parameters from it by the primal map
+
+.. math::
+    \theta = \nabla J_\delta^*(v) = \operatorname{prox}_{\delta J}(\delta v),
+
+which for :math:`J = \lambda\|\cdot\|_1` is :math:`\theta = \delta\,\mathrm{soft}(v, \lambda)`.
+This module holds that map (with a fused ℓ1 fast path), the lazy dual
+initialisation and the dual re-synchronisation used when λ changes.
+
+Reference: Bungert, Roith, Tenbrinck & Burger, "A Bregman Learning Framework for
+Sparse Neural Networks", JMLR 23 (2022), arXiv 2105.04319; original code at
+github.com/TimRoith/BregmanLearning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sparseopt.optim._base import PENALTY_DEFAULTS, SparseOptimizer
+from sparseopt.penalties import (
+    L0,
+    L1,
+    TL1,
+    GroupL0,
+    NoPenalty,
+    Penalty,
+    tl1_threshold_value,
+)
+
+__all__ = [
+    "dead_threshold",
+    "init_dual",
+    "penalty_defaults",
+    "primal",
+    "primal_foreach",
+    "rescale_duals",
+    "sync_all_duals",
+    "sync_dual",
+]
+
+_softshrink_out = torch._C._nn.softshrink  # softshrink(x, lambd, out=...) in one pass
+
+
+def init_dual(p: Tensor, penalty: Penalty, delta: float) -> Tensor:
+    r"""The initial dual :math:`v_0 = \theta_0/\delta + \partial J(\theta_0)` (a new tensor).
+
+    For convex penalties this is a subgradient of :math:`J_\delta` at :math:`\theta_0`,
+    so the primal map gives back :math:`\theta_0` (up to rounding; zeros exactly).
+    For nonconvex penalties (``l0``, ``tl1``, ``group_l0``) it is the natural
+    choice: :math:`\theta_0` is a stationary point of the prox problem, and is
+    reproduced where it is the prox's global minimiser (e.g. for ``l0`` where
+    :math:`|\theta_0| > \sqrt{2\delta\lambda}`); smaller entries are cut at the
+    first step.
+    """
+    v = torch.div(p.detach(), delta)
+    if not penalty.is_zero:
+        v.add_(penalty.subgrad(p.detach()))
+    return v
+
+
+def primal(p: Tensor, v: Tensor, penalty: Penalty, delta: float) -> None:
+    r"""Write :math:`\operatorname{prox}_{\delta J}(\delta v)` into ``p`` (the reference path)."""
+    p.copy_(penalty.prox(torch.mul(v, delta), delta))
+
+
+def primal_foreach(
+    params: Sequence[Tensor], duals: Sequence[Tensor], penalty: Penalty, delta: float
+) -> None:
+    r"""Write :math:`\operatorname{prox}_{\delta J}(\delta v)` into every parameter.
+
+    For ``l1`` this is one fused pass per tensor when :math:`\delta=1`
+    (``softshrink`` of :math:`v` written straight into the parameter) and two
+    otherwise (scale into the parameter, then ``softshrink`` in place). It gives
+    exactly the same result as :func:`primal`: both compute
+    :math:`y - \operatorname{clip}(y, -\delta\lambda, \delta\lambda)` with
+    :math:`y = \delta v` and the same rounded threshold. (Only the sign of a zero may
+    differ: ``softshrink`` can return ``-0.0`` where the reference gives ``0.0``; the
+    two compare equal, and ``-0.0`` counts as zero everywhere.)
+    """
+    if len(params) == 0:
+        return
+    if type(penalty) is L1:
+        thr = float(delta) * penalty.lam
+        for p, v in zip(params, duals, strict=True):
+            if delta == 1.0:
+                _softshrink_out(v, thr, out=p)
+            else:
+                torch.mul(v, delta, out=p)
+                _softshrink_out(p, thr, out=p)
+        return
+    if delta == 1.0:
+        torch._foreach_copy_(list(params), list(duals))
+    else:
+        for p, v in zip(params, duals, strict=True):
+            torch.mul(v, delta, out=p)
+    penalty.prox_foreach_(params, delta)
+
+
+def dead_threshold(penalty: Penalty, delta: float) -> float:
+    r"""The level :math:`t` with :math:`\operatorname{prox}_{\delta J}(y) = 0 \iff |y| \le t`.
+
+    :math:`|y|` is the entry's magnitude, or the group's norm for group penalties
+    (the group weight :math:`w_g` is left out: only ratios of thresholds are used).
+    ``l1``/``group_l1``: :math:`\delta\lambda`; ``l0``/``group_l0``:
+    :math:`\sqrt{2\delta\lambda}`; ``tl1``: Zhang & Xin's threshold at
+    :math:`\mu=\delta\lambda`. Other penalties are treated like ``l1``.
+    """
+    lam = float(getattr(penalty, "lam", 0.0))
+    if isinstance(penalty, (L0, GroupL0)):
+        return math.sqrt(2.0 * delta * lam)
+    if isinstance(penalty, TL1):
+        return tl1_threshold_value(delta * lam, penalty.a) if lam > 0 else 0.0
+    return delta * lam
+
+
+@torch.no_grad()
+def sync_dual(
+    p: Tensor, v: Tensor, penalty: Penalty, delta: float, dead_scale: float = 1.0
+) -> None:
+    r"""Make the dual ``v`` consistent with the parameter ``p`` for ``penalty``, in place.
+
+    Live entries (or groups) get :math:`v = \theta/\delta + \partial J(\theta)`, so the
+    primal map reproduces :math:`\theta` there (exactly in exact arithmetic for
+    convex penalties; see :func:`init_dual` for nonconvex ones). Dead entries keep
+    their dual multiplied by ``dead_scale``, which keeps their position relative to
+    the threshold when λ changes; a dead entry whose dual would nevertheless bring
+    it back to life (e.g. after the parameters were edited by hand) is reset to 0.
+    """
+    live = penalty.support(p)
+    v_live = init_dual(p, penalty, delta)
+    if dead_scale != 1.0:
+        v.mul_(dead_scale)
+    revived = penalty.support(penalty.prox(torch.mul(v, delta), delta)) & ~live
+    v.masked_fill_(revived, 0.0)
+    torch.where(live, v_live, v, out=v)
+
+
+# ------------------------------------------------------------ optimizer helpers
+
+
+def penalty_defaults(
+    penalty: str | Penalty | None,
+    lam: float,
+    groups: str | None,
+    a: float,
+    group_weight: str,
+) -> dict[str, Any]:
+    """The plain-data penalty fields of an optimizer's defaults.
+
+    A :class:`Penalty` object is turned into its spec (its own fields win over ``lam``
+    etc.), so ``defaults`` never holds an object.
+    """
+    out: dict[str, Any] = {
+        **PENALTY_DEFAULTS,
+        "penalty": "none" if penalty is None else penalty,
+        "lam": lam,
+        "groups": groups,
+        "a": a,
+        "group_weight": group_weight,
+    }
+    if isinstance(penalty, Penalty):
+        out.update(penalty.spec())
+    return out
+
+
+def _duals_of(opt: SparseOptimizer, group: dict[str, Any]) -> Iterator[tuple[Tensor, Tensor]]:
+    for p in group["params"]:
+        dual = opt.state[p].get("dual") if p in opt.state else None
+        if dual is not None:
+            yield p, dual
+
+
+@torch.no_grad()
+def rescale_duals(opt: SparseOptimizer, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
+    """``_lam_changed`` of the Bregman optimizers: keep θ, move the duals to the new λ.
+
+    Live entries get the dual :func:`init_dual` gives for ``new``; dead ones are
+    scaled by ``dead_threshold(new) / dead_threshold(old)`` (0 if the old threshold
+    was 0: with λ_old = 0 a dead entry has θ = δv = 0).
+    """
+    delta = group["delta"]
+    t_old, t_new = dead_threshold(old, delta), dead_threshold(new, delta)
+    scale = t_new / t_old if t_old > 0 else 0.0
+    for p, dual in _duals_of(opt, group):
+        sync_dual(p, dual, new, delta, dead_scale=scale)
+
+
+@torch.no_grad()
+def sync_all_duals(opt: SparseOptimizer) -> None:
+    """``finalize`` of the Bregman optimizers: re-derive every dual from its parameter."""
+    for group in opt.param_groups:
+        penalty = opt.penalty_of(group)
+        if isinstance(penalty, NoPenalty):
+            continue
+        for p, dual in _duals_of(opt, group):
+            sync_dual(p, dual, penalty, group["delta"])
