@@ -1,0 +1,121 @@
+"""Tests for groupings, param_groups, sparse_init_ and density counts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import sparseopt as so
+from sparseopt.groups import group_dims, group_norms, group_size, num_groups
+
+
+def _net() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 4 * 4, 10),
+    )
+
+
+def test_group_dims_and_sizes() -> None:
+    shape = (8, 3, 5, 5)
+    assert group_dims(4, "filter") == (1, 2, 3)
+    assert group_dims(4, "channel") == (0, 2, 3)
+    assert group_dims(4, "kernel") == (2, 3)
+    assert group_dims(2, "row") == (1,) and group_dims(2, "column") == (0,)
+    assert group_size(shape, "filter") == 75 and num_groups(shape, "filter") == 8
+    assert group_size(shape, "channel") == 200 and num_groups(shape, "channel") == 3
+    assert group_size(shape, "kernel") == 25 and num_groups(shape, "kernel") == 24
+    w = torch.arange(6.0).reshape(2, 3)
+    torch.testing.assert_close(group_norms(w, "row").flatten(), w.norm(dim=1))
+    torch.testing.assert_close(group_norms(w, "column").flatten(), w.norm(dim=0))
+
+
+def test_param_groups_split_weights_from_biases_and_norms() -> None:
+    net = _net()
+    groups = so.param_groups(
+        net, penalty="l1", lam=0.1, conv_penalty="group_l1", conv_groups="kernel", linear_lam=0.3
+    )
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["conv"]["param_names"] == ["0.weight"]
+    assert by_name["conv"]["penalty"] == "group_l1" and by_name["conv"]["groups"] == "kernel"
+    assert by_name["conv"]["lam"] == 0.1
+    assert by_name["linear"]["param_names"] == ["4.weight"]
+    assert by_name["linear"]["penalty"] == "l1" and by_name["linear"]["lam"] == 0.3
+    assert sorted(by_name["unpenalised"]["param_names"]) == [
+        "0.bias",
+        "1.bias",
+        "1.weight",
+        "4.bias",
+    ]
+    assert by_name["unpenalised"]["penalty"] == "none"
+    total = sum(len(g["params"]) for g in groups)
+    assert total == len(list(net.parameters()))
+
+
+def test_param_groups_group_penalty_defaults_to_filters_and_exclude() -> None:
+    groups = so.param_groups(_net(), penalty="group_l1", exclude=["4"])
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["conv"]["groups"] == "filter"
+    assert "linear" not in by_name and "4.weight" in by_name["unpenalised"]["param_names"]
+    with pytest.raises(ValueError, match="nope"):
+        so.param_groups(_net(), exclude=["nope"])
+
+
+@pytest.mark.parametrize("r", [0.05, 0.3, 1.0])
+def test_sparse_init_density_and_he_variance(r: float) -> None:
+    net = torch.nn.Linear(400, 300)
+    bias = net.bias.detach().clone()
+    so.sparse_init_(net, density=r, generator=torch.Generator().manual_seed(0))
+    w = net.weight.detach()
+    frac = (w != 0).float().mean().item()
+    assert abs(frac - r) < 0.01
+    # Var of the nonzero values = 2 / (fan_in * r): He scaling divided by the density
+    nz = w[w != 0]
+    assert nz.var().item() == pytest.approx(2 / (400 * r), rel=0.05)
+    assert torch.equal(net.bias.detach(), bias)  # biases untouched
+
+
+def test_sparse_init_per_group_kills_whole_filters() -> None:
+    net = _net()
+    so.sparse_init_(net, density=0.5, groups="filter", generator=torch.Generator().manual_seed(1))
+    w = net[0].weight.detach()
+    alive = group_norms(w, "filter").flatten() != 0
+    assert 0 < alive.sum() < 8
+    assert ((w != 0).flatten(1).all(dim=1) == alive).all()  # live filters are fully dense
+
+
+def test_sparse_init_rejects_bad_density() -> None:
+    for bad in (0, -0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="density"):
+            so.sparse_init_(_net(), density=bad)
+
+
+def test_density_counts_by_hand() -> None:
+    net = _net()
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[2] = 1.0  # one live filter, all 3 input channels alive
+        net[4].weight.zero_()
+        net[4].weight[:, :5] = 1.0  # all 10 neurons alive, 5 of 128 inputs
+    rep = so.density(net)
+    conv, lin = rep.layers["0"], rep.layers["4"]
+    assert (conv.nonzero, conv.filters_alive, conv.channels_alive) == (27, 1, 3)
+    assert (lin.nonzero, lin.filters_alive, lin.channels_alive, lin.channels) == (50, 10, 5, 128)
+    assert rep.weights == 8 * 27 + 1280 and rep.weights_nonzero == 77
+    n_params = sum(p.numel() for p in net.parameters())
+    dense_rest = n_params - rep.weights
+    nonzero_rest = sum(
+        int((p != 0).sum())
+        for n, p in net.named_parameters()
+        if not n.endswith(".weight") or n == "1.weight"
+    )
+    assert rep.params == n_params
+    assert rep.nonzero == 77 + nonzero_rest
+    assert rep.overall == pytest.approx(rep.nonzero / n_params)
+    assert dense_rest > 0 and math.isclose(rep.weight_density, 77 / rep.weights)
+    assert rep.to_dict()["layers"]["0"]["filters_alive"] == 1
