@@ -346,3 +346,24 @@ def test_prox_on_cuda_matches_cpu() -> None:
     x = torch.randn(8, 4, 3, 3)
     for pen in ALL_PENALTIES:
         torch.testing.assert_close(pen.prox(x.cuda(), 0.5).cpu(), pen.prox(x, 0.5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["l1", "l0", "tl1", "group_l1", "group_l0", "none"])
+def test_fused_prox_into_equals_prox(name: str, dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(5)
+    xs = [torch.randn(s, generator=gen, dtype=dtype) for s in [(5, 4, 3), (9, 2), (33, 17)]]
+    pen = P.make_penalty(name, lam=0.37, groups="filter", a=2.0)
+    for t in (0.0, 0.1, 1.3):
+        for scale in (1.0, 2.5):
+            outs = [torch.full_like(x, float("nan")) for x in xs]
+            pen.prox_into_(outs, xs, t, scale=scale)
+            inplace = [x.clone() for x in xs]
+            pen.prox_into_(inplace, inplace, t, scale=scale)
+            for x, o, i in zip(xs, outs, inplace, strict=True):
+                expected = pen.prox(x, t) * scale
+                if scale == 1.0 or not pen.grouped:
+                    assert torch.equal(o, expected) and torch.equal(i, expected)
+                else:  # the group factor absorbs the scale: equal up to rounding
+                    torch.testing.assert_close(o, expected)
+                    torch.testing.assert_close(i, expected)

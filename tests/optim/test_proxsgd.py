@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 import torch
 
-from sparseopt.optim._sgd import prox_into_
 from sparseopt.optim.proxsgd import ProxSGD, proxsgd
 from sparseopt.penalties import make_penalty
 
@@ -177,22 +176,6 @@ def test_foreach_matches_for_loop_on_mixed_groups() -> None:
         for p, q in zip(pa, pb, strict=True):
             assert torch.equal(p, q)
             assert torch.equal(oa.state[p]["momentum_buffer"], ob.state[q]["momentum_buffer"])
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["l1", "l0", "tl1", "group_l1", "group_l0", "none"])
-def test_fused_prox_equals_penalty_prox(name: str, dtype: torch.dtype) -> None:
-    gen = torch.Generator().manual_seed(5)
-    xs = [torch.randn(s, generator=gen, dtype=dtype) for s in [(5, 4, 3), (9, 2), (33, 17)]]
-    pen = make_penalty(name, lam=0.37, groups="filter", a=2.0)
-    for t in (0.0, 0.1, 1.3):
-        outs = [torch.full_like(x, float("nan")) for x in xs]
-        prox_into_(pen, outs, xs, t)
-        inplace = [x.clone() for x in xs]
-        prox_into_(pen, inplace, inplace, t)
-        for x, o, i in zip(xs, outs, inplace, strict=True):
-            expected = pen.prox(x, t)
-            assert torch.equal(o, expected) and torch.equal(i, expected)
 
 
 def test_functional_api_and_set_lam() -> None:

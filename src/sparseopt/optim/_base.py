@@ -21,6 +21,7 @@ parameters themselves for the others) without disturbing the training state:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -69,10 +70,24 @@ def group_by_device_dtype(
         >>> [len(b[0]) for b in group_by_device_dtype(a, a)]
         [2, 1]
     """
+    first = tensorlists[0]
+    if first and all(t.device == first[0].device and t.dtype == first[0].dtype for t in first):
+        return [tuple(list(lst) for lst in tensorlists)]  # the usual case: one bucket
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(tensorlists[0]):
+    for i, t in enumerate(first):
         buckets.setdefault((t.device, t.dtype), []).append(i)
     return [tuple([lst[i] for i in idx] for lst in tensorlists) for idx in buckets.values()]
+
+
+@functools.lru_cache(maxsize=256)
+def _penalty_from_fields(
+    penalty: str | None,
+    lam: float | None,
+    a: float | None,
+    groups: str | None,
+    group_weight: str | None,
+) -> Penalty:
+    return make_penalty(penalty or "none", lam=lam, a=a, groups=groups, group_weight=group_weight)
 
 
 class SparseOptimizer(torch.optim.Optimizer):
@@ -120,14 +135,16 @@ class SparseOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def penalty_of(group: dict[str, Any]) -> Penalty:
-        """The :class:`~sparseopt.penalties.Penalty` described by a param group's fields."""
-        return make_penalty(
-            group.get("penalty", "none"),
-            lam=group.get("lam"),
-            a=group.get("a"),
-            groups=group.get("groups"),
-            group_weight=group.get("group_weight"),
-        )
+        """The :class:`~sparseopt.penalties.Penalty` described by a param group's fields.
+
+        Penalties are frozen and built from plain data, so one object per spec is
+        memoised and reused across steps.
+        """
+        fields = tuple(group.get(k) for k in ("penalty", "lam", "a", "groups", "group_weight"))
+        try:
+            return _penalty_from_fields(*fields)
+        except TypeError:  # an unhashable value (e.g. a tensor λ): build it directly
+            return _penalty_from_fields.__wrapped__(*fields)
 
     @staticmethod
     def _closure_loss(closure: Callable[[], Any] | None) -> Any:

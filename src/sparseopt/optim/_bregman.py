@@ -28,7 +28,6 @@ from torch import Tensor
 from sparseopt.optim._base import PENALTY_DEFAULTS, SparseOptimizer
 from sparseopt.penalties import (
     L0,
-    L1,
     TL1,
     GroupL0,
     NoPenalty,
@@ -46,8 +45,6 @@ __all__ = [
     "sync_all_duals",
     "sync_dual",
 ]
-
-_softshrink_out = torch._C._nn.softshrink  # softshrink(x, lambd, out=...) in one pass
 
 
 def init_dual(p: Tensor, penalty: Penalty, delta: float) -> Tensor:
@@ -88,21 +85,12 @@ def primal_foreach(
     """
     if len(params) == 0:
         return
-    if type(penalty) is L1:
-        thr = float(delta) * penalty.lam
-        for p, v in zip(params, duals, strict=True):
-            if delta == 1.0:
-                _softshrink_out(v, thr, out=p)
-            else:
-                torch.mul(v, delta, out=p)
-                _softshrink_out(p, thr, out=p)
-        return
     if delta == 1.0:
-        torch._foreach_copy_(list(params), list(duals))
-    else:
-        for p, v in zip(params, duals, strict=True):
-            torch.mul(v, delta, out=p)
-    penalty.prox_foreach_(params, delta)
+        penalty.prox_into_(params, duals, 1.0)
+        return
+    for p, v in zip(params, duals, strict=True):
+        torch.mul(v, delta, out=p)
+    penalty.prox_into_(params, params, delta)
 
 
 def dead_threshold(penalty: Penalty, delta: float) -> float:

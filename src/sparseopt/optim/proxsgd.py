@@ -23,13 +23,11 @@ from torch import Tensor
 from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
+    group_by_device_dtype,
     resolve_foreach,
 )
 from sparseopt.optim._sgd import (
-    buckets,
-    cached_penalty,
     check_sgd_hyperparameters,
-    prox_into_,
     sgd_direction,
     sgd_directions_foreach,
 )
@@ -191,7 +189,7 @@ class ProxSGD(SparseOptimizer):
                 nesterov=group["nesterov"],
                 weight_decay=group["weight_decay"],
                 maximize=group["maximize"],
-                penalty=cached_penalty(self, group),
+                penalty=self.penalty_of(group),
                 foreach=group["foreach"],
             )
             if group["momentum"] != 0:
@@ -304,7 +302,7 @@ def _multi_tensor_proxsgd(
 ) -> None:
     torch._foreach_add_(state_steps, 1.0)
     indices = list(range(len(params)))
-    for bucket in buckets(params, grads, momentum_buffer_list, indices):
+    for bucket in group_by_device_dtype(params, grads, momentum_buffer_list, indices):
         device_params, device_grads, device_bufs, device_indices = bucket
         directions = sgd_directions_foreach(
             device_params,
@@ -319,4 +317,4 @@ def _multi_tensor_proxsgd(
         for j, i in enumerate(device_indices):
             momentum_buffer_list[i] = device_bufs[j]
         torch._foreach_add_(device_params, directions, alpha=-lr)
-        prox_into_(penalty, device_params, device_params, lr)
+        penalty.prox_into_(device_params, device_params, lr)

@@ -38,8 +38,6 @@ from sparseopt.optim._base import (
     SparseOptimizer,
     resolve_foreach,
 )
-from sparseopt.optim._sgd import cached_penalty, prox_into_
-from sparseopt.optim._sgd import softshrink_out as _softshrink
 from sparseopt.penalties import L0, L1, NoPenalty, Penalty, make_penalty
 
 __all__ = ["RDA", "rda"]
@@ -286,7 +284,7 @@ class RDA(SparseOptimizer):
                 adaptive=group["adaptive"],
                 eps=group["eps"],
                 maximize=group["maximize"],
-                penalty=cached_penalty(self, group),
+                penalty=self.penalty_of(group),
                 foreach=group["foreach"],
             )
             for p, lr_sum, lr_sq_sum in zip(params, lr_sums, lr_sq_sums, strict=True):
@@ -402,7 +400,7 @@ def _adaptive_iterate_(
     """
     torch.addcmul(grad_avg, w0, scale, out=w)  # q
     if isinstance(penalty, L1) and not penalty.is_zero:
-        _softshrink(w, penalty.lam, out=w)
+        penalty.prox_(w, 1.0)
         w.div_(scale)
     elif isinstance(penalty, L0) and not penalty.is_zero:
         keep = torch.div(w, scale).mul_(w) < -2.0 * penalty.lam  # z q < -2 λ
@@ -492,7 +490,7 @@ def _multi_tensor_rda(
             if type(penalty) is L1 and not penalty.is_zero:
                 for w, w0, avg, scale in zip(ws, w0s, avgs, scales, strict=True):
                     torch.addcmul(avg, w0, scale, out=w)
-                    _softshrink(w, penalty.lam, out=w)
+                    penalty.prox_(w, 1.0)
                 torch._foreach_div_(ws, scales)
             else:
                 for w, w0, avg, scale in zip(ws, w0s, avgs, scales, strict=True):
@@ -501,4 +499,4 @@ def _multi_tensor_rda(
             c = math.sqrt(lr_sq_sum) / gamma
             for w, w0, avg in zip(ws, w0s, avgs, strict=True):
                 torch.add(w0, avg, alpha=-c, out=w)
-            prox_into_(penalty, ws, ws, c)
+            penalty.prox_into_(ws, ws, c)

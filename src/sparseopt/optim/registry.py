@@ -85,7 +85,9 @@ class OptimizerInfo:
         return {n for n in sig.parameters if n not in ("self", "params")}
 
 
-def _info(name: str, target: str, description: str, reference: str = "", **kw: Any) -> OptimizerInfo:
+def _info(
+    name: str, target: str, description: str, reference: str = "", **kw: Any
+) -> OptimizerInfo:
     sparse = kw.pop("sparse", True)
     return OptimizerInfo(name, target, description, MappingProxyType(kw), sparse, reference)
 

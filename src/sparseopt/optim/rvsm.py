@@ -34,13 +34,11 @@ from sparseopt._validation import check_nonneg
 from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
+    group_by_device_dtype,
     resolve_foreach,
 )
 from sparseopt.optim._sgd import (
-    buckets,
-    cached_penalty,
     check_sgd_hyperparameters,
-    prox_into_,
     sgd_direction,
     sgd_directions_foreach,
 )
@@ -233,7 +231,7 @@ class RVSM(SparseOptimizer):
         """
         loss = self._closure_loss(closure)
         for group in self.param_groups:
-            penalty = cached_penalty(self, group)
+            penalty = self.penalty_of(group)
             params: list[Tensor] = []
             grads: list[Tensor] = []
             momentum_buffer_list: list[Tensor | None] = []
@@ -450,7 +448,7 @@ def _multi_tensor_rvsm(
     torch._foreach_add_(state_steps, 1.0)
     indices = list(range(len(params)))
     u_list: list[Tensor | None] = list(us) if us else [None] * len(params)
-    for bucket in buckets(params, grads, momentum_buffer_list, u_list, indices):
+    for bucket in group_by_device_dtype(params, grads, momentum_buffer_list, u_list, indices):
         device_params, device_grads, device_bufs, device_us, device_indices = bucket
         directions = sgd_directions_foreach(
             device_params,
@@ -471,6 +469,6 @@ def _multi_tensor_rvsm(
             torch._foreach_lerp_(device_params, device_us, lr * beta)
         torch._foreach_add_(device_params, directions, alpha=-lr)
         if split:
-            prox_into_(penalty, device_us, device_params, 1.0 / beta)
+            penalty.prox_into_(device_us, device_params, 1.0 / beta)
         else:
             torch._foreach_copy_(device_us, device_params)

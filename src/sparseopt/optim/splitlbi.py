@@ -27,14 +27,13 @@ import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg, check_positive
-from sparseopt.groups import group_norms
 from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
     group_by_device_dtype,
     resolve_foreach,
 )
-from sparseopt.penalties import L1, GroupL1, NoPenalty, Penalty, make_penalty
+from sparseopt.penalties import NoPenalty, Penalty, make_penalty
 
 __all__ = ["SplitLBI", "splitlbi"]
 
@@ -339,34 +338,6 @@ class SplitLBI(SparseOptimizer):
 # ------------------------------------------------------------------------- functional
 
 
-def _group_l1_gamma_(
-    gammas: list[Tensor], duals: list[Tensor], penalty: GroupL1, kappa: float, foreach: bool
-) -> None:
-    # Γ = κ·V_g·max(0, 1 − λw_g/‖V_g‖): one reduction for the norms, a few ops on the
-    # small tensors of group factors (fused over the list with ``foreach``), and one pass
-    # that writes straight into Γ. A zero group gives 1 − λw_g·(1/0) = −inf, clamped to 0.
-    threshs = [penalty.lam * penalty.weight(v.shape) for v in duals]
-    if penalty.lam == 0:
-        for g, v in zip(gammas, duals, strict=True):
-            torch.mul(v, kappa, out=g)
-        return
-    factors = [group_norms(v, penalty.groups) for v in duals]
-    if foreach:
-        torch._foreach_reciprocal_(factors)
-        torch._foreach_mul_(factors, [-t for t in threshs])
-        torch._foreach_add_(factors, 1.0)
-        torch._foreach_clamp_min_(factors, 0.0)
-        if kappa != 1.0:
-            torch._foreach_mul_(factors, kappa)
-    else:
-        for f, t in zip(factors, threshs, strict=True):
-            f.reciprocal_().mul_(-t).add_(1.0).clamp_min_(0.0)
-            if kappa != 1.0:
-                f.mul_(kappa)
-    for g, v, f in zip(gammas, duals, factors, strict=True):
-        torch.mul(v, f, out=g)
-
-
 def _gamma_from_dual_(
     gammas: list[Tensor],
     duals: list[Tensor],
@@ -374,28 +345,8 @@ def _gamma_from_dual_(
     kappa: float,
     foreach: bool = False,
 ) -> None:
-    """Γ ← κ·prox_J(V) in place, with per-tensor ops or ``torch._foreach_*`` ones."""
-    if type(penalty) is L1:
-        # softshrink is the soft threshold (bitwise equal to V - clamp(V, -λ, λ)) in one
-        # pass, written straight into Γ (there is no foreach softshrink).
-        for g, v in zip(gammas, duals, strict=True):
-            torch._C._nn.softshrink(v, penalty.lam, out=g)
-    elif type(penalty) is GroupL1:
-        _group_l1_gamma_(gammas, duals, penalty, kappa, foreach)
-        return
-    elif foreach:
-        torch._foreach_copy_(gammas, duals)
-        penalty.prox_foreach_(gammas, 1.0)
-    else:
-        for g, v in zip(gammas, duals, strict=True):
-            g.copy_(v)
-            penalty.prox_(g, 1.0)
-    if kappa != 1.0:
-        if foreach:
-            torch._foreach_mul_(gammas, kappa)
-        else:
-            for g in gammas:
-                g.mul_(kappa)
+    """Γ ← κ·prox_J(V) in place (one fused pass for ℓ1 / ℓ0, see :meth:`Penalty.prox_into_`)."""
+    penalty.prox_into_(gammas, duals, 1.0, scale=kappa)
 
 
 def splitlbi(
