@@ -1,0 +1,744 @@
+"""The ``sparseopt`` command line: ``train``, ``compare`` and ``list``.
+
+``sparseopt train`` with no arguments trains the main job (an AdaBreg-trained sparse
+MLP on the embedded scikit-learn digits). Every setting is a flag and a key of a
+config file (``--config FILE``, YAML/TOML/JSON, keys are the
+:class:`~sparseopt.config.TrainConfig` fields); flags override the file.
+
+Exit codes: 0 success; 1 unexpected error; 2 usage error (bad flag, unknown name,
+invalid value, missing data — one message, no traceback); 3 training diverged
+(NaN/Inf loss; the last good checkpoint is kept); 130/143 interrupted by SIGINT/SIGTERM
+after writing a checkpoint (resume with ``--resume RUN_DIR``).
+
+The parser is built from small tables, so a new subcommand is one entry in
+:data:`COMMANDS` (``name -> (help, add_arguments, run)``); the structure tools'
+``path`` and ``prune`` come from ``sparseopt.cli_tools.COMMANDS`` when it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sparseopt._version import __version__
+from sparseopt.config import (
+    HYPERPARAMETER_FIELDS,
+    PENALTY_FIELDS,
+    SCHEDULES,
+    TrainConfig,
+    load_config_file,
+)
+
+__all__ = ["COMMANDS", "EXIT_USAGE", "all_commands", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem with the command line or the settings: one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _KeyValue(argparse.Action):
+    """``KEY=VALUE`` pairs collected into a dict; values parsed as YAML (``[64, 32]``, ``1e-3``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        key, sep, raw = str(values).partition("=")
+        if not sep or not key:
+            parser.error(f"argument {option_string}: expected KEY=VALUE, got {values!r}")
+        current = dict(getattr(namespace, self.dest, None) or {})
+        current[key.strip().replace("-", "_")] = _parse_value(raw)
+        setattr(namespace, self.dest, current)
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        import yaml
+
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except Exception:
+        return raw
+
+
+def _names(kind: str) -> str:
+    try:
+        if kind == "datasets":
+            from sparseopt.data import list_datasets
+
+            return ", ".join(list_datasets())
+        if kind == "models":
+            from sparseopt.models import list_models
+
+            return ", ".join(list_models())
+        from sparseopt.optim.registry import list_optimizers
+
+        return ", ".join(list_optimizers())
+    except Exception:  # a half-installed package must not break --help
+        return "see `sparseopt list`"
+
+
+S = argparse.SUPPRESS
+
+#: (group title, [(flags, argparse keywords)]) — ``dest`` is always a TrainConfig field.
+_TRAIN_FLAGS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
+    (
+        "data",
+        [
+            (
+                ("--dataset", "-d"),
+                {"metavar": "NAME", "help": "dataset: {datasets} (default: digits)"},
+            ),
+            (("--data-dir",), {"metavar": "DIR", "help": "where file-based datasets live"}),
+            (
+                ("--val-fraction",),
+                {
+                    "type": float,
+                    "metavar": "F",
+                    "help": "validation fraction of the training data (default: 0.1)",
+                },
+            ),
+            (
+                ("--data-option",),
+                {
+                    "dest": "dataset_options",
+                    "action": _KeyValue,
+                    "metavar": "KEY=VALUE",
+                    "help": "dataset loader option, repeatable (e.g. limit_train=5000)",
+                },
+            ),
+            (
+                ("--augment",),
+                {
+                    "action": argparse.BooleanOptionalAction,
+                    "help": "random crop + flip of training images (CIFAR)",
+                },
+            ),
+        ],
+    ),
+    (
+        "model",
+        [
+            (
+                ("--model", "-m"),
+                {"metavar": "NAME", "help": "architecture: {models} (default: mlp)"},
+            ),
+            (
+                ("--model-option",),
+                {
+                    "dest": "model_options",
+                    "action": _KeyValue,
+                    "metavar": "KEY=VALUE",
+                    "help": "architecture option, repeatable (e.g. hidden=[128,64])",
+                },
+            ),
+            (
+                ("--init-density",),
+                {
+                    "type": float,
+                    "metavar": "R",
+                    "help": "sparse-init density in (0, 1]; default 0.01 for linbreg/adabreg, 1 (dense) otherwise",
+                },
+            ),
+            (
+                ("--init-groups",),
+                {
+                    "metavar": "G",
+                    "help": "draw the sparse-init mask per group (filter, channel, kernel)",
+                },
+            ),
+        ],
+    ),
+    (
+        "optimizer",
+        [
+            (
+                ("--optimizer", "-o"),
+                {"metavar": "NAME", "help": "optimizer: {optimizers} (default: adabreg)"},
+            ),
+            (
+                ("--lr",),
+                {"type": float, "metavar": "LR", "help": "learning rate (default: per optimizer)"},
+            ),
+            (
+                ("--penalty",),
+                {
+                    "metavar": "P",
+                    "help": "penalty of all weights: l1, l0, tl1, group_l1, group_l0, none (default: l1)",
+                },
+            ),
+            (
+                ("--lam",),
+                {
+                    "type": float,
+                    "metavar": "λ",
+                    "help": "penalty weight λ of all weights (default: per optimizer)",
+                },
+            ),
+            (
+                ("--groups",),
+                {
+                    "metavar": "G",
+                    "help": "grouping of group penalties: filter, channel, kernel (row/column)",
+                },
+            ),
+            (("--conv-penalty",), {"metavar": "P", "help": "penalty of conv weights"}),
+            (("--conv-groups",), {"metavar": "G", "help": "grouping of conv weights"}),
+            (("--conv-lam",), {"type": float, "metavar": "λ", "help": "λ of conv weights"}),
+            (("--linear-penalty",), {"metavar": "P", "help": "penalty of linear weights"}),
+            (("--linear-groups",), {"metavar": "G", "help": "grouping of linear weights"}),
+            (("--linear-lam",), {"type": float, "metavar": "λ", "help": "λ of linear weights"}),
+            (
+                ("--tl1-a", "--a"),
+                {
+                    "dest": "a",
+                    "type": float,
+                    "metavar": "A",
+                    "help": "shape parameter a of the tl1 penalty",
+                },
+            ),
+            (
+                ("--group-weight",),
+                {"metavar": "W", "help": "group weight: sqrt (of the group size) or one"},
+            ),
+            (("--delta",), {"type": float, "help": "LinBreg/AdaBreg elastic-net δ"}),
+            (
+                ("--momentum",),
+                {"type": float, "help": "momentum (linbreg, splitlbi, rvsm, proxsgd, sgd)"},
+            ),
+            (
+                ("--betas",),
+                {
+                    "type": float,
+                    "nargs": 2,
+                    "metavar": ("B1", "B2"),
+                    "help": "Adam betas (adabreg, adam)",
+                },
+            ),
+            (("--eps",), {"type": float, "help": "ε of adabreg, adam, rda (adaptive)"}),
+            (("--kappa",), {"type": float, "help": "SplitLBI κ"}),
+            (("--nu",), {"type": float, "help": "SplitLBI ν"}),
+            (("--beta",), {"type": float, "help": "RVSM coupling β"}),
+            (("--gamma",), {"type": float, "help": "RDA γ"}),
+            (
+                ("--weight-decay",),
+                {"type": float, "help": "weight decay (splitlbi, rvsm, proxsgd, sgd, adam)"},
+            ),
+            (
+                ("--nesterov",),
+                {
+                    "action": argparse.BooleanOptionalAction,
+                    "help": "Nesterov momentum (splitlbi, rvsm, proxsgd, sgd)",
+                },
+            ),
+            (
+                ("--optimizer-option",),
+                {
+                    "dest": "optimizer_options",
+                    "action": _KeyValue,
+                    "metavar": "KEY=VALUE",
+                    "help": "any other optimizer keyword, repeatable (e.g. adaptive=true for rda)",
+                },
+            ),
+        ],
+    ),
+    (
+        "training",
+        [
+            (("--epochs", "-e"), {"type": int, "metavar": "N", "help": "epochs (default: 30)"}),
+            (
+                ("--batch-size", "-b"),
+                {"type": int, "metavar": "N", "help": "global batch size (default: 64)"},
+            ),
+            (
+                ("--eval-batch-size",),
+                {"type": int, "metavar": "N", "help": "evaluation batch size (default: 1024)"},
+            ),
+            (
+                ("--limit-batches",),
+                {"type": int, "metavar": "N", "help": "at most N batches per epoch (quick trials)"},
+            ),
+            (
+                ("--schedule",),
+                {"choices": SCHEDULES, "help": "learning-rate schedule per epoch (default: none)"},
+            ),
+            (
+                ("--lr-step-size",),
+                {
+                    "type": int,
+                    "metavar": "N",
+                    "help": "step schedule: decay every N epochs (default: 30)",
+                },
+            ),
+            (
+                ("--lr-gamma",),
+                {
+                    "type": float,
+                    "metavar": "F",
+                    "help": "step/multistep decay factor (default: 0.1)",
+                },
+            ),
+            (
+                ("--lr-milestones",),
+                {
+                    "type": int,
+                    "nargs": "+",
+                    "metavar": "E",
+                    "help": "multistep schedule: epochs at which to decay",
+                },
+            ),
+            (("--seed", "-s"), {"type": int, "help": "random seed (default: 0)"}),
+            (("--device",), {"metavar": "DEV", "help": "auto (default), cpu, cuda or cuda:N"}),
+            (("--threads",), {"type": int, "metavar": "N", "help": "CPU threads for torch"}),
+        ],
+    ),
+    (
+        "output",
+        [
+            (
+                ("--out",),
+                {
+                    "metavar": "DIR",
+                    "help": "run directory (default: runs/<timestamp>-<dataset>-<optimizer>)",
+                },
+            ),
+            (("--name",), {"help": "run name, for the default --out (runs/NAME)"}),
+            (
+                ("--quiet", "-q"),
+                {"action": "store_true", "help": "no progress bar and no per-epoch lines"},
+            ),
+            (
+                ("--tensorboard",),
+                {
+                    "action": argparse.BooleanOptionalAction,
+                    "help": "TensorBoard logging (default: if installed)",
+                },
+            ),
+            (
+                ("--plots",),
+                {
+                    "action": argparse.BooleanOptionalAction,
+                    "help": "draw the PNG plots at the end (default: yes)",
+                },
+            ),
+            (
+                ("--keep-checkpoints",),
+                {"action": "store_true", "help": "keep one checkpoint per epoch in checkpoints/"},
+            ),
+        ],
+    ),
+]
+
+
+def _flag_dest(flags: tuple[str, ...], kwargs: dict[str, Any]) -> str:
+    return kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
+
+
+def _add_train_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    names = {k: _names(k) for k in ("datasets", "models", "optimizers")}
+    for title, specs in _TRAIN_FLAGS:
+        group = parser.add_argument_group(title)
+        for flags, kwargs in specs:
+            if _flag_dest(flags, kwargs) in skip:
+                continue
+            kw = dict(kwargs)
+            kw["default"] = S
+            if "help" in kw:
+                kw["help"] = kw["help"].format_map(names).replace("%", "%%")
+            group.add_argument(*flags, **kw)
+
+
+def train_flag_dests() -> list[str]:
+    """Config fields that have a ``sparseopt train`` flag (all of them)."""
+    return [_flag_dest(f, k) for _, specs in _TRAIN_FLAGS for f, k in specs]
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", help="YAML/TOML/JSON config file (flags override it)"
+    )
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint"
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config (YAML) and exit"
+    )
+    _add_train_flags(parser)
+
+
+def _settings(args: argparse.Namespace, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """Config-file settings overridden by the flags given on the command line."""
+    settings: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        try:
+            settings = load_config_file(args.config)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(str(err)) from None
+    for dest in train_flag_dests():
+        if dest in skip or not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        if dest.endswith("_options") and isinstance(settings.get(dest), dict):
+            value = {**settings[dest], **value}
+        settings[dest] = value
+    return settings
+
+
+def _config(settings: dict[str, Any]) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(settings)
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from sparseopt.engine import train
+
+    settings = _settings(args)
+    if args.resume:
+        if args.print_config:
+            raise UsageError("--print-config cannot be combined with --resume")
+        result = train(settings, resume=args.resume)
+        del result
+        return EXIT_OK
+    config = _config(settings)
+    if args.print_config:
+        import yaml
+
+        try:
+            resolved = config.resolve()
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        print(yaml.safe_dump(resolved.to_dict(), sort_keys=False, default_flow_style=None), end="")
+        return EXIT_OK
+    train(config)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", help="YAML/TOML/JSON config file (flags override it)"
+    )
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        metavar="NAME",
+        help=f"optimizers to compare (default: all: {_names('optimizers')})",
+    )
+    _add_train_flags(parser, skip=("optimizer", "name"))
+
+
+def _per_optimizer(base: dict[str, Any], name: str) -> tuple[dict[str, Any], list[str]]:
+    """``base`` settings for optimizer ``name``, without keywords it does not take."""
+    from sparseopt.optim.registry import get_optimizer_info
+
+    info = get_optimizer_info(name)
+    accepted = info.accepted_keywords()
+    settings = dict(base, optimizer=info.name)
+    dropped = []
+    for key in HYPERPARAMETER_FIELDS:
+        if key in settings and settings[key] is not None and key not in accepted:
+            dropped.append(key)
+            del settings[key]
+    options = dict(settings.get("optimizer_options") or {})
+    for key in list(options):
+        if key not in accepted:
+            dropped.append(key)
+            del options[key]
+    if "optimizer_options" in settings:
+        settings["optimizer_options"] = options
+    if not info.sparse:
+        for key in PENALTY_FIELDS:
+            if key in settings and settings[key] is not None:
+                dropped.append(key)
+                del settings[key]
+    return settings, dropped
+
+
+def _fmt_row(row: dict[str, Any], task: str) -> list[str]:
+    if row.get("status") != "ok":
+        return [
+            row["optimizer"],
+            row.get("status", "failed"),
+            "",
+            "",
+            "",
+            "",
+            f"{row.get('wall_time', 0):.1f}",
+        ]
+    if task == "classification":
+        perf = [
+            f"{100 * row['test_acc']:.2f}",
+            "-" if row.get("val_acc") is None else f"{100 * row['val_acc']:.2f}",
+        ]
+    else:
+        perf = [
+            f"{row['test_loss']:.4g}",
+            "-" if row.get("val_loss") is None else f"{row['val_loss']:.4g}",
+        ]
+    return [
+        row["optimizer"],
+        *perf,
+        f"{100 * row['density']:.2f}",
+        f"{100 * row['weight_density']:.2f}",
+        f"{row['nonzero']:,} / {row['params']:,}",
+        f"{row['wall_time']:.1f}",
+    ]
+
+
+def comparison_table(rows: Sequence[dict[str, Any]], task: str = "classification") -> str:
+    """A Markdown table of compared runs (one row per optimizer)."""
+    if task == "classification":
+        head = ["optimizer", "test acc (%)", "val acc (%)"]
+    else:
+        head = ["optimizer", "test loss", "val loss"]
+    head += ["density (%)", "weight density (%)", "nonzero / params", "wall time (s)"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt_row(row, task)) + " |")
+    return "\n".join(lines)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from sparseopt.engine import NonFiniteLossError, train
+    from sparseopt.logging_utils import atomic_write_text
+    from sparseopt.optim.registry import get_optimizer_info, list_optimizers
+
+    base = _settings(args, skip=("optimizer", "name"))
+    names = args.optimizers or list_optimizers()
+    try:
+        names = [get_optimizer_info(n).name for n in names]
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if len(set(names)) != len(names):
+        raise UsageError(f"optimizers listed twice: {names}")
+    out = Path(base.pop("out", None) or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}")
+    busy = [n for n in names if (out / n / "checkpoint.pt").exists()]
+    if busy:
+        raise UsageError(f"{out} already holds runs of {', '.join(busy)}; choose another --out")
+    configs = []
+    for name in names:
+        settings, dropped = _per_optimizer(base, name)
+        settings["out"] = str(out / name)
+        configs.append((name, _config(settings), dropped))
+    quiet = bool(base.get("quiet", False))
+    rows: list[dict[str, Any]] = []
+    task = "classification"
+    print(
+        f"sparseopt compare: {len(names)} optimizers on {configs[0][1].dataset} → {out}", flush=True
+    )
+    for i, (name, config, dropped) in enumerate(configs, start=1):
+        if dropped and not quiet:
+            print(f"note: {name} takes no {', '.join(dropped)}; ignored for it", flush=True)
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"optimizer": name, "run_dir": config.out}
+        try:
+            result = train(config, echo=False)
+        except NonFiniteLossError as err:
+            row.update(status="diverged", wall_time=time.perf_counter() - t0, error=str(err))
+            print(f"[{i}/{len(configs)}] {name}: diverged (NaN/Inf loss)", flush=True)
+            rows.append(row)
+            continue
+        m = result.metrics
+        task = "classification" if m.get("test_acc") is not None else "regression"
+        row.update(
+            status="ok",
+            test_acc=m.get("test_acc"),
+            val_acc=m.get("val_acc"),
+            test_loss=m.get("test_loss"),
+            val_loss=m.get("val_loss"),
+            density=m["density"],
+            weight_density=m["weight_density"],
+            nonzero=m["nonzero"],
+            params=m["params"],
+            epochs=m["epoch"],
+            wall_time=result.wall_time,
+            lr=result.config.lr,
+            lam=m.get("lam"),
+        )
+        rows.append(row)
+        perf = (
+            f"test acc {100 * m['test_acc']:.2f}%"
+            if task == "classification"
+            else f"test loss {m['test_loss']:.4g}"
+        )
+        print(
+            f"[{i}/{len(configs)}] {name}: {perf}, density {100 * m['density']:.2f}%, "
+            f"{result.wall_time:.1f}s",
+            flush=True,
+        )
+    table = comparison_table(rows, task)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "comparison.md", table + "\n")
+    atomic_write_text(out / "comparison.json", json.dumps(rows, indent=2) + "\n")
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if ok:
+        try:
+            from sparseopt.plots import plot_pareto
+
+            y = "test_acc" if task == "classification" else "test_loss"
+            plot_pareto(
+                ok,
+                out / "pareto.png",
+                y=y,
+                title=f"{configs[0][1].dataset}: {y.replace('_', ' ')} vs density",
+            )
+        except ImportError:  # pragma: no cover - matplotlib missing
+            print("note: pareto.png skipped (matplotlib is not installed)")
+    print()
+    print(table)
+    print(f"\nwritten: {out / 'comparison.md'}, {out / 'comparison.json'}, {out / 'pareto.png'}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- list
+
+
+def _add_list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "what",
+        nargs="?",
+        choices=("datasets", "models", "optimizers"),
+        help="what to list (default: everything)",
+    )
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    from sparseopt.data import list_datasets
+    from sparseopt.models import get_model_spec, list_models
+    from sparseopt.optim.registry import get_optimizer_info, list_optimizers
+
+    what = [args.what] if args.what else ["datasets", "models", "optimizers"]
+    for kind in what:
+        print(f"{kind}:")
+        if kind == "datasets":
+            for name in list_datasets():
+                print(f"  {name}")
+        elif kind == "models":
+            for name in list_models():
+                print(f"  {name:<10} {get_model_spec(name).description}")
+        else:
+            for name in list_optimizers():
+                print(f"  {name:<10} {get_optimizer_info(name).description}")
+    return EXIT_OK
+
+
+#: Subcommands: name -> (help, add_arguments(parser), run(args) -> exit code).
+COMMANDS: dict[
+    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = {
+    "train": (
+        "train one network (no flags: the default digits job)",
+        _add_train_arguments,
+        _run_train,
+    ),
+    "compare": (
+        "train several optimizers on the same task and seed; Markdown table + Pareto plot",
+        _add_compare_arguments,
+        _run_compare,
+    ),
+    "list": ("list the datasets, models and optimizers", _add_list_arguments, _run_list),
+}
+
+
+def all_commands() -> dict[str, Any]:
+    """:data:`COMMANDS` plus the structure tools' subcommands (``sparseopt.cli_tools``)."""
+    commands = dict(COMMANDS)
+    try:
+        from sparseopt.cli_tools import COMMANDS as extra
+    except ImportError:  # the structure tools are optional
+        extra = {}
+    for name, spec in extra.items():
+        commands.setdefault(name, spec)
+    return commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sparseopt`` argument parser."""
+    parser = _Parser(
+        prog="sparseopt",
+        description="Train sparse neural networks with sparsity-promoting optimizers.",
+        epilog="exit codes: 0 ok, 1 error, 2 usage error, 3 diverged (NaN/Inf), 130/143 interrupted",
+    )
+    parser.add_argument("--version", action="version", version=f"sparseopt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add, _) in all_commands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+    return parser
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sparseopt`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # usage errors (2), --help and --version (0)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    commands = all_commands()
+    if args.command is None:
+        print(
+            f"sparseopt: error: a command is required: {', '.join(commands)} "
+            "(see sparseopt --help)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    prog = f"sparseopt {args.command}"
+    run = commands[args.command][2]
+
+    from sparseopt.data import DatasetNotFoundError
+    from sparseopt.engine import EXIT_DIVERGED, ConfigError, NonFiniteLossError, TrainingInterrupted
+
+    try:
+        return run(args)
+    except (UsageError, ConfigError) as err:
+        print(f"{prog}: error: {_one_line(str(err))}", file=sys.stderr)
+        return EXIT_USAGE
+    except DatasetNotFoundError as err:  # keep its list of directories, one per line
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except NonFiniteLossError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except TrainingInterrupted as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Output helpers of the training engine: progress bar, epoch lines, metric files.
+
+- :class:`ProgressBar` — a small batch progress bar on ``stderr``, drawn only on a TTY;
+- :func:`format_epoch_line`, :func:`format_layers` — the per-epoch line and its compact
+  per-layer density summary;
+- :func:`write_metrics` — ``metrics.csv`` and ``metrics.jsonl`` from the history;
+- :func:`atomic_write_text`, :func:`atomic_torch_save` — write-then-``os.replace`` so a
+  file is either the old or the new version, never half written;
+- :func:`open_tensorboard` — a ``SummaryWriter`` when ``torch.utils.tensorboard`` imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = [
+    "ProgressBar",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "flatten_metrics",
+    "format_duration",
+    "format_epoch_line",
+    "format_layers",
+    "open_tensorboard",
+    "write_metrics",
+]
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+class ProgressBar:
+    """A minimal batch progress bar written to ``stream`` (default ``sys.stderr``).
+
+    Drawn only when ``enabled`` (default: the stream is a TTY), at most every
+    ``min_interval`` seconds; :meth:`close` erases it so the next line starts clean.
+
+    Example:
+        >>> bar = ProgressBar(3, "epoch 1", enabled=False)
+        >>> for _ in range(3):
+        ...     bar.update(loss=0.5)
+        >>> bar.close()
+        >>> bar.n
+        3
+    """
+
+    def __init__(
+        self,
+        total: int,
+        desc: str = "",
+        *,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        width: int = 24,
+        min_interval: float = 0.1,
+        initial: int = 0,
+    ) -> None:
+        self.total = max(int(total), 0)
+        self.desc = desc
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty())
+        self.enabled = enabled
+        self.width = width
+        self.min_interval = min_interval
+        self.n = initial
+        self._start = time.perf_counter()
+        self._start_n = initial
+        self._last_draw = 0.0
+        self._postfix: dict[str, Any] = {}
+        self._drawn = False
+
+    def update(self, n: int = 1, **postfix: Any) -> None:
+        """Advance by ``n`` batches; ``postfix`` values (e.g. ``loss=0.3``) are shown after."""
+        self.n += n
+        if postfix:
+            self._postfix.update(postfix)
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last_draw >= self.min_interval or self.n >= self.total:
+            self._last_draw = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        frac = self.n / self.total if self.total else 1.0
+        filled = round(frac * self.width)
+        bar = "█" * filled + "·" * (self.width - filled)
+        elapsed = max(now - self._start, 1e-9)
+        rate = (self.n - self._start_n) / elapsed
+        eta = (self.total - self.n) / rate if rate > 0 else float("nan")
+        post = " ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self._postfix.items()
+        )
+        line = (
+            f"{self.desc} |{bar}| {self.n}/{self.total} {rate:.1f} it/s "
+            f"eta {format_duration(eta)} {post}"
+        )
+        self.stream.write("\r" + line.rstrip() + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        """Erase the bar (if it was drawn)."""
+        if self.enabled and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+        self._drawn = False
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def format_duration(seconds: float) -> str:
+    """``"12.3s"``, ``"4m05s"``, ``"1h02m"`` (``"?"`` for NaN/inf).
+
+    Example:
+        >>> format_duration(3.14), format_duration(245), format_duration(3725)
+        ('3.1s', '4m05s', '1h02m')
+    """
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        m, s = divmod(round(seconds), 60)
+        return f"{m}m{s:02d}s"
+    h, rem = divmod(round(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m"
+
+
+def _pct(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "  -  "
+    return f"{100 * x:.1f}%"
+
+
+def format_layers(layer_density: Mapping[str, float], max_named: int = 6) -> str:
+    """Compact per-layer density: names and percentages, or a block sparkline.
+
+    Up to ``max_named`` layers are listed by name (``fc1 8% fc2 21%``); deeper networks
+    get one block character per layer, from ``▁`` (empty) to ``█`` (dense), plus the
+    range.
+
+    Example:
+        >>> format_layers({"fc1": 0.08, "fc2": 0.214, "fc3": 1.0})
+        'fc1 8% fc2 21% fc3 100%'
+        >>> format_layers({str(i): i / 9 for i in range(10)}, max_named=3)
+        '▁▂▃▃▄▅▆▆▇█ (0%..100%)'
+    """
+    if not layer_density:
+        return ""
+    if len(layer_density) <= max_named:
+        return " ".join(f"{name} {100 * d:.0f}%" for name, d in layer_density.items())
+    values = list(layer_density.values())
+    top = len(_BLOCKS) - 1
+    spark = "".join(_BLOCKS[min(max(round(d * top), 0), top)] for d in values)
+    return f"{spark} ({100 * min(values):.0f}%..{100 * max(values):.0f}%)"
+
+
+def format_epoch_line(row: Mapping[str, Any], epochs: int, task: str = "classification") -> str:
+    """One line per epoch: loss, accuracies (or losses), density, per-layer summary, time.
+
+    Example:
+        >>> row = {"epoch": 2, "train_loss": 0.25, "train_acc": 0.93, "val_acc": 0.9,
+        ...        "test_acc": 0.91, "density": 0.12, "weight_density": 0.11,
+        ...        "layer_density": {"fc1": 0.1, "fc2": 0.3}, "lr": 0.1, "epoch_time": 1.5}
+        >>> format_epoch_line(row, 10)
+        'epoch  2/10 loss 0.2500 acc train 93.0% val 90.0% test 91.0% | density 12.0% [fc1 10% fc2 30%] | lr 0.1 1.5s'
+    """
+    width = len(str(epochs))
+    parts = [f"epoch {row['epoch']:>{width}}/{epochs}"]
+    loss = row.get("train_loss")
+    parts.append(f"loss {loss:.4f}" if loss is not None else "loss   -   ")
+    if task == "classification":
+        parts.append(
+            f"acc train {_pct(row.get('train_acc'))} val {_pct(row.get('val_acc'))} "
+            f"test {_pct(row.get('test_acc'))}"
+        )
+    else:
+        parts.append(f"val loss {_num(row.get('val_loss'))} test loss {_num(row.get('test_loss'))}")
+    line = " ".join(parts)
+    line += f" | density {_pct(row.get('density'))}"
+    layers = format_layers(row.get("layer_density") or {})
+    if layers:
+        line += f" [{layers}]"
+    tail = []
+    if row.get("lr") is not None:
+        tail.append(f"lr {row['lr']:.3g}")
+    if row.get("epoch_time") is not None:
+        tail.append(format_duration(row["epoch_time"]))
+    if tail:
+        line += " | " + " ".join(tail)
+    return line
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file in the same dir + ``os.replace``)."""
+    return _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to ``path`` atomically (temporary file in the same dir + ``os.replace``)."""
+    import torch
+
+    return _atomic_write(Path(path), lambda f: torch.save(obj, f))
+
+
+def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def flatten_metrics(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts with ``/`` (``{"layer_density": {"fc1": .1}}`` → ``layer_density/fc1``).
+
+    Example:
+        >>> flatten_metrics({"epoch": 1, "layer_density": {"fc1": 0.5}})
+        {'epoch': 1, 'layer_density/fc1': 0.5}
+    """
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_metrics(value, f"{name}/"))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(list(value))
+        else:
+            out[name] = value
+    return out
+
+
+def write_metrics(history: Sequence[Mapping[str, Any]], run_dir: str | os.PathLike[str]) -> None:
+    """(Re)write ``metrics.csv`` and ``metrics.jsonl`` in ``run_dir`` from the full history."""
+    run_dir = Path(run_dir)
+    jsonl = "".join(json.dumps(dict(row), allow_nan=True) + "\n" for row in history)
+    atomic_write_text(run_dir / "metrics.jsonl", jsonl)
+    flat = [flatten_metrics(row) for row in history]
+    columns: list[str] = []
+    for row in flat:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in flat:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+
+
+# --------------------------------------------------------------------------- tensorboard
+
+
+def open_tensorboard(
+    log_dir: str | os.PathLike[str], enabled: bool | None, note: Callable[[str], None]
+) -> Any | None:
+    """A ``torch.utils.tensorboard.SummaryWriter`` for ``log_dir``, or ``None``.
+
+    ``enabled=None`` logs only if TensorBoard is installed; ``False`` never logs. When it
+    is wanted but unavailable, ``note`` is called once with the reason.
+    """
+    if enabled is False:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception as err:  # ImportError, or a broken tensorboard install
+        reason = "not installed" if isinstance(err, ImportError) else f"unusable ({err})"
+        note(f"TensorBoard logging skipped: tensorboard is {reason} (pip install tensorboard)")
+        return None
+    return SummaryWriter(log_dir=str(log_dir))

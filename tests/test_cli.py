@@ -1,0 +1,352 @@
+"""Tests of the ``sparseopt`` command line (``sparseopt.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparseopt.cli import build_parser, main, train_flag_dests
+from sparseopt.config import TrainConfig
+from sparseopt.engine import TIME_KEYS, load_checkpoint
+from sparseopt.optim.registry import list_optimizers
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--epochs", "1", "--limit-batches", "2", "--no-plots", "--no-tensorboard"]
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def command() -> list[str]:
+    """The installed console script, or ``python -m sparseopt``."""
+    script = Path(sys.executable).with_name("sparseopt")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sparseopt"]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), e.get("PYTHONPATH")]))
+    return e
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def test_train_runs_end_to_end_through_main(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main(capsys, "train", *FAST, "--out", str(tmp_path))
+    assert code == 0, err
+    assert "sparseopt train: digits" in out and "epoch 1/1" in out
+    assert re.search(r"done: test acc [\d.]+%.*density [\d.]+%", out)
+    assert "run directory:" in out
+    for name in ("config.yaml", "checkpoint.pt", "metrics.csv", "model_sparse.pt"):
+        assert (tmp_path / name).is_file()
+
+
+def test_quiet_prints_only_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, "train", *FAST, "-q", "--out", str(tmp_path))
+    assert code == 0
+    assert "epoch" not in out.split("done:")[0] and out.startswith("done:")
+    assert err == ""  # no progress bar when stderr is not a TTY
+
+
+def test_train_runs_end_to_end_in_a_subprocess(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*command(), "train", *FAST, "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "done: test acc" in proc.stdout
+    assert (tmp_path / "run" / "metrics.jsonl").is_file()
+
+
+def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--epochs", "30", "--limit-batches", "3", "--no-plots", "--no-tensorboard"]
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparseopt", "train", *args, "--out", str(cut)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the header is printed once training starts
+        assert line.startswith("sparseopt train:"), line + proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "SIGTERM" in err and f"--resume {cut}" in err and "Traceback" not in err
+    ckpt = load_checkpoint(cut)
+    assert ckpt["epoch"] < 30
+    code, _, err = run_main(capsys, "train", "--resume", str(cut), "-q")
+    assert code == 0, err
+    code, _, err = run_main(capsys, "train", *args, "-q", "--out", str(tmp_path / "ref"))
+    assert code == 0, err
+    a, b = load_checkpoint(cut), load_checkpoint(tmp_path / "ref")
+    for key in ("model",):
+        for name, t in a[key].items():
+            assert torch.equal(t, b[key][name]), name
+    strip = [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in a["history"]]
+    assert strip == [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in b["history"]]
+    assert torch.equal(
+        torch.load(cut / "model_sparse.pt", weights_only=True)["fc1.weight"],
+        torch.load(tmp_path / "ref" / "model_sparse.pt", weights_only=True)["fc1.weight"],
+    )
+
+
+def test_nan_exits_3_and_keeps_a_loadable_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_main(
+        capsys,
+        "train",
+        "-o",
+        "sgd",
+        "--lr",
+        "1e10",
+        *FAST,
+        "--epochs",
+        "3",
+        "--limit-batches",
+        "20",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == 3
+    assert "diverged" in err and "checkpoint" in err and "Traceback" not in err
+    ckpt = load_checkpoint(tmp_path)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+# ------------------------------------------------------------------------------ usage errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--optimizer", "nope"], "linbreg"),
+        (["train", "--dataset", "nope"], "digits"),
+        (["train", "--model", "nope"], "lenet5"),
+        (["train", "--epochs", "-1"], "epochs"),
+        (["train", "--epochs", "two"], "--epochs"),
+        (["train", "--no-such-flag"], "--no-such-flag"),
+        (["train", "--schedule", "linear"], "cosine"),
+        (["train", "--penalty", "l7"], "l7"),
+        (["train", "-o", "sgd", "--lam", "0.1"], "sgd"),
+        (["train", "-o", "linbreg", "--kappa", "1"], "kappa"),
+        (["train", "--model-option", "depth=3"], "depth"),
+        (["train", "--data-option", "nonsense"], "KEY=VALUE"),
+        (["train", "--config", "/nonexistent.yaml"], "not found"),
+        (["train", "--resume", "/nonexistent-run"], "cannot resume"),
+        (["compare", "--optimizers", "sgd", "nope"], "nope"),
+        (["frobnicate"], "frobnicate"),
+        ([], "command"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    argv = [*argv, "--out", str(tmp_path)] if argv[:1] == ["train"] else argv
+    code, _, err = run_main(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert needle in lines[0] and "error:" in lines[0] and "Traceback" not in err
+
+
+def test_missing_data_says_where_and_how(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_main(
+        capsys,
+        "train",
+        "-d",
+        "mnist",
+        "--data-dir",
+        str(tmp_path / "empty"),
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert code == 2
+    assert str(tmp_path / "empty") in err and "Traceback" not in err
+    assert "train-images-idx3-ubyte" in err
+
+
+def test_run_directory_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(capsys, "train", *FAST, "--epochs", "0", "--out", str(tmp_path))[0] == 0
+    code, _, err = run_main(capsys, "train", *FAST, "--out", str(tmp_path))
+    assert code == 2 and "--resume" in err
+
+
+# ------------------------------------------------------------------------------ config files
+
+
+def _printed_config(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code, out, err = run_main(capsys, "train", "--print-config", *argv)
+    assert code == 0, err
+    return out
+
+
+def test_config_file_is_equivalent_to_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = [
+        "-o",
+        "linbreg",
+        "--lr",
+        "0.05",
+        "--lam",
+        "0.02",
+        "--momentum",
+        "0.5",
+        "--conv-penalty",
+        "group_l1",
+        "--conv-groups",
+        "filter",
+        "--epochs",
+        "7",
+        "--batch-size",
+        "32",
+        "--schedule",
+        "step",
+        "--lr-step-size",
+        "3",
+        "--model-option",
+        "hidden=[32, 16]",
+        "--data-option",
+        "test_fraction=0.25",
+        "--no-augment",
+        "--seed",
+        "3",
+        "--out",
+        "runs/x",
+    ]
+    from_flags = _printed_config(capsys, *flags)
+    (tmp_path / "c.yaml").write_text(
+        "optimizer: linbreg\nlr: 0.05\nlam: 0.02\nmomentum: 0.5\nconv-penalty: group_l1\n"
+        "conv_groups: filter\nepochs: 7\nbatch_size: 32\nschedule: step\nlr_step_size: 3\n"
+        "model_options: {hidden: [32, 16]}\ndataset_options: {test_fraction: 0.25}\n"
+        "augment: false\nseed: 3\nout: runs/x\n"
+    )
+    assert _printed_config(capsys, "--config", str(tmp_path / "c.yaml")) == from_flags
+    (tmp_path / "c.toml").write_text(
+        'optimizer = "linbreg"\nlr = 0.05\nlam = 0.02\nmomentum = 0.5\nconv_penalty = "group_l1"\n'
+        'conv_groups = "filter"\nepochs = 7\nbatch_size = 32\nschedule = "step"\nlr_step_size = 3\n'
+        'augment = false\nseed = 3\nout = "runs/x"\n'
+        "[model_options]\nhidden = [32, 16]\n[dataset_options]\ntest_fraction = 0.25\n"
+    )
+    assert _printed_config(capsys, "--config", str(tmp_path / "c.toml")) == from_flags
+    # flags override the file
+    overridden = _printed_config(capsys, "--config", str(tmp_path / "c.yaml"), "--epochs", "9")
+    assert "epochs: 9" in overridden and "lr: 0.05" in overridden
+    # the saved config.yaml of a run reproduces it
+    code, _, _ = run_main(
+        capsys, "train", "-c", str(tmp_path / "c.yaml"), *FAST, "--out", str(tmp_path / "r")
+    )
+    assert code == 0
+    again = _printed_config(capsys, "--config", str(tmp_path / "r" / "config.yaml"))
+    assert "optimizer: linbreg" in again and "lam: 0.02" in again
+
+
+def test_unknown_config_key_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "c.yaml").write_text("learning_rate: 0.1\n")
+    code, _, err = run_main(capsys, "train", "--config", str(tmp_path / "c.yaml"))
+    assert code == 2 and "learning_rate" in err and "valid keys" in err
+
+
+def _help(cmd: str) -> str:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[cmd].format_help()
+
+
+def test_every_config_field_is_a_flag_and_documented() -> None:
+    assert sorted(train_flag_dests()) == sorted(TrainConfig.field_names())
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    for cmd in ("train", "compare"):
+        code_help = _help(cmd)
+        for flag in set(re.findall(r"(--[a-z][a-z0-9-]+)", code_help)) - {"--help"}:
+            assert flag in docs, f"{flag} of `sparseopt {cmd}` missing from docs/cli.md"
+    for cmd in ("sparseopt train", "sparseopt compare", "sparseopt list"):
+        assert cmd in docs
+
+
+# ------------------------------------------------------------------------------ compare, list
+
+
+def test_compare_writes_table_and_pareto_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main(
+        capsys,
+        "compare",
+        "--optimizers",
+        "adabreg",
+        "splitlbi",
+        "sgd",
+        "--kappa",
+        "1",
+        "--epochs",
+        "1",
+        "--limit-batches",
+        "2",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    table = (tmp_path / "comparison.md").read_text()
+    assert table.startswith("| optimizer | test acc (%)")
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == [
+        "adabreg",
+        "splitlbi",
+        "sgd",
+    ]
+    assert table.strip() in out
+    assert "sgd takes no kappa" in out
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+    rows = json.loads((tmp_path / "comparison.json").read_text())
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert rows[2]["density"] == pytest.approx(1.0)  # dense baseline
+    for name in ("adabreg", "splitlbi", "sgd"):
+        assert (tmp_path / name / "checkpoint.pt").is_file()
+
+
+def test_list(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(capsys, "list")
+    assert code == 0
+    for name in list_optimizers():
+        assert name in out
+    assert "digits" in out and "resnet18" in out
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(capsys, "--version")
+    assert code == 0 and out.startswith("sparseopt ")
+    code, out, _ = run_main(capsys, "train", "--help")
+    assert code == 0 and "--init-density" in out

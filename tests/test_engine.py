@@ -1,0 +1,419 @@
+"""Tests of the training engine (``sparseopt.engine``) and its config (``sparseopt.config``).
+
+Budgets are tiny (one or a few epochs of a few batches) so the file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from sparseopt.config import OPTIMIZER_PRESETS, TrainConfig, load_config_file, save_config_file
+from sparseopt.engine import (
+    TIME_KEYS,
+    Callback,
+    ConfigError,
+    NonFiniteLossError,
+    Trainer,
+    TrainingInterrupted,
+    load_checkpoint,
+    train,
+)
+from sparseopt.optim.registry import list_optimizers
+
+RUN_FILES = (
+    "config.yaml",
+    "checkpoint.pt",
+    "metrics.csv",
+    "metrics.jsonl",
+    "log.txt",
+    "model_sparse.pt",
+    "summary.json",
+    "accuracy.png",
+    "density.png",
+    "layer_density.png",
+)
+
+
+def tiny(out: Path, **kw: Any) -> TrainConfig:
+    """A few batches of the default job, quiet, writing to ``out``."""
+    base: dict[str, Any] = {
+        "epochs": 2,
+        "limit_batches": 3,
+        "quiet": True,
+        "tensorboard": False,
+        "plots": False,
+        "out": str(out),
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def without_time(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in history]
+
+
+def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Bitwise equality of two (nested) state dicts."""
+    assert type(a) is type(b)
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same_state(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same_state(x, y)
+    else:
+        assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+
+
+# ------------------------------------------------------------------------------- config
+
+
+def test_config_roundtrip_dict_yaml_json(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        optimizer="splitlbi", lam=0.1, betas=[0.8, 0.9], model_options={"hidden": [8]}
+    )
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    for name in ("c.yaml", "c.json"):
+        save_config_file(cfg, tmp_path / name)
+        assert TrainConfig.from_dict(load_config_file(tmp_path / name)) == cfg
+    (tmp_path / "c.toml").write_text('optimizer = "splitlbi"\nlam = 0.1\nbatch-size = 32\n')
+    got = TrainConfig.from_dict(load_config_file(tmp_path / "c.toml"))
+    assert (got.optimizer, got.lam, got.batch_size) == ("splitlbi", 0.1, 32)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("epochs", -1, "epochs"),
+        ("batch_size", 0, "batch_size"),
+        ("schedule", "linear", "schedule"),
+        ("val_fraction", 1.0, "val_fraction"),
+        ("device", "tpu", "device"),
+        ("init_density", 0.0, "init_density"),
+        ("bogus", 1, "valid keys"),
+    ],
+)
+def test_config_rejects_invalid_values(key: str, value: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig.from_dict({key: value})
+
+
+def test_resolve_fills_presets_and_registry_defaults() -> None:
+    r = TrainConfig().resolve()
+    assert r.optimizer == "adabreg" and r.penalty == "l1"
+    assert r.init_density == OPTIMIZER_PRESETS["adabreg"]["init_density"] == 0.01
+    assert r.lr == OPTIMIZER_PRESETS["adabreg"]["lr"]
+    dense = TrainConfig(optimizer="SGD").resolve()
+    assert dense.optimizer == "sgd" and dense.penalty is None and dense.lam is None
+    assert dense.init_density == 1.0
+    user = TrainConfig(optimizer="linbreg", lr=0.5, init_density=0.2).resolve()
+    assert (user.lr, user.init_density) == (0.5, 0.2)
+    with pytest.raises(ValueError, match="linbreg"):
+        TrainConfig(optimizer="nope").resolve()
+
+
+# ------------------------------------------------------------------------------- runs
+
+
+def test_tiny_default_job_writes_the_run_directory(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(tiny(out, epochs=1, plots=True))
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    assert [row["epoch"] for row in result.history] == [0, 1]
+    assert 0 < result.density <= 1 and 0 <= result.test_acc <= 1
+    ckpt = load_checkpoint(out)  # weights_only=True
+    assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] == 0
+    sparse = torch.load(out / "model_sparse.pt", weights_only=True)
+    assert set(sparse) == set(result.model.state_dict())
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["epoch", "step", "train_loss", "train_acc"]
+    assert "layer_density/fc1" in header
+    saved = TrainConfig.from_dict(load_config_file(out / "config.yaml"))
+    assert saved == result.config and saved.lr is not None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["density"] == pytest.approx(result.density)
+
+
+def test_run_directory_is_not_overwritten(tmp_path: Path) -> None:
+    train(tiny(tmp_path, epochs=0))
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(tiny(tmp_path, epochs=0))
+
+
+class StopAfter(Callback):
+    """Raises ``KeyboardInterrupt`` at the end of epoch ``epoch`` (a user's Ctrl-C)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.seen: list[int] = []
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        self.seen.append(epoch)
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": list(self.seen)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen = list(state["seen"])
+
+
+@pytest.mark.parametrize("optimizer", ["adabreg", "splitlbi"])
+def test_resume_after_epoch_interrupt_is_bitwise_identical(tmp_path: Path, optimizer: str) -> None:
+    kw = {"optimizer": optimizer, "epochs": 3, "schedule": "cosine"}
+    ref = train(tiny(tmp_path / "ref", **kw))
+    stopper = StopAfter(1)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny(tmp_path / "cut", **kw), callbacks=[stopper])
+    assert info.value.exit_code == 130 and "--resume" in str(info.value)
+    assert load_checkpoint(tmp_path / "cut")["epoch"] == 1
+    resumed_cb = StopAfter(-1)
+    res = train(resume=tmp_path / "cut", callbacks=[resumed_cb])
+    assert resumed_cb.seen == [1, 2, 3]  # callback state restored from the checkpoint
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+    assert_same_state(res.optimizer.state_dict(), ref.optimizer.state_dict())
+    assert without_time(res.history) == without_time(ref.history)
+    assert (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n") == 4
+
+
+def test_resume_after_mid_epoch_signal_is_bitwise_identical(tmp_path: Path) -> None:
+    """SIGTERM during a step: the step finishes, a mid-epoch checkpoint is written."""
+    kw = {"optimizer": "linbreg", "epochs": 2, "limit_batches": 5}
+    ref = train(tiny(tmp_path / "ref", **kw))
+    trainer = Trainer(tiny(tmp_path / "cut", **kw))
+    calls = {"n": 0}
+
+    def send_sigterm(module: torch.nn.Module, args: Any, output: Any) -> None:
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 7:  # epoch 2, batch 2
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    handle = trainer.model.register_forward_hook(send_sigterm)
+    try:
+        with pytest.raises(TrainingInterrupted) as info:
+            trainer.fit()
+    finally:
+        handle.remove()
+        trainer.close()
+    assert info.value.signum == signal.SIGTERM and info.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is not trainer._on_signal  # handlers restored
+    ckpt = load_checkpoint(tmp_path / "cut")
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 1)
+    res = train(resume=tmp_path / "cut")
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+    assert_same_state(res.optimizer.state_dict(), ref.optimizer.state_dict())
+    assert without_time(res.history) == without_time(ref.history)
+
+
+def test_resume_may_extend_epochs_but_not_change_the_run(tmp_path: Path) -> None:
+    train(tiny(tmp_path, epochs=1))
+    with pytest.raises(ConfigError, match="lr"):
+        Trainer({"lr": 0.5}, resume=tmp_path)
+    res = train({"epochs": 2}, resume=tmp_path)
+    assert [row["epoch"] for row in res.history] == [0, 1, 2]
+    with pytest.raises(ConfigError, match=r"no checkpoint\.pt"):
+        Trainer(resume=tmp_path / "missing")
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Trainer.loss_fn
+
+    def loss_fn(self: Trainer, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> Any:
+        loss = original(self, out, y, reduction)
+        return loss * float("nan") if self.model.training and self.epoch >= 1 else loss
+
+    monkeypatch.setattr(Trainer, "loss_fn", loss_fn)
+    with pytest.raises(NonFiniteLossError, match="diverged") as info:
+        train(tiny(tmp_path, epochs=3))
+    assert info.value.epoch == 2 and info.value.checkpoint == tmp_path / "checkpoint.pt"
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_callbacks_see_every_epoch_and_may_change_lambda(tmp_path: Path) -> None:
+    class Halve(Callback):
+        def __init__(self) -> None:
+            self.events: list[Any] = []
+
+        def on_train_begin(self, trainer: Trainer) -> None:
+            self.events.append("begin")
+
+        def on_step_end(self, trainer: Trainer, step: int) -> None:
+            self.events.append(f"step{step}")
+
+        def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+            self.events.append(epoch)
+            trainer.optimizer.set_lam(metrics["lam"] / 2)
+            metrics["custom"] = epoch
+
+        def on_train_end(self, trainer: Trainer, result: Any) -> None:
+            self.events.append("end")
+
+    cb = Halve()
+    res = train(tiny(tmp_path, epochs=2, lam=0.4), callbacks=[cb])
+    steps = [f"step{i}" for i in range(1, 7)]
+    assert cb.events == ["begin", *steps[:3], 1, *steps[3:], 2, "end"]
+    assert [row["lam"] for row in res.history] == [0.4, 0.4, 0.2]
+    assert res.history[-1]["custom"] == 2
+
+
+def test_batches_are_seeded_and_cover_the_data(tmp_path: Path) -> None:
+    trainer = Trainer(tiny(tmp_path, limit_batches=None, batch_size=100))
+    try:
+        n = len(trainer.data.train)
+        b1 = trainer.epoch_batches(1)
+        assert torch.equal(torch.cat(b1).sort().values, torch.arange(n))
+        assert all(len(b) == 100 for b in b1[:-1])
+        assert all(torch.equal(x, y) for x, y in zip(b1, trainer.epoch_batches(1), strict=True))
+        assert not torch.equal(b1[0], trainer.epoch_batches(2)[0])
+    finally:
+        trainer.close()
+
+
+# ---------------------------------------------------------------- every dataset and model
+
+
+def _write_mnist(root: Path, n: int = 12) -> None:
+    from sparseopt.data.mnist import IDX_FILES, write_idx
+
+    rng = np.random.default_rng(0)
+    for role, name in IDX_FILES.items():
+        if role.endswith("images"):
+            write_idx(root / name, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        else:
+            write_idx(root / name, (np.arange(n) % 10).astype(np.uint8))
+
+
+def _write_cifar(root: Path, n: int = 4) -> None:
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in np.arange(n) % 10],
+        }
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+
+# (dataset, dataset options, model, model options, optimizer, extra): every dataset, every
+# model and every registered optimizer appear at least once.
+MATRIX = [
+    ("digits", {}, "mlp", {"hidden": [16]}, "linbreg", {"init_density": 0.5}),
+    ("digits", {}, "tiny", {}, "rda", {}),
+    ("mnist", {}, "lenet5", {}, "adabreg", {"conv_penalty": "group_l1", "conv_groups": "filter"}),
+    (
+        "fashion-mnist",
+        {},
+        "convnet",
+        {"channels": [2, 4], "hidden": [8, 8]},
+        "rvsm",
+        {"penalty": "tl1", "a": 1.0},
+    ),
+    ("cifar10", {}, "resnet18", {"widths": [4, 4, 4, 4]}, "splitlbi", {"augment": True}),
+    (
+        "cifar10",
+        {},
+        "vgg16",
+        {"cfg": [8, "M", 8, "M"]},
+        "sgd",
+        {"schedule": "step", "lr_step_size": 1},
+    ),
+    ("curves", {"n_train": 12, "n_test": 4, "cache": False}, "curvecnn", {}, "proxsgd", {}),
+    ("teacher", {"n_train": 20, "n_test": 8}, "nooverlap", {}, "adam", {}),
+]
+
+
+def test_matrix_covers_every_name() -> None:
+    from sparseopt.data import list_datasets
+    from sparseopt.models import list_models
+
+    assert {m[0] for m in MATRIX} == set(list_datasets())
+    assert {m[2] for m in MATRIX} == set(list_models())
+    assert {m[4] for m in MATRIX} == set(list_optimizers())
+
+
+@pytest.mark.parametrize(
+    ("dataset", "dopts", "model", "mopts", "optimizer", "extra"),
+    MATRIX,
+    ids=[f"{m[0]}-{m[2]}-{m[4]}" for m in MATRIX],
+)
+def test_every_dataset_model_and_optimizer_trains_one_step(
+    tmp_path: Path,
+    dataset: str,
+    dopts: dict[str, Any],
+    model: str,
+    mopts: dict[str, Any],
+    optimizer: str,
+    extra: dict[str, Any],
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    if dataset in ("mnist", "fashion-mnist"):
+        _write_mnist(data_dir)
+    elif dataset == "cifar10":
+        _write_cifar(data_dir)
+    cfg = tiny(
+        tmp_path / "run",
+        dataset=dataset,
+        data_dir=str(data_dir),
+        dataset_options=dopts,
+        model=model,
+        model_options=mopts,
+        optimizer=optimizer,
+        epochs=1,
+        limit_batches=1,
+        batch_size=4,
+        eval_batch_size=16,
+        val_fraction=0.25,
+        **extra,
+    )
+    res = train(cfg)
+    last = res.history[-1]
+    assert last["epoch"] == 1 and last["step"] == 1
+    assert math.isfinite(last["train_loss"]) and 0 < last["density"] <= 1
+    key = "test_loss" if dataset == "teacher" else "test_acc"
+    assert last[key] is not None and math.isfinite(last[key])
+
+
+def test_augment_needs_images(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="augment"):
+        Trainer(tiny(tmp_path, dataset="teacher", model="nooverlap", augment=True))
+
+
+def test_model_output_must_fit_the_task(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="regression"):
+        Trainer(tiny(tmp_path, dataset="teacher", model="mlp", dataset_options={"n_train": 8}))
+
+
+def test_train_leaves_global_rng_and_threads_as_it_found_them(tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    before, threads = torch.get_rng_state(), torch.get_num_threads()
+    np_before = np.random.get_state()[1].copy()  # noqa: NPY002
+    train(tiny(tmp_path, epochs=1))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert np.array_equal(np.random.get_state()[1], np_before)  # noqa: NPY002
+    assert torch.get_num_threads() == threads
