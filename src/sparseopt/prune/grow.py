@@ -1,0 +1,399 @@
+"""Enlarge saturated layers during training, function-preserving (*network enlargement*).
+
+In DessiLBI (Fu et al., "DessiLBI: Exploring structural sparsity of deep networks via
+differential inclusion paths", ICML 2020, arXiv 2007.02010; and S²-LBI, arXiv
+1904.10873) the support of the structure variable :math:`\\Gamma` grows along the
+training. When it has grown over most of a layer — the fraction of *selected* filters
+
+.. math::
+    \\rho_\\ell = \\frac{\\#\\{o : \\Gamma_\\ell[o] \\ne 0\\}}{\\text{out}_\\ell} > \\tau
+    \\qquad (\\tau = 0.8 \\text{ in DessiLBI})
+
+— the layer is too small for the data, and it is widened. :func:`widen` adds ``k``
+output units to a Conv/Linear layer :math:`\\ell` of a sequential network:
+
+- incoming weights of the new units: small random (``init_scale`` × PyTorch's default
+  Kaiming-uniform draw); their biases 0;
+- a BatchNorm right after the layer gets ``k`` new channels (γ = 1, β = 0, running
+  mean 0, running variance 1);
+- the next Conv/Linear layer gets ``k`` new input channels (``k · S`` new input
+  features after a ``Flatten`` of an ``S``-position map) with **zero** weights.
+
+Zero outgoing weights make the widened network compute exactly the same function; the
+new units still learn, since the gradient of their outgoing weights is the (nonzero)
+activation of the new units times the back-propagated error.
+
+The optimizer is carried along: every replaced parameter is swapped in its param group
+(same hyperparameters) and every state tensor of the parameter's shape (Γ, V, momentum
+buffers, Adam moments) is padded with zeros — new entries start outside supp Γ with
+V = 0 for SplitLBI. For Bregman methods (a ``dual`` state and a ``delta``
+hyperparameter: LinBreg, AdaBreg) the new entries of the dual are set to
+:math:`\\theta/\\delta + \\partial J(\\theta)` so the new incoming weights survive the next
+primal update. Other methods get zero-padded state (for RDA that cuts the new
+incoming weights to zero at the next step, so widening is of no use there).
+
+Only sequential networks are supported: an :class:`torch.nn.Sequential` (possibly of
+nested ``Sequential`` children, like every model of :mod:`sparseopt.models` except
+ResNet) whose leaves between two Conv/Linear layers are BatchNorm, activations,
+pooling, dropout, ``Flatten`` or ``Identity``.
+
+Example:
+    >>> torch.manual_seed(0) and None
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> x = torch.randn(5, 4)
+    >>> y = net(x)
+    >>> _ = widen(net, "0", 2)
+    >>> net[0].out_features, net[2].in_features, torch.equal(net(x), y)
+    (5, 5, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["GrowCallback", "layer_saturation", "grow_saturated", "widen"]
+
+_PASS_THROUGH = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.ReLU6,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.dropout._DropoutNd,
+    nn.Identity,
+)
+
+
+def _is_layer(m: nn.Module) -> bool:
+    return isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Leaf modules in forward order; raises unless the model is a tree of Sequentials."""
+    for name, m in model.named_modules():
+        if len(list(m.children())) > 0 and not isinstance(m, nn.Sequential):
+            raise ValueError(
+                f"grow supports sequential networks only (nn.Sequential trees); module "
+                f"{name or '<root>'!r} is a {type(m).__name__}"
+            )
+    return [(n, m) for n, m in model.named_modules() if len(list(m.children())) == 0]
+
+
+@dataclass
+class _Chain:
+    layer: nn.Module
+    norms: list[nn.Module]
+    flatten: bool
+    nxt: nn.Module
+
+
+def _chain(model: nn.Module, name: str) -> _Chain:
+    leaves = _leaves(model)
+    names = [n for n, _ in leaves]
+    if name not in names:
+        raise ValueError(f"Invalid layer name: {name!r} is not a leaf module of the model")
+    i = names.index(name)
+    layer = leaves[i][1]
+    if not _is_layer(layer):
+        raise ValueError(f"Invalid layer: {name!r} is a {type(layer).__name__}, not Conv/Linear")
+    norms: list[nn.Module] = []
+    flatten = False
+    for n, m in leaves[i + 1 :]:
+        if _is_layer(m):
+            return _Chain(layer, norms, flatten, m)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            norms.append(m)
+        elif isinstance(m, nn.Flatten):
+            flatten = True
+        elif not isinstance(m, _PASS_THROUGH):
+            raise ValueError(
+                f"cannot widen {name!r}: {n!r} ({type(m).__name__}) lies between it and "
+                "the next Conv/Linear layer"
+            )
+    raise ValueError(f"cannot widen {name!r}: it is the last Conv/Linear layer (the output)")
+
+
+def _pad(t: Tensor, dim: int, new_size: int, fill: float = 0.0) -> Tensor:
+    shape = list(t.shape)
+    shape[dim] = new_size
+    out = torch.full(shape, fill, dtype=t.dtype, device=t.device)
+    out.narrow(dim, 0, t.shape[dim]).copy_(t)
+    return out
+
+
+def _pad_state(value: Any, old: Tensor, dim: int, new_size: int) -> Any:
+    if not isinstance(value, Tensor) or value.ndim == 0:
+        return value
+    if value.shape == old.shape:
+        return _pad(value, dim, new_size)
+    if value.ndim == old.ndim and value.shape[dim] == 1:
+        return value.clone()  # a per-group quantity broadcast along dim
+    raise ValueError(
+        f"cannot extend optimizer state of shape {tuple(value.shape)} for a parameter of "
+        f"shape {tuple(old.shape)}"
+    )
+
+
+def _sync_bregman_dual(
+    optimizer: torch.optim.Optimizer, group: dict[str, Any], p: Tensor, dim: int, old_size: int
+) -> None:
+    state = optimizer.state.get(p, {})
+    if "dual" not in state or "delta" not in group or not hasattr(optimizer, "penalty_of"):
+        return
+    from sparseopt.optim._bregman import init_dual
+
+    fresh = init_dual(p, optimizer.penalty_of(group), group["delta"])
+    n_new = p.shape[dim] - old_size
+    state["dual"].narrow(dim, old_size, n_new).copy_(fresh.narrow(dim, old_size, n_new))
+
+
+def _replace(
+    module: nn.Module,
+    attr: str,
+    value: Tensor,
+    dim: int,
+    optimizer: torch.optim.Optimizer | None,
+) -> None:
+    old = getattr(module, attr)
+    if not isinstance(old, nn.Parameter):  # a buffer (BatchNorm running stats)
+        setattr(module, attr, value)
+        return
+    new = nn.Parameter(value, requires_grad=old.requires_grad)
+    setattr(module, attr, new)
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:
+        for j, q in enumerate(group["params"]):
+            if q is old:
+                group["params"][j] = new
+                state = optimizer.state.pop(old, None)
+                if state:
+                    optimizer.state[new] = {
+                        k: _pad_state(v, old, dim, value.shape[dim]) for k, v in state.items()
+                    }
+                    _sync_bregman_dual(optimizer, group, new, dim, old.shape[dim])
+                return
+
+
+@torch.no_grad()
+def widen(
+    model: nn.Module,
+    layer: str,
+    k: int,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    init_scale: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """Add ``k`` output units to the Conv/Linear leaf ``layer`` of a sequential network.
+
+    Function-preserving (see the module docstring); the optimizer's param groups and
+    state are updated in place.
+
+    Args:
+        model: a sequential network (modified in place and returned).
+        layer: the module name, e.g. ``"features.conv1"``.
+        k: number of new filters / neurons (``k >= 1``).
+        optimizer: the optimizer training ``model`` (optional).
+        init_scale: scale of the new incoming weights relative to a default init.
+        generator: random generator for the new incoming weights.
+
+    Raises:
+        ValueError: not a sequential network, ``layer`` is not a widenable Conv/Linear
+            leaf (e.g. the output layer), or ``k < 1``.
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"Invalid k value: {k!r}; expected an int >= 1")
+    chain = _chain(model, layer)
+    lay, nxt = chain.layer, chain.nxt
+    w = lay.weight
+    out_old = w.shape[0]
+    out_new = out_old + k
+    # incoming weights: default Kaiming-uniform draw (as nn.Conv/Linear.reset_parameters)
+    fan_in = math.prod(w.shape[1:])
+    bound = init_scale * math.sqrt(6.0 / ((1 + 5.0) * fan_in))  # a = sqrt(5)
+    rows = (torch.rand((k, *w.shape[1:]), generator=generator, dtype=w.dtype) * 2 - 1) * bound
+    _replace(lay, "weight", torch.cat([w.detach(), rows.to(w.device)], 0), 0, optimizer)
+    if lay.bias is not None:
+        _replace(lay, "bias", _pad(lay.bias.detach(), 0, out_new), 0, optimizer)
+    if isinstance(lay, nn.modules.conv._ConvNd):
+        lay.out_channels = out_new
+    else:
+        lay.out_features = out_new
+    for bn in chain.norms:
+        if bn.num_features != out_old:
+            raise ValueError(f"cannot widen {layer!r}: a BatchNorm has {bn.num_features} features")
+        if bn.weight is not None:
+            _replace(bn, "weight", _pad(bn.weight.detach(), 0, out_new, 1.0), 0, optimizer)
+            _replace(bn, "bias", _pad(bn.bias.detach(), 0, out_new), 0, optimizer)
+        if bn.running_mean is not None:
+            bn.running_mean = _pad(bn.running_mean, 0, out_new)
+            bn.running_var = _pad(bn.running_var, 0, out_new, 1.0)
+        bn.num_features = out_new
+    wn = nxt.weight
+    in_old = wn.shape[1]
+    if isinstance(nxt, nn.Linear) and chain.flatten:
+        if in_old % out_old:
+            raise ValueError(
+                f"cannot widen {layer!r}: {in_old} flattened features are not a multiple of "
+                f"{out_old} channels"
+            )
+        per = in_old // out_old
+    else:
+        per = 1
+        if in_old != out_old:
+            raise ValueError(
+                f"cannot widen {layer!r}: the next layer takes {in_old} inputs, not {out_old}"
+            )
+    _replace(nxt, "weight", _pad(wn.detach(), 1, in_old + k * per), 1, optimizer)
+    if isinstance(nxt, nn.modules.conv._ConvNd):
+        nxt.in_channels = in_old + k
+    else:
+        nxt.in_features = in_old + k * per
+    return model
+
+
+# ----------------------------------------------------------------- saturation
+
+
+@torch.no_grad()
+def layer_saturation(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, float]:
+    """Fraction of selected filters of every widenable Conv/Linear layer.
+
+    A filter (output channel / neuron) is *selected* when any entry of its row is in
+    ``optimizer.support(p)`` (supp Γ for SplitLBI) or, without an optimizer with a
+    ``support`` method, when any of its weights is nonzero. Only layers that
+    :func:`widen` can act on are listed (not the output layer).
+    """
+    support = getattr(optimizer, "support", None)
+    owned = {id(p) for g in optimizer.param_groups for p in g["params"]} if optimizer else set()
+    out: dict[str, float] = {}
+    for name, m in _leaves(model):
+        if not _is_layer(m):
+            continue
+        try:
+            _chain(model, name)
+        except ValueError:
+            continue
+        w = m.weight
+        s = support(w) if support is not None and id(w) in owned else (w != 0)
+        rows = s.flatten(1).any(1)
+        out[name] = int(rows.sum()) / max(rows.numel(), 1)
+    return out
+
+
+@torch.no_grad()
+def grow_saturated(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    tau: float = 0.8,
+    grow_by: float | int = 0.5,
+    max_width: int | None = None,
+    layers: Iterable[str] | None = None,
+    init_scale: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> dict[str, tuple[int, int]]:
+    """Widen every layer whose fraction of selected filters exceeds ``tau``.
+
+    Args:
+        model: a sequential network (modified in place).
+        optimizer: its optimizer (state and param groups are carried along).
+        tau: saturation threshold τ (0.8 as in DessiLBI).
+        grow_by: new units per widened layer: a float is a fraction of the current
+            width (rounded up), an int a count (our default: +50 %).
+        max_width: never widen a layer beyond this width.
+        layers: restrict to these layer names.
+        init_scale, generator: see :func:`widen`.
+
+    Returns:
+        ``{layer: (old_width, new_width)}`` for every widened layer.
+    """
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"Invalid tau value: {tau!r}; expected a number in [0, 1]")
+    if isinstance(grow_by, bool) or not isinstance(grow_by, (int, float)) or grow_by <= 0:
+        raise ValueError(f"Invalid grow_by value: {grow_by!r}; expected a number > 0")
+    allowed = set(layers) if layers is not None else None
+    saturation = layer_saturation(model, optimizer)
+    grown: dict[str, tuple[int, int]] = {}
+    for name, rho in saturation.items():
+        if (allowed is not None and name not in allowed) or rho <= tau:
+            continue
+        width = model.get_submodule(name).weight.shape[0]
+        k = grow_by if isinstance(grow_by, int) else math.ceil(grow_by * width)
+        if max_width is not None:
+            k = min(k, max_width - width)
+        if k < 1:
+            continue
+        widen(model, name, k, optimizer=optimizer, init_scale=init_scale, generator=generator)
+        grown[name] = (width, width + k)
+    return grown
+
+
+@dataclass
+class GrowCallback:
+    """Engine callback: every ``every`` epochs, :func:`grow_saturated` the model.
+
+    Attributes:
+        every: period in epochs.
+        tau, grow_by, max_width, layers, init_scale: see :func:`grow_saturated`.
+        seed: seed of the new incoming weights.
+        history: ``(epoch, {layer: (old, new)})`` for every growth that happened.
+
+    The callback reads ``trainer.model`` and ``trainer.optimizer``. Parameters are
+    replaced in the optimizer's param groups, so schedulers keep working; wrappers that
+    hold parameter references of their own (DDP, ``torch.compile``, EMA copies) must be
+    rebuilt after a growth.
+    """
+
+    every: int = 5
+    tau: float = 0.8
+    grow_by: float | int = 0.5
+    max_width: int | None = None
+    layers: list[str] | None = None
+    init_scale: float = 0.1
+    seed: int = 0
+    history: list[tuple[int, dict[str, tuple[int, int]]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"Invalid every value: {self.every!r}; expected an int >= 1")
+        self._gen = torch.Generator().manual_seed(self.seed)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any] | None = None) -> None:
+        """Grow when ``epoch`` (1-based count of finished epochs) is a multiple of ``every``."""
+        if epoch % self.every != 0:
+            return
+        model = getattr(trainer, "model", trainer)
+        optimizer = getattr(trainer, "optimizer", None)
+        grown = grow_saturated(
+            model,
+            optimizer,
+            tau=self.tau,
+            grow_by=self.grow_by,
+            max_width=self.max_width,
+            layers=self.layers,
+            init_scale=self.init_scale,
+            generator=self._gen,
+        )
+        if grown:
+            self.history.append((epoch, grown))
+            if isinstance(metrics, dict):
+                metrics["grown"] = {k: list(v) for k, v in grown.items()}

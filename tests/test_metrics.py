@@ -1,0 +1,110 @@
+"""Counts: density (weights / deployable / support / masks), parameters and MACs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import sparseopt as so
+from sparseopt.metrics import count_macs, count_params, density, effective_weights
+
+
+def _lenet_like() -> nn.Sequential:
+    # conv 1->4 (3x3, pad 0) on 8x8 -> 6x6; pool -> 3x3; flatten 36; fc 36->5; fc 5->3
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(36, 5),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+    )
+
+
+def test_macs_hand_computed_dense() -> None:
+    net = _lenet_like()
+    rep = count_macs(net, (1, 8, 8))
+    conv = 4 * 1 * 9 * 36  # out * in * k * positions
+    fc1 = 36 * 5
+    fc2 = 5 * 3
+    assert rep.layers["0"].dense == conv
+    assert rep.layers["0"].positions == 36
+    assert rep.layers["5"].dense == fc1
+    assert rep.dense == conv + fc1 + fc2  # BN, ReLU, pooling: 0 MACs
+    assert rep.sparse == rep.dense and rep.structured == rep.dense
+    assert rep.flops_dense == 2 * rep.dense
+
+
+def test_macs_credit_unstructured_and_structured_sparsity() -> None:
+    net = _lenet_like()
+    with torch.no_grad():
+        net[0].weight[:2] = 0  # 2 of 4 filters dead
+        net[0].weight[2, 0, 0, 0] = 0  # one more zero weight
+        net[5].weight[:, :9] = 0  # first input channel's 9 features unused
+    rep = count_macs(net, (1, 8, 8))
+    nnz_conv = 2 * 9 - 1
+    assert rep.layers["0"].sparse == nnz_conv * 36
+    assert rep.layers["0"].structured == 2 * 1 * 9 * 36  # live filters x live channels x k
+    assert rep.layers["5"].sparse == 5 * 27
+    assert rep.layers["5"].structured == 5 * 27
+    assert rep.sparse == nnz_conv * 36 + 5 * 27 + 15
+    assert rep.density == pytest.approx(rep.sparse / rep.dense)
+
+
+def test_macs_conv1d_strided_grouped_and_linear_on_sequences() -> None:
+    conv = nn.Conv1d(4, 6, kernel_size=3, stride=2, padding=1, groups=2)  # L=10 -> 5
+    assert count_macs(conv, (4, 10)).dense == 6 * 2 * 3 * 5
+    lin = nn.Linear(7, 3)  # applied to (T=4, 7) per sample: 4 positions
+    assert count_macs(lin, (4, 7)).dense == 4 * 7 * 3
+
+
+def test_macs_shrunk_model_counts_exactly() -> None:
+    net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
+    small = nn.Sequential(nn.Linear(10, 3), nn.ReLU(), nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert count_macs(net, (10,)).dense == 80 + 32 + 8
+    assert count_macs(small, (10,)).dense == 30 + 12 + 8
+
+
+def test_macs_leave_mode_and_bn_stats_untouched() -> None:
+    net = _lenet_like().train()
+    before = net[1].running_mean.clone()
+    count_macs(net, (1, 8, 8))
+    assert net.training
+    assert torch.equal(net[1].running_mean, before)
+
+
+def test_density_structure_filters_neurons_channels() -> None:
+    net = _lenet_like()
+    with torch.no_grad():
+        net[0].weight[:3] = 0
+        net[5].weight[:2] = 0
+        net[7].weight[:, 4] = 0
+    s = density(net).structure()
+    assert (s["filters"], s["filters_alive"]) == (4, 1)
+    assert (s["neurons"], s["neurons_alive"]) == (8, 6)
+    assert s["channels"] == 1 + 36 + 5
+    assert s["channels_alive"] == 1 + 36 + 4
+
+
+def test_density_sources_with_splitlbi() -> None:
+    net = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = so.create_optimizer(net, "splitlbi", lr=0.1)
+    # before any step Γ = 0: the deployable network and the support are empty
+    assert density(net, opt).weight_density == 0.0
+    assert density(net, opt, source="support").weight_density == 0.0
+    assert density(net, opt, source="weights").weight_density == 1.0
+    assert count_params(net, opt).nonzero == 4 + 2  # only the biases survive
+    with pytest.raises(ValueError, match="source"):
+        density(net, opt, source="gamma")
+
+
+def test_density_with_masks() -> None:
+    net = nn.Linear(4, 2)
+    mask = torch.tensor([[True, False, False, False], [True, True, False, False]])
+    rep = density(net, masks={"weight": mask})
+    assert rep.weights_nonzero == 3
+    assert count_params(net, masks={"weight": mask}) == so.metrics.ParamCount(10, 5)
+    assert set(effective_weights(net)) == {"weight", "bias"}
