@@ -119,3 +119,12 @@ def test_density_counts_by_hand() -> None:
     assert rep.overall == pytest.approx(rep.nonzero / n_params)
     assert dense_rest > 0 and math.isclose(rep.weight_density, 77 / rep.weights)
     assert rep.to_dict()["layers"]["0"]["filters_alive"] == 1
+
+
+def test_top_level_exports_the_engine_lazily() -> None:
+    from sparseopt import config, engine
+
+    assert so.TrainConfig is config.TrainConfig
+    assert so.train is engine.train
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = so.Nope

@@ -6,6 +6,7 @@ The public names (see ``DESIGN.md`` §4)::
     so.LinBreg, so.AdaBreg, so.SplitLBI, so.RDA, so.RVSM, so.ProxSGD
     so.penalties, so.create_optimizer, so.list_optimizers
     so.param_groups, so.sparse_init_, so.density
+    so.train, so.TrainConfig      # the training engine behind `sparseopt train`
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "RDA",
     "RVSM",
     "SplitLBI",
+    "TrainConfig",
     "__version__",
     "create_optimizer",
     "density",
@@ -44,11 +46,17 @@ __all__ = [
     "param_groups",
     "penalties",
     "sparse_init_",
+    "train",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # Optimizer classes load on first use, so `import sparseopt` stays light.
+    # Optimizer classes and the training engine load on first use, so `import sparseopt`
+    # stays light.
     if name in _OPTIMIZER_CLASSES:
         return get_optimizer_info(_OPTIMIZER_CLASSES[name]).cls
+    if name in ("train", "TrainConfig"):
+        from sparseopt import engine
+
+        return getattr(engine, name)
     raise AttributeError(f"module 'sparseopt' has no attribute {name!r}")
