@@ -54,6 +54,42 @@ def test_train_runs_end_to_end_through_main(
     assert "run directory:" in out
     for name in ("config.yaml", "checkpoint.pt", "metrics.csv", "model_sparse.pt"):
         assert (tmp_path / name).is_file()
+    # the solution path is recorded by default, and `sparseopt path` reads it
+    assert (tmp_path / "path.npz").is_file() and (tmp_path / "path.json").is_file()
+    code, out, err = run_main(capsys, "path", str(tmp_path), "--within", "0.01")
+    assert code == 0, err
+    assert "path: 2 points, epochs 0..1" in out and "by within=0.01" in out
+    assert (tmp_path / "path.png").is_file()
+
+
+def test_no_record_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(
+        capsys, "train", *FAST, "-q", "--no-record-path", "--out", str(tmp_path)
+    )
+    assert code == 0, err
+    assert not (tmp_path / "path.json").exists()
+    code, _, err = run_main(capsys, "path", str(tmp_path))
+    assert code == 2 and "no solution path" in err
+
+
+def test_target_density_flag_steers_the_default_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The full default job (30 epochs, ~2 s of training) with --target-density 0.15."""
+    code, _, err = run_main(
+        capsys, "train", "-q", "--no-plots", "--no-tensorboard", "--target-density", "0.15",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["target_density"] == 0.15
+    assert summary["config"]["target_density_every"] == 2
+    final = summary["metrics"]
+    assert final["weight_density"] == pytest.approx(0.15, abs=0.02)  # the penalised weights
+    assert final["target_density"] == 0.15 and final["controlled_lam"] != 0.5  # λ moved
+    ckpt = load_checkpoint(tmp_path)
+    history = ckpt["callbacks"]["1:TargetDensity"]["history"]
+    assert len(history) == 30 * 21 // 2  # one update every 2 of the 630 steps
 
 
 def test_quiet_prints_only_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,6 +197,17 @@ def test_nan_exits_3_and_keeps_a_loadable_checkpoint(
         (["train", "--data-option", "nonsense"], "KEY=VALUE"),
         (["train", "--config", "/nonexistent.yaml"], "not found"),
         (["train", "--resume", "/nonexistent-run"], "cannot resume"),
+        (["train", "--target-density", "0"], "target_density"),
+        (["train", "--target-density", "1.5"], "target_density"),
+        (["train", "--target-density", "half"], "--target-density"),
+        (["train", "-o", "sgd", "--target-density", "0.1"], "dense"),
+        (["train", "--penalty", "none", "--target-density", "0.1"], "no weight is penalised"),
+        (["train", "--target-density-every", "0"], "target_density_every"),
+        (["train", "--grow-every", "0"], "grow_every"),
+        (["train", "-o", "adam", "--grow-every", "2"], "dense"),
+        (["train", "-o", "splitlbi", "-m", "resnet18", "--grow-every", "2"], "sequential"),
+        (["train", "--grow-tau", "0"], "grow_tau"),
+        (["train", "--grow-tau", "1.5"], "grow_tau"),
         (["compare", "--optimizers", "sgd", "nope"], "nope"),
         (["frobnicate"], "frobnicate"),
         ([], "command"),
@@ -193,6 +240,39 @@ def test_missing_data_says_where_and_how(
     assert code == 2
     assert str(tmp_path / "empty") in err and "Traceback" not in err
     assert "train-images-idx3-ubyte" in err
+
+
+def test_grow_every_widens_a_saturated_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main(
+        capsys, "train", "-o", "splitlbi", "--nu", "1", "--model-option", "hidden=[16]",
+        "--grow-every", "1", "--epochs", "4", "--limit-batches", "5", "--no-plots",
+        "--no-tensorboard", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "grow every 1 epochs (τ = 0.8)" in out
+    assert "grow after epoch 2: fc1 16 → 24" in out and "grow: fc1 16 → 24 (epoch 2)" in out
+    sparse = torch.load(tmp_path / "model_sparse.pt", weights_only=True)
+    assert sparse["fc1.weight"].shape == (24, 64) and sparse["fc2.weight"].shape == (10, 24)
+    # the grown run can be pruned: the model is widened to the saved widths first
+    code, out, err = run_main(
+        capsys, "prune", str(tmp_path), "--no-latency", "--no-export", "--json"
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "pruned" / "report.json").read_text())
+    assert report["max_abs_diff"] <= 1e-5
+    assert report["test_acc_shrunk"] == pytest.approx(report["test_acc_masked"])
+    # a higher threshold: nothing saturates, and the summary says so
+    code, out, err = run_main(
+        capsys, "train", "-q", "-o", "splitlbi", "--nu", "1", "--model-option", "hidden=[16]",
+        "--grow-every", "1", "--grow-tau", "1", "--epochs", "4", "--limit-batches", "5",
+        "--no-plots", "--no-tensorboard", "--out", str(tmp_path / "tau1"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "grow: no layer was saturated" in out
+    sparse = torch.load(tmp_path / "tau1" / "model_sparse.pt", weights_only=True)
+    assert sparse["fc1.weight"].shape == (16, 64)
 
 
 def test_run_directory_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -311,6 +391,8 @@ def test_compare_writes_table_and_pareto_plot(
         "sgd",
         "--kappa",
         "1",
+        "--target-density",
+        "0.3",
         "--epochs",
         "1",
         "--limit-batches",
@@ -328,7 +410,7 @@ def test_compare_writes_table_and_pareto_plot(
         "sgd",
     ]
     assert table.strip() in out
-    assert "sgd takes no kappa" in out
+    assert "sgd takes no kappa, target_density" in out
     assert (tmp_path / "pareto.png").stat().st_size > 0
     rows = json.loads((tmp_path / "comparison.json").read_text())
     assert [r["status"] for r in rows] == ["ok"] * 3

@@ -29,6 +29,8 @@ from sparseopt.engine import (
     train,
 )
 from sparseopt.optim.registry import list_optimizers
+from sparseopt.path import load_path
+from sparseopt.prune import match_widths
 
 RUN_FILES = (
     "config.yaml",
@@ -41,6 +43,8 @@ RUN_FILES = (
     "accuracy.png",
     "density.png",
     "layer_density.png",
+    "path.npz",
+    "path.json",
 )
 
 
@@ -85,7 +89,15 @@ def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 def test_config_roundtrip_dict_yaml_json(tmp_path: Path) -> None:
     cfg = TrainConfig(
-        optimizer="splitlbi", lam=0.1, betas=[0.8, 0.9], model_options={"hidden": [8]}
+        optimizer="splitlbi",
+        lam=0.1,
+        betas=[0.8, 0.9],
+        model_options={"hidden": [8]},
+        target_density=0.2,
+        target_density_every=5,
+        record_path=False,
+        grow_every=3,
+        grow_tau=0.5,
     )
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     for name in ("c.yaml", "c.json"):
@@ -105,6 +117,13 @@ def test_config_roundtrip_dict_yaml_json(tmp_path: Path) -> None:
         ("val_fraction", 1.0, "val_fraction"),
         ("device", "tpu", "device"),
         ("init_density", 0.0, "init_density"),
+        ("target_density", 0.0, "target_density"),
+        ("target_density", 1.5, "target_density"),
+        ("target_density_every", 0, "target_density_every"),
+        ("record_path", "yes", "record_path"),
+        ("grow_every", 0, "grow_every"),
+        ("grow_tau", 0.0, "grow_tau"),
+        ("grow_tau", 1.01, "grow_tau"),
         ("bogus", 1, "valid keys"),
     ],
 )
@@ -125,6 +144,16 @@ def test_resolve_fills_presets_and_registry_defaults() -> None:
     assert (user.lr, user.init_density) == (0.5, 0.2)
     with pytest.raises(ValueError, match="linbreg"):
         TrainConfig(optimizer="nope").resolve()
+
+
+@pytest.mark.parametrize("key", ["target_density", "grow_every"])
+def test_structure_settings_need_a_sparse_optimizer(tmp_path: Path, key: str) -> None:
+    value = {"target_density": 0.1, "grow_every": 2}[key]
+    assert TrainConfig(optimizer="splitlbi", **{key: value}).resolve().optimizer == "splitlbi"
+    with pytest.raises(ValueError, match=rf"{key}.*'adam' is dense.*splitlbi"):
+        TrainConfig(optimizer="adam", **{key: value}).resolve()
+    with pytest.raises(ConfigError, match=f"Invalid {key}"):
+        Trainer(tiny(tmp_path, optimizer="sgd", **{key: value}))
 
 
 # ------------------------------------------------------------------------------- runs
@@ -150,6 +179,12 @@ def test_tiny_default_job_writes_the_run_directory(tmp_path: Path) -> None:
     assert saved == result.config and saved.lr is not None
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["density"] == pytest.approx(result.density)
+    # the solution path is recorded by default, one point per epoch
+    assert load_path(out).epochs.tolist() == [0, 1]
+    assert list(ckpt["callbacks"]) == ["0:PathRecorder"]
+    assert not (tmp_path / "nopath" / "path.json").exists()
+    train(tiny(tmp_path / "nopath", epochs=1, record_path=False))
+    assert not (tmp_path / "nopath" / "path.json").exists()
 
 
 def test_run_directory_is_not_overwritten(tmp_path: Path) -> None:
@@ -177,9 +212,14 @@ class StopAfter(Callback):
         self.seen = list(state["seen"])
 
 
-@pytest.mark.parametrize("optimizer", ["adabreg", "splitlbi"])
-def test_resume_after_epoch_interrupt_is_bitwise_identical(tmp_path: Path, optimizer: str) -> None:
-    kw = {"optimizer": optimizer, "epochs": 3, "schedule": "cosine"}
+@pytest.mark.parametrize(
+    ("optimizer", "extra"),
+    [("adabreg", {}), ("splitlbi", {}), ("adabreg", {"target_density": 0.05})],
+)
+def test_resume_after_epoch_interrupt_is_bitwise_identical(
+    tmp_path: Path, optimizer: str, extra: dict[str, Any]
+) -> None:
+    kw = {"optimizer": optimizer, "epochs": 3, "schedule": "cosine", **extra}
     ref = train(tiny(tmp_path / "ref", **kw))
     stopper = StopAfter(1)
     with pytest.raises(TrainingInterrupted) as info:
@@ -193,6 +233,20 @@ def test_resume_after_epoch_interrupt_is_bitwise_identical(tmp_path: Path, optim
     assert_same_state(res.optimizer.state_dict(), ref.optimizer.state_dict())
     assert without_time(res.history) == without_time(ref.history)
     assert (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n") == 4
+    assert_same_path(tmp_path / "cut", tmp_path / "ref")
+
+
+def assert_same_path(a: Path, b: Path) -> None:
+    """The recorded solution paths of two runs agree (up to timings)."""
+    pa, pb = load_path(a), load_path(b)
+    assert pa.layers == pb.layers and pa.epochs.tolist() == pb.epochs.tolist()
+    for x, y in zip(pa.points, pb.points, strict=True):
+        assert {**x, "metrics": None} == {**y, "metrics": None}
+        assert without_time([x["metrics"]]) == without_time([y["metrics"]])
+    for i in range(len(pa)):
+        for layer in pa.layers:
+            assert np.array_equal(pa.support(i, layer), pb.support(i, layer))
+            assert np.array_equal(pa.group_norms(i, layer), pb.group_norms(i, layer))
 
 
 def test_resume_after_mid_epoch_signal_is_bitwise_identical(tmp_path: Path) -> None:
@@ -223,6 +277,90 @@ def test_resume_after_mid_epoch_signal_is_bitwise_identical(tmp_path: Path) -> N
     assert_same_state(res.model.state_dict(), ref.model.state_dict())
     assert_same_state(res.optimizer.state_dict(), ref.optimizer.state_dict())
     assert without_time(res.history) == without_time(ref.history)
+    assert_same_path(tmp_path / "cut", tmp_path / "ref")
+
+
+def test_grown_run_resumes_bitwise_identical(tmp_path: Path) -> None:
+    """grow_every widens fc1 after epoch 2; a resume after epoch 3 rebuilds the widths."""
+    kw = {
+        "optimizer": "splitlbi",
+        "nu": 1.0,
+        "model_options": {"hidden": [16]},
+        "grow_every": 1,
+        "epochs": 4,
+        "limit_batches": 5,
+    }
+    ref = train(tiny(tmp_path / "ref", **kw))
+    assert ref.model.fc1.out_features == 24 and ref.model.fc2.in_features == 24
+    assert [row.get("grown") for row in ref.history] == [None, None, {"fc1": [16, 24]}, None, None]
+    summary = json.loads((tmp_path / "ref" / "summary.json").read_text())
+    assert summary["grown"] == [[2, {"fc1": [16, 24]}]]
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", **kw), callbacks=[StopAfter(3)])
+    ckpt = load_checkpoint(tmp_path / "cut")
+    assert list(ckpt["callbacks"]) == ["0:PathRecorder", "1:GrowCallback", "2:StopAfter"]
+    res = train(resume=tmp_path / "cut")
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+    assert_same_state(res.optimizer.state_dict(), ref.optimizer.state_dict())
+    assert without_time(res.history) == without_time(ref.history)
+    assert_same_path(tmp_path / "cut", tmp_path / "ref")
+    assert load_path(tmp_path / "ref").points[-1]["shapes"]["fc1.weight"] == [24, 64]
+    # model_sparse.pt loads into a freshly built model once its widths are matched
+    from sparseopt.models import build_model
+
+    fresh = build_model("mlp", (1, 8, 8), 10, hidden=[16])
+    state = torch.load(tmp_path / "ref" / "model_sparse.pt", weights_only=True)
+    match_widths(fresh, state)
+    fresh.load_state_dict(state)
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad(), ref.optimizer.deployed():
+        torch.testing.assert_close(fresh(x), ref.model(x))
+
+
+def test_structure_callbacks_come_first_and_conflicts_are_errors(tmp_path: Path) -> None:
+    from sparseopt.control import TargetDensity
+    from sparseopt.path import PathRecorder
+
+    mine = StopAfter(-1)
+    trainer = Trainer(tiny(tmp_path / "a", target_density=0.2, grow_every=2), callbacks=[mine])
+    try:
+        kinds = [type(cb).__name__ for cb in trainer.callbacks]
+        assert kinds == ["PathRecorder", "TargetDensity", "GrowCallback", "StopAfter"]
+        td = trainer.callbacks[1]
+        assert (td.target, td.every_steps, td.kp) == (0.2, 2, 4.0)  # adabreg presets
+    finally:
+        trainer.close()
+    own = PathRecorder()
+    trainer = Trainer(tiny(tmp_path / "b"), callbacks=[own])  # replaces the built-in one
+    try:
+        assert trainer.callbacks == [own]
+    finally:
+        trainer.close()
+    with pytest.raises(ConfigError, match="TargetDensity"):
+        Trainer(tiny(tmp_path / "c", target_density=0.2), callbacks=[TargetDensity(0.2)])
+    with pytest.raises(ConfigError, match="no weight is penalised"):
+        Trainer(tiny(tmp_path / "d", target_density=0.2, penalty="none"))
+    with pytest.raises(ConfigError, match="sequential"):
+        Trainer(
+            tiny(
+                tmp_path / "e",
+                optimizer="splitlbi",
+                model="resnet18",
+                model_options={"widths": [4, 4, 4, 4]},
+                grow_every=1,
+            )
+        )
+
+
+def test_target_density_steers_lambda_every_n_steps(tmp_path: Path) -> None:
+    res = train(tiny(tmp_path, target_density=0.05, target_density_every=3, epochs=2))
+    ckpt = load_checkpoint(tmp_path)
+    state = ckpt["callbacks"]["1:TargetDensity"]
+    assert [h[0] for h in state["history"]] == [3, 6]  # 3 batches per epoch, every 3 steps
+    assert res.history[-1]["target_density"] == 0.05
+    assert res.history[-1]["controlled_lam"] == state["history"][-1][2]
+    lam = next(g["lam"] for g in res.optimizer.param_groups if g["penalty"] != "none")
+    assert lam == state["history"][-1][2] != res.history[0]["lam"]
 
 
 def test_resume_may_extend_epochs_but_not_change_the_run(tmp_path: Path) -> None:

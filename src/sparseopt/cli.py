@@ -31,6 +31,7 @@ from sparseopt.config import (
     HYPERPARAMETER_FIELDS,
     PENALTY_FIELDS,
     SCHEDULES,
+    SPARSE_ONLY_FIELDS,
     TrainConfig,
     load_config_file,
 )
@@ -312,6 +313,54 @@ _TRAIN_FLAGS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
         ],
     ),
     (
+        "structure",
+        [
+            (
+                ("--target-density",),
+                {
+                    "type": float,
+                    "metavar": "D",
+                    "help": "steer λ during training so the penalised weights end at density D "
+                    "in (0, 1] (sparse optimizers; default: λ fixed)",
+                },
+            ),
+            (
+                ("--target-density-every",),
+                {
+                    "type": int,
+                    "metavar": "N",
+                    "help": "with --target-density: update λ every N steps (default: 2)",
+                },
+            ),
+            (
+                ("--record-path",),
+                {
+                    "action": argparse.BooleanOptionalAction,
+                    "help": "record the solution path to path.npz/path.json, for "
+                    "`sparseopt path` and `sparseopt prune` (default: yes)",
+                },
+            ),
+            (
+                ("--grow-every",),
+                {
+                    "type": int,
+                    "metavar": "K",
+                    "help": "every K epochs widen by 50% the layers with more than "
+                    "--grow-tau of their filters selected (DessiLBI; sparse optimizers, "
+                    "sequential models; default: off)",
+                },
+            ),
+            (
+                ("--grow-tau",),
+                {
+                    "type": float,
+                    "metavar": "T",
+                    "help": "saturation threshold of --grow-every, in (0, 1] (default: 0.8)",
+                },
+            ),
+        ],
+    ),
+    (
         "output",
         [
             (
@@ -473,7 +522,7 @@ def _per_optimizer(base: dict[str, Any], name: str) -> tuple[dict[str, Any], lis
     if "optimizer_options" in settings:
         settings["optimizer_options"] = options
     if not info.sparse:
-        for key in PENALTY_FIELDS:
+        for key in (*PENALTY_FIELDS, *SPARSE_ONLY_FIELDS):
             if key in settings and settings[key] is not None:
                 dropped.append(key)
                 del settings[key]

@@ -217,8 +217,10 @@ def _load_weights(
 ) -> torch.optim.Optimizer | None:
     """Load a checkpoint's weights and turn them into the deployable network."""
     from sparseopt.optim.registry import create_optimizer
+    from sparseopt.prune import match_widths
 
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    match_widths(model, ckpt["model"])  # a run that grew (--grow-every) has wider layers
     model.load_state_dict(ckpt["model"])
     try:
         opt = create_optimizer(model, cfg.optimizer, **cfg.optimizer_kwargs())
@@ -241,6 +243,7 @@ def run_prune(args: argparse.Namespace) -> int:
         finetune_masked,
         masked_state_dict,
         masks_from_weights,
+        match_widths,
         save_artifacts,
         shrink,
     )
@@ -274,7 +277,9 @@ def run_prune(args: argparse.Namespace) -> int:
         sparse = run_dir / "model_sparse.pt"
         if not sparse.exists():
             raise _usage_error(f"{run_dir} has no model_sparse.pt (did the training finish?)")
-        model.load_state_dict(torch.load(sparse, map_location="cpu", weights_only=True))
+        state = torch.load(sparse, map_location="cpu", weights_only=True)
+        match_widths(model, state)  # a run that grew (--grow-every) has wider layers
+        model.load_state_dict(state)
         masks = masks_from_weights(model)
         source = sparse.name
     x_test, y_test = data.test.tensors

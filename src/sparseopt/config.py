@@ -37,6 +37,7 @@ __all__ = [
     "PENALTY_FIELDS",
     "RESUME_OVERRIDABLE",
     "SCHEDULES",
+    "SPARSE_ONLY_FIELDS",
     "TrainConfig",
     "load_config_file",
     "save_config_file",
@@ -74,6 +75,10 @@ HYPERPARAMETER_FIELDS = (
     "weight_decay",
     "nesterov",
 )
+
+#: Structure settings that need a sparse optimizer (``None``: off). A dense optimizer
+#: (``sgd``, ``adam``) has no λ to control and no support whose saturation means anything.
+SPARSE_ONLY_FIELDS = ("target_density", "grow_every")
 
 #: Fields a resumed run may change (everything else must match the saved config).
 RESUME_OVERRIDABLE = frozenset(
@@ -169,6 +174,18 @@ class TrainConfig:
         quiet: no progress bar and no per-epoch lines (the final summary is still printed).
         plots: draw the PNG plots at the end (matplotlib).
         keep_checkpoints: also keep one checkpoint per epoch under ``checkpoints/``.
+        target_density: steer λ during training so that the deployable network's penalised
+            weights end at this density, in (0, 1] (:class:`sparseopt.control.TargetDensity`
+            with the optimizer's presets; sparse optimizers only). ``None``: λ is fixed.
+        target_density_every: update λ every this many optimizer steps.
+        record_path: record the solution path into ``path.npz``/``path.json`` of the run
+            directory (:class:`sparseopt.path.PathRecorder`; ``sparseopt path``/``prune``
+            read it).
+        grow_every: every this many epochs, widen the layers whose fraction of selected
+            filters exceeds ``grow_tau`` by 50 % (:class:`sparseopt.prune.GrowCallback`,
+            DessiLBI's enlargement; sparse optimizers and sequential networks only).
+            ``None``: the architecture stays fixed.
+        grow_tau: saturation threshold τ of ``grow_every``, in (0, 1] (0.8 as in DessiLBI).
     """
 
     dataset: str = "digits"
@@ -221,6 +238,11 @@ class TrainConfig:
     quiet: bool = False
     plots: bool = True
     keep_checkpoints: bool = False
+    target_density: float | None = None
+    target_density_every: int = 2
+    record_path: bool = True
+    grow_every: int | None = None
+    grow_tau: float = 0.8
 
     # ------------------------------------------------------------------ conversion
 
@@ -283,6 +305,11 @@ class TrainConfig:
         _check_int("lr_step_size", self.lr_step_size, 1)
         _check_int("seed", self.seed, 0)
         _check_int("threads", self.threads, 1, allow_none=True)
+        _check_int("target_density_every", self.target_density_every, 1)
+        _check_int("grow_every", self.grow_every, 1, allow_none=True)
+        _check_number("grow_tau", self.grow_tau, 0.0, 1.0, low_open=True)
+        if self.target_density is not None:
+            _check_number("target_density", self.target_density, 0.0, 1.0, low_open=True)
         _check_number("val_fraction", self.val_fraction, 0.0, 1.0, high_open=True)
         _check_number("lr_gamma", self.lr_gamma, 0.0, None, low_open=True)
         if self.init_density is not None:
@@ -324,7 +351,7 @@ class TrainConfig:
                 self.betas = list(self.betas)
             if not isinstance(self.betas, list) or len(self.betas) != 2:
                 raise ValueError(f"Invalid betas value: {self.betas!r}; expected two numbers")
-        for name in ("augment", "quiet", "plots", "keep_checkpoints"):
+        for name in ("augment", "quiet", "plots", "keep_checkpoints", "record_path"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"Invalid {name} value: {getattr(self, name)!r}; expected true/false"
@@ -341,11 +368,21 @@ class TrainConfig:
         registry's default. The optimizer name is canonicalised.
 
         Raises:
-            ValueError: unknown optimizer name (the message lists the valid ones).
+            ValueError: unknown optimizer name (the message lists the valid ones), or a
+                :data:`SPARSE_ONLY_FIELDS` setting with a dense optimizer.
         """
-        from sparseopt.optim.registry import get_optimizer_info
+        from sparseopt.optim.registry import get_optimizer_info, list_optimizers
 
         info = get_optimizer_info(self.optimizer)
+        if not info.sparse:
+            for key in SPARSE_ONLY_FIELDS:
+                if getattr(self, key) is not None:
+                    sparse = [n for n in list_optimizers() if get_optimizer_info(n).sparse]
+                    raise ValueError(
+                        f"Invalid {key} value: {getattr(self, key)!r}; optimizer "
+                        f"{info.name!r} is dense (no λ, no sparse support); use one of "
+                        f"{', '.join(sparse)}"
+                    )
         changes: dict[str, Any] = {"optimizer": info.name}
         preset = OPTIMIZER_PRESETS.get(info.name, {})
         accepted = info.accepted_keywords()

@@ -24,6 +24,7 @@ control. What a run does:
       metrics.jsonl      the same as JSON lines
       log.txt            the lines printed during training
       model_sparse.pt    state dict of the deployable sparse network (at the end)
+      path.npz, path.json  the solution path, one point per epoch (with record_path)
       summary.json       final metrics, wall time and the resolved config
       accuracy.png       (loss.png for regression) and density.png vs epoch,
       layer_density.png  per-layer nonzero weights and live filters
@@ -33,6 +34,15 @@ Faults: SIGINT/SIGTERM finish the current step, checkpoint (mid-epoch if need be
 raise :class:`TrainingInterrupted`; resuming (``train(resume=run_dir)``) continues to
 bitwise the same weights and metrics on CPU as an uninterrupted run. A non-finite loss
 raises :class:`NonFiniteLossError` before the update, leaving the last good checkpoint.
+
+Structure tools from the config, run as callbacks before the user's ones and always in
+this order (so their checkpoint keys are stable and ``--resume`` restores them):
+:class:`~sparseopt.path.PathRecorder` (``record_path``, on by default; a
+``PathRecorder`` among the user's callbacks replaces it),
+:class:`~sparseopt.control.TargetDensity` (``target_density``: λ is steered every
+``target_density_every`` steps) and :class:`~sparseopt.prune.grow.GrowCallback`
+(``grow_every``/``grow_tau``: saturated layers are widened; resuming such a run widens
+the freshly built model to the checkpoint's layer widths before loading it).
 
 Callbacks: any object with some of ``on_train_begin(trainer)``,
 ``on_step_end(trainer, step)``, ``on_epoch_end(trainer, epoch, metrics)``,
@@ -75,6 +85,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparseopt.config import RESUME_OVERRIDABLE, TrainConfig, load_config_file, save_config_file
+from sparseopt.control import TargetDensity
 from sparseopt.logging_utils import (
     ProgressBar,
     atomic_torch_save,
@@ -84,6 +95,8 @@ from sparseopt.logging_utils import (
     open_tensorboard,
     write_metrics,
 )
+from sparseopt.path import PathRecorder
+from sparseopt.prune.grow import GrowCallback, layer_saturation, match_widths
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -330,7 +343,8 @@ class Trainer:
         config: the configuration (a :class:`TrainConfig` or a mapping of its fields);
             with ``resume``, a mapping of the fields to change (only
             :data:`~sparseopt.config.RESUME_OVERRIDABLE` ones) or ``None``.
-        callbacks: objects with some of the :class:`Callback` hooks.
+        callbacks: objects with some of the :class:`Callback` hooks; they run after the
+            structure callbacks the config asks for (see the module docstring).
         resume: a run directory to continue from its latest checkpoint.
         install_signal_handlers: catch SIGINT/SIGTERM during :meth:`fit` (main thread only).
         echo: print to stdout (``False``: only ``log.txt`` and the progress bar).
@@ -343,6 +357,7 @@ class Trainer:
     Attributes:
         config, data, model, optimizer, scheduler, run_dir, history, epoch (completed
         epochs), global_step, rank, world_size, device.
+        callbacks: the structure callbacks of the config, then the caller's.
     """
 
     def __init__(
@@ -380,6 +395,7 @@ class Trainer:
             self._setup_model()
             self._set_threads()
             self._setup_optimizer()
+            self._setup_callbacks()
             self.run_dir = self._setup_run_dir(resume_dir)
             if resume_dir is not None:
                 self._load(resume_dir / _CHECKPOINT)
@@ -424,6 +440,8 @@ class Trainer:
                     f"{', '.join(sorted(RESUME_OVERRIDABLE))} may change)"
                 )
             saved["quiet"] = False  # presentation is per invocation, not part of the run
+            # A run saved before the path recorder existed has no path to continue.
+            saved.setdefault("record_path", False)
             saved.update(overrides)
             saved["out"] = str(resume_dir)
             return TrainConfig.from_dict(saved).resolve()
@@ -638,6 +656,57 @@ class Trainer:
             sched = None
         self.scheduler = sched
 
+    def _setup_callbacks(self) -> None:
+        """Put the structure callbacks of the config before the caller's callbacks.
+
+        Always in the order PathRecorder (``record_path``), TargetDensity
+        (``target_density``), GrowCallback (``grow_every``), so that the checkpoint
+        keys ``"{i}:{Class}"`` of every callback are the same in a resumed run.
+        """
+        cfg = self.config
+        user = self.callbacks
+        builtin: list[Any] = []
+        if cfg.record_path and not any(isinstance(cb, PathRecorder) for cb in user):
+            builtin.append(PathRecorder())
+        if cfg.target_density is not None:
+            if any(isinstance(cb, TargetDensity) for cb in user):
+                raise ConfigError(
+                    f"target_density is set ({cfg.target_density:g}) and a TargetDensity "
+                    "callback was passed too; use one of them"
+                )
+            if all(g.get("penalty", "none") == "none" for g in self.optimizer.param_groups):
+                raise ConfigError(
+                    f"Invalid target_density value: {cfg.target_density!r}; no weight is "
+                    "penalised (penalty 'none'), so there is no λ to steer"
+                )
+            builtin.append(
+                TargetDensity.for_optimizer(
+                    cfg.optimizer, cfg.target_density, every_steps=cfg.target_density_every
+                )
+            )
+        if cfg.grow_every is not None:
+            if self.distributed:
+                raise ConfigError(
+                    f"Invalid grow_every value: {cfg.grow_every!r}; growing layers is not "
+                    "supported in distributed runs (DistributedDataParallel keeps the old "
+                    "parameters)"
+                )
+            try:
+                widenable = layer_saturation(self.model, self.optimizer)
+            except ValueError as err:
+                raise ConfigError(
+                    f"Invalid grow_every value: {cfg.grow_every!r}; model {cfg.model!r} "
+                    f"cannot grow: {err}"
+                ) from None
+            if not widenable:
+                raise ConfigError(
+                    f"Invalid grow_every value: {cfg.grow_every!r}; model {cfg.model!r} has no "
+                    "layer that can be widened (only a Conv/Linear layer followed by another "
+                    "one can)"
+                )
+            builtin.append(GrowCallback(every=cfg.grow_every, tau=cfg.grow_tau, seed=cfg.seed))
+        self.callbacks = [*builtin, *user]
+
     def _setup_run_dir(self, resume_dir: Path | None) -> Path | None:
         cfg = self.config
         error = ""
@@ -706,6 +775,13 @@ class Trainer:
                     pens.append(f"{g.get('name', 'w')} {g['penalty']}{grp} λ={g['lam']:g}")
             if pens:
                 opt += " (" + ", ".join(pens) + ")"
+        if cfg.target_density is not None:
+            opt += (
+                f", λ steered to density {100 * cfg.target_density:g}% "
+                f"every {cfg.target_density_every} steps"
+            )
+        if cfg.grow_every is not None:
+            opt += f", grow every {cfg.grow_every} epochs (τ = {cfg.grow_tau:g})"
         init = f", init density {100 * cfg.init_density:g}%" if cfg.init_density < 1 else ""
         dist_s = f" × {self.world_size} processes" if self.distributed else ""
         return (
@@ -878,8 +954,16 @@ class Trainer:
             raise ConfigError(f"cannot load checkpoint {path}: {err}") from None
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"checkpoint {path} has an unknown format {ckpt.get('format')!r}")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            if self.config.grow_every is not None:
+                match_widths(self.model, ckpt["model"], self.optimizer)
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"checkpoint {path} does not fit the model built from its config: {first}"
+            ) from None
         if self.scheduler is not None and ckpt["scheduler"] is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch = int(ckpt["epoch"])
@@ -1180,6 +1264,9 @@ class Trainer:
                 "layers": layers,
                 "config": self.config.to_dict(),
             }
+            grow = self._grow_callback()
+            if grow is not None:
+                summary["grown"] = grow.state_dict()["history"]
             atomic_write_text(
                 self.run_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n"
             )
@@ -1192,6 +1279,9 @@ class Trainer:
             if hook is not None:
                 hook(self, result)
         return result
+
+    def _grow_callback(self) -> GrowCallback | None:
+        return next((cb for cb in self.callbacks if isinstance(cb, GrowCallback)), None)
 
     def _plots(self, layers: Mapping[str, Any]) -> None:
         assert self.run_dir is not None
@@ -1228,6 +1318,9 @@ class Trainer:
             if len(parts) > 8:
                 parts = [*parts[:4], "…", *parts[-3:]]
             lines.append("layers (nonzero weights, live filters/neurons): " + ", ".join(parts))
+        grow = self._grow_callback()
+        if grow is not None:
+            lines.append(grow.summary())
         lines.append(f"run directory: {self.run_dir}")
         return lines
 

@@ -12,7 +12,13 @@
   after; ``torch.export`` artifacts.
 """
 
-from sparseopt.prune.grow import GrowCallback, grow_saturated, layer_saturation, widen
+from sparseopt.prune.grow import (
+    GrowCallback,
+    grow_saturated,
+    layer_saturation,
+    match_widths,
+    widen,
+)
 from sparseopt.prune.masks import (
     Masks,
     apply_masks_,
@@ -36,6 +42,7 @@ from sparseopt.prune.shrink import ShrinkPlan, ShrinkResult, apply_plan, shrink
 
 __all__ = [
     "GrowCallback",
+    "match_widths",
     "Masks",
     "ModelStats",
     "ShrinkPlan",

@@ -50,14 +50,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GrowCallback", "layer_saturation", "grow_saturated", "widen"]
+__all__ = ["GrowCallback", "grow_saturated", "layer_saturation", "match_widths", "widen"]
 
 _PASS_THROUGH = (
     nn.ReLU,
@@ -347,6 +347,37 @@ def grow_saturated(
     return grown
 
 
+def match_widths(
+    model: nn.Module,
+    state: Mapping[str, Tensor],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> nn.Module:
+    """Widen a freshly built sequential model to the layer widths of a grown run's state.
+
+    ``grow_every`` widens layers during training, so the checkpoint (and
+    ``model_sparse.pt``) of such a run no longer fits ``build_model``'s shapes. Every
+    Conv/Linear layer whose saved weight has more output units is widened, in forward
+    order, by the difference (:func:`sparseopt.prune.widen`, which also widens the next
+    layer's inputs); then ``model.load_state_dict(state)`` fits. The new values are
+    placeholders for the state to overwrite. An ``optimizer`` of ``model`` without state
+    yet is given the new parameters. Returns ``model``.
+
+    Raises:
+        ValueError: a layer cannot be widened (not a sequential network, the output layer).
+    """
+    scratch = torch.Generator().manual_seed(0)  # the values are overwritten by `state`
+    for name, m in list(model.named_modules()):
+        if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            continue
+        saved = state.get(f"{name}.weight" if name else "weight")
+        if saved is None:
+            continue
+        extra = int(saved.shape[0]) - int(m.weight.shape[0])
+        if extra > 0:
+            widen(model, name, extra, optimizer=optimizer, generator=scratch)
+    return model
+
+
 @dataclass
 class GrowCallback:
     """Engine callback: every ``every`` epochs, :func:`grow_saturated` the model.
@@ -378,8 +409,16 @@ class GrowCallback:
         self._gen = torch.Generator().manual_seed(self.seed)
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any] | None = None) -> None:
-        """Grow when ``epoch`` (1-based count of finished epochs) is a multiple of ``every``."""
+        """Grow when ``epoch`` (1-based count of finished epochs) is a multiple of ``every``.
+
+        Growth is skipped after the trainer's last epoch (``trainer.config.epochs``): the
+        new units could not train any more, and the final metrics would describe another
+        network than the one saved. Every growth is logged through ``trainer.log``.
+        """
         if epoch % self.every != 0:
+            return
+        config = getattr(trainer, "config", None)
+        if config is not None and epoch >= getattr(config, "epochs", epoch + 1):
             return
         model = getattr(trainer, "model", trainer)
         optimizer = getattr(trainer, "optimizer", None)
@@ -393,7 +432,44 @@ class GrowCallback:
             init_scale=self.init_scale,
             generator=self._gen,
         )
-        if grown:
-            self.history.append((epoch, grown))
-            if isinstance(metrics, dict):
-                metrics["grown"] = {k: list(v) for k, v in grown.items()}
+        if not grown:
+            return
+        self.history.append((epoch, grown))
+        if isinstance(metrics, dict):
+            metrics["grown"] = {k: list(v) for k, v in grown.items()}
+        log = getattr(trainer, "log", None)
+        if log is not None:
+            log(
+                f"grow after epoch {epoch}: "
+                + ", ".join(f"{k} {a} → {b}" for k, (a, b) in grown.items())
+            )
+
+    def summary(self) -> str:
+        """One line: what grew, or that no layer was saturated."""
+        if not self.history:
+            return (
+                f"grow: no layer was saturated (none had more than τ = {self.tau:g} of its "
+                "filters selected)"
+            )
+        parts = [
+            f"{k} {a} → {b} (epoch {epoch})"
+            for epoch, grown in self.history
+            for k, (a, b) in grown.items()
+        ]
+        return "grow: " + ", ".join(parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Generator state and growth history (tensors and plain data), for checkpoints."""
+        return {
+            "generator": self._gen.get_state(),
+            "history": [
+                [int(e), {k: [int(a), int(b)] for k, (a, b) in g.items()}] for e, g in self.history
+            ],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`, so a resumed run grows exactly as an uninterrupted one."""
+        self._gen.set_state(state["generator"])
+        self.history = [
+            (int(e), {k: (int(a), int(b)) for k, (a, b) in g.items()}) for e, g in state["history"]
+        ]
