@@ -209,11 +209,14 @@ def test_loss_decreases(case: OptimCase, kw: dict[str, Any], device: str) -> Non
     assert last < 0.9 * first, (first, last)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("case", "kw"), VALID)
-def test_foreach_matches_for_loop(case: OptimCase, kw: dict[str, Any], dtype: torch.dtype) -> None:
-    x, y = _data("cpu", dtype)
-    models = [_model("cpu", dtype) for _ in range(2)]
+def test_foreach_matches_for_loop(
+    case: OptimCase, kw: dict[str, Any], dtype: torch.dtype, device: str
+) -> None:
+    x, y = _data(device, dtype)
+    models = [_model(device, dtype) for _ in range(2)]
     opts = [_build(case, m, kw, foreach=f) for m, f in zip(models, (False, True), strict=True)]
     for m, o in zip(models, opts, strict=True):
         _train(o, m, x, y, 8)
@@ -416,3 +419,16 @@ def test_top_level_names_are_the_registry_classes() -> None:
         cls: Callable[..., Any] = getattr(so, attr)
         assert cls is so.get_optimizer_info(name).cls
         assert issubclass(cls, SparseOptimizer)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("case", "kw"), VALID)
+def test_cuda_matches_cpu(case: OptimCase, kw: dict[str, Any]) -> None:
+    runs = []
+    for device in ("cpu", "cuda"):
+        x, y = _data(device, torch.float64)
+        model = _model(device)
+        _train(_build(case, model, kw), model, x, y, 5)
+        runs.append([p.detach().cpu() for p in model.parameters()])
+    for p, q in zip(*runs, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-7, atol=1e-9)
