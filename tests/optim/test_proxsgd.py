@@ -115,6 +115,73 @@ def test_momentum_enters_before_the_prox(dtype: torch.dtype) -> None:
     torch.testing.assert_close(opt.state[p]["momentum_buffer"], b2, rtol=1e-6, atol=1e-7)
 
 
+FUSED_CONFIGS = [
+    {"momentum": 0.9},
+    {"momentum": 0.9, "nesterov": True},
+    {"momentum": 0.8, "weight_decay": 0.01},
+    {"momentum": 0.9, "nesterov": True, "weight_decay": 0.05, "maximize": True},
+    {"momentum": 0.8, "dampening": 0.3},  # dampening: the two-pass buffer update
+]
+
+
+def _reference(
+    theta0: list[torch.Tensor],
+    grads: list[list[torch.Tensor]],
+    lr: float,
+    lam: float,
+    *,
+    momentum: float,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """ProxSGD with momentum written out: b ← μb + (1−ϱ)d (b₁ = d₁), θ ← soft(θ − τ·dir, τλ)."""
+    theta = [t.clone() for t in theta0]
+    bufs: list[torch.Tensor] = []
+    for k, gs in enumerate(grads):
+        for i, g in enumerate(gs):
+            d = (-g if maximize else g) + weight_decay * theta[i]
+            if k == 0:
+                bufs.append(d.clone())
+            else:
+                bufs[i] = momentum * bufs[i] + (1 - dampening) * d
+            direction = d + momentum * bufs[i] if nesterov else bufs[i]
+            theta[i] = _soft(theta[i] - lr * direction, lr * lam)
+    return theta, bufs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("cfg", FUSED_CONFIGS)
+def test_penalised_momentum_matches_the_formula(
+    cfg: dict[str, Any], foreach: bool, dtype: torch.dtype
+) -> None:
+    # Penalised groups update the buffer in one pass (torch.add(d, b, alpha=μ, out=b)):
+    # the same formula as torch.optim.SGD's two passes, rounded once.
+    params = _params(dtype)
+    theta0 = [p.detach().clone() for p in params]
+    grads = _grads(dtype, 6)
+    lr, lam = 0.1, 0.3
+    opt = ProxSGD(params, lr=lr, lam=lam, foreach=foreach, **cfg)
+    _run(opt, params, grads)
+    theta, bufs = _reference(theta0, grads, lr, lam, **cfg)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-6, "atol": 1e-6}
+    for p, t, b in zip(params, theta, bufs, strict=True):
+        torch.testing.assert_close(p.detach(), t, **tol)
+        torch.testing.assert_close(opt.state[p]["momentum_buffer"], b, **tol)
+    assert any((p == 0).any() for p in params)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_penalised_buffer_is_updated_in_one_pass(dtype: torch.dtype) -> None:
+    (w,) = params = _params(dtype, seed=2)[:1]
+    g1, g2 = (gs[0] for gs in _grads(dtype, 2))
+    opt = ProxSGD(params, lr=0.1, lam=0.01, momentum=0.9)
+    _run(opt, params, [[g1], [g2]])
+    assert torch.equal(opt.state[w]["momentum_buffer"], torch.add(g2, g1, alpha=0.9))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("penalty", ["group_l1", "group_l0", "l0", "tl1"])
 def test_one_step_is_prox_of_sgd_step(penalty: str, dtype: torch.dtype) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import math
 from typing import Any
 
@@ -65,8 +67,10 @@ def test_without_penalty_is_dual_averaging(
             torch.testing.assert_close(p.detach(), expected, **_tol(dtype))
     state = opt.state[params[0]]
     assert torch.equal(state["prox_center"], w0[0])
-    assert float(state["step"]) == 6 and state["lr_sum"] == pytest.approx(3.0)
+    assert state["step"] == 6 and state["lr_sum"] == pytest.approx(3.0)
     assert state["lr_sq_sum"] == pytest.approx(1.5)
+    grad_sum = sum(lr * sign * gs[0] for gs in history)  # S = Σ a_k g_k (negated: maximize)
+    torch.testing.assert_close(state["grad_sum"], grad_sum, **_tol(dtype))
 
 
 @pytest.mark.parametrize("foreach", [False, True])
@@ -87,6 +91,9 @@ def test_varying_lr_weights_the_average_and_lr_zero_freezes(foreach: bool) -> No
         avg = sum(ak * gk for ak, gk in zip(lrs[:t], history[:t], strict=True)) / a.sum()
         c = a.pow(2).sum().sqrt().item() / gamma
         torch.testing.assert_close(w.detach(), _soft(w0 - c * avg, c * lam), **_tol(dtype))
+        state = opt.state[w]  # the state keeps the weighted sum S = Σ a_k g_k and Σ a_k
+        torch.testing.assert_close(state["grad_sum"], avg * a.sum(), **_tol(dtype))
+        assert state["lr_sum"] == pytest.approx(float(a.sum())) and state["step"] == t
         if lr == 0.0:
             assert torch.equal(w, before)  # frozen, not pulled back to w0
 
@@ -292,7 +299,7 @@ def test_foreach_matches_for_loop_with_skipped_params() -> None:
                     opt.step()
                 runs.append((params, opt))
             (pa, oa), (pb, ob) = runs
-            assert float(oa.state[pa[2]]["step"]) == 3 and float(oa.state[pa[1]]["step"]) == 6
+            assert oa.state[pa[2]]["step"] == 3 and oa.state[pa[1]]["step"] == 6
             for p, q in zip(pa, pb, strict=True):
                 assert torch.equal(p, q)
                 for key, value in oa.state[p].items():
@@ -300,16 +307,39 @@ def test_foreach_matches_for_loop_with_skipped_params() -> None:
                     assert torch.equal(value, other) if torch.is_tensor(value) else value == other
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+def test_groups_stepped_together_equal_separate_optimizers(foreach: bool) -> None:
+    # Groups with equal settings share one functional call, even when their running
+    # sums differ (a group added later): the result must not change.
+    dtype = torch.float64
+    joint_params, sep_params = _params(dtype), _params(dtype)
+    joint = RDA(joint_params[:2], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach)
+    separate = [RDA(sep_params[:2], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach)]
+    for k, grads in enumerate(_grads(dtype, 6)):
+        if k == 2:
+            joint.add_param_group({"params": joint_params[2:]})
+            separate.append(RDA(sep_params[2:], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach))
+        if k == 4:  # the groups differ now: two calls
+            joint.param_groups[0]["lr"] = separate[0].param_groups[0]["lr"] = 0.25
+        for ps in (joint_params, sep_params):
+            _set_grads(ps, grads)
+        joint.step()
+        for opt in separate:
+            opt.step()
+    for p, q in zip(joint_params, sep_params, strict=True):
+        assert torch.equal(p, q)
+    assert joint.state[joint_params[0]]["step"] == 6 and joint.state[joint_params[2]]["step"] == 4
+
+
 def test_functional_api_and_set_lam() -> None:
     w = torch.tensor([1.0, 0.05])
-    g_avg, w0, step, sums, sq_sums = torch.zeros(2), w.clone(), torch.tensor(0.0), [0.0], [0.0]
+    g_sum, w0, sums, sq_sums = torch.zeros(2), w.clone(), [0.0], [0.0]
     rda(
         [w],
         [torch.tensor([1.0, 0.0])],
-        [g_avg],
+        [g_sum],
         [w0],
         [],
-        [step],
         sums,
         sq_sums,
         lr=2.0,
@@ -317,15 +347,15 @@ def test_functional_api_and_set_lam() -> None:
         penalty="none",
     )
     torch.testing.assert_close(w, torch.tensor([0.5, 0.05]))
-    assert sums == [2.0] and sq_sums == [4.0] and float(step) == 1.0
+    assert sums == [2.0] and sq_sums == [4.0]
+    torch.testing.assert_close(g_sum, torch.tensor([2.0, 0.0]))  # S = a g
     with pytest.raises(ValueError, match="adaptive"):
         rda(
             [w],
             [w],
-            [g_avg],
+            [g_sum],
             [w0],
             [],
-            [step],
             sums,
             sq_sums,
             lr=1.0,
@@ -343,6 +373,36 @@ def test_functional_api_and_set_lam() -> None:
     assert torch.equal(p.detach(), torch.tensor([0.9, -0.9]))
     opt.step()  # t = 2: soft(w0, sqrt(2) * 0.5)
     torch.testing.assert_close(p.detach(), _soft(torch.tensor([1.0, -1.0]), math.sqrt(2) * 0.5))
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_state_dict_of_the_grad_avg_format_is_converted(adaptive: bool) -> None:
+    # Earlier versions kept the mean ḡ = S / Σa_k ("grad_avg") and a float32 tensor step.
+    dtype = torch.float64
+    runs = [_params(dtype), _params(dtype)]
+    opts = [RDA(ps, lr=0.5, gamma=2.0, lam=0.2, adaptive=adaptive) for ps in runs]
+    history = _grads(dtype, 6)
+    for ps, opt in zip(runs, opts, strict=True):
+        for grads in history[:3]:
+            _set_grads(ps, grads)
+            opt.step()
+    old = copy.deepcopy(opts[0].state_dict())  # state_dict() shares the live state dicts
+    for state in old["state"].values():
+        state["grad_avg"] = state.pop("grad_sum") / state["lr_sum"]
+        state["step"] = torch.tensor(float(state["step"]))
+    buf = io.BytesIO()
+    torch.save(old, buf)
+    buf.seek(0)
+    twin = RDA(runs[1], lr=0.5, gamma=2.0, lam=0.2, adaptive=adaptive)
+    twin.load_state_dict(torch.load(buf, weights_only=True))
+    state = twin.state[runs[1][0]]
+    assert "grad_avg" not in state and state["step"] == 3 and isinstance(state["step"], int)
+    for grads in history[3:]:
+        for ps, opt in ((runs[0], opts[0]), (runs[1], twin)):
+            _set_grads(ps, grads)
+            opt.step()
+    for p, q in zip(*runs, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from sparseopt.optim._base import (
     resolve_foreach,
 )
 from sparseopt.optim._sgd import (
+    batch_key,
     check_sgd_hyperparameters,
     sgd_direction,
     sgd_directions_foreach,
@@ -34,6 +36,25 @@ from sparseopt.optim._sgd import (
 from sparseopt.penalties import Penalty, make_penalty
 
 __all__ = ["ProxSGD", "proxsgd"]
+
+#: Added to the 0-d step counters: a tensor (with ``alpha``) avoids the slow CPU scalar path.
+_ONE = torch.ones((), dtype=torch.float32, device="cpu")
+
+#: The param-group fields (besides the penalty) that one functional call must share.
+_BATCH_FIELDS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize", "foreach")
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The tensors of the param groups stepped by one functional call."""
+
+    group: dict[str, Any]  # the first of them: its hyperparameters are everyone's
+    penalty: Penalty
+    params: list[Tensor] = field(default_factory=list)
+    grads: list[Tensor] = field(default_factory=list)
+    bufs: list[Tensor | None] = field(default_factory=list)
+    steps: list[Tensor] = field(default_factory=list)
+    missing: bool = False  # whether a momentum buffer is created in this step
 
 
 class ProxSGD(SparseOptimizer):
@@ -54,6 +75,14 @@ class ProxSGD(SparseOptimizer):
     only (the prox is not part of it). With penalty ``none`` or λ = 0 this *is*
     ``torch.optim.SGD`` (bitwise, for-loop and ``foreach``). The iterates are exactly
     sparse, so the deployable network is the parameters themselves.
+
+    **Fused momentum.** In penalised param groups (λ > 0) with zero dampening the
+    buffer update :math:`b \leftarrow g + \mu b` runs as one pass
+    (``torch.add(g, b, alpha=mu, out=b)``) instead of ``torch.optim.SGD``'s two
+    (``b.mul_(mu).add_(g)``): the same formula, rounded once instead of twice, so it
+    differs from SGD's buffer in the last bit. Unpenalised groups (and λ = 0) keep
+    SGD's two passes and stay bitwise equal to ``torch.optim.SGD``; the for-loop and
+    ``foreach`` paths use the same kernels and agree bit for bit.
 
     Args:
         params: parameters or param groups (see :func:`sparseopt.param_groups`).
@@ -145,22 +174,26 @@ class ProxSGD(SparseOptimizer):
         grads: list[Tensor],
         momentum_buffer_list: list[Tensor | None],
         state_steps: list[Tensor],
-    ) -> None:
+    ) -> bool:
+        """Collect the group's tensors; return whether a momentum buffer is still missing."""
+        momentum = group["momentum"] != 0
+        missing = False
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            if p.grad.is_sparse:
+            if grad.is_sparse:
                 raise RuntimeError("ProxSGD does not support sparse gradients")
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
             state_steps.append(state["step"])
             params.append(p)
-            grads.append(p.grad)
-            if group["momentum"] != 0:
-                momentum_buffer_list.append(state.get("momentum_buffer"))
-            else:
-                momentum_buffer_list.append(None)
+            grads.append(grad)
+            buf = state.get("momentum_buffer") if momentum else None
+            missing = missing or (momentum and buf is None)
+            momentum_buffer_list.append(buf)
+        return missing
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -170,30 +203,38 @@ class ProxSGD(SparseOptimizer):
             closure: optional callable that re-evaluates the model and returns the loss.
         """
         loss = self._closure_loss(closure)
+        # Param groups with equal penalty and hyperparameters (such as the "conv" and
+        # "linear" groups of sparseopt.param_groups) share one functional call: the
+        # update is per tensor, so this only saves per-call overhead.
+        batches: dict[Any, _Batch] = {}
         for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            momentum_buffer_list: list[Tensor | None] = []
-            state_steps: list[Tensor] = []
-            self._init_group(group, params, grads, momentum_buffer_list, state_steps)
-            if not params:
+            penalty = self.penalty_of(group)
+            key = batch_key(penalty, group, _BATCH_FIELDS)
+            batch = batches.get(key)
+            if batch is None:
+                batch = batches[key] = _Batch(group, penalty)
+            if self._init_group(group, batch.params, batch.grads, batch.bufs, batch.steps):
+                batch.missing = True
+        for batch in batches.values():
+            if not batch.params:
                 continue
+            group = batch.group
             proxsgd(
-                params,
-                grads,
-                momentum_buffer_list,
-                state_steps,
+                batch.params,
+                batch.grads,
+                batch.bufs,
+                batch.steps,
                 lr=group["lr"],
                 momentum=group["momentum"],
                 dampening=group["dampening"],
                 nesterov=group["nesterov"],
                 weight_decay=group["weight_decay"],
                 maximize=group["maximize"],
-                penalty=self.penalty_of(group),
+                penalty=batch.penalty,
                 foreach=group["foreach"],
             )
-            if group["momentum"] != 0:
-                for p, buf in zip(params, momentum_buffer_list, strict=True):
+            if batch.missing:  # new buffers were created: store them
+                for p, buf in zip(batch.params, batch.bufs, strict=True):
                     self.state[p]["momentum_buffer"] = buf
         return loss
 
@@ -221,8 +262,10 @@ def proxsgd(
 ) -> None:
     r"""Functional proximal SGD step; see :class:`ProxSGD` for the algorithm.
 
-    Updates ``params`` and ``state_steps`` (0-d step counters) in place; when ``momentum != 0`` the buffers are updated in
-    place and ``None`` entries of ``momentum_buffer_list`` are replaced by new ones.
+    Updates ``params`` and ``state_steps`` (0-d step counters) in place; when
+    ``momentum != 0`` the buffers are updated in place (in one pass when the penalty is
+    not zero and ``dampening == 0``, see :class:`ProxSGD`) and ``None`` entries of
+    ``momentum_buffer_list`` are replaced by new ones.
     ``penalty`` is a :class:`~sparseopt.penalties.Penalty` (λ included) or a name
     (then with that penalty's default λ).
 
@@ -269,6 +312,7 @@ def _single_tensor_proxsgd(
     maximize: bool,
     penalty: Penalty,
 ) -> None:
+    prox = not penalty.is_zero
     for i, param in enumerate(params):
         state_steps[i] += 1
         d, momentum_buffer_list[i] = sgd_direction(
@@ -280,9 +324,10 @@ def _single_tensor_proxsgd(
             dampening=dampening,
             nesterov=nesterov,
             maximize=maximize,
+            fused=prox,
         )
         param.add_(d, alpha=-lr)
-        if not penalty.is_zero:
+        if prox:
             penalty.prox_(param, lr)
 
 
@@ -300,10 +345,11 @@ def _multi_tensor_proxsgd(
     maximize: bool,
     penalty: Penalty,
 ) -> None:
-    torch._foreach_add_(state_steps, 1.0)
-    indices = list(range(len(params)))
-    for bucket in group_by_device_dtype(params, grads, momentum_buffer_list, indices):
-        device_params, device_grads, device_bufs, device_indices = bucket
+    torch._foreach_add_(state_steps, _ONE, alpha=1.0)  # as torch.optim.Adam does
+    prox = not penalty.is_zero
+    for device_params, device_grads, device_bufs, device_indices in group_by_device_dtype(
+        params, grads, momentum_buffer_list, range(len(params))
+    ):
         directions = sgd_directions_foreach(
             device_params,
             device_grads,
@@ -313,8 +359,11 @@ def _multi_tensor_proxsgd(
             dampening=dampening,
             nesterov=nesterov,
             maximize=maximize,
+            fused=prox,
         )
-        for j, i in enumerate(device_indices):
-            momentum_buffer_list[i] = device_bufs[j]
+        if momentum != 0:
+            for j, i in enumerate(device_indices):
+                momentum_buffer_list[i] = device_bufs[j]
         torch._foreach_add_(device_params, directions, alpha=-lr)
-        penalty.prox_into_(device_params, device_params, lr)
+        if prox:
+            penalty.prox_into_(device_params, device_params, lr)

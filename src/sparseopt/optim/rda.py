@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,13 +37,35 @@ from sparseopt._validation import check_nonneg, check_positive
 from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
+    group_by_device_dtype,
     resolve_foreach,
 )
+from sparseopt.optim._sgd import batch_key
 from sparseopt.penalties import L0, L1, NoPenalty, Penalty, make_penalty
 
 __all__ = ["RDA", "rda"]
 
 _ADAPTIVE_PENALTIES = (NoPenalty, L1, L0)
+
+
+#: The param-group fields (besides the penalty) that one functional call must share.
+_BATCH_FIELDS = ("lr", "gamma", "adaptive", "eps", "maximize", "foreach")
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The tensors of the param groups stepped by one functional call."""
+
+    group: dict[str, Any]  # the first of them: its hyperparameters are everyone's
+    penalty: Penalty
+    params: list[Tensor] = field(default_factory=list)
+    grads: list[Tensor] = field(default_factory=list)
+    grad_sums: list[Tensor] = field(default_factory=list)
+    prox_centers: list[Tensor] = field(default_factory=list)
+    sum_sqs: list[Tensor] = field(default_factory=list)
+    lr_sums: list[float] = field(default_factory=list)
+    lr_sq_sums: list[float] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RDA(SparseOptimizer):
@@ -66,12 +89,16 @@ class RDA(SparseOptimizer):
     with the scalar step :math:`c_t`.
 
     **Learning rate schedules.** A varying ``lr`` :math:`a_k` enters as a weight:
-    :math:`\bar g_t = \sum_k a_k g_k / \sum_k a_k` and
+    :math:`\bar g_t = S_t / A_t` with the weighted gradient sum
+    :math:`S_t = \sum_{k\le t} a_k g_k` and :math:`A_t = \sum_{k\le t} a_k`, and
     :math:`c_t = \sqrt{\textstyle\sum_{k\le t} a_k^2}/\gamma`. For a constant ``lr``
     this is the formula above; when a scheduler lowers ``lr``, new gradients count
     less and :math:`c_t` grows more slowly, and at ``lr = 0`` the iterate is frozen.
     (Simply multiplying :math:`c_t` by the current ``lr`` would instead pull the
-    weights back to :math:`w_0` as ``lr`` decays.)
+    weights back to :math:`w_0` as ``lr`` decays.) The state keeps :math:`S_t`, not
+    :math:`\bar g_t`: one step is then :math:`S \leftarrow S + a_t g_t` and
+    :math:`w_{t+1} = \operatorname{prox}_{c_t\lambda P}(w_0 - (c_t/A_t) S_t)`: three
+    elementwise passes, as many as SGD with momentum takes.
 
     **Adaptive variant** (``adaptive=True``; our reading, since He et al.'s exact
     adaptive rule is not available to us): the scalar metric is replaced by the AdaGrad
@@ -91,11 +118,11 @@ class RDA(SparseOptimizer):
     :math:`\sqrt{2c_{t,i}\lambda}`) and ``none``; ``tl1`` and group penalties raise
     ``ValueError``.
 
-    The iterate is recomputed from :math:`w_0` and :math:`\bar g_t` at every step, so it
+    The iterate is recomputed from :math:`w_0` and :math:`S_t` at every step, so it
     is exactly sparse and is the deployable network itself; :meth:`set_lam` needs no
     state change (the next step uses the new λ). For the same reason, edits made to a
     parameter between steps (e.g. a mask applied by hand) are overwritten by the next
-    step: change ``prox_center`` (or the gradient average) to make them stick.
+    step: change ``prox_center`` (or the gradient sum) to make them stick.
 
     Args:
         params: parameters or param groups (see :func:`sparseopt.param_groups`).
@@ -118,14 +145,16 @@ class RDA(SparseOptimizer):
         maximize: maximize the objective instead of minimizing it.
 
     State (per parameter):
-        - ``step``: float32 0-d CPU tensor, :math:`t`, the number of steps taken;
-        - ``lr_sum``: Python float, :math:`\sum_{k\le t} a_k`;
+        - ``step``: Python int, :math:`t`, the number of steps taken;
+        - ``lr_sum``: Python float, :math:`A_t = \sum_{k\le t} a_k`;
         - ``lr_sq_sum``: Python float, :math:`\sum_{k\le t} a_k^2`;
-        - ``grad_avg``: :math:`\bar g_t`, updated as
-          :math:`\bar g \leftarrow \bar g + (a_t/\sum_{k\le t}a_k)(g_t - \bar g)`
-          (:math:`1/t` for a constant ``lr``);
+        - ``grad_sum``: :math:`S_t = \sum_{k\le t} a_k g_k` (with ``maximize``, of the
+          negated gradients), so that :math:`\bar g_t = S_t / A_t`;
         - ``prox_center``: :math:`w_0`;
         - ``sum_sq``: :math:`s_t` (only with ``adaptive=True``).
+
+    State dicts of earlier versions (``grad_avg`` :math:`= \bar g_t` and a tensor
+    ``step``) are converted on loading.
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, 0.05, -0.5]))
@@ -182,6 +211,12 @@ class RDA(SparseOptimizer):
             group.setdefault("adaptive", False)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+        for param_state in self.state.values():  # state of earlier versions
+            if "grad_avg" in param_state:
+                grad_avg = param_state.pop("grad_avg")
+                param_state["grad_sum"] = grad_avg.mul(param_state["lr_sum"])
+            if torch.is_tensor(param_state.get("step")):
+                param_state["step"] = int(param_state["step"].item())
 
     @staticmethod
     def _check_hyperparameters(group: dict[str, Any]) -> None:
@@ -209,36 +244,39 @@ class RDA(SparseOptimizer):
         group: dict[str, Any],
         params: list[Tensor],
         grads: list[Tensor],
-        grad_avgs: list[Tensor],
+        grad_sums: list[Tensor],
         prox_centers: list[Tensor],
         sum_sqs: list[Tensor],
-        state_steps: list[Tensor],
         lr_sums: list[float],
         lr_sq_sums: list[float],
+        states: list[dict[str, Any]],
     ) -> None:
+        adaptive = group["adaptive"]
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            if p.grad.is_sparse:
+            if grad.is_sparse:
                 raise RuntimeError("RDA does not support sparse gradients")
             state = self.state[p]
             if len(state) == 0:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["step"] = 0
                 state["lr_sum"] = 0.0
                 state["lr_sq_sum"] = 0.0
-                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["grad_sum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["prox_center"] = p.detach().clone(memory_format=torch.preserve_format)
-            if group["adaptive"] and "sum_sq" not in state:
-                state["sum_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if adaptive:
+                if "sum_sq" not in state:
+                    state["sum_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                sum_sqs.append(state["sum_sq"])
+            state["step"] += 1  # a plain int: no tensor op per step for a counter
             params.append(p)
-            grads.append(p.grad)
-            grad_avgs.append(state["grad_avg"])
+            grads.append(grad)
+            grad_sums.append(state["grad_sum"])
             prox_centers.append(state["prox_center"])
-            state_steps.append(state["step"])
             lr_sums.append(state["lr_sum"])
             lr_sq_sums.append(state["lr_sq_sum"])
-            if group["adaptive"]:
-                sum_sqs.append(state["sum_sq"])
+            states.append(state)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -248,48 +286,52 @@ class RDA(SparseOptimizer):
             closure: optional callable that re-evaluates the model and returns the loss.
         """
         loss = self._closure_loss(closure)
+        # Param groups with equal penalty and hyperparameters (such as the "conv" and
+        # "linear" groups of sparseopt.param_groups) share one functional call: the
+        # update is per tensor, so this only saves per-call overhead.
+        batches: dict[Any, _Batch] = {}
         for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            grad_avgs: list[Tensor] = []
-            prox_centers: list[Tensor] = []
-            sum_sqs: list[Tensor] = []
-            state_steps: list[Tensor] = []
-            lr_sums: list[float] = []
-            lr_sq_sums: list[float] = []
+            penalty = self.penalty_of(group)
+            key = batch_key(penalty, group, _BATCH_FIELDS)
+            batch = batches.get(key)
+            if batch is None:
+                batch = batches[key] = _Batch(group, penalty)
             self._init_group(
                 group,
-                params,
-                grads,
-                grad_avgs,
-                prox_centers,
-                sum_sqs,
-                state_steps,
-                lr_sums,
-                lr_sq_sums,
+                batch.params,
+                batch.grads,
+                batch.grad_sums,
+                batch.prox_centers,
+                batch.sum_sqs,
+                batch.lr_sums,
+                batch.lr_sq_sums,
+                batch.states,
             )
-            if not params:
+        for batch in batches.values():
+            if not batch.params:
                 continue
+            group = batch.group
             rda(
-                params,
-                grads,
-                grad_avgs,
-                prox_centers,
-                sum_sqs,
-                state_steps,
-                lr_sums,
-                lr_sq_sums,
+                batch.params,
+                batch.grads,
+                batch.grad_sums,
+                batch.prox_centers,
+                batch.sum_sqs,
+                batch.lr_sums,
+                batch.lr_sq_sums,
                 lr=group["lr"],
                 gamma=group["gamma"],
                 adaptive=group["adaptive"],
                 eps=group["eps"],
                 maximize=group["maximize"],
-                penalty=self.penalty_of(group),
+                penalty=batch.penalty,
                 foreach=group["foreach"],
             )
-            for p, lr_sum, lr_sq_sum in zip(params, lr_sums, lr_sq_sums, strict=True):
-                self.state[p]["lr_sum"] = lr_sum
-                self.state[p]["lr_sq_sum"] = lr_sq_sum
+            for state, lr_sum, lr_sq_sum in zip(
+                batch.states, batch.lr_sums, batch.lr_sq_sums, strict=True
+            ):
+                state["lr_sum"] = lr_sum
+                state["lr_sq_sum"] = lr_sq_sum
         return loss
 
     def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
@@ -302,10 +344,9 @@ class RDA(SparseOptimizer):
 def rda(
     params: list[Tensor],
     grads: list[Tensor],
-    grad_avgs: list[Tensor],
+    grad_sums: list[Tensor],
     prox_centers: list[Tensor],
     sum_sqs: list[Tensor],
-    state_steps: list[Tensor],
     lr_sums: list[float],
     lr_sq_sums: list[float],
     *,
@@ -319,22 +360,21 @@ def rda(
 ) -> None:
     r"""Functional RDA step; see :class:`RDA` for the algorithm.
 
-    Increments ``state_steps`` (0-d tensors) by 1 and replaces the entries of
-    ``lr_sums`` and ``lr_sq_sums`` (floats, :math:`\sum a_k` and :math:`\sum a_k^2`) by
-    their values after this step; updates ``grad_avgs`` (:math:`\bar g`) and, when
-    ``adaptive``, ``sum_sqs`` (:math:`s_t`; pass an empty list otherwise) in place,
-    and writes :math:`w_{t+1}` into ``params``. ``prox_centers`` (:math:`w_0`) are
-    only read.
+    Replaces the entries of ``lr_sums`` and ``lr_sq_sums`` (floats, :math:`A = \sum a_k`
+    and :math:`\sum a_k^2`) by their values after this step; updates ``grad_sums``
+    (:math:`S = \sum a_k g_k`) and, when ``adaptive``, ``sum_sqs`` (:math:`s_t`; pass
+    an empty list otherwise) in place, and writes :math:`w_{t+1}` into ``params``.
+    ``prox_centers`` (:math:`w_0`) are only read. (The step counter is the caller's.)
 
     Example:
         >>> w = torch.tensor([1.0, 0.05])
-        >>> g_avg, w0, step, sums, sq_sums = torch.zeros(2), w.clone(), torch.tensor(0.0), [0.0], [0.0]
+        >>> g_sum, w0, sums, sq_sums = torch.zeros(2), w.clone(), [0.0], [0.0]
         >>> pen = make_penalty("l1", lam=0.1)
         >>> for g in ([1.0, 0.0], [0.0, 0.0]):  # w2 = soft(w0 - sqrt(2)/2 * mean g, ...)
-        ...     rda([w], [torch.tensor(g)], [g_avg], [w0], [], [step], sums, sq_sums,
+        ...     rda([w], [torch.tensor(g)], [g_sum], [w0], [], sums, sq_sums,
         ...         lr=1.0, gamma=2.0, penalty=pen)
-        >>> step, sums, g_avg
-        (tensor(2.), [2.0], tensor([0.5000, 0.0000]))
+        >>> sums, g_sum
+        ([2.0], tensor([1., 0.]))
         >>> w
         tensor([0.5757, 0.0000])
     """
@@ -358,10 +398,9 @@ def rda(
     func(
         params,
         grads,
-        grad_avgs,
+        grad_sums,
         prox_centers,
         sum_sqs,
-        state_steps,
         lr_sums,
         lr_sq_sums,
         lr=lr,
@@ -373,37 +412,30 @@ def rda(
     )
 
 
-def _advance(
-    lr_sums: list[float], lr_sq_sums: list[float], i: int, lr: float
-) -> tuple[float, float]:
-    """Add ``lr`` to the running sums of parameter ``i``; return ``(Σ a_k², a_t / Σ a_k)``."""
-    lr_sums[i] = lr_sum = lr_sums[i] + lr
-    lr_sq_sums[i] = lr_sq_sum = lr_sq_sums[i] + lr * lr
-    return lr_sq_sum, (lr / lr_sum if lr_sum > 0 else 0.0)
-
-
-def _adaptive_scale(sum_sq: Tensor, lr_sq_sum: float, gamma: float, eps: float) -> Tensor:
-    r"""A new tensor :math:`n = -1/c_t = -\gamma(\delta + \sqrt{s_t})/\sum a_k^2`."""
-    return sum_sq.sqrt().add_(eps).mul_(-gamma / lr_sq_sum)
+def _adaptive_scale(
+    sum_sq: Tensor, lr_sum: float, lr_sq_sum: float, gamma: float, eps: float
+) -> Tensor:
+    r"""A new tensor :math:`n = -A/c_t = -\gamma A(\delta + \sqrt{s_t})/\sum a_k^2`."""
+    return sum_sq.sqrt().add_(eps).mul_(-gamma * lr_sum / lr_sq_sum)
 
 
 def _adaptive_iterate_(
-    w: Tensor, w0: Tensor, grad_avg: Tensor, scale: Tensor, penalty: Penalty
+    w: Tensor, w0: Tensor, grad_sum: Tensor, scale: Tensor, lr_sum: float, penalty: Penalty
 ) -> None:
-    r"""Write the adaptive iterate into ``w``, given ``scale`` :math:`n = -1/c` (coordinatewise).
+    r"""Write the adaptive iterate into ``w``, given ``scale`` :math:`n = -A/c` (coordinatewise).
 
-    With :math:`z = w_0 - c\bar g` and :math:`q = \bar g + n w_0 = -z/c`, the soft
-    threshold is :math:`\operatorname{soft}(z, c\lambda) = \operatorname{soft}(q, \lambda)/n`
+    With :math:`z = w_0 - (c/A) S` and :math:`q = S + n w_0 = -A z/c`, the soft
+    threshold is :math:`\operatorname{soft}(z, c\lambda) = \operatorname{soft}(q, A\lambda)/n`
     (soft thresholding is odd and positively homogeneous), so only scalar thresholds
     are needed; the hard threshold keeps :math:`z` where :math:`z^2/c > 2\lambda`, i.e.
-    :math:`z\,q < -2\lambda`.
+    :math:`z\,q < -2A\lambda`.
     """
-    torch.addcmul(grad_avg, w0, scale, out=w)  # q
+    torch.addcmul(grad_sum, w0, scale, out=w)  # q
     if isinstance(penalty, L1) and not penalty.is_zero:
-        penalty.prox_(w, 1.0)
+        penalty.prox_(w, lr_sum)
         w.div_(scale)
     elif isinstance(penalty, L0) and not penalty.is_zero:
-        keep = torch.div(w, scale).mul_(w) < -2.0 * penalty.lam  # z q < -2 λ
+        keep = torch.div(w, scale).mul_(w) < -2.0 * lr_sum * penalty.lam  # z q < -2 A λ
         w.div_(scale).mul_(keep)
     else:
         w.div_(scale)
@@ -412,10 +444,9 @@ def _adaptive_iterate_(
 def _single_tensor_rda(
     params: list[Tensor],
     grads: list[Tensor],
-    grad_avgs: list[Tensor],
+    grad_sums: list[Tensor],
     prox_centers: list[Tensor],
     sum_sqs: list[Tensor],
-    state_steps: list[Tensor],
     lr_sums: list[float],
     lr_sq_sums: list[float],
     *,
@@ -426,22 +457,22 @@ def _single_tensor_rda(
     maximize: bool,
     penalty: Penalty,
 ) -> None:
+    weight = -lr if maximize else lr
     for i, w in enumerate(params):
-        g = grads[i] if not maximize else -grads[i]
-        state_steps[i] += 1
-        lr_sq_sum, weight = _advance(lr_sums, lr_sq_sums, i, lr)
-        grad_avg, w0 = grad_avgs[i], prox_centers[i]
-        grad_avg.lerp_(g, weight)
+        lr_sums[i] = lr_sum = lr_sums[i] + lr
+        lr_sq_sums[i] = lr_sq_sum = lr_sq_sums[i] + lr * lr
+        g, grad_sum, w0 = grads[i], grad_sums[i], prox_centers[i]
+        grad_sum.add_(g, alpha=weight)
         if adaptive:
             sum_sqs[i].addcmul_(g, g, value=lr * lr)
         if lr_sq_sum == 0:  # no gradient has any weight yet: the minimiser is w0
             w.copy_(w0)
         elif adaptive:
-            scale = _adaptive_scale(sum_sqs[i], lr_sq_sum, gamma, eps)
-            _adaptive_iterate_(w, w0, grad_avg, scale, penalty)
+            scale = _adaptive_scale(sum_sqs[i], lr_sum, lr_sq_sum, gamma, eps)
+            _adaptive_iterate_(w, w0, grad_sum, scale, lr_sum, penalty)
         else:
             c = math.sqrt(lr_sq_sum) / gamma
-            w.copy_(w0).add_(grad_avg, alpha=-c)
+            torch.add(w0, grad_sum, alpha=-c / lr_sum, out=w)
             if not penalty.is_zero:
                 penalty.prox_(w, c)
 
@@ -449,10 +480,9 @@ def _single_tensor_rda(
 def _multi_tensor_rda(
     params: list[Tensor],
     grads: list[Tensor],
-    grad_avgs: list[Tensor],
+    grad_sums: list[Tensor],
     prox_centers: list[Tensor],
     sum_sqs: list[Tensor],
-    state_steps: list[Tensor],
     lr_sums: list[float],
     lr_sq_sums: list[float],
     *,
@@ -463,40 +493,49 @@ def _multi_tensor_rda(
     maximize: bool,
     penalty: Penalty,
 ) -> None:
-    torch._foreach_add_(state_steps, 1.0)
+    n, lr_sq = len(params), lr * lr
+    for i in range(n):
+        lr_sums[i] += lr
+        lr_sq_sums[i] += lr_sq
     # Parameters skipped in some steps (no grad) have their own running sums: bucket by
-    # (device, dtype, sums). Usually there is one bucket per device and dtype.
-    buckets: dict[tuple[Any, ...], list[int]] = {}
-    for i, w in enumerate(params):
-        key = _advance(lr_sums, lr_sq_sums, i, lr)
-        buckets.setdefault((w.device, w.dtype, *key), []).append(i)
-    for (_, _, lr_sq_sum, weight), idx in buckets.items():
-        ws = [params[i] for i in idx]
-        gs = [grads[i] for i in idx]
-        avgs = [grad_avgs[i] for i in idx]
-        w0s = [prox_centers[i] for i in idx]
-        if maximize:
-            gs = torch._foreach_neg(gs)
-        torch._foreach_lerp_(avgs, gs, weight)
-        if adaptive:
-            sqs = [sum_sqs[i] for i in idx]
-            torch._foreach_addcmul_(sqs, gs, gs, value=lr * lr)
-        if lr_sq_sum == 0:
-            torch._foreach_copy_(ws, w0s)
-        elif adaptive:
-            scales = torch._foreach_sqrt(sqs)
-            torch._foreach_add_(scales, eps)
-            torch._foreach_mul_(scales, -gamma / lr_sq_sum)
-            if type(penalty) is L1 and not penalty.is_zero:
-                for w, w0, avg, scale in zip(ws, w0s, avgs, scales, strict=True):
-                    torch.addcmul(avg, w0, scale, out=w)
-                    penalty.prox_(w, 1.0)
-                torch._foreach_div_(ws, scales)
+    # them (and by device and dtype). Usually all sums agree: one bucket per device/dtype.
+    # (without ``adaptive`` there are no sum_sqs: ``params`` fills their place, unused)
+    tensorlists = (params, grads, grad_sums, prox_centers, sum_sqs if adaptive else params)
+    if lr_sums.count(lr_sums[0]) == n and lr_sq_sums.count(lr_sq_sums[0]) == n:
+        parts = [(lr_sums[0], lr_sq_sums[0], tensorlists)]
+    else:
+        by_sums: dict[tuple[float, float], list[int]] = {}
+        for i, key in enumerate(zip(lr_sums, lr_sq_sums, strict=True)):
+            by_sums.setdefault(key, []).append(i)
+        parts = [
+            (lr_sum, lr_sq_sum, tuple([lst[i] for i in idx] for lst in tensorlists))
+            for (lr_sum, lr_sq_sum), idx in by_sums.items()
+        ]
+    weight = -lr if maximize else lr
+    prox = not penalty.is_zero
+    for lr_sum, lr_sq_sum, part in parts:
+        for ws, gs, sums, w0s, sqs in group_by_device_dtype(*part):
+            torch._foreach_add_(sums, gs, alpha=weight)
+            if adaptive:
+                torch._foreach_addcmul_(sqs, gs, gs, value=lr_sq)
+            if lr_sq_sum == 0:  # no gradient has any weight yet: the minimiser is w0
+                torch._foreach_copy_(ws, w0s)
+            elif adaptive:
+                scales = torch._foreach_sqrt(sqs)
+                torch._foreach_add_(scales, eps)
+                torch._foreach_mul_(scales, -gamma * lr_sum / lr_sq_sum)
+                if type(penalty) is L1 and prox:
+                    for w, w0, grad_sum, scale in zip(ws, w0s, sums, scales, strict=True):
+                        torch.addcmul(grad_sum, w0, scale, out=w)
+                    penalty.prox_into_(ws, ws, lr_sum)
+                    torch._foreach_div_(ws, scales)
+                else:
+                    for w, w0, grad_sum, scale in zip(ws, w0s, sums, scales, strict=True):
+                        _adaptive_iterate_(w, w0, grad_sum, scale, lr_sum, penalty)
             else:
-                for w, w0, avg, scale in zip(ws, w0s, avgs, scales, strict=True):
-                    _adaptive_iterate_(w, w0, avg, scale, penalty)
-        else:
-            c = math.sqrt(lr_sq_sum) / gamma
-            for w, w0, avg in zip(ws, w0s, avgs, strict=True):
-                torch.add(w0, avg, alpha=-c, out=w)
-            penalty.prox_into_(ws, ws, c)
+                c = math.sqrt(lr_sq_sum) / gamma
+                alpha = -c / lr_sum
+                for w, w0, grad_sum in zip(ws, w0s, sums, strict=True):
+                    torch.add(w0, grad_sum, alpha=alpha, out=w)
+                if prox:
+                    penalty.prox_into_(ws, ws, c)
