@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sparseopt.optim.registry import PARAM_GROUP_KEYS
+
 __all__ = [
     "HYPERPARAMETER_FIELDS",
     "OPTIMIZER_PRESETS",
@@ -46,20 +48,9 @@ __all__ = [
 #: Learning-rate schedules (stepped once per epoch).
 SCHEDULES = ("none", "cosine", "step", "multistep")
 
-#: Fields routed to :func:`sparseopt.groups.param_groups` (per-layer penalties).
-PENALTY_FIELDS = (
-    "penalty",
-    "lam",
-    "groups",
-    "conv_penalty",
-    "conv_groups",
-    "conv_lam",
-    "linear_penalty",
-    "linear_groups",
-    "linear_lam",
-    "a",
-    "group_weight",
-)
+#: Fields routed to :func:`sparseopt.groups.param_groups` (per-layer penalties): the
+#: registry's param-group keywords, less ``exclude`` (not a config field).
+PENALTY_FIELDS = tuple(k for k in PARAM_GROUP_KEYS if k != "exclude")
 
 #: Optimizer hyperparameters passed to the optimizer when set (``None``: its default).
 HYPERPARAMETER_FIELDS = (
