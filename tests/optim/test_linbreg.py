@@ -28,16 +28,6 @@ TIGHT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the tensors here are tiny: intra-op threads only add overhead (and oversubscribe
-    # a shared machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _params(dtype: torch.dtype, seed: int = 0) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
     shapes = [(6, 3, 3, 3), (6,), (7, 5), (7,), (3, 7)]

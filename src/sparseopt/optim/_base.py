@@ -31,7 +31,13 @@ from torch import Tensor
 from sparseopt._validation import check_nonneg
 from sparseopt.penalties import NoPenalty, Penalty, make_penalty
 
-__all__ = ["PENALTY_DEFAULTS", "SparseOptimizer", "group_by_device_dtype", "resolve_foreach"]
+__all__ = [
+    "PENALTY_DEFAULTS",
+    "SparseOptimizer",
+    "group_by_device_dtype",
+    "penalty_defaults",
+    "resolve_foreach",
+]
 
 #: Penalty fields every sparse optimizer's param groups carry.
 PENALTY_DEFAULTS: dict[str, Any] = {
@@ -41,6 +47,31 @@ PENALTY_DEFAULTS: dict[str, Any] = {
     "a": 1.0,
     "group_weight": "sqrt",
 }
+
+
+def penalty_defaults(
+    penalty: str | Penalty | None,
+    lam: float,
+    groups: str | None,
+    a: float,
+    group_weight: str,
+) -> dict[str, Any]:
+    """The plain-data penalty fields of an optimizer's defaults.
+
+    A :class:`Penalty` object is turned into its spec (its own fields win over ``lam``
+    etc.), so ``defaults`` never holds an object.
+    """
+    out: dict[str, Any] = {
+        **PENALTY_DEFAULTS,
+        "penalty": "none" if penalty is None else penalty,
+        "lam": lam,
+        "groups": groups,
+        "a": a,
+        "group_weight": group_weight,
+    }
+    if isinstance(penalty, Penalty):
+        out.update(penalty.spec())
+    return out
 
 
 def resolve_foreach(foreach: bool | None, tensors: Sequence[Tensor]) -> bool:

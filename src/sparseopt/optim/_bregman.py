@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparseopt.optim._base import PENALTY_DEFAULTS, SparseOptimizer
+from sparseopt.optim._base import SparseOptimizer
 from sparseopt.penalties import (
     L0,
     TL1,
@@ -38,7 +38,6 @@ from sparseopt.penalties import (
 __all__ = [
     "dead_threshold",
     "init_dual",
-    "penalty_defaults",
     "primal",
     "primal_foreach",
     "rescale_duals",
@@ -133,31 +132,6 @@ def sync_dual(
 
 
 # ------------------------------------------------------------ optimizer helpers
-
-
-def penalty_defaults(
-    penalty: str | Penalty | None,
-    lam: float,
-    groups: str | None,
-    a: float,
-    group_weight: str,
-) -> dict[str, Any]:
-    """The plain-data penalty fields of an optimizer's defaults.
-
-    A :class:`Penalty` object is turned into its spec (its own fields win over ``lam``
-    etc.), so ``defaults`` never holds an object.
-    """
-    out: dict[str, Any] = {
-        **PENALTY_DEFAULTS,
-        "penalty": "none" if penalty is None else penalty,
-        "lam": lam,
-        "groups": groups,
-        "a": a,
-        "group_weight": group_weight,
-    }
-    if isinstance(penalty, Penalty):
-        out.update(penalty.spec())
-    return out
 
 
 def _duals_of(opt: SparseOptimizer, group: dict[str, Any]) -> Iterator[tuple[Tensor, Tensor]]:

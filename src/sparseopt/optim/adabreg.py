@@ -14,10 +14,14 @@ import torch
 from torch import Tensor
 
 from sparseopt._validation import check_betas, check_nonneg, check_positive
-from sparseopt.optim._base import SparseOptimizer, group_by_device_dtype, resolve_foreach
+from sparseopt.optim._base import (
+    SparseOptimizer,
+    group_by_device_dtype,
+    penalty_defaults,
+    resolve_foreach,
+)
 from sparseopt.optim._bregman import (
     init_dual,
-    penalty_defaults,
     primal,
     primal_foreach,
     rescale_duals,

@@ -17,11 +17,11 @@ from sparseopt._validation import check_positive, check_unit_interval
 from sparseopt.optim._base import (
     SparseOptimizer,
     group_by_device_dtype,
+    penalty_defaults,
     resolve_foreach,
 )
 from sparseopt.optim._bregman import (
     init_dual,
-    penalty_defaults,
     primal,
     primal_foreach,
     rescale_duals,

@@ -25,6 +25,7 @@ from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
     group_by_device_dtype,
+    penalty_defaults,
     resolve_foreach,
 )
 from sparseopt.optim._sgd import (
@@ -150,10 +151,7 @@ class ProxSGD(SparseOptimizer):
             "foreach": foreach,
             "maximize": maximize,
         }
-        if isinstance(penalty, Penalty):
-            defaults.update(penalty.spec())
-        else:
-            defaults["penalty"] = penalty
+        defaults.update(penalty_defaults(penalty, lam, groups, a, group_weight))
         check_sgd_hyperparameters(defaults)
         super().__init__(params, defaults)
 

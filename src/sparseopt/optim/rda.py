@@ -38,6 +38,7 @@ from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
     group_by_device_dtype,
+    penalty_defaults,
     resolve_foreach,
 )
 from sparseopt.optim._sgd import batch_key
@@ -198,10 +199,7 @@ class RDA(SparseOptimizer):
             "foreach": foreach,
             "maximize": maximize,
         }
-        if isinstance(penalty, Penalty):
-            defaults.update(penalty.spec())
-        else:
-            defaults["penalty"] = penalty
+        defaults.update(penalty_defaults(penalty, lam, groups, a, group_weight))
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 

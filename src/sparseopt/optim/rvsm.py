@@ -35,6 +35,7 @@ from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
     group_by_device_dtype,
+    penalty_defaults,
     resolve_foreach,
 )
 from sparseopt.optim._sgd import (
@@ -168,10 +169,7 @@ class RVSM(SparseOptimizer):
             "foreach": foreach,
             "maximize": maximize,
         }
-        if isinstance(penalty, Penalty):
-            defaults.update(penalty.spec())
-        else:
-            defaults["penalty"] = penalty
+        defaults.update(penalty_defaults(penalty, lam, groups, a, group_weight))
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 

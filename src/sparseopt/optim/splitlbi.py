@@ -31,6 +31,7 @@ from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
     group_by_device_dtype,
+    penalty_defaults,
     resolve_foreach,
 )
 from sparseopt.penalties import NoPenalty, Penalty, make_penalty
@@ -159,10 +160,7 @@ class SplitLBI(SparseOptimizer):
             "foreach": foreach,
             "maximize": maximize,
         }
-        if isinstance(penalty, Penalty):
-            defaults.update(penalty.spec())
-        else:
-            defaults["penalty"] = penalty
+        defaults.update(penalty_defaults(penalty, lam, groups, a, group_weight))
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
