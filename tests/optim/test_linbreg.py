@@ -58,6 +58,14 @@ def _mixed_groups(params: list[torch.nn.Parameter], **kw: object) -> list[dict[s
 # ------------------------------------------------------------------------- oracles
 
 
+def _zero_momentum_buffers(ref: torch.optim.SGD, momentum: float) -> None:
+    # LinBreg's buffer starts at 0 (Alg. 2); torch's SGD would start at the first gradient
+    if momentum != 0:
+        for group in ref.param_groups:
+            for q in group["params"]:
+                ref.state[q]["momentum_buffer"] = torch.zeros_like(q)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
@@ -73,6 +81,7 @@ def test_without_penalty_equals_sgd(
     ref = torch.optim.SGD(
         qs, lr=0.05 * delta, momentum=momentum, dampening=momentum, foreach=foreach
     )
+    _zero_momentum_buffers(ref, momentum)
     gen = torch.Generator().manual_seed(1)
     for _ in range(7):
         _set_grads([ps, qs], gen)
@@ -91,6 +100,7 @@ def test_unpenalised_group_takes_exact_sgd_steps(dtype: torch.dtype, momentum: f
     qs = _clone(ps)
     opt = LinBreg(_mixed_groups(ps), lr=0.1, delta=2.0, momentum=momentum)
     ref = torch.optim.SGD([qs[1], qs[3]], lr=0.2, momentum=momentum, dampening=momentum)
+    _zero_momentum_buffers(ref, momentum)
     gen = torch.Generator().manual_seed(2)
     for _ in range(5):
         _set_grads([ps, qs], gen)
@@ -118,17 +128,18 @@ def test_hand_computed_steps(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_momentum_buffer_matches_paper_form(dtype: torch.dtype) -> None:
-    # Alg. 2 with m_t = tau * b_t: v_t = v_{t-1} - m_t, m_t = beta m_{t-1} + (1 - beta) tau g_t
+    # Alg. 2 with m_t = tau * b_t: v_t = v_{t-1} - m_t, m_t = beta m_{t-1} + (1 - beta) tau g_t,
+    # m_0 = 0
     w = torch.nn.Parameter(torch.zeros(5, dtype=dtype))
     opt = LinBreg([w], lr=0.3, lam=0.1, momentum=0.8)
     gen = torch.Generator().manual_seed(3)
     v = torch.zeros(5, dtype=dtype)
-    m = None
+    m = torch.zeros(5, dtype=dtype)  # m_0 = 0
     for _ in range(6):
         g = torch.randn(5, generator=gen, dtype=dtype)
         w.grad = g
         opt.step()
-        m = 0.3 * g if m is None else 0.8 * m + 0.2 * 0.3 * g
+        m = 0.8 * m + 0.2 * 0.3 * g
         v = v - m
     torch.testing.assert_close(opt.state[w]["dual"], v)
     torch.testing.assert_close(w.detach(), torch.sign(v) * (v.abs() - 0.1).clamp(min=0))
@@ -147,8 +158,8 @@ def test_foreach_equals_for_loop(
     ps = _params(dtype)
     qs = _clone(ps)
     kw = {"momentum": momentum, "delta": delta}
-    loop = LinBreg(_mixed_groups(ps, **kw), lr=0.2, foreach=False, maximize=maximize)
-    fast = LinBreg(_mixed_groups(qs, **kw), lr=0.2, foreach=True, maximize=maximize)
+    loop = LinBreg(_mixed_groups(ps, **kw), lr=0.5, foreach=False, maximize=maximize)
+    fast = LinBreg(_mixed_groups(qs, **kw), lr=0.5, foreach=True, maximize=maximize)
     gen = torch.Generator().manual_seed(4)
     for _ in range(6):
         _set_grads([ps, qs], gen)
@@ -190,8 +201,9 @@ def test_functional_api_with_no_penalty_needs_no_duals() -> None:
         q = p.clone()
         bufs: list[torch.Tensor | None] = [None]
         linbreg([q], [g], [], bufs, lr=0.1, delta=2.0, momentum=0.5, foreach=foreach)
-        torch.testing.assert_close(q, p - 0.2 * g)
-        assert bufs[0] is not None and torch.equal(bufs[0], g)
+        # the buffer starts at 0: b_1 = (1 - 0.5) g
+        torch.testing.assert_close(q, p - 0.2 * 0.5 * g)
+        assert bufs[0] is not None and torch.equal(bufs[0], 0.5 * g)
 
 
 # --------------------------------------------------------------- Bregman behaviour
