@@ -65,6 +65,37 @@ def test_record_matches_optimizer_support_and_round_trips(tmp_path: Path) -> Non
     assert (tmp_path / "path.npz").stat().st_size < 4096  # bit-packed
 
 
+def test_saving_every_epoch_appends_chunks_and_full_save_consolidates(tmp_path: Path) -> None:
+    rec, _, _ = _splitlbi_path()
+    full = rec.path()
+    # replay the points as a training run would save them: one save per point
+    replay = PathRecorder(tmp_path)
+    replay.layers = list(rec.layers)
+    for i in range(len(rec.points)):
+        replay.points = rec.points[: i + 1]
+        replay._bits = {k: v[: i + 1] for k, v in rec._bits.items()}
+        replay._norms = {k: v[: i + 1] for k, v in rec._norms.items()}
+        replay.save()
+    chunks = sorted(p.name for p in (tmp_path / "path_chunks").iterdir())
+    assert chunks == [f"{i:06d}-{i + 1:06d}.npz" for i in range(1, 7)]  # the first save is full
+    meta = json.loads((tmp_path / "path.json").read_text())
+    assert [c[1:] for c in meta["chunks"]] == [[i, i + 1] for i in range(1, 7)]
+
+    def same_as_recorded() -> None:
+        loaded = load_path(tmp_path)
+        assert len(loaded) == len(full)
+        for i in range(len(full)):
+            for name in full.layers:
+                assert np.array_equal(loaded.support(i, name), full.support(i, name))
+                assert np.array_equal(loaded.group_norms(i, name), full.group_norms(i, name))
+
+    same_as_recorded()
+    replay.save(full=True)
+    assert not (tmp_path / "path_chunks").exists()
+    assert json.loads((tmp_path / "path.json").read_text())["chunks"] == []
+    same_as_recorded()
+
+
 def _synthetic(densities: list[float], accs: list[float | None]) -> SolutionPath:
     points = [
         {

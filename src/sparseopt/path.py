@@ -55,6 +55,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ __all__ = [
 PATH_FORMAT = 1
 _NPZ = "path.npz"
 _JSON = "path.json"
+_CHUNKS = "path_chunks"  # points saved since the last full path.npz, one file per save
 
 #: Candidate selection metrics in order of preference: (key, higher is better).
 _METRICS: tuple[tuple[str, bool], ...] = (
@@ -407,6 +409,8 @@ class PathRecorder:
         self._bits: dict[str, list[np.ndarray]] = {}
         self._norms: dict[str, list[np.ndarray]] = {}
         self._resume_points: int | None = None
+        self._saved = 0  # points already in path.npz / chunk files
+        self._chunks: list[list[Any]] = []  # [file name, first point, end point]
 
     # ------------------------------------------------------------------ recording
 
@@ -464,31 +468,43 @@ class PathRecorder:
         """The recorded path (without going through files)."""
         return SolutionPath(self.layers, self.points, self._bits, self._norms)
 
-    def save(self, run_dir: str | os.PathLike[str] | None = None) -> Path:
-        """Write ``path.npz`` and ``path.json`` atomically; return the directory."""
+    def save(self, run_dir: str | os.PathLike[str] | None = None, *, full: bool = False) -> Path:
+        """Write the path to ``path.npz``/``path.json`` atomically; return the directory.
+
+        Saving is append-only while training: a call writes only the points recorded
+        since the previous one, as a small file under ``path_chunks/`` listed in
+        ``path.json``, so saving every epoch costs O(new points), not O(all points).
+        ``full=True`` (and the first save) rewrites ``path.npz`` with every point and
+        removes the chunks; :func:`load_path` reads both layouts.
+        """
         d = Path(run_dir) if run_dir is not None else self.run_dir
         if d is None:
             raise ValueError("PathRecorder.save needs a run directory")
         d.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {}
-        for j, name in enumerate(self.layers):
-            for kind, store in (("bits", self._bits[name]), ("norms", self._norms[name])):
-                offsets = np.cumsum([0] + [len(a) for a in store]).astype(np.int64)
-                dtype = np.uint8 if kind == "bits" else np.float32
-                arrays[f"{kind}_{j}"] = (
-                    np.concatenate(store).astype(dtype) if store else np.zeros(0, dtype)
-                )
-                arrays[f"{kind}_{j}_offsets"] = offsets
-        tmp = d / (_NPZ + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, d / _NPZ)
-        meta = {"format": PATH_FORMAT, "layers": self.layers, "points": self.points}
+        n = len(self.points)
+        if full or self._saved == 0 or not (d / _NPZ).exists():
+            _write_arrays(d / _NPZ, self.layers, self._bits, self._norms, 0, n)
+            shutil.rmtree(d / _CHUNKS, ignore_errors=True)
+            self._chunks = []
+        elif n > self._saved:
+            name = f"{self._saved:06d}-{n:06d}.npz"
+            (d / _CHUNKS).mkdir(exist_ok=True)
+            _write_arrays(d / _CHUNKS / name, self.layers, self._bits, self._norms, self._saved, n)
+            self._chunks.append([name, self._saved, n])
+        self._saved = n
+        meta = {
+            "format": PATH_FORMAT,
+            "layers": self.layers,
+            "points": self.points,
+            "chunks": self._chunks,
+        }
         tmpj = d / (_JSON + ".tmp")
         tmpj.write_text(json.dumps(meta, default=_json_default) + "\n", encoding="utf-8")
         os.replace(tmpj, d / _JSON)
         return d
 
     def _truncate(self, n: int) -> None:
+        self._saved = 0  # the files may hold points past n: the next save rewrites them
         self.points = self.points[:n]
         for name in self.layers:
             self._bits[name] = self._bits[name][:n]
@@ -547,7 +563,7 @@ class PathRecorder:
     def on_train_end(self, trainer: Any, result: Any = None) -> None:
         """Save the path (rank 0)."""
         if getattr(trainer, "is_main", True) and self.run_dir is not None:
-            self.save()
+            self.save(full=True)  # one consolidated path.npz, no chunks
 
     def state_dict(self) -> dict[str, Any]:
         """The number of recorded points (the arrays live in the run directory)."""
@@ -585,9 +601,46 @@ def load_path(run_dir: str | os.PathLike[str]) -> SolutionPath:
     n = len(meta["points"])
     bits: dict[str, list[np.ndarray]] = {}
     norms: dict[str, list[np.ndarray]] = {}
-    with np.load(d / _NPZ, allow_pickle=False) as z:
-        for j, name in enumerate(layers):
-            for kind, store in (("bits", bits), ("norms", norms)):
-                flat, off = z[f"{kind}_{j}"], z[f"{kind}_{j}_offsets"]
-                store[name] = [flat[off[i] : off[i + 1]] for i in range(n)]
+    for name in layers:
+        bits[name], norms[name] = [], []
+    files = [(d / _NPZ, 0, None)] + [
+        (d / _CHUNKS / str(c[0]), int(c[1]), int(c[2])) for c in meta.get("chunks", [])
+    ]
+    for path_file, first, end in files:
+        with np.load(path_file, allow_pickle=False) as z:
+            for j, name in enumerate(layers):
+                for kind, store in (("bits", bits), ("norms", norms)):
+                    dtype = np.uint8 if kind == "bits" else np.float32
+                    if f"{kind}_{j}" not in z:  # a layer first seen after this file
+                        count = (end if end is not None else n) - first
+                        store[name].extend([np.zeros(0, dtype)] * count)
+                        continue
+                    flat, off = z[f"{kind}_{j}"], z[f"{kind}_{j}_offsets"]
+                    store[name].extend(flat[off[i] : off[i + 1]] for i in range(len(off) - 1))
+    for name in layers:
+        if len(bits[name]) != n:
+            raise ValueError(f"{d} holds {len(bits[name])} supports of {name} for {n} points")
     return SolutionPath(layers, meta["points"], bits, norms)
+
+
+def _write_arrays(
+    target: Path,
+    layers: list[str],
+    bits: dict[str, list[np.ndarray]],
+    norms: dict[str, list[np.ndarray]],
+    first: int,
+    end: int,
+) -> None:
+    """Write points ``[first, end)`` of every layer (flat arrays + offsets) atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    for j, name in enumerate(layers):
+        for kind, store in (("bits", bits[name]), ("norms", norms[name])):
+            part = store[first:end]
+            dtype = np.uint8 if kind == "bits" else np.float32
+            arrays[f"{kind}_{j}"] = (
+                np.concatenate(part).astype(dtype) if part else np.zeros(0, dtype)
+            )
+            arrays[f"{kind}_{j}_offsets"] = np.cumsum([0] + [len(a) for a in part]).astype(np.int64)
+    tmp = target.with_name(target.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, target)
