@@ -201,13 +201,17 @@ class SparseOptimizer(torch.optim.Optimizer):
         Uses the param group's penalty (per group for group penalties); parameters
         without a penalty are entirely alive.
         """
+        pen = self.penalty_of(self._group_of(p))
+        if isinstance(pen, NoPenalty):
+            return torch.ones_like(p, dtype=torch.bool)
+        return pen.support(self.deployable(p))
+
+    def _group_of(self, p: Tensor) -> dict[str, Any]:
+        """The param group holding ``p`` (``ValueError`` for a foreign tensor)."""
         for group in self.param_groups:
             if any(q is p for q in group["params"]):
-                pen = self.penalty_of(group)
-                if isinstance(pen, NoPenalty):
-                    return torch.ones_like(p, dtype=torch.bool)
-                return pen.support(self.deployable(p))
-        raise ValueError("support(p): p is not a parameter of this optimizer")
+                return group
+        raise ValueError("p is not a parameter of this optimizer")
 
     @contextlib.contextmanager
     def deployed(self) -> Iterator[None]:

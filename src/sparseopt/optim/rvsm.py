@@ -261,12 +261,6 @@ class RVSM(SparseOptimizer):
 
     # --------------------------------------------------------- deployable network
 
-    def _group_of(self, p: Tensor) -> dict[str, Any]:
-        for group in self.param_groups:
-            if any(q is p for q in group["params"]):
-                return group
-        raise ValueError("p is not a parameter of this optimizer")
-
     @torch.no_grad()
     def u_of(self, p: Tensor) -> Tensor:
         r"""The sparse variable :math:`u` of parameter ``p``.

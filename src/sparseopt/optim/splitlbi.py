@@ -271,12 +271,6 @@ class SplitLBI(SparseOptimizer):
 
     # --------------------------------------------------------- deployable network
 
-    def _group_of(self, p: Tensor) -> dict[str, Any]:
-        for group in self.param_groups:
-            if any(q is p for q in group["params"]):
-                return group
-        raise ValueError("p is not a parameter of this optimizer")
-
     def gamma(self, p: Tensor) -> Tensor | None:
         r"""The structure variable :math:`\Gamma` of ``p`` (the live state tensor, not a copy).
 
