@@ -34,6 +34,7 @@ from sparseopt.optim._base import (
     penalty_defaults,
     resolve_foreach,
 )
+from sparseopt.optim._sgd import sgd_direction, sgd_directions_foreach
 from sparseopt.penalties import NoPenalty, Penalty, make_penalty
 
 __all__ = ["SplitLBI", "splitlbi"]
@@ -416,21 +417,19 @@ def _single_tensor_splitlbi(
     lr_w = kappa * lr  # rate of the weights
     a = lr / nu  # rate of the dual
     c = kappa * a  # rate of the coupling term in the weights
-    fused_momentum = coupled and dampening == 0
     for i, w in enumerate(params):
-        d = grads[i] if not maximize else -grads[i]
-        if weight_decay != 0:
-            d = d.add(w, alpha=weight_decay)
-        if momentum != 0:
-            buf = momentum_buffer_list[i]
-            if buf is None:
-                buf = d.detach().clone()
-                momentum_buffer_list[i] = buf
-            elif fused_momentum:
-                torch.add(d, buf, alpha=momentum, out=buf)
-            else:
-                buf.mul_(momentum).add_(d, alpha=1 - dampening)
-            d = d.add(buf, alpha=momentum) if nesterov else buf
+        # momentum on the loss gradient only; the one-pass buffer update when coupled
+        d, momentum_buffer_list[i] = sgd_direction(
+            w,
+            grads[i],
+            momentum_buffer_list[i],
+            weight_decay=weight_decay,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            maximize=maximize,
+            fused=coupled,
+        )
         if coupled:
             gamma, dual = gammas[i], duals[i]
             # V += (α/ν)(W − Γ), with the old W and Γ
@@ -466,7 +465,6 @@ def _multi_tensor_splitlbi(
     lr_w = kappa * lr
     a = lr / nu
     c = kappa * a
-    fused_momentum = coupled and dampening == 0
     n = len(params)
     if not coupled:  # placeholders so every bucket has the same layout
         gammas = duals = params
@@ -474,41 +472,21 @@ def _multi_tensor_splitlbi(
     indices: list[Any] = list(range(n))
     buckets = group_by_device_dtype(params, grads, momentum_buffer_list, gammas, duals, indices)
     for b_params, b_grads, b_bufs, b_gammas, b_duals, b_idx in buckets:
-        if maximize:
-            d = torch._foreach_neg(b_grads)
-            if weight_decay != 0:
-                torch._foreach_add_(d, b_params, alpha=weight_decay)
-        elif weight_decay != 0:
-            d = torch._foreach_add(b_grads, b_params, alpha=weight_decay)
-        else:
-            d = b_grads
-        if momentum != 0:
-            if all(buf is not None for buf in b_bufs):
-                bufs = list(b_bufs)
-                if fused_momentum:
-                    for g, buf in zip(d, bufs, strict=True):
-                        torch.add(g, buf, alpha=momentum, out=buf)
-                else:
-                    torch._foreach_mul_(bufs, momentum)
-                    torch._foreach_add_(bufs, d, alpha=1 - dampening)
-            else:
-                bufs = []
-                for j, buf in enumerate(b_bufs):
-                    if buf is None:
-                        buf = d[j].detach().clone()
-                        momentum_buffer_list[b_idx[j]] = buf
-                    elif fused_momentum:
-                        torch.add(d[j], buf, alpha=momentum, out=buf)
-                    else:
-                        buf.mul_(momentum).add_(d[j], alpha=1 - dampening)
-                    bufs.append(buf)
-            if nesterov:
-                if d is b_grads:
-                    d = torch._foreach_add(d, bufs, alpha=momentum)
-                else:
-                    torch._foreach_add_(d, bufs, alpha=momentum)
-            else:
-                d = bufs
+        b_bufs = list(b_bufs)
+        d = sgd_directions_foreach(
+            b_params,
+            b_grads,
+            b_bufs,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            maximize=maximize,
+            fused=coupled,
+        )
+        if momentum != 0:  # new buffers go back to their slots
+            for j, buf in zip(b_idx, b_bufs, strict=True):
+                momentum_buffer_list[j] = buf
         if coupled:
             torch._foreach_add_(b_duals, b_params, alpha=a)
             torch._foreach_add_(b_duals, b_gammas, alpha=-a)
