@@ -15,6 +15,7 @@ Usage::
     python benchmarks/shrink_speed.py                  # table
     python benchmarks/shrink_speed.py --json           # machine-readable
     python benchmarks/shrink_speed.py --densities 1 0.5 0.25 0.1 --repeats 15
+    python benchmarks/shrink_speed.py --frozen         # both models frozen for inference
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch import nn
 
 from sparseopt.metrics import count_macs
 from sparseopt.models import build_model
-from sparseopt.prune import shrink
+from sparseopt.prune import freeze_for_inference, shrink
 
 SHAPE = (1, 28, 28)
 
@@ -90,6 +91,7 @@ def run(
     seed: int,
     batches: list[int],
     channels_last: bool = False,
+    frozen: bool = False,
 ) -> dict[str, Any]:
     rows = []
     for d in densities:
@@ -116,6 +118,10 @@ def run(
         if channels_last:
             dense = dense.to(memory_format=torch.channels_last)
             small = small.to(memory_format=torch.channels_last)
+        if frozen:  # both in their deployment form: traced, frozen, oneDNN-optimised
+            example = torch.randn(2, *SHAPE)
+            dense = freeze_for_inference(dense, example)  # type: ignore[assignment]
+            small = freeze_for_inference(small, example)  # type: ignore[assignment]
         for bs in batches:
             t_dense, t_small = time_pair(dense, small, bs, repeats, channels_last)
             row["latency_ms"][str(bs)] = [t_dense * 1e3, t_small * 1e3]
@@ -129,6 +135,7 @@ def run(
         "batch_sizes": batches,
         "repeats": repeats,
         "channels_last": channels_last,
+        "frozen": frozen,
         "threads": torch.get_num_threads(),
         "nproc": os.cpu_count(),
         "torch": torch.__version__,
@@ -172,12 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--channels-last", action="store_true", help="run both models in channels_last format"
     )
+    parser.add_argument(
+        "--frozen",
+        action="store_true",
+        help="time both models after sparseopt.prune.freeze_for_inference "
+        "(traced, frozen TorchScript with oneDNN convolutions)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(
-        args.densities, args.repeats, args.seed, sorted(args.batch_sizes), args.channels_last
+        args.densities,
+        args.repeats,
+        args.seed,
+        sorted(args.batch_sizes),
+        args.channels_last,
+        args.frozen,
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -185,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{result['model']}, CPU, {result['threads']} threads (nproc {result['nproc']}), "
             f"{'channels_last, ' if result['channels_last'] else ''}"
+            f"{'frozen TorchScript (oneDNN), ' if result['frozen'] else 'eager, '}"
             f"torch {result['torch']}, median of {result['repeats']} interleaved runs"
         )
         print(table(result))

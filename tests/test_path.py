@@ -219,6 +219,17 @@ def test_engine_recorder_and_cli_tools(tmp_path: Path, capsys: pytest.CaptureFix
     }
     assert set(COMMANDS) == {"path", "prune"}
 
+    args = parser.parse_args(
+        ["prune", str(run), "--epoch", "3", "--batch-sizes", "4", "--repeats", "1",
+         "--no-export", "--frozen", "--out", str(run / "frozen"), "--json"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert {"cpu@4", "cpu-frozen@4"} <= set(rep["after"]["latency"])
+    assert set(rep["artifacts"]) == {"state_dict", "frozen"}
+    frozen = torch.jit.optimize_for_inference(torch.jit.load(rep["artifacts"]["frozen"]))
+    assert frozen(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
 
 @pytest.mark.slow
 def test_engine_resume_keeps_the_path_and_runs_target_density(tmp_path: Path) -> None:

@@ -182,6 +182,12 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per latency (median)")
     parser.add_argument("--no-latency", action="store_true", help="skip latency measurements")
     parser.add_argument("--no-export", action="store_true", help="skip the torch.export artifact")
+    parser.add_argument(
+        "--frozen",
+        action="store_true",
+        help="also time both networks frozen for inference (traced TorchScript, oneDNN) and "
+        "save the shrunk one as OUT/shrunk.frozen.torchscript.pt",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -312,18 +318,21 @@ def run_prune(args: argparse.Namespace) -> int:
     shrunk_acc = _evaluate(shrunk, x_test, y_test, data.task)
     batch_sizes = [] if args.no_latency else args.batch_sizes
     report = compare_models(
-        model, shrunk, data.input_shape, batch_sizes=batch_sizes, repeats=args.repeats
+        model,
+        shrunk,
+        data.input_shape,
+        batch_sizes=batch_sizes,
+        repeats=args.repeats,
+        frozen=args.frozen,
     )
     out_dir = Path(args.out) if args.out else run_dir / "pruned"
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(
         masked_state_dict(model, masks_from_weights(model)), out_dir / "masked_state_dict.pt"
     )
-    if args.no_export:
-        torch.save(shrunk.state_dict(), out_dir / "shrunk_state_dict.pt")
-        artifacts = {"state_dict": out_dir / "shrunk_state_dict.pt"}
-    else:
-        artifacts = save_artifacts(shrunk, example, out_dir)
+    artifacts = save_artifacts(
+        shrunk, example, out_dir, export=not args.no_export, frozen=args.frozen
+    )
     result.plan.save(out_dir / "shrink_plan.json")
     metric = "acc" if data.task == "classification" else "mse"
     summary = {

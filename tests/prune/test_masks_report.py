@@ -13,10 +13,12 @@ from sparseopt.prune import (
     compare_models,
     detach_masks,
     finetune_masked,
+    freeze_for_inference,
     mask_density,
     masked_state_dict,
     masks_from_optimizer,
     masks_from_weights,
+    measure_latency,
     save_artifacts,
     shrink,
 )
@@ -121,3 +123,56 @@ def test_report_and_artifacts(tmp_path: object) -> None:
     else:  # pragma: no cover - torch.export unavailable
         loaded = torch.jit.load(paths["torchscript"])
     torch.testing.assert_close(loaded(x[:1]), res.model(x[:1]))
+
+
+def _conv_bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 16, 4),
+    )
+    with torch.no_grad():  # non-trivial running statistics so that folding matters
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+        net[1].weight.uniform_(0.5, 1.5)
+        net[1].bias.uniform_(-1, 1)
+    return net
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_freeze_for_inference_same_function(optimize: bool) -> None:
+    net = _conv_bn_net().train()
+    frozen = freeze_for_inference(net, torch.randn(2, 1, 8, 8), optimize=optimize)
+    assert net.training  # mode restored
+    assert list(frozen.parameters()) == []  # weights are constants now
+    x = torch.randn(5, 1, 8, 8)  # another batch size than the example
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), net.eval()(x), atol=1e-5, rtol=1e-5)
+    assert "batch_norm" not in str(frozen.graph)  # folded into the convolution
+    assert measure_latency(frozen, (1, 8, 8), 4, repeats=2) > 0
+
+
+def test_freeze_for_inference_rejects_bad_input() -> None:
+    with pytest.raises(TypeError, match="example_inputs"):
+        freeze_for_inference(_conv_bn_net(), [1, 2])  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def test_compare_models_frozen_and_frozen_artifact(tmp_path: object) -> None:
+    net = _conv_bn_net().eval()
+    net[0].weight[:5] = 0
+    net[0].bias[:5] = 0
+    net[1].bias[:5] = 0
+    res = shrink(net, torch.randn(2, 1, 8, 8))
+    rep = compare_models(net, res.model, (1, 8, 8), batch_sizes=(2,), repeats=1, frozen=True)
+    assert set(rep.after.latency) == {"cpu@2", "cpu-frozen@2"}
+    assert "cpu-frozen@2" in rep.speedups()
+    paths = save_artifacts(res.model, torch.randn(2, 1, 8, 8), tmp_path, export=False, frozen=True)  # type: ignore[arg-type]
+    assert set(paths) == {"state_dict", "frozen"}
+    loaded = torch.jit.optimize_for_inference(torch.jit.load(paths["frozen"]))
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(loaded(x), net(x), atol=1e-5, rtol=1e-5)

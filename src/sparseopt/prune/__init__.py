@@ -9,9 +9,12 @@
 - :mod:`~sparseopt.prune.grow` — function-preserving widening of saturated layers
   during training (DessiLBI's network enlargement, Fu et al., ICML 2020);
 - :mod:`~sparseopt.prune.report` — parameters, MACs, latency and file size before and
-  after; ``torch.export`` artifacts.
+  after; ``torch.export`` artifacts;
+- :mod:`~sparseopt.prune.deploy` — the frozen TorchScript inference form (oneDNN
+  convolutions, BatchNorm folded) used to deploy and time shrunk networks.
 """
 
+from sparseopt.prune.deploy import freeze_for_inference
 from sparseopt.prune.grow import (
     GrowCallback,
     grow_saturated,
@@ -54,6 +57,7 @@ __all__ = [
     "compare_models",
     "detach_masks",
     "finetune_masked",
+    "freeze_for_inference",
     "grow_saturated",
     "layer_saturation",
     "mask_density",

@@ -3,7 +3,8 @@
 :func:`measure_latency` times ``model(x)`` in eval mode under
 :func:`torch.inference_mode` (median of several timed runs after warm-up; CUDA runs
 are synchronised). :func:`compare_models` puts a dense (masked) model and its shrunk
-version side by side; :func:`save_artifacts` writes the small model as a state dict and
+version side by side (eager, and optionally both frozen by
+:func:`~sparseopt.prune.freeze_for_inference`); :func:`save_artifacts` writes the small model as a state dict and
 as a ``torch.export`` program (``torch.export.export`` + ``torch.export.save``,
 falling back to TorchScript tracing when export fails).
 """
@@ -14,6 +15,7 @@ import io
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from sparseopt.metrics import count_macs
+from sparseopt.prune.deploy import freeze_for_inference
 
 __all__ = [
     "ModelStats",
@@ -48,7 +51,9 @@ def measure_latency(
     """Median wall-clock seconds of one forward pass on a random batch.
 
     Args:
-        model: the network (moved to ``device`` and put in eval mode; its mode is restored).
+        model: the network (moved to ``device`` and put in eval mode; its mode is
+            restored), or a frozen :class:`torch.jit.ScriptModule` (from
+            :func:`~sparseopt.prune.freeze_for_inference`; run as it is, float32 input).
         input_shape: per-sample shape.
         batch_size: batch size.
         device: where to run.
@@ -58,9 +63,11 @@ def measure_latency(
             divide, for very fast models.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    model.to(device)
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    was_training = False if scripted else model.training
+    if not scripted:
+        model.eval()
+        model.to(device)
     p = next(model.parameters(), None)
     dtype = p.dtype if p is not None else torch.float32
     x = torch.randn(batch_size, *input_shape, dtype=dtype, device=device)
@@ -86,7 +93,8 @@ def measure_latency(
                     break
             times.append(elapsed / n)
     finally:
-        model.train(was_training)
+        if not scripted:
+            model.train(was_training)
     return statistics.median(times)
 
 
@@ -169,21 +177,31 @@ def _stats(
     batch_sizes: Sequence[int],
     devices: Sequence[str],
     repeats: int,
+    frozen: bool = False,
 ) -> ModelStats:
     macs = count_macs(model, input_shape)
     params = sum(p.numel() for p in model.parameters())
     nonzero = sum(int((p != 0).sum()) for p in model.parameters())
     latency: dict[str, float] = {}
     for dev in devices:
-        for bs in batch_sizes:
-            latency[f"{dev}@{bs}"] = measure_latency(
-                model,
-                input_shape,
-                bs,
-                device=dev,
-                repeats=repeats,
-                min_time=0.02 if bs == 1 else 0.0,
+        variants: list[tuple[str, nn.Module]] = [(dev, model)]
+        if frozen and batch_sizes:
+            model.to(dev)
+            p = next(model.parameters(), None)
+            example = torch.randn(
+                2, *input_shape, device=dev, dtype=p.dtype if p is not None else None
             )
+            variants.append((f"{dev}-frozen", freeze_for_inference(model, example)))
+        for key, net in variants:
+            for bs in batch_sizes:
+                latency[f"{key}@{bs}"] = measure_latency(
+                    net,
+                    input_shape,
+                    bs,
+                    device=dev,
+                    repeats=repeats,
+                    min_time=0.02 if bs == 1 else 0.0,
+                )
         model.to("cpu")
     return ModelStats(params, nonzero, macs.dense, macs.sparse, state_dict_bytes(model), latency)
 
@@ -196,6 +214,7 @@ def compare_models(
     batch_sizes: Sequence[int] = (1, 256),
     devices: Sequence[str] | None = None,
     repeats: int = 7,
+    frozen: bool = False,
 ) -> ShrinkReport:
     """Parameters, MACs, latency (CPU, and CUDA when present) and file size of two models.
 
@@ -206,12 +225,14 @@ def compare_models(
         batch_sizes: batch sizes to time.
         devices: devices to time on (default ``["cpu"]`` plus ``"cuda"`` if available).
         repeats: timed runs per measurement (median).
+        frozen: also time both models after :func:`~sparseopt.prune.freeze_for_inference`
+            (keys ``"<device>-frozen@<batch>"``), the form to deploy them in.
     """
     if devices is None:
         devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     return ShrinkReport(
-        _stats(before, input_shape, batch_sizes, devices, repeats),
-        _stats(after, input_shape, batch_sizes, devices, repeats),
+        _stats(before, input_shape, batch_sizes, devices, repeats, frozen),
+        _stats(after, input_shape, batch_sizes, devices, repeats, frozen),
     )
 
 
@@ -221,15 +242,23 @@ def save_artifacts(
     out_dir: str | os.PathLike[str],
     *,
     stem: str = "shrunk",
+    export: bool = True,
+    frozen: bool = False,
 ) -> dict[str, Path]:
     """Save ``model`` (eval mode) as ``<stem>_state_dict.pt`` and an exported program.
 
     The program is ``<stem>.pt2`` from ``torch.export.export`` + ``torch.export.save``
     (load with ``torch.export.load(path).module()``); if export fails it is
-    ``<stem>.torchscript.pt`` from :func:`torch.jit.trace` instead.
+    ``<stem>.torchscript.pt`` from :func:`torch.jit.trace` instead (neither when
+    ``export`` is false). With ``frozen`` it
+    also writes ``<stem>.frozen.torchscript.pt``: the traced and frozen module of
+    :func:`~sparseopt.prune.freeze_for_inference` before its oneDNN optimisation, which
+    does not survive saving — load it with
+    ``torch.jit.optimize_for_inference(torch.jit.load(path))``.
 
     Returns:
-        The written paths by kind (``"state_dict"``, ``"export"`` or ``"torchscript"``).
+        The written paths by kind (``"state_dict"``, ``"export"`` or ``"torchscript"``,
+        ``"frozen"``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,15 +269,23 @@ def save_artifacts(
         sd_path = out / f"{stem}_state_dict.pt"
         torch.save(model.state_dict(), sd_path)
         paths["state_dict"] = sd_path
-        try:
-            program = torch.export.export(model, (example_inputs,))
-            ep_path = out / f"{stem}.pt2"
-            torch.export.save(program, ep_path)
-            paths["export"] = ep_path
-        except Exception:  # export is best effort: fall back to TorchScript
-            ts_path = out / f"{stem}.torchscript.pt"
-            torch.jit.save(torch.jit.trace(model, example_inputs), ts_path)
-            paths["torchscript"] = ts_path
+        if export:
+            try:
+                program = torch.export.export(model, (example_inputs,))
+                ep_path = out / f"{stem}.pt2"
+                torch.export.save(program, ep_path)
+                paths["export"] = ep_path
+            except Exception:  # export is best effort: fall back to TorchScript
+                ts_path = out / f"{stem}.torchscript.pt"
+                torch.jit.save(torch.jit.trace(model, example_inputs), ts_path)
+                paths["torchscript"] = ts_path
+        if frozen:
+            fr_path = out / f"{stem}.frozen.torchscript.pt"
+            module = freeze_for_inference(model, example_inputs, optimize=False)
+            with warnings.catch_warnings():  # deprecated but still the fastest CPU form
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
+                torch.jit.save(module, fr_path)
+            paths["frozen"] = fr_path
     finally:
         model.train(was_training)
     return paths
