@@ -109,11 +109,22 @@ def check_results(out: Path, result: dict[str, Any], n_rows: int) -> list[dict[s
 def test_exp1_fmnist_l1(tmp_path: Path, idx_dir: Path) -> None:
     out = tmp_path / "exp1"
     res = load("exp1_fmnist_l1").main(["--smoke", "--data-dir", str(idx_dir), "--out", str(out)])
-    rows = check_results(out, res, 10)  # 9 methods + pruning
+    main_rows = [r for r in res["rows"] if "(=" not in r["method"]]
+    assert len(main_rows) == 10  # 9 methods + pruning to 5 %
+    rows = check_results(out, res, len(res["rows"]))
     by = {r["method"]: r for r in rows}
     assert by["Adam (dense)"]["density"] == 1.0
     pruned = next(r for r in rows if r["method"].startswith("Pruning"))
     assert pruned["weight_density"] == pytest.approx(0.05, abs=1e-3)
+    # Every sparse method is compared with magnitude pruning at its own weight density.
+    matched = {r["method"]: r for r in rows if "(=" in r["method"]}
+    compared = [r for r in main_rows if "pruned_acc" in r]
+    assert compared and len(compared) == len(matched)
+    for r in compared:
+        twin = next(m for name, m in matched.items() if f"(= {r['method']})" in name)
+        assert twin["weight_density"] == pytest.approx(r["weight_density"], abs=2e-3)
+        assert r["pruned_acc"] == twin["test_acc"]
+        assert r["beats_pruning"] == ("yes" if r["test_acc"] > twin["test_acc"] else "no")
     # Bregman methods start from a 1 %-dense network: still sparse after two steps.
     assert by["LinBreg"]["weight_density"] < 0.05
     assert res["published"]  # the paper's numbers travel with ours

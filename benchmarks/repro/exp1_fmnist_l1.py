@@ -60,7 +60,11 @@ def budgets(args: Any) -> dict[str, Any]:
     """Epochs and data per mode: the paper's 100 epochs; quick = 3 epochs on 6 000 images."""
     return {
         "epochs": C.epochs(args, 1, 3, 100),
-        "finetune_epochs": C.budget(args, 1, 1, 20),
+        "finetune_epochs": (
+            args.finetune_epochs
+            if getattr(args, "finetune_epochs", None) is not None
+            else C.budget(args, 1, 1, 20)
+        ),
         "batch_size": C.budget(args, 16, 64, 64),
         "limit_batches": C.budget(args, 2, None, None),
         "data": C.data_config(
@@ -78,8 +82,15 @@ def run_methods(
     methods: Sequence[tuple[str, dict[str, Any]]],
     masks_fn: Callable[[Any], dict[str, Any]],
     prune_label: str,
+    matched: bool = False,
 ) -> None:
-    """Train every method, then prune (``masks_fn(model)``) and fine-tune the Adam network."""
+    """Train every method, then prune (``masks_fn(model)``) and fine-tune the Adam network.
+
+    With ``matched`` the Adam network is also pruned to the weight density of every
+    sparse method (global magnitude pruning, same fine-tuning) and each sparse row gets
+    ``pruned_acc`` (the pruned network's test accuracy at that density) and
+    ``beats_pruning``: the comparison at equal density the paper's claim is about.
+    """
     b = budgets(args)
     base = {
         "model": "convnet",
@@ -100,22 +111,50 @@ def run_methods(
             dense = res
     if dense is None:
         return
-    masks = masks_fn(dense.model)
     state = C.deployed_state(dense)
     ft = {**base, "optimizer": "adam", "lr": 1e-4, "epochs": b["finetune_epochs"]}
-    res = C.train_run(out, "pruning_finetune", ft, args, callbacks=[C.FixedMask(state, masks)])
-    report.add(
-        C.row_from_result(
-            prune_label,
-            res,
-            epochs_run=int(dense.history[-1]["epoch"]) + int(res.history[-1]["epoch"]),
-            note=f"{dense.history[-1]['epoch']} dense + {res.history[-1]['epoch']} fine-tuning epochs",
+    dense_epochs = int(dense.history[-1]["epoch"])
+
+    def prune_and_finetune(name: str, masks: dict[str, Any]) -> Any:
+        res = C.train_run(out, name, ft, args, callbacks=[C.FixedMask(state, masks)])
+        ft_epochs = int(res.history[-1]["epoch"])
+        note = f"{dense_epochs} dense + {ft_epochs} fine-tuning epochs"
+        return res, dense_epochs + ft_epochs, note
+
+    res, run, note = prune_and_finetune("pruning_finetune", masks_fn(dense.model))
+    report.add(C.row_from_result(prune_label, res, epochs_run=run, note=note))
+    if not matched:
+        return
+    for row in list(report.rows):
+        wd = row.get("weight_density")
+        if row.get("test_acc") is None or wd is None or not 0 < wd < 0.999:
+            continue
+        if row["method"] == prune_label:
+            continue
+        res, run, note = prune_and_finetune(
+            f"pruning_matched_{C.slug(row['method'])}", C.magnitude_masks(dense.model, wd)
         )
-    )
+        pruned = C.row_from_result(
+            f"Pruning to {100 * wd:.2f} % (= {row['method']}) + retraining",
+            res,
+            epochs_run=run,
+            note=note,
+        )
+        report.add(pruned)
+        row["pruned_acc"] = pruned["test_acc"]
+        row["beats_pruning"] = "yes" if row["test_acc"] > pruned["test_acc"] else "no"
+    report.write()
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = C.parser(TITLE).parse_args(argv)
+    p = C.parser(TITLE)
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=None,
+        help="fine-tuning epochs of the pruning baselines (default: mode's budget)",
+    )
+    args = p.parse_args(argv)
     out = C.setup(args, EXPERIMENT)
     report = C.Report(EXPERIMENT, TITLE, args, argv, __file__)
     report.published = PUBLISHED
@@ -130,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         *C.DEFAULT_COLUMNS[:2],
         ("weight_density", "nonzero weights (%)"),
         *C.DEFAULT_COLUMNS[2:],
+        ("pruned_acc", "pruning at equal density: test acc (%)"),
+        ("beats_pruning", "beats pruning?"),
         ("note", "note"),
     ]
     report.write(columns)
@@ -140,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         METHODS,
         lambda m: C.magnitude_masks(m, PRUNE_KEEP),
         f"Pruning to {100 * PRUNE_KEEP:g} % + retraining",
+        matched=True,
     )
     report.write(columns)
     print((out / "results.md").read_text())
