@@ -342,6 +342,8 @@ def test_config_file_is_equivalent_to_flags(
     # flags override the file
     overridden = _printed_config(capsys, "--config", str(tmp_path / "c.yaml"), "--epochs", "9")
     assert "epochs: 9" in overridden and "lr: 0.05" in overridden
+    plateau = _printed_config(capsys, "--schedule", "plateau", "--lr-patience", "4")
+    assert "schedule: plateau" in plateau and "lr_patience: 4" in plateau
     # the saved config.yaml of a run reproduces it
     code, _, _ = run_main(
         capsys, "train", "-c", str(tmp_path / "c.yaml"), *FAST, "--out", str(tmp_path / "r")

@@ -214,7 +214,12 @@ class StopAfter(Callback):
 
 @pytest.mark.parametrize(
     ("optimizer", "extra"),
-    [("adabreg", {}), ("splitlbi", {}), ("adabreg", {"target_density": 0.05})],
+    [
+        ("adabreg", {}),
+        ("splitlbi", {}),
+        ("adabreg", {"target_density": 0.05}),
+        ("linbreg", {"schedule": "plateau", "lr_patience": 0, "lr_gamma": 0.5, "lr": 1e-6}),
+    ],
 )
 def test_resume_after_epoch_interrupt_is_bitwise_identical(
     tmp_path: Path, optimizer: str, extra: dict[str, Any]
@@ -234,6 +239,24 @@ def test_resume_after_epoch_interrupt_is_bitwise_identical(
     assert without_time(res.history) == without_time(ref.history)
     assert (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n") == 4
     assert_same_path(tmp_path / "cut", tmp_path / "ref")
+
+
+def test_plateau_schedule_decays_when_the_validation_loss_stalls(tmp_path: Path) -> None:
+    # lr 1e-6: the validation loss cannot improve by the scheduler's relative 1e-4, so
+    # with patience 1 the rate halves after every second epoch without improvement.
+    cfg = tiny(
+        tmp_path, optimizer="sgd", lr=1e-6, epochs=5, schedule="plateau", lr_patience=1,
+        lr_gamma=0.5,
+    )  # fmt: skip
+    res = train(cfg)
+    lrs = [row["lr"] for row in res.history[1:]]  # the rate each epoch ran with
+    assert lrs == pytest.approx([1e-6, 1e-6, 1e-6, 5e-7, 5e-7])
+    assert all(row["val_loss"] is not None for row in res.history)
+
+
+def test_plateau_schedule_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lr_patience value: -1"):
+        tiny(tmp_path, schedule="plateau", lr_patience=-1).validate()
 
 
 def assert_same_path(a: Path, b: Path) -> None:

@@ -295,7 +295,7 @@ _TRAIN_FLAGS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
                 {
                     "type": float,
                     "metavar": "F",
-                    "help": "step/multistep decay factor (default: 0.1)",
+                    "help": "step/multistep/plateau decay factor (default: 0.1)",
                 },
             ),
             (
@@ -305,6 +305,15 @@ _TRAIN_FLAGS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
                     "nargs": "+",
                     "metavar": "E",
                     "help": "multistep schedule: epochs at which to decay",
+                },
+            ),
+            (
+                ("--lr-patience",),
+                {
+                    "type": int,
+                    "metavar": "N",
+                    "help": "plateau schedule: epochs without improvement of the validation "
+                    "loss before decaying (default: 10)",
                 },
             ),
             (("--seed", "-s"), {"type": int, "help": "random seed (default: 0)"}),

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: Learning-rate schedules (stepped once per epoch).
-SCHEDULES = ("none", "cosine", "step", "multistep")
+SCHEDULES = ("none", "cosine", "step", "multistep", "plateau")
 
 #: Fields routed to :func:`sparseopt.groups.param_groups` (per-layer penalties): the
 #: registry's param-group keywords, less ``exclude`` (not a config field).
@@ -152,8 +152,12 @@ class TrainConfig:
         limit_batches: stop each epoch after this many batches (quick trials, tests).
         schedule: learning-rate schedule stepped per epoch: ``none``, ``cosine``
             (to 0 at the last epoch), ``step`` (× ``lr_gamma`` every ``lr_step_size``
-            epochs) or ``multistep`` (× ``lr_gamma`` at each of ``lr_milestones``).
-        lr_step_size, lr_gamma, lr_milestones: parameters of the schedules.
+            epochs), ``multistep`` (× ``lr_gamma`` at each of ``lr_milestones``) or
+            ``plateau`` (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`: × ``lr_gamma``
+            when the validation loss — the test loss without a validation split — has
+            not improved for ``lr_patience`` epochs; the schedule of Bungert et al.'s
+            notebooks).
+        lr_step_size, lr_gamma, lr_milestones, lr_patience: parameters of the schedules.
         seed: seeds the data split, initialisation, batch order and augmentation.
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
         threads: number of CPU threads for torch (``None``: one for networks under a
@@ -220,6 +224,7 @@ class TrainConfig:
     lr_step_size: int = 30
     lr_gamma: float = 0.1
     lr_milestones: list[int] = field(default_factory=list)
+    lr_patience: int = 10
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -294,6 +299,7 @@ class TrainConfig:
         _check_int("eval_batch_size", self.eval_batch_size, 1)
         _check_int("limit_batches", self.limit_batches, 1, allow_none=True)
         _check_int("lr_step_size", self.lr_step_size, 1)
+        _check_int("lr_patience", self.lr_patience, 0)
         _check_int("seed", self.seed, 0)
         _check_int("threads", self.threads, 1, allow_none=True)
         _check_int("target_density_every", self.target_density_every, 1)

@@ -639,7 +639,7 @@ class Trainer:
             self.optimizer = create_optimizer(self.model, cfg.optimizer, **cfg.optimizer_kwargs())
         except (ValueError, TypeError) as err:
             raise ConfigError(str(err)) from None
-        sched: torch.optim.lr_scheduler.LRScheduler | None
+        sched: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None
         if cfg.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.optimizer, T_max=max(cfg.epochs, 1)
@@ -651,6 +651,10 @@ class Trainer:
         elif cfg.schedule == "multistep":
             sched = torch.optim.lr_scheduler.MultiStepLR(
                 self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
+            )
+        elif cfg.schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=cfg.lr_gamma, patience=cfg.lr_patience
             )
         else:
             sched = None
@@ -1163,9 +1167,16 @@ class Trainer:
         resumed_time = (self._partial or {}).get("time", 0.0)
         lr, lam = self._lr_lam()
         train_part = self._train_epoch(epoch)
-        if self.scheduler is not None:
+        plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if self.scheduler is not None and not plateau:
             self.scheduler.step()
         evaluation = self.evaluate()
+        if plateau:
+            monitored = evaluation.get("val_loss")
+            if monitored is None:
+                monitored = evaluation.get("test_loss", train_part.get("train_loss"))
+            if monitored is not None:
+                self.scheduler.step(float(monitored))  # type: ignore[union-attr]
         # resumed_time: the part of this epoch run before an interruption
         epoch_time = time.perf_counter() - t_start + resumed_time
         self.elapsed += epoch_time
