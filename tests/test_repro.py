@@ -125,6 +125,10 @@ def test_exp1_fmnist_l1(tmp_path: Path, idx_dir: Path) -> None:
         assert twin["weight_density"] == pytest.approx(r["weight_density"], abs=2e-3)
         assert r["pruned_acc"] == twin["test_acc"]
         assert r["beats_pruning"] == ("yes" if r["test_acc"] > twin["test_acc"] else "no")
+    assert "vs_pruning.png" in res["figures"]
+    (out / "vs_pruning.png").unlink()
+    assert load("exp1_fmnist_l1").main(["--replot", str(out)])["rows"] == res["rows"]
+    assert (out / "vs_pruning.png").stat().st_size > 1000
     # Bregman methods start from a 1 %-dense network: still sparse after two steps.
     assert by["LinBreg"]["weight_density"] < 0.05
     assert res["published"]  # the paper's numbers travel with ours

@@ -14,6 +14,7 @@ last epoch, as the engine logs it). Hyperparameters: see ``METHODS`` and
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -146,6 +147,50 @@ def run_methods(
     report.write()
 
 
+def plot_vs_pruning(data: dict[str, Any], out: Path) -> Path:
+    """Test accuracy vs weight density: every method beside the magnitude-pruning curve.
+
+    ``data`` is a ``results.json`` of this script; the figure is ``OUT/vs_pruning.png``.
+    """
+    plt, path = C.figure(out, "vs_pruning")
+    rows = [r for r in data["rows"] if r.get("test_acc") is not None]
+    pruned = sorted(
+        (r for r in rows if r["method"].startswith("Pruning")), key=lambda r: r["weight_density"]
+    )
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
+    if pruned:
+        ax.plot(
+            [100 * r["weight_density"] for r in pruned],
+            [100 * r["test_acc"] for r in pruned],
+            "k.-",
+            lw=1,
+            label="magnitude pruning + retraining",
+        )
+    for r in rows:
+        if r["method"].startswith("Pruning"):
+            continue
+        if r["weight_density"] >= 0.999:
+            ax.axhline(100 * r["test_acc"], color="grey", ls=":", lw=1, label=r["method"])
+            continue
+        ax.plot(100 * r["weight_density"], 100 * r["test_acc"], "o", label=r["method"])
+    for p in data.get("published", []):
+        if p.get("density", 1.0) < 1.0:
+            ax.plot(100 * p["density"], 100 * p["test_acc"], "x", color="grey", ms=5)
+    ax.set(
+        xscale="log",
+        xlabel="nonzero weights (%) — grey ×: published (params)",
+        ylabel="test accuracy (%)",
+        title=f"Fashion-MNIST ConvNet, {data['mode']} mode",
+    )
+    lo = min((100 * r["test_acc"] for r in rows), default=0)
+    ax.set_ylim(max(lo - 2, 0), 100)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = C.parser(TITLE)
     p.add_argument(
@@ -154,7 +199,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=None,
         help="fine-tuning epochs of the pruning baselines (default: mode's budget)",
     )
+    p.add_argument(
+        "--replot",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="only redraw DIR/vs_pruning.png from DIR/results.json of an earlier run",
+    )
     args = p.parse_args(argv)
+    if args.replot is not None:
+        data = json.loads((args.replot / "results.json").read_text(encoding="utf-8"))
+        print(plot_vs_pruning(data, args.replot))
+        return data
     out = C.setup(args, EXPERIMENT)
     report = C.Report(EXPERIMENT, TITLE, args, argv, __file__)
     report.published = PUBLISHED
@@ -183,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"Pruning to {100 * PRUNE_KEEP:g} % + retraining",
         matched=True,
     )
+    plot_vs_pruning(report.to_dict(), out)
+    report.figures.append("vs_pruning.png")
     report.write(columns)
     print((out / "results.md").read_text())
     return report.to_dict()
