@@ -22,12 +22,17 @@ import _common as C
 EXPERIMENT = "exp5_curves"
 TITLE = "Curve classification with RVSM-ℓ0 / RVSM-Tℓ1 (Xue & Xin)"
 
-#: λ (ℓ0 threshold √(2λ/β) ≈ 0.045; Tℓ1 a = 1), β 1, lr 0.05, momentum 0.9: our choices.
+#: β 1, lr 0.01, momentum 0.9, cosine schedule, batch 32: our choices. λ from a sweep on
+#: the quick budget (test acc / FC zeros after 20 epochs at 32×32): ℓ0 λ 1e-4 79.2 % /
+#: 46 %, 3e-4 80.5 % / 79 %, 5e-4 75.9 % / 92 %, 1e-3 65.0 % / 96 %; Tℓ1 (a = 1) λ 2e-3
+#: 80.9 % / 19 %, 5e-3 80.0 % / 52 %, 1e-2 73.9 % / 79 %, 2e-2 50.9 % / 95 %; we take
+#: the smallest λ reaching the paper's > 86 % zeros or near it (ℓ0 5e-4, Tℓ1 1e-2).
+#: (With lr 0.05 and no schedule dense SGD oscillated: 75 % after 60 epochs.)
 FC_ONLY = {"optimizer": "rvsm", "conv_penalty": "none", "beta": 1.0}
 METHODS: list[tuple[str, dict[str, Any]]] = [
     ("SGD (dense)", {"optimizer": "sgd"}),
-    ("RVSM-ℓ0", {**FC_ONLY, "linear_penalty": "l0", "linear_lam": 1e-3}),
-    ("RVSM-Tℓ1", {**FC_ONLY, "linear_penalty": "tl1", "a": 1.0, "linear_lam": 2e-2}),
+    ("RVSM-ℓ0", {**FC_ONLY, "linear_penalty": "l0", "linear_lam": 5e-4}),
+    ("RVSM-Tℓ1", {**FC_ONLY, "linear_penalty": "tl1", "a": 1.0, "linear_lam": 1e-2}),
 ]
 
 
@@ -65,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
         "model": "curvecnn",
         "epochs": C.epochs(args, 1, 20, 60),
+        "lr": 0.01,
+        "momentum": 0.9,
+        "schedule": "cosine",
         "batch_size": 32,
         "limit_batches": C.budget(args, 2, None, None),
     }
