@@ -14,6 +14,7 @@ last epoch, as the engine logs it). Hyperparameters: see ``METHODS`` and
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -55,6 +56,18 @@ PUBLISHED = [
     {"method": "LinBreg β=0.9", "density": 0.027, "test_acc": 0.899},
     {"method": "AdaBreg", "density": 0.023, "test_acc": 0.905},
 ]
+
+
+def parser(title: str) -> argparse.ArgumentParser:
+    """The common command line plus ``--finetune-epochs`` (experiments 1 and 2)."""
+    p = C.parser(title)
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=None,
+        help="fine-tuning epochs of the pruning baselines (default: the mode's 1 / 1 / 20)",
+    )
+    return p
 
 
 def budgets(args: Any) -> dict[str, Any]:
@@ -192,13 +205,7 @@ def plot_vs_pruning(data: dict[str, Any], out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = C.parser(TITLE)
-    p.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=None,
-        help="fine-tuning epochs of the pruning baselines (default: mode's budget)",
-    )
+    p = parser(TITLE)
     p.add_argument(
         "--replot",
         type=Path,

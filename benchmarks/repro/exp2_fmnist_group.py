@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C
 import torch
-from exp1_fmnist_l1 import run_methods
+from exp1_fmnist_l1 import parser, run_methods
 
 EXPERIMENT = "exp2_fmnist_group"
 TITLE = "Fashion-MNIST ConvNet, group sparsity (Bungert et al., JMLR 2022, Table 2)"
@@ -66,7 +66,7 @@ def masks(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = C.parser(TITLE).parse_args(argv)
+    args = parser(TITLE).parse_args(argv)
     out = C.setup(args, EXPERIMENT)
     report = C.Report(EXPERIMENT, TITLE, args, argv, __file__)
     report.published = PUBLISHED
