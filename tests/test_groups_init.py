@@ -128,3 +128,19 @@ def test_top_level_exports_the_engine_lazily() -> None:
     assert so.train is engine.train
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = so.Nope
+
+
+def test_sparse_init_never_leaves_a_layer_empty() -> None:
+    # 64 kernels at density 1 %: most seeds draw none; one kernel is switched on instead.
+    empty_draws = 0
+    for seed in range(20):
+        conv = torch.nn.Conv2d(1, 64, 5)
+        gen = torch.Generator().manual_seed(seed)
+        empty_draws += not bool((torch.rand(64, generator=gen) < 0.01).any())
+        so.sparse_init_(conv, 0.01, groups="kernel", generator=torch.Generator().manual_seed(seed))
+        live = (conv.weight.flatten(1) != 0).any(1)
+        assert 1 <= int(live.sum()) <= 3, seed
+    assert empty_draws > 5  # the case the rule is for does occur
+    big = torch.nn.Linear(1000, 100)  # non-empty draws are untouched: density stays r
+    so.sparse_init_(big, 0.01, generator=torch.Generator().manual_seed(0))
+    assert abs(float((big.weight != 0).float().mean()) - 0.01) < 0.002
