@@ -35,6 +35,7 @@ __all__ = [
     "PENALTY_DEFAULTS",
     "SparseOptimizer",
     "group_by_device_dtype",
+    "increment_steps_",
     "penalty_defaults",
     "resolve_foreach",
 ]
@@ -87,6 +88,24 @@ def resolve_foreach(foreach: bool | None, tensors: Sequence[Tensor]) -> bool:
     if torch.jit.is_scripting():
         return False
     return all(t.layout == torch.strided and t.is_floating_point() for t in tensors)
+
+
+#: Added to CPU step counters: a 0-d tensor (with ``alpha``) skips the slow scalar path.
+_ONE = torch.ones((), dtype=torch.float32, device="cpu")
+
+
+def increment_steps_(state_steps: list[Tensor]) -> None:
+    """Add 1 to the 0-d step counters ``state_steps`` in place (one ``foreach`` call).
+
+    As ``torch.optim.Adam`` does: CPU counters get a 0-d CPU tensor with ``alpha``,
+    which avoids wrapping the Python number once per tensor; other devices get ``1``.
+    """
+    if not state_steps:
+        return
+    if state_steps[0].is_cpu:
+        torch._foreach_add_(state_steps, _ONE, alpha=1.0)
+    else:
+        torch._foreach_add_(state_steps, 1)
 
 
 def group_by_device_dtype(

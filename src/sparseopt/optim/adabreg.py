@@ -17,6 +17,7 @@ from sparseopt._validation import check_betas, check_nonneg, check_positive
 from sparseopt.optim._base import (
     SparseOptimizer,
     group_by_device_dtype,
+    increment_steps_,
     penalty_defaults,
     resolve_foreach,
 )
@@ -345,16 +346,12 @@ def _multi_tensor_adabreg(
         return
     penalised = not isinstance(penalty, NoPenalty)
     dual_list: list[Any] = duals if penalised else [None] * len(params)
-    one = torch.tensor(1.0)
     for dev_params, dev_grads, dev_duals, dev_m, dev_s, dev_steps in group_by_device_dtype(
         params, grads, dual_list, exp_avgs, exp_avg_sqs, state_steps
     ):
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
-        if dev_steps[0].is_cpu:
-            torch._foreach_add_(dev_steps, one, alpha=1.0)
-        else:
-            torch._foreach_add_(dev_steps, 1)
+        increment_steps_(dev_steps)
         torch._foreach_lerp_(dev_m, dev_grads, 1 - beta1)
         torch._foreach_mul_(dev_s, beta2)
         torch._foreach_addcmul_(dev_s, dev_grads, dev_grads, 1 - beta2)

@@ -25,6 +25,7 @@ from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
     group_by_device_dtype,
+    increment_steps_,
     penalty_defaults,
     resolve_foreach,
 )
@@ -37,9 +38,6 @@ from sparseopt.optim._sgd import (
 from sparseopt.penalties import Penalty, make_penalty
 
 __all__ = ["ProxSGD", "proxsgd"]
-
-#: Added to the 0-d step counters: a tensor (with ``alpha``) avoids the slow CPU scalar path.
-_ONE = torch.ones((), dtype=torch.float32, device="cpu")
 
 #: The param-group fields (besides the penalty) that one functional call must share.
 _BATCH_FIELDS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize", "foreach")
@@ -343,7 +341,7 @@ def _multi_tensor_proxsgd(
     maximize: bool,
     penalty: Penalty,
 ) -> None:
-    torch._foreach_add_(state_steps, _ONE, alpha=1.0)  # as torch.optim.Adam does
+    increment_steps_(state_steps)
     prox = not penalty.is_zero
     for device_params, device_grads, device_bufs, device_indices in group_by_device_dtype(
         params, grads, momentum_buffer_list, range(len(params))

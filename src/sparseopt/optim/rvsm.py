@@ -35,6 +35,7 @@ from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
     group_by_device_dtype,
+    increment_steps_,
     penalty_defaults,
     resolve_foreach,
 )
@@ -437,7 +438,7 @@ def _multi_tensor_rvsm(
     penalty: Penalty,
 ) -> None:
     split = beta > 0 and not penalty.is_zero
-    torch._foreach_add_(state_steps, 1.0)
+    increment_steps_(state_steps)
     indices = list(range(len(params)))
     u_list: list[Tensor | None] = list(us) if us else [None] * len(params)
     for bucket in group_by_device_dtype(params, grads, momentum_buffer_list, u_list, indices):
