@@ -32,12 +32,22 @@ shrunk network frozen (:func:`sparseopt.prune.compare_models` with ``frozen=True
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 __all__ = ["freeze_for_inference"]
+
+
+@contextlib.contextmanager
+def torchscript_quietly() -> Iterator[None]:
+    """Silence torch's TorchScript deprecation warnings (see the module docstring)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
+        yield
 
 
 @torch.no_grad()
@@ -73,8 +83,7 @@ def freeze_for_inference(
     was_training = model.training
     model.eval()
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
+        with torchscript_quietly():
             traced = torch.jit.trace(model, example_inputs, check_trace=False)
             frozen = torch.jit.freeze(traced)
             if optimize:

@@ -15,7 +15,6 @@ import io
 import os
 import statistics
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from sparseopt.metrics import count_macs
-from sparseopt.prune.deploy import freeze_for_inference
+from sparseopt.prune.deploy import freeze_for_inference, torchscript_quietly
 
 __all__ = [
     "ModelStats",
@@ -282,8 +281,7 @@ def save_artifacts(
         if frozen:
             fr_path = out / f"{stem}.frozen.torchscript.pt"
             module = freeze_for_inference(model, example_inputs, optimize=False)
-            with warnings.catch_warnings():  # deprecated but still the fastest CPU form
-                warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
+            with torchscript_quietly():  # deprecated but still the fastest CPU form
                 torch.jit.save(module, fr_path)
             paths["frozen"] = fr_path
     finally:
