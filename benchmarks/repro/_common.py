@@ -460,6 +460,12 @@ class Report:
         (self.out / "results.md").write_text(self.markdown(), encoding="utf-8")
         return path
 
+    def finish(self, columns: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
+        """Write the final files, print ``results.md`` and return the results as a dict."""
+        self.write(columns)
+        print((self.out / "results.md").read_text(encoding="utf-8"))
+        return self.to_dict()
+
     def markdown(self) -> str:
         d = self.to_dict()
         m = d["machine"]

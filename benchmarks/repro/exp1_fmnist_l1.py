@@ -248,9 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     plot_vs_pruning(report.to_dict(), out)
     report.figures.append("vs_pruning.png")
-    report.write(columns)
-    print((out / "results.md").read_text())
-    return report.to_dict()
+    return report.finish(columns)
 
 
 if __name__ == "__main__":

@@ -93,9 +93,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         masks,
         f"Pruning ({100 * KEEP_LINEAR:g} % Linear / {100 * KEEP_CONV:g} % conv) + retraining",
     )
-    report.write(columns)
-    print((out / "results.md").read_text())
-    return report.to_dict()
+    return report.finish(columns)
 
 
 if __name__ == "__main__":

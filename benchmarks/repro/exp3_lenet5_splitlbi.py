@@ -154,9 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{shrunk.max_abs_diff:.1e}",
         }
     )
-    report.write(columns)
-    print((out / "results.md").read_text())
-    return report.to_dict()
+    return report.finish(columns)
 
 
 if __name__ == "__main__":

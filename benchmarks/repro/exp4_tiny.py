@@ -83,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     "run_dir": str(res.run_dir),
                 }
             )
-    report.write(columns)
-    print((out / "results.md").read_text())
-    return report.to_dict()
+    return report.finish(columns)
 
 
 if __name__ == "__main__":

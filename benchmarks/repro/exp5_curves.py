@@ -87,9 +87,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         row = C.row_from_result(label, res)
         row["fc_sparsity"] = 1 - row["linear_density"]
         report.add(row)
-    report.write(columns)
-    print((out / "results.md").read_text())
-    return report.to_dict()
+    return report.finish(columns)
 
 
 if __name__ == "__main__":

@@ -113,9 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
         )
     plot(traces, out, report)
-    report.write(columns)
-    print((out / "results.md").read_text())
-    return report.to_dict()
+    return report.finish(columns)
 
 
 def plot(traces: dict[str, dict[str, list[Any]]], out: Path, report: C.Report) -> Path:

@@ -85,9 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         report.extra["curves"] = curves
         report.add(C.row_from_result(label, res))
     plot(curves, out, report)
-    report.write(columns)
-    print((out / "results.md").read_text())
-    return report.to_dict()
+    return report.finish(columns)
 
 
 def plot(curves: dict[str, dict[str, list[Any]]], out: Path, report: C.Report) -> Path:

@@ -116,9 +116,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     "note": "threshold is ours",
                 }
             )
-    report.write(columns)
-    print((out / "results.md").read_text())
-    return report.to_dict()
+    return report.finish(columns)
 
 
 if __name__ == "__main__":
