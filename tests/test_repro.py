@@ -106,6 +106,30 @@ def check_results(out: Path, result: dict[str, Any], n_rows: int) -> list[dict[s
     return rows
 
 
+def test_exp1_verdict_needs_two_standard_errors() -> None:
+    verdict = load("exp1_fmnist_l1").verdict
+    # s = sqrt((0.8(0.2) + 0.7(0.3)) / 1000) = 0.0192: 2s = 3.85 points.
+    assert verdict(0.80, 0.70, 1000) == "yes"
+    assert verdict(0.70, 0.80, 1000) == "no"
+    assert verdict(0.80, 0.77, 1000) == "tie"
+    assert verdict(0.80, 0.77, 10_000) == "yes"  # the same gap on 10x the images
+    assert verdict(0.80, 0.77, 1000, z=1.0) == "yes"
+    with pytest.raises(ValueError, match="n must be"):
+        verdict(0.8, 0.7, 0)
+
+
+def test_exp1_methods_runs_a_subset_with_its_baselines(tmp_path: Path, idx_dir: Path) -> None:
+    exp1 = load("exp1_fmnist_l1")
+    args = ["--smoke", "--data-dir", str(idx_dir), "--out", str(tmp_path / "sub")]
+    res = exp1.main([*args, "--methods", "adabreg", "RVSM-ℓ0"])
+    names = [r["method"] for r in res["rows"]]
+    assert names[:3] == ["Adam (dense)", "AdaBreg", "RVSM-ℓ0"]
+    assert sum("(=" in n for n in names) == 2  # each compared with pruning at its density
+    assert any(n.startswith("Pruning to 5 %") for n in names)
+    with pytest.raises(SystemExit, match="unknown method 'adagrad'"):
+        exp1.main([*args[:-1], str(tmp_path / "bad"), "--methods", "adagrad"])
+
+
 def test_exp1_fmnist_l1(tmp_path: Path, idx_dir: Path) -> None:
     out = tmp_path / "exp1"
     res = load("exp1_fmnist_l1").main(["--smoke", "--data-dir", str(idx_dir), "--out", str(out)])
@@ -124,7 +148,10 @@ def test_exp1_fmnist_l1(tmp_path: Path, idx_dir: Path) -> None:
         twin = next(m for name, m in matched.items() if f"(= {r['method']})" in name)
         assert twin["weight_density"] == pytest.approx(r["weight_density"], abs=2e-3)
         assert r["pruned_acc"] == twin["test_acc"]
-        assert r["beats_pruning"] == ("yes" if r["test_acc"] > twin["test_acc"] else "no")
+        assert r["test_size"] > 0
+        assert r["beats_pruning"] == load("exp1_fmnist_l1").verdict(
+            r["test_acc"], twin["test_acc"], r["test_size"]
+        )
     assert "vs_pruning.png" in res["figures"]
     (out / "vs_pruning.png").unlink()
     assert load("exp1_fmnist_l1").main(["--replot", str(out)])["rows"] == res["rows"]
