@@ -8,8 +8,9 @@
   exactly function-preserving;
 - :mod:`~sparseopt.prune.grow` — function-preserving widening of saturated layers
   during training (DessiLBI's network enlargement, Fu et al., ICML 2020);
-- :mod:`~sparseopt.prune.report` — parameters, MACs, latency and file size before and
-  after; ``torch.export`` artifacts;
+- :mod:`~sparseopt.prune.report` — parameters, MACs, latency (interleaved rounds, median
+  and quartiles) and file size before and after; ``torch.export`` artifacts with a
+  dynamic batch dimension, written atomically;
 - :mod:`~sparseopt.prune.deploy` — the frozen TorchScript inference form (oneDNN
   convolutions, BatchNorm folded) used to deploy and time shrunk networks.
 """
@@ -37,6 +38,7 @@ from sparseopt.prune.report import (
     ModelStats,
     ShrinkReport,
     compare_models,
+    measure_latencies,
     measure_latency,
     save_artifacts,
     state_dict_bytes,
@@ -64,6 +66,7 @@ __all__ = [
     "masked_state_dict",
     "masks_from_optimizer",
     "masks_from_weights",
+    "measure_latencies",
     "measure_latency",
     "save_artifacts",
     "shrink",
