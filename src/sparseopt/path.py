@@ -28,11 +28,20 @@ group-norm paths) and selects a point (:meth:`SolutionPath.select`):
 - ``epoch=N`` — the (last) point recorded at epoch ``N``;
 - ``within=ε`` — the sparsest point whose validation metric is within ε of the best
   one (accuracy ≥ best − ε; for a loss: ≤ best + ε);
-- ``target_density=D`` — among the points with density ≤ D the one with the best
-  validation metric (ties: the denser, later one); if no point is that sparse, the
-  sparsest point.
+- ``target_density=D`` — among the points with weight density ≤ D the one with the
+  best validation metric (ties: the denser, later one); if no point is that sparse, the
+  sparsest point, and the selection says so (:attr:`Selection.note`).
 
-"Density" is the fraction of the recorded (penalised) weights in the support.
+**Density** has the one definition of :func:`sparseopt.metrics.density`, the one that
+``sparseopt train`` reports, counted on the deployable network: the *weight density*
+is the fraction of nonzero Conv/Linear weights (train's ``weight_density``; the rules
+above and the plots use it) and the *parameter density* the fraction of nonzero
+entries over all parameters, biases and norms included (train's ``density``). A point
+stores both, as ``weight_density`` and ``density``, with the same names as
+``metrics.jsonl``. The recorded support (the masks that ``sparseopt prune`` applies)
+can be larger than the nonzero weights: under a group penalty it holds whole groups.
+Paths written before this definition store only the support fraction as ``density``;
+it is read as their weight density.
 
 Example:
     >>> import tempfile
@@ -66,6 +75,8 @@ import torch
 from torch import Tensor, nn
 
 from sparseopt.groups import group_norms
+from sparseopt.metrics import density as _density
+from sparseopt.prune._files import atomic_write
 
 __all__ = [
     "PATH_FORMAT",
@@ -127,10 +138,13 @@ class Selection:
         index: position in the path.
         epoch: its epoch.
         step: its global step.
-        density: its support density.
+        density: its weight density (nonzero Conv/Linear weights of the deployable
+            network, see the module docstring).
         metric: name of the validation metric used (``None`` if none was available).
         value: that metric at the point.
         rule: the rule that picked it (``"epoch=3"``, ``"within=0.01"``, ...).
+        param_density: its density over all parameters (``None`` for old paths).
+        note: a remark on the choice, e.g. that no point reaches the target density.
     """
 
     index: int
@@ -140,6 +154,8 @@ class Selection:
     metric: str | None
     value: float | None
     rule: str
+    param_density: float | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data view."""
@@ -147,9 +163,11 @@ class Selection:
 
     def __str__(self) -> str:
         val = "" if self.value is None else f", {self.metric}={self.value:.4f}"
+        params = "" if self.param_density is None else f" (all parameters {self.param_density:.2%})"
+        note = "" if self.note is None else f"; note: {self.note}"
         return (
             f"selected epoch {self.epoch} (point {self.index}, step {self.step}) by {self.rule}: "
-            f"density {self.density:.2%}{val}"
+            f"weight density {self.density:.2%}{params}{val}{note}"
         )
 
 
@@ -189,11 +207,21 @@ class SolutionPath:
 
     @property
     def density(self) -> np.ndarray:
-        """Support density of every point (over all recorded weights)."""
-        return np.array([p["density"] for p in self.points], dtype=np.float64)
+        """Weight density of every point (nonzero Conv/Linear weights, deployable network)."""
+        return np.array(
+            [p.get("weight_density", p["density"]) for p in self.points], dtype=np.float64
+        )
+
+    @property
+    def param_density(self) -> np.ndarray:
+        """Density over all parameters of every point (NaN for paths recorded without it)."""
+        return np.array(
+            [p["density"] if "weight_density" in p else np.nan for p in self.points],
+            dtype=np.float64,
+        )
 
     def layer_density(self, layer: str) -> np.ndarray:
-        """Support density of one layer at every point."""
+        """Fraction of nonzero weights of one layer at every point."""
         out = []
         for p in self.points:
             size = math.prod(p["shapes"][layer])
@@ -246,7 +274,7 @@ class SolutionPath:
             epoch: pick the last point recorded at this epoch.
             within: ε ≥ 0 for "sparsest within ε of the best" (accuracies are fractions:
                 0.01 = one point).
-            target_density: D in (0, 1] for "best among density ≤ D".
+            target_density: D in (0, 1] for "best among weight density ≤ D".
             metric: the validation metric (default: the first of ``val_acc``,
                 ``val_loss``, ``test_acc``, ``test_loss``, ``train_acc``, ``train_loss``
                 that was recorded).
@@ -260,6 +288,7 @@ class SolutionPath:
             raise ValueError("select needs exactly one of epoch, within, target_density")
         if not self.points:
             raise ValueError("the solution path is empty")
+        note: str | None = None
         key, higher = self._metric_key(metric)
         vals = self.metric(key) if key is not None else np.full(len(self), np.nan)
         score = vals if higher else -vals
@@ -295,6 +324,10 @@ class SolutionPath:
             ok = np.flatnonzero(dens <= target_density + 1e-12)
             if ok.size == 0:
                 idx = int(np.argmin(dens))
+                note = (
+                    f"no point reaches weight density <= {target_density:.2%}; this is the "
+                    f"sparsest point, above the target"
+                )
             else:
                 sc = np.where(np.isfinite(score), score, -np.inf)
                 # best metric; ties: denser, then later
@@ -302,7 +335,18 @@ class SolutionPath:
             rule = f"target_density={target_density}"
         value = None if key is None or not np.isfinite(vals[idx]) else float(vals[idx])
         p = self.points[idx]
-        return Selection(idx, int(p["epoch"]), p.get("step"), float(dens[idx]), key, value, rule)
+        pd = float(self.param_density[idx])
+        return Selection(
+            idx,
+            int(p["epoch"]),
+            p.get("step"),
+            float(dens[idx]),
+            key,
+            value,
+            rule,
+            param_density=pd if math.isfinite(pd) else None,
+            note=note,
+        )
 
     # ------------------------------------------------------------------ plotting
 
@@ -316,11 +360,11 @@ class SolutionPath:
     ) -> Path:
         """Draw the path to a PNG file and return its path.
 
-        Top left: density of every layer and overall vs epoch. Top right: validation
-        metric vs density (the accuracy–sparsity trade-off along the path). Below: the
+        Top left: weight density of every layer and overall vs epoch. Top right:
+        validation metric vs weight density (the accuracy–sparsity trade-off along the path). Below: the
         group-norm paths, one panel per layer (at most ``max_layers``): the norm of
         every filter vs epoch, like a Lasso path. The selected point, if given, is
-        marked everywhere.
+        marked everywhere. The file is written atomically (temporary file, then rename).
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -339,7 +383,7 @@ class SolutionPath:
             )
         ax.plot(x, self.density, color="black", lw=2, label="overall")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("support density")
+        ax.set_ylabel("weight density (nonzero)")
         ax.set_ylim(0, 1.02)
         if len(self.layers) <= 10:
             ax.legend(fontsize=6)
@@ -348,7 +392,7 @@ class SolutionPath:
         if key is not None:
             ax2.plot(self.density, self.metric(key), marker="o", ms=3, lw=1)
             ax2.set_ylabel(key)
-        ax2.set_xlabel("support density")
+        ax2.set_xlabel("weight density")
         if selection is not None:
             ax.axvline(selection.epoch, color="red", ls="--", lw=1)
             if selection.value is not None:
@@ -371,8 +415,7 @@ class SolutionPath:
             fig.suptitle(title)
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
-        return out
+        return atomic_write(out, lambda p: fig.savefig(p, format="png"))
 
 
 class PathRecorder:
@@ -424,7 +467,7 @@ class PathRecorder:
         step: int | None = None,
         metrics: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Append one point: supports, group norms and the scalar ``metrics``."""
+        """Append one point: supports, group norms, densities and the scalar ``metrics``."""
         support_fn = getattr(optimizer, "support", None)
         deploy_fn = getattr(optimizer, "deployable", None)
         point: dict[str, Any] = {
@@ -435,7 +478,6 @@ class PathRecorder:
             "nonzero": {},
             "filters_alive": {},
         }
-        total = nonzero = 0
         for name, w in _tracked(model, optimizer):
             s = support_fn(w) if support_fn is not None else (w != 0)
             d = deploy_fn(w) if deploy_fn is not None else w
@@ -447,12 +489,10 @@ class PathRecorder:
             self._bits[name].append(np.packbits(s_np.reshape(-1)))
             norms = group_norms(d.detach().float(), "filter").flatten().cpu().numpy()
             self._norms[name].append(norms.astype(np.float32))
-            nz = int(s_np.sum())
+            nz = int(((d != 0) & s.to(torch.bool)).sum())  # nonzero deployable weights
             point["shapes"][name] = list(s_np.shape)
             point["nonzero"][name] = nz
             point["filters_alive"][name] = int(s_np.reshape(s_np.shape[0], -1).any(1).sum())
-            total += s_np.size
-            nonzero += nz
         for name in self.layers:  # a layer not seen this time (should not happen)
             if len(self._bits[name]) < len(self.points) + 1:
                 self._bits[name].append(np.zeros(0, np.uint8))
@@ -460,7 +500,9 @@ class PathRecorder:
                 point["shapes"][name] = [0]
                 point["nonzero"][name] = 0
                 point["filters_alive"][name] = 0
-        point["density"] = nonzero / max(total, 1)
+        rep = _density(model, optimizer)  # the definition train reports
+        point["weight_density"] = rep.weight_density
+        point["density"] = rep.overall
         self.points.append(point)
         return point
 
