@@ -14,7 +14,7 @@ from sparseopt.data import (
     load_dataset,
 )
 
-ALL = ["cifar10", "curves", "digits", "fashion-mnist", "mnist", "teacher"]
+ALL = ["cifar10", "curves", "digits", "fashion-mnist", "mnist", "teacher", "words"]
 
 
 def test_list_datasets() -> None:

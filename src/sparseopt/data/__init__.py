@@ -9,6 +9,7 @@ name                      what                                            input 
 ``cifar10``               CIFAR-10 python batches (restricted unpickler)   (3, 32, 32), 10 cls
 ``curves``                synthetic regular vs shaky curves (Xue & Xin)    (1, S, S), 2 cls
 ``teacher``               no-overlap CNN teacher regression (Dinh & Xin)   (r·k,), regression
+``words``                 words in fonts, regular vs shaky (Xue & Xin)     (1, H, W), 2 cls
 ========================  ==============================================  ==================
 
 Every loader returns a :class:`SplitData` with ``train`` / ``val`` / ``test``
@@ -18,7 +19,8 @@ The validation part is carved out of the training data with a permutation seeded
 same tensors bit for bit. Dataset-specific options are keyword arguments (see each
 loader: :func:`~sparseopt.data.mnist.load_mnist`, :func:`~sparseopt.data.cifar.load_cifar10`,
 :func:`~sparseopt.data.curves.load_curves`, :func:`~sparseopt.data.teacher.load_teacher`,
-:func:`~sparseopt.data.digits.load_digits`); unknown options raise ``ValueError``.
+:func:`~sparseopt.data.digits.load_digits`, :func:`~sparseopt.data.words.load_words`);
+unknown options raise ``ValueError``.
 
 Batch-wise augmentation on device: :mod:`sparseopt.data.augment`.
 """
@@ -45,6 +47,7 @@ from .curves import load_curves
 from .digits import load_digits
 from .mnist import load_fashion_mnist, load_mnist
 from .teacher import load_teacher
+from .words import load_words
 
 __all__ = [
     "DatasetNotFoundError",
@@ -66,7 +69,7 @@ class DatasetSpec:
         loader: keyword-only function returning a :class:`RawData`.
         description: one line.
         uses_files: whether it reads files from ``data_dir`` (else it is embedded or
-            synthetic; ``curves`` uses ``data_dir`` as its cache directory).
+            synthetic; ``curves`` and ``words`` use ``data_dir`` as their cache directory).
     """
 
     name: str
@@ -76,9 +79,9 @@ class DatasetSpec:
 
     @property
     def options(self) -> tuple[str, ...]:
-        """The dataset-specific keyword options (besides ``data_dir`` and ``seed``)."""
+        """The dataset-specific keyword options (besides ``data_dir``, ``seed``, ``val_fraction``)."""
         params = inspect.signature(self.loader).parameters
-        return tuple(p for p in params if p not in ("data_dir", "seed"))
+        return tuple(p for p in params if p not in ("data_dir", "seed", "val_fraction"))
 
 
 _REGISTRY: dict[str, DatasetSpec] = {
@@ -92,6 +95,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
         ),
         DatasetSpec("mnist", load_mnist, "MNIST, 28x28 grey digits, 10 classes", True),
         DatasetSpec("teacher", load_teacher, "no-overlap CNN teacher-student regression", False),
+        DatasetSpec("words", load_words, "words in fonts, regular vs trembling, 2 classes", False),
     )
 }
 
@@ -109,7 +113,7 @@ def list_datasets() -> list[str]:
 
     Example:
         >>> list_datasets()
-        ['cifar10', 'curves', 'digits', 'fashion-mnist', 'mnist', 'teacher']
+        ['cifar10', 'curves', 'digits', 'fashion-mnist', 'mnist', 'teacher', 'words']
     """
     return sorted(_REGISTRY)
 
@@ -182,6 +186,8 @@ def load_dataset(
         kwargs["data_dir"] = data_dir
     if "seed" in params:
         kwargs["seed"] = seed
+    if "val_fraction" in params:  # words: puts its validation words where finalize cuts
+        kwargs["val_fraction"] = val_fraction
     raw = spec.loader(**kwargs)
     data = finalize(spec.name, raw, seed=seed, val_fraction=val_fraction)
     data.meta.setdefault("seed", seed)
