@@ -5,8 +5,8 @@ Both work on a run directory written by ``sparseopt train`` (``config.yaml``,
 :class:`sparseopt.path.PathRecorder`, ``path.npz``/``path.json``).
 
 ``sparseopt path RUN_DIR [--epoch N | --within EPS | --target-density D]``
-    draws the solution path (per-layer density vs epoch, accuracy vs density, group-norm
-    paths) to ``RUN_DIR/path.png`` and prints the selected point.
+    draws the solution path (per-layer weight density vs epoch, accuracy vs density,
+    group-norm paths) to ``RUN_DIR/path.png`` and prints the selected point.
 
 ``sparseopt prune RUN_DIR [--epoch N | --within EPS | --target-density D]``
     *simplify*: takes the deployable network of the run (with a selection rule: the
@@ -15,9 +15,24 @@ Both work on a run directory written by ``sparseopt train`` (``config.yaml``,
     fixed, removes dead filters/neurons physically (:func:`sparseopt.prune.shrink`),
     checks that the small model computes the same outputs, and writes to
     ``RUN_DIR/pruned/``: ``masked_state_dict.pt``, ``shrunk_state_dict.pt``,
-    ``shrunk.pt2`` (``torch.export``), ``shrink_plan.json`` and ``report.json``, and
-    prints a before/after table (parameters, MACs, CPU latency at batch 1 and 256 — and
-    CUDA when present — and file size).
+    ``shrunk.pt2`` (``torch.export``, dynamic batch size), ``shrink_plan.json`` and
+    ``report.json``, and prints a before/after table (parameters, MACs, CPU latency at
+    batch 1 and 256 — and CUDA when present — as the median and quartiles of
+    interleaved rounds, and file size).
+
+"Density" is the one of :func:`sparseopt.metrics.density` that ``sparseopt train``
+reports: the *weight density* (nonzero Conv/Linear weights of the deployable network)
+selects and is printed, next to the density over all parameters.
+
+Files are never lost or silently replaced: every file is written atomically (a
+temporary file in the same directory, then renamed); an output that exists already
+is replaced only with ``--overwrite`` — a default output (``RUN_DIR/pruned``,
+``RUN_DIR/path.png``) gets a fresh name instead (``pruned-2``, ``path-2.png``), an
+explicit ``--out`` is refused (exit 2). Nothing non-finite is ever written: a network
+with NaN/Inf weights (loaded or after fine-tuning) stops the command with exit 3 before
+anything is written, and the output check of the shrunk network fails on NaN (exit 1).
+Unreadable, truncated or unsafe files (pickles with code) are refused with one line
+(exit 2), as are invalid flag values.
 
 The command table :data:`COMMANDS` has the same shape as :data:`sparseopt.cli.COMMANDS`
 (``name -> (help, add_arguments, run)``); :func:`register_path_command` and
@@ -28,7 +43,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +54,8 @@ import torch
 
 __all__ = [
     "COMMANDS",
+    "EXIT_DIVERGED",
+    "PRUNE_OUTPUTS",
     "add_path_arguments",
     "add_prune_arguments",
     "register_path_command",
@@ -49,6 +69,29 @@ PATH_HELP = (
 )
 PRUNE_HELP = "shrink a trained sparse network: remove dead filters/neurons, report the speed-up"
 
+#: Exit status of a command that met NaN/Inf weights (as ``sparseopt train`` on divergence).
+EXIT_DIVERGED = 3
+EXIT_ERROR = 1
+
+#: Every file name ``sparseopt prune`` may write into its output directory.
+PRUNE_OUTPUTS = (
+    "masked_state_dict.pt",
+    "shrunk_state_dict.pt",
+    "shrunk.pt2",
+    "shrunk.torchscript.pt",
+    "shrunk.frozen.torchscript.pt",
+    "shrink_plan.json",
+    "report.json",
+)
+
+
+class _Stop(Exception):
+    """Ends a command with one line on stderr and an exit status other than 2."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 def _usage_error(message: str) -> Exception:
     try:
@@ -59,26 +102,166 @@ def _usage_error(message: str) -> Exception:
         return ValueError(message)
 
 
+def _one_line(text: str, limit: int = 800) -> str:
+    """``text`` on one line (lines joined by "; "), at most ``limit`` characters."""
+    parts = [" ".join(line.split()) for line in str(text).splitlines()]
+    line = "; ".join(p for p in parts if p)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- flag types
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {low}, got {text!r}"
+            ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"int>={low}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _creatable(path: Path, flag: str) -> None:
+    """Refuse (usage error) a ``path`` that cannot be created: its nearest existing
+    ancestor must be a writable directory."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise _usage_error(f"cannot create {flag} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _usage_error(f"cannot create {flag} {path}: {parent} is not writable")
+
+
+def _fresh(path: Path) -> Path:
+    """``path`` if it does not exist, else the first free ``<stem>-2<suffix>``, ``-3``…"""
+    if not path.exists():
+        return path
+    n = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        n += 1
+
+
+def _prune_out_dir(args: argparse.Namespace, run_dir: Path) -> Path:
+    """Where ``prune`` writes; refuses (usage error) to replace an earlier output."""
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise _usage_error(f"--out {out} is a file, not a directory")
+        if out.is_dir():
+            taken = sorted(n for n in PRUNE_OUTPUTS if (out / n).exists())
+            if taken and not args.overwrite:
+                raise _usage_error(
+                    f"--out {out} already holds the output of an earlier prune "
+                    f"({', '.join(taken)}); pass --overwrite to replace it, or another --out"
+                )
+            if not os.access(out, os.W_OK | os.X_OK):
+                raise _usage_error(f"--out {out} is not writable")
+        else:
+            _creatable(out, "--out")
+        return out
+    default = run_dir / "pruned"
+    if args.overwrite and (default.is_dir() or not default.exists()):
+        return default
+    out = _fresh(default)
+    if out != default:
+        _note(
+            f"{default} exists (an earlier prune): writing to {out} instead "
+            "(--overwrite replaces it, --out DIR chooses the directory)"
+        )
+    return out
+
+
+def _path_out_file(args: argparse.Namespace, run_dir: Path) -> Path:
+    """Where ``path`` draws; refuses (usage error) to replace an existing file."""
+    if args.out is not None:
+        out = Path(args.out)
+        if out.is_dir():
+            raise _usage_error(f"--out {out} is a directory; give a PNG file name")
+        if out.exists() and not args.overwrite:
+            raise _usage_error(f"--out {out} exists; pass --overwrite to replace it")
+        _creatable(out, "--out")
+        return out
+    default = run_dir / "path.png"
+    if args.overwrite and not default.is_dir():
+        return default
+    out = _fresh(default)
+    if out != default:
+        _note(f"{default} exists: drawing to {out} instead (--overwrite replaces it)")
+    return out
+
+
+# --------------------------------------------------------------------------- selection
+
+
 def _add_selection(parser: argparse.ArgumentParser) -> None:
     sel = parser.add_mutually_exclusive_group()
     sel.add_argument("--epoch", type=int, help="select the point recorded at this epoch")
     sel.add_argument(
         "--within",
-        type=float,
+        type=_finite_float,
         metavar="EPS",
         help="select the sparsest point whose validation accuracy is within EPS (a fraction, "
         "0.01 = 1 point) of the best",
     )
     sel.add_argument(
         "--target-density",
-        type=float,
+        type=_finite_float,
         metavar="D",
-        help="select the best point (validation metric) among those with density <= D",
+        help="select the best point (validation metric) among those with weight density "
+        "(nonzero Conv/Linear weights, as train reports it) <= D; if none is that sparse, "
+        "the sparsest, with a note",
     )
     parser.add_argument(
         "--metric",
         default=None,
         help="validation metric for the rules (default: val_acc, else val_loss, else test_*)",
+    )
+
+
+def _add_overwrite(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what} of an earlier call (default: a fresh name for the default "
+        "output, a refusal for an existing --out)",
     )
 
 
@@ -101,10 +284,15 @@ def _select(path: Any, args: argparse.Namespace) -> Any:
 def _load_path(run_dir: Path) -> Any:
     from sparseopt.path import load_path
 
+    if not run_dir.is_dir():
+        raise _usage_error(f"{run_dir} is not a directory")
     try:
         return load_path(run_dir)
     except (FileNotFoundError, ValueError) as err:
-        raise _usage_error(str(err)) from None
+        raise _usage_error(_one_line(str(err))) from None
+    except Exception as err:  # a truncated npz, a path.json missing keys...
+        detail = _one_line(str(err), 200) or type(err).__name__
+        raise _usage_error(f"cannot read the solution path in {run_dir}: {detail}") from None
 
 
 # --------------------------------------------------------------------------- path
@@ -116,9 +304,15 @@ def add_path_arguments(parser: argparse.ArgumentParser) -> None:
         "run_dir", metavar="RUN_DIR", help="a run directory with path.npz/path.json"
     )
     _add_selection(parser)
-    parser.add_argument("--out", default=None, help="PNG file (default RUN_DIR/path.png)")
     parser.add_argument(
-        "--max-layers", type=int, default=8, help="group-norm panels to draw (default 8)"
+        "--out", default=None, help="PNG file (default RUN_DIR/path.png, or path-2.png... if taken)"
+    )
+    _add_overwrite(parser, "the PNG")
+    parser.add_argument(
+        "--max-layers",
+        type=_int_at_least(0),
+        default=8,
+        help="group-norm panels to draw (default 8)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -130,8 +324,12 @@ def run_path(args: argparse.Namespace) -> int:
     if len(path) == 0:
         raise _usage_error(f"the solution path in {run_dir} has no points")
     sel = _select(path, args) if _has_rule(args) else None
-    out = Path(args.out) if args.out else run_dir / "path.png"
-    path.plot(out, selection=sel, max_layers=args.max_layers, title=run_dir.name)
+    out = _path_out_file(args, run_dir)
+    try:
+        path.plot(out, selection=sel, max_layers=args.max_layers, title=run_dir.name)
+    except OSError as err:
+        raise _usage_error(f"cannot write {out}: {err.strerror or err}") from None
+    density = path.density
     if args.json:
         print(
             json.dumps(
@@ -139,7 +337,8 @@ def run_path(args: argparse.Namespace) -> int:
                     "points": len(path),
                     "epochs": [int(path.epochs[0]), int(path.epochs[-1])],
                     "layers": path.layers,
-                    "density": path.density.tolist(),
+                    "weight_density": density.tolist(),
+                    "density": [None if math.isnan(d) else d for d in path.param_density],
                     "selection": sel.to_dict() if sel is not None else None,
                     "plot": str(out),
                 },
@@ -149,7 +348,7 @@ def run_path(args: argparse.Namespace) -> int:
         return 0
     print(
         f"path: {len(path)} points, epochs {int(path.epochs[0])}..{int(path.epochs[-1])}, "
-        f"{len(path.layers)} layers, density {path.density[0]:.2%} -> {path.density[-1]:.2%}"
+        f"{len(path.layers)} layers, weight density {density[0]:.2%} -> {density[-1]:.2%}"
     )
     if sel is not None:
         print(sel)
@@ -166,20 +365,32 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     _add_selection(parser)
     parser.add_argument(
         "--finetune-epochs",
-        type=int,
+        type=_int_at_least(0),
         default=0,
         help="fine-tune the masked network this many epochs before shrinking (default 0)",
     )
-    parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning SGD learning rate")
-    parser.add_argument("--out", default=None, help="output directory (default RUN_DIR/pruned)")
+    parser.add_argument(
+        "--lr", type=_positive_float, default=0.01, help="fine-tuning SGD learning rate (> 0)"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default RUN_DIR/pruned, or pruned-2... if taken)",
+    )
+    _add_overwrite(parser, "the files")
     parser.add_argument(
         "--batch-sizes",
-        type=int,
+        type=_int_at_least(1),
         nargs="+",
         default=[1, 256],
         help="batch sizes of the latency measurement (default 1 256)",
     )
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per latency (median)")
+    parser.add_argument(
+        "--repeats",
+        type=_int_at_least(1),
+        default=7,
+        help="timed interleaved rounds per latency (median and quartiles; default 7)",
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip latency measurements")
     parser.add_argument("--no-export", action="store_true", help="skip the torch.export artifact")
     parser.add_argument(
@@ -194,13 +405,15 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_config(run_dir: Path) -> Any:
     from sparseopt.config import TrainConfig, load_config_file
 
+    if not run_dir.is_dir():
+        raise _usage_error(f"{run_dir} is not a run directory (not a directory)")
     cfg_path = run_dir / "config.yaml"
-    if not cfg_path.exists():
+    if not cfg_path.is_file():
         raise _usage_error(f"{run_dir} is not a run directory (no config.yaml)")
     try:
         return TrainConfig.from_dict(load_config_file(cfg_path))
-    except ValueError as err:
-        raise _usage_error(f"{cfg_path}: {err}") from None
+    except (ValueError, TypeError) as err:
+        raise _usage_error(f"{cfg_path}: {_one_line(str(err))}") from None
 
 
 @torch.no_grad()
@@ -218,20 +431,72 @@ def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: st
     return float(torch.nn.functional.mse_loss(outs.reshape(y.shape), y))
 
 
+def _check_finite(state: Mapping[str, Any] | torch.nn.Module, what: str) -> None:
+    """Stop with exit 3 if ``state`` holds NaN/Inf (nothing has been written yet)."""
+    from sparseopt.prune._files import non_finite
+
+    bad = non_finite(state)
+    if bad:
+        names = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise _Stop(f"{what} holds NaN/Inf values ({names}); nothing was written", EXIT_DIVERGED)
+
+
+def _state_dict_of(obj: Any, path: Path, what: str) -> Mapping[str, torch.Tensor]:
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise _usage_error(
+            f"{what} {path} is not a state dict (expected parameter names mapped to tensors, "
+            f"got {type(obj).__name__})"
+        )
+    if not obj:
+        raise _usage_error(f"{what} {path} holds an empty state dict")
+    return obj
+
+
+def _load_state(model: torch.nn.Module, state: Mapping[str, Any], path: Path, what: str) -> None:
+    """``load_state_dict`` (after matching grown widths); a mismatch keeps its details."""
+    from sparseopt.prune import match_widths
+
+    try:
+        match_widths(model, state)  # a run that grew (--grow-every) has wider layers
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        detail = _one_line(str(err)) or type(err).__name__
+        raise _usage_error(
+            f"{what} {path} does not fit the model built from config.yaml: {detail}"
+        ) from None
+
+
+def _read(path: Path, what: str) -> Any:
+    from sparseopt.prune._files import load_tensor_file
+
+    try:
+        return load_tensor_file(path, what)
+    except ValueError as err:
+        raise _usage_error(str(err)) from None
+
+
 def _load_weights(
     model: torch.nn.Module, cfg: Any, ckpt_path: Path
 ) -> torch.optim.Optimizer | None:
     """Load a checkpoint's weights and turn them into the deployable network."""
     from sparseopt.optim.registry import create_optimizer
-    from sparseopt.prune import match_widths
 
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    match_widths(model, ckpt["model"])  # a run that grew (--grow-every) has wider layers
-    model.load_state_dict(ckpt["model"])
+    ckpt = _read(ckpt_path, "checkpoint")
+    if not isinstance(ckpt, Mapping) or "model" not in ckpt:
+        found = sorted(map(str, ckpt)) if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise _usage_error(
+            f"checkpoint {ckpt_path} is not a sparseopt checkpoint (no 'model' entry; found "
+            f"{found})"
+        )
+    state = _state_dict_of(ckpt["model"], ckpt_path, "checkpoint")
+    _check_finite(state, f"checkpoint {ckpt_path}")
+    _load_state(model, state, ckpt_path, "checkpoint")
     try:
         opt = create_optimizer(model, cfg.optimizer, **cfg.optimizer_kwargs())
         opt.load_state_dict(ckpt["optimizer"])
-    except (ValueError, TypeError, KeyError):  # dense baseline or an unusual checkpoint
+    except (ValueError, TypeError, KeyError, RuntimeError):  # dense baseline or unusual
         return None
     finalize = getattr(opt, "finalize", None)
     if finalize is not None:
@@ -239,9 +504,34 @@ def _load_weights(
     return opt
 
 
-def run_prune(args: argparse.Namespace) -> int:
-    """Run ``sparseopt prune``; returns the exit status."""
+def _load_data(cfg: Any) -> Any:
     from sparseopt.data import load_dataset
+
+    try:
+        return load_dataset(
+            cfg.dataset,
+            data_dir=cfg.data_dir,
+            seed=cfg.seed,
+            val_fraction=cfg.val_fraction,
+            **cfg.dataset_options,
+        )
+    except FileNotFoundError:  # DatasetNotFoundError: the CLI prints its directory list
+        raise
+    except (ValueError, TypeError) as err:
+        raise _usage_error(_one_line(str(err))) from None
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """Run ``sparseopt prune``; returns the exit status (3: NaN/Inf weights, 1: the
+    shrunk network does not compute the same outputs)."""
+    try:
+        return _prune(args)
+    except _Stop as stop:
+        print(f"sparseopt prune: error: {_one_line(str(stop))}", file=sys.stderr)
+        return stop.code
+
+
+def _prune(args: argparse.Namespace) -> int:
     from sparseopt.models import build_model
     from sparseopt.prune import (
         apply_masks_,
@@ -249,20 +539,15 @@ def run_prune(args: argparse.Namespace) -> int:
         finetune_masked,
         masked_state_dict,
         masks_from_weights,
-        match_widths,
         save_artifacts,
         shrink,
     )
+    from sparseopt.prune._files import atomic_write
 
     run_dir = Path(args.run_dir)
     cfg = _run_config(run_dir)
-    data = load_dataset(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        seed=cfg.seed,
-        val_fraction=cfg.val_fraction,
-        **cfg.dataset_options,
-    )
+    out_dir = _prune_out_dir(args, run_dir)  # refuse before any work
+    data = _load_data(cfg)
     model = build_model(cfg.model, data.input_shape, data.num_classes, **cfg.model_options)
     selection = None
     if _has_rule(args):
@@ -283,9 +568,9 @@ def run_prune(args: argparse.Namespace) -> int:
         sparse = run_dir / "model_sparse.pt"
         if not sparse.exists():
             raise _usage_error(f"{run_dir} has no model_sparse.pt (did the training finish?)")
-        state = torch.load(sparse, map_location="cpu", weights_only=True)
-        match_widths(model, state)  # a run that grew (--grow-every) has wider layers
-        model.load_state_dict(state)
+        state = _state_dict_of(_read(sparse, "sparse model"), sparse, "sparse model")
+        _check_finite(state, f"sparse model {sparse}")
+        _load_state(model, state, sparse, "sparse model")
         masks = masks_from_weights(model)
         source = sparse.name
     x_test, y_test = data.test.tensors
@@ -310,11 +595,26 @@ def run_prune(args: argparse.Namespace) -> int:
         finetune_losses = finetune_masked(
             model, masks, batches, epochs=args.finetune_epochs, lr=args.lr, loss_fn=loss_fn
         )
+        losses = ", ".join(f"{v:.4g}" for v in finetune_losses)
+        _check_finite(
+            model,
+            f"the network fine-tuned with --lr {args.lr:g} diverged (epoch losses {losses}); it",
+        )
     masked_acc = _evaluate(model, x_test, y_test, data.task)
     model.eval()
     example = x_test[:2] if len(x_test) >= 2 else x_train[:2]
     result = shrink(model, example)
     shrunk = result.model.eval()
+    with torch.no_grad():
+        scale = max(1.0, float(model(example).abs().max()))
+    tol = 1e-4 * scale
+    if not result.max_abs_diff <= tol:  # NaN fails too
+        raise _Stop(
+            f"the shrunk network does not compute the masked network's outputs "
+            f"(max |Δ output| {result.max_abs_diff:.3g} > {tol:.3g}); nothing was written",
+            EXIT_ERROR,
+        )
+    _check_finite(shrunk, "the shrunk network")
     shrunk_acc = _evaluate(shrunk, x_test, y_test, data.task)
     batch_sizes = [] if args.no_latency else args.batch_sizes
     report = compare_models(
@@ -325,11 +625,12 @@ def run_prune(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         frozen=args.frozen,
     )
-    out_dir = Path(args.out) if args.out else run_dir / "pruned"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        masked_state_dict(model, masks_from_weights(model)), out_dir / "masked_state_dict.pt"
-    )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _usage_error(f"cannot create --out {out_dir}: {err.strerror or err}") from None
+    masked = masked_state_dict(model, masks_from_weights(model))
+    atomic_write(out_dir / "masked_state_dict.pt", lambda p: torch.save(masked, p))
     artifacts = save_artifacts(
         shrunk, example, out_dir, export=not args.no_export, frozen=args.frozen
     )
@@ -349,9 +650,14 @@ def run_prune(args: argparse.Namespace) -> int:
         **report.to_dict(),
         "artifacts": {k: str(v) for k, v in artifacts.items()},
     }
-    (out_dir / "report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(summary, indent=2) + "\n"
+    atomic_write(out_dir / "report.json", lambda p: p.write_text(text, encoding="utf-8"))
+    written = {"masked_state_dict.pt", "shrink_plan.json", "report.json"}
+    written |= {p.name for p in artifacts.values()}
+    for stale in sorted(set(PRUNE_OUTPUTS) - written):  # --overwrite: no mix of two calls
+        (out_dir / stale).unlink(missing_ok=True)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(text, end="")
         return 0
     if selection is not None:
         print(selection)
@@ -366,10 +672,7 @@ def run_prune(args: argparse.Namespace) -> int:
         extra = f" ({kept} constant kept)" if kept else ""
         print(f"  {name:<24} {w0:>6} -> {w1:<6}{extra}")
     print(report.table())
-    print(
-        f"written to {out_dir}: {', '.join(sorted(p.name for p in artifacts.values()))}, "
-        "masked_state_dict.pt, shrink_plan.json, report.json"
-    )
+    print(f"written to {out_dir}: {', '.join(sorted(written))}")
     return 0
 
 

@@ -107,10 +107,11 @@ class ShrinkPlan:
         return cls(**data)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the plan as JSON."""
-        p = Path(path)
-        p.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
-        return p
+        """Write the plan as JSON (atomically: a temporary file, then renamed)."""
+        from sparseopt.prune._files import atomic_write
+
+        text = json.dumps(self.to_dict(), indent=1)
+        return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ShrinkPlan:
@@ -125,7 +126,8 @@ class ShrinkResult:
     Attributes:
         model: the smaller dense model (in the training mode of the input model).
         plan: the :class:`ShrinkPlan`.
-        max_abs_diff: max |masked(x) − shrunk(x)| over a random probe batch (eval mode).
+        max_abs_diff: max |masked(x) − shrunk(x)| over a random probe batch (eval mode);
+            NaN when an output is not finite, so that ``max_abs_diff <= tol`` fails.
     """
 
     model: nn.Module
@@ -380,11 +382,12 @@ def shrink(
         dg.get_pruning_group(root_module, handler, idxs).prune()
     plan.history = [[str(a), bool(b), [int(i) for i in c]] for a, b, c in dg.pruning_history()]
     _, after = _probe(m, probe)
-    diff = (
-        float((before - after).abs().max())
-        if before.numel() and before.shape == after.shape
-        else float("inf")
-    )
+    if before.shape != after.shape or not before.numel():
+        diff = float("inf")
+    elif not (bool(torch.isfinite(before).all()) and bool(torch.isfinite(after).all())):
+        diff = float("nan")  # equal NaNs are no evidence of equal functions
+    else:
+        diff = float((before - after).abs().max())
     m.train(was_training)
     return ShrinkResult(m, plan, diff)
 
