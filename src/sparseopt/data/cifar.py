@@ -10,7 +10,11 @@ and ``b"labels"`` a list of ints in 0..9.
 Pickle can run arbitrary code, so the batches are read with :class:`RestrictedUnpickler`,
 whose ``find_class`` hands out only the few numpy callables an ndarray needs and refuses
 every other global *before* anything is called. The tar archive itself is also accepted
-(members are read in memory, nothing is extracted).
+(members are read in memory, nothing is extracted). Every problem with a file — a
+refused global, a truncated or corrupt pickle or archive, a wrong layout — raises a
+:class:`ValueError` whose one-line message names the file (refusals and corrupt
+pickles are :class:`CifarFileError`, also a :class:`pickle.UnpicklingError`), so the
+command line reports it as a usage error (exit 2) without a traceback.
 
 Searched: ``data_dir``, ``data_dir/cifar-10-batches-py``,
 ``data_dir/cifar10[/cifar-10-batches-py]``, ``data_dir/cifar-10[/cifar-10-batches-py]``;
@@ -26,6 +30,7 @@ import io
 import os
 import pickle
 import tarfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,6 +53,7 @@ from ._common import (
 )
 
 __all__ = [
+    "CifarFileError",
     "CIFAR10_CLASSES",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -113,7 +119,12 @@ for _prefix in ("numpy.core", "numpy._core"):
     _ALLOWED[(f"{_prefix}.numeric", "_frombuffer")] = _numpy_attr("numeric", "_frombuffer")
 
 
-class _Refused(pickle.UnpicklingError):
+class CifarFileError(pickle.UnpicklingError, ValueError):
+    """A CIFAR-10 file that cannot be read safely: a refused global, a truncated or corrupt
+    pickle or archive. The message is one line and names the file."""
+
+
+class _Refused(CifarFileError):
     """A refusal by :class:`RestrictedUnpickler`; its message already names the source."""
 
 
@@ -146,24 +157,33 @@ class RestrictedUnpickler(pickle.Unpickler):
         resolver = _ALLOWED.get((module, name))
         if resolver is None:
             raise _Refused(
-                f"{self.source}: refusing to load global {module}.{name} "
-                "(only numpy arrays and plain containers are allowed)"
+                f"{self.source}: refused: the pickle asks for global {module}.{name}; a "
+                "CIFAR-10 batch holds only numpy arrays and plain containers, and "
+                "unpickling anything else could run code"
             )
         return resolver()
 
     def persistent_load(self, pid: Any) -> Any:
-        raise _Refused(f"{self.source}: persistent ids are not allowed")
+        raise _Refused(f"{self.source}: refused: the pickle uses persistent ids")
 
 
 def restricted_load(data: bytes | BinaryIO, *, source: str = "<pickle>") -> Any:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler` (Python-2 strings kept as bytes)."""
+    """Unpickle ``data`` with :class:`RestrictedUnpickler` (Python-2 strings kept as bytes).
+
+    Raises:
+        CifarFileError: a refused global or a truncated / corrupt pickle (naming ``source``).
+    """
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     try:
         return RestrictedUnpickler(f, source=source, encoding="bytes").load()
     except _Refused:
         raise
     except Exception as e:  # truncated data, EOFError, bad opcodes...
-        raise pickle.UnpicklingError(f"{source}: cannot unpickle ({type(e).__name__}: {e})") from e
+        detail = " ".join(str(e).split()) or "no detail"
+        raise CifarFileError(
+            f"{source}: not a readable CIFAR-10 batch: truncated or corrupt pickle "
+            f"({type(e).__name__}: {detail})"
+        ) from None
 
 
 def _get(d: dict[Any, Any], key: str, source: str) -> Any:
@@ -177,7 +197,8 @@ def read_cifar_batch(data: bytes | BinaryIO, source: str) -> tuple[np.ndarray, n
     """Parse one CIFAR-10 python batch into ``(images uint8 (N, 3, 32, 32), labels int64)``.
 
     Raises:
-        pickle.UnpicklingError: the pickle references a forbidden global or is corrupt.
+        CifarFileError: the pickle references a forbidden global or is corrupt (also a
+            :class:`pickle.UnpicklingError` and a :class:`ValueError`).
         ValueError: naming ``source``, if the content does not have the CIFAR-10 layout.
     """
     d = restricted_load(data, source=source)
@@ -234,6 +255,14 @@ def _read_from_dir(d: Path) -> tuple[list[tuple[bytes, str]], bytes | None, str]
 
 
 def _read_from_archive(archive: Path) -> tuple[list[tuple[bytes, str]], bytes | None, str]:
+    try:
+        return _read_archive_members(archive)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise CifarFileError(f"{archive}: not a readable CIFAR-10 archive ({detail})") from None
+
+
+def _read_archive_members(archive: Path) -> tuple[list[tuple[bytes, str]], bytes | None, str]:
     parts = []
     with tarfile.open(archive, "r:*") as tar:
 
