@@ -182,13 +182,14 @@ def _train(opt: Any, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s
 
 
 def _state_tensors(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every per-parameter state value, in a fixed order (all of them are tensors)."""
     out = []
     for group in opt.param_groups:
         for p in group["params"]:
             for key in sorted(opt.state[p]):
                 value = opt.state[p][key]
-                if torch.is_tensor(value):
-                    out.append(value)
+                assert torch.is_tensor(value), (key, value)
+                out.append(value)
     return out
 
 

@@ -67,8 +67,8 @@ def test_without_penalty_is_dual_averaging(
             torch.testing.assert_close(p.detach(), expected, **_tol(dtype))
     state = opt.state[params[0]]
     assert torch.equal(state["prox_center"], w0[0])
-    assert state["step"] == 6 and state["lr_sum"] == pytest.approx(3.0)
-    assert state["lr_sq_sum"] == pytest.approx(1.5)
+    assert state["step"] == 6 and float(state["lr_sum"]) == pytest.approx(3.0)
+    assert float(state["lr_sq_sum"]) == pytest.approx(1.5)
     grad_sum = sum(lr * sign * gs[0] for gs in history)  # S = Σ a_k g_k (negated: maximize)
     torch.testing.assert_close(state["grad_sum"], grad_sum, **_tol(dtype))
 
@@ -93,7 +93,7 @@ def test_varying_lr_weights_the_average_and_lr_zero_freezes(foreach: bool) -> No
         torch.testing.assert_close(w.detach(), _soft(w0 - c * avg, c * lam), **_tol(dtype))
         state = opt.state[w]  # the state keeps the weighted sum S = Σ a_k g_k and Σ a_k
         torch.testing.assert_close(state["grad_sum"], avg * a.sum(), **_tol(dtype))
-        assert state["lr_sum"] == pytest.approx(float(a.sum())) and state["step"] == t
+        assert float(state["lr_sum"]) == pytest.approx(float(a.sum())) and state["step"] == t
         if lr == 0.0:
             assert torch.equal(w, before)  # frozen, not pulled back to w0
 
@@ -333,7 +333,8 @@ def test_groups_stepped_together_equal_separate_optimizers(foreach: bool) -> Non
 
 def test_functional_api_and_set_lam() -> None:
     w = torch.tensor([1.0, 0.05])
-    g_sum, w0, sums, sq_sums = torch.zeros(2), w.clone(), [0.0], [0.0]
+    g_sum, w0 = torch.zeros(2), w.clone()
+    sums, sq_sums = [torch.zeros((), dtype=torch.float64)], [torch.zeros((), dtype=torch.float64)]
     rda(
         [w],
         [torch.tensor([1.0, 0.0])],
@@ -347,7 +348,7 @@ def test_functional_api_and_set_lam() -> None:
         penalty="none",
     )
     torch.testing.assert_close(w, torch.tensor([0.5, 0.05]))
-    assert sums == [2.0] and sq_sums == [4.0]
+    assert sums[0].item() == 2.0 and sq_sums[0].item() == 4.0
     torch.testing.assert_close(g_sum, torch.tensor([2.0, 0.0]))  # S = a g
     with pytest.raises(ValueError, match="adaptive"):
         rda(
@@ -377,7 +378,8 @@ def test_functional_api_and_set_lam() -> None:
 
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_state_dict_of_the_grad_avg_format_is_converted(adaptive: bool) -> None:
-    # Earlier versions kept the mean ḡ = S / Σa_k ("grad_avg") and a float32 tensor step.
+    # Earlier versions kept the mean ḡ = S / Σa_k ("grad_avg"), a float32 tensor step and
+    # Python floats for the sums of learning rates.
     dtype = torch.float64
     runs = [_params(dtype), _params(dtype)]
     opts = [RDA(ps, lr=0.5, gamma=2.0, lam=0.2, adaptive=adaptive) for ps in runs]
@@ -388,6 +390,7 @@ def test_state_dict_of_the_grad_avg_format_is_converted(adaptive: bool) -> None:
             opt.step()
     old = copy.deepcopy(opts[0].state_dict())  # state_dict() shares the live state dicts
     for state in old["state"].values():
+        state["lr_sum"], state["lr_sq_sum"] = float(state["lr_sum"]), float(state["lr_sq_sum"])
         state["grad_avg"] = state.pop("grad_sum") / state["lr_sum"]
         state["step"] = torch.tensor(float(state["step"]))
     buf = io.BytesIO()
@@ -396,7 +399,8 @@ def test_state_dict_of_the_grad_avg_format_is_converted(adaptive: bool) -> None:
     twin = RDA(runs[1], lr=0.5, gamma=2.0, lam=0.2, adaptive=adaptive)
     twin.load_state_dict(torch.load(buf, weights_only=True))
     state = twin.state[runs[1][0]]
-    assert "grad_avg" not in state and state["step"] == 3 and isinstance(state["step"], int)
+    assert "grad_avg" not in state and state["step"].dtype == torch.float32 and state["step"] == 3
+    assert state["lr_sum"].dtype == torch.float64 and float(state["lr_sum"]) == 1.5
     for grads in history[3:]:
         for ps, opt in ((runs[0], opts[0]), (runs[1], twin)):
             _set_grads(ps, grads)

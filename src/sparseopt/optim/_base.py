@@ -16,6 +16,12 @@ parameters themselves for the others) without disturbing the training state:
 - :meth:`SparseOptimizer.finalize` — makes the deployable network permanent;
 - :meth:`SparseOptimizer.set_lam` — changes λ, letting methods keep their dual
   variables consistent (used by target-density control).
+
+and the parts of the ``torch.optim`` contract every method shares: a learning rate may
+be a number or a 1-element tensor (:func:`check_lr`, :func:`lr_value`); every
+per-parameter state value is a tensor, ``step`` a float32 0-d CPU tensor, and a state
+dict whose ``step`` is a plain number (an older format ``torch.optim`` still accepts)
+is converted on loading; complex parameters are refused (:func:`check_real`).
 """
 
 from __future__ import annotations
@@ -34,8 +40,12 @@ from sparseopt.penalties import NoPenalty, Penalty, make_penalty
 __all__ = [
     "PENALTY_DEFAULTS",
     "SparseOptimizer",
+    "check_lr",
+    "check_real",
     "group_by_device_dtype",
     "increment_steps_",
+    "lr_value",
+    "new_step",
     "penalty_defaults",
     "resolve_foreach",
 ]
@@ -73,6 +83,75 @@ def penalty_defaults(
     if isinstance(penalty, Penalty):
         out.update(penalty.spec())
     return out
+
+
+def check_lr(lr: Any) -> float | Tensor:
+    """Validate a learning rate: a finite number >= 0, or a 1-element real tensor holding one.
+
+    As in ``torch.optim``, a tensor learning rate (0-d, or of shape ``(1,)``, ``(1, 1)``,
+    ...) is accepted and kept as it is (lr schedulers update it in place); a tensor with
+    more or fewer elements is refused with ``"Tensor lr must be 1-element"``.
+
+    Returns:
+        ``lr`` itself.
+
+    Raises:
+        ValueError: naming the offending value.
+
+    Example:
+        >>> check_lr(torch.tensor([0.1]))
+        tensor([0.1000])
+        >>> check_lr(torch.tensor([0.1, 0.2]))
+        Traceback (most recent call last):
+        ...
+        ValueError: Invalid learning rate value: a tensor of shape (2,); Tensor lr must be 1-element
+    """
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError(
+                f"Invalid learning rate value: a tensor of shape {tuple(lr.shape)}; "
+                "Tensor lr must be 1-element"
+            )
+        if lr.is_complex() or lr.dtype == torch.bool:
+            raise ValueError(
+                f"Invalid learning rate value: {lr!r}; a tensor lr must hold a real number"
+            )
+        check_nonneg("learning rate", lr.item())
+        return lr
+    check_nonneg("learning rate", lr)
+    return lr
+
+
+def lr_value(lr: float | Tensor) -> float:
+    """The learning rate as a Python number (``lr.item()`` for a 1-element tensor).
+
+    Every step reads its tensor learning rate once, as ``torch.optim`` does in eager mode
+    (``param.add_(grad, alpha=-lr)`` with a tensor ``lr`` converts it the same way), so a
+    tensor ``lr`` gives exactly the trajectory of the number it holds.
+    """
+    return lr.item() if isinstance(lr, Tensor) else lr
+
+
+def check_real(optimizer: str, params: Iterable[Tensor]) -> None:
+    """Refuse complex parameters with a ``ValueError`` naming the optimizer and the dtype.
+
+    The penalties are defined on real entries (sign, soft/hard thresholds) and the
+    adaptive methods square gradients entrywise, so a complex parameter has no defined
+    update here. Its real and imaginary parts can be trained as one real parameter of
+    shape ``(..., 2)``, read in ``forward`` through :func:`torch.view_as_complex`.
+    """
+    for p in params:
+        if p.is_complex():
+            raise ValueError(
+                f"Invalid parameter dtype: {p.dtype} (shape {tuple(p.shape)}); {optimizer} "
+                "does not support complex parameters: train the real and imaginary parts as "
+                "a real parameter of shape (..., 2) and use torch.view_as_complex in forward"
+            )
+
+
+def new_step() -> Tensor:
+    """A new step counter: a float32 0-d CPU tensor holding 0 (as ``torch.optim.Adam``'s)."""
+    return torch.zeros((), dtype=torch.float32)
 
 
 def resolve_foreach(foreach: bool | None, tensors: Sequence[Tensor]) -> bool:
@@ -149,8 +228,21 @@ class SparseOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        check_nonneg("learning rate", defaults.get("lr", 0.0))
+        check_lr(defaults.get("lr", 0.0))
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the optimizer (also the last part of :meth:`load_state_dict`).
+
+        A ``step`` that is not a floating-point tensor (a plain ``int`` or ``float``, the
+        older format ``torch.optim`` still accepts, or an integer tensor) becomes the
+        float32 0-d CPU tensor every method keeps, as in ``torch.optim.Adam``.
+        """
+        super().__setstate__(state)
+        for param_state in self.state.values():
+            step = param_state.get("step")
+            if step is not None and not (torch.is_tensor(step) and step.is_floating_point()):
+                param_state["step"] = torch.tensor(float(step), dtype=torch.float32)
 
     # ------------------------------------------------------------------ param groups
 
@@ -158,15 +250,25 @@ class SparseOptimizer(torch.optim.Optimizer):
         """Add a param group, normalising its penalty to plain data and validating it.
 
         Raises:
-            ValueError: invalid penalty name or value, a negative ``lr``, or a group
-                penalty on a parameter it cannot act on (e.g. a 1-D bias).
+            ValueError: invalid penalty name or value, a negative ``lr`` (or a tensor
+                ``lr`` with other than one element), a complex parameter, or a group
+                penalty on a parameter it cannot act on (e.g. a 1-D bias). The optimizer
+                is left as it was.
         """
         pen = param_group.get("penalty", self.defaults.get("penalty"))
         if isinstance(pen, Penalty):
             param_group.update(pen.spec())
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        check_nonneg("learning rate", group["lr"])
+        try:
+            self._check_group(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()  # leave the optimizer as it was
+            raise
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate the group just added and store its canonical penalty spec."""
+        check_real(type(self).__name__, group["params"])
+        check_lr(group["lr"])
         penalty = self.penalty_of(group)
         # store the canonical plain-data spec back (e.g. ints -> floats, defaults filled)
         group.update(penalty.spec())

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg
+from sparseopt.optim._base import check_lr
 
 __all__ = ["batch_key", "check_sgd_hyperparameters", "sgd_direction", "sgd_directions_foreach"]
 
@@ -38,10 +39,11 @@ __all__ = ["batch_key", "check_sgd_hyperparameters", "sgd_direction", "sgd_direc
 def batch_key(penalty: Any, group: dict[str, Any], fields: tuple[str, ...]) -> Any:
     """A dict key telling which param groups one functional call may step together.
 
-    Groups with equal penalty and equal values of ``fields`` get equal keys; a group
-    with an unhashable value gets a key of its own.
+    Groups with equal penalty and equal values of ``fields`` get equal keys (a tensor
+    value, such as a tensor ``lr``, counts by the number it holds); a group with an
+    unhashable value gets a key of its own.
     """
-    key = (penalty, *[group[f] for f in fields])
+    key = (penalty, *[_key_value(group[f]) for f in fields])
     try:
         hash(key)
     except TypeError:
@@ -49,9 +51,13 @@ def batch_key(penalty: Any, group: dict[str, Any], fields: tuple[str, ...]) -> A
     return key
 
 
+def _key_value(value: Any) -> Any:
+    return value.item() if isinstance(value, Tensor) and value.numel() == 1 else value
+
+
 def check_sgd_hyperparameters(group: dict[str, Any]) -> None:
     """Validate the ``torch.optim.SGD`` hyperparameters of a param group (``ValueError``)."""
-    check_nonneg("learning rate", group["lr"])
+    check_lr(group["lr"])
     check_nonneg("momentum", group["momentum"])
     check_nonneg("dampening", group["dampening"])
     check_nonneg("weight_decay", group["weight_decay"])

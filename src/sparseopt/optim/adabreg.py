@@ -18,6 +18,8 @@ from sparseopt.optim._base import (
     SparseOptimizer,
     group_by_device_dtype,
     increment_steps_,
+    lr_value,
+    new_step,
     penalty_defaults,
     resolve_foreach,
 )
@@ -68,8 +70,9 @@ class AdaBreg(SparseOptimizer):
 
     Args:
         params: parameters or param groups; any group may set its own penalty, λ,
-            grouping and hyperparameters.
-        lr: :math:`\tau` (default: 1e-3).
+            grouping and hyperparameters. Real floating-point tensors only: complex
+            parameters raise ``ValueError`` (the penalties act on real entries).
+        lr: :math:`\tau` (default: 1e-3), a number or a 1-element tensor.
         penalty: ``"l1"`` (default), ``"l0"``, ``"tl1"``, ``"group_l1"``,
             ``"group_l0"``, ``"none"``, or a :class:`~sparseopt.penalties.Penalty`.
         lam: λ, the penalty weight (default: 1e-3).
@@ -84,7 +87,8 @@ class AdaBreg(SparseOptimizer):
         maximize: maximize the objective instead of minimizing (default: False).
 
     State (per parameter):
-        ``step``: number of steps taken, a float32 0-d CPU tensor (as in ``torch.optim.Adam``).
+        ``step``: number of steps taken, a float32 0-d CPU tensor (as in ``torch.optim.Adam``;
+        a plain number in a loaded state dict is converted).
         ``exp_avg``: :math:`m`. ``exp_avg_sq``: :math:`s`.
         ``dual``: :math:`v`, for parameters of penalised groups.
 
@@ -171,7 +175,7 @@ class AdaBreg(SparseOptimizer):
             grads.append(p.grad)
             state = self.state[p]
             if len(state) == 0:
-                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["step"] = new_step()
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if penalised:
@@ -253,7 +257,7 @@ def adabreg(
     exp_avg_sqs: list[Tensor],
     state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     beta1: float = 0.9,
     beta2: float = 0.999,
     eps: float = 1e-8,
@@ -267,9 +271,11 @@ def adabreg(
     Updates ``params``, ``duals``, the moments and ``state_steps`` (0-d CPU tensors)
     in place. ``duals`` is unused (may be empty) when the penalty is ``none``: the
     parameters then take Adam steps with learning rate :math:`\tau\delta`. A penalty
-    given by name takes that penalty's default options.
+    given by name takes that penalty's default options. ``lr`` may be a 1-element
+    tensor (read once).
     """
     penalty = make_penalty(penalty)
+    lr = lr_value(lr)
     if foreach is None:
         foreach = resolve_foreach(None, params)
     func = _multi_tensor_adabreg if foreach else _single_tensor_adabreg

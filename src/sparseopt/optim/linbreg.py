@@ -17,6 +17,7 @@ from sparseopt._validation import check_positive, check_unit_interval
 from sparseopt.optim._base import (
     SparseOptimizer,
     group_by_device_dtype,
+    lr_value,
     penalty_defaults,
     resolve_foreach,
 )
@@ -71,10 +72,11 @@ class LinBreg(SparseOptimizer):
 
     Args:
         params: parameters or param groups; any group may set its own penalty, λ,
-            grouping and hyperparameters.
-        lr: :math:`\tau`, the step on the dual (default: 0.1). The primal step size
-            is :math:`\tau\delta`; stability of the dense limit needs
-            :math:`\tau\delta < 2/L`.
+            grouping and hyperparameters. Real floating-point tensors only: complex
+            parameters raise ``ValueError`` (the penalties act on real entries).
+        lr: :math:`\tau`, the step on the dual (default: 0.1), a number or a 1-element
+            tensor. The primal step size is :math:`\tau\delta`; stability of the dense
+            limit needs :math:`\tau\delta < 2/L`.
         penalty: ``"l1"`` (default), ``"l0"``, ``"tl1"``, ``"group_l1"``,
             ``"group_l0"``, ``"none"``, or a :class:`~sparseopt.penalties.Penalty`.
         lam: λ, the penalty weight (default: 1e-3).
@@ -244,7 +246,7 @@ def linbreg(
     duals: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
     *,
-    lr: float,
+    lr: float | Tensor,
     delta: float = 1.0,
     momentum: float = 0.0,
     penalty: Penalty | str | None = None,
@@ -258,9 +260,10 @@ def linbreg(
     plain SGD steps with rate :math:`\tau\delta`. ``momentum_buffer_list`` is
     ignored when ``momentum == 0``; otherwise its ``None`` entries are filled with new
     buffers (the first gradient), as in ``torch.optim.SGD``. A penalty given by name
-    takes that penalty's default options.
+    takes that penalty's default options. ``lr`` may be a 1-element tensor (read once).
     """
     penalty = make_penalty(penalty)
+    lr = lr_value(lr)
     if foreach is None:
         foreach = resolve_foreach(None, params)
     func = _multi_tensor_linbreg if foreach else _single_tensor_linbreg

@@ -26,6 +26,8 @@ from sparseopt.optim._base import (
     SparseOptimizer,
     group_by_device_dtype,
     increment_steps_,
+    lr_value,
+    new_step,
     penalty_defaults,
     resolve_foreach,
 )
@@ -84,8 +86,10 @@ class ProxSGD(SparseOptimizer):
     ``foreach`` paths use the same kernels and agree bit for bit.
 
     Args:
-        params: parameters or param groups (see :func:`sparseopt.param_groups`).
-        lr: :math:`\tau` (default 0.1).
+        params: parameters or param groups (see :func:`sparseopt.param_groups`). Real
+            floating-point tensors only: complex parameters raise ``ValueError`` (the
+            penalties act on real entries).
+        lr: :math:`\tau` (default 0.1), a number or a 1-element tensor.
         penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default ``"l1"``).
         lam: λ (default 1e-3).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
@@ -100,7 +104,8 @@ class ProxSGD(SparseOptimizer):
         maximize: maximize the objective instead of minimizing it.
 
     State (per parameter):
-        - ``step``: float32 0-d CPU tensor, the number of steps taken;
+        - ``step``: float32 0-d CPU tensor, the number of steps taken (a plain number
+          in a loaded state dict is converted, as in ``torch.optim.Adam``);
         - ``momentum_buffer``: the SGD momentum buffer (only when ``momentum != 0``),
           exactly as in ``torch.optim.SGD``.
 
@@ -182,7 +187,7 @@ class ProxSGD(SparseOptimizer):
                 raise RuntimeError("ProxSGD does not support sparse gradients")
             state = self.state[p]
             if len(state) == 0:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["step"] = new_step()
             state_steps.append(state["step"])
             params.append(p)
             grads.append(grad)
@@ -247,7 +252,7 @@ def proxsgd(
     momentum_buffer_list: list[Tensor | None],
     state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     momentum: float = 0.0,
     dampening: float = 0.0,
     nesterov: bool = False,
@@ -263,7 +268,7 @@ def proxsgd(
     not zero and ``dampening == 0``, see :class:`ProxSGD`) and ``None`` entries of
     ``momentum_buffer_list`` are replaced by new ones.
     ``penalty`` is a :class:`~sparseopt.penalties.Penalty` (λ included) or a name
-    (then with that penalty's default λ).
+    (then with that penalty's default λ). ``lr`` may be a 1-element tensor (read once).
 
     Example:
         >>> p = torch.tensor([1.0, 0.1])
@@ -273,6 +278,7 @@ def proxsgd(
         tensor([0.4000, 0.0000])
     """
     penalty = make_penalty(penalty)
+    lr = lr_value(lr)
     if len(params) == 0:
         return
     if resolve_foreach(foreach, params):

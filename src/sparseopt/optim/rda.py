@@ -33,11 +33,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparseopt._validation import check_nonneg, check_positive
+from sparseopt._validation import check_positive
 from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
+    check_lr,
     group_by_device_dtype,
+    increment_steps_,
+    lr_value,
+    new_step,
     penalty_defaults,
     resolve_foreach,
 )
@@ -52,6 +56,14 @@ _ADAPTIVE_PENALTIES = (NoPenalty, L1, L0)
 #: The param-group fields (besides the penalty) that one functional call must share.
 _BATCH_FIELDS = ("lr", "gamma", "adaptive", "eps", "maximize", "foreach")
 
+#: The running sums of learning rates, kept as float64 0-d CPU tensors.
+_SUM_KEYS = ("lr_sum", "lr_sq_sum")
+
+
+def _as_sum(value: Any) -> Tensor:
+    """A running sum as the float64 0-d CPU tensor RDA keeps (from a number or a tensor)."""
+    return torch.as_tensor(value, dtype=torch.float64, device="cpu").reshape(()).clone()
+
 
 @dataclass(slots=True)
 class _Batch:
@@ -64,9 +76,9 @@ class _Batch:
     grad_sums: list[Tensor] = field(default_factory=list)
     prox_centers: list[Tensor] = field(default_factory=list)
     sum_sqs: list[Tensor] = field(default_factory=list)
-    lr_sums: list[float] = field(default_factory=list)
-    lr_sq_sums: list[float] = field(default_factory=list)
-    states: list[dict[str, Any]] = field(default_factory=list)
+    lr_sums: list[Tensor] = field(default_factory=list)
+    lr_sq_sums: list[Tensor] = field(default_factory=list)
+    steps: list[Tensor] = field(default_factory=list)
 
 
 class RDA(SparseOptimizer):
@@ -126,9 +138,11 @@ class RDA(SparseOptimizer):
     step: change ``prox_center`` (or the gradient sum) to make them stick.
 
     Args:
-        params: parameters or param groups (see :func:`sparseopt.param_groups`).
-        lr: :math:`a` (default 1.0): only ``lr / gamma`` matters while it is constant;
-            see above for schedules.
+        params: parameters or param groups (see :func:`sparseopt.param_groups`). Real
+            floating-point tensors only: complex parameters raise ``ValueError`` (the
+            penalties act on real entries).
+        lr: :math:`a` (default 1.0), a number or a 1-element tensor: only
+            ``lr / gamma`` matters while it is constant; see above for schedules.
         penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default ``"l1"``).
         lam: λ (default 1e-3).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
@@ -146,16 +160,19 @@ class RDA(SparseOptimizer):
         maximize: maximize the objective instead of minimizing it.
 
     State (per parameter):
-        - ``step``: Python int, :math:`t`, the number of steps taken;
-        - ``lr_sum``: Python float, :math:`A_t = \sum_{k\le t} a_k`;
-        - ``lr_sq_sum``: Python float, :math:`\sum_{k\le t} a_k^2`;
+        - ``step``: float32 0-d CPU tensor, :math:`t`, the number of steps taken;
+        - ``lr_sum``: float64 0-d CPU tensor, :math:`A_t = \sum_{k\le t} a_k`;
+        - ``lr_sq_sum``: float64 0-d CPU tensor, :math:`\sum_{k\le t} a_k^2`;
         - ``grad_sum``: :math:`S_t = \sum_{k\le t} a_k g_k` (with ``maximize``, of the
           negated gradients), so that :math:`\bar g_t = S_t / A_t`;
         - ``prox_center``: :math:`w_0`;
         - ``sum_sq``: :math:`s_t` (only with ``adaptive=True``).
 
-    State dicts of earlier versions (``grad_avg`` :math:`= \bar g_t` and a tensor
-    ``step``) are converted on loading.
+    The two sums stay float64 on the CPU whatever the parameters' dtype and device
+    (in float32 a sum of 10⁵ steps of 0.1 would drift by percents), also through
+    :meth:`load_state_dict`. State dicts of earlier versions (``grad_avg``
+    :math:`= \bar g_t`; a plain-number ``step``, ``lr_sum`` and ``lr_sq_sum``) are
+    converted on loading.
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, 0.05, -0.5]))
@@ -212,13 +229,34 @@ class RDA(SparseOptimizer):
         for param_state in self.state.values():  # state of earlier versions
             if "grad_avg" in param_state:
                 grad_avg = param_state.pop("grad_avg")
-                param_state["grad_sum"] = grad_avg.mul(param_state["lr_sum"])
-            if torch.is_tensor(param_state.get("step")):
-                param_state["step"] = int(param_state["step"].item())
+                param_state["grad_sum"] = grad_avg.mul(float(param_state["lr_sum"]))
+            for key in _SUM_KEYS:
+                value = param_state.get(key)
+                if value is not None and not (
+                    torch.is_tensor(value) and value.dtype == torch.float64 and value.is_cpu
+                ):
+                    param_state[key] = _as_sum(value)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict (see :meth:`torch.optim.Optimizer.load_state_dict`).
+
+        ``torch.optim`` casts every state tensor but ``step`` to its parameter's dtype
+        and device; the running sums ``lr_sum`` and ``lr_sq_sum`` are then set back
+        to their exact values from ``state_dict``, as float64 0-d CPU tensors.
+        """
+        saved = {
+            pid: {k: s[k] for k in _SUM_KEYS if k in s} for pid, s in state_dict["state"].items()
+        }
+        super().load_state_dict(state_dict)
+        ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for pid, p in zip(ids, params, strict=True):
+            for key, value in saved.get(pid, {}).items():
+                self.state[p][key] = _as_sum(value)
 
     @staticmethod
     def _check_hyperparameters(group: dict[str, Any]) -> None:
-        check_nonneg("learning rate", group["lr"])
+        check_lr(group["lr"])
         check_positive("gamma", group["gamma"])
         check_positive("eps", group["eps"])
         if not isinstance(group["adaptive"], bool):
@@ -245,9 +283,9 @@ class RDA(SparseOptimizer):
         grad_sums: list[Tensor],
         prox_centers: list[Tensor],
         sum_sqs: list[Tensor],
-        lr_sums: list[float],
-        lr_sq_sums: list[float],
-        states: list[dict[str, Any]],
+        lr_sums: list[Tensor],
+        lr_sq_sums: list[Tensor],
+        state_steps: list[Tensor],
     ) -> None:
         adaptive = group["adaptive"]
         for p in group["params"]:
@@ -258,23 +296,22 @@ class RDA(SparseOptimizer):
                 raise RuntimeError("RDA does not support sparse gradients")
             state = self.state[p]
             if len(state) == 0:
-                state["step"] = 0
-                state["lr_sum"] = 0.0
-                state["lr_sq_sum"] = 0.0
+                state["step"] = new_step()
+                state["lr_sum"] = _as_sum(0.0)
+                state["lr_sq_sum"] = _as_sum(0.0)
                 state["grad_sum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["prox_center"] = p.detach().clone(memory_format=torch.preserve_format)
             if adaptive:
                 if "sum_sq" not in state:
                     state["sum_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 sum_sqs.append(state["sum_sq"])
-            state["step"] += 1  # a plain int: no tensor op per step for a counter
+            state_steps.append(state["step"])
             params.append(p)
             grads.append(grad)
             grad_sums.append(state["grad_sum"])
             prox_centers.append(state["prox_center"])
             lr_sums.append(state["lr_sum"])
             lr_sq_sums.append(state["lr_sq_sum"])
-            states.append(state)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -303,12 +340,13 @@ class RDA(SparseOptimizer):
                 batch.sum_sqs,
                 batch.lr_sums,
                 batch.lr_sq_sums,
-                batch.states,
+                batch.steps,
             )
         for batch in batches.values():
             if not batch.params:
                 continue
             group = batch.group
+            increment_steps_(batch.steps)
             rda(
                 batch.params,
                 batch.grads,
@@ -325,11 +363,6 @@ class RDA(SparseOptimizer):
                 penalty=batch.penalty,
                 foreach=group["foreach"],
             )
-            for state, lr_sum, lr_sq_sum in zip(
-                batch.states, batch.lr_sums, batch.lr_sq_sums, strict=True
-            ):
-                state["lr_sum"] = lr_sum
-                state["lr_sq_sum"] = lr_sq_sum
         return loss
 
     def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
@@ -345,10 +378,10 @@ def rda(
     grad_sums: list[Tensor],
     prox_centers: list[Tensor],
     sum_sqs: list[Tensor],
-    lr_sums: list[float],
-    lr_sq_sums: list[float],
+    lr_sums: list[Tensor],
+    lr_sq_sums: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     gamma: float,
     adaptive: bool = False,
     eps: float = 1e-10,
@@ -358,25 +391,29 @@ def rda(
 ) -> None:
     r"""Functional RDA step; see :class:`RDA` for the algorithm.
 
-    Replaces the entries of ``lr_sums`` and ``lr_sq_sums`` (floats, :math:`A = \sum a_k`
-    and :math:`\sum a_k^2`) by their values after this step; updates ``grad_sums``
-    (:math:`S = \sum a_k g_k`) and, when ``adaptive``, ``sum_sqs`` (:math:`s_t`; pass
-    an empty list otherwise) in place, and writes :math:`w_{t+1}` into ``params``.
-    ``prox_centers`` (:math:`w_0`) are only read. (The step counter is the caller's.)
+    Adds ``lr`` to every entry of ``lr_sums`` and ``lr**2`` to every entry of
+    ``lr_sq_sums`` (0-d tensors, float64 for exact running sums: :math:`A = \sum a_k`
+    and :math:`\sum a_k^2`); updates ``grad_sums`` (:math:`S = \sum a_k g_k`) and, when
+    ``adaptive``, ``sum_sqs`` (:math:`s_t`; pass an empty list otherwise) in place, and
+    writes :math:`w_{t+1}` into ``params``. ``prox_centers`` (:math:`w_0`) are only
+    read. ``lr`` may be a 1-element tensor (read once). (The step counter is the
+    caller's.)
 
     Example:
         >>> w = torch.tensor([1.0, 0.05])
-        >>> g_sum, w0, sums, sq_sums = torch.zeros(2), w.clone(), [0.0], [0.0]
+        >>> g_sum, w0 = torch.zeros(2), w.clone()
+        >>> sums, sq_sums = [torch.zeros((), dtype=torch.float64)], [torch.zeros((), dtype=torch.float64)]
         >>> pen = make_penalty("l1", lam=0.1)
         >>> for g in ([1.0, 0.0], [0.0, 0.0]):  # w2 = soft(w0 - sqrt(2)/2 * mean g, ...)
         ...     rda([w], [torch.tensor(g)], [g_sum], [w0], [], sums, sq_sums,
         ...         lr=1.0, gamma=2.0, penalty=pen)
         >>> sums, g_sum
-        ([2.0], tensor([1., 0.]))
+        ([tensor(2., dtype=torch.float64)], tensor([1., 0.]))
         >>> w
         tensor([0.5757, 0.0000])
     """
     penalty = make_penalty(penalty)
+    lr = lr_value(lr)
     if len(params) == 0:
         return
     if adaptive:
@@ -389,6 +426,16 @@ def rda(
             raise ValueError(
                 f"rda(adaptive=True): got {len(sum_sqs)} sum_sqs for {len(params)} parameters"
             )
+    if len(lr_sums) != len(params) or len(lr_sq_sums) != len(params):
+        raise ValueError(
+            f"rda: got {len(lr_sums)} lr_sums and {len(lr_sq_sums)} lr_sq_sums for "
+            f"{len(params)} parameters"
+        )
+    # The running sums, updated in one call each and read back in one: A_t and Σ a_k².
+    n = len(params)
+    torch._foreach_add_(lr_sums, lr)
+    torch._foreach_add_(lr_sq_sums, lr * lr)
+    values = torch.stack([*lr_sums, *lr_sq_sums]).tolist()
     if resolve_foreach(foreach, params):
         func = _multi_tensor_rda
     else:
@@ -399,8 +446,8 @@ def rda(
         grad_sums,
         prox_centers,
         sum_sqs,
-        lr_sums,
-        lr_sq_sums,
+        values[:n],
+        values[n:],
         lr=lr,
         gamma=gamma,
         adaptive=adaptive,
@@ -455,10 +502,10 @@ def _single_tensor_rda(
     maximize: bool,
     penalty: Penalty,
 ) -> None:
+    r"""``lr_sums`` and ``lr_sq_sums``: :math:`A_t` and :math:`\sum a_k^2` after this step (floats)."""
     weight = -lr if maximize else lr
     for i, w in enumerate(params):
-        lr_sums[i] = lr_sum = lr_sums[i] + lr
-        lr_sq_sums[i] = lr_sq_sum = lr_sq_sums[i] + lr * lr
+        lr_sum, lr_sq_sum = lr_sums[i], lr_sq_sums[i]
         g, grad_sum, w0 = grads[i], grad_sums[i], prox_centers[i]
         grad_sum.add_(g, alpha=weight)
         if adaptive:
@@ -491,10 +538,8 @@ def _multi_tensor_rda(
     maximize: bool,
     penalty: Penalty,
 ) -> None:
+    r"""``lr_sums`` and ``lr_sq_sums``: :math:`A_t` and :math:`\sum a_k^2` after this step (floats)."""
     n, lr_sq = len(params), lr * lr
-    for i in range(n):
-        lr_sums[i] += lr
-        lr_sq_sums[i] += lr_sq
     # Parameters skipped in some steps (no grad) have their own running sums: bucket by
     # them (and by device and dtype). Usually all sums agree: one bucket per device/dtype.
     # (without ``adaptive`` there are no sum_sqs: ``params`` fills their place, unused)

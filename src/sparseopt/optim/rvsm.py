@@ -36,6 +36,8 @@ from sparseopt.optim._base import (
     SparseOptimizer,
     group_by_device_dtype,
     increment_steps_,
+    lr_value,
+    new_step,
     penalty_defaults,
     resolve_foreach,
 )
@@ -89,8 +91,11 @@ class RVSM(SparseOptimizer):
     network, so we define :math:`u = w` instead: β = 0 switches the splitting off.
 
     Args:
-        params: parameters or param groups (see :func:`sparseopt.param_groups`).
-        lr: :math:`\tau` (default 0.1, the original's initial rate).
+        params: parameters or param groups (see :func:`sparseopt.param_groups`). Real
+            floating-point tensors only: complex parameters raise ``ValueError`` (the
+            penalties act on real entries).
+        lr: :math:`\tau` (default 0.1, the original's initial rate), a number or a
+            1-element tensor.
         penalty: :math:`P`, a name or :class:`~sparseopt.penalties.Penalty`: ``"l0"``,
             ``"l1"`` (default, as every sparseopt optimizer), ``"tl1"``, ``"group_l0"``,
             ``"group_l1"``.
@@ -115,7 +120,8 @@ class RVSM(SparseOptimizer):
         maximize: maximize the objective instead of minimizing it.
 
     State (per parameter):
-        - ``step``: float32 0-d CPU tensor, the number of steps taken;
+        - ``step``: float32 0-d CPU tensor, the number of steps taken (a plain number
+          in a loaded state dict is converted, as in ``torch.optim.Adam``);
         - ``u``: the sparse variable :math:`u` (penalised parameters only);
         - ``momentum_buffer``: the SGD momentum buffer (only when ``momentum != 0``).
 
@@ -209,7 +215,7 @@ class RVSM(SparseOptimizer):
                 raise RuntimeError("RVSM does not support sparse gradients")
             state = self.state[p]
             if len(state) == 0:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["step"] = new_step()
             state_steps.append(state["step"])
             if coupled and "u" not in state:
                 state["u"] = _u_of_w(p.detach(), penalty, group["beta"])
@@ -327,7 +333,7 @@ def rvsm(
     us: list[Tensor],
     state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     beta: float,
     momentum: float = 0.0,
     dampening: float = 0.0,
@@ -343,7 +349,8 @@ def rvsm(
     :math:`u_t`, e.g. :math:`\operatorname{prox}_{(1/\beta)P}(w_0)` at the first step)
     in place; when ``momentum != 0`` the buffers are updated in place and ``None``
     entries of ``momentum_buffer_list`` are replaced by new ones. Pass an empty ``us``
-    for parameters without a penalty (then the step is SGD).
+    for parameters without a penalty (then the step is SGD). ``lr`` may be a 1-element
+    tensor (read once).
 
     Example:
         >>> w = torch.tensor([1.0, 0.05])
@@ -355,6 +362,7 @@ def rvsm(
         (tensor([0.9500, 0.0250]), tensor([0.8500, 0.0000]))
     """
     penalty = make_penalty(penalty)
+    lr = lr_value(lr)
     if len(params) == 0:
         return
     if us and len(us) != len(params):

@@ -30,7 +30,11 @@ from sparseopt._validation import check_nonneg, check_positive
 from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
+    check_lr,
     group_by_device_dtype,
+    increment_steps_,
+    lr_value,
+    new_step,
     penalty_defaults,
     resolve_foreach,
 )
@@ -74,9 +78,12 @@ class SplitLBI(SparseOptimizer):
     penalties) or :math:`\Gamma` itself (``deploy="gamma"``).
 
     Args:
-        params: parameters or param groups (see :func:`sparseopt.param_groups`).
+        params: parameters or param groups (see :func:`sparseopt.param_groups`). Real
+            floating-point tensors only: complex parameters raise ``ValueError`` (the
+            penalties act on real entries).
         lr: :math:`\alpha` (default 0.1, the DessiLBI CIFAR scripts' value; the
-            original makes it required). The weights move with rate :math:`\kappa\alpha`.
+            original makes it required), a number or a 1-element tensor. The weights
+            move with rate :math:`\kappa\alpha`.
         penalty: penalty name or :class:`~sparseopt.penalties.Penalty` acting on
             :math:`\Gamma` (default ``"l1"``).
         lam: λ (default 1.0, the DessiLBI convention: the original's prox is the
@@ -101,7 +108,9 @@ class SplitLBI(SparseOptimizer):
         maximize: maximize the objective instead of minimizing it.
 
     State (per parameter):
-        - ``step``: ``int``, number of steps this parameter has taken;
+        - ``step``: float32 0-d CPU tensor, the number of steps this parameter has
+          taken (the plain ``int`` of earlier versions, or any plain number, in a
+          loaded state dict is converted);
         - ``gamma``: :math:`\Gamma` (penalised parameters only);
         - ``dual``: :math:`V` (penalised parameters only);
         - ``momentum_buffer``: the SGD momentum buffer (only when ``momentum != 0``).
@@ -177,7 +186,7 @@ class SplitLBI(SparseOptimizer):
 
     @staticmethod
     def _check_hyperparameters(group: dict[str, Any]) -> None:
-        check_nonneg("learning rate", group["lr"])
+        check_lr(group["lr"])
         check_positive("kappa", group["kappa"])
         check_positive("nu", group["nu"])
         check_nonneg("momentum", group["momentum"])
@@ -208,6 +217,7 @@ class SplitLBI(SparseOptimizer):
         momentum_buffer_list: list[Tensor | None],
         gammas: list[Tensor],
         duals: list[Tensor],
+        state_steps: list[Tensor],
     ) -> None:
         for p in group["params"]:
             if p.grad is None:
@@ -216,12 +226,12 @@ class SplitLBI(SparseOptimizer):
                 raise RuntimeError("SplitLBI does not support sparse gradients")
             state = self.state[p]
             if len(state) == 0:
-                state["step"] = 0
+                state["step"] = new_step()
             if coupled and "dual" not in state:
                 # Γ = V = 0: the structure starts from the empty support.
                 state["gamma"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["dual"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] += 1  # a plain int: no tensor op per step for a counter
+            state_steps.append(state["step"])
             params.append(p)
             grads.append(p.grad)
             momentum_buffer_list.append(state.get("momentum_buffer"))
@@ -245,9 +255,13 @@ class SplitLBI(SparseOptimizer):
             momentum_buffer_list: list[Tensor | None] = []
             gammas: list[Tensor] = []
             duals: list[Tensor] = []
-            self._init_group(group, coupled, params, grads, momentum_buffer_list, gammas, duals)
+            state_steps: list[Tensor] = []
+            self._init_group(
+                group, coupled, params, grads, momentum_buffer_list, gammas, duals, state_steps
+            )
             if not params:
                 continue
+            increment_steps_(state_steps)
             splitlbi(
                 params,
                 grads,
@@ -349,7 +363,7 @@ def splitlbi(
     gammas: list[Tensor],
     duals: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     kappa: float,
     nu: float,
     momentum: float,
@@ -366,9 +380,11 @@ def splitlbi(
     ``None`` entries of ``momentum_buffer_list`` are replaced by new buffers (when
     ``momentum != 0``). With penalty ``none`` the step is SGD with rate ``kappa * lr``
     and ``gammas``/``duals`` are ignored (pass empty lists). ``foreach=None`` picks the
-    multi-tensor implementation for dense tensors (:func:`resolve_foreach`).
+    multi-tensor implementation for dense tensors (:func:`resolve_foreach`). ``lr`` may be
+    a 1-element tensor (read once). (The step counters are the caller's.)
     """
     penalty = make_penalty(penalty)
+    lr = lr_value(lr)
     coupled = not isinstance(penalty, NoPenalty)
     if coupled and not (len(gammas) == len(duals) == len(params)):
         raise ValueError(
