@@ -402,7 +402,7 @@ def rda(
     Example:
         >>> w = torch.tensor([1.0, 0.05])
         >>> g_sum, w0 = torch.zeros(2), w.clone()
-        >>> sums, sq_sums = [torch.zeros((), dtype=torch.float64)], [torch.zeros((), dtype=torch.float64)]
+        >>> sums, sq_sums = ([torch.zeros((), dtype=torch.float64)] for _ in range(2))
         >>> pen = make_penalty("l1", lam=0.1)
         >>> for g in ([1.0, 0.0], [0.0, 0.0]):  # w2 = soft(w0 - sqrt(2)/2 * mean g, ...)
         ...     rda([w], [torch.tensor(g)], [g_sum], [w0], [], sums, sq_sums,
