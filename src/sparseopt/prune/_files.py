@@ -43,7 +43,10 @@ def atomic_write(target: str | os.PathLike[str], write: Callable[[Path], Any]) -
         'hi'
     """
     target = Path(target)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # keep the suffix: some writers look at it (torch.export.save wants ".pt2")
+    fd, name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:
@@ -56,25 +59,28 @@ def atomic_write(target: str | os.PathLike[str], write: Callable[[Path], Any]) -
 
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
-def _reason(err: BaseException) -> str:
-    """One clause saying why ``torch.load(weights_only=True)`` failed (no unsafe hints)."""
+def _reason(err: BaseException, head: bytes) -> str:
+    """One clause saying why ``torch.load(weights_only=True)`` failed (no unsafe hints).
+
+    ``head`` is the start of the file: PyTorch files are zip archives since 1.6.
+    """
     text = str(err)
     if isinstance(err, pickle.UnpicklingError):
         found = _GLOBAL.search(text)
-        what = f" ({found.group(1)})" if found else ""
-        return (
-            f"refused: it contains a pickled Python object{what} besides tensors and plain "
-            "data, and unpickling that could run arbitrary code"
-        )
+        if found or "global" in text.lower():
+            what = f" ({found.group(1)})" if found else ""
+            return (
+                f"refused: it contains a pickled Python object{what} besides tensors and "
+                "plain data, and unpickling that could run arbitrary code"
+            )
+    if head.startswith(_ZIP_MAGIC):
+        return "a PyTorch (zip) file that is truncated or corrupt"
     if isinstance(err, EOFError):
-        return "the file is empty or cut short"
-    if "zip archive" in text or "central directory" in text:
-        return "not a complete PyTorch file (the zip archive is truncated or corrupt)"
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    first = first.split(". ")[0]
-    return f"not a PyTorch file ({type(err).__name__}{': ' + first if first else ''})"
+        return "not a PyTorch file (it ends before its first record)"
+    return "not a PyTorch file (neither a zip archive nor a tensor pickle)"
 
 
 def load_tensor_file(path: str | os.PathLike[str], what: str) -> Any:
@@ -100,7 +106,9 @@ def load_tensor_file(path: str | os.PathLike[str], what: str) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"cannot load {what} {p}: {_reason(err)}") from None
+        with open(p, "rb") as f:
+            head = f.read(4)
+        raise ValueError(f"cannot load {what} {p}: {_reason(err, head)}") from None
 
 
 def non_finite(tensors: nn.Module | Mapping[str, Any]) -> list[str]:

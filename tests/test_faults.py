@@ -1,0 +1,449 @@
+"""Fault injection for ``sparseopt path`` / ``sparseopt prune`` and the CIFAR-10 reader.
+
+One test per finding of issue 12 ("never lose or silently replace a user's work") that
+these commands own. Every failing call must end with the documented exit status and
+one line on stderr (no traceback), and leave every file that existed before it
+byte-identical. One tiny training run (digits MLP with a group penalty) is shared by
+the module; every test works on its own copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sparseopt.cli import main
+
+TRAIN = ["--epochs", "1", "--limit-batches", "2", "--no-plots", "--no-tensorboard", "--quiet"]
+FAST = ["--no-latency", "--no-export"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class _Evil:
+    """A pickle payload that would create ``target`` if it were ever unpickled."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.target}",))
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under ``root``."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    """The single stderr line of a failed command (asserts there is exactly one)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("sparseopt "), err
+    return lines[0]
+
+
+def refused(capsys: pytest.CaptureFixture[str], root: Path, code: int, *argv: str) -> str:
+    """Run a command that must fail with ``code``; nothing under ``root`` may change."""
+    before = snapshot(root)
+    got, _, err = run(capsys, *argv)
+    assert got == code, err
+    assert snapshot(root) == before
+    return one_line(err)
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 1-epoch digits run with a group penalty (path recorded, epoch kept)."""
+    out = tmp_path_factory.mktemp("faults") / "run"
+    code = main(
+        ["train", *TRAIN, "--penalty", "group_l1", "--groups", "filter",
+         "--keep-checkpoints", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def run_dir(base_run: Path, tmp_path: Path) -> Iterator[Path]:
+    """A private copy of the shared run."""
+    d = tmp_path / "run"
+    shutil.copytree(base_run, d)
+    yield d
+
+
+# ----------------------------------------------------------------------------- item 1
+
+
+def test_01_non_finite_network_is_never_written(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    msg = refused(
+        capsys, run_dir, 3, "prune", run_dir, "--finetune-epochs", "1", "--lr", "1e6", *FAST
+    )
+    assert "NaN/Inf" in msg and "nothing was written" in msg and "--lr 1e+06" in msg
+    msg = refused(capsys, run_dir, 2, "prune", run_dir, "--lr", "nan", *FAST)
+    assert "--lr" in msg and "finite" in msg
+    # a sparse model that is already NaN is refused before anything is written
+    state = torch.load(run_dir / "model_sparse.pt", weights_only=True)
+    state["fc1.weight"][0, 0] = float("nan")
+    torch.save(state, run_dir / "model_sparse.pt")
+    msg = refused(capsys, run_dir, 3, "prune", run_dir, *FAST)
+    assert "fc1.weight" in msg and "NaN/Inf" in msg
+
+
+def test_01_output_check_fails_on_nan() -> None:
+    from sparseopt.prune import shrink
+
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    with torch.no_grad():
+        net[0].weight[:3] = 0
+        net[2].bias.fill_(float("nan"))
+    res = shrink(net, torch.randn(2, 4))
+    assert not res.max_abs_diff <= 1e-5  # NaN never passes "outputs equal"
+
+
+# ----------------------------------------------------------------------------- item 3
+
+
+def test_03_prune_never_replaces_an_earlier_output(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "prune", run_dir, *FAST)
+    assert code == 0, err
+    first = snapshot(run_dir)
+    code, out, err = run(capsys, "prune", run_dir, "--epoch", "1", *FAST)
+    assert code == 0, err
+    assert "pruned-2" in err and "--overwrite" in err  # says where it went instead
+    assert (run_dir / "pruned-2" / "report.json").is_file()
+    after = snapshot(run_dir)
+    assert {k: after[k] for k in first} == first
+    msg = refused(capsys, run_dir, 2, "prune", run_dir, "--out", run_dir / "pruned", *FAST)
+    assert "--overwrite" in msg and "report.json" in msg
+    code, _, err = run(capsys, "prune", run_dir, "--out", run_dir / "pruned", "--overwrite", *FAST)
+    assert code == 0, err
+    # `path`: the default PNG gets a fresh name, an existing --out is refused
+    assert run(capsys, "path", run_dir)[0] == 0
+    png = (run_dir / "path.png").read_bytes()
+    code, out, err = run(capsys, "path", run_dir, "--epoch", "1")
+    assert code == 0 and "path-2.png" in out
+    assert (run_dir / "path.png").read_bytes() == png
+    msg = refused(capsys, run_dir, 2, "path", run_dir, "--out", run_dir / "path.png")
+    assert "--overwrite" in msg
+
+
+# ----------------------------------------------------------------------------- item 6
+
+
+def test_06_one_density_definition(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sparseopt.path import load_path
+
+    history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    path = load_path(run_dir)
+    assert len(path) == len(history)
+    for h, p, wd, pd in zip(history, path.points, path.density, path.param_density, strict=True):
+        assert p["epoch"] == h["epoch"]
+        assert wd == pytest.approx(h["weight_density"], abs=1e-12)  # train's weight density
+        assert pd == pytest.approx(h["density"], abs=1e-12)  # train's all-parameter density
+    code, out, err = run(capsys, "path", run_dir, "--target-density", "1e-6", "--json")
+    assert code == 0, err
+    sel = json.loads(out)["selection"]
+    assert sel["density"] > 1e-6 and "above the target" in sel["note"]
+    code, out, _ = run(capsys, "path", run_dir, "--target-density", "1e-6", "--overwrite")
+    assert code == 0 and "weight density" in out and "above the target" in out
+    assert "all parameters" in out
+
+
+# ----------------------------------------------------------------------------- item 7
+
+
+def test_07_exported_program_has_a_dynamic_batch(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparseopt.config import TrainConfig, load_config_file
+    from sparseopt.models import build_model
+
+    code, _, err = run(capsys, "prune", run_dir, "--no-latency")
+    assert code == 0, err
+    program = torch.export.load(run_dir / "pruned" / "shrunk.pt2").module()
+    cfg = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"))
+    eager = build_model(cfg.model, (1, 8, 8), 10, **cfg.model_options)
+    eager.load_state_dict(torch.load(run_dir / "pruned" / "masked_state_dict.pt"))
+    eager.eval()
+    for batch in (1, 7, 256):
+        x = torch.randn(batch, 1, 8, 8)
+        torch.testing.assert_close(program(x), eager(x), atol=1e-5, rtol=1e-5)
+
+
+def test_07_save_artifacts_exports_any_batch_size(tmp_path: Path) -> None:
+    from sparseopt.prune import save_artifacts, shrink
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 36, 3)
+    )
+    with torch.no_grad():
+        net[0].weight[:4] = 0
+    net.eval()
+    small = shrink(net, torch.randn(2, 1, 8, 8)).model.eval()
+    paths = save_artifacts(small, torch.randn(1, 1, 8, 8), tmp_path)
+    program = torch.export.load(paths["export"]).module()
+    for batch in (1, 7, 256):
+        x = torch.randn(batch, 1, 8, 8)
+        torch.testing.assert_close(program(x), small(x))
+
+
+# ----------------------------------------------------------------------------- item 8
+
+
+def test_08_latency_is_interleaved_with_warm_up_and_spread(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparseopt.prune import measure_latencies
+
+    calls: list[str] = []
+
+    class Probe(nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+            self.lin = nn.Linear(3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(self.name)
+            return self.lin(x)
+
+    times = measure_latencies([Probe("a"), Probe("b")], (3,), 2, repeats=4, warmup=1, min_time=0.0)
+    assert [len(t) for t in times] == [4, 4]
+    warm, rounds = calls[:2], calls[2:]
+    assert warm == ["a", "b"]
+    assert rounds == ["a", "b", "b", "a", "a", "b", "b", "a"]  # order rotated every round
+    code, _, err = run(
+        capsys, "prune", run_dir, "--batch-sizes", "1", "--repeats", "3", "--no-export"
+    )
+    assert code == 0, err
+    rep = json.loads((run_dir / "pruned" / "report.json").read_text())
+    assert rep["latency_repeats"] == 3
+    lo, hi = rep["speedup_spread"]["cpu@1"]
+    assert lo <= rep["speedup"]["cpu@1"] <= hi
+    q1, q3 = rep["after"]["latency_spread"]["cpu@1"]
+    assert q1 <= rep["after"]["latency"]["cpu@1"] <= q3
+
+
+# ----------------------------------------------------------------------------- item 9
+
+
+def _cifar_dir(root: Path) -> Path:
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        blob = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        (d / name).write_bytes(pickle.dumps(blob, protocol=2))
+    return d
+
+
+@pytest.mark.parametrize("fault", ["malicious", "truncated"])
+def test_09_bad_cifar_batch_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fault: str, run_dir: Path
+) -> None:
+    data = tmp_path / "data"
+    d = _cifar_dir(data)
+    target = tmp_path / "pwned"
+    if fault == "malicious":
+        blob = {b"data": np.zeros((4, 3072), np.uint8), b"labels": _Evil(target)}
+        (d / "data_batch_3").write_bytes(pickle.dumps(blob, protocol=2))
+    else:
+        (d / "data_batch_3").write_bytes((d / "data_batch_3").read_bytes()[:200])
+    out = tmp_path / "out"
+    msg = refused(
+        capsys, data, 2,
+        "train", *TRAIN, "--dataset", "cifar10", "--data-dir", data, "--out", out,
+    )  # fmt: skip
+    assert "data_batch_3" in msg
+    assert ("refused" in msg and "system" in msg) if fault == "malicious" else "truncated" in msg
+    assert not target.exists()
+    # prune reads the run's dataset the same way
+    cfg = run_dir / "config.yaml"
+    text = cfg.read_text().replace("dataset: digits", "dataset: cifar10")
+    cfg.write_text(text.replace("data_dir: null", f"data_dir: {data}"))
+    msg = refused(capsys, run_dir, 2, "prune", run_dir, *FAST)
+    assert "data_batch_3" in msg
+    assert not target.exists()
+
+
+# ----------------------------------------------------------------------------- items 10, 14, 16
+
+
+def _corrupt(path: Path, fault: str, target: Path) -> None:
+    good = path.read_bytes()
+    if fault == "malicious":
+        torch.save({"model": _Evil(target)}, path)
+    elif fault == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif fault == "garbage":
+        path.write_bytes(b"not a checkpoint " * 8)
+    elif fault == "empty":
+        path.write_bytes(b"")
+    elif fault == "not-a-dict":
+        torch.save([1, 2, 3], path)
+    else:  # "mismatch": fc1 reads one input feature more than the model has
+        obj = torch.load(path, weights_only=True)
+        state = obj["model"] if "model" in obj else obj
+        state["fc1.weight"] = torch.zeros(state["fc1.weight"].shape[0], 65)
+        torch.save(obj, path)
+
+
+@pytest.mark.parametrize("which", ["checkpoint.pt", "model_sparse.pt"])
+@pytest.mark.parametrize(
+    "fault", ["malicious", "truncated", "garbage", "empty", "not-a-dict", "mismatch"]
+)
+def test_10_corrupt_weight_files_are_one_line(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, which: str, fault: str
+) -> None:
+    target = tmp_path / "pwned"
+    _corrupt(run_dir / which, fault, target)
+    (run_dir / "checkpoints").rename(run_dir / "kept")  # so that --epoch reads checkpoint.pt
+    rule = ["--epoch", "1"] if which == "checkpoint.pt" else []
+    msg = refused(capsys, run_dir, 2, "prune", run_dir, *rule, *FAST)
+    assert str(run_dir / which) in msg
+    assert not target.exists()
+    # item 16: never suggest an unsafe load
+    assert "weights_only" not in msg and "likely succeed" not in msg
+    expected = {
+        "malicious": "refused: it contains a pickled Python object (posix.system)",
+        "truncated": "a PyTorch (zip) file that is truncated or corrupt",
+        "garbage": "not a PyTorch file (neither a zip archive nor a tensor pickle)",
+        "empty": "the file is empty (0 bytes)",  # item 14: something after the colon
+        "not-a-dict": "not a",
+        "mismatch": "size mismatch for fc1.weight",  # item 14: the details survive
+    }[fault]
+    assert expected in msg
+    assert not msg.rstrip().endswith(":")
+
+
+def test_14_empty_and_mismatch_messages_name_the_problem(tmp_path: Path) -> None:
+    from sparseopt.prune._files import load_tensor_file
+
+    (tmp_path / "e.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"e\.pt: the file is empty"):
+        load_tensor_file(tmp_path / "e.pt", "checkpoint")
+    with pytest.raises(ValueError, match="is a directory"):
+        load_tensor_file(tmp_path, "checkpoint")
+
+
+def test_16_unsafe_pickle_refusal_says_why(tmp_path: Path) -> None:
+    from sparseopt.prune._files import load_tensor_file
+
+    torch.save({"x": _Evil(tmp_path / "pwned")}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError) as info:
+        load_tensor_file(tmp_path / "evil.pt", "checkpoint")
+    msg = str(info.value)
+    assert "could run arbitrary code" in msg and "weights_only" not in msg
+    assert "\n" not in msg and not (tmp_path / "pwned").exists()
+
+
+# ----------------------------------------------------------------------------- items 11, 13
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--lr", "-1"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--repeats", "0"], "--repeats"),
+        (["--finetune-epochs", "-1"], "--finetune-epochs"),
+        (["--batch-sizes", "0"], "--batch-sizes"),
+        (["--batch-sizes", "1", "-3"], "--batch-sizes"),
+        (["--out", "{run}/config.yaml"], "is a file"),
+        (["--out", "{run}/config.yaml/sub"], "cannot create"),
+    ],
+)
+def test_11_13_invalid_prune_flags_are_usage_errors(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    argv = [a.replace("{run}", str(run_dir)) for a in argv]
+    msg = refused(capsys, run_dir, 2, "prune", run_dir, *argv, *FAST)
+    assert needle in msg
+    assert "[0.0, inf]" not in msg
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--out", "{run}"], "is a directory"),
+        (["--out", "{run}/config.yaml/x.png"], "cannot create"),
+        (["--max-layers", "-1"], "--max-layers"),
+        (["--target-density", "nan"], "--target-density"),
+    ],
+)
+def test_11_invalid_path_flags_are_usage_errors(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    argv = [a.replace("{run}", str(run_dir)) for a in argv]
+    msg = refused(capsys, run_dir, 2, "path", run_dir, *argv)
+    assert needle in msg
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def test_every_prune_and_path_file_is_written_atomically(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renames: list[tuple[Path, Path]] = []
+    real_replace = os.replace
+
+    def spy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        renames.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    before = snapshot(run_dir)
+    code, _, err = run(capsys, "prune", run_dir, "--no-latency", "--frozen", "--batch-sizes", "2")
+    assert code == 0, err
+    code, _, err = run(capsys, "path", run_dir)
+    assert code == 0, err
+    new = set(snapshot(run_dir)) - set(before)
+    assert new  # pruned/* and path.png
+    for name in new:
+        hits = [(s, d) for s, d in renames if d == run_dir / name]
+        assert hits, f"{name} was not renamed into place"
+        assert all(s.parent == d.parent for s, d in hits)
+    assert not [p for p in run_dir.rglob("*.tmp*")]
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    from sparseopt.prune._files import atomic_write
+
+    target = tmp_path / "report.json"
+    target.write_text("old")
+
+    def fail(p: Path) -> None:
+        p.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, fail)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["report.json"]
