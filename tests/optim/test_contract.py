@@ -60,10 +60,10 @@ def _make(name: str, model: torch.nn.Module, foreach: bool | None = None, **kw: 
 
 
 def _train(opt: Any, model: torch.nn.Module, steps: int) -> None:
-    dtype = next(model.parameters()).dtype
+    first = next(model.parameters())
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(16, 6, generator=gen, dtype=dtype)
-    y = torch.randint(0, 3, (16,), generator=gen)
+    x = torch.randn(16, 6, generator=gen, dtype=first.dtype).to(first.device)
+    y = torch.randint(0, 3, (16,), generator=gen).to(first.device)
     for _ in range(steps):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -284,3 +284,29 @@ def test_complex_parameters_are_refused_at_construction(name: str, dtype: torch.
     with pytest.raises(ValueError, match=str(dtype)):
         opt.add_param_group({"params": [z]})
     assert len(opt.param_groups) == 2 and all(z is not p for p in opt.param_groups[-1]["params"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("foreach", FOREACH)
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_parameters_keep_cpu_counters_through_a_plain_step_round_trip(
+    name: str, foreach: bool
+) -> None:
+    lr = torch.tensor(CASES[name][1]["lr"], dtype=torch.float64)
+    model = _model().cuda()
+    opt = _make(name, model, foreach, lr=lr)
+    _train(opt, model, 3)
+    plain = copy.deepcopy(opt.state_dict())
+    for state in plain["state"].values():
+        if "step" in state:
+            state["step"] = int(state["step"].item())
+    twin = copy.deepcopy(model)
+    twin_opt = _make(name, twin, foreach, lr=lr.clone())
+    twin_opt.load_state_dict(_saved_and_loaded(plain))
+    for state in _states(twin_opt):
+        for key in ("step", "lr_sum", "lr_sq_sum"):
+            if key in state:
+                assert state[key].is_cpu and state[key].shape == ()
+    _train(opt, model, 4)
+    _train(twin_opt, twin, 4)
+    _assert_same_run((model, twin), (opt, twin_opt))
