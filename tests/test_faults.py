@@ -173,6 +173,18 @@ def test_06_one_density_definition(run_dir: Path, capsys: pytest.CaptureFixture[
     code, out, _ = run(capsys, "path", run_dir, "--target-density", "1e-6", "--overwrite")
     assert code == 0 and "weight density" in out and "above the target" in out
     assert "all parameters" in out
+    # prune says so too, and says when the network it prunes is denser than the point
+    code, out, err = run(capsys, "prune", run_dir, "--target-density", "1e-6", *FAST)
+    assert code == 0, err
+    assert "above the target" in out
+    rep = json.loads((run_dir / "pruned" / "report.json").read_text())
+    if rep["weight_density"] > rep["selection"]["density"] + 1e-9:
+        assert "above the selected point" in err
+    final = history[-1]
+    code, out, err = run(capsys, "prune", run_dir, *FAST)  # model_sparse.pt: the last epoch
+    rep = json.loads((run_dir / "pruned-2" / "report.json").read_text())
+    assert rep["weight_density"] == pytest.approx(final["weight_density"], abs=1e-12)
+    assert rep["density"] == pytest.approx(final["density"], abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- item 7

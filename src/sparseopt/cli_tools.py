@@ -201,6 +201,7 @@ def _prune_out_dir(args: argparse.Namespace, run_dir: Path) -> Path:
     if args.overwrite and (default.is_dir() or not default.exists()):
         return default
     out = _fresh(default)
+    _creatable(out, "the output directory")
     if out != default:
         _note(
             f"{default} exists (an earlier prune): writing to {out} instead "
@@ -223,6 +224,7 @@ def _path_out_file(args: argparse.Namespace, run_dir: Path) -> Path:
     if args.overwrite and not default.is_dir():
         return default
     out = _fresh(default)
+    _creatable(out, "the plot")
     if out != default:
         _note(f"{default} exists: drawing to {out} instead (--overwrite replaces it)")
     return out
@@ -573,6 +575,19 @@ def _prune(args: argparse.Namespace) -> int:
         _load_state(model, state, sparse, "sparse model")
         masks = masks_from_weights(model)
         source = sparse.name
+    from sparseopt.metrics import density
+
+    dens = density(model)  # of the network that is pruned: train's definition
+    if selection is not None and dens.weight_density > selection.density + 1e-9:
+        why = (
+            f"epoch {selection.epoch}'s weights were not kept (train with --keep-checkpoints)"
+            if source.startswith("checkpoint.pt")
+            else "the support holds whole groups"
+        )
+        _note(
+            f"the pruned network has weight density {dens.weight_density:.2%}, above the "
+            f"selected point's {selection.density:.2%}: {why}"
+        )
     x_test, y_test = data.test.tensors
     x_train, y_train = data.train.tensors
     before_acc = _evaluate(model, x_test, y_test, data.task)
@@ -640,6 +655,8 @@ def _prune(args: argparse.Namespace) -> int:
         "run_dir": str(run_dir),
         "source": source,
         "selection": selection.to_dict() if selection is not None else None,
+        "weight_density": dens.weight_density,
+        "density": dens.overall,
         f"test_{metric}_selected": before_acc,
         f"test_{metric}_masked": masked_acc,
         f"test_{metric}_shrunk": shrunk_acc,
@@ -661,7 +678,10 @@ def _prune(args: argparse.Namespace) -> int:
         return 0
     if selection is not None:
         print(selection)
-    print(f"network: {source}")
+    print(
+        f"network: {source}; weight density {dens.weight_density:.2%} "
+        f"(all parameters {dens.overall:.2%})"
+    )
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     line = f"test {metric}: selected {fmt(before_acc)}"
     if finetune_losses:
