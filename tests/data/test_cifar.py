@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sparseopt.data import DatasetNotFoundError, load_dataset
-from sparseopt.data.cifar import CIFAR10_MEAN, read_cifar_batch, restricted_load
+from sparseopt.data.cifar import CIFAR10_MEAN, CifarFileError, read_cifar_batch, restricted_load
 
 PER_BATCH, N_TEST = 6, 8
 
@@ -198,3 +198,24 @@ def test_missing_files_message(tmp_path: Path) -> None:
     msg = str(info.value)
     assert str(tmp_path / "cifar-10-batches-py") in msg
     assert "cifar-10-python.tar.gz" in msg and "data_batch_1" in msg
+
+
+def test_truncated_archive_refused_in_one_line(tmp_path: Path) -> None:
+    write_batches(tmp_path / "staging" / "cifar-10-batches-py")
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "staging" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    archive.write_bytes(archive.read_bytes()[:300])
+    with pytest.raises(CifarFileError, match=r"cifar-10-python\.tar\.gz") as info:
+        load_dataset("cifar10", data_dir=tmp_path / "data")
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+def test_file_errors_are_value_errors_in_one_line(tmp_path: Path) -> None:
+    # a ValueError: `sparseopt train` and `prune` turn it into a usage error (exit 2)
+    with pytest.raises(ValueError, match=r"blob: not a readable CIFAR-10 batch") as info:
+        restricted_load(pickle.dumps({b"a": 1})[:-3], source="blob")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"refused.*posix\.system|refused.*os\.system"):
+        restricted_load(pickle.dumps(os.system), source="blob")
