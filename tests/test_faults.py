@@ -355,6 +355,22 @@ def test_10_corrupt_weight_files_are_one_line(
     assert not msg.rstrip().endswith(":")
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("path.npz", b"PK\x03\x04 cut", "cannot read the solution path"),
+        ("path.json", b'{"format": 1', "not valid JSON"),
+        ("path.json", b'{"format": 1}', "no entry 'layers'"),
+    ],
+)
+def test_10_corrupt_path_files_are_one_line(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, needle: str
+) -> None:
+    (run_dir / name).write_bytes(content)
+    assert needle in refused(capsys, run_dir, 2, "path", run_dir)
+    assert needle in refused(capsys, run_dir, 2, "prune", run_dir, "--epoch", "1", *FAST)
+
+
 def test_14_empty_and_mismatch_messages_name_the_problem(tmp_path: Path) -> None:
     from sparseopt.prune._files import load_tensor_file
 

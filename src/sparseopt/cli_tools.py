@@ -290,9 +290,17 @@ def _load_path(run_dir: Path) -> Any:
         raise _usage_error(f"{run_dir} is not a directory")
     try:
         return load_path(run_dir)
+    except json.JSONDecodeError as err:
+        raise _usage_error(
+            f"cannot read the solution path in {run_dir}: path.json is not valid JSON ({err})"
+        ) from None
     except (FileNotFoundError, ValueError) as err:
         raise _usage_error(_one_line(str(err))) from None
-    except Exception as err:  # a truncated npz, a path.json missing keys...
+    except KeyError as err:
+        raise _usage_error(
+            f"cannot read the solution path in {run_dir}: path.json has no entry {err}"
+        ) from None
+    except Exception as err:  # a truncated npz...
         detail = _one_line(str(err), 200) or type(err).__name__
         raise _usage_error(f"cannot read the solution path in {run_dir}: {detail}") from None
 
