@@ -405,7 +405,7 @@ def test_compare_writes_table_and_pareto_plot(
     )
     assert code == 0, err
     table = (tmp_path / "comparison.md").read_text()
-    assert table.startswith("| optimizer | test acc (%)")
+    assert table.startswith("| optimizer | status | test acc (%)")
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == [
         "adabreg",
         "splitlbi",

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sparseopt as so
 from sparseopt.groups import group_dims, group_norms, group_size, num_groups
@@ -130,17 +132,81 @@ def test_top_level_exports_the_engine_lazily() -> None:
         _ = so.Nope
 
 
-def test_sparse_init_never_leaves_a_layer_empty() -> None:
+def test_sparse_init_without_floor_never_leaves_a_layer_empty() -> None:
     # 64 kernels at density 1 %: most seeds draw none; one kernel is switched on instead.
     empty_draws = 0
     for seed in range(20):
         conv = torch.nn.Conv2d(1, 64, 5)
         gen = torch.Generator().manual_seed(seed)
         empty_draws += not bool((torch.rand(64, generator=gen) < 0.01).any())
-        so.sparse_init_(conv, 0.01, groups="kernel", generator=torch.Generator().manual_seed(seed))
+        so.sparse_init_(
+            conv,
+            0.01,
+            groups="kernel",
+            floor=False,
+            generator=torch.Generator().manual_seed(seed),
+        )
         live = (conv.weight.flatten(1) != 0).any(1)
         assert 1 <= int(live.sum()) <= 3, seed
     assert empty_draws > 5  # the case the rule is for does occur
     big = torch.nn.Linear(1000, 100)  # non-empty draws are untouched: density stays r
-    so.sparse_init_(big, 0.01, generator=torch.Generator().manual_seed(0))
+    so.sparse_init_(big, 0.01, floor=False, generator=torch.Generator().manual_seed(0))
     assert abs(float((big.weight != 0).float().mean()) - 0.01) < 0.002
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    out=st.integers(1, 40),
+    cin=st.integers(1, 40),
+    kernel=st.sampled_from([(), (1,), (3,), (2, 2), (5, 5)]),
+    density=st.floats(1e-4, 1.0),
+    distribution=st.sampled_from(["uniform", "erk"]),
+    kernel_groups=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_sparse_init_floor_keeps_every_unit_and_channel_alive(
+    out: int,
+    cin: int,
+    kernel: tuple[int, ...],
+    density: float,
+    distribution: str,
+    kernel_groups: bool,
+    seed: int,
+) -> None:
+    if kernel:
+        conv = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d}[len(kernel)]
+        layer: torch.nn.Module = conv(cin, out, kernel)
+    else:
+        layer = torch.nn.Linear(cin, out)
+    net = torch.nn.Sequential(layer, torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    net(torch.zeros(1, cin, *(k + 2 for k in kernel)))  # materialise the lazy layer
+    so.sparse_init_(
+        net,
+        density,
+        groups="kernel" if kernel_groups and kernel else None,
+        distribution=distribution,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    for module in (net[0], net[3]):
+        w = module.weight.detach()
+        assert bool((w.flatten(1) != 0).any(1).all()), "an output unit has no weight"
+        assert bool((w.transpose(0, 1).flatten(1) != 0).any(1).all()), "a dead input channel"
+
+
+def test_sparse_init_floor_revives_lenet_conv1_and_erk_keeps_the_budget() -> None:
+    # LeNet-5's first convolution at 1 %: without the floor most filters start empty.
+    gen = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(1, 6, 5)
+    so.sparse_init_(conv, 0.01, floor=False, generator=gen)
+    assert int((conv.weight.flatten(1) != 0).any(1).sum()) < 6
+    so.sparse_init_(conv, 0.01, generator=torch.Generator().manual_seed(0))
+    assert int((conv.weight.flatten(1) != 0).any(1).sum()) == 6
+    shapes = [(6, 1, 5, 5), (16, 6, 5, 5), (120, 400), (84, 120), (10, 84)]
+    dens = so.init.erk_densities(shapes, 0.05)
+    sizes = [math.prod(s) for s in shapes]
+    assert sum(d * n for d, n in zip(dens, sizes, strict=True)) == pytest.approx(0.05 * sum(sizes))
+    assert dens[2] < 0.05 < min(dens[0], dens[4])  # small layers get more
+    assert so.init.erk_densities(shapes, 0.5)[0] == 1.0  # capped at dense
+    assert so.init.erk_densities(shapes, 1.0) == [1.0] * 5
+    with pytest.raises(ValueError, match="distribution"):
+        so.sparse_init_(conv, 0.1, distribution="gaussian")

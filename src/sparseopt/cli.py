@@ -399,6 +399,16 @@ _TRAIN_FLAGS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
                 },
             ),
             (
+                ("--stall-epochs",),
+                {
+                    "type": int,
+                    "metavar": "N",
+                    "help": "report a run stuck at chance level or with a constant-output "
+                    "network for N epochs in a row: status stalled/collapsed, exit 4 "
+                    "(default: 3; 0: off)",
+                },
+            ),
+            (
                 ("--keep-checkpoints",),
                 {"action": "store_true", "help": "keep one checkpoint per epoch in checkpoints/"},
             ),
@@ -479,8 +489,7 @@ def _run_train(args: argparse.Namespace) -> int:
         if args.print_config:
             raise UsageError("--print-config cannot be combined with --resume")
         result = train(settings, resume=args.resume)
-        del result
-        return EXIT_OK
+        return _exit_status(result)
     config = _config(settings)
     if args.print_config:
         import yaml
@@ -491,8 +500,19 @@ def _run_train(args: argparse.Namespace) -> int:
             raise UsageError(str(err)) from None
         print(yaml.safe_dump(resolved.to_dict(), sort_keys=False, default_flow_style=None), end="")
         return EXIT_OK
-    train(config)
-    return EXIT_OK
+    return _exit_status(train(config))
+
+
+def _exit_status(result: Any) -> int:
+    """0 for a healthy run; :data:`~sparseopt.health.EXIT_FAILED` with one line otherwise."""
+    from sparseopt.health import EXIT_FAILED
+
+    if result.status == "ok":
+        return EXIT_OK
+    health = result.health
+    hint = f"; {health['hint']}" if health.get("hint") else ""
+    print(f"sparseopt: error: run {result.status}: {health['reason']}{hint}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 # ----------------------------------------------------------------------------- compare
@@ -507,6 +527,26 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="NAME",
         help=f"optimizers to compare (default: all: {_names('optimizers')})",
+    )
+    parser.add_argument(
+        "--prune-baseline",
+        action="store_true",
+        help="add magnitude pruning of a dense run at each sparse method's own weight "
+        "density, fine-tuned with the mask fixed, in the same total epochs; the table "
+        "says whether each method beats it (yes / no / tie within two standard errors)",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        metavar="F",
+        help="with --prune-baseline: fine-tuning epochs of the pruned networks; the dense "
+        "run gets the other epochs (default: a fifth of --epochs, at least 1)",
+    )
+    parser.add_argument(
+        "--dense",
+        metavar="NAME",
+        default="sgd",
+        help="with --prune-baseline: the dense optimizer to prune (default: sgd)",
     )
     _add_train_flags(parser, skip=("optimizer", "name"))
 
@@ -538,17 +578,11 @@ def _per_optimizer(base: dict[str, Any], name: str) -> tuple[dict[str, Any], lis
     return settings, dropped
 
 
-def _fmt_row(row: dict[str, Any], task: str) -> list[str]:
-    if row.get("status") != "ok":
-        return [
-            row["optimizer"],
-            row.get("status", "failed"),
-            "",
-            "",
-            "",
-            "",
-            f"{row.get('wall_time', 0):.1f}",
-        ]
+def _fmt_row(row: dict[str, Any], task: str, pruning: bool = False) -> list[str]:
+    status = row.get("status", "failed")
+    extra = [row.get("beats_pruning", "–")] if pruning else []
+    if row.get("density") is None:
+        return [row["optimizer"], status, "", "", "", "", "", f"{row.get('wall_time', 0):.1f}"]
     if task == "classification":
         perf = [
             f"{100 * row['test_acc']:.2f}",
@@ -561,28 +595,126 @@ def _fmt_row(row: dict[str, Any], task: str) -> list[str]:
         ]
     return [
         row["optimizer"],
+        status,
         *perf,
         f"{100 * row['density']:.2f}",
         f"{100 * row['weight_density']:.2f}",
         f"{row['nonzero']:,} / {row['params']:,}",
+        *extra,
         f"{row['wall_time']:.1f}",
     ]
 
 
 def comparison_table(rows: Sequence[dict[str, Any]], task: str = "classification") -> str:
-    """A Markdown table of compared runs (one row per optimizer)."""
+    """A Markdown table of compared runs (one row per optimizer, then pruning baselines).
+
+    ``status`` is ``ok``, ``stalled`` or ``collapsed`` (:mod:`sparseopt.health`: the
+    numbers of such a run are shown but it failed), ``diverged`` or ``error``.
+    """
+    pruning = any("beats_pruning" in r for r in rows)
+    head = ["optimizer", "status"]
     if task == "classification":
-        head = ["optimizer", "test acc (%)", "val acc (%)"]
+        head += ["test acc (%)", "val acc (%)"]
     else:
-        head = ["optimizer", "test loss", "val loss"]
-    head += ["density (%)", "weight density (%)", "nonzero / params", "wall time (s)"]
+        head += ["test loss", "val loss"]
+    head += ["density (%)", "weight density (%)", "nonzero / params"]
+    head += ["beats pruning?"] if pruning else []
+    head += ["wall time (s)"]
     lines = [
         "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+        "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(_fmt_row(row, task)) + " |")
+        lines.append("| " + " | ".join(_fmt_row(row, task, pruning)) + " |")
     return "\n".join(lines)
+
+
+def _result_row(name: str, result: Any) -> dict[str, Any]:
+    """One comparison row from a :class:`~sparseopt.engine.TrainResult`."""
+    m = result.metrics
+    return {
+        "optimizer": name,
+        "run_dir": str(result.run_dir),
+        "status": result.status,
+        "reason": result.health.get("reason", ""),
+        "test_acc": m.get("test_acc"),
+        "val_acc": m.get("val_acc"),
+        "test_loss": m.get("test_loss"),
+        "val_loss": m.get("val_loss"),
+        "density": m["density"],
+        "weight_density": m["weight_density"],
+        "nonzero": m["nonzero"],
+        "params": m["params"],
+        "epochs": m["epoch"],
+        "wall_time": result.wall_time,
+        "lr": result.config.lr,
+        "lam": m.get("lam"),
+        "test_size": result.sizes.get("test"),
+    }
+
+
+def _pruning_baselines(
+    base: dict[str, Any], rows: list[dict[str, Any]], out: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Dense run, then magnitude pruning to each sparse row's weight density + fine-tuning.
+
+    The dense optimizer (``--dense``) trains ``epochs - F`` epochs with its recipe;
+    each pruned network is fine-tuned ``F`` epochs with the mask fixed at a tenth of
+    that learning rate (cosine), so it has the same total epochs as the sparse runs.
+    Sets ``beats_pruning`` on every sparse row that has an accuracy.
+    """
+    from sparseopt.baselines import FixedMask, magnitude_masks, verdict
+    from sparseopt.engine import NonFiniteLossError, train
+
+    epochs = int(base.get("epochs") or TrainConfig().epochs)
+    ft = args.finetune_epochs if args.finetune_epochs is not None else max(1, epochs // 5)
+    if not 0 < ft < epochs:
+        raise UsageError(
+            f"Invalid --finetune-epochs value: {ft}; expected 1 to {epochs - 1} (--epochs {epochs})"
+        )
+    dense_settings, _ = _per_optimizer(base, args.dense)
+    dense_settings.update(epochs=epochs - ft, out=str(out / f"pruning-{args.dense}-dense"))
+    try:
+        dense = train(_config(dense_settings), echo=False)
+    except NonFiniteLossError:
+        print(f"pruning baseline: the dense {args.dense} run diverged; no baseline", flush=True)
+        return []
+    state = {k: v.detach().clone() for k, v in dense.model.state_dict().items()}
+    lr = float(dense.config.lr or 0.0) / 10
+    added = []
+    for row in list(rows):
+        wd = row.get("weight_density")
+        if row.get("status") not in ("ok", "stalled", "collapsed") or wd is None or wd >= 0.999:
+            continue
+        if row["optimizer"] in ("sgd", "adam") or row.get("test_acc") is None:
+            continue
+        masks = magnitude_masks(dense.model, wd)
+        settings = dict(dense_settings)
+        settings.update(
+            epochs=ft,
+            lr=lr,
+            schedule="cosine",
+            init_density=1.0,
+            out=str(out / f"pruning-{row['optimizer']}"),
+            stall_epochs=0,
+        )
+        name = f"pruning @ {row['optimizer']}"
+        try:
+            res = train(_config(settings), callbacks=[FixedMask(state, masks)], echo=False)
+        except NonFiniteLossError:
+            added.append({"optimizer": name, "status": "diverged"})
+            continue
+        pruned = _result_row(name, res)
+        pruned["epochs"] = epochs
+        added.append(pruned)
+        n = row.get("test_size") or pruned.get("test_size") or 0
+        row["beats_pruning"] = verdict(row["test_acc"], pruned["test_acc"], n) if n else "–"
+        print(
+            f"{name}: test acc {100 * pruned['test_acc']:.2f}% at weight density "
+            f"{100 * pruned['weight_density']:.2f}% → beats pruning? {row['beats_pruning']}",
+            flush=True,
+        )
+    return added
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -627,32 +759,21 @@ def _run_compare(args: argparse.Namespace) -> int:
             continue
         m = result.metrics
         task = "classification" if m.get("test_acc") is not None else "regression"
-        row.update(
-            status="ok",
-            test_acc=m.get("test_acc"),
-            val_acc=m.get("val_acc"),
-            test_loss=m.get("test_loss"),
-            val_loss=m.get("val_loss"),
-            density=m["density"],
-            weight_density=m["weight_density"],
-            nonzero=m["nonzero"],
-            params=m["params"],
-            epochs=m["epoch"],
-            wall_time=result.wall_time,
-            lr=result.config.lr,
-            lam=m.get("lam"),
-        )
+        row = _result_row(name, result)
         rows.append(row)
         perf = (
             f"test acc {100 * m['test_acc']:.2f}%"
             if task == "classification"
             else f"test loss {m['test_loss']:.4g}"
         )
+        failed = "" if result.status == "ok" else f" — {result.status.upper()}: {row['reason']}"
         print(
             f"[{i}/{len(configs)}] {name}: {perf}, density {100 * m['density']:.2f}%, "
-            f"{result.wall_time:.1f}s",
+            f"{result.wall_time:.1f}s{failed}",
             flush=True,
         )
+    if args.prune_baseline and task == "classification":
+        rows += _pruning_baselines(base, rows, out, args)
     table = comparison_table(rows, task)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "comparison.md", table + "\n")
@@ -674,6 +795,12 @@ def _run_compare(args: argparse.Namespace) -> int:
     print()
     print(table)
     print(f"\nwritten: {out / 'comparison.md'}, {out / 'comparison.json'}, {out / 'pareto.png'}")
+    failed = [r["optimizer"] for r in rows if r.get("status") in ("stalled", "collapsed")]
+    if failed:
+        from sparseopt.health import EXIT_FAILED
+
+        print(f"sparseopt: error: failed runs: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -744,7 +871,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sparseopt",
         description="Train sparse neural networks with sparsity-promoting optimizers.",
-        epilog="exit codes: 0 ok, 1 error, 2 usage error, 3 diverged (NaN/Inf), 130/143 interrupted",
+        epilog="exit codes: 0 ok, 1 error, 2 usage error, 3 diverged (NaN/Inf), 4 trained but "
+        "stalled or collapsed (summary.json says why), 130/143 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"sparseopt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -82,6 +82,7 @@ RESUME_OVERRIDABLE = frozenset(
         "tensorboard",
         "eval_batch_size",
         "keep_checkpoints",
+        "stall_epochs",
     }
 )
 
@@ -181,6 +182,10 @@ class TrainConfig:
             DessiLBI's enlargement; sparse optimizers and sequential networks only).
             ``None``: the architecture stays fixed.
         grow_tau: saturation threshold τ of ``grow_every``, in (0, 1] (0.8 as in DessiLBI).
+        stall_epochs: report a run whose training loss stays at chance level, or whose
+            deployable network gives one output for every input, for this many epochs in
+            a row (:mod:`sparseopt.health`); its status is then ``stalled`` /
+            ``collapsed`` and the command exits with 4. ``0`` turns the checks off.
     """
 
     dataset: str = "digits"
@@ -239,6 +244,7 @@ class TrainConfig:
     record_path: bool = True
     grow_every: int | None = None
     grow_tau: float = 0.8
+    stall_epochs: int = 3
 
     # ------------------------------------------------------------------ conversion
 
@@ -304,6 +310,7 @@ class TrainConfig:
         _check_int("threads", self.threads, 1, allow_none=True)
         _check_int("target_density_every", self.target_density_every, 1)
         _check_int("grow_every", self.grow_every, 1, allow_none=True)
+        _check_int("stall_epochs", self.stall_epochs, 0)
         _check_number("grow_tau", self.grow_tau, 0.0, 1.0, low_open=True)
         if self.target_density is not None:
             _check_number("target_density", self.target_density, 0.0, 1.0, low_open=True)

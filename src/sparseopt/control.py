@@ -55,13 +55,29 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["PRESETS", "TargetDensity", "penalised_density"]
+__all__ = ["PRESETS", "TargetDensity", "empty_penalised", "penalised_density"]
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
 PRESETS: dict[str, dict[str, float]] = {
     "linbreg": {"gain": 0.1, "kp": 2.0, "max_factor": 1.2},
     "adabreg": {"gain": 0.1, "gain_up": 2.0, "kp": 4.0, "max_factor": 2.0},
 }
+
+
+@torch.no_grad()
+def empty_penalised(optimizer: torch.optim.Optimizer) -> int:
+    """Number of penalised weight tensors (2 dims or more) with no nonzero deployable entry."""
+    deploy = getattr(optimizer, "deployable", None)
+    empty = 0
+    for group in optimizer.param_groups:
+        if group.get("penalty", "none") == "none":
+            continue
+        for p in group["params"]:
+            if p.ndim < 2:
+                continue
+            v = deploy(p) if deploy is not None else p
+            empty += not bool((v != 0).any())
+    return empty
 
 
 @torch.no_grad()
@@ -81,6 +97,9 @@ def penalised_density(optimizer: torch.optim.Optimizer) -> float:
 
 class TargetDensity:
     """Adjust λ during training until the deployable network has density ``target``.
+
+    While a penalised layer is entirely zero (its output constant), a "too dense"
+    error is turned into "too sparse": λ never grows while a layer is collapsed.
 
     Args:
         target: requested density D in (0, 1] of the penalised weights.
@@ -177,6 +196,10 @@ class TargetDensity:
             )
         d = penalised_density(optimizer)
         e = self.error(d)
+        if e > 0 and empty_penalised(optimizer):
+            # A layer with no weight left makes the network constant: never push λ up
+            # then, whatever the overall density says; bring it down instead.
+            e = -abs(e)
         delta = (self.gain_up if e > 0 else self.gain) * e
         if self._prev_error is not None:
             delta += self.kp * (e - self._prev_error)

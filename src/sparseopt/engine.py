@@ -86,6 +86,7 @@ from torch import Tensor, nn
 
 from sparseopt.config import RESUME_OVERRIDABLE, TrainConfig, load_config_file, save_config_file
 from sparseopt.control import TargetDensity
+from sparseopt.health import HealthMonitor, constant_output, empty_layers
 from sparseopt.logging_utils import (
     ProgressBar,
     atomic_torch_save,
@@ -230,6 +231,9 @@ class TrainResult:
         model: the trained model (training state; see ``model_sparse.pt`` or
             ``optimizer.deployed()`` for the deployable network).
         optimizer: the optimizer.
+        sizes: number of samples of the ``train``, ``val`` and ``test`` splits.
+        health: ``{"status", "reason", "hint"}`` of :class:`sparseopt.health.HealthMonitor`
+            (also in ``summary.json``); :attr:`status` is its ``status``.
     """
 
     config: TrainConfig
@@ -239,6 +243,13 @@ class TrainResult:
     wall_time: float
     model: nn.Module = field(repr=False)
     optimizer: torch.optim.Optimizer = field(repr=False)
+    health: dict[str, Any] = field(default_factory=lambda: {"status": "ok", "reason": ""})
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``stalled`` or ``collapsed`` (:mod:`sparseopt.health`)."""
+        return str(self.health.get("status", "ok"))
 
     @property
     def test_acc(self) -> float | None:
@@ -396,6 +407,7 @@ class Trainer:
             self._set_threads()
             self._setup_optimizer()
             self._setup_callbacks()
+            self._setup_health()
             self.run_dir = self._setup_run_dir(resume_dir)
             if resume_dir is not None:
                 self._load(resume_dir / _CHECKPOINT)
@@ -639,7 +651,9 @@ class Trainer:
             self.optimizer = create_optimizer(self.model, cfg.optimizer, **cfg.optimizer_kwargs())
         except (ValueError, TypeError) as err:
             raise ConfigError(str(err)) from None
-        sched: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None
+        sched: (
+            torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None
+        )
         if cfg.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.optimizer, T_max=max(cfg.epochs, 1)
@@ -710,6 +724,33 @@ class Trainer:
                 )
             builtin.append(GrowCallback(every=cfg.grow_every, tau=cfg.grow_tau, seed=cfg.seed))
         self.callbacks = [*builtin, *user]
+
+    def _setup_health(self) -> None:
+        """The stall/collapse monitor (:mod:`sparseopt.health`) and its probe batch."""
+        cfg = self.config
+        lr, lam = self._lr_lam()
+        classes = self.data.num_classes if self.task == "classification" else None
+        self.health = HealthMonitor(
+            classes,
+            patience=cfg.stall_epochs or 0,
+            lr=lr,
+            lam=lam,
+            sparse=self.optimizer_info.sparse,
+        )
+        x = self._tensors["val"][0]
+        if len(x) < 2:
+            x = self._tensors["train"][0]
+        self._probe = x[:256]
+
+    def _check_health(self, row: Mapping[str, Any]) -> None:
+        """Observe one epoch; print the monitor's warnings (rank 0)."""
+        if not self.config.stall_epochs:
+            return
+        with self._deployed():
+            constant = constant_output(self.model, self._probe)
+        empty = empty_layers(row.get("layer_filters_alive") or {})
+        for line in self.health.observe(row, constant_output=constant, empty_layers=empty):
+            self.log(f"warning: {line}", always=True)
 
     def _setup_run_dir(self, resume_dir: Path | None) -> Path | None:
         cfg = self.config
@@ -938,6 +979,7 @@ class Trainer:
             "rng": {**_rng_state(), "perm": self._perm_gen.get_state()},
             "history": self.history,
             "callbacks": cb_states,
+            "health": self.health.state_dict(),
             "config": self.config.to_dict(),
         }
 
@@ -985,6 +1027,7 @@ class Trainer:
         self.history = list(ckpt["history"])
         _set_rng_state(ckpt["rng"])
         self._perm_gen.set_state(ckpt["rng"]["perm"])
+        self.health.load_state_dict(ckpt.get("health") or {})
         states = ckpt.get("callbacks") or {}
         for i, cb in enumerate(self.callbacks):
             key = f"{i}:{type(cb).__name__}"
@@ -1185,6 +1228,7 @@ class Trainer:
         self._step_in_epoch = 0
         self._partial = None
         self.history.append(row)
+        self._check_health(row)
         interrupted = False
         for cb in self.callbacks:
             hook = getattr(cb, "on_epoch_end", None)
@@ -1260,6 +1304,8 @@ class Trainer:
             wall_time=self.elapsed,
             model=self.model,
             optimizer=self.optimizer,
+            health=self.health.summary(),
+            sizes={split: len(t[0]) for split, t in self._tensors.items()},
         )
         if self.is_main and self.run_dir is not None:
             with self._deployed():
@@ -1271,6 +1317,7 @@ class Trainer:
             layers = rep.to_dict()["layers"]
             summary = {
                 "metrics": final,
+                **result.health,
                 "wall_time": self.elapsed,
                 "layers": layers,
                 "config": self.config.to_dict(),
@@ -1332,6 +1379,9 @@ class Trainer:
         grow = self._grow_callback()
         if grow is not None:
             lines.append(grow.summary())
+        if self.health.status != "ok":
+            health = self.health.summary()
+            lines.append(f"FAILED — {health['reason']}; {health['hint']}".rstrip("; "))
         lines.append(f"run directory: {self.run_dir}")
         return lines
 

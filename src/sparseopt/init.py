@@ -2,23 +2,37 @@ r"""Sparse initialisation (Bungert, Roith, Tenbrinck & Burger, JMLR 2022, §4.1)
 
 Bregman iterations follow an *inverse scale space*: they start sparse and let
 weights enter the support over training. Their natural start is a sparse
-network: for each Conv/Linear weight draw a mask :math:`M\sim\text{Bernoulli}(r)`
+network: for each Conv/Linear weight draw a mask :math:`M\sim\text{Bernoulli}(r_l)`
 (elementwise, or per group so whole filters/channels are on or off) and set
 
 .. math::
-    W = \tilde W \odot M,\qquad \tilde W \sim \mathcal N\big(0,\ 2/(\text{fan\_in}\cdot r)\big),
+    W = \tilde W \odot M,\qquad \tilde W \sim \mathcal N\big(0,\ 2/(\text{fan\_in}\cdot r_l)\big),
 
-i.e. He (Kaiming-normal) scaling divided by the density :math:`r`, so the
+i.e. He (Kaiming-normal) scaling divided by the density :math:`r_l`, so the
 variance of each pre-activation matches the dense He initialisation. Biases and
 every other parameter are left as they are (dense).
 
-A layer whose draw comes out empty (likely when it has fewer than about :math:`1/r`
-groups: the first convolution of a ConvNet has 64 kernels, empty with probability
-:math:`0.99^{64}\approx 0.53` at :math:`r = 0.01`) gets one group switched on, chosen
-uniformly, so that no layer disconnects the network at the start: an all-zero layer
-passes only its bias, and with AdaBreg's normalised bias steps the next ReLUs can die
-before any weight enters the support (observed on the Fashion-MNIST ConvNet with
-kernel groups). Non-empty draws are left untouched.
+**Layer densities** :math:`r_l` (``distribution``):
+
+- ``uniform``: :math:`r_l = r` for every layer (the paper's choice);
+- ``erk``: Erdős–Rényi-kernel densities (Evci et al., "Rigging the Lottery", ICML 2020):
+  :math:`r_l = \min(1, \varepsilon\,(\sum_i s_i)/(\prod_i s_i))` for a weight of shape
+  :math:`(s_1,\dots,s_k)`, with :math:`\varepsilon` chosen so that the network's
+  overall weight density is :math:`r` (layers whose density would exceed 1 are dense
+  and the rest is redistributed). Small layers — the first convolution, the
+  classifier — get more, large ones less.
+
+**Floor** (``floor=True``, the default): after the draw, every output unit (a row of
+a Linear weight, a filter of a convolution) with no nonzero weight gets one, and so
+does every input channel that feeds no output, at a uniformly chosen position. With
+a uniform 1 % draw, LeNet-5's first convolution (6 filters of 25 weights) would keep
+about 2 of its 6 filters, and a Bregman method never revives a filter whose dual
+variable starts at 0 far below the threshold; a network whose layer is empty passes
+only its biases. The floor costs at most :math:`\text{out}+\text{in}` extra entries
+per layer. For masks drawn per ``filter`` or ``channel`` group a floor would make the
+layer dense, so there one group is switched on when the draw is empty (the rule for
+``floor=False`` too); ``kernel`` groups (one per output/input pair) get the floor on
+the kernel grid.
 
 Reference: original code at github.com/TimRoith/BregmanLearning.
 """
@@ -32,7 +46,78 @@ import torch
 from sparseopt._validation import check_unit_interval
 from sparseopt.groups import group_dims
 
-__all__ = ["sparse_init_"]
+__all__ = ["DISTRIBUTIONS", "erk_densities", "layer_floor_", "sparse_init_"]
+
+#: Layer-density rules of :func:`sparse_init_`.
+DISTRIBUTIONS = ("uniform", "erk")
+
+
+def _sparse_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str | None]]:
+    out = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.conv._ConvNd):
+            out.append((module, "conv"))
+        elif isinstance(module, torch.nn.Linear):
+            out.append((module, "linear"))
+    return out
+
+
+def erk_densities(shapes: list[tuple[int, ...]], density: float) -> list[float]:
+    r"""Erdős–Rényi-kernel layer densities with overall density ``density``.
+
+    Args:
+        shapes: the weight shapes ``(out, in, *kernel)``.
+        density: the requested fraction :math:`r` of nonzero weights over all layers.
+
+    Returns:
+        One density in (0, 1] per shape; :math:`\sum_l r_l n_l = r \sum_l n_l` up to
+        rounding (exactly, unless every layer is dense).
+
+    Example:
+        >>> [round(d, 3) for d in erk_densities([(6, 1, 5, 5), (120, 400)], 0.05)]
+        [0.508, 0.049]
+    """
+    sizes = [math.prod(s) for s in shapes]
+    scores = [sum(s) / math.prod(s) for s in shapes]
+    budget = density * sum(sizes)
+    dense: set[int] = set()
+    while True:
+        free = [i for i in range(len(shapes)) if i not in dense]
+        rest = budget - sum(sizes[i] for i in dense)
+        denom = sum(scores[i] * sizes[i] for i in free)
+        if not free or denom <= 0:
+            return [1.0] * len(shapes)
+        eps = rest / denom
+        over = [i for i in free if eps * scores[i] > 1.0]
+        if not over:
+            return [1.0 if i in dense else max(eps * scores[i], 0.0) for i in range(len(shapes))]
+        dense.update(over)
+
+
+@torch.no_grad()
+def layer_floor_(mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Give every output unit (dim 0) and input channel (dim 1) of ``mask`` one True entry.
+
+    ``mask`` is a boolean tensor of shape ``(out, in, ...)`` (trailing dims may be 1);
+    entries are only switched on, at uniformly drawn positions.
+
+    Example:
+        >>> m = layer_floor_(torch.zeros(3, 4, dtype=torch.bool), torch.Generator().manual_seed(0))
+        >>> bool(m.any(1).all()) and bool(m.any(0).all())
+        True
+    """
+    out, cin = mask.shape[0], mask.shape[1]
+    rest = math.prod(mask.shape[2:])
+    flat = mask.view(out, cin, rest)
+    dead_rows = (~flat.flatten(1).any(1)).nonzero().flatten()
+    if len(dead_rows):
+        pick = torch.randint(cin * rest, (len(dead_rows),), generator=generator)
+        flat.view(out, cin * rest)[dead_rows, pick] = True
+    dead_cols = (~flat.transpose(0, 1).flatten(1).any(1)).nonzero().flatten()
+    if len(dead_cols):
+        pick = torch.randint(out * rest, (len(dead_cols),), generator=generator)
+        flat[pick // rest, dead_cols, pick % rest] = True
+    return mask
 
 
 @torch.no_grad()
@@ -43,16 +128,22 @@ def sparse_init_(
     groups: str | None = None,
     conv_groups: str | None = None,
     linear_groups: str | None = None,
+    distribution: str = "uniform",
+    floor: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.nn.Module:
     r"""Sparsely initialise every Conv/Linear weight of ``model`` in place.
 
     Args:
         model: the network; its Conv and Linear weights are overwritten.
-        density: probability :math:`r\in(0,1]` that an entry (or group) is nonzero.
+        density: probability :math:`r\in(0,1]` that an entry (or group) is nonzero
+            (with ``erk``: the overall weight density).
         groups: draw the mask per group (``filter``, ``channel``, ``kernel``...) instead
             of elementwise; ``conv_groups``/``linear_groups`` override it per layer type
             (``kernel`` applies to convs only).
+        distribution: layer densities, ``uniform`` or ``erk`` (see the module docstring).
+        floor: give every output unit and input channel at least one nonzero weight
+            (elementwise and ``kernel`` masks; see the module docstring).
         generator: random generator, for reproducible masks and values.
 
     Returns:
@@ -67,26 +158,32 @@ def sparse_init_(
     r = check_unit_interval("density", density, closed_right=True)
     if r == 0:
         raise ValueError(f"Invalid density value: {density}; expected a number in (0, 1]")
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.conv._ConvNd):
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"Invalid distribution value: {distribution!r}; expected one of {list(DISTRIBUTIONS)}"
+        )
+    layers = _sparse_layers(model)
+    if distribution == "erk":
+        rates = erk_densities([tuple(m.weight.shape) for m, _ in layers], r)
+    else:
+        rates = [r] * len(layers)
+    for (module, kind), rate in zip(layers, rates, strict=True):
+        if kind == "conv":
             grp = conv_groups or groups
-        elif isinstance(module, torch.nn.Linear):
+        else:
             grp = linear_groups or groups
             if grp == "kernel":
                 grp = None
-        else:
-            continue
         w = module.weight
         fan_in = math.prod(w.shape[1:])
-        std = math.sqrt(2.0 / (fan_in * r))
+        std = math.sqrt(2.0 / (fan_in * rate))
         values = torch.randn(w.shape, generator=generator, dtype=w.dtype, device="cpu") * std
-        if grp is None:
-            mask_shape = w.shape
-        else:
-            dims = group_dims(w.ndim, grp)
-            mask_shape = tuple(1 if d in dims else s for d, s in enumerate(w.shape))
-        mask = torch.rand(mask_shape, generator=generator, device="cpu") < r
-        if not bool(mask.any()):  # keep every layer connected: one group on
+        dims = () if grp is None else group_dims(w.ndim, grp)
+        mask_shape = tuple(1 if d in dims else s for d, s in enumerate(w.shape))
+        mask = torch.rand(mask_shape, generator=generator, device="cpu") < rate
+        if floor and 0 not in dims and 1 not in dims:  # elementwise or kernel groups
+            layer_floor_(mask, generator)
+        elif not bool(mask.any()):  # keep every layer connected: one group on
             pick = torch.randint(mask.numel(), (1,), generator=generator, device="cpu")
             mask.view(-1)[pick] = True
         w.copy_((values * mask).to(w.device))

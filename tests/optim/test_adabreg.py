@@ -178,7 +178,7 @@ def test_inverse_scale_space_support_grows_from_sparse_init() -> None:
         torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
         torch.nn.Linear(64, 3),
     )  # fmt: skip
-    so.sparse_init_(model, density=0.01, generator=torch.Generator().manual_seed(0))
+    so.sparse_init_(model, density=0.01, floor=False, generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(256, 20, generator=gen)
     y = (x[:, :3] * torch.tensor([1.0, -2.0, 0.5])).argmax(1)

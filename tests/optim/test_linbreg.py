@@ -264,7 +264,7 @@ def _weights_nnz(model: torch.nn.Module) -> tuple[int, int]:
 def test_inverse_scale_space_support_grows_from_sparse_init(momentum: float) -> None:
     torch.manual_seed(0)
     model = _MLP()
-    so.sparse_init_(model, density=0.01, generator=torch.Generator().manual_seed(0))
+    so.sparse_init_(model, density=0.01, floor=False, generator=torch.Generator().manual_seed(0))
     x, y = _classification()
     opt = LinBreg(so.param_groups(model, lam=0.02), lr=0.1, momentum=momentum)
     nnz, total = _weights_nnz(model)

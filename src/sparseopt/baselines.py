@@ -1,0 +1,129 @@
+r"""The magnitude-pruning baseline at a given density, and a verdict against it.
+
+Training sparse is only worth it if it beats the obvious alternative: train the
+dense network, keep the largest weights, fine-tune with the mask fixed. This module
+is that alternative, used by ``sparseopt compare --prune-baseline`` and the
+benchmarks:
+
+- :func:`magnitude_masks`: global magnitude pruning of the Conv/Linear weights
+  (one threshold over all layers, as ``torch.nn.utils.prune.global_unstructured``
+  with ``L1Unstructured``), keeping a fraction ``keep`` of them;
+- :class:`FixedMask`: a training callback that starts from given weights and
+  re-applies the masks after every step (fine-tuning with the support fixed);
+- :func:`verdict`: ``yes`` / ``no`` / ``tie`` for two accuracies on the same test
+  set, a tie when the gap is within two standard errors.
+
+Reference: Han, Pool, Tran & Dally, "Learning both Weights and Connections for
+Efficient Neural Networks", NeurIPS 2015 (prune, then retrain with the mask fixed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["FixedMask", "magnitude_masks", "prunable_weights", "verdict"]
+
+
+def prunable_weights(
+    model: nn.Module, kinds: Iterable[type] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+) -> dict[str, torch.Tensor]:
+    """The weights that pruning acts on, by parameter name (``<module>.weight``)."""
+    kinds = tuple(kinds)
+    return {
+        f"{n}.weight" if n else "weight": m.weight
+        for n, m in model.named_modules()
+        if isinstance(m, kinds)
+    }
+
+
+@torch.no_grad()
+def magnitude_masks(
+    model: nn.Module,
+    keep: float,
+    kinds: Iterable[type] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear),
+) -> dict[str, torch.Tensor]:
+    """Keep-masks of global magnitude pruning keeping a fraction ``keep`` of the weights.
+
+    The ``round(keep · n)`` entries of largest magnitude over all Conv/Linear weights
+    are kept (ties broken by position, so exactly that many).
+
+    Example:
+        >>> net = nn.Linear(4, 2)
+        >>> _ = net.weight.data.copy_(torch.tensor([[4.0, -1, 0, 2], [3, 0.5, -6, 1]]))
+        >>> magnitude_masks(net, 0.25)["weight"].int().tolist()
+        [[1, 0, 0, 0], [0, 0, 1, 0]]
+    """
+    if not 0.0 <= keep <= 1.0 or math.isnan(keep):
+        raise ValueError(f"Invalid keep value: {keep!r}; expected a fraction in [0, 1]")
+    weights = prunable_weights(model, kinds)
+    if not weights:
+        raise ValueError("the model has no Conv/Linear weight to prune")
+    flat = torch.cat([w.detach().abs().flatten().float().cpu() for w in weights.values()])
+    k = round(keep * flat.numel())
+    keep_flat = torch.zeros(flat.numel(), dtype=torch.bool)
+    if k > 0:
+        keep_flat[torch.topk(flat, k, sorted=False).indices] = True
+    masks, start = {}, 0
+    for name, w in weights.items():
+        masks[name] = keep_flat[start : start + w.numel()].view(w.shape).clone()
+        start += w.numel()
+    return masks
+
+
+class FixedMask:
+    """Training callback: start from ``state`` and keep masked weights at zero.
+
+    ``on_train_begin`` loads ``state`` into the trainer's model (a fresh run only) and
+    applies the masks, so epoch 0 evaluates the pruned network; ``on_step_end``
+    re-applies them after every optimizer step.
+    """
+
+    def __init__(
+        self, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+    ) -> None:
+        self.state = {k: v.detach().clone() for k, v in state.items()}
+        self.masks = dict(masks)
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Zero the masked entries of ``model``'s weights."""
+        params = dict(model.named_parameters())
+        for name, mask in self.masks.items():
+            params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+    def on_train_begin(self, trainer: Any) -> None:
+        if trainer.epoch == 0 and len(trainer.history) <= 1:
+            trainer.model.load_state_dict(self.state)
+        self.apply(trainer.model)
+
+    def on_step_end(self, trainer: Any, step: int) -> None:
+        self.apply(trainer.model)
+
+
+def verdict(acc: float, ref: float, n: int, z: float = 2.0) -> str:
+    r"""Does accuracy ``acc`` beat ``ref``, both measured on the same ``n`` test samples?
+
+    ``"yes"`` when :math:`acc - ref > z\,s`, ``"no"`` when :math:`ref - acc > z\,s`,
+    ``"tie"`` otherwise, with :math:`s = \sqrt{(acc(1-acc) + ref(1-ref))/n}` the standard
+    error of the difference of two accuracies (binomial, independent errors: a
+    conservative stand-in for a paired test, whose per-sample predictions are not kept).
+
+    Example:
+        >>> verdict(0.8658, 0.5077, 10_000), verdict(0.891, 0.9057, 10_000)
+        ('yes', 'no')
+        >>> verdict(0.1045, 0.0995, 2_000)
+        'tie'
+    """
+    if n <= 0:
+        raise ValueError(f"Invalid n value: {n!r}; expected a positive number of test samples")
+    margin = z * math.sqrt((acc * (1 - acc) + ref * (1 - ref)) / n)
+    if acc - ref > margin:
+        return "yes"
+    if ref - acc > margin:
+        return "no"
+    return "tie"

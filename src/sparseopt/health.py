@@ -1,0 +1,223 @@
+r"""Failure detection: a run that does not learn says so.
+
+Two failures that a finite loss does not reveal, checked after every epoch on the
+**deployable** network (the one ``model_sparse.pt`` holds):
+
+- **stalled** (classification): the training loss stays near chance level,
+  :math:`\ell_{\text{train}} \ge 0.9\,\ln C` for :math:`C` classes, *and* the
+  validation accuracy (the training accuracy without a validation split) is at most
+  :math:`1/C + 0.1\,(1-1/C)`, for ``patience`` epochs in a row. Cross-entropy of a
+  network that predicts the class frequencies is :math:`\ln C`; a run that is still
+  there after a few epochs has an lr or λ that keeps it from learning.
+- **collapsed**: the deployable network gives the same output for every input of a
+  fixed probe batch (up to :math:`10^{-6}` relative), typically because a layer of
+  a sequential network has no nonzero weight left (its output is its bias), for
+  ``patience`` epochs in a row. A residual network can keep its skip paths alive
+  with an empty layer, which is why the test is on the outputs; the layers that are
+  entirely zero are named in the message.
+
+The final :attr:`HealthMonitor.status` is ``"collapsed"`` when the last epoch's
+network is collapsed (whatever the streak: that network is what a user gets) in a run
+of at least ``patience`` epochs (shorter runs are not judged),
+``"stalled"`` when the last ``patience`` epochs stalled, ``"ok"`` otherwise. Each
+failure is reported once per streak while training, with a concrete hint (a 10×
+smaller λ, a 3× smaller lr); :mod:`sparseopt.engine` records the status in
+``summary.json`` and the command line exits with :data:`EXIT_FAILED`.
+
+Example:
+    >>> mon = HealthMonitor(num_classes=10, patience=2)
+    >>> row = {"epoch": 1, "train_loss": 2.30, "val_acc": 0.10}
+    >>> mon.observe(row, constant_output=False, empty_layers=[])
+    []
+    >>> mon.observe({**row, "epoch": 2}, constant_output=False, empty_layers=[])[0][:32]
+    'stalled: training loss 2.3 ≈ ln '
+    >>> mon.status
+    'stalled'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "EXIT_FAILED",
+    "STATUSES",
+    "HealthMonitor",
+    "constant_output",
+    "empty_layers",
+]
+
+#: Exit code of the command line for a run that finished but stalled or collapsed.
+EXIT_FAILED = 4
+#: Final statuses of a run (``diverged`` and ``interrupted`` are set by the engine).
+STATUSES = ("ok", "stalled", "collapsed", "diverged", "interrupted")
+#: Fraction of ln C above which the training loss counts as chance level.
+STALL_LOSS_FRACTION = 0.9
+#: Share of the way from chance to perfect accuracy below which accuracy is "chance".
+STALL_ACC_MARGIN = 0.1
+
+
+@torch.no_grad()
+def constant_output(model: nn.Module, x: torch.Tensor, *, rtol: float = 1e-6) -> bool:
+    """Whether ``model`` gives (numerically) the same output for every row of ``x``.
+
+    Runs in eval mode and restores the mode. A single input is never "constant".
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> _ = net.weight.data.zero_()
+        >>> constant_output(net, torch.randn(8, 3))
+        True
+    """
+    if len(x) < 2:
+        return False
+    was = model.training
+    model.eval()
+    try:
+        out = model(x).float().reshape(len(x), -1)
+    finally:
+        model.train(was)
+    if not bool(torch.isfinite(out).all()):
+        return False
+    spread = (out - out[:1]).abs().max()
+    return bool(spread <= rtol * (1.0 + out.abs().max()))
+
+
+def empty_layers(filters_alive: Mapping[str, int]) -> list[str]:
+    """Names of the layers with no live filter/neuron (no nonzero weight)."""
+    return [name for name, alive in filters_alive.items() if int(alive) == 0]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+@dataclass
+class HealthMonitor:
+    """Watch a run's epochs for a stall or a collapse (see the module docstring).
+
+    Args:
+        num_classes: ``C`` for classification, ``None`` for regression (no stall test).
+        patience: epochs in a row before a stall or collapse is reported.
+        lr, lam: the run's learning rate and λ, for the hints (``None``: not set).
+        sparse: whether λ is a knob of this run (a sparse optimizer).
+    """
+
+    num_classes: int | None
+    patience: int = 3
+    lr: float | None = None
+    lam: float | None = None
+    sparse: bool = True
+    stall_streak: int = 0
+    collapse_streak: int = 0
+    last_collapsed: bool = False
+    epochs_seen: int = 0
+    reason: str = ""
+    reported: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``stalled`` or ``collapsed`` after the epochs observed so far."""
+        if self.patience <= 0:
+            return "ok"
+        if self.last_collapsed and self.epochs_seen >= self.patience:
+            return "collapsed"
+        if self.stall_streak >= self.patience:
+            return "stalled"
+        return "ok"
+
+    def _stalled(self, row: Mapping[str, Any]) -> bool:
+        c = self.num_classes
+        loss = row.get("train_loss")
+        if c is None or c < 2 or loss is None or not math.isfinite(loss):
+            return False
+        acc = row.get("val_acc")
+        if acc is None:
+            acc = row.get("train_acc")
+        chance_acc = 1.0 / c + STALL_ACC_MARGIN * (1.0 - 1.0 / c)
+        return loss >= STALL_LOSS_FRACTION * math.log(c) and (acc is None or acc <= chance_acc)
+
+    def hint(self, layers: Sequence[str] = ()) -> str:
+        """What to change, with values."""
+        parts = []
+        if self.sparse and self.lam is not None and self.lam > 0:
+            parts.append(f"--lam {_fmt(self.lam / 10)} (10× smaller λ)")
+        if self.lr is not None and self.lr > 0:
+            parts.append(f"--lr {_fmt(self.lr / 3)} (3× smaller lr)")
+        if not parts:
+            return ""
+        where = f"; {', '.join(layers)} entirely zero" if layers else ""
+        return f"try {' or '.join(parts)}{where}"
+
+    def observe(
+        self, row: Mapping[str, Any], *, constant_output: bool, empty_layers: Sequence[str]
+    ) -> list[str]:
+        """Record one epoch (``row`` as in the metrics); return the warnings to print."""
+        warnings: list[str] = []
+        self.epochs_seen += 1
+        if self._stalled(row):
+            self.stall_streak += 1
+        else:
+            self.stall_streak = 0
+        self.last_collapsed = bool(constant_output) and int(row.get("epoch", 1)) > 0
+        self.collapse_streak = self.collapse_streak + 1 if self.last_collapsed else 0
+        if self.collapse_streak == self.patience:
+            zero = f" ({', '.join(empty_layers)} entirely zero)" if empty_layers else ""
+            self.reason = (
+                f"collapsed: the deployable network gives the same output for every input "
+                f"for {self.patience} epochs{zero}"
+            )
+            warnings.append(f"{self.reason}; {self.hint(empty_layers)}".rstrip("; "))
+        if self.stall_streak == self.patience:
+            c = self.num_classes or 2
+            self.reason = self.reason or ""
+            msg = (
+                f"stalled: training loss {_fmt(float(row['train_loss']))} ≈ ln {c} = "
+                f"{_fmt(math.log(c))} (chance level) for {self.patience} epochs"
+            )
+            if not self.last_collapsed:
+                self.reason = msg
+            warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))
+        if self.status == "ok":
+            self.reason = ""
+        elif self.status == "collapsed" and not self.reason.startswith("collapsed"):
+            zero = f" ({', '.join(empty_layers)} entirely zero)" if empty_layers else ""
+            self.reason = (
+                f"collapsed: the final network gives the same output for every input{zero}"
+            )
+        self.reported.extend(warnings)
+        return warnings
+
+    def summary(self) -> dict[str, Any]:
+        """``{"status", "reason", "hint"}`` for ``summary.json``."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "hint": self.hint() if self.status != "ok" else "",
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data state, for checkpoints."""
+        return {
+            "stall_streak": self.stall_streak,
+            "collapse_streak": self.collapse_streak,
+            "last_collapsed": self.last_collapsed,
+            "epochs_seen": self.epochs_seen,
+            "reason": self.reason,
+            "reported": list(self.reported),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.stall_streak = int(state.get("stall_streak", 0))
+        self.collapse_streak = int(state.get("collapse_streak", 0))
+        self.last_collapsed = bool(state.get("last_collapsed", False))
+        self.epochs_seen = int(state.get("epochs_seen", 0))
+        self.reason = str(state.get("reason", ""))
+        self.reported = list(state.get("reported", []))

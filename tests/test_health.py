@@ -1,0 +1,195 @@
+"""Failure detection (stall, collapse), the pruning baseline and their place in the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import sparseopt as so
+from sparseopt.baselines import FixedMask, magnitude_masks, verdict
+from sparseopt.cli import main
+from sparseopt.control import TargetDensity, empty_penalised
+from sparseopt.health import EXIT_FAILED, HealthMonitor, constant_output
+
+FAST = ["--no-plots", "--quiet", "--no-record-path", "--no-tensorboard", "--threads", "1"]
+
+
+def _row(epoch: int, loss: float, acc: float) -> dict[str, float]:
+    return {"epoch": epoch, "train_loss": loss, "val_acc": acc}
+
+
+def test_monitor_fires_on_a_stall_and_stays_quiet_on_a_healthy_run() -> None:
+    stalled = HealthMonitor(num_classes=10, patience=3, lr=0.05, lam=0.01)
+    said = [
+        stalled.observe(_row(e, math.log(10), 0.1), constant_output=False, empty_layers=[])
+        for e in (1, 2, 3, 4)
+    ]
+    assert [len(s) for s in said] == [0, 0, 1, 0]  # once per streak
+    assert "stalled" in said[2][0] and "--lam 0.001" in said[2][0] and "--lr 0.0167" in said[2][0]
+    assert stalled.status == "stalled" and stalled.summary()["hint"]
+    healthy = HealthMonitor(num_classes=10, patience=3)
+    for e, loss in enumerate([2.3, 1.2, 0.6, 0.3, 0.2], start=1):
+        acc = 0.1 if e == 1 else 0.9
+        assert healthy.observe(_row(e, loss, acc), constant_output=False, empty_layers=[]) == []
+    assert healthy.status == "ok" and healthy.summary()["reason"] == ""
+    # a run that starts at chance and then learns is not stalled
+    late = HealthMonitor(num_classes=10, patience=2)
+    for e, (loss, acc) in enumerate([(2.3, 0.1), (2.3, 0.1), (1.0, 0.7)], start=1):
+        late.observe(_row(e, loss, acc), constant_output=False, empty_layers=[])
+    assert late.status == "ok"
+    # regression has no chance level: never stalled
+    reg = HealthMonitor(num_classes=None, patience=1)
+    reg.observe({"epoch": 1, "train_loss": 100.0}, constant_output=False, empty_layers=[])
+    assert reg.status == "ok"
+
+
+def test_monitor_reports_a_collapse_with_the_empty_layers_and_restores_state() -> None:
+    mon = HealthMonitor(num_classes=10, patience=2, lr=0.1, lam=0.5)
+    for e in (1, 2):
+        said = mon.observe(_row(e, 0.5, 0.8), constant_output=True, empty_layers=["fc2"])
+    assert mon.status == "collapsed" and "fc2 entirely zero" in said[0]
+    assert "--lam 0.05" in said[0]
+    clone = HealthMonitor(num_classes=10, patience=2)
+    clone.load_state_dict(mon.state_dict())
+    assert clone.status == "collapsed" and clone.reason == mon.reason
+    # a run shorter than the patience is not judged
+    short = HealthMonitor(num_classes=10, patience=3)
+    short.observe(_row(1, 0.5, 0.8), constant_output=True, empty_layers=[])
+    assert short.status == "ok"
+    off = HealthMonitor(num_classes=10, patience=0)
+    off.observe(_row(1, 2.3, 0.1), constant_output=True, empty_layers=[])
+    assert off.status == "ok"
+
+
+def test_constant_output_sees_a_dead_layer_but_not_a_live_one() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x = torch.randn(16, 5)
+    assert not constant_output(net, x)
+    with torch.no_grad():
+        net[0].weight.zero_()
+    assert constant_output(net, x)
+    assert not constant_output(net, x[:1])  # one sample is never "constant"
+    assert net.training  # mode restored
+
+
+def test_cli_stalled_run_exits_4_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # lr 0: the network never moves; its loss stays at ln 10 and accuracy at chance
+    out = tmp_path / "stall"
+    code = main(["train", "-o", "sgd", "--lr", "0", "--epochs", "3", "--out", str(out), *FAST])
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "stalled" in lines[0] and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "stalled" and "ln 10" in summary["reason"]
+
+
+def test_cli_collapsed_run_exits_4_and_a_healthy_run_is_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an ℓ0 λ far above the weights' scale thresholds every layer to zero
+    out = tmp_path / "collapse"
+    code = main(
+        [
+            "train",
+            "-o",
+            "rvsm",
+            "--penalty",
+            "l0",
+            "--lam",
+            "10",
+            "--epochs",
+            "3",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED and "collapsed" in err and "--lam 1" in err
+    assert json.loads((out / "summary.json").read_text())["status"] == "collapsed"
+    ok = tmp_path / "ok"
+    assert main(["train", "-o", "sgd", "--epochs", "3", "--out", str(ok), *FAST]) == 0
+    assert json.loads((ok / "summary.json").read_text())["status"] == "ok"
+
+
+def test_compare_shows_the_status_and_the_pruning_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            *("compare", "--optimizers", "rvsm", "adabreg", "--epochs", "3", "--prune-baseline"),
+            *("--finetune-epochs", "1", "--out", str(tmp_path), *FAST),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = json.loads((tmp_path / "comparison.json").read_text())
+    names = [r["optimizer"] for r in rows]
+    assert names == ["rvsm", "adabreg", "pruning @ rvsm", "pruning @ adabreg"]
+    for method in rows[:2]:
+        assert method["status"] == "ok" and method["beats_pruning"] in ("yes", "no", "tie")
+    for method, pruned in zip(rows[:2], rows[2:], strict=True):
+        # pruned at the method's own weight density, same total epochs
+        assert pruned["weight_density"] == pytest.approx(method["weight_density"], abs=1e-3)
+        assert pruned["epochs"] == 3
+    assert (tmp_path / "pruning-sgd-dense" / "summary.json").exists()
+    table = (tmp_path / "comparison.md").read_text()
+    assert "| beats pruning? |" in table and "| pruning @ rvsm | ok |" in table
+
+
+def test_magnitude_masks_keep_the_largest_weights_globally() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.Linear(20, 5))
+    masks = magnitude_masks(net, 0.1)
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert kept == round(0.1 * (200 + 100))
+    allw = torch.cat([net[0].weight.abs().flatten(), net[1].weight.abs().flatten()])
+    thr = allw.sort(descending=True).values[kept - 1]
+    for name, m in masks.items():
+        w = dict(net.named_parameters())[name].abs()
+        assert bool((w[m] >= thr).all()) and bool((w[~m] <= thr).all())
+    with pytest.raises(ValueError, match="keep"):
+        magnitude_masks(net, 1.5)
+
+
+def test_fixed_mask_keeps_pruned_weights_zero_through_training() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    masks = {"0.weight": torch.rand(4, 4) > 0.5}
+    cb = FixedMask(net.state_dict(), masks)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    cb.apply(net)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(8, 4)).pow(2).sum().backward()
+        opt.step()
+        cb.on_step_end(SimpleNamespace(model=net), 0)
+    assert bool((net[0].weight[~masks["0.weight"]] == 0).all())
+
+
+def test_verdict_is_a_tie_within_two_standard_errors() -> None:
+    assert verdict(0.90, 0.80, 1000) == "yes" and verdict(0.80, 0.90, 1000) == "no"
+    assert verdict(0.90, 0.89, 1000) == "tie"
+    with pytest.raises(ValueError):
+        verdict(0.9, 0.8, 0)
+
+
+def test_target_density_never_raises_lam_while_a_layer_is_empty() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=0.01)
+    with torch.no_grad():
+        net[2].weight.zero_()  # layer 2 collapsed, layer 0 dense: overall far above target
+    assert empty_penalised(opt) == 1
+    ctl = TargetDensity(0.05)
+    lam = ctl.update(net, opt)
+    assert lam < 0.01  # "too dense" would raise λ; a collapsed layer brings it down
+    with torch.no_grad():
+        net[2].weight.fill_(1.0)
+    assert empty_penalised(opt) == 0 and ctl.update(net, opt) > lam
