@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparseopt.config import OPTIMIZER_PRESETS, TrainConfig, load_config_file, save_config_file
+from sparseopt.config import TrainConfig, load_config_file, save_config_file
 from sparseopt.engine import (
     TIME_KEYS,
     Callback,
@@ -28,7 +28,7 @@ from sparseopt.engine import (
     load_checkpoint,
     train,
 )
-from sparseopt.optim.registry import list_optimizers
+from sparseopt.optim.registry import get_optimizer_info, list_optimizers
 from sparseopt.path import load_path
 from sparseopt.prune import match_widths
 
@@ -135,8 +135,10 @@ def test_config_rejects_invalid_values(key: str, value: Any, match: str) -> None
 def test_resolve_fills_presets_and_registry_defaults() -> None:
     r = TrainConfig().resolve()
     assert r.optimizer == "adabreg" and r.penalty == "l1"
-    assert r.init_density == OPTIMIZER_PRESETS["adabreg"]["init_density"] == 0.01
-    assert r.lr == OPTIMIZER_PRESETS["adabreg"]["lr"]
+    info = get_optimizer_info("adabreg")
+    assert r.init_density == info.training["init_density"] == 0.01
+    assert r.lr == info.defaults["lr"] and r.lam == info.lam["l1"]
+    assert r.schedule == info.training["schedule"]
     dense = TrainConfig(optimizer="SGD").resolve()
     assert dense.optimizer == "sgd" and dense.penalty is None and dense.lam is None
     assert dense.init_density == 1.0

@@ -81,6 +81,16 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def _recipe_help(key: str) -> str:
+    """``value: names`` groups of a training default across the registry's recipes."""
+    from sparseopt.optim.registry import OPTIMIZERS
+
+    by: dict[str, list[str]] = {}
+    for name, info in OPTIMIZERS.items():
+        by.setdefault(f"{info.training.get(key)}", []).append(name)
+    return "; ".join(f"{v} for {'/'.join(names)}" for v, names in by.items())
+
+
 def _names(kind: str) -> str:
     try:
         if kind == "datasets":
@@ -157,7 +167,9 @@ _TRAIN_FLAGS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
                 {
                     "type": float,
                     "metavar": "R",
-                    "help": "sparse-init density in (0, 1]; default 0.01 for linbreg/adabreg, 1 (dense) otherwise",
+                    "help": "sparse-init density in (0, 1] (default: per optimizer, "
+                    + _recipe_help("init_density")
+                    + ")",
                 },
             ),
             (
@@ -192,7 +204,8 @@ _TRAIN_FLAGS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
                 {
                     "type": float,
                     "metavar": "λ",
-                    "help": "penalty weight λ of all weights (default: per optimizer)",
+                    "help": "penalty weight λ of all weights (default: per optimizer and penalty, "
+                    "see docs/recipes.md)",
                 },
             ),
             (
@@ -280,7 +293,12 @@ _TRAIN_FLAGS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
             ),
             (
                 ("--schedule",),
-                {"choices": SCHEDULES, "help": "learning-rate schedule per epoch (default: none)"},
+                {
+                    "choices": SCHEDULES,
+                    "help": "learning-rate schedule per epoch (default: per optimizer, "
+                    + _recipe_help("schedule")
+                    + ")",
+                },
             ),
             (
                 ("--lr-step-size",),

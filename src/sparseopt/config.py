@@ -14,10 +14,10 @@ is ``--batch-size``...), and a config file (``--config FILE``) uses the field na
 keys (``-`` and ``_`` are interchangeable); flags given on the command line override
 the file.
 
-Fields left at ``None`` are filled by :meth:`TrainConfig.resolve` from
-:data:`OPTIMIZER_PRESETS` (per-optimizer training defaults such as the sparse-init
-density, tuned on the default digits job) and then by the optimizer registry's own
-defaults; the resolved values are what a run directory's ``config.yaml`` records.
+Fields left at ``None`` are filled by :meth:`TrainConfig.resolve` from the optimizer's
+recipe in the registry (:mod:`sparseopt.optim.registry`, the one source of every
+default: hyperparameters, λ per penalty, sparse-start density, schedule); the resolved
+values are what a run directory's ``config.yaml`` records.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from sparseopt.optim.registry import PARAM_GROUP_KEYS
 
 __all__ = [
     "HYPERPARAMETER_FIELDS",
-    "OPTIMIZER_PRESETS",
     "PENALTY_FIELDS",
     "RESUME_OVERRIDABLE",
     "SCHEDULES",
@@ -86,30 +85,6 @@ RESUME_OVERRIDABLE = frozenset(
     }
 )
 
-#: Per-optimizer training defaults applied to fields left at ``None`` (below the
-#: user's values, above the optimizer registry's defaults). Bregman methods start
-#: from a 1 %-dense network as in Bungert et al. (JMLR 2022, §4.1) and grow the support
-#: (inverse scale space); SplitLBI's sparse estimate Γ starts empty by construction, so
-#: its weights start dense; RDA, RVSM and proximal SGD prune a dense start. The λ and
-#: learning rates are tuned on the default job (digits, MLP, batch 64, 30 epochs).
-OPTIMIZER_PRESETS: dict[str, dict[str, Any]] = {
-    "linbreg": {"init_density": 0.01, "lr": 0.3, "lam": 0.05, "momentum": 0.9},
-    "adabreg": {"init_density": 0.01, "lr": 0.01, "lam": 0.5},
-    "splitlbi": {
-        "init_density": 1.0,
-        "lr": 0.2,
-        "lam": 0.1,
-        "kappa": 1.0,
-        "nu": 100.0,
-        "momentum": 0.9,
-    },
-    "rda": {"init_density": 1.0, "lam": 2e-3, "gamma": 0.5},
-    "rvsm": {"init_density": 1.0, "lr": 0.05, "lam": 1e-2, "beta": 1.0, "momentum": 0.9},
-    "proxsgd": {"init_density": 1.0, "lr": 0.05, "lam": 1e-2, "momentum": 0.9},
-    "sgd": {"init_density": 1.0, "lr": 0.05, "momentum": 0.9},
-    "adam": {"init_density": 1.0, "lr": 1e-3},
-}
-
 
 def _key(name: str) -> str:
     return str(name).replace("-", "_")
@@ -151,7 +126,8 @@ class TrainConfig:
         batch_size: global minibatch size (split across processes when distributed).
         eval_batch_size: batch size of evaluation passes.
         limit_batches: stop each epoch after this many batches (quick trials, tests).
-        schedule: learning-rate schedule stepped per epoch: ``none``, ``cosine``
+        schedule: learning-rate schedule stepped per epoch (``None``: the optimizer's
+            recipe): ``none``, ``cosine``
             (to 0 at the last epoch), ``step`` (× ``lr_gamma`` every ``lr_step_size``
             epochs), ``multistep`` (× ``lr_gamma`` at each of ``lr_milestones``) or
             ``plateau`` (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`: × ``lr_gamma``
@@ -225,7 +201,7 @@ class TrainConfig:
     batch_size: int = 64
     eval_batch_size: int = 1024
     limit_batches: int | None = None
-    schedule: str = "none"
+    schedule: str | None = None
     lr_step_size: int = 30
     lr_gamma: float = 0.1
     lr_milestones: list[int] = field(default_factory=list)
@@ -324,7 +300,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"Invalid {name} value: {value!r}; expected a name")
-        if self.schedule not in SCHEDULES:
+        if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ValueError(
                 f"Invalid schedule value: {self.schedule!r}; expected one of {list(SCHEDULES)}"
             )
@@ -365,17 +341,19 @@ class TrainConfig:
     # ------------------------------------------------------------------ resolution
 
     def resolve(self) -> TrainConfig:
-        """A copy with ``None`` fields filled from :data:`OPTIMIZER_PRESETS` and the registry.
+        """A copy with ``None`` fields filled from the optimizer's registry recipe.
 
-        Fills ``init_density`` and the optimizer's preset hyperparameters and, for
-        sparse methods, ``penalty`` (``l1``) and ``lam``; ``lr`` falls back to the
-        registry's default. The optimizer name is canonicalised.
+        Fills the recipe's hyperparameters the optimizer takes (``lr``, ``momentum``...),
+        its training settings (``init_density``, ``schedule``) and, for sparse methods,
+        ``penalty`` (``l1``) and the recipe's λ for the penalties in use
+        (:func:`sparseopt.optim.registry.recipe_lams`). The optimizer name is
+        canonicalised.
 
         Raises:
             ValueError: unknown optimizer name (the message lists the valid ones), or a
                 :data:`SPARSE_ONLY_FIELDS` setting with a dense optimizer.
         """
-        from sparseopt.optim.registry import get_optimizer_info, list_optimizers
+        from sparseopt.optim.registry import get_optimizer_info, list_optimizers, recipe_lams
 
         info = get_optimizer_info(self.optimizer)
         if not info.sparse:
@@ -388,22 +366,23 @@ class TrainConfig:
                         f"{', '.join(sparse)}"
                     )
         changes: dict[str, Any] = {"optimizer": info.name}
-        preset = OPTIMIZER_PRESETS.get(info.name, {})
         accepted = info.accepted_keywords()
-        for key, value in preset.items():
-            if getattr(self, key) is not None:
-                continue
-            if key in HYPERPARAMETER_FIELDS and key not in accepted:
-                continue
-            if key in PENALTY_FIELDS and not info.sparse:
-                continue
-            changes[key] = value
-        if self.lr is None and "lr" not in changes and "lr" in info.defaults:
-            changes["lr"] = info.defaults["lr"]
-        if info.sparse and self.penalty is None:
-            changes["penalty"] = "l1"
+        for key, value in info.defaults.items():
+            if key in HYPERPARAMETER_FIELDS and key in accepted and getattr(self, key) is None:
+                changes[key] = list(value) if isinstance(value, tuple) else value
+        for key, value in info.training.items():
+            if getattr(self, key) is None:
+                changes[key] = value
+        if info.sparse:
+            if self.penalty is None:
+                changes["penalty"] = "l1"
+            settings = {k: getattr(self, k) for k in PENALTY_FIELDS}
+            settings["penalty"] = changes.get("penalty", self.penalty)
+            changes.update(recipe_lams(info, settings))
         if self.init_density is None and "init_density" not in changes:
             changes["init_density"] = 1.0
+        if self.schedule is None and "schedule" not in changes:
+            changes["schedule"] = "none"
         return self.replace(**changes)
 
     def optimizer_kwargs(self) -> dict[str, Any]:

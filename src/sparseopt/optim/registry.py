@@ -1,9 +1,15 @@
-"""Registry and factory of optimizers (timm style).
+r"""Registry and factory of optimizers (timm style).
 
 One frozen :class:`OptimizerInfo` per method: its name, class, a one-line
-description, recommended defaults and whether it is a sparse method. The command
-line only calls :func:`create_optimizer` and :func:`list_optimizers`; it never
-switches on names.
+description, whether it is a sparse method, and its **recipe** — the single source of
+every default: the optimizer's keyword defaults (``defaults``: lr, momentum, ...), the
+default λ of each penalty (``lam``: ℓ0's threshold :math:`\sqrt{2t\lambda}` and ℓ1's
+soft threshold :math:`t\lambda` live on different scales, so one λ cannot serve both)
+and the training settings (``training``: the sparse start's density, the learning-rate
+schedule). :func:`create_optimizer`, :meth:`sparseopt.config.TrainConfig.resolve`, the
+command line's help and docs/cli.md all read them from here; the study that chose them
+is in docs/recipes.md. The command line only calls :func:`create_optimizer` and
+:func:`list_optimizers`; it never switches on names.
 
 Example:
     >>> import sparseopt as so
@@ -29,11 +35,16 @@ from sparseopt.groups import param_groups
 __all__ = [
     "OPTIMIZERS",
     "PARAM_GROUP_KEYS",
+    "PENALTY_NAMES",
     "OptimizerInfo",
     "create_optimizer",
     "get_optimizer_info",
     "list_optimizers",
+    "recipe_lams",
 ]
+
+#: Penalty names that have a default λ in every sparse recipe.
+PENALTY_NAMES = ("l1", "l0", "tl1", "group_l1", "group_l0")
 
 #: Keywords :func:`create_optimizer` routes to :func:`sparseopt.groups.param_groups`
 #: when it is given a model.
@@ -64,6 +75,9 @@ class OptimizerInfo:
         defaults: recommended keyword defaults, applied under the user's keywords.
         sparse: whether the method takes a penalty (``False`` for dense baselines).
         reference: the paper.
+        lam: default λ per penalty name (:data:`PENALTY_NAMES`; sparse methods).
+        training: training defaults (``TrainConfig`` fields: ``init_density``,
+            ``schedule``).
     """
 
     name: str
@@ -72,6 +86,14 @@ class OptimizerInfo:
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     sparse: bool = True
     reference: str = ""
+    lam: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    training: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def default_lam(self, penalty: Any) -> float | None:
+        """The recipe's λ for ``penalty`` (a name); ``None`` for ``none`` or an object."""
+        if not isinstance(penalty, str):
+            return None
+        return self.lam.get(penalty.lower())
 
     @property
     def cls(self) -> type[torch.optim.Optimizer]:
@@ -86,10 +108,42 @@ class OptimizerInfo:
 
 
 def _info(
-    name: str, target: str, description: str, reference: str = "", **kw: Any
+    name: str,
+    target: str,
+    description: str,
+    reference: str = "",
+    *,
+    lam: Mapping[str, float] | None = None,
+    training: Mapping[str, Any] | None = None,
+    **kw: Any,
 ) -> OptimizerInfo:
     sparse = kw.pop("sparse", True)
-    return OptimizerInfo(name, target, description, MappingProxyType(kw), sparse, reference)
+    if sparse and set(lam or {}) != set(PENALTY_NAMES):
+        raise AssertionError(f"recipe of {name!r} needs a λ for each of {PENALTY_NAMES}")
+    return OptimizerInfo(
+        name,
+        target,
+        description,
+        MappingProxyType(kw),
+        sparse,
+        reference,
+        MappingProxyType(dict(lam or {})),
+        MappingProxyType(dict(training or {})),
+    )
+
+
+def _lams(l1: float, l0: float) -> dict[str, float]:
+    r"""λ per penalty from the ℓ1 and ℓ0 values of a recipe.
+
+    ``tl1`` (a = 1) has slope :math:`2\lambda` at 0, so half the ℓ1 λ gives the same
+    threshold near zero; ``group_l1`` (group weight :math:`\sqrt{|g|}`) kills a group
+    whose RMS entry is below the ℓ1 threshold at the same λ; ``group_l0`` takes the ℓ0
+    λ (its threshold :math:`\sqrt{2t\lambda}` acts on the group norm, so groups die less
+    easily than entries). Where the study did not measure ℓ0, its λ matches the two
+    thresholds, :math:`\sqrt{2t\lambda_0} = t\lambda_1`, i.e.
+    :math:`\lambda_0 = t\lambda_1^2/2` with the method's prox step ``t``.
+    """
+    return {"l1": l1, "l0": l0, "tl1": l1 / 2, "group_l1": l1, "group_l0": l0}
 
 
 #: Every registered optimizer by name.
@@ -101,52 +155,78 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.linbreg:LinBreg",
             "Linearized Bregman iterations (inverse scale space), optional momentum",
             "Bungert et al., JMLR 23 (2022), Alg. 1-2",
-            lr=0.1,
+            lam=_lams(0.05, 0.05**2 / 2),  # prox step δ = 1
+            training={"init_density": 0.01, "schedule": "none"},
+            lr=0.3,
+            momentum=0.9,
         ),
         _info(
             "adabreg",
             "sparseopt.optim.adabreg:AdaBreg",
             "Adam-type linearized Bregman iterations",
             "Bungert et al., JMLR 23 (2022), Alg. 3",
-            lr=1e-3,
+            lam=_lams(0.5, 0.5**2 / 2),  # prox step δ = 1
+            training={"init_density": 0.01, "schedule": "none"},
+            lr=0.01,
         ),
         _info(
             "splitlbi",
             "sparseopt.optim.splitlbi:SplitLBI",
             "Split linearized Bregman iterations (S2-LBI / DessiLBI)",
             "Fu et al., arXiv 1904.10873; DessiLBI, ICML 2020",
+            lam=_lams(0.1, 0.1**2 / 2),  # Γ = κ prox(Z), prox step 1
+            training={"init_density": 1.0, "schedule": "none"},  # Γ starts empty anyway
+            lr=0.2,
+            kappa=1.0,
+            nu=100.0,
+            momentum=0.9,
         ),
         _info(
             "rda",
             "sparseopt.optim.rda:RDA",
             "l1-regularized dual averaging with the initial weights as prox centre",
             "Xiao, JMLR 11 (2010); He et al., Comput. Optim. Appl. 77 (2020)",
+            lam=_lams(2e-3, 2e-3**2 / 2),
+            training={"init_density": 1.0, "schedule": "none"},
+            lr=1.0,
+            gamma=0.5,
         ),
         _info(
             "rvsm",
             "sparseopt.optim.rvsm:RVSM",
             "Relaxed variable splitting with l0 / l1 / transformed-l1 (and group) penalties",
             "Dinh & Xin, arXiv 1812.05719; Xue & Xin, WCGO 2019",
+            lam=_lams(1e-2, 1e-2**2 / 2),  # u = prox_{J/β}(w): prox step 1/β = 1
+            training={"init_density": 1.0, "schedule": "none"},
+            lr=0.05,
+            beta=1.0,
+            momentum=0.9,
         ),
         _info(
             "proxsgd",
             "sparseopt.optim.proxsgd:ProxSGD",
             "Proximal SGD (Lasso baseline), optional momentum",
             "Parikh & Boyd (2014)",
-            lr=0.1,
+            lam=_lams(1e-2, 0.05 * 1e-2**2 / 2),  # prox step = lr
+            training={"init_density": 1.0, "schedule": "none"},
+            lr=0.05,
+            momentum=0.9,
         ),
         _info(
             "sgd",
             "torch.optim:SGD",
             "Dense SGD baseline (torch.optim.SGD)",
             sparse=False,
-            lr=0.1,
+            training={"init_density": 1.0, "schedule": "none"},
+            lr=0.05,
+            momentum=0.9,
         ),
         _info(
             "adam",
             "torch.optim:Adam",
             "Dense Adam baseline (torch.optim.Adam)",
             sparse=False,
+            training={"init_density": 1.0, "schedule": "none"},
             lr=1e-3,
         ),
     )
@@ -173,6 +253,36 @@ def get_optimizer_info(name: str) -> OptimizerInfo:
         ) from None
 
 
+def recipe_lams(info: OptimizerInfo, settings: Mapping[str, Any]) -> dict[str, float]:
+    """The λ keywords that ``settings`` leaves unset, from ``info``'s recipe.
+
+    ``lam`` is the recipe's λ of ``penalty`` (``l1`` when not given); ``conv_lam`` and
+    ``linear_lam`` are filled when ``conv_penalty``/``linear_penalty`` name another
+    penalty than ``penalty`` and no λ was given for them or for all weights.
+
+    Example:
+        >>> recipe_lams(get_optimizer_info("rvsm"), {"penalty": "l0"}) == {
+        ...     "lam": get_optimizer_info("rvsm").lam["l0"]}
+        True
+    """
+    out: dict[str, float] = {}
+    penalty = settings.get("penalty") or "l1"
+    if settings.get("lam") is None:
+        lam = info.default_lam(penalty)
+        if lam is not None:
+            out["lam"] = lam
+    for kind in ("conv", "linear"):
+        own = settings.get(f"{kind}_penalty")
+        if own is None or own == penalty or settings.get(f"{kind}_lam") is not None:
+            continue
+        if settings.get("lam") is not None:
+            continue
+        lam = info.default_lam(own)
+        if lam is not None:
+            out[f"{kind}_lam"] = lam
+    return out
+
+
 def create_optimizer(
     model_or_params: torch.nn.Module | Iterable[Any], name: str, **kwargs: Any
 ) -> torch.optim.Optimizer:
@@ -190,6 +300,8 @@ def create_optimizer(
     info = get_optimizer_info(name)
     merged = {**info.defaults, **kwargs}
     group_kw = {k: merged.pop(k) for k in PARAM_GROUP_KEYS if k in merged}
+    if info.sparse:
+        group_kw.update(recipe_lams(info, group_kw))
     if not info.sparse:
         penalised = {k: v for k, v in group_kw.items() if v not in (None, "none", 0, 0.0, ())}
         if penalised:

@@ -1,0 +1,248 @@
+"""The study behind the default recipes: a grid per optimizer and penalty, scored on
+validation accuracy over several tasks (never on a test split).
+
+Every candidate recipe (learning rate, λ, momentum, schedule, sparse start) runs on
+every classification task of :data:`robustness_tasks.TASKS` with the study's budget;
+results are appended to a JSON-lines file, one line per (stage, task, candidate), so
+an interrupted study continues where it stopped and several workers can share a grid
+(``--worker i/n``). ``--report`` scores the candidates:
+
+- *gap*: validation accuracy minus the best dense baseline's (SGD and Adam, each with
+  its own lr grid) on the same task, averaged over the tasks;
+- a candidate is *admissible* when no run stalled or collapsed (validation accuracy
+  above 2/C) and its weight density is at most 15 % on every image task;
+- the recipe is the admissible candidate with the best mean gap; ties within 0.1
+  points go to the sparser one.
+
+Usage::
+
+    python benchmarks/recipe_study.py --stage l1 --worker 0/2 &   # run (two workers)
+    python benchmarks/recipe_study.py --stage l1 --worker 1/2 &
+    python benchmarks/recipe_study.py --report                   # Markdown tables
+
+The grids and the chosen recipes are written down in docs/recipes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from robustness_tasks import TASKS, base_config, run_one
+
+#: Tasks the recipes are chosen on; the curves and teacher tasks of the robustness
+#: benchmark are held out (the defaults are checked there without having seen them).
+STUDY_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5")
+DEFAULT_OUT = Path("runs/recipe_study/results.jsonl")
+DENSITY_CAP = 0.15
+
+
+def _grid(**axes: list[Any]) -> list[dict[str, Any]]:
+    keys = list(axes)
+    return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*axes.values())]
+
+
+def _cands(optimizer: str, common: dict[str, Any], **axes: list[Any]) -> list[dict[str, Any]]:
+    return [{"optimizer": optimizer, **common, **c} for c in _grid(**axes)]
+
+
+COS = {"schedule": "cosine"}
+
+#: Candidates per stage. Stage ``l1``: every method with the ℓ1 penalty, cosine schedule.
+STAGES: dict[str, list[dict[str, Any]]] = {
+    "dense": [
+        *_cands("sgd", {**COS, "momentum": 0.9}, lr=[0.02, 0.05, 0.1]),
+        *_cands("adam", COS, lr=[3e-4, 1e-3, 3e-3]),
+    ],
+    "l1": [
+        *_cands(
+            "linbreg",
+            {**COS, "momentum": 0.9, "init_density": 0.01},
+            lr=[0.05, 0.15],
+            lam=[0.05, 0.2, 0.5],
+        ),
+        *_cands("adabreg", {**COS, "init_density": 0.01}, lr=[3e-3, 1e-2], lam=[0.3, 1.0]),
+        *_cands(
+            "splitlbi",
+            {**COS, "momentum": 0.9, "kappa": 1.0, "init_density": 1.0},
+            lr=[0.02, 0.05, 0.1],
+            nu=[10.0],
+        ),
+        *_cands(
+            "rda", {"schedule": "none", "init_density": 1.0}, lam=[2e-4, 6e-4], gamma=[0.5, 2.0]
+        ),
+        *_cands(
+            "rvsm",
+            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            lam=[3e-3, 1e-2],
+        ),
+        *_cands(
+            "proxsgd",
+            {**COS, "momentum": 0.9, "init_density": 1.0, "lr": 0.05},
+            lam=[1e-3, 3e-3],
+        ),
+    ],
+    "penalties": [
+        *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
+        *_cands(
+            "linbreg",
+            {"schedule": "none", "momentum": 0.9, "init_density": 0.01, "lr": 0.15},
+            lam=[0.2, 0.5],
+        ),
+        *_cands(
+            "rvsm",
+            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05, "penalty": "l0"},
+            lam=[1e-5, 5e-5, 2e-4],
+        ),
+        *_cands(
+            "rvsm",
+            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            penalty=["tl1"],
+            lam=[3e-3, 1e-2],
+        ),
+    ],
+}
+
+
+def _key(stage: str, task: str, cand: dict[str, Any]) -> str:
+    return json.dumps([stage, task, cand], sort_keys=True)
+
+
+def _done(path: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                out[_key(rec["stage"], rec["task"], rec["cand"])] = rec
+    return out
+
+
+def run(stage: str, worker: tuple[int, int], path: Path) -> None:
+    """Run this worker's share of ``stage`` (skipping what ``path`` already holds)."""
+    # (candidate + task) mod n: each worker gets every task, the heavy one included
+    mine = [
+        (t, c)
+        for ci, c in enumerate(STAGES[stage])
+        for ti, t in enumerate(STUDY_TASKS)
+        if (ci + ti) % worker[1] == worker[0]
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for i, (task_name, cand) in enumerate(mine):
+        if _key(stage, task_name, cand) in _done(path):
+            continue
+        task = TASKS[task_name]
+        fields = {**base_config(task, study=True), **cand}
+        tmp = tempfile.mkdtemp(prefix="study-")
+        t0 = time.perf_counter()
+        try:
+            res = run_one(fields, str(Path(tmp) / "run"))
+        except Exception as err:  # a failed candidate is a result too
+            res = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        rec = {"stage": stage, "task": task_name, "cand": cand, **res}
+        rec["seconds"] = round(time.perf_counter() - t0, 1)
+        with path.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        va = res.get("val_acc")
+        print(
+            f"[{i + 1}/{len(mine)}] {task_name} {cand} val {va} "
+            f"wd {res.get('weight_density')} {rec['seconds']}s",
+            flush=True,
+        )
+
+
+def _label(cand: dict[str, Any]) -> str:
+    skip = {"optimizer"}
+    return " ".join(f"{k}={v}" for k, v in sorted(cand.items()) if k not in skip)
+
+
+def report(path: Path) -> str:
+    """Markdown: dense references per task, then every candidate's scores per stage."""
+    recs = list(_done(path).values())
+    num_classes = {"digits-mlp": 10, "fmnist-mlp": 10, "fmnist-lenet5": 10, "curves-cnn": 2}
+    dense_best: dict[str, float] = {}
+    for r in recs:
+        if r["stage"] == "dense" and r.get("val_acc") is not None:
+            dense_best[r["task"]] = max(dense_best.get(r["task"], 0.0), r["val_acc"])
+    lines = ["## Best dense validation accuracy per task", "", "| task | val acc |", "|---|---:|"]
+    lines += [f"| {t} | {100 * a:.2f} |" for t, a in sorted(dense_best.items())]
+    by: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in recs:
+        by[(r["stage"], json.dumps(r["cand"], sort_keys=True))][r["task"]] = r
+    per_opt: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    for (stage, cand_s), tasks in by.items():
+        cand = json.loads(cand_s)
+        gaps, ok, dens = [], True, []
+        for t in STUDY_TASKS:
+            r = tasks.get(t)
+            if r is None or r.get("val_acc") is None:
+                ok = False
+                continue
+            if r["val_acc"] <= 2.0 / num_classes[t] or r.get("status", "ok") != "ok":
+                ok = False
+            if t in dense_best:
+                gaps.append(100 * (r["val_acc"] - dense_best[t]))
+            wd = r.get("weight_density") or 1.0
+            dens.append(wd)
+            if TASKS[t].image and cand["optimizer"] not in ("sgd", "adam") and wd > DENSITY_CAP:
+                ok = False
+        mean_gap = sum(gaps) / len(gaps) if gaps else -math.inf
+        cells = [
+            f"{100 * tasks[t]['val_acc']:.1f} / {100 * (tasks[t].get('weight_density') or 1):.1f}"
+            if t in tasks and tasks[t].get("val_acc") is not None
+            else "–"
+            for t in STUDY_TASKS
+        ]
+        per_opt[(stage, cand["optimizer"])].append((mean_gap, ok, max(dens or [1]), cand, cells))
+    for (stage, opt), rows in sorted(per_opt.items()):
+        rows.sort(key=lambda x: (not x[1], -x[0]))
+        lines += [
+            "",
+            f"## {opt} ({stage})",
+            "",
+            "| candidate | " + " | ".join(STUDY_TASKS) + " | mean gap | ok |",
+            "|---|" + "---:|" * (len(STUDY_TASKS) + 2),
+        ]
+        for gap, ok, _, cand, cells in rows:
+            lines.append(
+                f"| {_label(cand)} | "
+                + " | ".join(cells)
+                + f" | {gap:+.2f} | {'yes' if ok else 'no'} |"
+            )
+    lines.append("")
+    lines.append("Cells: validation accuracy % / weight density %.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stage", choices=sorted(STAGES))
+    p.add_argument("--worker", default="0/1", help="i/n: run every n-th job from the i-th")
+    p.add_argument("--results", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args(argv)
+    if args.report:
+        print(report(args.results))
+        return 0
+    if args.stage is None:
+        p.error("--stage or --report is required")
+    i, n = (int(x) for x in args.worker.split("/"))
+    run(args.stage, (i, n), args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

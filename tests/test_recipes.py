@@ -1,0 +1,72 @@
+"""The optimizer registry is the one source of every default (issue 11)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import sparseopt as so
+from sparseopt.config import TrainConfig
+from sparseopt.optim.registry import OPTIMIZERS, PENALTY_NAMES, get_optimizer_info
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARSE = [n for n, info in OPTIMIZERS.items() if info.sparse]
+
+
+@pytest.mark.parametrize("name", SPARSE)
+def test_every_sparse_recipe_has_a_lambda_per_penalty(name: str) -> None:
+    info = get_optimizer_info(name)
+    assert set(info.lam) == set(PENALTY_NAMES)
+    assert all(v > 0 for v in info.lam.values())
+    assert {"init_density", "schedule"} <= set(info.training)
+
+
+@pytest.mark.parametrize("name", SPARSE)
+@pytest.mark.parametrize("penalty", PENALTY_NAMES)
+def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, penalty: str) -> None:
+    info = get_optimizer_info(name)
+    r = TrainConfig(optimizer=name, penalty=penalty).resolve()
+    assert r.lam == info.lam[penalty]
+    assert r.lr == info.defaults.get("lr", r.lr)
+    assert r.init_density == info.training["init_density"]
+    assert r.schedule == info.training["schedule"]
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    opt = so.create_optimizer(net, name, penalty=penalty)
+    lams = {g["lam"] for g in opt.param_groups if g.get("penalty", "none") != "none"}
+    assert lams == {info.lam[penalty]}
+    # per layer kind: a conv penalty of another kind gets its own recipe λ
+    mixed = TrainConfig(optimizer=name, conv_penalty="group_l1").resolve()
+    assert (mixed.lam, mixed.conv_lam) == (info.lam["l1"], info.lam["group_l1"])
+    # a user's λ wins everywhere
+    assert TrainConfig(optimizer=name, penalty=penalty, lam=0.123).resolve().lam == 0.123
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_registry_hyperparameters_are_what_the_factory_and_the_run_use(name: str) -> None:
+    info = get_optimizer_info(name)
+    net = torch.nn.Linear(3, 2)
+    opt = so.create_optimizer(net, name)
+    sig = inspect.signature(info.cls.__init__).parameters
+    for key, value in info.defaults.items():
+        assert key in sig, f"{name}: recipe key {key!r} is not a keyword of the class"
+        assert opt.param_groups[0][key] == value
+    r = TrainConfig(optimizer=name).resolve()
+    for key, value in info.defaults.items():
+        assert getattr(r, key) == value
+
+
+def test_docs_recipe_table_is_the_registry() -> None:
+    text = (ROOT / "docs" / "cli.md").read_text()
+    for name, info in OPTIMIZERS.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"{info.training['init_density']:g}", row
+        assert cells[2] == info.training["schedule"], row
+        assert cells[3] == f"{info.defaults['lr']:g}", row
+        if info.sparse:
+            shown = dict(re.findall(r"(\w+) ([0-9.e-]+)", cells[4]))
+            assert {k: float(v) for k, v in shown.items()} == pytest.approx(dict(info.lam)), row
