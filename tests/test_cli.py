@@ -246,8 +246,8 @@ def test_grow_every_widens_a_saturated_layer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run_main(
-        capsys, "train", "-o", "splitlbi", "--nu", "1", "--model-option", "hidden=[16]",
-        "--grow-every", "1", "--epochs", "4", "--limit-batches", "5", "--no-plots",
+        capsys, "train", "-o", "splitlbi", "--nu", "1", "--lr", "0.2", "--schedule", "none",
+        "--model-option", "hidden=[16]", "--grow-every", "1", "--epochs", "4", "--limit-batches", "5", "--no-plots",
         "--no-tensorboard", "--out", str(tmp_path),
     )  # fmt: skip
     assert code == 0, err
@@ -265,8 +265,8 @@ def test_grow_every_widens_a_saturated_layer(
     assert report["test_acc_shrunk"] == pytest.approx(report["test_acc_masked"])
     # a higher threshold: nothing saturates, and the summary says so
     code, out, err = run_main(
-        capsys, "train", "-q", "-o", "splitlbi", "--nu", "1", "--model-option", "hidden=[16]",
-        "--grow-every", "1", "--grow-tau", "1", "--epochs", "4", "--limit-batches", "5",
+        capsys, "train", "-q", "-o", "splitlbi", "--nu", "1", "--lr", "0.2", "--schedule", "none",
+        "--model-option", "hidden=[16]", "--grow-every", "1", "--grow-tau", "1", "--epochs", "4", "--limit-batches", "5",
         "--no-plots", "--no-tensorboard", "--out", str(tmp_path / "tau1"),
     )  # fmt: skip
     assert code == 0, err

@@ -310,6 +310,8 @@ def test_grown_run_resumes_bitwise_identical(tmp_path: Path) -> None:
     kw = {
         "optimizer": "splitlbi",
         "nu": 1.0,
+        "lr": 0.2,
+        "schedule": "none",
         "model_options": {"hidden": [16]},
         "grow_every": 1,
         "epochs": 4,

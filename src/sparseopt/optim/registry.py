@@ -175,10 +175,10 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "Split linearized Bregman iterations (S2-LBI / DessiLBI)",
             "Fu et al., arXiv 1904.10873; DessiLBI, ICML 2020",
             lam=_lams(0.1, 0.1**2 / 2),  # Γ = κ prox(Z), prox step 1
-            training={"init_density": 1.0, "schedule": "none"},  # Γ starts empty anyway
-            lr=0.2,
+            training={"init_density": 1.0, "schedule": "cosine"},  # Γ starts empty anyway
+            lr=0.05,
             kappa=1.0,
-            nu=100.0,
+            nu=10.0,
             momentum=0.9,
         ),
         _info(
@@ -217,7 +217,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "torch.optim:SGD",
             "Dense SGD baseline (torch.optim.SGD)",
             sparse=False,
-            training={"init_density": 1.0, "schedule": "none"},
+            training={"init_density": 1.0, "schedule": "cosine"},
             lr=0.05,
             momentum=0.9,
         ),
@@ -226,8 +226,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "torch.optim:Adam",
             "Dense Adam baseline (torch.optim.Adam)",
             sparse=False,
-            training={"init_density": 1.0, "schedule": "none"},
-            lr=1e-3,
+            training={"init_density": 1.0, "schedule": "cosine"},
+            lr=3e-3,
         ),
     )
 }

@@ -1,0 +1,144 @@
+"""Every sparse optimizer with its defaults on a matrix of tasks, beside the tuned dense
+baseline and magnitude pruning at equal density (issue 11).
+
+For each task of :data:`robustness_tasks.TASKS` this runs ``sparseopt compare`` with
+every optimizer and no tuning flag (only the task: dataset, model, epochs) and
+``--prune-baseline`` (dense SGD for the epochs minus a fifth, then global magnitude
+pruning to each method's own weight density and a fifth of the epochs of fine-tuning
+with the mask fixed). The dense rows use their own recipes. It then writes one matrix
+of the three targets:
+
+- no default run at chance level (status ``stalled``/``collapsed`` or accuracy ≤ 2/C);
+- on image tasks, within 1.0 point of the best dense baseline at ≤ 15 % of the weights;
+- beats or ties magnitude pruning (``yes``/``tie``) in ≥ 80 % of the cells.
+
+The defaults were chosen on validation splits of some of these tasks
+(benchmarks/recipe_study.py); this benchmark reads test splits. The curves and
+teacher tasks were not used by the study.
+
+Usage::
+
+    python benchmarks/robustness.py --out runs/robustness              # whole matrix
+    python benchmarks/robustness.py --tasks digits-mlp --out runs/rb   # some tasks
+    python benchmarks/robustness.py --report runs/robustness           # table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from robustness_tasks import TASKS
+
+NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2}
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run_task(name: str, out: Path, extra: list[str]) -> int:
+    """``sparseopt compare`` of every optimizer with defaults on task ``name``."""
+    t = TASKS[name]
+    cmd = [sys.executable, "-m", "sparseopt", "compare", "-d", t.dataset, "-m", t.model]
+    cmd += ["--epochs", str(t.epochs), "--out", str(out / name), "--quiet", "--no-plots"]
+    cmd += ["--threads", "1", "--no-record-path", "--no-tensorboard"]
+    for k, v in t.dataset_options.items():
+        cmd += ["--data-option", f"{k}={v}"]
+    if t.dataset in NUM_CLASSES:
+        cmd += ["--prune-baseline"]
+    cmd += extra
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def report(out: Path) -> str:
+    """The matrix: one row per (task, sparse optimizer), the targets checked."""
+    lines = [
+        f"Machine: {_cpu()}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
+        "",
+        "| task | optimizer | status | test acc (%) | weight density (%) | best dense (%) "
+        "| gap (points) | pruning at equal density (%) | beats pruning? |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    cells = wins = chance = close = image_cells = 0
+    for name in TASKS:
+        path = out / name / "comparison.json"
+        if not path.exists():
+            continue
+        rows = json.loads(path.read_text())
+        dense = [r for r in rows if r["optimizer"] in ("sgd", "adam") and r.get("test_acc")]
+        best = max((r["test_acc"] for r in dense), default=None)
+        pruned = {
+            r["optimizer"][len("pruning @ ") :]: r for r in rows if "pruning @" in r["optimizer"]
+        }
+        c = NUM_CLASSES.get(TASKS[name].dataset)
+        for r in rows:
+            if r["optimizer"] in ("sgd", "adam") or "pruning @" in r["optimizer"]:
+                continue
+            acc, wd = r.get("test_acc"), r.get("weight_density")
+            p = pruned.get(r["optimizer"], {})
+            verdict = r.get("beats_pruning", "–")
+            gap = None if acc is None or best is None else 100 * (acc - best)
+            cells += 1
+            failed = r.get("status") != "ok" or (c is not None and acc is not None and acc <= 2 / c)
+            chance += failed
+            wins += verdict in ("yes", "tie")
+            if TASKS[name].image and gap is not None and wd is not None:
+                image_cells += 1
+                close += gap >= -1.0 and wd <= 0.15
+
+            def pct(v: Any) -> str:
+                return "–" if v is None else f"{100 * v:.2f}"
+
+            lines.append(
+                f"| {name} | {r['optimizer']} | {r.get('status')} | {pct(acc)} | {pct(wd)} "
+                f"| {pct(best)} | {'–' if gap is None else f'{gap:+.2f}'} "
+                f"| {pct(p.get('test_acc'))} | {verdict} |"
+            )
+    lines += [
+        "",
+        f"- runs at chance or failed: {chance} of {cells} (target 0)",
+        f"- image cells within 1.0 point of dense at ≤ 15 % weights: {close} of {image_cells} "
+        "(target: all)",
+        f"- beats or ties pruning: {wins} of {cells} (target ≥ 80 %)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    p.add_argument("--out", type=Path, default=Path("runs/robustness"))
+    p.add_argument("--report", type=Path, metavar="DIR", help="only print the matrix of DIR")
+    p.add_argument(
+        "--smoke", action="store_true", help="2 batches per epoch, 3 epochs (tests only)"
+    )
+    args = p.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
+    extra = ["--limit-batches", "2", "--epochs", "3"] if args.smoke else []
+    codes = [run_task(name, args.out, extra) for name in args.tasks]
+    text = report(args.out)
+    (args.out / "robustness.md").write_text(text + "\n")
+    print(text)
+    return 0 if all(c in (0, 4) for c in codes) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

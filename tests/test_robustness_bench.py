@@ -1,0 +1,40 @@
+"""The robustness benchmark runs end to end (smoke budget) and reports its targets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_robustness_smoke_writes_the_matrix(tmp_path: Path) -> None:
+    out = tmp_path / "rb"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "robustness.py"),
+            "--smoke",
+            "--tasks",
+            "digits-mlp",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = (out / "robustness.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| digits-mlp |")]
+    assert [r.split("|")[2].strip() for r in rows] == [
+        "linbreg",
+        "adabreg",
+        "splitlbi",
+        "rda",
+        "rvsm",
+        "proxsgd",
+    ]
+    assert all(r.split("|")[9].strip() in ("yes", "no", "tie") for r in rows)
+    assert "beats or ties pruning:" in text
