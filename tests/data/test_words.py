@@ -18,6 +18,7 @@ from sparseopt.data.words import (
     font_path,
     generate_words,
     load_words,
+    render_shaky,
     render_word,
     sample_scene,
 )
@@ -109,7 +110,10 @@ def test_tremor_free_image_is_the_plain_rendering() -> None:
         if j % 2 == 0:
             np.testing.assert_array_equal(images[k, 0], plain)
         else:
-            np.testing.assert_array_equal(images[k, 0], render_word(scene, tremor=tremor))
+            shaky, used = render_shaky(scene, tremor)
+            np.testing.assert_array_equal(images[k, 0], shaky)
+            np.testing.assert_array_equal(images[k, 0], render_word(used, tremor=tremor))
+            assert used.word == scene.word and used.size <= scene.size
             assert not np.array_equal(images[k, 0], plain)  # the tremor shows
 
 
