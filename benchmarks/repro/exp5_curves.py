@@ -99,6 +99,11 @@ def example_figure(out: Path, report: C.Report, seed: int = 0) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    from PIL import Image
+
+    with Image.open(path) as img:  # grey only: a single channel is 3-4x smaller
+        grey = img.convert("L")
+    grey.save(path, optimize=True)
     return path
 
 
