@@ -15,9 +15,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/sparseopt train
 
-## Set up, then run ruff and the whole test suite.
+## Set up, then run ruff (lint and format check) and the whole test suite.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -93,6 +93,57 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             lam=[1e-3, 3e-3],
         ),
     ],
+    "round2": [
+        *_cands(
+            "adabreg", {"init_density": 0.01, "lr": 0.01, "lam": 0.5}, schedule=["none", "cosine"]
+        ),
+        *_cands(
+            "adabreg",
+            {"init_density": 0.01, "lr": 0.01, "lam": 0.5, "schedule": "none"},
+            init_floor=[False],
+        ),
+        *_cands(
+            "adabreg",
+            {"init_density": 0.01, "lr": 0.01, "lam": 0.5, "schedule": "none"},
+            init_distribution=["erk"],
+        ),
+        *_cands(
+            "linbreg",
+            {"init_density": 0.01, "lr": 0.3, "momentum": 0.9, "schedule": "none"},
+            lam=[0.05, 0.1],
+        ),
+        *_cands(
+            "linbreg",
+            {"init_density": 0.01, "lr": 0.3, "momentum": 0.9, "schedule": "cosine", "lam": 0.1},
+        ),
+        *_cands(
+            "linbreg",
+            {"init_density": 0.01, "lr": 0.3, "momentum": 0.9, "schedule": "none", "lam": 0.05},
+            init_floor=[False],
+        ),
+        *_cands(
+            "proxsgd",
+            {**COS, "momentum": 0.9, "init_density": 1.0, "lr": 0.05},
+            lam=[6e-3, 1e-2],
+        ),
+        *_cands(
+            "rvsm",
+            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            lam=[5e-3],
+        ),
+        *_cands("rda", {"init_density": 1.0, "gamma": 0.5, "schedule": "none"}, lam=[1e-3, 2e-3]),
+        *_cands("rda", {"init_density": 1.0, "gamma": 0.5, "schedule": "cosine", "lam": 1e-3}),
+        *_cands(
+            "splitlbi",
+            {**COS, "momentum": 0.9, "kappa": 1.0, "init_density": 1.0, "lr": 0.05, "nu": 10.0},
+            lam=[0.05, 0.2],
+        ),
+        *_cands(
+            "proxsgd",
+            {**COS, "momentum": 0.9, "init_density": 1.0, "lr": 0.05, "penalty": "l0"},
+            lam=[2.5e-6, 1e-5],
+        ),
+    ],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(

@@ -52,14 +52,18 @@ def cases() -> list[Case]:
         Case(SGD_M, "sgd", {"lr": 0.1, "momentum": 0.9, "foreach": True}, SGD_M, None),
         Case(ADAM, "adam", {"lr": 1e-3, "foreach": True}, ADAM, None),
         Case("LinBreg", "linbreg", {"lr": 0.1, "lam": 1e-3}, SGD_M, 1.5),
-        Case("LinBreg momentum=0.9", "linbreg", {"lr": 0.1, "lam": 1e-3, "momentum": 0.9}, SGD_M, 1.5),
+        Case(
+            "LinBreg momentum=0.9", "linbreg", {"lr": 0.1, "lam": 1e-3, "momentum": 0.9}, SGD_M, 1.5
+        ),
         Case("AdaBreg", "adabreg", {"lr": 1e-3, "lam": 1e-3}, ADAM, 1.3),
         Case("SplitLBI", "splitlbi", {"lr": 0.01, "lam": 1.0}, SGD_M, 2.5),
         Case("RDA", "rda", {"lam": 1e-4}, SGD_M, 1.5),
         Case("RVSM l0", "rvsm", {"lr": 0.1, "lam": 1e-4, "penalty": "l0"}, SGD_M, 2.0),
         Case("RVSM l1", "rvsm", {"lr": 0.1, "lam": 1e-4, "penalty": "l1"}, SGD_M, 2.0),
         Case("ProxSGD", "proxsgd", {"lr": 0.1, "lam": 1e-4}, SGD_M, 1.3),
-        Case("ProxSGD momentum=0.9", "proxsgd", {"lr": 0.1, "lam": 1e-4, "momentum": 0.9}, SGD_M, 1.3),
+        Case(
+            "ProxSGD momentum=0.9", "proxsgd", {"lr": 0.1, "lam": 1e-4, "momentum": 0.9}, SGD_M, 1.3
+        ),
     ]
 
 

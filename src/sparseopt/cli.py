@@ -179,6 +179,22 @@ _TRAIN_FLAGS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
                     "help": "draw the sparse-init mask per group (filter, channel, kernel)",
                 },
             ),
+            (
+                ("--init-distribution",),
+                {
+                    "choices": ("uniform", "erk"),
+                    "help": "layer densities of the sparse start: uniform, or erk "
+                    "(Erdős–Rényi-kernel; small layers denser) (default: uniform)",
+                },
+            ),
+            (
+                ("--init-floor",),
+                {
+                    "action": argparse.BooleanOptionalAction,
+                    "help": "every output unit and input channel keeps a nonzero weight at "
+                    "the sparse start (default: yes)",
+                },
+            ),
         ],
     ),
     (

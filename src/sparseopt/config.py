@@ -122,6 +122,10 @@ class TrainConfig:
         init_density: density of the sparse initialisation (Bungert et al. §4.1); ``1``
             keeps the architecture's own dense initialisation.
         init_groups: draw the sparse-init mask per group (``filter``...) instead of per entry.
+        init_distribution: layer densities of the sparse start: ``uniform`` (every layer
+            at ``init_density``) or ``erk`` (Erdős–Rényi-kernel, overall ``init_density``).
+        init_floor: give every output unit and input channel of every layer at least one
+            nonzero weight at the sparse start (:func:`sparseopt.sparse_init_`).
         epochs: number of passes over the training data.
         batch_size: global minibatch size (split across processes when distributed).
         eval_batch_size: batch size of evaluation passes.
@@ -197,6 +201,8 @@ class TrainConfig:
     optimizer_options: dict[str, Any] = field(default_factory=dict)
     init_density: float | None = None
     init_groups: str | None = None
+    init_distribution: str = "uniform"
+    init_floor: bool = True
     epochs: int = 30
     batch_size: int = 64
     eval_batch_size: int = 1024
@@ -331,7 +337,14 @@ class TrainConfig:
                 self.betas = list(self.betas)
             if not isinstance(self.betas, list) or len(self.betas) != 2:
                 raise ValueError(f"Invalid betas value: {self.betas!r}; expected two numbers")
-        for name in ("augment", "quiet", "plots", "keep_checkpoints", "record_path"):
+        from sparseopt.init import DISTRIBUTIONS
+
+        if self.init_distribution not in DISTRIBUTIONS:
+            raise ValueError(
+                f"Invalid init_distribution value: {self.init_distribution!r}; expected one "
+                f"of {list(DISTRIBUTIONS)}"
+            )
+        for name in ("augment", "quiet", "plots", "keep_checkpoints", "record_path", "init_floor"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"Invalid {name} value: {getattr(self, name)!r}; expected true/false"

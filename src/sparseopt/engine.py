@@ -583,7 +583,14 @@ class Trainer:
         if cfg.init_density is not None and cfg.init_density < 1.0:
             gen = torch.Generator().manual_seed(cfg.seed)
             try:
-                sparse_init_(model, cfg.init_density, groups=cfg.init_groups, generator=gen)
+                sparse_init_(
+                    model,
+                    cfg.init_density,
+                    groups=cfg.init_groups,
+                    distribution=cfg.init_distribution,
+                    floor=cfg.init_floor,
+                    generator=gen,
+                )
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         model.to(self.device)

@@ -173,7 +173,11 @@ def param_groups(
     if unknown:
         raise ValueError(f"Invalid exclude value: no module named {sorted(unknown)} in the model")
     settings = {
-        "conv": (conv_penalty or penalty, conv_groups or groups, lam if conv_lam is None else conv_lam),
+        "conv": (
+            conv_penalty or penalty,
+            conv_groups or groups,
+            lam if conv_lam is None else conv_lam,
+        ),
         "linear": (
             linear_penalty or penalty,
             linear_groups or groups,
