@@ -82,6 +82,12 @@ class AdaBreg(SparseOptimizer):
         betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) (default: (0.9, 0.999)).
         eps: :math:`\epsilon \ge 0` (default: 1e-8).
         delta: :math:`\delta > 0`, the weight of the elastic term (default: 1.0).
+        weight_decay: decoupled weight decay :math:`\omega \ge 0` (default: 0), as in
+            ``torch.optim.AdamW``: before each step
+            :math:`\theta \leftarrow (1 - \tau\omega)\theta`, carried by the dual as
+            :math:`v \leftarrow v - \tau\omega\theta/\delta` (see
+            :class:`~sparseopt.optim.linbreg.LinBreg`). With :math:`J = 0` and
+            :math:`\delta = 1` AdaBreg is then ``torch.optim.AdamW``.
         foreach: use the ``torch._foreach_*`` implementation (default: decided by
             :func:`~sparseopt.optim._base.resolve_foreach`).
         maximize: maximize the objective instead of minimizing (default: False).
@@ -125,17 +131,20 @@ class AdaBreg(SparseOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         delta: float = 1.0,
+        weight_decay: float = 0.0,
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
         check_betas(betas)
         check_nonneg("epsilon", eps)
         check_positive("delta", delta)
+        check_nonneg("weight_decay", weight_decay)
         defaults = {
             "lr": lr,
             "betas": betas,
             "eps": eps,
             "delta": delta,
+            "weight_decay": weight_decay,
             "foreach": foreach,
             "maximize": maximize,
             **penalty_defaults(penalty, lam, groups, a, group_weight),
@@ -146,6 +155,7 @@ class AdaBreg(SparseOptimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("delta", 1.0)
+            group.setdefault("weight_decay", 0.0)
             group.setdefault("foreach", None)
             group.setdefault("maximize", False)
 
@@ -153,6 +163,7 @@ class AdaBreg(SparseOptimizer):
         check_betas(group["betas"])
         check_nonneg("epsilon", group["eps"])
         check_positive("delta", group["delta"])
+        check_nonneg("weight_decay", group["weight_decay"])
 
     def _init_group(
         self,
@@ -223,6 +234,7 @@ class AdaBreg(SparseOptimizer):
                 beta2=beta2,
                 eps=group["eps"],
                 delta=group["delta"],
+                weight_decay=group["weight_decay"],
                 penalty=penalty,
                 maximize=group["maximize"],
                 foreach=group["foreach"],
@@ -262,6 +274,7 @@ def adabreg(
     beta2: float = 0.999,
     eps: float = 1e-8,
     delta: float = 1.0,
+    weight_decay: float = 0.0,
     penalty: Penalty | str | None = None,
     maximize: bool = False,
     foreach: bool | None = None,
@@ -291,6 +304,7 @@ def adabreg(
         beta2=beta2,
         eps=eps,
         delta=delta,
+        weight_decay=weight_decay,
         penalty=penalty,
         maximize=maximize,
     )
@@ -309,11 +323,18 @@ def _single_tensor_adabreg(
     beta2: float,
     eps: float,
     delta: float,
+    weight_decay: float,
     penalty: Penalty,
     maximize: bool,
 ) -> None:
     penalised = not isinstance(penalty, NoPenalty)
+    decay = lr * weight_decay
     for i, param in enumerate(params):
+        if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
+            if penalised:
+                duals[i].add_(param, alpha=-decay / delta)
+            else:
+                param.mul_(1 - decay)
         grad = grads[i] if not maximize else -grads[i]
         exp_avg, exp_avg_sq, step_t = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
         step_t += 1
@@ -345,6 +366,7 @@ def _multi_tensor_adabreg(
     beta2: float,
     eps: float,
     delta: float,
+    weight_decay: float,
     penalty: Penalty,
     maximize: bool,
 ) -> None:
@@ -355,6 +377,12 @@ def _multi_tensor_adabreg(
     for dev_params, dev_grads, dev_duals, dev_m, dev_s, dev_steps in group_by_device_dtype(
         params, grads, dual_list, exp_avgs, exp_avg_sqs, state_steps
     ):
+        decay = lr * weight_decay
+        if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
+            if penalised:
+                torch._foreach_add_(dev_duals, dev_params, alpha=-decay / delta)
+            else:
+                torch._foreach_mul_(dev_params, 1 - decay)
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
         increment_steps_(dev_steps)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparseopt._validation import check_positive, check_unit_interval
+from sparseopt._validation import check_nonneg, check_positive, check_unit_interval
 from sparseopt.optim._base import (
     SparseOptimizer,
     group_by_device_dtype,
@@ -85,6 +85,14 @@ class LinBreg(SparseOptimizer):
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`, default) or ``"one"``.
         delta: :math:`\delta > 0`, the weight of the elastic term (default: 1.0).
         momentum: :math:`\beta \in [0, 1)` (default: 0).
+        weight_decay: decoupled weight decay :math:`\omega \ge 0` (default: 0), as in
+            ``torch.optim.AdamW``: before each step the parameters shrink,
+            :math:`\theta \leftarrow (1 - \tau\omega)\theta`. Since θ is computed from the
+            dual, the dual moves with it, :math:`v \leftarrow v - \tau\omega\theta/\delta`
+            (exact for ``l1``, ``group_l1`` and λ = 0: the next primal map gives
+            :math:`(1 - \tau\omega)\theta`, dead entries stay dead; for ``l0``/``tl1`` a
+            shrunk entry may fall below the threshold). Groups with penalty ``none``
+            shrink the parameters themselves. Not part of the paper's algorithm.
         foreach: use the ``torch._foreach_*`` implementation (default: decided by
             :func:`~sparseopt.optim._base.resolve_foreach`).
         maximize: maximize the objective instead of minimizing (default: False).
@@ -124,15 +132,18 @@ class LinBreg(SparseOptimizer):
         group_weight: str = "sqrt",
         delta: float = 1.0,
         momentum: float = 0.0,
+        weight_decay: float = 0.0,
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
         check_positive("delta", delta)
         check_unit_interval("momentum", momentum)
+        check_nonneg("weight_decay", weight_decay)
         defaults = {
             "lr": lr,
             "delta": delta,
             "momentum": momentum,
+            "weight_decay": weight_decay,
             "foreach": foreach,
             "maximize": maximize,
             **penalty_defaults(penalty, lam, groups, a, group_weight),
@@ -144,12 +155,14 @@ class LinBreg(SparseOptimizer):
         for group in self.param_groups:
             group.setdefault("delta", 1.0)
             group.setdefault("momentum", 0.0)
+            group.setdefault("weight_decay", 0.0)
             group.setdefault("foreach", None)
             group.setdefault("maximize", False)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_positive("delta", group["delta"])
         check_unit_interval("momentum", group["momentum"])
+        check_nonneg("weight_decay", group["weight_decay"])
 
     def _init_group(
         self,
@@ -205,6 +218,7 @@ class LinBreg(SparseOptimizer):
                 lr=group["lr"],
                 delta=group["delta"],
                 momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
                 penalty=penalty,
                 maximize=group["maximize"],
                 foreach=group["foreach"],
@@ -249,6 +263,7 @@ def linbreg(
     lr: float | Tensor,
     delta: float = 1.0,
     momentum: float = 0.0,
+    weight_decay: float = 0.0,
     penalty: Penalty | str | None = None,
     maximize: bool = False,
     foreach: bool | None = None,
@@ -275,6 +290,7 @@ def linbreg(
         lr=lr,
         delta=delta,
         momentum=momentum,
+        weight_decay=weight_decay,
         penalty=penalty,
         maximize=maximize,
     )
@@ -289,11 +305,18 @@ def _single_tensor_linbreg(
     lr: float,
     delta: float,
     momentum: float,
+    weight_decay: float,
     penalty: Penalty,
     maximize: bool,
 ) -> None:
     penalised = not isinstance(penalty, NoPenalty)
+    decay = lr * weight_decay
     for i, param in enumerate(params):
+        if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
+            if penalised:
+                duals[i].add_(param, alpha=-decay / delta)
+            else:
+                param.mul_(1 - decay)
         grad = grads[i] if not maximize else -grads[i]
         if momentum != 0:
             buf = momentum_buffer_list[i]
@@ -320,6 +343,7 @@ def _multi_tensor_linbreg(
     lr: float,
     delta: float,
     momentum: float,
+    weight_decay: float,
     penalty: Penalty,
     maximize: bool,
 ) -> None:
@@ -333,6 +357,12 @@ def _multi_tensor_linbreg(
     for dev_params, dev_grads, dev_duals, dev_bufs, dev_idx in group_by_device_dtype(
         params, grads, dual_list, buf_list, indices
     ):
+        decay = lr * weight_decay
+        if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
+            if penalised:
+                torch._foreach_add_(dev_duals, dev_params, alpha=-decay / delta)
+            else:
+                torch._foreach_mul_(dev_params, 1 - decay)
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
         if momentum != 0:

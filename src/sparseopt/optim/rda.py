@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparseopt._validation import check_positive
+from sparseopt._validation import check_nonneg, check_positive
 from sparseopt.optim._base import (
     PENALTY_DEFAULTS,
     SparseOptimizer,
@@ -54,7 +54,7 @@ _ADAPTIVE_PENALTIES = (NoPenalty, L1, L0)
 
 
 #: The param-group fields (besides the penalty) that one functional call must share.
-_BATCH_FIELDS = ("lr", "gamma", "adaptive", "eps", "maximize", "foreach")
+_BATCH_FIELDS = ("lr", "gamma", "adaptive", "eps", "weight_decay", "maximize", "foreach")
 
 #: The running sums of learning rates, kept as float64 0-d CPU tensors.
 _SUM_KEYS = ("lr_sum", "lr_sq_sum")
@@ -155,6 +155,15 @@ class RDA(SparseOptimizer):
         adaptive: use the AdaGrad diagonal metric (default False).
         eps: :math:`\delta > 0` in the adaptive metric (default 1e-10, like
             ``torch.optim.Adagrad``'s ``eps``).
+        weight_decay: decoupled weight decay :math:`\omega \ge 0` (default 0), as in
+            ``torch.optim.AdamW``: before each step the iterate shrinks,
+            :math:`w \leftarrow (1 - a\omega) w`. Since the iterate is recomputed from
+            the state, the prox centre carries the decay, :math:`w_0 \leftarrow w_0 -
+            a\omega w`: the unthresholded point :math:`z = w_0 - c\bar g` moves by
+            :math:`-a\omega w`, which shrinks live ``l1``/``group_l1``/unpenalised
+            entries by exactly :math:`(1 - a\omega)` and leaves dead ones where they are
+            (for ``l0``/``tl1`` a shrunk entry may fall below the threshold). Our choice;
+            not part of Xiao's or He et al.'s algorithm.
         foreach: use the multi-tensor (``torch._foreach_*``) implementation; ``None``
             picks it for dense tensors.
         maximize: maximize the objective instead of minimizing it.
@@ -165,7 +174,7 @@ class RDA(SparseOptimizer):
         - ``lr_sq_sum``: float64 0-d CPU tensor, :math:`\sum_{k\le t} a_k^2`;
         - ``grad_sum``: :math:`S_t = \sum_{k\le t} a_k g_k` (with ``maximize``, of the
           negated gradients), so that :math:`\bar g_t = S_t / A_t`;
-        - ``prox_center``: :math:`w_0`;
+        - ``prox_center``: :math:`w_0` (moved by ``weight_decay``, if any);
         - ``sum_sq``: :math:`s_t` (only with ``adaptive=True``).
 
     The two sums stay float64 on the CPU whatever the parameters' dtype and device
@@ -200,6 +209,7 @@ class RDA(SparseOptimizer):
         gamma: float = 10.0,
         adaptive: bool = False,
         eps: float = 1e-10,
+        weight_decay: float = 0.0,
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
@@ -213,6 +223,7 @@ class RDA(SparseOptimizer):
             "gamma": gamma,
             "adaptive": adaptive,
             "eps": eps,
+            "weight_decay": weight_decay,
             "foreach": foreach,
             "maximize": maximize,
         }
@@ -224,6 +235,7 @@ class RDA(SparseOptimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("adaptive", False)
+            group.setdefault("weight_decay", 0.0)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
         for param_state in self.state.values():  # state of earlier versions
@@ -259,6 +271,7 @@ class RDA(SparseOptimizer):
         check_lr(group["lr"])
         check_positive("gamma", group["gamma"])
         check_positive("eps", group["eps"])
+        check_nonneg("weight_decay", group["weight_decay"])
         if not isinstance(group["adaptive"], bool):
             raise ValueError(f"Invalid adaptive value: {group['adaptive']!r}; expected a bool")
 
@@ -359,6 +372,7 @@ class RDA(SparseOptimizer):
                 gamma=group["gamma"],
                 adaptive=group["adaptive"],
                 eps=group["eps"],
+                weight_decay=group["weight_decay"],
                 maximize=group["maximize"],
                 penalty=batch.penalty,
                 foreach=group["foreach"],
@@ -385,6 +399,7 @@ def rda(
     gamma: float,
     adaptive: bool = False,
     eps: float = 1e-10,
+    weight_decay: float = 0.0,
     maximize: bool = False,
     penalty: str | Penalty = "l1",
     foreach: bool | None = None,
@@ -396,7 +411,8 @@ def rda(
     and :math:`\sum a_k^2`); updates ``grad_sums`` (:math:`S = \sum a_k g_k`) and, when
     ``adaptive``, ``sum_sqs`` (:math:`s_t`; pass an empty list otherwise) in place, and
     writes :math:`w_{t+1}` into ``params``. ``prox_centers`` (:math:`w_0`) are only
-    read. ``lr`` may be a 1-element tensor (read once). (The step counter is the
+    read, unless ``weight_decay`` moves them (:math:`w_0 \leftarrow w_0 - \text{lr}\,
+    \omega\, w`, before the step). ``lr`` may be a 1-element tensor (read once). (The step counter is the
     caller's.)
 
     Example:
@@ -452,6 +468,7 @@ def rda(
         gamma=gamma,
         adaptive=adaptive,
         eps=eps,
+        weight_decay=weight_decay,
         maximize=maximize,
         penalty=penalty,
     )
@@ -499,14 +516,18 @@ def _single_tensor_rda(
     gamma: float,
     adaptive: bool,
     eps: float,
+    weight_decay: float,
     maximize: bool,
     penalty: Penalty,
 ) -> None:
     r"""``lr_sums`` and ``lr_sq_sums``: :math:`A_t` and :math:`\sum a_k^2` after this step (floats)."""
     weight = -lr if maximize else lr
+    decay = lr * weight_decay
     for i, w in enumerate(params):
         lr_sum, lr_sq_sum = lr_sums[i], lr_sq_sums[i]
         g, grad_sum, w0 = grads[i], grad_sums[i], prox_centers[i]
+        if decay != 0:  # decoupled: w <- (1 - lr wd) w, carried by the prox centre
+            w0.add_(w, alpha=-decay)
         grad_sum.add_(g, alpha=weight)
         if adaptive:
             sum_sqs[i].addcmul_(g, g, value=lr * lr)
@@ -535,6 +556,7 @@ def _multi_tensor_rda(
     gamma: float,
     adaptive: bool,
     eps: float,
+    weight_decay: float,
     maximize: bool,
     penalty: Penalty,
 ) -> None:
@@ -555,9 +577,12 @@ def _multi_tensor_rda(
             for (lr_sum, lr_sq_sum), idx in by_sums.items()
         ]
     weight = -lr if maximize else lr
+    decay = lr * weight_decay
     prox = not penalty.is_zero
     for lr_sum, lr_sq_sum, part in parts:
         for ws, gs, sums, w0s, sqs in group_by_device_dtype(*part):
+            if decay != 0:  # decoupled: w <- (1 - lr wd) w, carried by the prox centre
+                torch._foreach_add_(w0s, ws, alpha=-decay)
             torch._foreach_add_(sums, gs, alpha=weight)
             if adaptive:
                 torch._foreach_addcmul_(sqs, gs, gs, value=lr_sq)
