@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -475,3 +476,109 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, fail)
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["report.json"]
+
+
+# ============================================================================= train / compare / engine
+#
+# Items 2, 4, 5, 12, 14-18 of issue 12 and the write policy of the training engine:
+# a command writes only into a new directory or a run it owns; derived outputs never
+# replace earlier ones; a failed write or a NaN network leaves the last good files.
+
+
+def _fresh(tmp_path: Path, name: str, *extra: str) -> list[str]:
+    """``train`` argv of a tiny new run ``tmp_path/name``."""
+    return ["train", *TRAIN, *extra, "--out", str(tmp_path / name)]
+
+
+# ----------------------------------------------------------------------------- item 2
+
+
+def test_02_train_refuses_a_directory_that_is_not_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "metrics.csv").write_text("my,numbers\n1,2\n")
+    (mine / "summary.json").write_text('{"mine": true}\n')
+    (mine / "notes.txt").write_text("unrelated\n")
+    msg = refused(capsys, tmp_path, 2, "train", *TRAIN, "--out", mine)
+    assert "not a run directory" in msg and "--overwrite" in msg
+    assert "metrics.csv" in msg and "summary.json" in msg
+    # --overwrite says what it replaces and leaves the other files alone
+    notes = (mine / "notes.txt").read_bytes()
+    code, _, err = run(capsys, "train", *TRAIN, "--out", mine, "--overwrite")
+    assert code == 0, err
+    assert "--overwrite" in err and "metrics.csv" in err and "summary.json" in err
+    assert (mine / "notes.txt").read_bytes() == notes
+    assert json.loads((mine / "summary.json").read_text())["metrics"]["epoch"] == 1
+    # now it is a run: replacing it is refused even with --overwrite (resume it instead)
+    msg = refused(capsys, tmp_path, 2, "train", *TRAIN, "--out", mine, "--overwrite")
+    assert f"--resume {mine}" in msg
+    # a new or empty directory needs nothing
+    (tmp_path / "empty").mkdir()
+    assert run(capsys, "train", *TRAIN, "--out", tmp_path / "empty")[0] == 0
+
+
+# ----------------------------------------------------------------------------- item 4
+
+
+def _interrupt_in(monkeypatch: pytest.MonkeyPatch, run_name: str) -> None:
+    """Ctrl-C at the end of the first epoch of the run whose directory is ``run_name``."""
+    from sparseopt.path import PathRecorder
+
+    original = PathRecorder.on_epoch_end
+
+    def on_epoch_end(self: PathRecorder, trainer: Any, epoch: int, metrics: Any) -> None:
+        original(self, trainer, epoch, metrics)
+        if Path(trainer.config.out).name == run_name and epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(PathRecorder, "on_epoch_end", on_epoch_end)
+
+
+def test_04_compare_resumes_and_never_replaces_its_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "cmp"
+    argv = ["compare", *TRAIN, "--epochs", "2", "--out", out, "--prune-baseline"]
+    # interrupted in the last run (a pruning baseline): the finished runs are kept
+    with monkeypatch.context() as m:
+        _interrupt_in(m, "pruning-adabreg")
+        code, _, err = run(capsys, *argv, "--optimizers", "adabreg", "sgd")
+    assert code == 130
+    assert f"sparseopt compare --resume {out}" in one_line(err.replace("\n\n", "\n"))
+    assert not (out / "comparison.md").exists()
+    finished = {k: v for k, v in snapshot(out).items() if k.split("/")[0] in ("adabreg", "sgd")}
+    code, stdout, err = run(capsys, "compare", "--resume", out, "--quiet")
+    assert code == 0, err
+    assert "reusing the runs of adabreg, sgd, " not in stdout  # the names are listed once
+    assert "adabreg: finished earlier, reused" in stdout
+    after = snapshot(out)
+    assert {k: after[k] for k in finished} == finished  # finished runs untouched
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["optimizer"] for r in rows] == ["adabreg", "sgd", "pruning @ adabreg"]
+    assert rows[0]["beats_pruning"] in ("yes", "no", "tie")
+    # the same command again: everything reused, the outputs unchanged
+    before = snapshot(out)
+    code, stdout, err = run(capsys, *argv, "--optimizers", "adabreg", "sgd")
+    assert code == 0, err
+    assert snapshot(out) == before and "unchanged" in stdout
+    # another optimizer set: sgd is reused, the earlier table is kept beside the new one
+    code, stdout, err = run(capsys, *argv, "--optimizers", "sgd", "rvsm")
+    assert code == 0, err
+    assert "sgd: finished earlier, reused" in stdout
+    after = snapshot(out)
+    del before["compare-settings.json"]  # the record of the latest invocation (for --resume)
+    assert {k: after[k] for k in before} == before
+    assert "comparison-2.md" in err and "--overwrite" in err
+    new = json.loads((out / "comparison-2.json").read_text())
+    assert [r["optimizer"] for r in new] == ["sgd", "rvsm", "pruning @ rvsm"]
+    assert (out / "pareto-2.png").is_file()
+    # other settings on the same --out are refused before anything is written
+    msg = refused(capsys, out, 2, *argv, "--optimizers", "sgd", "--lr", "0.5")
+    assert "other settings" in msg and "lr" in msg
+    # --resume takes no settings, and needs a compare directory
+    msg = refused(capsys, out, 2, "compare", "--resume", out, "--epochs", "3")
+    assert "--resume" in msg and "epochs" in msg
+    msg = refused(capsys, tmp_path, 2, "compare", "--resume", tmp_path)
+    assert "compare-settings.json" in msg

@@ -71,6 +71,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -84,7 +85,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparseopt.config import RESUME_OVERRIDABLE, TrainConfig, load_config_file, save_config_file
+from sparseopt.config import RESUME_OVERRIDABLE, TrainConfig, load_config_file
 from sparseopt.control import TargetDensity
 from sparseopt.health import HealthMonitor, constant_output, empty_layers
 from sparseopt.logging_utils import (
@@ -97,16 +98,19 @@ from sparseopt.logging_utils import (
     write_metrics,
 )
 from sparseopt.path import PathRecorder
+from sparseopt.prune._files import load_tensor_file, non_finite
 from sparseopt.prune.grow import GrowCallback, layer_saturation, match_widths
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "EXIT_DIVERGED",
+    "RUN_FILES",
     "TIME_KEYS",
     "Callback",
     "CallbackProtocol",
     "ConfigError",
     "NonFiniteLossError",
+    "OutputWriteError",
     "TrainResult",
     "Trainer",
     "TrainingError",
@@ -127,6 +131,27 @@ SMALL_MODEL_PARAMS = 1_000_000
 
 _CHECKPOINT = "checkpoint.pt"
 _CONFIG = "config.yaml"
+_LOG = "log.txt"
+
+#: What a run writes in its directory (``--overwrite`` replaces these and nothing else).
+RUN_FILES = (
+    _CONFIG,
+    _CHECKPOINT,
+    "checkpoints",
+    "metrics.csv",
+    "metrics.jsonl",
+    _LOG,
+    "model_sparse.pt",
+    "summary.json",
+    "path.npz",
+    "path.json",
+    "path_chunks",
+    "accuracy.png",
+    "loss.png",
+    "density.png",
+    "layer_density.png",
+    "tensorboard",
+)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -153,6 +178,14 @@ class NonFiniteLossError(TrainingError):
         self.epoch = epoch
         self.step = step
         self.checkpoint = checkpoint
+
+
+class OutputWriteError(TrainingError):
+    """A file of the run could not be written (disk full, permissions); exit status 1.
+
+    Files are written atomically, so the previous version of the file (e.g. the last
+    good checkpoint) is intact.
+    """
 
 
 class TrainingInterrupted(TrainingError):
@@ -324,12 +357,48 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+#: Keys every checkpoint of :data:`CHECKPOINT_FORMAT` holds.
+_CHECKPOINT_KEYS = (
+    "epoch",
+    "step_in_epoch",
+    "global_step",
+    "elapsed",
+    "model",
+    "optimizer",
+    "history",
+    "rng",
+)
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint (or a run directory's latest) with ``weights_only=True``."""
+    """Load a checkpoint (or a run directory's latest) with ``weights_only=True``.
+
+    Raises:
+        ValueError: one line saying what the file is and why it cannot be used: missing,
+            empty, truncated, not a PyTorch file, refused because it holds pickled
+            Python objects (never loaded unsafely), or not a sparseopt checkpoint.
+    """
     p = Path(path)
     if p.is_dir():
         p = p / _CHECKPOINT
-    return torch.load(p, map_location="cpu", weights_only=True)
+    ckpt = load_tensor_file(p, "checkpoint")
+    if not isinstance(ckpt, dict):
+        raise ValueError(
+            f"cannot load checkpoint {p}: not a sparseopt checkpoint (it holds a "
+            f"{type(ckpt).__name__}, not a dict)"
+        )
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"cannot load checkpoint {p}: unknown checkpoint format {ckpt.get('format')!r} "
+            f"(this version reads format {CHECKPOINT_FORMAT})"
+        )
+    missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"cannot load checkpoint {p}: not a complete sparseopt checkpoint (no "
+            f"{', '.join(missing)})"
+        )
+    return ckpt
 
 
 def _count_params(model: nn.Module) -> int:
@@ -359,10 +428,15 @@ class Trainer:
         resume: a run directory to continue from its latest checkpoint.
         install_signal_handlers: catch SIGINT/SIGTERM during :meth:`fit` (main thread only).
         echo: print to stdout (``False``: only ``log.txt`` and the progress bar).
+        overwrite: allow ``config.out`` to be an existing directory that is not a run
+            directory; the files a run writes (:data:`RUN_FILES`) are replaced there
+            (a note on stderr lists them) and every other file is left alone.
 
     Raises:
         ConfigError: unknown dataset/model/optimizer, invalid options, a run directory
-            that already holds a run (without ``resume``), a resume without checkpoint.
+            that already holds a run (without ``resume``), an existing directory that
+            is not a run directory (without ``overwrite``), a resume without checkpoint,
+            a resume to fewer epochs than the checkpoint has done.
         sparseopt.data.DatasetNotFoundError: the dataset's files are missing.
 
     Attributes:
@@ -379,8 +453,10 @@ class Trainer:
         resume: str | os.PathLike[str] | None = None,
         install_signal_handlers: bool = True,
         echo: bool = True,
+        overwrite: bool = False,
     ) -> None:
         self.callbacks = list(callbacks)
+        self.overwrite = overwrite
         self.echo = echo
         self.install_signal_handlers = install_signal_handlers
         self._stop_signal: int | None = None
@@ -394,6 +470,7 @@ class Trainer:
         self.elapsed = 0.0
         self._partial: dict[str, float] | None = None
         self._step_in_epoch = 0
+        self._saved_epoch = 0  # epoch of the last checkpoint written or loaded
 
         self._saved_threads = torch.get_num_threads()
         self._caller_rng: dict[str, Any] | None = _rng_state()
@@ -411,6 +488,8 @@ class Trainer:
             self.run_dir = self._setup_run_dir(resume_dir)
             if resume_dir is not None:
                 self._load(resume_dir / _CHECKPOINT)
+            if self.run_dir is not None:
+                self._write_config()
         except BaseException:
             self.close()
             raise
@@ -759,6 +838,61 @@ class Trainer:
         for line in self.health.observe(row, constant_output=constant, empty_layers=empty):
             self.log(f"warning: {line}", always=True)
 
+    def _out_error(self, run_dir: Path) -> str:
+        """Why a fresh run may not write into ``run_dir`` ("" if it may); rank 0.
+
+        A new or empty directory is fine, and so is a run directory of ours that
+        never reached its first checkpoint (its ``log.txt`` starts with the run
+        header). A run with a checkpoint is resumed, not replaced; any other existing
+        directory needs ``overwrite``, and then only :data:`RUN_FILES` are replaced.
+        """
+        if run_dir.exists() and not run_dir.is_dir():
+            return f"cannot use --out {run_dir}: it is a file, not a directory"
+        if (run_dir / _CHECKPOINT).exists():
+            return (
+                f"{run_dir} already holds a run; resume it with --resume {run_dir} "
+                "or choose another --out"
+            )
+        if not run_dir.is_dir():
+            return ""
+        present = sorted(p.name for p in run_dir.iterdir())
+        if not present or self._own_fresh_run(run_dir):
+            return ""
+        replaced = [name for name in RUN_FILES if name in present]
+        if not self.overwrite:
+            shown = ", ".join(present[:5]) + (", …" if len(present) > 5 else "")
+            clash = f"; --overwrite would replace {', '.join(replaced)}" if replaced else ""
+            return (
+                f"--out {run_dir} exists and is not a run directory (it holds {shown}); "
+                f"choose a new --out, or pass --overwrite to train into it{clash} "
+                "(other files are left alone)"
+            )
+        what = (
+            f"files of these names are replaced: {', '.join(replaced)}"
+            if replaced
+            else "no file there has the name of a run output"
+        )
+        print(
+            f"sparseopt: note: --overwrite: training into the existing directory {run_dir}; "
+            f"{what}; other files are left alone",
+            file=sys.stderr,
+            flush=True,
+        )
+        return ""
+
+    @staticmethod
+    def _own_fresh_run(run_dir: Path) -> bool:
+        """A run directory of ours stopped before its first checkpoint (nothing to keep)."""
+        try:
+            with open(run_dir / _LOG, encoding="utf-8") as f:
+                first = f.readline()
+        except (OSError, UnicodeDecodeError):
+            return False
+        allowed = set(RUN_FILES)
+        return first.startswith("sparseopt train: ") and all(
+            p.name in allowed for p in run_dir.iterdir()
+        )
+
     def _setup_run_dir(self, resume_dir: Path | None) -> Path | None:
         cfg = self.config
         error = ""
@@ -769,11 +903,7 @@ class Trainer:
             else:
                 if cfg.out:
                     run_dir = Path(cfg.out)
-                    if (run_dir / _CHECKPOINT).exists():
-                        error = (
-                            f"{run_dir} already holds a run; resume it with --resume {run_dir} "
-                            "or choose another --out"
-                        )
+                    error = self._out_error(run_dir)
                 else:
                     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
                     base = Path("runs") / (cfg.name or f"{stamp}-{cfg.dataset}-{cfg.optimizer}")
@@ -784,8 +914,10 @@ class Trainer:
             if not error and run_dir is not None:
                 try:
                     run_dir.mkdir(parents=True, exist_ok=True)
+                    if resume_dir is None:
+                        (run_dir / _LOG).unlink(missing_ok=True)  # a fresh run's own log
                 except OSError as err:
-                    error = f"cannot create run directory {run_dir}: {err}"
+                    error = f"cannot create run directory {run_dir}: {err.strerror or err}"
         if self.distributed:
             import torch.distributed as dist
 
@@ -798,10 +930,45 @@ class Trainer:
         assert run_dir is not None
         self.config = cfg.replace(out=str(run_dir))
         if self.is_main:
-            self._log_file = run_dir / "log.txt"
-            save_config_file(self.config, run_dir / _CONFIG)
+            self._log_file = run_dir / _LOG
             return run_dir
         return None
+
+    def _write_config(self) -> None:
+        """Write ``config.yaml`` atomically, unless it already says the same (resume)."""
+        import yaml
+
+        assert self.run_dir is not None
+        text = yaml.safe_dump(self.config.to_dict(), sort_keys=False, default_flow_style=None)
+        path = self.run_dir / _CONFIG
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8") == text:
+                return
+        self._write(path, lambda p: atomic_write_text(p, text))
+
+    def _write(self, path: Path, write: Callable[[Path], Any]) -> Any:
+        """``write(path)``; a failure to write (disk full...) is one :class:`OutputWriteError`."""
+        try:
+            return write(path)
+        except OSError as err:
+            reason = err.strerror or str(err) or type(err).__name__
+            raise OutputWriteError(self._write_failure(path, reason)) from None
+        except RuntimeError as err:  # torch.save reports a failed write as a RuntimeError
+            if "writ" not in str(err).lower():
+                raise
+            reason = " ".join(str(err).split())[:200]
+            raise OutputWriteError(self._write_failure(path, reason)) from None
+
+    def _write_failure(self, path: Path, reason: str) -> str:
+        run = self.run_dir or self.config.out
+        if (Path(run) / _CHECKPOINT).is_file():
+            keep = (
+                f"the previous {_CHECKPOINT} (epoch {self._saved_epoch}) is intact; free some "
+                f"space and resume with: sparseopt train --resume {run}"
+            )
+        else:
+            keep = "no checkpoint was written yet"
+        return f"cannot write {path}: {reason}; {keep}"
 
     # ------------------------------------------------------------------ output
 
@@ -834,7 +1001,13 @@ class Trainer:
             )
         if cfg.grow_every is not None:
             opt += f", grow every {cfg.grow_every} epochs (τ = {cfg.grow_tau:g})"
-        init = f", init density {100 * cfg.init_density:g}%" if cfg.init_density < 1 else ""
+        # The sparse start covers the penalisable weights; the epoch lines' "density"
+        # counts every parameter (biases and norms too), so it starts higher.
+        init = (
+            f", sparse start: {100 * cfg.init_density:g}% of weights nonzero"
+            if cfg.init_density < 1
+            else ""
+        )
         dist_s = f" × {self.world_size} processes" if self.distributed else ""
         return (
             f"sparseopt train: {cfg.dataset} ({sizes}), {cfg.model} "
@@ -991,35 +1164,51 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoint.pt`` atomically (rank 0); returns its path."""
+        """Write ``checkpoint.pt`` atomically (rank 0); returns its path.
+
+        Raises:
+            OutputWriteError: the file could not be written (e.g. the disk is full); the
+                previous checkpoint is intact.
+        """
         state = self.state_dict()
         if not self.is_main or self.run_dir is None:
             return None
-        path = atomic_torch_save(state, self.run_dir / _CHECKPOINT)
+        path = self._write(self.run_dir / _CHECKPOINT, lambda p: atomic_torch_save(state, p))
         if self.config.keep_checkpoints and self._step_in_epoch == 0:
-            atomic_torch_save(state, self.run_dir / "checkpoints" / f"epoch_{self.epoch:04d}.pt")
+            kept = self.run_dir / "checkpoints" / f"epoch_{self.epoch:04d}.pt"
+            self._write(kept, lambda p: atomic_torch_save(state, p))
+        self._saved_epoch = self.epoch
         return path
 
     def _load(self, path: Path) -> None:
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ConfigError(f"cannot load checkpoint {path}: {err}") from None
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"checkpoint {path} has an unknown format {ckpt.get('format')!r}")
+            ckpt = load_checkpoint(path)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        done = int(ckpt["epoch"])
+        if self.config.epochs < done:
+            raise ConfigError(
+                f"cannot resume {path.parent} with --epochs {self.config.epochs}: it has "
+                f"already trained {done} epochs; give --epochs {done} or more (nothing was "
+                "changed)"
+            )
         try:
             if self.config.grow_every is not None:
                 match_widths(self.model, ckpt["model"], self.optimizer)
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            detail = " ".join(str(err).split()) or type(err).__name__
+            if len(detail) > 600:
+                detail = detail[:600] + " …"
             raise ConfigError(
-                f"checkpoint {path} does not fit the model built from its config: {first}"
+                f"cannot load checkpoint {path}: it does not fit the model and optimizer built "
+                f"from its config: {detail}"
             ) from None
-        if self.scheduler is not None and ckpt["scheduler"] is not None:
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.epoch = int(ckpt["epoch"])
+        self.epoch = done
+        self._saved_epoch = done
         self._step_in_epoch = int(ckpt["step_in_epoch"])
         self.global_step = int(ckpt["global_step"])
         self.elapsed = float(ckpt["elapsed"])
@@ -1088,6 +1277,49 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
+    def _smaller_lr_hint(self) -> str:
+        """A command that retrains with a 10× smaller lr into a new directory.
+
+        ``--resume`` keeps the learning rate of the run (it is part of the state being
+        continued), so the way out of a divergence is a new run with the same settings:
+        ``config.yaml`` of the run is a valid ``--config`` file and flags override it.
+        """
+        lr = self._lr_lam()[0] if self.config.lr is None else float(self.config.lr)
+        new_lr = float(f"{lr / 10:.3g}")
+        run = Path(self.run_dir or self.config.out or "run")
+        base = run.with_name(f"{run.name}-lr{new_lr:g}")
+        out, k = base, 1
+        while out.exists():
+            k += 1
+            out = base.with_name(f"{base.name}-{k}")
+        return (
+            f"Try a 10x smaller lr (now {lr:g}) in a new run: sparseopt train --config "
+            f"{run / _CONFIG} --lr {new_lr:g} --out {out}"
+        )
+
+    def _check_finite_model(self, what: str) -> None:
+        """Stop (exit status 3) before a model with NaN/Inf weights is written as ``what``."""
+        bad = non_finite(self.model)
+        if self.distributed:  # every rank holds the same parameters; agree anyway
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(bool(bad))], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and not bad:
+                bad = ["(another rank)"]
+        if not bad:
+            return
+        names = ", ".join(bad[:4]) + (", …" if len(bad) > 4 else "")
+        ckpt = self.run_dir / _CHECKPOINT if self.run_dir is not None else None
+        raise NonFiniteLossError(
+            f"training diverged: after epoch {self.epoch} the network holds NaN/Inf in "
+            f"{names}; {what} was not written. The last good checkpoint (epoch "
+            f"{self._saved_epoch}) is {ckpt}. {self._smaller_lr_hint()}",
+            epoch=self.epoch,
+            step=-1,
+            checkpoint=ckpt,
+        )
+
     def _global_partial(self) -> dict[str, float]:
         part = dict(self._partial or {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "time": 0.0})
         if self.distributed:
@@ -1126,8 +1358,7 @@ class Trainer:
                     raise NonFiniteLossError(
                         f"training diverged: the loss is {loss_value} at epoch {epoch}, batch "
                         f"{step + 1}; the update was not applied. The last good checkpoint "
-                        f"(epoch {self.epoch}) is {ckpt}. Try a smaller --lr (now "
-                        f"{self._lr_lam()[0]:g}).",
+                        f"(epoch {self._saved_epoch}) is {ckpt}. {self._smaller_lr_hint()}",
                         epoch=epoch,
                         step=step,
                         checkpoint=ckpt,
@@ -1248,6 +1479,7 @@ class Trainer:
                 if self._stop_signal is None:
                     self._stop_signal = signal.SIGINT
         _, stop = self._sync_flags(False)
+        self._check_finite_model(_CHECKPOINT)
         self.save_checkpoint()
         self._emit(row)
         if stop or interrupted:
@@ -1286,7 +1518,9 @@ class Trainer:
             return
         self.log(format_epoch_line(row, self.config.epochs, self.task))
         if self.run_dir is not None:
-            write_metrics(self.history, self.run_dir)
+            self._write(
+                self.run_dir / "metrics.csv", lambda p: write_metrics(self.history, p.parent)
+            )
         if self._tb is not None:
             for key, value in row.items():
                 if key == "epoch":
@@ -1319,7 +1553,18 @@ class Trainer:
                 sparse_state = {
                     k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()
                 }
-            atomic_torch_save(sparse_state, self.run_dir / "model_sparse.pt")
+            bad = non_finite(sparse_state)
+            if bad:
+                raise NonFiniteLossError(
+                    f"the deployable network holds NaN/Inf in {', '.join(bad[:4])}; "
+                    f"model_sparse.pt was not written. {self._smaller_lr_hint()}",
+                    epoch=self.epoch,
+                    step=-1,
+                    checkpoint=self.run_dir / _CHECKPOINT,
+                )
+            self._write(
+                self.run_dir / "model_sparse.pt", lambda p: atomic_torch_save(sparse_state, p)
+            )
             rep = density(self.model, self.optimizer)
             layers = rep.to_dict()["layers"]
             summary = {
@@ -1332,9 +1577,9 @@ class Trainer:
             grow = self._grow_callback()
             if grow is not None:
                 summary["grown"] = grow.state_dict()["history"]
-            atomic_write_text(
-                self.run_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n"
-            )
+            summary["sizes"] = dict(result.sizes)
+            text = json.dumps(summary, indent=2, default=str) + "\n"
+            self._write(self.run_dir / "summary.json", lambda p: atomic_write_text(p, text))
             if self.config.plots:
                 self._plots(layers)
             for line in self._summary_lines(final, layers):
@@ -1424,6 +1669,7 @@ def train(
     resume: str | os.PathLike[str] | None = None,
     install_signal_handlers: bool = True,
     echo: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Run one training job end to end (see the module docstring).
 
@@ -1435,6 +1681,8 @@ def train(
         install_signal_handlers: turn SIGINT/SIGTERM into a checkpoint and
             :class:`TrainingInterrupted` (main thread only).
         echo: print progress lines and the summary to stdout (``log.txt`` is always written).
+        overwrite: allow ``config.out`` to be an existing directory that is not a run
+            directory (see :class:`Trainer`).
 
     Returns:
         The :class:`TrainResult`.
@@ -1443,7 +1691,10 @@ def train(
         ConfigError: invalid configuration (names, options, run directory).
         sparseopt.data.DatasetNotFoundError: the dataset's files are missing.
         TrainingInterrupted: SIGINT/SIGTERM; resume with ``train(resume=run_dir)``.
-        NonFiniteLossError: the loss became NaN/Inf; the last good checkpoint is kept.
+        NonFiniteLossError: the loss (or a weight) became NaN/Inf; the last good
+            checkpoint is kept and no model with NaN/Inf weights is written.
+        OutputWriteError: a file could not be written (disk full); the previous version
+            of every file is intact.
     """
     trainer = Trainer(
         config,
@@ -1451,6 +1702,7 @@ def train(
         resume=resume,
         install_signal_handlers=install_signal_handlers,
         echo=echo,
+        overwrite=overwrite,
     )
     try:
         return trainer.fit()

@@ -183,7 +183,7 @@ def format_epoch_line(row: Mapping[str, Any], epochs: int, task: str = "classifi
         ...        "test_acc": 0.91, "density": 0.12, "weight_density": 0.11,
         ...        "layer_density": {"fc1": 0.1, "fc2": 0.3}, "lr": 0.1, "epoch_time": 1.5}
         >>> format_epoch_line(row, 10)
-        'epoch  2/10 loss 0.2500 acc train 93.0% val 90.0% test 91.0% | density 12.0% [fc1 10% fc2 30%] | lr 0.1 1.5s'
+        'epoch  2/10 loss 0.2500 acc train 93.0% val 90.0% test 91.0% | density 12.0% (weights 11.0%) [fc1 10% fc2 30%] | lr 0.1 1.5s'
     """
     width = len(str(epochs))
     parts = [f"epoch {row['epoch']:>{width}}/{epochs}"]
@@ -198,6 +198,8 @@ def format_epoch_line(row: Mapping[str, Any], epochs: int, task: str = "classifi
         parts.append(f"val loss {_num(row.get('val_loss'))} test loss {_num(row.get('test_loss'))}")
     line = " ".join(parts)
     line += f" | density {_pct(row.get('density'))}"
+    if row.get("weight_density") is not None:  # "density" counts biases and norms too
+        line += f" (weights {_pct(row['weight_density'])})"
     layers = format_layers(row.get("layer_density") or {})
     if layers:
         line += f" [{layers}]"
@@ -299,15 +301,17 @@ def open_tensorboard(
 ) -> Any | None:
     """A ``torch.utils.tensorboard.SummaryWriter`` for ``log_dir``, or ``None``.
 
-    ``enabled=None`` logs only if TensorBoard is installed; ``False`` never logs. When it
-    is wanted but unavailable, ``note`` is called once with the reason.
+    ``enabled=None`` logs only if TensorBoard is installed, silently otherwise; ``False``
+    never logs. When it was asked for explicitly (``True``) but is unavailable, ``note``
+    is called once with the reason.
     """
     if enabled is False:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception as err:  # ImportError, or a broken tensorboard install
-        reason = "not installed" if isinstance(err, ImportError) else f"unusable ({err})"
-        note(f"TensorBoard logging skipped: tensorboard is {reason} (pip install tensorboard)")
+        if enabled:
+            reason = "not installed" if isinstance(err, ImportError) else f"unusable ({err})"
+            note(f"TensorBoard logging skipped: tensorboard is {reason} (pip install tensorboard)")
         return None
     return SummaryWriter(log_dir=str(log_dir))

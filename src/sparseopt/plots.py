@@ -6,13 +6,18 @@ touches pyplot's global backend (safe in notebooks and on headless machines).
 
 - :func:`plot_history` — accuracy (or loss, for regression) and density vs epoch;
 - :func:`plot_layer_density` — per-layer bars: nonzero weights and live filters;
-- :func:`plot_pareto` — test accuracy vs density of several runs, Pareto front marked.
+- :func:`plot_pareto` — test accuracy vs density of several runs (log density axis, a
+  legend entry per run, pruning baselines drawn as crosses), Pareto front marked.
+
+Every PNG is written atomically: to a temporary file beside it, then renamed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,22 @@ def _figure(width: float = 6.4, height: float = 4.0) -> Any:
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.91)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """``fig.savefig`` through a temporary PNG in the same directory and ``os.replace``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.png", dir=p.parent)
+    os.close(fd)
+    try:
+        fig.savefig(name, format="png")
+        os.replace(name, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    return p
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -84,8 +105,7 @@ def plot_history(
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or ylabel)
-    fig.savefig(out / name)
-    written.append(out / name)
+    written.append(_save(fig, out / name))
 
     fig = _figure()
     ax = fig.add_subplot()
@@ -113,8 +133,7 @@ def plot_history(
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2)
     ax.set_title(title or "density")
-    fig.savefig(out / "density.png")
-    written.append(out / "density.png")
+    written.append(_save(fig, out / "density.png"))
     return written
 
 
@@ -152,10 +171,7 @@ def plot_layer_density(
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize="small")
     ax.set_title(title or "per-layer density")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p)
-    return p
+    return _save(fig, path)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -177,6 +193,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _is_baseline(row: Mapping[str, Any], label: str) -> bool:
+    """A pruning-baseline row of ``sparseopt compare --prune-baseline``."""
+    return bool(row.get("baseline")) or str(row.get(label, "")).startswith("pruning @")
+
+
 def plot_pareto(
     rows: Sequence[Mapping[str, Any]],
     path: str | os.PathLike[str],
@@ -186,49 +207,79 @@ def plot_pareto(
     label: str = "optimizer",
     title: str = "",
 ) -> Path:
-    """Scatter of ``y`` (test accuracy) against ``x`` (density), one labelled point per run.
+    """Scatter of ``y`` (test accuracy) against ``x`` (density), one legend entry per run.
 
-    The Pareto front (no other run is both sparser and more accurate) is joined by a line.
-    For a loss (``y`` ending in ``_loss``) lower is better and the axis is logarithmic.
+    The density axis is logarithmic (sparse methods sit one or two decades left of the
+    dense ones, which a linear axis crowds into its left tenth); runs are told apart by
+    colour and marker in a legend beside the axes, so no label can overlap another.
+    Pruning-baseline rows (``pruning @ <method>``) are crosses in their method's colour.
+    The Pareto front of the compared methods (no other one is both sparser and more
+    accurate) is joined by a dashed line. For a loss (``y`` ending in ``_loss``) lower
+    is better and the y axis is logarithmic too.
     """
     lower_better = y.endswith("_loss")
-    pts = [(float(r[x]), float(r[y])) for r in rows]
-    fig = _figure()
-    ax = fig.add_subplot()
-    scale_x = 100.0
     scale_y = 1.0 if lower_better else 100.0
-    order = sorted(range(len(pts)), key=lambda i: pts[i])
-    for rank, i in enumerate(order):
-        r, (px, py) = rows[i], pts[i]
-        ax.scatter([scale_x * px], [scale_y * py], s=40, zorder=3)
-        right = px > 0.85 * max(p[0] for p in pts)
-        ax.annotate(
-            str(r.get(label, "")),
-            (scale_x * px, scale_y * py),
-            textcoords="offset points",
-            # alternate above/below so that neighbouring labels do not overlap
-            xytext=(-5 if right else 5, 5 if rank % 2 == 0 else -11),
-            ha="right" if right else "left",
-            fontsize="small",
+    fig = _figure(8.4, 4.4)
+    fig.subplots_adjust(left=0.09, right=0.68, bottom=0.13, top=0.91)
+    ax = fig.add_subplot()
+    markers = "osD^v<>pPh*"
+    methods = [r for r in rows if not _is_baseline(r, label)]
+    colours: dict[str, Any] = {}
+    for k, r in enumerate(methods):
+        name = str(r.get(label, ""))
+        colours[name] = f"C{k % 10}"
+        ax.scatter(
+            [100 * float(r[x])],
+            [scale_y * float(r[y])],
+            s=45,
+            zorder=3,
+            color=colours[name],
+            marker=markers[k % len(markers)],
+            label=name,
         )
-    front = pareto_front([(px, -py if lower_better else py) for px, py in pts])
+    for r in rows:
+        if not _is_baseline(r, label):
+            continue
+        name = str(r.get(label, ""))
+        method = name.removeprefix("pruning @").strip()
+        ax.scatter(
+            [100 * float(r[x])],
+            [scale_y * float(r[y])],
+            s=55,
+            zorder=3,
+            color=colours.get(method, "0.4"),
+            marker="x",
+            linewidths=1.8,
+            label=name,
+        )
+    pts = [(float(r[x]), float(r[y])) for r in methods]
+    front = [methods[i] for i in pareto_front([(a, -b if lower_better else b) for a, b in pts])]
     if len(front) > 1:
         ax.plot(
-            [scale_x * pts[i][0] for i in front],
-            [scale_y * pts[i][1] for i in front],
+            [100 * float(r[x]) for r in front],
+            [scale_y * float(r[y]) for r in front],
             "k--",
             lw=1,
             alpha=0.6,
             label="Pareto front",
         )
-        ax.legend(fontsize="small")
-    ax.set_xlabel("nonzero parameters (%)")
+    ax.set_xscale("log")
+    xs = [100 * float(r[x]) for r in rows if float(r[x]) > 0]
+    if xs:
+        ax.set_xlim(min(xs) / 1.6, max(max(xs) * 1.6, 110.0))
+    ax.set_xlabel("nonzero parameters (%, log scale)")
     ax.set_ylabel(y.replace("_", " ") + ("" if lower_better else " (%)"))
     if lower_better:
         ax.set_yscale("log")
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
+    if rows:
+        ax.legend(
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            title="× = magnitude pruning" if len(methods) < len(rows) else None,
+            title_fontsize="small",
+        )
     ax.set_title(title or "accuracy vs density")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p)
-    return p
+    return _save(fig, path)
