@@ -80,6 +80,7 @@ PRUNE_OUTPUTS = (
     "shrunk.pt2",
     "shrunk.torchscript.pt",
     "shrunk.frozen.torchscript.pt",
+    "shrunk.onnx",
     "shrink_plan.json",
     "report.json",
 )
@@ -409,6 +410,12 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
         help="also time both networks frozen for inference (traced TorchScript, oneDNN) and "
         "save the shrunk one as OUT/shrunk.frozen.torchscript.pt",
     )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also export the shrunk network to OUT/shrunk.onnx (dynamic batch axis), checked "
+        'against the eager network with onnxruntime at batch 1, 7 and 256 (pip install "sparseopt[onnx]")',
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -557,6 +564,12 @@ def _prune(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     cfg = _run_config(run_dir)
     out_dir = _prune_out_dir(args, run_dir)  # refuse before any work
+    if getattr(args, "onnx", False):
+        from sparseopt.prune.onnx import onnx_missing
+
+        missing = onnx_missing()
+        if missing is not None:
+            raise _usage_error(f"--onnx: {missing}")
     data = _load_data(cfg)
     model = build_model(cfg.model, data.input_shape, data.num_classes, **cfg.model_options)
     selection = None
@@ -652,11 +665,21 @@ def _prune(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _usage_error(f"cannot create --out {out_dir}: {err.strerror or err}") from None
+    onnx_diffs: dict[int, float] = {}
+    if getattr(args, "onnx", False):  # first: a failed check leaves no file behind
+        from sparseopt.prune.onnx import export_onnx
+
+        try:
+            onnx_diffs = export_onnx(shrunk, example, out_dir / "shrunk.onnx")
+        except ValueError as err:
+            raise _Stop(str(err), EXIT_ERROR) from None
     masked = masked_state_dict(model, masks_from_weights(model))
     atomic_write(out_dir / "masked_state_dict.pt", lambda p: torch.save(masked, p))
     artifacts = save_artifacts(
         shrunk, example, out_dir, export=not args.no_export, frozen=args.frozen
     )
+    if onnx_diffs:
+        artifacts["onnx"] = out_dir / "shrunk.onnx"
     result.plan.save(out_dir / "shrink_plan.json")
     metric = "acc" if data.task == "classification" else "mse"
     summary = {
@@ -675,6 +698,8 @@ def _prune(args: argparse.Namespace) -> int:
         **report.to_dict(),
         "artifacts": {k: str(v) for k, v in artifacts.items()},
     }
+    if "onnx" in artifacts:
+        summary["onnx_max_abs_diff"] = {str(n): d for n, d in onnx_diffs.items()}
     text = json.dumps(summary, indent=2) + "\n"
     atomic_write(out_dir / "report.json", lambda p: p.write_text(text, encoding="utf-8"))
     written = {"masked_state_dict.pt", "shrink_plan.json", "report.json"}

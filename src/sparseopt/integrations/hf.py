@@ -32,10 +32,11 @@ from typing import Any
 
 try:
     from transformers import Trainer, TrainerCallback
-except ImportError as err:  # pragma: no cover - depends on the extra
-    raise ImportError(
-        'sparseopt.integrations.hf needs Hugging Face transformers: pip install "sparseopt[hf]"'
-    ) from err
+
+    _MISSING: ImportError | None = None
+except ImportError as err:  # importable without the extra (docs, doctests); fails on use
+    Trainer = TrainerCallback = object  # type: ignore[assignment,misc]
+    _MISSING = err
 
 from torch import nn
 
@@ -54,6 +55,13 @@ __all__ = [
     "SparsityTrainerCallback",
     "sparse_optimizer_cls_and_kwargs",
 ]
+
+
+def _require() -> None:
+    if _MISSING is not None:
+        raise ImportError(
+            'sparseopt.integrations.hf needs transformers and accelerate: pip install "sparseopt[hf]"'
+        ) from _MISSING
 
 
 class SparsityTrainerCallback(TrainerCallback):
@@ -93,6 +101,7 @@ class SparsityTrainerCallback(TrainerCallback):
         controller_kwargs: dict[str, Any] | None = None,
         finalize: bool = True,
     ) -> None:
+        _require()
         if not isinstance(control_every_n_steps, int) or control_every_n_steps < 1:
             raise ValueError(
                 f"Invalid control_every_n_steps value: {control_every_n_steps!r}; expected an int >= 1"
@@ -271,6 +280,7 @@ class SparseTrainer(Trainer):
         sparsity_callback: SparsityTrainerCallback | None = None,
         **kwargs: Any,
     ) -> None:
+        _require()
         super().__init__(*args, **kwargs)
         self.sparse_optimizer = sparse_optimizer
         self.sparse_kwargs = dict(sparse_kwargs or {})

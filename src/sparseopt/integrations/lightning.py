@@ -27,11 +27,11 @@ from typing import Any
 try:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import Callback
-except ImportError as err:  # pragma: no cover - depends on the extra
-    raise ImportError(
-        "sparseopt.integrations.lightning needs PyTorch Lightning: "
-        'pip install "sparseopt[lightning]"'
-    ) from err
+
+    _MISSING: ImportError | None = None
+except ImportError as err:  # importable without the extra (docs, doctests); fails on use
+    Callback = object  # type: ignore[assignment,misc]
+    _MISSING = err
 
 from sparseopt.control import TargetDensity
 from sparseopt.integrations._common import density_metrics, find_sparse_optimizer
@@ -89,6 +89,10 @@ class SparsityCallback(Callback):
         finalize: bool = True,
         optimizer_index: int | None = None,
     ) -> None:
+        if _MISSING is not None:
+            raise ImportError(
+                'SparsityCallback needs PyTorch Lightning: pip install "sparseopt[lightning]"'
+            ) from _MISSING
         for name, value in (
             ("log_every_n_steps", log_every_n_steps),
             ("path_every_n_steps", path_every_n_steps),
