@@ -15,8 +15,8 @@ import os
 import pickle
 import shutil
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -582,3 +582,122 @@ def test_04_compare_resumes_and_never_replaces_its_outputs(
     assert "--resume" in msg and "epochs" in msg
     msg = refused(capsys, tmp_path, 2, "compare", "--resume", tmp_path)
     assert "compare-settings.json" in msg
+
+
+# ----------------------------------------------------------------------------- item 5
+
+
+def test_05_resume_to_fewer_epochs_is_refused(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparseopt.config import load_config_file
+
+    msg = refused(capsys, run_dir, 2, "train", "--resume", run_dir, "--epochs", "0")
+    assert "already trained 1 epoch" in msg and "--epochs 1 or more" in msg
+    # the same number of epochs changes nothing in config.yaml (but where the run now is)
+    config = load_config_file(run_dir / "config.yaml")
+    assert run(capsys, "train", "--resume", run_dir, "--epochs", "1", "-q")[0] == 0
+    assert load_config_file(run_dir / "config.yaml") == {**config, "out": str(run_dir)}
+
+
+# ----------------------------------------------------------------------------- item 12
+
+
+def test_12_disk_full_while_checkpointing_is_one_line_and_resumable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    argv = ["--epochs", "2"]
+    assert run(capsys, *_fresh(tmp_path, "ref", *argv))[0] == 0
+    real_save = torch.save
+    seen: dict[str, Any] = {"calls": 0}
+
+    def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(obj, dict) and "rng" in obj:  # a checkpoint
+            seen["calls"] += 1
+            if seen["calls"] == 2:  # epoch 1: the disk is full
+                seen["before"] = snapshot(tmp_path / "cut")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, f, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", save)
+        code, _, err = run(capsys, *_fresh(tmp_path, "cut", *argv))
+    assert code == 1
+    msg = one_line(err)
+    assert "No space left on device" in msg and "checkpoint.pt" in msg
+    assert f"sparseopt train --resume {tmp_path / 'cut'}" in msg and "epoch 0" in msg
+    after = snapshot(tmp_path / "cut")
+    assert after["checkpoint.pt"] == seen["before"]["checkpoint.pt"]  # intact
+    assert not [p for p in (tmp_path / "cut").iterdir() if ".tmp" in p.name]
+    code, _, err = run(capsys, "train", "--resume", tmp_path / "cut", "-q")
+    assert code == 0, err
+    a = torch.load(tmp_path / "cut" / "model_sparse.pt", weights_only=True)
+    b = torch.load(tmp_path / "ref" / "model_sparse.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- items 14, 16
+
+
+@pytest.mark.parametrize(
+    "fault", ["malicious", "truncated", "garbage", "empty", "not-a-dict", "mismatch"]
+)
+def test_14_16_resume_from_a_bad_checkpoint_is_one_line(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, fault: str
+) -> None:
+    target = tmp_path / "pwned"
+    _corrupt(run_dir / "checkpoint.pt", fault, target)
+    msg = refused(capsys, run_dir, 2, "train", "--resume", run_dir, "--epochs", "2")
+    assert f"cannot load checkpoint {run_dir / 'checkpoint.pt'}: " in msg
+    assert not target.exists()
+    assert "weights_only" not in msg and "likely succeed" not in msg  # item 16
+    expected = {
+        "malicious": "refused: it contains a pickled Python object (posix.system)",
+        "truncated": "a PyTorch (zip) file that is truncated or corrupt",
+        "garbage": "not a PyTorch file",
+        "empty": "the file is empty (0 bytes)",  # item 14: something after the colon
+        "not-a-dict": "not a sparseopt checkpoint (it holds a list, not a dict)",
+        "mismatch": "size mismatch for fc1.weight",  # item 14: the details survive
+    }[fault]
+    assert expected in msg
+    if fault == "mismatch":
+        assert "torch.Size([200, 65])" in msg
+
+
+def test_14_load_checkpoint_says_what_is_wrong(tmp_path: Path) -> None:
+    from sparseopt.engine import load_checkpoint
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"checkpoint\.pt: the file is empty"):
+        load_checkpoint(tmp_path)
+    torch.save({"format": 1, "epoch": 0}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="not a complete sparseopt checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+# ----------------------------------------------------------------------------- item 15
+
+
+def test_15_after_divergence_the_printed_command_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+
+    argv = ["-o", "sgd", "--lr", "1e10", "--limit-batches", "20"]
+    out = tmp_path / "boom"
+    code, _, err = run(capsys, *_fresh(tmp_path, "boom", *argv))
+    assert code == 3
+    msg = one_line(err)
+    assert "Try a 10x smaller lr" in msg and "--resume" not in msg
+    cmd = shlex.split(msg.split("in a new run: ")[1])
+    assert cmd[:2] == ["sparseopt", "train"] and cmd[cmd.index("--lr") + 1] == "1e+09"
+    new = Path(cmd[cmd.index("--out") + 1])
+    assert not new.exists() and new.parent == tmp_path
+    before = snapshot(out)
+    code, _, err = run(capsys, *cmd[1:])
+    assert code != 2, err  # it runs (and may diverge again: then it says so, exit 3)
+    assert snapshot(out) == before
+    saved = json.loads(json.dumps(__import__("yaml").safe_load((new / "config.yaml").read_text())))
+    assert saved["lr"] == pytest.approx(1e9) and saved["out"] == str(new)

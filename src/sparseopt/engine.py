@@ -1189,7 +1189,8 @@ class Trainer:
         if self.config.epochs < done:
             raise ConfigError(
                 f"cannot resume {path.parent} with --epochs {self.config.epochs}: it has "
-                f"already trained {done} epochs; give --epochs {done} or more (nothing was "
+                f"already trained {done} epoch{'' if done == 1 else 's'}; give --epochs {done} or "
+                "more (nothing was "
                 "changed)"
             )
         try:
