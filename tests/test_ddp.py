@@ -28,7 +28,13 @@ pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"
 )
 
-OPTIMIZERS = ("adabreg", "splitlbi")
+#: name -> (optimizer, config changes): the runs of the 2-process worker. The long
+#: SplitLBI run covers the epochs where its support (Γ) changes most (issue 12, item 17).
+RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "adabreg": ("adabreg", {}),
+    "splitlbi": ("splitlbi", {}),
+    "splitlbi-long": ("splitlbi", {"epochs": 7, "limit_batches": 6}),
+}
 
 WORKER = textwrap.dedent(
     """
@@ -41,8 +47,9 @@ WORKER = textwrap.dedent(
     out, save = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo")  # the engine uses an existing process group
     rank = dist.get_rank()
-    for name in {optimizers!r}:
-        cfg = TrainConfig(**{config!r}, optimizer=name, out=os.path.join(out, name))
+    for name, (optimizer, changes) in {runs!r}.items():
+        settings = {{**{config!r}, **changes}}
+        cfg = TrainConfig(**settings, optimizer=optimizer, out=os.path.join(out, name))
         res = train(cfg)
         assert (res.run_dir is None) == (rank != 0)
         torch.save(
@@ -91,7 +98,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out, save = root / "runs", root / "states"
     save.mkdir()
     script = root / "worker.py"
-    script.write_text(WORKER.format(optimizers=OPTIMIZERS, config=CONFIG))
+    script.write_text(WORKER.format(runs=RUNS, config=CONFIG))
     port = _free_port()
     procs = []
     for rank in range(2):
@@ -127,7 +134,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return out, save
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", list(RUNS))
 def test_ranks_end_with_identical_sparse_state(ddp_run: tuple[Path, Path], optimizer: str) -> None:
     _, save = ddp_run
     r0 = torch.load(save / f"{optimizer}-rank0.pt", weights_only=True)
@@ -145,13 +152,21 @@ def test_ranks_end_with_identical_sparse_state(ddp_run: tuple[Path, Path], optim
     )
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", list(RUNS))
 def test_ddp_is_close_to_a_single_process_run(
     ddp_run: tuple[Path, Path], tmp_path: Path, optimizer: str
 ) -> None:
+    """Equal up to float rounding: the gradient is the same mean, summed in another order.
+
+    DistributedDataParallel averages two half-batch gradients where the single process
+    sums the whole batch at once, so the last bits differ; the long SplitLBI run checks
+    that this stays at float32 rounding (no support flip amplifies it here).
+    """
     _, save = ddp_run
     ddp = torch.load(save / f"{optimizer}-rank0.pt", weights_only=True)
-    single = train(TrainConfig(**CONFIG, optimizer=optimizer, out=str(tmp_path / "single")))
+    name, changes = RUNS[optimizer]
+    settings = {**CONFIG, **changes}
+    single = train(TrainConfig(**settings, optimizer=name, out=str(tmp_path / "single")))
     for name, p in single.model.state_dict().items():
         torch.testing.assert_close(ddp["model"][name], p, rtol=1e-4, atol=1e-5, msg=name)
     # the same global batches: the same training loss up to float rounding
@@ -163,7 +178,7 @@ def test_ddp_is_close_to_a_single_process_run(
 
 def test_only_rank_zero_writes(ddp_run: tuple[Path, Path]) -> None:
     out, _ = ddp_run
-    for name in OPTIMIZERS:
+    for name in RUNS:
         run = out / name
         assert (run / "checkpoint.pt").is_file() and (run / "metrics.csv").is_file()
         log = (run / "log.txt").read_text()

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -701,3 +702,176 @@ def test_15_after_divergence_the_printed_command_works(
     assert snapshot(out) == before
     saved = json.loads(json.dumps(__import__("yaml").safe_load((new / "config.yaml").read_text())))
     assert saved["lr"] == pytest.approx(1e9) and saved["out"] == str(new)
+
+
+# ----------------------------------------------------------------------------- item 17
+
+_SIGTERM_WORKER = """
+import os, signal, sys
+from sparseopt.path import PathRecorder
+
+original = PathRecorder.on_epoch_end
+
+def on_epoch_end(self, trainer, epoch, metrics):  # torchrun forwards Ctrl-C to every rank
+    original(self, trainer, epoch, metrics)
+    if epoch == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+PathRecorder.on_epoch_end = on_epoch_end
+from sparseopt.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed gloo",
+)
+def test_17_interruption_under_torchrun_is_reported_once(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(_SIGTERM_WORKER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), *_fresh(tmp_path, "run", "--epochs", "3")],
+            env=dict(
+                os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+            ),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for r in range(2)
+    ]  # fmt: skip
+    try:
+        errs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [143, 143], errs
+    assert errs[1].strip() == ""  # rank 1 says nothing
+    line = one_line(errs[0])
+    assert "interrupted by SIGTERM after epoch 1" in line and f"--resume {out}" in line
+
+
+# ----------------------------------------------------------------------------- item 18
+
+
+def test_18_pareto_plot_log_axis_legend_and_baselines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sparseopt import plots
+
+    figures: list[Any] = []
+    real = plots._figure
+
+    def capture(*args: Any) -> Any:
+        figures.append(real(*args))
+        return figures[-1]
+
+    monkeypatch.setattr(plots, "_figure", capture)
+    rows = [
+        {"optimizer": name, "density": d, "test_acc": a}
+        for name, d, a in [
+            ("adabreg", 0.04, 0.97), ("linbreg", 0.05, 0.96), ("rvsm", 0.03, 0.95),
+            ("rda", 0.06, 0.955), ("sgd", 1.0, 0.98), ("adam", 1.0, 0.985),
+            ("pruning @ adabreg", 0.04, 0.96), ("pruning @ rvsm", 0.03, 0.94),
+        ]
+    ]  # fmt: skip
+    plots.plot_pareto(rows, tmp_path / "pareto.png")
+    ax = figures[-1].axes[0]
+    assert ax.get_xscale() == "log"
+    lo, hi = ax.get_xlim()
+    assert lo < 3 and hi >= 100  # every point visible, sparse ones spread over decades
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert set(labels) >= {r["optimizer"] for r in rows} and "Pareto front" in labels
+    assert len(ax.texts) == 0  # names only in the legend: nothing to overlap
+    # a legend outside the axes: it covers no point
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
+    # pruning baselines are crosses in their method's colour, the methods are not
+    markers = {
+        lab: h.get_paths()[0].vertices.tobytes()
+        for lab, h in zip(labels, legend.legend_handles, strict=True)
+        if hasattr(h, "get_paths")
+    }
+    assert markers["pruning @ adabreg"] == markers["pruning @ rvsm"] != markers["adabreg"]
+
+
+def test_18_density_wording_and_tensorboard_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed
+    argv = ["train", "--epochs", "1", "--limit-batches", "2", "--no-plots"]
+    code, out, err = run(capsys, *argv, "--out", tmp_path / "a")
+    assert code == 0, err
+    head, epoch0 = out.splitlines()[:2]
+    # the header gives the sparse start of the weights; the epoch lines give the density
+    # of all parameters (biases too) and of the weights (the floor adds one per unit)
+    assert "sparse start: 1% of weights + at least one per unit" in head
+    dens = re.search(r"density ([\d.]+)% \(weights ([\d.]+)%\)", epoch0)
+    assert dens and float(dens[1]) > float(dens[2]) >= 1.0
+    assert "TensorBoard" not in out + err  # not asked for: nothing to say
+    code, out, err = run(capsys, *argv, "--tensorboard", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert out.count("TensorBoard logging skipped: tensorboard is not installed") == 1
+
+
+# ----------------------------------------------------------------------------- write policy
+
+
+def test_every_train_file_is_written_atomically(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renames: list[tuple[Path, Path]] = []
+    real_replace = os.replace
+
+    def spy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        renames.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--epochs", "1", "--limit-batches", "2", "-q",
+                       "--no-tensorboard", "--keep-checkpoints", "--out", out)  # fmt: skip
+    assert code == 0, err
+    files = set(snapshot(out)) - {"log.txt"}  # the log is appended line by line
+    assert {"accuracy.png", "config.yaml", "model_sparse.pt", "summary.json"} <= files
+    for name in files:
+        hits = [s for s, d in renames if d == out / name]
+        assert hits and all(s.parent == (out / name).parent for s in hits), name
+    assert not [p for p in out.rglob("*.tmp*")]
+
+
+def test_a_network_with_nan_weights_is_never_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sparseopt.path import PathRecorder
+
+    original = PathRecorder.on_epoch_end
+
+    def poison(self: PathRecorder, trainer: Any, epoch: int, metrics: Any) -> None:
+        original(self, trainer, epoch, metrics)
+        if epoch == 2:
+            with torch.no_grad():
+                trainer.model.fc1.weight[0, 0] = float("inf")
+
+    monkeypatch.setattr(PathRecorder, "on_epoch_end", poison)
+    out = tmp_path / "run"
+    code, _, err = run(capsys, *_fresh(tmp_path, "run", "--epochs", "3"))
+    assert code == 3
+    msg = one_line(err)
+    assert "NaN/Inf in fc1.weight" in msg and "checkpoint.pt was not written" in msg
+    assert "(epoch 1)" in msg and "--lr" in msg
+    assert not (out / "model_sparse.pt").exists()
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())

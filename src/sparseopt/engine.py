@@ -1003,11 +1003,10 @@ class Trainer:
             opt += f", grow every {cfg.grow_every} epochs (τ = {cfg.grow_tau:g})"
         # The sparse start covers the penalisable weights; the epoch lines' "density"
         # counts every parameter (biases and norms too), so it starts higher.
-        init = (
-            f", sparse start: {100 * cfg.init_density:g}% of weights nonzero"
-            if cfg.init_density < 1
-            else ""
-        )
+        init = ""
+        if cfg.init_density < 1:
+            floor = " + at least one per unit" if cfg.init_floor else ""
+            init = f", sparse start: {100 * cfg.init_density:g}% of weights{floor}"
         dist_s = f" × {self.world_size} processes" if self.distributed else ""
         return (
             f"sparseopt train: {cfg.dataset} ({sizes}), {cfg.model} "
