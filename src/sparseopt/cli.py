@@ -5,10 +5,13 @@ MLP on the embedded scikit-learn digits). Every setting is a flag and a key of a
 config file (``--config FILE``, YAML/TOML/JSON, keys are the
 :class:`~sparseopt.config.TrainConfig` fields); flags override the file.
 
-Exit codes: 0 success; 1 unexpected error; 2 usage error (bad flag, unknown name,
-invalid value, missing data — one message, no traceback); 3 training diverged
-(NaN/Inf loss; the last good checkpoint is kept); 130/143 interrupted by SIGINT/SIGTERM
-after writing a checkpoint (resume with ``--resume RUN_DIR``).
+Exit codes: 0 success; 1 unexpected error, or a file that cannot be written (disk
+full: one line, the previous files intact); 2 usage error (bad flag, unknown name,
+invalid value, missing data, an --out that is not the command's own — one message, no
+traceback); 3 training diverged (NaN/Inf loss or weights; the last good checkpoint is
+kept); 4 trained but stalled or collapsed; 130/143 interrupted by SIGINT/SIGTERM after
+writing a checkpoint (resume with ``--resume RUN_DIR``; ``compare --resume OUT``).
+Under ``torchrun`` only rank 0 prints these messages.
 
 The parser is built from small tables, so a new subcommand is one entry in
 :data:`COMMANDS` (``name -> (help, add_arguments, run)``); the structure tools'
