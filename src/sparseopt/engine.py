@@ -977,8 +977,13 @@ class Trainer:
         if not self.is_main:
             return
         if self._log_file is not None:
-            with open(self._log_file, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
+            log_file = self._log_file
+
+            def append(path: Path) -> None:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(line + "\n")
+
+            self._write(log_file, append)
         if self.echo and (always or not self.config.quiet):
             print(line, flush=True)
 
