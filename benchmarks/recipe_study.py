@@ -144,6 +144,44 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             lam=[2.5e-6, 1e-5],
         ),
     ],
+    "round2b": [
+        *_cands(
+            "rvsm",
+            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05, "penalty": "l0"},
+            lam=[5e-4, 1e-3],
+        ),
+        *_cands(
+            "rvsm",
+            {
+                **COS,
+                "momentum": 0.9,
+                "beta": 1.0,
+                "init_density": 1.0,
+                "lr": 0.05,
+                "penalty": "tl1",
+            },
+            lam=[5e-3],
+        ),
+    ],
+    "round2c": [
+        *_cands(
+            "linbreg",
+            {"init_density": 0.01, "schedule": "none", "momentum": 0.0, "lr": 0.1},
+            lam=[0.1],
+        ),
+        *_cands(
+            "linbreg",
+            {"init_density": 0.01, "schedule": "none", "momentum": 0.9},
+            lr=[0.05, 0.15],
+            lam=[0.1],
+        ),
+        *_cands("adabreg", {**COS, "init_density": 0.01, "lr": 0.01}, lam=[0.7]),
+        *_cands(
+            "rvsm",
+            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            lam=[7e-3],
+        ),
+    ],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(

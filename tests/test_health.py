@@ -125,7 +125,7 @@ def test_compare_shows_the_status_and_the_pruning_verdict(
 ) -> None:
     code = main(
         [
-            *("compare", "--optimizers", "rvsm", "adabreg", "--epochs", "3", "--prune-baseline"),
+            *("compare", "--optimizers", "rvsm", "proxsgd", "--epochs", "3", "--prune-baseline"),
             *("--finetune-epochs", "1", "--out", str(tmp_path), *FAST),
         ]
     )
@@ -133,7 +133,7 @@ def test_compare_shows_the_status_and_the_pruning_verdict(
     assert code == 0, out
     rows = json.loads((tmp_path / "comparison.json").read_text())
     names = [r["optimizer"] for r in rows]
-    assert names == ["rvsm", "adabreg", "pruning @ rvsm", "pruning @ adabreg"]
+    assert names == ["rvsm", "proxsgd", "pruning @ rvsm", "pruning @ proxsgd"]
     for method in rows[:2]:
         assert method["status"] == "ok" and method["beats_pruning"] in ("yes", "no", "tie")
     for method, pruned in zip(rows[:2], rows[2:], strict=True):

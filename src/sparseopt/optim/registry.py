@@ -155,9 +155,9 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.linbreg:LinBreg",
             "Linearized Bregman iterations (inverse scale space), optional momentum",
             "Bungert et al., JMLR 23 (2022), Alg. 1-2",
-            lam=_lams(0.05, 0.05**2 / 2),  # prox step δ = 1
+            lam=_lams(0.2, 0.2**2 / 2),  # prox step δ = 1
             training={"init_density": 0.01, "schedule": "none"},
-            lr=0.3,
+            lr=0.15,
             momentum=0.9,
         ),
         _info(
@@ -166,7 +166,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "Adam-type linearized Bregman iterations",
             "Bungert et al., JMLR 23 (2022), Alg. 3",
             lam=_lams(0.5, 0.5**2 / 2),  # prox step δ = 1
-            training={"init_density": 0.01, "schedule": "none"},
+            training={"init_density": 0.01, "schedule": "cosine"},
             lr=0.01,
         ),
         _info(
@@ -186,7 +186,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.rda:RDA",
             "l1-regularized dual averaging with the initial weights as prox centre",
             "Xiao, JMLR 11 (2010); He et al., Comput. Optim. Appl. 77 (2020)",
-            lam=_lams(2e-3, 2e-3**2 / 2),
+            lam=_lams(1e-3, 1e-3**2 / 2),
             training={"init_density": 1.0, "schedule": "none"},
             lr=1.0,
             gamma=0.5,
@@ -196,8 +196,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.rvsm:RVSM",
             "Relaxed variable splitting with l0 / l1 / transformed-l1 (and group) penalties",
             "Dinh & Xin, arXiv 1812.05719; Xue & Xin, WCGO 2019",
-            lam=_lams(1e-2, 1e-2**2 / 2),  # u = prox_{J/β}(w): prox step 1/β = 1
-            training={"init_density": 1.0, "schedule": "none"},
+            lam=_lams(1e-2, 5e-4),  # ℓ0 measured; u = prox_{J/β}(w), prox step 1/β = 1
+            training={"init_density": 1.0, "schedule": "cosine"},
             lr=0.05,
             beta=1.0,
             momentum=0.9,
@@ -207,8 +207,9 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.proxsgd:ProxSGD",
             "Proximal SGD (Lasso baseline), optional momentum",
             "Parikh & Boyd (2014)",
-            lam=_lams(1e-2, 0.05 * 1e-2**2 / 2),  # prox step = lr
-            training={"init_density": 1.0, "schedule": "none"},
+            # ℓ0: RVSM's measured threshold √(2·5e-4) at ProxSGD's prox step lr = 0.05
+            lam=_lams(1e-2, 5e-4 / 0.05),
+            training={"init_density": 1.0, "schedule": "cosine"},
             lr=0.05,
             momentum=0.9,
         ),
