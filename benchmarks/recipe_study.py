@@ -253,8 +253,17 @@ def run(stage: str, worker: tuple[int, int], path: Path) -> None:
         )
 
 
+def is_recipe(cand: dict[str, Any]) -> bool:
+    """Whether ``cand`` is the registry's recipe (on the keys it sets)."""
+    from sparseopt.config import TrainConfig
+
+    fields = {k: v for k, v in cand.items() if k != "optimizer"}
+    resolved = TrainConfig(optimizer=cand["optimizer"], penalty=cand.get("penalty")).resolve()
+    return all(getattr(resolved, k) == v for k, v in fields.items())
+
+
 def _label(cand: dict[str, Any]) -> str:
-    skip = {"optimizer"}
+    skip = {"optimizer", "penalty"}
     return " ".join(f"{k}={v}" for k, v in sorted(cand.items()) if k not in skip)
 
 
@@ -272,7 +281,7 @@ def report(path: Path) -> str:
     for r in recs:
         by[(r["stage"], json.dumps(r["cand"], sort_keys=True))][r["task"]] = r
     per_opt: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-    for (stage, cand_s), tasks in by.items():
+    for (_stage, cand_s), tasks in by.items():
         cand = json.loads(cand_s)
         gaps, ok, dens = [], True, []
         for t in STUDY_TASKS:
@@ -295,24 +304,30 @@ def report(path: Path) -> str:
             else "–"
             for t in STUDY_TASKS
         ]
-        per_opt[(stage, cand["optimizer"])].append((mean_gap, ok, max(dens or [1]), cand, cells))
-    for (stage, opt), rows in sorted(per_opt.items()):
+        key = (cand["optimizer"], cand.get("penalty", "l1"))
+        per_opt[key].append((mean_gap, ok, max(dens or [1]), cand, cells))
+    for (opt, penalty), rows in sorted(per_opt.items()):
         rows.sort(key=lambda x: (not x[1], -x[0]))
         lines += [
             "",
-            f"## {opt} ({stage})",
+            f"## {opt}, {penalty}" if opt not in ("sgd", "adam") else f"## {opt} (dense)",
             "",
             "| candidate | " + " | ".join(STUDY_TASKS) + " | mean gap | ok |",
             "|---|" + "---:|" * (len(STUDY_TASKS) + 2),
         ]
         for gap, ok, _, cand, cells in rows:
+            star = " **(recipe)**" if is_recipe(cand) else ""
             lines.append(
-                f"| {_label(cand)} | "
+                f"| {_label(cand)}{star} | "
                 + " | ".join(cells)
                 + f" | {gap:+.2f} | {'yes' if ok else 'no'} |"
             )
     lines.append("")
-    lines.append("Cells: validation accuracy % / weight density %.")
+    lines.append(
+        "Cells: validation accuracy % / weight density % (final epoch). Mean gap: validation "
+        "accuracy minus the best dense run's, in points, averaged over the tasks. ok: no run "
+        f"at chance or failed, weight density ≤ {100 * DENSITY_CAP:.0f} % on every task."
+    )
     return "\n".join(lines)
 
 
