@@ -45,6 +45,19 @@ def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, pe
     assert TrainConfig(optimizer=name, penalty=penalty, lam=0.123).resolve().lam == 0.123
 
 
+@pytest.mark.parametrize("name", SPARSE)
+def test_class_defaults_are_the_registry_recipe(name: str) -> None:
+    info = get_optimizer_info(name)
+    sig = inspect.signature(info.cls.__init__).parameters
+    for key, value in info.defaults.items():
+        assert sig[key].default == value, (name, key)
+    assert sig["lam"].default == info.lam["l1"] and sig["penalty"].default == "l1"
+    w = torch.nn.Parameter(torch.zeros(3, 2))
+    plain = info.cls([w])  # the class alone gives the recipe too
+    assert plain.param_groups[0]["lam"] == info.lam["l1"]
+    assert plain.param_groups[0]["lr"] == info.defaults["lr"]
+
+
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_registry_hyperparameters_are_what_the_factory_and_the_run_use(name: str) -> None:
     info = get_optimizer_info(name)

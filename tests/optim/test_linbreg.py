@@ -117,7 +117,7 @@ def test_unpenalised_group_takes_exact_sgd_steps(dtype: torch.dtype, momentum: f
 def test_hand_computed_steps(dtype: torch.dtype) -> None:
     # delta = 2, lam = 0.5: v0 = theta/2 + 0.5 sign(theta); theta = 2 soft(v, 0.5)
     w = torch.nn.Parameter(torch.tensor([1.0, 0.0, -0.4, 0.0], dtype=dtype))
-    opt = LinBreg([w], lr=0.5, lam=0.5, delta=2.0)
+    opt = LinBreg([w], lr=0.5, lam=0.5, delta=2.0, momentum=0.0)
     w.grad = torch.tensor([0.2, -1.2, 0.0, 0.6], dtype=dtype)
     opt.step()
     v = torch.tensor([1.0 - 0.1, 0.6, -0.7, -0.3], dtype=dtype)
@@ -158,8 +158,8 @@ def test_foreach_equals_for_loop(
     ps = _params(dtype)
     qs = _clone(ps)
     kw = {"momentum": momentum, "delta": delta}
-    loop = LinBreg(_mixed_groups(ps, **kw), lr=0.5, foreach=False, maximize=maximize)
-    fast = LinBreg(_mixed_groups(qs, **kw), lr=0.5, foreach=True, maximize=maximize)
+    loop = LinBreg(_mixed_groups(ps, **kw), lr=0.5, foreach=False, maximize=maximize, momentum=0.0)
+    fast = LinBreg(_mixed_groups(qs, **kw), lr=0.5, foreach=True, maximize=maximize, momentum=0.0)
     gen = torch.Generator().manual_seed(4)
     for _ in range(6):
         _set_grads([ps, qs], gen)
@@ -223,7 +223,7 @@ def test_dual_initialisation_reproduces_params(dtype: torch.dtype, penalty, delt
     assert torch.equal(theta == 0, w == 0)
     # a zero-gradient step leaves the parameters where they were
     p = torch.nn.Parameter(w.clone())
-    opt = LinBreg([p], lr=0.1, penalty=penalty, delta=delta)
+    opt = LinBreg([p], lr=0.1, penalty=penalty, delta=delta, momentum=0.0)
     p.grad = torch.zeros_like(p)
     opt.step()
     torch.testing.assert_close(p.detach(), w)
@@ -373,7 +373,7 @@ def test_set_lam_keeps_params_and_steps_stay_sane(penalty: str) -> None:
 
 def test_set_lam_rescales_dead_duals() -> None:
     w = torch.nn.Parameter(torch.tensor([0.0, 0.0, 1.0]))
-    opt = LinBreg([w], lr=1.0, lam=1.0)
+    opt = LinBreg([w], lr=1.0, lam=1.0, momentum=0.0)
     w.grad = torch.tensor([-0.5, 0.8, 0.0])
     opt.step()
     torch.testing.assert_close(opt.state[w]["dual"], torch.tensor([0.5, -0.8, 2.0]))
@@ -452,8 +452,8 @@ def test_penalty_object_and_state_dict_weights_only() -> None:
 
 def test_maximize_flips_the_gradient() -> None:
     p, q = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(4))
-    a = LinBreg([p], lr=0.5, lam=0.1, maximize=True)
-    b = LinBreg([q], lr=0.5, lam=0.1)
+    a = LinBreg([p], lr=0.5, lam=0.1, maximize=True, momentum=0.0)
+    b = LinBreg([q], lr=0.5, lam=0.1, momentum=0.0)
     g = torch.tensor([1.0, -0.05, 0.3, -2.0])
     p.grad, q.grad = g.clone(), -g
     a.step()
@@ -496,7 +496,7 @@ def test_sparse_gradients_are_rejected() -> None:
 def test_changing_delta_then_finalize_keeps_params() -> None:
     gen = torch.Generator().manual_seed(7)
     w = torch.nn.Parameter(torch.randn(5, 4, generator=gen, dtype=torch.float64))
-    opt = LinBreg([w], lr=0.1, lam=0.3, delta=1.0)
+    opt = LinBreg([w], lr=0.1, lam=0.3, delta=1.0, momentum=0.0)
     w.grad = torch.randn(5, 4, generator=gen, dtype=torch.float64)
     opt.step()
     before = w.detach().clone()

@@ -48,7 +48,7 @@ def test_without_penalty_is_torch_sgd_bitwise(
 ) -> None:
     ours, ref = _params(dtype), _params(dtype)
     grads = _grads(dtype, 5)
-    opt = ProxSGD(ours, lr=0.1, foreach=foreach, **pen, **cfg)
+    opt = ProxSGD(ours, lr=0.1, foreach=foreach, **pen, **{"momentum": 0.0, **cfg})
     sgd = torch.optim.SGD(ref, lr=0.1, foreach=foreach, **cfg)
     _run(opt, ours, grads)
     _run(sgd, ref, grads)
@@ -71,7 +71,7 @@ def test_group_penalty_with_zero_lam_and_unpenalised_group_is_torch_sgd(
         {"params": [p for p in ours if p.ndim > 1], "penalty": "group_l1", "lam": 0.0},
         {"params": [p for p in ours if p.ndim == 1], "penalty": "none"},
     ]
-    opt = ProxSGD(groups, lr=0.05, foreach=foreach, **cfg)
+    opt = ProxSGD(groups, lr=0.05, foreach=foreach, **{"momentum": 0.0, **cfg})
     sgd = torch.optim.SGD(ref, lr=0.05, foreach=foreach, **cfg)
     _run(opt, ours, grads)
     _run(sgd, ref, grads)
@@ -163,7 +163,7 @@ def test_penalised_momentum_matches_the_formula(
     theta0 = [p.detach().clone() for p in params]
     grads = _grads(dtype, 6)
     lr, lam = 0.1, 0.3
-    opt = ProxSGD(params, lr=lr, lam=lam, foreach=foreach, **cfg)
+    opt = ProxSGD(params, lr=lr, lam=lam, foreach=foreach, **{"momentum": 0.0, **cfg})
     _run(opt, params, grads)
     theta, bufs = _reference(theta0, grads, lr, lam, **cfg)
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-6, "atol": 1e-6}
@@ -271,7 +271,7 @@ def test_functional_api_and_set_lam() -> None:
         ({"momentum": -0.5}, "momentum value: -0.5"),
         ({"dampening": -1.0}, "dampening value: -1.0"),
         ({"weight_decay": -2.0}, "weight_decay value: -2.0"),
-        ({"nesterov": True}, "nesterov"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov"),
         ({"nesterov": True, "momentum": 0.9, "dampening": 0.1}, "dampening"),
         ({"lam": -1.0}, "-1.0"),
     ],

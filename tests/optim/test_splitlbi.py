@@ -428,7 +428,7 @@ def test_sparse_gradient_rejected():
         ({"momentum": -0.1}, "Invalid momentum value: -0.1"),
         ({"dampening": -0.5}, "Invalid dampening value: -0.5"),
         ({"weight_decay": -1e-4}, "Invalid weight_decay value: -0.0001"),
-        ({"nesterov": True}, "Invalid nesterov value: True"),
+        ({"nesterov": True, "momentum": 0.0}, "Invalid nesterov value: True"),
         ({"nesterov": True, "momentum": 0.9, "dampening": 0.1}, "Invalid nesterov value"),
         ({"deploy": "dense"}, "Invalid deploy value: 'dense'"),
         ({"lr": -0.1}, "Invalid learning rate value: -0.1"),

@@ -120,9 +120,9 @@ CASES: dict[str, tuple[dict, Callable]] = {
     "linbreg": ({"lr": 0.2, "lam": 0.05, "delta": 1.5, "momentum": 0.8}, _ref_linbreg),
     "adabreg": ({"lr": 0.05, "lam": 0.05, "delta": 1.5}, _ref_adabreg),
     "rda": ({"lr": 0.7, "lam": 0.05, "gamma": 2.0}, _ref_rda),
-    "proxsgd": ({"lr": 0.2, "lam": 0.05}, _ref_proxsgd),
-    "rvsm": ({"lr": 0.2, "lam": 0.05, "beta": 2.0}, _ref_rvsm),
-    "splitlbi": ({"lr": 0.2, "lam": 0.05, "kappa": 1.5, "nu": 2.0}, _ref_splitlbi),
+    "proxsgd": ({"lr": 0.2, "lam": 0.05, "momentum": 0.0}, _ref_proxsgd),
+    "rvsm": ({"lr": 0.2, "lam": 0.05, "beta": 2.0, "momentum": 0.0}, _ref_rvsm),
+    "splitlbi": ({"lr": 0.2, "lam": 0.05, "kappa": 1.5, "nu": 2.0, "momentum": 0.0}, _ref_splitlbi),
 }
 
 

@@ -30,7 +30,11 @@ from sparseopt.optim._bregman import (
     rescale_duals,
     sync_all_duals,
 )
+from sparseopt.optim.registry import get_optimizer_info
 from sparseopt.penalties import NoPenalty, Penalty, make_penalty
+
+#: The registry entry whose recipe gives this class its defaults (one source).
+_RECIPE = get_optimizer_info("adabreg")
 
 __all__ = ["AdaBreg", "adabreg"]
 
@@ -72,10 +76,11 @@ class AdaBreg(SparseOptimizer):
         params: parameters or param groups; any group may set its own penalty, λ,
             grouping and hyperparameters. Real floating-point tensors only: complex
             parameters raise ``ValueError`` (the penalties act on real entries).
-        lr: :math:`\tau` (default: 1e-3), a number or a 1-element tensor.
+        lr: :math:`\tau` (default: the registry recipe, docs/recipes.md), a number or a
+            1-element tensor.
         penalty: ``"l1"`` (default), ``"l0"``, ``"tl1"``, ``"group_l1"``,
             ``"group_l0"``, ``"none"``, or a :class:`~sparseopt.penalties.Penalty`.
-        lam: λ, the penalty weight (default: 1e-3).
+        lam: λ, the penalty weight (default: the recipe's ℓ1 λ).
         groups: grouping of a group penalty (``"filter"``, ``"channel"``, ``"kernel"``).
         a: shape parameter of ``tl1`` (default: 1.0).
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`, default) or ``"one"``.
@@ -121,10 +126,10 @@ class AdaBreg(SparseOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
+        lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty | None = "l1",
-        lam: float = 1e-3,
+        lam: float = _RECIPE.lam["l1"],
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",

@@ -28,7 +28,11 @@ from sparseopt.optim._bregman import (
     rescale_duals,
     sync_all_duals,
 )
+from sparseopt.optim.registry import get_optimizer_info
 from sparseopt.penalties import NoPenalty, Penalty, make_penalty
+
+#: The registry entry whose recipe gives this class its defaults (one source).
+_RECIPE = get_optimizer_info("linbreg")
 
 __all__ = ["LinBreg", "linbreg"]
 
@@ -74,17 +78,17 @@ class LinBreg(SparseOptimizer):
         params: parameters or param groups; any group may set its own penalty, λ,
             grouping and hyperparameters. Real floating-point tensors only: complex
             parameters raise ``ValueError`` (the penalties act on real entries).
-        lr: :math:`\tau`, the step on the dual (default: 0.1), a number or a 1-element
+        lr: :math:`\tau`, the step on the dual (default: the registry recipe, docs/recipes.md), a number or a 1-element
             tensor. The primal step size is :math:`\tau\delta`; stability of the dense
             limit needs :math:`\tau\delta < 2/L`.
         penalty: ``"l1"`` (default), ``"l0"``, ``"tl1"``, ``"group_l1"``,
             ``"group_l0"``, ``"none"``, or a :class:`~sparseopt.penalties.Penalty`.
-        lam: λ, the penalty weight (default: 1e-3).
+        lam: λ, the penalty weight (default: the recipe's ℓ1 λ).
         groups: grouping of a group penalty (``"filter"``, ``"channel"``, ``"kernel"``).
         a: shape parameter of ``tl1`` (default: 1.0).
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`, default) or ``"one"``.
         delta: :math:`\delta > 0`, the weight of the elastic term (default: 1.0).
-        momentum: :math:`\beta \in [0, 1)` (default: 0).
+        momentum: :math:`\beta \in [0, 1)` (default: the recipe's; 0 is the paper's Alg. 1).
         weight_decay: decoupled weight decay :math:`\omega \ge 0` (default: 0), as in
             ``torch.optim.AdamW``: before each step the parameters shrink,
             :math:`\theta \leftarrow (1 - \tau\omega)\theta`. Since θ is computed from the
@@ -108,7 +112,7 @@ class LinBreg(SparseOptimizer):
 
     Example:
         >>> w = torch.nn.Parameter(torch.zeros(3))
-        >>> opt = LinBreg([w], lr=1.0, lam=0.5)
+        >>> opt = LinBreg([w], lr=1.0, lam=0.5, momentum=0.0)
         >>> w.grad = torch.tensor([-1.0, -0.2, 0.0])
         >>> opt.step()  # v = (1, 0.2, 0): only the first entry leaves [-λ, λ]
         >>> w.detach()
@@ -123,15 +127,15 @@ class LinBreg(SparseOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 0.1,
+        lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty | None = "l1",
-        lam: float = 1e-3,
+        lam: float = _RECIPE.lam["l1"],
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
         delta: float = 1.0,
-        momentum: float = 0.0,
+        momentum: float = _RECIPE.defaults["momentum"],
         weight_decay: float = 0.0,
         foreach: bool | None = None,
         maximize: bool = False,

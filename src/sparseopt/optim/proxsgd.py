@@ -37,7 +37,11 @@ from sparseopt.optim._sgd import (
     sgd_direction,
     sgd_directions_foreach,
 )
+from sparseopt.optim.registry import get_optimizer_info
 from sparseopt.penalties import Penalty, make_penalty
+
+#: The registry entry whose recipe gives this class its defaults (one source).
+_RECIPE = get_optimizer_info("proxsgd")
 
 __all__ = ["ProxSGD", "proxsgd"]
 
@@ -89,13 +93,13 @@ class ProxSGD(SparseOptimizer):
         params: parameters or param groups (see :func:`sparseopt.param_groups`). Real
             floating-point tensors only: complex parameters raise ``ValueError`` (the
             penalties act on real entries).
-        lr: :math:`\tau` (default 0.1), a number or a 1-element tensor.
+        lr: :math:`\tau` (default: the registry recipe, docs/recipes.md), a number or a 1-element tensor.
         penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default ``"l1"``).
-        lam: λ (default 1e-3).
+        lam: λ (default: the recipe's ℓ1 λ).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`) or ``"one"``.
-        momentum: momentum factor (default 0).
+        momentum: momentum factor (default: the recipe's).
         dampening: dampening for momentum (default 0).
         nesterov: Nesterov momentum (default False).
         weight_decay: L2 weight decay added to the gradient (default 0).
@@ -126,14 +130,14 @@ class ProxSGD(SparseOptimizer):
     def __init__(
         self,
         params: Any,
-        lr: float = 0.1,
+        lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty = "l1",
-        lam: float = 1e-3,
+        lam: float = _RECIPE.lam["l1"],
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
-        momentum: float = 0.0,
+        momentum: float = _RECIPE.defaults["momentum"],
         dampening: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,

@@ -46,7 +46,11 @@ from sparseopt.optim._base import (
     resolve_foreach,
 )
 from sparseopt.optim._sgd import batch_key
+from sparseopt.optim.registry import get_optimizer_info
 from sparseopt.penalties import L0, L1, NoPenalty, Penalty, make_penalty
+
+#: The registry entry whose recipe gives this class its defaults (one source).
+_RECIPE = get_optimizer_info("rda")
 
 __all__ = ["RDA", "rda"]
 
@@ -141,14 +145,14 @@ class RDA(SparseOptimizer):
         params: parameters or param groups (see :func:`sparseopt.param_groups`). Real
             floating-point tensors only: complex parameters raise ``ValueError`` (the
             penalties act on real entries).
-        lr: :math:`a` (default 1.0), a number or a 1-element tensor: only
+        lr: :math:`a` (default: the registry recipe, docs/recipes.md), a number or a 1-element tensor: only
             ``lr / gamma`` matters while it is constant; see above for schedules.
         penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default ``"l1"``).
-        lam: λ (default 1e-3).
+        lam: λ (default: the recipe's ℓ1 λ).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`) or ``"one"``.
-        gamma: :math:`\gamma > 0` (default 10.0), an inverse step size: the iterate
+        gamma: :math:`\gamma > 0` (default: the recipe's), an inverse step size: the iterate
             stays within :math:`c_t\|\bar g_t\|` of :math:`w_0`, with
             :math:`c_t = (\text{lr}/\gamma)\sqrt t`, and the ℓ1 threshold is
             :math:`c_t\lambda`.
@@ -199,14 +203,14 @@ class RDA(SparseOptimizer):
     def __init__(
         self,
         params: Any,
-        lr: float = 1.0,
+        lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty = "l1",
-        lam: float = 1e-3,
+        lam: float = _RECIPE.lam["l1"],
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
-        gamma: float = 10.0,
+        gamma: float = _RECIPE.defaults["gamma"],
         adaptive: bool = False,
         eps: float = 1e-10,
         weight_decay: float = 0.0,

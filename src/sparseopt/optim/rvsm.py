@@ -46,7 +46,11 @@ from sparseopt.optim._sgd import (
     sgd_direction,
     sgd_directions_foreach,
 )
+from sparseopt.optim.registry import get_optimizer_info
 from sparseopt.penalties import NoPenalty, Penalty, make_penalty
+
+#: The registry entry whose recipe gives this class its defaults (one source).
+_RECIPE = get_optimizer_info("rvsm")
 
 __all__ = ["RVSM", "rvsm"]
 
@@ -94,23 +98,23 @@ class RVSM(SparseOptimizer):
         params: parameters or param groups (see :func:`sparseopt.param_groups`). Real
             floating-point tensors only: complex parameters raise ``ValueError`` (the
             penalties act on real entries).
-        lr: :math:`\tau` (default 0.1, the original's initial rate), a number or a
-            1-element tensor.
+        lr: :math:`\tau` (default: the registry recipe, docs/recipes.md; the original's initial rate is
+            0.1), a number or a 1-element tensor.
         penalty: :math:`P`, a name or :class:`~sparseopt.penalties.Penalty`: ``"l0"``,
             ``"l1"`` (default, as every sparseopt optimizer), ``"tl1"``, ``"group_l0"``,
             ``"group_l1"``.
-        lam: λ (default 1e-3).
+        lam: λ (default: the recipe's ℓ1 λ; each penalty has its own in the registry).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter :math:`a > 0`.
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`) or ``"one"``, for ``group_l1``.
-        beta: :math:`\beta \ge 0`, the relaxation (coupling) parameter (default 1.0). The
+        beta: :math:`\beta \ge 0`, the relaxation (coupling) parameter (default: the recipe's). The
             original code uses β = 1e-2 with λ = 1e-6 and ℓ0 (threshold
             :math:`\sqrt{2\lambda/\beta}\approx 0.014`); our default keeps the
             thresholds λ/β (ℓ1) and :math:`\sqrt{2\lambda/\beta}` (ℓ0) sensible at the
-            library's default λ = 1e-3. The explicit coupling step is stable for
+            recipe's λ of each penalty. The explicit coupling step is stable for
             :math:`\tau\beta < 2`.
-        momentum: momentum factor on the loss gradient (default 0; the original trains
-            with 0.9 and Nesterov).
+        momentum: momentum factor on the loss gradient (default: the recipe's; the
+            original trains with 0.9 and Nesterov).
         dampening: dampening for momentum (default 0).
         nesterov: Nesterov momentum (default False).
         weight_decay: L2 weight decay added to the loss gradient (default 0; the
@@ -146,15 +150,15 @@ class RVSM(SparseOptimizer):
     def __init__(
         self,
         params: Any,
-        lr: float = 0.1,
+        lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty = "l1",
-        lam: float = 1e-3,
+        lam: float = _RECIPE.lam["l1"],
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
-        beta: float = 1.0,
-        momentum: float = 0.0,
+        beta: float = _RECIPE.defaults["beta"],
+        momentum: float = _RECIPE.defaults["momentum"],
         dampening: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,

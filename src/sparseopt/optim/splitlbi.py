@@ -39,7 +39,11 @@ from sparseopt.optim._base import (
     resolve_foreach,
 )
 from sparseopt.optim._sgd import sgd_direction, sgd_directions_foreach
+from sparseopt.optim.registry import get_optimizer_info
 from sparseopt.penalties import NoPenalty, Penalty, make_penalty
+
+#: The registry entry whose recipe gives this class its defaults (one source).
+_RECIPE = get_optimizer_info("splitlbi")
 
 __all__ = ["SplitLBI", "splitlbi"]
 
@@ -81,23 +85,23 @@ class SplitLBI(SparseOptimizer):
         params: parameters or param groups (see :func:`sparseopt.param_groups`). Real
             floating-point tensors only: complex parameters raise ``ValueError`` (the
             penalties act on real entries).
-        lr: :math:`\alpha` (default 0.1, the DessiLBI CIFAR scripts' value; the
-            original makes it required), a number or a 1-element tensor. The weights
+        lr: :math:`\alpha` (default: the registry recipe, docs/recipes.md; the DessiLBI CIFAR scripts use
+            0.1 and the original makes it required), a number or a 1-element tensor. The weights
             move with rate :math:`\kappa\alpha`.
         penalty: penalty name or :class:`~sparseopt.penalties.Penalty` acting on
             :math:`\Gamma` (default ``"l1"``).
-        lam: λ (default 1.0, the DessiLBI convention: the original's prox is the
-            soft threshold at 1; the path is driven by :math:`\alpha/\nu` and the
+        lam: λ (default: the recipe's ℓ1 λ; the DessiLBI convention is 1: the original's
+            prox is the soft threshold at 1; the path is driven by :math:`\alpha/\nu` and the
             number of steps rather than by λ).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`, the library default) or
             ``"one"`` (:math:`w_g = 1`, what DessiLBI's filter shrinkage uses).
-        kappa: :math:`\kappa > 0` (default 1, as in DessiLBI).
-        nu: :math:`\nu > 0`, the coupling parameter (``mu`` in the original; default
-            100, the original's default).
-        momentum: momentum on the loss gradient (default 0, like ``torch.optim.SGD``;
-            DessiLBI's own default is 0.9).
+        kappa: :math:`\kappa > 0` (default: the recipe's; DessiLBI uses 1).
+        nu: :math:`\nu > 0`, the coupling parameter (``mu`` in the original; default:
+            the recipe's; the original's default is 100).
+        momentum: momentum on the loss gradient (default: the recipe's; DessiLBI's own
+            default is 0.9).
         dampening: momentum dampening (default 0).
         nesterov: Nesterov momentum (default False; our addition, as in SGD).
         weight_decay: L2 weight decay added to the loss gradient (default 0). Unlike
@@ -117,7 +121,7 @@ class SplitLBI(SparseOptimizer):
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([3.0, 0.5]))
-        >>> opt = SplitLBI([w], lr=0.5, nu=1.0)  # l1 penalty, λ = 1
+        >>> opt = SplitLBI([w], lr=0.5, nu=1.0, lam=1.0, momentum=0.0)  # l1 penalty, λ = 1
         >>> for _ in range(3):
         ...     opt.zero_grad()
         ...     (0.5 * (w - torch.tensor([2.0, 0.5])).pow(2).sum()).backward()
@@ -136,16 +140,16 @@ class SplitLBI(SparseOptimizer):
     def __init__(
         self,
         params: Any,
-        lr: float = 0.1,
+        lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty = "l1",
-        lam: float = 1.0,
+        lam: float = _RECIPE.lam["l1"],
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
-        kappa: float = 1.0,
-        nu: float = 100.0,
-        momentum: float = 0.0,
+        kappa: float = _RECIPE.defaults["kappa"],
+        nu: float = _RECIPE.defaults["nu"],
+        momentum: float = _RECIPE.defaults["momentum"],
         dampening: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
