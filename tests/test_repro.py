@@ -114,7 +114,7 @@ def test_exp1_verdict_needs_two_standard_errors() -> None:
     assert verdict(0.80, 0.77, 1000) == "tie"
     assert verdict(0.80, 0.77, 10_000) == "yes"  # the same gap on 10x the images
     assert verdict(0.80, 0.77, 1000, z=1.0) == "yes"
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="Invalid n value"):
         verdict(0.8, 0.7, 0)
 
 

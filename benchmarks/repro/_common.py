@@ -34,8 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparseopt.baselines import FixedMask, magnitude_masks  # noqa: F401 (the scripts use C.*)
 from sparseopt.config import TrainConfig
-from sparseopt.engine import Callback, NonFiniteLossError, TrainResult, train
+from sparseopt.engine import NonFiniteLossError, TrainResult, train
 
 MODES = ("smoke", "quick", "full")
 
@@ -289,55 +290,6 @@ def prunable(
 ) -> list[tuple[str, nn.Module]]:
     kinds = tuple(kinds)
     return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
-
-
-def magnitude_masks(
-    model: nn.Module, keep: float, kinds: Iterable[type] = (nn.Conv2d, nn.Linear)
-) -> dict[str, torch.Tensor]:
-    """Global L1 unstructured pruning (``torch.nn.utils.prune``) keeping a fraction ``keep``.
-
-    Prunes a copy of ``model``; returns keep-masks by parameter name (``<module>.weight``).
-    """
-    import copy
-
-    from torch.nn.utils import prune
-
-    m = copy.deepcopy(model)
-    layers = prunable(m, kinds)
-    prune.global_unstructured(
-        [(mod, "weight") for _, mod in layers],
-        pruning_method=prune.L1Unstructured,
-        amount=1.0 - keep,
-    )
-    return {f"{name}.weight": mod.weight_mask.detach().bool().clone() for name, mod in layers}
-
-
-class FixedMask(Callback):
-    """Start from given weights and keep masked weights at zero after every step.
-
-    ``on_train_begin`` loads ``state`` into the engine's model and applies the masks
-    (so epoch 0 is the pruned network); ``on_step_end`` re-applies them.
-    """
-
-    def __init__(
-        self, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
-    ) -> None:
-        self.state = {k: v.detach().clone() for k, v in state.items()}
-        self.masks = dict(masks)
-
-    def _apply(self, model: nn.Module) -> None:
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, mask in self.masks.items():
-                params[name].mul_(mask.to(params[name].device, params[name].dtype))
-
-    def on_train_begin(self, trainer: Any) -> None:
-        if trainer.epoch == 0 and not trainer.history:
-            trainer.model.load_state_dict(self.state)
-        self._apply(trainer.model)
-
-    def on_step_end(self, trainer: Any, step: int) -> None:
-        self._apply(trainer.model)
 
 
 def deployed_state(result: TrainResult) -> dict[str, torch.Tensor]:

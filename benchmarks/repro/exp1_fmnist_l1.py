@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C
+
+from sparseopt.baselines import verdict
 
 EXPERIMENT = "exp1_fmnist_l1"
 TITLE = "Fashion-MNIST ConvNet, ℓ1 (Bungert et al., JMLR 2022, Table 1)"
@@ -103,31 +104,6 @@ def select(
             raise SystemExit(f"--methods: unknown method {name!r}; choose from {sorted(known)}")
         wanted.add(label)
     return [(lb, cfg) for lb, cfg in methods if lb in wanted or cfg.get("optimizer") == "adam"]
-
-
-def verdict(acc: float, ref: float, n: int, z: float = 2.0) -> str:
-    r"""Does accuracy ``acc`` beat ``ref``, both measured on the same ``n`` test images?
-
-    ``"yes"`` when :math:`acc - ref > z\,s`, ``"no"`` when :math:`ref - acc > z\,s`,
-    ``"tie"`` otherwise, with :math:`s = \sqrt{(acc(1-acc) + ref(1-ref))/n}` the standard
-    error of the difference of two accuracies (binomial, independent errors: a
-    conservative stand-in for a paired test, whose per-image predictions we do not keep).
-    With ``z = 2`` two networks at chance on 2 000 images (10.45 % vs 9.95 %) tie, and
-    89.10 % vs 90.57 % on 10 000 images is a loss.
-
-        >>> verdict(0.8658, 0.5077, 10_000), verdict(0.891, 0.9057, 10_000)
-        ('yes', 'no')
-        >>> verdict(0.1045, 0.0995, 2_000)
-        'tie'
-    """
-    if n <= 0:
-        raise ValueError(f"n must be a positive number of test images, got {n}")
-    margin = z * math.sqrt((acc * (1 - acc) + ref * (1 - ref)) / n)
-    if acc - ref > margin:
-        return "yes"
-    if ref - acc > margin:
-        return "no"
-    return "tie"
 
 
 def budgets(args: Any) -> dict[str, Any]:

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 import torch
 
+from sparseopt.engine import Callback
+
 EXPERIMENT = "exp6_teacher"
 TITLE = "No-overlap teacher–student recovery with RVSM (Dinh & Xin)"
 
@@ -34,7 +36,7 @@ METHODS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-class TeacherDistance(C.Callback):
+class TeacherDistance(Callback):
     """Record distance to the teacher and support recovery of the deployed filter."""
 
     def __init__(self, every: int = 1) -> None:
