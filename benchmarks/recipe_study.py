@@ -9,8 +9,9 @@ an interrupted study continues where it stopped and several workers can share a 
 
 - *gap*: validation accuracy minus the best dense baseline's (SGD and Adam, each with
   its own lr grid) on the same task, averaged over the tasks;
-- a candidate is *admissible* when no run stalled or collapsed (validation accuracy
-  above the stall detector's chance level) and its weight density is at most 15 % on every image task;
+- a candidate is *admissible* when it ran on every task, no run stalled or collapsed
+  (validation accuracy above the stall detector's chance level) and its weight density
+  averaged over the tasks is at most 15 %;
 - the recipe is the admissible candidate with the best mean gap; ties within 0.1
   points go to the sparser one.
 
@@ -45,7 +46,7 @@ from sparseopt.health import STALL_ACC_MARGIN
 
 #: Tasks the recipes are chosen on; the curves and teacher tasks of the robustness
 #: benchmark are held out (the defaults are checked there without having seen them).
-STUDY_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5")
+STUDY_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", "words-cnn")
 DEFAULT_OUT = Path("runs/recipe_study/results.jsonl")
 DENSITY_CAP = 0.15
 
@@ -184,6 +185,78 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             lam=[7e-3],
         ),
     ],
+    # the recipes and a few alternatives, now also on words-cnn (the curve CNN's
+    # architecture on other data: the curves task itself stays held out)
+    "round3": [
+        *_cands("sgd", {**COS, "momentum": 0.9, "lr": 0.05}),
+        *_cands("adam", {**COS, "lr": 3e-3}),
+        *_cands("adabreg", {**COS, "init_density": 0.01, "lr": 0.01}, lam=[0.5, 0.3]),
+        *_cands(
+            "linbreg",
+            {"schedule": "none", "momentum": 0.9, "init_density": 0.01},
+            lr=[0.15],
+            lam=[0.2, 0.1],
+        ),
+        *_cands(
+            "splitlbi",
+            {**COS, "momentum": 0.9, "kappa": 1.0, "init_density": 1.0, "lr": 0.05, "nu": 10.0},
+            lam=[0.1, 0.05],
+        ),
+        *_cands(
+            "splitlbi",
+            {"schedule": "none", "momentum": 0.9, "kappa": 1.0, "init_density": 1.0},
+            lr=[0.05],
+            nu=[10.0],
+            lam=[0.1],
+        ),
+        *_cands(
+            "rda", {"init_density": 1.0, "schedule": "none", "lam": 1e-3}, gamma=[0.5, 2.0, 5.0]
+        ),
+        *_cands(
+            "rvsm",
+            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            lam=[1e-2, 5e-3],
+        ),
+        *_cands(
+            "proxsgd",
+            {**COS, "momentum": 0.9, "init_density": 1.0, "lr": 0.05},
+            lam=[1e-2, 6e-3],
+        ),
+    ],
+    "round4": [
+        *_cands(
+            "proxsgd", {**COS, "momentum": 0.9, "init_density": 1.0, "lr": 0.05}, lam=[3e-3, 2e-3]
+        ),
+        *_cands(
+            "splitlbi",
+            {**COS, "momentum": 0.9, "kappa": 1.0, "init_density": 1.0, "nu": 10.0},
+            lr=[0.1],
+            lam=[0.1],
+        ),
+        *_cands(
+            "splitlbi",
+            {**COS, "momentum": 0.9, "kappa": 1.0, "init_density": 1.0, "nu": 10.0, "lr": 0.05},
+            lam=[0.02],
+        ),
+        *_cands(
+            "rvsm",
+            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05, "penalty": "l0"},
+            lam=[5e-4, 2e-4],
+        ),
+        *_cands(
+            "rvsm",
+            {
+                **COS,
+                "momentum": 0.9,
+                "beta": 1.0,
+                "init_density": 1.0,
+                "lr": 0.05,
+                "penalty": "tl1",
+            },
+            lam=[3e-3],
+        ),
+        *_cands("adabreg", {**COS, "init_density": 0.01, "lr": 0.01}, lam=[0.4]),
+    ],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -206,8 +279,10 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def _key(stage: str, task: str, cand: dict[str, Any]) -> str:
-    return json.dumps([stage, task, cand], sort_keys=True)
+def _key(task: str, cand: dict[str, Any]) -> str:
+    """A result's identity: the task and the candidate (a candidate listed again in a
+    later stage reuses what an earlier stage measured)."""
+    return json.dumps([task, cand], sort_keys=True)
 
 
 def _done(path: Path) -> dict[str, dict[str, Any]]:
@@ -216,7 +291,7 @@ def _done(path: Path) -> dict[str, dict[str, Any]]:
         for line in path.read_text().splitlines():
             if line.strip():
                 rec = json.loads(line)
-                out[_key(rec["stage"], rec["task"], rec["cand"])] = rec
+                out[_key(rec["task"], rec["cand"])] = rec
     return out
 
 
@@ -231,7 +306,7 @@ def run(stage: str, worker: tuple[int, int], path: Path) -> None:
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     for i, (task_name, cand) in enumerate(mine):
-        if _key(stage, task_name, cand) in _done(path):
+        if _key(task_name, cand) in _done(path):
             continue
         task = TASKS[task_name]
         fields = {**base_config(task, study=True), **cand}
@@ -272,18 +347,24 @@ def _label(cand: dict[str, Any]) -> str:
 def report(path: Path) -> str:
     """Markdown: dense references per task, then every candidate's scores per stage."""
     recs = list(_done(path).values())
-    num_classes = {"digits-mlp": 10, "fmnist-mlp": 10, "fmnist-lenet5": 10, "curves-cnn": 2}
+    num_classes = {
+        "digits-mlp": 10,
+        "fmnist-mlp": 10,
+        "fmnist-lenet5": 10,
+        "curves-cnn": 2,
+        "words-cnn": 2,
+    }
     dense_best: dict[str, float] = {}
     for r in recs:
-        if r["stage"] == "dense" and r.get("val_acc") is not None:
+        if r["cand"]["optimizer"] in ("sgd", "adam") and r.get("val_acc") is not None:
             dense_best[r["task"]] = max(dense_best.get(r["task"], 0.0), r["val_acc"])
     lines = ["## Best dense validation accuracy per task", "", "| task | val acc |", "|---|---:|"]
     lines += [f"| {t} | {100 * a:.2f} |" for t, a in sorted(dense_best.items())]
-    by: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    by: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in recs:
-        by[(r["stage"], json.dumps(r["cand"], sort_keys=True))][r["task"]] = r
+        by[json.dumps(r["cand"], sort_keys=True)][r["task"]] = r
     per_opt: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-    for (_stage, cand_s), tasks in by.items():
+    for cand_s, tasks in by.items():
         cand = json.loads(cand_s)
         gaps, ok, dens = [], True, []
         for t in STUDY_TASKS:
@@ -297,11 +378,11 @@ def report(path: Path) -> str:
                 ok = False
             if t in dense_best:
                 gaps.append(100 * (r["val_acc"] - dense_best[t]))
-            wd = r.get("weight_density") or 1.0
-            dens.append(wd)
-            if TASKS[t].image and cand["optimizer"] not in ("sgd", "adam") and wd > DENSITY_CAP:
-                ok = False
+            dens.append(r.get("weight_density") or 1.0)
         mean_gap = sum(gaps) / len(gaps) if gaps else -math.inf
+        sparse = cand["optimizer"] not in ("sgd", "adam")
+        if sparse and dens and sum(dens) / len(dens) > DENSITY_CAP:
+            ok = False
         cells = [
             f"{100 * tasks[t]['val_acc']:.1f} / {100 * (tasks[t].get('weight_density') or 1):.1f}"
             if t in tasks and tasks[t].get("val_acc") is not None
@@ -330,7 +411,7 @@ def report(path: Path) -> str:
     lines.append(
         "Cells: validation accuracy % / weight density % (final epoch). Mean gap: validation "
         "accuracy minus the best dense run's, in points, averaged over the tasks. ok: no run "
-        f"at chance or failed, weight density ≤ {100 * DENSITY_CAP:.0f} % on every task."
+        f"at chance or failed, mean weight density ≤ {100 * DENSITY_CAP:.0f} %."
     )
     return "\n".join(lines)
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from robustness_tasks import TASKS
 
-NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2}
+NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2, "words": 2}
 
 
 def chance_level(c: int) -> float:

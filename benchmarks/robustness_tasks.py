@@ -34,7 +34,8 @@ class Task:
 
 
 #: The matrix (issue 11): digits MLP, Fashion-MNIST LeNet-5 and MLP on a 12 k-image
-#: subset, generated curves with the paper's CNN, the teacher/no-overlap regression.
+#: subset, generated curves and words in fonts (regular vs trembling) with the curve
+#: CNN, the teacher/no-overlap regression.
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
@@ -58,6 +59,7 @@ TASKS: dict[str, Task] = {
             study={"epochs": 15, "dataset_options": {"limit_train": 12000, "limit_test": 1000}},
         ),
         Task("curves-cnn", "curves", "curvecnn", 15, study={"epochs": 10}),
+        Task("words-cnn", "words", "curvecnn", 15, study={"epochs": 10}),
         Task("teacher-nooverlap", "teacher", "nooverlap", 30),
     )
 }

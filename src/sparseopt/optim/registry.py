@@ -165,7 +165,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.adabreg:AdaBreg",
             "Adam-type linearized Bregman iterations",
             "Bungert et al., JMLR 23 (2022), Alg. 3",
-            lam=_lams(0.5, 0.5**2 / 2),  # prox step δ = 1
+            lam=_lams(0.4, 0.4**2 / 2),  # prox step δ = 1
             training={"init_density": 0.01, "schedule": "cosine"},
             lr=0.01,
         ),
@@ -189,14 +189,15 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             lam=_lams(1e-3, 1e-3**2 / 2),
             training={"init_density": 1.0, "schedule": "none"},
             lr=1.0,
-            gamma=0.5,
+            gamma=2.0,  # γ 0.5 (step lr/γ = 2) diverged on the curve CNN
         ),
         _info(
             "rvsm",
             "sparseopt.optim.rvsm:RVSM",
             "Relaxed variable splitting with l0 / l1 / transformed-l1 (and group) penalties",
             "Dinh & Xin, arXiv 1812.05719; Xue & Xin, WCGO 2019",
-            lam=_lams(1e-2, 5e-4),  # ℓ0 measured; u = prox_{J/β}(w), prox step 1/β = 1
+            # ℓ1, ℓ0 and Tℓ1 measured; u = prox_{J/β}(w), prox step 1/β = 1
+            lam={**_lams(5e-3, 5e-4), "tl1": 3e-3},
             training={"init_density": 1.0, "schedule": "cosine"},
             lr=0.05,
             beta=1.0,
@@ -208,7 +209,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "Proximal SGD (Lasso baseline), optional momentum",
             "Parikh & Boyd (2014)",
             # ℓ0: RVSM's measured threshold √(2·5e-4) at ProxSGD's prox step lr = 0.05
-            lam=_lams(1e-2, 5e-4 / 0.05),
+            lam=_lams(3e-3, 5e-4 / 0.05),
             training={"init_density": 1.0, "schedule": "cosine"},
             lr=0.05,
             momentum=0.9,
