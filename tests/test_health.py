@@ -193,3 +193,44 @@ def test_target_density_never_raises_lam_while_a_layer_is_empty() -> None:
     with torch.no_grad():
         net[2].weight.fill_(1.0)
     assert empty_penalised(opt) == 0 and ctl.update(net, opt) > lam
+
+
+def test_reason_follows_the_final_status_and_old_checkpoints_are_judged() -> None:
+    mon = HealthMonitor(num_classes=10, patience=2)
+    for e in (1, 2, 3):
+        mon.observe(_row(e, 0.5, 0.8), constant_output=True, empty_layers=["fc2"])
+    for e in (4, 5):
+        mon.observe(_row(e, 2.3, 0.1), constant_output=False, empty_layers=[])
+    assert mon.status == "stalled" and mon.reason.startswith("stalled")
+    # a resumed checkpoint from before the checks counts its epochs as observed
+    old = HealthMonitor(num_classes=10, patience=3)
+    old.load_state_dict({"epochs_seen": 5})
+    old.observe(_row(6, 0.5, 0.8), constant_output=True, empty_layers=[])
+    assert old.status == "collapsed"
+
+
+def test_compare_refuses_a_sparse_or_unknown_dense_reference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bad, says in (("adabreg", "sparse optimizer"), ("nope", "Invalid --dense value")):
+        code = main(
+            [
+                *("compare", "--optimizers", "rvsm", "--epochs", "2", "--prune-baseline"),
+                *("--dense", bad, "--out", str(tmp_path / bad), *FAST),
+            ]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and "Traceback" not in err
+        assert not (tmp_path / bad / "rvsm").exists()  # refused before anything trained
+
+
+def test_fixed_mask_does_not_reload_the_dense_weights_on_resume() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    dense = {k: torch.ones_like(v) for k, v in net.state_dict().items()}
+    cb = FixedMask(dense, {"0.weight": torch.ones(4, 4, dtype=torch.bool)})
+    trained = {k: v.clone() for k, v in net.state_dict().items()}
+    resumed = SimpleNamespace(model=net, epoch=0, history=[{"epoch": 0}])
+    cb.on_train_begin(resumed)  # mid-way through epoch 1: keeps its own weights
+    assert torch.equal(net[0].weight, trained["0.weight"])
+    cb.on_train_begin(SimpleNamespace(model=net, epoch=0, history=[]))
+    assert torch.equal(net[0].weight, torch.ones(4, 4))

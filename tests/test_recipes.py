@@ -51,11 +51,19 @@ def test_class_defaults_are_the_registry_recipe(name: str) -> None:
     sig = inspect.signature(info.cls.__init__).parameters
     for key, value in info.defaults.items():
         assert sig[key].default == value, (name, key)
-    assert sig["lam"].default == info.lam["l1"] and sig["penalty"].default == "l1"
+    assert sig["lam"].default is None and sig["penalty"].default == "l1"
     w = torch.nn.Parameter(torch.zeros(3, 2))
     plain = info.cls([w])  # the class alone gives the recipe too
     assert plain.param_groups[0]["lam"] == info.lam["l1"]
     assert plain.param_groups[0]["lr"] == info.defaults["lr"]
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    for penalty in PENALTY_NAMES:
+        assert info.cls([w], penalty=penalty).param_groups[0]["lam"] == info.lam[penalty]
+        # param groups without λ: each group gets the recipe's λ of its own penalty
+        groups = so.param_groups(net, penalty=penalty, linear_penalty="l0")
+        opt = info.cls(groups)
+        lams = {g["name"]: g["lam"] for g in opt.param_groups}
+        assert lams == {"conv": info.lam[penalty], "linear": info.lam["l0"], "unpenalised": 0.0}
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))

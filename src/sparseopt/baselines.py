@@ -97,7 +97,7 @@ class FixedMask:
             params[name].mul_(mask.to(params[name].device, params[name].dtype))
 
     def on_train_begin(self, trainer: Any) -> None:
-        if trainer.epoch == 0 and len(trainer.history) <= 1:
+        if not trainer.history:  # a fresh run (a resumed one keeps its own weights)
             trainer.model.load_state_dict(self.state)
         self.apply(trainer.model)
 

@@ -841,7 +841,8 @@ def _pruning_baselines(
     added = []
     for row in list(rows):
         wd = row.get("weight_density")
-        if row.get("status") not in ("ok", "stalled", "collapsed") or wd is None or wd >= 0.999:
+        # a failed run has no verdict: its (dead) network is not what pruning must beat
+        if row.get("status") != "ok" or wd is None or not 0.0 < wd < 0.999:
             continue
         if row["optimizer"] in ("sgd", "adam") or row.get("test_acc") is None:
             continue
@@ -961,11 +962,29 @@ def _derived_names(out: Path, overwrite: bool) -> tuple[list[Path], bool]:
         k += 1
 
 
+def _check_dense(name: str) -> None:
+    """``--dense`` must name a dense optimizer (checked before any run starts)."""
+    from sparseopt.optim.registry import get_optimizer_info, list_optimizers
+
+    try:
+        info = get_optimizer_info(name)
+    except ValueError as err:
+        raise UsageError(f"Invalid --dense value: {err}") from None
+    if info.sparse:
+        dense = [n for n in list_optimizers() if not get_optimizer_info(n).sparse]
+        raise UsageError(
+            f"Invalid --dense value: {name!r} is a sparse optimizer; the pruning baseline "
+            f"prunes a dense network: use one of {', '.join(dense)}"
+        )
+
+
 def _run_compare(args: argparse.Namespace) -> int:
     from sparseopt.engine import NonFiniteLossError, TrainingInterrupted
     from sparseopt.logging_utils import atomic_write_text
 
     base, names, out = _compare_invocation(args)
+    if args.prune_baseline:
+        _check_dense(args.dense)
     _claim_compare_dir(out, args.overwrite)
     configs = []
     for name in names:
@@ -1086,7 +1105,9 @@ def _run_compare(args: argparse.Namespace) -> int:
     print()
     print(table)
     print(f"\nwritten: {written}")
-    failed = [r["optimizer"] for r in rows if r.get("status") in ("stalled", "collapsed")]
+    failed = [
+        r["optimizer"] for r in rows if r.get("status") in ("stalled", "collapsed", "diverged")
+    ]
     if failed:
         from sparseopt.health import EXIT_FAILED
 

@@ -98,8 +98,11 @@ def penalised_density(optimizer: torch.optim.Optimizer) -> float:
 class TargetDensity:
     """Adjust λ during training until the deployable network has density ``target``.
 
-    While a penalised layer is entirely zero (its output constant), a "too dense"
-    error is turned into "too sparse": λ never grows while a layer is collapsed.
+    While a penalised weight tensor is entirely zero (in a sequential network the
+    output is then constant), a "too dense" error is turned into "too sparse": λ never
+    grows while a layer is empty. In a residual network an empty branch can be
+    legitimate (a group penalty removing a block); there the guard is conservative: it
+    holds λ down until the branch has a nonzero weight again.
 
     Args:
         target: requested density D in (0, 1] of the penalised weights.

@@ -1228,7 +1228,8 @@ class Trainer:
         self.history = list(ckpt["history"])
         _set_rng_state(ckpt["rng"])
         self._perm_gen.set_state(ckpt["rng"]["perm"])
-        self.health.load_state_dict(ckpt.get("health") or {})
+        # a checkpoint from before the health checks: count its epochs as observed
+        self.health.load_state_dict(ckpt.get("health") or {"epochs_seen": int(ckpt["epoch"])})
         states = ckpt.get("callbacks") or {}
         for i, cb in enumerate(self.callbacks):
             key = f"{i}:{type(cb).__name__}"

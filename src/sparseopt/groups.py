@@ -134,7 +134,7 @@ def param_groups(
     model: torch.nn.Module,
     *,
     penalty: str = "l1",
-    lam: float = 1e-3,
+    lam: float | None = None,
     groups: str | None = None,
     conv_penalty: str | None = None,
     conv_groups: str | None = None,
@@ -156,6 +156,10 @@ def param_groups(
 
     A group penalty (``group_l1``, ``group_l0``) without a grouping uses ``filter``
     (output channels / neurons).
+
+    ``lam`` (and ``conv_lam``/``linear_lam``) left at ``None`` leaves the group's λ to
+    the optimizer, which takes its registry recipe's λ of the group's penalty
+    (:mod:`sparseopt.optim.registry`, the one source of every default).
 
     Every group carries a ``name`` key (``"conv"``, ``"linear"``, ``"unpenalised"``)
     and ``param_names`` (plain strings), which ``torch.optim`` keeps in ``state_dict``.

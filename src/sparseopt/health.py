@@ -186,6 +186,12 @@ class HealthMonitor:
             warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))
         if self.status == "ok":
             self.reason = ""
+        elif self.status == "stalled" and not self.reason.startswith("stalled"):
+            c = self.num_classes or 2
+            self.reason = (
+                f"stalled: training loss {_fmt(float(row['train_loss']))} ≈ ln {c} = "
+                f"{_fmt(math.log(c))} (chance level) for {self.stall_streak} epochs"
+            )
         elif self.status == "collapsed" and not self.reason.startswith("collapsed"):
             zero = f" ({', '.join(empty_layers)} entirely zero)" if empty_layers else ""
             self.reason = (

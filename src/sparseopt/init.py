@@ -9,7 +9,9 @@ network: for each Conv/Linear weight draw a mask :math:`M\sim\text{Bernoulli}(r_
     W = \tilde W \odot M,\qquad \tilde W \sim \mathcal N\big(0,\ 2/(\text{fan\_in}\cdot r_l)\big),
 
 i.e. He (Kaiming-normal) scaling divided by the density :math:`r_l`, so the
-variance of each pre-activation matches the dense He initialisation. Biases and
+variance of each pre-activation matches the dense He initialisation (in expectation
+over the draw; the floor below adds entries to rows that drew none, so rows of a layer
+with :math:`\text{fan\_in}\cdot r_l < 1` start with a larger variance than He's). Biases and
 every other parameter are left as they are (dense).
 
 **Layer densities** :math:`r_l` (``distribution``):

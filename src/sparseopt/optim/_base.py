@@ -47,6 +47,7 @@ __all__ = [
     "lr_value",
     "new_step",
     "penalty_defaults",
+    "recipe_lam",
     "resolve_foreach",
 ]
 
@@ -60,18 +61,41 @@ PENALTY_DEFAULTS: dict[str, Any] = {
 }
 
 
+def recipe_lam(optimizer: str, penalty: Any) -> float | None:
+    """The registry recipe's λ of ``penalty`` for the optimizer named ``optimizer``.
+
+    ``None`` for a penalty object or ``none``, or a class the registry does not know
+    (a user's subclass under another name).
+    """
+    from sparseopt.optim.registry import get_optimizer_info
+
+    try:
+        info = get_optimizer_info(optimizer)
+    except ValueError:
+        return None
+    return info.default_lam(penalty)
+
+
 def penalty_defaults(
     penalty: str | Penalty | None,
-    lam: float,
+    lam: float | None,
     groups: str | None,
     a: float,
     group_weight: str,
+    *,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """The plain-data penalty fields of an optimizer's defaults.
 
     A :class:`Penalty` object is turned into its spec (its own fields win over ``lam``
-    etc.), so ``defaults`` never holds an object.
+    etc.), so ``defaults`` never holds an object. ``lam=None`` takes the registry
+    recipe's λ of ``penalty`` for the optimizer class named ``owner`` (the one source of
+    every default).
     """
+    if lam is None:
+        lam = recipe_lam(owner or "", penalty if isinstance(penalty, str) else "l1")
+        if lam is None:
+            lam = recipe_lam(owner or "", "l1") or PENALTY_DEFAULTS["lam"]
     out: dict[str, Any] = {
         **PENALTY_DEFAULTS,
         "penalty": "none" if penalty is None else penalty,
@@ -258,6 +282,16 @@ class SparseOptimizer(torch.optim.Optimizer):
         pen = param_group.get("penalty", self.defaults.get("penalty"))
         if isinstance(pen, Penalty):
             param_group.update(pen.spec())
+        elif param_group.get("lam") is None:
+            # a group with a penalty of its own but no λ takes the recipe's λ of that
+            # penalty (the optimizer's λ is on the scale of its own default penalty)
+            lam = None
+            if pen != self.defaults.get("penalty"):
+                lam = recipe_lam(type(self).__name__, pen)
+            if lam is not None:
+                param_group["lam"] = lam
+            else:
+                param_group.pop("lam", None)  # the optimizer's λ fills it in
         super().add_param_group(param_group)
         try:
             self._check_group(self.param_groups[-1])

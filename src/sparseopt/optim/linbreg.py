@@ -83,7 +83,7 @@ class LinBreg(SparseOptimizer):
             limit needs :math:`\tau\delta < 2/L`.
         penalty: ``"l1"`` (default), ``"l0"``, ``"tl1"``, ``"group_l1"``,
             ``"group_l0"``, ``"none"``, or a :class:`~sparseopt.penalties.Penalty`.
-        lam: λ, the penalty weight (default: the recipe's ℓ1 λ).
+        lam: λ, the penalty weight (default: the registry recipe's λ of ``penalty``).
         groups: grouping of a group penalty (``"filter"``, ``"channel"``, ``"kernel"``).
         a: shape parameter of ``tl1`` (default: 1.0).
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`, default) or ``"one"``.
@@ -130,7 +130,7 @@ class LinBreg(SparseOptimizer):
         lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty | None = "l1",
-        lam: float = _RECIPE.lam["l1"],
+        lam: float | None = None,
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
@@ -150,7 +150,7 @@ class LinBreg(SparseOptimizer):
             "weight_decay": weight_decay,
             "foreach": foreach,
             "maximize": maximize,
-            **penalty_defaults(penalty, lam, groups, a, group_weight),
+            **penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__),
         }
         super().__init__(params, defaults)
 

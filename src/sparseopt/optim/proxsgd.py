@@ -95,7 +95,7 @@ class ProxSGD(SparseOptimizer):
             penalties act on real entries).
         lr: :math:`\tau` (default: the registry recipe, docs/recipes.md), a number or a 1-element tensor.
         penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default ``"l1"``).
-        lam: λ (default: the recipe's ℓ1 λ).
+        lam: λ (default: the registry recipe's λ of ``penalty``).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`) or ``"one"``.
@@ -133,7 +133,7 @@ class ProxSGD(SparseOptimizer):
         lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty = "l1",
-        lam: float = _RECIPE.lam["l1"],
+        lam: float | None = None,
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
@@ -158,7 +158,9 @@ class ProxSGD(SparseOptimizer):
             "foreach": foreach,
             "maximize": maximize,
         }
-        defaults.update(penalty_defaults(penalty, lam, groups, a, group_weight))
+        defaults.update(
+            penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__)
+        )
         check_sgd_hyperparameters(defaults)
         super().__init__(params, defaults)
 

@@ -148,7 +148,7 @@ class RDA(SparseOptimizer):
         lr: :math:`a` (default: the registry recipe, docs/recipes.md), a number or a 1-element tensor: only
             ``lr / gamma`` matters while it is constant; see above for schedules.
         penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default ``"l1"``).
-        lam: λ (default: the recipe's ℓ1 λ).
+        lam: λ (default: the registry recipe's λ of ``penalty``).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`) or ``"one"``.
@@ -206,7 +206,7 @@ class RDA(SparseOptimizer):
         lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty = "l1",
-        lam: float = _RECIPE.lam["l1"],
+        lam: float | None = None,
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
@@ -231,7 +231,9 @@ class RDA(SparseOptimizer):
             "foreach": foreach,
             "maximize": maximize,
         }
-        defaults.update(penalty_defaults(penalty, lam, groups, a, group_weight))
+        defaults.update(
+            penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__)
+        )
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 

@@ -103,7 +103,7 @@ class RVSM(SparseOptimizer):
         penalty: :math:`P`, a name or :class:`~sparseopt.penalties.Penalty`: ``"l0"``,
             ``"l1"`` (default, as every sparseopt optimizer), ``"tl1"``, ``"group_l0"``,
             ``"group_l1"``.
-        lam: λ (default: the recipe's ℓ1 λ; each penalty has its own in the registry).
+        lam: λ (default: the registry recipe's λ of ``penalty``).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter :math:`a > 0`.
         group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`) or ``"one"``, for ``group_l1``.
@@ -153,7 +153,7 @@ class RVSM(SparseOptimizer):
         lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty = "l1",
-        lam: float = _RECIPE.lam["l1"],
+        lam: float | None = None,
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
@@ -180,7 +180,9 @@ class RVSM(SparseOptimizer):
             "foreach": foreach,
             "maximize": maximize,
         }
-        defaults.update(penalty_defaults(penalty, lam, groups, a, group_weight))
+        defaults.update(
+            penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__)
+        )
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 

@@ -90,8 +90,8 @@ class SplitLBI(SparseOptimizer):
             move with rate :math:`\kappa\alpha`.
         penalty: penalty name or :class:`~sparseopt.penalties.Penalty` acting on
             :math:`\Gamma` (default ``"l1"``).
-        lam: λ (default: the recipe's ℓ1 λ; the DessiLBI convention is 1: the original's
-            prox is the soft threshold at 1; the path is driven by :math:`\alpha/\nu` and the
+        lam: λ (default: the registry recipe's λ of ``penalty``; the DessiLBI convention is
+            1: the original's prox is the soft threshold at 1; the path is driven by :math:`\alpha/\nu` and the
             number of steps rather than by λ).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
@@ -143,7 +143,7 @@ class SplitLBI(SparseOptimizer):
         lr: float = _RECIPE.defaults["lr"],
         *,
         penalty: str | Penalty = "l1",
-        lam: float = _RECIPE.lam["l1"],
+        lam: float | None = None,
         groups: str | None = None,
         a: float = 1.0,
         group_weight: str = "sqrt",
@@ -174,7 +174,9 @@ class SplitLBI(SparseOptimizer):
             "foreach": foreach,
             "maximize": maximize,
         }
-        defaults.update(penalty_defaults(penalty, lam, groups, a, group_weight))
+        defaults.update(
+            penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__)
+        )
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
