@@ -100,7 +100,8 @@ def report(out: Path) -> str:
                 continue
             acc, wd = r.get("test_acc"), r.get("weight_density")
             p = pruned.get(r["optimizer"], {})
-            verdict = r.get("beats_pruning", "–")
+            # a failed run has no verdict (compare gives none since it failed)
+            verdict = r.get("beats_pruning", "–") if r.get("status") == "ok" else "–"
             gap = None if acc is None or best is None else 100 * (acc - best)
             cells += 1
             near_chance = c is not None and acc is not None and acc <= chance_level(c)
