@@ -36,5 +36,7 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path) -> None:
         "rvsm",
         "proxsgd",
     ]
-    assert all(r.split("|")[9].strip() in ("yes", "no", "tie") for r in rows)
+    for r in rows:  # a verdict for every healthy run, none for a failed one
+        status, verdict = r.split("|")[3].strip(), r.split("|")[9].strip()
+        assert verdict in (("yes", "no", "tie") if status == "ok" else ("–",)), r
     assert "beats or ties pruning:" in text
