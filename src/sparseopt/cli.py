@@ -691,14 +691,23 @@ def comparison_table(rows: Sequence[dict[str, Any]], task: str = "classification
     return "\n".join(lines)
 
 
-def _result_row(name: str, result: Any) -> dict[str, Any]:
-    """One comparison row from a :class:`~sparseopt.engine.TrainResult`."""
-    m = result.metrics
+def _row(
+    name: str,
+    run_dir: Any,
+    m: dict[str, Any],
+    *,
+    status: str,
+    reason: str,
+    wall_time: float,
+    lr: Any,
+    test_size: Any,
+) -> dict[str, Any]:
+    """One comparison row: a run's final metrics and how it ended."""
     return {
         "optimizer": name,
-        "run_dir": str(result.run_dir),
-        "status": result.status,
-        "reason": result.health.get("reason", ""),
+        "run_dir": str(run_dir),
+        "status": status,
+        "reason": reason,
         "test_acc": m.get("test_acc"),
         "val_acc": m.get("val_acc"),
         "test_loss": m.get("test_loss"),
@@ -708,11 +717,25 @@ def _result_row(name: str, result: Any) -> dict[str, Any]:
         "nonzero": m["nonzero"],
         "params": m["params"],
         "epochs": m["epoch"],
-        "wall_time": result.wall_time,
-        "lr": result.config.lr,
+        "wall_time": wall_time,
+        "lr": lr,
         "lam": m.get("lam"),
-        "test_size": result.sizes.get("test"),
+        "test_size": test_size,
     }
+
+
+def _result_row(name: str, result: Any) -> dict[str, Any]:
+    """One comparison row from a :class:`~sparseopt.engine.TrainResult`."""
+    return _row(
+        name,
+        result.run_dir,
+        result.metrics,
+        status=result.status,
+        reason=result.health.get("reason", ""),
+        wall_time=result.wall_time,
+        lr=result.config.lr,
+        test_size=result.sizes.get("test"),
+    )
 
 
 #: The invocation record of a compare directory (what ``compare --resume OUT`` re-runs).
@@ -728,27 +751,16 @@ _RERUN_FREE = frozenset(
 
 def _summary_row(name: str, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """One comparison row from a finished run's ``summary.json`` (as :func:`_result_row`)."""
-    m = summary["metrics"]
-    cfg = summary.get("config") or {}
-    return {
-        "optimizer": name,
-        "run_dir": str(run_dir),
-        "status": summary.get("status", "ok"),
-        "reason": summary.get("reason", ""),
-        "test_acc": m.get("test_acc"),
-        "val_acc": m.get("val_acc"),
-        "test_loss": m.get("test_loss"),
-        "val_loss": m.get("val_loss"),
-        "density": m["density"],
-        "weight_density": m["weight_density"],
-        "nonzero": m["nonzero"],
-        "params": m["params"],
-        "epochs": m["epoch"],
-        "wall_time": summary.get("wall_time", 0.0),
-        "lr": cfg.get("lr"),
-        "lam": m.get("lam"),
-        "test_size": (summary.get("sizes") or {}).get("test"),
-    }
+    return _row(
+        name,
+        run_dir,
+        summary["metrics"],
+        status=summary.get("status", "ok"),
+        reason=summary.get("reason", ""),
+        wall_time=summary.get("wall_time", 0.0),
+        lr=(summary.get("config") or {}).get("lr"),
+        test_size=(summary.get("sizes") or {}).get("test"),
+    )
 
 
 def _comparable(config: TrainConfig) -> dict[str, Any]:
