@@ -61,6 +61,7 @@ def _cands(optimizer: str, common: dict[str, Any], **axes: list[Any]) -> list[di
 
 
 COS = {"schedule": "cosine"}
+SPARSE_METHODS = ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd")
 
 #: Candidates per stage. Stage ``l1``: every method with the ℓ1 penalty, cosine schedule.
 STAGES: dict[str, list[dict[str, Any]]] = {
@@ -257,6 +258,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         ),
         *_cands("adabreg", {**COS, "init_density": 0.01, "lr": 0.01}, lam=[0.4]),
     ],
+    # the registry's (derived) group_l1 λ of every method, checked for failures
+    "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -341,7 +344,9 @@ def is_recipe(cand: dict[str, Any]) -> bool:
 
 def _label(cand: dict[str, Any]) -> str:
     skip = {"optimizer", "penalty"}
-    return " ".join(f"{k}={v}" for k, v in sorted(cand.items()) if k not in skip)
+    return " ".join(f"{k}={v}" for k, v in sorted(cand.items()) if k not in skip) or (
+        "registry defaults"
+    )
 
 
 def report(path: Path) -> str:
