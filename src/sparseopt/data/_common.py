@@ -9,8 +9,12 @@ permutation and converts everything to tensors.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,6 +279,37 @@ def cache_root() -> Path:
     """The cache root: ``$SPARSEOPT_CACHE`` if set, else ``~/.cache/sparseopt``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sparseopt"
+
+
+def npz_cache_path(
+    data_dir: str | os.PathLike[str] | None, name: str, version: int, options: dict[str, Any]
+) -> Path:
+    """``<root>/<name>/<name>-v<version>-<hash of the options>.npz`` for a generated dataset."""
+    root = Path(data_dir).expanduser() if data_dir is not None else cache_root()
+    blob = json.dumps({"version": version, **options}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return root / name / f"{name}-v{version}-{key}.npz"
+
+
+def read_npz_cache(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The arrays ``keys`` of a cache file, or ``None`` when it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def write_npz_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a cache file atomically; a read-only cache only costs regeneration time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)  # atomic: concurrent readers never see a partial file
+    except OSError:
+        pass
 
 
 def search_roots(data_dir: str | os.PathLike[str] | None) -> list[Path]:

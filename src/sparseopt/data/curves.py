@@ -41,11 +41,7 @@ per image on one core (2 000 images: a few seconds), independent of the size.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
-import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -54,11 +50,13 @@ import numpy as np
 
 from ._common import (
     RawData,
-    cache_root,
     check_bool,
     check_int,
     normalize_images,
+    npz_cache_path,
+    read_npz_cache,
     rng_for,
+    write_npz_cache,
 )
 
 __all__ = [
@@ -329,37 +327,12 @@ def generate_curves(
     return images, labels, families
 
 
-def _options_key(options: dict[str, Any]) -> str:
-    blob = json.dumps({"version": CURVES_VERSION, **options}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def curves_cache_path(data_dir: str | os.PathLike[str] | None, options: dict[str, Any]) -> Path:
     """The cache file for these generation options."""
-    root = Path(data_dir).expanduser() if data_dir is not None else cache_root()
-    return root / "curves" / f"curves-v{CURVES_VERSION}-{_options_key(options)}.npz"
+    return npz_cache_path(data_dir, "curves", CURVES_VERSION, options)
 
 
 _ARRAYS = ("x_train", "y_train", "f_train", "x_test", "y_test", "f_test")
-
-
-def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in _ARRAYS}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-
-
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)  # atomic: concurrent readers never see a partial file
-    except OSError:
-        pass  # a read-only cache only costs regeneration time
 
 
 def load_curves(
@@ -406,7 +379,7 @@ def load_curves(
         "supersample": supersample,
     }
     path = curves_cache_path(data_dir, options)
-    arrays = _read_cache(path) if cache and path.is_file() else None
+    arrays = read_npz_cache(path, _ARRAYS) if cache and path.is_file() else None
     from_cache = arrays is not None
     if arrays is None:
         xtr, ytr, ftr = generate_curves(
@@ -417,7 +390,7 @@ def load_curves(
         )
         arrays = dict(zip(_ARRAYS, (xtr, ytr, ftr, xte, yte, fte), strict=True))
         if cache:
-            _write_cache(path, arrays)
+            write_npz_cache(path, arrays)
     mean, std = (None, None) if normalize else ((0.0,), (1.0,))
     xtr_f, mean, std = normalize_images(arrays["x_train"], mean, std)
     xte_f, _, _ = normalize_images(arrays["x_test"], mean, std)

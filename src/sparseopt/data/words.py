@@ -64,11 +64,7 @@ numpy, Pillow (FreeType) and matplotlib (font files) versions.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -79,13 +75,15 @@ import numpy as np
 from ._common import (
     TAG_VAL_SPLIT,
     RawData,
-    cache_root,
     check_bool,
     check_fraction,
     check_int,
     normalize_images,
+    npz_cache_path,
+    read_npz_cache,
     rng_for,
     split_count,
+    write_npz_cache,
 )
 
 __all__ = [
@@ -539,37 +537,12 @@ def generate_words(
     return images, labels, word_ids, font_ids
 
 
-def _options_key(options: dict[str, Any]) -> str:
-    blob = json.dumps({"version": WORDS_VERSION, **options}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def words_cache_path(data_dir: str | os.PathLike[str] | None, options: dict[str, Any]) -> Path:
     """The cache file for these generation options."""
-    root = Path(data_dir).expanduser() if data_dir is not None else cache_root()
-    return root / "words" / f"words-v{WORDS_VERSION}-{_options_key(options)}.npz"
+    return npz_cache_path(data_dir, "words", WORDS_VERSION, options)
 
 
 _ARRAYS = tuple(f"{a}_{p}" for p in ("train", "test") for a in ("x", "y", "word", "font"))
-
-
-def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in _ARRAYS}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-
-
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)  # atomic: concurrent readers never see a partial file
-    except OSError:
-        pass  # a read-only cache only costs regeneration time
 
 
 def load_words(
@@ -645,7 +618,7 @@ def load_words(
     }
     parts = _word_parts(seed, {"train": n_train - n_val, "val": n_val, "test": n_test})
     path = words_cache_path(data_dir, options)
-    arrays = _read_cache(path) if cache and path.is_file() else None
+    arrays = read_npz_cache(path, _ARRAYS) if cache and path.is_file() else None
     from_cache = arrays is not None
     if arrays is None:
         kw = {"seed": seed, "height": height, "width": width, "supersample": supersample}
@@ -661,7 +634,7 @@ def load_words(
         test = generate_words(n_test, parts["test"], fonts["test"], part="test", **kw)
         arrays = dict(zip(_ARRAYS, (*pool, *test), strict=True))
         if cache:
-            _write_cache(path, arrays)
+            write_npz_cache(path, arrays)
     mean, std = (None, None) if normalize else ((0.0,), (1.0,))
     xtr_f, mean, std = normalize_images(arrays["x_train"], mean, std)
     xte_f, _, _ = normalize_images(arrays["x_test"], mean, std)
