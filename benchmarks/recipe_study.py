@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from robustness_tasks import TASKS, base_config, run_one
 
-from sparseopt.health import STALL_ACC_MARGIN
+from sparseopt.health import chance_accuracy
 
 #: Tasks the recipes are chosen on; the curves and teacher tasks of the robustness
 #: benchmark are held out (the defaults are checked there without having seen them).
@@ -377,9 +377,7 @@ def report(path: Path) -> str:
             if r is None or r.get("val_acc") is None:
                 ok = False
                 continue
-            c = num_classes[t]
-            chance = 1.0 / c + STALL_ACC_MARGIN * (1.0 - 1.0 / c)
-            if r["val_acc"] <= chance or r.get("status", "ok") != "ok":
+            if r["val_acc"] <= chance_accuracy(num_classes[t]) or r.get("status", "ok") != "ok":
                 ok = False
             if t in dense_best:
                 gaps.append(100 * (r["val_acc"] - dense_best[t]))

@@ -39,14 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from robustness_tasks import TASKS
 
+from sparseopt.health import chance_accuracy
+
 NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2, "words": 2}
-
-
-def chance_level(c: int) -> float:
-    """Accuracy at or below which a C-class run counts as chance (as ``sparseopt.health``)."""
-    from sparseopt.health import STALL_ACC_MARGIN
-
-    return 1.0 / c + STALL_ACC_MARGIN * (1.0 - 1.0 / c)
 
 
 def _cpu() -> str:
@@ -104,7 +99,7 @@ def report(out: Path) -> str:
             verdict = r.get("beats_pruning", "–") if r.get("status") == "ok" else "–"
             gap = None if acc is None or best is None else 100 * (acc - best)
             cells += 1
-            near_chance = c is not None and acc is not None and acc <= chance_level(c)
+            near_chance = c is not None and acc is not None and acc <= chance_accuracy(c)
             chance += r.get("status") != "ok" or near_chance
             if verdict in ("yes", "no", "tie"):
                 judged += 1

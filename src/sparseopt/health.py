@@ -49,6 +49,7 @@ __all__ = [
     "EXIT_FAILED",
     "STATUSES",
     "HealthMonitor",
+    "chance_accuracy",
     "constant_output",
     "empty_layers",
 ]
@@ -98,6 +99,17 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def chance_accuracy(num_classes: int) -> float:
+    """Accuracy at or below which a ``num_classes``-way classifier counts as at chance.
+
+    Example:
+        >>> round(chance_accuracy(10), 2), chance_accuracy(2)
+        (0.19, 0.55)
+    """
+    c = num_classes
+    return 1.0 / c + STALL_ACC_MARGIN * (1.0 - 1.0 / c)
+
+
 @dataclass
 class HealthMonitor:
     """Watch a run's epochs for a stall or a collapse (see the module docstring).
@@ -140,8 +152,26 @@ class HealthMonitor:
         acc = row.get("val_acc")
         if acc is None:
             acc = row.get("train_acc")
-        chance_acc = 1.0 / c + STALL_ACC_MARGIN * (1.0 - 1.0 / c)
-        return loss >= STALL_LOSS_FRACTION * math.log(c) and (acc is None or acc <= chance_acc)
+        return loss >= STALL_LOSS_FRACTION * math.log(c) and (
+            acc is None or acc <= chance_accuracy(c)
+        )
+
+    def _stall_message(self, loss: float, epochs: int) -> str:
+        c = self.num_classes or 2
+        return (
+            f"stalled: training loss {_fmt(loss)} ≈ ln {c} = {_fmt(math.log(c))} "
+            f"(chance level) for {epochs} epochs"
+        )
+
+    @staticmethod
+    def _collapse_message(empty_layers: Sequence[str], epochs: int | None) -> str:
+        zero = f" ({', '.join(empty_layers)} entirely zero)" if empty_layers else ""
+        if epochs is None:
+            return f"collapsed: the final network gives the same output for every input{zero}"
+        return (
+            f"collapsed: the deployable network gives the same output for every input "
+            f"for {epochs} epochs{zero}"
+        )
 
     def hint(self, layers: Sequence[str] = ()) -> str:
         """What to change, with values."""
@@ -168,35 +198,21 @@ class HealthMonitor:
         self.last_collapsed = bool(constant_output) and int(row.get("epoch", 1)) > 0
         self.collapse_streak = self.collapse_streak + 1 if self.last_collapsed else 0
         if self.collapse_streak == self.patience:
-            zero = f" ({', '.join(empty_layers)} entirely zero)" if empty_layers else ""
-            self.reason = (
-                f"collapsed: the deployable network gives the same output for every input "
-                f"for {self.patience} epochs{zero}"
-            )
-            warnings.append(f"{self.reason}; {self.hint(empty_layers)}".rstrip("; "))
-        if self.stall_streak == self.patience:
-            c = self.num_classes or 2
-            self.reason = self.reason or ""
-            msg = (
-                f"stalled: training loss {_fmt(float(row['train_loss']))} ≈ ln {c} = "
-                f"{_fmt(math.log(c))} (chance level) for {self.patience} epochs"
-            )
-            if not self.last_collapsed:
-                self.reason = msg
+            msg = self._collapse_message(empty_layers, self.patience)
             warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))
-        if self.status == "ok":
+        if self.stall_streak == self.patience:
+            msg = self._stall_message(float(row["train_loss"]), self.patience)
+            warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))
+        # the reason names the final status; once set for a streak it stays as first said
+        status = self.status
+        if status == "ok":
             self.reason = ""
-        elif self.status == "stalled" and not self.reason.startswith("stalled"):
-            c = self.num_classes or 2
-            self.reason = (
-                f"stalled: training loss {_fmt(float(row['train_loss']))} ≈ ln {c} = "
-                f"{_fmt(math.log(c))} (chance level) for {self.stall_streak} epochs"
-            )
-        elif self.status == "collapsed" and not self.reason.startswith("collapsed"):
-            zero = f" ({', '.join(empty_layers)} entirely zero)" if empty_layers else ""
-            self.reason = (
-                f"collapsed: the final network gives the same output for every input{zero}"
-            )
+        elif not self.reason.startswith(status):
+            if status == "stalled":
+                self.reason = self._stall_message(float(row["train_loss"]), self.stall_streak)
+            else:
+                streak = self.patience if self.collapse_streak >= self.patience else None
+                self.reason = self._collapse_message(empty_layers, streak)
         self.reported.extend(warnings)
         return warnings
 
