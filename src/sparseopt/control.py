@@ -65,33 +65,31 @@ PRESETS: dict[str, dict[str, float]] = {
 
 
 @torch.no_grad()
+def _penalised_counts(optimizer: torch.optim.Optimizer) -> tuple[int, int, int]:
+    """``(nonzero, total, empty)`` over the penalised parameters of the deployable network;
+    ``empty`` counts the weight tensors (2 dims or more) with no nonzero entry. One pass."""
+    deploy = getattr(optimizer, "deployable", None)
+    total = nonzero = empty = 0
+    for group in optimizer.param_groups:
+        if group.get("penalty", "none") == "none":
+            continue
+        for p in group["params"]:
+            v = deploy(p) if deploy is not None else p
+            nz = int((v != 0).sum())
+            total += v.numel()
+            nonzero += nz
+            empty += p.ndim >= 2 and nz == 0
+    return nonzero, total, empty
+
+
 def empty_penalised(optimizer: torch.optim.Optimizer) -> int:
     """Number of penalised weight tensors (2 dims or more) with no nonzero deployable entry."""
-    deploy = getattr(optimizer, "deployable", None)
-    empty = 0
-    for group in optimizer.param_groups:
-        if group.get("penalty", "none") == "none":
-            continue
-        for p in group["params"]:
-            if p.ndim < 2:
-                continue
-            v = deploy(p) if deploy is not None else p
-            empty += not bool((v != 0).any())
-    return empty
+    return _penalised_counts(optimizer)[2]
 
 
-@torch.no_grad()
 def penalised_density(optimizer: torch.optim.Optimizer) -> float:
     """Fraction of nonzero entries over the penalised parameters of the deployable network."""
-    deploy = getattr(optimizer, "deployable", None)
-    total = nonzero = 0
-    for group in optimizer.param_groups:
-        if group.get("penalty", "none") == "none":
-            continue
-        for p in group["params"]:
-            v = deploy(p) if deploy is not None else p
-            total += v.numel()
-            nonzero += int((v != 0).sum())
+    nonzero, total, _ = _penalised_counts(optimizer)
     return nonzero / max(total, 1)
 
 
@@ -197,9 +195,10 @@ class TargetDensity:
                 f"{type(optimizer).__name__} has no set_lam: target-density control needs a "
                 "sparse optimizer"
             )
-        d = penalised_density(optimizer)
+        nonzero, total, empty = _penalised_counts(optimizer)
+        d = nonzero / max(total, 1)
         e = self.error(d)
-        if e > 0 and empty_penalised(optimizer):
+        if e > 0 and empty:
             # A layer with no weight left makes the network constant: never push λ up
             # then, whatever the overall density says; bring it down instead.
             e = -abs(e)
