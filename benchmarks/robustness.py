@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 from datetime import date
@@ -36,22 +35,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "repro"))
 
+from _common import machine
 from robustness_tasks import TASKS
 
 from sparseopt.health import chance_accuracy
 
 NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2, "words": 2}
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_task(name: str, out: Path, extra: list[str]) -> int:
@@ -72,7 +63,7 @@ def run_task(name: str, out: Path, extra: list[str]) -> int:
 def report(out: Path) -> str:
     """The matrix: one row per (task, sparse optimizer), the targets checked."""
     lines = [
-        f"Machine: {_cpu()}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
+        f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
         "",
         "| task | optimizer | status | test acc (%) | weight density (%) | best dense (%) "
         "| gap (points) | pruning at equal density (%) | beats pruning? |",
