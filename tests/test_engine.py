@@ -184,9 +184,12 @@ def test_tiny_default_job_writes_the_run_directory(tmp_path: Path) -> None:
     # the solution path is recorded by default, one point per epoch
     assert load_path(out).epochs.tolist() == [0, 1]
     assert list(ckpt["callbacks"]) == ["0:PathRecorder"]
-    assert not (tmp_path / "nopath" / "path.json").exists()
+    # without record_path: the run finishes, with no path files and no recorder state
     train(tiny(tmp_path / "nopath", epochs=1, record_path=False))
+    assert (tmp_path / "nopath" / "summary.json").is_file()
     assert not (tmp_path / "nopath" / "path.json").exists()
+    assert not (tmp_path / "nopath" / "path.npz").exists()
+    assert load_checkpoint(tmp_path / "nopath")["callbacks"] == {}
 
 
 def test_run_directory_is_not_overwritten(tmp_path: Path) -> None:
@@ -279,6 +282,7 @@ def test_resume_after_mid_epoch_signal_is_bitwise_identical(tmp_path: Path) -> N
     kw = {"optimizer": "linbreg", "epochs": 2, "limit_batches": 5}
     ref = train(tiny(tmp_path / "ref", **kw))
     trainer = Trainer(tiny(tmp_path / "cut", **kw))
+    before = signal.getsignal(signal.SIGTERM)
     calls = {"n": 0}
 
     def send_sigterm(module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -295,7 +299,7 @@ def test_resume_after_mid_epoch_signal_is_bitwise_identical(tmp_path: Path) -> N
         handle.remove()
         trainer.close()
     assert info.value.signum == signal.SIGTERM and info.value.exit_code == 143
-    assert signal.getsignal(signal.SIGTERM) is not trainer._on_signal  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
     ckpt = load_checkpoint(tmp_path / "cut")
     assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 1)
     res = train(resume=tmp_path / "cut")

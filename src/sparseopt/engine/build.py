@@ -1,0 +1,411 @@
+"""Build: the one place that turns a :class:`~sparseopt.config.TrainConfig` into objects.
+
+:func:`build` loads the dataset, builds and sparsely initialises the model (with the
+model options the dataset describes, e.g. the teacher's patch size for ``nooverlap``),
+creates the optimizer from the registry, its learning-rate schedule and the structure
+callbacks the config asks for. Every command goes through it: ``sparseopt train`` and
+``compare`` (via :class:`~sparseopt.engine.Trainer`), ``prune``, and the benchmarks;
+the parts (:func:`load_data`, :func:`build_model`, :func:`build_optimizer`...) are
+usable alone.
+
+Every failure caused by the config is a :class:`~sparseopt.engine.errors.ConfigError`
+(one line, exit status 2 on the command line).
+
+Example:
+    >>> from sparseopt.config import TrainConfig
+    >>> built = build(TrainConfig(epochs=1).resolve())  # doctest: +SKIP
+    >>> built.model, built.optimizer, built.data.train  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sparseopt.config import TrainConfig
+from sparseopt.engine.distributed import Dist
+from sparseopt.engine.errors import ConfigError
+
+__all__ = [
+    "SMALL_MODEL_PARAMS",
+    "Built",
+    "build",
+    "build_health",
+    "build_callbacks",
+    "build_model",
+    "build_optimizer",
+    "build_scheduler",
+    "check_output",
+    "data_tensors",
+    "load_data",
+    "lr_lam",
+    "model_options",
+    "threads_for",
+]
+
+#: Below this many parameters a CPU run defaults to one intra-op thread.
+SMALL_MODEL_PARAMS = 1_000_000
+
+Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+@dataclass
+class Built:
+    """What :func:`build` returns.
+
+    Attributes:
+        config: the (resolved) configuration it was built from.
+        data: the :class:`~sparseopt.data.SplitData`.
+        tensors: ``{"train"|"val"|"test": (x, y)}`` on the device.
+        model: the (sparsely initialised) model on the device.
+        optimizer: the optimizer; ``info`` its registry entry.
+        scheduler: the per-epoch learning-rate schedule, or ``None``.
+        callbacks: the structure callbacks of the config, then the caller's.
+        health: the :class:`~sparseopt.health.HealthMonitor` of the run; ``probe`` the
+            (validation) inputs on which it checks for a constant output.
+    """
+
+    config: TrainConfig
+    data: Any
+    tensors: dict[str, tuple[Tensor, Tensor]]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    info: Any
+    scheduler: Scheduler | None = None
+    callbacks: list[Any] = field(default_factory=list)
+    health: Any = None
+    probe: Tensor | None = None
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression``."""
+        return str(self.data.task)
+
+
+def load_data(cfg: TrainConfig, ctx: Dist | None = None) -> Any:
+    """The dataset of ``cfg`` (rank 0 first, so a cache file is written once).
+
+    Raises:
+        ConfigError: invalid dataset name or options, or no training samples.
+        sparseopt.data.DatasetNotFoundError: the dataset's files are missing.
+    """
+    from sparseopt.data import load_dataset
+
+    ctx = ctx or Dist()
+
+    def load() -> Any:
+        try:
+            return load_dataset(
+                cfg.dataset,
+                data_dir=cfg.data_dir,
+                seed=cfg.seed,
+                val_fraction=cfg.val_fraction,
+                **cfg.dataset_options,
+            )
+        except FileNotFoundError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ConfigError(str(err)) from None
+
+    data = load() if ctx.is_main else None
+    ctx.barrier()
+    if not ctx.is_main:
+        data = load()
+    if len(data.train) == 0:
+        raise ConfigError(f"dataset {cfg.dataset!r} has no training samples")
+    return data
+
+
+def data_tensors(data: Any, device: torch.device | str = "cpu") -> dict[str, tuple[Tensor, Tensor]]:
+    """``{split: (x, y)}`` of the ``train``, ``val`` and ``test`` parts on ``device``."""
+    out = {}
+    for split in ("train", "val", "test"):
+        x, y = getattr(data, split).tensors
+        out[split] = (x.to(device), y.to(device))
+    return out
+
+
+def model_options(cfg: TrainConfig, data: Any) -> dict[str, Any]:
+    """``cfg.model_options``, plus the options the dataset describes (e.g. the teacher's
+    patch size ``k`` and count ``r`` for ``nooverlap``) unless the user set any of them.
+
+    Raises:
+        ConfigError: unknown model name.
+    """
+    from sparseopt.models import get_model_spec
+
+    options = dict(cfg.model_options)
+    try:
+        spec_options = get_model_spec(cfg.model).options()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    described = {
+        k: v
+        for k, v in data.meta.items()
+        if k in spec_options and isinstance(v, int) and not isinstance(v, bool)
+    }
+    if not set(described) & set(options):
+        options.update(described)
+    return options
+
+
+def build_model(
+    cfg: TrainConfig, data: Any, device: torch.device | str = "cpu", *, sparse_init: bool = True
+) -> nn.Module:
+    """The model of ``cfg`` for ``data`` on ``device``, sparsely initialised when the
+    config asks (``init_density < 1``; ``sparse_init=False`` skips it, e.g. when
+    weights are loaded next).
+
+    Raises:
+        ConfigError: the model cannot be built for this dataset, or invalid init options.
+    """
+    from sparseopt.init import sparse_init_
+    from sparseopt.models import build_model as build_architecture
+
+    options = model_options(cfg, data)
+    try:
+        model = build_architecture(cfg.model, data.input_shape, data.num_classes, **options)
+    except (ValueError, TypeError) as err:
+        what = (
+            f"{data.num_classes} classes"
+            if data.task == "classification"
+            else "regression, one output"
+        )
+        raise ConfigError(
+            f"cannot build model {cfg.model!r} for dataset {cfg.dataset!r} (input "
+            f"{tuple(data.input_shape)}, {what}): {err}"
+        ) from None
+    if sparse_init and cfg.init_density is not None and cfg.init_density < 1.0:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        try:
+            sparse_init_(
+                model,
+                cfg.init_density,
+                groups=cfg.init_groups,
+                distribution=cfg.init_distribution,
+                floor=cfg.init_floor,
+                generator=gen,
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    return model.to(device)
+
+
+@torch.no_grad()
+def check_output(model: nn.Module, x: Tensor, cfg: TrainConfig, data: Any) -> None:
+    """Check on one sample ``x[:1]`` that the model's output fits the dataset's task.
+
+    Raises:
+        ConfigError: the model rejects the input shape or outputs the wrong shape.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x[:1])
+    except RuntimeError as err:
+        raise ConfigError(
+            f"model {cfg.model!r} cannot take inputs of shape {tuple(data.input_shape)} from "
+            f"dataset {cfg.dataset!r}: {str(err).splitlines()[0]}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if data.task == "classification":
+        want = (1, data.num_classes)
+        ok = tuple(out.shape) == want
+    else:
+        want = (1,)
+        ok = out.numel() == 1
+    if not ok:
+        raise ConfigError(
+            f"model {cfg.model!r} outputs shape {tuple(out.shape)[1:]} per sample but "
+            f"dataset {cfg.dataset!r} is {data.task} and needs {want[1:] or 'a scalar'}"
+        )
+
+
+def threads_for(cfg: TrainConfig, model: nn.Module, device: torch.device) -> int | None:
+    """The intra-op thread count to use (``None``: leave torch's setting).
+
+    ``cfg.threads`` when set; otherwise one thread for a CPU network under
+    :data:`SMALL_MODEL_PARAMS` parameters (the synchronisation of threads costs more
+    than it saves there, and much more on a shared machine) unless
+    ``OMP_NUM_THREADS`` is set.
+    """
+    if cfg.threads is not None:
+        return cfg.threads
+    small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and small:
+        return 1
+    return None
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """``(optimizer, registry entry)`` of ``cfg`` for ``model``.
+
+    Raises:
+        ConfigError: unknown optimizer or invalid hyperparameters.
+    """
+    from sparseopt.optim.registry import create_optimizer, get_optimizer_info
+
+    try:
+        info = get_optimizer_info(cfg.optimizer)
+        optimizer = create_optimizer(model, cfg.optimizer, **cfg.optimizer_kwargs())
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
+    return optimizer, info
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Scheduler | None:
+    """The per-epoch learning-rate schedule of ``cfg.schedule`` (``None`` for ``none``)."""
+    lr_scheduler = torch.optim.lr_scheduler
+    if cfg.schedule == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    if cfg.schedule == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
+    if cfg.schedule == "multistep":
+        return lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
+        )
+    if cfg.schedule == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.lr_gamma, patience=cfg.lr_patience
+        )
+    return None
+
+
+def build_callbacks(
+    cfg: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    user: Sequence[Any] = (),
+    *,
+    distributed: bool = False,
+) -> list[Any]:
+    """The structure callbacks of ``cfg``, then the caller's ``user`` callbacks.
+
+    Always in the order PathRecorder (``record_path``), TargetDensity
+    (``target_density``), GrowCallback (``grow_every``), so that the checkpoint keys
+    ``"{i}:{Class}"`` of every callback are the same in a resumed run. A
+    ``PathRecorder`` among ``user`` replaces the built-in one.
+
+    Raises:
+        ConfigError: a structure setting that cannot work with this model/optimizer.
+    """
+    from sparseopt.control import TargetDensity
+    from sparseopt.path import PathRecorder
+    from sparseopt.prune.grow import GrowCallback, layer_saturation
+
+    builtin: list[Any] = []
+    if cfg.record_path and not any(isinstance(cb, PathRecorder) for cb in user):
+        builtin.append(PathRecorder())
+    if cfg.target_density is not None:
+        if any(isinstance(cb, TargetDensity) for cb in user):
+            raise ConfigError(
+                f"target_density is set ({cfg.target_density:g}) and a TargetDensity "
+                "callback was passed too; use one of them"
+            )
+        if all(g.get("penalty", "none") == "none" for g in optimizer.param_groups):
+            raise ConfigError(
+                f"Invalid target_density value: {cfg.target_density!r}; no weight is "
+                "penalised (penalty 'none'), so there is no λ to steer"
+            )
+        builtin.append(
+            TargetDensity.for_optimizer(
+                cfg.optimizer, cfg.target_density, every_steps=cfg.target_density_every
+            )
+        )
+    if cfg.grow_every is not None:
+        if distributed:
+            raise ConfigError(
+                f"Invalid grow_every value: {cfg.grow_every!r}; growing layers is not "
+                "supported in distributed runs (DistributedDataParallel keeps the old "
+                "parameters)"
+            )
+        try:
+            widenable = layer_saturation(model, optimizer)
+        except ValueError as err:
+            raise ConfigError(
+                f"Invalid grow_every value: {cfg.grow_every!r}; model {cfg.model!r} "
+                f"cannot grow: {err}"
+            ) from None
+        if not widenable:
+            raise ConfigError(
+                f"Invalid grow_every value: {cfg.grow_every!r}; model {cfg.model!r} has no "
+                "layer that can be widened (only a Conv/Linear layer followed by another "
+                "one can)"
+            )
+        builtin.append(GrowCallback(every=cfg.grow_every, tau=cfg.grow_tau, seed=cfg.seed))
+    return [*builtin, *user]
+
+
+def build(
+    cfg: TrainConfig,
+    *,
+    ctx: Dist | None = None,
+    callbacks: Sequence[Any] = (),
+    set_threads: bool = True,
+) -> Built:
+    """Everything a run of ``cfg`` (resolved) needs, in a fixed order.
+
+    Dataset, model (sparse start; checked against the data), the thread count
+    (:func:`threads_for`, applied with ``set_threads``), optimizer, schedule and
+    callbacks. The global RNGs must be seeded before (the architecture's own
+    initialisation draws from torch's).
+
+    Raises:
+        ConfigError: anything in the config that cannot be built.
+        sparseopt.data.DatasetNotFoundError: the dataset's files are missing.
+    """
+    ctx = ctx or Dist()
+    data = load_data(cfg, ctx)
+    tensors = data_tensors(data, ctx.device)
+    if cfg.augment and tensors["train"][0].ndim != 4:
+        raise ConfigError(
+            f"Invalid augment value: True; dataset {cfg.dataset!r} is not made of images"
+        )
+    model = build_model(cfg, data, ctx.device)
+    check_output(model, tensors["train"][0], cfg, data)
+    threads = threads_for(cfg, model, ctx.device)
+    if set_threads and threads is not None:
+        torch.set_num_threads(threads)
+    optimizer, info = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    cbs = build_callbacks(cfg, model, optimizer, callbacks, distributed=ctx.distributed)
+    health, probe = build_health(cfg, data, optimizer, info, tensors)
+    return Built(cfg, data, tensors, model, optimizer, info, scheduler, cbs, health, probe)
+
+
+def lr_lam(optimizer: torch.optim.Optimizer) -> tuple[float, float | None]:
+    """The learning rate of the first param group and the λ of the first penalised one."""
+    groups = optimizer.param_groups
+    lr = float(groups[0]["lr"])
+    lam = None
+    for g in groups:
+        if g.get("penalty", "none") != "none" and "lam" in g:
+            lam = float(g["lam"])
+            break
+    return lr, lam
+
+
+def build_health(
+    cfg: TrainConfig,
+    data: Any,
+    optimizer: torch.optim.Optimizer,
+    info: Any,
+    tensors: dict[str, tuple[Tensor, Tensor]],
+) -> tuple[Any, Tensor]:
+    """The stall/collapse monitor (:mod:`sparseopt.health`) and its probe batch (up to
+    256 validation inputs; training inputs without a validation split)."""
+    from sparseopt.health import HealthMonitor
+
+    lr, lam = lr_lam(optimizer)
+    classes = data.num_classes if data.task == "classification" else None
+    health = HealthMonitor(
+        classes, patience=cfg.stall_epochs or 0, lr=lr, lam=lam, sparse=info.sparse
+    )
+    x = tensors["val"][0]
+    return health, (x if len(x) >= 2 else tensors["train"][0])[:256]

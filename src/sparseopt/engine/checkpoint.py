@@ -1,0 +1,274 @@
+"""Checkpoints: the global RNG states, atomic save and checked load, callback states.
+
+A checkpoint is a dict of tensors and plain data (loadable with
+``torch.load(weights_only=True)``) holding :data:`CHECKPOINT_KEYS` and the layout
+version :data:`CHECKPOINT_FORMAT`; :class:`~sparseopt.engine.Trainer` writes it with
+:func:`save` (temporary file + ``os.replace``) after every epoch, and resumes from it
+to bitwise the same weights and metrics on CPU as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparseopt.config import RESUME_OVERRIDABLE, TrainConfig, load_config_file
+from sparseopt.engine.errors import ConfigError
+from sparseopt.logging_utils import atomic_torch_save
+from sparseopt.prune._files import load_tensor_file
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_KEYS",
+    "callback_states",
+    "initial_config",
+    "load_callback_states",
+    "load_checkpoint",
+    "load_for_resume",
+    "restore_weights",
+    "rng_state",
+    "save",
+    "seed_everything",
+    "set_rng_state",
+]
+
+#: Version of the checkpoint layout.
+CHECKPOINT_FORMAT = 1
+#: File name of a run directory's latest checkpoint.
+CHECKPOINT_FILE = "checkpoint.pt"
+_CONFIG = "config.yaml"  # the run directory's config (rundir.CONFIG_FILE)
+#: Keys every checkpoint of :data:`CHECKPOINT_FORMAT` holds.
+CHECKPOINT_KEYS = (
+    "epoch",
+    "step_in_epoch",
+    "global_step",
+    "elapsed",
+    "model",
+    "optimizer",
+    "history",
+    "rng",
+)
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, NumPy (legacy global), Python and CUDA RNG states, as tensors and data."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the legacy global RNG is what we restore
+    version, pystate, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(pystate, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+        "cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the global RNG states saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            npst["kind"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, the legacy global NumPy RNG and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seed the legacy global RNG too
+    random.seed(seed)
+
+
+def save(state: Mapping[str, Any], path: Path) -> Path:
+    """Write ``state`` atomically (temporary file, fsync, ``os.replace``); returns ``path``."""
+    return atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint (or a run directory's latest) with ``weights_only=True``.
+
+    Raises:
+        ValueError: one line saying what the file is and why it cannot be used: missing,
+            empty, truncated, not a PyTorch file, refused because it holds pickled
+            Python objects (never loaded unsafely), or not a sparseopt checkpoint.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_FILE
+    ckpt = load_tensor_file(p, "checkpoint")
+    if not isinstance(ckpt, dict):
+        raise ValueError(
+            f"cannot load checkpoint {p}: not a sparseopt checkpoint (it holds a "
+            f"{type(ckpt).__name__}, not a dict)"
+        )
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"cannot load checkpoint {p}: unknown checkpoint format {ckpt.get('format')!r} "
+            f"(this version reads format {CHECKPOINT_FORMAT})"
+        )
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"cannot load checkpoint {p}: not a complete sparseopt checkpoint (no "
+            f"{', '.join(missing)})"
+        )
+    return ckpt
+
+
+def _key(i: int, cb: Any) -> str:
+    return f"{i}:{type(cb).__name__}"
+
+
+def callback_states(callbacks: Sequence[Any]) -> dict[str, Any]:
+    """``{"i:Class": state}`` of the callbacks that have a ``state_dict()``."""
+    return {
+        _key(i, cb): cb.state_dict() for i, cb in enumerate(callbacks) if hasattr(cb, "state_dict")
+    }
+
+
+def load_callback_states(callbacks: Sequence[Any], states: Mapping[str, Any]) -> None:
+    """Give each callback its state saved by :func:`callback_states` (same order)."""
+    for i, cb in enumerate(callbacks):
+        key = _key(i, cb)
+        if key in states and hasattr(cb, "load_state_dict"):
+            cb.load_state_dict(states[key])
+
+
+def initial_config(
+    config: TrainConfig | Mapping[str, Any] | None, resume_dir: Path | None
+) -> TrainConfig:
+    """The resolved config of a new run, or of a resumed one with its allowed changes.
+
+    Resuming, ``config`` may be a mapping of the fields to change, or a
+    :class:`TrainConfig`: then every :data:`~sparseopt.config.RESUME_OVERRIDABLE` field
+    is taken from it (so a field can be set back to its default value) and any other
+    field that is not at its default must equal the saved one.
+
+    Raises:
+        ConfigError: invalid settings, no run to resume, or a change that is not allowed.
+    """
+    try:
+        if resume_dir is None:
+            if config is None:
+                cfg = TrainConfig()
+            elif isinstance(config, TrainConfig):
+                cfg = config
+            else:
+                cfg = TrainConfig.from_dict(config)
+            return cfg.validate().resolve()
+        if not (resume_dir / CHECKPOINT_FILE).is_file() or not (resume_dir / _CONFIG).is_file():
+            raise ConfigError(
+                f"cannot resume {resume_dir}: no {CHECKPOINT_FILE} and {'config.yaml'} there "
+                "(is it a run directory written by sparseopt train?)"
+            )
+        saved = load_config_file(resume_dir / _CONFIG)
+        overrides: dict[str, Any] = {}
+        if isinstance(config, TrainConfig):
+            default = TrainConfig()
+            overrides = {
+                k: v
+                for k, v in config.to_dict().items()
+                if k in RESUME_OVERRIDABLE or v != getattr(default, k)
+            }
+        elif config is not None:
+            overrides = {k.replace("-", "_"): v for k, v in dict(config).items()}
+        overrides.pop("out", None)
+        bad = sorted(
+            k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE and saved.get(k) != v
+        )
+        if bad:
+            raise ConfigError(
+                f"cannot change {', '.join(bad)} when resuming {resume_dir} (only "
+                f"{', '.join(sorted(RESUME_OVERRIDABLE))} may change)"
+            )
+        saved["quiet"] = False  # presentation is per invocation, not part of the run
+        # A run saved before the path recorder existed has no path to continue.
+        saved.setdefault("record_path", False)
+        saved.update(overrides)
+        saved["out"] = str(resume_dir)
+        return TrainConfig.from_dict(saved).resolve()
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def restore_weights(
+    ckpt: Mapping[str, Any],
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    grown: bool = False,
+) -> None:
+    """Load a checkpoint's model and optimizer states (``grown``: widen the freshly
+    built model to the checkpoint's layer widths first).
+
+    Raises:
+        ConfigError: they do not fit the model and optimizer built from the config.
+    """
+    from sparseopt.prune.grow import match_widths
+
+    try:
+        if grown:
+            match_widths(model, ckpt["model"], optimizer)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        detail = " ".join(str(err).split()) or type(err).__name__
+        if len(detail) > 600:
+            detail = detail[:600] + " …"
+        raise ConfigError(
+            f"cannot load checkpoint {path}: it does not fit the model and optimizer built "
+            f"from its config: {detail}"
+        ) from None
+
+
+def load_for_resume(path: Path, epochs: int) -> dict[str, Any]:
+    """:func:`load_checkpoint` for a resumed run that is to train to ``epochs``.
+
+    Raises:
+        ConfigError: the checkpoint cannot be used, or it has done more than ``epochs``.
+    """
+    try:
+        ckpt = load_checkpoint(path)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    done = int(ckpt["epoch"])
+    if epochs < done:
+        raise ConfigError(
+            f"cannot resume {path.parent} with --epochs {epochs}: it has already trained "
+            f"{done} epoch{'' if done == 1 else 's'}; give --epochs {done} or more (nothing "
+            "was changed)"
+        )
+    return ckpt

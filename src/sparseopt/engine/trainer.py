@@ -1,0 +1,595 @@
+"""The training loop: :class:`Trainer` and :func:`train`.
+
+The loop calls down into the engine's parts and nothing below reaches back up:
+:mod:`~sparseopt.engine.build` (config → data, model, optimizer, schedule, callbacks),
+:mod:`~sparseopt.engine.distributed` (process group, collectives),
+:mod:`~sparseopt.engine.evaluate` (the deployable network's loss, accuracy),
+:mod:`~sparseopt.engine.checkpoint` (resume state) and
+:mod:`~sparseopt.engine.rundir` (the files). See :mod:`sparseopt.engine` for what a
+run does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sparseopt.config import TrainConfig
+from sparseopt.engine import checkpoint, distributed
+from sparseopt.engine.batches import Batches
+from sparseopt.engine.build import build, lr_lam
+from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
+from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
+from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
+from sparseopt.engine.evaluate import deployed, evaluate_deployed, loss_fn
+from sparseopt.engine.report import (
+    epoch_row,
+    failure_line,
+    smaller_lr_hint,
+    summary_lines,
+    summary_record,
+)
+from sparseopt.engine.rundir import RunDir, claim, tensorboard_row
+from sparseopt.engine.signals import StopSignals
+from sparseopt.health import constant_output, empty_layers
+from sparseopt.logging_utils import ProgressBar, format_epoch_line, open_tensorboard
+from sparseopt.prune._files import non_finite
+
+__all__ = ["Callback", "CallbackProtocol", "TrainResult", "Trainer", "train"]
+
+
+class Trainer:
+    """One training run (see :mod:`sparseopt.engine`); :func:`train` is the usual entry.
+
+    Args:
+        config: the configuration (a :class:`TrainConfig` or a mapping of its fields);
+            with ``resume``, the fields to change (see
+            :func:`~sparseopt.engine.checkpoint.initial_config`) or ``None``.
+        callbacks: objects with some of the :class:`Callback` hooks; they run after the
+            structure callbacks the config asks for (:func:`~sparseopt.engine.build.build_callbacks`).
+        resume: a run directory to continue from its latest checkpoint.
+        install_signal_handlers: catch SIGINT/SIGTERM during :meth:`fit` (main thread only).
+        echo: print to stdout (``False``: only ``log.txt`` and the progress bar).
+        overwrite: allow ``config.out`` to be an existing directory that is not a run
+            directory; the files a run writes (:data:`~sparseopt.engine.rundir.RUN_FILES`)
+            are replaced there (a note on stderr lists them) and every other file is left alone.
+
+    Raises:
+        ConfigError: unknown dataset/model/optimizer, invalid options, a run directory
+            that already holds a run (without ``resume``), an existing directory that
+            is not a run directory (without ``overwrite``), a resume without checkpoint,
+            a resume to fewer epochs than the checkpoint has done.
+        sparseopt.data.DatasetNotFoundError: the dataset's files are missing.
+
+    Attributes:
+        config, data, model, optimizer, scheduler, run_dir, history, epoch (completed
+        epochs), global_step, rank, world_size, device, distributed, is_main.
+        callbacks: the structure callbacks of the config, then the caller's.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig | Mapping[str, Any] | None = None,
+        callbacks: Sequence[Any] = (),
+        *,
+        resume: str | os.PathLike[str] | None = None,
+        install_signal_handlers: bool = True,
+        echo: bool = True,
+        overwrite: bool = False,
+    ) -> None:
+        self.callbacks = list(callbacks)
+        self.echo = echo
+        self.install_signal_handlers = install_signal_handlers
+        self._signals = StopSignals()
+        self._tb: Any = None
+        self._files: RunDir | None = None
+        self._adopt(distributed.Dist())
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.global_step = 0
+        self.elapsed = 0.0
+        self._partial: dict[str, float] | None = None
+        self._step_in_epoch = 0
+        self._saved_epoch = 0  # epoch of the last checkpoint written or loaded
+
+        self._saved_threads = torch.get_num_threads()
+        self._caller_rng: dict[str, Any] | None = checkpoint.rng_state()
+        resume_dir = Path(resume) if resume is not None else None
+        self.config = checkpoint.initial_config(config, resume_dir)
+        try:
+            self._adopt(distributed.setup(self.config.device))
+            checkpoint.seed_everything(self.config.seed)
+            self._setup(build(self.config, ctx=self.dist, callbacks=self.callbacks))
+            run_dir = claim(self.config, resume_dir, overwrite, self.dist)
+            self.config = self.config.replace(out=str(run_dir))
+            self.run_dir = run_dir if self.is_main else None
+            if self.run_dir is not None:
+                self._files = RunDir(self.run_dir, lambda: self._saved_epoch)
+            if resume_dir is not None:
+                self._load(resume_dir / CHECKPOINT_FILE)
+            if self._files is not None:
+                self._files.write_config(self.config)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self, built: Any) -> None:
+        """Take the built objects; wrap the model for DDP; the health monitor."""
+        self.data, self.task, self._tensors = built.data, built.task, built.tensors
+        self.model, self.optimizer, self.scheduler = built.model, built.optimizer, built.scheduler
+        self.optimizer_info, self.callbacks = built.info, built.callbacks
+        self.train_model: nn.Module = self.model
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        cfg = self.config
+        self.batches = Batches(
+            *self._tensors["train"],
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            limit=cfg.limit_batches,
+            augment=cfg.augment,
+            ctx=self.dist,
+        )
+        self.health, self._probe = built.health, built.probe
+
+    def _adopt(self, ctx: distributed.Dist) -> None:
+        """This process's place: ``dist``, ``rank``, ``world_size``, ``device``,
+        ``distributed``, ``is_main`` (rank 0: the one that prints and writes)."""
+        self.dist, self.rank, self.world_size = ctx, ctx.rank, ctx.world_size
+        self.device, self.distributed, self.is_main = ctx.device, ctx.distributed, ctx.is_main
+
+    def _check_health(self, row: Mapping[str, Any]) -> None:
+        """Observe one epoch; print the monitor's warnings (rank 0)."""
+        if not self.config.stall_epochs:
+            return
+        with deployed(self.optimizer):
+            constant = constant_output(self.model, self._probe)
+        empty = empty_layers(row.get("layer_filters_alive") or {})
+        for line in self.health.observe(row, constant_output=constant, empty_layers=empty):
+            self.log(f"warning: {line}", always=True)
+
+    # ------------------------------------------------------------------ output
+
+    def log(self, line: str, *, always: bool = False) -> None:
+        """Print ``line`` (rank 0, unless quiet) and append it to ``log.txt``."""
+        if not self.is_main:
+            return
+        if self._files is not None:
+            self._files.log(line)
+        if self.echo and (always or not self.config.quiet):
+            print(line, flush=True)
+
+    # ------------------------------------------------------------------ batches
+
+    def batches_per_epoch(self) -> int:
+        """Number of optimizer steps per epoch (this rank's)."""
+        return len(self.batches)
+
+    def epoch_batches(self, epoch: int) -> list[Tensor]:
+        """This rank's index batches of epoch ``epoch`` (1-based) (:mod:`~sparseopt.engine.batches`)."""
+        return self.batches.epoch(epoch)
+
+    def loss_fn(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        """Cross-entropy for classification, mean squared error for regression."""
+        return loss_fn(self.task, out, y, reduction)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> dict[str, Any]:
+        """Loss/accuracy on the validation and test parts and density, of the deployable network."""
+        return evaluate_deployed(
+            self.model,
+            self.optimizer,
+            self._tensors,
+            self.task,
+            self.config.eval_batch_size,
+            self.dist,
+        )
+
+    def _lr_lam(self) -> tuple[float, float | None]:
+        return lr_lam(self.optimizer)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume, as tensors and plain data (``weights_only`` loadable)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "step_in_epoch": self._step_in_epoch,
+            "global_step": self.global_step,
+            "elapsed": self.elapsed,
+            "partial": dict(self._partial) if self._partial else None,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": {**checkpoint.rng_state(), "perm": self.batches.perm_gen.get_state()},
+            "history": self.history,
+            "callbacks": checkpoint.callback_states(self.callbacks),
+            "health": self.health.state_dict(),
+            "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoint.pt`` atomically (rank 0); returns its path.
+
+        Raises:
+            OutputWriteError: the file could not be written (e.g. the disk is full); the
+                previous checkpoint is intact.
+        """
+        state = self.state_dict()
+        if self._files is None:
+            return None
+        keep = self.config.keep_checkpoints and self._step_in_epoch == 0
+        path = self._files.save_checkpoint(state, self.epoch if keep else None)
+        self._saved_epoch = self.epoch
+        return path
+
+    def _load(self, path: Path) -> None:
+        ckpt = checkpoint.load_for_resume(path, self.config.epochs)
+        done = int(ckpt["epoch"])
+        checkpoint.restore_weights(
+            ckpt, path, self.model, self.optimizer, grown=self.config.grow_every is not None
+        )
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch = self._saved_epoch = done
+        self._step_in_epoch = int(ckpt["step_in_epoch"])
+        self.global_step = int(ckpt["global_step"])
+        self.elapsed = float(ckpt["elapsed"])
+        partial = ckpt.get("partial")
+        # The saved partial sums are global (all ranks); rank 0 carries them.
+        if partial and self.is_main:
+            self._partial = dict(partial)
+        elif partial:
+            self._partial = dict.fromkeys(partial, 0.0)
+        else:
+            self._partial = None
+        self.history = list(ckpt["history"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        self.batches.perm_gen.set_state(ckpt["rng"]["perm"])
+        # a checkpoint from before the health checks: count its epochs as observed
+        self.health.load_state_dict(ckpt.get("health") or {"epochs_seen": done})
+        checkpoint.load_callback_states(self.callbacks, ckpt.get("callbacks") or {})
+
+    def _interrupted(self, where: str) -> TrainingInterrupted:
+        return interrupted(self._signals.signum, where, self.run_dir, self.config.out)
+
+    # ------------------------------------------------------------------ training
+
+    def _smaller_lr_hint(self) -> str:
+        lr = self._lr_lam()[0] if self.config.lr is None else float(self.config.lr)
+        return smaller_lr_hint(Path(self.run_dir or self.config.out or "run"), lr)
+
+    def _diverged(self, what: str, *, epoch: int, step: int) -> NonFiniteLossError:
+        ckpt = self.run_dir / CHECKPOINT_FILE if self.run_dir is not None else None
+        return diverged(what, epoch, step, ckpt, self._saved_epoch, self._smaller_lr_hint())
+
+    def _check_finite_model(self, what: str) -> None:
+        """Stop (exit status 3) before a model with NaN/Inf weights is written as ``what``."""
+        bad = non_finite(self.model)
+        # every rank holds the same parameters; agree anyway
+        if distributed.any_rank(bool(bad), self.dist) and not bad:
+            bad = ["(another rank)"]
+        if not bad:
+            return
+        names = ", ".join(bad[:4]) + (", …" if len(bad) > 4 else "")
+        raise self._diverged(
+            f"after epoch {self.epoch} the network holds NaN/Inf in {names}; {what} was not "
+            "written",
+            epoch=self.epoch,
+            step=-1,
+        )
+
+    def _global_partial(self) -> dict[str, float]:
+        part = dict(self._partial or {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "time": 0.0})
+        if self.distributed:
+            keys = ("loss_sum", "correct", "count")
+            t = torch.tensor([part[k] for k in keys], dtype=torch.float64, device=self.device)
+            distributed.all_reduce_(t, self.dist)
+            part.update({k: float(v) for k, v in zip(keys, t.tolist(), strict=True)})
+        return part
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        batches = self.batches.epoch(epoch)
+        start = self._step_in_epoch
+        part = self._partial or {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "time": 0.0}
+        t0 = time.perf_counter() - part["time"]
+        bar = ProgressBar(
+            len(batches),
+            f"epoch {epoch}/{self.config.epochs}",
+            enabled=None if (self.is_main and not self.config.quiet) else False,
+            initial=start,
+        )
+        step_hooks = [
+            cb.on_step_end for cb in self.callbacks if callable(getattr(cb, "on_step_end", None))
+        ]
+        self.train_model.train()
+        try:
+            for step in range(start, len(batches)):
+                xb, yb = self.batches.batch(batches[step], epoch, step)
+                out = self.train_model(xb)
+                loss = self.loss_fn(out, yb)
+                loss_value = float(loss.detach())
+                nonfinite, stop = self._signals.sync(self.dist, not math.isfinite(loss_value))
+                if nonfinite:
+                    raise self._diverged(
+                        f"the loss is {loss_value} at epoch {epoch}, batch {step + 1}; the "
+                        "update was not applied",
+                        epoch=epoch,
+                        step=step,
+                    )
+                if stop:
+                    self._step_in_epoch = step
+                    part["time"] = time.perf_counter() - t0
+                    self._partial = part
+                    self._partial = self._global_partial()
+                    bar.close()
+                    self.save_checkpoint()
+                    raise self._interrupted(f"during epoch {epoch} (after {step} batches)")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.global_step += 1
+                for hook in step_hooks:
+                    try:
+                        hook(self, self.global_step)
+                    except KeyboardInterrupt:  # stop at the next step, with a checkpoint
+                        self._signals.request()
+                n = len(yb)
+                part["loss_sum"] += loss_value * n
+                part["count"] += n
+                if self.task == "classification":
+                    part["correct"] += float((out.detach().argmax(dim=1) == yb).sum())
+                bar.update(loss=loss_value)
+        finally:
+            bar.close()
+        part["time"] = time.perf_counter() - t0
+        self._partial = part
+        total = self._global_partial()
+        row: dict[str, Any] = {"train_loss": total["loss_sum"] / max(total["count"], 1)}
+        if self.task == "classification":
+            row["train_acc"] = total["correct"] / max(total["count"], 1)
+        row["train_time"] = total["time"]
+        return row
+
+    def _hooks(self, name: str) -> list[Any]:
+        return [h for cb in self.callbacks if (h := getattr(cb, name, None)) is not None]
+
+    def fit(self) -> TrainResult:
+        """Train to ``config.epochs`` (from the resumed point), then write the final outputs.
+
+        Raises:
+            TrainingInterrupted: SIGINT/SIGTERM (or ``KeyboardInterrupt`` in a callback);
+                the checkpoint allows resuming.
+            NonFiniteLossError: the loss became NaN/Inf.
+        """
+        from sparseopt.engine.report import describe
+
+        cfg = self.config
+        if self.install_signal_handlers:
+            self._signals.install()
+        try:
+            self.log(describe(self))
+            if self.run_dir is not None:
+                self._tb = open_tensorboard(
+                    self.run_dir / "tensorboard", cfg.tensorboard, lambda m: self.log(f"note: {m}")
+                )
+            if self.epoch > 0 or self._step_in_epoch > 0:
+                self.log(
+                    f"resuming from epoch {self.epoch}"
+                    + (f", batch {self._step_in_epoch}" if self._step_in_epoch else "")
+                )
+            for hook in self._hooks("on_train_begin"):
+                hook(self)
+            if not self.history:
+                t0 = time.perf_counter()
+                lr, lam = self._lr_lam()
+                train_part: dict[str, Any] = {"train_loss": None, "train_time": 0.0}
+                if self.task == "classification":
+                    train_part["train_acc"] = None
+                evaluation = self.evaluate()
+                self.elapsed += time.perf_counter() - t0
+                row = epoch_row(0, 0, train_part, evaluation, lr, lam, 0.0, self.elapsed, self.task)
+                self.history.append(row)
+                self.save_checkpoint()
+                self._emit(row)
+            for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                self._run_epoch(epoch)
+            return self._finish()
+        finally:
+            self._signals.restore()
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+
+    def _step_scheduler(self, train_part: Mapping[str, Any], evaluation: Mapping[str, Any]) -> None:
+        """Step a ``plateau`` schedule on the validation loss — without a validation split,
+        the test loss, and without either the training loss."""
+        monitored = evaluation.get("val_loss")
+        if monitored is None:
+            monitored = evaluation.get("test_loss")
+        if monitored is None:
+            monitored = train_part.get("train_loss")
+        if monitored is not None:
+            self.scheduler.step(float(monitored))  # type: ignore[union-attr]
+
+    def _run_epoch(self, epoch: int) -> None:
+        t_start = time.perf_counter()
+        resumed_time = (self._partial or {}).get("time", 0.0)
+        lr, lam = self._lr_lam()
+        train_part = self._train_epoch(epoch)
+        plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if self.scheduler is not None and not plateau:
+            self.scheduler.step()
+        evaluation = self.evaluate()
+        if plateau:
+            self._step_scheduler(train_part, evaluation)
+        # resumed_time: the part of this epoch run before an interruption
+        epoch_time = time.perf_counter() - t_start + resumed_time
+        self.elapsed += epoch_time
+        row = epoch_row(
+            epoch, self.global_step, train_part, evaluation, lr, lam, epoch_time, self.elapsed,
+            self.task,
+        )  # fmt: skip
+        self.epoch = epoch
+        self._step_in_epoch = 0
+        self._partial = None
+        self.history.append(row)
+        self._check_health(row)
+        interrupted = False
+        for hook in self._hooks("on_epoch_end"):
+            try:
+                hook(self, epoch, row)
+            except KeyboardInterrupt:
+                interrupted = True
+                self._signals.request()
+        _, stop = self._signals.sync(self.dist, False)
+        self._check_finite_model(CHECKPOINT_FILE)
+        self.save_checkpoint()
+        self._emit(row)
+        if stop or interrupted:
+            raise self._interrupted(f"after epoch {epoch}")
+
+    def _emit(self, row: Mapping[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.log(format_epoch_line(row, self.config.epochs, self.task))
+        if self._files is not None:
+            self._files.write_metrics(self.history)
+        if self._tb is not None:
+            tensorboard_row(self._tb, row)
+
+    def _finish(self) -> TrainResult:
+        from sparseopt.engine.evaluate import deployed_state
+        from sparseopt.metrics import density
+        from sparseopt.prune.grow import GrowCallback
+
+        final = dict(self.history[-1])
+        result = TrainResult(
+            config=self.config,
+            run_dir=self.run_dir,
+            history=self.history,
+            metrics=final,
+            wall_time=self.elapsed,
+            model=self.model,
+            optimizer=self.optimizer,
+            health=self.health.summary(),
+            sizes={split: len(t[0]) for split, t in self._tensors.items()},
+        )
+        if self._files is not None:
+            sparse_state = {
+                k: v.cpu() for k, v in deployed_state(self.model, self.optimizer).items()
+            }
+            bad = non_finite(sparse_state)
+            if bad:
+                raise NonFiniteLossError(
+                    f"the deployable network holds NaN/Inf in {', '.join(bad[:4])}; "
+                    f"model_sparse.pt was not written. {self._smaller_lr_hint()}",
+                    epoch=self.epoch,
+                    step=-1,
+                    checkpoint=self._files.path / CHECKPOINT_FILE,
+                )
+            self._files.write_model(sparse_state)
+            layers = density(self.model, self.optimizer).to_dict()["layers"]
+            grow = next((cb for cb in self.callbacks if isinstance(cb, GrowCallback)), None)
+            grown = grow.state_dict()["history"] if grow is not None else None
+            self._files.write_summary(
+                summary_record(
+                    final, result.health, self.elapsed, layers, self.config, grown, result.sizes
+                )
+            )
+            if self.config.plots:
+                cfg = self.config
+                title = f"{cfg.dataset} / {cfg.model} / {cfg.optimizer}"
+                note = self._files.plots(self.history, layers, self.task, title)
+                if note:
+                    self.log(f"note: {note}")
+            lines = summary_lines(final, layers, self.epoch, self.elapsed, self.task)
+            if grow is not None:
+                lines.append(grow.summary())
+            if self.health.status != "ok":
+                lines.append(failure_line(self.health.summary()))
+            for line in [*lines, f"run directory: {self.run_dir}"]:
+                self.log(line, always=True)
+        for hook in self._hooks("on_train_end"):
+            hook(self, result)
+        return result
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Restore the thread count and the caller's global RNG states; tear down the
+        process group if this trainer created it.
+
+        :func:`train` calls it; with a :class:`Trainer` of your own, call it (or use the
+        trainer as a context manager: ``with Trainer(cfg) as t: t.fit()``).
+        """
+        torch.set_num_threads(self._saved_threads)
+        if self._caller_rng is not None:  # training leaves the global RNGs as it found them
+            checkpoint.set_rng_state(self._caller_rng)
+            self._caller_rng = None
+        self.dist.close()
+
+
+def train(
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+    resume: str | os.PathLike[str] | None = None,
+    install_signal_handlers: bool = True,
+    echo: bool = True,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Run one training job end to end (see :mod:`sparseopt.engine`).
+
+    Args:
+        config: a :class:`TrainConfig` or a mapping of its fields (``None``: the default
+            job); with ``resume``, the fields to change (e.g. ``{"epochs": 50}``).
+        callbacks: objects with some of the :class:`Callback` hooks.
+        resume: a run directory to continue from its latest checkpoint.
+        install_signal_handlers: turn SIGINT/SIGTERM into a checkpoint and
+            :class:`TrainingInterrupted` (main thread only).
+        echo: print progress lines and the summary to stdout (``log.txt`` is always written).
+        overwrite: allow ``config.out`` to be an existing directory that is not a run
+            directory (see :class:`Trainer`).
+
+    Returns:
+        The :class:`TrainResult`.
+
+    Raises:
+        ConfigError, sparseopt.data.DatasetNotFoundError: as :class:`Trainer`.
+        TrainingInterrupted: SIGINT/SIGTERM; resume with ``train(resume=run_dir)``.
+        NonFiniteLossError: the loss (or a weight) became NaN/Inf; the last good
+            checkpoint is kept and no model with NaN/Inf weights is written.
+        OutputWriteError: a file could not be written (disk full); the previous
+            version of every file is intact.
+    """
+    trainer = Trainer(
+        config,
+        callbacks,
+        resume=resume,
+        install_signal_handlers=install_signal_handlers,
+        echo=echo,
+        overwrite=overwrite,
+    )
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
