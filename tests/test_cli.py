@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparseopt.cli import build_parser, main, train_flag_dests
+from sparseopt.cli import build_parser, main
 from sparseopt.config import TrainConfig
 from sparseopt.engine import TIME_KEYS, load_checkpoint
 from sparseopt.optim.registry import list_optimizers
@@ -362,18 +362,31 @@ def test_unknown_config_key_is_a_usage_error(
     assert code == 2 and "learning_rate" in err and "valid keys" in err
 
 
-def _help(cmd: str) -> str:
+def _subparser(cmd: str) -> argparse.ArgumentParser:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[cmd].format_help()
+    return sub.choices[cmd]
 
 
-def test_every_config_field_is_a_flag_and_documented() -> None:
-    assert sorted(train_flag_dests()) == sorted(TrainConfig.field_names())
+def _help(cmd: str) -> str:
+    return _subparser(cmd).format_help()
+
+
+def test_every_config_field_is_a_flag_and_the_docs_table_is_the_parsers() -> None:
+    from sparseopt.cli._docs import generated_table
+    from sparseopt.cli.flags import flag_table
+
+    fields = set(TrainConfig.field_names())
+    for cmd, skipped in (("train", set()), ("compare", {"optimizer", "name"})):
+        parser = _subparser(cmd)
+        dests = {a.dest for a in parser._actions}
+        assert fields - skipped <= dests, f"fields without a `{cmd}` flag: {fields - dests}"
+        # every flag parses into its field: a file-less `train --FLAG value` sets it
+        assert parser.parse_args(["--lam", "0.5", "--tl1-a", "2"]).lam == 0.5
     docs = (ROOT / "docs" / "cli.md").read_text()
+    assert generated_table(docs) == flag_table(), "run: python -m sparseopt.cli._docs docs/cli.md"
     for cmd in ("train", "compare"):
-        code_help = _help(cmd)
-        for flag in set(re.findall(r"(--[a-z][a-z0-9-]+)", code_help)) - {"--help"}:
+        for flag in set(re.findall(r"(--[a-z][a-z0-9-]+)", _help(cmd))) - {"--help"}:
             assert flag in docs, f"{flag} of `sparseopt {cmd}` missing from docs/cli.md"
     for cmd in ("sparseopt train", "sparseopt compare", "sparseopt list"):
         assert cmd in docs
@@ -435,3 +448,12 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.startswith("sparseopt ")
     code, out, _ = run_main(capsys, "train", "--help")
     assert code == 0 and "--init-density" in out
+
+
+def test_grow_every_is_refused_with_rda(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_main(
+        capsys, "train", "-o", "rda", "--grow-every", "2", "--out", str(tmp_path / "r")
+    )
+    assert code == 2 and "grow_every" in err and "rda" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written

@@ -587,3 +587,26 @@ def test_train_leaves_global_rng_and_threads_as_it_found_them(tmp_path: Path) ->
     assert torch.equal(torch.get_rng_state(), before)
     assert np.array_equal(np.random.get_state()[1], np_before)  # noqa: NPY002
     assert torch.get_num_threads() == threads
+
+
+def test_resume_with_a_config_object_can_set_a_field_back_to_its_default(tmp_path: Path) -> None:
+    train(tiny(tmp_path, epochs=1, stall_epochs=0, eval_batch_size=7))
+    default = TrainConfig()
+    # stall_epochs and eval_batch_size at their defaults: the object's values, not the run's
+    with Trainer(tiny(tmp_path, epochs=2), resume=tmp_path) as trainer:
+        assert trainer.config.stall_epochs == default.stall_epochs == 3
+        assert trainer.config.eval_batch_size == default.eval_batch_size
+        assert trainer.config.epochs == 2
+    with pytest.raises(ConfigError, match="lr"):  # a field that may not change still may not
+        Trainer(tiny(tmp_path, epochs=2, lr=0.5), resume=tmp_path)
+
+
+def test_plateau_schedule_falls_back_to_the_training_loss(tmp_path: Path) -> None:
+    with Trainer(tiny(tmp_path, schedule="plateau", lr_patience=0, lr_gamma=0.5)) as trainer:
+        lr0 = trainer.optimizer.param_groups[0]["lr"]
+        no_eval = {"val_loss": None, "test_loss": None}
+        for loss in (1.0, 2.0, 3.0):  # no improvement after the first: the lr halves
+            trainer._step_scheduler({"train_loss": loss}, no_eval)
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr0 / 4)
+        trainer._step_scheduler({"train_loss": 9.0}, {"val_loss": None, "test_loss": 0.0})
+        assert trainer.scheduler.best == 0.0  # the test loss comes before the training loss

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import sparseopt as so
-from sparseopt.cli_tools import COMMANDS, register_path_command, register_prune_command
+from sparseopt.cli.tools import COMMANDS, register_path_command, register_prune_command
 from sparseopt.path import PathRecorder, SolutionPath, load_path
 
 
@@ -253,3 +253,17 @@ def test_engine_resume_keeps_the_path_and_runs_target_density(tmp_path: Path) ->
     path = load_path(run)
     assert path.epochs.tolist() == [0, 1, 2, 3, 4]
     assert all("val_acc" in p["metrics"] for p in path.points)
+
+
+def test_prune_rebuilds_a_teacher_nooverlap_run(tmp_path: Path) -> None:
+    """The model options the teacher data describes (patch size k) reach prune's model."""
+    from sparseopt.cli import main
+
+    run = tmp_path / "run"
+    train_args = ["train", "-d", "teacher", "-m", "nooverlap", "--data-option", "n_train=256"]
+    quick = ["--epochs", "1", "--limit-batches", "2", "--no-tensorboard", "--no-plots", "-q"]
+    assert main([*train_args, *quick, "--out", str(run)]) == 0
+    assert main(["prune", str(run), "--no-latency", "--no-export", "--json"]) == 0
+    report = json.loads((run / "pruned" / "report.json").read_text())
+    assert report["max_abs_diff"] <= 1e-5
+    assert report["test_mse_shrunk"] == pytest.approx(report["test_mse_masked"])

@@ -1,0 +1,600 @@
+"""``sparseopt compare``: several optimizers on the same task and seed.
+
+Each optimizer trains in ``OUT/<name>`` with the same settings (less the keywords it
+does not take, with a note); the runs' final numbers make ``comparison.md``/``.json``
+and ``pareto.png``. A finished run is reused and an interrupted one resumed when the
+same command runs again (or ``compare --resume OUT``, from ``compare-settings.json``).
+``--prune-baseline`` adds magnitude pruning of a dense run at each sparse method's
+weight density (:func:`_pruning_baselines`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sparseopt.cli._common import EXIT_OK, UsageError
+from sparseopt.cli.flags import add_train_flags, config_from
+from sparseopt.cli.flags import settings as given_settings
+from sparseopt.config import (
+    GROW_REFUSED,
+    HYPERPARAMETER_FIELDS,
+    PENALTY_FIELDS,
+    SPARSE_ONLY_FIELDS,
+    TrainConfig,
+    load_config_file,
+)
+
+__all__ = ["COMPARE_RECORD", "add_compare_arguments", "comparison_table", "run_compare"]
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", help="YAML/TOML/JSON config file (flags override it)"
+    )
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        metavar="NAME",
+        help="optimizers to compare (default: all of `sparseopt list optimizers`)",
+    )
+    parser.add_argument(
+        "--prune-baseline",
+        action="store_true",
+        help="add magnitude pruning of a dense run at each sparse method's own weight "
+        "density, fine-tuned with the mask fixed, in the same total epochs; the table "
+        "says whether each method beats it (yes / no / tie within two standard errors)",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        metavar="F",
+        help="with --prune-baseline: fine-tuning epochs of the pruned networks; the dense "
+        "run gets the other epochs (default: a fifth of --epochs, at least 1)",
+    )
+    parser.add_argument(
+        "--dense",
+        metavar="NAME",
+        default="sgd",
+        help="with --prune-baseline: the dense optimizer to prune (default: sgd)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="OUT",
+        help="continue the comparison recorded in OUT (compare-settings.json): finished "
+        "runs are reused, interrupted ones resumed from their checkpoints (re-running the "
+        "same command with --out OUT does the same)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace comparison.md/.json and pareto.png of an earlier comparison in --out "
+        "(default: an earlier one is kept and this one gets comparison-2.md...), and allow "
+        "an --out that is not a compare directory",
+    )
+    add_train_flags(parser, skip=("optimizer", "name"))
+
+
+def _per_optimizer(base: dict[str, Any], name: str) -> tuple[dict[str, Any], list[str]]:
+    """``base`` settings for optimizer ``name``, without keywords it does not take."""
+    from sparseopt.optim.registry import get_optimizer_info
+
+    info = get_optimizer_info(name)
+    accepted = info.accepted_keywords()
+    settings = dict(base, optimizer=info.name)
+    dropped = []
+    for key in HYPERPARAMETER_FIELDS:
+        if key in settings and settings[key] is not None and key not in accepted:
+            dropped.append(key)
+            del settings[key]
+    options = dict(settings.get("optimizer_options") or {})
+    for key in list(options):
+        if key not in accepted:
+            dropped.append(key)
+            del options[key]
+    if "optimizer_options" in settings:
+        settings["optimizer_options"] = options
+    if info.name in GROW_REFUSED and settings.get("grow_every") is not None:
+        dropped.append("grow_every")
+        del settings["grow_every"]
+    if not info.sparse:
+        for key in (*PENALTY_FIELDS, *SPARSE_ONLY_FIELDS):
+            if key in settings and settings[key] is not None:
+                dropped.append(key)
+                del settings[key]
+    return settings, dropped
+
+
+def _fmt_row(row: dict[str, Any], task: str, pruning: bool = False) -> list[str]:
+    status = row.get("status", "failed")
+    extra = [row.get("beats_pruning", "–")] if pruning else []
+    if row.get("density") is None:
+        return [row["optimizer"], status, "", "", "", "", "", f"{row.get('wall_time', 0):.1f}"]
+    if task == "classification":
+        perf = [
+            f"{100 * row['test_acc']:.2f}",
+            "-" if row.get("val_acc") is None else f"{100 * row['val_acc']:.2f}",
+        ]
+    else:
+        perf = [
+            f"{row['test_loss']:.4g}",
+            "-" if row.get("val_loss") is None else f"{row['val_loss']:.4g}",
+        ]
+    return [
+        row["optimizer"],
+        status,
+        *perf,
+        f"{100 * row['density']:.2f}",
+        f"{100 * row['weight_density']:.2f}",
+        f"{row['nonzero']:,} / {row['params']:,}",
+        *extra,
+        f"{row['wall_time']:.1f}",
+    ]
+
+
+def comparison_table(rows: Sequence[dict[str, Any]], task: str = "classification") -> str:
+    """A Markdown table of compared runs (one row per optimizer, then pruning baselines).
+
+    ``status`` is ``ok``, ``stalled`` or ``collapsed`` (:mod:`sparseopt.health`: the
+    numbers of such a run are shown but it failed), ``diverged`` or ``error``.
+    """
+    pruning = any("beats_pruning" in r for r in rows)
+    head = ["optimizer", "status"]
+    if task == "classification":
+        head += ["test acc (%)", "val acc (%)"]
+    else:
+        head += ["test loss", "val loss"]
+    head += ["density (%)", "weight density (%)", "nonzero / params"]
+    head += ["beats pruning?"] if pruning else []
+    head += ["wall time (s)"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt_row(row, task, pruning)) + " |")
+    return "\n".join(lines)
+
+
+def _row(
+    name: str,
+    run_dir: Any,
+    m: dict[str, Any],
+    *,
+    status: str,
+    reason: str,
+    wall_time: float,
+    lr: Any,
+    test_size: Any,
+) -> dict[str, Any]:
+    """One comparison row: a run's final metrics and how it ended."""
+    return {
+        "optimizer": name,
+        "run_dir": str(run_dir),
+        "status": status,
+        "reason": reason,
+        "test_acc": m.get("test_acc"),
+        "val_acc": m.get("val_acc"),
+        "test_loss": m.get("test_loss"),
+        "val_loss": m.get("val_loss"),
+        "density": m["density"],
+        "weight_density": m["weight_density"],
+        "nonzero": m["nonzero"],
+        "params": m["params"],
+        "epochs": m["epoch"],
+        "wall_time": wall_time,
+        "lr": lr,
+        "lam": m.get("lam"),
+        "test_size": test_size,
+    }
+
+
+def _result_row(name: str, result: Any) -> dict[str, Any]:
+    """One comparison row from a :class:`~sparseopt.engine.TrainResult`."""
+    return _row(
+        name,
+        result.run_dir,
+        result.metrics,
+        status=result.status,
+        reason=result.health.get("reason", ""),
+        wall_time=result.wall_time,
+        lr=result.config.lr,
+        test_size=result.sizes.get("test"),
+    )
+
+
+#: The invocation record of a compare directory (what ``compare --resume OUT`` re-runs).
+COMPARE_RECORD = "compare-settings.json"
+#: Settings that may differ between a compare run and its re-run (presentation, epochs).
+_RERUN_FREE = frozenset(
+    {
+        "epochs", "quiet", "plots", "tensorboard", "device", "threads", "eval_batch_size",
+        "keep_checkpoints", "stall_epochs", "out", "name",
+    }
+)  # fmt: skip
+
+
+def _summary_row(name: str, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """One comparison row from a finished run's ``summary.json`` (as :func:`_result_row`)."""
+    return _row(
+        name,
+        run_dir,
+        summary["metrics"],
+        status=summary.get("status", "ok"),
+        reason=summary.get("reason", ""),
+        wall_time=summary.get("wall_time", 0.0),
+        lr=(summary.get("config") or {}).get("lr"),
+        test_size=(summary.get("sizes") or {}).get("test"),
+    )
+
+
+def _comparable(config: TrainConfig) -> dict[str, Any]:
+    try:
+        data = config.resolve().to_dict()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return {k: v for k, v in data.items() if k not in _RERUN_FREE}
+
+
+def _run_state(config: TrainConfig) -> tuple[str, dict[str, Any] | None]:
+    """``new``, ``resume`` or ``done`` (with its summary) for the run ``config.out``.
+
+    A run directory that exists must hold a run of the same settings (only
+    :data:`_RERUN_FREE` ones may differ); otherwise this is a usage error and nothing
+    is touched.
+    """
+    run_dir = Path(str(config.out))
+    if not (run_dir / "checkpoint.pt").is_file() or not (run_dir / "config.yaml").is_file():
+        return "new", None
+    try:
+        saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"))
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise UsageError(f"cannot reuse {run_dir}: {err}") from None
+    old, now = _comparable(saved), _comparable(config)
+    diff = [k for k in now if old.get(k) != now[k]]
+    if diff:
+        shown = ", ".join(f"{k} {old.get(k)!r} there, {now[k]!r} now" for k in diff[:3])
+        raise UsageError(
+            f"{run_dir} holds a run with other settings ({shown}); re-run with the settings "
+            "of that comparison, or choose another --out"
+        )
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        if int(summary["metrics"]["epoch"]) == int(config.epochs):
+            return "done", summary
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return "resume", None
+
+
+def _train_or_reuse(
+    config: TrainConfig, state: str, *, overwrite: bool = False, callbacks: Sequence[Any] = ()
+) -> Any:
+    """Train ``config`` afresh or resume it from its checkpoint (``state`` of :func:`_run_state`)."""
+    from sparseopt.engine import train
+
+    if state == "resume":
+        return train({"epochs": config.epochs}, resume=config.out, callbacks=callbacks, echo=False)
+    return train(config, callbacks=callbacks, echo=False, overwrite=overwrite)
+
+
+def _pruning_baselines(
+    base: dict[str, Any], rows: list[dict[str, Any]], out: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Dense run, then magnitude pruning to each sparse row's weight density + fine-tuning.
+
+    The dense optimizer (``--dense``) trains ``epochs - F`` epochs with its recipe;
+    each pruned network is fine-tuned ``F`` epochs with the mask fixed at a tenth of
+    that learning rate (cosine), so it has the same total epochs as the sparse runs.
+    Sets ``beats_pruning`` on every sparse row that has an accuracy. Like the
+    optimizers' runs, the runs under ``OUT/pruning-*`` are reused when finished and
+    resumed when interrupted.
+    """
+    from sparseopt.baselines import FixedMask, magnitude_masks, verdict
+    from sparseopt.engine import NonFiniteLossError, Trainer
+
+    epochs = int(base.get("epochs") or TrainConfig().epochs)
+    ft = args.finetune_epochs if args.finetune_epochs is not None else max(1, epochs // 5)
+    if not 0 < ft < epochs:
+        raise UsageError(
+            f"Invalid --finetune-epochs value: {ft}; expected 1 to {epochs - 1} (--epochs {epochs})"
+        )
+    dense_settings, _ = _per_optimizer(base, args.dense)
+    dense_settings.update(epochs=epochs - ft, out=str(out / f"pruning-{args.dense}-dense"))
+    dense_config = config_from(dense_settings)
+    state_name, _ = _run_state(dense_config)
+    try:
+        if state_name == "done":  # the finished dense network, from its checkpoint
+            with Trainer(None, resume=dense_config.out, install_signal_handlers=False) as t:
+                dense_model, dense_lr = t.model, float(t.config.lr or 0.0)
+        else:
+            dense = _train_or_reuse(dense_config, state_name, overwrite=args.overwrite)
+            dense_model, dense_lr = dense.model, float(dense.config.lr or 0.0)
+    except NonFiniteLossError:
+        print(f"pruning baseline: the dense {args.dense} run diverged; no baseline", flush=True)
+        return []
+    state = {k: v.detach().clone() for k, v in dense_model.state_dict().items()}
+    lr = dense_lr / 10
+    added = []
+    for row in list(rows):
+        wd = row.get("weight_density")
+        # a failed run has no verdict: its (dead) network is not what pruning must beat
+        if row.get("status") != "ok" or wd is None or not 0.0 < wd < 0.999:
+            continue
+        if row["optimizer"] in ("sgd", "adam") or row.get("test_acc") is None:
+            continue
+        masks = magnitude_masks(dense_model, wd)
+        settings = dict(dense_settings)
+        settings.update(
+            epochs=ft,
+            lr=lr,
+            schedule="cosine",
+            init_density=1.0,
+            out=str(out / f"pruning-{row['optimizer']}"),
+            stall_epochs=0,
+        )
+        name = f"pruning @ {row['optimizer']}"
+        config = config_from(settings)
+        run_state, summary = _run_state(config)
+        if run_state == "done":
+            assert summary is not None
+            pruned = _summary_row(name, Path(str(config.out)), summary)
+        else:
+            try:
+                res = _train_or_reuse(
+                    config, run_state, overwrite=args.overwrite, callbacks=[FixedMask(state, masks)]
+                )
+            except NonFiniteLossError:
+                added.append({"optimizer": name, "status": "diverged", "baseline": True})
+                continue
+            pruned = _result_row(name, res)
+        pruned["epochs"] = epochs
+        pruned["baseline"] = True
+        added.append(pruned)
+        n = row.get("test_size") or pruned.get("test_size") or 0
+        row["beats_pruning"] = verdict(row["test_acc"], pruned["test_acc"], n) if n else "–"
+        print(
+            f"{name}: test acc {100 * pruned['test_acc']:.2f}% at weight density "
+            f"{100 * pruned['weight_density']:.2f}% → beats pruning? {row['beats_pruning']}",
+            flush=True,
+        )
+    return added
+
+
+#: Compare flags kept in :data:`COMPARE_RECORD` (besides the train settings).
+_COMPARE_FLAGS = ("prune_baseline", "finetune_epochs", "dense")
+
+
+def _compare_invocation(args: argparse.Namespace) -> tuple[dict[str, Any], list[str], Path]:
+    """(train settings, optimizer names, OUT) of this call; with ``--resume OUT`` the
+    ones recorded in ``OUT/compare-settings.json``."""
+    from sparseopt.optim.registry import get_optimizer_info, list_optimizers
+
+    if args.resume:
+        out = Path(args.resume)
+        given = sorted(
+            k for k in given_settings(args, skip=("optimizer", "name")) if k not in ("quiet",)
+        )
+        if args.optimizers or args.config or given or args.prune_baseline:
+            extra = ", ".join(["--optimizers"] * bool(args.optimizers) + given)
+            raise UsageError(
+                f"--resume {out} continues the recorded comparison; other settings "
+                f"({extra or '--config/--prune-baseline'}) cannot be given with it"
+            )
+        try:
+            record = json.loads((out / COMPARE_RECORD).read_text(encoding="utf-8"))
+            base, names = dict(record["settings"]), list(record["optimizers"])
+        except FileNotFoundError:
+            raise UsageError(
+                f"cannot resume {out}: no {COMPARE_RECORD} there (is it an --out of "
+                "sparseopt compare? earlier versions did not record it: re-run the same "
+                "compare command with --out instead)"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UsageError(f"cannot resume {out}: unreadable {COMPARE_RECORD}: {err}") from None
+        for key in _COMPARE_FLAGS:
+            if key in record:
+                setattr(args, key, record[key])
+        if hasattr(args, "quiet"):
+            base["quiet"] = args.quiet
+        return base, names, out
+    base = given_settings(args, skip=("optimizer", "name"))
+    names = args.optimizers or list_optimizers()
+    try:
+        names = [get_optimizer_info(n).name for n in names]
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if len(set(names)) != len(names):
+        raise UsageError(f"optimizers listed twice: {names}")
+    out = Path(base.pop("out", None) or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}")
+    return base, names, out
+
+
+def _claim_compare_dir(out: Path, overwrite: bool) -> None:
+    """A compare writes into a new (or empty) directory or one of its own (with a record)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"cannot use --out {out}: it is a file, not a directory")
+    if not out.is_dir() or (out / COMPARE_RECORD).is_file():
+        return
+    present = sorted(p.name for p in out.iterdir())
+    if present and not overwrite:
+        shown = ", ".join(present[:5]) + (", …" if len(present) > 5 else "")
+        raise UsageError(
+            f"--out {out} exists and is not a compare directory (it holds {shown}); choose "
+            "a new --out, or pass --overwrite to compare into it (other files are left alone)"
+        )
+
+
+def _derived_names(out: Path, overwrite: bool) -> tuple[list[Path], bool]:
+    """Paths of comparison.md/.json and pareto.png: the plain names when free (or with
+    ``--overwrite``), else the first free ``-k`` set; and whether an earlier set is kept."""
+    plain = [out / "comparison.md", out / "comparison.json", out / "pareto.png"]
+    if overwrite or not any(p.exists() for p in plain):
+        return plain, False
+    k = 2
+    while True:
+        paths = [p.with_name(f"{p.stem}-{k}{p.suffix}") for p in plain]
+        if not any(p.exists() for p in paths):
+            return paths, True
+        k += 1
+
+
+def _check_dense(name: str) -> None:
+    """``--dense`` must name a dense optimizer (checked before any run starts)."""
+    from sparseopt.optim.registry import get_optimizer_info, list_optimizers
+
+    try:
+        info = get_optimizer_info(name)
+    except ValueError as err:
+        raise UsageError(f"Invalid --dense value: {err}") from None
+    if info.sparse:
+        dense = [n for n in list_optimizers() if not get_optimizer_info(n).sparse]
+        raise UsageError(
+            f"Invalid --dense value: {name!r} is a sparse optimizer; the pruning baseline "
+            f"prunes a dense network: use one of {', '.join(dense)}"
+        )
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from sparseopt.engine import NonFiniteLossError, TrainingInterrupted
+    from sparseopt.logging_utils import atomic_write_text
+
+    base, names, out = _compare_invocation(args)
+    if args.prune_baseline:
+        _check_dense(args.dense)
+    _claim_compare_dir(out, args.overwrite)
+    configs = []
+    for name in names:
+        settings, dropped = _per_optimizer(base, name)
+        settings["out"] = str(out / name)
+        config = config_from(settings)
+        configs.append((name, config, dropped, _run_state(config)))  # checks before any write
+    quiet = bool(base.get("quiet", False))
+    rows: list[dict[str, Any]] = []
+    task = "classification"
+    reused = [name for name, _, _, (state, _) in configs if state != "new"]
+    print(
+        f"sparseopt compare: {len(names)} optimizers on {configs[0][1].dataset} → {out}"
+        + (f" (reusing the runs of {', '.join(reused)})" if reused else ""),
+        flush=True,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "format": 1,
+        "optimizers": names,
+        "settings": base,
+        **{k: getattr(args, k) for k in _COMPARE_FLAGS},
+    }
+    atomic_write_text(out / COMPARE_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+    for i, (name, config, dropped, (state, summary)) in enumerate(configs, start=1):
+        if dropped and not quiet:
+            print(f"note: {name} takes no {', '.join(dropped)}; ignored for it", flush=True)
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"optimizer": name, "run_dir": config.out}
+        if state == "done":
+            assert summary is not None
+            row = _summary_row(name, Path(str(config.out)), summary)
+            task = "classification" if row.get("test_acc") is not None else "regression"
+            rows.append(row)
+            print(f"[{i}/{len(configs)}] {name}: finished earlier, reused", flush=True)
+            continue
+        try:
+            result = _train_or_reuse(config, state, overwrite=args.overwrite)
+        except NonFiniteLossError as err:
+            row.update(status="diverged", wall_time=time.perf_counter() - t0, error=str(err))
+            print(f"[{i}/{len(configs)}] {name}: diverged (NaN/Inf loss)", flush=True)
+            rows.append(row)
+            continue
+        except TrainingInterrupted as err:
+            raise TrainingInterrupted(
+                f"interrupted by {signal.Signals(err.signum).name} in the {name} run; its checkpoint and the "
+                f"finished runs are kept. Resume the comparison with: sparseopt compare "
+                f"--resume {out}",
+                signum=err.signum,
+                run_dir=out,
+            ) from None
+        m = result.metrics
+        task = "classification" if m.get("test_acc") is not None else "regression"
+        row = _result_row(name, result)
+        rows.append(row)
+        perf = (
+            f"test acc {100 * m['test_acc']:.2f}%"
+            if task == "classification"
+            else f"test loss {m['test_loss']:.4g}"
+        )
+        failed = "" if result.status == "ok" else f" — {result.status.upper()}: {row['reason']}"
+        print(
+            f"[{i}/{len(configs)}] {name}: {perf}, density {100 * m['density']:.2f}%, "
+            f"{result.wall_time:.1f}s{failed}",
+            flush=True,
+        )
+    if args.prune_baseline and task == "classification":
+        try:
+            rows += _pruning_baselines(base, rows, out, args)
+        except TrainingInterrupted as err:
+            raise TrainingInterrupted(
+                f"interrupted by {signal.Signals(err.signum).name} in a pruning baseline; its checkpoint and "
+                f"the finished runs are kept. Resume the comparison with: sparseopt compare "
+                f"--resume {out}",
+                signum=err.signum,
+                run_dir=out,
+            ) from None
+    table = comparison_table(rows, task)
+    text_json = json.dumps(rows, indent=2) + "\n"
+    md, js = out / "comparison.md", out / "comparison.json"
+    unchanged = (
+        not args.overwrite
+        and js.is_file()
+        and md.is_file()
+        and js.read_text(encoding="utf-8") == text_json
+        and md.read_text(encoding="utf-8") == table + "\n"
+    )
+    if unchanged:
+        written = "unchanged (the same rows as before)"
+    else:
+        paths, kept = _derived_names(out, args.overwrite)
+        md, js, png = paths
+        atomic_write_text(md, table + "\n")
+        atomic_write_text(js, text_json)
+        written = f"{md}, {js}"
+        ok = [r for r in rows if r.get("status") == "ok"]
+        if ok:
+            try:
+                from sparseopt.plots import plot_pareto
+
+                y = "test_acc" if task == "classification" else "test_loss"
+                plot_pareto(
+                    ok,
+                    png,
+                    y=y,
+                    title=f"{configs[0][1].dataset}: {y.replace('_', ' ')} vs density",
+                )
+                written += f", {png}"
+            except ImportError:  # pragma: no cover - matplotlib missing
+                print("note: pareto.png skipped (matplotlib is not installed)")
+        if kept:
+            print(
+                f"sparseopt compare: note: the earlier comparison in {out} is kept; this one "
+                f"is {md.name}, {js.name}, {png.name} (--overwrite replaces comparison.md)",
+                file=sys.stderr,
+                flush=True,
+            )
+    print()
+    print(table)
+    print(f"\nwritten: {written}")
+    failed = [
+        r["optimizer"] for r in rows if r.get("status") in ("stalled", "collapsed", "diverged")
+    ]
+    if failed:
+        from sparseopt.health import EXIT_FAILED
+
+        print(f"sparseopt: error: failed runs: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,200 @@
+"""The ``train``/``compare`` flags, generated from :class:`~sparseopt.config.TrainConfig`.
+
+Every field of the config is one flag; its ``metadata`` (see the config module) gives
+the help text, the group of ``--help``, the metavar, the flag names (first the main
+one, then aliases), the choices and the default as printed. The argparse type follows
+the field's annotation: ``int``/``float``/``str``; ``bool`` is ``--x/--no-x`` (or a
+plain switch with ``action="store_true"``); a ``dict`` is a repeatable ``KEY=VALUE``
+flag; a ``list`` takes ``nargs`` values. The same list feeds the config-file loader
+(:func:`settings`) and the flag table of docs/cli.md (:func:`flag_table`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sparseopt.cli._common import KeyValue, UsageError
+from sparseopt.config import TrainConfig, load_config_file
+
+__all__ = [
+    "FlagSpec",
+    "add_train_flags",
+    "flag_specs",
+    "flag_table",
+    "settings",
+    "train_flag_dests",
+]
+
+#: The groups of ``--help``, in order.
+GROUPS = ("data", "model", "optimizer", "training", "structure", "output")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlagSpec:
+    """One config field as a flag: ``flags`` (names), argparse ``kwargs``, its group,
+    and the ``shown`` default."""
+
+    dest: str
+    flags: tuple[str, ...]
+    group: str
+    kwargs: dict[str, Any]
+    shown: str
+
+
+def _placeholders() -> dict[str, Any]:
+    """Values of ``{datasets}``, ``{models}``, ``{optimizers}`` and ``{recipe[KEY]}``."""
+
+    def names(kind: str) -> str:
+        try:
+            if kind == "datasets":
+                from sparseopt.data import list_datasets
+
+                return ", ".join(list_datasets())
+            if kind == "models":
+                from sparseopt.models import list_models
+
+                return ", ".join(list_models())
+            from sparseopt.optim.registry import list_optimizers
+
+            return ", ".join(list_optimizers())
+        except Exception:  # a half-installed package must not break --help
+            return "see `sparseopt list`"
+
+    class Recipe(dict):  # type: ignore[type-arg]
+        """``recipe[key]``: ``value for names; ...`` across the registry's training defaults."""
+
+        def __missing__(self, key: str) -> str:
+            from sparseopt.optim.registry import OPTIMIZERS
+
+            by: dict[str, list[str]] = {}
+            for name, info in OPTIMIZERS.items():
+                by.setdefault(f"{info.training.get(key)}", []).append(name)
+            return "; ".join(f"{v} for {'/'.join(n)}" for v, n in by.items())
+
+    return {k: names(k) for k in ("datasets", "models", "optimizers")} | {"recipe": Recipe()}
+
+
+def _kind(annotation: str) -> str:
+    text = str(annotation)
+    for kind in ("dict", "list[int]", "list[float]", "bool", "int", "float"):
+        if kind in text:
+            return kind
+    return "str"
+
+
+def flag_specs() -> Iterator[FlagSpec]:
+    """Every :class:`TrainConfig` field as a :class:`FlagSpec`, in declaration order."""
+    values = _placeholders()
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        flags = tuple(meta.get("flags") or ()) or (f"--{f.name.replace('_', '-')}",)
+        kwargs: dict[str, Any] = {"dest": f.name, "help": str(meta["help"]).format_map(values)}
+        kind = _kind(str(f.type))
+        if meta.get("action") == "store_true":
+            kwargs["action"] = "store_true"
+        elif kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif kind == "dict":
+            kwargs["action"] = KeyValue
+        else:
+            if kind in ("int", "float", "list[int]", "list[float]"):
+                kwargs["type"] = int if "int" in kind else float
+            if meta.get("nargs") is not None:
+                kwargs["nargs"] = meta["nargs"]
+        for key in ("metavar", "choices"):
+            if meta.get(key) is not None:
+                kwargs[key] = meta[key]
+        shown = meta.get("shown")
+        if shown is None:
+            value = getattr(defaults, f.name)
+            shown = "" if value in (None, [], {}) else str(value).lower()
+            if kind == "bool" and meta.get("action") != "store_true":
+                shown = {"true": "yes", "false": "no"}.get(shown, shown)
+            elif meta.get("action") == "store_true":
+                shown = ""
+        yield FlagSpec(f.name, flags, str(meta["group"]), kwargs, str(shown).format_map(values))
+
+
+def add_train_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    """Add a flag per config field (less ``skip``), grouped as in :data:`GROUPS`.
+
+    Every flag defaults to "not given" (absent from the namespace), so a config file's
+    value stands unless the flag is on the command line.
+    """
+    specs = [s for s in flag_specs() if s.dest not in skip]
+    for title in GROUPS:
+        group = parser.add_argument_group(title)
+        for spec in (s for s in specs if s.group == title):
+            kw = dict(spec.kwargs, default=argparse.SUPPRESS)
+            help_text = kw["help"] + (f" (default: {spec.shown})" if spec.shown else "")
+            kw["help"] = help_text.replace("%", "%%")
+            group.add_argument(*spec.flags, **kw)
+
+
+def train_flag_dests() -> list[str]:
+    """Config fields that have a ``sparseopt train`` flag (all of them, by construction)."""
+    return [s.dest for s in flag_specs()]
+
+
+def settings(args: argparse.Namespace, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """Config-file settings (``args.config``) overridden by the flags given.
+
+    Raises:
+        UsageError: the config file cannot be read.
+    """
+    out: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        try:
+            out = load_config_file(args.config)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(str(err)) from None
+    for dest in train_flag_dests():
+        if dest in skip or not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        if dest.endswith("_options") and isinstance(out.get(dest), dict):
+            value = {**out[dest], **value}
+        out[dest] = value
+    return out
+
+
+def config_from(values: dict[str, Any]) -> TrainConfig:
+    """:meth:`TrainConfig.from_dict`, its errors as :class:`UsageError`."""
+    try:
+        return TrainConfig.from_dict(values)
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+
+
+def _flag_cell(spec: FlagSpec) -> str:
+    metavar = spec.kwargs.get("metavar")
+    if isinstance(metavar, tuple):
+        metavar = " ".join(metavar)
+    if spec.kwargs.get("nargs") == "+":
+        metavar = f"{metavar} ..."
+    main, aliases = spec.flags[0], spec.flags[1:]
+    action = spec.kwargs.get("action")
+    if action is argparse.BooleanOptionalAction:
+        text = f"`{main}`, `--no-{main[2:]}`"
+    elif action in ("store_true",):
+        text = f"`{main}`"
+    else:
+        text = f"`{main} {metavar or spec.dest.upper()}`"
+    return text + "".join(f", `{a}`" for a in aliases)
+
+
+def flag_table(skip: Sequence[str] = ()) -> str:
+    """The Markdown table of the config flags (docs/cli.md holds it verbatim)."""
+    lines = ["| flag | default | meaning |", "|---|---|---|"]
+    specs = [s for s in flag_specs() if s.dest not in skip]
+    for title in GROUPS:
+        lines.append(f"| **{title}** | | |")
+        for spec in (s for s in specs if s.group == title):
+            help_text = spec.kwargs["help"].replace("|", "\\|")
+            shown = f"`{spec.shown}`" if spec.shown else ""
+            lines.append(f"| {_flag_cell(spec)} | {shown} | {help_text} |")
+    return "\n".join(lines)

@@ -1,0 +1,549 @@
+"""Training configuration: the :class:`TrainConfig` dataclass and its file format.
+
+One :class:`TrainConfig` describes one training run completely: data, model, optimizer
+and its hyperparameters, sparse initialisation, schedule, budget, seed, device and
+output. It holds only plain data (strings, numbers, booleans, lists and dicts of those),
+so it round-trips through ``dict``, YAML, TOML and JSON:
+
+    >>> cfg = TrainConfig(optimizer="adabreg", epochs=3)
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+
+Every field is also a ``sparseopt train`` flag (``lam`` is ``--lam``, ``batch_size``
+is ``--batch-size``...), and a config file (``--config FILE``) uses the field names as
+keys (``-`` and ``_`` are interchangeable); flags given on the command line override
+the file.
+
+Fields left at ``None`` are filled by :meth:`TrainConfig.resolve` from the optimizer's
+recipe in the registry (:mod:`sparseopt.optim.registry`, the one source of every
+default: hyperparameters, λ per penalty, sparse-start density, schedule); the resolved
+values are what a run directory's ``config.yaml`` records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from sparseopt.config.checks import SCHEDULES, validate
+from sparseopt.config.files import load_config_file, save_config_file
+
+__all__ = [
+    "GROW_REFUSED",
+    "HYPERPARAMETER_FIELDS",
+    "PENALTY_FIELDS",
+    "RESUME_OVERRIDABLE",
+    "SCHEDULES",
+    "SPARSE_ONLY_FIELDS",
+    "TrainConfig",
+    "load_config_file",
+    "save_config_file",
+]
+
+
+def _penalty_fields() -> tuple[str, ...]:
+    """Fields routed to :func:`sparseopt.groups.param_groups` (per-layer penalties): the
+    registry's param-group keywords, less ``exclude`` (not a config field). Read from the
+    registry when first needed, so importing this module does not import the optimizers."""
+    from sparseopt.optim.registry import PARAM_GROUP_KEYS
+
+    return tuple(k for k in PARAM_GROUP_KEYS if k != "exclude")
+
+
+def __getattr__(name: str) -> Any:
+    """``PENALTY_FIELDS`` (:func:`_penalty_fields`), computed on first access."""
+    if name == "PENALTY_FIELDS":
+        return _penalty_fields()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: Optimizer hyperparameters passed to the optimizer when set (``None``: its default).
+HYPERPARAMETER_FIELDS = (
+    "lr",
+    "delta",
+    "momentum",
+    "betas",
+    "eps",
+    "kappa",
+    "nu",
+    "beta",
+    "gamma",
+    "weight_decay",
+    "nesterov",
+)
+
+#: Structure settings that need a sparse optimizer (``None``: off). A dense optimizer
+#: (``sgd``, ``adam``) has no λ to control and no support whose saturation means anything.
+SPARSE_ONLY_FIELDS = ("target_density", "grow_every")
+
+#: Fields a resumed run may change (everything else must match the saved config).
+RESUME_OVERRIDABLE = frozenset(
+    {
+        "epochs",
+        "quiet",
+        "plots",
+        "device",
+        "threads",
+        "tensorboard",
+        "eval_batch_size",
+        "keep_checkpoints",
+        "stall_epochs",
+    }
+)
+
+
+#: Optimizers with which ``grow_every`` is refused, and why (prune/grow.py: a widened
+#: layer's new entries get zero-padded state; RDA's prox centre w₀ = 0 and zero gradient
+#: average then cut the new incoming weights to zero at the next step).
+GROW_REFUSED = {
+    "rda": "RDA sets the new weights back to zero at the next step (its prox centre and "
+    "gradient average start at zero for them), so widening is of no use"
+}
+
+
+def _key(name: str) -> str:
+    return str(name).replace("-", "_")
+
+
+def _meta(
+    group: str,
+    help: str,
+    *,
+    flags: tuple[str, ...] = (),
+    metavar: str | tuple[str, ...] | None = None,
+    choices: tuple[str, ...] | None = None,
+    shown: str | None = None,
+    nargs: int | str | None = None,
+    action: str | None = None,
+) -> dict[str, Any]:
+    """The metadata of a field: its command-line flag (see :class:`TrainConfig`).
+
+    ``shown`` is the default as the help prints it (else the default value itself, if
+    not None).
+    """
+    return {
+        "help": help,
+        "group": group,
+        "flags": flags,
+        "metavar": metavar,
+        "choices": choices,
+        "shown": shown,
+        "nargs": nargs,
+        "action": action,
+    }
+
+
+def _opt(default: Any, group: str, help: str, **flag: Any) -> Any:
+    """A field with an immutable default and the flag metadata :func:`_meta`."""
+    return field(default=default, metadata=_meta(group, help, **flag))
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; plain data, round-trips to dict / YAML.
+
+    The defaults are the main job: an AdaBreg-trained MLP on the scikit-learn digits,
+    started from a 1 %-dense network (about 20 s on two CPU cores, ≥ 95 % test
+    accuracy, well under 25 % of the weights nonzero).
+
+    Every field documents itself in its ``metadata`` (``help``, the ``group`` of the
+    ``sparseopt train`` flag, ``metavar``, ``flags``, ``choices``, ``shown`` default): the
+    command line, ``--help`` and docs/cli.md's flag table are generated from it
+    (:mod:`sparseopt.cli.flags`). Fields left at ``None`` are filled by :meth:`resolve`.
+    """
+
+    # -- data
+    dataset: str = _opt(
+        "digits", "data", "dataset: {datasets}", flags=("--dataset", "-d"), metavar="NAME"
+    )
+    data_dir: str | None = _opt(
+        None,
+        "data",
+        "where MNIST / Fashion-MNIST / CIFAR-10 files are",
+        metavar="DIR",
+        shown="$SPARSEOPT_DATA, ~/.cache/sparseopt",
+    )
+    val_fraction: float = _opt(
+        0.1, "data", "fraction of the training data held out for validation", metavar="F"
+    )
+    dataset_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_meta(
+            "data",
+            "dataset loader option, repeatable: limit_train=5000, n_train=… (curves, teacher, "
+            "words), r=…/k=… (teacher), test_fonts=STIX (words)",
+            flags=("--data-option",),
+            metavar="KEY=VALUE",
+        ),
+    )
+    augment: bool = _opt(
+        False, "data", "random crop (padding 4) + horizontal flip of training images (CIFAR)"
+    )
+    # -- model
+    model: str = _opt(
+        "mlp", "model", "architecture: {models}", flags=("--model", "-m"), metavar="NAME"
+    )
+    model_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_meta(
+            "model",
+            "architecture option, repeatable (hidden=[128,64], widths=[32,64,128,256]); "
+            "nooverlap takes k/r from the teacher data",
+            flags=("--model-option",),
+            metavar="KEY=VALUE",
+        ),
+    )
+    init_density: float | None = _opt(
+        None,
+        "model",
+        "density of the sparse initialisation (Bungert et al. §4.1) in (0, 1]; 1 keeps the "
+        "architecture's dense initialisation",
+        metavar="R",
+        shown="per optimizer: {recipe[init_density]}",
+    )
+    init_groups: str | None = _opt(
+        None,
+        "model",
+        "draw the sparse-init mask per group (filter, channel, kernel)",
+        metavar="G",
+        shown="elementwise",
+    )
+    init_distribution: str = _opt(
+        "uniform",
+        "model",
+        "layer densities of the sparse start: uniform, or erk (Erdős–Rényi-kernel, overall "
+        "density R; small layers denser)",
+        choices=("uniform", "erk"),
+        metavar="D",
+    )
+    init_floor: bool = _opt(
+        True,
+        "model",
+        "every output unit and input channel of every layer keeps a nonzero weight at the "
+        "sparse start",
+    )
+    # -- optimizer
+    optimizer: str = _opt(
+        "adabreg",
+        "optimizer",
+        "optimizer: {optimizers}",
+        flags=("--optimizer", "-o"),
+        metavar="NAME",
+    )
+    lr: float | None = _opt(None, "optimizer", "learning rate", metavar="LR", shown="per optimizer")
+    penalty: str | None = _opt(
+        None,
+        "optimizer",
+        "penalty of every Conv/Linear weight (biases and norms are never penalised): l1, l0, "
+        "tl1, group_l1, group_l0, none",
+        metavar="P",
+        shown="l1 (sparse methods)",
+    )
+    lam: float | None = _opt(
+        None,
+        "optimizer",
+        "penalty weight λ of every weight (docs/recipes.md)",
+        metavar="λ",
+        shown="per optimizer and penalty",
+    )
+    groups: str | None = _opt(
+        None,
+        "optimizer",
+        "grouping of group penalties: filter (output channel / neuron), channel (input), "
+        "kernel; row/column for Linear",
+        metavar="G",
+        shown="filter for group penalties",
+    )
+    conv_penalty: str | None = _opt(None, "optimizer", "penalty of Conv weights only", metavar="P")
+    conv_groups: str | None = _opt(None, "optimizer", "grouping of Conv weights", metavar="G")
+    conv_lam: float | None = _opt(None, "optimizer", "λ of Conv weights", metavar="λ")
+    linear_penalty: str | None = _opt(
+        None, "optimizer", "penalty of Linear weights only", metavar="P"
+    )
+    linear_groups: str | None = _opt(None, "optimizer", "grouping of Linear weights", metavar="G")
+    linear_lam: float | None = _opt(None, "optimizer", "λ of Linear weights", metavar="λ")
+    a: float | None = _opt(
+        None,
+        "optimizer",
+        "shape parameter a of the transformed-ℓ1 penalty tl1",
+        flags=("--tl1-a", "--a"),
+        metavar="A",
+        shown="1",
+    )
+    group_weight: str | None = _opt(
+        None,
+        "optimizer",
+        "weight of a group in group penalties: sqrt (of the group size) or one",
+        metavar="W",
+        shown="sqrt",
+    )
+    delta: float | None = _opt(None, "optimizer", "elastic-net δ of linbreg, adabreg")
+    momentum: float | None = _opt(
+        None, "optimizer", "momentum (linbreg, splitlbi, rvsm, proxsgd, sgd)"
+    )
+    betas: list[float] | None = field(
+        default=None,
+        metadata=_meta("optimizer", "Adam betas (adabreg, adam)", nargs=2, metavar=("B1", "B2")),
+    )
+    eps: float | None = _opt(None, "optimizer", "ε of adabreg, adam, rda (adaptive)")
+    kappa: float | None = _opt(None, "optimizer", "κ of splitlbi")
+    nu: float | None = _opt(None, "optimizer", "ν of splitlbi")
+    beta: float | None = _opt(None, "optimizer", "coupling β of rvsm")
+    gamma: float | None = _opt(None, "optimizer", "γ of rda")
+    weight_decay: float | None = _opt(
+        None, "optimizer", "weight decay (splitlbi, rvsm, proxsgd, sgd, adam)"
+    )
+    nesterov: bool | None = _opt(
+        None, "optimizer", "Nesterov momentum (splitlbi, rvsm, proxsgd, sgd)"
+    )
+    optimizer_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_meta(
+            "optimizer",
+            "any other keyword of the optimizer, repeatable: adaptive=true (rda), deploy=gamma "
+            "(splitlbi), dampening=0.5",
+            flags=("--optimizer-option",),
+            metavar="KEY=VALUE",
+        ),
+    )
+    # -- training
+    epochs: int = _opt(30, "training", "epochs", flags=("--epochs", "-e"), metavar="N")
+    batch_size: int = _opt(
+        64,
+        "training",
+        "global batch size (split across processes under torchrun)",
+        flags=("--batch-size", "-b"),
+        metavar="N",
+    )
+    eval_batch_size: int = _opt(1024, "training", "evaluation batch size", metavar="N")
+    limit_batches: int | None = _opt(
+        None, "training", "at most N batches per epoch (quick trials, tests)", metavar="N"
+    )
+    schedule: str | None = _opt(
+        None,
+        "training",
+        "learning-rate schedule stepped per epoch: none, cosine (to 0 at the last epoch), "
+        "step, multistep, plateau (ReduceLROnPlateau on the validation loss; the test loss "
+        "without a validation split, the training loss without either)",
+        choices=SCHEDULES,
+        metavar="S",
+        shown="per optimizer: {recipe[schedule]}",
+    )
+    lr_step_size: int = _opt(30, "training", "step schedule: decay every N epochs", metavar="N")
+    lr_gamma: float = _opt(0.1, "training", "step/multistep/plateau decay factor", metavar="F")
+    lr_milestones: list[int] = field(
+        default_factory=list,
+        metadata=_meta(
+            "training", "multistep schedule: epochs at which to decay", nargs="+", metavar="E"
+        ),
+    )
+    lr_patience: int = _opt(
+        10,
+        "training",
+        "plateau schedule: epochs without improvement before decaying",
+        metavar="N",
+    )
+    seed: int = _opt(
+        0,
+        "training",
+        "seeds the validation split, initialisation, batch order and augmentation",
+        flags=("--seed", "-s"),
+    )
+    device: str = _opt(
+        "auto", "training", "auto (CUDA if available), cpu, cuda or cuda:N", metavar="DEV"
+    )
+    threads: int | None = _opt(
+        None,
+        "training",
+        "CPU threads for torch",
+        metavar="N",
+        shown="1 for networks under a million parameters on CPU unless OMP_NUM_THREADS is "
+        "set, else torch's",
+    )
+    # -- structure
+    target_density: float | None = _opt(
+        None,
+        "structure",
+        "steer λ during training so that the penalised weights of the deployable network end "
+        "at density D in (0, 1] (TargetDensity with the optimizer's presets; sparse "
+        "optimizers only)",
+        metavar="D",
+        shown="off (λ fixed)",
+    )
+    target_density_every: int = _opt(
+        2, "structure", "with --target-density: update λ every N optimizer steps", metavar="N"
+    )
+    record_path: bool = _opt(
+        True,
+        "structure",
+        "record the solution path into path.npz/path.json (for sparseopt path and prune)",
+    )
+    grow_every: int | None = _opt(
+        None,
+        "structure",
+        "every K epochs (not after the last) widen by 50% every layer with more than "
+        "--grow-tau of its filters selected (GrowCallback, DessiLBI's enlargement; "
+        "function-preserving); sparse optimizers except rda, sequential models, one process",
+        metavar="K",
+        shown="off",
+    )
+    grow_tau: float = _opt(
+        0.8, "structure", "saturation threshold τ of --grow-every, in (0, 1]", metavar="T"
+    )
+    # -- output
+    out: str | None = _opt(
+        None,
+        "output",
+        "run directory",
+        metavar="DIR",
+        shown="runs/<timestamp>-<dataset>-<optimizer>",
+    )
+    name: str | None = _opt(None, "output", "run name: --out defaults to runs/NAME")
+    tensorboard: bool | None = _opt(None, "output", "TensorBoard logging", shown="if installed")
+    quiet: bool = _opt(
+        False,
+        "output",
+        "no progress bar and no per-epoch lines (the final summary is still printed)",
+        flags=("--quiet", "-q"),
+        action="store_true",
+    )
+    plots: bool = _opt(True, "output", "draw the PNG plots at the end")
+    keep_checkpoints: bool = _opt(
+        False, "output", "keep one checkpoint per epoch in checkpoints/", action="store_true"
+    )
+    stall_epochs: int = _opt(
+        3,
+        "output",
+        "report a run stuck at chance level, or whose deployable network gives one output "
+        "for every input, for N epochs in a row: status stalled/collapsed, exit 4 (0: off)",
+        metavar="N",
+    )
+
+    # ------------------------------------------------------------------ conversion
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of every field, in declaration order."""
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data dict of every field (lists, not tuples)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build a config from a mapping of field names (``-`` or ``_``) to values.
+
+        Raises:
+            ValueError: for an unknown key (the message lists the valid ones) or an
+                invalid value.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"Invalid config: expected a mapping of settings, got {type(data).__name__}"
+            )
+        valid = cls.field_names()
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in data.items():
+            key = _key(raw_key)
+            if key not in valid:
+                raise ValueError(
+                    f"Invalid config key: {raw_key!r}; valid keys are {', '.join(valid)}"
+                )
+            kwargs[key] = value
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated)."""
+        cfg = dataclasses.replace(self, **{_key(k): v for k, v in changes.items()})
+        cfg.validate()
+        return cfg
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> TrainConfig:
+        """Check types and ranges of the fields the engine interprets; return ``self``.
+
+        Names of datasets, models, optimizers and penalties and the optimizer
+        hyperparameters are checked where they are used (the messages then list the
+        valid names).
+
+        Raises:
+            ValueError: naming the field and the offending value.
+        """
+        validate(self)
+        return self
+
+    # ------------------------------------------------------------------ resolution
+
+    def resolve(self) -> TrainConfig:
+        """A copy with ``None`` fields filled from the optimizer's registry recipe.
+
+        Fills the recipe's hyperparameters the optimizer takes (``lr``, ``momentum``...),
+        its training settings (``init_density``, ``schedule``) and, for sparse methods,
+        ``penalty`` (``l1``) and the recipe's λ for the penalties in use
+        (:func:`sparseopt.optim.registry.recipe_lams`). The optimizer name is
+        canonicalised.
+
+        Raises:
+            ValueError: unknown optimizer name (the message lists the valid ones), or a
+                :data:`SPARSE_ONLY_FIELDS` setting with a dense optimizer, or
+                ``grow_every`` with an optimizer of :data:`GROW_REFUSED`.
+        """
+        from sparseopt.optim.registry import get_optimizer_info, list_optimizers, recipe_lams
+
+        info = get_optimizer_info(self.optimizer)
+        if self.grow_every is not None and info.name in GROW_REFUSED:
+            raise ValueError(
+                f"Invalid grow_every value: {self.grow_every!r}; optimizer {info.name!r} "
+                f"cannot grow layers: {GROW_REFUSED[info.name]}"
+            )
+        if not info.sparse:
+            for key in SPARSE_ONLY_FIELDS:
+                if getattr(self, key) is not None:
+                    sparse = [n for n in list_optimizers() if get_optimizer_info(n).sparse]
+                    raise ValueError(
+                        f"Invalid {key} value: {getattr(self, key)!r}; optimizer "
+                        f"{info.name!r} is dense (no λ, no sparse support); use one of "
+                        f"{', '.join(sparse)}"
+                    )
+        changes: dict[str, Any] = {"optimizer": info.name}
+        accepted = info.accepted_keywords()
+        for key, value in info.defaults.items():
+            if key in HYPERPARAMETER_FIELDS and key in accepted and getattr(self, key) is None:
+                changes[key] = list(value) if isinstance(value, tuple) else value
+        for key, value in info.training.items():
+            if getattr(self, key) is None:
+                changes[key] = value
+        if info.sparse:
+            if self.penalty is None:
+                changes["penalty"] = "l1"
+            settings = {k: getattr(self, k) for k in _penalty_fields()}
+            settings["penalty"] = changes.get("penalty", self.penalty)
+            changes.update(recipe_lams(info, settings))
+        if self.init_density is None and "init_density" not in changes:
+            changes["init_density"] = 1.0
+        if self.schedule is None and "schedule" not in changes:
+            changes["schedule"] = "none"
+        return self.replace(**changes)
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`sparseopt.create_optimizer` (set fields only)."""
+        out: dict[str, Any] = {}
+        for key in (*HYPERPARAMETER_FIELDS, *_penalty_fields()):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            out[key] = tuple(value) if key == "betas" else value
+        for key, value in self.optimizer_options.items():
+            if key in out:
+                raise ValueError(
+                    f"Invalid optimizer_options key: {key!r} is a setting of its own (use it directly)"
+                )
+            out[key] = value
+        return out

@@ -1,0 +1,108 @@
+"""Validation of :class:`~sparseopt.config.TrainConfig` fields: types and ranges."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["validate"]
+
+#: Learning-rate schedules (stepped once per epoch).
+SCHEDULES = ("none", "cosine", "step", "multistep", "plateau")
+
+
+def validate(cfg: Any) -> None:
+    """Check types and ranges of the fields the engine interprets.
+
+    Raises:
+        ValueError: naming the field and the offending value.
+    """
+    _check_int("epochs", cfg.epochs, 0)
+    _check_int("batch_size", cfg.batch_size, 1)
+    _check_int("eval_batch_size", cfg.eval_batch_size, 1)
+    _check_int("limit_batches", cfg.limit_batches, 1, allow_none=True)
+    _check_int("lr_step_size", cfg.lr_step_size, 1)
+    _check_int("lr_patience", cfg.lr_patience, 0)
+    _check_int("seed", cfg.seed, 0)
+    _check_int("threads", cfg.threads, 1, allow_none=True)
+    _check_int("target_density_every", cfg.target_density_every, 1)
+    _check_int("grow_every", cfg.grow_every, 1, allow_none=True)
+    _check_int("stall_epochs", cfg.stall_epochs, 0)
+    _check_number("grow_tau", cfg.grow_tau, 0.0, 1.0, low_open=True)
+    if cfg.target_density is not None:
+        _check_number("target_density", cfg.target_density, 0.0, 1.0, low_open=True)
+    _check_number("val_fraction", cfg.val_fraction, 0.0, 1.0, high_open=True)
+    _check_number("lr_gamma", cfg.lr_gamma, 0.0, None, low_open=True)
+    if cfg.init_density is not None:
+        _check_number("init_density", cfg.init_density, 0.0, 1.0, low_open=True)
+    if cfg.lr is not None:
+        _check_number("lr", cfg.lr, 0.0, None)
+    for name in ("dataset", "model", "optimizer"):
+        value = getattr(cfg, name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"Invalid {name} value: {value!r}; expected a name")
+    if cfg.schedule is not None and cfg.schedule not in SCHEDULES:
+        raise ValueError(
+            f"Invalid schedule value: {cfg.schedule!r}; expected one of {list(SCHEDULES)}"
+        )
+    if not isinstance(cfg.lr_milestones, list) or not all(
+        isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in cfg.lr_milestones
+    ):
+        raise ValueError(
+            f"Invalid lr_milestones value: {cfg.lr_milestones!r}; expected a list of epochs > 0"
+        )
+    if cfg.schedule == "multistep" and not cfg.lr_milestones:
+        raise ValueError("Invalid lr_milestones value: []; schedule 'multistep' needs milestones")
+    if not (
+        cfg.device in ("auto", "cpu", "cuda")
+        or (isinstance(cfg.device, str) and cfg.device.startswith("cuda:"))
+    ):
+        raise ValueError(
+            f"Invalid device value: {cfg.device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        )
+    for name in ("dataset_options", "model_options", "optimizer_options"):
+        if not isinstance(getattr(cfg, name), dict):
+            raise ValueError(f"Invalid {name} value: {getattr(cfg, name)!r}; expected a mapping")
+    if cfg.betas is not None:
+        if isinstance(cfg.betas, tuple):
+            cfg.betas = list(cfg.betas)
+        if not isinstance(cfg.betas, list) or len(cfg.betas) != 2:
+            raise ValueError(f"Invalid betas value: {cfg.betas!r}; expected two numbers")
+    from sparseopt.init import DISTRIBUTIONS
+
+    if cfg.init_distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"Invalid init_distribution value: {cfg.init_distribution!r}; expected one "
+            f"of {list(DISTRIBUTIONS)}"
+        )
+    for name in ("augment", "quiet", "plots", "keep_checkpoints", "record_path", "init_floor"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ValueError(f"Invalid {name} value: {getattr(cfg, name)!r}; expected true/false")
+
+
+def _check_int(name: str, value: Any, minimum: int, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Invalid {name} value: {value!r}; expected an integer >= {minimum}")
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    low: float | None,
+    high: float | None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+        raise ValueError(f"Invalid {name} value: {value!r}; expected a number in {interval}")

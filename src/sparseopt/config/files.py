@@ -1,0 +1,70 @@
+"""Config files: YAML, TOML or JSON mappings of :class:`~sparseopt.config.TrainConfig` fields."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_config_file", "save_config_file"]
+
+
+def _key(name: str) -> str:
+    return str(name).replace("-", "_")
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON (``.json``) config file.
+
+    Returns the mapping as read, keys normalised (``-`` → ``_``); validate it with
+    :meth:`TrainConfig.from_dict`. A ``train:`` top-level table is unwrapped.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unreadable or not a mapping (the message names the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data: Any = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # parser errors of three libraries
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot parse config file {p}: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {p} must hold a mapping of settings, got {type(data).__name__}"
+        )
+    if set(data) == {"train"} and isinstance(data["train"], dict):
+        data = data["train"]
+    return {_key(k): v for k, v in data.items()}
+
+
+def save_config_file(config: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a config (a ``TrainConfig`` or a mapping) as YAML (``.yaml``/``.yml``) or JSON (other suffixes); returns the path."""
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    p = Path(path)
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    else:
+        text = json.dumps(data, indent=2) + "\n"
+    p.write_text(text, encoding="utf-8")
+    return p
