@@ -610,3 +610,23 @@ def test_plateau_schedule_falls_back_to_the_training_loss(tmp_path: Path) -> Non
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr0 / 4)
         trainer._step_scheduler({"train_loss": 9.0}, {"val_loss": None, "test_loss": 0.0})
         assert trainer.scheduler.best == 0.0  # the test loss comes before the training loss
+
+
+def test_metrics_files_are_appended_not_rewritten(tmp_path: Path) -> None:
+    seen: dict[int, dict[str, tuple[bytes, int]]] = {}
+
+    class Snapshot(Callback):  # runs before the epoch's row is written
+        def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+            seen[epoch] = {
+                name: ((tmp_path / name).read_bytes(), (tmp_path / name).stat().st_ino)
+                for name in ("metrics.csv", "metrics.jsonl")
+            }
+
+    train(tiny(tmp_path, epochs=3), callbacks=[Snapshot()])
+    for name in ("metrics.csv", "metrics.jsonl"):
+        final = (tmp_path / name).read_bytes()
+        before, inode = seen[3][name]  # rows of epochs 0-2
+        assert len(final) > len(before) and final.startswith(before)
+        assert (tmp_path / name).stat().st_ino == inode == seen[2][name][1]  # same file
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [0, 1, 2, 3]

@@ -11,7 +11,11 @@ what they have in common:
 * training through the engine (:func:`train_run`: ``sparseopt.engine.train`` with
   quiet output and a run directory under ``OUT/runs/``), and the numbers of a finished
   run (:func:`row_from_result`);
-* the magnitude-pruning baseline (:func:`magnitude_masks`, :class:`FixedMask`);
+* the library pieces the scripts use as ``C.*``: the magnitude-pruning baseline
+  (:func:`magnitude_masks`, :class:`FixedMask`, :mod:`sparseopt.baselines`), evaluation
+  of the deployable network (:func:`accuracy`, :func:`deployed_state`,
+  :func:`kind_density`, :mod:`sparseopt.engine.evaluate`) and the dataset of a run
+  (:func:`load_data`, :mod:`sparseopt.engine.build`);
 * the result files (:class:`Report`: ``results.json`` and ``results.md`` with the
   command, machine, date, mode, epochs actually run and the numbers) and small plots.
 """
@@ -27,16 +31,19 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from sparseopt.baselines import FixedMask, magnitude_masks  # noqa: F401 (the scripts use C.*)
+from sparseopt.baselines import FixedMask, magnitude_masks, prunable_weights  # noqa: F401 (C.*)
 from sparseopt.config import TrainConfig
 from sparseopt.engine import NonFiniteLossError, TrainResult, train
+from sparseopt.engine import evaluate as _evaluate
+from sparseopt.engine.build import load_data as _load_data
+from sparseopt.engine.evaluate import accuracy, kind_density  # noqa: F401 (the scripts use C.*)
+from sparseopt.logging_utils import markdown_table
 
 MODES = ("smoke", "quick", "full")
 
@@ -217,19 +224,6 @@ def _fmt_acc(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def layer_kind_density(model: nn.Module, optimizer: Any = None) -> dict[str, float | None]:
-    """Fraction of nonzero Conv and Linear weights of the deployable network."""
-    from sparseopt.metrics import density
-
-    rep = density(model, optimizer)
-    out: dict[str, float | None] = {}
-    for kind in ("conv", "linear"):
-        layers = [lay for lay in rep.layers.values() if lay.kind == kind]
-        total = sum(lay.weights for lay in layers)
-        out[f"{kind}_density"] = (sum(lay.nonzero for lay in layers) / total) if total else None
-    return out
-
-
 def row_from_result(method: str, result: TrainResult, **extra: Any) -> dict[str, Any]:
     """The numbers of one finished run (fractions, not percent)."""
     m = result.metrics
@@ -243,7 +237,7 @@ def row_from_result(method: str, result: TrainResult, **extra: Any) -> dict[str,
         "weight_density": m["weight_density"],
         "nonzero": m["nonzero"],
         "params": m["params"],
-        **layer_kind_density(result.model, result.optimizer),
+        **kind_density(result.model, result.optimizer),
         "epochs_run": int(result.history[-1]["epoch"]),
         "steps": int(result.history[-1]["step"]),
         "wall_time_s": round(float(result.wall_time), 1),
@@ -285,32 +279,9 @@ def _hyper(cfg: TrainConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- pruning
 
 
-def prunable(
-    model: nn.Module, kinds: Iterable[type] = (nn.Conv2d, nn.Linear)
-) -> list[tuple[str, nn.Module]]:
-    kinds = tuple(kinds)
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
-
-
 def deployed_state(result: TrainResult) -> dict[str, torch.Tensor]:
     """State dict of the deployable network of a finished run."""
-    deployed = getattr(result.optimizer, "deployed", None)
-    if deployed is None:
-        return {k: v.detach().clone() for k, v in result.model.state_dict().items()}
-    with deployed():
-        return {k: v.detach().clone() for k, v in result.model.state_dict().items()}
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024) -> float:
-    """Classification accuracy of ``model`` (eval mode) on tensors ``x, y``."""
-    was = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch):
-        correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
-    model.train(was)
-    return correct / max(len(x), 1)
+    return _evaluate.deployed_state(result.model, result.optimizer)
 
 
 # ----------------------------------------------------------------------------- results
@@ -477,10 +448,8 @@ def _cell(key: str, value: Any) -> str:
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
     """A Markdown table of ``rows`` (fractions in percent)."""
-    head = "| " + " | ".join(h for _, h in columns) + " |"
-    sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"
-    body = ["| " + " | ".join(_cell(k, r.get(k)) for k, _ in columns) + " |" for r in rows]
-    return "\n".join([head, sep, *body])
+    body = [[_cell(k, r.get(k)) for k, _ in columns] for r in rows]
+    return markdown_table([h for _, h in columns], body)
 
 
 def budget(args: argparse.Namespace, smoke: Any, quick: Any, full: Any) -> Any:
@@ -507,16 +476,9 @@ def figure(out: Path, name: str, report: Report | None = None) -> tuple[Any, Pat
 
 
 def load_data(config: Mapping[str, Any], seed: int) -> Any:
-    """The :class:`sparseopt.data.SplitData` an engine run with ``config`` trains on."""
-    from sparseopt.data import load_dataset
-
-    return load_dataset(
-        config["dataset"],
-        data_dir=config.get("data_dir"),
-        seed=seed,
-        val_fraction=config.get("val_fraction", 0.1),
-        **config.get("dataset_options", {}),
-    )
+    """The :class:`sparseopt.data.SplitData` an engine run with ``config`` trains on
+    (:func:`sparseopt.engine.build.load_data`)."""
+    return _load_data(TrainConfig.from_dict({**config, "seed": seed}))
 
 
 def slug(label: str) -> str:

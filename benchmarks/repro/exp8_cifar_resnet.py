@@ -45,8 +45,8 @@ PUBLISHED = [
 def threshold_(model: torch.nn.Module, t: float) -> None:
     """Set Conv/Linear weights with |w| < t to zero, in place."""
     with torch.no_grad():
-        for _, m in C.prunable(model):
-            m.weight.mul_((m.weight.abs() >= t).to(m.weight.dtype))
+        for w in C.prunable_weights(model, (torch.nn.Conv2d, torch.nn.Linear)).values():
+            w.mul_((w.abs() >= t).to(w.dtype))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

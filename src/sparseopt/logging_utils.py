@@ -20,18 +20,21 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 __all__ = [
     "ProgressBar",
+    "MetricsWriter",
     "atomic_torch_save",
+    "atomic_write",
     "atomic_write_text",
     "flatten_metrics",
     "format_duration",
     "format_epoch_line",
     "format_layers",
+    "markdown_table",
     "open_tensorboard",
     "write_metrics",
 ]
@@ -220,26 +223,34 @@ def _num(x: float | None) -> str:
 # --------------------------------------------------------------------------- files
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = True) -> Path:
     """Write ``text`` to ``path`` atomically (temporary file in the same dir + ``os.replace``)."""
-    return _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")), fsync=fsync)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str], *, fsync: bool = True) -> Path:
     """``torch.save`` to ``path`` atomically (temporary file in the same dir + ``os.replace``)."""
     import torch
 
-    return _atomic_write(Path(path), lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f), fsync=fsync)
 
 
-def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Any], Any], *, fsync: bool = True
+) -> Path:
+    """``write(f)`` into a temporary file next to ``path`` (opened ``wb``), then
+    ``os.replace`` it onto ``path``: readers see the old file or the new one, never half
+    of one. ``fsync`` also forces the bytes to the disk before the rename (what a
+    checkpoint needs to survive a power cut; a file that is rewritten soon does not)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
         os.replace(tmp, path)
     except BaseException:
@@ -274,23 +285,82 @@ def flatten_metrics(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def write_metrics(history: Sequence[Mapping[str, Any]], run_dir: str | os.PathLike[str]) -> None:
-    """(Re)write ``metrics.csv`` and ``metrics.jsonl`` in ``run_dir`` from the full history."""
-    run_dir = Path(run_dir)
-    jsonl = "".join(json.dumps(dict(row), allow_nan=True) + "\n" for row in history)
-    atomic_write_text(run_dir / "metrics.jsonl", jsonl)
-    flat = [flatten_metrics(row) for row in history]
+def _csv_lines(flat: Sequence[Mapping[str, Any]], columns: Sequence[str], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    if header:
+        writer.writeheader()
+    for row in flat:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _columns(flat: Sequence[Mapping[str, Any]]) -> list[str]:
     columns: list[str] = []
     for row in flat:
         for key in row:
             if key not in columns:
                 columns.append(key)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in flat:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+    return columns
+
+
+def write_metrics(
+    history: Sequence[Mapping[str, Any]], run_dir: str | os.PathLike[str], *, fsync: bool = True
+) -> None:
+    """(Re)write ``metrics.csv`` and ``metrics.jsonl`` in ``run_dir`` from the full history."""
+    run_dir = Path(run_dir)
+    jsonl = "".join(json.dumps(dict(row), allow_nan=True) + "\n" for row in history)
+    atomic_write_text(run_dir / "metrics.jsonl", jsonl, fsync=fsync)
+    flat = [flatten_metrics(row) for row in history]
+    text = _csv_lines(flat, _columns(flat), header=True)
+    atomic_write_text(run_dir / "metrics.csv", text, fsync=fsync)
+
+
+class MetricsWriter:
+    """``metrics.csv`` and ``metrics.jsonl`` of a growing history, appended row by row.
+
+    The first :meth:`write` (and any write after which the CSV columns change, e.g. a
+    callback adding a metric) rewrites both files whole and atomically, as
+    :func:`write_metrics`; later ones append only the new rows, so an epoch costs the
+    same whatever the number of epochs before it (the files' earlier bytes stay as they
+    are). A process that resumes a run starts with a whole rewrite, which also drops a
+    row that an interruption may have left after the checkpoint.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = Path(run_dir)
+        self._rows = -1  # rows in the files (-1: unknown, rewrite)
+        self._columns: list[str] = []
+
+    def write(self, history: Sequence[Mapping[str, Any]]) -> None:
+        """Bring the files up to ``history`` (every row so far)."""
+        new = history[self._rows :] if 0 <= self._rows <= len(history) else None
+        flat = [flatten_metrics(row) for row in new] if new is not None else []
+        if new is None or any(k not in self._columns for row in flat for k in row):
+            write_metrics(history, self.run_dir, fsync=False)
+            self._columns = _columns([flatten_metrics(row) for row in history])
+        else:
+            jsonl = "".join(json.dumps(dict(row), allow_nan=True) + "\n" for row in new)
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(jsonl)
+            with open(self.run_dir / "metrics.csv", "a", encoding="utf-8", newline="") as f:
+                f.write(_csv_lines(flat, self._columns, header=False))
+        self._rows = len(history)
+
+
+def markdown_table(head: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) -> str:
+    """A Markdown table: the first ``left`` columns left-aligned, the others right-aligned.
+
+    Example:
+        >>> print(markdown_table(["method", "acc"], [["sgd", "97.1"]]))
+        | method | acc |
+        |---|---:|
+        | sgd | 97.1 |
+    """
+    sep = ["---" if i < left else "---:" for i in range(len(head))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(sep) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- tensorboard

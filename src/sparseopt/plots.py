@@ -14,10 +14,8 @@ Every PNG is written atomically: to a temporary file beside it, then renamed.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,19 +35,10 @@ def _figure(width: float = 6.4, height: float = 4.0) -> Any:
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """``fig.savefig`` through a temporary PNG in the same directory and ``os.replace``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.png", dir=p.parent)
-    os.close(fd)
-    try:
-        fig.savefig(name, format="png")
-        os.replace(name, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
-    return p
+    """``fig.savefig`` as PNG, atomically (:func:`sparseopt.logging_utils.atomic_write`)."""
+    from sparseopt.logging_utils import atomic_write
+
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"), fsync=False)
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:

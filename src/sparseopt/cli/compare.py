@@ -154,13 +154,9 @@ def comparison_table(rows: Sequence[dict[str, Any]], task: str = "classification
     head += ["density (%)", "weight density (%)", "nonzero / params"]
     head += ["beats pruning?"] if pruning else []
     head += ["wall time (s)"]
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|",
-    ]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt_row(row, task, pruning)) + " |")
-    return "\n".join(lines)
+    from sparseopt.logging_utils import markdown_table
+
+    return markdown_table(head, [_fmt_row(row, task, pruning) for row in rows], left=2)
 
 
 def _row(

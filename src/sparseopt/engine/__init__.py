@@ -66,7 +66,7 @@ Example:
 
 from __future__ import annotations
 
-from sparseopt.engine.build import SMALL_MODEL_PARAMS, Built, build
+from sparseopt.engine.build import SMALL_MODEL_PARAMS
 from sparseopt.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from sparseopt.engine.errors import (
     EXIT_DIVERGED,
@@ -85,7 +85,6 @@ __all__ = [
     "RUN_FILES",
     "SMALL_MODEL_PARAMS",
     "TIME_KEYS",
-    "Built",
     "Callback",
     "CallbackProtocol",
     "ConfigError",
@@ -95,7 +94,6 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "TrainingInterrupted",
-    "build",
     "load_checkpoint",
     "train",
 ]

@@ -33,7 +33,7 @@ from sparseopt.config import TrainConfig
 from sparseopt.engine.checkpoint import CHECKPOINT_FILE
 from sparseopt.engine.distributed import Dist, broadcast_object
 from sparseopt.engine.errors import ConfigError, OutputWriteError
-from sparseopt.logging_utils import atomic_torch_save, atomic_write_text, write_metrics
+from sparseopt.logging_utils import MetricsWriter, atomic_torch_save, atomic_write_text
 
 __all__ = [
     "CONFIG_FILE",
@@ -177,6 +177,7 @@ class RunDir:
     def __init__(self, path: Path, saved_epoch: Callable[[], int] = lambda: 0) -> None:
         self.path = path
         self._saved_epoch = saved_epoch
+        self._metrics = MetricsWriter(path)
 
     def write(self, path: Path, write: Callable[[Path], Any]) -> Any:
         """``write(path)``; a failure to write (disk full...) is one :class:`OutputWriteError`."""
@@ -219,7 +220,7 @@ class RunDir:
         with contextlib.suppress(OSError):
             if path.read_text(encoding="utf-8") == text:
                 return
-        self.write(path, lambda p: atomic_write_text(p, text))
+        self.write(path, lambda p: atomic_write_text(p, text, fsync=False))
 
     def save_checkpoint(self, state: Mapping[str, Any], epoch: int | None = None) -> Path:
         """Write ``checkpoint.pt`` (and ``checkpoints/epoch_NNNN.pt`` when ``epoch`` is given)."""
@@ -230,17 +231,17 @@ class RunDir:
         return path
 
     def write_metrics(self, history: Sequence[Mapping[str, Any]]) -> None:
-        """``metrics.csv`` and ``metrics.jsonl`` of the history so far."""
-        self.write(self.path / "metrics.csv", lambda p: write_metrics(history, p.parent))
+        """``metrics.csv`` and ``metrics.jsonl`` of the history so far (new rows appended)."""
+        self.write(self.path / "metrics.csv", lambda p: self._metrics.write(history))
 
     def write_model(self, state: Mapping[str, Any], name: str = "model_sparse.pt") -> None:
-        """A state dict, atomically."""
-        self.write(self.path / name, lambda p: atomic_torch_save(state, p))
+        """A state dict, atomically (not forced to the disk: only checkpoints are)."""
+        self.write(self.path / name, lambda p: atomic_torch_save(state, p, fsync=False))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """``summary.json``."""
         text = json.dumps(summary, indent=2, default=str) + "\n"
-        self.write(self.path / "summary.json", lambda p: atomic_write_text(p, text))
+        self.write(self.path / "summary.json", lambda p: atomic_write_text(p, text, fsync=False))
 
     def plots(
         self,
