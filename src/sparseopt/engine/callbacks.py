@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from sparseopt.config import TrainConfig
 
-if TYPE_CHECKING:
-    from sparseopt.engine.trainer import Trainer
+#: The :class:`~sparseopt.engine.trainer.Trainer` that calls the hooks (typed loosely here,
+#: so that this module, below the loop, does not import it back).
+Trainer = Any
 
 __all__ = ["Callback", "CallbackProtocol", "TrainResult"]
 
