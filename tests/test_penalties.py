@@ -367,3 +367,51 @@ def test_fused_prox_into_equals_prox(name: str, dtype: torch.dtype) -> None:
                 else:  # the group factor absorbs the scale: equal up to rounding
                     torch.testing.assert_close(o, expected)
                     torch.testing.assert_close(i, expected)
+
+
+# ------------------------------------------------- private kernels and their fallback
+
+
+def _thresholds_and_ties(dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    """Random entries plus entries exactly at ±τ, ±0, ±inf and NaN (odd size)."""
+    gen = torch.Generator().manual_seed(3)
+    tau = 0.3
+    special = [tau, -tau, 0.0, -0.0, math.inf, -math.inf, math.nan]
+    x = torch.cat(
+        [torch.randn(1001, generator=gen, dtype=dtype), torch.tensor(special, dtype=dtype)]
+    )
+    return x, tau
+
+
+def test_private_kernels_are_bound_when_available() -> None:
+    # with this torch the one-pass kernels exist and pass the import-time check
+    assert P._softshrink is not P._public_softshrink
+    assert P._hardshrink is not P._public_hardshrink
+
+
+def test_bind_kernel_falls_back_when_the_kernel_is_missing_or_wrong() -> None:
+    assert P._bind_kernel("_C._nn.no_such_kernel", P._public_softshrink) is P._public_softshrink
+    # a kernel with another meaning fails the import-time comparison
+    assert P._bind_kernel("_C._nn.hardtanh", P._public_softshrink) is P._public_softshrink
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["l1", "l0"])
+def test_forced_public_fallback_gives_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, name: str, dtype: torch.dtype
+) -> None:
+    x, tau = _thresholds_and_ties(dtype)
+    pen = P.make_penalty(name, lam=tau if name == "l1" else tau**2 / 2)  # threshold τ at t = 1
+    fast_out, fast_inplace = torch.empty_like(x), x.clone()
+    pen.prox_into_([fast_out], [x], 1.0)
+    pen.prox_(fast_inplace, 1.0)
+    monkeypatch.setattr(P, "_softshrink", P._public_softshrink)
+    monkeypatch.setattr(P, "_hardshrink", P._public_hardshrink)
+    slow_out, slow_inplace = torch.empty_like(x), x.clone()
+    pen.prox_into_([slow_out], [x], 1.0)
+    pen.prox_(slow_inplace, 1.0)
+    for fast, slow in ((fast_out, slow_out), (fast_inplace, slow_inplace)):
+        torch.testing.assert_close(fast, slow, rtol=0, atol=0, equal_nan=True)
+    # and both are the reference prox (entries at exactly ±τ are dead)
+    torch.testing.assert_close(slow_out, pen.prox(x, 1.0), rtol=0, atol=0, equal_nan=True)
+    assert slow_out[1001:1003].eq(0).all()

@@ -37,7 +37,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -83,10 +83,42 @@ def _check_step(t: float) -> float:
 
 # ---------------------------------------------------------------- free prox functions
 
+
+def _public_softshrink(x: Tensor, thresh: float, *, out: Tensor) -> Tensor:
+    """``out ← x − clip(x, −τ, τ)`` with public operators (two passes)."""
+    return torch.sub(x, x.clamp(-thresh, thresh), out=out)
+
+
+def _public_hardshrink(x: Tensor, thresh: float, *, out: Tensor) -> Tensor:
+    """``out ← x·1{|x| > τ}`` with public operators (:func:`hard_threshold` into ``out``)."""
+    dead = x.abs() <= thresh
+    return out.copy_(x).masked_fill_(dead, 0)
+
+
+def _bind_kernel(name: str, fallback: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """The torch kernel at the dotted path ``name`` if it exists and works, else ``fallback``.
+
+    The one-pass kernels with ``out=`` are not public API: a torch release may move
+    them. They are tried once on a small tensor against the public form; if missing or
+    different, the public two-pass form is used (same results, one more pass).
+    """
+    try:
+        kernel: Any = torch
+        for part in name.split("."):
+            kernel = getattr(kernel, part)
+        x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0])
+        if torch.equal(kernel(x, 1.0, out=torch.empty(5)), fallback(x, 1.0, out=torch.empty(5))):
+            return kernel
+    except (AttributeError, RuntimeError, TypeError):  # moved, renamed or re-signed
+        return fallback
+    return fallback
+
+
 # One-pass kernels with ``out=``: softshrink(x, τ) = x − clip(x, −τ, τ) and
-# hardshrink(x, τ) = x·1{|x| > τ}, bitwise equal to the two-pass forms below.
-_softshrink = torch._C._nn.softshrink
-_hardshrink = torch.ops.aten.hardshrink.out
+# hardshrink(x, τ) = x·1{|x| > τ}, bitwise equal to the public two-pass forms above
+# (tests/test_penalties.py forces the fallback and compares).
+_softshrink = _bind_kernel("_C._nn.softshrink", _public_softshrink)
+_hardshrink = _bind_kernel("ops.aten.hardshrink.out", _public_hardshrink)
 
 
 def soft_threshold(x: Tensor, thresh: float) -> Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 import sparseopt as so
+from sparseopt.optim import resized_state
 from sparseopt.optim._base import SparseOptimizer
 
 
@@ -266,11 +268,12 @@ def test_param_groups_behave_like_separate_optimizers(case: OptimCase, kw: dict[
         single["params"] = [params[n] for n in names]
         # the group dict holds every hyperparameter, so it overrides the class defaults
         separate.append(type(joint)([single], lr=single["lr"]))
+    assert len(separate) > 1  # the model has penalised and unpenalised groups
     for _ in range(5):
-        for opt, model in ((joint, a),):
-            opt.zero_grad()
-            _loss(model, x, y).backward()
-            opt.step()
+        # the same loss on two copies: one optimizer with every group, one per group
+        joint.zero_grad()
+        _loss(a, x, y).backward()
+        joint.step()
         for opt in separate:
             opt.zero_grad()
         _loss(b, x, y).backward()
@@ -278,6 +281,9 @@ def test_param_groups_behave_like_separate_optimizers(case: OptimCase, kw: dict[
             opt.step()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert any(
+        not torch.equal(p, p0) for p, p0 in zip(a.parameters(), _model().parameters(), strict=True)
+    )
 
 
 @pytest.mark.parametrize(("case", "kw"), VALID)
@@ -351,8 +357,11 @@ def test_deployed_network_is_sparse_and_restored(case: OptimCase, kw: dict[str, 
             assert mask.dtype == torch.bool and mask.shape == p.shape
     for p, b in zip(model.parameters(), before, strict=True):
         assert torch.equal(p, b)
-    # with a strong penalty the deployable penalised weights contain exact zeros
-    assert (inside[0] == 0).any() or (inside[2] == 0).any()
+    # with a strong penalty every deployable penalised weight contains exact zeros
+    penalised_ids = {id(q) for g in opt.param_groups if g["penalty"] != "none" for q in g["params"]}
+    penalised = [i for i, p in enumerate(model.parameters()) if id(p) in penalised_ids]
+    assert len(penalised) == 3  # conv, fc1 and fc2 weights; biases and the norm are not
+    assert all((inside[i] == 0).any() for i in penalised)
     # support is where the deployable weights are nonzero (for elementwise penalties)
     w = model.fc1.weight
     if opt.param_groups[0]["penalty"] in ("l1", "l0", "tl1"):
@@ -433,3 +442,54 @@ def test_cuda_matches_cpu(case: OptimCase, kw: dict[str, Any]) -> None:
         runs.append([p.detach().cpu() for p in model.parameters()])
     for p, q in zip(*runs, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-7, atol=1e-9)
+
+
+# ------------------------------------------------------------ resizing a parameter
+
+
+@pytest.mark.parametrize(("case", "kw"), VALID)
+def test_resize_parameter_carries_state_and_training_goes_on(
+    case: OptimCase, kw: dict[str, Any]
+) -> None:
+    x, y = _data("cpu", torch.float64)
+    model = _model()
+    opt = _build(case, model, kw)
+    _train(opt, model, x, y, 3)
+    old = model.fc1.weight
+    before = {k: v.clone() for k, v in opt.state[old].items() if torch.is_tensor(v)}
+    rows = torch.randn(2, old.shape[1], dtype=old.dtype, generator=torch.Generator().manual_seed(1))
+    new = torch.nn.Parameter(torch.cat([old.detach(), rows]))
+    opt.resize_parameter_(old, new, 0)
+    assert old not in opt.state and any(q is new for g in opt.param_groups for q in g["params"])
+    state = opt.state[new]
+    assert state.keys() == before.keys()
+    for key, value in before.items():
+        if value.ndim == 0:
+            assert torch.equal(state[key], value)  # counters and running sums are kept
+            continue
+        assert state[key].shape == new.shape
+        assert torch.equal(state[key][:12], value)  # old rows unchanged
+        if key != "dual" or case.name == "splitlbi":
+            assert state[key][12:].eq(0).all()  # new rows start from zero state
+    group = next(g for g in opt.param_groups if any(q is new for q in g["params"]))
+    pen = opt.penalty_of(group)
+    if case.name in ("linbreg", "adabreg") and pen.convex:
+        # the new rows' dual reproduces their weights through the primal map
+        delta = group["delta"]
+        torch.testing.assert_close(pen.prox(state["dual"][12:] * delta, delta), rows)
+    # shrinking back cuts the state to the old shape
+    back = torch.nn.Parameter(new.detach()[:12].clone())
+    opt.resize_parameter_(new, back, 0)
+    for key, value in before.items():
+        assert opt.state[back][key].shape == value.shape
+    model.fc1.weight = back
+    assert math.isfinite(_train(opt, model, x, y, 2))
+
+
+def test_resized_state_refuses_state_of_another_shape() -> None:
+    with pytest.raises(ValueError, match="cannot resize optimizer state of shape"):
+        resized_state({"m": torch.zeros(3, 4)}, torch.zeros(5, 4), 7, 0)
+    per_group = torch.ones(5, 1)
+    out = resized_state({"g": per_group, "step": torch.tensor(2.0)}, torch.zeros(5, 4), 7, 1)
+    assert torch.equal(out["g"], per_group) and out["g"] is not per_group
+    assert float(out["step"]) == 2.0

@@ -17,7 +17,28 @@ parameters themselves for the others) without disturbing the training state:
 - :meth:`SparseOptimizer.set_lam` — changes λ, letting methods keep their dual
   variables consistent (used by target-density control).
 
-and the parts of the ``torch.optim`` contract every method shares: a learning rate may
+It holds the scaffolding every method shares, so that a method's own file holds only
+its equations (see docs/optimizers.md, "Adding an optimizer"):
+
+- the **hyperparameter schema** (:class:`Hyper`, the class attribute
+  ``hyperparameters``): each method-specific hyperparameter's check and the value that
+  param groups of older state dicts get; ``__init__`` turns the keyword arguments into
+  ``defaults`` (penalty fields as plain data) and validates them, ``add_param_group``
+  validates every group, ``__setstate__`` fills in missing keys;
+- the **step loop**: :meth:`SparseOptimizer.step` gathers, for every set of param
+  groups sharing penalty and hyperparameters, the parameters with a gradient, their
+  gradients and the state lists named by ``state_keys`` (lazily created by
+  ``_init_state``) into one :class:`StepBatch`, and hands it to the method's
+  ``_update`` (which calls its functional step); state the functional creates (momentum
+  buffers) is stored back;
+- **one step-counter convention**: a method with ``counts_steps`` keeps ``step`` (a
+  float32 0-d CPU tensor) per parameter; its functional receives the counters as
+  ``state_steps`` and increments them first, once, with :func:`increment_steps_` (as
+  ``torch.optim``'s functional API does);
+- the **state-resizing hook** :func:`resize_parameter_` /
+  :meth:`SparseOptimizer.resize_parameter_` (used when a layer is widened).
+
+And the parts of the ``torch.optim`` contract every method shares: a learning rate may
 be a number or a 1-element tensor (:func:`check_lr`, :func:`lr_value`); every
 per-parameter state value is a tensor, ``step`` a float32 0-d CPU tensor, and a state
 dict whose ``step`` is a plain number (an older format ``torch.optim`` still accepts)
@@ -28,208 +49,127 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg
+from sparseopt.optim._functional import check_lr, check_real, new_step
+from sparseopt.optim._schema import (
+    COMMON_DEFAULTS,
+    COMMON_HYPERPARAMETERS,
+    PENALTY_DEFAULTS,
+    REQUIRED,
+    CommonKeywords,
+    Hyper,
+    penalty_defaults,
+    recipe_lam,
+)
 from sparseopt.penalties import NoPenalty, Penalty, make_penalty
 
-__all__ = [
-    "PENALTY_DEFAULTS",
-    "SparseOptimizer",
-    "check_lr",
-    "check_real",
-    "group_by_device_dtype",
-    "increment_steps_",
-    "lr_value",
-    "new_step",
-    "penalty_defaults",
-    "recipe_lam",
-    "resolve_foreach",
-]
-
-#: Penalty fields every sparse optimizer's param groups carry.
-PENALTY_DEFAULTS: dict[str, Any] = {
-    "penalty": "l1",
-    "lam": 1e-3,
-    "groups": None,
-    "a": 1.0,
-    "group_weight": "sqrt",
-}
+__all__ = ["SparseOptimizer", "StepBatch", "batch_key", "resize_parameter_", "resized_state"]
 
 
-def recipe_lam(optimizer: str, penalty: Any) -> float | None:
-    """The registry recipe's λ of ``penalty`` for the optimizer named ``optimizer``.
+def batch_key(penalty: Any, group: dict[str, Any], fields: Iterable[str]) -> Any:
+    """A dict key telling which param groups one functional call may step together.
 
-    ``None`` for a penalty object or ``none``, or a class the registry does not know
-    (a user's subclass under another name).
+    Groups with equal penalty and equal values of ``fields`` get equal keys (a tensor
+    value, such as a tensor ``lr``, counts by the number it holds); a group with an
+    unhashable value gets a key of its own.
     """
-    from sparseopt.optim.registry import get_optimizer_info
-
+    key = (penalty, *[_key_value(group[f]) for f in fields])
     try:
-        info = get_optimizer_info(optimizer)
-    except ValueError:
-        return None
-    return info.default_lam(penalty)
+        hash(key)
+    except TypeError:
+        return id(group)
+    return key
 
 
-def penalty_defaults(
-    penalty: str | Penalty | None,
-    lam: float | None,
-    groups: str | None,
-    a: float,
-    group_weight: str,
-    *,
-    owner: str | None = None,
-) -> dict[str, Any]:
-    """The plain-data penalty fields of an optimizer's defaults.
+def _key_value(value: Any) -> Any:
+    return value.item() if isinstance(value, Tensor) and value.numel() == 1 else value
 
-    A :class:`Penalty` object is turned into its spec (its own fields win over ``lam``
-    etc.), so ``defaults`` never holds an object. ``lam=None`` takes the registry
-    recipe's λ of ``penalty`` for the optimizer class named ``owner`` (the one source of
-    every default).
+
+@dataclass(slots=True)
+class StepBatch:
+    """The tensors of the param groups stepped by one functional call.
+
+    Attributes:
+        group: the first of these param groups (its hyperparameters are everyone's).
+        penalty: their penalty.
+        hyper: the functional's keywords (``lr``, the functional hyperparameters,
+            ``penalty``).
+        state: per key of ``state_keys``, one entry per parameter (``None`` where the
+            state has no such entry yet; the functional may fill it in).
+        params, grads, steps: the parameters with a gradient, their gradients and (for
+            methods with ``counts_steps``) their step counters.
+        missing: the state keys that had a ``None`` entry.
     """
-    if lam is None:
-        lam = recipe_lam(owner or "", penalty if isinstance(penalty, str) else "l1")
-        if lam is None:
-            lam = recipe_lam(owner or "", "l1") or PENALTY_DEFAULTS["lam"]
-    out: dict[str, Any] = {
-        **PENALTY_DEFAULTS,
-        "penalty": "none" if penalty is None else penalty,
-        "lam": lam,
-        "groups": groups,
-        "a": a,
-        "group_weight": group_weight,
-    }
-    if isinstance(penalty, Penalty):
-        out.update(penalty.spec())
+
+    group: dict[str, Any]
+    penalty: Penalty
+    hyper: dict[str, Any]
+    state: dict[str, list[Any]]
+    params: list[Tensor] = field(default_factory=list)
+    grads: list[Tensor] = field(default_factory=list)
+    steps: list[Tensor] = field(default_factory=list)
+    missing: set[str] = field(default_factory=set)
+
+
+def resized_state(state: Mapping[str, Any], old: Tensor, size: int, dim: int) -> dict[str, Any]:
+    """``state`` of parameter ``old`` for a parameter resized to ``size`` along ``dim``.
+
+    Tensors of ``old``'s shape are cut, or padded with zeros, along ``dim``; a per-group
+    tensor (size 1 along ``dim``) is copied, 0-d tensors and other values are kept.
+
+    Raises:
+        ValueError: a state tensor of another shape.
+    """
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if not isinstance(value, Tensor) or value.ndim == 0:
+            out[key] = value
+        elif value.shape == old.shape:
+            shape = list(value.shape)
+            shape[dim] = size
+            new = value.new_zeros(shape)
+            keep = min(size, value.shape[dim])
+            new.narrow(dim, 0, keep).copy_(value.narrow(dim, 0, keep))
+            out[key] = new
+        elif value.ndim == old.ndim and value.shape[dim] == 1:
+            out[key] = value.clone()  # a per-group quantity broadcast along dim
+        else:
+            raise ValueError(
+                f"cannot resize optimizer state of shape {tuple(value.shape)} for a "
+                f"parameter of shape {tuple(old.shape)}"
+            )
     return out
 
 
-def check_lr(lr: Any) -> float | Tensor:
-    """Validate a learning rate: a finite number >= 0, or a 1-element real tensor holding one.
+@torch.no_grad()
+def resize_parameter_(optimizer: torch.optim.Optimizer, old: Tensor, new: Tensor, dim: int) -> None:
+    """Put ``new`` in the place of ``old`` in ``optimizer`` and carry its state over.
 
-    As in ``torch.optim``, a tensor learning rate (0-d, or of shape ``(1,)``, ``(1, 1)``,
-    ...) is accepted and kept as it is (lr schedulers update it in place); a tensor with
-    more or fewer elements is refused with ``"Tensor lr must be 1-element"``.
-
-    Returns:
-        ``lr`` itself.
-
-    Raises:
-        ValueError: naming the offending value.
-
-    Example:
-        >>> check_lr(torch.tensor([0.1]))
-        tensor([0.1000])
-        >>> check_lr(torch.tensor([0.1, 0.2]))
-        Traceback (most recent call last):
-        ...
-        ValueError: Invalid learning rate value: a tensor of shape (2,); Tensor lr must be 1-element
+    ``new`` has ``old``'s shape but for ``dim``, where it is larger (a widened layer) or
+    smaller. The state is resized by :func:`resized_state`; then a
+    :class:`SparseOptimizer` sets whatever its new entries must satisfy (LinBreg and
+    AdaBreg: the duals of the new entries reproduce the new weights). Works for any
+    ``torch.optim`` optimizer; a tensor ``optimizer`` does not hold is ignored.
     """
-    if isinstance(lr, Tensor):
-        if lr.numel() != 1:
-            raise ValueError(
-                f"Invalid learning rate value: a tensor of shape {tuple(lr.shape)}; "
-                "Tensor lr must be 1-element"
-            )
-        if lr.is_complex() or lr.dtype == torch.bool:
-            raise ValueError(
-                f"Invalid learning rate value: {lr!r}; a tensor lr must hold a real number"
-            )
-        check_nonneg("learning rate", lr.item())
-        return lr
-    check_nonneg("learning rate", lr)
-    return lr
-
-
-def lr_value(lr: float | Tensor) -> float:
-    """The learning rate as a Python number (``lr.item()`` for a 1-element tensor).
-
-    Every step reads its tensor learning rate once, as ``torch.optim`` does in eager mode
-    (``param.add_(grad, alpha=-lr)`` with a tensor ``lr`` converts it the same way), so a
-    tensor ``lr`` gives exactly the trajectory of the number it holds.
-    """
-    return lr.item() if isinstance(lr, Tensor) else lr
-
-
-def check_real(optimizer: str, params: Iterable[Tensor]) -> None:
-    """Refuse complex parameters with a ``ValueError`` naming the optimizer and the dtype.
-
-    The penalties are defined on real entries (sign, soft/hard thresholds) and the
-    adaptive methods square gradients entrywise, so a complex parameter has no defined
-    update here. Its real and imaginary parts can be trained as one real parameter of
-    shape ``(..., 2)``, read in ``forward`` through :func:`torch.view_as_complex`.
-    """
-    for p in params:
-        if p.is_complex():
-            raise ValueError(
-                f"Invalid parameter dtype: {p.dtype} (shape {tuple(p.shape)}); {optimizer} "
-                "does not support complex parameters: train the real and imaginary parts as "
-                "a real parameter of shape (..., 2) and use torch.view_as_complex in forward"
-            )
-
-
-def new_step() -> Tensor:
-    """A new step counter: a float32 0-d CPU tensor holding 0 (as ``torch.optim.Adam``'s)."""
-    return torch.zeros((), dtype=torch.float32)
-
-
-def resolve_foreach(foreach: bool | None, tensors: Sequence[Tensor]) -> bool:
-    """Decide between the ``foreach`` and the for-loop implementation.
-
-    An explicit ``True``/``False`` wins. By default the multi-tensor path is used for
-    dense (strided, real floating) tensors on any device: on CPU it is as fast or
-    faster than the loop for networks of many small tensors, and on CUDA it is what
-    ``torch.optim`` picks too.
-    """
-    if foreach is not None:
-        return foreach
-    if torch.jit.is_scripting():
-        return False
-    return all(t.layout == torch.strided and t.is_floating_point() for t in tensors)
-
-
-#: Added to CPU step counters: a 0-d tensor (with ``alpha``) skips the slow scalar path.
-_ONE = torch.ones((), dtype=torch.float32, device="cpu")
-
-
-def increment_steps_(state_steps: list[Tensor]) -> None:
-    """Add 1 to the 0-d step counters ``state_steps`` in place (one ``foreach`` call).
-
-    As ``torch.optim.Adam`` does: CPU counters get a 0-d CPU tensor with ``alpha``,
-    which avoids wrapping the Python number once per tensor; other devices get ``1``.
-    """
-    if not state_steps:
-        return
-    if state_steps[0].is_cpu:
-        torch._foreach_add_(state_steps, _ONE, alpha=1.0)
-    else:
-        torch._foreach_add_(state_steps, 1)
-
-
-def group_by_device_dtype(
-    *tensorlists: Sequence[Tensor],
-) -> list[tuple[list[Tensor], ...]]:
-    """Split parallel lists of tensors into buckets sharing device and dtype of the first list.
-
-    ``torch._foreach_*`` kernels need every tensor of one call on one device and dtype.
-
-    Example:
-        >>> a = [torch.zeros(2), torch.zeros(2, dtype=torch.float64), torch.ones(3)]
-        >>> [len(b[0]) for b in group_by_device_dtype(a, a)]
-        [2, 1]
-    """
-    first = tensorlists[0]
-    if first and all(t.device == first[0].device and t.dtype == first[0].dtype for t in first):
-        return [tuple(list(lst) for lst in tensorlists)]  # the usual case: one bucket
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(first):
-        buckets.setdefault((t.device, t.dtype), []).append(i)
-    return [tuple([lst[i] for i in idx] for lst in tensorlists) for idx in buckets.values()]
+    for group in optimizer.param_groups:
+        for j, q in enumerate(group["params"]):
+            if q is old:
+                group["params"][j] = new
+                state = optimizer.state.pop(old, None)
+                if state:
+                    optimizer.state[new] = resized_state(state, old, new.shape[dim], dim)
+                    if isinstance(optimizer, SparseOptimizer):
+                        optimizer._state_resized(group, new, dim, old.shape[dim])
+                return
 
 
 @functools.lru_cache(maxsize=256)
@@ -246,27 +186,112 @@ def _penalty_from_fields(
 class SparseOptimizer(torch.optim.Optimizer):
     """Base class of the sparse optimizers (see the module docstring).
 
-    Subclasses pass ``defaults`` that include :data:`PENALTY_DEFAULTS`, implement
-    ``step`` and may override :meth:`deployable`, :meth:`finalize` and
-    :meth:`_lam_changed`.
+    A subclass sets ``hyperparameters`` (its schema, beside ``lr``, ``foreach``,
+    ``maximize`` and the penalty fields), ``state_keys`` and ``counts_steps``, calls
+    ``super().__init__(params, locals())`` from an ``__init__`` that lists every keyword
+    (so signatures and ``--help`` show them), and implements ``_init_state`` and
+    ``_update``. It may override :meth:`deployable`, :meth:`finalize`,
+    :meth:`_lam_changed`, :meth:`_state_resized` and :meth:`_validate_group`.
     """
 
+    #: The method's own hyperparameters (name -> :class:`Hyper`), in checking order.
+    hyperparameters: ClassVar[Mapping[str, Hyper]] = MappingProxyType({})
+    #: Per-parameter state gathered into :attr:`StepBatch.state`, in the functional's order.
+    state_keys: ClassVar[tuple[str, ...]] = ()
+    #: Whether the method keeps a ``step`` counter per parameter.
+    counts_steps: ClassVar[bool] = True
+    #: The keywords ``__init__`` takes as ``**common`` (a :class:`CommonKeywords` subclass),
+    #: and their defaults.
+    common_keywords: ClassVar[type] = CommonKeywords
+    common_defaults: ClassVar[Mapping[str, Any]] = COMMON_DEFAULTS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a subclass ``__init__`` ending in ``**common`` the full signature.
+
+        ``inspect.signature`` (so ``help``, the registry's accepted keywords and the
+        command line) then lists every keyword of :class:`CommonKeywords` with its
+        default, as if written out in each class.
+        """
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        sig = inspect.signature(init)
+        params = list(sig.parameters.values())
+        if not params or params[-1].kind is not inspect.Parameter.VAR_KEYWORD:
+            return
+        hints = {
+            k: getattr(h, "__forward_arg__", h)
+            for base in reversed(cls.common_keywords.__mro__)
+            for k, h in getattr(base, "__annotations__", {}).items()
+        }
+        common = [
+            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v, annotation=hints[k])
+            for k, v in cls.common_defaults.items()
+        ]
+        init.__signature__ = sig.replace(parameters=params[:-1] + common)
+
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        check_lr(defaults.get("lr", 0.0))
+        """Validate ``defaults`` and build the optimizer.
+
+        ``defaults`` may be the subclass ``__init__``'s ``locals()``: ``self``,
+        ``params`` and ``__class__`` are dropped, the keywords in ``common`` (see
+        :class:`CommonKeywords`) join the others with :data:`COMMON_DEFAULTS` for those
+        not given, and the penalty fields (``penalty``, ``lam``, ``groups``, ``a``,
+        ``group_weight``) are turned into plain data by :func:`penalty_defaults`
+        (``lam=None``: the registry recipe's λ).
+
+        Raises:
+            TypeError: a keyword that is neither the method's nor a common one.
+        """
+        drop = ("self", "params", "__class__", "common")
+        common = dict(defaults.get("common", {}))
+        unknown = sorted(set(common) - set(self.common_defaults))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}.__init__() got an unexpected keyword argument {unknown[0]!r}"
+            )
+        defaults = {
+            **{k: v for k, v in defaults.items() if k not in drop},
+            **self.common_defaults,
+            **common,
+        }
+        if all(k in defaults for k in PENALTY_DEFAULTS):
+            fields = [defaults[k] for k in PENALTY_DEFAULTS]
+            defaults.update(penalty_defaults(*fields, owner=type(self).__name__))
+        self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
+
+    @classmethod
+    def _schema(cls) -> dict[str, Hyper]:
+        return {**cls.hyperparameters, **COMMON_HYPERPARAMETERS}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore the optimizer (also the last part of :meth:`load_state_dict`).
 
-        A ``step`` that is not a floating-point tensor (a plain ``int`` or ``float``, the
-        older format ``torch.optim`` still accepts, or an integer tensor) becomes the
-        float32 0-d CPU tensor every method keeps, as in ``torch.optim.Adam``.
+        Param groups of older state dicts get the ``missing`` value of every
+        hyperparameter they lack. A ``step`` that is not a floating-point tensor (a
+        plain ``int`` or ``float``, the older format ``torch.optim`` still accepts, or
+        an integer tensor) becomes the float32 0-d CPU tensor every method keeps, as in
+        ``torch.optim.Adam``.
         """
         super().__setstate__(state)
+        filled = {k: h.missing for k, h in self._schema().items() if h.missing is not REQUIRED}
+        for group in self.param_groups:
+            for key, value in filled.items():
+                group.setdefault(key, value)
         for param_state in self.state.values():
             step = param_state.get("step")
             if step is not None and not (torch.is_tensor(step) and step.is_floating_point()):
                 param_state["step"] = torch.tensor(float(step), dtype=torch.float32)
+
+    def _check_hyperparameters(self, group: dict[str, Any]) -> None:
+        """Validate ``lr`` and the schema's hyperparameters of ``group`` (``ValueError``)."""
+        check_lr(group["lr"])
+        for key, hyper in self.hyperparameters.items():
+            if hyper.check is not None:
+                hyper.check(hyper.label or key, group[key])
+        self._validate_group(group)
 
     # ------------------------------------------------------------------ param groups
 
@@ -302,7 +327,6 @@ class SparseOptimizer(torch.optim.Optimizer):
     def _check_group(self, group: dict[str, Any]) -> None:
         """Validate the group just added and store its canonical penalty spec."""
         check_real(type(self).__name__, group["params"])
-        check_lr(group["lr"])
         penalty = self.penalty_of(group)
         # store the canonical plain-data spec back (e.g. ints -> floats, defaults filled)
         group.update(penalty.spec())
@@ -314,10 +338,10 @@ class SparseOptimizer(torch.optim.Optimizer):
                     f"{err} (parameter of shape {tuple(p.shape)} in a param group with "
                     f"penalty={penalty.name!r}; put biases and norms in a group with penalty='none')"
                 ) from None
-        self._validate_group(group)
+        self._check_hyperparameters(group)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        """Hook: validate method-specific hyperparameters of one group (raise ``ValueError``)."""
+        """Hook: checks beyond the schema (several fields together); raise ``ValueError``."""
 
     @staticmethod
     def penalty_of(group: dict[str, Any]) -> Penalty:
@@ -338,6 +362,81 @@ class SparseOptimizer(torch.optim.Optimizer):
             return None
         with torch.enable_grad():
             return closure()
+
+    # ------------------------------------------------------------------------ step
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step.
+
+        Param groups with equal penalty and hyperparameters (such as the "conv" and
+        "linear" groups of :func:`sparseopt.param_groups`) share one functional call:
+        every update is per tensor, so this only saves per-call overhead.
+
+        Args:
+            closure: optional callable that re-evaluates the model and returns the loss.
+        """
+        loss = self._closure_loss(closure)
+        for batch in self._batches():
+            self._update(batch)
+            for key in batch.missing:  # state the functional created (momentum buffers)
+                for p, value in zip(batch.params, batch.state[key], strict=True):
+                    if value is not None:
+                        self.state[p][key] = value
+        return loss
+
+    def _batches(self) -> list[StepBatch]:
+        """The parameters with a gradient and their state, one batch per functional call."""
+        schema = self._schema()
+        fields = ("lr", *(k for k, h in schema.items() if h.functional))
+        batches: dict[Any, StepBatch] = {}
+        for group in self.param_groups:
+            penalty = self.penalty_of(group)
+            key = batch_key(penalty, group, fields)
+            batch = batches.get(key)
+            if batch is None:
+                hyper = {k: group[k] for k in fields}
+                hyper["penalty"] = penalty
+                state_lists: dict[str, list[Any]] = {k: [] for k in self.state_keys}
+                batch = batches[key] = StepBatch(group, penalty, hyper, state_lists)
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                if self.counts_steps:
+                    if "step" not in state:
+                        state["step"] = new_step()
+                    batch.steps.append(state["step"])
+                self._init_state(group, penalty, p, state)
+                batch.params.append(p)
+                batch.grads.append(grad)
+                for k, values in batch.state.items():
+                    value = state.get(k)
+                    if value is None:
+                        batch.missing.add(k)
+                    values.append(value)
+        return [b for b in batches.values() if b.params]
+
+    def _init_state(
+        self, group: dict[str, Any], penalty: Penalty, p: Tensor, state: dict[str, Any]
+    ) -> None:
+        """Hook: create ``p``'s state lazily, before its first step (``step`` exists)."""
+
+    def _update(self, batch: StepBatch) -> None:
+        """Hook: the method's update of one batch (a call of its functional step)."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- resizing state
+
+    def resize_parameter_(self, old: Tensor, new: Tensor, dim: int) -> None:
+        """Put ``new`` in the place of ``old`` and carry its state over (:func:`resize_parameter_`)."""
+        resize_parameter_(self, old, new, dim)
+
+    def _state_resized(self, group: dict[str, Any], p: Tensor, dim: int, old_size: int) -> None:
+        """Hook: set the state of ``p``'s entries past ``old_size`` along ``dim`` (zeros so far)."""
 
     # ------------------------------------------------------------ deployable network
 
@@ -420,7 +519,17 @@ class SparseOptimizer(torch.optim.Optimizer):
             if isinstance(old, NoPenalty):
                 continue
             group["lam"] = lam
-            self._lam_changed(group, old, self.penalty_of(group))
+            with torch.no_grad():
+                self._lam_changed(group, old, self.penalty_of(group))
 
     def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
-        """Hook called by :meth:`set_lam` after a group's λ changed."""
+        """Hook called by :meth:`set_lam` (under ``torch.no_grad()``) after a group's λ changed."""
+
+    def _states_with(
+        self, group: dict[str, Any], key: str
+    ) -> Iterator[tuple[Tensor, dict[str, Any]]]:
+        """The parameters of ``group`` whose state holds ``key``, with their state."""
+        for p in group["params"]:
+            state = self.state.get(p)
+            if state is not None and key in state:
+                yield p, state

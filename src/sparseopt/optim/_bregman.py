@@ -9,7 +9,8 @@ parameters from it by the primal map
 
 which for :math:`J = \lambda\|\cdot\|_1` is :math:`\theta = \delta\,\mathrm{soft}(v, \lambda)`.
 This module holds that map (with a fused ℓ1 fast path), the lazy dual
-initialisation and the dual re-synchronisation used when λ changes.
+initialisation, the dual re-synchronisation used when λ changes, and
+:class:`BregmanOptimizer`, the state handling both optimizers share.
 
 Reference: Bungert, Roith, Tenbrinck & Burger, "A Bregman Learning Framework for
 Sparse Neural Networks", JMLR 23 (2022), arXiv 2105.04319; original code at
@@ -36,7 +37,10 @@ from sparseopt.penalties import (
 )
 
 __all__ = [
+    "BregmanOptimizer",
     "dead_threshold",
+    "decay_",
+    "decay_foreach_",
     "init_dual",
     "primal",
     "primal_foreach",
@@ -92,6 +96,28 @@ def primal_foreach(
     penalty.prox_into_(params, params, delta)
 
 
+def decay_(param: Tensor, dual: Tensor | None, decay: float, delta: float) -> None:
+    r"""Decoupled weight decay :math:`\theta \leftarrow (1 - \tau\omega)\theta` (``decay`` = τω).
+
+    With a dual it moves the dual, :math:`v \leftarrow v - \tau\omega\theta/\delta`, so the
+    next primal map gives the decayed θ; without one (penalty ``none``) it scales θ.
+    """
+    if dual is not None:
+        dual.add_(param, alpha=-decay / delta)
+    else:
+        param.mul_(1 - decay)
+
+
+def decay_foreach_(
+    params: list[Tensor], duals: list[Tensor] | None, decay: float, delta: float
+) -> None:
+    """:func:`decay_` for lists of tensors on one device and dtype (``torch._foreach_*``)."""
+    if duals is not None:
+        torch._foreach_add_(duals, params, alpha=-decay / delta)
+    else:
+        torch._foreach_mul_(params, 1 - decay)
+
+
 def dead_threshold(penalty: Penalty, delta: float) -> float:
     r"""The level :math:`t` with :math:`\operatorname{prox}_{\delta J}(y) = 0 \iff |y| \le t`.
 
@@ -135,10 +161,8 @@ def sync_dual(
 
 
 def _duals_of(opt: SparseOptimizer, group: dict[str, Any]) -> Iterator[tuple[Tensor, Tensor]]:
-    for p in group["params"]:
-        dual = opt.state[p].get("dual") if p in opt.state else None
-        if dual is not None:
-            yield p, dual
+    for p, state in opt._states_with(group, "dual"):
+        yield p, state["dual"]
 
 
 @torch.no_grad()
@@ -165,3 +189,57 @@ def sync_all_duals(opt: SparseOptimizer) -> None:
             continue
         for p, dual in _duals_of(opt, group):
             sync_dual(p, dual, penalty, group["delta"])
+
+
+class BregmanOptimizer(SparseOptimizer):
+    r"""The dual variable's life cycle, shared by :class:`LinBreg` and :class:`AdaBreg`.
+
+    - ``_init_state``: the dual :math:`v_0` of a penalised parameter (:func:`init_dual`,
+      at its first step); a parameter whose group lost its penalty drops a stale dual;
+    - :meth:`set_lam` keeps :math:`\theta` (:func:`rescale_duals`);
+    - :meth:`finalize` re-derives the duals from the parameters (:func:`sync_all_duals`);
+    - new entries of a widened parameter get the dual that reproduces their weights.
+    """
+
+    def _init_state(
+        self, group: dict[str, Any], penalty: Penalty, p: Tensor, state: dict[str, Any]
+    ) -> None:
+        if not isinstance(penalty, NoPenalty):
+            if "dual" not in state:
+                state["dual"] = init_dual(p, penalty, group["delta"])
+        elif "dual" in state:
+            del state["dual"]  # the group lost its penalty: the dual is stale
+
+    @torch.no_grad()
+    def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
+        r"""Keep :math:`\theta` fixed when λ changes: re-derive the duals for ``new``.
+
+        Live entries get :math:`v = \theta/\delta + \partial J_{\text{new}}(\theta)`; dead
+        entries have :math:`v` scaled by the ratio of the new to the old zero-threshold
+        of the prox (λ_new/λ_old for ℓ1 and group ℓ1, :math:`\sqrt{\lambda_\text{new}/\lambda_\text{old}}`
+        for ℓ0), so they stay dead and keep their relative distance to entering the
+        support. If λ_old = 0 their dual was 0 (θ = δv) and stays 0. Other state (Adam
+        moments, momentum) is kept.
+        """
+        rescale_duals(self, group, old, new)
+
+    @torch.no_grad()
+    def finalize(self) -> None:
+        """The parameters already are the sparse network; re-derive the duals from them.
+
+        Duals of live entries are set from the current parameters and dead entries
+        whose dual would revive them (parameters edited by hand, e.g. pruned) get a
+        zero dual, so training can continue from exactly these parameters.
+        """
+        super().finalize()
+        sync_all_duals(self)
+
+    @torch.no_grad()
+    def _state_resized(self, group: dict[str, Any], p: Tensor, dim: int, old_size: int) -> None:
+        """New entries get the dual :func:`init_dual` gives their weights (θ kept)."""
+        state = self.state.get(p, {})
+        n_new = p.shape[dim] - old_size
+        if "dual" not in state or n_new <= 0:
+            return
+        fresh = init_dual(p, self.penalty_of(group), group["delta"])
+        state["dual"].narrow(dim, old_size, n_new).copy_(fresh.narrow(dim, old_size, n_new))

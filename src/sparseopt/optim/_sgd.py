@@ -1,8 +1,8 @@
 r"""Shared building blocks of the SGD-type sparse optimizers (:class:`ProxSGD`, :class:`RVSM`).
 
-- :func:`batch_key` (also used by :class:`RDA`): which param groups may share one
-  functional call (those with equal penalty and hyperparameters; the updates are per
-  tensor, so merging them only saves per-call overhead).
+- :class:`SGDOptimizer` (the base of all three; also :class:`SplitLBI`'s weights take SGD
+  steps), with :data:`SGD_HYPERPARAMETERS` and :func:`check_nesterov`: the schema of
+  ``torch.optim.SGD``'s hyperparameters.
 - :func:`sgd_direction` / :func:`sgd_directions_foreach`: the search direction
   :math:`d_t` of ``torch.optim.SGD`` (maximize, weight decay, momentum with
   dampening, Nesterov), computed with the very same tensor operations in the same
@@ -10,7 +10,7 @@ r"""Shared building blocks of the SGD-type sparse optimizers (:class:`ProxSGD`, 
   bit (for-loop and ``foreach`` alike). Unlike ``torch.optim.SGD``'s multi-tensor path
   they never write into ``p.grad`` (torch's Nesterov branch adds the buffer into the
   gradient in place); the resulting parameters are identical.
-- ``fused=True`` (both functions) updates the momentum buffer in one pass,
+- Both take the hyperparameters as one :class:`SGDScalars`; its ``fused=True`` updates the momentum buffer in one pass,
   :math:`b \leftarrow d + \mu b` (``torch.add(d, b, alpha=mu, out=b)``) instead of
   torch's two (``b.mul_(mu).add_(d)``). It is the same formula with a single rounding
   (the kernel may use a fused multiply-add), so it equals ``torch.optim.SGD`` only up
@@ -25,42 +25,68 @@ The proximal step itself is :meth:`sparseopt.penalties.Penalty.prox_into_`.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg
-from sparseopt.optim._base import check_lr
+from sparseopt.optim._base import SparseOptimizer
+from sparseopt.optim._schema import COMMON_DEFAULTS, CommonKeywords, Hyper
 
-__all__ = ["batch_key", "check_sgd_hyperparameters", "sgd_direction", "sgd_directions_foreach"]
+__all__ = [
+    "SGD_HYPERPARAMETERS",
+    "SGDKeywords",
+    "SGDOptimizer",
+    "SGDScalars",
+    "check_nesterov",
+    "sgd_direction",
+    "sgd_directions_foreach",
+]
 
 
-def batch_key(penalty: Any, group: dict[str, Any], fields: tuple[str, ...]) -> Any:
-    """A dict key telling which param groups one functional call may step together.
+#: ``torch.optim.SGD``'s hyperparameters, in :class:`~sparseopt.optim._base.Hyper` form.
+SGD_HYPERPARAMETERS: Mapping[str, Hyper] = MappingProxyType(
+    {
+        "momentum": Hyper(check_nonneg),
+        "dampening": Hyper(check_nonneg),
+        "nesterov": Hyper(missing=False),
+        "weight_decay": Hyper(check_nonneg),
+    }
+)
 
-    Groups with equal penalty and equal values of ``fields`` get equal keys (a tensor
-    value, such as a tensor ``lr``, counts by the number it holds); a group with an
-    unhashable value gets a key of its own.
+
+class SGDKeywords(CommonKeywords, total=False):
+    """:class:`~sparseopt.optim._base.CommonKeywords` and ``torch.optim.SGD``'s fixed-default knobs."""
+
+    dampening: float
+    nesterov: bool
+    weight_decay: float
+
+
+class SGDOptimizer(SparseOptimizer):
+    """A sparse optimizer whose weights take ``torch.optim.SGD`` steps (ProxSGD, RVSM, SplitLBI).
+
+    Its schema starts from :data:`SGD_HYPERPARAMETERS`; ``dampening`` (0), ``nesterov``
+    (False) and ``weight_decay`` (0) are common keywords (:class:`SGDKeywords`), and
+    ``momentum`` (whose default is each method's recipe) is the subclass's. Nesterov
+    momentum is checked against momentum and dampening (:func:`check_nesterov`).
     """
-    key = (penalty, *[_key_value(group[f]) for f in fields])
-    try:
-        hash(key)
-    except TypeError:
-        return id(group)
-    return key
+
+    hyperparameters = SGD_HYPERPARAMETERS
+    common_keywords = SGDKeywords
+    common_defaults = MappingProxyType(
+        {**COMMON_DEFAULTS, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
+    )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_nesterov(group)
 
 
-def _key_value(value: Any) -> Any:
-    return value.item() if isinstance(value, Tensor) and value.numel() == 1 else value
-
-
-def check_sgd_hyperparameters(group: dict[str, Any]) -> None:
-    """Validate the ``torch.optim.SGD`` hyperparameters of a param group (``ValueError``)."""
-    check_lr(group["lr"])
-    check_nonneg("momentum", group["momentum"])
-    check_nonneg("dampening", group["dampening"])
-    check_nonneg("weight_decay", group["weight_decay"])
+def check_nesterov(group: dict[str, Any]) -> None:
+    """Nesterov momentum needs a momentum > 0 and zero dampening (``ValueError``)."""
     if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
         raise ValueError(
             f"Invalid nesterov value: {group['nesterov']!r}; Nesterov momentum requires a "
@@ -90,17 +116,19 @@ def _foreach_scale_(tensors: list[Tensor], factor: float) -> None:
         torch._foreach_mul_(tensors, factor)
 
 
+class SGDScalars(NamedTuple):
+    """``torch.optim.SGD``'s hyperparameters for one step, and whether to fuse the buffer update."""
+
+    weight_decay: float
+    momentum: float
+    dampening: float
+    nesterov: bool
+    maximize: bool
+    fused: bool = False
+
+
 def sgd_direction(
-    param: Tensor,
-    grad: Tensor,
-    momentum_buffer: Tensor | None,
-    *,
-    weight_decay: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    maximize: bool,
-    fused: bool = False,
+    param: Tensor, grad: Tensor, momentum_buffer: Tensor | None, sgd: SGDScalars
 ) -> tuple[Tensor, Tensor | None]:
     r"""The direction :math:`d_t` of one ``torch.optim.SGD`` step on one tensor.
 
@@ -110,6 +138,7 @@ def sgd_direction(
     itself or the buffer, so it must not be modified by the caller. ``fused`` selects
     the one-pass buffer update (see the module docstring).
     """
+    weight_decay, momentum, dampening, nesterov, maximize, fused = sgd
     d = grad if not maximize else -grad
     if weight_decay != 0:
         d = d.add(param, alpha=weight_decay)
@@ -125,16 +154,7 @@ def sgd_direction(
 
 
 def sgd_directions_foreach(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    *,
-    weight_decay: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    maximize: bool,
-    fused: bool = False,
+    params: list[Tensor], grads: list[Tensor], momentum_buffer_list: list[Any], sgd: SGDScalars
 ) -> list[Tensor]:
     """:func:`sgd_direction` for lists of tensors sharing one device and dtype (``torch._foreach_*``).
 
@@ -143,6 +163,7 @@ def sgd_directions_foreach(
     ``fused`` selects the one-pass buffer update (see the module docstring): a loop of
     ``torch.add(..., out=buf)``, the same kernel as :func:`sgd_direction`'s.
     """
+    weight_decay, momentum, dampening, nesterov, maximize, fused = sgd
     owned = False  # whether ``grads`` are our own temporaries (never the user's p.grad)
     if maximize:
         grads = torch._foreach_neg(grads)

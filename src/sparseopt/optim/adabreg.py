@@ -7,39 +7,34 @@ Original code: github.com/TimRoith/BregmanLearning (``optimizers.py``, ``AdamBre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+__all__ = ["AdaBreg", "adabreg"]
+
+from collections.abc import Iterable
+from types import MappingProxyType
+from typing import Any, NamedTuple, Unpack
 
 import torch
 from torch import Tensor
 
 from sparseopt._validation import check_betas, check_nonneg, check_positive
-from sparseopt.optim._base import (
-    SparseOptimizer,
-    group_by_device_dtype,
-    increment_steps_,
-    lr_value,
-    new_step,
-    penalty_defaults,
-    resolve_foreach,
-)
+from sparseopt.optim._base import StepBatch
 from sparseopt.optim._bregman import (
-    init_dual,
+    BregmanOptimizer,
+    decay_,
+    decay_foreach_,
     primal,
     primal_foreach,
-    rescale_duals,
-    sync_all_duals,
 )
+from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
+from sparseopt.optim._schema import CommonKeywords, Hyper
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import NoPenalty, Penalty, make_penalty
+from sparseopt.penalties import NoPenalty, Penalty
 
-#: The registry entry whose recipe gives this class its defaults (one source).
+#: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("adabreg")
 
-__all__ = ["AdaBreg", "adabreg"]
 
-
-class AdaBreg(SparseOptimizer):
+class AdaBreg(BregmanOptimizer):
     r"""Adam-type linearized Bregman iterations (AdaBreg).
 
     LinBreg (:class:`~sparseopt.optim.linbreg.LinBreg`) with the dual step preconditioned
@@ -94,7 +89,7 @@ class AdaBreg(SparseOptimizer):
             :class:`~sparseopt.optim.linbreg.LinBreg`). With :math:`J = 0` and
             :math:`\delta = 1` AdaBreg is then ``torch.optim.AdamW``.
         foreach: use the ``torch._foreach_*`` implementation (default: decided by
-            :func:`~sparseopt.optim._base.resolve_foreach`).
+            :func:`~sparseopt.optim._functional.resolve_foreach`).
         maximize: maximize the objective instead of minimizing (default: False).
 
     State (per parameter):
@@ -123,147 +118,49 @@ class AdaBreg(SparseOptimizer):
         - Original code: https://github.com/TimRoith/BregmanLearning
     """
 
+    hyperparameters = MappingProxyType(
+        {
+            "betas": Hyper(lambda _, betas: check_betas(betas)),
+            "eps": Hyper(check_nonneg, "epsilon"),
+            "delta": Hyper(check_positive, missing=1.0),
+            "weight_decay": Hyper(check_nonneg, missing=0.0),
+        }
+    )
+    state_keys = ("dual", "exp_avg", "exp_avg_sq")
+
     def __init__(
         self,
         params: Iterable[Any],
         lr: float = _RECIPE.defaults["lr"],
         *,
-        penalty: str | Penalty | None = "l1",
-        lam: float | None = None,
-        groups: str | None = None,
-        a: float = 1.0,
-        group_weight: str = "sqrt",
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         delta: float = 1.0,
         weight_decay: float = 0.0,
-        foreach: bool | None = None,
-        maximize: bool = False,
+        **common: Unpack[CommonKeywords],
     ) -> None:
-        check_betas(betas)
-        check_nonneg("epsilon", eps)
-        check_positive("delta", delta)
-        check_nonneg("weight_decay", weight_decay)
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "delta": delta,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-            **penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__),
-        }
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("delta", 1.0)
-            group.setdefault("weight_decay", 0.0)
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_betas(group["betas"])
-        check_nonneg("epsilon", group["eps"])
-        check_positive("delta", group["delta"])
-        check_nonneg("weight_decay", group["weight_decay"])
-
-    def _init_group(
-        self,
-        group: dict[str, Any],
-        penalty: Penalty,
-        params: list[Tensor],
-        grads: list[Tensor],
-        duals: list[Tensor],
-        exp_avgs: list[Tensor],
-        exp_avg_sqs: list[Tensor],
-        state_steps: list[Tensor],
+    def _init_state(
+        self, group: dict[str, Any], penalty: Penalty, p: Tensor, state: dict[str, Any]
     ) -> None:
-        penalised = not isinstance(penalty, NoPenalty)
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("AdaBreg does not support sparse gradients")
-            params.append(p)
-            grads.append(p.grad)
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step()
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if penalised:
-                dual = state.get("dual")
-                if dual is None:
-                    dual = state["dual"] = init_dual(p, penalty, group["delta"])
-                duals.append(dual)
-            elif "dual" in state:
-                del state["dual"]  # the group lost its penalty: the dual is stale
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            state_steps.append(state["step"])
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        super()._init_state(group, penalty, p, state)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step.
-
-        Args:
-            closure: optional closure that re-evaluates the model and returns the loss.
-        """
-        loss = self._closure_loss(closure)
-        for group in self.param_groups:
-            penalty = self.penalty_of(group)
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            duals: list[Tensor] = []
-            exp_avgs: list[Tensor] = []
-            exp_avg_sqs: list[Tensor] = []
-            state_steps: list[Tensor] = []
-            self._init_group(
-                group, penalty, params, grads, duals, exp_avgs, exp_avg_sqs, state_steps
-            )
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            adabreg(
-                params,
-                grads,
-                duals,
-                exp_avgs,
-                exp_avg_sqs,
-                state_steps,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                delta=group["delta"],
-                weight_decay=group["weight_decay"],
-                penalty=penalty,
-                maximize=group["maximize"],
-                foreach=group["foreach"],
-            )
-        return loss
-
-    # ------------------------------------------------------------ deployable network
-
-    @torch.no_grad()
-    def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
-        r"""Keep :math:`\theta` fixed when λ changes (see :meth:`LinBreg._lam_changed
-        <sparseopt.optim.linbreg.LinBreg._lam_changed>`); the Adam moments are kept."""
-        rescale_duals(self, group, old, new)
-
-    @torch.no_grad()
-    def finalize(self) -> None:
-        """The parameters already are the sparse network; re-derive the duals from them.
-
-        Duals of live entries are set from the current parameters and dead entries
-        whose dual would revive them (parameters edited by hand, e.g. pruned) get a
-        zero dual, so training can continue from exactly these parameters.
-        """
-        super().finalize()
-        sync_all_duals(self)
+    def _update(self, batch: StepBatch) -> None:
+        hyper = dict(batch.hyper)
+        beta1, beta2 = hyper.pop("betas")
+        adabreg(
+            batch.params,
+            batch.grads,
+            *batch.state.values(),
+            batch.steps,
+            beta1=beta1,
+            beta2=beta2,
+            **hyper,
+        )
 
 
 def adabreg(
@@ -292,57 +189,35 @@ def adabreg(
     given by name takes that penalty's default options. ``lr`` may be a 1-element
     tensor (read once).
     """
-    penalty = make_penalty(penalty)
-    lr = lr_value(lr)
-    if foreach is None:
-        foreach = resolve_foreach(None, params)
+    lr, penalty, foreach = prepare_step(params, lr, penalty, foreach, state_steps)
     func = _multi_tensor_adabreg if foreach else _single_tensor_adabreg
-    func(
-        params,
-        grads,
-        duals,
-        exp_avgs,
-        exp_avg_sqs,
-        state_steps,
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        delta=delta,
-        weight_decay=weight_decay,
-        penalty=penalty,
-        maximize=maximize,
-    )
+    hp = _Scalars(lr, beta1, beta2, eps, delta, weight_decay, penalty, maximize)
+    func((params, grads, duals, exp_avgs, exp_avg_sqs, state_steps), hp)
 
 
-def _single_tensor_adabreg(
-    params: list[Tensor],
-    grads: list[Tensor],
-    duals: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    delta: float,
-    weight_decay: float,
-    penalty: Penalty,
-    maximize: bool,
-) -> None:
+class _Scalars(NamedTuple):
+    """The scalars of one functional step (``lr`` as a number, the penalty as an object)."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    delta: float
+    weight_decay: float
+    penalty: Penalty
+    maximize: bool
+
+
+def _single_tensor_adabreg(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, duals, exp_avgs, exp_avg_sqs, state_steps = lists
+    lr, beta1, beta2, eps, delta, weight_decay, penalty, maximize = hp
     penalised = not isinstance(penalty, NoPenalty)
     decay = lr * weight_decay
     for i, param in enumerate(params):
         if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
-            if penalised:
-                duals[i].add_(param, alpha=-decay / delta)
-            else:
-                param.mul_(1 - decay)
+            decay_(param, duals[i] if penalised else None, decay, delta)
         grad = grads[i] if not maximize else -grads[i]
         exp_avg, exp_avg_sq, step_t = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
-        step_t += 1
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step = step_t.item()
@@ -358,23 +233,9 @@ def _single_tensor_adabreg(
             param.addcdiv_(exp_avg, denom, value=-step_size * delta)
 
 
-def _multi_tensor_adabreg(
-    params: list[Tensor],
-    grads: list[Tensor],
-    duals: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    delta: float,
-    weight_decay: float,
-    penalty: Penalty,
-    maximize: bool,
-) -> None:
+def _multi_tensor_adabreg(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, duals, exp_avgs, exp_avg_sqs, state_steps = lists
+    lr, beta1, beta2, eps, delta, weight_decay, penalty, maximize = hp
     if len(params) == 0:
         return
     penalised = not isinstance(penalty, NoPenalty)
@@ -384,13 +245,9 @@ def _multi_tensor_adabreg(
     ):
         decay = lr * weight_decay
         if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
-            if penalised:
-                torch._foreach_add_(dev_duals, dev_params, alpha=-decay / delta)
-            else:
-                torch._foreach_mul_(dev_params, 1 - decay)
+            decay_foreach_(dev_params, dev_duals if penalised else None, decay, delta)
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
-        increment_steps_(dev_steps)
         torch._foreach_lerp_(dev_m, dev_grads, 1 - beta1)
         torch._foreach_mul_(dev_s, beta2)
         torch._foreach_addcmul_(dev_s, dev_grads, dev_grads, 1 - beta2)

@@ -7,37 +7,34 @@ Original code: github.com/TimRoith/BregmanLearning (``optimizers.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+__all__ = ["LinBreg", "linbreg"]
+
+from collections.abc import Iterable
+from types import MappingProxyType
+from typing import Any, NamedTuple, Unpack
 
 import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg, check_positive, check_unit_interval
-from sparseopt.optim._base import (
-    SparseOptimizer,
-    group_by_device_dtype,
-    lr_value,
-    penalty_defaults,
-    resolve_foreach,
-)
+from sparseopt.optim._base import StepBatch
 from sparseopt.optim._bregman import (
-    init_dual,
+    BregmanOptimizer,
+    decay_,
+    decay_foreach_,
     primal,
     primal_foreach,
-    rescale_duals,
-    sync_all_duals,
 )
+from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
+from sparseopt.optim._schema import CommonKeywords, Hyper
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import NoPenalty, Penalty, make_penalty
+from sparseopt.penalties import NoPenalty, Penalty
 
-#: The registry entry whose recipe gives this class its defaults (one source).
+#: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("linbreg")
 
-__all__ = ["LinBreg", "linbreg"]
 
-
-class LinBreg(SparseOptimizer):
+class LinBreg(BregmanOptimizer):
     r"""Linearized Bregman iterations (LinBreg), optionally with momentum.
 
     With the elastic penalty :math:`J_\delta(\theta) = J(\theta) + \frac{1}{2\delta}\|\theta\|^2`
@@ -98,7 +95,7 @@ class LinBreg(SparseOptimizer):
             shrunk entry may fall below the threshold). Groups with penalty ``none``
             shrink the parameters themselves. Not part of the paper's algorithm.
         foreach: use the ``torch._foreach_*`` implementation (default: decided by
-            :func:`~sparseopt.optim._base.resolve_foreach`).
+            :func:`~sparseopt.optim._functional.resolve_foreach`).
         maximize: maximize the objective instead of minimizing (default: False).
 
     State (per parameter):
@@ -124,138 +121,30 @@ class LinBreg(SparseOptimizer):
         - Original code: https://github.com/TimRoith/BregmanLearning
     """
 
+    hyperparameters = MappingProxyType(
+        {
+            "delta": Hyper(check_positive, missing=1.0),
+            "momentum": Hyper(check_unit_interval, missing=0.0),
+            "weight_decay": Hyper(check_nonneg, missing=0.0),
+        }
+    )
+    state_keys = ("dual", "momentum_buffer")
+    counts_steps = False
+
     def __init__(
         self,
         params: Iterable[Any],
         lr: float = _RECIPE.defaults["lr"],
         *,
-        penalty: str | Penalty | None = "l1",
-        lam: float | None = None,
-        groups: str | None = None,
-        a: float = 1.0,
-        group_weight: str = "sqrt",
         delta: float = 1.0,
         momentum: float = _RECIPE.defaults["momentum"],
         weight_decay: float = 0.0,
-        foreach: bool | None = None,
-        maximize: bool = False,
+        **common: Unpack[CommonKeywords],
     ) -> None:
-        check_positive("delta", delta)
-        check_unit_interval("momentum", momentum)
-        check_nonneg("weight_decay", weight_decay)
-        defaults = {
-            "lr": lr,
-            "delta": delta,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-            **penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__),
-        }
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("delta", 1.0)
-            group.setdefault("momentum", 0.0)
-            group.setdefault("weight_decay", 0.0)
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_positive("delta", group["delta"])
-        check_unit_interval("momentum", group["momentum"])
-        check_nonneg("weight_decay", group["weight_decay"])
-
-    def _init_group(
-        self,
-        group: dict[str, Any],
-        penalty: Penalty,
-        params: list[Tensor],
-        grads: list[Tensor],
-        duals: list[Tensor],
-        momentum_buffers: list[Tensor | None],
-    ) -> None:
-        penalised = not isinstance(penalty, NoPenalty)
-        use_momentum = group["momentum"] != 0
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("LinBreg does not support sparse gradients")
-            params.append(p)
-            grads.append(p.grad)
-            state = self.state[p]
-            if penalised:
-                dual = state.get("dual")
-                if dual is None:
-                    dual = state["dual"] = init_dual(p, penalty, group["delta"])
-                duals.append(dual)
-            elif "dual" in state:
-                del state["dual"]  # the group lost its penalty: the dual is stale
-            if use_momentum:
-                momentum_buffers.append(state.get("momentum_buffer"))
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step.
-
-        Args:
-            closure: optional closure that re-evaluates the model and returns the loss.
-        """
-        loss = self._closure_loss(closure)
-        for group in self.param_groups:
-            penalty = self.penalty_of(group)
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            duals: list[Tensor] = []
-            momentum_buffers: list[Tensor | None] = []
-            self._init_group(group, penalty, params, grads, duals, momentum_buffers)
-            if not params:
-                continue
-            linbreg(
-                params,
-                grads,
-                duals,
-                momentum_buffers,
-                lr=group["lr"],
-                delta=group["delta"],
-                momentum=group["momentum"],
-                weight_decay=group["weight_decay"],
-                penalty=penalty,
-                maximize=group["maximize"],
-                foreach=group["foreach"],
-            )
-            if group["momentum"] != 0:
-                for p, buf in zip(params, momentum_buffers, strict=True):
-                    self.state[p]["momentum_buffer"] = buf
-        return loss
-
-    # ------------------------------------------------------------ deployable network
-
-    @torch.no_grad()
-    def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
-        r"""Keep :math:`\theta` fixed when λ changes: re-derive the duals for ``new``.
-
-        Live entries get :math:`v = \theta/\delta + \partial J_{\text{new}}(\theta)`; dead
-        entries have :math:`v` scaled by the ratio of the new to the old zero-threshold
-        of the prox (λ_new/λ_old for ℓ1 and group ℓ1, :math:`\sqrt{\lambda_\text{new}/\lambda_\text{old}}`
-        for ℓ0), so they stay dead and keep their relative distance to entering the
-        support. If λ_old = 0 their dual was 0 (θ = δv) and stays 0.
-        """
-        rescale_duals(self, group, old, new)
-
-    @torch.no_grad()
-    def finalize(self) -> None:
-        """The parameters already are the sparse network; re-derive the duals from them.
-
-        Duals of live entries are set from the current parameters and dead entries
-        whose dual would revive them (parameters edited by hand, e.g. pruned) get a
-        zero dual, so training can continue from exactly these parameters.
-        """
-        super().finalize()
-        sync_all_duals(self)
+    def _update(self, batch: StepBatch) -> None:
+        linbreg(batch.params, batch.grads, *batch.state.values(), **batch.hyper)
 
 
 def linbreg(
@@ -281,46 +170,31 @@ def linbreg(
     buffers (the first gradient), as in ``torch.optim.SGD``. A penalty given by name
     takes that penalty's default options. ``lr`` may be a 1-element tensor (read once).
     """
-    penalty = make_penalty(penalty)
-    lr = lr_value(lr)
-    if foreach is None:
-        foreach = resolve_foreach(None, params)
+    lr, penalty, foreach = prepare_step(params, lr, penalty, foreach)
     func = _multi_tensor_linbreg if foreach else _single_tensor_linbreg
-    func(
-        params,
-        grads,
-        duals,
-        momentum_buffer_list,
-        lr=lr,
-        delta=delta,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        penalty=penalty,
-        maximize=maximize,
-    )
+    hp = _Scalars(lr, delta, momentum, weight_decay, penalty, maximize)
+    func((params, grads, duals, momentum_buffer_list), hp)
 
 
-def _single_tensor_linbreg(
-    params: list[Tensor],
-    grads: list[Tensor],
-    duals: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    *,
-    lr: float,
-    delta: float,
-    momentum: float,
-    weight_decay: float,
-    penalty: Penalty,
-    maximize: bool,
-) -> None:
+class _Scalars(NamedTuple):
+    """The scalars of one functional step (``lr`` as a number, the penalty as an object)."""
+
+    lr: float
+    delta: float
+    momentum: float
+    weight_decay: float
+    penalty: Penalty
+    maximize: bool
+
+
+def _single_tensor_linbreg(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, duals, momentum_buffer_list = lists
+    lr, delta, momentum, weight_decay, penalty, maximize = hp
     penalised = not isinstance(penalty, NoPenalty)
     decay = lr * weight_decay
     for i, param in enumerate(params):
         if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
-            if penalised:
-                duals[i].add_(param, alpha=-decay / delta)
-            else:
-                param.mul_(1 - decay)
+            decay_(param, duals[i] if penalised else None, decay, delta)
         grad = grads[i] if not maximize else -grads[i]
         if momentum != 0:
             buf = momentum_buffer_list[i]
@@ -338,19 +212,9 @@ def _single_tensor_linbreg(
             param.add_(grad, alpha=-(lr * delta))
 
 
-def _multi_tensor_linbreg(
-    params: list[Tensor],
-    grads: list[Tensor],
-    duals: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    *,
-    lr: float,
-    delta: float,
-    momentum: float,
-    weight_decay: float,
-    penalty: Penalty,
-    maximize: bool,
-) -> None:
+def _multi_tensor_linbreg(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, duals, momentum_buffer_list = lists
+    lr, delta, momentum, weight_decay, penalty, maximize = hp
     if len(params) == 0:
         return
     penalised = not isinstance(penalty, NoPenalty)
@@ -363,10 +227,7 @@ def _multi_tensor_linbreg(
     ):
         decay = lr * weight_decay
         if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
-            if penalised:
-                torch._foreach_add_(dev_duals, dev_params, alpha=-decay / delta)
-            else:
-                torch._foreach_mul_(dev_params, 1 - decay)
+            decay_foreach_(dev_params, dev_duals if penalised else None, decay, delta)
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
         if momentum != 0:

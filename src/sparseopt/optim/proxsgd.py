@@ -14,55 +14,30 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+__all__ = ["ProxSGD", "proxsgd"]
+
+from typing import Any, NamedTuple, Unpack
 
 import torch
 from torch import Tensor
 
-from sparseopt.optim._base import (
-    PENALTY_DEFAULTS,
-    SparseOptimizer,
-    group_by_device_dtype,
-    increment_steps_,
-    lr_value,
-    new_step,
-    penalty_defaults,
-    resolve_foreach,
-)
+from sparseopt.optim._base import StepBatch
+from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
 from sparseopt.optim._sgd import (
-    batch_key,
-    check_sgd_hyperparameters,
+    SGDKeywords,
+    SGDOptimizer,
+    SGDScalars,
     sgd_direction,
     sgd_directions_foreach,
 )
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import Penalty, make_penalty
+from sparseopt.penalties import Penalty
 
-#: The registry entry whose recipe gives this class its defaults (one source).
+#: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("proxsgd")
 
-__all__ = ["ProxSGD", "proxsgd"]
 
-#: The param-group fields (besides the penalty) that one functional call must share.
-_BATCH_FIELDS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize", "foreach")
-
-
-@dataclass(slots=True)
-class _Batch:
-    """The tensors of the param groups stepped by one functional call."""
-
-    group: dict[str, Any]  # the first of them: its hyperparameters are everyone's
-    penalty: Penalty
-    params: list[Tensor] = field(default_factory=list)
-    grads: list[Tensor] = field(default_factory=list)
-    bufs: list[Tensor | None] = field(default_factory=list)
-    steps: list[Tensor] = field(default_factory=list)
-    missing: bool = False  # whether a momentum buffer is created in this step
-
-
-class ProxSGD(SparseOptimizer):
+class ProxSGD(SGDOptimizer):
     r"""Proximal SGD: an SGD(-momentum) step, then the penalty's prox with step :math:`\tau`.
 
     With learning rate :math:`\tau` (``lr``) and the param group's penalty :math:`J`
@@ -127,123 +102,20 @@ class ProxSGD(SparseOptimizer):
           Math. Program. 140 (2013).
     """
 
+    state_keys = ("momentum_buffer",)
+
     def __init__(
         self,
         params: Any,
         lr: float = _RECIPE.defaults["lr"],
         *,
-        penalty: str | Penalty = "l1",
-        lam: float | None = None,
-        groups: str | None = None,
-        a: float = 1.0,
-        group_weight: str = "sqrt",
         momentum: float = _RECIPE.defaults["momentum"],
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-        foreach: bool | None = None,
-        maximize: bool = False,
+        **common: Unpack[SGDKeywords],
     ) -> None:
-        defaults: dict[str, Any] = {
-            **PENALTY_DEFAULTS,
-            "lr": lr,
-            "lam": lam,
-            "groups": groups,
-            "a": a,
-            "group_weight": group_weight,
-            "momentum": momentum,
-            "dampening": dampening,
-            "nesterov": nesterov,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-        }
-        defaults.update(
-            penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__)
-        )
-        check_sgd_hyperparameters(defaults)
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("nesterov", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_sgd_hyperparameters(group)
-
-    def _init_group(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        momentum_buffer_list: list[Tensor | None],
-        state_steps: list[Tensor],
-    ) -> bool:
-        """Collect the group's tensors; return whether a momentum buffer is still missing."""
-        momentum = group["momentum"] != 0
-        missing = False
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                raise RuntimeError("ProxSGD does not support sparse gradients")
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step()
-            state_steps.append(state["step"])
-            params.append(p)
-            grads.append(grad)
-            buf = state.get("momentum_buffer") if momentum else None
-            missing = missing or (momentum and buf is None)
-            momentum_buffer_list.append(buf)
-        return missing
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step.
-
-        Args:
-            closure: optional callable that re-evaluates the model and returns the loss.
-        """
-        loss = self._closure_loss(closure)
-        # Param groups with equal penalty and hyperparameters (such as the "conv" and
-        # "linear" groups of sparseopt.param_groups) share one functional call: the
-        # update is per tensor, so this only saves per-call overhead.
-        batches: dict[Any, _Batch] = {}
-        for group in self.param_groups:
-            penalty = self.penalty_of(group)
-            key = batch_key(penalty, group, _BATCH_FIELDS)
-            batch = batches.get(key)
-            if batch is None:
-                batch = batches[key] = _Batch(group, penalty)
-            if self._init_group(group, batch.params, batch.grads, batch.bufs, batch.steps):
-                batch.missing = True
-        for batch in batches.values():
-            if not batch.params:
-                continue
-            group = batch.group
-            proxsgd(
-                batch.params,
-                batch.grads,
-                batch.bufs,
-                batch.steps,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-                penalty=batch.penalty,
-                foreach=group["foreach"],
-            )
-            if batch.missing:  # new buffers were created: store them
-                for p, buf in zip(batch.params, batch.bufs, strict=True):
-                    self.state[p]["momentum_buffer"] = buf
-        return loss
+    def _update(self, batch: StepBatch) -> None:
+        proxsgd(batch.params, batch.grads, *batch.state.values(), batch.steps, **batch.hyper)
 
     def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
         """Nothing to do: the iterate is the parameter itself; the next prox uses the new λ."""
@@ -277,99 +149,50 @@ def proxsgd(
     (then with that penalty's default λ). ``lr`` may be a 1-element tensor (read once).
 
     Example:
+        >>> from sparseopt.penalties import make_penalty
         >>> p = torch.tensor([1.0, 0.1])
         >>> step = torch.tensor(0.0)
         >>> proxsgd([p], [p.clone()], [None], [step], lr=0.5, penalty=make_penalty("l1", lam=0.2))
         >>> p
         tensor([0.4000, 0.0000])
     """
-    penalty = make_penalty(penalty)
-    lr = lr_value(lr)
-    if len(params) == 0:
-        return
-    if resolve_foreach(foreach, params):
-        func = _multi_tensor_proxsgd
-    else:
-        func = _single_tensor_proxsgd
-    func(
-        params,
-        grads,
-        momentum_buffer_list,
-        state_steps,
-        lr=lr,
-        momentum=momentum,
-        dampening=dampening,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        maximize=maximize,
-        penalty=penalty,
+    lr, penalty, foreach = prepare_step(params, lr, penalty, foreach, state_steps)
+    func = _multi_tensor_proxsgd if foreach else _single_tensor_proxsgd
+    sgd = SGDScalars(
+        weight_decay, momentum, dampening, nesterov, maximize, fused=not penalty.is_zero
     )
+    hp = _Scalars(lr, sgd, penalty)
+    func((params, grads, momentum_buffer_list), hp)
 
 
-def _single_tensor_proxsgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    state_steps: list[Tensor],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    maximize: bool,
-    penalty: Penalty,
-) -> None:
+class _Scalars(NamedTuple):
+    """The scalars of one functional step (``lr`` as a number, the penalty as an object)."""
+
+    lr: float
+    sgd: SGDScalars
+    penalty: Penalty
+
+
+def _single_tensor_proxsgd(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, momentum_buffer_list = lists
+    lr, sgd, penalty = hp
     prox = not penalty.is_zero
     for i, param in enumerate(params):
-        state_steps[i] += 1
-        d, momentum_buffer_list[i] = sgd_direction(
-            param,
-            grads[i],
-            momentum_buffer_list[i],
-            weight_decay=weight_decay,
-            momentum=momentum,
-            dampening=dampening,
-            nesterov=nesterov,
-            maximize=maximize,
-            fused=prox,
-        )
+        d, momentum_buffer_list[i] = sgd_direction(param, grads[i], momentum_buffer_list[i], sgd)
         param.add_(d, alpha=-lr)
         if prox:
             penalty.prox_(param, lr)
 
 
-def _multi_tensor_proxsgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    state_steps: list[Tensor],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    maximize: bool,
-    penalty: Penalty,
-) -> None:
-    increment_steps_(state_steps)
+def _multi_tensor_proxsgd(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, momentum_buffer_list = lists
+    lr, sgd, penalty = hp
     prox = not penalty.is_zero
     for device_params, device_grads, device_bufs, device_indices in group_by_device_dtype(
         params, grads, momentum_buffer_list, range(len(params))
     ):
-        directions = sgd_directions_foreach(
-            device_params,
-            device_grads,
-            device_bufs,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            dampening=dampening,
-            nesterov=nesterov,
-            maximize=maximize,
-            fused=prox,
-        )
-        if momentum != 0:
+        directions = sgd_directions_foreach(device_params, device_grads, device_bufs, sgd)
+        if sgd.momentum != 0:
             for j, i in enumerate(device_indices):
                 momentum_buffer_list[i] = device_bufs[j]
         torch._foreach_add_(device_params, directions, alpha=-lr)

@@ -25,64 +25,42 @@ References:
 
 from __future__ import annotations
 
+__all__ = ["RDA", "rda"]
+
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any, NamedTuple, Unpack
 
 import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg, check_positive
-from sparseopt.optim._base import (
-    PENALTY_DEFAULTS,
-    SparseOptimizer,
-    check_lr,
-    group_by_device_dtype,
-    increment_steps_,
-    lr_value,
-    new_step,
-    penalty_defaults,
-    resolve_foreach,
-)
-from sparseopt.optim._sgd import batch_key
+from sparseopt.optim._base import SparseOptimizer, StepBatch
+from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
+from sparseopt.optim._schema import CommonKeywords, Hyper
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import L0, L1, NoPenalty, Penalty, make_penalty
+from sparseopt.penalties import L0, L1, NoPenalty, Penalty
 
-#: The registry entry whose recipe gives this class its defaults (one source).
+#: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("rda")
 
-__all__ = ["RDA", "rda"]
 
 _ADAPTIVE_PENALTIES = (NoPenalty, L1, L0)
 
-
-#: The param-group fields (besides the penalty) that one functional call must share.
-_BATCH_FIELDS = ("lr", "gamma", "adaptive", "eps", "weight_decay", "maximize", "foreach")
 
 #: The running sums of learning rates, kept as float64 0-d CPU tensors.
 _SUM_KEYS = ("lr_sum", "lr_sq_sum")
 
 
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"Invalid {name} value: {value!r}; expected a bool")
+
+
 def _as_sum(value: Any) -> Tensor:
     """A running sum as the float64 0-d CPU tensor RDA keeps (from a number or a tensor)."""
     return torch.as_tensor(value, dtype=torch.float64, device="cpu").reshape(()).clone()
-
-
-@dataclass(slots=True)
-class _Batch:
-    """The tensors of the param groups stepped by one functional call."""
-
-    group: dict[str, Any]  # the first of them: its hyperparameters are everyone's
-    penalty: Penalty
-    params: list[Tensor] = field(default_factory=list)
-    grads: list[Tensor] = field(default_factory=list)
-    grad_sums: list[Tensor] = field(default_factory=list)
-    prox_centers: list[Tensor] = field(default_factory=list)
-    sum_sqs: list[Tensor] = field(default_factory=list)
-    lr_sums: list[Tensor] = field(default_factory=list)
-    lr_sq_sums: list[Tensor] = field(default_factory=list)
-    steps: list[Tensor] = field(default_factory=list)
 
 
 class RDA(SparseOptimizer):
@@ -200,50 +178,31 @@ class RDA(SparseOptimizer):
           arXiv:1807.04222; Duchi, Hazan & Singer, JMLR 12 (2011).
     """
 
+    hyperparameters = MappingProxyType(
+        {
+            "gamma": Hyper(check_positive),
+            "adaptive": Hyper(_check_bool, missing=False),
+            "eps": Hyper(check_positive),
+            "weight_decay": Hyper(check_nonneg, missing=0.0),
+        }
+    )
+    state_keys = ("grad_sum", "prox_center", "sum_sq", "lr_sum", "lr_sq_sum")
+
     def __init__(
         self,
         params: Any,
         lr: float = _RECIPE.defaults["lr"],
         *,
-        penalty: str | Penalty = "l1",
-        lam: float | None = None,
-        groups: str | None = None,
-        a: float = 1.0,
-        group_weight: str = "sqrt",
         gamma: float = _RECIPE.defaults["gamma"],
         adaptive: bool = False,
         eps: float = 1e-10,
         weight_decay: float = 0.0,
-        foreach: bool | None = None,
-        maximize: bool = False,
+        **common: Unpack[CommonKeywords],
     ) -> None:
-        defaults: dict[str, Any] = {
-            **PENALTY_DEFAULTS,
-            "lr": lr,
-            "lam": lam,
-            "groups": groups,
-            "a": a,
-            "group_weight": group_weight,
-            "gamma": gamma,
-            "adaptive": adaptive,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-        }
-        defaults.update(
-            penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__)
-        )
-        self._check_hyperparameters(defaults)
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("adaptive", False)
-            group.setdefault("weight_decay", 0.0)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
         for param_state in self.state.values():  # state of earlier versions
             if "grad_avg" in param_state:
                 grad_avg = param_state.pop("grad_avg")
@@ -272,17 +231,7 @@ class RDA(SparseOptimizer):
             for key, value in saved.get(pid, {}).items():
                 self.state[p][key] = _as_sum(value)
 
-    @staticmethod
-    def _check_hyperparameters(group: dict[str, Any]) -> None:
-        check_lr(group["lr"])
-        check_positive("gamma", group["gamma"])
-        check_positive("eps", group["eps"])
-        check_nonneg("weight_decay", group["weight_decay"])
-        if not isinstance(group["adaptive"], bool):
-            raise ValueError(f"Invalid adaptive value: {group['adaptive']!r}; expected a bool")
-
     def _validate_group(self, group: dict[str, Any]) -> None:
-        self._check_hyperparameters(group)
         if group["adaptive"]:
             penalty = self.penalty_of(group)
             if not isinstance(penalty, _ADAPTIVE_PENALTIES):
@@ -294,96 +243,31 @@ class RDA(SparseOptimizer):
 
     # ---------------------------------------------------------------------- step
 
-    def _init_group(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        grad_sums: list[Tensor],
-        prox_centers: list[Tensor],
-        sum_sqs: list[Tensor],
-        lr_sums: list[Tensor],
-        lr_sq_sums: list[Tensor],
-        state_steps: list[Tensor],
+    def _init_state(
+        self, group: dict[str, Any], penalty: Penalty, p: Tensor, state: dict[str, Any]
     ) -> None:
-        adaptive = group["adaptive"]
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                raise RuntimeError("RDA does not support sparse gradients")
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step()
-                state["lr_sum"] = _as_sum(0.0)
-                state["lr_sq_sum"] = _as_sum(0.0)
-                state["grad_sum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["prox_center"] = p.detach().clone(memory_format=torch.preserve_format)
-            if adaptive:
-                if "sum_sq" not in state:
-                    state["sum_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                sum_sqs.append(state["sum_sq"])
-            state_steps.append(state["step"])
-            params.append(p)
-            grads.append(grad)
-            grad_sums.append(state["grad_sum"])
-            prox_centers.append(state["prox_center"])
-            lr_sums.append(state["lr_sum"])
-            lr_sq_sums.append(state["lr_sq_sum"])
+        if "grad_sum" not in state:
+            state["lr_sum"] = _as_sum(0.0)
+            state["lr_sq_sum"] = _as_sum(0.0)
+            state["grad_sum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["prox_center"] = p.detach().clone(memory_format=torch.preserve_format)
+        if group["adaptive"] and "sum_sq" not in state:
+            state["sum_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step.
-
-        Args:
-            closure: optional callable that re-evaluates the model and returns the loss.
-        """
-        loss = self._closure_loss(closure)
-        # Param groups with equal penalty and hyperparameters (such as the "conv" and
-        # "linear" groups of sparseopt.param_groups) share one functional call: the
-        # update is per tensor, so this only saves per-call overhead.
-        batches: dict[Any, _Batch] = {}
-        for group in self.param_groups:
-            penalty = self.penalty_of(group)
-            key = batch_key(penalty, group, _BATCH_FIELDS)
-            batch = batches.get(key)
-            if batch is None:
-                batch = batches[key] = _Batch(group, penalty)
-            self._init_group(
-                group,
-                batch.params,
-                batch.grads,
-                batch.grad_sums,
-                batch.prox_centers,
-                batch.sum_sqs,
-                batch.lr_sums,
-                batch.lr_sq_sums,
-                batch.steps,
-            )
-        for batch in batches.values():
-            if not batch.params:
-                continue
-            group = batch.group
-            increment_steps_(batch.steps)
-            rda(
-                batch.params,
-                batch.grads,
-                batch.grad_sums,
-                batch.prox_centers,
-                batch.sum_sqs,
-                batch.lr_sums,
-                batch.lr_sq_sums,
-                lr=group["lr"],
-                gamma=group["gamma"],
-                adaptive=group["adaptive"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-                penalty=batch.penalty,
-                foreach=group["foreach"],
-            )
-        return loss
+    def _update(self, batch: StepBatch) -> None:
+        grad_sums, prox_centers, sum_sqs, lr_sums, lr_sq_sums = batch.state.values()
+        sum_sqs = sum_sqs if batch.group["adaptive"] else []
+        rda(
+            batch.params,
+            batch.grads,
+            grad_sums,
+            prox_centers,
+            sum_sqs,
+            lr_sums,
+            lr_sq_sums,
+            state_steps=batch.steps,
+            **batch.hyper,
+        )
 
     def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
         """Nothing to do: the iterate is recomputed from the gradient average at every step."""
@@ -409,6 +293,7 @@ def rda(
     maximize: bool = False,
     penalty: str | Penalty = "l1",
     foreach: bool | None = None,
+    state_steps: Sequence[Tensor] = (),
 ) -> None:
     r"""Functional RDA step; see :class:`RDA` for the algorithm.
 
@@ -418,10 +303,11 @@ def rda(
     ``adaptive``, ``sum_sqs`` (:math:`s_t`; pass an empty list otherwise) in place, and
     writes :math:`w_{t+1}` into ``params``. ``prox_centers`` (:math:`w_0`) are only
     read, unless ``weight_decay`` moves them (:math:`w_0 \leftarrow w_0 - \text{lr}\,
-    \omega\, w`, before the step). ``lr`` may be a 1-element tensor (read once). (The step counter is the
-    caller's.)
+    \omega\, w`, before the step). ``lr`` may be a 1-element tensor (read once). ``state_steps`` (0-d step
+    counters, optional) are incremented first.
 
     Example:
+        >>> from sparseopt.penalties import make_penalty
         >>> w = torch.tensor([1.0, 0.05])
         >>> g_sum, w0 = torch.zeros(2), w.clone()
         >>> sums, sq_sums = ([torch.zeros((), dtype=torch.float64)] for _ in range(2))
@@ -434,8 +320,7 @@ def rda(
         >>> w
         tensor([0.5757, 0.0000])
     """
-    penalty = make_penalty(penalty)
-    lr = lr_value(lr)
+    lr, penalty, foreach = prepare_step(params, lr, penalty, foreach, state_steps)
     if len(params) == 0:
         return
     if adaptive:
@@ -458,26 +343,9 @@ def rda(
     torch._foreach_add_(lr_sums, lr)
     torch._foreach_add_(lr_sq_sums, lr * lr)
     values = torch.stack([*lr_sums, *lr_sq_sums]).tolist()
-    if resolve_foreach(foreach, params):
-        func = _multi_tensor_rda
-    else:
-        func = _single_tensor_rda
-    func(
-        params,
-        grads,
-        grad_sums,
-        prox_centers,
-        sum_sqs,
-        values[:n],
-        values[n:],
-        lr=lr,
-        gamma=gamma,
-        adaptive=adaptive,
-        eps=eps,
-        weight_decay=weight_decay,
-        maximize=maximize,
-        penalty=penalty,
-    )
+    func = _multi_tensor_rda if foreach else _single_tensor_rda
+    hp = _Scalars(lr, gamma, adaptive, eps, weight_decay, maximize, penalty)
+    func((params, grads, grad_sums, prox_centers, sum_sqs, values[:n], values[n:]), hp)
 
 
 def _adaptive_scale(
@@ -509,24 +377,22 @@ def _adaptive_iterate_(
         w.div_(scale)
 
 
-def _single_tensor_rda(
-    params: list[Tensor],
-    grads: list[Tensor],
-    grad_sums: list[Tensor],
-    prox_centers: list[Tensor],
-    sum_sqs: list[Tensor],
-    lr_sums: list[float],
-    lr_sq_sums: list[float],
-    *,
-    lr: float,
-    gamma: float,
-    adaptive: bool,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-    penalty: Penalty,
-) -> None:
+class _Scalars(NamedTuple):
+    """The scalars of one functional step (``lr`` as a number, the penalty as an object)."""
+
+    lr: float
+    gamma: float
+    adaptive: bool
+    eps: float
+    weight_decay: float
+    maximize: bool
+    penalty: Penalty
+
+
+def _single_tensor_rda(lists: TensorLists, hp: _Scalars) -> None:
     r"""``lr_sums`` and ``lr_sq_sums``: :math:`A_t` and :math:`\sum a_k^2` after this step (floats)."""
+    params, grads, grad_sums, prox_centers, sum_sqs, lr_sums, lr_sq_sums = lists
+    lr, gamma, adaptive, eps, weight_decay, maximize, penalty = hp
     weight = -lr if maximize else lr
     decay = lr * weight_decay
     for i, w in enumerate(params):
@@ -549,24 +415,10 @@ def _single_tensor_rda(
                 penalty.prox_(w, c)
 
 
-def _multi_tensor_rda(
-    params: list[Tensor],
-    grads: list[Tensor],
-    grad_sums: list[Tensor],
-    prox_centers: list[Tensor],
-    sum_sqs: list[Tensor],
-    lr_sums: list[float],
-    lr_sq_sums: list[float],
-    *,
-    lr: float,
-    gamma: float,
-    adaptive: bool,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-    penalty: Penalty,
-) -> None:
+def _multi_tensor_rda(lists: TensorLists, hp: _Scalars) -> None:
     r"""``lr_sums`` and ``lr_sq_sums``: :math:`A_t` and :math:`\sum a_k^2` after this step (floats)."""
+    params, grads, grad_sums, prox_centers, sum_sqs, lr_sums, lr_sq_sums = lists
+    lr, gamma, adaptive, eps, weight_decay, maximize, penalty = hp
     n, lr_sq = len(params), lr * lr
     # Parameters skipped in some steps (no grad) have their own running sums: bucket by
     # them (and by device and dtype). Usually all sums agree: one bucket per device/dtype.

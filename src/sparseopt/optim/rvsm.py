@@ -24,38 +24,33 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+__all__ = ["RVSM", "rvsm"]
+
+from types import MappingProxyType
+from typing import Any, NamedTuple, Unpack
 
 import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg
-from sparseopt.optim._base import (
-    PENALTY_DEFAULTS,
-    SparseOptimizer,
-    group_by_device_dtype,
-    increment_steps_,
-    lr_value,
-    new_step,
-    penalty_defaults,
-    resolve_foreach,
-)
+from sparseopt.optim._base import StepBatch
+from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
+from sparseopt.optim._schema import Hyper
 from sparseopt.optim._sgd import (
-    check_sgd_hyperparameters,
+    SGDKeywords,
+    SGDOptimizer,
+    SGDScalars,
     sgd_direction,
     sgd_directions_foreach,
 )
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import NoPenalty, Penalty, make_penalty
+from sparseopt.penalties import NoPenalty, Penalty
 
-#: The registry entry whose recipe gives this class its defaults (one source).
+#: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("rvsm")
 
-__all__ = ["RVSM", "rvsm"]
 
-
-class RVSM(SparseOptimizer):
+class RVSM(SGDOptimizer):
     r"""Relaxed variable splitting: SGD on :math:`w` coupled to a sparse :math:`u = \operatorname{prox}(w)`.
 
     The method minimises :math:`f(w) + \lambda P(u) + \tfrac\beta2\|w-u\|^2` (λ and
@@ -147,130 +142,32 @@ class RVSM(SparseOptimizer):
         - https://github.com/tdinh15/rvsm-rgsm-admm
     """
 
+    hyperparameters = MappingProxyType(
+        {**SGDOptimizer.hyperparameters, "beta": Hyper(check_nonneg)}
+    )
+    state_keys = ("momentum_buffer", "u")
+
     def __init__(
         self,
         params: Any,
         lr: float = _RECIPE.defaults["lr"],
         *,
-        penalty: str | Penalty = "l1",
-        lam: float | None = None,
-        groups: str | None = None,
-        a: float = 1.0,
-        group_weight: str = "sqrt",
         beta: float = _RECIPE.defaults["beta"],
         momentum: float = _RECIPE.defaults["momentum"],
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-        foreach: bool | None = None,
-        maximize: bool = False,
+        **common: Unpack[SGDKeywords],
     ) -> None:
-        defaults: dict[str, Any] = {
-            **PENALTY_DEFAULTS,
-            "lr": lr,
-            "lam": lam,
-            "groups": groups,
-            "a": a,
-            "group_weight": group_weight,
-            "beta": beta,
-            "momentum": momentum,
-            "dampening": dampening,
-            "nesterov": nesterov,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-        }
-        defaults.update(
-            penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__)
-        )
-        self._check_hyperparameters(defaults)
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("nesterov", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-
-    @staticmethod
-    def _check_hyperparameters(group: dict[str, Any]) -> None:
-        check_sgd_hyperparameters(group)
-        check_nonneg("beta", group["beta"])
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        self._check_hyperparameters(group)
-
-    # ---------------------------------------------------------------------- step
-
-    def _init_group(
-        self,
-        group: dict[str, Any],
-        penalty: Penalty,
-        params: list[Tensor],
-        grads: list[Tensor],
-        momentum_buffer_list: list[Tensor | None],
-        us: list[Tensor],
-        state_steps: list[Tensor],
+    def _init_state(
+        self, group: dict[str, Any], penalty: Penalty, p: Tensor, state: dict[str, Any]
     ) -> None:
-        coupled = not isinstance(penalty, NoPenalty)
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("RVSM does not support sparse gradients")
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step()
-            state_steps.append(state["step"])
-            if coupled and "u" not in state:
-                state["u"] = _u_of_w(p.detach(), penalty, group["beta"])
-            params.append(p)
-            grads.append(p.grad)
-            momentum_buffer_list.append(
-                state.get("momentum_buffer") if group["momentum"] != 0 else None
-            )
-            if coupled:
-                us.append(state["u"])
+        if "u" not in state and not isinstance(penalty, NoPenalty):
+            state["u"] = _u_of_w(p.detach(), penalty, group["beta"])
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step.
-
-        Args:
-            closure: optional callable that re-evaluates the model and returns the loss.
-        """
-        loss = self._closure_loss(closure)
-        for group in self.param_groups:
-            penalty = self.penalty_of(group)
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            momentum_buffer_list: list[Tensor | None] = []
-            us: list[Tensor] = []
-            state_steps: list[Tensor] = []
-            self._init_group(group, penalty, params, grads, momentum_buffer_list, us, state_steps)
-            if not params:
-                continue
-            rvsm(
-                params,
-                grads,
-                momentum_buffer_list,
-                us,
-                state_steps,
-                lr=group["lr"],
-                beta=group["beta"],
-                momentum=group["momentum"],
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-                penalty=penalty,
-                foreach=group["foreach"],
-            )
-            if group["momentum"] != 0:
-                for p, buf in zip(params, momentum_buffer_list, strict=True):
-                    self.state[p]["momentum_buffer"] = buf
-        return loss
+    def _update(self, batch: StepBatch) -> None:
+        bufs, us = batch.state.values()
+        us = [] if isinstance(batch.penalty, NoPenalty) else us
+        rvsm(batch.params, batch.grads, bufs, us, batch.steps, **batch.hyper)
 
     # --------------------------------------------------------- deployable network
 
@@ -312,14 +209,8 @@ class RVSM(SparseOptimizer):
 
     def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
         r"""Recompute :math:`u = \operatorname{prox}_{(1/\beta)\lambda_{\text{new}}P}(w)`; :math:`w` is unchanged."""
-        if isinstance(new, NoPenalty):
-            return
-        with torch.no_grad():
-            for p in group["params"]:
-                state = self.state.get(p)
-                if state is None or "u" not in state:
-                    continue
-                state["u"].copy_(_u_of_w(p.detach(), new, group["beta"]))
+        for p, state in self._states_with(group, "u"):
+            state["u"].copy_(_u_of_w(p.detach(), new, group["beta"]))
 
 
 def _u_of_w(w: Tensor, penalty: Penalty, beta: float) -> Tensor:
@@ -359,6 +250,7 @@ def rvsm(
     tensor (read once).
 
     Example:
+        >>> from sparseopt.penalties import make_penalty
         >>> w = torch.tensor([1.0, 0.05])
         >>> pen = make_penalty("l1", lam=0.1)
         >>> u = pen.prox(w, 1.0)  # u_0 for beta = 1
@@ -367,62 +259,30 @@ def rvsm(
         >>> w, u  # w - 0.5 (w - u_0), then u = soft(w, 0.1)
         (tensor([0.9500, 0.0250]), tensor([0.8500, 0.0000]))
     """
-    penalty = make_penalty(penalty)
-    lr = lr_value(lr)
-    if len(params) == 0:
-        return
     if us and len(us) != len(params):
         raise ValueError(f"rvsm: got {len(us)} u tensors for {len(params)} parameters")
-    if resolve_foreach(foreach, params):
-        func = _multi_tensor_rvsm
-    else:
-        func = _single_tensor_rvsm
-    func(
-        params,
-        grads,
-        momentum_buffer_list,
-        us,
-        state_steps,
-        lr=lr,
-        beta=beta,
-        momentum=momentum,
-        dampening=dampening,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        maximize=maximize,
-        penalty=penalty,
-    )
+    lr, penalty, foreach = prepare_step(params, lr, penalty, foreach, state_steps)
+    func = _multi_tensor_rvsm if foreach else _single_tensor_rvsm
+    sgd = SGDScalars(weight_decay, momentum, dampening, nesterov, maximize)
+    hp = _Scalars(lr, beta, sgd, penalty)
+    func((params, grads, momentum_buffer_list, us), hp)
 
 
-def _single_tensor_rvsm(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    us: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: float,
-    beta: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    maximize: bool,
-    penalty: Penalty,
-) -> None:
+class _Scalars(NamedTuple):
+    """The scalars of one functional step (``lr`` as a number, the penalty as an object)."""
+
+    lr: float
+    beta: float
+    sgd: SGDScalars
+    penalty: Penalty
+
+
+def _single_tensor_rvsm(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, momentum_buffer_list, us = lists
+    lr, beta, sgd, penalty = hp
     split = beta > 0 and not penalty.is_zero
     for i, w in enumerate(params):
-        state_steps[i] += 1
-        d, momentum_buffer_list[i] = sgd_direction(
-            w,
-            grads[i],
-            momentum_buffer_list[i],
-            weight_decay=weight_decay,
-            momentum=momentum,
-            dampening=dampening,
-            nesterov=nesterov,
-            maximize=maximize,
-        )
+        d, momentum_buffer_list[i] = sgd_direction(w, grads[i], momentum_buffer_list[i], sgd)
         if not us:
             w.add_(d, alpha=-lr)
             continue
@@ -435,38 +295,15 @@ def _single_tensor_rvsm(
             penalty.prox_(u, 1.0 / beta)
 
 
-def _multi_tensor_rvsm(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    us: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: float,
-    beta: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    maximize: bool,
-    penalty: Penalty,
-) -> None:
+def _multi_tensor_rvsm(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, momentum_buffer_list, us = lists
+    lr, beta, sgd, penalty = hp
     split = beta > 0 and not penalty.is_zero
-    increment_steps_(state_steps)
     indices = list(range(len(params)))
     u_list: list[Tensor | None] = list(us) if us else [None] * len(params)
     for bucket in group_by_device_dtype(params, grads, momentum_buffer_list, u_list, indices):
         device_params, device_grads, device_bufs, device_us, device_indices = bucket
-        directions = sgd_directions_foreach(
-            device_params,
-            device_grads,
-            device_bufs,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            dampening=dampening,
-            nesterov=nesterov,
-            maximize=maximize,
-        )
+        directions = sgd_directions_foreach(device_params, device_grads, device_bufs, sgd)
         for j, i in enumerate(device_indices):
             momentum_buffer_list[i] = device_bufs[j]
         if not us:

@@ -20,37 +20,42 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+__all__ = ["SplitLBI", "splitlbi"]
+
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any, NamedTuple, Unpack
 
 import torch
 from torch import Tensor
 
-from sparseopt._validation import check_nonneg, check_positive
-from sparseopt.optim._base import (
-    PENALTY_DEFAULTS,
-    SparseOptimizer,
-    check_lr,
-    group_by_device_dtype,
-    increment_steps_,
-    lr_value,
-    new_step,
-    penalty_defaults,
-    resolve_foreach,
+from sparseopt._validation import check_positive
+from sparseopt.optim._base import StepBatch
+from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
+from sparseopt.optim._schema import Hyper
+from sparseopt.optim._sgd import (
+    SGDKeywords,
+    SGDOptimizer,
+    SGDScalars,
+    sgd_direction,
+    sgd_directions_foreach,
 )
-from sparseopt.optim._sgd import sgd_direction, sgd_directions_foreach
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import NoPenalty, Penalty, make_penalty
+from sparseopt.penalties import NoPenalty, Penalty
 
-#: The registry entry whose recipe gives this class its defaults (one source).
+#: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("splitlbi")
 
-__all__ = ["SplitLBI", "splitlbi"]
 
 _DEPLOY_MODES = ("masked", "gamma")
 
 
-class SplitLBI(SparseOptimizer):
+def _check_deploy(name: str, value: Any) -> None:
+    if value not in _DEPLOY_MODES:
+        raise ValueError(f"Invalid {name} value: {value!r}; expected 'masked' or 'gamma'")
+
+
+class SplitLBI(SGDOptimizer):
     r"""Split LBI (S²-LBI / DessiLBI): weights, sparse structure :math:`\Gamma` and dual :math:`V`.
 
     With learning rate :math:`\alpha` (``lr``), :math:`\kappa` (``kappa``), :math:`\nu`
@@ -137,158 +142,44 @@ class SplitLBI(SparseOptimizer):
         - https://github.com/DessiLBI2020/DessiLBI
     """
 
+    hyperparameters = MappingProxyType(
+        {
+            "kappa": Hyper(check_positive),
+            "nu": Hyper(check_positive),
+            **SGDOptimizer.hyperparameters,
+            "deploy": Hyper(_check_deploy, missing="masked", functional=False),
+        }
+    )
+    state_keys = ("momentum_buffer", "gamma", "dual")
+
     def __init__(
         self,
         params: Any,
         lr: float = _RECIPE.defaults["lr"],
         *,
-        penalty: str | Penalty = "l1",
-        lam: float | None = None,
-        groups: str | None = None,
-        a: float = 1.0,
-        group_weight: str = "sqrt",
         kappa: float = _RECIPE.defaults["kappa"],
         nu: float = _RECIPE.defaults["nu"],
         momentum: float = _RECIPE.defaults["momentum"],
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
         deploy: str = "masked",
-        foreach: bool | None = None,
-        maximize: bool = False,
+        **common: Unpack[SGDKeywords],
     ) -> None:
-        defaults: dict[str, Any] = {
-            **PENALTY_DEFAULTS,
-            "lr": lr,
-            "lam": lam,
-            "groups": groups,
-            "a": a,
-            "group_weight": group_weight,
-            "kappa": kappa,
-            "nu": nu,
-            "momentum": momentum,
-            "dampening": dampening,
-            "nesterov": nesterov,
-            "weight_decay": weight_decay,
-            "deploy": deploy,
-            "foreach": foreach,
-            "maximize": maximize,
-        }
-        defaults.update(
-            penalty_defaults(penalty, lam, groups, a, group_weight, owner=type(self).__name__)
+        super().__init__(params, locals())
+
+    def _init_state(
+        self, group: dict[str, Any], penalty: Penalty, p: Tensor, state: dict[str, Any]
+    ) -> None:
+        if "dual" not in state and not isinstance(penalty, NoPenalty):
+            # Γ = V = 0: the structure starts from the empty support.
+            state["gamma"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["dual"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update(self, batch: StepBatch) -> None:
+        bufs, gammas, duals = batch.state.values()
+        if isinstance(batch.penalty, NoPenalty):
+            gammas = duals = []
+        splitlbi(
+            batch.params, batch.grads, bufs, gammas, duals, state_steps=batch.steps, **batch.hyper
         )
-        self._check_hyperparameters(defaults)
-        super().__init__(params, defaults)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("nesterov", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("deploy", "masked")
-
-    # ---------------------------------------------------------------- validation
-
-    @staticmethod
-    def _check_hyperparameters(group: dict[str, Any]) -> None:
-        check_lr(group["lr"])
-        check_positive("kappa", group["kappa"])
-        check_positive("nu", group["nu"])
-        check_nonneg("momentum", group["momentum"])
-        check_nonneg("dampening", group["dampening"])
-        check_nonneg("weight_decay", group["weight_decay"])
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError(
-                f"Invalid nesterov value: {group['nesterov']!r}; Nesterov momentum requires "
-                f"a momentum > 0 and zero dampening (momentum={group['momentum']}, "
-                f"dampening={group['dampening']})"
-            )
-        if group["deploy"] not in _DEPLOY_MODES:
-            raise ValueError(
-                f"Invalid deploy value: {group['deploy']!r}; expected 'masked' or 'gamma'"
-            )
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        self._check_hyperparameters(group)
-
-    # ---------------------------------------------------------------------- step
-
-    def _init_group(
-        self,
-        group: dict[str, Any],
-        coupled: bool,
-        params: list[Tensor],
-        grads: list[Tensor],
-        momentum_buffer_list: list[Tensor | None],
-        gammas: list[Tensor],
-        duals: list[Tensor],
-        state_steps: list[Tensor],
-    ) -> None:
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("SplitLBI does not support sparse gradients")
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step()
-            if coupled and "dual" not in state:
-                # Γ = V = 0: the structure starts from the empty support.
-                state["gamma"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["dual"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state_steps.append(state["step"])
-            params.append(p)
-            grads.append(p.grad)
-            momentum_buffer_list.append(state.get("momentum_buffer"))
-            if coupled:
-                gammas.append(state["gamma"])
-                duals.append(state["dual"])
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step.
-
-        Args:
-            closure: optional callable that re-evaluates the model and returns the loss.
-        """
-        loss = self._closure_loss(closure)
-        for group in self.param_groups:
-            penalty = self.penalty_of(group)
-            coupled = not isinstance(penalty, NoPenalty)
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            momentum_buffer_list: list[Tensor | None] = []
-            gammas: list[Tensor] = []
-            duals: list[Tensor] = []
-            state_steps: list[Tensor] = []
-            self._init_group(
-                group, coupled, params, grads, momentum_buffer_list, gammas, duals, state_steps
-            )
-            if not params:
-                continue
-            increment_steps_(state_steps)
-            splitlbi(
-                params,
-                grads,
-                momentum_buffer_list,
-                gammas,
-                duals,
-                lr=group["lr"],
-                kappa=group["kappa"],
-                nu=group["nu"],
-                momentum=group["momentum"],
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-                penalty=penalty,
-                foreach=group["foreach"],
-            )
-            if group["momentum"] != 0:
-                for p, buf in zip(params, momentum_buffer_list, strict=True):
-                    self.state[p]["momentum_buffer"] = buf
-        return loss
 
     # --------------------------------------------------------- deployable network
 
@@ -338,14 +229,8 @@ class SplitLBI(SparseOptimizer):
 
     def _lam_changed(self, group: dict[str, Any], old: Penalty, new: Penalty) -> None:
         r"""Recompute :math:`\Gamma = \kappa\operatorname{prox}_{J_{\text{new}}}(V)`; :math:`V` and :math:`W` are unchanged."""
-        if isinstance(new, NoPenalty):
-            return
-        with torch.no_grad():
-            for p in group["params"]:
-                state = self.state.get(p)
-                if state is None or "dual" not in state:
-                    continue
-                _gamma_from_dual_([state["gamma"]], [state["dual"]], new, group["kappa"])
+        for _, state in self._states_with(group, "dual"):
+            _gamma_from_dual_([state["gamma"]], [state["dual"]], new, group["kappa"])
 
 
 # ------------------------------------------------------------------------- functional
@@ -358,8 +243,16 @@ def _gamma_from_dual_(
     kappa: float,
     foreach: bool = False,
 ) -> None:
-    """Γ ← κ·prox_J(V) in place (one fused pass for ℓ1 / ℓ0, see :meth:`Penalty.prox_into_`)."""
-    penalty.prox_into_(gammas, duals, 1.0, scale=kappa)
+    """Γ ← κ·prox_J(V) in place (one fused pass for ℓ1 / ℓ0, see :meth:`Penalty.prox_into_`).
+
+    ``foreach``: one :meth:`~sparseopt.penalties.Penalty.prox_into_` call over the lists;
+    otherwise one call per tensor (the same per-tensor kernels, so the same result).
+    """
+    if foreach:
+        penalty.prox_into_(gammas, duals, 1.0, scale=kappa)
+        return
+    for gamma, dual in zip(gammas, duals, strict=True):
+        penalty.prox_into_([gamma], [dual], 1.0, scale=kappa)
 
 
 def splitlbi(
@@ -379,6 +272,7 @@ def splitlbi(
     maximize: bool,
     penalty: str | Penalty,
     foreach: bool | None = None,
+    state_steps: Sequence[Tensor] = (),
 ) -> None:
     r"""Functional Split LBI step; see :class:`SplitLBI` for the algorithm.
 
@@ -387,71 +281,42 @@ def splitlbi(
     ``momentum != 0``). With penalty ``none`` the step is SGD with rate ``kappa * lr``
     and ``gammas``/``duals`` are ignored (pass empty lists). ``foreach=None`` picks the
     multi-tensor implementation for dense tensors (:func:`resolve_foreach`). ``lr`` may be
-    a 1-element tensor (read once). (The step counters are the caller's.)
+    a 1-element tensor (read once). ``state_steps`` (0-d step counters, optional) are
+    incremented first.
     """
-    penalty = make_penalty(penalty)
-    lr = lr_value(lr)
+    lr, penalty, foreach = prepare_step(params, lr, penalty, foreach, state_steps)
     coupled = not isinstance(penalty, NoPenalty)
     if coupled and not (len(gammas) == len(duals) == len(params)):
         raise ValueError(
             f"splitlbi: expected one gamma and one dual per parameter, got {len(params)} "
             f"params, {len(gammas)} gammas and {len(duals)} duals"
         )
-    foreach = resolve_foreach(foreach, params)
     func = _multi_tensor_splitlbi if foreach else _single_tensor_splitlbi
-    func(
-        params,
-        grads,
-        momentum_buffer_list,
-        gammas,
-        duals,
-        lr=lr,
-        kappa=kappa,
-        nu=nu,
-        momentum=momentum,
-        dampening=dampening,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        maximize=maximize,
-        penalty=penalty,
-        coupled=coupled,
-    )
+    sgd = SGDScalars(weight_decay, momentum, dampening, nesterov, maximize, fused=coupled)
+    hp = _Scalars(lr, kappa, nu, sgd, penalty, coupled)
+    func((params, grads, momentum_buffer_list, gammas, duals), hp)
 
 
-def _single_tensor_splitlbi(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    gammas: list[Tensor],
-    duals: list[Tensor],
-    *,
-    lr: float,
-    kappa: float,
-    nu: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    maximize: bool,
-    penalty: Penalty,
-    coupled: bool,
-) -> None:
+class _Scalars(NamedTuple):
+    """The scalars of one functional step (``lr`` as a number, the penalty as an object)."""
+
+    lr: float
+    kappa: float
+    nu: float
+    sgd: SGDScalars
+    penalty: Penalty
+    coupled: bool
+
+
+def _single_tensor_splitlbi(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, momentum_buffer_list, gammas, duals = lists
+    lr, kappa, nu, sgd, penalty, coupled = hp
     lr_w = kappa * lr  # rate of the weights
     a = lr / nu  # rate of the dual
     c = kappa * a  # rate of the coupling term in the weights
     for i, w in enumerate(params):
         # momentum on the loss gradient only; the one-pass buffer update when coupled
-        d, momentum_buffer_list[i] = sgd_direction(
-            w,
-            grads[i],
-            momentum_buffer_list[i],
-            weight_decay=weight_decay,
-            momentum=momentum,
-            dampening=dampening,
-            nesterov=nesterov,
-            maximize=maximize,
-            fused=coupled,
-        )
+        d, momentum_buffer_list[i] = sgd_direction(w, grads[i], momentum_buffer_list[i], sgd)
         if coupled:
             gamma, dual = gammas[i], duals[i]
             # V += (α/ν)(W − Γ), with the old W and Γ
@@ -459,29 +324,14 @@ def _single_tensor_splitlbi(
             # W −= κα (d + (W − Γ)/ν): the coupling as a lerp towards Γ, then the gradient
             w.lerp_(gamma, c)
             w.add_(d, alpha=-lr_w)
-            _gamma_from_dual_([gamma], [dual], penalty, kappa)
+            _gamma_from_dual_([gamma], [dual], penalty, kappa, foreach=False)
         else:
             w.add_(d, alpha=-lr_w)
 
 
-def _multi_tensor_splitlbi(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    gammas: list[Tensor],
-    duals: list[Tensor],
-    *,
-    lr: float,
-    kappa: float,
-    nu: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    maximize: bool,
-    penalty: Penalty,
-    coupled: bool,
-) -> None:
+def _multi_tensor_splitlbi(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, momentum_buffer_list, gammas, duals = lists
+    lr, kappa, nu, sgd, penalty, coupled = hp
     if len(params) == 0:
         return
     lr_w = kappa * lr
@@ -495,18 +345,8 @@ def _multi_tensor_splitlbi(
     buckets = group_by_device_dtype(params, grads, momentum_buffer_list, gammas, duals, indices)
     for b_params, b_grads, b_bufs, b_gammas, b_duals, b_idx in buckets:
         b_bufs = list(b_bufs)
-        d = sgd_directions_foreach(
-            b_params,
-            b_grads,
-            b_bufs,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            dampening=dampening,
-            nesterov=nesterov,
-            maximize=maximize,
-            fused=coupled,
-        )
-        if momentum != 0:  # new buffers go back to their slots
+        d = sgd_directions_foreach(b_params, b_grads, b_bufs, sgd)
+        if sgd.momentum != 0:  # new buffers go back to their slots
             for j, buf in zip(b_idx, b_bufs, strict=True):
                 momentum_buffer_list[j] = buf
         if coupled:

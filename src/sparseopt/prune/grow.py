@@ -23,14 +23,15 @@ Zero outgoing weights make the widened network compute exactly the same function
 new units still learn, since the gradient of their outgoing weights is the (nonzero)
 activation of the new units times the back-propagated error.
 
-The optimizer is carried along: every replaced parameter is swapped in its param group
-(same hyperparameters) and every state tensor of the parameter's shape (Γ, V, momentum
-buffers, Adam moments) is padded with zeros — new entries start outside supp Γ with
-V = 0 for SplitLBI. For Bregman methods (a ``dual`` state and a ``delta``
-hyperparameter: LinBreg, AdaBreg) the new entries of the dual are set to
-:math:`\\theta/\\delta + \\partial J(\\theta)` so the new incoming weights survive the next
-primal update. Other methods get zero-padded state (for RDA that cuts the new
-incoming weights to zero at the next step, so widening is of no use there).
+The optimizer is carried along by :func:`sparseopt.optim.resize_parameter_`: every
+replaced parameter is swapped in its param group (same hyperparameters) and every state
+tensor of the parameter's shape (Γ, V, momentum buffers, Adam moments) is padded with
+zeros — new entries start outside supp Γ with V = 0 for SplitLBI. A sparse optimizer
+then sets what its new entries need (its ``_state_resized``): LinBreg and AdaBreg set
+the new entries of the dual to :math:`\\theta/\\delta + \\partial J(\\theta)` so the new
+incoming weights survive the next primal update. Other methods keep zero-padded state
+(for RDA that cuts the new incoming weights to zero at the next step, so widening is of
+no use there).
 
 Only sequential networks are supported: an :class:`torch.nn.Sequential` (possibly of
 nested ``Sequential`` children, like every model of :mod:`sparseopt.models` except
@@ -56,6 +57,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from sparseopt.optim import resize_parameter_
 
 __all__ = ["GrowCallback", "grow_saturated", "layer_saturation", "match_widths", "widen"]
 
@@ -136,32 +139,6 @@ def _pad(t: Tensor, dim: int, new_size: int, fill: float = 0.0) -> Tensor:
     return out
 
 
-def _pad_state(value: Any, old: Tensor, dim: int, new_size: int) -> Any:
-    if not isinstance(value, Tensor) or value.ndim == 0:
-        return value
-    if value.shape == old.shape:
-        return _pad(value, dim, new_size)
-    if value.ndim == old.ndim and value.shape[dim] == 1:
-        return value.clone()  # a per-group quantity broadcast along dim
-    raise ValueError(
-        f"cannot extend optimizer state of shape {tuple(value.shape)} for a parameter of "
-        f"shape {tuple(old.shape)}"
-    )
-
-
-def _sync_bregman_dual(
-    optimizer: torch.optim.Optimizer, group: dict[str, Any], p: Tensor, dim: int, old_size: int
-) -> None:
-    state = optimizer.state.get(p, {})
-    if "dual" not in state or "delta" not in group or not hasattr(optimizer, "penalty_of"):
-        return
-    from sparseopt.optim._bregman import init_dual
-
-    fresh = init_dual(p, optimizer.penalty_of(group), group["delta"])
-    n_new = p.shape[dim] - old_size
-    state["dual"].narrow(dim, old_size, n_new).copy_(fresh.narrow(dim, old_size, n_new))
-
-
 def _replace(
     module: nn.Module,
     attr: str,
@@ -175,19 +152,8 @@ def _replace(
         return
     new = nn.Parameter(value, requires_grad=old.requires_grad)
     setattr(module, attr, new)
-    if optimizer is None:
-        return
-    for group in optimizer.param_groups:
-        for j, q in enumerate(group["params"]):
-            if q is old:
-                group["params"][j] = new
-                state = optimizer.state.pop(old, None)
-                if state:
-                    optimizer.state[new] = {
-                        k: _pad_state(v, old, dim, value.shape[dim]) for k, v in state.items()
-                    }
-                    _sync_bregman_dual(optimizer, group, new, dim, old.shape[dim])
-                return
+    if optimizer is not None:
+        resize_parameter_(optimizer, old, new, dim)
 
 
 @torch.no_grad()
