@@ -82,6 +82,30 @@ def test_sparse_init_density_and_he_variance(r: float) -> None:
     assert torch.equal(net.bias.detach(), bias)  # biases untouched
 
 
+@pytest.mark.parametrize(
+    ("shape", "r"), [((2000, 20), 0.01), ((500, 400), 0.05), ((300, 4, 3, 3), 0.02)]
+)
+def test_sparse_init_gives_every_unit_he_variance(shape: tuple[int, ...], r: float) -> None:
+    """Each unit's pre-activation variance is He's 2·E[x²], also for units the floor filled."""
+    layer = (
+        torch.nn.Linear(shape[1], shape[0])
+        if len(shape) == 2
+        else torch.nn.Conv2d(shape[1], shape[0], 3)
+    )
+    x = torch.randn(4000, *shape[1:], generator=torch.Generator().manual_seed(1))
+    outs = {}
+    for scale in ("fan_in", "density"):
+        so.sparse_init_(layer, r, scale=scale, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            z = x.flatten(1) @ layer.weight.flatten(1).T  # pre-activations without bias
+        outs[scale] = z.var(0).mean().item()
+    assert outs["fan_in"] == pytest.approx(2.0, rel=0.1)
+    if shape[1] * r < 1:  # the paper's scaling inflates the rows that the floor filled
+        assert outs["density"] > 1.3 * outs["fan_in"]
+    with pytest.raises(ValueError, match="'nope'"):
+        so.sparse_init_(layer, r, scale="nope")
+
+
 def test_sparse_init_per_group_kills_whole_filters() -> None:
     net = _net()
     so.sparse_init_(net, density=0.5, groups="filter", generator=torch.Generator().manual_seed(1))

@@ -182,8 +182,14 @@ def test_engine_recorder_and_cli_tools(tmp_path: Path, capsys: pytest.CaptureFix
     from sparseopt.engine import ConfigError, train
 
     run = tmp_path / "run"
-    cfg = TrainConfig(
-        epochs=3, limit_batches=6, quiet=True, out=str(run), model_options={"hidden": [32]}
+    cfg = TrainConfig(  # ProxSGD with a large λ: some hidden units die within 18 steps
+        epochs=3,
+        limit_batches=6,
+        quiet=True,
+        out=str(run),
+        model_options={"hidden": [32]},
+        optimizer="proxsgd",
+        lam=0.2,
     )
     train(cfg, callbacks=[PathRecorder()], echo=False)
     path = load_path(run)

@@ -6,13 +6,19 @@ network: for each Conv/Linear weight draw a mask :math:`M\sim\text{Bernoulli}(r_
 (elementwise, or per group so whole filters/channels are on or off) and set
 
 .. math::
-    W = \tilde W \odot M,\qquad \tilde W \sim \mathcal N\big(0,\ 2/(\text{fan\_in}\cdot r_l)\big),
+    W = \tilde W \odot M,\qquad \tilde W_{i\cdot} \sim \mathcal N\big(0,\ 2/n_i\big),
 
-i.e. He (Kaiming-normal) scaling divided by the density :math:`r_l`, so the
-variance of each pre-activation matches the dense He initialisation (in expectation
-over the draw; the floor below adds entries to rows that drew none, so rows of a layer
-with :math:`\text{fan\_in}\cdot r_l < 1` start with a larger variance than He's). Biases and
-every other parameter are left as they are (dense).
+with :math:`n_i` the number of nonzero entries of output unit :math:`i` (its *realised*
+fan-in: the row of a Linear weight, the filter of a convolution, after the draw and the
+floor below). This is He (Kaiming-normal) initialisation of the sparse layer as drawn:
+the variance of every unit's pre-activation equals the dense He initialisation's,
+:math:`2\,\mathbb E[x^2]`, for each unit and each draw, not only on average. The paper
+(``scale="density"``) uses :math:`\tilde W \sim \mathcal N(0,\ 2/(\text{fan\_in}\cdot r_l))`,
+which matches only in expectation over the draw and not at all for the units the floor
+fills (one entry where :math:`\text{fan\_in}\cdot r_l < 1`): on Fashion-MNIST at 1 %
+it starts the ConvNet at a cross-entropy of 20.6 and LeNet-5 at 22.3 (dense: 2.3), the
+realised scaling at 3.5 and 3.5. Biases and every other parameter are left as they are
+(dense).
 
 **Layer densities** :math:`r_l` (``distribution``):
 
@@ -48,10 +54,14 @@ import torch
 from sparseopt._validation import check_unit_interval
 from sparseopt.groups import group_dims
 
-__all__ = ["DISTRIBUTIONS", "erk_densities", "layer_floor_", "sparse_init_"]
+__all__ = ["DISTRIBUTIONS", "SCALES", "erk_densities", "layer_floor_", "sparse_init_"]
 
 #: Layer-density rules of :func:`sparse_init_`.
 DISTRIBUTIONS = ("uniform", "erk")
+
+#: Variance rules of :func:`sparse_init_`: He over the realised fan-in of each unit
+#: (``"fan_in"``, the default) or over the expected one, ``fan_in * r`` (``"density"``, the paper's).
+SCALES = ("fan_in", "density")
 
 
 def _sparse_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str | None]]:
@@ -132,6 +142,7 @@ def sparse_init_(
     linear_groups: str | None = None,
     distribution: str = "uniform",
     floor: bool = True,
+    scale: str = "fan_in",
     generator: torch.Generator | None = None,
 ) -> torch.nn.Module:
     r"""Sparsely initialise every Conv/Linear weight of ``model`` in place.
@@ -146,6 +157,8 @@ def sparse_init_(
         distribution: layer densities, ``uniform`` or ``erk`` (see the module docstring).
         floor: give every output unit and input channel at least one nonzero weight
             (elementwise and ``kernel`` masks; see the module docstring).
+        scale: ``"fan_in"``: each unit's nonzero weights have variance 2 / (its number of
+            nonzero weights); ``"density"``: 2 / (fan_in · r), the paper's rule.
         generator: random generator, for reproducible masks and values.
 
     Returns:
@@ -164,6 +177,8 @@ def sparse_init_(
         raise ValueError(
             f"Invalid distribution value: {distribution!r}; expected one of {list(DISTRIBUTIONS)}"
         )
+    if scale not in SCALES:
+        raise ValueError(f"Invalid scale value: {scale!r}; expected one of {list(SCALES)}")
     layers = _sparse_layers(model)
     if distribution == "erk":
         rates = erk_densities([tuple(m.weight.shape) for m, _ in layers], r)
@@ -177,9 +192,7 @@ def sparse_init_(
             if grp == "kernel":
                 grp = None
         w = module.weight
-        fan_in = math.prod(w.shape[1:])
-        std = math.sqrt(2.0 / (fan_in * rate))
-        values = torch.randn(w.shape, generator=generator, dtype=w.dtype, device="cpu") * std
+        values = torch.randn(w.shape, generator=generator, dtype=w.dtype, device="cpu")
         dims = () if grp is None else group_dims(w.ndim, grp)
         mask_shape = tuple(1 if d in dims else s for d, s in enumerate(w.shape))
         mask = torch.rand(mask_shape, generator=generator, device="cpu") < rate
@@ -188,5 +201,11 @@ def sparse_init_(
         elif not bool(mask.any()):  # keep every layer connected: one group on
             pick = torch.randint(mask.numel(), (1,), generator=generator, device="cpu")
             mask.view(-1)[pick] = True
-        w.copy_((values * mask).to(w.device))
+        full = mask.expand(w.shape)
+        if scale == "density":
+            std = math.sqrt(2.0 / (math.prod(w.shape[1:]) * rate))
+        else:  # He over each unit's realised fan-in (units without weights: any value)
+            fan = full.flatten(1).sum(1).clamp_(min=1).to(values.dtype)
+            std = (2.0 / fan).sqrt_().view(-1, *([1] * (w.ndim - 1)))
+        w.copy_((values * std * full).to(w.device))
     return model
