@@ -234,3 +234,20 @@ def test_sparse_init_floor_revives_lenet_conv1_and_erk_keeps_the_budget() -> Non
     assert so.init.erk_densities(shapes, 1.0) == [1.0] * 5
     with pytest.raises(ValueError, match="distribution"):
         so.sparse_init_(conv, 0.1, distribution="gaussian")
+
+
+def test_init_scale_benchmark_shows_the_realised_scaling_starting_lower(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "init_scale.py"
+    spec = importlib.util.spec_from_file_location("init_scale", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--dataset", "digits", "--models", "mlp", "--densities", "0.01"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mlp")]
+    dense, fan_in, by_density = (float(v) for v in row[0].strip("| ").split(" | ")[2:])
+    assert dense < fan_in < by_density  # the density-scaled start begins far above ln 10
