@@ -457,3 +457,17 @@ def test_grow_every_is_refused_with_rda(capsys: pytest.CaptureFixture[str], tmp_
     assert code == 2 and "grow_every" in err and "rda" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_the_command_does_not_import_torch_dynamo(tmp_path: Path) -> None:
+    """torch's optimizers import torch._dynamo (~1.2 s) at first use; the CLI skips it."""
+    code = (
+        "import sys; from sparseopt.cli import main; "
+        f"rc = main(['train', '--epochs', '1', '--limit-batches', '2', '-q', '--no-plots', "
+        f"'--no-tensorboard', '--out', {str(tmp_path / 'r')!r}]); "
+        "print(rc, 'torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
+    assert out.strip().splitlines()[-1] == "0 False"

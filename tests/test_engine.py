@@ -630,3 +630,30 @@ def test_metrics_files_are_appended_not_rewritten(tmp_path: Path) -> None:
         assert (tmp_path / name).stat().st_ino == inode == seen[2][name][1]  # same file
     rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [0, 1, 2, 3]
+
+
+def test_test_split_is_evaluated_at_the_end_and_when_asked(tmp_path: Path) -> None:
+    res = train(tiny(tmp_path / "end", epochs=3))
+    assert [r["test_acc"] is not None for r in res.history] == [False, False, False, True]
+    assert all(r["val_acc"] is not None for r in res.history)  # validation drives selection
+    summary = json.loads((tmp_path / "end" / "summary.json").read_text())
+    assert summary["metrics"]["test_acc"] == res.test_acc is not None
+    res = train(tiny(tmp_path / "every2", epochs=3, test_every=2))
+    assert [r["test_acc"] is not None for r in res.history] == [True, False, True, True]
+    # without a validation split the test split is what there is: every epoch
+    res = train(tiny(tmp_path / "noval", epochs=2, val_fraction=0.0))
+    assert all(r["test_acc"] is not None and r["val_acc"] is None for r in res.history)
+
+
+def test_dense_baselines_use_torchs_fused_implementation(tmp_path: Path) -> None:
+    from sparseopt.engine.build import eval_batch_size
+
+    for name in ("sgd", "adam"):
+        with Trainer(tiny(tmp_path / name, optimizer=name)) as trainer:
+            assert trainer.optimizer.param_groups[0]["fused"] is True
+    given = tiny(tmp_path / "given", optimizer="adam", optimizer_options={"foreach": True})
+    with Trainer(given) as trainer:  # the user's choice stands
+        group = trainer.optimizer.param_groups[0]
+        assert group["foreach"] is True and not group["fused"]
+    assert eval_batch_size(TrainConfig(), torch.device("cpu")) == 256
+    assert eval_batch_size(TrainConfig(eval_batch_size=7), torch.device("cpu")) == 7

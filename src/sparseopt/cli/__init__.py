@@ -33,7 +33,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sparseopt._version import __version__
-from sparseopt.cli._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Parser, UsageError
+from sparseopt.cli._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    skip_dynamo_import,
+)
 from sparseopt.cli.compare import add_compare_arguments, comparison_table, run_compare
 from sparseopt.cli.flags import train_flag_dests
 from sparseopt.cli.train import add_list_arguments, add_train_arguments, run_list, run_train
@@ -126,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Under torchrun every process runs this; the ones that are not rank 0 say nothing.
     say = _rank() == 0
+    skip_dynamo_import()  # the command compiles nothing: no 1.2 s import of torch._dynamo
     try:
         return run(args)
     except (UsageError, ConfigError) as err:

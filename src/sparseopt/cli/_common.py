@@ -27,6 +27,7 @@ __all__ = [
     "note",
     "one_line",
     "parse_value",
+    "skip_dynamo_import",
 ]
 
 EXIT_OK = 0
@@ -155,3 +156,38 @@ def fresh(path: Path) -> Path:
         if not candidate.exists():
             return candidate
         n += 1
+
+
+def skip_dynamo_import() -> int:
+    """Keep torch from importing ``torch._dynamo`` (about 1.2 s) in a command that never
+    compiles; returns how many torch functions were marked.
+
+    ``torch.optim.Optimizer.add_param_group``, ``zero_grad``, ``state_dict``... and some
+    schedulers' methods are wrapped by ``torch._disable_dynamo``, which imports
+    ``torch._dynamo`` at their first call only to mark them "not to be compiled"; the
+    wrapper caches that mark on the function (``__dynamo_disable``). When nothing has
+    imported ``torch._dynamo`` yet, this sets the cache to the plain function, so the
+    first call is a plain call. Only for the ``sparseopt`` command's own process (it
+    compiles nothing); anything unexpected in torch's layout leaves torch as it is.
+    """
+    if "torch._dynamo" in sys.modules:
+        return 0
+    try:
+        import torch
+        import torch._compile
+        import torch.optim.lr_scheduler as schedulers
+
+        wrapper_file = torch._compile.__file__
+        owners = [torch.optim.Optimizer]
+        owners += [v for v in vars(schedulers).values() if isinstance(v, type)]
+        marked = 0
+        for owner in owners:
+            for fn in list(vars(owner).values()):
+                code, plain = getattr(fn, "__code__", None), getattr(fn, "__wrapped__", None)
+                if code is not None and plain is not None and code.co_filename == wrapper_file:
+                    if getattr(plain, "__dynamo_disable", None) is None:
+                        plain.__dynamo_disable = plain
+                        marked += 1
+        return marked
+    except Exception:  # a torch without these internals: nothing to skip
+        return 0

@@ -211,7 +211,7 @@ COMPARE_RECORD = "compare-settings.json"
 #: Settings that may differ between a compare run and its re-run (presentation, epochs).
 _RERUN_FREE = frozenset(
     {
-        "epochs", "quiet", "plots", "tensorboard", "device", "threads", "eval_batch_size",
+        "epochs", "quiet", "plots", "tensorboard", "device", "threads", "eval_batch_size", "test_every",
         "keep_checkpoints", "stall_epochs", "out", "name",
     }
 )  # fmt: skip

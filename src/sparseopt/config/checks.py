@@ -19,7 +19,8 @@ def validate(cfg: Any) -> None:
     """
     _check_int("epochs", cfg.epochs, 0)
     _check_int("batch_size", cfg.batch_size, 1)
-    _check_int("eval_batch_size", cfg.eval_batch_size, 1)
+    _check_int("eval_batch_size", cfg.eval_batch_size, 1, allow_none=True)
+    _check_int("test_every", cfg.test_every, 1, allow_none=True)
     _check_int("limit_batches", cfg.limit_batches, 1, allow_none=True)
     _check_int("lr_step_size", cfg.lr_step_size, 1)
     _check_int("lr_patience", cfg.lr_patience, 0)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from sparseopt.config import TrainConfig
 from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
-from sparseopt.engine.build import build, lr_lam
+from sparseopt.engine.build import build, eval_batch_size, lr_lam
 from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
 from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
 from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
@@ -160,8 +160,6 @@ class Trainer:
         for line in self.health.observe(row, constant_output=constant, empty_layers=empty):
             self.log(f"warning: {line}", always=True)
 
-    # ------------------------------------------------------------------ output
-
     def log(self, line: str, *, always: bool = False) -> None:
         """Print ``line`` (rank 0, unless quiet) and append it to ``log.txt``."""
         if not self.is_main:
@@ -171,7 +169,7 @@ class Trainer:
         if self.echo and (always or not self.config.quiet):
             print(line, flush=True)
 
-    # ------------------------------------------------------------------ batches
+    # ------------------------------------------------------------------ batches, evaluation
 
     def batches_per_epoch(self) -> int:
         """Number of optimizer steps per epoch (this rank's)."""
@@ -185,18 +183,22 @@ class Trainer:
         """Cross-entropy for classification, mean squared error for regression."""
         return loss_fn(self.task, out, y, reduction)
 
-    # ------------------------------------------------------------------ evaluation
-
-    def evaluate(self) -> dict[str, Any]:
-        """Loss/accuracy on the validation and test parts and density, of the deployable network."""
+    def evaluate(self, splits: tuple[str, ...] = ("val", "test")) -> dict[str, Any]:
+        """Loss/accuracy on ``splits`` and density, of the deployable network."""
+        batch = eval_batch_size(self.config, self.device)
         return evaluate_deployed(
-            self.model,
-            self.optimizer,
-            self._tensors,
-            self.task,
-            self.config.eval_batch_size,
-            self.dist,
+            self.model, self.optimizer, self._tensors, self.task, batch, self.dist, splits
         )
+
+    def _splits(self, epoch: int) -> tuple[str, ...]:
+        """What epoch ``epoch`` evaluates: validation always; the test split at the last
+        epoch, every ``test_every`` epochs, or every epoch without a validation split."""
+        every = self.config.test_every
+        if epoch == self.config.epochs:
+            return ("val", "test")
+        if every is None:
+            return ("val", "test") if len(self._tensors["val"][0]) == 0 else ("val",)
+        return ("val", "test") if epoch % every == 0 else ("val",)
 
     def _lr_lam(self) -> tuple[float, float | None]:
         return lr_lam(self.optimizer)
@@ -400,7 +402,7 @@ class Trainer:
                 train_part: dict[str, Any] = {"train_loss": None, "train_time": 0.0}
                 if self.task == "classification":
                     train_part["train_acc"] = None
-                evaluation = self.evaluate()
+                evaluation = self.evaluate(self._splits(0))
                 self.elapsed += time.perf_counter() - t0
                 row = epoch_row(0, 0, train_part, evaluation, lr, lam, 0.0, self.elapsed, self.task)
                 self.history.append(row)
@@ -434,7 +436,7 @@ class Trainer:
         plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         if self.scheduler is not None and not plateau:
             self.scheduler.step()
-        evaluation = self.evaluate()
+        evaluation = self.evaluate(self._splits(epoch))
         if plateau:
             self._step_scheduler(train_part, evaluation)
         # resumed_time: the part of this epoch run before an interruption
