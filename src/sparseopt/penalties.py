@@ -46,6 +46,7 @@ from torch import Tensor
 
 from sparseopt._validation import check_nonneg as _check_nonneg
 from sparseopt._validation import check_positive
+from sparseopt.fsdp import foreach_copy_
 from sparseopt.groups import canonical_grouping, group_dims, group_norms, group_size
 
 __all__ = [
@@ -264,7 +265,7 @@ class Penalty:
         """
         outs, xs = list(outs), list(xs)
         if not all(o is x for o, x in zip(outs, xs, strict=True)):
-            torch._foreach_copy_(outs, xs)
+            foreach_copy_(outs, xs)  # tensor by tensor for DTensors (FSDP2)
         self.prox_foreach_(outs, t)
         if scale != 1.0:
             torch._foreach_mul_(outs, scale)

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg, check_positive
+from sparseopt.fsdp import foreach_copy_
 from sparseopt.optim._base import SparseOptimizer, StepBatch
 from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
 from sparseopt.optim._schema import CommonKeywords, Hyper
@@ -445,7 +446,7 @@ def _multi_tensor_rda(lists: TensorLists, hp: _Scalars) -> None:
             if adaptive:
                 torch._foreach_addcmul_(sqs, gs, gs, value=lr_sq)
             if lr_sq_sum == 0:  # no gradient has any weight yet: the minimiser is w0
-                torch._foreach_copy_(ws, w0s)
+                foreach_copy_(ws, w0s)
             elif adaptive:
                 scales = torch._foreach_sqrt(sqs)
                 torch._foreach_add_(scales, eps)

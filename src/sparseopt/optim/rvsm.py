@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg
+from sparseopt.fsdp import foreach_copy_
 from sparseopt.optim._base import StepBatch
 from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
 from sparseopt.optim._schema import Hyper
@@ -315,4 +316,4 @@ def _multi_tensor_rvsm(lists: TensorLists, hp: _Scalars) -> None:
         if split:
             penalty.prox_into_(device_us, device_params, 1.0 / beta)
         else:
-            torch._foreach_copy_(device_us, device_params)
+            foreach_copy_(device_us, device_params)
