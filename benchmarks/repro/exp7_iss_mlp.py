@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "epochs": C.epochs(args, 2, 15, 30),
         "batch_size": C.budget(args, 16, 128, 128),
         "limit_batches": C.budget(args, 2, None, None),
+        "test_every": 1,  # the curves plot test accuracy at every epoch
         **C.data_config(args),
     }
     curves: dict[str, dict[str, list[Any]]] = {}
