@@ -99,11 +99,13 @@ def test_without_penalty_equals_adam_with_lr_times_delta(
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_unpenalised_group_takes_exact_adam_steps(dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("impl", ["fused", "foreach"])
+def test_unpenalised_group_takes_exact_adam_steps(dtype: torch.dtype, impl: str) -> None:
+    # the fused path runs torch's fused Adam kernel, the foreach path Adam's foreach ops
     ps = _params(dtype)
     qs = _clone(ps)
-    opt = AdaBreg(_mixed_groups(ps), lr=0.02)
-    ref = torch.optim.Adam([qs[1], qs[3]], lr=0.02)
+    opt = AdaBreg(_mixed_groups(ps), lr=0.02, **{impl: True})
+    ref = torch.optim.Adam([qs[1], qs[3]], lr=0.02, **{impl: True})
     gen = torch.Generator().manual_seed(3)
     for _ in range(5):
         _set_grads([ps, qs], gen)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from sparseopt.optim._base import SparseOptimizer
+from sparseopt.optim._functional import group_by_device_dtype
 from sparseopt.penalties import (
     L0,
     TL1,
@@ -41,6 +42,7 @@ __all__ = [
     "dead_threshold",
     "decay_",
     "decay_foreach_",
+    "decayed_buckets",
     "init_dual",
     "primal",
     "primal_foreach",
@@ -116,6 +118,27 @@ def decay_foreach_(
         torch._foreach_add_(duals, params, alpha=-decay / delta)
     else:
         torch._foreach_mul_(params, 1 - decay)
+
+
+def decayed_buckets(
+    params: list[Tensor],
+    grads: list[Tensor],
+    duals: list[Tensor],
+    penalised: bool,
+    decay: float,
+    delta: float,
+    *lists: list[Any],
+) -> Iterator[tuple[list[Any], ...]]:
+    """The device/dtype buckets ``(params, grads, duals, *lists)`` of a Bregman step.
+
+    Each is yielded after its decoupled weight decay (:func:`decay_foreach_` with
+    ``decay`` = τω, when nonzero); without a penalty the ``duals`` entries are ``None``.
+    """
+    dual_list: list[Any] = list(duals) if penalised else [None] * len(params)
+    for bucket in group_by_device_dtype(params, grads, dual_list, *lists):
+        if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
+            decay_foreach_(bucket[0], bucket[2] if penalised else None, decay, delta)
+        yield bucket
 
 
 def dead_threshold(penalty: Penalty, delta: float) -> float:

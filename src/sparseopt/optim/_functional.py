@@ -10,7 +10,7 @@ and :func:`prepare_step`, the start of every functional step.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ from sparseopt._validation import check_nonneg
 from sparseopt.penalties import Penalty, make_penalty
 
 __all__ = [
+    "SGDScalars",
     "TensorLists",
     "check_lr",
     "check_real",
@@ -26,8 +27,11 @@ __all__ = [
     "increment_steps_",
     "lr_value",
     "new_step",
+    "fused_adam_",
+    "fused_sgd_",
     "prepare_step",
     "resolve_foreach",
+    "resolve_fused",
 ]
 
 #: The tensor lists of one functional call (parameters, gradients, state), in the order
@@ -174,3 +178,98 @@ def prepare_step(
     """
     increment_steps_(list(state_steps))
     return lr_value(lr), make_penalty(penalty), resolve_foreach(foreach, params)
+
+
+# torch's fused optimizer kernels (what ``torch.optim.Adam/SGD(fused=True)`` run) are not
+# public API: bound here once; a torch without them makes every ``fused`` request fall
+# back to the ``foreach`` implementation (tests force that).
+_FUSED_ADAM: Any = getattr(torch, "_fused_adam_", None)
+_FUSED_SGD: Any = getattr(torch, "_fused_sgd_", None)
+
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+#: Devices on which ``fused=None`` picks the fused implementation (measured:
+#: docs/optimizers.md; on CPU the fused kernels run the update in one pass per tensor).
+FUSED_BY_DEFAULT = ("cpu", "cuda")
+
+
+def resolve_fused(
+    fused: bool | None, foreach: bool | None, tensors: Sequence[Tensor], kernel: str
+) -> bool:
+    """Whether to run a fused implementation: ``fused``, or by default where it is faster.
+
+    The default (``fused=None``) is fused only when ``foreach`` is not chosen either
+    (an explicit ``foreach=True/False`` asks for that implementation). ``kernel``
+    (``"adam"`` or ``"sgd"``) names the torch kernel it needs; without it (a torch that
+    moved it) the answer is ``False`` and the public ``foreach`` path runs. Dense
+    floating-point tensors on a device in :data:`FUSED_BY_DEFAULT` only.
+    """
+    found = _FUSED_ADAM if kernel == "adam" else _FUSED_SGD
+    if found is None or fused is False or torch.jit.is_scripting():
+        return False
+    if fused is None and foreach is not None:
+        return False
+    return all(
+        t.layout == torch.strided and t.dtype in _FUSED_DTYPES and t.device.type in FUSED_BY_DEFAULT
+        for t in tensors
+    )
+
+
+def _device_steps(steps: list[Tensor], device: torch.device) -> list[Tensor]:
+    """The CPU step counters as tensors on ``device`` (the fused kernels read them there)."""
+    if device.type == "cpu" or not steps:
+        return steps
+    return list(torch.stack(steps).to(device, non_blocking=True).unbind())
+
+
+class SGDScalars(NamedTuple):
+    """``torch.optim.SGD``'s hyperparameters for one step, and whether to fuse the buffer update."""
+
+    weight_decay: float
+    momentum: float
+    dampening: float
+    nesterov: bool
+    maximize: bool
+    fused: bool = False
+
+
+def fused_adam_(
+    tensors: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor]],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    maximize: bool,
+) -> None:
+    r"""One ``torch.optim.Adam(fused=True)`` step without weight decay, one pass per tensor.
+
+    ``tensors`` = (params, grads, exp_avgs, exp_avg_sqs, state_steps) on one device and
+    dtype, the steps already incremented: ``params[i] -= lr / (1-β₁ᵗ) · m / (√s /
+    √(1-β₂ᵗ) + ε)`` after the moment updates.
+    """
+    params, grads, exp_avgs, exp_avg_sqs, state_steps = tensors
+    steps = _device_steps(state_steps, params[0].device)
+    _FUSED_ADAM(
+        params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr, beta1=betas[0],
+        beta2=betas[1], weight_decay=0.0, eps=eps, amsgrad=False, maximize=maximize
+    )  # fmt: skip
+
+
+def fused_sgd_(
+    tensors: tuple[list[Tensor], list[Tensor], list[Any]],
+    lr: float,
+    sgd: SGDScalars,
+    first_step: bool,
+) -> None:
+    r"""One ``torch.optim.SGD(fused=True)`` step, one pass per tensor (same device and dtype).
+
+    ``tensors`` = (params, grads, momentum buffers; ignored when ``sgd.momentum == 0``).
+    With ``first_step`` the buffers (allocated, any content) are set to the direction, as
+    ``torch.optim.SGD`` does; otherwise :math:`b \leftarrow \mu b + (1 - \text{dampening}) d`.
+    """
+    params, grads, bufs = tensors
+    weight_decay, momentum, dampening, nesterov, maximize, _ = sgd
+    _FUSED_SGD(
+        params, grads, bufs if momentum != 0 else [], weight_decay=weight_decay,
+        momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov, maximize=maximize,
+        is_first_step=first_step,
+    )  # fmt: skip

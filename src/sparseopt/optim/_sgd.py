@@ -27,13 +27,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg
 from sparseopt.optim._base import SparseOptimizer
+from sparseopt.optim._functional import SGDScalars
 from sparseopt.optim._schema import COMMON_DEFAULTS, CommonKeywords, Hyper
 
 __all__ = [
@@ -114,17 +115,6 @@ def _foreach_scale_(tensors: list[Tensor], factor: float) -> None:
         torch._foreach_mul_(tensors, _cpu_scalar(factor, first.dtype))
     else:
         torch._foreach_mul_(tensors, factor)
-
-
-class SGDScalars(NamedTuple):
-    """``torch.optim.SGD``'s hyperparameters for one step, and whether to fuse the buffer update."""
-
-    weight_decay: float
-    momentum: float
-    dampening: float
-    nesterov: bool
-    maximize: bool
-    fused: bool = False
 
 
 def sgd_direction(

@@ -21,11 +21,16 @@ from sparseopt.optim._base import StepBatch
 from sparseopt.optim._bregman import (
     BregmanOptimizer,
     decay_,
-    decay_foreach_,
+    decayed_buckets,
     primal,
     primal_foreach,
 )
-from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
+from sparseopt.optim._functional import (
+    TensorLists,
+    fused_adam_,
+    prepare_step,
+    resolve_fused,
+)
 from sparseopt.optim._schema import CommonKeywords, Hyper
 from sparseopt.optim.registry import get_optimizer_info
 from sparseopt.penalties import NoPenalty, Penalty
@@ -88,6 +93,10 @@ class AdaBreg(BregmanOptimizer):
             :math:`v \leftarrow v - \tau\omega\theta/\delta` (see
             :class:`~sparseopt.optim.linbreg.LinBreg`). With :math:`J = 0` and
             :math:`\delta = 1` AdaBreg is then ``torch.optim.AdamW``.
+        fused: run ``torch._fused_adam_`` (what ``torch.optim.Adam(fused=True)`` runs) on the dual
+            :math:`v`, then the primal map in one more pass; equal to the for-loop reference up to
+            rounding. Default ``None``: fused unless ``foreach`` is given (see
+            :func:`~sparseopt.optim._functional.resolve_fused`).
         foreach: use the ``torch._foreach_*`` implementation (default: decided by
             :func:`~sparseopt.optim._functional.resolve_foreach`).
         maximize: maximize the objective instead of minimizing (default: False).
@@ -124,6 +133,7 @@ class AdaBreg(BregmanOptimizer):
             "eps": Hyper(check_nonneg, "epsilon"),
             "delta": Hyper(check_positive, missing=1.0),
             "weight_decay": Hyper(check_nonneg, missing=0.0),
+            "fused": Hyper(missing=None),
         }
     )
     state_keys = ("dual", "exp_avg", "exp_avg_sq")
@@ -137,6 +147,7 @@ class AdaBreg(BregmanOptimizer):
         eps: float = 1e-8,
         delta: float = 1.0,
         weight_decay: float = 0.0,
+        fused: bool | None = None,
         **common: Unpack[CommonKeywords],
     ) -> None:
         super().__init__(params, locals())
@@ -180,6 +191,7 @@ def adabreg(
     penalty: Penalty | str | None = None,
     maximize: bool = False,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     r"""Functional AdaBreg step; see :class:`AdaBreg` for the algorithm.
 
@@ -187,10 +199,13 @@ def adabreg(
     in place. ``duals`` is unused (may be empty) when the penalty is ``none``: the
     parameters then take Adam steps with learning rate :math:`\tau\delta`. A penalty
     given by name takes that penalty's default options. ``lr`` may be a 1-element
-    tensor (read once).
+    tensor (read once). ``fused`` (default: where torch's fused Adam kernel exists)
+    runs that kernel on the duals, then the primal map: see :class:`AdaBreg`.
     """
+    use_fused = resolve_fused(fused, foreach, params, "adam")
     lr, penalty, foreach = prepare_step(params, lr, penalty, foreach, state_steps)
     func = _multi_tensor_adabreg if foreach else _single_tensor_adabreg
+    func = _fused_adabreg if use_fused else func
     hp = _Scalars(lr, beta1, beta2, eps, delta, weight_decay, penalty, maximize)
     func((params, grads, duals, exp_avgs, exp_avg_sqs, state_steps), hp)
 
@@ -239,13 +254,10 @@ def _multi_tensor_adabreg(lists: TensorLists, hp: _Scalars) -> None:
     if len(params) == 0:
         return
     penalised = not isinstance(penalty, NoPenalty)
-    dual_list: list[Any] = duals if penalised else [None] * len(params)
-    for dev_params, dev_grads, dev_duals, dev_m, dev_s, dev_steps in group_by_device_dtype(
-        params, grads, dual_list, exp_avgs, exp_avg_sqs, state_steps
+    decay = lr * weight_decay
+    for dev_params, dev_grads, dev_duals, dev_m, dev_s, dev_steps in decayed_buckets(
+        params, grads, duals, penalised, decay, delta, exp_avgs, exp_avg_sqs, state_steps
     ):
-        decay = lr * weight_decay
-        if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
-            decay_foreach_(dev_params, dev_duals if penalised else None, decay, delta)
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
         torch._foreach_lerp_(dev_m, dev_grads, 1 - beta1)
@@ -270,3 +282,24 @@ def _multi_tensor_adabreg(lists: TensorLists, hp: _Scalars) -> None:
             primal_foreach(dev_params, dev_duals, penalty, delta)
         else:
             torch._foreach_addcdiv_(dev_params, dev_m, denom, step_sizes)
+
+
+def _fused_adabreg(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, duals, exp_avgs, exp_avg_sqs, state_steps = lists
+    lr, beta1, beta2, eps, delta, weight_decay, penalty, maximize = hp
+    if len(params) == 0:
+        return
+    penalised = not isinstance(penalty, NoPenalty)
+    decay = lr * weight_decay
+    for dev_params, dev_grads, dev_duals, dev_m, dev_s, dev_steps in decayed_buckets(
+        params, grads, duals, penalised, decay, delta, exp_avgs, exp_avg_sqs, state_steps
+    ):
+        # torch's fused Adam on the dual (v -= lr m^/(sqrt(s^) + eps)), or on the
+        # parameters with rate lr delta when there is no penalty; then the primal map
+        target = dev_duals if penalised else dev_params
+        rate = lr if penalised else lr * delta
+        fused_adam_(
+            (target, dev_grads, dev_m, dev_s, dev_steps), rate, (beta1, beta2), eps, maximize
+        )
+        if penalised:
+            primal_foreach(dev_params, dev_duals, penalty, delta)

@@ -21,11 +21,17 @@ from sparseopt.optim._base import StepBatch
 from sparseopt.optim._bregman import (
     BregmanOptimizer,
     decay_,
-    decay_foreach_,
+    decayed_buckets,
     primal,
     primal_foreach,
 )
-from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
+from sparseopt.optim._functional import (
+    SGDScalars,
+    TensorLists,
+    fused_sgd_,
+    prepare_step,
+    resolve_fused,
+)
 from sparseopt.optim._schema import CommonKeywords, Hyper
 from sparseopt.optim.registry import get_optimizer_info
 from sparseopt.penalties import NoPenalty, Penalty
@@ -94,6 +100,10 @@ class LinBreg(BregmanOptimizer):
             :math:`(1 - \tau\omega)\theta`, dead entries stay dead; for ``l0``/``tl1`` a
             shrunk entry may fall below the threshold). Groups with penalty ``none``
             shrink the parameters themselves. Not part of the paper's algorithm.
+        fused: run ``torch._fused_sgd_`` (what ``torch.optim.SGD(fused=True)`` runs, with dampening β)
+            on the dual :math:`v`, then the primal map in one more pass; equal to the for-loop reference up to
+            rounding. Default ``None``: fused unless ``foreach`` is given (see
+            :func:`~sparseopt.optim._functional.resolve_fused`).
         foreach: use the ``torch._foreach_*`` implementation (default: decided by
             :func:`~sparseopt.optim._functional.resolve_foreach`).
         maximize: maximize the objective instead of minimizing (default: False).
@@ -126,6 +136,7 @@ class LinBreg(BregmanOptimizer):
             "delta": Hyper(check_positive, missing=1.0),
             "momentum": Hyper(check_unit_interval, missing=0.0),
             "weight_decay": Hyper(check_nonneg, missing=0.0),
+            "fused": Hyper(missing=None),
         }
     )
     state_keys = ("dual", "momentum_buffer")
@@ -139,6 +150,7 @@ class LinBreg(BregmanOptimizer):
         delta: float = 1.0,
         momentum: float = _RECIPE.defaults["momentum"],
         weight_decay: float = 0.0,
+        fused: bool | None = None,
         **common: Unpack[CommonKeywords],
     ) -> None:
         super().__init__(params, locals())
@@ -160,6 +172,7 @@ def linbreg(
     penalty: Penalty | str | None = None,
     maximize: bool = False,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     r"""Functional LinBreg step; see :class:`LinBreg` for the algorithm.
 
@@ -169,9 +182,13 @@ def linbreg(
     ignored when ``momentum == 0``; otherwise its ``None`` entries are filled with new
     buffers (the first gradient), as in ``torch.optim.SGD``. A penalty given by name
     takes that penalty's default options. ``lr`` may be a 1-element tensor (read once).
+    ``fused`` (default: where torch's fused SGD kernel exists) runs that kernel on the
+    duals, then the primal map: see :class:`LinBreg`.
     """
+    use_fused = resolve_fused(fused, foreach, params, "sgd")
     lr, penalty, foreach = prepare_step(params, lr, penalty, foreach)
     func = _multi_tensor_linbreg if foreach else _single_tensor_linbreg
+    func = _fused_linbreg if use_fused else func
     hp = _Scalars(lr, delta, momentum, weight_decay, penalty, maximize)
     func((params, grads, duals, momentum_buffer_list), hp)
 
@@ -220,14 +237,11 @@ def _multi_tensor_linbreg(lists: TensorLists, hp: _Scalars) -> None:
     penalised = not isinstance(penalty, NoPenalty)
     n = len(params)
     indices: list[Any] = list(range(n))
-    dual_list: list[Any] = duals if penalised else [None] * n
     buf_list: list[Any] = momentum_buffer_list if momentum != 0 else [None] * n
-    for dev_params, dev_grads, dev_duals, dev_bufs, dev_idx in group_by_device_dtype(
-        params, grads, dual_list, buf_list, indices
+    decay = lr * weight_decay
+    for dev_params, dev_grads, dev_duals, dev_bufs, dev_idx in decayed_buckets(
+        params, grads, duals, penalised, decay, delta, buf_list, indices
     ):
-        decay = lr * weight_decay
-        if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
-            decay_foreach_(dev_params, dev_duals if penalised else None, decay, delta)
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
         if momentum != 0:
@@ -247,3 +261,25 @@ def _multi_tensor_linbreg(lists: TensorLists, hp: _Scalars) -> None:
             primal_foreach(dev_params, dev_duals, penalty, delta)
         else:
             torch._foreach_add_(dev_params, dev_grads, alpha=-(lr * delta))
+
+
+def _fused_linbreg(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, duals, momentum_buffer_list = lists
+    lr, delta, momentum, weight_decay, penalty, maximize = hp
+    if momentum != 0 and any(b is None for b in momentum_buffer_list):
+        _multi_tensor_linbreg(lists, hp)  # the first step creates b_1 = (1 - beta) g_1
+        return
+    penalised = not isinstance(penalty, NoPenalty)
+    n = len(params)
+    buf_list: list[Any] = momentum_buffer_list if momentum != 0 else [None] * n
+    decay = lr * weight_decay
+    for dev_params, dev_grads, dev_duals, dev_bufs in decayed_buckets(
+        params, grads, duals, penalised, decay, delta, buf_list
+    ):
+        # torch's fused SGD with dampening beta is b <- beta b + (1 - beta) g, v <- v - lr b:
+        # on the dual (or on the parameters with rate lr delta without a penalty)
+        target = dev_duals if penalised else dev_params
+        sgd = SGDScalars(0.0, momentum, momentum, False, maximize)
+        fused_sgd_((target, dev_grads, dev_bufs), lr if penalised else lr * delta, sgd, False)
+        if penalised:
+            primal_foreach(dev_params, dev_duals, penalty, delta)

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 __all__ = ["ProxSGD", "proxsgd"]
 
+from types import MappingProxyType
 from typing import Any, NamedTuple, Unpack
 
 import torch
 from torch import Tensor
 
 from sparseopt.optim._base import StepBatch
-from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
+from sparseopt.optim._functional import (
+    TensorLists,
+    fused_sgd_,
+    group_by_device_dtype,
+    prepare_step,
+    resolve_fused,
+)
+from sparseopt.optim._schema import Hyper
 from sparseopt.optim._sgd import (
     SGDKeywords,
     SGDOptimizer,
@@ -78,6 +86,10 @@ class ProxSGD(SGDOptimizer):
         dampening: dampening for momentum (default 0).
         nesterov: Nesterov momentum (default False).
         weight_decay: L2 weight decay added to the gradient (default 0).
+        fused: run ``torch._fused_sgd_`` (what ``torch.optim.SGD(fused=True)`` runs), then the prox
+            in one more pass; equal to the for-loop reference up to
+            rounding. Default ``None``: fused unless ``foreach`` is given (see
+            :func:`~sparseopt.optim._functional.resolve_fused`).
         foreach: use the multi-tensor (``torch._foreach_*``) implementation; ``None``
             picks it for dense tensors.
         maximize: maximize the objective instead of minimizing it.
@@ -102,6 +114,9 @@ class ProxSGD(SGDOptimizer):
           Math. Program. 140 (2013).
     """
 
+    hyperparameters = MappingProxyType(
+        {**SGDOptimizer.hyperparameters, "fused": Hyper(missing=None)}
+    )
     state_keys = ("momentum_buffer",)
 
     def __init__(
@@ -110,6 +125,7 @@ class ProxSGD(SGDOptimizer):
         lr: float = _RECIPE.defaults["lr"],
         *,
         momentum: float = _RECIPE.defaults["momentum"],
+        fused: bool | None = None,
         **common: Unpack[SGDKeywords],
     ) -> None:
         super().__init__(params, locals())
@@ -138,6 +154,7 @@ def proxsgd(
     maximize: bool = False,
     penalty: str | Penalty = "l1",
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     r"""Functional proximal SGD step; see :class:`ProxSGD` for the algorithm.
 
@@ -156,8 +173,10 @@ def proxsgd(
         >>> p
         tensor([0.4000, 0.0000])
     """
+    use_fused = resolve_fused(fused, foreach, params, "sgd")
     lr, penalty, foreach = prepare_step(params, lr, penalty, foreach, state_steps)
     func = _multi_tensor_proxsgd if foreach else _single_tensor_proxsgd
+    func = _fused_proxsgd if use_fused else func
     sgd = SGDScalars(
         weight_decay, momentum, dampening, nesterov, maximize, fused=not penalty.is_zero
     )
@@ -197,4 +216,23 @@ def _multi_tensor_proxsgd(lists: TensorLists, hp: _Scalars) -> None:
                 momentum_buffer_list[i] = device_bufs[j]
         torch._foreach_add_(device_params, directions, alpha=-lr)
         if prox:
+            penalty.prox_into_(device_params, device_params, lr)
+
+
+def _fused_proxsgd(lists: TensorLists, hp: _Scalars) -> None:
+    params, grads, momentum_buffer_list = lists
+    lr, sgd, penalty = hp
+    missing = [b is None for b in momentum_buffer_list]
+    if sgd.momentum != 0 and any(missing) and not all(missing):
+        _multi_tensor_proxsgd(lists, hp)  # some buffers new, some not: one call cannot do both
+        return
+    first = sgd.momentum != 0 and all(missing)
+    if first:  # torch's kernel sets new buffers to the direction (allocated here)
+        momentum_buffer_list[:] = [torch.empty_like(g) for g in grads]
+    for device_params, device_grads, device_bufs in group_by_device_dtype(
+        params, grads, momentum_buffer_list
+    ):
+        # torch.optim.SGD(fused=True)'s step, then the prox with step lr
+        fused_sgd_((device_params, device_grads, device_bufs), lr, sgd, first)
+        if not penalty.is_zero:
             penalty.prox_into_(device_params, device_params, lr)
