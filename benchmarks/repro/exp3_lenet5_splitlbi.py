@@ -45,7 +45,8 @@ DENSE = {"optimizer": "sgd"}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from sparseopt.models import build_model
+    from sparseopt.config import TrainConfig
+    from sparseopt.engine.build import build_model
     from sparseopt.path import load_path
     from sparseopt.prune import apply_masks_, finetune_masked, shrink
 
@@ -95,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data = C.load_data(base, args.seed)
     x_test, y_test = data.test.tensors
     x_train, y_train = data.train.tensors
-    model = build_model("lenet5", data.input_shape, data.num_classes)
+    run_config = TrainConfig.from_dict({**base, **SPLIT, "seed": args.seed})
+    model = build_model(run_config, data, sparse_init=False)  # the checkpoint's weights next
     ckpt = torch.load(
         Path(res.run_dir) / "checkpoints" / f"epoch_{sel.epoch:04d}.pt",
         map_location="cpu",
