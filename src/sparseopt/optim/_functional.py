@@ -188,29 +188,35 @@ _FUSED_SGD: Any = getattr(torch, "_fused_sgd_", None)
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
-#: Devices on which ``fused=None`` picks the fused implementation (measured:
-#: docs/optimizers.md; on CPU the fused kernels run the update in one pass per tensor).
-FUSED_BY_DEFAULT = ("cpu", "cuda")
+#: Devices the fused kernels run on.
+_FUSED_DEVICES = ("cpu", "cuda")
 
 
 def resolve_fused(
-    fused: bool | None, foreach: bool | None, tensors: Sequence[Tensor], kernel: str
+    fused: bool | None,
+    foreach: bool | None,
+    tensors: Sequence[Tensor],
+    kernel: str,
+    devices: tuple[str, ...] = _FUSED_DEVICES,
 ) -> bool:
     """Whether to run a fused implementation: ``fused``, or by default where it is faster.
 
     The default (``fused=None``) is fused only when ``foreach`` is not chosen either
-    (an explicit ``foreach=True/False`` asks for that implementation). ``kernel``
-    (``"adam"`` or ``"sgd"``) names the torch kernel it needs; without it (a torch that
-    moved it) the answer is ``False`` and the public ``foreach`` path runs. Dense
-    floating-point tensors on a device in :data:`FUSED_BY_DEFAULT` only.
+    (an explicit ``foreach=True/False`` asks for that implementation) and every tensor
+    is on one of ``devices`` (where the method's fused path measured faster than its
+    ``foreach`` path: docs/optimizers.md). ``kernel`` (``"adam"`` or ``"sgd"``) names the
+    torch kernel it needs; without it (a torch that moved it) the answer is ``False`` and
+    the public ``foreach`` path runs. Dense floating-point tensors on CPU or CUDA only.
     """
     found = _FUSED_ADAM if kernel == "adam" else _FUSED_SGD
     if found is None or fused is False or torch.jit.is_scripting():
         return False
-    if fused is None and foreach is not None:
+    if fused is None and (
+        foreach is not None or any(t.device.type not in devices for t in tensors)
+    ):
         return False
     return all(
-        t.layout == torch.strided and t.dtype in _FUSED_DTYPES and t.device.type in FUSED_BY_DEFAULT
+        t.layout == torch.strided and t.dtype in _FUSED_DTYPES and t.device.type in _FUSED_DEVICES
         for t in tensors
     )
 

@@ -102,7 +102,7 @@ class LinBreg(BregmanOptimizer):
             shrink the parameters themselves. Not part of the paper's algorithm.
         fused: run ``torch._fused_sgd_`` (what ``torch.optim.SGD(fused=True)`` runs, with dampening β)
             on the dual :math:`v`, then the primal map in one more pass; equal to the for-loop reference up to
-            rounding. Default ``None``: fused unless ``foreach`` is given (see
+            rounding. Default ``None``: fused on CPU unless ``foreach`` is given (see
             :func:`~sparseopt.optim._functional.resolve_fused`).
         foreach: use the ``torch._foreach_*`` implementation (default: decided by
             :func:`~sparseopt.optim._functional.resolve_foreach`).
@@ -185,7 +185,8 @@ def linbreg(
     ``fused`` (default: where torch's fused SGD kernel exists) runs that kernel on the
     duals, then the primal map: see :class:`LinBreg`.
     """
-    use_fused = resolve_fused(fused, foreach, params, "sgd")
+    # by default on CPU only: on CUDA the foreach path measured faster (docs/optimizers.md)
+    use_fused = resolve_fused(fused, foreach, params, "sgd", devices=("cpu",))
     lr, penalty, foreach = prepare_step(params, lr, penalty, foreach)
     func = _multi_tensor_linbreg if foreach else _single_tensor_linbreg
     func = _fused_linbreg if use_fused else func
