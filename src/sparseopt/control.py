@@ -55,6 +55,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparseopt.fsdp import global_int
+
 __all__ = ["PRESETS", "TargetDensity", "empty_penalised", "penalised_density"]
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
@@ -75,7 +77,7 @@ def _penalised_counts(optimizer: torch.optim.Optimizer) -> tuple[int, int, int]:
             continue
         for p in group["params"]:
             v = deploy(p) if deploy is not None else p
-            nz = int((v != 0).sum())
+            nz = global_int((v != 0).sum())  # summed over the shards under FSDP2
             total += v.numel()
             nonzero += nz
             empty += p.ndim >= 2 and nz == 0

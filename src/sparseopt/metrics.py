@@ -56,6 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sparseopt.fsdp import full_tensor, global_int
 from sparseopt.groups import group_norms
 
 __all__ = [
@@ -167,18 +168,19 @@ def _layer_kind(module: nn.Module) -> str | None:
 
 
 def _layer_density(kind: str, w: Tensor) -> LayerDensity:
-    nonzero = int((w != 0).sum())
-    filt = group_norms(w, "filter").flatten() != 0
-    chan = group_norms(w, "channel").flatten() != 0
+    # global_int: a sharded (FSDP2) weight's counts are summed over the ranks
+    nonzero = global_int((w != 0).sum())
+    filt = group_norms(w, "filter") != 0
+    chan = group_norms(w, "channel") != 0
     return LayerDensity(
         kind=kind,
         shape=tuple(w.shape),
         weights=w.numel(),
         nonzero=nonzero,
         filters=filt.numel(),
-        filters_alive=int(filt.sum()),
+        filters_alive=global_int(filt.sum()),
         channels=chan.numel(),
-        channels_alive=int(chan.sum()),
+        channels_alive=global_int(chan.sum()),
     )
 
 
@@ -283,8 +285,8 @@ def density(
             seen.add(id(p))
             full = f"{name}.{p_name}" if name else p_name
             v = value(full, p)
-            params += v.numel()
-            nonzero += int((v != 0).sum())
+            params += v.numel()  # the global size, also for a sharded (FSDP2) parameter
+            nonzero += global_int((v != 0).sum())
             if p_name != "weight":
                 continue
             kind = _layer_kind(module)
@@ -430,7 +432,10 @@ def count_macs(
         >>> count_macs(conv, (3, 8, 8)).dense
         7776
     """
-    weights = effective_weights(model, optimizer, source=source, masks=masks)
+    weights = {  # whole tensors: a sharded (FSDP2) weight is gathered once, layer by layer
+        n: full_tensor(w)
+        for n, w in effective_weights(model, optimizer, source=source, masks=masks).items()
+    }
     names = {id(p): n for n, p in model.named_parameters()}
     acc: dict[str, list[int]] = {}
     kinds: dict[str, str] = {}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sparseopt.fsdp import full_tensor
 from sparseopt.groups import group_norms
 from sparseopt.metrics import density as _density
 from sparseopt.path.solution import _CHUNKS, _JSON, _NPZ, PATH_FORMAT, SolutionPath, load_path
@@ -111,6 +112,7 @@ class PathRecorder:
         for name, w in _tracked(model, optimizer):
             s = support_fn(w) if support_fn is not None else (w != 0)
             d = deploy_fn(w) if deploy_fn is not None else w
+            s, d = full_tensor(s), full_tensor(d)  # whole tensors under FSDP2 (every rank)
             s_np = s.detach().to("cpu", torch.bool).numpy()
             if name not in self._bits:
                 self.layers.append(name)

@@ -1,0 +1,253 @@
+"""FSDP2 (``fully_shard``, parameters as DTensor) on CPU (gloo): two processes on localhost.
+
+The two ranks are started like ``torchrun`` starts them (see ``tests/test_ddp.py``). Each
+shards a small float64 ConvNet with :func:`sparseopt.fsdp.shard_model` (every Conv/Linear
+its own unit, sharded on dim 0: the 6 filters of a conv split 3 + 3, the 7 rows of a
+Linear 4 + 3), trains it for :data:`STEPS` steps on its half of the same global batches,
+and saves the gathered parameters, optimizer state and supports and its own
+:func:`sparseopt.density` report. The test process trains the unsharded model on the
+whole batches and compares: parameters, every state tensor (SplitLBI's Γ and V, RDA's
+gradient sums and prox centre, Adam moments, duals) to float64 rounding, supports and
+densities exactly. ``channel`` groups of a dim-0-sharded weight span both shards (their
+norms need a reduction across the ranks); ``filter`` and ``kernel`` groups are local.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import sparseopt as so
+from sparseopt.control import penalised_density
+
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"
+)
+
+#: Training steps of every case (the issue asks for at least 20).
+STEPS = 20
+#: Global batch (each of the two ranks takes half).
+BATCH = 16
+OPTIMIZERS = ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd")
+
+#: Per-layer penalties of the two layouts (module index in :func:`make_model`, penalty,
+#: grouping). A: group ℓ1 over channels (conv1: its 3 input channels span both shards),
+#: kernels (conv2, sharded 3 + 2 filters) and rows (Linear 1), ℓ1 on the last Linear; B:
+#: group ℓ0 over channels, Tℓ1, ℓ0 and group ℓ1 over columns (the for-loop path).
+LAYOUTS: dict[str, list[tuple[int, str, str | None]]] = {
+    "A": [
+        (0, "group_l1", "channel"),
+        (2, "group_l1", "kernel"),
+        (5, "group_l1", "row"),
+        (7, "l1", None),
+    ],
+    "B": [(0, "group_l0", "channel"), (2, "tl1", None), (5, "l0", None), (7, "group_l1", "column")],
+}
+#: optimizer -> (λ per layer of layout A, of layout B), chosen in one process so that the
+#: supports are neither empty nor full after :data:`STEPS` steps. LinBreg and AdaBreg
+#: start from a sparse init (density 0.5): their supports grow (inverse scale space).
+LAMS: dict[str, tuple[list[float], list[float]]] = {
+    "linbreg": ([0.1, 0.1, 0.1, 0.1], [2.0, 2.0, 0.001, 0.01]),
+    "adabreg": ([0.2, 0.2, 0.2, 0.2], [2.0, 0.1, 0.002, 0.01]),
+    "splitlbi": ([0.003, 0.01, 0.003, 0.02], [0.003, 0.002, 0.003, 0.02]),
+    "rda": ([0.05, 0.03, 0.03, 0.05], [0.01, 0.02, 0.001, 0.1]),
+    "rvsm": ([0.03, 0.05, 0.03, 0.1], [0.01, 0.02, 0.001, 0.1]),
+    "proxsgd": ([0.1, 0.1, 0.05, 0.2], [0.1, 0.05, 0.02, 0.2]),
+}
+#: case name -> (optimizer, layout): every optimizer on both layouts.
+CASES: dict[str, tuple[str, str]] = {
+    f"{opt}-{layout}": (opt, layout) for opt in OPTIMIZERS for layout in LAYOUTS
+}
+
+
+def _load_ddp_helpers() -> Any:
+    """tests/test_ddp.py as a module (its ``_free_port`` and ``_flat``)."""
+    spec = importlib.util.spec_from_file_location(
+        "_sparseopt_test_ddp", Path(__file__).with_name("test_ddp.py")
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_model(sparse: bool = False) -> nn.Module:
+    """The float64 ConvNet of every case, the same initial weights on every rank."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3),
+        nn.ReLU(),
+        nn.Conv2d(6, 5, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(5 * 4 * 4, 7),
+        nn.ReLU(),
+        nn.Linear(7, 4),
+    )
+    if sparse:
+        so.sparse_init_(net, density=0.5, generator=torch.Generator().manual_seed(0))
+    return net.double()
+
+
+def build(case: str, shard: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The model (sharded with :func:`sparseopt.fsdp.shard_model` if ``shard``) and optimizer."""
+    from sparseopt.fsdp import shard_model
+
+    name, layout = CASES[case]
+    model = make_model(sparse=name in ("linbreg", "adabreg"))
+    if shard:
+        shard_model(model)
+    lams = LAMS[name][layout == "B"]
+    groups: list[dict[str, Any]] = [
+        {"params": [model[i].weight], "penalty": pen, "groups": grp, "lam": lam}
+        for (i, pen, grp), lam in zip(LAYOUTS[layout], lams, strict=True)
+    ]
+    groups.append({"params": [model[i].bias for i, *_ in LAYOUTS[layout]], "penalty": "none"})
+    foreach = False if layout == "B" else None  # B runs the for-loop implementation
+    return model, so.create_optimizer(groups, name, foreach=foreach)
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of ``step`` (the same on every rank)."""
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(BATCH, 3, 8, 8, generator=g, dtype=torch.float64)
+    return x, torch.randint(0, 4, (BATCH,), generator=g)
+
+
+def train(
+    model: nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0, world: int = 1
+) -> None:
+    """:data:`STEPS` steps; this rank's share of every global batch."""
+    n = BATCH // world
+    for step in range(STEPS):
+        x, y = batch(step)
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[rank * n : (rank + 1) * n]), y[rank * n :][:n])
+        loss.backward()
+        optimizer.step()
+
+
+def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Whole parameters, state tensors and supports by parameter name (gathers; every rank)."""
+    from sparseopt.fsdp import full_tensor
+
+    out: dict[str, Any] = {}
+    for name, p in model.named_parameters():
+        out[f"param/{name}"] = full_tensor(p.detach()).clone()
+        out[f"support/{name}"] = full_tensor(optimizer.support(p)).clone()
+        for key, v in optimizer.state[p].items():
+            if isinstance(v, torch.Tensor):
+                out[f"state/{name}/{key}"] = full_tensor(v).clone()
+    return out
+
+
+def _worker(save: str) -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    for case in CASES:
+        model, optimizer = build(case, shard=True)
+        train(model, optimizer, rank, world)
+        snap = snapshot(model, optimizer)
+        snap["density"] = so.density(model, optimizer).to_dict()
+        snap["penalised_density"] = penalised_density(optimizer)
+        torch.save(snap, os.path.join(save, f"{case}-rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ddp = _load_ddp_helpers()
+    save = tmp_path_factory.mktemp("fsdp")
+    port = ddp._free_port()
+    procs = []
+    for rank in range(2):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, str(save)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=240)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rank, p in enumerate(procs):
+        assert p.returncode == 0, f"rank {rank} failed:\n{outputs[rank][-3000:]}"
+    return save
+
+
+@functools.cache
+def reference(case: str) -> dict[str, Any]:
+    """The unsharded run of ``case`` in this process: its snapshot, density and count."""
+    model, optimizer = build(case, shard=False)
+    train(model, optimizer)
+    snap = snapshot(model, optimizer)
+    snap["density"] = so.density(model, optimizer).to_dict()
+    snap["penalised_density"] = penalised_density(optimizer)
+    snap["n_params"] = len(list(model.parameters()))
+    return snap
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_sharded_training_equals_one_process(fsdp_run: Path, case: str) -> None:
+    """Parameters, state and supports after :data:`STEPS` steps, as in one process."""
+    name, _ = CASES[case]
+    ref = {k: v for k, v in reference(case).items() if isinstance(v, torch.Tensor)}
+    sharded = torch.load(fsdp_run / f"{case}-rank0.pt", weights_only=True)
+    tensors = {k: v for k, v in sharded.items() if isinstance(v, torch.Tensor)}
+    assert tensors.keys() == ref.keys()
+    for key, v in ref.items():
+        if key.startswith("support/"):
+            assert torch.equal(tensors[key], v), key
+        else:
+            torch.testing.assert_close(tensors[key], v, rtol=1e-9, atol=1e-11, msg=key)
+    # the run is not trivial: the penalty has zeroed something and left something alive
+    supports = [v for k, v in ref.items() if k.startswith("support/") and v.ndim >= 2]
+    alive = sum(int(s.sum()) for s in supports)
+    assert 0 < alive < sum(s.numel() for s in supports), case
+    # SplitLBI's Γ and V, RDA's sums are among the compared state
+    if name == "splitlbi":
+        assert any(k.endswith("/gamma") for k in ref) and any(k.endswith("/dual") for k in ref)
+    if name == "rda":
+        assert sum(k.startswith("state/") for k in ref) >= 2 * reference(case)["n_params"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_density_is_global_and_equals_the_unsharded_model(fsdp_run: Path, case: str) -> None:
+    """``density`` (overall, per layer, structures) the same on both ranks and unsharded."""
+    ref = reference(case)
+    r0 = torch.load(fsdp_run / f"{case}-rank0.pt", weights_only=True)
+    r1 = torch.load(fsdp_run / f"{case}-rank1.pt", weights_only=True)
+    assert r0["density"] == r1["density"] == ref["density"]
+    assert r0["penalised_density"] == r1["penalised_density"] == ref["penalised_density"]
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])
