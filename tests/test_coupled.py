@@ -410,3 +410,9 @@ def test_packed_param_groups_and_dead_groups() -> None:
         coupled_param_groups(layer, penalty="l1")
     with pytest.raises(ValueError, match="already packed"):
         pack_coupled(layer)
+
+
+@pytest.mark.parametrize("name", ["head", "neuron"])
+def test_per_tensor_grouping_names_the_coupled_api(name: str) -> None:
+    with pytest.raises(ValueError, match=r"sparseopt\.coupled"):
+        make_penalty("group_l1", lam=0.1, groups=name)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "COUPLED_GROUPINGS",
     "GROUPINGS",
     "canonical_grouping",
     "group_dims",
@@ -52,12 +53,23 @@ GROUPINGS: dict[str, str] = {
 }
 
 
+#: Groupings that span several tensors (attention heads, MLP neurons): they are not a
+#: per-tensor grouping but sets of coupled slices, see :mod:`sparseopt.coupled`.
+COUPLED_GROUPINGS: tuple[str, ...] = ("head", "neuron")
+
+
 def canonical_grouping(groups: str) -> str:
     """Return the canonical name (``filter``, ``channel`` or ``kernel``) of ``groups``.
 
     Raises:
-        ValueError: if ``groups`` is not one of :data:`GROUPINGS`.
+        ValueError: if ``groups`` is not one of :data:`GROUPINGS` (for ``head`` and
+            ``neuron``, naming :mod:`sparseopt.coupled`, where they live).
     """
+    if isinstance(groups, str) and groups in COUPLED_GROUPINGS:
+        raise ValueError(
+            f"Invalid groups value: {groups!r} spans several tensors; use "
+            "sparseopt.coupled (detect_coupled_groups, pack_coupled, coupled_param_groups)"
+        )
     try:
         return GROUPINGS[groups]
     except (KeyError, TypeError):
