@@ -28,7 +28,10 @@ import torch.distributed as dist
 from torch import nn
 
 import sparseopt as so
-from sparseopt.control import penalised_density
+from sparseopt.control import TargetDensity, penalised_density
+from sparseopt.health import constant_output
+from sparseopt.metrics import count_macs
+from sparseopt.path import PathRecorder
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"
@@ -126,15 +129,33 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train(
     model: nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0, world: int = 1
-) -> None:
-    """:data:`STEPS` steps; this rank's share of every global batch."""
+) -> dict[str, Any]:
+    """:data:`STEPS` steps on this rank's share of every global batch, with the whole-model
+    quantities of a run: the target-density controller (λ set every 5 steps from the
+    global density), a solution path point every 10 steps, MACs and the health check.
+    Returns those quantities (plain data)."""
     n = BATCH // world
+    controller = TargetDensity(0.3)
+    recorder = PathRecorder()
     for step in range(STEPS):
         x, y = batch(step)
         optimizer.zero_grad()
         loss = nn.functional.cross_entropy(model(x[rank * n : (rank + 1) * n]), y[rank * n :][:n])
         loss.backward()
         optimizer.step()
+        if step % 5 == 4:
+            controller.update(model, optimizer, step)
+        if step % 10 == 9:
+            recorder.record(model, optimizer, epoch=step // 10, step=step)
+    points = [{k: v for k, v in pt.items() if k != "metrics"} for pt in recorder.points]
+    return {
+        "controller": controller.history,
+        "path": points,
+        "macs": count_macs(model, (3, 8, 8), optimizer).to_dict(),
+        "constant": constant_output(model, batch(0)[0]),
+        "density": so.density(model, optimizer).to_dict(),
+        "penalised_density": penalised_density(optimizer),
+    }
 
 
 def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -156,10 +177,8 @@ def _worker(save: str) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     for case in CASES:
         model, optimizer = build(case, shard=True)
-        train(model, optimizer, rank, world)
-        snap = snapshot(model, optimizer)
-        snap["density"] = so.density(model, optimizer).to_dict()
-        snap["penalised_density"] = penalised_density(optimizer)
+        quantities = train(model, optimizer, rank, world)
+        snap = {**snapshot(model, optimizer), **quantities}
         torch.save(snap, os.path.join(save, f"{case}-rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -207,10 +226,8 @@ def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference(case: str) -> dict[str, Any]:
     """The unsharded run of ``case`` in this process: its snapshot, density and count."""
     model, optimizer = build(case, shard=False)
-    train(model, optimizer)
-    snap = snapshot(model, optimizer)
-    snap["density"] = so.density(model, optimizer).to_dict()
-    snap["penalised_density"] = penalised_density(optimizer)
+    quantities = train(model, optimizer)
+    snap = {**snapshot(model, optimizer), **quantities}
     snap["n_params"] = len(list(model.parameters()))
     return snap
 
@@ -241,12 +258,19 @@ def test_sharded_training_equals_one_process(fsdp_run: Path, case: str) -> None:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_density_is_global_and_equals_the_unsharded_model(fsdp_run: Path, case: str) -> None:
-    """``density`` (overall, per layer, structures) the same on both ranks and unsharded."""
+    """Whole-model quantities the same on both ranks and unsharded: ``density`` (overall,
+    per layer, structures), the controller's densities and λ, the path's points, MACs,
+    the health check."""
     ref = reference(case)
     r0 = torch.load(fsdp_run / f"{case}-rank0.pt", weights_only=True)
     r1 = torch.load(fsdp_run / f"{case}-rank1.pt", weights_only=True)
     assert r0["density"] == r1["density"] == ref["density"]
     assert r0["penalised_density"] == r1["penalised_density"] == ref["penalised_density"]
+    for key in ("controller", "path", "macs", "constant"):
+        assert r0[key] == r1[key] == ref[key], key
+    # the controller acted (λ moved) and the path has its points
+    assert len(ref["controller"]) == STEPS // 5 and len(ref["path"]) == STEPS // 10
+    assert ref["controller"][0][2] != ref["controller"][-1][2]
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparseopt.fsdp import is_sharded_model
+
 __all__ = [
     "EXIT_FAILED",
     "STATUSES",
@@ -68,7 +70,9 @@ STALL_ACC_MARGIN = 0.1
 def constant_output(model: nn.Module, x: torch.Tensor, *, rtol: float = 1e-6) -> bool:
     """Whether ``model`` gives (numerically) the same output for every row of ``x``.
 
-    Runs in eval mode and restores the mode. A single input is never "constant".
+    Runs in eval mode and restores the mode. A single input is never "constant". For a
+    sharded model (FSDP2) every rank must call it; the answer is agreed over the ranks
+    (constant only if constant on every rank's ``x``).
 
     Example:
         >>> net = nn.Linear(3, 2)
@@ -84,10 +88,16 @@ def constant_output(model: nn.Module, x: torch.Tensor, *, rtol: float = 1e-6) ->
         out = model(x).float().reshape(len(x), -1)
     finally:
         model.train(was)
-    if not bool(torch.isfinite(out).all()):
-        return False
     spread = (out - out[:1]).abs().max()
-    return bool(spread <= rtol * (1.0 + out.abs().max()))
+    # no early return: under FSDP2 every rank must reach the all-reduce below
+    constant = bool(torch.isfinite(out).all()) and bool(spread <= rtol * (1.0 + out.abs().max()))
+    if is_sharded_model(model):
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(constant)], device=out.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        constant = bool(flag.item())
+    return constant
 
 
 def empty_layers(filters_alive: Mapping[str, int]) -> list[str]:
