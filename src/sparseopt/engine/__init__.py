@@ -66,6 +66,7 @@ Example:
 
 from __future__ import annotations
 
+from sparseopt.config import TrainConfig  # re-exported: engine.TrainConfig, as before
 from sparseopt.engine.build import SMALL_MODEL_PARAMS
 from sparseopt.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from sparseopt.engine.errors import (
@@ -90,6 +91,7 @@ __all__ = [
     "ConfigError",
     "NonFiniteLossError",
     "OutputWriteError",
+    "TrainConfig",
     "TrainResult",
     "Trainer",
     "TrainingError",
