@@ -1,0 +1,52 @@
+"""benchmarks/step_overhead.py: a quick run writes the table and the numbers it is built from."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_run_writes_markdown_and_json(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "step_overhead", ROOT / "benchmarks" / "step_overhead.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    out = tmp_path / "steps"
+    assert (
+        bench.main(
+            [
+                "--models",
+                "convnet",
+                "--rounds",
+                "2",
+                "--block",
+                "2",
+                "--warmup",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.with_suffix(".json").read_text())
+    (model,) = result["models"]
+    assert model["model"] == "convnet" and model["bandwidth_gb_s"] > 0
+    rows = {r["method"]: r for r in model["rows"]}
+    assert {"torch Adam (fused)", "AdaBreg", "RDA", "SplitLBI"} <= set(rows)
+    for r in rows.values():
+        assert r["samples"] == 2 * 2  # rounds x block
+        assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+        assert r["limit_ms"] > 0 and r["to_limit"] == r["median_ms"] / r["limit_ms"]
+    # torch's fastest counterpart is at 1.0 against itself
+    assert min(r["to_torch"] for r in rows.values() if r["versus"] == "adam") == 1.0
+    text = out.with_suffix(".md").read_text()
+    assert "AMD" in text or "Intel" in text or "CPUs" in text  # the machine line
+    assert "| AdaBreg |" in text
