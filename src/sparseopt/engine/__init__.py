@@ -10,7 +10,10 @@ back up):
 - :mod:`~sparseopt.engine.rundir`: the run directory and every file written there;
 - :mod:`~sparseopt.engine.distributed`: process group, rank-0 output, collectives;
 - :mod:`~sparseopt.engine.evaluate`: loss, accuracy and densities of the deployable network;
+- :mod:`~sparseopt.engine.batches`: seeded, rank-sharded index batches;
+- :mod:`~sparseopt.engine.signals`: SIGINT/SIGTERM as a stop request;
 - :mod:`~sparseopt.engine.report`: the header, epoch rows and closing lines;
+- :mod:`~sparseopt.engine.callbacks`: :class:`Callback`, :class:`TrainResult`;
 - :mod:`~sparseopt.engine.trainer`: the loop (:class:`Trainer`, :func:`train`);
 - :mod:`~sparseopt.engine.errors`: the exceptions the commands turn into exit codes.
 
@@ -27,8 +30,10 @@ control. What a run does:
 - builds the model, sparsely initialises it (:func:`sparseopt.sparse_init_`), creates
   the optimizer from the registry and an optional per-epoch learning-rate schedule;
 - evaluates the **deployable** sparse network (inside ``optimizer.deployed()``: W masked
-  by supp Γ for SplitLBI, u for RVSM) on the validation and test parts after every
-  epoch (and once before training, epoch 0), with its density overall and per layer;
+  by supp Γ for SplitLBI, u for RVSM) on the validation part after every epoch (and
+  once before training, epoch 0), with its density overall and per layer, and on the
+  test part at the last epoch and every ``test_every`` epochs (every epoch when there
+  is no validation part);
 - writes a run directory (:mod:`sparseopt.engine.rundir` lists its files).
 
 Faults: SIGINT/SIGTERM finish the current step, checkpoint (mid-epoch if need be) and
