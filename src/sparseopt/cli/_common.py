@@ -169,6 +169,8 @@ def skip_dynamo_import() -> int:
     imported ``torch._dynamo`` yet, this sets the cache to the plain function, so the
     first call is a plain call. Only for the ``sparseopt`` command's own process (it
     compiles nothing); anything unexpected in torch's layout leaves torch as it is.
+    (torch's own ``SGD``/``Adam`` ``step`` imports ``torch._dynamo`` itself, so this
+    helps sparseopt's optimizers, whose ``step`` does not.)
     """
     if "torch._dynamo" in sys.modules:
         return 0
