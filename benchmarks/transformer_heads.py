@@ -80,17 +80,27 @@ def removed(model: nn.Module, sets: list[Any]) -> dict[str, int]:
 
 
 def run(
-    method: str, lam: float | None, data: dict, epochs: int, seed: int, finetune: int = 0
+    method: str,
+    lam: float | None,
+    data: dict,
+    epochs: int,
+    seed: int,
+    finetune: int = 0,
+    head_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Train one configuration; return its numbers and the (unpacked) trained model.
 
     With ``finetune > 0`` the shrunk network is then trained densely with AdamW
     (learning rate 1e-3, cosine) for that many epochs (simplify, then fine-tune), and
     ``val_acc`` / ``test_acc`` are those of the fine-tuned shrunk network
-    (``sparse_val_acc`` / ``sparse_test_acc`` those before fine-tuning).
+    (``sparse_val_acc`` / ``sparse_test_acc`` those before fine-tuning). The dense
+    baseline gets the same extra epochs (a second cosine cycle), so every network is
+    trained for ``epochs + finetune`` epochs.
     """
     t0 = time.perf_counter()
     overrides = {} if lam is None else {"lam": lam}
+    if head_scale != 1.0 and method != "adam":
+        overrides["head_scale"] = head_scale
     model, opt = ex.build(method, seed, **overrides)
     ex.train(model, opt, data, epochs=epochs, seed=seed)
     unpack_coupled(model)
@@ -98,6 +108,7 @@ def run(
     out = {
         "method": method,
         "lam": lam,
+        "head_scale": head_scale,
         "val_acc": ex.accuracy(model, *data["val"]),
         "test_acc": ex.accuracy(model, *data["test"]),
         **removed(model, sets),
@@ -105,7 +116,7 @@ def run(
     shrunk = shrink_coupled(model, sets, data["test"][0][:64])
     out["max_abs_diff"] = shrunk.max_abs_diff
     out["sparse_val_acc"], out["sparse_test_acc"] = out["val_acc"], out["test_acc"]
-    if finetune > 0 and method != "adam":
+    if finetune > 0:  # dense too: every network gets the same epochs
         opt = torch.optim.AdamW(shrunk.model.parameters(), lr=1e-3, weight_decay=0.0)
         ex.train(shrunk.model, opt, data, epochs=finetune, seed=seed)
         out["val_acc"] = ex.accuracy(shrunk.model, *data["val"])
@@ -141,6 +152,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=256, help="latency batch size")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--finetune", type=int, default=0, help="AdamW epochs on the shrunk net")
+    parser.add_argument(
+        "--head-scale", type=float, default=1.0, help="heads' λ = this × λ (neurons: λ)"
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -151,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for method in args.methods:
         print(f"{method}: λ grid", flush=True)
         runs = [
-            run(method, lam, data, args.epochs, args.seed, args.finetune)
+            run(method, lam, data, args.epochs, args.seed, args.finetune, args.head_scale)
             for lam in args.lams or GRIDS[method]
         ]
         best = choose(runs, dense["val_acc"])
@@ -199,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['method']} | {r['lam'] if r['lam'] is not None else '—'} | {r['val_acc']:.2%} "
+            f"| {r['method']} | {_lam(r)} | {r['val_acc']:.2%} "
             f"| {r['test_acc']:.2%} | {r['sparse_test_acc']:.2%} | {r['heads_removed']}/{r['heads']} "
             f"| {r['neurons_removed']}/{r['neurons']} | {r['params']:,} → {r['params_after']:,} "
             f"| {r['macs']:,} → {r['macs_after']:,} | {r['ms_before']:.2f} → {r['ms_after']:.2f} "
@@ -216,6 +230,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         Path(args.json).write_text(json.dumps(info, indent=2, default=str))
     return info
+
+
+def _lam(r: dict[str, Any]) -> str:
+    if r["lam"] is None:
+        return "—"
+    if r.get("head_scale", 1.0) != 1.0:
+        return f"{r['lam']:g} (heads {r['lam'] * r['head_scale']:.3g})"
+    return f"{r['lam']:g}"
 
 
 def _cpu() -> str:

@@ -127,7 +127,10 @@ def build(
             n_dead = cg.num_groups - max(1, round(start * cg.num_groups))
             zero_groups_(model, cg, torch.randperm(cg.num_groups, generator=gen)[:n_dead].tolist())
     penalty = opts.pop("penalty", "group_l1")
-    groups = coupled_param_groups(model, penalty=penalty, lam=opts.pop("lam"))
+    lam = opts.pop("lam")
+    head_scale = opts.pop("head_scale", 1.0)  # heads' λ relative to the neurons'
+    by_kind = {"head": lam * head_scale} if head_scale != 1.0 else None
+    groups = coupled_param_groups(model, penalty=penalty, lam=lam, lam_by_kind=by_kind)
     return model, so.create_optimizer(groups, method, **opts)
 
 

@@ -406,6 +406,12 @@ def test_packed_param_groups_and_dead_groups() -> None:
     assert sum(len(g["params"]) for g in groups) == n_all
     zero_groups_(layer, sets[1], [1])
     assert dead_groups(layer, sets)[sets[1].name] == [1]
+    split = coupled_param_groups(layer, lam=0.1, lam_by_kind={"head": 0.3})
+    assert [(g["name"], g["lam"], len(g["params"])) for g in split[:2]] == [
+        ("coupled", 0.1, 1),
+        ("coupled_head", 0.3, 1),
+    ]
+    assert split[1]["params"][0] is layer.sparseopt_coupled.packed[1]  # the head set
     with pytest.raises(ValueError, match="'l1'"):
         coupled_param_groups(layer, penalty="l1")
     with pytest.raises(ValueError, match="already packed"):

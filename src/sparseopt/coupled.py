@@ -640,6 +640,7 @@ def coupled_param_groups(
     penalty: str = "group_l1",
     lam: float | None = None,
     group_weight: str | None = None,
+    lam_by_kind: Mapping[str, float] | None = None,
     rest: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Param groups for a packed model: the coupled sets penalised, everything else not.
@@ -649,7 +650,9 @@ def coupled_param_groups(
     coupled groups. The remaining parameters form one group ``"unpenalised"`` with
     penalty ``none``, or with the fields of ``rest`` (e.g. ``{"penalty": "l1", "lam":
     1e-4}``; then biases and norms still go unpenalised). ``lam=None`` leaves λ to the
-    optimizer's recipe, as :func:`sparseopt.groups.param_groups` does.
+    optimizer's recipe, as :func:`sparseopt.groups.param_groups` does. ``lam_by_kind``
+    (e.g. ``{"head": 0.03}``) gives the sets of those kinds their own param group
+    ``"coupled_<kind>"`` with that λ.
     """
     if not is_packed(model):
         raise ValueError("Invalid model: coupled_param_groups needs pack_coupled(model) first")
@@ -659,18 +662,24 @@ def coupled_param_groups(
         )
     container: _Packed = getattr(model, CONTAINER)
     coupled = {id(p) for p in container.packed}
-    group: dict[str, Any] = {
-        "name": "coupled",
-        "params": list(container.packed),
-        "param_names": [f"{CONTAINER}.packed.{i}" for i in range(len(container.packed))],
-        "penalty": penalty,
-        "lam": lam,
-        "groups": "filter",
-    }
-    if group_weight is not None:
-        group["group_weight"] = group_weight
+    by_kind = dict(lam_by_kind or {})
+    buckets: dict[str, list[int]] = {}
+    for i, cg in enumerate(container.sets):
+        buckets.setdefault(cg.kind if cg.kind in by_kind else "", []).append(i)
+    out = []
+    for kind, indices in buckets.items():
+        group: dict[str, Any] = {
+            "name": f"coupled_{kind}" if kind else "coupled",
+            "params": [container.packed[i] for i in indices],
+            "param_names": [f"{CONTAINER}.packed.{i}" for i in indices],
+            "penalty": penalty,
+            "lam": by_kind[kind] if kind else lam,
+            "groups": "filter",
+        }
+        if group_weight is not None:
+            group["group_weight"] = group_weight
+        out.append(group)
     others = [(n, p) for n, p in model.named_parameters() if id(p) not in coupled]
-    out = [group]
     if rest and rest.get("penalty", "none") != "none":
         weights = [(n, p) for n, p in others if p.ndim >= 2]
         plain = [(n, p) for n, p in others if p.ndim < 2]
