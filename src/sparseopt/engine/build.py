@@ -266,7 +266,12 @@ def fastest_implementation(info: Any, model: nn.Module, given: Any = ()) -> dict
     if {"fused", "foreach"} & set(given):
         return {}
     params = list(model.parameters())
-    ok = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    ok = all(  # plain tensors only: a sharded (DTensor) parameter has no fused kernel
+        type(p.data) is torch.Tensor
+        and p.device.type in ("cpu", "cuda")
+        and p.dtype.is_floating_point
+        for p in params
+    )
     return {"fused": True} if params and ok else {}
 
 
