@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from sparseopt._validation import check_nonneg
+from sparseopt.fsdp import is_dtensor
 from sparseopt.penalties import Penalty, make_penalty
 
 __all__ = [
@@ -215,8 +216,12 @@ def resolve_fused(
         foreach is not None or any(t.device.type not in devices for t in tensors)
     ):
         return False
+    # DTensors (FSDP2) take the foreach path: torch has no DTensor rule for _fused_sgd_
     return all(
-        t.layout == torch.strided and t.dtype in _FUSED_DTYPES and t.device.type in _FUSED_DEVICES
+        t.layout == torch.strided
+        and t.dtype in _FUSED_DTYPES
+        and t.device.type in _FUSED_DEVICES
+        and not is_dtensor(t)
         for t in tensors
     )
 

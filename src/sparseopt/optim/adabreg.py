@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["AdaBreg", "adabreg"]
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import MappingProxyType
 from typing import Any, NamedTuple, Unpack
 
@@ -248,16 +248,19 @@ def _single_tensor_adabreg(lists: TensorLists, hp: _Scalars) -> None:
             param.addcdiv_(exp_avg, denom, value=-step_size * delta)
 
 
+def _buckets(lists: TensorLists, hp: _Scalars) -> Iterator[tuple[list[Any], ...]]:
+    """The device/dtype buckets (params, grads, duals, m, s, steps), decayed (see decayed_buckets)."""
+    params, grads, duals, *rest = lists
+    penalised = not isinstance(hp.penalty, NoPenalty)
+    return decayed_buckets(
+        params, grads, duals, penalised, hp.lr * hp.weight_decay, hp.delta, *rest
+    )
+
+
 def _multi_tensor_adabreg(lists: TensorLists, hp: _Scalars) -> None:
-    params, grads, duals, exp_avgs, exp_avg_sqs, state_steps = lists
-    lr, beta1, beta2, eps, delta, weight_decay, penalty, maximize = hp
-    if len(params) == 0:
-        return
+    lr, beta1, beta2, eps, delta, _, penalty, maximize = hp
     penalised = not isinstance(penalty, NoPenalty)
-    decay = lr * weight_decay
-    for dev_params, dev_grads, dev_duals, dev_m, dev_s, dev_steps in decayed_buckets(
-        params, grads, duals, penalised, decay, delta, exp_avgs, exp_avg_sqs, state_steps
-    ):
+    for dev_params, dev_grads, dev_duals, dev_m, dev_s, dev_steps in _buckets(lists, hp):
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
         torch._foreach_lerp_(dev_m, dev_grads, 1 - beta1)
@@ -285,15 +288,9 @@ def _multi_tensor_adabreg(lists: TensorLists, hp: _Scalars) -> None:
 
 
 def _fused_adabreg(lists: TensorLists, hp: _Scalars) -> None:
-    params, grads, duals, exp_avgs, exp_avg_sqs, state_steps = lists
-    lr, beta1, beta2, eps, delta, weight_decay, penalty, maximize = hp
-    if len(params) == 0:
-        return
+    lr, beta1, beta2, eps, delta, _, penalty, maximize = hp
     penalised = not isinstance(penalty, NoPenalty)
-    decay = lr * weight_decay
-    for dev_params, dev_grads, dev_duals, dev_m, dev_s, dev_steps in decayed_buckets(
-        params, grads, duals, penalised, decay, delta, exp_avgs, exp_avg_sqs, state_steps
-    ):
+    for dev_params, dev_grads, dev_duals, dev_m, dev_s, dev_steps in _buckets(lists, hp):
         # torch's fused Adam on the dual (v -= lr m^/(sqrt(s^) + eps)), or on the
         # parameters with rate lr delta when there is no penalty; then the primal map
         target = dev_duals if penalised else dev_params

@@ -120,8 +120,8 @@ class RVSM(SGDOptimizer):
         maximize: maximize the objective instead of minimizing it.
 
     State (per parameter):
-        - ``step``: float32 0-d CPU tensor, the number of steps taken (a plain number
-          in a loaded state dict is converted, as in ``torch.optim.Adam``);
+        - ``step``: the number of steps taken (float32 0-d CPU tensor; converted from
+          a plain number when loaded, as ``torch.optim.Adam`` does);
         - ``u``: the sparse variable :math:`u` (penalised parameters only);
         - ``momentum_buffer``: the SGD momentum buffer (only when ``momentum != 0``).
 
