@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -172,22 +173,59 @@ def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, An
     return out
 
 
-def _worker(save: str) -> None:
+#: The engine runs (``sparseopt train --fsdp``): 3 epochs of 4 steps each.
+ENGINE: dict[str, Any] = {
+    "epochs": 3,
+    "limit_batches": 4,
+    "batch_size": 64,
+    "quiet": True,
+    "plots": False,
+    "tensorboard": False,
+    "device": "cpu",
+    "optimizer": "splitlbi",
+    "lam": 0.003,  # Γ's support grows from 1 % to 18 % of the parameters in these 3 epochs
+    "fsdp": True,
+}
+#: Where the killed run dies: epoch 2, after this many steps (epoch 1's checkpoint exists).
+KILL_AT = (2, 2)
+
+
+class _KillAt:
+    """A callback that SIGKILLs its process at step ``KILL_AT[1]`` of epoch ``KILL_AT[0]``."""
+
+    def on_step_end(self, trainer: Any, step: int | None = None, *_: Any) -> None:
+        per_epoch = trainer.batches_per_epoch()
+        if trainer.global_step == (KILL_AT[0] - 1) * per_epoch + KILL_AT[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _worker(mode: str, root: str) -> None:
+    """``parity``: every case, then the uninterrupted engine run, then the killed one
+    (this process dies there); ``resume``: resume the killed run to the end."""
+    from sparseopt.config import TrainConfig
+    from sparseopt.engine import train as engine_train
+
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    if mode == "resume":
+        engine_train(resume=os.path.join(root, "killed"))
+        dist.destroy_process_group()
+        return
     for case in CASES:
         model, optimizer = build(case, shard=True)
         quantities = train(model, optimizer, rank, world)
         snap = {**snapshot(model, optimizer), **quantities}
-        torch.save(snap, os.path.join(save, f"{case}-rank{rank}.pt"))
-    dist.destroy_process_group()
+        torch.save(snap, os.path.join(root, f"{case}-rank{rank}.pt"))
+    res = engine_train(TrainConfig(**ENGINE, out=os.path.join(root, "full")))
+    assert (res.run_dir is None) == (rank != 0)
+    Path(root, f"parity-done-rank{rank}").touch()
+    engine_train(TrainConfig(**ENGINE, out=os.path.join(root, "killed")), callbacks=[_KillAt()])
+    raise AssertionError("the killed run went on")  # pragma: no cover
 
 
-@pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ddp = _load_ddp_helpers()
-    save = tmp_path_factory.mktemp("fsdp")
-    port = ddp._free_port()
+def _launch(mode: str, root: Path) -> list[tuple[int, str]]:
+    """Run :func:`_worker` in two gloo processes; their return codes and outputs."""
+    port = _load_ddp_helpers()._free_port()
     procs = []
     for rank in range(2):
         env = dict(
@@ -202,7 +240,7 @@ def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, __file__, str(save)],
+                [sys.executable, __file__, mode, str(root)],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -217,9 +255,20 @@ def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for rank, p in enumerate(procs):
-        assert p.returncode == 0, f"rank {rank} failed:\n{outputs[rank][-3000:]}"
-    return save
+    return [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fsdp")
+    for rank, (code, out) in enumerate(_launch("parity", root)):
+        assert (root / f"parity-done-rank{rank}").exists(), f"rank {rank}:\n{out[-3000:]}"
+        assert code == -signal.SIGKILL, f"rank {rank} was not killed ({code}):\n{out[-3000:]}"
+    # the killed run left epoch 1's checkpoint
+    assert torch.load(root / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    for rank, (code, out) in enumerate(_launch("resume", root)):
+        assert code == 0, f"rank {rank} failed to resume:\n{out[-3000:]}"
+    return root
 
 
 @functools.cache
@@ -273,5 +322,54 @@ def test_density_is_global_and_equals_the_unsharded_model(fsdp_run: Path, case: 
     assert ref["controller"][0][2] != ref["controller"][-1][2]
 
 
+def _tensors(state: Any) -> dict[str, torch.Tensor]:
+    flat = _load_ddp_helpers()._flat(state)
+    return {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
+
+
+def test_engine_fsdp_is_close_to_a_single_process_run(fsdp_run: Path, tmp_path: Path) -> None:
+    """``train --fsdp`` on 2 ranks: the same run as one process, up to float32 rounding."""
+    from sparseopt.config import TrainConfig
+    from sparseopt.engine import train as engine_train
+
+    single = engine_train(TrainConfig(**{**ENGINE, "fsdp": False}, out=str(tmp_path / "one")))
+    sharded = torch.load(fsdp_run / "full" / "checkpoint.pt", weights_only=True)
+    for name, p in single.model.state_dict().items():
+        torch.testing.assert_close(sharded["model"][name], p, rtol=1e-4, atol=1e-5, msg=name)
+    for a, b in zip(sharded["history"], single.history, strict=True):
+        if a["train_loss"] is not None:
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["density"] == pytest.approx(b["density"], abs=2e-3)
+    log = (fsdp_run / "full" / "log.txt").read_text()
+    assert "× 2 processes (FSDP2, sharded)" in log
+    assert log.count("sparseopt train:") == 1  # rank 0 alone writes
+
+
+def test_engine_fsdp_killed_and_resumed_equals_the_uninterrupted_run(fsdp_run: Path) -> None:
+    """SIGKILL in epoch 2 of a sharded run, resume from epoch 1's checkpoint: bitwise equal."""
+    full = torch.load(fsdp_run / "full" / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(fsdp_run / "killed" / "checkpoint.pt", weights_only=True)
+    assert resumed["epoch"] == full["epoch"] == ENGINE["epochs"]
+    a, b = _tensors(full["model"]), _tensors(resumed["model"])
+    a.update(_tensors(full["optimizer"]))
+    b.update(_tensors(resumed["optimizer"]))
+    assert a.keys() == b.keys() and len(a) > 0
+    for key, v in a.items():
+        assert torch.equal(v, b[key]), key
+    for ra, rb in zip(full["history"], resumed["history"], strict=True):
+        assert ra["train_loss"] == rb["train_loss"] and ra["density"] == rb["density"]
+    assert full["history"][-1]["density"] > full["history"][1]["density"]  # the path moved
+
+
+def test_a_sharded_run_loads_in_one_process(fsdp_run: Path) -> None:
+    """The sharded run's directory works with ``sparseopt path`` and ``sparseopt prune``."""
+    from sparseopt.cli import main
+
+    run = fsdp_run / "full"
+    assert main(["path", str(run), "--json"]) == 0
+    assert main(["prune", str(run), "--no-latency", "--no-export", "--json"]) == 0
+    assert (run / "pruned").is_dir()
+
+
 if __name__ == "__main__":
-    _worker(sys.argv[1])
+    _worker(sys.argv[1], sys.argv[2])

@@ -34,18 +34,23 @@ Example:
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     "foreach_copy_",
+    "full_optimizer_state",
+    "full_state",
     "full_tensor",
     "global_int",
     "is_dtensor",
     "is_sharded_model",
+    "shard_like",
     "shard_model",
+    "sharded_optimizer_state",
 ]
 
 
@@ -113,3 +118,52 @@ def shard_model(model: nn.Module, **kwargs: object) -> nn.Module:
         fully_shard(m, **kwargs)  # type: ignore[arg-type]
     fully_shard(model, **kwargs)  # type: ignore[arg-type]
     return model
+
+
+# ------------------------------------------------------------------ whole-tensor state dicts
+# A sharded run's checkpoint holds whole tensors (gathered on every rank, written by
+# rank 0), in exactly the layout of a single-process run: ``sparseopt path``/``prune``
+# and a single-process resume read it unchanged, and a sharded resume cuts every tensor
+# back to this rank's shard (:func:`shard_like`), so resuming is bitwise on CPU.
+
+
+def full_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` (a ``model.state_dict()``) with every DTensor gathered (every rank calls it)."""
+    return {k: full_tensor(v) if is_dtensor(v) else v for k, v in state.items()}
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with every DTensor of the state gathered (every rank).
+
+    The parameter indices are those of a single-process optimizer built the same way
+    (same param groups in the same order), so the result loads into one.
+    """
+    sd = optimizer.state_dict()
+    sd["state"] = {i: full_state(st) for i, st in sd["state"].items()}
+    return sd
+
+
+def shard_like(full: Tensor, like: Tensor) -> Tensor:
+    """``full`` cut to ``like``'s placement (this rank's shard as a DTensor), if ``like``
+    is a DTensor of the same shape; ``full`` itself otherwise. No communication."""
+    if not is_dtensor(like) or tuple(full.shape) != tuple(like.shape):
+        return full
+    from torch.distributed.tensor import distribute_tensor
+
+    local = full.to(device=like.device, dtype=like.dtype)
+    return distribute_tensor(local, like.device_mesh, like.placements, src_data_rank=None)
+
+
+def sharded_optimizer_state(
+    optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A whole-tensor optimizer state dict (:func:`full_optimizer_state`, or a
+    single-process run's) with every state tensor cut like its (sharded) parameter, ready
+    for ``optimizer.load_state_dict``."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    out = dict(state)
+    out["state"] = {
+        i: {k: shard_like(v, params[int(i)]) if isinstance(v, Tensor) else v for k, v in st.items()}
+        for i, st in state["state"].items()
+    }
+    return out

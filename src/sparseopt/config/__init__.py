@@ -378,6 +378,13 @@ class TrainConfig:
         shown="1 for networks under a million parameters on CPU unless OMP_NUM_THREADS is "
         "set, else torch's",
     )
+    fsdp: bool = _opt(
+        False,
+        "training",
+        "under torchrun, shard parameters, gradients and optimizer state over the ranks "
+        "(FSDP2, fully_shard) instead of replicating them (DDP); see docs/distributed.md",
+        action="store_true",
+    )
     # -- structure
     target_density: float | None = _opt(
         None,

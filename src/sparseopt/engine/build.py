@@ -407,6 +407,10 @@ def build(
     threads = threads_for(cfg, model, ctx.device)
     if set_threads and threads is not None:
         torch.set_num_threads(threads)
+    if cfg.fsdp and ctx.distributed:  # shard before the optimizer takes the parameters
+        from sparseopt.fsdp import shard_model
+
+        shard_model(model)
     optimizer, info = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     cbs = build_callbacks(cfg, model, optimizer, callbacks, distributed=ctx.distributed)

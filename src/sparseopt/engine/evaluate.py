@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparseopt.engine.distributed import Dist, all_reduce_, broadcast_buffers_
+from sparseopt.fsdp import full_tensor
 
 __all__ = [
     "accuracy",
@@ -45,8 +46,8 @@ def deployed(optimizer: Any) -> contextlib.AbstractContextManager[Any]:
 
 def deployed_state(model: nn.Module, optimizer: Any = None) -> dict[str, Tensor]:
     """A detached copy of the deployable network's state dict (on the model's device)."""
-    with deployed(optimizer):
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with deployed(optimizer):  # whole tensors of a sharded (FSDP2) model: every rank calls
+        return {k: full_tensor(v.detach()).clone() for k, v in model.state_dict().items()}
 
 
 @torch.no_grad()

@@ -45,6 +45,8 @@ def describe(trainer: Any) -> str:
         floor = " + at least one per unit" if cfg.init_floor else ""
         init = f", sparse start: {100 * cfg.init_density:g}% of weights{floor}"
     dist_s = f" × {trainer.world_size} processes" if trainer.distributed else ""
+    if trainer.distributed and cfg.fsdp:
+        dist_s += " (FSDP2, sharded)"
     params = sum(p.numel() for p in trainer.model.parameters())
     return (
         f"sparseopt train: {cfg.dataset} ({sizes}), {cfg.model} "

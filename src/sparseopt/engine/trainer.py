@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sparseopt import fsdp
 from sparseopt.config import TrainConfig
 from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
@@ -128,7 +129,7 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = built.model, built.optimizer, built.scheduler
         self.optimizer_info, self.callbacks = built.info, built.callbacks
         self.train_model: nn.Module = self.model
-        if self.dist.distributed:
+        if self.dist.distributed and not self.config.fsdp:  # FSDP2: build() sharded it
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -214,8 +215,9 @@ class Trainer:
             "global_step": self.global_step,
             "elapsed": self.elapsed,
             "partial": dict(self._partial) if self._partial else None,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            # whole tensors: a sharded (FSDP2) run's checkpoint has a single process's layout
+            "model": fsdp.full_state(self.model.state_dict()),
+            "optimizer": fsdp.full_optimizer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {**checkpoint.rng_state(), "perm": self.batches.perm_gen.get_state()},
             "history": self.history,
@@ -242,6 +244,11 @@ class Trainer:
     def _load(self, path: Path) -> None:
         ckpt = checkpoint.load_for_resume(path, self.config.epochs)
         done = int(ckpt["epoch"])
+        if fsdp.is_sharded_model(self.model):  # cut the whole tensors to this rank's shards
+            own = self.model.state_dict()
+            model_state = {k: fsdp.shard_like(v, own[k]) for k, v in ckpt["model"].items()}
+            opt_state = fsdp.sharded_optimizer_state(self.optimizer, ckpt["optimizer"])
+            ckpt = {**ckpt, "model": model_state, "optimizer": opt_state}
         checkpoint.restore_weights(
             ckpt, path, self.model, self.optimizer, grown=self.config.grow_every is not None
         )
@@ -491,10 +498,11 @@ class Trainer:
             health=self.health.summary(),
             sizes={split: len(t[0]) for split, t in self._tensors.items()},
         )
+        # every rank: a sharded (FSDP2) model's state and density need collectives
+        deployed_full = deployed_state(self.model, self.optimizer)
+        layers = density(self.model, self.optimizer).to_dict()["layers"]
         if self._files is not None:
-            sparse_state = {
-                k: v.cpu() for k, v in deployed_state(self.model, self.optimizer).items()
-            }
+            sparse_state = {k: v.cpu() for k, v in deployed_full.items()}
             bad = non_finite(sparse_state)
             if bad:
                 raise NonFiniteLossError(
@@ -505,7 +513,6 @@ class Trainer:
                     checkpoint=self._files.path / CHECKPOINT_FILE,
                 )
             self._files.write_model(sparse_state)
-            layers = density(self.model, self.optimizer).to_dict()["layers"]
             grow = next((cb for cb in self.callbacks if isinstance(cb, GrowCallback)), None)
             grown = grow.state_dict()["history"] if grow is not None else None
             self._files.write_summary(

@@ -191,12 +191,16 @@ class PathRecorder:
         run_dir = getattr(trainer, "run_dir", None)
         if run_dir is not None:
             self.run_dir = Path(run_dir)
-        if self._resume_points is not None and self.run_dir is not None:
-            if (self.run_dir / _JSON).exists():
-                old = load_path(self.run_dir)
-                self.layers, self.points = old.layers, old.points
-                self._bits, self._norms = old._bits, old._norms
-            self._truncate(self._resume_points)
+        if self._resume_points is not None:
+            # Resuming: the writing rank reloads its files; the others (no run directory)
+            # record nothing here either, so that every rank runs the same collectives
+            # (a sharded model's record() gathers) and none records a bogus start point.
+            if self.run_dir is not None:
+                if (self.run_dir / _JSON).exists():
+                    old = load_path(self.run_dir)
+                    self.layers, self.points = old.layers, old.points
+                    self._bits, self._norms = old._bits, old._norms
+                self._truncate(self._resume_points)
             self._resume_points = None
             return
         if not self.points:
