@@ -562,9 +562,7 @@ def train(
     *,
     callbacks: Sequence[Any] = (),
     resume: str | os.PathLike[str] | None = None,
-    install_signal_handlers: bool = True,
-    echo: bool = True,
-    overwrite: bool = False,
+    **options: Any,
 ) -> TrainResult:
     """Run one training job end to end (see :mod:`sparseopt.engine`).
 
@@ -573,11 +571,10 @@ def train(
             job); with ``resume``, the fields to change (e.g. ``{"epochs": 50}``).
         callbacks: objects with some of the :class:`Callback` hooks.
         resume: a run directory to continue from its latest checkpoint.
-        install_signal_handlers: turn SIGINT/SIGTERM into a checkpoint and
-            :class:`TrainingInterrupted` (main thread only).
-        echo: print progress lines and the summary to stdout (``log.txt`` is always written).
-        overwrite: allow ``config.out`` to be an existing directory that is not a run
-            directory (see :class:`Trainer`).
+        options: ``install_signal_handlers`` (turn SIGINT/SIGTERM into a checkpoint and
+            :class:`TrainingInterrupted`; main thread only), ``echo`` (print progress
+            lines and the summary; ``log.txt`` is always written), ``overwrite`` (train
+            into an existing directory that is not a run directory), as :class:`Trainer`.
 
     Returns:
         The :class:`TrainResult`.
@@ -590,15 +587,5 @@ def train(
         OutputWriteError: a file could not be written (disk full); the previous
             version of every file is intact.
     """
-    trainer = Trainer(
-        config,
-        callbacks,
-        resume=resume,
-        install_signal_handlers=install_signal_handlers,
-        echo=echo,
-        overwrite=overwrite,
-    )
-    try:
+    with Trainer(config, callbacks, resume=resume, **options) as trainer:
         return trainer.fit()
-    finally:
-        trainer.close()
