@@ -99,7 +99,7 @@ def run(
     """
     t0 = time.perf_counter()
     overrides = {} if lam is None else {"lam": lam}
-    if head_scale != 1.0 and method != "adam":
+    if method != "adam":
         overrides["head_scale"] = head_scale
     model, opt = ex.build(method, seed, **overrides)
     ex.train(model, opt, data, epochs=epochs, seed=seed)
