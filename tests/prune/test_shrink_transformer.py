@@ -148,3 +148,17 @@ def test_hf_models_shrink_exactly(kind: str) -> None:
     # the detected sets of the shrunk model are the narrowed ones
     again = {cg.name: cg.num_groups for cg in detect_coupled_groups(res.model)}
     assert again == {cg.name: cg.num_groups for cg in res.sets}
+
+
+def test_root_mha_with_separate_kdim_shrinks_exactly() -> None:
+    torch.manual_seed(5)
+    mha = nn.MultiheadAttention(8, 4, kdim=5, vdim=3, batch_first=True).eval()
+    (cg,) = detect_coupled_groups(mha)
+    zero_groups_(mha, cg, [1, 2])
+    q, kv_k, kv_v = torch.randn(2, 6, 8), torch.randn(2, 7, 5), torch.randn(2, 7, 3)
+    # (need_weights=False: head-averaged weights average over the remaining heads)
+    inputs = {"query": q, "key": kv_k, "value": kv_v, "need_weights": False}
+    res = shrink_coupled(mha, [cg], inputs)
+    assert isinstance(res.model, PrunedMultiheadAttention)
+    assert res.model.num_heads == 2 and res.model.k_proj_weight.shape == (4, 5)
+    assert res.max_abs_diff <= 1e-5

@@ -89,7 +89,8 @@ class PrunedMultiheadAttention(nn.Module):
     :math:`\mathrm{out} = W_o\,\mathrm{concat}_h\,\mathrm{softmax}(Q_hK_h^\top/\sqrt{d} + M)V_h + b_o`
     with :math:`Q = xW_q^\top + b_q` etc. and :math:`W_q\in\mathbb R^{hd\times E}`. Same call
     signature and return values as ``nn.MultiheadAttention`` (``need_weights`` returns the
-    head-averaged weights unless ``average_attn_weights=False``); dropout on the
+    head-averaged weights unless ``average_attn_weights=False``: after pruning, the
+    average of the remaining heads, not the original one); dropout on the
     attention weights in training mode. ``_qkv_same_embed_dim`` is ``False`` so that
     ``nn.TransformerEncoderLayer`` never takes its fused fast path (which needs
     ``num_heads · head_dim = embed_dim``).
@@ -224,7 +225,8 @@ def _update_attention(module: nn.Module, cg: CoupledGroups, kept: int) -> None:
                 setattr(module, name, value)
 
 
-def _replace_mha(model: nn.Module, name: str, mha: nn.MultiheadAttention) -> None:
+def _replace_mha(model: nn.Module, name: str, mha: nn.MultiheadAttention) -> nn.Module:
+    """Put a :class:`PrunedMultiheadAttention` in place of ``mha``; return the (new) root."""
     if mha._qkv_same_embed_dim:
         q, k, v = mha.in_proj_weight.detach().chunk(3)
     else:
@@ -240,8 +242,11 @@ def _replace_mha(model: nn.Module, name: str, mha: nn.MultiheadAttention) -> Non
         dropout=mha.dropout,
         batch_first=mha.batch_first,
     ).train(mha.training)
+    if not name:
+        return new
     owner, _, attr = name.rpartition(".")
     setattr(model.get_submodule(owner) if owner else model, attr, new)
+    return model
 
 
 def _run(model: nn.Module, inputs: Any) -> list[Tensor]:
@@ -306,7 +311,7 @@ def shrink_coupled(
         if keep.numel() == cg.num_groups:
             result.sets.append(cg)
             continue
-        module = model.get_submodule(cg.module) if cg.module else None
+        module = model.get_submodule(cg.module)  # "" is the model itself
         for s, t in zip(cg.slices, tensors, strict=True):
             block = t.shape[s.dim] // (s.chunks * cg.num_groups)
             idx = _block_index(s.chunks, cg.num_groups, block, keep)
@@ -315,9 +320,8 @@ def shrink_coupled(
                 model.get_submodule(owner), attr, t.detach().index_select(s.dim, idx).clone()
             )
         if cg.arch == "mha":
-            assert module is not None
-            _replace_mha(model, cg.module, module)
-        elif module is not None and cg.kind == "head":
+            model = result.model = _replace_mha(model, cg.module, module)
+        elif cg.kind == "head":
             _update_attention(module, cg, keep.numel())
         slices = cg.slices
         if cg.arch == "mha":  # the replacement keeps q, k, v apart
