@@ -204,6 +204,8 @@ def _worker(mode: str, root: str) -> None:
     (this process dies there); ``resume``: resume the killed run to the end."""
     from sparseopt.config import TrainConfig
     from sparseopt.engine import train as engine_train
+    from sparseopt.engine.distributed import Dist
+    from sparseopt.engine.evaluate import evaluate_split
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -216,6 +218,11 @@ def _worker(mode: str, root: str) -> None:
         quantities = train(model, optimizer, rank, world)
         snap = {**snapshot(model, optimizer), **quantities}
         torch.save(snap, os.path.join(root, f"{case}-rank{rank}.pt"))
+    # evaluation: 5 samples in batches of 2 are 1 batch on rank 0 and 2 on rank 1
+    model, _ = build("linbreg-A", shard=True)
+    x, y = batch(0)
+    split = evaluate_split(model.eval(), x[:5], y[:5], "classification", 2, Dist(rank, world))
+    torch.save(list(split), os.path.join(root, f"eval-rank{rank}.pt"))
     res = engine_train(TrainConfig(**ENGINE, out=os.path.join(root, "full")))
     assert (res.run_dir is None) == (rank != 0)
     Path(root, f"parity-done-rank{rank}").touch()
@@ -325,6 +332,18 @@ def test_density_is_global_and_equals_the_unsharded_model(fsdp_run: Path, case: 
 def _tensors(state: Any) -> dict[str, torch.Tensor]:
     flat = _load_ddp_helpers()._flat(state)
     return {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
+
+
+def test_evaluation_with_unequal_shares_of_batches(fsdp_run: Path) -> None:
+    """A rank with fewer evaluation batches still joins every forward's all-gather."""
+    from sparseopt.engine.evaluate import evaluate_split
+
+    model, _ = build("linbreg-A", shard=False)
+    x, y = batch(0)
+    loss, acc = evaluate_split(model.eval(), x[:5], y[:5], "classification", 2)
+    for rank in range(2):
+        got = torch.load(fsdp_run / f"eval-rank{rank}.pt", weights_only=True)
+        assert got == [pytest.approx(loss, rel=1e-12), acc]
 
 
 def test_engine_fsdp_is_close_to_a_single_process_run(fsdp_run: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparseopt.engine.distributed import Dist, all_reduce_, broadcast_buffers_
-from sparseopt.fsdp import full_tensor
+from sparseopt.fsdp import full_tensor, is_sharded_model
 
 __all__ = [
     "accuracy",
@@ -73,7 +73,16 @@ def evaluate_split(
     hi = n * (ctx.rank + 1) // ctx.world_size
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.float64, device=x.device)
-    for start in range(lo, hi, batch_size):
+    starts = list(range(lo, hi, batch_size))
+    if is_sharded_model(model):
+        # FSDP2 all-gathers in every forward: every rank runs as many forwards as the
+        # largest share needs; a rank with fewer batches runs one sample and drops it
+        largest = -(-n // ctx.world_size)
+        starts += [-1] * (-(-largest // batch_size) - len(starts))
+    for start in starts:
+        if start < 0:
+            model(x[:1])
+            continue
         xb, yb = x[start : min(start + batch_size, hi)], y[start : min(start + batch_size, hi)]
         out = model(xb)
         loss_sum += loss_fn(task, out, yb, reduction="sum").double()
