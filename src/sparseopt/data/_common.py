@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,6 +310,56 @@ def write_npz_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
         os.replace(tmp, path)  # atomic: concurrent readers never see a partial file
     except OSError:
         pass
+
+
+def cached_npz(
+    path: Path,
+    keys: Sequence[str],
+    cache: bool,
+    generate: Callable[[], Sequence[np.ndarray]],
+) -> tuple[dict[str, np.ndarray], bool]:
+    """The arrays ``keys`` of the cache file ``path``, else of ``generate()`` (in that order).
+
+    Generated arrays are written to ``path`` when ``cache`` is true; a missing or
+    unreadable file is regenerated. Returns the arrays and whether they came from the cache.
+    """
+    arrays = read_npz_cache(path, keys) if cache and path.is_file() else None
+    if arrays is not None:
+        return arrays, True
+    arrays = dict(zip(keys, generate(), strict=True))
+    if cache:
+        write_npz_cache(path, arrays)
+    return arrays, False
+
+
+def shaky_raw_data(
+    arrays: dict[str, np.ndarray],
+    normalize: bool,
+    meta: dict[str, Any],
+    aux_train: dict[str, np.ndarray],
+    aux_test: dict[str, np.ndarray],
+) -> RawData:
+    """The :class:`RawData` of a generated regular (0) vs shaky (1) image set.
+
+    ``arrays`` holds ``x_train``, ``y_train``, ``x_test``, ``y_test``; with ``normalize``
+    the images are standardised with the training part's mean/std (else only scaled to
+    [0, 1]). ``meta`` gets ``mean``, ``std`` and ``classes`` in front of its own keys.
+    """
+    mean, std = (None, None) if normalize else ((0.0,), (1.0,))
+    xtr_f, mean, std = normalize_images(arrays["x_train"], mean, std)
+    xte_f, _, _ = normalize_images(arrays["x_test"], mean, std)
+    meta = {"mean": mean, "std": std, "classes": ("regular", "shaky"), **meta}
+    return RawData(
+        xtr_f,
+        arrays["y_train"].astype(np.int64),
+        xte_f,
+        arrays["y_test"].astype(np.int64),
+        2,
+        "classification",
+        meta,
+        aux_train=aux_train,
+        aux_test=aux_test,
+    )
 
 
 def search_roots(data_dir: str | os.PathLike[str] | None) -> list[Path]:

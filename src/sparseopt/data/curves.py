@@ -50,13 +50,12 @@ import numpy as np
 
 from ._common import (
     RawData,
+    cached_npz,
     check_bool,
     check_int,
-    normalize_images,
     npz_cache_path,
-    read_npz_cache,
     rng_for,
-    write_npz_cache,
+    shaky_raw_data,
 )
 
 __all__ = [
@@ -379,25 +378,18 @@ def load_curves(
         "supersample": supersample,
     }
     path = curves_cache_path(data_dir, options)
-    arrays = read_npz_cache(path, _ARRAYS) if cache and path.is_file() else None
-    from_cache = arrays is not None
-    if arrays is None:
-        xtr, ytr, ftr = generate_curves(
+
+    def generate() -> tuple[np.ndarray, ...]:
+        train = generate_curves(
             n_train, seed=seed, split="train", image_size=image_size, supersample=supersample
         )
-        xte, yte, fte = generate_curves(
+        test = generate_curves(
             n_test, seed=seed, split="test", image_size=image_size, supersample=supersample
         )
-        arrays = dict(zip(_ARRAYS, (xtr, ytr, ftr, xte, yte, fte), strict=True))
-        if cache:
-            write_npz_cache(path, arrays)
-    mean, std = (None, None) if normalize else ((0.0,), (1.0,))
-    xtr_f, mean, std = normalize_images(arrays["x_train"], mean, std)
-    xte_f, _, _ = normalize_images(arrays["x_test"], mean, std)
+        return (*train, *test)
+
+    arrays, from_cache = cached_npz(path, _ARRAYS, cache, generate)
     meta = {
-        "mean": mean,
-        "std": std,
-        "classes": ("regular", "shaky"),
         "family_names": FAMILIES,
         "options": options,
         "cache_path": str(path) if cache else None,
@@ -405,13 +397,9 @@ def load_curves(
         "version": CURVES_VERSION,
         "source": "synthetic, after Xue & Xin arXiv 1902.07419",
     }
-    return RawData(
-        xtr_f,
-        arrays["y_train"].astype(np.int64),
-        xte_f,
-        arrays["y_test"].astype(np.int64),
-        2,
-        "classification",
+    return shaky_raw_data(
+        arrays,
+        normalize,
         meta,
         aux_train={"family": arrays["f_train"].astype(np.int64)},
         aux_test={"family": arrays["f_test"].astype(np.int64)},

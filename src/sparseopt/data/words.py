@@ -73,15 +73,14 @@ import numpy as np
 from ._common import (
     TAG_VAL_SPLIT,
     RawData,
+    cached_npz,
     check_bool,
     check_fraction,
     check_int,
-    normalize_images,
     npz_cache_path,
-    read_npz_cache,
     rng_for,
+    shaky_raw_data,
     split_count,
-    write_npz_cache,
 )
 from ._glyphs import (
     FONTS,
@@ -298,9 +297,8 @@ def load_words(
     }
     parts = _word_parts(seed, {"train": n_train - n_val, "val": n_val, "test": n_test})
     path = words_cache_path(data_dir, options)
-    arrays = read_npz_cache(path, _ARRAYS) if cache and path.is_file() else None
-    from_cache = arrays is not None
-    if arrays is None:
+
+    def generate() -> tuple[np.ndarray, ...]:
         kw = {"seed": seed, "height": height, "width": width, "supersample": supersample}
         # finalize() takes the first n_val entries of this permutation as validation.
         is_val = np.zeros(n_train, dtype=bool)
@@ -312,16 +310,10 @@ def load_words(
                 for dst, src in zip(pool, made, strict=True):
                     dst[mask] = src
         test = generate_words(n_test, parts["test"], fonts["test"], part="test", **kw)
-        arrays = dict(zip(_ARRAYS, (*pool, *test), strict=True))
-        if cache:
-            write_npz_cache(path, arrays)
-    mean, std = (None, None) if normalize else ((0.0,), (1.0,))
-    xtr_f, mean, std = normalize_images(arrays["x_train"], mean, std)
-    xte_f, _, _ = normalize_images(arrays["x_test"], mean, std)
+        return (*pool, *test)
+
+    arrays, from_cache = cached_npz(path, _ARRAYS, cache, generate)
     meta = {
-        "mean": mean,
-        "std": std,
-        "classes": ("regular", "shaky"),
         "words": parts,
         "fonts": {p: tuple(FONTS[i][1] for i in f) for p, f in fonts.items()},
         "options": options,
@@ -330,13 +322,9 @@ def load_words(
         "version": WORDS_VERSION,
         "source": "fonts rendered with a simulated tremor, after Xue & Xin arXiv 1902.07419",
     }
-    return RawData(
-        xtr_f,
-        arrays["y_train"].astype(np.int64),
-        xte_f,
-        arrays["y_test"].astype(np.int64),
-        2,
-        "classification",
+    return shaky_raw_data(
+        arrays,
+        normalize,
         meta,
         aux_train={"word": arrays["word_train"], "font": arrays["font_train"]},
         aux_test={"word": arrays["word_test"], "font": arrays["font_test"]},
