@@ -10,6 +10,7 @@ running statistics are untouched).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "check_positive_int",
     "check_positive_ints",
     "check_shape",
+    "classifier_layers",
     "conv_out",
     "flat_features",
 ]
@@ -94,6 +96,19 @@ def check_positive_ints(
             f"Invalid {name} value: {values!r}; expected a tuple of {need}positive ints"
         )
     return vals
+
+
+def classifier_layers(
+    in_features: int, hidden: Sequence[int], num_classes: int
+) -> OrderedDict[str, nn.Module]:
+    """``Flatten → (Linear → ReLU)* → Linear`` as named layers ``flatten, fc1, relu1, ...``."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    for i, width in enumerate(hidden, start=1):
+        layers[f"fc{i}"] = nn.Linear(in_features, width)
+        layers[f"relu{i}"] = nn.ReLU(inplace=False)
+        in_features = width
+    layers[f"fc{len(hidden) + 1}"] = nn.Linear(in_features, num_classes)
+    return layers
 
 
 def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:

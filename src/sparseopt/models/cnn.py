@@ -37,22 +37,12 @@ from sparseopt.models._utils import (
     check_num_classes,
     check_positive_int,
     check_positive_ints,
+    classifier_layers,
     conv_out,
     flat_features,
 )
 
 __all__ = ["ConvNet", "CurveCNN", "LeNet5", "TinyNet"]
-
-
-def _classifier(in_features: int, hidden: Sequence[int], num_classes: int) -> nn.Sequential:
-    """``Flatten → (Linear → ReLU)* → Linear`` with named children ``flatten, fc1, relu1, ...``."""
-    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-    for i, width in enumerate(hidden, start=1):
-        layers[f"fc{i}"] = nn.Linear(in_features, width)
-        layers[f"relu{i}"] = nn.ReLU(inplace=False)
-        in_features = width
-    layers[f"fc{len(hidden) + 1}"] = nn.Linear(in_features, num_classes)
-    return nn.Sequential(layers)
 
 
 def _check_padding(padding: int | None) -> int | None:
@@ -76,7 +66,10 @@ class _FeaturesClassifier(nn.Sequential):
     ) -> None:
         in_features = flat_features(features, input_shape, type(self).__name__)
         super().__init__(
-            OrderedDict(features=features, classifier=_classifier(in_features, hidden, num_classes))
+            OrderedDict(
+                features=features,
+                classifier=nn.Sequential(classifier_layers(in_features, hidden, num_classes)),
+            )
         )
         self.input_shape = input_shape
 

@@ -8,13 +8,17 @@ github.com/TimRoith/BregmanLearning).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from math import prod
 
 from torch import nn
 
-from sparseopt.models._utils import check_num_classes, check_positive_ints, check_shape
+from sparseopt.models._utils import (
+    check_num_classes,
+    check_positive_ints,
+    check_shape,
+    classifier_layers,
+)
 
 __all__ = ["MLP"]
 
@@ -56,12 +60,5 @@ class MLP(nn.Sequential):
         shape = check_shape(input_shape)
         num_classes = check_num_classes(num_classes)
         widths = check_positive_ints("hidden", hidden, allow_empty=True)
-        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-        fan_in = prod(shape)
-        for i, width in enumerate(widths, start=1):
-            layers[f"fc{i}"] = nn.Linear(fan_in, width)
-            layers[f"relu{i}"] = nn.ReLU(inplace=False)
-            fan_in = width
-        layers[f"fc{len(widths) + 1}"] = nn.Linear(fan_in, num_classes)
-        super().__init__(layers)
+        super().__init__(classifier_layers(prod(shape), widths, num_classes))
         self.input_shape = shape

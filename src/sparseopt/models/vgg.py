@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from sparseopt.models._utils import check_image_shape, check_num_classes
+from sparseopt.models._utils import check_image_shape, check_num_classes, classifier_layers
 
 __all__ = ["VGG", "VGG16_CFG"]
 
@@ -97,8 +97,6 @@ class VGG(nn.Sequential):
                 layers[f"bn{n_conv}"] = nn.BatchNorm2d(item)
             layers[f"relu{n_conv}"] = nn.ReLU(inplace=False)
             in_ch = item
-        classifier = nn.Sequential(
-            OrderedDict(flatten=nn.Flatten(), fc1=nn.Linear(in_ch * mh * mw, num_classes))
-        )
+        classifier = nn.Sequential(classifier_layers(in_ch * mh * mw, (), num_classes))
         super().__init__(OrderedDict(features=nn.Sequential(layers), classifier=classifier))
         self.input_shape = (c, h, w)
