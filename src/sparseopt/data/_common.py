@@ -192,6 +192,14 @@ def seeded_subset(n: int, limit: int | None, seed: int, tag: int) -> np.ndarray 
     return np.sort(idx)
 
 
+def subsample(
+    x: np.ndarray, y: np.ndarray, limit: int | None, seed: int, tag: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` at the indices :func:`seeded_subset` picks (as they are for ``None``)."""
+    sub = seeded_subset(len(x), limit, seed, tag)
+    return (x, y) if sub is None else (x[sub], y[sub])
+
+
 def _to_x(a: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(a))
     return t if t.dtype == torch.float32 else t.to(torch.float32)

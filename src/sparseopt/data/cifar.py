@@ -48,7 +48,7 @@ from ._common import (
     format_dirs,
     normalize_images,
     search_roots,
-    seeded_subset,
+    subsample,
     unique_paths,
 )
 
@@ -325,12 +325,8 @@ def load_cifar10(
     ytr = np.concatenate([b[1] for b in batches[:-1]])
     xte, yte = batches[-1]
     n_train_full, n_test_full = len(xtr), len(xte)
-    sub = seeded_subset(len(xtr), limit_train, seed, TAG_SUBSET_TRAIN)
-    if sub is not None:
-        xtr, ytr = xtr[sub], ytr[sub]
-    sub = seeded_subset(len(xte), limit_test, seed, TAG_SUBSET_TEST)
-    if sub is not None:
-        xte, yte = xte[sub], yte[sub]
+    xtr, ytr = subsample(xtr, ytr, limit_train, seed, TAG_SUBSET_TRAIN)
+    xte, yte = subsample(xte, yte, limit_test, seed, TAG_SUBSET_TEST)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if normalize else ((0.0,) * 3, (1.0,) * 3)
     xtr_f, mean, std = normalize_images(xtr, mean, std)
     xte_f, _, _ = normalize_images(xte, mean, std)

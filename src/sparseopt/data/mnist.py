@@ -38,7 +38,7 @@ from ._common import (
     format_dirs,
     normalize_images,
     search_roots,
-    seeded_subset,
+    subsample,
     unique_paths,
 )
 
@@ -285,12 +285,8 @@ def _load_idx_dataset(
             f"{files['test_images']} holds {xte.shape[1:]} images"
         )
     n_train_full, n_test_full = len(xtr), len(xte)
-    sub = seeded_subset(len(xtr), limit_train, seed, TAG_SUBSET_TRAIN)
-    if sub is not None:
-        xtr, ytr = xtr[sub], ytr[sub]
-    sub = seeded_subset(len(xte), limit_test, seed, TAG_SUBSET_TEST)
-    if sub is not None:
-        xte, yte = xte[sub], yte[sub]
+    xtr, ytr = subsample(xtr, ytr, limit_train, seed, TAG_SUBSET_TRAIN)
+    xte, yte = subsample(xte, yte, limit_test, seed, TAG_SUBSET_TEST)
     mean, std = _STATS[name] if normalize else ((0.0,), (1.0,))
     xtr_f, mean, std = normalize_images(xtr[:, None], mean, std)
     xte_f, _, _ = normalize_images(xte[:, None], mean, std)
