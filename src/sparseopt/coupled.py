@@ -529,6 +529,7 @@ class _Packed(nn.Module):
         self.index = {cg.name: i for i, cg in enumerate(self.sets)}
         self.packed = nn.ParameterList([nn.Parameter(p) for p in packed])
         self._root: list[nn.Module] = []  # not a submodule (no cycle)
+        self._hooks: list[Any] = []  # the root's forward (pre-)hooks, removed on unpacking
 
     def current(self) -> dict[str, Tensor]:
         """Every packed original parameter, rebuilt from the packed ones (differentiable)."""
@@ -607,7 +608,7 @@ def pack_coupled(model: nn.Module, sets: Sequence[CoupledGroups] | None = None) 
         del module._parameters[attr]
     model.add_module(CONTAINER, container)
     container._root.append(model)
-    container._hooks = [
+    container._hooks += [
         model.register_forward_pre_hook(container.refresh),
         model.register_forward_hook(container.release),
     ]
