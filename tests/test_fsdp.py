@@ -186,6 +186,8 @@ ENGINE: dict[str, Any] = {
     "lam": 0.003,  # Γ's support grows from 1 % to 18 % of the parameters in these 3 epochs
     "fsdp": True,
 }
+#: Cases also written with ``torch.distributed.checkpoint`` (sparseopt.fsdp.save_sharded).
+DCP_CASES = ("splitlbi-A", "rda-B")
 #: Where the killed run dies: epoch 2, after this many steps (epoch 1's checkpoint exists).
 KILL_AT = (2, 2)
 
@@ -206,6 +208,7 @@ def _worker(mode: str, root: str) -> None:
     from sparseopt.engine import train as engine_train
     from sparseopt.engine.distributed import Dist
     from sparseopt.engine.evaluate import evaluate_split
+    from sparseopt.fsdp import load_sharded_, save_sharded
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -218,6 +221,11 @@ def _worker(mode: str, root: str) -> None:
         quantities = train(model, optimizer, rank, world)
         snap = {**snapshot(model, optimizer), **quantities}
         torch.save(snap, os.path.join(root, f"{case}-rank{rank}.pt"))
+        if case in DCP_CASES:  # sharded files, read back into a fresh sharded model
+            save_sharded(model, optimizer, os.path.join(root, f"dcp-{case}"))
+            model, optimizer = build(case, shard=True)
+            load_sharded_(model, optimizer, os.path.join(root, f"dcp-{case}"))
+            torch.save(snapshot(model, optimizer), os.path.join(root, f"{case}-dcp-rank{rank}.pt"))
     # evaluation: 5 samples in batches of 2 are 1 batch on rank 0 and 2 on rank 1
     model, _ = build("linbreg-A", shard=True)
     x, y = batch(0)
@@ -332,6 +340,30 @@ def test_density_is_global_and_equals_the_unsharded_model(fsdp_run: Path, case: 
 def _tensors(state: Any) -> dict[str, torch.Tensor]:
     flat = _load_ddp_helpers()._flat(state)
     return {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
+
+
+@pytest.mark.parametrize("case", DCP_CASES)
+def test_sharded_checkpoint_round_trips_bitwise(fsdp_run: Path, case: str) -> None:
+    """``save_sharded`` then ``load_sharded_`` into a fresh sharded model (2 ranks) and into
+    a whole model in this process: parameters, state (λ set by the controller included)
+    and supports bitwise equal to the trained sharded run."""
+    from sparseopt.fsdp import load_sharded_
+
+    trained = torch.load(fsdp_run / f"{case}-rank0.pt", weights_only=True)
+    expected = {k: v for k, v in trained.items() if isinstance(v, torch.Tensor)}
+    assert sorted((fsdp_run / f"dcp-{case}").glob("*.distcp"))  # one file per rank
+    for rank in range(2):
+        back = torch.load(fsdp_run / f"{case}-dcp-rank{rank}.pt", weights_only=True)
+        assert back.keys() == expected.keys()
+        for key, v in expected.items():
+            assert torch.equal(back[key], v), (rank, key)
+    model, optimizer = build(case, shard=False)
+    load_sharded_(model, optimizer, fsdp_run / f"dcp-{case}")
+    whole = snapshot(model, optimizer)
+    for key, v in expected.items():
+        assert torch.equal(whole[key], v), key
+    lams = [g["lam"] for g in optimizer.param_groups if g["penalty"] != "none"]
+    assert lams != LAMS[CASES[case][0]][CASES[case][1] == "B"]  # the controller's λ came back
 
 
 def test_evaluation_with_unequal_shares_of_batches(fsdp_run: Path) -> None:

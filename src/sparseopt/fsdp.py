@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,6 +49,8 @@ __all__ = [
     "global_int",
     "is_dtensor",
     "is_sharded_model",
+    "load_sharded_",
+    "save_sharded",
     "shard_like",
     "shard_model",
     "sharded_optimizer_state",
@@ -167,3 +170,54 @@ def sharded_optimizer_state(
         for i, st in state["state"].items()
     }
     return out
+
+
+# ------------------------------------------------------------------ sharded checkpoints
+
+
+def save_sharded(
+    model: nn.Module, optimizer: torch.optim.Optimizer, directory: str | os.PathLike[str]
+) -> None:
+    """Write ``model`` and ``optimizer`` with ``torch.distributed.checkpoint``: every rank
+    writes its own shards into ``directory`` (one ``.distcp`` file per rank plus the
+    metadata), nothing is gathered. Call it on every rank.
+
+    The state comes from ``torch.distributed.checkpoint.state_dict.get_state_dict``
+    (parameters and optimizer state keyed by parameter name), so the files load into any
+    number of ranks, or into one process (:func:`load_sharded_`).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=os.fspath(directory))
+
+
+def load_sharded_(
+    model: nn.Module, optimizer: torch.optim.Optimizer, directory: str | os.PathLike[str]
+) -> None:
+    """Load a :func:`save_sharded` directory into ``model`` and ``optimizer``, in place.
+
+    ``model`` may be sharded over any number of ranks (call it on every rank) or whole in
+    one process without a process group (``sparseopt path``/``prune`` style use): each
+    rank reads the parts of the files it holds. Parameters, optimizer state and param
+    groups (λ set by a controller included) come back bitwise.
+
+    A fresh optimizer has no state yet; ``get_state_dict`` creates it with one step of
+    learning rate 0 on zero gradients before the files overwrite it.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    import torch.distributed as dist
+
+    alone = not (dist.is_available() and dist.is_initialized())
+    dcp.load(state, checkpoint_id=os.fspath(directory), no_dist=alone)
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=state["model"],
+        optim_state_dict=state["optimizer"],
+    )
