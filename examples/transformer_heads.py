@@ -215,13 +215,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["params_after"] = sum(p.numel() for p in res.model.parameters())
     result["shrunk_test_acc"] = accuracy(res.model, *data["test"])
     result["max_abs_diff"] = res.max_abs_diff
-    if args.finetune > 0 and not args.smoke:  # simplify, then fine-tune (DessiLBI)
-        ft = torch.optim.AdamW(res.model.parameters(), lr=1e-3, weight_decay=0.0)
-        train(res.model, ft, data, epochs=args.finetune, seed=args.seed)
-        result["finetuned_test_acc"] = accuracy(res.model, *data["test"])
-        print(
-            f"shrunk network fine-tuned {args.finetune} epochs: {result['finetuned_test_acc']:.2%}"
-        )
     print(
         f"{args.method}: test accuracy {result['test_acc']:.2%} (shrunk {result['shrunk_test_acc']:.2%}), "
         f"heads removed {result['heads_removed']}/{result['heads']}, "
@@ -229,6 +222,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{result['params_before']:,} -> {result['params_after']:,} "
         f"(max output difference {res.max_abs_diff:.1e})"
     )
+    if args.finetune > 0 and not args.smoke:  # simplify, then fine-tune (DessiLBI)
+        ft = torch.optim.AdamW(res.model.parameters(), lr=1e-3, weight_decay=0.0)
+        train(res.model, ft, data, epochs=args.finetune, seed=args.seed)
+        result["finetuned_test_acc"] = accuracy(res.model, *data["test"])
+        print(
+            f"shrunk network fine-tuned {args.finetune} epochs: {result['finetuned_test_acc']:.2%}"
+        )
     return result
 
 
