@@ -51,6 +51,19 @@ def _check_padding(padding: int | None) -> int | None:
     return check_positive_int("padding", padding, minimum=0)
 
 
+def _conv5_pool2_features(
+    in_channels: int, channels: Sequence[int], paddings: Sequence[int]
+) -> nn.Sequential:
+    """``(conv c@5×5 → ReLU → max-pool 2)*`` with named children ``conv1, relu1, pool1, ...``."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, (width, padding) in enumerate(zip(channels, paddings, strict=True), start=1):
+        layers[f"conv{i}"] = nn.Conv2d(in_channels, width, kernel_size=5, padding=padding)
+        layers[f"relu{i}"] = nn.ReLU(inplace=False)
+        layers[f"pool{i}"] = nn.MaxPool2d(2, 2)
+        in_channels = width
+    return nn.Sequential(layers)
+
+
 class _FeaturesClassifier(nn.Sequential):
     """An ``nn.Sequential`` of two named children, ``features`` and ``classifier``."""
 
@@ -119,16 +132,7 @@ class LeNet5(_FeaturesClassifier):
             pad2 = 0 if pooled >= 10 else 2
         else:
             pad1 = pad2 = padding
-        features = nn.Sequential(
-            OrderedDict(
-                conv1=nn.Conv2d(c, 6, kernel_size=5, padding=pad1),
-                relu1=nn.ReLU(inplace=False),
-                pool1=nn.MaxPool2d(2, 2),
-                conv2=nn.Conv2d(6, 16, kernel_size=5, padding=pad2),
-                relu2=nn.ReLU(inplace=False),
-                pool2=nn.MaxPool2d(2, 2),
-            )
-        )
+        features = _conv5_pool2_features(c, (6, 16), (pad1, pad2))
         super().__init__(features, (c, h, w), (120, 84), num_classes)
 
 
@@ -181,16 +185,7 @@ class ConvNet(_FeaturesClassifier):
         padding = _check_padding(padding)
         if padding is None:
             padding = 0 if min(h, w) >= 16 else 2
-        features = nn.Sequential(
-            OrderedDict(
-                conv1=nn.Conv2d(c, c1, kernel_size=5, padding=padding),
-                relu1=nn.ReLU(inplace=False),
-                pool1=nn.MaxPool2d(2, 2),
-                conv2=nn.Conv2d(c1, c2, kernel_size=5, padding=padding),
-                relu2=nn.ReLU(inplace=False),
-                pool2=nn.MaxPool2d(2, 2),
-            )
-        )
+        features = _conv5_pool2_features(c, (c1, c2), (padding, padding))
         super().__init__(features, (c, h, w), hidden, num_classes)
 
 
