@@ -73,6 +73,7 @@ head together with its query heads (``r = 1`` — plain multi-head attention —
 group per head). GPT-2 cross-attention (``q_attn``) is not detected.
 
 Example:
+    >>> import torch
     >>> layer = torch.nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)
     >>> sets = detect_coupled_groups(layer)
     >>> [(s.kind, s.num_groups, s.group_size) for s in sets]
