@@ -514,6 +514,7 @@ MATRIX = [
     ("curves", {"n_train": 12, "n_test": 4, "cache": False}, "curvecnn", {}, "proxsgd", {}),
     ("teacher", {"n_train": 20, "n_test": 8}, "nooverlap", {}, "adam", {}),
     ("words", {"n_train": 8, "n_test": 4, "cache": False}, "tiny", {}, "linbreg", {}),
+    ("digits", {}, "transformer", {"d_model": 8, "heads": 2, "ffn": 8}, "adabreg", {}),
 ]
 
 

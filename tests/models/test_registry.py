@@ -9,7 +9,17 @@ import torch
 
 from sparseopt.models import ModelSpec, build_model, get_model_spec, list_models
 
-EXPECTED = ["convnet", "curvecnn", "lenet5", "mlp", "nooverlap", "resnet18", "tiny", "vgg16"]
+EXPECTED = [
+    "convnet",
+    "curvecnn",
+    "lenet5",
+    "mlp",
+    "nooverlap",
+    "resnet18",
+    "tiny",
+    "transformer",
+    "vgg16",
+]
 
 
 def test_list_models_is_sorted_and_complete() -> None:
@@ -56,3 +66,20 @@ def test_shape_accepts_list_and_torch_size() -> None:
     a = build_model("mlp", [1, 8, 8], 3, hidden=(4,))
     b = build_model("mlp", torch.Size([1, 8, 8]), 3, hidden=(4,))
     assert a.input_shape == b.input_shape == (1, 8, 8)
+
+
+def test_transformer_reads_rows_as_tokens_and_checks_heads() -> None:
+    model = build_model("transformer", (1, 28, 28), 10, d_model=8, heads=2, ffn=16, layers=1)
+    assert (model.tokens, model.features) == (28, 28)
+    x = torch.randn(3, 1, 28, 28)
+    assert model(x).shape == (3, 10)
+    # a token is one row: without the position embedding, reversing the rows only
+    # permutes the tokens, which attention and mean pooling do not see
+    with torch.no_grad():
+        model.pos.zero_()
+    model.eval()
+    torch.testing.assert_close(model(x.flip(2)), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="heads value: 3"):
+        build_model("transformer", (1, 8, 8), 10, d_model=8, heads=3)
+    with pytest.raises(ValueError, match="ffn value"):
+        build_model("transformer", (1, 8, 8), 10, ffn=0)

@@ -14,6 +14,7 @@ name         architecture                                     natural input
 ``resnet18`` CIFAR ResNet-18                                  3×32×32, 11,173,962 p.
 ``vgg16``    CIFAR VGG-16-BN, Linear(512, classes)            3×32×32, 14,728,266 p.
 ``nooverlap`` (1/r) Σ ReLU(w·x_j) (Dinh & Xin, arXiv 1812.05719) (D,), output (N,)
+``transformer`` 2-layer encoder, image rows as tokens              1×8×8, 17,770 p.
 ============ =============================================== ==================
 
 (parameter counts with 10 classes). Every model adapts to the input's channel
@@ -37,6 +38,7 @@ from sparseopt.models.mlp import MLP
 from sparseopt.models.nooverlap import NoOverlapCNN
 from sparseopt.models.registry import ModelSpec, build_model, get_model_spec, list_models
 from sparseopt.models.resnet import BasicBlock, ResNet
+from sparseopt.models.transformer import RowTransformer
 from sparseopt.models.vgg import VGG
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "ModelSpec",
     "NoOverlapCNN",
     "ResNet",
+    "RowTransformer",
     "TinyNet",
     "build_model",
     "get_model_spec",

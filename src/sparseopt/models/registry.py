@@ -19,6 +19,7 @@ from sparseopt.models.cnn import ConvNet, CurveCNN, LeNet5, TinyNet
 from sparseopt.models.mlp import MLP
 from sparseopt.models.nooverlap import NoOverlapCNN
 from sparseopt.models.resnet import ResNet
+from sparseopt.models.transformer import RowTransformer
 from sparseopt.models.vgg import VGG
 
 __all__ = ["ModelSpec", "build_model", "get_model_spec", "list_models"]
@@ -77,6 +78,13 @@ _SPECS: tuple[ModelSpec, ...] = (
         (64,),
         None,
     ),
+    ModelSpec(
+        "transformer",
+        RowTransformer,
+        "transformer encoder over image rows (tokens), 2 layers × 4 heads (coupled groups)",
+        (1, 8, 8),
+        10,
+    ),
 )
 
 _REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
@@ -87,7 +95,7 @@ def list_models() -> list[str]:
 
     Example:
         >>> list_models()
-        ['convnet', 'curvecnn', 'lenet5', 'mlp', 'nooverlap', 'resnet18', 'tiny', 'vgg16']
+        ['convnet', 'curvecnn', 'lenet5', 'mlp', 'nooverlap', 'resnet18', 'tiny', 'transformer', 'vgg16']
     """
     return sorted(_REGISTRY)
 
