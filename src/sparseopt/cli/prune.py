@@ -217,18 +217,67 @@ def _load_weights(
             f"checkpoint {ckpt_path} is not a sparseopt checkpoint (no 'model' entry; found "
             f"{found})"
         )
-    state = _state_dict_of(ckpt["model"], ckpt_path, "checkpoint")
-    _check_finite(state, f"checkpoint {ckpt_path}")
-    _load_state(model, state, ckpt_path, "checkpoint")
-    try:
+    if ckpt.get("sharded"):  # a sharded (FSDP2) run: its shards into this whole model
+        from sparseopt.engine.checkpoint import restore_weights
+
         opt, _ = build_optimizer(cfg, model)
-        opt.load_state_dict(ckpt["optimizer"])
-    except (ValueError, TypeError, KeyError, RuntimeError):  # dense baseline or unusual
-        return None
+        restore_weights(ckpt, ckpt_path, model, opt)
+        _check_finite(model, f"checkpoint {ckpt_path}")
+    else:
+        state = _state_dict_of(ckpt["model"], ckpt_path, "checkpoint")
+        _check_finite(state, f"checkpoint {ckpt_path}")
+        _load_state(model, state, ckpt_path, "checkpoint")
+        try:
+            opt, _ = build_optimizer(cfg, model)
+            opt.load_state_dict(ckpt["optimizer"])
+        except (ValueError, TypeError, KeyError, RuntimeError):  # dense baseline or unusual
+            return None
     finalize = getattr(opt, "finalize", None)
     if finalize is not None:
         finalize()
     return opt
+
+
+class _CoupledPlan:
+    """The plan of a coupled shrink, shaped like :class:`~sparseopt.prune.ShrinkPlan`
+    for the report: ``widths`` per set ``[groups before, after]``."""
+
+    def __init__(self, sets: Any, kept: Mapping[str, list[int]]) -> None:
+        self.sets = list(sets)
+        self.kept = dict(kept)
+        self.widths = {cg.name: [cg.num_groups, len(kept[cg.name])] for cg in self.sets}
+        self.kept_constant: dict[str, int] = {}
+
+    def save(self, path: Path) -> None:
+        from sparseopt.prune._files import atomic_write
+
+        plan = {
+            "coupled": {
+                cg.name: {"kind": cg.kind, "groups": cg.num_groups, "kept": self.kept[cg.name]}
+                for cg in self.sets
+            }
+        }
+        text = json.dumps(plan, indent=2) + "\n"
+        atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _coupled_masks(params: Mapping[str, torch.Tensor], sets: Any) -> dict[str, torch.Tensor]:
+    """Keep-masks (nonzero patterns) of every parameter a coupled set slices (q/k/v,
+    biases, up/down projections): a masked fine-tune keeps dead heads/neurons dead."""
+    names = {s.param for cg in sets for s in cg.slices}
+    return {n: params[n].detach() != 0 for n in names}
+
+
+def _shrink_coupled(model: torch.nn.Module, sets: Any, example: torch.Tensor) -> Any:
+    """:func:`~sparseopt.prune.heads.shrink_coupled` (on a copy), as ``(model,
+    max_abs_diff, plan)`` like :func:`~sparseopt.prune.shrink`'s result."""
+    from types import SimpleNamespace
+
+    from sparseopt.prune.heads import shrink_coupled
+
+    res = shrink_coupled(model, sets, example)
+    plan = _CoupledPlan(sets, res.kept)
+    return SimpleNamespace(model=res.model, max_abs_diff=res.max_abs_diff, plan=plan)
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -242,6 +291,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from sparseopt.coupled import dead_groups, packed_groups, unpack_coupled, zero_groups_
     from sparseopt.engine.build import build_model, load_data
     from sparseopt.prune import (
         apply_masks_,
@@ -302,6 +352,15 @@ def _prune(args: argparse.Namespace) -> int:
             f"the pruned network has weight density {dens.weight_density:.2%}, above the "
             f"selected point's {selection.density:.2%}: {why}"
         )
+    sets = packed_groups(model)  # a --coupled run: heads/neurons packed (engine.build)
+    if sets:  # from here on ordinary parameters; fine-tuning keeps zero entries zero
+        model = unpack_coupled(model)
+        params = dict(model.named_parameters())
+        masks = {**masks_from_weights(model), **_coupled_masks(params, sets)}
+        # nn.MultiheadAttention reads out_proj.weight without calling out_proj, so no
+        # mask can be attached there: fine-tuning zeroes the dead heads' columns after
+        masks = {n: m for n, m in masks.items() if not n.endswith("out_proj.weight")}
+        dead = dead_groups(model, sets)
     x_test, y_test = data.test.tensors
     x_train, y_train = data.train.tensors
     before_acc = _evaluate(model, x_test, y_test, data.task)
@@ -324,6 +383,8 @@ def _prune(args: argparse.Namespace) -> int:
         finetune_losses = finetune_masked(
             model, masks, batches, epochs=args.finetune_epochs, lr=args.lr, loss_fn=loss_fn
         )
+        for cg in sets:  # exact: a dead head's values are zero whatever its out columns
+            zero_groups_(model, cg, dead[cg.name])
         losses = ", ".join(f"{v:.4g}" for v in finetune_losses)
         _check_finite(
             model,
@@ -332,7 +393,7 @@ def _prune(args: argparse.Namespace) -> int:
     masked_acc = _evaluate(model, x_test, y_test, data.task)
     model.eval()
     example = x_test[:2] if len(x_test) >= 2 else x_train[:2]
-    result = shrink(model, example)
+    result = _shrink_coupled(model, sets, example) if sets else shrink(model, example)
     shrunk = result.model.eval()
     with torch.no_grad():
         scale = max(1.0, float(model(example).abs().max()))

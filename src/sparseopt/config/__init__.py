@@ -77,7 +77,7 @@ HYPERPARAMETER_FIELDS = (
 
 #: Structure settings that need a sparse optimizer (``None``: off). A dense optimizer
 #: (``sgd``, ``adam``) has no λ to control and no support whose saturation means anything.
-SPARSE_ONLY_FIELDS = ("target_density", "grow_every")
+SPARSE_ONLY_FIELDS = ("target_density", "grow_every", "coupled")
 
 #: Fields a resumed run may change (everything else must match the saved config).
 RESUME_OVERRIDABLE = frozenset(
@@ -280,6 +280,25 @@ class TrainConfig:
         "weight of a group in group penalties: sqrt (of the group size) or one",
         metavar="W",
         shown="sqrt",
+    )
+    coupled: str | None = _opt(
+        None,
+        "optimizer",
+        "penalise a transformer's coupled groups instead of its weights: head, neuron or "
+        "head,neuron — one group per attention head (its q/k/v rows and output columns) or "
+        "MLP neuron (its up row and down column), penalty group_l1 or group_l0, every other "
+        "parameter unpenalised; sparseopt prune removes the dead ones (docs/transformers.md)",
+        metavar="KINDS",
+        shown="off",
+    )
+    coupled_lam: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_meta(
+            "optimizer",
+            "λ of one kind of coupled group, repeatable: head=0.05, neuron=0.01 (others: --lam)",
+            flags=("--coupled-lam",),
+            metavar="KIND=λ",
+        ),
     )
     delta: float | None = _opt(None, "optimizer", "elastic-net δ of linbreg, adabreg")
     momentum: float | None = _opt(
@@ -544,7 +563,7 @@ class TrainConfig:
                 changes[key] = value
         if info.sparse:
             if self.penalty is None:
-                changes["penalty"] = "l1"
+                changes["penalty"] = "group_l1" if self.coupled else "l1"
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings))

@@ -69,6 +69,7 @@ def validate(cfg: Any) -> None:
             cfg.betas = list(cfg.betas)
         if not isinstance(cfg.betas, list) or len(cfg.betas) != 2:
             raise ValueError(f"Invalid betas value: {cfg.betas!r}; expected two numbers")
+    _check_coupled(cfg)
     from sparseopt.init import DISTRIBUTIONS
 
     if cfg.init_distribution not in DISTRIBUTIONS:
@@ -79,6 +80,56 @@ def validate(cfg: Any) -> None:
     for name in ("augment", "quiet", "plots", "keep_checkpoints", "record_path", "init_floor"):
         if not isinstance(getattr(cfg, name), bool):
             raise ValueError(f"Invalid {name} value: {getattr(cfg, name)!r}; expected true/false")
+
+
+#: The kinds of coupled groups ``coupled`` may name (:mod:`sparseopt.coupled`).
+COUPLED_KINDS = ("head", "neuron")
+
+
+def coupled_kinds(value: Any) -> tuple[str, ...]:
+    """The kinds of a ``coupled`` value (``"head,neuron"`` → ``("head", "neuron")``).
+
+    Raises:
+        ValueError: not a comma-separated list of distinct :data:`COUPLED_KINDS`.
+    """
+    if value is None:
+        return ()
+    kinds = tuple(k.strip() for k in value.split(",")) if isinstance(value, str) else ()
+    if not kinds or not set(kinds) <= set(COUPLED_KINDS) or len(set(kinds)) != len(kinds):
+        raise ValueError(f"Invalid coupled value: {value!r}; expected head, neuron or head,neuron")
+    return kinds
+
+
+def _check_coupled(cfg: Any) -> None:
+    kinds = coupled_kinds(cfg.coupled)
+    if not isinstance(cfg.coupled_lam, dict):
+        raise ValueError(f"Invalid coupled_lam value: {cfg.coupled_lam!r}; expected a mapping")
+    for kind, lam in cfg.coupled_lam.items():
+        if kind not in kinds:
+            raise ValueError(
+                f"Invalid coupled_lam key: {kind!r}; coupled is {cfg.coupled!r} "
+                f"(a λ is given per kind of {list(COUPLED_KINDS)} that coupled names)"
+            )
+        _check_number(f"coupled_lam[{kind}]", lam, 0.0, None)
+    if not kinds:
+        return
+    if cfg.penalty not in (None, "group_l1", "group_l0"):
+        raise ValueError(
+            f"Invalid penalty value: {cfg.penalty!r}; coupled groups take group_l1 or group_l0"
+        )
+    per_layer = ("groups", "conv_penalty", "conv_groups", "conv_lam", "linear_penalty")
+    for name in (*per_layer, "linear_groups", "linear_lam"):
+        if getattr(cfg, name) is not None:
+            raise ValueError(
+                f"Invalid {name} value: {getattr(cfg, name)!r}; with coupled groups only the "
+                "heads/neurons are penalised (leave per-layer penalties unset)"
+            )
+    if cfg.grow_every is not None or getattr(cfg, "fsdp", False):
+        name = "grow_every" if cfg.grow_every is not None else "fsdp"
+        raise ValueError(
+            f"Invalid {name} value: {getattr(cfg, name)!r}; not supported with coupled groups "
+            "(the packed head/neuron parameters are neither widened nor sharded)"
+        )
 
 
 def _check_int(name: str, value: Any, minimum: int, *, allow_none: bool = False) -> None:

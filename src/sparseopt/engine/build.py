@@ -47,6 +47,7 @@ __all__ = [
     "load_data",
     "lr_lam",
     "model_options",
+    "pack_model",
     "threads_for",
 ]
 
@@ -195,7 +196,34 @@ def build_model(
             )
         except ValueError as err:
             raise ConfigError(str(err)) from None
+    if cfg.coupled:
+        pack_model(cfg, model)
     return model.to(device)
+
+
+def pack_model(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+    """Pack the coupled groups of the kinds ``cfg.coupled`` names (heads, neurons) into
+    one ``(G, |g|)`` parameter per set (:func:`sparseopt.coupled.pack_coupled`), in place.
+
+    The model's state dict then holds ``sparseopt_coupled.packed.<i>`` instead of the
+    packed weights: a run's ``checkpoint.pt`` and ``model_sparse.pt`` load into the model
+    :func:`build_model` builds from its ``config.yaml`` (``sparseopt prune`` does so);
+    :func:`sparseopt.coupled.unpack_coupled` gives back ordinary parameters.
+
+    Raises:
+        ConfigError: the model has no coupled group of those kinds.
+    """
+    from sparseopt.config.checks import coupled_kinds
+    from sparseopt.coupled import detect_coupled_groups, pack_coupled
+
+    kinds = coupled_kinds(cfg.coupled)
+    sets = [cg for cg in detect_coupled_groups(model) if cg.kind in kinds]
+    if not sets:
+        raise ConfigError(
+            f"Invalid coupled value: {cfg.coupled!r}; model {cfg.model!r} has no attention "
+            "heads or MLP neurons of those kinds (docs/transformers.md lists the modules)"
+        )
+    return pack_coupled(model, sets)
 
 
 @torch.no_grad()
@@ -288,10 +316,32 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> tuple[torch.optim.Opt
         info = get_optimizer_info(cfg.optimizer)
         kwargs = cfg.optimizer_kwargs()
         kwargs = {**fastest_implementation(info, model, kwargs), **kwargs}
-        optimizer = create_optimizer(model, cfg.optimizer, **kwargs)
+        target: Any = model
+        if cfg.coupled and info.sparse:
+            target, kwargs = _coupled_groups(cfg, model, kwargs)
+        optimizer = create_optimizer(target, cfg.optimizer, **kwargs)
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from None
     return optimizer, info
+
+
+def _coupled_groups(
+    cfg: TrainConfig, model: nn.Module, kwargs: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The param groups of a packed model (:func:`sparseopt.coupled.coupled_param_groups`:
+    heads/neurons with ``cfg.penalty`` and λ ``cfg.lam`` or ``cfg.coupled_lam[kind]``,
+    everything else unpenalised) and the optimizer keywords left."""
+    from sparseopt.coupled import coupled_param_groups
+    from sparseopt.optim.registry import PARAM_GROUP_KEYS
+
+    groups = coupled_param_groups(
+        model,
+        penalty=cfg.penalty or "group_l1",
+        lam=cfg.lam,
+        group_weight=cfg.group_weight,
+        lam_by_kind={k: float(v) for k, v in cfg.coupled_lam.items()},
+    )
+    return groups, {k: v for k, v in kwargs.items() if k not in PARAM_GROUP_KEYS}
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Scheduler | None:

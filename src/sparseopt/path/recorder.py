@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sparseopt.coupled import CONTAINER, packed_groups
 from sparseopt.fsdp import full_tensor
 from sparseopt.groups import group_norms
 from sparseopt.metrics import density as _density
@@ -43,9 +44,28 @@ def _tracked(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> list[
         }
     out = []
     for name, m in model.named_modules():
-        if _is_layer(m) and m.weight is not None:
+        if _is_layer(m) and isinstance(m.weight, nn.Parameter):  # not a packed weight
             if penalised is None or id(m.weight) in penalised:
                 out.append((f"{name}.weight" if name else "weight", m.weight))
+    prefix = f"{CONTAINER}.packed."
+    for name, p in model.named_parameters():  # coupled sets: row g = head/neuron g
+        if name.startswith(prefix) and (penalised is None or id(p) in penalised):
+            out.append((name, p))
+    return out
+
+
+def _coupled_alive(model: nn.Module, optimizer: Any) -> dict[str, dict[str, Any]]:
+    """Per coupled set of a packed model: its kind, size and groups (heads, neurons)
+    in the support."""
+    sets = packed_groups(model)
+    if not sets:
+        return {}
+    support_fn = getattr(optimizer, "support", None)
+    out = {}
+    for cg, p in zip(sets, getattr(model, CONTAINER).packed, strict=True):
+        s = full_tensor(support_fn(p) if support_fn is not None else (p != 0))
+        alive = int(s.detach().reshape(s.shape[0], -1).any(1).sum())
+        out[cg.name] = {"kind": cg.kind, "groups": cg.num_groups, "alive": alive}
     return out
 
 
@@ -132,6 +152,9 @@ class PathRecorder:
                 point["shapes"][name] = [0]
                 point["nonzero"][name] = 0
                 point["filters_alive"][name] = 0
+        coupled = _coupled_alive(model, optimizer)
+        if coupled:
+            point["coupled"] = coupled
         rep = _density(model, optimizer)  # the definition train reports
         point["weight_density"] = rep.weight_density
         point["density"] = rep.overall
