@@ -70,6 +70,18 @@ def test_path_records_heads_and_neurons_alive(run: Path) -> None:
     assert sorted(path.points[-1]["filters_alive"].values()) == sorted(last.values())
 
 
+def test_path_command_reports_heads_and_neurons_alive(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["path", str(run), "--epoch", "1", "--json", "--out", str(run / "p.png")]) == 0
+    alive = json.loads(capsys.readouterr().out)["coupled_alive"]
+    assert alive["layers.0.self_attn.heads"] == [4, 0, 0]
+    assert alive["layers.1.neurons"][:2] == [16, 16] and alive["layers.1.neurons"][2] < 16
+    assert main(["path", str(run), "--overwrite", "--out", str(run / "p.png")]) == 0
+    assert "layers.0.self_attn.heads: 4 alive at epoch 0, 0 at 2" in capsys.readouterr().out
+
+
 def test_prune_removes_dead_heads_and_neurons_exactly(run: Path) -> None:
     from sparseopt.coupled import detect_coupled_groups
     from sparseopt.engine.build import load_data

@@ -128,6 +128,7 @@ def run_path(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ConfigError(f"cannot write {out}: {err.strerror or err}") from None
     density = path.density
+    coupled = _coupled_alive(path.points)
     if args.json:
         print(
             json.dumps(
@@ -138,6 +139,7 @@ def run_path(args: argparse.Namespace) -> int:
                     "weight_density": density.tolist(),
                     "density": [None if math.isnan(d) else d for d in path.param_density],
                     "selection": sel.to_dict() if sel is not None else None,
+                    "coupled_alive": coupled,
                     "plot": str(out),
                 },
                 indent=2,
@@ -148,10 +150,24 @@ def run_path(args: argparse.Namespace) -> int:
         f"path: {len(path)} points, epochs {int(path.epochs[0])}..{int(path.epochs[-1])}, "
         f"{len(path.layers)} layers, weight density {density[0]:.2%} -> {density[-1]:.2%}"
     )
+    at = sel.index if sel is not None else len(path) - 1
+    for name, alive in coupled.items():  # a --coupled run: heads/neurons alive
+        epoch = int(path.epochs[at])
+        print(f"  {name}: {alive[0]} alive at epoch {int(path.epochs[0])}, {alive[at]} at {epoch}")
     if sel is not None:
         print(sel)
     print(f"plot: {out}")
     return 0
+
+
+def _coupled_alive(points: list[dict[str, Any]]) -> dict[str, list[int | None]]:
+    """Per coupled set (heads, neurons) of a ``--coupled`` run, its groups alive at
+    every point (``None`` where a point did not record it); ``{}`` for other runs."""
+    names = sorted({n for p in points for n in p.get("coupled", {})})
+    return {
+        n: [p["coupled"][n]["alive"] if n in p.get("coupled", {}) else None for p in points]
+        for n in names
+    }
 
 
 #: Subcommands, in the shape of :data:`sparseopt.cli.COMMANDS`.

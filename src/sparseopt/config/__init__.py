@@ -287,7 +287,8 @@ class TrainConfig:
         "penalise a transformer's coupled groups instead of its weights: head, neuron or "
         "head,neuron — one group per attention head (its q/k/v rows and output columns) or "
         "MLP neuron (its up row and down column), penalty group_l1 or group_l0, every other "
-        "parameter unpenalised; sparseopt prune removes the dead ones (docs/transformers.md)",
+        "parameter unpenalised, dense start (init_density is not applied); sparseopt prune "
+        "removes the dead ones (docs/transformers.md)",
         metavar="KINDS",
         shown="off",
     )

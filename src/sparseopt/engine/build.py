@@ -162,7 +162,9 @@ def build_model(
 ) -> nn.Module:
     """The model of ``cfg`` for ``data`` on ``device``, sparsely initialised when the
     config asks (``init_density < 1``; ``sparse_init=False`` skips it, e.g. when
-    weights are loaded next).
+    weights are loaded next). With ``cfg.coupled`` its heads/neurons are packed
+    (:func:`pack_model`) and the start is dense: a head or neuron whose slices are all
+    zero gets a zero gradient (docs/transformers.md), so it could never enter.
 
     Raises:
         ConfigError: the model cannot be built for this dataset, or invalid init options.
@@ -183,7 +185,9 @@ def build_model(
             f"cannot build model {cfg.model!r} for dataset {cfg.dataset!r} (input "
             f"{tuple(data.input_shape)}, {what}): {err}"
         ) from None
-    if sparse_init and cfg.init_density is not None and cfg.init_density < 1.0:
+    if cfg.coupled:  # a dense start: a zero head/neuron is a saddle point (no gradient)
+        pack_model(cfg, model)
+    elif sparse_init and cfg.init_density is not None and cfg.init_density < 1.0:
         gen = torch.Generator().manual_seed(cfg.seed)
         try:
             sparse_init_(
@@ -196,8 +200,6 @@ def build_model(
             )
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    if cfg.coupled:
-        pack_model(cfg, model)
     return model.to(device)
 
 
