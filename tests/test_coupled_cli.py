@@ -43,6 +43,9 @@ def test_train_packs_heads_and_neurons_with_their_own_lam(run: Path) -> None:
     assert lams["coupled_head"] == ("group_l1", 0.4)
     assert lams["coupled"] == ("group_l1", 0.2)
     assert lams["unpenalised"][0] == "none"
+    header = (run / "log.txt").read_text().splitlines()[0]
+    assert "coupled head,neuron groups, dense start" in header
+    assert "coupled_head group_l1/filter λ=0.4" in header
 
 
 def _config(run: Path) -> dict:

@@ -41,7 +41,9 @@ def describe(trainer: Any) -> str:
     # The sparse start covers the penalisable weights; the epoch lines' "density"
     # counts every parameter (biases and norms too), so it starts higher.
     init = ""
-    if cfg.init_density < 1:
+    if cfg.coupled:  # engine.build: packed heads/neurons, no sparse initialisation
+        init = f", coupled {cfg.coupled} groups, dense start"
+    elif cfg.init_density < 1:
         floor = " + at least one per unit" if cfg.init_floor else ""
         init = f", sparse start: {100 * cfg.init_density:g}% of weights{floor}"
     dist_s = f" × {trainer.world_size} processes" if trainer.distributed else ""
