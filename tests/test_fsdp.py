@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -185,6 +186,7 @@ ENGINE: dict[str, Any] = {
     "optimizer": "splitlbi",
     "lam": 0.003,  # Γ's support grows from 1 % to 18 % of the parameters in these 3 epochs
     "fsdp": True,
+    "keep_checkpoints": True,
 }
 #: Cases also written with ``torch.distributed.checkpoint`` (sparseopt.fsdp.save_sharded).
 DCP_CASES = ("splitlbi-A", "rda-B")
@@ -214,6 +216,7 @@ def _worker(mode: str, root: str) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     if mode == "resume":
         engine_train(resume=os.path.join(root, "killed"))
+        engine_train(resume=os.path.join(root, "killed-whole"))
         dist.destroy_process_group()
         return
     for case in CASES:
@@ -273,6 +276,21 @@ def _launch(mode: str, root: Path) -> list[tuple[int, str]]:
     return [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
 
 
+def _as_whole_tensors(run: Path, copy: Path) -> None:
+    """A copy of ``run`` whose ``checkpoint.pt`` holds whole tensors (the layout of the
+    sharded runs' checkpoints before ``checkpoint.dcp``), read in one process."""
+    import shutil
+
+    from sparseopt.engine import Trainer
+
+    shutil.copytree(run, copy)
+    with Trainer(None, resume=copy) as t:
+        state = t.state_dict()
+    assert state["model"] is not None and "sharded" not in state
+    torch.save(state, copy / "checkpoint.pt")
+    shutil.rmtree(copy / "checkpoint.dcp")
+
+
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fsdp")
@@ -281,6 +299,7 @@ def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert code == -signal.SIGKILL, f"rank {rank} was not killed ({code}):\n{out[-3000:]}"
     # the killed run left epoch 1's checkpoint
     assert torch.load(root / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    _as_whole_tensors(root / "killed", root / "killed-whole")
     for rank, (code, out) in enumerate(_launch("resume", root)):
         assert code == 0, f"rank {rank} failed to resume:\n{out[-3000:]}"
     return root
@@ -378,13 +397,24 @@ def test_evaluation_with_unequal_shares_of_batches(fsdp_run: Path) -> None:
         assert got == [pytest.approx(loss, rel=1e-12), acc]
 
 
+def _engine_checkpoint(run: Path, scratch: Path) -> dict[str, Any]:
+    """The run's ``checkpoint.pt`` with its shards read back as whole tensors (the model
+    and the optimizer state keyed by parameter name), without a process group."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    whole = scratch / f"{run.name}-whole.pt"
+    dcp_to_torch_save(run / ckpt["sharded"], whole)
+    return {**ckpt, **torch.load(whole, weights_only=True)}
+
+
 def test_engine_fsdp_is_close_to_a_single_process_run(fsdp_run: Path, tmp_path: Path) -> None:
     """``train --fsdp`` on 2 ranks: the same run as one process, up to float32 rounding."""
     from sparseopt.config import TrainConfig
     from sparseopt.engine import train as engine_train
 
     single = engine_train(TrainConfig(**{**ENGINE, "fsdp": False}, out=str(tmp_path / "one")))
-    sharded = torch.load(fsdp_run / "full" / "checkpoint.pt", weights_only=True)
+    sharded = _engine_checkpoint(fsdp_run / "full", tmp_path)
     for name, p in single.model.state_dict().items():
         torch.testing.assert_close(sharded["model"][name], p, rtol=1e-4, atol=1e-5, msg=name)
     for a, b in zip(sharded["history"], single.history, strict=True):
@@ -396,10 +426,33 @@ def test_engine_fsdp_is_close_to_a_single_process_run(fsdp_run: Path, tmp_path: 
     assert log.count("sparseopt train:") == 1  # rank 0 alone writes
 
 
-def test_engine_fsdp_killed_and_resumed_equals_the_uninterrupted_run(fsdp_run: Path) -> None:
+def test_engine_fsdp_checkpoint_is_written_in_shards(fsdp_run: Path) -> None:
+    """``checkpoint.pt`` holds no tensors of the model or optimizer; it names one
+    ``torch.distributed.checkpoint`` directory where each rank wrote its own file of about
+    half the state (nothing was gathered on one rank); one directory per epoch is kept
+    (``keep_checkpoints``), no temporary ones."""
+    ckpt = torch.load(fsdp_run / "full" / "checkpoint.pt", weights_only=True)
+    assert ckpt["model"] is None and ckpt["optimizer"] is None
+    assert ckpt["sharded"] == f"checkpoint.dcp/epoch-{ENGINE['epochs']:04d}"
+    shards = fsdp_run / "full" / ckpt["sharded"]
+    files = sorted(p.name for p in shards.iterdir())
+    assert files == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    sizes = [(shards / f).stat().st_size for f in files[1:]]
+    assert max(sizes) < 0.6 * sum(sizes), sizes  # each rank: its half, not everything
+    assert (fsdp_run / "full" / "checkpoint.pt").stat().st_size < min(sizes)
+    epochs = [f"epoch-{e:04d}" for e in range(ENGINE["epochs"] + 1)]  # 0: before training
+    for run in ("full", "killed"):
+        assert sorted(p.name for p in (fsdp_run / run / "checkpoint.dcp").iterdir()) == epochs
+        kept = torch.load(fsdp_run / run / "checkpoints" / "epoch_0002.pt", weights_only=True)
+        assert kept["sharded"] == "checkpoint.dcp/epoch-0002"
+
+
+def test_engine_fsdp_killed_and_resumed_equals_the_uninterrupted_run(
+    fsdp_run: Path, tmp_path: Path
+) -> None:
     """SIGKILL in epoch 2 of a sharded run, resume from epoch 1's checkpoint: bitwise equal."""
-    full = torch.load(fsdp_run / "full" / "checkpoint.pt", weights_only=True)
-    resumed = torch.load(fsdp_run / "killed" / "checkpoint.pt", weights_only=True)
+    full = _engine_checkpoint(fsdp_run / "full", tmp_path)
+    resumed = _engine_checkpoint(fsdp_run / "killed", tmp_path)
     assert resumed["epoch"] == full["epoch"] == ENGINE["epochs"]
     a, b = _tensors(full["model"]), _tensors(resumed["model"])
     a.update(_tensors(full["optimizer"]))
@@ -410,9 +463,39 @@ def test_engine_fsdp_killed_and_resumed_equals_the_uninterrupted_run(fsdp_run: P
     for ra, rb in zip(full["history"], resumed["history"], strict=True):
         assert ra["train_loss"] == rb["train_loss"] and ra["density"] == rb["density"]
     assert full["history"][-1]["density"] > full["history"][1]["density"]  # the path moved
+    # resumed from a checkpoint of whole tensors (cut to each rank's shards): the same
+    whole = _engine_checkpoint(fsdp_run / "killed-whole", tmp_path)
+    c = {**_tensors(whole["model"]), **_tensors(whole["optimizer"])}
+    assert c.keys() == a.keys()
+    for key, v in a.items():
+        assert torch.equal(v, c[key]), key
 
 
-def test_a_sharded_run_loads_in_one_process(fsdp_run: Path) -> None:
+def test_a_sharded_checkpoint_resumes_in_one_process(fsdp_run: Path, tmp_path: Path) -> None:
+    """``Trainer(resume=...)`` without torchrun reads the shards into the whole model:
+    parameters and optimizer state bitwise those of the sharded run."""
+    import shutil
+
+    from sparseopt.engine import Trainer
+    from sparseopt.fsdp import full_optimizer_state
+
+    saved = _engine_checkpoint(fsdp_run / "full", tmp_path)
+    run = shutil.copytree(fsdp_run / "full", tmp_path / "copy")
+    with Trainer(None, resume=run) as t:
+        assert t.epoch == ENGINE["epochs"] and t.dist.world_size == 1
+        for name, p in t.model.state_dict().items():
+            assert torch.equal(p, saved["model"][name]), name
+        by_id = {id(p): n for n, p in t.model.named_parameters()}
+        names = [by_id[id(p)] for g in t.optimizer.param_groups for p in g["params"]]
+        assert len(names) == len(saved["optimizer"]["state"])
+        state = full_optimizer_state(t.optimizer)["state"]
+        for i, st in state.items():
+            for key, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    assert torch.equal(v, saved["optimizer"]["state"][names[i]][key]), (i, key)
+
+
+def test_a_sharded_run_loads_in_one_process(fsdp_run: Path, tmp_path: Path) -> None:
     """The sharded run's directory works with ``sparseopt path`` and ``sparseopt prune``."""
     from sparseopt.cli import main
 
@@ -420,6 +503,12 @@ def test_a_sharded_run_loads_in_one_process(fsdp_run: Path) -> None:
     assert main(["path", str(run), "--json"]) == 0
     assert main(["prune", str(run), "--no-latency", "--no-export", "--json"]) == 0
     assert (run / "pruned").is_dir()
+    # epoch 2's kept checkpoint: its shards read into the whole model
+    out = tmp_path / "epoch2"
+    args = ["prune", str(run), "--epoch", "2", "--out", str(out), "--no-latency", "--no-export"]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["source"].startswith("epoch_0002.pt"), report["source"]
 
 
 if __name__ == "__main__":

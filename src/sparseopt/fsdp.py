@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -124,10 +125,9 @@ def shard_model(model: nn.Module, **kwargs: object) -> nn.Module:
 
 
 # ------------------------------------------------------------------ whole-tensor state dicts
-# A sharded run's checkpoint holds whole tensors (gathered on every rank, written by
-# rank 0), in exactly the layout of a single-process run: ``sparseopt path``/``prune``
-# and a single-process resume read it unchanged, and a sharded resume cuts every tensor
-# back to this rank's shard (:func:`shard_like`), so resuming is bitwise on CPU.
+# The engine's checkpoints before sharded ones (and every DDP / single-process run's) hold
+# whole tensors in a single process's layout; a sharded resume from one cuts every tensor
+# back to this rank's shard (:func:`shard_like`).
 
 
 def full_state(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,7 +214,10 @@ def load_sharded_(
     import torch.distributed as dist
 
     alone = not (dist.is_available() and dist.is_initialized())
-    dcp.load(state, checkpoint_id=os.fspath(directory), no_dist=alone)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
+        if alone:
+            warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        dcp.load(state, checkpoint_id=os.fspath(directory), no_dist=alone)
     set_state_dict(
         model,
         optimizer,

@@ -5,6 +5,12 @@ A checkpoint is a dict of tensors and plain data (loadable with
 version :data:`CHECKPOINT_FORMAT`; :class:`~sparseopt.engine.Trainer` writes it with
 :func:`save` (temporary file + ``os.replace``) after every epoch, and resumes from it
 to bitwise the same weights and metrics on CPU as an uninterrupted run.
+
+A sharded (FSDP2) run keeps only the small part in ``checkpoint.pt`` (``model`` and
+``optimizer`` are ``None``) and names, under ``"sharded"``, a directory of
+``torch.distributed.checkpoint`` files (``checkpoint.dcp/epoch-NNNN``) where every
+rank wrote its own shards of the parameters and optimizer state;
+:func:`restore_weights` reads them into a sharded or a whole model.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "CHECKPOINT_FILE",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_KEYS",
+    "SHARDED_DIR",
     "callback_states",
     "initial_config",
     "load_callback_states",
@@ -37,6 +44,7 @@ __all__ = [
     "save",
     "seed_everything",
     "set_rng_state",
+    "sharded_dir",
 ]
 
 #: Version of the checkpoint layout.
@@ -44,6 +52,8 @@ CHECKPOINT_FORMAT = 1
 #: File name of a run directory's latest checkpoint.
 CHECKPOINT_FILE = "checkpoint.pt"
 _CONFIG = "config.yaml"  # the run directory's config (rundir.CONFIG_FILE)
+#: Directory (in the run directory) of a sharded run's ``torch.distributed.checkpoint`` files.
+SHARDED_DIR = "checkpoint.dcp"
 #: Keys every checkpoint of :data:`CHECKPOINT_FORMAT` holds.
 CHECKPOINT_KEYS = (
     "epoch",
@@ -223,6 +233,27 @@ def initial_config(
         raise ConfigError(str(err)) from None
 
 
+def sharded_dir(ckpt: Mapping[str, Any], path: Path) -> Path | None:
+    """The shard directory that the checkpoint ``path`` names (``None``: it holds whole
+    tensors). The name is relative to the run directory, which holds ``checkpoint.pt``
+    and ``checkpoints/epoch_NNNN.pt``.
+
+    Raises:
+        ConfigError: the directory is missing.
+    """
+    name = ckpt.get("sharded")
+    if not name:
+        return None
+    path = Path(path)
+    for run_dir in (path.parent, path.parent.parent):
+        if (run_dir / name / ".metadata").is_file():
+            return run_dir / name
+    raise ConfigError(
+        f"cannot load checkpoint {path}: its sharded model and optimizer state {name} is "
+        "missing (copy the whole run directory, checkpoint.dcp included)"
+    )
+
+
 def restore_weights(
     ckpt: Mapping[str, Any],
     path: Path,
@@ -234,17 +265,25 @@ def restore_weights(
     """Load a checkpoint's model and optimizer states (``grown``: widen the freshly
     built model to the checkpoint's layer widths first).
 
+    A sharded run's checkpoint (:func:`sharded_dir`) loads into ``model`` sharded over
+    any number of ranks (every rank calls this) or whole in one process.
+
     Raises:
         ConfigError: they do not fit the model and optimizer built from the config.
     """
+    from sparseopt.fsdp import load_sharded_
     from sparseopt.prune.grow import match_widths
 
+    shards = sharded_dir(ckpt, path)
     try:
+        if shards is not None:  # FSDP2 rejects grow_every: no widths to match
+            load_sharded_(model, optimizer, shards)
+            return
         if grown:
             match_widths(model, ckpt["model"], optimizer)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+    except (RuntimeError, ValueError, KeyError, TypeError, _CheckpointException) as err:
         detail = " ".join(str(err).split()) or type(err).__name__
         if len(detail) > 600:
             detail = detail[:600] + " …"
@@ -252,6 +291,14 @@ def restore_weights(
             f"cannot load checkpoint {path}: it does not fit the model and optimizer built "
             f"from its config: {detail}"
         ) from None
+
+
+try:  # torch.distributed.checkpoint's load error (a BaseException)
+    from torch.distributed.checkpoint.api import CheckpointException as _CheckpointException
+except ImportError:  # pragma: no cover - torch without torch.distributed
+
+    class _CheckpointException(Exception):  # type: ignore[no-redef]
+        """Never raised."""
 
 
 def load_for_resume(path: Path, epochs: int) -> dict[str, Any]:

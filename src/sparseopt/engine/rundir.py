@@ -1,10 +1,13 @@
 """The run directory: which directory a run may use, and every file it writes there.
 
-Files (all written atomically, by rank 0 only)::
+Files (all written atomically, by rank 0 only, but the shards)::
 
     config.yaml        resolved configuration (every default filled in)
     checkpoint.pt      latest checkpoint (:mod:`sparseopt.engine.checkpoint`)
     checkpoints/       one checkpoint per epoch (with keep_checkpoints)
+    checkpoint.dcp/    a sharded (FSDP2) run's model and optimizer shards, one
+                       torch.distributed.checkpoint directory per checkpoint (every
+                       rank writes its own files; checkpoint.pt names the latest)
     metrics.csv        one row per epoch (per-layer densities as layer_density/<name>)
     metrics.jsonl      the same as JSON lines
     log.txt            the lines printed during training
@@ -23,6 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sparseopt.config import TrainConfig
-from sparseopt.engine.checkpoint import CHECKPOINT_FILE
+from sparseopt.engine.checkpoint import CHECKPOINT_FILE, SHARDED_DIR
 from sparseopt.engine.distributed import Dist, broadcast_object
 from sparseopt.engine.errors import ConfigError, OutputWriteError
 from sparseopt.logging_utils import MetricsWriter, atomic_torch_save, atomic_write_text
@@ -56,6 +62,7 @@ RUN_FILES = (
     CONFIG_FILE,
     CHECKPOINT_FILE,
     "checkpoints",
+    SHARDED_DIR,
     "metrics.csv",
     "metrics.jsonl",
     LOG_FILE,
@@ -229,6 +236,31 @@ class RunDir:
             kept = self.path / "checkpoints" / f"epoch_{epoch:04d}.pt"
             self.write(kept, lambda p: atomic_torch_save(state, p))
         return path
+
+    def publish_shards(self, tmp: Path, final: Path) -> None:
+        """Rename the shard directory ``tmp`` (written completely) to ``final``; an
+        existing ``final`` (the same step saved again after a resume) is replaced."""
+
+        def publish(path: Path) -> None:
+            old = path.with_name(f"{path.name}.old")
+            if path.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+
+        self.write(final, publish)
+
+    def drop_shards(self, but: str, kept: bool) -> None:
+        """Delete the shard directories in ``checkpoint.dcp/`` other than ``but`` (the
+        one ``checkpoint.pt`` names), except, when ``kept``, the end-of-epoch ones
+        (``checkpoints/epoch_NNNN.pt`` name them); leftovers of an interrupted save too."""
+        root = self.path / SHARDED_DIR
+        for d in root.iterdir() if root.is_dir() else ():
+            if d == self.path / but or (kept and re.fullmatch(r"epoch-\d{4,}", d.name)):
+                continue
+            if d.name.startswith("epoch-"):
+                shutil.rmtree(d, ignore_errors=True)
 
     def write_metrics(self, history: Sequence[Mapping[str, Any]]) -> None:
         """``metrics.csv`` and ``metrics.jsonl`` of the history so far (new rows appended)."""

@@ -27,7 +27,7 @@ from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
 from sparseopt.engine.build import build, eval_batch_size, lr_lam
 from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
-from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
+from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT, SHARDED_DIR
 from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
 from sparseopt.engine.evaluate import deployed, evaluate_deployed, loss_fn
 from sparseopt.engine.report import (
@@ -206,8 +206,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume, as tensors and plain data (``weights_only`` loadable)."""
+    def state_dict(self, *, sharded: str | None = None) -> dict[str, Any]:
+        """Everything needed to resume, as tensors and plain data (``weights_only`` loadable).
+
+        ``sharded``: the shard directory (relative to the run directory) that holds the
+        model and optimizer state instead (a sharded run's checkpoint,
+        :meth:`save_checkpoint`); ``model`` and ``optimizer`` are then ``None``.
+        """
         return {
             "format": CHECKPOINT_FORMAT,
             "epoch": self.epoch,
@@ -215,9 +220,9 @@ class Trainer:
             "global_step": self.global_step,
             "elapsed": self.elapsed,
             "partial": dict(self._partial) if self._partial else None,
-            # whole tensors: a sharded (FSDP2) run's checkpoint has a single process's layout
-            "model": fsdp.full_state(self.model.state_dict()),
-            "optimizer": fsdp.full_optimizer_state(self.optimizer),
+            "model": None if sharded else fsdp.full_state(self.model.state_dict()),
+            "optimizer": None if sharded else fsdp.full_optimizer_state(self.optimizer),
+            **({"sharded": sharded} if sharded else {}),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {**checkpoint.rng_state(), "perm": self.batches.perm_gen.get_state()},
             "history": self.history,
@@ -229,22 +234,43 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoint.pt`` atomically (rank 0); returns its path.
 
+        A sharded (FSDP2) model's parameters and optimizer state go to
+        ``checkpoint.dcp/epoch-NNNN`` first, every rank writing its own shards with
+        ``torch.distributed.checkpoint`` (into a temporary directory that rank 0 then
+        renames); ``checkpoint.pt`` names that directory. Every rank calls it.
+
         Raises:
             OutputWriteError: the file could not be written (e.g. the disk is full); the
                 previous checkpoint is intact.
         """
-        state = self.state_dict()
+        keep = self.config.keep_checkpoints and self._step_in_epoch == 0
+        sharded = self._save_shards() if fsdp.is_sharded_model(self.model) else None
+        state = self.state_dict(sharded=sharded)
         if self._files is None:
             return None
-        keep = self.config.keep_checkpoints and self._step_in_epoch == 0
         path = self._files.save_checkpoint(state, self.epoch if keep else None)
+        if sharded is not None:
+            self._files.drop_shards(but=sharded, kept=self.config.keep_checkpoints)
         self._saved_epoch = self.epoch
         return path
+
+    def _save_shards(self) -> str:
+        """Every rank writes its shards; rank 0 publishes the directory. Its name."""
+        name = f"{SHARDED_DIR}/epoch-{self.epoch:04d}"
+        if self._step_in_epoch:
+            name += f"-step-{self._step_in_epoch:06d}"
+        out = Path(self.config.out)
+        tmp = out / f"{name}.tmp"
+        fsdp.save_sharded(self.model, self.optimizer, tmp)  # collective: all ranks wrote
+        if self._files is not None:
+            self._files.publish_shards(tmp, out / name)
+        return name
 
     def _load(self, path: Path) -> None:
         ckpt = checkpoint.load_for_resume(path, self.config.epochs)
         done = int(ckpt["epoch"])
-        if fsdp.is_sharded_model(self.model):  # cut the whole tensors to this rank's shards
+        if fsdp.is_sharded_model(self.model) and not ckpt.get("sharded"):
+            # a checkpoint of whole tensors: cut them to this rank's shards
             own = self.model.state_dict()
             model_state = {k: fsdp.shard_like(v, own[k]) for k, v in ckpt["model"].items()}
             opt_state = fsdp.sharded_optimizer_state(self.optimizer, ckpt["optimizer"])
