@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "CHECKPOINT_KEYS",
     "SHARDED_DIR",
     "callback_states",
+    "cut_to_shards",
     "initial_config",
     "load_callback_states",
     "load_checkpoint",
@@ -42,6 +43,7 @@ __all__ = [
     "restore_weights",
     "rng_state",
     "save",
+    "save_shards",
     "seed_everything",
     "set_rng_state",
     "sharded_dir",
@@ -252,6 +254,46 @@ def sharded_dir(ckpt: Mapping[str, Any], path: Path) -> Path | None:
         f"cannot load checkpoint {path}: its sharded model and optimizer state {name} is "
         "missing (copy the whole run directory, checkpoint.dcp included)"
     )
+
+
+def save_shards(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    out: str | os.PathLike[str],
+    epoch: int,
+    step_in_epoch: int,
+    publish: Callable[[Path, Path], Any] | None,
+) -> str:
+    """Write a sharded model's parameters and optimizer state as
+    ``torch.distributed.checkpoint`` files; returns the directory's name (relative to the
+    run directory ``out``): ``checkpoint.dcp/epoch-NNNN[-step-SSSSSS]``.
+
+    Every rank calls it and writes its own shards into ``NAME.tmp``; ``publish(tmp,
+    final)`` (rank 0's run directory; ``None`` on the other ranks) renames it.
+    """
+    from sparseopt import fsdp
+
+    name = f"{SHARDED_DIR}/epoch-{epoch:04d}"
+    if step_in_epoch:
+        name += f"-step-{step_in_epoch:06d}"
+    tmp = Path(out) / f"{name}.tmp"
+    fsdp.save_sharded(model, optimizer, tmp)  # collective: all ranks wrote
+    if publish is not None:
+        publish(tmp, Path(out) / name)
+    return name
+
+
+def cut_to_shards(
+    ckpt: Mapping[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """A checkpoint of whole tensors with its model and optimizer state cut to this
+    rank's shards of the sharded ``model`` (resuming an unsharded run with FSDP2)."""
+    from sparseopt import fsdp
+
+    own = model.state_dict()
+    model_state = {k: fsdp.shard_like(v, own[k]) for k, v in ckpt["model"].items()}
+    opt_state = fsdp.sharded_optimizer_state(optimizer, ckpt["optimizer"])
+    return {**ckpt, "model": model_state, "optimizer": opt_state}
 
 
 def restore_weights(

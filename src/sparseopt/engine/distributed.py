@@ -26,6 +26,7 @@ __all__ = [
     "broadcast_object",
     "resolve_device",
     "setup",
+    "sum_over_ranks",
 ]
 
 
@@ -128,6 +129,15 @@ def all_reduce_(tensor: Tensor, ctx: Dist, op: str = "sum") -> Tensor:
 
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return tensor
+
+
+def sum_over_ranks(values: dict[str, float], keys: Sequence[str], ctx: Dist) -> dict[str, float]:
+    """``values`` with the entries ``keys`` summed over the ranks (float64, one all-reduce)."""
+    if ctx.distributed:
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=ctx.device)
+        all_reduce_(t, ctx)
+        values.update({k: float(v) for k, v in zip(keys, t.tolist(), strict=True)})
+    return values
 
 
 def any_rank(flag: bool, ctx: Dist) -> bool:

@@ -27,7 +27,7 @@ from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
 from sparseopt.engine.build import build, eval_batch_size, lr_lam
 from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
-from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT, SHARDED_DIR
+from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
 from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
 from sparseopt.engine.evaluate import deployed, evaluate_deployed, loss_fn
 from sparseopt.engine.report import (
@@ -201,9 +201,6 @@ class Trainer:
             return ("val", "test") if len(self._tensors["val"][0]) == 0 else ("val",)
         return ("val", "test") if epoch % every == 0 else ("val",)
 
-    def _lr_lam(self) -> tuple[float, float | None]:
-        return lr_lam(self.optimizer)
-
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self, *, sharded: str | None = None) -> dict[str, Any]:
@@ -244,7 +241,16 @@ class Trainer:
                 previous checkpoint is intact.
         """
         keep = self.config.keep_checkpoints and self._step_in_epoch == 0
-        sharded = self._save_shards() if fsdp.is_sharded_model(self.model) else None
+        sharded = None
+        if fsdp.is_sharded_model(self.model):  # collective: every rank writes its shards
+            sharded = checkpoint.save_shards(
+                self.model,
+                self.optimizer,
+                self.config.out,
+                self.epoch,
+                self._step_in_epoch,
+                self._files.publish_shards if self._files is not None else None,
+            )
         state = self.state_dict(sharded=sharded)
         if self._files is None:
             return None
@@ -254,27 +260,11 @@ class Trainer:
         self._saved_epoch = self.epoch
         return path
 
-    def _save_shards(self) -> str:
-        """Every rank writes its shards; rank 0 publishes the directory. Its name."""
-        name = f"{SHARDED_DIR}/epoch-{self.epoch:04d}"
-        if self._step_in_epoch:
-            name += f"-step-{self._step_in_epoch:06d}"
-        out = Path(self.config.out)
-        tmp = out / f"{name}.tmp"
-        fsdp.save_sharded(self.model, self.optimizer, tmp)  # collective: all ranks wrote
-        if self._files is not None:
-            self._files.publish_shards(tmp, out / name)
-        return name
-
     def _load(self, path: Path) -> None:
         ckpt = checkpoint.load_for_resume(path, self.config.epochs)
         done = int(ckpt["epoch"])
         if fsdp.is_sharded_model(self.model) and not ckpt.get("sharded"):
-            # a checkpoint of whole tensors: cut them to this rank's shards
-            own = self.model.state_dict()
-            model_state = {k: fsdp.shard_like(v, own[k]) for k, v in ckpt["model"].items()}
-            opt_state = fsdp.sharded_optimizer_state(self.optimizer, ckpt["optimizer"])
-            ckpt = {**ckpt, "model": model_state, "optimizer": opt_state}
+            ckpt = checkpoint.cut_to_shards(ckpt, self.model, self.optimizer)
         checkpoint.restore_weights(
             ckpt, path, self.model, self.optimizer, grown=self.config.grow_every is not None
         )
@@ -305,7 +295,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def _smaller_lr_hint(self) -> str:
-        lr = self._lr_lam()[0] if self.config.lr is None else float(self.config.lr)
+        lr = lr_lam(self.optimizer)[0] if self.config.lr is None else float(self.config.lr)
         return smaller_lr_hint(Path(self.run_dir or self.config.out or "run"), lr)
 
     def _diverged(self, what: str, *, epoch: int, step: int) -> NonFiniteLossError:
@@ -321,21 +311,12 @@ class Trainer:
         if not bad:
             return
         names = ", ".join(bad[:4]) + (", …" if len(bad) > 4 else "")
-        raise self._diverged(
-            f"after epoch {self.epoch} the network holds NaN/Inf in {names}; {what} was not "
-            "written",
-            epoch=self.epoch,
-            step=-1,
-        )
+        msg = f"after epoch {self.epoch} the network holds NaN/Inf in {names}; {what} was not"
+        raise self._diverged(msg + " written", epoch=self.epoch, step=-1)
 
     def _global_partial(self) -> dict[str, float]:
         part = dict(self._partial or {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "time": 0.0})
-        if self.distributed:
-            keys = ("loss_sum", "correct", "count")
-            t = torch.tensor([part[k] for k in keys], dtype=torch.float64, device=self.device)
-            distributed.all_reduce_(t, self.dist)
-            part.update({k: float(v) for k, v in zip(keys, t.tolist(), strict=True)})
-        return part
+        return distributed.sum_over_ranks(part, ("loss_sum", "correct", "count"), self.dist)
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         batches = self.batches.epoch(epoch)
@@ -431,7 +412,7 @@ class Trainer:
                 hook(self)
             if not self.history:
                 t0 = time.perf_counter()
-                lr, lam = self._lr_lam()
+                lr, lam = lr_lam(self.optimizer)
                 train_part: dict[str, Any] = {"train_loss": None, "train_time": 0.0}
                 if self.task == "classification":
                     train_part["train_acc"] = None
@@ -453,18 +434,19 @@ class Trainer:
     def _step_scheduler(self, train_part: Mapping[str, Any], evaluation: Mapping[str, Any]) -> None:
         """Step a ``plateau`` schedule on the validation loss — without a validation split,
         the test loss, and without either the training loss."""
-        monitored = evaluation.get("val_loss")
-        if monitored is None:
-            monitored = evaluation.get("test_loss")
-        if monitored is None:
-            monitored = train_part.get("train_loss")
+        losses = (
+            evaluation.get("val_loss"),
+            evaluation.get("test_loss"),
+            train_part.get("train_loss"),
+        )
+        monitored = next((v for v in losses if v is not None), None)
         if monitored is not None:
             self.scheduler.step(float(monitored))  # type: ignore[union-attr]
 
     def _run_epoch(self, epoch: int) -> None:
         t_start = time.perf_counter()
         resumed_time = (self._partial or {}).get("time", 0.0)
-        lr, lam = self._lr_lam()
+        lr, lam = lr_lam(self.optimizer)
         train_part = self._train_epoch(epoch)
         plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         if self.scheduler is not None and not plateau:
