@@ -108,3 +108,29 @@ def test_density_with_masks() -> None:
     assert rep.weights_nonzero == 3
     assert count_params(net, masks={"weight": mask}) == so.metrics.ParamCount(10, 5)
     assert set(effective_weights(net)) == {"weight", "bias"}
+
+
+def test_count_macs_counts_attention_and_predicts_the_shrunk_transformer() -> None:
+    """Attention projections and products are counted (they are no nn.Linear calls);
+    after dead heads and neurons are removed, the dense count equals the masked model's
+    structured count."""
+    import copy
+
+    from sparseopt.coupled import detect_coupled_groups, zero_groups_
+    from sparseopt.prune.heads import shrink_coupled
+
+    torch.manual_seed(0)
+    e, h, n, f = 16, 4, 5, 32  # embedding, heads, positions, feed-forward width
+    layer = torch.nn.TransformerEncoderLayer(e, h, f, dropout=0.0, batch_first=True).eval()
+    rep = count_macs(layer, (n, e))
+    assert rep.layers["self_attn"].kind == "attention"
+    assert rep.layers["self_attn"].dense == 4 * n * e * e + 2 * n * n * e  # q, k, v, out; QKᵀ, AV
+    assert rep.dense == rep.layers["self_attn"].dense + 2 * n * e * f
+    sets = detect_coupled_groups(layer)
+    with torch.no_grad():
+        for s in sets:
+            zero_groups_(layer, s, [0, 1])
+    masked = count_macs(layer, (n, e))
+    shrunk = shrink_coupled(copy.deepcopy(layer), sets).model
+    after = count_macs(shrunk, (n, e))
+    assert after.dense == masked.structured < rep.dense

@@ -29,7 +29,12 @@ is the dense count times the layer's density (unstructured sparsity: each nonzer
 weight is used once per output position), and for a physically shrunk model (see
 :mod:`sparseopt.prune`) the dense count is exact. The structured count is what a
 layer costs once only its live filters and live input channels are kept.
-Conventions (as in fvcore / ptflops): one MAC per weight use; bias additions,
+Attention modules (``nn.MultiheadAttention`` and :mod:`sparseopt.prune.heads`' pruned
+one), whose projections run as no ``nn.Linear`` call, count their q/k/v and output
+projections as Linear layers and the products :math:`QK^\top` and :math:`AV` as
+:math:`L_q L_k` MACs per query and per value row (live rows only in the structured
+count), so a transformer's count after removing heads equals the masked model's
+structured count. Conventions (as in fvcore / ptflops): one MAC per weight use; bias additions,
 BatchNorm, activations, pooling and the residual additions count **0 MACs**; FLOPs
 are reported as 2 × MACs.
 
@@ -408,6 +413,45 @@ class MacReport:
 
 
 @torch.no_grad()
+def _is_attention(module: nn.Module) -> bool:
+    """``nn.MultiheadAttention`` or a module with its layout (e.g. the pruned one of
+    :mod:`sparseopt.prune.heads`): its projections do not run as ``nn.Linear`` calls."""
+    return isinstance(module, nn.MultiheadAttention) or (
+        isinstance(getattr(module, "out_proj", None), nn.Linear)
+        and getattr(module, "q_proj_weight", None) is not None
+    )
+
+
+def _attention_macs(module: nn.Module, query: Tensor, key: Tensor) -> tuple[int, int, int, int]:
+    r"""(query positions, dense, sparse, structured) MACs of one attention call, one sample.
+
+    Projections count as Linear layers (:math:`|W|\cdot L`, :math:`\operatorname{nnz}(W)\cdot
+    L`, live rows × live columns · L), with :math:`L_q` query and :math:`L_k` key
+    positions; the two products :math:`QK^\top` and :math:`AV` cost :math:`L_q L_k` MACs
+    per query and per value row (all of them dense and sparse; the live rows structured).
+    """
+    batch_first = getattr(module, "batch_first", False)
+    seq = 1 if query.dim() == 3 and batch_first else 0
+    lq, lk = query.shape[seq], key.shape[seq]
+    w_in = getattr(module, "in_proj_weight", None)
+    if w_in is not None:
+        wq, wk, wv = w_in.chunk(3)
+    else:
+        wq, wk, wv = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
+    wo = module.out_proj.weight
+
+    def linear(w: Tensor, positions: int) -> tuple[int, int, int]:
+        nz = w.detach() != 0
+        live = int(nz.any(1).sum()) * int(nz.any(0).sum())
+        return w.numel() * positions, int(nz.sum()) * positions, live * positions
+
+    parts = [linear(wq, lq), linear(wk, lk), linear(wv, lk), linear(wo, lq)]
+    dense, sparse, structured = (sum(v) for v in zip(*parts, strict=True))
+    rows = wq.shape[0] + wv.shape[0]
+    live_rows = int((wq.detach() != 0).any(1).sum()) + int((wv.detach() != 0).any(1).sum())
+    return lq, dense + lq * lk * rows, sparse + lq * lk * rows, structured + lq * lk * live_rows
+
+
 def count_macs(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -458,11 +502,28 @@ def count_macs(
 
         return fn
 
+    def attention_hook(name: str) -> Callable[..., None]:
+        def fn(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], _out: Any) -> None:
+            query = args[0] if args else kwargs["query"]
+            key = args[1] if len(args) > 1 else kwargs.get("key", query)
+            counts = acc.setdefault(name, [0, 0, 0, 0])
+            for i, c in enumerate(_attention_macs(module, query, key)):
+                counts[i] = c if i == 0 else counts[i] + c
+            kinds[name] = "attention"
+
+        return fn
+
     handles = []
+    # an attention's output projection is counted with it (some call it as a module)
+    inside = {id(m.out_proj) for m in model.modules() if _is_attention(m)}
     for name, module in model.named_modules():
         kind = _layer_kind(module)
+        if id(module) in inside:
+            continue
         if kind is not None and getattr(module, "weight", None) is not None:
             handles.append(module.register_forward_hook(hook(name, kind)))
+        elif _is_attention(module):
+            handles.append(module.register_forward_hook(attention_hook(name), with_kwargs=True))
     was_training = model.training
     param = next(model.parameters(), None)
     kwargs = {} if param is None else {"dtype": param.dtype, "device": param.device}
