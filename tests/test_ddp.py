@@ -78,6 +78,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_ranks(argv: list[str], world: int = 2, timeout: float = 240) -> list[tuple[int, str]]:
+    """Run ``argv`` as ``world`` gloo ranks (the torchrun environment on a free port);
+    each rank's return code and output (stdout and stderr)."""
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(world),
+            LOCAL_WORLD_SIZE=str(world),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
+
+
 def _flat(state: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(state, dict):
         out: dict[str, Any] = {}
@@ -99,38 +131,9 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     save.mkdir()
     script = root / "worker.py"
     script.write_text(WORKER.format(runs=RUNS, config=CONFIG))
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE="2",
-            LOCAL_WORLD_SIZE="2",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            OMP_NUM_THREADS="1",
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(script), str(out), str(save)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = []
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=240)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for rank, p in enumerate(procs):
-        assert p.returncode == 0, f"rank {rank} failed:\n{outputs[rank][-3000:]}"
+    results = run_ranks([sys.executable, str(script), str(out), str(save)])
+    for rank, (code, output) in enumerate(results):
+        assert code == 0, f"rank {rank} failed:\n{output[-3000:]}"
     return out, save
 
 

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,7 @@ CASES: dict[str, tuple[str, str]] = {
 
 
 def _load_ddp_helpers() -> Any:
-    """tests/test_ddp.py as a module (its ``_free_port`` and ``_flat``)."""
+    """tests/test_ddp.py as a module (its ``run_ranks``, ``_free_port`` and ``_flat``)."""
     spec = importlib.util.spec_from_file_location(
         "_sparseopt_test_ddp", Path(__file__).with_name("test_ddp.py")
     )
@@ -243,37 +242,7 @@ def _worker(mode: str, root: str) -> None:
 
 def _launch(mode: str, root: Path) -> list[tuple[int, str]]:
     """Run :func:`_worker` in two gloo processes; their return codes and outputs."""
-    port = _load_ddp_helpers()._free_port()
-    procs = []
-    for rank in range(2):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE="2",
-            LOCAL_WORLD_SIZE="2",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            OMP_NUM_THREADS="1",
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, __file__, mode, str(root)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = []
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=240)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
+    return _load_ddp_helpers().run_ranks([sys.executable, __file__, mode, str(root)])
 
 
 def _as_whole_tensors(run: Path, copy: Path) -> None:
