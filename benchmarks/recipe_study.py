@@ -61,6 +61,8 @@ def _cands(optimizer: str, common: dict[str, Any], **axes: list[Any]) -> list[di
 
 
 COS = {"schedule": "cosine"}
+#: RVSM's fixed settings in every stage (dense start, β 1, lr 0.05, momentum 0.9, cosine).
+RVSM = {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05}
 SPARSE_METHODS = ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd")
 
 #: Candidates per stage. Stage ``l1``: every method with the ℓ1 penalty, cosine schedule.
@@ -88,7 +90,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         ),
         *_cands(
             "rvsm",
-            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            RVSM,
             lam=[3e-3, 1e-2],
         ),
         *_cands(
@@ -132,7 +134,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         ),
         *_cands(
             "rvsm",
-            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            RVSM,
             lam=[5e-3],
         ),
         *_cands("rda", {"init_density": 1.0, "gamma": 0.5, "schedule": "none"}, lam=[1e-3, 2e-3]),
@@ -151,19 +153,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round2b": [
         *_cands(
             "rvsm",
-            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05, "penalty": "l0"},
+            {**RVSM, "penalty": "l0"},
             lam=[5e-4, 1e-3],
         ),
         *_cands(
             "rvsm",
-            {
-                **COS,
-                "momentum": 0.9,
-                "beta": 1.0,
-                "init_density": 1.0,
-                "lr": 0.05,
-                "penalty": "tl1",
-            },
+            {**RVSM, "penalty": "tl1"},
             lam=[5e-3],
         ),
     ],
@@ -182,7 +177,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         *_cands("adabreg", {**COS, "init_density": 0.01, "lr": 0.01}, lam=[0.7]),
         *_cands(
             "rvsm",
-            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            RVSM,
             lam=[7e-3],
         ),
     ],
@@ -215,7 +210,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         ),
         *_cands(
             "rvsm",
-            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            RVSM,
             lam=[1e-2, 5e-3],
         ),
         *_cands(
@@ -241,19 +236,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         ),
         *_cands(
             "rvsm",
-            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05, "penalty": "l0"},
+            {**RVSM, "penalty": "l0"},
             lam=[5e-4, 2e-4],
         ),
         *_cands(
             "rvsm",
-            {
-                **COS,
-                "momentum": 0.9,
-                "beta": 1.0,
-                "init_density": 1.0,
-                "lr": 0.05,
-                "penalty": "tl1",
-            },
+            {**RVSM, "penalty": "tl1"},
             lam=[3e-3],
         ),
         *_cands("adabreg", {**COS, "init_density": 0.01, "lr": 0.01}, lam=[0.4]),
@@ -269,12 +257,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         ),
         *_cands(
             "rvsm",
-            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05, "penalty": "l0"},
+            {**RVSM, "penalty": "l0"},
             lam=[1e-5, 5e-5, 2e-4],
         ),
         *_cands(
             "rvsm",
-            {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05},
+            RVSM,
             penalty=["tl1"],
             lam=[3e-3, 1e-2],
         ),
