@@ -57,6 +57,9 @@ WORKER = textwrap.dedent(
               "history": res.history}},
             os.path.join(save, f"{{name}}-rank{{rank}}.pt"),
         )
+    import gc
+    gc.collect()  # free the models (reference cycles) before gloo shuts down
+    dist.barrier()
     dist.destroy_process_group()
     """
 )

@@ -81,11 +81,16 @@ class Dist:
             dist.barrier()
 
     def close(self) -> None:
-        """Destroy the process group if :func:`setup` created it."""
+        """Destroy the process group if :func:`setup` created it (after a garbage
+        collection: an FSDP model's hooks form reference cycles, and a model freed at the
+        interpreter's exit, after gloo shut down, can abort the process)."""
         if self.created_group:
+            import gc
+
             import torch.distributed as dist
 
             if dist.is_initialized():
+                gc.collect()
                 dist.destroy_process_group()
             self.created_group = False
 
