@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from sparseopt.models import build_model, get_model_spec
+from sparseopt.models._utils import InputShaped, check_image_args
 
 NARROW_VGG = (8, 8, "M", 16, 16, "M", 16, 16, 16, "M", 16, 16, 16, "M", 16, 16, 16, "M")
 
@@ -243,3 +244,27 @@ def test_invalid_values_raise_value_error_naming_them(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         build_model(name, shape, classes, **opts)
+
+
+SMALL_OPTIONS: dict[str, dict[str, Any]] = {
+    "nooverlap": {"k": 4},
+    "resnet18": {"widths": (4, 4, 4, 4)},
+    "vgg16": {"cfg": NARROW_VGG},
+}
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "resnet18", "vgg16", "nooverlap", "transformer"])
+def test_every_model_is_input_shaped(name: str) -> None:
+    spec = get_model_spec(name)
+    classes = 1 if name == "nooverlap" else 10
+    model = build_model(name, spec.input_shape, classes, **SMALL_OPTIONS.get(name, {}))
+    assert isinstance(model, InputShaped)
+    assert model.input_shape == tuple(spec.input_shape)
+
+
+def test_check_image_args_checks_the_shape_then_the_classes() -> None:
+    assert check_image_args([3, 8, 8], 10, "m") == ((3, 8, 8), 10)
+    with pytest.raises(ValueError, match=r"input_shape for m: \(8, 8\)"):
+        check_image_args((8, 8), 0, "m")  # both invalid: the shape is named first
+    with pytest.raises(ValueError, match="num_classes value: 0"):
+        check_image_args((3, 8, 8), 0, "m")

@@ -14,13 +14,15 @@ name         architecture                                     natural input
 ``resnet18`` CIFAR ResNet-18                                  3×32×32, 11,173,962 p.
 ``vgg16``    CIFAR VGG-16-BN, Linear(512, classes)            3×32×32, 14,728,266 p.
 ``nooverlap`` (1/r) Σ ReLU(w·x_j) (Dinh & Xin, arXiv 1812.05719) (D,), output (N,)
-``transformer`` 2-layer encoder, image rows as tokens              1×8×8, 17,770 p.
+``transformer`` 2-layer encoder, image rows as tokens              1×8×8, 17,962 p.
 ============ =============================================== ==================
 
 (parameter counts with 10 classes). Every model adapts to the input's channel
 count and size, is built from standard modules only (Conv, Linear, BatchNorm,
-non-in-place ReLU modules, MaxPool, Flatten, adaptive average pooling) and is
-traceable with ``torch.fx.symbolic_trace`` and Torch-Pruning. The CNNs other
+non-in-place ReLU modules, MaxPool, Flatten, adaptive average pooling), is
+traceable with ``torch.fx.symbolic_trace`` and Torch-Pruning, and keeps the
+per-sample shape it was built for as ``input_shape``
+(:class:`~sparseopt.models._utils.InputShaped`). The CNNs other
 than ResNet are ``nn.Sequential`` with ``features`` and ``classifier``
 ``nn.Sequential`` children; ``mlp`` and ``nooverlap`` are flat
 ``nn.Sequential``.

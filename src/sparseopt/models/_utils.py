@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 __all__ = [
+    "InputShaped",
+    "check_image_args",
     "check_image_shape",
     "check_num_classes",
     "check_positive_int",
@@ -26,6 +28,17 @@ __all__ = [
     "conv_out",
     "flat_features",
 ]
+
+
+class InputShaped:
+    """Mixin of every reference architecture: the input shape it was built for.
+
+    Attributes:
+        input_shape: the per-sample input shape the model was built for, as
+            validated by :func:`check_shape` (``(C, H, W)`` for the image models).
+    """
+
+    input_shape: tuple[int, ...]
 
 
 def _is_int(value: object) -> bool:
@@ -57,6 +70,17 @@ def check_image_shape(input_shape: object, model: str) -> tuple[int, int, int]:
         )
     c, h, w = shape
     return c, h, w
+
+
+def check_image_args(
+    input_shape: object, num_classes: object, model: str
+) -> tuple[tuple[int, int, int], int]:
+    """The two arguments every image model takes, checked: ``((C, H, W), num_classes)``.
+
+    Raises:
+        ValueError: from :func:`check_image_shape`, then :func:`check_num_classes`.
+    """
+    return check_image_shape(input_shape, model), check_num_classes(num_classes)
 
 
 def check_num_classes(num_classes: object) -> int:

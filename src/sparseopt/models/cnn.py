@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from sparseopt.models._utils import (
-    check_image_shape,
-    check_num_classes,
+    InputShaped,
+    check_image_args,
     check_positive_int,
     check_positive_ints,
     classifier_layers,
@@ -64,7 +64,7 @@ def _conv5_pool2_features(
     return nn.Sequential(layers)
 
 
-class _FeaturesClassifier(nn.Sequential):
+class _FeaturesClassifier(nn.Sequential, InputShaped):
     """An ``nn.Sequential`` of two named children, ``features`` and ``classifier``."""
 
     features: nn.Sequential
@@ -108,23 +108,23 @@ class LeNet5(_FeaturesClassifier):
         num_classes: number of outputs.
         padding: ``None`` for the rule above, or an int used by both convs.
 
-    Attributes:
-        input_shape: the per-sample input shape the model was built for.
-
     Example:
+        An 8×8 digit keeps a 4×4 map for the second conv, which therefore pads:
+
         >>> import torch
-        >>> model = LeNet5((1, 28, 28), 10)
-        >>> model(torch.zeros(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
-        >>> sum(p.numel() for p in model.parameters())
-        61706
+        >>> digits = LeNet5((1, 8, 8), 10)
+        >>> digits.features.conv1.padding, digits.features.conv2.padding
+        ((2, 2), (2, 2))
+        >>> digits.classifier.fc1.in_features  # 16·2·2
+        64
+        >>> digits(torch.zeros(2, 1, 8, 8)).argmax(dim=1).shape
+        torch.Size([2])
     """
 
     def __init__(
         self, input_shape: Sequence[int], num_classes: int, padding: int | None = None
     ) -> None:
-        c, h, w = check_image_shape(input_shape, "lenet5")
-        num_classes = check_num_classes(num_classes)
+        (c, h, w), num_classes = check_image_args(input_shape, num_classes, "lenet5")
         padding = _check_padding(padding)
         if padding is None:
             pad1 = 0 if min(h, w) >= 32 else 2
@@ -158,16 +158,14 @@ class ConvNet(_FeaturesClassifier):
         hidden: widths of the hidden FC layers.
         padding: ``None`` for the rule above, or an int used by both convs.
 
-    Attributes:
-        input_shape: the per-sample input shape the model was built for.
-
     Example:
-        >>> import torch
-        >>> model = ConvNet((1, 28, 28), 10)
-        >>> model(torch.zeros(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
-        >>> sum(p.numel() for p in model.parameters())
-        1286218
+        A narrow variant for 3×8×8 inputs ("same" padding, one hidden FC layer):
+
+        >>> narrow = ConvNet((3, 8, 8), 5, channels=(4, 8), hidden=(16,))
+        >>> narrow.features.conv2
+        Conv2d(4, 8, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))
+        >>> [layer.out_features for layer in narrow.classifier if isinstance(layer, nn.Linear)]
+        [16, 5]
     """
 
     def __init__(
@@ -178,8 +176,7 @@ class ConvNet(_FeaturesClassifier):
         hidden: Sequence[int] = (1024, 128),
         padding: int | None = None,
     ) -> None:
-        c, h, w = check_image_shape(input_shape, "convnet")
-        num_classes = check_num_classes(num_classes)
+        (c, h, w), num_classes = check_image_args(input_shape, num_classes, "convnet")
         c1, c2 = check_positive_ints("channels", channels, length=2)
         hidden = check_positive_ints("hidden", hidden, allow_empty=True)
         padding = _check_padding(padding)
@@ -207,15 +204,13 @@ class TinyNet(_FeaturesClassifier):
         kernel_size: conv kernel size.
         pool: max-pool size and stride; ``None`` for the rule above.
 
-    Attributes:
-        input_shape: the per-sample input shape the model was built for.
-
     Example:
-        >>> import torch
-        >>> model = TinyNet((1, 28, 28), 10)
-        >>> model(torch.zeros(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
-        >>> sum(p.numel() for p in model.parameters())
+        The default pool brings MNIST's 22×22 conv map to 5×5, for the 1.5K budget:
+
+        >>> tiny = TinyNet((1, 28, 28), 10)
+        >>> tiny.features.pool1.kernel_size, tiny.classifier.fc1.in_features
+        (4, 125)
+        >>> sum(p.numel() for p in tiny.parameters())
         1510
     """
 
@@ -227,8 +222,7 @@ class TinyNet(_FeaturesClassifier):
         kernel_size: int = 7,
         pool: int | None = None,
     ) -> None:
-        c, h, w = check_image_shape(input_shape, "tiny")
-        num_classes = check_num_classes(num_classes)
+        (c, h, w), num_classes = check_image_args(input_shape, num_classes, "tiny")
         filters = check_positive_int("filters", filters)
         kernel_size = check_positive_int("kernel_size", kernel_size)
         if kernel_size > min(h, w):
@@ -271,14 +265,15 @@ class CurveCNN(_FeaturesClassifier):
         channels: filters of each conv stage.
         kernel_size: odd conv kernel size.
 
-    Attributes:
-        input_shape: the per-sample input shape the model was built for.
-
     Example:
+        On a 3×3 input only the first stage pools (to 1×1); the other two keep their map:
+
         >>> import torch
-        >>> model = CurveCNN((1, 64, 64), 2)
-        >>> model(torch.zeros(2, 1, 64, 64)).shape
-        torch.Size([2, 2])
+        >>> small = CurveCNN((1, 3, 3), 2, channels=(4, 4, 4))
+        >>> small(torch.zeros(5, 1, 3, 3)).shape
+        torch.Size([5, 2])
+        >>> list(dict(small.features.named_children()))
+        ['conv1', 'relu1', 'pool1', 'conv2', 'relu2', 'conv3', 'relu3']
     """
 
     def __init__(
@@ -288,8 +283,7 @@ class CurveCNN(_FeaturesClassifier):
         channels: Sequence[int] = (16, 32, 64),
         kernel_size: int = 3,
     ) -> None:
-        c, h, w = check_image_shape(input_shape, "curvecnn")
-        num_classes = check_num_classes(num_classes)
+        (c, h, w), num_classes = check_image_args(input_shape, num_classes, "curvecnn")
         widths = check_positive_ints("channels", channels)
         kernel_size = check_positive_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:

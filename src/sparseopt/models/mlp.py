@@ -14,6 +14,7 @@ from math import prod
 from torch import nn
 
 from sparseopt.models._utils import (
+    InputShaped,
     check_num_classes,
     check_positive_ints,
     check_shape,
@@ -23,7 +24,7 @@ from sparseopt.models._utils import (
 __all__ = ["MLP"]
 
 
-class MLP(nn.Sequential):
+class MLP(nn.Sequential, InputShaped):
     """Multilayer perceptron ``Flatten → (Linear → ReLU)* → Linear``.
 
     With the default ``hidden=(200, 80)`` on a 28×28 input this is the
@@ -39,16 +40,18 @@ class MLP(nn.Sequential):
         num_classes: number of outputs.
         hidden: widths of the hidden layers (may be empty: multinomial logistic regression).
 
-    Attributes:
-        input_shape: the per-sample input shape the model was built for.
-
     Example:
+        With no hidden layer it is multinomial logistic regression on any input shape:
+
         >>> import torch
-        >>> model = MLP((1, 28, 28), 10)
-        >>> model(torch.zeros(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
-        >>> sum(p.numel() for p in model.parameters())
-        173890
+        >>> logistic = MLP((3, 4, 4), 5, hidden=())
+        >>> logistic(torch.zeros(2, 3, 4, 4)).shape
+        torch.Size([2, 5])
+        >>> logistic
+        MLP(
+          (flatten): Flatten(start_dim=1, end_dim=-1)
+          (fc1): Linear(in_features=48, out_features=5, bias=True)
+        )
     """
 
     def __init__(

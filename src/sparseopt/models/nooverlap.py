@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from sparseopt.models._utils import check_positive_int, check_shape
+from sparseopt.models._utils import InputShaped, check_positive_int, check_shape
 
 __all__ = ["NoOverlapCNN"]
 
 
-class NoOverlapCNN(nn.Sequential):
+class NoOverlapCNN(nn.Sequential, InputShaped):
     """``f(x) = (1/r) Σ_j ReLU(w · x_j)`` over ``r`` disjoint patches of size ``k``.
 
     Built from standard modules, in order: ``unflatten`` (``(N, D) → (N, 1, D)``),
@@ -45,7 +45,6 @@ class NoOverlapCNN(nn.Sequential):
         r: number of patches; must divide ``D`` (and equal ``D / k`` if both are given).
 
     Attributes:
-        input_shape: the per-sample input shape the model was built for.
         k: patch size.
         r: number of patches.
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from sparseopt.models._utils import check_image_shape, check_num_classes, check_positive_ints
+from sparseopt.models._utils import InputShaped, check_image_args, check_positive_ints
 
 __all__ = ["BasicBlock", "ResNet"]
 
@@ -66,7 +66,7 @@ class BasicBlock(nn.Module):
         return self.relu2(out)
 
 
-class ResNet(nn.Module):
+class ResNet(nn.Module, InputShaped):
     """CIFAR ResNet built from :class:`BasicBlock`; ``ResNet(shape, classes)`` is ResNet-18.
 
     ``conv1 (3×3, stride 1) → bn1 → relu → layer1..layer4 → avgpool (adaptive,
@@ -83,16 +83,17 @@ class ResNet(nn.Module):
         blocks: number of BasicBlocks per stage (``(2, 2, 2, 2)`` = ResNet-18).
         widths: channels per stage.
 
-    Attributes:
-        input_shape: the per-sample input shape the model was built for.
-
     Example:
+        A two-stage, one-block-per-stage ResNet on odd-sized single-channel inputs:
+
         >>> import torch
-        >>> model = ResNet((3, 32, 32), 10)
-        >>> model(torch.zeros(2, 3, 32, 32)).shape
-        torch.Size([2, 10])
-        >>> sum(p.numel() for p in model.parameters())
-        11173962
+        >>> small = ResNet((1, 7, 9), 5, blocks=(1, 1), widths=(4, 8))
+        >>> small(torch.zeros(3, 1, 7, 9)).shape
+        torch.Size([3, 5])
+        >>> small.num_stages, type(small.layer1[0].shortcut).__name__
+        (2, 'Identity')
+        >>> small.layer2[0].conv1.stride  # stage 2 starts with a stride-2 block
+        (2, 2)
     """
 
     def __init__(
@@ -103,8 +104,7 @@ class ResNet(nn.Module):
         widths: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
-        c, h, w = check_image_shape(input_shape, "resnet18")
-        num_classes = check_num_classes(num_classes)
+        (c, h, w), num_classes = check_image_args(input_shape, num_classes, "resnet18")
         blocks = check_positive_ints("blocks", blocks)
         widths = check_positive_ints("widths", widths, length=len(blocks))
         self.input_shape = (c, h, w)

@@ -16,12 +16,17 @@ from math import prod
 import torch
 from torch import Tensor, nn
 
-from sparseopt.models._utils import check_num_classes, check_positive_ints, check_shape
+from sparseopt.models._utils import (
+    InputShaped,
+    check_num_classes,
+    check_positive_ints,
+    check_shape,
+)
 
 __all__ = ["RowTransformer"]
 
 
-class RowTransformer(nn.Module):
+class RowTransformer(nn.Module, InputShaped):
     """Transformer encoder over the rows of an image (or the entries of a vector).
 
     Args:
@@ -33,19 +38,21 @@ class RowTransformer(nn.Module):
         layers: number of encoder layers.
         ffn: hidden width of each layer's MLP (its neurons).
 
-    Attributes:
-        input_shape: the per-sample input shape the model was built for.
-
     The layers are an ``nn.ModuleList`` named ``layers`` (not ``nn.TransformerEncoder``,
     whose fused inference path reads ``in_proj_weight`` of an attention module that
     :func:`sparseopt.prune.heads.shrink_coupled` replaces).
 
     Example:
-        >>> model = RowTransformer((1, 8, 8), 10)
-        >>> model(torch.zeros(2, 1, 8, 8)).shape
+        A 1×28×28 image is 28 tokens of 28 features; a vector ``(D,)`` is ``D``
+        tokens of one feature:
+
+        >>> fashion = RowTransformer((1, 28, 28), 10)
+        >>> fashion.tokens, fashion.features, len(fashion.layers)
+        (28, 28, 2)
+        >>> RowTransformer((12,), 3, d_model=8, heads=2, layers=1).tokens
+        12
+        >>> RowTransformer((1, 8, 8), 10)(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
-        >>> sum(p.numel() for p in model.parameters())
-        17962
     """
 
     def __init__(

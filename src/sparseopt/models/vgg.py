@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from sparseopt.models._utils import check_image_shape, check_num_classes, classifier_layers
+from sparseopt.models._utils import InputShaped, check_image_args, classifier_layers
 
 __all__ = ["VGG", "VGG16_CFG"]
 
@@ -26,7 +26,7 @@ VGG16_CFG: tuple[int | str, ...] = (
 )  # fmt: skip
 
 
-class VGG(nn.Sequential):
+class VGG(nn.Sequential, InputShaped):
     """VGG-16-BN for CIFAR: ``features`` (13 conv-BN-ReLU, 5 max pools) and ``classifier``.
 
     ``classifier`` is ``Flatten → Linear(F, classes)`` with ``F`` the flattened
@@ -46,16 +46,15 @@ class VGG(nn.Sequential):
             with that many filters, ``"M"`` a 2×2 max pool; other configurations
             give VGG-11/13/19 or narrow VGGs.
 
-    Attributes:
-        input_shape: the per-sample input shape the model was built for.
-
     Example:
-        >>> import torch
-        >>> model = VGG((3, 32, 32), 10)
-        >>> model(torch.zeros(2, 3, 32, 32)).shape
-        torch.Size([2, 10])
-        >>> sum(p.numel() for p in model.parameters())
-        14728266
+        A narrow four-stage VGG without batch norm on 8×8 inputs: the fourth pool
+        would shrink the 1×1 map, so it is left out:
+
+        >>> narrow = VGG((3, 8, 8), 10, batch_norm=False, cfg=(8, "M", 8, "M", 16, "M", 16, "M"))
+        >>> [name for name, _ in narrow.features.named_children() if name.startswith("pool")]
+        ['pool1', 'pool2', 'pool3']
+        >>> narrow.classifier.fc1
+        Linear(in_features=16, out_features=10, bias=True)
     """
 
     features: nn.Sequential
@@ -68,8 +67,7 @@ class VGG(nn.Sequential):
         batch_norm: bool = True,
         cfg: Sequence[int | str] = VGG16_CFG,
     ) -> None:
-        c, h, w = check_image_shape(input_shape, "vgg16")
-        num_classes = check_num_classes(num_classes)
+        (c, h, w), num_classes = check_image_args(input_shape, num_classes, "vgg16")
         if not isinstance(batch_norm, bool):
             raise ValueError(f"Invalid batch_norm value: {batch_norm!r}; expected a bool")
         valid = isinstance(cfg, Sequence) and not isinstance(cfg, str) and len(cfg) > 0
