@@ -209,6 +209,25 @@ def test_reason_follows_the_final_status_and_old_checkpoints_are_judged() -> Non
     assert old.status == "collapsed"
 
 
+def test_state_dict_is_plain_data_and_a_missing_entry_reads_as_empty() -> None:
+    mon = HealthMonitor(num_classes=10, patience=2)
+    for e in (1, 2):
+        mon.observe(_row(e, 2.3, 0.1), constant_output=False, empty_layers=[])
+    state = mon.state_dict()
+    assert state == {
+        "stall_streak": 2,
+        "collapse_streak": 0,
+        "last_collapsed": False,
+        "epochs_seen": 2,
+        "reason": mon.reason,
+        "reported": mon.reported,
+    }
+    assert state["reported"] is not mon.reported  # a copy
+    mon.load_state_dict({"stall_streak": 1.0, "last_collapsed": 1})
+    assert (mon.stall_streak, mon.last_collapsed, mon.epochs_seen) == (1, True, 0)
+    assert type(mon.stall_streak) is int and (mon.reason, mon.reported) == ("", [])
+
+
 def test_compare_refuses_a_sparse_or_unknown_dense_reference(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -120,6 +120,18 @@ def chance_accuracy(num_classes: int) -> float:
     return 1.0 / c + STALL_ACC_MARGIN * (1.0 - 1.0 / c)
 
 
+#: What a checkpoint keeps of a :class:`HealthMonitor`: field name -> the type it is read
+#: back as (a missing entry reads as that type's empty value: 0, False, "" or []).
+_STATE: dict[str, type] = {
+    "stall_streak": int,
+    "collapse_streak": int,
+    "last_collapsed": bool,
+    "epochs_seen": int,
+    "reason": str,
+    "reported": list,
+}
+
+
 @dataclass
 class HealthMonitor:
     """Watch a run's epochs for a stall or a collapse (see the module docstring).
@@ -235,21 +247,10 @@ class HealthMonitor:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain-data state, for checkpoints."""
-        return {
-            "stall_streak": self.stall_streak,
-            "collapse_streak": self.collapse_streak,
-            "last_collapsed": self.last_collapsed,
-            "epochs_seen": self.epochs_seen,
-            "reason": self.reason,
-            "reported": list(self.reported),
-        }
+        """Plain-data state, for checkpoints: the fields of :data:`_STATE`."""
+        return {name: kind(getattr(self, name)) for name, kind in _STATE.items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.stall_streak = int(state.get("stall_streak", 0))
-        self.collapse_streak = int(state.get("collapse_streak", 0))
-        self.last_collapsed = bool(state.get("last_collapsed", False))
-        self.epochs_seen = int(state.get("epochs_seen", 0))
-        self.reason = str(state.get("reason", ""))
-        self.reported = list(state.get("reported", []))
+        """Restore :meth:`state_dict`; an entry it lacks takes its type's empty value."""
+        for name, kind in _STATE.items():
+            setattr(self, name, kind(state.get(name, kind())))
