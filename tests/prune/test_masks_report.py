@@ -176,3 +176,22 @@ def test_compare_models_frozen_and_frozen_artifact(tmp_path: object) -> None:
     loaded = torch.jit.optimize_for_inference(torch.jit.load(paths["frozen"]))
     x = torch.randn(3, 1, 8, 8)
     torch.testing.assert_close(loaded(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_prune_command_latency_defaults_are_the_library_defaults() -> None:
+    import argparse
+    import inspect
+
+    from sparseopt.cli.prune import add_prune_arguments
+    from sparseopt.prune.report import LATENCY_BATCH_SIZES, LATENCY_REPEATS
+
+    parser = argparse.ArgumentParser()
+    add_prune_arguments(parser)
+    args = parser.parse_args(["RUN"])
+    assert (args.repeats, args.batch_sizes) == (LATENCY_REPEATS, [1, 256]) == (7, [1, 256])
+    defaults = inspect.signature(compare_models).parameters
+    assert defaults["repeats"].default == LATENCY_REPEATS
+    assert defaults["batch_sizes"].default == LATENCY_BATCH_SIZES == (1, 256)
+    assert inspect.signature(measure_latency).parameters["repeats"].default == 7
+    helps = parser.format_help()
+    assert "(default 1 256)" in helps and "default 7)" in helps

@@ -30,6 +30,7 @@ from sparseopt.cli._common import (
 )
 from sparseopt.cli._selection import add_overwrite, add_selection, has_rule, load_path, select
 from sparseopt.engine.errors import ConfigError
+from sparseopt.prune.report import LATENCY_BATCH_SIZES, LATENCY_REPEATS
 
 __all__ = ["PRUNE_OUTPUTS", "add_prune_arguments", "run_prune"]
 
@@ -103,14 +104,15 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-sizes",
         type=int_at_least(1),
         nargs="+",
-        default=[1, 256],
-        help="batch sizes of the latency measurement (default 1 256)",
+        default=list(LATENCY_BATCH_SIZES),
+        help="batch sizes of the latency measurement (default "
+        f"{' '.join(map(str, LATENCY_BATCH_SIZES))})",
     )
     parser.add_argument(
         "--repeats",
         type=int_at_least(1),
-        default=7,
-        help="timed interleaved rounds per latency (median and quartiles; default 7)",
+        default=LATENCY_REPEATS,
+        help="timed interleaved rounds per latency (median and quartiles; default %(default)s)",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip latency measurements")
     parser.add_argument("--no-export", action="store_true", help="skip the torch.export artifact")

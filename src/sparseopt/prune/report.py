@@ -29,6 +29,8 @@ from sparseopt.metrics import count_macs
 from sparseopt.prune.deploy import freeze_for_inference, torchscript_quietly
 
 __all__ = [
+    "LATENCY_BATCH_SIZES",
+    "LATENCY_REPEATS",
     "ModelStats",
     "ShrinkReport",
     "compare_models",
@@ -37,6 +39,12 @@ __all__ = [
     "save_artifacts",
     "state_dict_bytes",
 ]
+
+#: Default timed rounds per latency (:func:`measure_latencies`, :func:`compare_models`
+#: and ``sparseopt prune --repeats``).
+LATENCY_REPEATS = 7
+#: Default batch sizes of :func:`compare_models`'s latencies (and ``sparseopt prune``'s).
+LATENCY_BATCH_SIZES = (1, 256)
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
@@ -54,7 +62,7 @@ def measure_latencies(
     batch_size: int = 1,
     *,
     device: str | torch.device = "cpu",
-    repeats: int = 7,
+    repeats: int = LATENCY_REPEATS,
     warmup: int = 3,
     min_time: float = 0.005,
 ) -> list[list[float]]:
@@ -145,7 +153,7 @@ def measure_latency(
     batch_size: int = 1,
     *,
     device: str | torch.device = "cpu",
-    repeats: int = 7,
+    repeats: int = LATENCY_REPEATS,
     warmup: int = 3,
     min_time: float = 0.005,
 ) -> float:
@@ -283,9 +291,9 @@ def compare_models(
     after: nn.Module,
     input_shape: Sequence[int],
     *,
-    batch_sizes: Sequence[int] = (1, 256),
+    batch_sizes: Sequence[int] = LATENCY_BATCH_SIZES,
     devices: Sequence[str] | None = None,
-    repeats: int = 7,
+    repeats: int = LATENCY_REPEATS,
     frozen: bool = False,
     warmup: int = 3,
     min_time: float = 0.005,
