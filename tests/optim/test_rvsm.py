@@ -307,3 +307,15 @@ def test_invalid_hyperparameters(kw: dict[str, Any], needle: str) -> None:
     opt = RVSM([w], lr=0.1)
     with pytest.raises(ValueError, match=needle):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, 2))], **kw})
+
+
+def test_the_split_condition_of_a_functional_step() -> None:
+    from sparseopt.optim._functional import SGDScalars
+    from sparseopt.optim.rvsm import _Scalars
+
+    sgd = SGDScalars(0.0, 0.0, 0.0, False, False)
+    l1, zero = make_penalty("l1", lam=0.1), make_penalty("l1", lam=0.0)
+    assert _Scalars(0.1, 1.0, sgd, l1).split
+    assert not _Scalars(0.1, 0.0, sgd, l1).split  # β = 0: u = w, the step is SGD
+    assert not _Scalars(0.1, 1.0, sgd, zero).split  # λ = 0 likewise
+    assert not _Scalars(0.1, 1.0, sgd, make_penalty("none")).split

@@ -277,11 +277,16 @@ class _Scalars(NamedTuple):
     sgd: SGDScalars
     penalty: Penalty
 
+    @property
+    def split(self) -> bool:
+        """Whether ``u`` is split from ``w`` (β > 0 and a nonzero penalty); else ``u = w``."""
+        return self.beta > 0 and not self.penalty.is_zero
+
 
 def _single_tensor_rvsm(lists: TensorLists, hp: _Scalars) -> None:
     params, grads, momentum_buffer_list, us = lists
     lr, beta, sgd, penalty = hp
-    split = beta > 0 and not penalty.is_zero
+    split = hp.split
     for i, w in enumerate(params):
         d, momentum_buffer_list[i] = sgd_direction(w, grads[i], momentum_buffer_list[i], sgd)
         if not us:
@@ -299,7 +304,7 @@ def _single_tensor_rvsm(lists: TensorLists, hp: _Scalars) -> None:
 def _multi_tensor_rvsm(lists: TensorLists, hp: _Scalars) -> None:
     params, grads, momentum_buffer_list, us = lists
     lr, beta, sgd, penalty = hp
-    split = beta > 0 and not penalty.is_zero
+    split = hp.split
     indices = list(range(len(params)))
     u_list: list[Tensor | None] = list(us) if us else [None] * len(params)
     for bucket in group_by_device_dtype(params, grads, momentum_buffer_list, u_list, indices):
