@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,41 @@ def test_digits_fast_path_matches_scikit_learn() -> None:
     images, target, _ = _read_digits()
     bunch = sk_load_digits()
     assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
+
+
+def test_dataset_dirs_and_the_not_found_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sparseopt.data._common import DatasetNotFoundError, dataset_dirs, dataset_not_found
+
+    monkeypatch.delenv("SPARSEOPT_DATA", raising=False)
+    monkeypatch.setenv("SPARSEOPT_CACHE", str(tmp_path / "cache"))
+    # an explicit data_dir is searched itself, a default root only below; no duplicates
+    assert dataset_dirs(tmp_path, ("a", "a/raw", "a")) == [
+        tmp_path,
+        tmp_path / "a",
+        tmp_path / "a/raw",
+    ]
+    assert dataset_dirs(None, ("a",)) == [tmp_path / "cache" / "a"]
+    err = dataset_not_found("X", "f1, f2", [tmp_path, tmp_path / "a"], "Get them.")
+    assert isinstance(err, DatasetNotFoundError)
+    assert (
+        str(err)
+        == f"X not found. Looked for f1, f2 in:\n  {tmp_path}\n  {tmp_path / 'a'}\nGet them."
+    )
+
+
+def test_file_raw_data_subsamples_normalizes_and_fills_meta() -> None:
+    from sparseopt.data._common import file_raw_data
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 1, 2, 2), dtype=np.uint8)
+    y = np.arange(12, dtype=np.int64) % 10
+    raw = file_raw_data(
+        (x, y), (x[:5], y[:5]), seed=1, limits=(4, None), mean=(0.5,), std=(0.25,), meta={"k": 1}
+    )
+    assert list(raw.meta) == ["mean", "std", "k", "n_train_full", "n_test_full"]
+    assert (raw.meta["n_train_full"], raw.meta["n_test_full"]) == (12, 5)
+    assert raw.x_train.shape == (4, 1, 2, 2) and raw.x_test.shape == (5, 1, 2, 2)
+    assert (raw.num_classes, raw.task) == (10, "classification")
+    np.testing.assert_array_equal(raw.x_test, (x[:5].astype(np.float32) / 255 - 0.5) / 0.25)

@@ -370,6 +370,34 @@ def shaky_raw_data(
     )
 
 
+def file_raw_data(
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    seed: int,
+    limits: tuple[int | None, int | None],
+    mean: Sequence[float],
+    std: Sequence[float],
+    meta: dict[str, Any],
+) -> RawData:
+    """The :class:`RawData` of a 10-class image set read from files (MNIST, CIFAR-10).
+
+    ``train`` and ``test`` are ``(uint8 images (N, C, H, W), int64 labels)``; each part
+    is cut to a seeded subset of its limit in ``limits`` (``None``: all of it), scaled
+    to [0, 1] and standardised with ``mean``/``std``. ``meta`` gets ``mean`` and
+    ``std`` in front of its own keys and ``n_train_full``/``n_test_full`` (the sizes
+    before the limits) after them.
+    """
+    (xtr, ytr), (xte, yte) = train, test
+    full = {"n_train_full": len(xtr), "n_test_full": len(xte)}
+    xtr, ytr = subsample(xtr, ytr, limits[0], seed, TAG_SUBSET_TRAIN)
+    xte, yte = subsample(xte, yte, limits[1], seed, TAG_SUBSET_TEST)
+    xtr_f, mean, std = normalize_images(xtr, mean, std)
+    xte_f, _, _ = normalize_images(xte, mean, std)
+    meta = {"mean": mean, "std": std, **meta, **full}
+    return RawData(xtr_f, ytr, xte_f, yte, 10, "classification", meta)
+
+
 def search_roots(data_dir: str | os.PathLike[str] | None) -> list[Path]:
     """Roots searched for file-based datasets.
 
@@ -394,6 +422,30 @@ def unique_paths(paths: Sequence[Path]) -> list[Path]:
             seen.add(p)
             out.append(p)
     return out
+
+
+def dataset_dirs(data_dir: str | os.PathLike[str] | None, subdirs: Sequence[str]) -> list[Path]:
+    """Directories searched for a file-based dataset, in order, without duplicates.
+
+    Under each of :func:`search_roots`, the ``subdirs``; an explicit ``data_dir`` is
+    searched itself first, a default root (``$SPARSEOPT_DATA``, the cache root) never
+    at its top level, since it holds several datasets.
+    """
+    dirs = []
+    for root in search_roots(data_dir):
+        if data_dir is not None:
+            dirs.append(root)
+        dirs += [root / sub for sub in subdirs]
+    return unique_paths(dirs)
+
+
+def dataset_not_found(
+    what: str, files: str, dirs: Sequence[Path], how: str
+) -> DatasetNotFoundError:
+    """The error for ``what`` when its ``files`` are in none of ``dirs``; ``how``: how to get them."""
+    return DatasetNotFoundError(
+        f"{what} not found. Looked for {files} in:\n{format_dirs(dirs)}\n{how}"
+    )
 
 
 def format_dirs(dirs: Sequence[Path]) -> str:

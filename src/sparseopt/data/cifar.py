@@ -38,18 +38,13 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ._common import (
-    TAG_SUBSET_TEST,
-    TAG_SUBSET_TRAIN,
-    DatasetNotFoundError,
     RawData,
     check_bool,
     check_int,
     check_labels,
-    format_dirs,
-    normalize_images,
-    search_roots,
-    subsample,
-    unique_paths,
+    dataset_dirs,
+    dataset_not_found,
+    file_raw_data,
 )
 
 __all__ = [
@@ -239,13 +234,8 @@ def _read_label_names(data: bytes | BinaryIO, source: str) -> tuple[str, ...] | 
 
 def candidate_dirs(data_dir: str | os.PathLike[str] | None) -> list[Path]:
     """Directories searched for the batches (or the ``.tar.gz`` archive), in order."""
-    dirs = []
-    for root in search_roots(data_dir):
-        if data_dir is not None:  # never the top level of a default root
-            dirs.append(root)
-        dirs += [root / BATCH_DIR, root / "cifar10", root / "cifar10" / BATCH_DIR]
-        dirs += [root / "cifar-10", root / "cifar-10" / BATCH_DIR]
-    return unique_paths(dirs)
+    subdirs = (BATCH_DIR, "cifar10", f"cifar10/{BATCH_DIR}", "cifar-10", f"cifar-10/{BATCH_DIR}")
+    return dataset_dirs(data_dir, subdirs)
 
 
 def _read_from_dir(d: Path) -> tuple[list[tuple[bytes, str]], bytes | None, str]:
@@ -290,11 +280,13 @@ def _locate(data_dir: str | os.PathLike[str] | None) -> tuple[str, Path]:
     for d in dirs:
         if (d / ARCHIVE).is_file():
             return "archive", d / ARCHIVE
-    raise DatasetNotFoundError(
-        f"CIFAR-10 not found. Looked for {', '.join(TRAIN_BATCHES)}, {TEST_BATCH} (or {ARCHIVE}) "
-        f"in:\n{format_dirs(dirs)}\nDownload https://www.cs.toronto.edu/~kriz/{ARCHIVE} and "
-        f"extract it into {dirs[0]} (it creates {dirs[0] / BATCH_DIR}), or put the archive "
-        "there as is, or pass data_dir=DIR."
+    raise dataset_not_found(
+        "CIFAR-10",
+        f"{', '.join(TRAIN_BATCHES)}, {TEST_BATCH} (or {ARCHIVE})",
+        dirs,
+        f"Download https://www.cs.toronto.edu/~kriz/{ARCHIVE} and extract it into {dirs[0]} "
+        f"(it creates {dirs[0] / BATCH_DIR}), or put the archive there as is, or pass "
+        "data_dir=DIR.",
     )
 
 
@@ -321,24 +313,20 @@ def load_cifar10(
     kind, where = _locate(data_dir)
     parts, meta_blob, source = (_read_from_dir if kind == "dir" else _read_from_archive)(where)
     batches = [read_cifar_batch(blob, src) for blob, src in parts]
-    xtr = np.concatenate([b[0] for b in batches[:-1]])
-    ytr = np.concatenate([b[1] for b in batches[:-1]])
-    xte, yte = batches[-1]
-    n_train_full, n_test_full = len(xtr), len(xte)
-    xtr, ytr = subsample(xtr, ytr, limit_train, seed, TAG_SUBSET_TRAIN)
-    xte, yte = subsample(xte, yte, limit_test, seed, TAG_SUBSET_TEST)
+    train = (
+        np.concatenate([b[0] for b in batches[:-1]]),
+        np.concatenate([b[1] for b in batches[:-1]]),
+    )
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if normalize else ((0.0,) * 3, (1.0,) * 3)
-    xtr_f, mean, std = normalize_images(xtr, mean, std)
-    xte_f, _, _ = normalize_images(xte, mean, std)
     classes = None
     if meta_blob is not None:
         classes = _read_label_names(meta_blob, f"{source}/batches.meta")
-    meta = {
-        "mean": mean,
-        "std": std,
-        "classes": classes or CIFAR10_CLASSES,
-        "source": source,
-        "n_train_full": n_train_full,
-        "n_test_full": n_test_full,
-    }
-    return RawData(xtr_f, ytr, xte_f, yte, 10, "classification", meta)
+    return file_raw_data(
+        train,
+        batches[-1],
+        seed=seed,
+        limits=(limit_train, limit_test),
+        mean=mean,
+        std=std,
+        meta={"classes": classes or CIFAR10_CLASSES, "source": source},
+    )

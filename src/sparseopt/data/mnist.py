@@ -28,17 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from ._common import (
-    TAG_SUBSET_TEST,
-    TAG_SUBSET_TRAIN,
-    DatasetNotFoundError,
     RawData,
     check_bool,
     check_int,
     check_labels,
-    format_dirs,
-    normalize_images,
-    search_roots,
-    subsample,
+    dataset_dirs,
+    dataset_not_found,
+    file_raw_data,
     unique_paths,
 )
 
@@ -204,15 +200,10 @@ def _find_in_dir(directory: Path) -> dict[str, Path] | None:
 def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
     """Directories searched for the IDX files of dataset ``name``, in order."""
     torchvision_name = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]
-    dirs = []
-    for root in search_roots(data_dir):
-        # A default root (cache, $SPARSEOPT_DATA) holds several datasets: never its top level.
-        if data_dir is not None:
-            dirs.append(root)
-        dirs += [root / name, root / name / "raw", root / torchvision_name / "raw"]
+    dirs = dataset_dirs(data_dir, (name, f"{name}/raw", f"{torchvision_name}/raw"))
     if name == "fashion-mnist":
-        dirs.append(Path(FASHION_MNIST_SYSTEM_DIR))
-    return unique_paths(dirs)
+        dirs = unique_paths([*dirs, Path(FASHION_MNIST_SYSTEM_DIR)])
+    return dirs
 
 
 def _how_to_get(name: str, target: Path) -> str:
@@ -247,10 +238,8 @@ def find_idx_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> d
         if found is not None:
             return found
     label = "MNIST" if name == "mnist" else "Fashion-MNIST"
-    raise DatasetNotFoundError(
-        f"{label} IDX files not found. Looked for {', '.join(IDX_FILES.values())} "
-        f"(each optionally .gz) in:\n{format_dirs(dirs)}\n{_how_to_get(name, dirs[0])}"
-    )
+    files = f"{', '.join(IDX_FILES.values())} (each optionally .gz)"
+    raise dataset_not_found(f"{label} IDX files", files, dirs, _how_to_get(name, dirs[0]))
 
 
 def _load_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -284,26 +273,21 @@ def _load_idx_dataset(
             f"{files['train_images']} holds {xtr.shape[1:]} images but "
             f"{files['test_images']} holds {xte.shape[1:]} images"
         )
-    n_train_full, n_test_full = len(xtr), len(xte)
-    xtr, ytr = subsample(xtr, ytr, limit_train, seed, TAG_SUBSET_TRAIN)
-    xte, yte = subsample(xte, yte, limit_test, seed, TAG_SUBSET_TEST)
     mean, std = _STATS[name] if normalize else ((0.0,), (1.0,))
-    xtr_f, mean, std = normalize_images(xtr[:, None], mean, std)
-    xte_f, _, _ = normalize_images(xte[:, None], mean, std)
+    classes = FASHION_MNIST_CLASSES if name == "fashion-mnist" else tuple(map(str, range(10)))
     meta = {
-        "mean": mean,
-        "std": std,
         "files": {k: str(v) for k, v in files.items()},
         "source_dir": str(files["train_images"].parent),
-        "n_train_full": n_train_full,
-        "n_test_full": n_test_full,
+        "classes": classes,
     }
-    if name == "fashion-mnist":
-        meta["classes"] = FASHION_MNIST_CLASSES
-    else:
-        meta["classes"] = tuple(str(i) for i in range(10))
-    return RawData(
-        xtr_f, ytr.astype(np.int64), xte_f, yte.astype(np.int64), 10, "classification", meta
+    return file_raw_data(
+        (xtr[:, None], ytr.astype(np.int64)),
+        (xte[:, None], yte.astype(np.int64)),
+        seed=seed,
+        limits=(limit_train, limit_test),
+        mean=mean,
+        std=std,
+        meta=meta,
     )
 
 
