@@ -471,3 +471,35 @@ def test_the_command_does_not_import_torch_dynamo(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     ).stdout
     assert out.strip().splitlines()[-1] == "0 False"
+
+
+# ------------------------------------------------------------------------------ plot
+
+
+def test_plot_draws_a_runs_pngs_afterwards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train`` draws no plots by default (matplotlib costs more than the default job's
+    training); ``sparseopt plot RUN_DIR`` draws the ones ``--plots`` draws, from the files."""
+    run = tmp_path / "run"
+    code, _, err = run_main(capsys, "train", "--epochs", "2", "--limit-batches", "2", "-q",
+                            "--out", str(run))  # fmt: skip
+    assert code == 0, err
+    pngs = ("accuracy.png", "density.png", "layer_density.png")
+    assert not any((run / name).exists() for name in pngs)
+    code, out, err = run_main(capsys, "plot", str(run))
+    assert code == 0, err
+    assert out.split() == [str(run / name) for name in pngs]
+    for name in pngs:
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # elsewhere, and the same figures as --plots draws
+    code, _, err = run_main(capsys, "plot", str(run), "--out", str(tmp_path / "figs"))
+    assert code == 0 and (tmp_path / "figs" / "density.png").is_file()
+    drawn = tmp_path / "drawn"
+    code, _, err = run_main(capsys, "train", "--epochs", "2", "--limit-batches", "2", "-q",
+                            "--plots", "--out", str(drawn))  # fmt: skip
+    assert code == 0 and all((drawn / name).is_file() for name in pngs)
+    # not a run directory: one line, exit 2
+    code, _, err = run_main(capsys, "plot", str(tmp_path / "figs"))
+    assert code == 2 and "is not a run directory of sparseopt train: no metrics.jsonl" in err
+    assert len(err.strip().splitlines()) == 1

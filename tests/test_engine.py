@@ -415,11 +415,42 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(Trainer, "loss_fn", loss_fn)
     with pytest.raises(NonFiniteLossError, match="diverged") as info:
-        train(tiny(tmp_path, epochs=3))
+        train(tiny(tmp_path, epochs=3, checkpoint_seconds=0))  # a checkpoint every epoch
     assert info.value.epoch == 2 and info.value.checkpoint == tmp_path / "checkpoint.pt"
     ckpt = load_checkpoint(tmp_path)
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_checkpoints_follow_the_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``checkpoint_seconds``: a checkpoint at the start, then after an epoch once that much
+    time has passed, and after the last epoch; 0 or kept checkpoints: every epoch."""
+    from sparseopt.engine.checkpoint import CheckpointClock
+
+    clock = iter(range(0, 10_000, 4))  # every reading of the clock is 4 s later
+    monkeypatch.setattr(CheckpointClock, "now", staticmethod(lambda: float(next(clock))))
+    written: list[int] = []
+    real = Trainer.save_checkpoint
+
+    def spy(self: Trainer) -> Any:
+        written.append(self.epoch)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", spy)
+    # the clock reads 0 at the start, 4 at epoch 0 (written), then 8, 12, 16, ... at the
+    # epoch ends: 16 - 4 >= 10 writes epoch 3; 20, 24 are too soon; epoch 6 is the last
+    train(tiny(tmp_path / "a", epochs=6, checkpoint_seconds=10))
+    assert written == [0, 3, 6]
+    written.clear()
+    train(tiny(tmp_path / "b", epochs=3, checkpoint_seconds=0))
+    assert written == [0, 1, 2, 3]
+    written.clear()
+    train(tiny(tmp_path / "c", epochs=3, checkpoint_seconds=1e9, keep_checkpoints=True))
+    assert written == [0, 1, 2, 3]
+    assert sorted(p.name for p in (tmp_path / "c" / "checkpoints").iterdir())[-1] == "epoch_0003.pt"
+    written.clear()
+    train(tiny(tmp_path / "d", epochs=3))  # the default, 30 s: the start and the end
+    assert written == [0, 3]
 
 
 def test_callbacks_see_every_epoch_and_may_change_lambda(tmp_path: Path) -> None:

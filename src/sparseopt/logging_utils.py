@@ -6,7 +6,7 @@
 - :func:`write_metrics` — ``metrics.csv`` and ``metrics.jsonl`` from the history;
 - :func:`atomic_write_text`, :func:`atomic_torch_save` — write-then-``os.replace`` so a
   file is either the old or the new version, never half written;
-- :func:`open_tensorboard` — a ``SummaryWriter`` when ``torch.utils.tensorboard`` imports.
+- :func:`open_tensorboard` — TensorBoard's scalar event files (:mod:`sparseopt.tbevents`).
 """
 
 from __future__ import annotations
@@ -369,19 +369,31 @@ def markdown_table(head: Sequence[str], rows: Iterable[Sequence[str]], left: int
 def open_tensorboard(
     log_dir: str | os.PathLike[str], enabled: bool | None, note: Callable[[str], None]
 ) -> Any | None:
-    """A ``torch.utils.tensorboard.SummaryWriter`` for ``log_dir``, or ``None``.
+    """A :class:`sparseopt.tbevents.ScalarWriter` for ``log_dir`` (TensorBoard's scalar
+    event files, written without importing TensorBoard), or ``None``.
 
-    ``enabled=None`` logs only if TensorBoard is installed, silently otherwise; ``False``
-    never logs. When it was asked for explicitly (``True``) but is unavailable, ``note``
-    is called once with the reason.
+    ``enabled=None`` logs only if TensorBoard is installed (to read the files), silently
+    otherwise; ``False`` never logs; ``True`` always writes the files, and ``note`` is
+    called once if TensorBoard is not installed to read them.
     """
+    from sparseopt.tbevents import ScalarWriter
+
     if enabled is False:
         return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception as err:  # ImportError, or a broken tensorboard install
-        if enabled:
-            reason = "not installed" if isinstance(err, ImportError) else f"unusable ({err})"
-            note(f"TensorBoard logging skipped: tensorboard is {reason} (pip install tensorboard)")
-        return None
-    return SummaryWriter(log_dir=str(log_dir))
+    if not _installed("tensorboard"):
+        if not enabled:
+            return None
+        note(
+            f"TensorBoard is not installed: the event files are written to {log_dir}; "
+            "pip install tensorboard to view them"
+        )
+    return ScalarWriter(log_dir)
+
+
+def _installed(name: str) -> bool:
+    """Whether ``import name`` would find a module (without importing it)."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None

@@ -1,4 +1,4 @@
-"""The ``sparseopt`` command line: ``train``, ``compare`` and ``list``.
+"""The ``sparseopt`` command line: ``train``, ``compare``, ``list``, ``plot``, ``path``, ``prune``.
 
 ``sparseopt train`` with no arguments trains the main job (an AdaBreg-trained sparse
 MLP on the embedded scikit-learn digits). Every setting is a flag and a key of a
@@ -18,7 +18,7 @@ The parser is built from small tables, so a new subcommand is one entry in
 
 - :mod:`~sparseopt.cli.flags`: the ``train``/``compare`` flags, generated from the
   :class:`~sparseopt.config.TrainConfig` fields' metadata (and docs/cli.md's flag table);
-- :mod:`~sparseopt.cli.train`: ``train`` and ``list``;
+- :mod:`~sparseopt.cli.train`: ``train`` and ``list``; :mod:`~sparseopt.cli.plot`: ``plot``;
 - :mod:`~sparseopt.cli.compare`: ``compare`` (runs, table, Pareto plot, pruning baseline);
 - :mod:`~sparseopt.cli.tools`: ``path``; :mod:`~sparseopt.cli.prune`: ``prune``;
 - :mod:`~sparseopt.cli._common`: exit codes, the one-line usage error, argument types.
@@ -43,6 +43,7 @@ from sparseopt.cli._common import (
 )
 from sparseopt.cli.compare import add_compare_arguments, comparison_table, run_compare
 from sparseopt.cli.flags import train_flag_dests
+from sparseopt.cli.plot import add_plot_arguments, run_plot
 from sparseopt.cli.train import add_list_arguments, add_train_arguments, run_list, run_train
 
 __all__ = [
@@ -74,6 +75,11 @@ COMMANDS: dict[
         run_compare,
     ),
     "list": ("list the datasets, models and optimizers", add_list_arguments, run_list),
+    "plot": (
+        "draw a run's PNG plots (accuracy, density, per-layer density) from its files",
+        add_plot_arguments,
+        run_plot,
+    ),
 }
 
 

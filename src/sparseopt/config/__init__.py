@@ -91,6 +91,7 @@ RESUME_OVERRIDABLE = frozenset(
         "eval_batch_size",
         "test_every",
         "keep_checkpoints",
+        "checkpoint_seconds",
         "stall_epochs",
     }
 )
@@ -452,9 +453,16 @@ class TrainConfig:
         flags=("--quiet", "-q"),
         action="store_true",
     )
-    plots: bool = _opt(True, "output", "draw the PNG plots at the end")
+    plots: bool = _opt(False, "output", "PNG plots at the end (later: sparseopt plot RUN_DIR)")
     keep_checkpoints: bool = _opt(
         False, "output", "keep one checkpoint per epoch in checkpoints/", action="store_true"
+    )
+    checkpoint_seconds: float = _opt(
+        30.0,
+        "output",
+        "write checkpoint.pt after an epoch once S seconds passed since the last one (and "
+        "after the last epoch, on Ctrl-C/SIGTERM, with --keep-checkpoints); 0: every epoch",
+        metavar="S",
     )
     stall_epochs: int = _opt(
         3,

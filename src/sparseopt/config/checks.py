@@ -30,6 +30,7 @@ def validate(cfg: Any) -> None:
     _check_int("grow_every", cfg.grow_every, 1, allow_none=True)
     _check_int("stall_epochs", cfg.stall_epochs, 0)
     _check_number("grow_tau", cfg.grow_tau, 0.0, 1.0, low_open=True)
+    _check_number("checkpoint_seconds", cfg.checkpoint_seconds, 0.0, None)
     if cfg.target_density is not None:
         _check_number("target_density", cfg.target_density, 0.0, 1.0, low_open=True)
     _check_number("val_fraction", cfg.val_fraction, 0.0, 1.0, high_open=True)

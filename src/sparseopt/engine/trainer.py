@@ -99,7 +99,6 @@ class Trainer:
         self._partial: dict[str, float] | None = None
         self._step_in_epoch = 0
         self._saved_epoch = 0  # epoch of the last checkpoint written or loaded
-
         self._saved_threads = torch.get_num_threads()
         self._caller_rng: dict[str, Any] | None = checkpoint.rng_state()
         resume_dir = Path(resume) if resume is not None else None
@@ -110,6 +109,7 @@ class Trainer:
             self._setup(build(self.config, ctx=self.dist, callbacks=self.callbacks))
             run_dir = claim(self.config, resume_dir, overwrite, self.dist)
             self.config = self.config.replace(out=str(run_dir))
+            self._clock = checkpoint.CheckpointClock(self.config.checkpoint_seconds, self.dist)
             self.run_dir = run_dir if self.is_main else None
             if self.run_dir is not None:
                 self._files = RunDir(self.run_dir, lambda: self._saved_epoch)
@@ -416,6 +416,7 @@ class Trainer:
                 self.elapsed += time.perf_counter() - t0
                 row = epoch_row(0, 0, train_part, evaluation, lr, lam, 0.0, self.elapsed, self.task)
                 self.history.append(row)
+                self._clock.due(True)  # the start is always resumable
                 self.save_checkpoint()
                 self._emit(row)
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
@@ -428,8 +429,7 @@ class Trainer:
                 self._tb = None
 
     def _step_scheduler(self, train_part: Mapping[str, Any], evaluation: Mapping[str, Any]) -> None:
-        """Step a ``plateau`` schedule on the validation loss — without a validation split,
-        the test loss, and without either the training loss."""
+        """Step ``plateau`` on the validation loss (else the test loss, else the training)."""
         losses = (
             evaluation.get("val_loss"),
             evaluation.get("test_loss"),
@@ -471,7 +471,9 @@ class Trainer:
                 self._signals.request()
         _, stop = self._signals.sync(self.dist, False)
         self._check_finite_model(CHECKPOINT_FILE)
-        self.save_checkpoint()
+        last = epoch == self.config.epochs or self.config.keep_checkpoints
+        if self._clock.due(stop or interrupted or last):
+            self.save_checkpoint()
         self._emit(row)
         if stop or interrupted:
             raise self._interrupted(f"after epoch {epoch}")
