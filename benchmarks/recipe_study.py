@@ -277,6 +277,16 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         *_cands("rda", {"init_density": 1.0, "gamma": 2.0, "schedule": "none"}, lam=[1e-3, 2e-3]),
         *_cands("rda", {"init_density": 1.0, "gamma": 2.0, **COS}, lam=[1e-3]),
     ],
+    # round5's two boundaries: AdaBreg's λ 0.4 ended at 15.01 % mean density (cap 15 %),
+    # λ 0.5 at 12.0 % and 1.5 points lower; LinBreg's best (λ 0.1, cosine) at 8.3 %
+    "round5b": [
+        *_cands("adabreg", {**COS, "lr": 0.01, "init_density": 0.01}, lam=[0.45]),
+        *_cands(
+            "linbreg",
+            {**COS, "init_density": 0.01, "momentum": 0.9, "lr": 0.15},
+            lam=[0.07, 0.05],
+        ),
+    ],
     # the registry's (derived) group_l1 λ of every method, checked for failures
     "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
     "penalties": [
