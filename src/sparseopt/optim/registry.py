@@ -155,8 +155,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.linbreg:LinBreg",
             "Linearized Bregman iterations (inverse scale space), optional momentum",
             "Bungert et al., JMLR 23 (2022), Alg. 1-2",
-            lam=_lams(0.2, 0.2**2 / 2),  # prox step δ = 1
-            training={"init_density": 0.01, "schedule": "none"},
+            lam=_lams(0.05, 0.05**2 / 2),  # prox step δ = 1
+            training={"init_density": 0.01, "schedule": "cosine"},
             lr=0.15,
             momentum=0.9,
         ),
@@ -165,7 +165,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.adabreg:AdaBreg",
             "Adam-type linearized Bregman iterations",
             "Bungert et al., JMLR 23 (2022), Alg. 3",
-            lam=_lams(0.4, 0.4**2 / 2),  # prox step δ = 1
+            lam=_lams(0.45, 0.45**2 / 2),  # prox step δ = 1
             training={"init_density": 0.01, "schedule": "cosine"},
             lr=0.01,
         ),
