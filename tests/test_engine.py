@@ -224,6 +224,7 @@ class StopAfter(Callback):
         ("splitlbi", {}),
         ("adabreg", {"target_density": 0.05}),
         ("linbreg", {"schedule": "plateau", "lr_patience": 0, "lr_gamma": 0.5, "lr": 1e-6}),
+        ("rvsm", {"lam_warmup": 1.0}),  # cut in the middle of the λ warm-up
     ],
 )
 def test_resume_after_epoch_interrupt_is_bitwise_identical(
@@ -244,6 +245,32 @@ def test_resume_after_epoch_interrupt_is_bitwise_identical(
     assert without_time(res.history) == without_time(ref.history)
     assert (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n") == 4
     assert_same_path(tmp_path / "cut", tmp_path / "ref")
+
+
+def test_lam_warmup_raises_lambda_linearly_then_holds_it(tmp_path: Path) -> None:
+    """``lam_warmup`` 0.5 of 2 epochs × 3 steps: λ·k/3 after the steps k = 1, 2, then λ,
+    in every penalised group; off with ``target_density``, 0 in the recipes."""
+    seen: list[tuple[float, float]] = []
+
+    class Watch:
+        def on_step_end(self, trainer: Trainer, step: int | None = None, *_: Any) -> None:
+            groups = trainer.optimizer.param_groups
+            seen.append((groups[0]["lam"], groups[-2]["lam"]))  # fc1 and fc3 weights
+
+    res = train(
+        tiny(tmp_path / "a", optimizer="rvsm", lam_warmup=0.5, lam=0.01), callbacks=[Watch()]
+    )
+    assert res.config.lam_warmup == 0.5
+    # the first step ran with λ = 0 (after it: 1/3); every value is k/3 of the group's λ
+    assert [a for a, _ in seen] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.01, 0.01])
+    assert all(a == pytest.approx(b) for a, b in seen)
+    seen.clear()
+    train(tiny(tmp_path / "b", optimizer="rvsm", lam_warmup=0.5, target_density=0.2),
+          callbacks=[Watch()])  # fmt: skip
+    assert seen[0][0] > 0  # the controller steers λ from the recipe's value, no warm-up
+    assert tiny(tmp_path / "c", optimizer="adabreg").resolve().lam_warmup == 0.0
+    with pytest.raises(ValueError, match=r"lam_warmup value: 1\.5"):
+        tiny(tmp_path / "d", lam_warmup=1.5).validate()
 
 
 def test_plateau_schedule_decays_when_the_validation_loss_stalls(tmp_path: Path) -> None:

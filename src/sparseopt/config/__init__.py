@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sparseopt.config._fields import _key, _meta, _opt
 from sparseopt.config.checks import SCHEDULES, validate
 from sparseopt.config.files import load_config_file, save_config_file
 
@@ -104,43 +105,6 @@ GROW_REFUSED = {
     "rda": "RDA sets the new weights back to zero at the next step (its prox centre and "
     "gradient average start at zero for them), so widening is of no use"
 }
-
-
-def _key(name: str) -> str:
-    return str(name).replace("-", "_")
-
-
-def _meta(
-    group: str,
-    help: str,
-    *,
-    flags: tuple[str, ...] = (),
-    metavar: str | tuple[str, ...] | None = None,
-    choices: tuple[str, ...] | None = None,
-    shown: str | None = None,
-    nargs: int | str | None = None,
-    action: str | None = None,
-) -> dict[str, Any]:
-    """The metadata of a field: its command-line flag (see :class:`TrainConfig`).
-
-    ``shown`` is the default as the help prints it (else the default value itself, if
-    not None).
-    """
-    return {
-        "help": help,
-        "group": group,
-        "flags": flags,
-        "metavar": metavar,
-        "choices": choices,
-        "shown": shown,
-        "nargs": nargs,
-        "action": action,
-    }
-
-
-def _opt(default: Any, group: str, help: str, **flag: Any) -> Any:
-    """A field with an immutable default and the flag metadata :func:`_meta`."""
-    return field(default=default, metadata=_meta(group, help, **flag))
 
 
 @dataclass
@@ -250,6 +214,14 @@ class TrainConfig:
         "penalty weight λ of every weight (docs/recipes.md)",
         metavar="λ",
         shown="per optimizer and penalty",
+    )
+    lam_warmup: float | None = _opt(
+        None,
+        "optimizer",
+        "raise λ linearly from 0 over this fraction of the training steps (0: off; not with "
+        "--target-density, which steers λ itself)",
+        metavar="F",
+        shown="0 (off)",
     )
     groups: str | None = _opt(
         None,
@@ -535,7 +507,7 @@ class TrainConfig:
         """A copy with ``None`` fields filled from the optimizer's registry recipe.
 
         Fills the recipe's hyperparameters the optimizer takes (``lr``, ``momentum``...),
-        its training settings (``init_density``, ``schedule``) and, for sparse methods,
+        its training settings (``init_density``, ``schedule``, ``lam_warmup``) and, for sparse methods,
         ``penalty`` (``l1``) and the recipe's λ for the penalties in use
         (:func:`sparseopt.optim.registry.recipe_lams`). The optimizer name is
         canonicalised.
@@ -580,6 +552,8 @@ class TrainConfig:
             changes["init_density"] = 1.0
         if self.schedule is None and "schedule" not in changes:
             changes["schedule"] = "none"
+        if self.lam_warmup is None and "lam_warmup" not in changes:
+            changes["lam_warmup"] = 0.0
         return self.replace(**changes)
 
     def optimizer_kwargs(self) -> dict[str, Any]:

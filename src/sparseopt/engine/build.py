@@ -375,7 +375,8 @@ def build_callbacks(
     """The structure callbacks of ``cfg``, then the caller's ``user`` callbacks.
 
     Always in the order PathRecorder (``record_path``), TargetDensity
-    (``target_density``), GrowCallback (``grow_every``), so that the checkpoint keys
+    (``target_density``), GrowCallback (``grow_every``), LamWarmup (``lam_warmup``,
+    without ``target_density``), so that the checkpoint keys
     ``"{i}:{Class}"`` of every callback are the same in a resumed run. A
     ``PathRecorder`` among ``user`` replaces the built-in one.
 
@@ -426,6 +427,10 @@ def build_callbacks(
                 "one can)"
             )
         builtin.append(GrowCallback(every=cfg.grow_every, tau=cfg.grow_tau, seed=cfg.seed))
+    if cfg.lam_warmup and cfg.target_density is None and hasattr(optimizer, "set_lam"):
+        from sparseopt.control import LamWarmup
+
+        builtin.append(LamWarmup(optimizer, cfg.lam_warmup))  # last: earlier keys unchanged
     return [*builtin, *user]
 
 
