@@ -36,8 +36,10 @@ control. What a run does:
   is no validation part);
 - writes a run directory (:mod:`sparseopt.engine.rundir` lists its files).
 
-Faults: SIGINT/SIGTERM finish the current step, checkpoint (mid-epoch if need be) and
-raise :class:`TrainingInterrupted`; resuming (``train(resume=run_dir)``) continues to
+Checkpoints: ``checkpoint.pt`` at the start, after an epoch once ``checkpoint_seconds``
+have passed since the last one (:class:`~sparseopt.engine.checkpoint.CheckpointClock`),
+after the last epoch and on interruption. Faults: SIGINT/SIGTERM finish the current
+step, checkpoint (mid-epoch if need be) and raise :class:`TrainingInterrupted`; resuming (``train(resume=run_dir)``) continues to
 bitwise the same weights and metrics on CPU as an uninterrupted run. A non-finite loss
 raises :class:`NonFiniteLossError` before the update, leaving the last good checkpoint.
 
@@ -48,13 +50,14 @@ this order (so their checkpoint keys are stable and ``--resume`` restores them):
 :class:`~sparseopt.control.TargetDensity` (``target_density``: λ is steered every
 ``target_density_every`` steps) and :class:`~sparseopt.prune.grow.GrowCallback`
 (``grow_every``/``grow_tau``: saturated layers are widened; resuming such a run widens
-the freshly built model to the checkpoint's layer widths before loading it).
+the freshly built model to the checkpoint's layer widths before loading it), then
+:class:`~sparseopt.control.LamWarmup` (``lam_warmup`` without ``target_density``).
 
 Callbacks: any object with some of ``on_train_begin(trainer)``,
 ``on_step_end(trainer, step)``, ``on_epoch_end(trainer, epoch, metrics)``,
 ``on_train_end(trainer, result)`` (see
 :class:`Callback`). ``on_epoch_end`` runs on every rank after evaluation and before the
-epoch's checkpoint, so it may change the optimizer (e.g. ``optimizer.set_lam``) or add
+epoch's checkpoint (if one is due), so it may change the optimizer (e.g. ``optimizer.set_lam``) or add
 keys to ``metrics`` (plain data); a callback's ``state_dict()``/``load_state_dict()``, if
 it has them, are saved in and restored from checkpoints.
 
