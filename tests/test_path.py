@@ -189,6 +189,7 @@ def test_engine_recorder_and_cli_tools(tmp_path: Path, capsys: pytest.CaptureFix
         out=str(run),
         model_options={"hidden": [32]},
         optimizer="proxsgd",
+        lr=0.05,  # the threshold is lr·λ: fixed here, not the recipe's
         lam=0.2,
     )
     train(cfg, callbacks=[PathRecorder()], echo=False)
