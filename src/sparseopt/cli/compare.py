@@ -27,6 +27,7 @@ from sparseopt.config import (
     GROW_REFUSED,
     HYPERPARAMETER_FIELDS,
     PENALTY_FIELDS,
+    RESUME_OVERRIDABLE,
     SPARSE_ONLY_FIELDS,
     TrainConfig,
     load_config_file,
@@ -208,13 +209,9 @@ def _result_row(name: str, result: Any) -> dict[str, Any]:
 
 #: The invocation record of a compare directory (what ``compare --resume OUT`` re-runs).
 COMPARE_RECORD = "compare-settings.json"
-#: Settings that may differ between a compare run and its re-run (presentation, epochs).
-_RERUN_FREE = frozenset(
-    {
-        "epochs", "quiet", "plots", "tensorboard", "device", "threads", "eval_batch_size", "test_every",
-        "keep_checkpoints", "stall_epochs", "out", "name",
-    }
-)  # fmt: skip
+#: Settings that may differ between a compare run and its re-run: what a resumed run may
+#: change (presentation, epochs), and where the runs go.
+_RERUN_FREE = RESUME_OVERRIDABLE | {"out", "name"}
 
 
 def _summary_row(name: str, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
