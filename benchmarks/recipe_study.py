@@ -80,6 +80,10 @@ PROX6 = [
 
 PROX6B = _cands("proxsgd", {**COS, "momentum": 0.9, "init_density": 1.0, "lr": 0.02}, lam=[5e-3])
 
+#: Round 7's RDA: the adaptive variant (a keyword of the class, through
+#: ``optimizer_options``), lr 1, dense start.
+RDA7 = {"init_density": 1.0, "lr": 1.0, "optimizer_options": {"adaptive": True}}
+
 #: Candidates per stage. Stage ``l1``: every method with the ℓ1 penalty, cosine schedule.
 STAGES: dict[str, list[dict[str, Any]]] = {
     "dense": [
@@ -370,6 +374,26 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         )
         for c in cands
     ],
+    # RDA's adaptive (AdaGrad-metric) variant against today's recipe (re-run here): the
+    # plain variant stays 36–86 % dense at every λ/γ/schedule tried (rounds 1 and 5);
+    # screens (fmnist-mlp, words-cnn) put the adaptive one's working region at γ ≥ 100
+    # (γ 30/50 collapsed or stalled on words-cnn); lr only scales with γ there (a/γ)
+    "round7": [
+        *_cands("rda", {"init_density": 1.0, "gamma": 2.0, "schedule": "none"}, lam=[1e-3]),
+        *_cands("rda", RDA7, gamma=[100.0], lam=[1e-3], schedule=["none"]),
+        *_cands("rda", {**RDA7, **COS}, gamma=[100.0], lam=[5e-4, 1e-3, 2e-3]),
+        *_cands("rda", {**RDA7, **COS}, gamma=[70.0, 150.0, 200.0], lam=[1e-3]),
+        *_cands("rda", {**RDA7, **COS}, gamma=[200.0], lam=[2e-3]),
+    ],
+    # words-cnn at the matrix's 15 epochs, seeds 0 and 1 (:data:`STAGE_TASKS`)
+    "round7w": [
+        {**c, "epochs": 15, "seed": seed}
+        for seed in (0, 1)
+        for c in (
+            *_cands("rda", {"init_density": 1.0, "gamma": 2.0, "schedule": "none"}, lam=[1e-3]),
+            *_cands("rda", {**RDA7, **COS}, gamma=[100.0, 150.0, 200.0], lam=[1e-3]),
+        )
+    ],
     # the registry's (derived) group_l1 λ of every method, checked for failures
     "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
     "penalties": [
@@ -396,7 +420,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 
 #: Stages that run on other tasks than :data:`STUDY_TASKS`; their candidates set their
 #: own budget (``epochs``) and are reported apart, not as dense references.
-STAGE_TASKS: dict[str, tuple[str, ...]] = {"round6w": ("words-cnn",), "round6bw": ("words-cnn",)}
+STAGE_TASKS: dict[str, tuple[str, ...]] = {
+    "round6w": ("words-cnn",),
+    "round6bw": ("words-cnn",),
+    "round7w": ("words-cnn",),
+}
 
 
 def _key(task: str, cand: dict[str, Any]) -> str:
