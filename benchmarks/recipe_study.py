@@ -394,6 +394,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             *_cands("rda", {**RDA7, **COS}, gamma=[100.0, 150.0, 200.0], lam=[1e-3]),
         )
     ],
+    # after round7: the sparsest candidate that fails on no study task is γ 100, λ 1e-3
+    # with a constant lr (mean density 16.0 %); it at 15 epochs on words-cnn too
+    "round7bw": [
+        {**c, "epochs": 15, "seed": seed}
+        for seed in (0, 1)
+        for c in _cands("rda", RDA7, gamma=[100.0], lam=[1e-3], schedule=["none"])
+    ],
     # the registry's (derived) group_l1 λ of every method, checked for failures
     "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
     "penalties": [
@@ -424,6 +431,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round6w": ("words-cnn",),
     "round6bw": ("words-cnn",),
     "round7w": ("words-cnn",),
+    "round7bw": ("words-cnn",),
 }
 
 
