@@ -495,6 +495,12 @@ def is_recipe(cand: dict[str, Any]) -> bool:
     return all(getattr(resolved, k) == v for k, v in fields.items())
 
 
+def _wd(rec: dict[str, Any]) -> float:
+    """A run's weight density (1 where it was not recorded; 0 stays 0)."""
+    wd = rec.get("weight_density")
+    return 1.0 if wd is None else wd
+
+
 def _label(cand: dict[str, Any]) -> str:
     skip = {"optimizer", "penalty"}
     return " ".join(f"{k}={v}" for k, v in sorted(cand.items()) if k not in skip) or (
@@ -542,13 +548,14 @@ def report(path: Path, dense_from: Path | None = None) -> str:
                 ok = False
             if t in dense_best:
                 gaps.append(100 * (r["val_acc"] - dense_best[t]))
-            dens.append(r.get("weight_density") or 1.0)
+            wd = r.get("weight_density")
+            dens.append(1.0 if wd is None else wd)  # a collapsed run's 0 % is 0 %
         mean_gap = sum(gaps) / len(gaps) if gaps else -math.inf
         sparse = cand["optimizer"] not in ("sgd", "adam")
         if sparse and dens and sum(dens) / len(dens) > DENSITY_CAP:
             ok = False
         cells = [
-            f"{100 * tasks[t]['val_acc']:.1f} / {100 * (tasks[t].get('weight_density') or 1):.1f}"
+            f"{100 * tasks[t]['val_acc']:.1f} / {100 * _wd(tasks[t]):.1f}"
             if t in tasks and tasks[t].get("val_acc") is not None
             else "–"
             for t in STUDY_TASKS
