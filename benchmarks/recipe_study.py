@@ -67,6 +67,7 @@ def _cands(optimizer: str, common: dict[str, Any], **axes: list[Any]) -> list[di
 COS = {"schedule": "cosine"}
 #: RVSM's fixed settings in every stage (dense start, β 1, lr 0.05, momentum 0.9, cosine).
 RVSM = {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05}
+SLBI = {**COS, "momentum": 0.9, "kappa": 1.0, "init_density": 1.0, "nu": 10.0}
 SPARSE_METHODS = ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd")
 
 #: Round 6's ProxSGD: today's recipe, then lr 0.02 at the same soft threshold lr·λ
@@ -401,6 +402,15 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for seed in (0, 1)
         for c in _cands("rda", RDA7, gamma=[100.0], lam=[1e-3], schedule=["none"])
     ],
+    # SplitLBI shares the SGD family's lr 0.05 with momentum 0.9, which round 6 found on the
+    # edge of stability on the curve CNN; lr 0.02 failed on both MLPs (stage l1), so lr 0.03
+    # against today's recipe (re-run here), and both on words-cnn at 15 epochs, seeds 0/1
+    "round8": _cands("splitlbi", SLBI, lr=[0.05, 0.03], lam=[0.1]),
+    "round8w": [
+        {**c, "epochs": 15, "seed": seed}
+        for seed in (0, 1)
+        for c in _cands("splitlbi", SLBI, lr=[0.05, 0.03], lam=[0.1])
+    ],
     # the registry's (derived) group_l1 λ of every method, checked for failures
     "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
     "penalties": [
@@ -432,6 +442,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round6bw": ("words-cnn",),
     "round7w": ("words-cnn",),
     "round7bw": ("words-cnn",),
+    "round8w": ("words-cnn",),
 }
 
 
