@@ -149,14 +149,17 @@ class CheckpointClock:
         self._last = self.now()
 
     def due(self, always: bool = False) -> bool:
-        """Whether to write now (every rank gets the same answer); restarts the clock."""
+        """Whether to write now (every rank gets the same answer); restarts the clock if so."""
         from sparseopt.engine.distributed import any_rank
 
-        now = self.now()
-        due = any_rank(always or now - self._last >= self.seconds, self.ctx)
+        due = any_rank(always or self.now() - self._last >= self.seconds, self.ctx)
         if due:
-            self._last = now
+            self.restart()
         return due
+
+    def restart(self) -> None:
+        """Count from now: for a checkpoint every rank writes anyway (no collective)."""
+        self._last = self.now()
 
 
 def save(state: Mapping[str, Any], path: Path) -> Path:

@@ -416,7 +416,7 @@ class Trainer:
                 self.elapsed += time.perf_counter() - t0
                 row = epoch_row(0, 0, train_part, evaluation, lr, lam, 0.0, self.elapsed, self.task)
                 self.history.append(row)
-                self._clock.due(True)  # the start is always resumable
+                self._clock.restart()  # the start is always resumable
                 self.save_checkpoint()
                 self._emit(row)
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
