@@ -64,20 +64,17 @@ def run_plot(args: argparse.Namespace) -> int:
     history = read_history(run_dir)
     summary_file = run_dir / "summary.json"
     summary = _read_json(summary_file, "the summary") if summary_file.is_file() else {}
-    config = summary.get("config") or {}
-    title = " / ".join(str(config.get(k, "?")) for k in ("dataset", "model", "optimizer"))
-    classification = any(row.get("val_acc") is not None for row in history) or any(
-        row.get("train_acc") is not None for row in history
-    )
+    accuracy = any(row.get(k) is not None for row in history for k in ("train_acc", "val_acc"))
     out = Path(args.out) if args.out else run_dir
     out.mkdir(parents=True, exist_ok=True)
-    task = "classification" if classification else "regression"
-    note = RunDir(out).plots(history, summary.get("layers") or {}, task, title)
+    written, note = RunDir(out).plots(
+        history,
+        summary.get("layers") or {},
+        "classification" if accuracy else "regression",
+        summary.get("config") or {},
+    )
     if note:
         raise ConfigError(note)
-    names = ["accuracy.png" if classification else "loss.png", "density.png"]
-    if summary.get("layers"):
-        names.append("layer_density.png")
-    for name in names:
-        print(out / name)
+    for path in written:
+        print(path)
     return 0

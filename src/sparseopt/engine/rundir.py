@@ -280,17 +280,19 @@ class RunDir:
         history: Sequence[Mapping[str, Any]],
         layers: Mapping[str, Any],
         task: str,
-        title: str,
-    ) -> str:
-        """Draw the PNG plots; returns a note when they were skipped (else "")."""
+        config: Mapping[str, Any],
+    ) -> tuple[list[Path], str]:
+        """Draw the PNG plots, titled from the run's ``config`` (its dataset, model and
+        optimizer); returns the files written and a note when they were skipped (else "")."""
         try:
             from sparseopt.plots import plot_history, plot_layer_density
         except ImportError:  # pragma: no cover - matplotlib missing
-            return "plots skipped (matplotlib is not installed)"
-        plot_history(list(history), self.path, task, title)
+            return [], "plots skipped (matplotlib is not installed)"
+        title = " / ".join(str(config.get(k, "?")) for k in ("dataset", "model", "optimizer"))
+        written = plot_history(list(history), self.path, task, title)
         if layers:
-            plot_layer_density(layers, self.path / "layer_density.png", title)
-        return ""
+            written.append(plot_layer_density(layers, self.path / "layer_density.png", title))
+        return written, ""
 
 
 def tensorboard_row(writer: Any, row: Mapping[str, Any]) -> None:

@@ -527,9 +527,8 @@ class Trainer:
                 )
             )
             if self.config.plots:
-                cfg = self.config
-                title = f"{cfg.dataset} / {cfg.model} / {cfg.optimizer}"
-                note = self._files.plots(self.history, layers, self.task, title)
+                config = self.config.to_dict()
+                _, note = self._files.plots(self.history, layers, self.task, config)
                 if note:
                     self.log(f"note: {note}")
             lines = summary_lines(final, layers, self.epoch, self.elapsed, self.task)
