@@ -499,6 +499,18 @@ def test_plot_draws_a_runs_pngs_afterwards(
     code, _, err = run_main(capsys, "train", "--epochs", "2", "--limit-batches", "2", "-q",
                             "--plots", "--out", str(drawn))  # fmt: skip
     assert code == 0 and all((drawn / name).is_file() for name in pngs)
+    # a directory holding plots it did not write: refused, nothing replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "density.png").write_bytes(b"the user's")
+    code, _, err = run_main(capsys, "plot", str(run), "--out", str(mine))
+    assert code == 2 and "already holds density.png; pass --overwrite" in err
+    assert (mine / "density.png").read_bytes() == b"the user's"
+    assert not (mine / "accuracy.png").exists()
+    code, _, err = run_main(capsys, "plot", str(run), "--out", str(mine), "--overwrite")
+    assert code == 0 and (mine / "density.png").read_bytes()[:4] == b"\x89PNG"
+    # drawn again into the run directory: its own plots are replaced
+    assert run_main(capsys, "plot", str(run))[0] == 0
     # not a run directory: one line, exit 2
     code, _, err = run_main(capsys, "plot", str(tmp_path / "figs"))
     assert code == 2 and "is not a run directory of sparseopt train: no metrics.jsonl" in err

@@ -4,7 +4,9 @@
 cost about 0.8–1.7 s, more than the default job's training); this command draws the same
 figures afterwards, for a finished run or one still training: ``accuracy.png``
 (``loss.png`` for regression) and ``density.png`` from ``metrics.jsonl``, and
-``layer_density.png`` from ``summary.json`` once the run has finished.
+``layer_density.png`` from ``summary.json`` once the run has finished. Into RUN_DIR it
+replaces the run's own plots; into another directory (``--out``) it replaces none
+without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sparseopt.cli._common import creatable
 from sparseopt.engine.errors import ConfigError
 
 __all__ = ["add_plot_arguments", "run_plot"]
@@ -24,6 +27,9 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of sparseopt train")
     parser.add_argument(
         "--out", metavar="DIR", help="where to write the PNG files (default: RUN_DIR)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="with --out: replace plots already there"
     )
 
 
@@ -56,6 +62,23 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _out_dir(out: Path, overwrite: bool) -> Path:
+    """``--out``, created; refuses (exit 2) a file, or plots there that this command would
+    replace without ``overwrite`` (in RUN_DIR itself the plots are the run's own files)."""
+    from sparseopt.engine.rundir import PLOT_FILES
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory")
+    taken = [name for name in PLOT_FILES if (out / name).exists()]
+    if taken and not overwrite:
+        raise ConfigError(
+            f"--out {out} already holds {', '.join(taken)}; pass --overwrite to replace them"
+        )
+    creatable(out / PLOT_FILES[0], "--out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def run_plot(args: argparse.Namespace) -> int:
     """Run ``sparseopt plot``; returns the exit status."""
     from sparseopt.engine.rundir import RunDir
@@ -65,8 +88,7 @@ def run_plot(args: argparse.Namespace) -> int:
     summary_file = run_dir / "summary.json"
     summary = _read_json(summary_file, "the summary") if summary_file.is_file() else {}
     accuracy = any(row.get(k) is not None for row in history for k in ("train_acc", "val_acc"))
-    out = Path(args.out) if args.out else run_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = run_dir if args.out is None else _out_dir(Path(args.out), args.overwrite)
     written, note = RunDir(out).plots(
         history,
         summary.get("layers") or {},

@@ -57,6 +57,8 @@ LOG_FILE = "log.txt"
 #: Metrics keys that measure time (they differ between otherwise identical runs).
 TIME_KEYS = ("train_time", "epoch_time", "elapsed")
 
+#: The PNG plots a run may hold (``--plots``, ``sparseopt plot``).
+PLOT_FILES = ("accuracy.png", "loss.png", "density.png", "layer_density.png")
 #: What a run writes in its directory (``--overwrite`` replaces these and nothing else).
 RUN_FILES = (
     CONFIG_FILE,
@@ -71,10 +73,7 @@ RUN_FILES = (
     "path.npz",
     "path.json",
     "path_chunks",
-    "accuracy.png",
-    "loss.png",
-    "density.png",
-    "layer_density.png",
+    *PLOT_FILES,
     "tensorboard",
 )
 
