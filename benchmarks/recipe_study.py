@@ -411,6 +411,14 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for seed in (0, 1)
         for c in _cands("splitlbi", SLBI, lr=[0.05, 0.03], lam=[0.1])
     ],
+    # round 9: RDA's recipe is the adaptive variant (γ 100, λ 1e-3, constant) since
+    # 2026-11-26; its derived λ of the other penalties (tl1, the group penalties: new
+    # adaptive proxes) checked for failures beside the recipe (results in round9.jsonl:
+    # the keys equal those of the plain-variant runs of earlier stages)
+    "round9": [
+        {"optimizer": "rda", **({"penalty": p} if p else {})}
+        for p in (None, "l0", "tl1", "group_l1", "group_l0")
+    ],
     # the registry's (derived) group_l1 λ of every method, checked for failures
     "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
     "penalties": [

@@ -76,8 +76,14 @@ def test_registry_hyperparameters_are_what_the_factory_and_the_run_use(name: str
         assert key in sig, f"{name}: recipe key {key!r} is not a keyword of the class"
         assert opt.param_groups[0][key] == value
     r = TrainConfig(optimizer=name).resolve()
+    run_opt = so.create_optimizer(net, r.optimizer, **r.optimizer_kwargs())  # as the engine does
     for key, value in info.defaults.items():
-        assert getattr(r, key) == value
+        if hasattr(r, key):  # a setting of its own: resolved into the run's config
+            assert getattr(r, key) == value
+        assert run_opt.param_groups[0][key] == value
+    # the variant is part of the recipe: RDA's adaptive metric with its own γ
+    if name == "rda":
+        assert (opt.param_groups[0]["adaptive"], r.gamma) == (True, 100.0)
 
 
 def test_docs_recipe_table_is_the_registry() -> None:
@@ -91,3 +97,9 @@ def test_docs_recipe_table_is_the_registry() -> None:
         if info.sparse:
             shown = dict(re.findall(r"(\w+) ([0-9.e-]+)", cells[4]))
             assert {k: float(v) for k, v in shown.items()} == pytest.approx(dict(info.lam)), row
+        other = [
+            f"{k} {str(v).lower() if isinstance(v, bool) else format(v, 'g')}"
+            for k, v in info.defaults.items()
+            if k != "lr"
+        ]
+        assert cells[5] == ", ".join(other), row

@@ -147,19 +147,29 @@ def hard_threshold(x: Tensor, thresh: float) -> Tensor:
     return x.masked_fill(x.abs() <= thresh, 0)
 
 
-def tl1_threshold_value(mu: float, a: float) -> float:
+def tl1_threshold_value(mu: float | Tensor, a: float) -> float | Tensor:
     r"""The threshold :math:`\tau` below which :math:`\operatorname{prox}_{\mu\rho_a}` is 0.
 
     :math:`\tau = \mu(a+1)/a` if :math:`\mu \le a^2/(2(a+1))` (subcritical), else
     :math:`\tau = \sqrt{2\mu(a+1)} - a/2` (supercritical, where the prox jumps).
+    A tensor ``mu`` (one μ per entry, μ ≥ 0) gives a tensor of thresholds.
     """
+    if isinstance(mu, Tensor):
+        return torch.where(
+            mu <= a * a / (2.0 * (a + 1.0)),
+            mu * ((a + 1.0) / a),
+            (2.0 * (a + 1.0) * mu).sqrt() - a / 2.0,
+        )
     if mu <= a * a / (2.0 * (a + 1.0)):
         return mu * (a + 1.0) / a
     return math.sqrt(2.0 * mu * (a + 1.0)) - a / 2.0
 
 
-def tl1_threshold(x: Tensor, mu: float, a: float) -> Tensor:
+def tl1_threshold(x: Tensor, mu: float | Tensor, a: float) -> Tensor:
     r"""Prox of :math:`\mu\rho_a`, :math:`\rho_a(x) = (a+1)|x|/(a+|x|)` (transformed ℓ1).
+
+    ``mu`` is a number, or a tensor of μ ≥ 0 broadcasting against ``x`` (one μ per
+    entry: the prox is separable, so each entry gets its own closed form).
 
     For :math:`|x| \le \tau` (:func:`tl1_threshold_value`) the result is 0, otherwise
 
@@ -174,7 +184,7 @@ def tl1_threshold(x: Tensor, mu: float, a: float) -> Tensor:
         >>> tl1_threshold(torch.tensor([0.1, 2.0]), 0.5, 1.0)
         tensor([0.0000, 1.8794])
     """
-    if mu == 0:
+    if not isinstance(mu, Tensor) and mu == 0:
         return x.clone()
     ax = x.abs()
     tau = tl1_threshold_value(mu, a)
@@ -185,16 +195,18 @@ def tl1_threshold(x: Tensor, mu: float, a: float) -> Tensor:
     return torch.where(ax > tau, torch.sign(x) * mag, torch.zeros_like(x))
 
 
-def _shrink_factor(norms: Tensor, thresh: float) -> Tensor:
+def _shrink_factor(norms: Tensor, thresh: float | Tensor) -> Tensor:
     # max(0, 1 - thresh / ||x_g||), exactly 0 where the group is 0 (no 0/0).
     safe = torch.where(norms > 0, norms, torch.ones_like(norms))
     return torch.where(norms > thresh, 1.0 - thresh / safe, torch.zeros_like(norms))
 
 
-def group_soft_threshold(x: Tensor, thresh: float, groups: str) -> Tensor:
+def group_soft_threshold(x: Tensor, thresh: float | Tensor, groups: str) -> Tensor:
     r"""Group soft thresholding :math:`x_g\max(0, 1-\tau/\|x_g\|_2)` for every group ``g``.
 
-    The prox of :math:`\tau\sum_g\|x_g\|_2`; a zero group stays zero.
+    The prox of :math:`\tau\sum_g\|x_g\|_2`; a zero group stays zero. ``thresh`` is a
+    number or a tensor of :func:`~sparseopt.groups.group_norms`' shape (one
+    :math:`\tau_g` per group).
 
     Example:
         >>> w = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
@@ -205,8 +217,8 @@ def group_soft_threshold(x: Tensor, thresh: float, groups: str) -> Tensor:
     return x * _shrink_factor(group_norms(x, groups), thresh)
 
 
-def group_hard_threshold(x: Tensor, thresh: float, groups: str) -> Tensor:
-    r"""Group hard thresholding :math:`x_g\,\mathbf 1\{\|x_g\|_2 > \tau\}`.
+def group_hard_threshold(x: Tensor, thresh: float | Tensor, groups: str) -> Tensor:
+    r"""Group hard thresholding :math:`x_g\,\mathbf 1\{\|x_g\|_2 > \tau\}` (``thresh``: a number or one per group).
 
     With :math:`\tau=\sqrt{2t\lambda}` it is the prox of :math:`t\lambda\,\#\{g: x_g\ne0\}`.
     """

@@ -37,7 +37,7 @@ TABLE: dict[str, tuple[dict[str, Any], float]] = {
     "linbreg": ({"lr": 0.1, "momentum": 0.0}, 0.03),
     "adabreg": ({"lr": 1e-2}, 0.03),
     "splitlbi": ({"lr": 0.05, "kappa": 1.0, "nu": 10.0, "momentum": 0.0}, 0.01),
-    "rda": ({"lr": 1.0, "gamma": 2.0}, 0.03),
+    "rda": ({"lr": 1.0}, 0.01),  # the recipe's adaptive metric, γ 100
     "rvsm": ({"lr": 0.05, "beta": 1.0, "momentum": 0.0}, 0.03),
     "proxsgd": ({"lr": 0.05, "momentum": 0.0}, 0.03),
 }

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import io
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
 import torch
 
 from sparseopt.optim.rda import RDA, rda
-from sparseopt.penalties import make_penalty
+from sparseopt.penalties import Penalty, make_penalty, soft_threshold
 
 DTYPES = [torch.float32, torch.float64]
 SHAPES = [(4, 3, 3, 3), (4,), (7, 5), (7,), (3, 7)]
@@ -42,6 +43,17 @@ def _soft(x: torch.Tensor, t: Any) -> torch.Tensor:
     return torch.sign(x) * torch.clamp(x.abs() - t, min=0)
 
 
+@dataclass(frozen=True)
+class _Custom(Penalty):
+    """A user's penalty: RDA's adaptive metric has no prox for it."""
+
+    name: ClassVar[str] = "custom"
+    lam: float = 0.1
+
+    def prox(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        return soft_threshold(x, t * self.lam)
+
+
 # ------------------------------------------------------------ closed-form oracles
 
 
@@ -55,7 +67,7 @@ def test_without_penalty_is_dual_averaging(
     params = _params(dtype)
     w0 = [p.detach().clone() for p in params]
     lr, gamma = 0.5, 3.0
-    opt = RDA(params, lr=lr, gamma=gamma, foreach=foreach, maximize=maximize, **pen)
+    opt = RDA(params, lr=lr, gamma=gamma, foreach=foreach, maximize=maximize, **pen, adaptive=False)
     history = _grads(dtype, 6)
     sign = -1.0 if maximize else 1.0
     for t, grads in enumerate(history, start=1):
@@ -79,7 +91,7 @@ def test_varying_lr_weights_the_average_and_lr_zero_freezes(foreach: bool) -> No
     (w,) = params = _params(dtype, [(3, 4)])
     w0 = w.detach().clone()
     gamma, lam = 2.0, 0.3
-    opt = RDA(params, lr=1.0, gamma=gamma, lam=lam, foreach=foreach)
+    opt = RDA(params, lr=1.0, gamma=gamma, lam=lam, foreach=foreach, adaptive=False)
     lrs = [1.0, 0.5, 0.25, 0.0, 0.0]
     history = [gs[0] for gs in _grads(dtype, len(lrs), [(3, 4)])]
     for t, (lr, g) in enumerate(zip(lrs, history, strict=True), start=1):
@@ -101,7 +113,7 @@ def test_varying_lr_weights_the_average_and_lr_zero_freezes(foreach: bool) -> No
 def test_zero_lr_from_the_start_keeps_the_initial_weights() -> None:
     params = _params(torch.float32)
     w0 = [p.detach().clone() for p in params]
-    opt = RDA(params, lr=0.0, lam=0.5)
+    opt = RDA(params, lr=0.0, lam=0.5, adaptive=False)
     for grads in _grads(torch.float32, 3):
         _set_grads(params, grads)
         opt.step()
@@ -115,7 +127,7 @@ def test_l1_iterate_is_soft_threshold_and_exactly_sparse(foreach: bool, dtype: t
     params = _params(dtype)
     w0 = [p.detach().clone() for p in params]
     lr, gamma, lam = 1.0, 4.0, 0.4
-    opt = RDA(params, lr=lr, gamma=gamma, lam=lam, foreach=foreach)
+    opt = RDA(params, lr=lr, gamma=gamma, lam=lam, foreach=foreach, adaptive=False)
     history = _grads(dtype, 4)
     for grads in history:
         _set_grads(params, grads)
@@ -147,7 +159,7 @@ def test_iterate_is_the_brute_force_argmin(penalty: tuple[str, Any]) -> None:
     dtype = torch.float64
     w = torch.nn.Parameter(torch.linspace(-1.5, 1.5, 13, dtype=dtype))
     w0 = w.detach().clone()
-    opt = RDA([w], lr=1.0, gamma=2.0, penalty=name, lam=0.3, a=0.5)
+    opt = RDA([w], lr=1.0, gamma=2.0, penalty=name, lam=0.3, a=0.5, adaptive=False)
     history = [g for (g,) in _grads(dtype, 3, [(13,)])]
     for g in history:
         _set_grads([w], [g])
@@ -170,7 +182,7 @@ def test_group_l1_iterate_is_the_group_prox_and_the_argmin() -> None:
         w[::2] *= 0.1
     w0 = w.detach().clone()
     pen = make_penalty("group_l1", lam=0.2, groups="filter")
-    opt = RDA(params, lr=1.0, gamma=1.0, penalty=pen)
+    opt = RDA(params, lr=1.0, gamma=1.0, penalty=pen, adaptive=False)
     history = [g for (g,) in _grads(dtype, 2, [(6, 3, 2)])]
     for g in history:
         _set_grads(params, [0.1 * g])
@@ -232,6 +244,76 @@ def test_adaptive_closed_form(penalty: str, foreach: bool, dtype: torch.dtype) -
             assert torch.equal(p == 0, expected == 0)
     if penalty != "none":
         assert any((p == 0).any() for p in params)
+
+
+GROUP_SHAPES = [(4, 3, 3, 3), (7, 5), (3, 7)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("penalty", ["tl1", "group_l1", "group_l0"])
+def test_adaptive_metric_penalties_are_the_scalar_prox_per_entry_or_group(
+    penalty: str, foreach: bool, dtype: torch.dtype
+) -> None:
+    """Oracle: each entry (tl1) or group (group penalties, metric = the group's mean s)
+    is the penalty's own scalar-step prox at its c, computed one at a time."""
+    params = _params(dtype, GROUP_SHAPES)
+    w0 = [p.detach().clone() for p in params]
+    lrs, gamma, lam, eps = [0.5, 0.5, 0.2], 1.5, 0.3, 1e-3
+    lam = {"tl1": lam, "group_l1": 1.5, "group_l0": 2.0}[penalty]  # some of each dead
+    pen = make_penalty(penalty, lam=lam, a=0.5, groups="filter")
+    opt = RDA(params, gamma=gamma, penalty=pen, adaptive=True, eps=eps, foreach=foreach)
+    history = _grads(dtype, len(lrs), GROUP_SHAPES)
+    for lr, grads in zip(lrs, history, strict=True):
+        opt.param_groups[0]["lr"] = lr
+        _set_grads(params, grads)
+        opt.step()
+    a = torch.tensor(lrs, dtype=torch.float64)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    dead = alive = 0
+    for i, p in enumerate(params):
+        avg = sum(ak * gs[i] for ak, gs in zip(lrs, history, strict=True)) / a.sum().item()
+        s = sum(ak**2 * gs[i] ** 2 for ak, gs in zip(lrs, history, strict=True))
+        expected = torch.empty_like(p)
+        if penalty == "tl1":
+            for j in range(p.numel()):
+                c = a.pow(2).sum().item() / (gamma * (eps + s.flatten()[j].sqrt().item()))
+                z = w0[i].flatten()[j : j + 1] - c * avg.flatten()[j : j + 1]
+                expected.view(-1)[j] = pen.prox(z, c)[0]
+        else:
+            for k in range(p.shape[0]):  # filter groups
+                c = a.pow(2).sum().item() / (gamma * (eps + s[k].mean().sqrt().item()))
+                expected[k] = pen.prox((w0[i][k] - c * avg[k]).unsqueeze(0), c)[0]
+        torch.testing.assert_close(p.detach(), expected, **tol)
+        assert torch.equal(p.detach() == 0, expected == 0)
+        dead += int((expected == 0).sum())
+        alive += int((expected != 0).sum())
+    assert dead > 0 and alive > 0  # the oracle checks both branches
+
+
+def test_adaptive_tl1_is_the_brute_force_argmin() -> None:
+    # min_x ḡ x + λ ρ_a(x) + (x - w0)² / (2c), c per entry from the AdaGrad metric
+    dtype = torch.float64
+    w = torch.nn.Parameter(torch.linspace(-1.5, 1.5, 13, dtype=dtype))
+    w0 = w.detach().clone()
+    gamma, lam, a = 0.7, 0.3, 0.5
+    opt = RDA([w], lr=1.0, gamma=gamma, penalty="tl1", lam=lam, a=a, adaptive=True, eps=1e-10)
+    history = [g for (g,) in _grads(dtype, 3, [(13,)])]
+    for g in history:
+        _set_grads([w], [g])
+        opt.step()
+    avg = sum(history) / 3
+    c = 3 / (gamma * torch.stack(history).pow(2).sum(0).sqrt())
+
+    def rho(x: torch.Tensor) -> torch.Tensor:
+        return lam * (a + 1) * x.abs() / (a + x.abs())
+
+    grid = torch.cat([torch.linspace(-4, 4, 80_001, dtype=dtype), torch.zeros(1, dtype=dtype)])
+    for i in range(13):
+        phi = _objective(grid, avg[i], w0[i], c[i].item(), rho)
+        assert abs(w[i].item() - grid[phi.argmin()].item()) <= 2e-4
+        mine = _objective(w.detach()[i : i + 1], avg[i], w0[i], c[i].item(), rho)
+        assert mine.item() <= phi.min().item() + 1e-9
 
 
 def test_adaptive_from_zero_is_duchi_et_al_rda_adagrad() -> None:
@@ -313,12 +395,14 @@ def test_groups_stepped_together_equal_separate_optimizers(foreach: bool) -> Non
     # sums differ (a group added later): the result must not change.
     dtype = torch.float64
     joint_params, sep_params = _params(dtype), _params(dtype)
-    joint = RDA(joint_params[:2], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach)
-    separate = [RDA(sep_params[:2], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach)]
+    joint = RDA(joint_params[:2], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach, adaptive=False)
+    separate = [RDA(sep_params[:2], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach, adaptive=False)]
     for k, grads in enumerate(_grads(dtype, 6)):
         if k == 2:
             joint.add_param_group({"params": joint_params[2:]})
-            separate.append(RDA(sep_params[2:], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach))
+            separate.append(
+                RDA(sep_params[2:], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach, adaptive=False)
+            )
         if k == 4:  # the groups differ now: two calls
             joint.param_groups[0]["lr"] = separate[0].param_groups[0]["lr"] = 0.25
         for ps in (joint_params, sep_params):
@@ -350,23 +434,24 @@ def test_functional_api_and_set_lam() -> None:
     torch.testing.assert_close(w, torch.tensor([0.5, 0.05]))
     assert sums[0].item() == 2.0 and sq_sums[0].item() == 4.0
     torch.testing.assert_close(g_sum, torch.tensor([2.0, 0.0]))  # S = a g
-    with pytest.raises(ValueError, match="adaptive"):
-        rda(
-            [w],
-            [w],
-            [g_sum],
-            [w0],
-            [],
-            sums,
-            sq_sums,
-            lr=1.0,
-            gamma=1.0,
-            adaptive=True,
-            penalty="tl1",
-        )
+    for sum_sqs, needle in (([], "0 sum_sqs"), ([torch.zeros(2)], "built-in penalty")):
+        with pytest.raises(ValueError, match=needle):
+            rda(
+                [w],
+                [w],
+                [g_sum],
+                [w0],
+                sum_sqs,
+                sums,
+                sq_sums,
+                lr=1.0,
+                gamma=1.0,
+                adaptive=True,
+                penalty=_Custom() if sum_sqs else "tl1",
+            )
     # set_lam needs no state change: the next step recomputes the iterate with the new λ
     p = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
-    opt = RDA([p], lr=1.0, gamma=1.0, lam=0.1)
+    opt = RDA([p], lr=1.0, gamma=1.0, lam=0.1, adaptive=False)
     p.grad = torch.zeros(2)
     opt.step()
     torch.testing.assert_close(p.detach(), torch.tensor([0.9, -0.9]))
@@ -417,8 +502,6 @@ def test_state_dict_of_the_grad_avg_format_is_converted(adaptive: bool) -> None:
         ({"eps": 0.0}, "eps value: 0.0"),
         ({"adaptive": 1}, "adaptive value: 1"),
         ({"lr": -1.0}, "-1.0"),
-        ({"adaptive": True, "penalty": "group_l1"}, "'group_l1'"),
-        ({"adaptive": True, "penalty": "tl1"}, "'tl1'"),
     ],
 )
 def test_invalid_hyperparameters(kw: dict[str, Any], needle: str) -> None:

@@ -65,7 +65,8 @@ def _ref_adabreg(w0, grads, *, lr, lam, delta, wd, penalised, betas=(0.9, 0.999)
     return theta
 
 
-def _ref_rda(w0, grads, *, lr, lam, gamma, wd, penalised):
+def _ref_rda(w0, grads, *, lr, lam, gamma, wd, penalised, adaptive):
+    assert not adaptive  # the reference is the plain (scalar-metric) variant
     w, center = w0.clone(), w0.clone()
     grad_sum = torch.zeros_like(w)
     lr_sum = lr_sq_sum = 0.0
@@ -119,7 +120,7 @@ def _ref_splitlbi(w0, grads, *, lr, lam, kappa, nu, wd, penalised):
 CASES: dict[str, tuple[dict, Callable]] = {
     "linbreg": ({"lr": 0.2, "lam": 0.05, "delta": 1.5, "momentum": 0.8}, _ref_linbreg),
     "adabreg": ({"lr": 0.05, "lam": 0.05, "delta": 1.5}, _ref_adabreg),
-    "rda": ({"lr": 0.7, "lam": 0.05, "gamma": 2.0}, _ref_rda),
+    "rda": ({"lr": 0.7, "lam": 0.05, "gamma": 2.0, "adaptive": False}, _ref_rda),
     "proxsgd": ({"lr": 0.2, "lam": 0.05, "momentum": 0.0}, _ref_proxsgd),
     "rvsm": ({"lr": 0.2, "lam": 0.05, "beta": 2.0, "momentum": 0.0}, _ref_rvsm),
     "splitlbi": ({"lr": 0.2, "lam": 0.05, "kappa": 1.5, "nu": 2.0, "momentum": 0.0}, _ref_splitlbi),

@@ -297,7 +297,8 @@ class TrainConfig:
         default_factory=dict,
         metadata=_meta(
             "optimizer",
-            "any other keyword of the optimizer, repeatable: adaptive=true (rda), deploy=gamma "
+            "any other keyword of the optimizer, repeatable: adaptive=false (rda's plain "
+            "variant; give --gamma too), deploy=gamma "
             "(splitlbi), dampening=0.5",
             flags=("--optimizer-option",),
             metavar="KEY=VALUE",

@@ -37,17 +37,35 @@ from torch import Tensor
 
 from sparseopt._validation import check_nonneg, check_positive
 from sparseopt.fsdp import foreach_copy_
+from sparseopt.groups import group_dims
 from sparseopt.optim._base import SparseOptimizer, StepBatch
 from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
 from sparseopt.optim._schema import CommonKeywords, Hyper
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import L0, L1, NoPenalty, Penalty
+from sparseopt.penalties import (
+    L0,
+    L1,
+    TL1,
+    GroupL0,
+    GroupL1,
+    NoPenalty,
+    Penalty,
+    group_hard_threshold,
+    group_soft_threshold,
+    tl1_threshold,
+)
 
 #: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("rda")
 
 
-_ADAPTIVE_PENALTIES = (NoPenalty, L1, L0)
+#: Penalties with a closed-form prox under the adaptive (diagonal) metric.
+_ADAPTIVE_PENALTIES = (NoPenalty, L1, L0, TL1, GroupL1, GroupL0)
+
+
+#: Adaptive penalties whose iterate is computed from the metric c itself
+#: (:func:`_adaptive_metric_iterate_`); ``l1``, ``l0`` and ``none`` use the scaled form.
+_METRIC_PENALTIES = (TL1, GroupL1, GroupL0)
 
 
 #: The running sums of learning rates, kept as float64 0-d CPU tensors.
@@ -96,10 +114,10 @@ class RDA(SparseOptimizer):
     :math:`w_{t+1} = \operatorname{prox}_{c_t\lambda P}(w_0 - (c_t/A_t) S_t)`: three
     elementwise passes, as many as SGD with momentum takes.
 
-    **Adaptive variant** (``adaptive=True``; our reading, since He et al.'s exact
-    adaptive rule is not available to us): the scalar metric is replaced by the AdaGrad
-    diagonal of Duchi, Hazan & Singer's RDA form, which gives the coordinatewise
-    closed form
+    **Adaptive variant** (``adaptive=True``, the recipe's default; our reading, since
+    He et al.'s exact adaptive rule is not available to us): the scalar metric is
+    replaced by the AdaGrad diagonal of Duchi, Hazan & Singer's RDA form, which gives
+    the coordinatewise closed form
 
     .. math::
         w_{t+1,i} = \operatorname{prox}_{c_{t,i}\lambda P}\big(w_{0,i} - c_{t,i}\bar g_{t,i}\big),
@@ -109,10 +127,18 @@ class RDA(SparseOptimizer):
     For a constant ``lr`` :math:`a`, :math:`c_{t,i} = a t/(\gamma(\delta/a +
     \|g_{1:t,i}\|_2))`: with :math:`w_0 = 0` this is Duchi et al.'s ℓ1-RDA-AdaGrad
     with :math:`\eta = a/\gamma`. Here γ is scale-free (gradients of size :math:`G`
-    give :math:`c_t\approx a\sqrt t/(\gamma G)`). The coordinatewise prox is available
-    for ``l1`` (soft threshold at :math:`c_{t,i}\lambda`), ``l0`` (hard threshold at
-    :math:`\sqrt{2c_{t,i}\lambda}`) and ``none``; ``tl1`` and group penalties raise
-    ``ValueError``.
+    give :math:`c_t\approx a\sqrt t/(\gamma G)`), so its recipe's γ (100) is not the
+    plain variant's (2, docs/recipes.md): with ``adaptive=False`` pass ``gamma`` too.
+    The prox is coordinatewise for ``l1`` (soft threshold at :math:`c_{t,i}\lambda`),
+    ``l0`` (hard threshold at :math:`\sqrt{2c_{t,i}\lambda}`), ``tl1``
+    (:func:`~sparseopt.penalties.tl1_threshold` with :math:`\mu_i = c_{t,i}\lambda`)
+    and ``none``. A group penalty couples the entries of a group, and under a metric
+    that differs within the group its prox has no closed form; for ``group_l1`` and
+    ``group_l0`` the metric is therefore constant on each group, with :math:`s_{t,i}`
+    replaced by the group's mean :math:`\bar s_{t,g}` (a block-scalar AdaGrad metric,
+    still positive and non-decreasing in :math:`t`, as Duchi et al.'s analysis asks),
+    and the iterate is the exact group prox at step :math:`c_{t,g}` (our choice).
+    Other :class:`~sparseopt.penalties.Penalty` subclasses raise ``ValueError``.
 
     The iterate is recomputed from :math:`w_0` and :math:`S_t` at every step, so it
     is exactly sparse and is the deployable network itself; :meth:`set_lam` needs no
@@ -135,7 +161,7 @@ class RDA(SparseOptimizer):
             stays within :math:`c_t\|\bar g_t\|` of :math:`w_0`, with
             :math:`c_t = (\text{lr}/\gamma)\sqrt t`, and the ℓ1 threshold is
             :math:`c_t\lambda`.
-        adaptive: use the AdaGrad diagonal metric (default False).
+        adaptive: use the AdaGrad diagonal metric (default: the recipe's, ``True``).
         eps: :math:`\delta > 0` in the adaptive metric (default 1e-10, like
             ``torch.optim.Adagrad``'s ``eps``).
         weight_decay: decoupled weight decay :math:`\omega \ge 0` (default 0), as in
@@ -195,7 +221,7 @@ class RDA(SparseOptimizer):
         lr: float = _RECIPE.defaults["lr"],
         *,
         gamma: float = _RECIPE.defaults["gamma"],
-        adaptive: bool = False,
+        adaptive: bool = _RECIPE.defaults["adaptive"],
         eps: float = 1e-10,
         weight_decay: float = 0.0,
         **common: Unpack[CommonKeywords],
@@ -231,16 +257,6 @@ class RDA(SparseOptimizer):
         for pid, p in zip(ids, params, strict=True):
             for key, value in saved.get(pid, {}).items():
                 self.state[p][key] = _as_sum(value)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        if group["adaptive"]:
-            penalty = self.penalty_of(group)
-            if not isinstance(penalty, _ADAPTIVE_PENALTIES):
-                raise ValueError(
-                    f"Invalid penalty value for adaptive RDA: {penalty.name!r}; the "
-                    "coordinatewise (AdaGrad) metric has a closed-form prox only for "
-                    "'l1', 'l0' and 'none' (use adaptive=False for 'tl1' and group penalties)"
-                )
 
     # ---------------------------------------------------------------------- step
 
@@ -327,8 +343,8 @@ def rda(
     if adaptive:
         if not isinstance(penalty, _ADAPTIVE_PENALTIES):
             raise ValueError(
-                f"Invalid penalty value for adaptive RDA: {penalty.name!r}; expected "
-                "'l1', 'l0' or 'none'"
+                f"Invalid penalty value for adaptive RDA: {penalty!r}; expected a "
+                "built-in penalty (none, l1, l0, tl1, group_l1, group_l0)"
             )
         if len(sum_sqs) != len(params):
             raise ValueError(
@@ -378,6 +394,40 @@ def _adaptive_iterate_(
         w.div_(scale)
 
 
+def _adaptive_metric_iterate_(
+    w: Tensor,
+    w0: Tensor,
+    grad_sum: Tensor,
+    sum_sq: Tensor,
+    sums: tuple[float, float],
+    gamma: float,
+    eps: float,
+    penalty: Penalty,
+) -> None:
+    r"""Write the adaptive iterate for ``tl1`` and the group penalties into ``w``.
+
+    :math:`c = \sum a_k^2/(\gamma(\delta + \sqrt s))` per entry (``tl1``) or per group
+    with :math:`s` the group's mean (``group_l1``, ``group_l0``); then
+    :math:`w = \operatorname{prox}_{c\lambda P}(w_0 - (c/A) S)` in closed form.
+    ``sums``: :math:`(A_t, \sum a_k^2)`.
+    """
+    lr_sum, lr_sq_sum = sums
+    if isinstance(penalty, GroupL1 | GroupL0):
+        sum_sq = sum_sq.mean(dim=group_dims(sum_sq.ndim, penalty.groups), keepdim=True)
+    c = sum_sq.sqrt().add_(eps).reciprocal_().mul_(lr_sq_sum / gamma)
+    torch.addcmul(w0, grad_sum, c, value=-1.0 / lr_sum, out=w)  # z = w0 - (c/A) S
+    if penalty.is_zero:
+        return
+    if isinstance(penalty, TL1):
+        w.copy_(tl1_threshold(w, c.mul_(penalty.lam), penalty.a))
+    elif isinstance(penalty, GroupL1):
+        w.copy_(
+            group_soft_threshold(w, c.mul_(penalty.lam * penalty.weight(w.shape)), penalty.groups)
+        )
+    elif isinstance(penalty, GroupL0):
+        w.copy_(group_hard_threshold(w, c.mul_(2.0 * penalty.lam).sqrt_(), penalty.groups))
+
+
 class _Scalars(NamedTuple):
     """The scalars of one functional step (``lr`` as a number, the penalty as an object)."""
 
@@ -406,6 +456,10 @@ def _single_tensor_rda(lists: TensorLists, hp: _Scalars) -> None:
             sum_sqs[i].addcmul_(g, g, value=lr * lr)
         if lr_sq_sum == 0:  # no gradient has any weight yet: the minimiser is w0
             w.copy_(w0)
+        elif adaptive and isinstance(penalty, _METRIC_PENALTIES):
+            _adaptive_metric_iterate_(
+                w, w0, grad_sum, sum_sqs[i], (lr_sum, lr_sq_sum), gamma, eps, penalty
+            )
         elif adaptive:
             scale = _adaptive_scale(sum_sqs[i], lr_sum, lr_sq_sum, gamma, eps)
             _adaptive_iterate_(w, w0, grad_sum, scale, lr_sum, penalty)
@@ -447,6 +501,11 @@ def _multi_tensor_rda(lists: TensorLists, hp: _Scalars) -> None:
                 torch._foreach_addcmul_(sqs, gs, gs, value=lr_sq)
             if lr_sq_sum == 0:  # no gradient has any weight yet: the minimiser is w0
                 foreach_copy_(ws, w0s)
+            elif adaptive and isinstance(penalty, _METRIC_PENALTIES):
+                for w, w0, grad_sum, sq in zip(ws, w0s, sums, sqs, strict=True):
+                    _adaptive_metric_iterate_(
+                        w, w0, grad_sum, sq, (lr_sum, lr_sq_sum), gamma, eps, penalty
+                    )
             elif adaptive:
                 scales = torch._foreach_sqrt(sqs)
                 torch._foreach_add_(scales, eps)
