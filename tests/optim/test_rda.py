@@ -511,3 +511,23 @@ def test_invalid_hyperparameters(kw: dict[str, Any], needle: str) -> None:
     opt = RDA([w])
     with pytest.raises(ValueError, match=needle):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, 2))], **kw})
+
+
+def test_state_dict_without_adaptive_loads_as_the_plain_variant() -> None:
+    """Checkpoints saved when the plain variant was the default (no ``adaptive`` key)
+    resume plain, although today's default is the adaptive metric."""
+    params = _params(torch.float64)
+    old = RDA(params, lr=0.5, gamma=2.0, lam=0.2, adaptive=False)
+    _set_grads(params, _grads(torch.float64, 1)[0])
+    old.step()
+    sd = old.state_dict()
+    for group in sd["param_groups"]:
+        del group["adaptive"]
+    fresh = RDA(params, lr=0.5, gamma=2.0, lam=0.2)
+    assert fresh.param_groups[0]["adaptive"] is True
+    fresh.load_state_dict(sd)
+    assert fresh.param_groups[0]["adaptive"] is False
+    assert all("sum_sq" not in s for s in fresh.state.values())
+    _set_grads(params, _grads(torch.float64, 1, seed=5)[0])
+    fresh.step()  # a plain step: no sum_sq needed
+    assert all("sum_sq" not in s for s in fresh.state.values())
