@@ -56,7 +56,8 @@ PASSES = {
     "linbreg_m": 6,  # g r, b rw, v rw, p w
     "adabreg": 8,  # g r, m rw, s rw, v rw, p w
     "splitlbi": 9,  # g r, b rw, W rw, Γ rw, V rw
-    "rda": 5,  # g r, S rw, w0 r, w w
+    "rda": 7,  # g r, S rw, s rw, w0 r, w w (the adaptive metric, the default)
+    "rda_plain": 5,  # g r, S rw, w0 r, w w
     "rvsm": 7,  # g r, b rw, w rw, u rw
     "proxsgd": 5,  # g r, b rw, p rw
 }
@@ -108,6 +109,9 @@ def cases() -> list[Case]:
         ),
         Case("SplitLBI", "splitlbi", {"lr": 0.01, "lam": 1.0}, "splitlbi", "sgd"),
         Case("RDA", "rda", {"lam": 1e-4}, "rda", "sgd"),
+        Case(
+            "RDA plain", "rda", {"lam": 1e-4, "adaptive": False, "gamma": 2.0}, "rda_plain", "sgd"
+        ),
         Case("RVSM l1", "rvsm", {"lr": 0.1, "lam": 1e-4}, "rvsm", "sgd"),
         Case("ProxSGD momentum=0.9", "proxsgd", {"lr": 0.1, "lam": 1e-4}, "proxsgd", "sgd"),
         Case(
