@@ -419,6 +419,17 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {"optimizer": "rda", **({"penalty": p} if p else {})}
         for p in (None, "l0", "tl1", "group_l1", "group_l0")
     ],
+    # after round9 (group_l1 λ 1e-3 collapsed on words-cnn, ℓ0 and group_l0 at the
+    # derived 5e-7 barely sparsify): adaptive RDA's λ of those penalties, screened
+    "round9b": [
+        {"optimizer": "rda", "penalty": p, "lam": lam}
+        for p, lams in (
+            ("l0", (1e-5, 1e-4)),
+            ("group_l0", (1e-4, 1e-3)),
+            ("group_l1", (2e-4, 5e-4)),
+        )
+        for lam in lams
+    ],
     # the registry's (derived) group_l1 λ of every method, checked for failures
     "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
     "penalties": [
