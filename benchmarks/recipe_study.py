@@ -430,6 +430,17 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         )
         for lam in lams
     ],
+    # round 9c: after the group metric became the group's largest s (round9/round9b's
+    # group runs used its mean; results in round9c.jsonl), ℓ0 between 1e-5 and 1e-4
+    "round9c": [
+        {"optimizer": "rda", "penalty": p, "lam": lam}
+        for p, lams in (
+            ("l0", (3e-5,)),
+            ("group_l1", (5e-4, 1e-3, 2e-3)),
+            ("group_l0", (1e-2, 3e-2, 1e-1)),
+        )
+        for lam in lams
+    ],
     # the registry's (derived) group_l1 λ of every method, checked for failures
     "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
     "penalties": [
