@@ -441,6 +441,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         )
         for lam in lams
     ],
+    # round 9d: group_l0 λ 1e-2 zeroed the words CNN in round9c; below it
+    "round9d": [{"optimizer": "rda", "penalty": "group_l0", "lam": lam} for lam in (1e-3, 3e-3)],
     # the registry's (derived) group_l1 λ of every method, checked for failures
     "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
     "penalties": [
