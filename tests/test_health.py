@@ -48,6 +48,31 @@ def test_monitor_fires_on_a_stall_and_stays_quiet_on_a_healthy_run() -> None:
     assert reg.status == "ok"
 
 
+def test_validation_at_chance_while_the_training_loss_falls_is_a_stall() -> None:
+    # e.g. SplitLBI: the dense W (whose loss the run records) learns, the sparse Γ
+    # (the deployable network that the validation split sees) stays at chance
+    mon = HealthMonitor(num_classes=2, patience=3, lr=0.05, lam=0.1)
+    said = [
+        mon.observe(_row(e, loss, 0.5), constant_output=False, empty_layers=[])
+        for e, loss in enumerate([0.6, 0.4, 0.3, 0.2], start=1)
+    ]
+    assert [len(s) for s in said] == [0, 0, 1, 0]
+    assert "validation accuracy 50.0% at chance level" in said[2][0]
+    assert "training loss fell to 0.3" in said[2][0] and "--lam 0.01" in said[2][0]
+    assert mon.status == "stalled" and mon.summary()["reason"].startswith("stalled: validation")
+    # just above the chance level (55 % for two classes) it is not
+    fine = HealthMonitor(num_classes=2, patience=2)
+    for e in (1, 2, 3):
+        fine.observe(_row(e, 0.3, 0.56), constant_output=False, empty_layers=[])
+    assert fine.status == "ok"
+    # without a validation split only the training loss and accuracy are judged
+    no_val = HealthMonitor(num_classes=2, patience=1)
+    no_val.observe(
+        {"epoch": 1, "train_loss": 0.2, "train_acc": 0.5}, constant_output=False, empty_layers=[]
+    )
+    assert no_val.status == "ok"
+
+
 def test_monitor_reports_a_collapse_with_the_empty_layers_and_restores_state() -> None:
     mon = HealthMonitor(num_classes=10, patience=2, lr=0.1, lam=0.5)
     for e in (1, 2):

@@ -8,7 +8,10 @@ Two failures that a finite loss does not reveal, checked after every epoch on th
   validation accuracy (the training accuracy without a validation split) is at most
   :math:`1/C + 0.1\,(1-1/C)`, for ``patience`` epochs in a row. Cross-entropy of a
   network that predicts the class frequencies is :math:`\ln C`; a run that is still
-  there after a few epochs has an lr or λ that keeps it from learning.
+  there after a few epochs has an lr or λ that keeps it from learning. A run whose
+  **validation** accuracy stays at that level while the training loss falls is stalled
+  too: the deployable network does not generalise, e.g. SplitLBI's sparse Γ lagging the
+  dense W that the training loss measures, or a network that memorises.
 - **collapsed**: the deployable network gives the same output for every input of a
   fixed probe batch (up to :math:`10^{-6}` relative), typically because a layer of
   a sequential network has no nonzero weight left (its output is its bias), for
@@ -171,18 +174,27 @@ class HealthMonitor:
         loss = row.get("train_loss")
         if c is None or c < 2 or loss is None or not math.isfinite(loss):
             return False
-        acc = row.get("val_acc")
-        if acc is None:
-            acc = row.get("train_acc")
+        val = row.get("val_acc")
+        if val is not None and val <= chance_accuracy(c):  # held-out data at chance
+            return True
+        acc = val if val is not None else row.get("train_acc")
         return loss >= STALL_LOSS_FRACTION * math.log(c) and (
             acc is None or acc <= chance_accuracy(c)
         )
 
-    def _stall_message(self, loss: float, epochs: int) -> str:
+    def _stall_message(self, row: Mapping[str, Any], epochs: int) -> str:
         c = self.num_classes or 2
+        loss = float(row["train_loss"])
+        if loss >= STALL_LOSS_FRACTION * math.log(c):
+            return (
+                f"stalled: training loss {_fmt(loss)} ≈ ln {c} = {_fmt(math.log(c))} "
+                f"(chance level) for {epochs} epochs"
+            )
         return (
-            f"stalled: training loss {_fmt(loss)} ≈ ln {c} = {_fmt(math.log(c))} "
-            f"(chance level) for {epochs} epochs"
+            f"stalled: validation accuracy {100 * float(row['val_acc']):.1f}% at chance level "
+            f"(≤ {100 * chance_accuracy(c):.1f}% for {c} classes) for {epochs} epochs, "
+            f"although the training loss fell to {_fmt(loss)}: the deployable network "
+            "does not generalise"
         )
 
     @staticmethod
@@ -223,7 +235,7 @@ class HealthMonitor:
             msg = self._collapse_message(empty_layers, self.patience)
             warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))
         if self.stall_streak == self.patience:
-            msg = self._stall_message(float(row["train_loss"]), self.patience)
+            msg = self._stall_message(row, self.patience)
             warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))
         # the reason names the final status; once set for a streak it stays as first said
         status = self.status
@@ -231,7 +243,7 @@ class HealthMonitor:
             self.reason = ""
         elif not self.reason.startswith(status):
             if status == "stalled":
-                self.reason = self._stall_message(float(row["train_loss"]), self.stall_streak)
+                self.reason = self._stall_message(row, self.stall_streak)
             else:
                 streak = self.patience if self.collapse_streak >= self.patience else None
                 self.reason = self._collapse_message(empty_layers, streak)

@@ -440,8 +440,9 @@ class TrainConfig:
     stall_epochs: int = _opt(
         3,
         "output",
-        "report a run stuck at chance level, or whose deployable network gives one output "
-        "for every input, for N epochs in a row: status stalled/collapsed, exit 4 (0: off)",
+        "report a run stuck at chance level (training loss, or validation accuracy), or "
+        "whose deployable network gives one output for every input, for N epochs in a "
+        "row: status stalled/collapsed, exit 4 (0: off)",
         metavar="N",
     )
 
