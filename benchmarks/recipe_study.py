@@ -411,6 +411,15 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for seed in (0, 1)
         for c in _cands("splitlbi", SLBI, lr=[0.05, 0.03], lam=[0.1])
     ],
+    # round 10: SplitLBI's ν. Its Γ enters the support once V has gathered λ, and V moves
+    # by lr·(W − Γ)/ν per step: on small data (the curve CNN's 435 steps) the deployable
+    # network stays nearly empty. A smaller ν speeds Γ up (and pulls W towards Γ).
+    "round10": _cands("splitlbi", SLBI, lr=[0.05], lam=[0.1], nu=[3.0, 5.0, 10.0, 20.0]),
+    "round10w": [
+        {**c, "epochs": 15, "seed": seed}
+        for seed in (0, 1)
+        for c in _cands("splitlbi", SLBI, lr=[0.05], lam=[0.1], nu=[3.0, 5.0])
+    ],
     # round 9: RDA's recipe is the adaptive variant (γ 100, λ 1e-3, constant) since
     # 2026-11-26; its derived λ of the other penalties (tl1, the group penalties: new
     # adaptive proxes) checked for failures beside the recipe (results in round9.jsonl:
@@ -475,6 +484,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round7w": ("words-cnn",),
     "round7bw": ("words-cnn",),
     "round8w": ("words-cnn",),
+    "round10w": ("words-cnn",),
 }
 
 
