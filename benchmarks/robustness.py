@@ -22,6 +22,7 @@ Usage::
     python benchmarks/robustness.py --out runs/robustness              # whole matrix
     python benchmarks/robustness.py --tasks digits-mlp --out runs/rb   # some tasks
     python benchmarks/robustness.py --report runs/robustness           # table only
+    python benchmarks/robustness.py --seed 1 --out runs/robustness-s1  # another seed
 """
 
 from __future__ import annotations
@@ -126,11 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--smoke", action="store_true", help="2 batches per epoch, 3 epochs (tests only)"
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every run (default 0; another seed: another --out)",
+    )
     args = p.parse_args(argv)
     if args.report:
         print(report(args.report))
         return 0
     extra = ["--limit-batches", "2", "--epochs", "3"] if args.smoke else []
+    extra += ["--seed", str(args.seed)]
     codes = [run_task(name, args.out, extra) for name in args.tasks]
     text = report(args.out)
     (args.out / "robustness.md").write_text(text + "\n")

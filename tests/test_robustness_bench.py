@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path) -> None:
             "digits-mlp",
             "--out",
             str(out),
+            "--seed",
+            "3",
         ],
         capture_output=True,
         text=True,
@@ -40,3 +43,7 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path) -> None:
         status, verdict = r.split("|")[3].strip(), r.split("|")[9].strip()
         assert verdict in (("yes", "no", "tie") if status == "ok" else ("–",)), r
     assert "beats or ties pruning:" in text
+    # --seed reaches every run of the matrix
+    summaries = sorted((out / "digits-mlp").glob("*/summary.json"))
+    assert len(summaries) >= 8  # 6 sparse, 2 dense, the pruning runs
+    assert all(json.loads(p.read_text())["config"]["seed"] == 3 for p in summaries)
