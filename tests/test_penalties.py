@@ -415,3 +415,23 @@ def test_forced_public_fallback_gives_the_same_bits(
     # and both are the reference prox (entries at exactly ±τ are dead)
     torch.testing.assert_close(slow_out, pen.prox(x, 1.0), rtol=0, atol=0, equal_nan=True)
     assert slow_out[1001:1003].eq(0).all()
+
+
+def test_tl1_threshold_with_one_mu_per_entry_is_the_scalar_prox_entrywise() -> None:
+    # μ spans 0, the subcritical (μ ≤ a²/(2(a+1))) and the supercritical regime
+    from sparseopt.penalties import tl1_threshold, tl1_threshold_value
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(400, generator=gen, dtype=torch.float64) * 2
+    mu = torch.rand(400, generator=gen, dtype=torch.float64) * 1.5
+    mu[::7] = 0.0
+    a = 0.8
+    out = tl1_threshold(x, mu, a)
+    expected = torch.stack([tl1_threshold(x[i : i + 1], float(mu[i]), a)[0] for i in range(len(x))])
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    taus = tl1_threshold_value(mu, a)
+    scalar = torch.tensor([tl1_threshold_value(float(m), a) for m in mu], dtype=torch.float64)
+    torch.testing.assert_close(taus, scalar, rtol=1e-14, atol=1e-15)
+    crit = a * a / (2 * (a + 1))
+    assert (mu < crit).any() and (mu > crit).any() and ((out == 0) & (x != 0)).any()
+    torch.testing.assert_close(out[::7], x[::7], rtol=1e-12, atol=1e-12)  # μ = 0: the identity
