@@ -73,6 +73,39 @@ def test_validation_at_chance_while_the_training_loss_falls_is_a_stall() -> None
     assert no_val.status == "ok"
 
 
+def test_chance_level_starts_at_the_majority_class_of_the_judged_split() -> None:
+    from sparseopt.engine.build import build_health
+    from sparseopt.health import chance_accuracy
+
+    assert chance_accuracy(2) == pytest.approx(0.55)
+    assert chance_accuracy(2, 0.56) == pytest.approx(0.604)
+    assert chance_accuracy(10, 0.05) == chance_accuracy(10)  # never below 1/C
+    # a run that predicts the majority class of an imbalanced validation split (56 %)
+    # while its training loss falls is stalled (SplitLBI's empty support, seed 1 of
+    # the curve CNN: 56.0 % on validation, 50.0 % on the balanced test split)
+    mon = HealthMonitor(num_classes=2, patience=2, majority=0.56)
+    for e, loss in enumerate([0.6, 0.4, 0.3], start=1):
+        mon.observe(_row(e, loss, 0.56), constant_output=False, empty_layers=[])
+    assert mon.status == "stalled" and "≤ 60.4%" in mon.reason
+    # the engine reads the majority off the validation labels (training without them)
+    net = torch.nn.Linear(3, 2)
+    data = SimpleNamespace(num_classes=2, task="classification")
+    info = SimpleNamespace(sparse=False)
+    y_val = torch.tensor([1] * 14 + [0] * 11)
+    tensors = {
+        "val": (torch.randn(25, 3), y_val),
+        "train": (torch.randn(8, 3), torch.zeros(8).long()),
+    }
+    cfg = so.TrainConfig(stall_epochs=3)
+    health, probe = build_health(
+        cfg, data, torch.optim.SGD(net.parameters(), lr=0.1), info, tensors
+    )
+    assert health.majority == pytest.approx(14 / 25) and probe.shape == (25, 3)
+    tensors["val"] = (torch.zeros(0, 3), torch.zeros(0).long())
+    health, _ = build_health(cfg, data, torch.optim.SGD(net.parameters(), lr=0.1), info, tensors)
+    assert health.majority == 1.0  # the training labels: all class 0
+
+
 def test_monitor_reports_a_collapse_with_the_empty_layers_and_restores_state() -> None:
     mon = HealthMonitor(num_classes=10, patience=2, lr=0.1, lam=0.5)
     for e in (1, 2):

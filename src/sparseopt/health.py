@@ -6,7 +6,9 @@ Two failures that a finite loss does not reveal, checked after every epoch on th
 - **stalled** (classification): the training loss stays near chance level,
   :math:`\ell_{\text{train}} \ge 0.9\,\ln C` for :math:`C` classes, *and* the
   validation accuracy (the training accuracy without a validation split) is at most
-  :math:`1/C + 0.1\,(1-1/C)`, for ``patience`` epochs in a row. Cross-entropy of a
+  :math:`b + 0.1\,(1-b)`, with :math:`b` what a constant prediction scores there
+  (:math:`1/C`, or the most common class's frequency where larger), for ``patience``
+  epochs in a row. Cross-entropy of a
   network that predicts the class frequencies is :math:`\ln C`; a run that is still
   there after a few epochs has an lr or λ that keeps it from learning. A run whose
   **validation** accuracy stays at that level while the training loss falls is stalled
@@ -112,15 +114,19 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def chance_accuracy(num_classes: int) -> float:
+def chance_accuracy(num_classes: int, majority: float | None = None) -> float:
     """Accuracy at or below which a ``num_classes``-way classifier counts as at chance.
 
+    The base is what a constant prediction scores: :math:`1/C` on balanced data, the
+    frequency of the most common class (``majority``) where it is larger; at chance is
+    within a tenth of the way from there to perfect accuracy.
+
     Example:
-        >>> round(chance_accuracy(10), 2), chance_accuracy(2)
-        (0.19, 0.55)
+        >>> round(chance_accuracy(10), 2), chance_accuracy(2), chance_accuracy(2, 0.6)
+        (0.19, 0.55, 0.64)
     """
-    c = num_classes
-    return 1.0 / c + STALL_ACC_MARGIN * (1.0 - 1.0 / c)
+    base = max(1.0 / num_classes, majority or 0.0)
+    return base + STALL_ACC_MARGIN * (1.0 - base)
 
 
 #: What a checkpoint keeps of a :class:`HealthMonitor`: field name -> the type it is read
@@ -144,6 +150,9 @@ class HealthMonitor:
         patience: epochs in a row before a stall or collapse is reported.
         lr, lam: the run's learning rate and λ, for the hints (``None``: not set).
         sparse: whether λ is a knob of this run (a sparse optimizer).
+        majority: frequency of the most common class in the split whose accuracy is
+            judged (validation, else training): a constant prediction scores that much,
+            so the chance level starts there (``None``: balanced, :math:`1/C`).
     """
 
     num_classes: int | None
@@ -151,6 +160,7 @@ class HealthMonitor:
     lr: float | None = None
     lam: float | None = None
     sparse: bool = True
+    majority: float | None = None
     stall_streak: int = 0
     collapse_streak: int = 0
     last_collapsed: bool = False
@@ -174,13 +184,12 @@ class HealthMonitor:
         loss = row.get("train_loss")
         if c is None or c < 2 or loss is None or not math.isfinite(loss):
             return False
+        chance = chance_accuracy(c, self.majority)
         val = row.get("val_acc")
-        if val is not None and val <= chance_accuracy(c):  # held-out data at chance
+        if val is not None and val <= chance:  # held-out data at chance
             return True
         acc = val if val is not None else row.get("train_acc")
-        return loss >= STALL_LOSS_FRACTION * math.log(c) and (
-            acc is None or acc <= chance_accuracy(c)
-        )
+        return loss >= STALL_LOSS_FRACTION * math.log(c) and (acc is None or acc <= chance)
 
     def _stall_message(self, row: Mapping[str, Any], epochs: int) -> str:
         c = self.num_classes or 2
@@ -192,7 +201,7 @@ class HealthMonitor:
             )
         return (
             f"stalled: validation accuracy {100 * float(row['val_acc']):.1f}% at chance level "
-            f"(≤ {100 * chance_accuracy(c):.1f}% for {c} classes) for {epochs} epochs, "
+            f"(≤ {100 * chance_accuracy(c, self.majority):.1f}% for {c} classes) for {epochs} epochs, "
             f"although the training loss fell to {_fmt(loss)}: the deployable network "
             "does not generalise"
         )
