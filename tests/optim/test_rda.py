@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -113,7 +114,7 @@ def test_varying_lr_weights_the_average_and_lr_zero_freezes(foreach: bool) -> No
 def test_zero_lr_from_the_start_keeps_the_initial_weights() -> None:
     params = _params(torch.float32)
     w0 = [p.detach().clone() for p in params]
-    opt = RDA(params, lr=0.0, lam=0.5, adaptive=False)
+    opt = RDA(params, lr=0.0, lam=0.5, gamma=2.0, adaptive=False)
     for grads in _grads(torch.float32, 3):
         _set_grads(params, grads)
         opt.step()
@@ -251,9 +252,12 @@ GROUP_SHAPES = [(4, 3, 3, 3), (7, 5), (3, 7)]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("foreach", [False, True])
-@pytest.mark.parametrize("penalty", ["tl1", "group_l1", "group_l0"])
+@pytest.mark.parametrize(
+    ("penalty", "groups"),
+    [("tl1", "filter"), ("group_l1", "filter"), ("group_l0", "filter"), ("group_l1", "channel")],
+)
 def test_adaptive_metric_penalties_are_the_scalar_prox_per_entry_or_group(
-    penalty: str, foreach: bool, dtype: torch.dtype
+    penalty: str, groups: str, foreach: bool, dtype: torch.dtype
 ) -> None:
     """Oracle: each entry (tl1) or group (group penalties, metric from the group's largest s)
     is the penalty's own scalar-step prox at its c, computed one at a time."""
@@ -261,7 +265,7 @@ def test_adaptive_metric_penalties_are_the_scalar_prox_per_entry_or_group(
     w0 = [p.detach().clone() for p in params]
     lrs, gamma, lam, eps = [0.5, 0.5, 0.2], 1.5, 0.3, 1e-3
     lam = {"tl1": lam, "group_l1": 3.0, "group_l0": 4.0}[penalty]  # some of each dead
-    pen = make_penalty(penalty, lam=lam, a=0.5, groups="filter")
+    pen = make_penalty(penalty, lam=lam, a=0.5, groups=groups)
     opt = RDA(params, gamma=gamma, penalty=pen, adaptive=True, eps=eps, foreach=foreach)
     history = _grads(dtype, len(lrs), GROUP_SHAPES)
     for lr, grads in zip(lrs, history, strict=True):
@@ -280,10 +284,13 @@ def test_adaptive_metric_penalties_are_the_scalar_prox_per_entry_or_group(
                 c = a.pow(2).sum().item() / (gamma * (eps + s.flatten()[j].sqrt().item()))
                 z = w0[i].flatten()[j : j + 1] - c * avg.flatten()[j : j + 1]
                 expected.view(-1)[j] = pen.prox(z, c)[0]
-        else:
-            for k in range(p.shape[0]):  # filter groups
-                c = a.pow(2).sum().item() / (gamma * (eps + s[k].max().sqrt().item()))
-                expected[k] = pen.prox((w0[i][k] - c * avg[k]).unsqueeze(0), c)[0]
+        else:  # one group at a time: filters are slices of dim 0, channels of dim 1
+            dim = 0 if groups == "filter" else 1
+            for k in range(p.shape[dim]):
+                sl = (k,) if dim == 0 else (slice(None), k)
+                c = a.pow(2).sum().item() / (gamma * (eps + s[sl].max().sqrt().item()))
+                z = (w0[i][sl] - c * avg[sl]).unsqueeze(dim)
+                expected[sl] = pen.prox(z, c).squeeze(dim)
         torch.testing.assert_close(p.detach(), expected, **tol)
         assert torch.equal(p.detach() == 0, expected == 0)
         dead += int((expected == 0).sum())
@@ -531,3 +538,26 @@ def test_state_dict_without_adaptive_loads_as_the_plain_variant() -> None:
     _set_grads(params, _grads(torch.float64, 1, seed=5)[0])
     fresh.step()  # a plain step: no sum_sq needed
     assert all("sum_sq" not in s for s in fresh.state.values())
+
+
+@pytest.mark.parametrize("penalty", ["l1", "l0", "tl1", "group_l1", "group_l0"])
+def test_adaptive_float16_with_a_never_seen_entry_stays_finite(penalty: str) -> None:
+    # δ = 1e-10 rounds to 0 in float16: an entry whose gradient was always 0 gave 0/0
+    w = torch.nn.Parameter(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)).half())
+    opt = RDA([w], penalty=penalty)  # the recipe: adaptive
+    for _ in range(3):
+        w.grad = torch.randn(4, 5, generator=torch.Generator().manual_seed(1)).half()
+        w.grad[1] = 0.0  # never any gradient
+        opt.step()
+    assert torch.isfinite(w).all(), w
+    assert (w != 0).any()
+
+
+def test_plain_variant_with_the_adaptive_gamma_warns() -> None:
+    w = torch.nn.Parameter(torch.zeros(3, 2))
+    with pytest.warns(UserWarning, match="pass gamma"):
+        RDA([w], adaptive=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RDA([w], adaptive=False, gamma=2.0)
+        RDA([w])

@@ -28,6 +28,7 @@ from __future__ import annotations
 __all__ = ["RDA", "rda"]
 
 import math
+import warnings
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, Unpack
@@ -263,6 +264,16 @@ class RDA(SparseOptimizer):
             for key, value in saved.get(pid, {}).items():
                 self.state[p][key] = _as_sum(value)
 
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        if not group["adaptive"] and group["gamma"] == _RECIPE.defaults["gamma"]:
+            warnings.warn(
+                f"RDA(adaptive=False) with gamma={group['gamma']:g}, the adaptive variant's "
+                "recipe: the plain variant then steps about 50 times less than at its "
+                "studied gamma 2 (docs/recipes.md); pass gamma",
+                UserWarning,
+                stacklevel=4,
+            )
+
     # ---------------------------------------------------------------------- step
 
     def _init_state(
@@ -370,11 +381,17 @@ def rda(
     func((params, grads, grad_sums, prox_centers, sum_sqs, values[:n], values[n:]), hp)
 
 
+def _delta(eps: float, like: Tensor) -> float:
+    """δ as ``like``'s dtype can hold it: at least its smallest normal number (in float16
+    1e-10 rounds to 0, and an entry whose gradient was always 0 would give 0/0)."""
+    return max(eps, torch.finfo(like.dtype).tiny)
+
+
 def _adaptive_scale(
     sum_sq: Tensor, lr_sum: float, lr_sq_sum: float, gamma: float, eps: float
 ) -> Tensor:
     r"""A new tensor :math:`n = -A/c_t = -\gamma A(\delta + \sqrt{s_t})/\sum a_k^2`."""
-    return sum_sq.sqrt().add_(eps).mul_(-gamma * lr_sum / lr_sq_sum)
+    return sum_sq.sqrt().add_(_delta(eps, sum_sq)).mul_(-gamma * lr_sum / lr_sq_sum)
 
 
 def _adaptive_iterate_(
@@ -419,10 +436,12 @@ def _adaptive_metric_iterate_(
     lr_sum, lr_sq_sum = sums
     if isinstance(penalty, GroupL1 | GroupL0):
         sum_sq = sum_sq.amax(dim=group_dims(sum_sq.ndim, penalty.groups), keepdim=True)
-    c = sum_sq.sqrt().add_(eps).reciprocal_().mul_(lr_sq_sum / gamma)
-    torch.addcmul(w0, grad_sum, c, value=-1.0 / lr_sum, out=w)  # z = w0 - (c/A) S
+    k = lr_sq_sum / gamma  # c = k / d, d = δ + √s
+    d = sum_sq.sqrt().add_(_delta(eps, sum_sq))
+    torch.addcdiv(w0, grad_sum, d, value=-k / lr_sum, out=w)  # z = w0 - (c/A) S
     if penalty.is_zero:
         return
+    c = d.reciprocal_().mul_(k)  # may be inf in float16: the threshold then kills
     if isinstance(penalty, TL1):
         w.copy_(tl1_threshold(w, c.mul_(penalty.lam), penalty.a))
     elif isinstance(penalty, GroupL1):
@@ -513,7 +532,7 @@ def _multi_tensor_rda(lists: TensorLists, hp: _Scalars) -> None:
                     )
             elif adaptive:
                 scales = torch._foreach_sqrt(sqs)
-                torch._foreach_add_(scales, eps)
+                torch._foreach_add_(scales, _delta(eps, scales[0]))  # one dtype per bucket
                 torch._foreach_mul_(scales, -gamma * lr_sum / lr_sq_sum)
                 if type(penalty) is L1 and prox:
                     for w, w0, grad_sum, scale in zip(ws, w0s, sums, scales, strict=True):
