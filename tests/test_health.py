@@ -102,8 +102,29 @@ def test_chance_level_starts_at_the_majority_class_of_the_judged_split() -> None
     )
     assert health.majority == pytest.approx(14 / 25) and probe.shape == (25, 3)
     tensors["val"] = (torch.zeros(0, 3), torch.zeros(0).long())
+    tensors["train"] = (torch.randn(8, 3), torch.tensor([0, 0, 0, 1, 1, 0, 0, 0]))
     health, _ = build_health(cfg, data, torch.optim.SGD(net.parameters(), lr=0.1), info, tensors)
-    assert health.majority == 1.0  # the training labels: all class 0
+    assert health.majority == pytest.approx(6 / 8)  # the training labels
+
+
+def test_majority_cannot_make_every_run_stalled() -> None:
+    from sparseopt.health import chance_accuracy, majority_share
+
+    # a split of one class (e.g. a one-sample validation split) does not judge: a
+    # constant prediction would be "perfect", and every run would count as at chance
+    assert majority_share(torch.tensor([3]), 10) is None
+    assert majority_share(torch.tensor([1, 1, 1]), 2) is None
+    assert chance_accuracy(10, 1.0) == chance_accuracy(10)
+    perfect = HealthMonitor(num_classes=10, patience=2, majority=1.0)
+    for e in (1, 2, 3):
+        perfect.observe(_row(e, 0.01, 1.0), constant_output=False, empty_layers=[])
+    assert perfect.status == "ok"
+    # labels that are not class indices: no majority (1/C), and no error
+    assert majority_share(torch.tensor([-100, 0, 1, 1]), 2) is None  # an ignore_index
+    assert majority_share(torch.tensor([True, False, True]), 2) is None
+    assert majority_share(torch.tensor([[0, 1], [1, 1]]), 2) is None
+    assert majority_share(torch.tensor([0.0, 1.0]), 2) is None
+    assert majority_share(torch.zeros(0, dtype=torch.long), 2) is None
 
 
 def test_monitor_reports_a_collapse_with_the_empty_layers_and_restores_state() -> None:

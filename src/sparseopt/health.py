@@ -58,6 +58,7 @@ __all__ = [
     "HealthMonitor",
     "chance_accuracy",
     "constant_output",
+    "majority_share",
     "empty_layers",
 ]
 
@@ -125,8 +126,29 @@ def chance_accuracy(num_classes: int, majority: float | None = None) -> float:
         >>> round(chance_accuracy(10), 2), chance_accuracy(2), chance_accuracy(2, 0.6)
         (0.19, 0.55, 0.64)
     """
-    base = max(1.0 / num_classes, majority or 0.0)
+    base = max(1.0 / num_classes, majority if majority is not None and majority < 1 else 0.0)
     return base + STALL_ACC_MARGIN * (1.0 - base)
+
+
+def majority_share(labels: torch.Tensor, num_classes: int) -> float | None:
+    """Frequency of the most common class among ``labels`` (class indices), or ``None``
+    where it cannot judge a chance level: labels that are not one non-negative integer
+    per sample, or a single class (every prediction of it would count as chance).
+
+    Example:
+        >>> majority_share(torch.tensor([0, 1, 1, 1]), 2), majority_share(torch.tensor([2, 2]), 3)
+        (0.75, None)
+    """
+    y = labels.detach()
+    if y.ndim != 1 or len(y) == 0 or y.is_floating_point() or y.dtype == torch.bool:
+        return None
+    y = y.cpu()
+    if int(y.min()) < 0:  # e.g. an ignore_index
+        return None
+    counts = torch.bincount(y, minlength=num_classes)
+    if int((counts > 0).sum()) < 2:
+        return None
+    return float(counts.max()) / len(y)
 
 
 #: What a checkpoint keeps of a :class:`HealthMonitor`: field name -> the type it is read

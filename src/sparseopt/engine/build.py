@@ -496,22 +496,18 @@ def build_health(
 ) -> tuple[Any, Tensor]:
     """The stall/collapse monitor (:mod:`sparseopt.health`) and its probe batch (up to
     256 validation inputs; training inputs without a validation split)."""
-    from sparseopt.health import HealthMonitor
+    from sparseopt.health import HealthMonitor, majority_share
 
     lr, lam = lr_lam(optimizer)
     classes = data.num_classes if data.task == "classification" else None
     judged = tensors["val"] if len(tensors["val"][0]) else tensors["train"]  # its accuracy
-    y = judged[1]
-    majority = None
-    if classes and y.ndim == 1 and not y.is_floating_point() and len(y):
-        majority = float(torch.bincount(y.cpu(), minlength=classes).max()) / len(y)
     health = HealthMonitor(
         classes,
         patience=cfg.stall_epochs or 0,
         lr=lr,
         lam=lam,
         sparse=info.sparse,
-        majority=majority,
+        majority=majority_share(judged[1], classes) if classes else None,
     )
     x = tensors["val"][0]
     return health, (x if len(x) >= 2 else tensors["train"][0])[:256]
