@@ -4,14 +4,11 @@ library's eager step; skipped where torch.compile cannot build a CPU kernel."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _can_compile() -> bool:
@@ -23,25 +20,12 @@ def _can_compile() -> bool:
 
 
 @pytest.mark.skipif(not _can_compile(), reason="torch.compile cannot build a CPU kernel here")
-def test_compiled_step_matches_the_eager_adaptive_rda(tmp_path: Path) -> None:
+def test_compiled_step_matches_the_eager_adaptive_rda(
+    tmp_path: Path, run_benchmark: Callable
+) -> None:
     out = tmp_path / "crda"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "compiled_rda_step.py"),
-            "--models",
-            "mlp",
-            "--rounds",
-            "2",
-            "--block",
-            "2",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    args = ("--models", "mlp", "--rounds", "2", "--block", "2", "--out", str(out))
+    proc = run_benchmark("compiled_rda_step", *args)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert row["model"] == "mlp" and row["steps"] == 5

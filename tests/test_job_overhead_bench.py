@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from collections.abc import Callable
 
 
-def _bench() -> object:
-    spec = importlib.util.spec_from_file_location(
-        "job_overhead", ROOT / "benchmarks" / "job_overhead.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["job_overhead"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_one_round_measures_every_job_and_reports_the_target() -> None:
-    bench = _bench()
+def test_one_round_measures_every_job_and_reports_the_target(load_benchmark: Callable) -> None:
+    bench = load_benchmark("job_overhead")
     times = bench.measure(1)  # type: ignore[attr-defined]
     assert set(times) == {"import torch", *bench.VARIANTS}  # type: ignore[attr-defined]
     # a job's wall time minus its loop is at least the interpreter's start

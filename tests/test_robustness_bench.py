@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def test_robustness_smoke_writes_the_matrix(tmp_path: Path) -> None:
+def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Callable) -> None:
     out = tmp_path / "rb"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "robustness.py"),
-            "--smoke",
-            "--tasks",
-            "digits-mlp",
-            "--out",
-            str(out),
-            "--seed",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_benchmark(
+        "robustness", "--smoke", "--tasks", "digits-mlp", "--out", str(out), "--seed", "3"
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = (out / "robustness.md").read_text()

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def test_quick_run_writes_markdown_and_json(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "step_overhead", ROOT / "benchmarks" / "step_overhead.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # dataclasses look their module up there
-    spec.loader.exec_module(bench)
+def test_quick_run_writes_markdown_and_json(tmp_path: Path, load_benchmark: Callable) -> None:
+    bench = load_benchmark("step_overhead")
     out = tmp_path / "steps"
     assert (
         bench.main(
