@@ -387,11 +387,17 @@ def _delta(eps: float, like: Tensor) -> float:
     return max(eps, torch.finfo(like.dtype).tiny)
 
 
+def _metric_root(sum_sq: Tensor, eps: float) -> Tensor:
+    r"""A new tensor :math:`d = \delta + \sqrt{s_t}`: the AdaGrad metric is
+    :math:`c = \sum a_k^2/(\gamma d)`."""
+    return sum_sq.sqrt().add_(_delta(eps, sum_sq))
+
+
 def _adaptive_scale(
     sum_sq: Tensor, lr_sum: float, lr_sq_sum: float, gamma: float, eps: float
 ) -> Tensor:
     r"""A new tensor :math:`n = -A/c_t = -\gamma A(\delta + \sqrt{s_t})/\sum a_k^2`."""
-    return sum_sq.sqrt().add_(_delta(eps, sum_sq)).mul_(-gamma * lr_sum / lr_sq_sum)
+    return _metric_root(sum_sq, eps).mul_(-gamma * lr_sum / lr_sq_sum)
 
 
 def _adaptive_iterate_(
@@ -437,7 +443,7 @@ def _adaptive_metric_iterate_(
     if isinstance(penalty, GroupL1 | GroupL0):
         sum_sq = sum_sq.amax(dim=group_dims(sum_sq.ndim, penalty.groups), keepdim=True)
     k = lr_sq_sum / gamma  # c = k / d, d = δ + √s
-    d = sum_sq.sqrt().add_(_delta(eps, sum_sq))
+    d = _metric_root(sum_sq, eps)
     torch.addcdiv(w0, grad_sum, d, value=-k / lr_sum, out=w)  # z = w0 - (c/A) S
     if penalty.is_zero:
         return
