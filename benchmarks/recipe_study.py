@@ -420,6 +420,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for seed in (0, 1)
         for c in _cands("splitlbi", SLBI, lr=[0.05], lam=[0.1], nu=[3.0, 5.0])
     ],
+    # round 11: the refit (the last epochs fine-tune the support found with the pruning
+    # baseline's SGD; engine/refit.py) for every method's recipe: off, a fifth, 3/10
+    "round11": [
+        {"optimizer": o, "refit": r} for o in SPARSE_METHODS for r in (0.0, 0.2, 0.3)
+    ],
     # round 9: RDA's recipe is the adaptive variant (γ 100, λ 1e-3, constant) since
     # 2026-11-26; its derived λ of the other penalties (tl1, the group penalties: new
     # adaptive proxes) checked for failures beside the recipe (results in round9.jsonl:

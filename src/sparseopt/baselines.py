@@ -26,7 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["FixedMask", "magnitude_masks", "prunable_weights", "verdict"]
+__all__ = ["FINETUNE_LR_FACTOR", "FixedMask", "magnitude_masks", "prunable_weights", "verdict"]
+
+#: Fine-tuning with the support fixed runs at this fraction of the dense learning rate
+#: (the pruning baseline of ``sparseopt compare``, and the refit of a sparse run:
+#: :mod:`sparseopt.engine.refit`).
+FINETUNE_LR_FACTOR = 0.1
 
 
 def prunable_weights(

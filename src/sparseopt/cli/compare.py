@@ -290,7 +290,7 @@ def _pruning_baselines(
     optimizers' runs, the runs under ``OUT/pruning-*`` are reused when finished and
     resumed when interrupted.
     """
-    from sparseopt.baselines import FixedMask, magnitude_masks, verdict
+    from sparseopt.baselines import FINETUNE_LR_FACTOR, FixedMask, magnitude_masks, verdict
     from sparseopt.engine import NonFiniteLossError, Trainer
 
     epochs = int(base.get("epochs") or TrainConfig().epochs)
@@ -314,7 +314,7 @@ def _pruning_baselines(
         print(f"pruning baseline: the dense {args.dense} run diverged; no baseline", flush=True)
         return []
     state = {k: v.detach().clone() for k, v in dense_model.state_dict().items()}
-    lr = dense_lr / 10
+    lr = dense_lr * FINETUNE_LR_FACTOR
     added = []
     for row in list(rows):
         wd = row.get("weight_density")

@@ -78,7 +78,7 @@ HYPERPARAMETER_FIELDS = (
 
 #: Structure settings that need a sparse optimizer (``None``: off). A dense optimizer
 #: (``sgd``, ``adam``) has no λ to control and no support whose saturation means anything.
-SPARSE_ONLY_FIELDS = ("target_density", "grow_every", "coupled")
+SPARSE_ONLY_FIELDS = ("target_density", "grow_every", "coupled", "refit")
 
 #: Fields a resumed run may change (everything else must match the saved config).
 RESUME_OVERRIDABLE = frozenset(
@@ -341,6 +341,17 @@ class TrainConfig:
         metavar="S",
         shown="per optimizer: {recipe[schedule]}",
     )
+    refit: float | None = _opt(
+        None,
+        "training",
+        "fraction of the epochs, at the end, that fine-tune the support the sparse optimizer "
+        "found: its zero weights stay zero, the others train with SGD-momentum at a tenth of "
+        "the sgd recipe's lr, cosine (as the pruning baseline of compare); the schedule "
+        "before ends where the refit starts (0: off; not with --target-density, "
+        "--grow-every)",
+        metavar="F",
+        shown="per optimizer: {recipe[refit]}",
+    )
     lr_step_size: int = _opt(30, "training", "step schedule: decay every N epochs", metavar="N")
     lr_gamma: float = _opt(0.1, "training", "step/multistep/plateau decay factor", metavar="F")
     lr_milestones: list[int] = field(
@@ -509,7 +520,8 @@ class TrainConfig:
         """A copy with ``None`` fields filled from the optimizer's registry recipe.
 
         Fills the recipe's hyperparameters the optimizer takes (``lr``, ``momentum``...),
-        its training settings (``init_density``, ``schedule``, ``lam_warmup``) and, for sparse methods,
+        its training settings (``init_density``, ``schedule``, ``lam_warmup``, ``refit``: 0
+        with ``target_density`` or ``grow_every``) and, for sparse methods,
         ``penalty`` (``l1``) and the recipe's λ for the penalties in use
         (:func:`sparseopt.optim.registry.recipe_lams`). The optimizer name is
         canonicalised.
@@ -556,6 +568,14 @@ class TrainConfig:
             changes["schedule"] = "none"
         if self.lam_warmup is None and "lam_warmup" not in changes:
             changes["lam_warmup"] = 0.0
+        steered = [k for k in ("target_density", "grow_every") if getattr(self, k) is not None]
+        if steered and self.refit:
+            raise ValueError(
+                f"Invalid refit value: {self.refit!r}; a refit fixes the support, which "
+                f"{steered[0]} changes: use one of them"
+            )
+        if self.refit is None:  # the recipe's refit does not apply where λ/the shape move
+            changes["refit"] = 0.0 if steered else changes.get("refit", 0.0)
         return self.replace(**changes)
 
     def optimizer_kwargs(self) -> dict[str, Any]:

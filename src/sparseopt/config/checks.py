@@ -37,6 +37,8 @@ def validate(cfg: Any) -> None:
     _check_number("lr_gamma", cfg.lr_gamma, 0.0, None, low_open=True)
     if cfg.lam_warmup is not None:
         _check_number("lam_warmup", cfg.lam_warmup, 0.0, 1.0)
+    if cfg.refit is not None:
+        _check_number("refit", cfg.refit, 0.0, 1.0, high_open=True)
     if cfg.init_density is not None:
         _check_number("init_density", cfg.init_density, 0.0, 1.0, low_open=True)
     if cfg.lr is not None:

@@ -347,10 +347,14 @@ def _coupled_groups(
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Scheduler | None:
-    """The per-epoch learning-rate schedule of ``cfg.schedule`` (``None`` for ``none``)."""
+    """The per-epoch learning-rate schedule of ``cfg.schedule`` (``None`` for ``none``);
+    ``cosine`` reaches 0 where the refit begins (:mod:`~sparseopt.engine.refit`)."""
+    from sparseopt.engine.refit import refit_epochs
+
     lr_scheduler = torch.optim.lr_scheduler
     if cfg.schedule == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+        sparse_epochs = cfg.epochs - refit_epochs(cfg.epochs, cfg.refit)
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(sparse_epochs, 1))
     if cfg.schedule == "step":
         return lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
     if cfg.schedule == "multistep":

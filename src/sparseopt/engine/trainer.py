@@ -30,6 +30,7 @@ from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
 from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
 from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
 from sparseopt.engine.evaluate import deployed, evaluate_deployed, loss_fn
+from sparseopt.engine.refit import Refit
 from sparseopt.engine.report import (
     epoch_row,
     failure_line,
@@ -144,6 +145,7 @@ class Trainer:
             ctx=self.dist,
         )
         self.health, self._probe = built.health, built.probe
+        self._refit = Refit(cfg.epochs, cfg.refit, self.optimizer)
 
     def _adopt(self, ctx: distributed.Dist) -> None:
         """This process's place: ``dist``, ``rank``, ``world_size``, ``device``,
@@ -225,6 +227,7 @@ class Trainer:
             "history": self.history,
             "callbacks": checkpoint.callback_states(self.callbacks),
             "health": self.health.state_dict(),
+            "refit": self._refit.state_dict(),
             "config": self.config.to_dict(),
         }
 
@@ -265,9 +268,14 @@ class Trainer:
         done = int(ckpt["epoch"])
         if fsdp.is_sharded_model(self.model) and not ckpt.get("sharded"):
             ckpt = checkpoint.cut_to_shards(ckpt, self.model, self.optimizer)
+        refit = ckpt.get("refit")
+        if refit is not None:  # a checkpoint of the refit: its SGD, schedule and masks
+            self._refit.resume(self, int(ckpt["config"]["epochs"]))
         checkpoint.restore_weights(
             ckpt, path, self.model, self.optimizer, grown=self.config.grow_every is not None
         )
+        if refit is not None:
+            self._refit.load_state_dict(refit)
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch = self._saved_epoch = done
@@ -440,6 +448,8 @@ class Trainer:
             self.scheduler.step(float(monitored))  # type: ignore[union-attr]
 
     def _run_epoch(self, epoch: int) -> None:
+        if self._refit.due(epoch):
+            self.log(self._refit.begin(self))
         t_start = time.perf_counter()
         resumed_time = (self._partial or {}).get("time", 0.0)
         lr, lam = lr_lam(self.optimizer)

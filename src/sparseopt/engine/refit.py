@@ -1,0 +1,174 @@
+r"""The refit: the last epochs of a run fine-tune the support the sparse optimizer found.
+
+Sparsity-promoting steps shrink the weights they keep: ℓ1 soft thresholding takes
+:math:`t\lambda` off every nonzero weight at every step, RDA keeps its iterate at the
+prox of a running average, the deployable network of SplitLBI is :math:`W` masked by
+:math:`\operatorname{supp}\Gamma` — trained as a whole, not as that masked network. With
+``refit = f`` the last :math:`F = \lfloor fE\rfloor` of the :math:`E` epochs drop the
+penalty: the deployable network's penalised weights that are zero stay zero, and every
+parameter trains with SGD with momentum at a tenth of the ``sgd`` recipe's learning
+rate, cosine to 0 over the :math:`F` epochs. The schedule of the sparse epochs ends
+where the refit starts (cosine over :math:`E - F` epochs).
+
+This is the debiasing of the Lasso by refitting on its support (the relaxed Lasso,
+Meinshausen, Comput. Stat. Data Anal. 52 (2007); Belloni & Chernozhukov, Bernoulli 19
+(2013)) and the retraining of prune-then-retrain (Han et al., NeurIPS 2015): it is the
+same fine-tuning that ``sparseopt compare --prune-baseline`` gives the magnitude-pruned
+dense network, so that comparison measures the two supports.
+
+The support is fixed with a step post-hook of the refit optimizer
+(:meth:`torch.optim.Optimizer.register_step_post_hook`): after every step the masked
+entries are set back to zero, as :class:`sparseopt.baselines.FixedMask` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sparseopt.baselines import FINETUNE_LR_FACTOR
+from sparseopt.engine.evaluate import deployed
+
+__all__ = ["Refit", "refit_epochs", "refit_optimizer_settings"]
+
+
+def refit_epochs(epochs: int, fraction: float | None) -> int:
+    r"""Epochs of the refit: :math:`\lfloor fE\rfloor`, at least 1 when ``f > 0`` and at
+    least one sparse epoch before it (0 for runs of fewer than 2 epochs).
+
+    Example:
+        >>> refit_epochs(20, 0.2), refit_epochs(15, 0.2), refit_epochs(3, 0.2), refit_epochs(1, 0.5)
+        (4, 3, 1, 0)
+    """
+    if not fraction or epochs < 2:
+        return 0
+    return min(epochs - 1, max(1, int(fraction * epochs + 1e-9)))
+
+
+def refit_optimizer_settings() -> dict[str, float]:
+    """``lr`` and ``momentum`` of the refit's SGD: the ``sgd`` recipe's momentum and a
+    tenth of its learning rate (:data:`~sparseopt.baselines.FINETUNE_LR_FACTOR`)."""
+    from sparseopt.optim.registry import get_optimizer_info
+
+    sgd = get_optimizer_info("sgd").defaults
+    return {"lr": float(sgd["lr"]) * FINETUNE_LR_FACTOR, "momentum": float(sgd["momentum"])}
+
+
+def _penalised(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    """The parameters of the groups with a penalty (their zeros are the support's)."""
+    out = []
+    for group in optimizer.param_groups:
+        penalty = group.get("penalty", "none")
+        if penalty is not None and penalty != "none":
+            out.extend(group["params"])
+    return out
+
+
+class Refit:
+    """The refit phase of one run (see the module docstring).
+
+    Args:
+        epochs: the run's epochs :math:`E`.
+        fraction: ``refit`` of the config.
+        optimizer: the run's sparse optimizer (its penalised parameters are masked).
+
+    Attributes:
+        epochs: :math:`F`, the refit's epochs (0: no refit).
+        first_epoch: the first refit epoch (1-based), :math:`E - F + 1`.
+        masks: the kept entries of each penalised parameter once the refit began.
+    """
+
+    def __init__(self, epochs: int, fraction: float | None, optimizer: torch.optim.Optimizer):
+        self.epochs = refit_epochs(epochs, fraction)
+        self.first_epoch = epochs - self.epochs + 1
+        self.params = _penalised(optimizer)
+        self.masks: list[Tensor] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the refit has begun."""
+        return self.masks is not None
+
+    def due(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (1-based) is the first of the refit."""
+        return self.epochs > 0 and not self.active and epoch >= self.first_epoch
+
+    @torch.no_grad()
+    def begin(self, trainer: Any, *, resumed: bool = False) -> str:
+        """Switch ``trainer`` to the refit: the deployable network becomes the model, the
+        zeros of its penalised weights are fixed, and ``trainer.optimizer`` /
+        ``trainer.scheduler`` become the refit's SGD and cosine schedule.
+
+        ``resumed``: the model's weights come from a refit checkpoint next
+        (:meth:`load_state_dict` then sets the masks). Returns a line for the log.
+        """
+        from sparseopt.engine.build import build_scheduler, fastest_implementation
+        from sparseopt.optim.registry import get_optimizer_info
+
+        model = trainer.model
+        if not resumed:
+            with deployed(trainer.optimizer):  # W masked by supp Γ (SplitLBI), u (RVSM)
+                weights = [p.detach().clone() for p in model.parameters()]
+            for p, w in zip(model.parameters(), weights, strict=True):
+                p.copy_(w)
+            self.masks = [p != 0 for p in self.params]
+        kw = {**refit_optimizer_settings(), **fastest_implementation(get_optimizer_info("sgd"), model)}
+        optimizer = torch.optim.SGD(model.parameters(), **kw)
+        optimizer.register_step_post_hook(lambda *_: self.apply())
+        trainer.optimizer = optimizer
+        trainer.scheduler = build_scheduler(
+            trainer.config.replace(epochs=self.epochs, schedule="cosine", refit=0.0), optimizer
+        )
+        kept = sum(int(m.sum()) for m in self.masks or ())
+        total = sum(p.numel() for p in self.params)
+        share = f"{100 * kept / total:.2f} % of the penalised weights" if total else "no weight"
+        return (
+            f"refit: epochs {self.first_epoch}-{self.first_epoch + self.epochs - 1} fine-tune "
+            f"the support found ({share} kept, the rest fixed at 0) with SGD lr "
+            f"{kw['lr']:g}, momentum {kw['momentum']:g}, cosine"
+        )
+
+    def resume(self, trainer: Any, saved_epochs: int) -> None:
+        """Continue the refit of a checkpoint saved with ``saved_epochs`` epochs.
+
+        Raises:
+            ConfigError: the run's epochs changed (the refit's schedule is fixed).
+        """
+        from sparseopt.engine.errors import ConfigError
+
+        if saved_epochs != trainer.config.epochs:
+            raise ConfigError(
+                f"Invalid epochs value: {trainer.config.epochs}; the checkpoint is in its "
+                f"refit (the last {self.epochs} of {saved_epochs} epochs fine-tune a fixed "
+                "support), so the run cannot change its length"
+            )
+        self.begin(trainer, resumed=True)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Set the masked entries back to zero."""
+        for p, m in zip(self.params, self.masks or (), strict=False):
+            p.mul_(m)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """``None`` before the refit, else ``{"masks": [...]}`` (bool tensors on the CPU; a
+        sharded parameter's mask is ``None`` and is read off its zeros on resume)."""
+        if self.masks is None:
+            return None
+        return {"masks": [m.cpu() if type(m) is Tensor else None for m in self.masks]}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The masks of a refit checkpoint (after the model's weights were restored)."""
+        saved = list(state.get("masks") or [None] * len(self.params))
+        if len(saved) != len(self.params):
+            raise ValueError(
+                f"the checkpoint's refit has {len(saved)} masks for {len(self.params)} "
+                "penalised parameters"
+            )
+        self.masks = [
+            (p != 0) if m is None else m.to(device=p.device, dtype=torch.bool)
+            for p, m in zip(self.params, saved, strict=True)
+        ]
