@@ -422,8 +422,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     ],
     # round 11: the refit (the last epochs fine-tune the support found with the pruning
     # baseline's SGD; engine/refit.py) for every method's recipe: off, a fifth, 3/10
-    "round11": [
-        {"optimizer": o, "refit": r} for o in SPARSE_METHODS for r in (0.0, 0.2, 0.3)
+    "round11": [{"optimizer": o, "refit": r} for o in SPARSE_METHODS for r in (0.0, 0.2, 0.3)],
+    # round 11b: the refit's learning rate (default: the pruning baseline's 0.002) for the
+    # methods whose weights the penalty shrinks or whose deployable network is masked
+    "round11b": [
+        {"optimizer": o, "refit": 0.2, "refit_lr": lr}
+        for o in ("rda", "splitlbi", "rvsm", "proxsgd")
+        for lr in (0.006, 0.02)
     ],
     # round 9: RDA's recipe is the adaptive variant (γ 100, λ 1e-3, constant) since
     # 2026-11-26; its derived λ of the other penalties (tl1, the group penalties: new

@@ -15,6 +15,9 @@ import torch
 #: The benchmark scripts (not a package: they put their own folder on ``sys.path``).
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
+# helpers shared by test modules (engine_helpers.py): importable by name
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:

@@ -71,7 +71,8 @@ def _placeholders() -> dict[str, Any]:
 
             by: dict[str, list[str]] = {}
             for name, info in OPTIMIZERS.items():
-                by.setdefault(f"{info.training.get(key)}", []).append(name)
+                if key in info.training:  # e.g. refit: sparse methods only
+                    by.setdefault(f"{info.training[key]}", []).append(name)
             return "; ".join(f"{v} for {'/'.join(n)}" for v, n in by.items())
 
     return {k: names(k) for k in ("datasets", "models", "optimizers")} | {"recipe": Recipe()}

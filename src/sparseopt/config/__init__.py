@@ -78,7 +78,7 @@ HYPERPARAMETER_FIELDS = (
 
 #: Structure settings that need a sparse optimizer (``None``: off). A dense optimizer
 #: (``sgd``, ``adam``) has no λ to control and no support whose saturation means anything.
-SPARSE_ONLY_FIELDS = ("target_density", "grow_every", "coupled", "refit")
+SPARSE_ONLY_FIELDS = ("target_density", "grow_every", "coupled", "refit", "refit_lr")
 
 #: Fields a resumed run may change (everything else must match the saved config).
 RESUME_OVERRIDABLE = frozenset(
@@ -352,6 +352,13 @@ class TrainConfig:
         metavar="F",
         shown="per optimizer: {recipe[refit]}",
     )
+    refit_lr: float | None = _opt(
+        None,
+        "training",
+        "learning rate of the refit's SGD (cosine from it to 0)",
+        metavar="LR",
+        shown="a tenth of the sgd recipe's lr",
+    )
     lr_step_size: int = _opt(30, "training", "step schedule: decay every N epochs", metavar="N")
     lr_gamma: float = _opt(0.1, "training", "step/multistep/plateau decay factor", metavar="F")
     lr_milestones: list[int] = field(
@@ -521,7 +528,7 @@ class TrainConfig:
 
         Fills the recipe's hyperparameters the optimizer takes (``lr``, ``momentum``...),
         its training settings (``init_density``, ``schedule``, ``lam_warmup``, ``refit``: 0
-        with ``target_density`` or ``grow_every``) and, for sparse methods,
+        with ``target_density`` or ``grow_every``, ``None`` for dense methods) and, for sparse methods,
         ``penalty`` (``l1``) and the recipe's λ for the penalties in use
         (:func:`sparseopt.optim.registry.recipe_lams`). The optimizer name is
         canonicalised.
@@ -574,7 +581,7 @@ class TrainConfig:
                 f"Invalid refit value: {self.refit!r}; a refit fixes the support, which "
                 f"{steered[0]} changes: use one of them"
             )
-        if self.refit is None:  # the recipe's refit does not apply where λ/the shape move
+        if self.refit is None and info.sparse:  # not where λ or the shape move
             changes["refit"] = 0.0 if steered else changes.get("refit", 0.0)
         return self.replace(**changes)
 

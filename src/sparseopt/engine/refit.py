@@ -6,15 +6,15 @@ prox of a running average, the deployable network of SplitLBI is :math:`W` maske
 :math:`\operatorname{supp}\Gamma` — trained as a whole, not as that masked network. With
 ``refit = f`` the last :math:`F = \lfloor fE\rfloor` of the :math:`E` epochs drop the
 penalty: the deployable network's penalised weights that are zero stay zero, and every
-parameter trains with SGD with momentum at a tenth of the ``sgd`` recipe's learning
-rate, cosine to 0 over the :math:`F` epochs. The schedule of the sparse epochs ends
+parameter trains with SGD with momentum at ``refit_lr`` (default: a tenth of the ``sgd``
+recipe's learning rate), cosine to 0 over the :math:`F` epochs. The schedule of the sparse epochs ends
 where the refit starts (cosine over :math:`E - F` epochs).
 
 This is the debiasing of the Lasso by refitting on its support (the relaxed Lasso,
 Meinshausen, Comput. Stat. Data Anal. 52 (2007); Belloni & Chernozhukov, Bernoulli 19
-(2013)) and the retraining of prune-then-retrain (Han et al., NeurIPS 2015): it is the
-same fine-tuning that ``sparseopt compare --prune-baseline`` gives the magnitude-pruned
-dense network, so that comparison measures the two supports.
+(2013)) and the retraining of prune-then-retrain (Han et al., NeurIPS 2015): with the
+default ``refit_lr`` it is the fine-tuning that ``sparseopt compare --prune-baseline``
+gives the magnitude-pruned dense network in its last epochs.
 
 The support is fixed with a step post-hook of the refit optimizer
 (:meth:`torch.optim.Optimizer.register_step_post_hook`): after every step the masked
@@ -47,13 +47,16 @@ def refit_epochs(epochs: int, fraction: float | None) -> int:
     return min(epochs - 1, max(1, int(fraction * epochs + 1e-9)))
 
 
-def refit_optimizer_settings() -> dict[str, float]:
-    """``lr`` and ``momentum`` of the refit's SGD: the ``sgd`` recipe's momentum and a
-    tenth of its learning rate (:data:`~sparseopt.baselines.FINETUNE_LR_FACTOR`)."""
+def refit_optimizer_settings(lr: float | None = None) -> dict[str, float]:
+    """``lr`` and ``momentum`` of the refit's SGD: the ``sgd`` recipe's momentum and ``lr``
+    (``None``: a tenth of the recipe's learning rate,
+    :data:`~sparseopt.baselines.FINETUNE_LR_FACTOR`)."""
     from sparseopt.optim.registry import get_optimizer_info
 
     sgd = get_optimizer_info("sgd").defaults
-    return {"lr": float(sgd["lr"]) * FINETUNE_LR_FACTOR, "momentum": float(sgd["momentum"])}
+    if lr is None:
+        lr = float(sgd["lr"]) * FINETUNE_LR_FACTOR
+    return {"lr": float(lr), "momentum": float(sgd["momentum"])}
 
 
 def _penalised(optimizer: torch.optim.Optimizer) -> list[Tensor]:
@@ -114,7 +117,8 @@ class Refit:
             for p, w in zip(model.parameters(), weights, strict=True):
                 p.copy_(w)
             self.masks = [p != 0 for p in self.params]
-        kw = {**refit_optimizer_settings(), **fastest_implementation(get_optimizer_info("sgd"), model)}
+        sgd = fastest_implementation(get_optimizer_info("sgd"), model)
+        kw = {**refit_optimizer_settings(trainer.config.refit_lr), **sgd}
         optimizer = torch.optim.SGD(model.parameters(), **kw)
         optimizer.register_step_post_hook(lambda *_: self.apply())
         trainer.optimizer = optimizer
