@@ -430,6 +430,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for o in ("rda", "splitlbi", "rvsm", "proxsgd")
         for lr in (0.006, 0.02)
     ],
+    # round 11c: RDA's ℓ0 (better than its ℓ1 on every study task in round 9) with a refit
+    "round11c": [
+        {"optimizer": "rda", "penalty": "l0", "refit": r, **({"refit_lr": lr} if lr else {})}
+        for r, lr in ((0.0, None), (0.2, None), (0.2, 0.006), (0.2, 0.02))
+    ],
     # round 9: RDA's recipe is the adaptive variant (γ 100, λ 1e-3, constant) since
     # 2026-11-26; its derived λ of the other penalties (tl1, the group penalties: new
     # adaptive proxes) checked for failures beside the recipe (results in round9.jsonl:
