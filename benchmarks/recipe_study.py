@@ -435,6 +435,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {"optimizer": "rda", "penalty": "l0", "refit": r, **({"refit_lr": lr} if lr else {})}
         for r, lr in ((0.0, None), (0.2, None), (0.2, 0.006), (0.2, 0.02))
     ],
+    # round 11d: with the refit restoring accuracy, a larger ℓ0 λ for RDA (round 11c's
+    # λ 3e-5 with a refit ended at a mean density just above the 15 % cap)
+    "round11d": [
+        {"optimizer": "rda", "penalty": "l0", "lam": lam, "refit": 0.2, "refit_lr": 0.006}
+        for lam in (4e-5, 6e-5)
+    ],
     # round 9: RDA's recipe is the adaptive variant (γ 100, λ 1e-3, constant) since
     # 2026-11-26; its derived λ of the other penalties (tl1, the group penalties: new
     # adaptive proxes) checked for failures beside the recipe (results in round9.jsonl:
