@@ -441,6 +441,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {"optimizer": "rda", "penalty": "l0", "lam": lam, "refit": 0.2, "refit_lr": 0.006}
         for lam in (4e-5, 6e-5)
     ],
+    # round 11e: RDA's other penalties with the refit of its new recipe (failure check)
+    "round11e": [
+        {"optimizer": "rda", "penalty": p, "refit": 0.2, "refit_lr": 0.006}
+        for p in ("l1", "tl1", "group_l1", "group_l0")
+    ],
     # round 9: RDA's recipe is the adaptive variant (γ 100, λ 1e-3, constant) since
     # 2026-11-26; its derived λ of the other penalties (tl1, the group penalties: new
     # adaptive proxes) checked for failures beside the recipe (results in round9.jsonl:
