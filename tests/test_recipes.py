@@ -39,8 +39,10 @@ def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, pe
     lams = {g["lam"] for g in opt.param_groups if g.get("penalty", "none") != "none"}
     assert lams == {info.lam[penalty]}
     # per layer kind: a conv penalty of another kind gets its own recipe λ
+    default = info.defaults.get("penalty", "l1")  # the recipe's penalty (rda: l0)
     mixed = TrainConfig(optimizer=name, conv_penalty="group_l1").resolve()
-    assert (mixed.lam, mixed.conv_lam) == (info.lam["l1"], info.lam["group_l1"])
+    assert mixed.penalty == default
+    assert (mixed.lam, mixed.conv_lam) == (info.lam[default], info.lam["group_l1"])
     # a user's λ wins everywhere
     assert TrainConfig(optimizer=name, penalty=penalty, lam=0.123).resolve().lam == 0.123
 
@@ -51,10 +53,14 @@ def test_class_defaults_are_the_registry_recipe(name: str) -> None:
     sig = inspect.signature(info.cls.__init__).parameters
     for key, value in info.defaults.items():
         assert sig[key].default == value, (name, key)
-    assert sig["lam"].default is None and sig["penalty"].default == "l1"
+    default = info.defaults.get("penalty", "l1")
+    assert sig["lam"].default is None and sig["penalty"].default == default
     w = torch.nn.Parameter(torch.zeros(3, 2))
     plain = info.cls([w])  # the class alone gives the recipe too
-    assert plain.param_groups[0]["lam"] == info.lam["l1"]
+    assert (plain.param_groups[0]["penalty"], plain.param_groups[0]["lam"]) == (
+        default,
+        info.lam[default],
+    )
     assert plain.param_groups[0]["lr"] == info.defaults["lr"]
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2))
     for penalty in PENALTY_NAMES:
@@ -98,8 +104,14 @@ def test_docs_recipe_table_is_the_registry() -> None:
             shown = dict(re.findall(r"(\w+) ([0-9.e-]+)", cells[4]))
             assert {k: float(v) for k, v in shown.items()} == pytest.approx(dict(info.lam)), row
         other = [
-            f"{k} {str(v).lower() if isinstance(v, bool) else format(v, 'g')}"
+            f"{k} {str(v).lower() if isinstance(v, (bool, str)) else format(v, 'g')}"
             for k, v in info.defaults.items()
             if k != "lr"
         ]
         assert cells[5] == ", ".join(other), row
+        refit = info.training.get("refit")
+        if refit is None:
+            assert cells[6] == "—", row
+        else:
+            lr = info.training.get("refit_lr")
+            assert cells[6] == f"{refit:g}" + (f", lr {lr:g}" if lr is not None else ""), row

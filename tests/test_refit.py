@@ -62,8 +62,8 @@ def test_refit_fixes_the_deployable_support_and_fine_tunes_the_rest(
     assert all(torch.equal(z, first) for _, z in watch.steps[9:])  # the zeros stay put
     rows = res.history
     assert [r["lam"] is None for r in rows[1:]] == [False, False, False, True, True]
-    assert rows[4]["lr"] == pytest.approx(refit_optimizer_settings()["lr"])
-    assert rows[5]["lr"] == pytest.approx(refit_optimizer_settings()["lr"] / 2)  # cosine
+    lr = refit_optimizer_settings(res.config.refit_lr)["lr"]  # the recipe's (rda) or 0.002
+    assert rows[4]["lr"] == pytest.approx(lr) and rows[5]["lr"] == pytest.approx(lr / 2)
     assert rows[3]["weight_density"] == rows[4]["weight_density"] == rows[5]["weight_density"]
     # the refit starts from the deployable network of epoch 3 (its zeros, its weights)
     ref = train(tiny(tmp_path / "three", **{**kw, "epochs": 3, "refit": 0.0}))

@@ -92,7 +92,7 @@ def test_varying_lr_weights_the_average_and_lr_zero_freezes(foreach: bool) -> No
     (w,) = params = _params(dtype, [(3, 4)])
     w0 = w.detach().clone()
     gamma, lam = 2.0, 0.3
-    opt = RDA(params, lr=1.0, gamma=gamma, lam=lam, foreach=foreach, adaptive=False)
+    opt = RDA(params, penalty="l1", lr=1.0, gamma=gamma, lam=lam, foreach=foreach, adaptive=False)
     lrs = [1.0, 0.5, 0.25, 0.0, 0.0]
     history = [gs[0] for gs in _grads(dtype, len(lrs), [(3, 4)])]
     for t, (lr, g) in enumerate(zip(lrs, history, strict=True), start=1):
@@ -114,7 +114,7 @@ def test_varying_lr_weights_the_average_and_lr_zero_freezes(foreach: bool) -> No
 def test_zero_lr_from_the_start_keeps_the_initial_weights() -> None:
     params = _params(torch.float32)
     w0 = [p.detach().clone() for p in params]
-    opt = RDA(params, lr=0.0, lam=0.5, gamma=2.0, adaptive=False)
+    opt = RDA(params, penalty="l1", lr=0.0, lam=0.5, gamma=2.0, adaptive=False)
     for grads in _grads(torch.float32, 3):
         _set_grads(params, grads)
         opt.step()
@@ -128,7 +128,7 @@ def test_l1_iterate_is_soft_threshold_and_exactly_sparse(foreach: bool, dtype: t
     params = _params(dtype)
     w0 = [p.detach().clone() for p in params]
     lr, gamma, lam = 1.0, 4.0, 0.4
-    opt = RDA(params, lr=lr, gamma=gamma, lam=lam, foreach=foreach, adaptive=False)
+    opt = RDA(params, penalty="l1", lr=lr, gamma=gamma, lam=lam, foreach=foreach, adaptive=False)
     history = _grads(dtype, 4)
     for grads in history:
         _set_grads(params, grads)
@@ -329,7 +329,7 @@ def test_adaptive_from_zero_is_duchi_et_al_rda_adagrad() -> None:
     dtype = torch.float64
     w = torch.nn.Parameter(torch.zeros(50, dtype=dtype))
     lr, gamma, lam, eps = 1.0, 0.5, 0.2, 1e-6
-    opt = RDA([w], lr=lr, gamma=gamma, lam=lam, adaptive=True, eps=eps)
+    opt = RDA([w], penalty="l1", lr=lr, gamma=gamma, lam=lam, adaptive=True, eps=eps)
     history = [g for (g,) in _grads(dtype, 5, [(50,)])]
     for g in history:
         _set_grads([w], [g])
@@ -353,7 +353,7 @@ def test_sparse_least_squares_reaches_the_sparse_solution(adaptive: bool, gamma:
     x_true[[2, 7, 11, 15]] = torch.tensor([1.5, -2.0, 1.0, 2.5], dtype=torch.float64)
     y = A @ x_true
     w = torch.nn.Parameter(0.1 * torch.randn(d, generator=gen, dtype=torch.float64))
-    opt = RDA([w], lam=0.01, gamma=gamma, adaptive=adaptive)
+    opt = RDA([w], penalty="l1", lam=0.01, gamma=gamma, adaptive=adaptive)
     for _ in range(2000):
         opt.zero_grad()
         (0.5 * (A @ w - y).pow(2).sum() / n).backward()
@@ -402,13 +402,33 @@ def test_groups_stepped_together_equal_separate_optimizers(foreach: bool) -> Non
     # sums differ (a group added later): the result must not change.
     dtype = torch.float64
     joint_params, sep_params = _params(dtype), _params(dtype)
-    joint = RDA(joint_params[:2], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach, adaptive=False)
-    separate = [RDA(sep_params[:2], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach, adaptive=False)]
+    joint = RDA(
+        joint_params[:2], penalty="l1", lr=0.5, gamma=2.0, lam=0.2, foreach=foreach, adaptive=False
+    )
+    separate = [
+        RDA(
+            sep_params[:2],
+            penalty="l1",
+            lr=0.5,
+            gamma=2.0,
+            lam=0.2,
+            foreach=foreach,
+            adaptive=False,
+        )
+    ]
     for k, grads in enumerate(_grads(dtype, 6)):
         if k == 2:
             joint.add_param_group({"params": joint_params[2:]})
             separate.append(
-                RDA(sep_params[2:], lr=0.5, gamma=2.0, lam=0.2, foreach=foreach, adaptive=False)
+                RDA(
+                    sep_params[2:],
+                    penalty="l1",
+                    lr=0.5,
+                    gamma=2.0,
+                    lam=0.2,
+                    foreach=foreach,
+                    adaptive=False,
+                )
             )
         if k == 4:  # the groups differ now: two calls
             joint.param_groups[0]["lr"] = separate[0].param_groups[0]["lr"] = 0.25
@@ -458,7 +478,7 @@ def test_functional_api_and_set_lam() -> None:
             )
     # set_lam needs no state change: the next step recomputes the iterate with the new λ
     p = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
-    opt = RDA([p], lr=1.0, gamma=1.0, lam=0.1, adaptive=False)
+    opt = RDA([p], penalty="l1", lr=1.0, gamma=1.0, lam=0.1, adaptive=False)
     p.grad = torch.zeros(2)
     opt.step()
     torch.testing.assert_close(p.detach(), torch.tensor([0.9, -0.9]))
@@ -474,7 +494,7 @@ def test_state_dict_of_the_grad_avg_format_is_converted(adaptive: bool) -> None:
     # Python floats for the sums of learning rates.
     dtype = torch.float64
     runs = [_params(dtype), _params(dtype)]
-    opts = [RDA(ps, lr=0.5, gamma=2.0, lam=0.2, adaptive=adaptive) for ps in runs]
+    opts = [RDA(ps, penalty="l1", lr=0.5, gamma=2.0, lam=0.2, adaptive=adaptive) for ps in runs]
     history = _grads(dtype, 6)
     for ps, opt in zip(runs, opts, strict=True):
         for grads in history[:3]:
@@ -488,7 +508,7 @@ def test_state_dict_of_the_grad_avg_format_is_converted(adaptive: bool) -> None:
     buf = io.BytesIO()
     torch.save(old, buf)
     buf.seek(0)
-    twin = RDA(runs[1], lr=0.5, gamma=2.0, lam=0.2, adaptive=adaptive)
+    twin = RDA(runs[1], penalty="l1", lr=0.5, gamma=2.0, lam=0.2, adaptive=adaptive)
     twin.load_state_dict(torch.load(buf, weights_only=True))
     state = twin.state[runs[1][0]]
     assert "grad_avg" not in state and state["step"].dtype == torch.float32 and state["step"] == 3
@@ -524,13 +544,13 @@ def test_state_dict_without_adaptive_loads_as_the_plain_variant() -> None:
     """Checkpoints saved when the plain variant was the default (no ``adaptive`` key)
     resume plain, although today's default is the adaptive metric."""
     params = _params(torch.float64)
-    old = RDA(params, lr=0.5, gamma=2.0, lam=0.2, adaptive=False)
+    old = RDA(params, penalty="l1", lr=0.5, gamma=2.0, lam=0.2, adaptive=False)
     _set_grads(params, _grads(torch.float64, 1)[0])
     old.step()
     sd = old.state_dict()
     for group in sd["param_groups"]:
         del group["adaptive"]
-    fresh = RDA(params, lr=0.5, gamma=2.0, lam=0.2)
+    fresh = RDA(params, penalty="l1", lr=0.5, gamma=2.0, lam=0.2)
     assert fresh.param_groups[0]["adaptive"] is True
     fresh.load_state_dict(sd)
     assert fresh.param_groups[0]["adaptive"] is False

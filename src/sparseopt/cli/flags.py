@@ -64,15 +64,17 @@ def _placeholders() -> dict[str, Any]:
             return "see `sparseopt list`"
 
     class Recipe(dict):  # type: ignore[type-arg]
-        """``recipe[key]``: ``value for names; ...`` across the registry's training defaults."""
+        """``recipe[key]``: ``value for names; ...`` across the registry's recipes (training
+        settings, else keyword defaults), over the optimizers whose recipe sets ``key``."""
 
         def __missing__(self, key: str) -> str:
             from sparseopt.optim.registry import OPTIMIZERS
 
             by: dict[str, list[str]] = {}
             for name, info in OPTIMIZERS.items():
-                if key in info.training:  # e.g. refit: sparse methods only
-                    by.setdefault(f"{info.training[key]}", []).append(name)
+                recipe = {**info.defaults, **info.training}
+                if key in recipe:  # e.g. refit: sparse methods only; penalty: rda's
+                    by.setdefault(f"{recipe[key]}", []).append(name)
             return "; ".join(f"{v} for {'/'.join(n)}" for v, n in by.items())
 
     return {k: names(k) for k in ("datasets", "models", "optimizers")} | {"recipe": Recipe()}

@@ -206,7 +206,7 @@ class TrainConfig:
         "penalty of every Conv/Linear weight (biases and norms are never penalised): l1, l0, "
         "tl1, group_l1, group_l0, none",
         metavar="P",
-        shown="l1 (sparse methods)",
+        shown="l1 (sparse methods); per optimizer: {recipe[penalty]}",
     )
     lam: float | None = _opt(
         None,
@@ -565,7 +565,8 @@ class TrainConfig:
                 changes[key] = value
         if info.sparse:
             if self.penalty is None:
-                changes["penalty"] = "group_l1" if self.coupled else "l1"
+                recipe = info.defaults.get("penalty", "l1")
+                changes["penalty"] = "group_l1" if self.coupled else recipe
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings))

@@ -41,7 +41,7 @@ from sparseopt.fsdp import foreach_copy_
 from sparseopt.groups import group_dims
 from sparseopt.optim._base import SparseOptimizer, StepBatch
 from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
-from sparseopt.optim._schema import CommonKeywords, Hyper
+from sparseopt.optim._schema import COMMON_DEFAULTS, CommonKeywords, Hyper
 from sparseopt.optim.registry import get_optimizer_info
 from sparseopt.penalties import (
     L0,
@@ -158,7 +158,8 @@ class RDA(SparseOptimizer):
             penalties act on real entries).
         lr: :math:`a` (default: the registry recipe, docs/recipes.md), a number or a 1-element tensor: only
             ``lr / gamma`` matters while it is constant; see above for schedules.
-        penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default ``"l1"``).
+        penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default: the
+            registry recipe's, ``"l0"``).
         lam: λ (default: the registry recipe's λ of ``penalty``).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
@@ -220,6 +221,8 @@ class RDA(SparseOptimizer):
         }
     )
     state_keys = ("grad_sum", "prox_center", "sum_sq", "lr_sum", "lr_sq_sum")
+    #: The recipe's penalty (``l0`` since round 11, docs/recipes.md) is the default here too.
+    common_defaults = MappingProxyType({**COMMON_DEFAULTS, "penalty": _RECIPE.defaults["penalty"]})
 
     def __init__(
         self,
