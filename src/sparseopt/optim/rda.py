@@ -190,6 +190,20 @@ class RDA(SparseOptimizer):
         foreach: use the multi-tensor (``torch._foreach_*``) implementation; ``None``
             picks it for dense tensors.
         maximize: maximize the objective instead of minimizing it.
+        compiled: ``True`` runs each step as one ``torch.compile`` kernel per param-group
+            batch (:mod:`sparseopt.optim._compiled`): the adaptive step then reads and
+            writes each tensor once (7 passes over memory instead of about 22; on
+            ResNet-18 at one CPU thread about 3× faster, docs/optimizers.md), equal to the
+            for-loop reference up to rounding. Compiled: penalties ``none``, ``l1`` and
+            ``l0``, adaptive or plain, with weight decay and ``maximize``; ``tl1`` and
+            the group penalties, a first step whose :math:`\sum a_k^2` is 0, and inputs
+            Inductor cannot compile (DTensor parameters, sparse gradients, other
+            devices or dtypes) take the eager path; a kernel that fails to build (no C++
+            compiler) switches the compiled path off for the process. Where
+            ``compiled=True`` falls back it warns once. ``lr`` and λ reach the kernel as
+            tensor data, so schedules never recompile. The first step of each param
+            group compiles (about a second per kernel, 15 s for ResNet-18). Default
+            ``None``: the eager path.
 
     State (per parameter):
         - ``step``: float32 0-d CPU tensor, :math:`t`, the number of steps taken;
@@ -348,7 +362,8 @@ def rda(
     writes :math:`w_{t+1}` into ``params``. ``prox_centers`` (:math:`w_0`) are only
     read, unless ``weight_decay`` moves them (:math:`w_0 \leftarrow w_0 - \text{lr}\,
     \omega\, w`, before the step). ``lr`` may be a 1-element tensor (read once). ``state_steps`` (0-d step
-    counters, optional) are incremented first.
+    counters, optional) are incremented first. ``compiled=True``: the compiled step
+    (see :class:`RDA`), falling back to the path ``foreach`` selects.
 
     Example:
         >>> from sparseopt.penalties import make_penalty
