@@ -193,7 +193,7 @@ class RDA(SparseOptimizer):
         compiled: ``True`` runs each step as one ``torch.compile`` kernel per param-group
             batch (:mod:`sparseopt.optim._compiled`): the adaptive step then reads and
             writes each tensor once (7 passes over memory instead of about 22; on
-            ResNet-18 at one CPU thread about 3× faster, docs/optimizers.md), equal to the
+            ResNet-18 at one CPU thread 2.8–4.6× faster, docs/optimizers.md), equal to the
             for-loop reference up to rounding. Compiled: penalties ``none``, ``l1`` and
             ``l0``, adaptive or plain, with weight decay and ``maximize``; ``tl1`` and
             the group penalties, a first step whose :math:`\sum a_k^2` is 0, and inputs
