@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class Case:
     passes: str  # key of PASSES
     versus: str  # "sgd" or "adam": which torch counterpart it is compared with
     times: list[float] = field(default_factory=list)
+    warmup_s: float = 0.0  # the untimed first steps (they include compiling, if any)
 
 
 def cases() -> list[Case]:
@@ -108,11 +110,22 @@ def cases() -> list[Case]:
             "adam",
         ),
         Case("SplitLBI", "splitlbi", {"lr": 0.01, "lam": 1.0}, "splitlbi", "sgd"),
+        Case(
+            "SplitLBI (compiled)",
+            "splitlbi",
+            {"lr": 0.01, "lam": 1.0, "compiled": True},
+            "splitlbi",
+            "sgd",
+        ),
         Case("RDA", "rda", {"lam": 1e-4}, "rda", "sgd"),
+        Case("RDA (compiled)", "rda", {"lam": 1e-4, "compiled": True}, "rda", "sgd"),
         Case(
             "RDA plain", "rda", {"lam": 1e-4, "adaptive": False, "gamma": 2.0}, "rda_plain", "sgd"
         ),
         Case("RVSM l1", "rvsm", {"lr": 0.1, "lam": 1e-4}, "rvsm", "sgd"),
+        Case(
+            "RVSM l1 (compiled)", "rvsm", {"lr": 0.1, "lam": 1e-4, "compiled": True}, "rvsm", "sgd"
+        ),
         Case("ProxSGD momentum=0.9", "proxsgd", {"lr": 0.1, "lam": 1e-4}, "proxsgd", "sgd"),
         Case(
             "ProxSGD momentum=0.9 (foreach)",
@@ -149,8 +162,10 @@ def run_model(
         for p, g in zip(model.parameters(), grads, strict=True):
             p.grad = g.clone()
         opt = so.create_optimizer(model, case.name, **case.kwargs)
+        t0 = time.perf_counter()
         for _ in range(warmup):
             opt.step()
+        case.warmup_s = time.perf_counter() - t0
         steps.append(opt.step)
     probes = _stream_probe(n_params, device)
     times = interleave([*steps, *(fn for fn, _ in probes)], rounds, block, device)
@@ -180,6 +195,10 @@ def run_model(
                 "versus": case.versus,
                 "to_torch": st["median"] / fastest[case.versus],
                 "samples": len(case.times),
+                # compiled rows: the warm-up's time beyond its steps', i.e. compiling
+                "compile_s": max(0.0, case.warmup_s - warmup * st["median"])
+                if case.kwargs.get("compiled")
+                else None,
             }
         )
     return {
@@ -207,8 +226,9 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|",
         ]
         for r in m["rows"]:
+            compile_s = f" (compile {r['compile_s']:.1f} s)" if r["compile_s"] is not None else ""
             out.append(
-                f"| {r['method']} | {r['median_ms']:.3f} ({r['p10_ms']:.3f}–{r['p90_ms']:.3f}) "
+                f"| {r['method']}{compile_s} | {r['median_ms']:.3f} ({r['p10_ms']:.3f}–{r['p90_ms']:.3f}) "
                 f"| {r['limit_ms']:.3f} ({r['passes']}) | {r['to_limit']:.2f} "
                 f"({r['to_limit_p10']:.2f}) | {r['to_torch']:.2f} ({r['versus']}) |"
             )
@@ -221,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds")
     parser.add_argument("--block", type=int, default=3, help="timed steps per method per round")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps first (compiled rows compile here)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (CPU)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="6 rounds of 2 steps (a smoke run)")

@@ -29,7 +29,7 @@ __all__ = ["RDA", "rda"]
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, Unpack
 
@@ -40,6 +40,14 @@ from sparseopt._validation import check_nonneg, check_positive
 from sparseopt.fsdp import foreach_copy_
 from sparseopt.groups import group_dims
 from sparseopt.optim._base import SparseOptimizer, StepBatch
+from sparseopt.optim._compiled import (
+    check_compiled,
+    hard,
+    penalty_kind,
+    resolve_compiled,
+    run_compiled,
+    soft,
+)
 from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
 from sparseopt.optim._schema import COMMON_DEFAULTS, CommonKeywords, Hyper
 from sparseopt.optim.registry import get_optimizer_info
@@ -183,6 +191,20 @@ class RDA(SparseOptimizer):
         foreach: use the multi-tensor (``torch._foreach_*``) implementation; ``None``
             picks it for dense tensors.
         maximize: maximize the objective instead of minimizing it.
+        compiled: ``True`` runs each step as one ``torch.compile`` kernel per param-group
+            batch (:mod:`sparseopt.optim._compiled`): the adaptive step then reads and
+            writes each tensor once (7 passes over memory instead of about 22; on
+            ResNet-18 at one CPU thread 2.8–4.6× faster, docs/optimizers.md), equal to the
+            for-loop reference up to rounding. Compiled: penalties ``none``, ``l1`` and
+            ``l0``, adaptive or plain, with weight decay and ``maximize``; ``tl1`` and
+            the group penalties, a first step whose :math:`\sum a_k^2` is 0, and inputs
+            Inductor cannot compile (DTensor parameters, sparse gradients, other
+            devices or dtypes) take the eager path; a kernel that fails to build (no C++
+            compiler) switches the compiled path off for the process. Where
+            ``compiled=True`` falls back it warns once. ``lr`` and λ reach the kernel as
+            tensor data, so schedules never recompile. The first step of each param
+            group compiles (about a second per kernel, 15 s for ResNet-18). Default
+            ``None``: the eager path.
 
     State (per parameter):
         - ``step``: float32 0-d CPU tensor, :math:`t`, the number of steps taken;
@@ -218,6 +240,7 @@ class RDA(SparseOptimizer):
             "adaptive": Hyper(_check_bool, missing=False),
             "eps": Hyper(check_positive),
             "weight_decay": Hyper(check_nonneg, missing=0.0),
+            "compiled": Hyper(check_compiled, missing=None),
         }
     )
     state_keys = ("grad_sum", "prox_center", "sum_sq", "lr_sum", "lr_sq_sum")
@@ -233,6 +256,7 @@ class RDA(SparseOptimizer):
         adaptive: bool = _RECIPE.defaults["adaptive"],
         eps: float = 1e-10,
         weight_decay: float = 0.0,
+        compiled: bool | None = None,
         **common: Unpack[CommonKeywords],
     ) -> None:
         super().__init__(params, locals())
@@ -329,6 +353,7 @@ def rda(
     maximize: bool = False,
     penalty: str | Penalty = "l1",
     foreach: bool | None = None,
+    compiled: bool | None = None,
     state_steps: Sequence[Tensor] = (),
 ) -> None:
     r"""Functional RDA step; see :class:`RDA` for the algorithm.
@@ -340,7 +365,8 @@ def rda(
     writes :math:`w_{t+1}` into ``params``. ``prox_centers`` (:math:`w_0`) are only
     read, unless ``weight_decay`` moves them (:math:`w_0 \leftarrow w_0 - \text{lr}\,
     \omega\, w`, before the step). ``lr`` may be a 1-element tensor (read once). ``state_steps`` (0-d step
-    counters, optional) are incremented first.
+    counters, optional) are incremented first. ``compiled=True``: the compiled step
+    (see :class:`RDA`), falling back to the path ``foreach`` selects.
 
     Example:
         >>> from sparseopt.penalties import make_penalty
@@ -381,7 +407,11 @@ def rda(
     values = torch.stack([*lr_sums, *lr_sq_sums]).tolist()
     func = _multi_tensor_rda if foreach else _single_tensor_rda
     hp = _Scalars(lr, gamma, adaptive, eps, weight_decay, maximize, penalty)
-    func((params, grads, grad_sums, prox_centers, sum_sqs, values[:n], values[n:]), hp)
+    lists = (params, grads, grad_sums, prox_centers, sum_sqs, values[:n], values[n:])
+    if resolve_compiled(compiled, [*params, *grads], penalty, "RDA"):
+        _compiled_rda(lists, hp, func)
+    else:
+        func(lists, hp)
 
 
 def _delta(eps: float, like: Tensor) -> float:
@@ -503,25 +533,34 @@ def _single_tensor_rda(lists: TensorLists, hp: _Scalars) -> None:
                 penalty.prox_(w, c)
 
 
+def _parts_by_sums(
+    lr_sums: list[float], lr_sq_sums: list[float], tensorlists: tuple[list[Tensor], ...]
+) -> list[tuple[float, float, tuple[list[Tensor], ...]]]:
+    r"""``tensorlists`` split by the parameters' running sums :math:`(A_t, \sum a_k^2)`.
+
+    Parameters skipped in some steps (no grad) have their own running sums; usually all
+    sums agree and there is one part.
+    """
+    n = len(lr_sums)
+    if lr_sums.count(lr_sums[0]) == n and lr_sq_sums.count(lr_sq_sums[0]) == n:
+        return [(lr_sums[0], lr_sq_sums[0], tensorlists)]
+    by_sums: dict[tuple[float, float], list[int]] = {}
+    for i, key in enumerate(zip(lr_sums, lr_sq_sums, strict=True)):
+        by_sums.setdefault(key, []).append(i)
+    return [
+        (lr_sum, lr_sq_sum, tuple([lst[i] for i in idx] for lst in tensorlists))
+        for (lr_sum, lr_sq_sum), idx in by_sums.items()
+    ]
+
+
 def _multi_tensor_rda(lists: TensorLists, hp: _Scalars) -> None:
     r"""``lr_sums`` and ``lr_sq_sums``: :math:`A_t` and :math:`\sum a_k^2` after this step (floats)."""
     params, grads, grad_sums, prox_centers, sum_sqs, lr_sums, lr_sq_sums = lists
     lr, gamma, adaptive, eps, weight_decay, maximize, penalty = hp
-    n, lr_sq = len(params), lr * lr
-    # Parameters skipped in some steps (no grad) have their own running sums: bucket by
-    # them (and by device and dtype). Usually all sums agree: one bucket per device/dtype.
+    lr_sq = lr * lr
     # (without ``adaptive`` there are no sum_sqs: ``params`` fills their place, unused)
     tensorlists = (params, grads, grad_sums, prox_centers, sum_sqs if adaptive else params)
-    if lr_sums.count(lr_sums[0]) == n and lr_sq_sums.count(lr_sq_sums[0]) == n:
-        parts = [(lr_sums[0], lr_sq_sums[0], tensorlists)]
-    else:
-        by_sums: dict[tuple[float, float], list[int]] = {}
-        for i, key in enumerate(zip(lr_sums, lr_sq_sums, strict=True)):
-            by_sums.setdefault(key, []).append(i)
-        parts = [
-            (lr_sum, lr_sq_sum, tuple([lst[i] for i in idx] for lst in tensorlists))
-            for (lr_sum, lr_sq_sum), idx in by_sums.items()
-        ]
+    parts = _parts_by_sums(lr_sums, lr_sq_sums, tensorlists)
     weight = -lr if maximize else lr
     decay = lr * weight_decay
     prox = not penalty.is_zero
@@ -558,3 +597,106 @@ def _multi_tensor_rda(lists: TensorLists, hp: _Scalars) -> None:
                     torch.add(w0, grad_sum, alpha=alpha, out=w)
                 if prox:
                     penalty.prox_into_(ws, ws, c)
+
+
+# --------------------------------------------------------------------- compiled
+
+
+def _rda_kernel(
+    ws: list[Tensor],
+    gs: list[Tensor],
+    sums: list[Tensor],
+    w0s: list[Tensor],
+    sqs: list[Tensor],
+    s: Tensor,
+    *,
+    adaptive: bool,
+    kind: str,
+    decay: bool,
+) -> None:
+    r"""One RDA step as a pure function of torch ops, for ``torch.compile`` (:func:`_compiled_rda`).
+
+    ``s`` holds the step's numbers: the gradient weight :math:`\pm a_t`, :math:`a_t^2`,
+    the decay :math:`a_t\omega`, the scale (adaptive: :math:`-\gamma A_t/\sum a_k^2`, so
+    that :math:`n = \text{scale}\,(\delta + \sqrt{s_t}) = -A_t/c_t`; plain:
+    :math:`-c_t/A_t`), δ and the threshold (adaptive ``l1``: :math:`A_t\lambda`, ``l0``:
+    :math:`-2A_t\lambda`; plain ``l1``: :math:`c_t\lambda`, ``l0``: :math:`\sqrt{2c_t\lambda}`).
+    The arithmetic is :func:`_single_tensor_rda`'s (the adaptive iterate through
+    :math:`q = S + n w_0`, :func:`_adaptive_iterate_`); each tensor's update reads
+    :math:`g, S, s, w_0` (and :math:`w` with decay) once and writes :math:`S, s, w`.
+    """
+    for i in range(len(ws)):
+        w, g, grad_sum, w0 = ws[i], gs[i], sums[i], w0s[i]
+        if decay:
+            w0.sub_(s[2] * w)
+        grad_sum.add_(s[0] * g)
+        if adaptive:
+            sq = sqs[i]
+            sq.add_(s[1] * (g * g))
+            scale = (sq.sqrt() + s[4]) * s[3]  # n = -A/c
+            q = grad_sum + w0 * scale
+            if kind == "l1":
+                w.copy_(soft(q, s[5]) / scale)
+            elif kind == "l0":
+                z = q / scale
+                w.copy_(z * (z * q < s[5]))  # keep where z q < -2 A λ
+            else:
+                w.copy_(q / scale)
+        else:
+            z = w0 + s[3] * grad_sum  # w0 - (c/A) S
+            if kind == "l1":
+                w.copy_(soft(z, s[5]))
+            elif kind == "l0":
+                w.copy_(hard(z, s[5]))
+            else:
+                w.copy_(z)
+
+
+def _rda_plain_kernel(
+    ws: list[Tensor],
+    gs: list[Tensor],
+    sums: list[Tensor],
+    w0s: list[Tensor],
+    s: Tensor,
+    *,
+    adaptive: bool,
+    kind: str,
+    decay: bool,
+) -> None:
+    """:func:`_rda_kernel` of the plain variant (no ``sum_sq`` list)."""
+    _rda_kernel(ws, gs, sums, w0s, [], s, adaptive=False, kind=kind, decay=decay)
+
+
+def _compiled_rda(
+    lists: TensorLists, hp: _Scalars, fallback: Callable[[TensorLists, _Scalars], None]
+) -> None:
+    r"""The compiled RDA step (``compiled=True``): :func:`_rda_kernel` per part and bucket.
+
+    Penalties ``none``, ``l1`` and ``l0`` (checked by the caller). A bucket whose
+    :math:`\sum a_k^2` is still 0 (only ``lr = 0`` so far), or whose kernel cannot be built,
+    runs ``fallback`` (the eager step) on its tensors.
+    """
+    params, grads, grad_sums, prox_centers, sum_sqs, lr_sums, lr_sq_sums = lists
+    lr, gamma, adaptive, eps, weight_decay, maximize, penalty = hp
+    kind = penalty_kind(penalty)
+    lam = getattr(penalty, "lam", 0.0)
+    tensorlists = (params, grads, grad_sums, prox_centers, sum_sqs if adaptive else params)
+    flags = {"adaptive": adaptive, "kind": kind, "decay": lr * weight_decay != 0}
+    for lr_sum, lr_sq_sum, part in _parts_by_sums(lr_sums, lr_sq_sums, tensorlists):
+        if adaptive:
+            scale = -gamma * lr_sum / lr_sq_sum if lr_sq_sum else 0.0
+            thresh = lr_sum * lam if kind == "l1" else -2.0 * lr_sum * lam
+        else:
+            c = math.sqrt(lr_sq_sum) / gamma
+            scale = -c / lr_sum if lr_sum else 0.0
+            thresh = c * lam if kind == "l1" else math.sqrt(2.0 * c * lam)
+        for ws, gs, sums, w0s, sqs in group_by_device_dtype(*part):
+            numbers = (-lr if maximize else lr, lr * lr, lr * weight_decay, scale)
+            numbers += (_delta(eps, ws[0]), thresh)
+            bucket = (ws, gs, sums, w0s, sqs) if adaptive else (ws, gs, sums, w0s)
+            if lr_sq_sum == 0 or not run_compiled(
+                _rda_kernel if adaptive else _rda_plain_kernel, bucket, numbers, flags, "RDA"
+            ):
+                n = len(ws)
+                fallback((ws, gs, sums, w0s, sqs if adaptive else [], [lr_sum] * n,
+                          [lr_sq_sum] * n), hp)  # fmt: skip
