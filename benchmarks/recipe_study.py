@@ -435,6 +435,10 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {"optimizer": "rda", "penalty": "l0", "refit": r, **({"refit_lr": lr} if lr else {})}
         for r, lr in ((0.0, None), (0.2, None), (0.2, 0.006), (0.2, 0.02))
     ],
+    # round 12: SplitLBI's lr and ν together — lr 0.05 is what dense SGD stalls at on the
+    # curve CNN (round 6), lr 0.02/0.03 alone grew the support too slowly (rounds 5, 8),
+    # ν 5 alone collapsed words-cnn with seed 1 (round 10): a smaller lr with a smaller ν
+    "round12": _cands("splitlbi", SLBI, lam=[0.1], lr=[0.02, 0.03], nu=[3.0, 5.0]),
     # round 11d: with the refit restoring accuracy, a larger ℓ0 λ for RDA (round 11c's
     # λ 3e-5 with a refit ended at a mean density just above the 15 % cap)
     "round11d": [
