@@ -150,3 +150,104 @@ def test_refit_lr_sets_the_refits_learning_rate(tmp_path: Path) -> None:
         tiny(tmp_path / "b", refit_lr=0.0).validate()
     with pytest.raises(ValueError, match=r"Invalid refit_lr value: 0\.1; optimizer 'adam'"):
         tiny(tmp_path / "c", optimizer="adam", refit_lr=0.1).resolve()
+
+
+def test_lam_warmup_spans_the_sparse_epochs_and_a_refit_resumes_with_it(tmp_path: Path) -> None:
+    """The warm-up reaches λ before the refit (its steps are the sparse ones), and a run
+    resumed inside the refit does not steer the refit's SGD (it has no λ)."""
+    kw = {"optimizer": "proxsgd", "epochs": 5, "refit": 0.4, "lam_warmup": 1.0}
+    seen: list[float] = []
+
+    class Lam:
+        def on_step_end(self, trainer: Trainer, step: int | None = None, *_: Any) -> None:
+            seen.append(trainer.optimizer.param_groups[0].get("lam", -1.0))
+
+    ref = train(tiny(tmp_path / "ref", **kw), callbacks=[Lam()])
+    lam = ref.config.lam
+    assert seen[8] == pytest.approx(lam) and seen[7] < lam  # full λ after the 9th step
+    assert seen[9:] == [-1.0] * 6  # the refit's SGD has no λ
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", **kw), callbacks=[StopAfter(4)])
+    res = train(resume=tmp_path / "cut")
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+
+
+def test_a_target_density_callback_is_refused_with_a_refit(tmp_path: Path) -> None:
+    from sparseopt.control import TargetDensity
+
+    cb = TargetDensity.for_optimizer("rda", 0.3)
+    with pytest.raises(ConfigError, match=r"Invalid refit value: 0\.2; a TargetDensity"):
+        train(tiny(tmp_path / "a", optimizer="rda", epochs=5), callbacks=[cb])
+    res = train(tiny(tmp_path / "b", optimizer="rda", epochs=2, refit=0.0), callbacks=[cb])
+    assert type(res.optimizer).__name__ == "RDA"
+
+
+def test_the_path_keeps_its_layers_through_the_refit(tmp_path: Path) -> None:
+    """A refit's SGD knows no penalty: the recorder keeps the penalised layers of the first
+    point (with an unpenalised layer the path's points would otherwise differ)."""
+    from sparseopt.optim.registry import create_optimizer
+    from sparseopt.path import PathRecorder
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    opt = create_optimizer(net, "rda", linear_penalty="l1", exclude=["2"])
+    rec = PathRecorder()
+    rec.record(net, opt, epoch=0)
+    rec.record(net, torch.optim.SGD(net.parameters(), lr=0.1), epoch=1)
+    assert rec.layers == ["0.weight"]
+    assert [sorted(p["shapes"]) for p in rec.points] == [["0.weight"], ["0.weight"]]
+
+
+def test_a_run_without_a_refit_setting_resumes_without_a_refit(tmp_path: Path) -> None:
+    """A run directory from before the refit existed resumes as it was (no refit), not
+    with today's recipe's."""
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path, optimizer="rda", epochs=5, refit=0.0), callbacks=[StopAfter(2)])
+    cfg = tmp_path / "config.yaml"
+    lines = cfg.read_text().splitlines()
+    cfg.write_text("\n".join(ln for ln in lines if not ln.startswith(("refit:", "refit_lr:"))))
+    res = train(resume=tmp_path)
+    assert res.config.refit == 0.0 and type(res.optimizer).__name__ == "RDA"
+    assert all(row["lam"] is not None for row in res.history)
+
+
+def test_the_refit_error_and_hint_name_its_own_numbers(tmp_path: Path) -> None:
+    from sparseopt.engine import NonFiniteLossError
+
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "a", optimizer="rda", epochs=10), callbacks=[StopAfter(9)])
+    with pytest.raises(ConfigError, match=r"the last 2 of 10 epochs fine-tune a fixed support"):
+        train({"epochs": 20}, resume=tmp_path / "a")
+    with pytest.raises(NonFiniteLossError, match=r"--refit-lr 1e\+08"):
+        train(tiny(tmp_path / "b", optimizer="rda", epochs=5, refit=0.4, refit_lr=1e9))
+
+
+def test_a_stop_at_the_switch_keeps_the_sparse_epochs_checkpoint(tmp_path: Path) -> None:
+    """SIGTERM in the first refit step (the switch done, no refit step taken): the checkpoint
+    holds the refit, and the kept end of the sparse epochs is not overwritten with it."""
+    import os
+    import signal
+
+    kw = {"optimizer": "rda", "epochs": 5, "refit": 0.4, "keep_checkpoints": True}
+    trainer = Trainer(tiny(tmp_path / "cut", **kw))
+    calls = {"n": 0}
+
+    def send_sigterm(module: torch.nn.Module, args: Any, output: Any) -> None:
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 10:  # epoch 4 (the refit's first), batch 1
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    handle = trainer.model.register_forward_hook(send_sigterm)
+    try:
+        with pytest.raises(TrainingInterrupted):
+            trainer.fit()
+    finally:
+        handle.remove()
+        trainer.close()
+    ckpt = load_checkpoint(tmp_path / "cut")
+    assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["refit"] is not None) == (3, 0, True)
+    kept = torch.load(tmp_path / "cut" / "checkpoints" / "epoch_0003.pt", weights_only=True)
+    assert kept["refit"] is None
+    ref = train(tiny(tmp_path / "ref", **kw))
+    res = train(resume=tmp_path / "cut")
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())

@@ -305,8 +305,14 @@ class LamWarmup:
         return factor
 
     def _apply(self, trainer: Any) -> None:
-        total = trainer.config.epochs * trainer.batches_per_epoch()
-        self.set_step(trainer.optimizer, trainer.global_step, total)
+        """λ for the trainer's step, over the steps before a refit (which has no λ)."""
+        if not hasattr(trainer.optimizer, "set_lam"):  # the refit: the penalty is off
+            return
+        from sparseopt.engine.refit import refit_epochs
+
+        cfg = trainer.config
+        epochs = cfg.epochs - refit_epochs(cfg.epochs, getattr(cfg, "refit", None))
+        self.set_step(trainer.optimizer, trainer.global_step, epochs * trainer.batches_per_epoch())
 
     def on_train_begin(self, trainer: Any) -> None:
         """λ for the step the run starts at (0 for a new run)."""

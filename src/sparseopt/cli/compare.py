@@ -247,7 +247,9 @@ def _run_state(config: TrainConfig) -> tuple[str, dict[str, Any] | None]:
     if not (run_dir / "checkpoint.pt").is_file() or not (run_dir / "config.yaml").is_file():
         return "new", None
     try:
-        saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"))
+        data = load_config_file(run_dir / "config.yaml")
+        data.setdefault("refit", 0.0)  # saved before the refit existed: it had none
+        saved = TrainConfig.from_dict(data)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise UsageError(f"cannot reuse {run_dir}: {err}") from None
     old, now = _comparable(saved), _comparable(config)

@@ -219,16 +219,24 @@ def _load_weights(
             f"checkpoint {ckpt_path} is not a sparseopt checkpoint (no 'model' entry; found "
             f"{found})"
         )
+    refit = ckpt.get("refit") is not None  # its weights are the deployable network
     if ckpt.get("sharded"):  # a sharded (FSDP2) run: its shards into this whole model
         from sparseopt.engine.checkpoint import restore_weights
 
-        opt, _ = build_optimizer(cfg, model)
+        # the refit's optimizer state is SGD's (one group of every parameter)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9) if refit else None
+        if opt is None:
+            opt, _ = build_optimizer(cfg, model)
         restore_weights(ckpt, ckpt_path, model, opt)
         _check_finite(model, f"checkpoint {ckpt_path}")
+        if refit:
+            return None
     else:
         state = _state_dict_of(ckpt["model"], ckpt_path, "checkpoint")
         _check_finite(state, f"checkpoint {ckpt_path}")
         _load_state(model, state, ckpt_path, "checkpoint")
+        if refit:
+            return None
         try:
             opt, _ = build_optimizer(cfg, model)
             opt.load_state_dict(ckpt["optimizer"])

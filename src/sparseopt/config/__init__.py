@@ -334,7 +334,8 @@ class TrainConfig:
     schedule: str | None = _opt(
         None,
         "training",
-        "learning-rate schedule stepped per epoch: none, cosine (to 0 at the last epoch), "
+        "learning-rate schedule stepped per epoch: none, cosine (to 0 at the last epoch, or "
+        "where a refit begins), "
         "step, multistep, plateau (ReduceLROnPlateau on the validation loss; the test loss "
         "without a validation split, the training loss without either)",
         choices=SCHEDULES,
@@ -345,10 +346,9 @@ class TrainConfig:
         None,
         "training",
         "fraction of the epochs, at the end, that fine-tune the support the sparse optimizer "
-        "found: its zero weights stay zero, the others train with SGD-momentum at a tenth of "
-        "the sgd recipe's lr, cosine (as the pruning baseline of compare); the schedule "
-        "before ends where the refit starts (0: off; not with --target-density, "
-        "--grow-every)",
+        "found: its zero weights stay zero, the others train with SGD-momentum at "
+        "--refit-lr, cosine; the schedule before ends where the refit starts (0: off; not "
+        "with --target-density, --grow-every)",
         metavar="F",
         shown="per optimizer: {recipe[refit]}",
     )
@@ -357,7 +357,7 @@ class TrainConfig:
         "training",
         "learning rate of the refit's SGD (cosine from it to 0)",
         metavar="LR",
-        shown="a tenth of the sgd recipe's lr",
+        shown="per optimizer: {recipe[refit_lr]}; else a tenth of the sgd recipe's lr (0.002)",
     )
     lr_step_size: int = _opt(30, "training", "step schedule: decay every N epochs", metavar="N")
     lr_gamma: float = _opt(0.1, "training", "step/multistep/plateau decay factor", metavar="F")
@@ -548,7 +548,7 @@ class TrainConfig:
             )
         if not info.sparse:
             for key in SPARSE_ONLY_FIELDS:
-                if getattr(self, key) is not None:
+                if getattr(self, key) is not None and not (key == "refit" and not self.refit):
                     sparse = [n for n in list_optimizers() if get_optimizer_info(n).sparse]
                     raise ValueError(
                         f"Invalid {key} value: {getattr(self, key)!r}; optimizer "
@@ -584,6 +584,8 @@ class TrainConfig:
             )
         if self.refit is None and info.sparse:  # not where λ or the shape move
             changes["refit"] = 0.0 if steered else changes.get("refit", 0.0)
+        elif not info.sparse:
+            changes["refit"] = None
         return self.replace(**changes)
 
     def optimizer_kwargs(self) -> dict[str, Any]:

@@ -66,8 +66,11 @@ class TrainResult:
         metrics: the last epoch's metrics (``test_acc``, ``density``...).
         wall_time: seconds spent in training and evaluation, summed over resumptions.
         model: the trained model (training state; see ``model_sparse.pt`` or
-            ``optimizer.deployed()`` for the deployable network).
-        optimizer: the optimizer.
+            ``sparseopt.engine.evaluate.deployed(optimizer)`` for the deployable network;
+            after a refit the model is the deployable network).
+        optimizer: the optimizer; after a refit (``config.refit``) the refit's
+            ``torch.optim.SGD``, which replaced the sparse optimizer at its first epoch
+            (callbacks see the same change in ``trainer.optimizer``).
         sizes: number of samples of the ``train``, ``val`` and ``test`` splits.
         health: ``{"status", "reason", "hint"}`` of :class:`sparseopt.health.HealthMonitor`
             (also in ``summary.json``); :attr:`status` is its ``status``.

@@ -267,6 +267,8 @@ def initial_config(
         saved["quiet"] = False  # presentation is per invocation, not part of the run
         # A run saved before the path recorder existed has no path to continue.
         saved.setdefault("record_path", False)
+        # A run saved before the refit existed had none (not today's recipe's).
+        saved.setdefault("refit", 0.0)
         saved.update(overrides)
         saved["out"] = str(resume_dir)
         return TrainConfig.from_dict(saved).resolve()
@@ -304,10 +306,13 @@ def save_shards(
     epoch: int,
     step_in_epoch: int,
     publish: Callable[[Path, Path], Any] | None,
+    suffix: str = "",
 ) -> str:
     """Write a sharded model's parameters and optimizer state as
     ``torch.distributed.checkpoint`` files; returns the directory's name (relative to the
-    run directory ``out``): ``checkpoint.dcp/epoch-NNNN[-step-SSSSSS]``.
+    run directory ``out``): ``checkpoint.dcp/epoch-NNNN[-step-SSSSSS][suffix]`` (``-refit``:
+    saved at the switch to the refit, before its first step, so that the shards of the end
+    of epoch NNNN stay as they were).
 
     Every rank calls it and writes its own shards into ``NAME.tmp``; ``publish(tmp,
     final)`` (rank 0's run directory; ``None`` on the other ranks) renames it.
@@ -317,6 +322,7 @@ def save_shards(
     name = f"{SHARDED_DIR}/epoch-{epoch:04d}"
     if step_in_epoch:
         name += f"-step-{step_in_epoch:06d}"
+    name += suffix
     tmp = Path(out) / f"{name}.tmp"
     fsdp.save_sharded(model, optimizer, tmp)  # collective: all ranks wrote
     if publish is not None:

@@ -6,8 +6,8 @@ prox of a running average, the deployable network of SplitLBI is :math:`W` maske
 :math:`\operatorname{supp}\Gamma` — trained as a whole, not as that masked network. With
 ``refit = f`` the last :math:`F = \lfloor fE\rfloor` of the :math:`E` epochs drop the
 penalty: the deployable network's penalised weights that are zero stay zero, and every
-parameter trains with SGD with momentum at ``refit_lr`` (default: a tenth of the ``sgd``
-recipe's learning rate), cosine to 0 over the :math:`F` epochs. The schedule of the sparse epochs ends
+parameter trains with SGD with momentum at ``refit_lr`` (the recipe's, else a tenth of the
+``sgd`` recipe's learning rate), cosine to 0 over the :math:`F` epochs. The schedule of the sparse epochs ends
 where the refit starts (cosine over :math:`E - F` epochs).
 
 This is the debiasing of the Lasso by refitting on its support (the relaxed Lasso,
@@ -30,6 +30,7 @@ from torch import Tensor
 
 from sparseopt.baselines import FINETUNE_LR_FACTOR
 from sparseopt.engine.evaluate import deployed
+from sparseopt.fsdp import global_int
 
 __all__ = ["Refit", "refit_epochs", "refit_optimizer_settings"]
 
@@ -88,6 +89,8 @@ class Refit:
         self.first_epoch = epochs - self.epochs + 1
         self.params = _penalised(optimizer)
         self.masks: list[Tensor] | None = None
+        self.optimizer: torch.optim.Optimizer | None = None  # the refit's SGD, once begun
+        self._impl: dict[str, Any] = {}  # fused/foreach chosen for this process
 
     @property
     def active(self) -> bool:
@@ -117,15 +120,15 @@ class Refit:
             for p, w in zip(model.parameters(), weights, strict=True):
                 p.copy_(w)
             self.masks = [p != 0 for p in self.params]
-        sgd = fastest_implementation(get_optimizer_info("sgd"), model)
-        kw = {**refit_optimizer_settings(trainer.config.refit_lr), **sgd}
+        self._impl = fastest_implementation(get_optimizer_info("sgd"), model)
+        kw = {**refit_optimizer_settings(trainer.config.refit_lr), **self._impl}
         optimizer = torch.optim.SGD(model.parameters(), **kw)
         optimizer.register_step_post_hook(lambda *_: self.apply())
-        trainer.optimizer = optimizer
+        trainer.optimizer = self.optimizer = optimizer
         trainer.scheduler = build_scheduler(
             trainer.config.replace(epochs=self.epochs, schedule="cosine", refit=0.0), optimizer
         )
-        kept = sum(int(m.sum()) for m in self.masks or ())
+        kept = sum(global_int(m.sum()) for m in self.masks or ())  # every rank: collectives
         total = sum(p.numel() for p in self.params)
         share = f"{100 * kept / total:.2f} % of the penalised weights" if total else "no weight"
         return (
@@ -143,10 +146,11 @@ class Refit:
         from sparseopt.engine.errors import ConfigError
 
         if saved_epochs != trainer.config.epochs:
+            n = refit_epochs(saved_epochs, trainer.config.refit)
             raise ConfigError(
                 f"Invalid epochs value: {trainer.config.epochs}; the checkpoint is in its "
-                f"refit (the last {self.epochs} of {saved_epochs} epochs fine-tune a fixed "
-                "support), so the run cannot change its length"
+                f"refit (the last {n} of {saved_epochs} epochs fine-tune a fixed support), "
+                "so the run cannot change its length"
             )
         self.begin(trainer, resumed=True)
 
@@ -165,7 +169,10 @@ class Refit:
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The masks of a refit checkpoint (after the model's weights were restored)."""
+        """The masks of a refit checkpoint (after the model's weights and the refit
+        optimizer's state were restored). A sharded (DTensor) parameter's mask is read
+        off its zeros; the optimizer keeps the implementation chosen for this process
+        (a checkpoint's ``fused`` does not apply to sharded parameters)."""
         saved = list(state.get("masks") or [None] * len(self.params))
         if len(saved) != len(self.params):
             raise ValueError(
@@ -173,6 +180,9 @@ class Refit:
                 "penalised parameters"
             )
         self.masks = [
-            (p != 0) if m is None else m.to(device=p.device, dtype=torch.bool)
+            (p != 0) if m is None or type(p.data) is not Tensor else m.to(p.device, torch.bool)
             for p, m in zip(self.params, saved, strict=True)
         ]
+        for group in self.optimizer.param_groups if self.optimizer is not None else ():
+            group["fused"] = self._impl.get("fused")
+            group["foreach"] = self._impl.get("foreach")

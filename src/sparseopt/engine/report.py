@@ -117,12 +117,13 @@ def summary_lines(
     return lines
 
 
-def smaller_lr_hint(run: Path, lr: float) -> str:
+def smaller_lr_hint(run: Path, lr: float, flag: str = "--lr") -> str:
     """A command that retrains run ``run`` with a 10× smaller lr into a new directory.
 
     ``--resume`` keeps the learning rate of the run (it is part of the state being
     continued), so the way out of a divergence is a new run with the same settings:
     ``config.yaml`` of the run is a valid ``--config`` file and flags override it.
+    ``flag``: the learning rate to change (``--refit-lr`` inside a refit).
     """
     new_lr = float(f"{lr / 10:.3g}")
     base = run.with_name(f"{run.name}-lr{new_lr:g}")
@@ -132,7 +133,7 @@ def smaller_lr_hint(run: Path, lr: float) -> str:
         out = base.with_name(f"{base.name}-{k}")
     return (
         f"Try a 10x smaller lr (now {lr:g}) in a new run: sparseopt train --config "
-        f"{run / 'config.yaml'} --lr {new_lr:g} --out {out}"
+        f"{run / 'config.yaml'} {flag} {new_lr:g} --out {out}"
     )
 
 

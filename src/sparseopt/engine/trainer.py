@@ -243,7 +243,9 @@ class Trainer:
             OutputWriteError: the file could not be written (e.g. the disk is full); the
                 previous checkpoint is intact.
         """
-        keep = self.config.keep_checkpoints and self._step_in_epoch == 0
+        # a stop at the switch must not overwrite the kept checkpoint of the sparse epochs
+        switched = self._refit.active and self.epoch == self._refit.first_epoch - 1
+        keep = self.config.keep_checkpoints and self._step_in_epoch == 0 and not switched
         sharded = None
         if fsdp.is_sharded_model(self.model):  # collective: every rank writes its shards
             sharded = checkpoint.save_shards(
@@ -253,6 +255,7 @@ class Trainer:
                 self.epoch,
                 self._step_in_epoch,
                 self._files.publish_shards if self._files is not None else None,
+                "-refit" if switched else "",
             )
         state = self.state_dict(sharded=sharded)
         if self._files is None:
@@ -266,11 +269,11 @@ class Trainer:
     def _load(self, path: Path) -> None:
         ckpt = checkpoint.load_for_resume(path, self.config.epochs)
         done = int(ckpt["epoch"])
-        if fsdp.is_sharded_model(self.model) and not ckpt.get("sharded"):
-            ckpt = checkpoint.cut_to_shards(ckpt, self.model, self.optimizer)
         refit = ckpt.get("refit")
         if refit is not None:  # a checkpoint of the refit: its SGD, schedule and masks
             self._refit.resume(self, int(ckpt["config"]["epochs"]))
+        if fsdp.is_sharded_model(self.model) and not ckpt.get("sharded"):
+            ckpt = checkpoint.cut_to_shards(ckpt, self.model, self.optimizer)
         checkpoint.restore_weights(
             ckpt, path, self.model, self.optimizer, grown=self.config.grow_every is not None
         )
@@ -299,8 +302,11 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def _smaller_lr_hint(self) -> str:
+        run = Path(self.run_dir or self.config.out or "run")
+        if self._refit.active:  # the refit's SGD diverged: its own lr
+            return smaller_lr_hint(run, lr_lam(self.optimizer)[0], "--refit-lr")
         lr = lr_lam(self.optimizer)[0] if self.config.lr is None else float(self.config.lr)
-        return smaller_lr_hint(Path(self.run_dir or self.config.out or "run"), lr)
+        return smaller_lr_hint(run, lr)
 
     def _diverged(self, what: str, *, epoch: int, step: int) -> NonFiniteLossError:
         ckpt = self.run_dir / CHECKPOINT_FILE if self.run_dir is not None else None

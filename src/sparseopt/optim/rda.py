@@ -223,7 +223,7 @@ class RDA(SparseOptimizer):
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, 0.05, -0.5]))
-        >>> opt = RDA([w], lam=0.1, gamma=2.0, adaptive=False)  # plain variant: c_1 = 1/2
+        >>> opt = RDA([w], penalty="l1", lam=0.1, gamma=2.0, adaptive=False)  # plain: c_1 = 1/2
         >>> w.grad = torch.tensor([1.0, 0.0, -0.2])
         >>> _ = opt.step()  # soft(w0 - 0.5 g, 0.5 * 0.1)
         >>> w.detach()

@@ -184,7 +184,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         _info(
             "rda",
             "sparseopt.optim.rda:RDA",
-            "l1-regularized dual averaging with the initial weights as prox centre",
+            "Regularized dual averaging (l0 by default, any penalty) with the initial weights "
+            "as prox centre",
             "Xiao, JMLR 11 (2010); He et al., Comput. Optim. Appl. 77 (2020)",
             # round 9 (adaptive variant): the group λ measured, Tℓ1 checked; group_l1/group_l0
             # the sparsest without a failure (every one is > 15 % dense). Round 11: ℓ0 with

@@ -129,7 +129,10 @@ class PathRecorder:
             "nonzero": {},
             "filters_alive": {},
         }
-        for name, w in _tracked(model, optimizer):
+        tracked = _tracked(model, optimizer)
+        if self.layers:  # the layers of the first point (a refit's SGD would add the rest)
+            tracked = [(n, w) for n, w in tracked if n in self._bits]
+        for name, w in tracked:
             s = support_fn(w) if support_fn is not None else (w != 0)
             d = deploy_fn(w) if deploy_fn is not None else w
             s, d = full_tensor(s), full_tensor(d)  # whole tensors under FSDP2 (every rank)
