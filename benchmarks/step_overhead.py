@@ -117,10 +117,16 @@ def cases() -> list[Case]:
             "splitlbi",
             "sgd",
         ),
-        Case("RDA", "rda", {"lam": 1e-4}, "rda", "sgd"),
-        Case("RDA (compiled)", "rda", {"lam": 1e-4, "compiled": True}, "rda", "sgd"),
+        Case("RDA", "rda", {"penalty": "l1", "lam": 1e-4}, "rda", "sgd"),
         Case(
-            "RDA plain", "rda", {"lam": 1e-4, "adaptive": False, "gamma": 2.0}, "rda_plain", "sgd"
+            "RDA (compiled)", "rda", {"penalty": "l1", "lam": 1e-4, "compiled": True}, "rda", "sgd"
+        ),
+        Case(
+            "RDA plain",
+            "rda",
+            {"penalty": "l1", "lam": 1e-4, "adaptive": False, "gamma": 2.0},
+            "rda_plain",
+            "sgd",
         ),
         Case("RVSM l1", "rvsm", {"lr": 0.1, "lam": 1e-4}, "rvsm", "sgd"),
         Case(

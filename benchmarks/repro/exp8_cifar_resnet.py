@@ -34,7 +34,7 @@ METHODS: list[tuple[str, dict[str, Any]]] = [
         "LinBreg",
         {"optimizer": "linbreg", "lr": 0.1, "momentum": 0.9, "lam": 0.05, "init_density": 0.01},
     ),
-    ("RDA (ℓ1)", {"optimizer": "rda"}),
+    ("RDA (ℓ1)", {"optimizer": "rda", "penalty": "l1", "refit": 0.0}),  # the paper's RDA
 ]
 PUBLISHED = [
     {"method": "LinBreg + thresholding (Bungert Table 3)", "density": 0.034, "test_acc": 0.902},
