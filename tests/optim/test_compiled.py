@@ -378,3 +378,23 @@ def test_compiled_is_opt_in_validated_and_missing_in_old_state_dicts_is_none() -
         with pytest.raises(ValueError, match="Invalid compiled value"):
             cls([w], lr=0.1, compiled="yes")
     assert _compiled.compilations() == before
+
+
+def test_the_eager_path_does_not_import_dynamo() -> None:
+    """``torch._dynamo``/``torch._inductor`` (about 1.2 s) load only when a step compiles
+    (with torch's own wrappers kept from importing it, as the command does)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; import sparseopt as so\n"
+        "from sparseopt.cli._common import skip_dynamo_import; skip_dynamo_import()\n"
+        "for name in ('rda', 'splitlbi', 'rvsm'):\n"
+        "    w = torch.nn.Parameter(torch.ones(3)); w.grad = torch.ones(3)\n"
+        "    so.create_optimizer([w], name).step()\n"
+        "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]"

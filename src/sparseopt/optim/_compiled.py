@@ -72,13 +72,24 @@ _DEVICES = ("cpu", "cuda")
 #: How many compiled kernels are kept (one per method, flags and tensor layout).
 KERNEL_CACHE_SIZE = 64
 
-#: Errors meaning "Inductor/Dynamo could not build the kernel" (raised before it runs).
-_BUILD_ERRORS: tuple[type[BaseException], ...] = (
-    torch._dynamo.exc.TorchDynamoException,  # BackendCompilerFailed, InductorError, Unsupported
-    torch._dynamo.exc.FailOnRecompileLimitHit,
-    torch._inductor.exc.CppCompileError,
-    OSError,  # no compiler executable
-)
+
+def _build_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning "Inductor/Dynamo could not build the kernel" (raised before it runs).
+
+    Imported here, not at module level: ``torch._dynamo`` and ``torch._inductor`` take
+    about 1.2 s to import, which every ``import sparseopt`` would pay (the eager path, the
+    default, never needs them).
+    """
+    import torch._dynamo.exc
+    import torch._inductor.exc
+
+    return (
+        torch._dynamo.exc.TorchDynamoException,  # BackendCompilerFailed, InductorError, ...
+        torch._dynamo.exc.FailOnRecompileLimitHit,
+        torch._inductor.exc.CppCompileError,
+        OSError,  # no compiler executable
+    )
+
 
 _kernels: OrderedDict[Any, Callable[..., Any]] = OrderedDict()
 _ids = itertools.count()
@@ -116,6 +127,8 @@ def _unsupported(tensors: Sequence[Tensor], penalty: Penalty) -> str | None:
     """Why these tensors and this penalty cannot take the compiled path, or ``None``."""
     if penalty_kind(penalty) is None:
         return f"penalty {penalty.name!r} has no compiled step (none, l1 and l0 have)"
+    import torch._dynamo
+
     if not torch._dynamo.is_dynamo_supported():
         return "torch.compile is not supported on this Python/platform"
     for t in tensors:
@@ -197,7 +210,7 @@ def run_compiled(
     s = torch.tensor(list(scalars), dtype=dtype, device=first.device)
     try:
         kernel(*tensorlists, s, **flags)
-    except _BUILD_ERRORS as err:
+    except _build_errors() as err:
         _kernels.pop(key, None)
         _disabled = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         _warn_once(
