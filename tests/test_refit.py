@@ -11,9 +11,9 @@ import torch
 from engine_helpers import StopAfter, assert_same_state, tiny, without_time
 
 from sparseopt.baselines import FINETUNE_LR_FACTOR
-from sparseopt.config import TrainConfig
+from sparseopt.config import TrainConfig, refit_epochs
 from sparseopt.engine import ConfigError, Trainer, TrainingInterrupted, load_checkpoint, train
-from sparseopt.engine.refit import refit_epochs, refit_optimizer_settings
+from sparseopt.engine.refit import refit_optimizer_settings
 from sparseopt.optim.registry import get_optimizer_info
 
 

@@ -308,10 +308,7 @@ class LamWarmup:
         """λ for the trainer's step, over the steps before a refit (which has no λ)."""
         if not hasattr(trainer.optimizer, "set_lam"):  # the refit: the penalty is off
             return
-        from sparseopt.engine.refit import refit_epochs
-
-        cfg = trainer.config
-        epochs = cfg.epochs - refit_epochs(cfg.epochs, getattr(cfg, "refit", None))
+        epochs = getattr(trainer, "sparse_epochs", trainer.config.epochs)
         self.set_step(trainer.optimizer, trainer.global_step, epochs * trainer.batches_per_epoch())
 
     def on_train_begin(self, trainer: Any) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "SPARSE_ONLY_FIELDS",
     "TrainConfig",
     "load_config_file",
+    "refit_epochs",
     "save_config_file",
 ]
 
@@ -105,6 +106,19 @@ GROW_REFUSED = {
     "rda": "RDA sets the new weights back to zero at the next step (its prox centre and "
     "gradient average start at zero for them), so widening is of no use"
 }
+
+
+def refit_epochs(epochs: int, fraction: float | None) -> int:
+    r"""Epochs of the refit: :math:`\lfloor fE\rfloor`, at least 1 when ``f > 0`` and at
+    least one sparse epoch before it (0 for runs of fewer than 2 epochs).
+
+    Example:
+        >>> refit_epochs(20, 0.2), refit_epochs(15, 0.2), refit_epochs(3, 0.2), refit_epochs(1, 0.5)
+        (4, 3, 1, 0)
+    """
+    if not fraction or epochs < 2:
+        return 0
+    return min(epochs - 1, max(1, int(fraction * epochs + 1e-9)))
 
 
 @dataclass

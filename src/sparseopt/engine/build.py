@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sparseopt.config import TrainConfig
+from sparseopt.config import TrainConfig, refit_epochs
 from sparseopt.engine.distributed import Dist
 from sparseopt.engine.errors import ConfigError
 
@@ -349,8 +349,6 @@ def _coupled_groups(
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Scheduler | None:
     """The per-epoch learning-rate schedule of ``cfg.schedule`` (``None`` for ``none``);
     ``cosine`` reaches 0 where the refit begins (:mod:`~sparseopt.engine.refit`)."""
-    from sparseopt.engine.refit import refit_epochs
-
     lr_scheduler = torch.optim.lr_scheduler
     if cfg.schedule == "cosine":
         sparse_epochs = cfg.epochs - refit_epochs(cfg.epochs, cfg.refit)

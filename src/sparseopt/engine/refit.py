@@ -29,23 +29,11 @@ import torch
 from torch import Tensor
 
 from sparseopt.baselines import FINETUNE_LR_FACTOR
+from sparseopt.config import refit_epochs
 from sparseopt.engine.evaluate import deployed
 from sparseopt.fsdp import global_int
 
-__all__ = ["Refit", "refit_epochs", "refit_optimizer_settings"]
-
-
-def refit_epochs(epochs: int, fraction: float | None) -> int:
-    r"""Epochs of the refit: :math:`\lfloor fE\rfloor`, at least 1 when ``f > 0`` and at
-    least one sparse epoch before it (0 for runs of fewer than 2 epochs).
-
-    Example:
-        >>> refit_epochs(20, 0.2), refit_epochs(15, 0.2), refit_epochs(3, 0.2), refit_epochs(1, 0.5)
-        (4, 3, 1, 0)
-    """
-    if not fraction or epochs < 2:
-        return 0
-    return min(epochs - 1, max(1, int(fraction * epochs + 1e-9)))
+__all__ = ["Refit", "refit_optimizer_settings"]
 
 
 def refit_optimizer_settings(lr: float | None = None) -> dict[str, float]:

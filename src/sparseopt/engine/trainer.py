@@ -174,6 +174,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ batches, evaluation
 
+    @property
+    def sparse_epochs(self) -> int:
+        """Epochs of the sparse optimizer: all of them, less a refit's (``config.refit``)."""
+        return self.config.epochs - self._refit.epochs
+
     def batches_per_epoch(self) -> int:
         """Number of optimizer steps per epoch (this rank's)."""
         return len(self.batches)
