@@ -439,6 +439,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # curve CNN (round 6), lr 0.02/0.03 alone grew the support too slowly (rounds 5, 8),
     # ν 5 alone collapsed words-cnn with seed 1 (round 10): a smaller lr with a smaller ν
     "round12": _cands("splitlbi", SLBI, lam=[0.1], lr=[0.02, 0.03], nu=[3.0, 5.0]),
+    # round 13: SplitLBI's κ. V moves by (lr/ν)(W − Γ) per step, W by κ·lr (gradient and
+    # coupling): κ < 1 with lr/κ keeps W's steps and speeds the support up by 1/κ
+    "round13": [
+        {**c, "lr": 0.05 / c["kappa"]}
+        for c in _cands("splitlbi", {**SLBI, "lam": 0.1}, kappa=[0.5, 0.25])
+    ],
     # round 11d: with the refit restoring accuracy, a larger ℓ0 λ for RDA (round 11c's
     # λ 3e-5 with a refit ended at a mean density just above the 15 % cap)
     "round11d": [
