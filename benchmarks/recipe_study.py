@@ -445,6 +445,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {**c, "lr": 0.05 / c["kappa"]}
         for c in _cands("splitlbi", {**SLBI, "lam": 0.1}, kappa=[0.5, 0.25])
     ],
+    # round 14: SplitLBI's ν and λ together: an entry needs about λν/(lr|W|) steps, W's
+    # coupling is a decay of κ·lr/ν — a larger ν with λ·ν fixed keeps the support's speed
+    # and weakens the pull of W towards the (at first empty) Γ
+    "round14": [
+        {**c, "lam": 1.0 / c["nu"]}
+        for c in _cands("splitlbi", {**SLBI, "lr": 0.05}, nu=[20.0, 50.0, 100.0])
+    ],
     # round 11d: with the refit restoring accuracy, a larger ℓ0 λ for RDA (round 11c's
     # λ 3e-5 with a refit ended at a mean density just above the 15 % cap)
     "round11d": [
