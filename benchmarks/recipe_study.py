@@ -458,6 +458,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {"optimizer": "rda", "penalty": "l0", "lam": lam, "refit": 0.2, "refit_lr": 0.006}
         for lam in (4e-5, 6e-5)
     ],
+    # round 11f: around RDA's new recipe (ℓ0 4e-5, refit 0.2 at lr 0.006): a longer refit
+    # and a refit lr between 0.006 and 0.02 (0.02 helped LeNet-5 and collapsed words-cnn)
+    "round11f": [
+        {"optimizer": "rda", "penalty": "l0", "lam": 4e-5, "refit": r, "refit_lr": lr}
+        for r, lr in ((0.2, 0.01), (0.3, 0.006), (0.3, 0.01))
+    ],
     # round 11e: RDA's other penalties with the refit of its new recipe (failure check)
     "round11e": [
         {"optimizer": "rda", "penalty": p, "refit": 0.2, "refit_lr": 0.006}
