@@ -189,9 +189,9 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "Xiao, JMLR 11 (2010); He et al., Comput. Optim. Appl. 77 (2020)",
             # round 9 (adaptive variant): the group λ measured, Tℓ1 checked; group_l1/group_l0
             # the sparsest without a failure (every one is > 15 % dense). Round 11: ℓ0 with
-            # a refit of the last fifth at lr 0.006 is the recipe (ℓ0 λ 4e-5 measured with it)
+            # a refit of the last fifth at lr 0.01 is the recipe (ℓ0 λ 4e-5 measured with it)
             lam={"l1": 1e-3, "l0": 4e-5, "tl1": 5e-4, "group_l1": 5e-4, "group_l0": 3e-3},
-            training={"init_density": 1.0, "schedule": "none", "refit": 0.2, "refit_lr": 0.006},
+            training={"init_density": 1.0, "schedule": "none", "refit": 0.2, "refit_lr": 0.01},
             lr=1.0,
             penalty="l0",
             # the AdaGrad-metric variant (round 7): sparser and closer to dense than the
