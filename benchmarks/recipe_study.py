@@ -452,6 +452,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {**c, "lam": 1.0 / c["nu"]}
         for c in _cands("splitlbi", {**SLBI, "lr": 0.05}, nu=[20.0, 50.0, 100.0])
     ],
+    # round 15: the Bregman methods' sparse start (1 % since the study began, chosen before
+    # the floor and the realised-fan-in variance): 3 % and 10 %, recipes otherwise
+    "round15": [
+        {"optimizer": o, "init_density": d} for o in ("linbreg", "adabreg") for d in (0.03, 0.1)
+    ],
     # round 11d: with the refit restoring accuracy, a larger ℓ0 λ for RDA (round 11c's
     # λ 3e-5 with a refit ended at a mean density just above the 15 % cap)
     "round11d": [
