@@ -74,9 +74,9 @@ def test_refit_fixes_the_deployable_support_and_fine_tunes_the_rest(
     final = torch.load(tmp_path / "r" / "model_sparse.pt", weights_only=True)
     assert torch.equal(final["fc1.weight"] == 0, first)
     assert torch.equal(final["fc1.weight"], res.model.state_dict()["fc1.weight"])
-    assert (
-        "refit: epochs 4-5 fine-tune the support found" in (tmp_path / "r" / "log.txt").read_text()
-    )
+    log = (tmp_path / "r" / "log.txt").read_text()
+    assert "refit: epochs 4-5 fine-tune the support found" in log
+    assert ", refit of the last 2 epochs, 5 epochs ×" in log.splitlines()[0]  # the header
 
 
 def test_the_sparse_epochs_cosine_ends_where_the_refit_begins(tmp_path: Path) -> None:

@@ -38,6 +38,9 @@ def describe(trainer: Any) -> str:
         )
     if cfg.grow_every is not None:
         opt += f", grow every {cfg.grow_every} epochs (τ = {cfg.grow_tau:g})"
+    refit = cfg.epochs - getattr(trainer, "sparse_epochs", cfg.epochs)
+    if refit:
+        opt += f", refit of the last {refit} epochs"
     # The sparse start covers the penalisable weights; the epoch lines' "density"
     # counts every parameter (biases and norms too), so it starts higher.
     init = ""
