@@ -212,6 +212,25 @@ def test_rda_parameters_without_a_gradient_keep_their_own_sums() -> None:
     _assert_close(results[1], results[0], dtype)
 
 
+@needs_compiler
+def test_adabreg_bias_corrections_follow_each_parameters_own_step_count() -> None:
+    """A parameter skipped in a step has a smaller step count: one kernel call mixes them."""
+    kw, dtype = CONFIGS[9][1], torch.float64
+    results = []
+    for impl in ({"foreach": False}, {"compiled": True}):
+        params = _params(dtype)
+        opt = _make(AdaBreg, kw, "l0", params, **impl)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*compiled=True")  # no fallback
+            _steps(opt, params, 2)
+            params[1].grad = None  # skipped once
+            opt.step()
+            _steps(opt, params, 2, first=3)
+        assert opt.state[params[1]]["step"] == 4 and opt.state[params[0]]["step"] == 5
+        results.append(_result(opt, params))
+    _assert_close(results[1], results[0], dtype)
+
+
 def _scheduled(
     monkeypatch: pytest.MonkeyPatch,
     cls: type[SparseOptimizer],
