@@ -1,21 +1,23 @@
-"""The compiled steps (``compiled=True``: RDA, SplitLBI, RVSM) against the for-loop reference.
+"""The compiled steps (``compiled=True``: RDA, SplitLBI, RVSM, AdaBreg, LinBreg, ProxSGD)
+against the for-loop reference.
 
 Each compiled step is one ``torch.compile`` kernel per param-group batch; Inductor may
 reorder and fuse the arithmetic, so it agrees with the for-loop reference up to rounding:
 float64 to 1e-12, float32 to 1e-5 (as the fused paths, tests/optim/test_fused.py), after
 several steps, over mixed param groups (ℓ1, ℓ0, none), momentum, Nesterov, dampening,
-weight decay and maximize, with a changing learning rate. Further:
+weight decay, maximize, δ, betas and eps, with a changing learning rate. Further:
 
 - changing ``lr`` (a number, or a tensor under an lr scheduler) or λ (``set_lam``) builds
   no new kernel and no new Dynamo graph;
 - where a kernel cannot be built (forced here) or the input is not supported (DTensor
-  parameters, a penalty without a compiled prox) the step is the ``foreach`` step bit for
-  bit, with one warning, not one per step;
+  parameters, a penalty without a compiled prox) the step is the eager step bit for bit
+  (``foreach``, or AdaBreg's, LinBreg's and ProxSGD's default fused step), with one
+  warning, not one per step;
 - state dicts move between compiled and eager optimizers and training continues alike;
   step hooks fire; the state holds tensors only.
 
 Compiling costs about a second per kernel: the tests share a few layouts (two param
-groups of small tensors, one kernel per group), so the file builds about 30 kernels.
+groups of small tensors, one kernel per group), so the file builds about 50 kernels.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import pytest
 import torch
 
-from sparseopt import RDA, RVSM, SplitLBI
+from sparseopt import RDA, RVSM, AdaBreg, LinBreg, ProxSGD, SplitLBI
 from sparseopt.optim import _compiled
 from sparseopt.optim._base import SparseOptimizer
 
@@ -73,13 +75,48 @@ CONFIGS: list[tuple[type[SparseOptimizer], dict[str, Any], str]] = [
         "none",
     ),
     (RVSM, {"lr": 0.1, "lam": 0.05, "beta": 0.0, "momentum": 0.0}, "l0"),
+    (
+        AdaBreg,
+        {
+            "lr": 0.1,
+            "lam": 0.05,
+            "delta": 2.0,
+            "weight_decay": 0.1,
+            "betas": (0.8, 0.99),
+            "eps": 1e-6,
+        },
+        "l0",
+    ),
+    (AdaBreg, {"lr": 0.1, "lam": 0.05, "weight_decay": 0.05, "maximize": True}, "none"),
+    (
+        LinBreg,
+        {"lr": 0.1, "lam": 0.05, "delta": 2.0, "momentum": 0.9, "weight_decay": 0.1},
+        "l0",
+    ),
+    (
+        LinBreg,
+        {"lr": 0.1, "lam": 0.05, "momentum": 0.0, "weight_decay": 0.05, "maximize": True},
+        "none",
+    ),
+    (
+        ProxSGD,
+        {"lr": 0.1, "lam": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+        "l0",
+    ),
+    (
+        ProxSGD,
+        {"lr": 0.1, "lam": 0.05, "momentum": 0.5, "dampening": 0.2, "maximize": True},
+        "none",
+    ),
 ]
 IDS = [f"{cls.__name__}-{i}" for i, (cls, _, _) in enumerate(CONFIGS)]
+#: The first configuration of each method.
+FIRST = [0, 3, 6, 9, 11, 13]
 #: float64 for every configuration, float32 for one per method (each compiles new kernels)
 PARITY = [
-    pytest.param(*config, dtype, id=f"{name}-{str(dtype)[6:]}")
-    for dtype, step in ((torch.float64, 1), (torch.float32, 3))
-    for config, name in list(zip(CONFIGS, IDS, strict=True))[::step]
+    pytest.param(*CONFIGS[i], dtype, id=f"{IDS[i]}-{str(dtype)[6:]}")
+    for dtype, indices in ((torch.float64, range(len(CONFIGS))), (torch.float32, FIRST))
+    for i in indices
 ]
 
 
@@ -175,6 +212,25 @@ def test_rda_parameters_without_a_gradient_keep_their_own_sums() -> None:
     _assert_close(results[1], results[0], dtype)
 
 
+@needs_compiler
+def test_adabreg_bias_corrections_follow_each_parameters_own_step_count() -> None:
+    """A parameter skipped in a step has a smaller step count: one kernel call mixes them."""
+    kw, dtype = CONFIGS[9][1], torch.float64
+    results = []
+    for impl in ({"foreach": False}, {"compiled": True}):
+        params = _params(dtype)
+        opt = _make(AdaBreg, kw, "l0", params, **impl)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*compiled=True")  # no fallback
+            _steps(opt, params, 2)
+            params[1].grad = None  # skipped once
+            opt.step()
+            _steps(opt, params, 2, first=3)
+        assert opt.state[params[1]]["step"] == 4 and opt.state[params[0]]["step"] == 5
+        results.append(_result(opt, params))
+    _assert_close(results[1], results[0], dtype)
+
+
 def _scheduled(
     monkeypatch: pytest.MonkeyPatch,
     cls: type[SparseOptimizer],
@@ -227,7 +283,7 @@ def _scheduled(
 
 @needs_compiler
 @pytest.mark.parametrize(
-    ("cls", "kw", "second"), [CONFIGS[0], CONFIGS[3], CONFIGS[6]], ids=IDS[::3]
+    ("cls", "kw", "second"), [CONFIGS[i] for i in FIRST], ids=[IDS[i] for i in FIRST]
 )
 def test_new_lr_and_lambda_build_no_new_kernel(
     monkeypatch: pytest.MonkeyPatch, cls: type[SparseOptimizer], kw: dict[str, Any], second: str
@@ -241,16 +297,13 @@ def test_new_lr_and_lambda_build_no_new_kernel(
     _assert_close(compiled, reference, torch.float64)
 
 
-@pytest.mark.parametrize(
-    ("cls", "kw", "second"), [CONFIGS[1], CONFIGS[4], CONFIGS[7]], ids=IDS[1::3]
-)
-def test_a_kernel_that_cannot_be_built_falls_back_to_foreach_bit_for_bit(
-    monkeypatch: pytest.MonkeyPatch,
-    fresh_compiled_state: None,
-    cls: type[SparseOptimizer],
-    kw: dict[str, Any],
-    second: str,
-) -> None:
+#: The second configuration of each method.
+SECOND = [1, 4, 7, 10, 12, 14]
+
+
+def _no_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every kernel build fails as without a C++ compiler (an empty kernel cache)."""
+
     def no_compiler(fn: Any) -> Any:
         def kernel(*args: Any, **kwargs: Any) -> None:
             raise torch._inductor.exc.CppCompileError(["c++", "kernel.cpp"], "c++: not found")
@@ -259,14 +312,47 @@ def test_a_kernel_that_cannot_be_built_falls_back_to_foreach_bit_for_bit(
 
     monkeypatch.setattr(_compiled, "_fresh_compiled", no_compiler)
     monkeypatch.setattr(_compiled, "_kernels", type(_compiled._kernels)())
+
+
+@pytest.mark.parametrize(
+    ("cls", "kw", "second"), [CONFIGS[i] for i in SECOND], ids=[IDS[i] for i in SECOND]
+)
+def test_a_kernel_that_cannot_be_built_falls_back_to_foreach_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_compiled_state: None,
+    cls: type[SparseOptimizer],
+    kw: dict[str, Any],
+    second: str,
+) -> None:
+    _no_compiler(monkeypatch)
     dtype = torch.float64
     foreach = _run(cls, kw, second, dtype, foreach=True)
     with pytest.warns(UserWarning, match="could not build") as record:
-        fallback = _run(cls, kw, second, dtype, compiled=True)
+        fallback = _run(cls, kw, second, dtype, compiled=True, foreach=True)
     assert len([w for w in record if "compiled=True" in str(w.message)]) == 1  # not per step
     for a, b in zip(fallback, foreach, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert _compiled._disabled is not None  # off for the process: no retry every step
+
+
+@pytest.mark.parametrize(
+    ("cls", "kw", "second"), [CONFIGS[i] for i in FIRST[3:]], ids=[IDS[i] for i in FIRST[3:]]
+)
+def test_a_kernel_that_cannot_be_built_falls_back_to_the_default_fused_step(
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_compiled_state: None,
+    cls: type[SparseOptimizer],
+    kw: dict[str, Any],
+    second: str,
+) -> None:
+    """AdaBreg, LinBreg and ProxSGD: ``compiled=True`` alone falls back to their default."""
+    _no_compiler(monkeypatch)
+    dtype = torch.float64
+    default = _run(cls, kw, second, dtype)  # the fused step on CPU
+    with pytest.warns(UserWarning, match="could not build"):
+        fallback = _run(cls, kw, second, dtype, compiled=True)
+    for a, b in zip(fallback, default, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -275,6 +361,9 @@ def test_a_kernel_that_cannot_be_built_falls_back_to_foreach_bit_for_bit(
         (RDA, CONFIGS[0][1], "group_l1"),  # no compiled prox: the eager path
         (RVSM, CONFIGS[6][1], "tl1"),
         (SplitLBI, CONFIGS[3][1], "group_l0"),
+        (AdaBreg, CONFIGS[9][1], "tl1"),
+        (LinBreg, CONFIGS[11][1], "group_l1"),
+        (ProxSGD, CONFIGS[13][1], "group_l0"),
     ],
 )
 def test_penalties_without_a_compiled_prox_take_the_foreach_step(
@@ -284,7 +373,7 @@ def test_penalties_without_a_compiled_prox_take_the_foreach_step(
     gen = torch.Generator().manual_seed(0)
     # a group penalty needs parameters of 2+ dims: one group with that penalty only
     results = []
-    for impl in ({"foreach": True}, {"compiled": True}):
+    for impl in ({"foreach": True}, {"foreach": True, "compiled": True}):
         p = torch.nn.Parameter(torch.randn(4, 3, 2, generator=gen.manual_seed(0), dtype=dtype))
         opt = cls([{"params": [p], "penalty": second, "groups": "filter"}], **kw, **impl)
         with warnings.catch_warnings(record=True) as record:
@@ -313,7 +402,7 @@ def test_dtensor_parameters_take_the_foreach_step(
 
 @needs_compiler
 @pytest.mark.parametrize(
-    ("cls", "kw", "second"), [CONFIGS[0], CONFIGS[3], CONFIGS[6]], ids=IDS[::3]
+    ("cls", "kw", "second"), [CONFIGS[i] for i in FIRST], ids=[IDS[i] for i in FIRST]
 )
 @pytest.mark.parametrize("direction", ["compiled->eager", "eager->compiled"])
 def test_state_dict_moves_between_compiled_and_eager(
@@ -334,7 +423,8 @@ def test_state_dict_moves_between_compiled_and_eager(
     assert all(g["compiled"] is first for g in state["param_groups"])
     for p_state in state["state"].values():
         assert all(isinstance(v, torch.Tensor) for v in p_state.values())
-        assert p_state["step"].dtype == torch.float32 and p_state["step"].ndim == 0
+        if "step" in p_state:  # LinBreg counts no steps
+            assert p_state["step"].dtype == torch.float32 and p_state["step"].ndim == 0
     _steps(opt, params, 3, seed=2, first=3)  # the run that was not interrupted
 
     resumed_params = _params(dtype)
@@ -349,8 +439,9 @@ def test_state_dict_moves_between_compiled_and_eager(
 
 
 @needs_compiler
-def test_step_hooks_fire_and_the_state_holds_tensors() -> None:
-    cls, kw, second = CONFIGS[6]
+@pytest.mark.parametrize("index", [6, *FIRST[3:]], ids=[IDS[i] for i in [6, *FIRST[3:]]])
+def test_step_hooks_fire_and_the_state_holds_tensors(index: int) -> None:
+    cls, kw, second = CONFIGS[index]
     params = _params(torch.float64)
     opt = _make(cls, kw, second, params, compiled=True)
     calls: list[str] = []
@@ -364,7 +455,7 @@ def test_step_hooks_fire_and_the_state_holds_tensors() -> None:
 
 def test_compiled_is_opt_in_validated_and_missing_in_old_state_dicts_is_none() -> None:
     before = _compiled.compilations()
-    for cls in (RDA, SplitLBI, RVSM):
+    for cls in (RDA, SplitLBI, RVSM, AdaBreg, LinBreg, ProxSGD):
         w = torch.nn.Parameter(torch.ones(3))
         opt = cls([w], lr=0.1)
         assert opt.param_groups[0]["compiled"] is None  # the default: the eager path
@@ -389,7 +480,7 @@ def test_the_eager_path_does_not_import_dynamo() -> None:
     code = (
         "import sys, torch; import sparseopt as so\n"
         "from sparseopt.cli._common import skip_dynamo_import; skip_dynamo_import()\n"
-        "for name in ('rda', 'splitlbi', 'rvsm'):\n"
+        "for name in ('rda', 'splitlbi', 'rvsm', 'adabreg', 'linbreg', 'proxsgd'):\n"
         "    w = torch.nn.Parameter(torch.ones(3)); w.grad = torch.ones(3)\n"
         "    so.create_optimizer([w], name).step()\n"
         "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))"

@@ -36,7 +36,7 @@ def test_quick_run_writes_markdown_and_json(tmp_path: Path, load_benchmark: Call
     assert {"torch Adam (fused)", "AdaBreg", "RDA", "SplitLBI"} <= set(rows)
     # the compiled rows, with their compile time (the warm-up's) reported apart
     compiled = [r for name, r in rows.items() if name.endswith("(compiled)")]
-    assert len(compiled) == 3 and all(r["compile_s"] >= 0 for r in compiled)
+    assert len(compiled) == 7 and all(r["compile_s"] >= 0 for r in compiled)
     assert all(r["compile_s"] is None for r in rows.values() if r not in compiled)
     for r in rows.values():
         assert r["samples"] == 2 * 2  # rounds x block

@@ -2,12 +2,14 @@ r"""Compiled optimizer steps: one ``torch.compile`` kernel per step (``compiled=
 
 The eager ``foreach`` steps of RDA (adaptive), SplitLBI and RVSM are sequences of
 elementwise ``torch._foreach_*`` kernels, each one pass over memory: about 22, 17 and 13
-passes where their memory-traffic limits are 7, 9 and 7 (docs/optimizers.md). Written as
+passes where their memory-traffic limits are 7, 9 and 7 (docs/optimizers.md); the fused
+steps of AdaBreg, LinBreg and ProxSGD (torch's fused Adam/SGD kernel, then a primal-map
+or prox pass) make 9, 5 (7 with momentum) and 7 where theirs are 8, 4 (6) and 5. Written as
 one pure function of torch ops over lists of tensors and compiled with
 ``torch.compile(fullgraph=True, dynamic=False)``, Inductor fuses each tensor's update
 into one loop that reads and writes every tensor once: the step runs near its limit.
 
-This module holds what the three methods' compiled paths share (the maths stays in each
+This module holds what the six methods' compiled paths share (the maths stays in each
 method's file, next to its for-loop reference):
 
 - :func:`resolve_compiled`: whether a call can take the compiled path (``compiled`` asked
