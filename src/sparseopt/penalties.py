@@ -58,6 +58,7 @@ __all__ = [
     "GroupL1",
     "NoPenalty",
     "Penalty",
+    "dead_threshold",
     "from_spec",
     "group_hard_threshold",
     "group_soft_threshold",
@@ -558,3 +559,21 @@ def from_spec(spec: Mapping[str, Any]) -> Penalty:
     """
     spec = dict(spec)
     return make_penalty(spec.pop("penalty", "none"), **spec)
+
+
+def dead_threshold(penalty: Penalty, delta: float) -> float:
+    r"""The level :math:`t` with :math:`\operatorname{prox}_{\delta J}(y) = 0 \iff |y| \le t`
+    (the prox at step ``delta``).
+
+    :math:`|y|` is the entry's magnitude, or the group's norm for group penalties
+    (the group weight :math:`w_g` is left out: only ratios of thresholds are used).
+    ``l1``/``group_l1``: :math:`\delta\lambda`; ``l0``/``group_l0``:
+    :math:`\sqrt{2\delta\lambda}`; ``tl1``: Zhang & Xin's threshold at
+    :math:`\mu=\delta\lambda`. Other penalties are treated like ``l1``.
+    """
+    lam = float(getattr(penalty, "lam", 0.0))
+    if isinstance(penalty, (L0, GroupL0)):
+        return math.sqrt(2.0 * delta * lam)
+    if isinstance(penalty, TL1):
+        return tl1_threshold_value(delta * lam, penalty.a) if lam > 0 else 0.0
+    return delta * lam

@@ -30,7 +30,7 @@ from sparseopt.config import (
     RESUME_OVERRIDABLE,
     SPARSE_ONLY_FIELDS,
     TrainConfig,
-    load_config_file,
+    load_run_config,
 )
 
 __all__ = ["COMPARE_RECORD", "add_compare_arguments", "comparison_table", "run_compare"]
@@ -247,9 +247,7 @@ def _run_state(config: TrainConfig) -> tuple[str, dict[str, Any] | None]:
     if not (run_dir / "checkpoint.pt").is_file() or not (run_dir / "config.yaml").is_file():
         return "new", None
     try:
-        data = load_config_file(run_dir / "config.yaml")
-        data.setdefault("refit", 0.0)  # saved before the refit existed: it had none
-        saved = TrainConfig.from_dict(data)
+        saved = TrainConfig.from_dict(load_run_config(run_dir / "config.yaml"))
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise UsageError(f"cannot reuse {run_dir}: {err}") from None
     old, now = _comparable(saved), _comparable(config)

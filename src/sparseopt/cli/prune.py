@@ -132,7 +132,7 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_config(run_dir: Path) -> Any:
-    from sparseopt.config import TrainConfig, load_config_file
+    from sparseopt.config import TrainConfig, load_run_config
 
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir} is not a run directory (not a directory)")
@@ -140,7 +140,7 @@ def _run_config(run_dir: Path) -> Any:
     if not cfg_path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
     try:
-        return TrainConfig.from_dict(load_config_file(cfg_path))
+        return TrainConfig.from_dict(load_run_config(cfg_path))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{cfg_path}: {one_line(str(err))}") from None
 

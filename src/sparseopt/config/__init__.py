@@ -30,7 +30,7 @@ from typing import Any
 
 from sparseopt.config._fields import _key, _meta, _opt
 from sparseopt.config.checks import SCHEDULES, validate
-from sparseopt.config.files import load_config_file, save_config_file
+from sparseopt.config.files import load_config_file, load_run_config, save_config_file
 
 __all__ = [
     "GROW_REFUSED",
@@ -41,6 +41,7 @@ __all__ = [
     "SPARSE_ONLY_FIELDS",
     "TrainConfig",
     "load_config_file",
+    "load_run_config",
     "refit_epochs",
     "save_config_file",
 ]

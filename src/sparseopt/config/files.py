@@ -7,7 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_config_file", "save_config_file"]
+__all__ = ["load_config_file", "load_run_config", "save_config_file"]
+
+#: Settings a run directory's ``config.yaml`` lacks when it was written before the field
+#: existed, with the value that run had then (not today's recipe's): no refit.
+_BEFORE_FIELDS: dict[str, Any] = {"refit": 0.0}
 
 
 def _key(name: str) -> str:
@@ -54,6 +58,13 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if set(data) == {"train"} and isinstance(data["train"], dict):
         data = data["train"]
     return {_key(k): v for k, v in data.items()}
+
+
+def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run directory's saved ``config.yaml`` (:func:`load_config_file`), with the values
+    that runs saved before a setting existed had (``refit`` 0), so that resuming or reusing
+    an old run does not give it today's recipe's."""
+    return {**_BEFORE_FIELDS, **load_config_file(path)}
 
 
 def save_config_file(config: Any, path: str | os.PathLike[str]) -> Path:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sparseopt.config import RESUME_OVERRIDABLE, TrainConfig, load_config_file
+from sparseopt.config import RESUME_OVERRIDABLE, TrainConfig, load_run_config
 from sparseopt.engine.errors import ConfigError
 from sparseopt.logging_utils import atomic_torch_save
 from sparseopt.prune._files import load_tensor_file
@@ -244,7 +244,7 @@ def initial_config(
                 f"cannot resume {resume_dir}: no {CHECKPOINT_FILE} and {'config.yaml'} there "
                 "(is it a run directory written by sparseopt train?)"
             )
-        saved = load_config_file(resume_dir / _CONFIG)
+        saved = load_run_config(resume_dir / _CONFIG)
         overrides: dict[str, Any] = {}
         if isinstance(config, TrainConfig):
             default = TrainConfig()
@@ -267,8 +267,6 @@ def initial_config(
         saved["quiet"] = False  # presentation is per invocation, not part of the run
         # A run saved before the path recorder existed has no path to continue.
         saved.setdefault("record_path", False)
-        # A run saved before the refit existed had none (not today's recipe's).
-        saved.setdefault("refit", 0.0)
         saved.update(overrides)
         saved["out"] = str(resume_dir)
         return TrainConfig.from_dict(saved).resolve()

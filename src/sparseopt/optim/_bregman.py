@@ -19,7 +19,6 @@ github.com/TimRoith/BregmanLearning.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -29,17 +28,13 @@ from torch import Tensor
 from sparseopt.optim._base import SparseOptimizer
 from sparseopt.optim._functional import group_by_device_dtype
 from sparseopt.penalties import (
-    L0,
-    TL1,
-    GroupL0,
     NoPenalty,
     Penalty,
-    tl1_threshold_value,
+    dead_threshold,
 )
 
 __all__ = [
     "BregmanOptimizer",
-    "dead_threshold",
     "decay_",
     "decay_foreach_",
     "decayed_buckets",
@@ -139,23 +134,6 @@ def decayed_buckets(
         if decay != 0:  # decoupled: theta <- (1 - lr wd) theta, through the dual if any
             decay_foreach_(bucket[0], bucket[2] if penalised else None, decay, delta)
         yield bucket
-
-
-def dead_threshold(penalty: Penalty, delta: float) -> float:
-    r"""The level :math:`t` with :math:`\operatorname{prox}_{\delta J}(y) = 0 \iff |y| \le t`.
-
-    :math:`|y|` is the entry's magnitude, or the group's norm for group penalties
-    (the group weight :math:`w_g` is left out: only ratios of thresholds are used).
-    ``l1``/``group_l1``: :math:`\delta\lambda`; ``l0``/``group_l0``:
-    :math:`\sqrt{2\delta\lambda}`; ``tl1``: Zhang & Xin's threshold at
-    :math:`\mu=\delta\lambda`. Other penalties are treated like ``l1``.
-    """
-    lam = float(getattr(penalty, "lam", 0.0))
-    if isinstance(penalty, (L0, GroupL0)):
-        return math.sqrt(2.0 * delta * lam)
-    if isinstance(penalty, TL1):
-        return tl1_threshold_value(delta * lam, penalty.a) if lam > 0 else 0.0
-    return delta * lam
 
 
 @torch.no_grad()

@@ -62,6 +62,7 @@ __all__ = [
     "resolve_compiled",
     "run_compiled",
     "sgd_direction_expr",
+    "sgd_scalars",
     "soft",
 ]
 
@@ -234,6 +235,16 @@ def soft(x: Tensor, thresh: Tensor) -> Tensor:
 def hard(x: Tensor, thresh: Tensor) -> Tensor:
     r"""Hard thresholding :math:`x\,\mathbf 1\{|x| > \tau\}` (``thresh`` 0-d)."""
     return x.masked_fill(x.abs() <= thresh, 0)
+
+
+def sgd_scalars(sgd: Any) -> tuple[tuple[float, float, float], dict[str, bool]]:
+    """What :func:`sgd_direction_expr` takes from ``torch.optim.SGD``'s settings ``sgd``
+    (an :class:`~sparseopt.optim._functional.SGDScalars`): its numbers (momentum,
+    1 − dampening, weight decay, consecutive in a kernel's scalars tensor) and its flags."""
+    weight_decay, momentum, dampening, nesterov, maximize, _ = sgd
+    flags = {"has_momentum": momentum != 0, "nesterov": nesterov, "maximize": maximize,
+             "decay": weight_decay != 0}  # fmt: skip
+    return (momentum, 1 - dampening, weight_decay), flags
 
 
 def sgd_direction_expr(

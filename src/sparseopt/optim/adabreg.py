@@ -9,7 +9,6 @@ from __future__ import annotations
 
 __all__ = ["AdaBreg", "adabreg"]
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from types import MappingProxyType
 from typing import Any, NamedTuple, Unpack
@@ -43,7 +42,7 @@ from sparseopt.optim._functional import (
 )
 from sparseopt.optim._schema import CommonKeywords, Hyper
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import NoPenalty, Penalty
+from sparseopt.penalties import NoPenalty, Penalty, dead_threshold
 
 #: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("adabreg")
@@ -393,9 +392,8 @@ def _compiled_adabreg(
     """
     params, grads, duals, exp_avgs, exp_avg_sqs, state_steps = lists
     lr, beta1, beta2, eps, delta, weight_decay, penalty, maximize = hp
-    kind = penalty_kind(penalty) if not isinstance(penalty, NoPenalty) else "none"
-    lam = getattr(penalty, "lam", 0.0)
-    thresh = delta * lam if kind == "l1" else math.sqrt(2.0 * delta * lam)
+    kind = penalty_kind(penalty)
+    thresh = dead_threshold(penalty, delta)
     decay = lr * weight_decay
     factor = decay / delta if kind != "none" else 1.0 - decay
     rate = lr if kind != "none" else lr * delta

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 __all__ = ["ProxSGD", "proxsgd"]
 
-import math
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, NamedTuple, Unpack
@@ -32,6 +31,7 @@ from sparseopt.optim._compiled import (
     resolve_compiled,
     run_compiled,
     sgd_direction_expr,
+    sgd_scalars,
     soft,
 )
 from sparseopt.optim._functional import (
@@ -50,7 +50,7 @@ from sparseopt.optim._sgd import (
     sgd_directions_foreach,
 )
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import Penalty
+from sparseopt.penalties import Penalty, dead_threshold
 
 #: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("proxsgd")
@@ -327,13 +327,11 @@ def _compiled_proxsgd(
     """
     params, grads, momentum_buffer_list = lists
     lr, sgd, penalty = hp
-    weight_decay, momentum, dampening, nesterov, maximize, _ = sgd
+    momentum = sgd.momentum
     kind = "none" if penalty.is_zero else penalty_kind(penalty)
-    lam = getattr(penalty, "lam", 0.0)
-    thresh = lr * lam if kind == "l1" else math.sqrt(2.0 * lr * lam)
-    numbers = (lr, momentum, 1 - dampening, weight_decay, thresh)
-    flags = {"kind": kind, "has_momentum": momentum != 0, "nesterov": nesterov,
-             "maximize": maximize, "decay": weight_decay != 0}  # fmt: skip
+    sgd_numbers, sgd_flags = sgd_scalars(sgd)
+    numbers = (lr, *sgd_numbers, dead_threshold(penalty, lr))
+    flags = {"kind": kind, **sgd_flags}
     n = len(params)
     bufs: list[Any] = momentum_buffer_list if momentum != 0 else [None] * n
     for b_params, b_grads, b_bufs in group_by_device_dtype(params, grads, bufs):

@@ -59,6 +59,7 @@ from sparseopt.penalties import (
     GroupL1,
     NoPenalty,
     Penalty,
+    dead_threshold,
     group_hard_threshold,
     group_soft_threshold,
     tl1_threshold,
@@ -689,7 +690,7 @@ def _compiled_rda(
         else:
             c = math.sqrt(lr_sq_sum) / gamma
             scale = -c / lr_sum if lr_sum else 0.0
-            thresh = c * lam if kind == "l1" else math.sqrt(2.0 * c * lam)
+            thresh = dead_threshold(penalty, c)
         for ws, gs, sums, w0s, sqs in group_by_device_dtype(*part):
             numbers = (-lr if maximize else lr, lr * lr, lr * weight_decay, scale)
             numbers += (_delta(eps, ws[0]), thresh)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 __all__ = ["RVSM", "rvsm"]
 
-import math
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, NamedTuple, Unpack
@@ -44,6 +43,7 @@ from sparseopt.optim._compiled import (
     resolve_compiled,
     run_compiled,
     sgd_direction_expr,
+    sgd_scalars,
     soft,
 )
 from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
@@ -56,7 +56,7 @@ from sparseopt.optim._sgd import (
     sgd_directions_foreach,
 )
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import NoPenalty, Penalty
+from sparseopt.penalties import NoPenalty, Penalty, dead_threshold
 
 #: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("rvsm")
@@ -417,14 +417,12 @@ def _compiled_rvsm(
     """
     params, grads, momentum_buffer_list, us = lists
     lr, beta, sgd, penalty = hp
-    weight_decay, momentum, dampening, nesterov, maximize, _ = sgd
+    momentum = sgd.momentum
     kind = penalty_kind(penalty) if us else "none"
-    lam = getattr(penalty, "lam", 0.0)
-    step = 1.0 / beta if beta > 0 else 0.0
-    thresh = step * lam if kind == "l1" else math.sqrt(2.0 * step * lam)
-    numbers = (lr, lr * beta, momentum, 1 - dampening, weight_decay, thresh)
-    flags = {"kind": kind, "split": beta > 0, "has_momentum": momentum != 0,
-             "nesterov": nesterov, "maximize": maximize, "decay": weight_decay != 0}  # fmt: skip
+    thresh = dead_threshold(penalty, 1.0 / beta if beta > 0 else 0.0)
+    sgd_numbers, sgd_flags = sgd_scalars(sgd)
+    numbers = (lr, lr * beta, *sgd_numbers, thresh)
+    flags = {"kind": kind, "split": beta > 0, **sgd_flags}
     n = len(params)
     bufs: list[Any] = momentum_buffer_list if momentum != 0 else [None] * n
     u_list: list[Any] = list(us) if us else params  # placeholders: the same layout

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 __all__ = ["SplitLBI", "splitlbi"]
 
-import math
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, Unpack
@@ -39,6 +38,7 @@ from sparseopt.optim._compiled import (
     resolve_compiled,
     run_compiled,
     sgd_direction_expr,
+    sgd_scalars,
     soft,
 )
 from sparseopt.optim._functional import TensorLists, group_by_device_dtype, prepare_step
@@ -51,7 +51,7 @@ from sparseopt.optim._sgd import (
     sgd_directions_foreach,
 )
 from sparseopt.optim.registry import get_optimizer_info
-from sparseopt.penalties import NoPenalty, Penalty
+from sparseopt.penalties import NoPenalty, Penalty, dead_threshold
 
 #: The registry entry: the one source of this class's defaults.
 _RECIPE = get_optimizer_info("splitlbi")
@@ -443,14 +443,11 @@ def _compiled_splitlbi(
     """
     params, grads, momentum_buffer_list, gammas, duals = lists
     lr, kappa, nu, sgd, penalty, coupled = hp
-    weight_decay, momentum, dampening, nesterov, maximize, _ = sgd
-    kind = penalty_kind(penalty)
-    lam = getattr(penalty, "lam", 0.0)
-    thresh = lam if kind == "l1" else math.sqrt(2.0 * lam)
-    numbers = (kappa * lr, lr / nu, kappa * (lr / nu), momentum, 1 - dampening, weight_decay)
-    numbers += (kappa, thresh)
-    flags = {"kind": kind, "has_momentum": momentum != 0, "nesterov": nesterov,
-             "maximize": maximize, "decay": weight_decay != 0}  # fmt: skip
+    momentum = sgd.momentum
+    sgd_numbers, sgd_flags = sgd_scalars(sgd)
+    numbers = (kappa * lr, lr / nu, kappa * (lr / nu), *sgd_numbers)
+    numbers += (kappa, dead_threshold(penalty, 1.0))
+    flags = {"kind": penalty_kind(penalty), **sgd_flags}
     n = len(params)
     bufs: list[Any] = momentum_buffer_list if momentum != 0 else [None] * n
     if not coupled:  # placeholders so every bucket has the same layout
