@@ -30,7 +30,7 @@ from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
 from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
 from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
 from sparseopt.engine.evaluate import deployed, evaluate_deployed, loss_fn
-from sparseopt.engine.refit import Refit
+from sparseopt.engine.refit import Refit, refit_optimizer_settings
 from sparseopt.engine.report import (
     epoch_row,
     failure_line,
@@ -308,8 +308,9 @@ class Trainer:
 
     def _smaller_lr_hint(self) -> str:
         run = Path(self.run_dir or self.config.out or "run")
-        if self._refit.active:  # the refit's SGD diverged: its own lr
-            return smaller_lr_hint(run, lr_lam(self.optimizer)[0], "--refit-lr")
+        if self._refit.active:  # the refit's SGD diverged: its own (starting) lr
+            lr = refit_optimizer_settings(self.config.refit_lr)["lr"]
+            return smaller_lr_hint(run, lr, "--refit-lr")
         lr = lr_lam(self.optimizer)[0] if self.config.lr is None else float(self.config.lr)
         return smaller_lr_hint(run, lr)
 
