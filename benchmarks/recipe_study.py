@@ -68,6 +68,8 @@ COS = {"schedule": "cosine"}
 #: RVSM's fixed settings in every stage (dense start, β 1, lr 0.05, momentum 0.9, cosine).
 RVSM = {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05}
 SLBI = {**COS, "momentum": 0.9, "kappa": 1.0, "init_density": 1.0, "nu": 10.0}
+#: Round 16's per-layer λ with a refit at RDA's refit lr.
+R16 = {"lam_scale": "fan_in", "refit_lr": 0.01}
 SPARSE_METHODS = ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd")
 
 #: Round 6's ProxSGD: today's recipe, then lr 0.02 at the same soft threshold lr·λ
@@ -457,6 +459,28 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round15": [
         {"optimizer": o, "init_density": d} for o in ("linbreg", "adabreg") for d in (0.03, 0.1)
     ],
+    # round 16: SplitLBI with λ per layer by fan-in (groups.layer_lam_factors). One λ let
+    # the curve CNN's conv1 (fan-in 9) into the support ~6× sooner than conv3 (fan-in
+    # 288): conv3 and the classifier stayed empty. With the layers balanced, lr 0.05 (the
+    # curve CNN's stability edge, round 6) still made W's training unstable and the masked
+    # W did not generalise without a refit; so lr 0.02 and a refit, with ablations
+    "round16": [
+        *_cands("splitlbi", {**SLBI, **R16}, lr=[0.02], lam=[0.02, 0.03, 0.05], refit=[0.2]),
+        *_cands("splitlbi", {**SLBI, **R16}, lr=[0.05], lam=[0.05, 0.1], refit=[0.2]),
+        *_cands("splitlbi", {**SLBI, **R16}, lr=[0.02], lam=[0.03], refit=[0.0]),
+        *_cands(
+            "splitlbi",
+            {**SLBI, "lam_scale": "none", "refit_lr": 0.01},
+            lr=[0.02],
+            lam=[0.03],
+            refit=[0.2],
+        ),
+    ],
+    "round16w": [
+        {**c, "epochs": 15, "seed": seed}
+        for seed in (0, 1, 2)
+        for c in _cands("splitlbi", {**SLBI, **R16}, lr=[0.02], lam=[0.02, 0.03, 0.05], refit=[0.2])
+    ],
     # round 11d: with the refit restoring accuracy, a larger ℓ0 λ for RDA (round 11c's
     # λ 3e-5 with a refit ended at a mean density just above the 15 % cap)
     "round11d": [
@@ -539,6 +563,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round7bw": ("words-cnn",),
     "round8w": ("words-cnn",),
     "round10w": ("words-cnn",),
+    "round16w": ("words-cnn",),
 }
 
 

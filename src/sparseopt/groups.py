@@ -35,10 +35,13 @@ from torch import Tensor
 __all__ = [
     "COUPLED_GROUPINGS",
     "GROUPINGS",
+    "LAM_SCALES",
+    "base_lam",
     "canonical_grouping",
     "group_dims",
     "group_norms",
     "group_size",
+    "layer_lam_factors",
     "num_groups",
     "param_groups",
 ]
@@ -133,6 +136,63 @@ def group_norms(x: Tensor, groups: str) -> Tensor:
 
 # ------------------------------------------------------------- parameter grouping
 
+#: How λ is shared between layers: ``none`` (one λ for every layer of a kind) or
+#: ``fan_in`` (each layer's λ in proportion to its weights' scale, see
+#: :func:`layer_lam_factors`).
+LAM_SCALES = ("none", "fan_in")
+
+#: Penalties whose threshold grows like √λ (ℓ0 keeps an entry above √(2tλ)); the others
+#: (ℓ1, Tℓ1, group ℓ1) threshold at a multiple of λ.
+_SQRT_THRESHOLD = ("l0", "group_l0")
+
+
+def layer_lam_factors(weights: list[Tensor], penalties: list[str]) -> list[float]:
+    r"""Per-layer λ factors that put every layer's threshold on its weights' own scale.
+
+    A uniform λ treats layers unequally: the He scale of a layer's weights is
+    :math:`\sigma_l = \sqrt{2/\text{fan\_in}_l}`, so a first convolution (fan-in 9) has
+    weights ~6× larger than a third one (fan-in 288), and one threshold keeps nearly all
+    of the first and nearly none of the third (an inverse scale space method such as
+    SplitLBI lets an entry in after about λν/(lr·|W|) steps, which is ~6× longer there).
+    Layer ``l`` gets :math:`c_l \propto \sigma_l^p` — :math:`p = 1` for penalties whose
+    threshold is proportional to λ (ℓ1, Tℓ1, group ℓ1), :math:`p = 2` for ℓ0 and group ℓ0
+    (threshold :math:`\sqrt{2t\lambda}`) — normalised so that the factors' mean over
+    the weights is 1 (:math:`\sum_l n_l c_l = \sum_l n_l`): the penalty's total weight
+    is the same as with one λ, only shared out by scale. For ℓ1 it is one λ on the
+    weights in units of their He scale, :math:`\tilde W_l = W_l / \sigma_l`; the
+    measurements that made it a recipe: docs/recipes.md, round 16.
+
+    Args:
+        weights: the penalised weight tensors (Conv: ``(out, in/groups, *kernel)``,
+            Linear: ``(out, in)``); fan-in is the size of one output unit's slice.
+        penalties: each weight's penalty name.
+
+    Example:
+        >>> w = [torch.zeros(16, 1, 3, 3), torch.zeros(2, 2048)]
+        >>> [round(c, 3) for c in layer_lam_factors(w, ["l1", "l1"])]
+        [10.204, 0.676]
+    """
+    if len(weights) != len(penalties):
+        raise ValueError("layer_lam_factors: one penalty per weight")
+    exps = [2.0 if p in _SQRT_THRESHOLD else 1.0 for p in penalties]
+    raw = [
+        (2.0 / max(w[0].numel(), 1)) ** (e / 2) if w.ndim else 1.0
+        for w, e in zip(weights, exps, strict=True)
+    ]
+    count = sum(w.numel() for w in weights)
+    mean = sum(r * w.numel() for r, w in zip(raw, weights, strict=True)) / max(count, 1)
+    return [r / mean if mean > 0 else 1.0 for r in raw]
+
+
+def base_lam(param_groups: Iterable[dict[str, Any]]) -> float | None:
+    """The run's λ: that of the first penalised group, before its per-layer factor
+    (``lam_factor``, set by ``param_groups(lam_scale="fan_in")``); ``None`` when no group
+    is penalised."""
+    for group in param_groups:
+        if group.get("penalty", "none") != "none" and "lam" in group:
+            return float(group["lam"]) / float(group.get("lam_factor", 1.0))
+    return None
+
 
 def _layer_kind(module: torch.nn.Module) -> str | None:
     if isinstance(module, torch.nn.modules.conv._ConvNd):
@@ -156,6 +216,7 @@ def param_groups(
     linear_lam: float | None = None,
     a: float | None = None,
     group_weight: str | None = None,
+    lam_scale: str = "none",
     exclude: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Param groups for a sparse optimizer: Conv/Linear weights penalised, the rest not.
@@ -173,6 +234,12 @@ def param_groups(
     the optimizer, which takes its registry recipe's λ of the group's penalty
     (:mod:`sparseopt.optim.registry`, the one source of every default).
 
+    ``lam_scale="fan_in"`` gives every penalised layer a group of its own with λ times
+    the layer's factor (:func:`layer_lam_factors`: in proportion to its weights' He
+    scale, mean 1 over the weights), kept in the group as ``lam_factor``; the run's λ is
+    then the factor-free one (:func:`base_lam`). A λ left to the optimizer (``None``)
+    cannot be scaled: give ``lam`` (:func:`sparseopt.create_optimizer` fills the recipe's).
+
     Every group carries a ``name`` key (``"conv"``, ``"linear"``, ``"unpenalised"``)
     and ``param_names`` (plain strings), which ``torch.optim`` keeps in ``state_dict``.
 
@@ -183,6 +250,8 @@ def param_groups(
         ...     net, penalty="l1", conv_penalty="group_l1", conv_groups="kernel")]
         [('conv', 'group_l1', 1), ('linear', 'l1', 1), ('unpenalised', 'none', 2)]
     """
+    if lam_scale not in LAM_SCALES:
+        raise ValueError(f"Invalid lam_scale value: {lam_scale!r}; expected one of {LAM_SCALES}")
     excluded = set(exclude)
     known = {name for name, _ in model.named_modules()}
     unknown = excluded - known
@@ -218,25 +287,44 @@ def param_groups(
             else:
                 buckets["unpenalised"].append((full, p))
     out: list[dict[str, Any]] = []
+    factors: dict[str, float] = {}
+    if lam_scale == "fan_in":
+        layers = [(kind, n, p) for kind in ("conv", "linear") for n, p in buckets[kind]]
+        if any(settings[kind][2] is None for kind, _, _ in layers):
+            raise ValueError(
+                "Invalid lam_scale value: 'fan_in' scales a given λ; pass lam (or "
+                "conv_lam/linear_lam), e.g. through sparseopt.create_optimizer, which fills "
+                "the recipe's"
+            )
+        pens = [settings[kind][0] for kind, _, _ in layers]
+        c = layer_lam_factors([p for _, _, p in layers], pens)
+        factors = {n: f for (_, n, _), f in zip(layers, c, strict=True)}
     for kind in ("conv", "linear"):
         if not buckets[kind]:
             continue
         pen, grp, lam_k = settings[kind]
         if pen.startswith("group_") and grp is None:
             grp = "filter"
-        group: dict[str, Any] = {
-            "name": kind,
-            "params": [p for _, p in buckets[kind]],
-            "param_names": [n for n, _ in buckets[kind]],
-            "penalty": pen,
-            "lam": lam_k,
-            "groups": grp,
-        }
-        if a is not None:
-            group["a"] = a
-        if group_weight is not None:
-            group["group_weight"] = group_weight
-        out.append(group)
+        # one group per kind, or one per layer with its λ factor
+        chunks = [buckets[kind]] if not factors else [[np_] for np_ in buckets[kind]]
+        for chunk in chunks:
+            group: dict[str, Any] = {
+                "name": kind,
+                "params": [p for _, p in chunk],
+                "param_names": [n for n, _ in chunk],
+                "penalty": pen,
+                "lam": lam_k,
+                "groups": grp,
+            }
+            if factors:
+                f = factors[chunk[0][0]]
+                group["lam"] = float(lam_k) * f  # type: ignore[arg-type]
+                group["lam_factor"] = f
+            if a is not None:
+                group["a"] = a
+            if group_weight is not None:
+                group["group_weight"] = group_weight
+            out.append(group)
     if buckets["unpenalised"]:
         out.append(
             {

@@ -269,6 +269,15 @@ class TrainConfig:
         metavar="W",
         shown="sqrt",
     )
+    lam_scale: str | None = _opt(
+        None,
+        "optimizer",
+        "λ per layer: none (one λ for every layer) or fan_in (each layer's λ in proportion "
+        "to its weights' He scale √(2/fan-in), squared for l0/group_l0, with mean λ over "
+        "the weights: sparseopt.groups.layer_lam_factors)",
+        metavar="S",
+        shown="the recipe's",
+    )
     coupled: str | None = _opt(
         None,
         "optimizer",
@@ -544,7 +553,7 @@ class TrainConfig:
         Fills the recipe's hyperparameters the optimizer takes (``lr``, ``momentum``...),
         its training settings (``init_density``, ``schedule``, ``lam_warmup``, ``refit``: 0
         with ``target_density`` or ``grow_every``, ``None`` for dense methods) and, for sparse methods,
-        ``penalty`` (``l1``) and the recipe's λ for the penalties in use
+        ``penalty`` (``l1``), ``lam_scale`` (``none``) and the recipe's λ for the penalties in use
         (:func:`sparseopt.optim.registry.recipe_lams`). The optimizer name is
         canonicalised.
 
@@ -582,6 +591,10 @@ class TrainConfig:
             if self.penalty is None:
                 recipe = info.defaults.get("penalty", "l1")
                 changes["penalty"] = "group_l1" if self.coupled else recipe
+            if self.lam_scale is None:  # coupled groups are not layers
+                changes["lam_scale"] = (
+                    "none" if self.coupled else info.defaults.get("lam_scale", "none")
+                )
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings))

@@ -125,8 +125,8 @@ def _check_coupled(cfg: Any) -> None:
             f"Invalid penalty value: {cfg.penalty!r}; coupled groups take group_l1 or group_l0"
         )
     per_layer = ("groups", "conv_penalty", "conv_groups", "conv_lam", "linear_penalty")
-    for name in (*per_layer, "linear_groups", "linear_lam"):
-        if getattr(cfg, name) is not None:
+    for name in (*per_layer, "linear_groups", "linear_lam", "lam_scale"):
+        if getattr(cfg, name) not in (None, "none" if name == "lam_scale" else None):
             raise ValueError(
                 f"Invalid {name} value: {getattr(cfg, name)!r}; with coupled groups only the "
                 "heads/neurons are penalised (leave per-layer penalties unset)"

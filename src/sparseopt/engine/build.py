@@ -483,15 +483,12 @@ def build(
 
 
 def lr_lam(optimizer: torch.optim.Optimizer) -> tuple[float, float | None]:
-    """The learning rate of the first param group and the λ of the first penalised one."""
+    """The learning rate of the first param group and the run's λ (the first penalised
+    group's, before a per-layer factor: :func:`sparseopt.groups.base_lam`)."""
     groups = optimizer.param_groups
-    lr = float(groups[0]["lr"])
-    lam = None
-    for g in groups:
-        if g.get("penalty", "none") != "none" and "lam" in g:
-            lam = float(g["lam"])
-            break
-    return lr, lam
+    from sparseopt.groups import base_lam
+
+    return float(groups[0]["lr"]), base_lam(groups)
 
 
 def build_health(

@@ -24,13 +24,18 @@ def describe(trainer: Any) -> str:
     sizes = f"{len(d.train)} train / {len(d.val)} val / {len(d.test)} test"
     opt = f"{cfg.optimizer} lr {cfg.lr:g}" if cfg.lr is not None else cfg.optimizer
     if trainer.optimizer_info.sparse:
-        pens = []
+        pens: list[str] = []  # one entry per kind: per-layer groups share their base λ
+        scaled = False
         for g in trainer.optimizer.param_groups:
             if g.get("penalty", "none") != "none":
                 grp = f"/{g['groups']}" if g.get("groups") else ""
-                pens.append(f"{g.get('name', 'w')} {g['penalty']}{grp} λ={g['lam']:g}")
+                factor = float(g.get("lam_factor", 1.0))
+                scaled |= "lam_factor" in g
+                pen = f"{g.get('name', 'w')} {g['penalty']}{grp} λ={g['lam'] / factor:g}"
+                if pen not in pens:
+                    pens.append(pen)
         if pens:
-            opt += " (" + ", ".join(pens) + ")"
+            opt += " (" + ", ".join(pens) + (", λ per layer by fan-in" if scaled else "") + ")"
     if cfg.target_density is not None:
         opt += (
             f", λ steered to density {100 * cfg.target_density:g}% "

@@ -7,11 +7,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparseopt.groups import base_lam
 from sparseopt.metrics import density
 from sparseopt.optim._base import SparseOptimizer
 from sparseopt.optim.registry import create_optimizer
 
-__all__ = ["build_sparse_optimizer", "density_metrics", "find_sparse_optimizer", "penalised_lam"]
+__all__ = ["build_sparse_optimizer", "density_metrics", "find_sparse_optimizer"]
 
 
 def find_sparse_optimizer(optimizer: Any) -> SparseOptimizer | None:
@@ -30,14 +31,6 @@ def find_sparse_optimizer(optimizer: Any) -> SparseOptimizer | None:
     return None
 
 
-def penalised_lam(optimizer: SparseOptimizer) -> float | None:
-    """λ of the first penalised param group (``None`` when no group is penalised)."""
-    for group in optimizer.param_groups:
-        if group.get("penalty", "none") != "none":
-            return float(group["lam"])
-    return None
-
-
 @torch.no_grad()
 def density_metrics(
     model: nn.Module, optimizer: SparseOptimizer, *, per_layer: bool = True
@@ -46,11 +39,11 @@ def density_metrics(
 
     ``density`` (nonzero fraction over all parameters), ``weight_density`` (over the
     Conv/Linear weights), ``layer_density/<layer>`` (one per Conv/Linear layer, when
-    ``per_layer``) and ``lam`` (λ of the first penalised group).
+    ``per_layer``) and ``lam`` (the run's λ, :func:`sparseopt.groups.base_lam`).
     """
     rep = density(model, optimizer)
     out = {"density": rep.overall, "weight_density": rep.weight_density}
-    lam = penalised_lam(optimizer)
+    lam = base_lam(optimizer.param_groups)
     if lam is not None:
         out["lam"] = lam
     if per_layer:

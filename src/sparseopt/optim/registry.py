@@ -54,6 +54,7 @@ PARAM_GROUP_KEYS = (
     "groups",
     "a",
     "group_weight",
+    "lam_scale",
     "conv_penalty",
     "conv_groups",
     "conv_lam",
@@ -302,7 +303,8 @@ def create_optimizer(
     Given a model, sparse methods get param groups from
     :func:`sparseopt.groups.param_groups` (Conv/Linear weights penalised, biases and
     norms not) built from the keywords in :data:`PARAM_GROUP_KEYS`; the remaining
-    keywords go to the optimizer. Registry defaults apply under ``kwargs``.
+    keywords go to the optimizer. Registry defaults apply under ``kwargs``; a recipe's
+    per-layer λ (``lam_scale``) applies with a model only (params carry no layers).
 
     Raises:
         ValueError: unknown optimizer name, a keyword the optimizer does not take
@@ -329,6 +331,8 @@ def create_optimizer(
         )
     else:
         params = model_or_params
+        if kwargs.get("lam_scale", "none") == "none":  # the recipe's needs the layers
+            group_kw.pop("lam_scale", None)
         merged.update({k: v for k, v in group_kw.items() if k in info.accepted_keywords()})
         unknown_group = set(group_kw) - info.accepted_keywords()
         if unknown_group:
