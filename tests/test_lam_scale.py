@@ -1,0 +1,164 @@
+"""λ per layer by fan-in (``lam_scale="fan_in"``): the factors, the param groups, the
+optimizer and config plumbing, and a run that reports the factor-free λ."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from engine_helpers import tiny
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import sparseopt as so
+from sparseopt.config import TrainConfig
+from sparseopt.control import TargetDensity
+from sparseopt.engine import Trainer
+from sparseopt.engine.errors import ConfigError
+from sparseopt.groups import base_lam, layer_lam_factors, param_groups
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=st.lists(
+        st.tuples(st.integers(1, 9), st.integers(1, 40), st.sampled_from([1, 3, 5])),
+        min_size=1,
+        max_size=4,
+    ),
+    pens=st.lists(st.sampled_from(["l1", "l0", "tl1", "group_l1", "group_l0"]), min_size=4),
+)
+def test_factors_follow_the_he_scale_with_mean_one_over_the_weights(
+    shapes: list[tuple[int, int, int]], pens: list[str]
+) -> None:
+    ws = [torch.zeros(o, i, k, k) if k > 1 else torch.zeros(o, i) for o, i, k in shapes]
+    pens = pens[: len(ws)]
+    c = layer_lam_factors(ws, pens)
+    n = [w.numel() for w in ws]
+    # the penalty's total weight is that of one λ
+    assert sum(ci * ni for ci, ni in zip(c, n, strict=True)) == pytest.approx(sum(n))
+    for a in range(len(ws)):
+        for b in range(len(ws)):
+            # c_a / c_b = (σ_a / σ_b)^p, σ = √(2 / fan-in), p = 2 for the ℓ0 family
+            pa = 2 if pens[a] in ("l0", "group_l0") else 1
+            pb = 2 if pens[b] in ("l0", "group_l0") else 1
+            ra = (2 / ws[a][0].numel()) ** (pa / 2)
+            rb = (2 / ws[b][0].numel()) ** (pb / 2)
+            assert c[a] / c[b] == pytest.approx(ra / rb)
+
+
+def test_one_layer_keeps_its_lambda_and_conv1_gets_more_than_the_classifier() -> None:
+    (only,) = layer_lam_factors([torch.zeros(5, 7)], ["l1"])
+    assert only == pytest.approx(1.0)
+    c = layer_lam_factors([torch.zeros(16, 1, 3, 3), torch.zeros(2, 2048)], ["l1", "l1"])
+    assert c[0] / c[1] == pytest.approx(math.sqrt(2048 / 9))
+
+
+def test_param_groups_give_each_layer_its_group_and_factor() -> None:
+    net = _net()
+    plain = param_groups(net, lam=0.1)
+    scaled = param_groups(net, lam=0.1, lam_scale="fan_in")
+    assert [g["name"] for g in plain] == ["conv", "linear", "unpenalised"]
+    assert [g["name"] for g in scaled] == ["conv", "conv", "linear", "unpenalised"]
+    pen = [g for g in scaled if g["penalty"] != "none"]
+    assert [g["param_names"] for g in pen] == [["0.weight"], ["2.weight"], ["4.weight"]]
+    factors = layer_lam_factors([g["params"][0] for g in pen], ["l1"] * 3)
+    for g, f in zip(pen, factors, strict=True):
+        assert g["lam_factor"] == pytest.approx(f)
+        assert g["lam"] == pytest.approx(0.1 * f)
+    assert pen[0]["lam"] > pen[1]["lam"] > pen[2]["lam"]  # fan-in 9 < 36 < 128
+    assert base_lam(scaled) == pytest.approx(0.1) and base_lam(plain) == pytest.approx(0.1)
+    # conv_lam / linear_lam are scaled too
+    per_kind = param_groups(net, lam=0.1, linear_lam=0.5, lam_scale="fan_in")
+    assert per_kind[2]["lam"] == pytest.approx(0.5 * per_kind[2]["lam_factor"])
+
+
+def test_param_groups_refuse_an_unknown_scale_and_a_lambda_left_to_the_optimizer() -> None:
+    with pytest.raises(ValueError, match="Invalid lam_scale value: 'depth'"):
+        param_groups(_net(), lam=0.1, lam_scale="depth")
+    with pytest.raises(ValueError, match="pass lam"):
+        param_groups(_net(), lam_scale="fan_in")
+
+
+def test_create_optimizer_scales_the_recipes_lambda_and_needs_a_model() -> None:
+    net = _net()
+    opt = so.create_optimizer(net, "splitlbi", lam_scale="fan_in")
+    recipe = so.get_optimizer_info("splitlbi").lam["l1"]
+    assert base_lam(opt.param_groups) == pytest.approx(recipe)
+    assert len(opt.param_groups) == 4
+    # plain params carry no layers: a recipe's lam_scale is dropped, an asked one refused
+    assert len(so.create_optimizer(net.parameters(), "splitlbi").param_groups) == 1
+    with pytest.raises(ValueError, match="lam_scale"):
+        so.create_optimizer(net.parameters(), "splitlbi", lam_scale="fan_in")
+    with pytest.raises(ValueError, match="dense optimizer"):
+        so.create_optimizer(net, "sgd", lam_scale="fan_in")
+
+
+def test_per_layer_groups_step_exactly_like_hand_built_groups() -> None:
+    """The scaled run is the algorithm with per-layer λ, nothing else: the same iterates
+    as the optimizer given those groups by hand."""
+    torch.manual_seed(0)
+    a, b = _net(), _net()
+    b.load_state_dict(a.state_dict())
+    opt_a = so.create_optimizer(a, "splitlbi", lam=0.05, lam_scale="fan_in")
+    by_hand = [
+        {"params": [g["params"][0]], "lam": g["lam"], "penalty": g["penalty"]}
+        for g in param_groups(b, lam=0.05, lam_scale="fan_in")
+        if g["penalty"] != "none"
+    ]
+    rest = [p for n, p in b.named_parameters() if not n.endswith("weight")]
+    opt_b = so.create_optimizer(
+        [*by_hand, {"params": rest, "penalty": "none", "lam": 0.0}], "splitlbi"
+    )
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 3, (6,))
+    for _ in range(5):
+        for net, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_target_density_keeps_the_layers_ratios() -> None:
+    net = _net()
+    opt = so.create_optimizer(net, "rvsm", lam=1e-3, lam_scale="fan_in")
+    ctl = TargetDensity(0.01)
+    ctl.update(net, opt)
+    pen = [g for g in opt.param_groups if g["penalty"] != "none"]
+    bases = [g["lam"] / g["lam_factor"] for g in pen]
+    assert bases[0] != pytest.approx(1e-3)  # λ moved
+    assert bases == pytest.approx([bases[0]] * len(bases))
+
+
+def test_config_resolves_the_recipes_scale_and_coupled_refuses_one() -> None:
+    assert TrainConfig(optimizer="linbreg").resolve().lam_scale == "none"
+    assert TrainConfig(optimizer="sgd").resolve().lam_scale is None
+    with pytest.raises(ValueError, match="Invalid lam_scale value: 'fan_in'"):
+        TrainConfig(optimizer="adabreg", coupled="head", lam_scale="fan_in").resolve()
+
+
+def test_a_run_reports_the_factor_free_lambda(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path / "run", optimizer="linbreg", lam=0.07, lam_scale="fan_in")
+    with Trainer(cfg) as t:
+        t.fit()
+    log = (tmp_path / "run" / "log.txt").read_text().splitlines()[0]
+    assert "λ=0.07" in log and "λ per layer by fan-in" in log
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["metrics"]["lam"] == pytest.approx(0.07)
+    assert summary["config"]["lam_scale"] == "fan_in"
+
+
+def test_a_bad_scale_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path / "run", optimizer="linbreg", lam_scale="depth")
+    with pytest.raises(ConfigError, match="lam_scale"):
+        Trainer(cfg)
