@@ -70,6 +70,8 @@ RVSM = {**COS, "momentum": 0.9, "beta": 1.0, "init_density": 1.0, "lr": 0.05}
 SLBI = {**COS, "momentum": 0.9, "kappa": 1.0, "init_density": 1.0, "nu": 10.0}
 #: Round 16's per-layer λ with a refit at RDA's refit lr.
 R16 = {"lam_scale": "fan_in", "refit_lr": 0.01}
+#: Round 17's refit (one λ for every layer).
+R17 = {"lam_scale": "none", "refit": 0.2, "refit_lr": 0.01}
 SPARSE_METHODS = ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd")
 
 #: Round 6's ProxSGD: today's recipe, then lr 0.02 at the same soft threshold lr·λ
@@ -481,6 +483,25 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for seed in (0, 1, 2)
         for c in _cands("splitlbi", {**SLBI, **R16}, lr=[0.02], lam=[0.02, 0.03, 0.05], refit=[0.2])
     ],
+    # round 17: no round has found an admissible SplitLBI candidate (each that learns the
+    # words CNN is over the density cap elsewhere, the support growing with the number of
+    # steps); by the rule, the sparsest candidate that fails nowhere: round 14's ν 20 and
+    # round 16's lr 0.02 with a refit, checked at the matrix's budget with three seeds
+    "round17": [
+        {**SLBI, "optimizer": "splitlbi", "lr": 0.05, "lam": 0.05, "nu": 20.0},
+        {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.05, "lam": 0.05, "nu": 20.0},
+        {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.04},
+    ],
+    "round17w": [
+        {**c, "epochs": 15, "seed": seed}
+        for seed in (0, 1, 2)
+        for c in [
+            {**SLBI, "optimizer": "splitlbi", "lr": 0.05, "lam": 0.05, "nu": 20.0},
+            {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.05, "lam": 0.05, "nu": 20.0},
+            {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.03},
+            {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.04},
+        ]
+    ],
     # round 11d: with the refit restoring accuracy, a larger ℓ0 λ for RDA (round 11c's
     # λ 3e-5 with a refit ended at a mean density just above the 15 % cap)
     "round11d": [
@@ -564,6 +585,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round8w": ("words-cnn",),
     "round10w": ("words-cnn",),
     "round16w": ("words-cnn",),
+    "round17w": ("words-cnn",),
 }
 
 
