@@ -502,6 +502,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.04},
         ]
     ],
+    # round 18: λ per layer by fan-in for the other methods at their recipes: in the matrix
+    # every method keeps 30–100 % of the curve CNN's conv1 (fan-in 9) and 1–9 % of its
+    # conv3 (fan-in 288, two thirds of the weights)
+    "round18": [
+        {"optimizer": o, "lam_scale": "fan_in"}
+        for o in ("linbreg", "adabreg", "rda", "rvsm", "proxsgd")
+    ],
     # round 11d: with the refit restoring accuracy, a larger ℓ0 λ for RDA (round 11c's
     # λ 3e-5 with a refit ended at a mean density just above the 15 % cap)
     "round11d": [
