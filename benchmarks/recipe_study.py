@@ -502,6 +502,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.04},
         ]
     ],
+    # round 17b: between λ 0.03 (fails nowhere, 26 % mean density) and 0.04 (collapses
+    # words-cnn at the study budget)
+    "round17b": [{**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.035}],
+    "round17bw": [
+        {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.035, "epochs": 15, "seed": s}
+        for s in (0, 1, 2)
+    ],
     # round 18: λ per layer by fan-in for the other methods at their recipes: in the matrix
     # every method keeps 30–100 % of the curve CNN's conv1 (fan-in 9) and 1–9 % of its
     # conv3 (fan-in 288, two thirds of the weights)
@@ -593,6 +600,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round10w": ("words-cnn",),
     "round16w": ("words-cnn",),
     "round17w": ("words-cnn",),
+    "round17bw": ("words-cnn",),
 }
 
 
