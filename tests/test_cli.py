@@ -247,7 +247,7 @@ def test_grow_every_widens_a_saturated_layer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run_main(
-        capsys, "train", "-o", "splitlbi", "--nu", "1", "--lr", "0.2", "--schedule", "none",
+        capsys, "train", "-o", "splitlbi", "--nu", "1", "--lr", "0.2", "--lam", "0.1", "--schedule", "none",
         "--model-option", "hidden=[16]", "--grow-every", "1", "--epochs", "4", "--limit-batches", "5", "--no-plots",
         "--no-tensorboard", "--out", str(tmp_path),
     )  # fmt: skip
@@ -266,7 +266,7 @@ def test_grow_every_widens_a_saturated_layer(
     assert report["test_acc_shrunk"] == pytest.approx(report["test_acc_masked"])
     # a higher threshold: nothing saturates, and the summary says so
     code, out, err = run_main(
-        capsys, "train", "-q", "-o", "splitlbi", "--nu", "1", "--lr", "0.2", "--schedule", "none",
+        capsys, "train", "-q", "-o", "splitlbi", "--nu", "1", "--lr", "0.2", "--lam", "0.1", "--schedule", "none",
         "--model-option", "hidden=[16]", "--grow-every", "1", "--grow-tau", "1", "--epochs", "4", "--limit-batches", "5",
         "--no-plots", "--no-tensorboard", "--out", str(tmp_path / "tau1"),
     )  # fmt: skip

@@ -287,6 +287,7 @@ def test_grown_run_resumes_bitwise_identical(tmp_path: Path) -> None:
         "optimizer": "splitlbi",
         "nu": 1.0,
         "lr": 0.2,
+        "lam": 0.1,
         "schedule": "none",
         "model_options": {"hidden": [16]},
         "grow_every": 1,

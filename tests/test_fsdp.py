@@ -183,6 +183,7 @@ ENGINE: dict[str, Any] = {
     "tensorboard": False,
     "device": "cpu",
     "optimizer": "splitlbi",
+    "lr": 0.05,
     "lam": 0.003,  # Γ's support grows from 1 % to 18 % of the parameters in these 3 epochs
     "fsdp": True,
     "keep_checkpoints": True,
