@@ -184,7 +184,8 @@ ENGINE: dict[str, Any] = {
     "device": "cpu",
     "optimizer": "splitlbi",
     "lr": 0.05,
-    "lam": 0.003,  # Γ's support grows from 1 % to 18 % of the parameters in these 3 epochs
+    "lam": 0.001,  # Γ's support grows in these 3 epochs
+    "lam_scale": "fan_in",  # one param group per layer, its λ from the global shape
     "fsdp": True,
     "keep_checkpoints": True,
 }
@@ -405,6 +406,7 @@ def test_engine_fsdp_is_close_to_a_single_process_run(fsdp_run: Path, tmp_path: 
         assert a["density"] == pytest.approx(b["density"], abs=2e-3)
     log = (fsdp_run / "full" / "log.txt").read_text()
     assert "× 2 processes (FSDP2, sharded)" in log
+    assert "λ per layer by fan-in" in log  # per-layer groups of sharded parameters
     assert log.count("sparseopt train:") == 1  # rank 0 alone writes
 
 

@@ -167,6 +167,9 @@ def layer_lam_factors(weights: list[Tensor], penalties: list[str]) -> list[float
             Linear: ``(out, in)``); fan-in is the size of one output unit's slice.
         penalties: each weight's penalty name.
 
+    The factors are computed once, from the shapes at the start (``grow_every`` widens
+    layers later without changing them).
+
     Example:
         >>> w = [torch.zeros(16, 1, 3, 3), torch.zeros(2, 2048)]
         >>> [round(c, 3) for c in layer_lam_factors(w, ["l1", "l1"])]
@@ -175,8 +178,9 @@ def layer_lam_factors(weights: list[Tensor], penalties: list[str]) -> list[float
     if len(weights) != len(penalties):
         raise ValueError("layer_lam_factors: one penalty per weight")
     exps = [2.0 if p in _SQRT_THRESHOLD else 1.0 for p in penalties]
+    # fan-in from the (global) shape: a sharded DTensor's shape is the whole tensor's
     raw = [
-        (2.0 / max(w[0].numel(), 1)) ** (e / 2) if w.ndim else 1.0
+        (2.0 / max(math.prod(w.shape[1:]), 1)) ** (e / 2)
         for w, e in zip(weights, exps, strict=True)
     ]
     count = sum(w.numel() for w in weights)
