@@ -25,17 +25,21 @@ def describe(trainer: Any) -> str:
     opt = f"{cfg.optimizer} lr {cfg.lr:g}" if cfg.lr is not None else cfg.optimizer
     if trainer.optimizer_info.sparse:
         pens: list[str] = []  # one entry per kind: per-layer groups share their base λ
-        scaled = False
         for g in trainer.optimizer.param_groups:
             if g.get("penalty", "none") != "none":
                 grp = f"/{g['groups']}" if g.get("groups") else ""
                 factor = float(g.get("lam_factor", 1.0))
-                scaled |= "lam_factor" in g
                 pen = f"{g.get('name', 'w')} {g['penalty']}{grp} λ={g['lam'] / factor:g}"
                 if pen not in pens:
                     pens.append(pen)
+        if cfg.lam_scale == "fan_in":
+            pens.append("λ per layer by fan-in")
+        steps_factor = getattr(trainer, "lam_steps_factor", 1.0)
+        if cfg.lam_steps:
+            steps = trainer.sparse_epochs * trainer.batches_per_epoch()
+            pens.append(f"λ × {steps_factor:.3g} for {steps} steps (given for {cfg.lam_steps})")
         if pens:
-            opt += " (" + ", ".join(pens) + (", λ per layer by fan-in" if scaled else "") + ")"
+            opt += " (" + ", ".join(pens) + ")"
     if cfg.target_density is not None:
         opt += (
             f", λ steered to density {100 * cfg.target_density:g}% "
