@@ -29,6 +29,14 @@ def validate(cfg: Any) -> None:
     _check_int("target_density_every", cfg.target_density_every, 1)
     _check_int("grow_every", cfg.grow_every, 1, allow_none=True)
     _check_int("stall_epochs", cfg.stall_epochs, 0)
+    _check_int("lam_steps", cfg.lam_steps, 0, allow_none=True)
+    if cfg.lam_scale is not None:
+        from sparseopt.groups import LAM_SCALES
+
+        if cfg.lam_scale not in LAM_SCALES:
+            raise ValueError(
+                f"Invalid lam_scale value: {cfg.lam_scale!r}; expected one of {list(LAM_SCALES)}"
+            )
     _check_number("grow_tau", cfg.grow_tau, 0.0, 1.0, low_open=True)
     _check_number("checkpoint_seconds", cfg.checkpoint_seconds, 0.0, None)
     if cfg.target_density is not None:
