@@ -72,8 +72,6 @@ SLBI = {**COS, "momentum": 0.9, "kappa": 1.0, "init_density": 1.0, "nu": 10.0}
 R16 = {"lam_scale": "fan_in", "refit_lr": 0.01}
 #: Round 17's refit (one λ for every layer).
 R17 = {"lam_scale": "none", "refit": 0.2, "refit_lr": 0.01}
-#: Round 19: round 17's recipe with λ given for 1 000 sparse steps.
-R19 = {**R17, "lr": 0.02, "lam_steps": 1000}
 SPARSE_METHODS = ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd")
 
 #: Round 6's ProxSGD: today's recipe, then lr 0.02 at the same soft threshold lr·λ
@@ -511,15 +509,6 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.035, "epochs": 15, "seed": s}
         for s in (0, 1, 2)
     ],
-    # round 19: SplitLBI's λ given per 1 000 sparse steps (lam_steps): its support grows
-    # with the steps taken, and the matrix's curve CNN (348 sparse steps) stays empty at
-    # the λ that the Fashion-MNIST tasks (2 028) need to stay sparse
-    "round19": _cands("splitlbi", {**SLBI, **R19}, lam=[0.04, 0.06, 0.08]),
-    "round19w": [
-        {**c, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
-        for c in _cands("splitlbi", {**SLBI, **R19}, lam=[0.04, 0.06, 0.08])
-    ],
     # round 18: λ per layer by fan-in for the other methods at their recipes: in the matrix
     # every method keeps 30–100 % of the curve CNN's conv1 (fan-in 9) and 1–9 % of its
     # conv3 (fan-in 288, two thirds of the weights)
@@ -612,7 +601,6 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round16w": ("words-cnn",),
     "round17w": ("words-cnn",),
     "round17bw": ("words-cnn",),
-    "round19w": ("words-cnn",),
 }
 
 

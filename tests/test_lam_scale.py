@@ -16,7 +16,7 @@ from torch import nn
 
 import sparseopt as so
 from sparseopt.config import TrainConfig
-from sparseopt.control import TargetDensity, scale_lam_to_steps
+from sparseopt.control import TargetDensity
 from sparseopt.engine import Trainer
 from sparseopt.engine.errors import ConfigError
 from sparseopt.groups import base_lam, layer_lam_factors, param_groups
@@ -164,51 +164,7 @@ def test_a_bad_scale_is_a_config_error(tmp_path: Path) -> None:
         Trainer(cfg)
 
 
-# ------------------------------------------------------------------ λ per step budget
-
-
-def test_scale_lam_to_steps_multiplies_every_penalised_lambda() -> None:
-    net = _net()
-    opt = so.create_optimizer(net, "splitlbi", lam=0.03, lam_scale="fan_in")
-    before = [g["lam"] for g in opt.param_groups]
-    assert scale_lam_to_steps(opt, 2500, 1000) == pytest.approx(2.5)
-    for g, lam in zip(opt.param_groups, before, strict=True):
-        assert g["lam"] == pytest.approx(2.5 * lam)  # penalty none: 0 stays 0
-    assert base_lam(opt.param_groups) == pytest.approx(0.03)  # the λ as given
-    assert scale_lam_to_steps(opt, 2500, 0) == 1.0
-    dense = so.create_optimizer(net, "sgd")
-    assert scale_lam_to_steps(dense, 2500, 1000) == 1.0
-
-
-def test_a_run_scales_lambda_to_its_sparse_steps_and_a_resume_keeps_it(tmp_path: Path) -> None:
-    kw = {"optimizer": "linbreg", "lam": 0.05, "lam_steps": 4, "refit": 0.0}
-    with Trainer(tiny(tmp_path / "run", **kw)) as t:
-        steps = t.sparse_epochs * t.batches_per_epoch()
-        assert steps == 6  # 2 epochs × 3 batches
-        assert t.optimizer.param_groups[0]["lam"] == pytest.approx(0.05 * 6 / 4)
-        t.fit()
-    log = (tmp_path / "run" / "log.txt").read_text().splitlines()[0]
-    assert "λ=0.05" in log and "λ × 1.5 for 6 steps (given for 4)" in log
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["metrics"]["lam"] == pytest.approx(0.05)  # the λ as given
-    # a longer resumed run keeps the λ it started with (λ is fixed at the start)
-    with Trainer(tiny(tmp_path / "run", epochs=3), resume=tmp_path / "run") as t:
-        assert t.optimizer.param_groups[0]["lam"] == pytest.approx(0.05 * 6 / 4)
-    # the refit's epochs are not sparse steps
-    with Trainer(tiny(tmp_path / "r", **{**kw, "epochs": 5, "refit": 0.2})) as t:
-        assert t.sparse_epochs == 4
-        assert t.optimizer.param_groups[0]["lam"] == pytest.approx(0.05 * 12 / 4)
-
-
-def test_lam_steps_is_a_setting_of_the_sparse_methods() -> None:
-    assert TrainConfig(optimizer="linbreg").resolve().lam_steps == 0
-    with pytest.raises(ValueError, match="Invalid lam_steps value"):
-        TrainConfig(optimizer="sgd", lam_steps=1000).resolve()
-
-
-@pytest.mark.parametrize(
-    ("flag", "value"), [("--lam-steps", "-3"), ("--lam-steps", "1.5"), ("--lam-scale", "depth")]
-)
+@pytest.mark.parametrize(("flag", "value"), [("--lam-scale", "depth"), ("--lam-scale", "FAN_IN")])
 def test_bad_values_are_one_line_and_exit_2(
     flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,7 +63,6 @@ __all__ = [
     "TargetDensity",
     "empty_penalised",
     "penalised_density",
-    "scale_lam_to_steps",
 ]
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
@@ -262,42 +261,6 @@ class TargetDensity:
         self._prev_error = state.get("prev_error")
         self._updates = int(state.get("updates", 0))
         self.history = [(int(s), float(d), float(lam)) for s, d, lam in state.get("history", [])]
-
-
-def scale_lam_to_steps(
-    optimizer: torch.optim.Optimizer, steps: int, lam_steps: int | None
-) -> float:
-    r"""Multiply every penalised group's λ by :math:`T/N`: ``steps`` = T, ``lam_steps`` = N.
-
-    An inverse scale space method lets an entry into its support once its dual variable
-    has gathered λ — after about :math:`\lambda/(\text{lr}\,|g|)` steps — so at fixed λ a
-    run of 400 steps ends far earlier on its path (sparser) than one of 2 500. A λ given
-    for N steps and scaled by T/N keeps :math:`\lambda / \sum_k \text{lr}_k` fixed, i.e.
-    ends at about the same point of the path. The factor joins the group's
-    ``lam_factor`` (:func:`sparseopt.groups.base_lam` reports the λ as given). Call it
-    before the first step (``set_lam`` keeps the iterates, so it is safe after, too).
-
-    Returns:
-        The factor (1.0 when ``lam_steps`` is 0 or ``None``, or the optimizer has no
-        ``set_lam``: a dense one).
-
-    Example:
-        >>> net = nn.Linear(4, 2)
-        >>> import sparseopt as so
-        >>> opt = so.create_optimizer(net, "splitlbi", lam=0.03)
-        >>> scale_lam_to_steps(opt, 500, 1000), opt.param_groups[0]["lam"]
-        (0.5, 0.015)
-    """
-    set_lam = getattr(optimizer, "set_lam", None)
-    if not lam_steps or set_lam is None:
-        return 1.0
-    factor = steps / lam_steps
-    for i, group in enumerate(optimizer.param_groups):
-        if group.get("penalty", "none") == "none":
-            continue
-        group["lam_factor"] = float(group.get("lam_factor", 1.0)) * factor
-        set_lam(float(group["lam"]) * factor, [i])
-    return factor
 
 
 class LamWarmup:

@@ -80,7 +80,7 @@ HYPERPARAMETER_FIELDS = (
 
 #: Structure settings that need a sparse optimizer (``None``: off). A dense optimizer
 #: (``sgd``, ``adam``) has no λ to control and no support whose saturation means anything.
-SPARSE_ONLY_FIELDS = ("target_density", "grow_every", "coupled", "refit", "refit_lr", "lam_steps")
+SPARSE_ONLY_FIELDS = ("target_density", "grow_every", "coupled", "refit", "refit_lr")
 
 #: Fields a resumed run may change (everything else must match the saved config).
 RESUME_OVERRIDABLE = frozenset(
@@ -277,16 +277,6 @@ class TrainConfig:
         "the weights: sparseopt.groups.layer_lam_factors)",
         metavar="S",
         shown="the recipe's",
-    )
-    lam_steps: int | None = _opt(
-        None,
-        "optimizer",
-        "λ is given for a run of N sparse steps: a run of T steps (its epochs less the "
-        "refit's, times its batches) multiplies every λ by T/N, so that an inverse scale "
-        "space method, whose support grows with the steps taken, ends at about the same "
-        "point of its path on short and long runs (0: λ as given)",
-        metavar="N",
-        shown="0 (off)",
     )
     coupled: str | None = _opt(
         None,
@@ -614,8 +604,6 @@ class TrainConfig:
             changes["schedule"] = "none"
         if self.lam_warmup is None and "lam_warmup" not in changes:
             changes["lam_warmup"] = 0.0
-        if info.sparse and self.lam_steps is None and "lam_steps" not in changes:
-            changes["lam_steps"] = 0
         steered = [k for k in ("target_density", "grow_every") if getattr(self, k) is not None]
         if steered and self.refit:
             raise ValueError(

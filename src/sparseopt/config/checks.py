@@ -29,7 +29,6 @@ def validate(cfg: Any) -> None:
     _check_int("target_density_every", cfg.target_density_every, 1)
     _check_int("grow_every", cfg.grow_every, 1, allow_none=True)
     _check_int("stall_epochs", cfg.stall_epochs, 0)
-    _check_int("lam_steps", cfg.lam_steps, 0, allow_none=True)
     if cfg.lam_scale is not None:
         from sparseopt.groups import LAM_SCALES
 

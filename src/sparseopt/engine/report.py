@@ -34,10 +34,6 @@ def describe(trainer: Any) -> str:
                     pens.append(pen)
         if cfg.lam_scale == "fan_in":
             pens.append("λ per layer by fan-in")
-        steps_factor = getattr(trainer, "lam_steps_factor", 1.0)
-        if cfg.lam_steps:
-            steps = trainer.sparse_epochs * trainer.batches_per_epoch()
-            pens.append(f"λ × {steps_factor:.3g} for {steps} steps (given for {cfg.lam_steps})")
         if pens:
             opt += " (" + ", ".join(pens) + ")"
     if cfg.target_density is not None:

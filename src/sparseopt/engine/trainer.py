@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from sparseopt import fsdp
 from sparseopt.config import TrainConfig
-from sparseopt.control import scale_lam_to_steps
 from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
 from sparseopt.engine.build import build, eval_batch_size, lr_lam
@@ -147,10 +146,6 @@ class Trainer:
         )
         self.health, self._probe = built.health, built.probe
         self._refit = Refit(cfg.epochs, cfg.refit, self.optimizer)
-        #: λ's factor for the run's length (``config.lam_steps``; 1: λ as given)
-        self.lam_steps_factor = scale_lam_to_steps(
-            self.optimizer, self.sparse_epochs * self.batches_per_epoch(), cfg.lam_steps
-        )
 
     def _adopt(self, ctx: distributed.Dist) -> None:
         """This process's place: ``dist``, ``rank``, ``world_size``, ``device``,
