@@ -16,7 +16,7 @@ from torch import nn
 
 import sparseopt as so
 from sparseopt.config import TrainConfig
-from sparseopt.control import TargetDensity
+from sparseopt.control import LamWarmup, TargetDensity
 from sparseopt.engine import Trainer
 from sparseopt.engine.errors import ConfigError
 from sparseopt.groups import base_lam, layer_lam_factors, param_groups
@@ -95,29 +95,52 @@ def test_create_optimizer_scales_the_recipes_lambda_and_needs_a_model() -> None:
     recipe = so.get_optimizer_info("splitlbi").lam["l1"]
     assert base_lam(opt.param_groups) == pytest.approx(recipe)
     assert len(opt.param_groups) == 4
-    # plain params carry no layers: a recipe's lam_scale is dropped, an asked one refused
-    assert len(so.create_optimizer(net.parameters(), "splitlbi").param_groups) == 1
-    with pytest.raises(ValueError, match="lam_scale"):
-        so.create_optimizer(net.parameters(), "splitlbi", lam_scale="fan_in")
-    with pytest.raises(ValueError, match="dense optimizer"):
+    # plain params carry no layers: "none" is fine, an asked scale refused (named)
+    params = list(net.parameters())
+    assert len(so.create_optimizer(params, "splitlbi", lam_scale="none").param_groups) == 1
+    with pytest.raises(ValueError, match="without a model: lam_scale='fan_in'"):
+        so.create_optimizer(params, "splitlbi", lam_scale="fan_in")
+    with pytest.raises(ValueError, match="dense optimizer 'sgd': lam_scale='fan_in'"):
         so.create_optimizer(net, "sgd", lam_scale="fan_in")
+
+
+def test_a_recipes_scale_applies_with_a_model_and_is_dropped_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    from sparseopt.optim.registry import OPTIMIZERS
+
+    info = OPTIMIZERS["rvsm"]
+    scaled = replace(info, defaults=MappingProxyType({**info.defaults, "lam_scale": "fan_in"}))
+    monkeypatch.setitem(OPTIMIZERS, "rvsm", scaled)
+    net = _net()
+    assert len(so.create_optimizer(net, "rvsm").param_groups) == 4  # one per layer
+    assert len(so.create_optimizer(net.parameters(), "rvsm").param_groups) == 1
+    assert TrainConfig(optimizer="rvsm").resolve().lam_scale == "fan_in"
 
 
 def test_per_layer_groups_step_exactly_like_hand_built_groups() -> None:
     """The scaled run is the algorithm with per-layer λ, nothing else: the same iterates
-    as the optimizer given those groups by hand."""
+    as the optimizer given, by hand, λ·σ_l / mean(σ) per layer (σ_l = √(2/fan-in))."""
     torch.manual_seed(0)
     a, b = _net(), _net()
     b.load_state_dict(a.state_dict())
-    opt_a = so.create_optimizer(a, "splitlbi", lam=0.05, lam_scale="fan_in")
+    hp = {"lr": 0.5, "nu": 1.0}  # Γ's support grows within the five steps
+    opt_a = so.create_optimizer(a, "splitlbi", lam=0.05, lam_scale="fan_in", **hp)
+    weights = [b[0].weight, b[2].weight, b[4].weight]
+    sigma = [math.sqrt(2 / (w.numel() / w.shape[0])) for w in weights]
+    mean = sum(s * w.numel() for s, w in zip(sigma, weights, strict=True)) / sum(
+        w.numel() for w in weights
+    )
     by_hand = [
-        {"params": [g["params"][0]], "lam": g["lam"], "penalty": g["penalty"]}
-        for g in param_groups(b, lam=0.05, lam_scale="fan_in")
-        if g["penalty"] != "none"
+        {"params": [w], "lam": 0.05 * s / mean, "penalty": "l1"}
+        for w, s in zip(weights, sigma, strict=True)
     ]
     rest = [p for n, p in b.named_parameters() if not n.endswith("weight")]
     opt_b = so.create_optimizer(
-        [*by_hand, {"params": rest, "penalty": "none", "lam": 0.0}], "splitlbi"
+        [*by_hand, {"params": rest, "penalty": "none", "lam": 0.0}], "splitlbi", **hp
     )
     x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 3, (6,))
     for _ in range(5):
@@ -126,7 +149,45 @@ def test_per_layer_groups_step_exactly_like_hand_built_groups() -> None:
             nn.functional.cross_entropy(net(x), y).backward()
             opt.step()
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.equal(pa, pb)
+        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-7)
+    for wa, w in zip([a[0].weight, a[2].weight, a[4].weight], weights, strict=True):
+        # Γ partly in, partly out in every layer: λ decided the support
+        torch.testing.assert_close(opt_a.gamma(wa), opt_b.gamma(w), rtol=0, atol=1e-7)
+        assert bool((opt_b.gamma(w) != 0).any()) and bool((opt_b.gamma(w) == 0).any())
+
+
+def test_unpenalised_layers_and_other_penalties_do_not_move_the_factors() -> None:
+    net = _net()
+    # Conv weights unpenalised: the one penalised layer keeps its λ, the convs no factor
+    groups = param_groups(net, linear_lam=0.1, conv_penalty="none", lam_scale="fan_in")
+    conv = [g for g in groups if g["name"] == "conv"]
+    assert len(conv) == 1 and conv[0]["penalty"] == "none" and "lam_factor" not in conv[0]
+    (linear,) = [g for g in groups if g["name"] == "linear"]
+    assert linear["lam_factor"] == pytest.approx(1.0) and linear["lam"] == pytest.approx(0.1)
+    # ℓ0 on the convs, ℓ1 on the classifier: each penalty is normalised on its own
+    mixed = param_groups(net, conv_penalty="l0", conv_lam=1e-3, linear_lam=1e-2, lam_scale="fan_in")
+    conv = [g for g in mixed if g["name"] == "conv"]
+    n = [g["params"][0].numel() for g in conv]
+    assert sum(g["lam_factor"] * k for g, k in zip(conv, n, strict=True)) == pytest.approx(sum(n))
+    assert conv[0]["lam_factor"] / conv[1]["lam_factor"] == pytest.approx(36 / 9)  # σ²
+    assert mixed[2]["lam_factor"] == pytest.approx(1.0)
+
+
+def test_set_lam_and_the_controllers_work_on_the_factor_free_lambda() -> None:
+    net = _net()
+    opt = so.create_optimizer(net, "rvsm", lam=1e-3, lam_scale="fan_in")
+    pen = [g for g in opt.param_groups if g["penalty"] != "none"]
+    ratios = [g["lam"] / pen[0]["lam"] for g in pen]
+    opt.set_lam(2e-3)
+    assert base_lam(opt.param_groups) == pytest.approx(2e-3)
+    assert [g["lam"] / pen[0]["lam"] for g in pen] == pytest.approx(ratios)
+    warm = LamWarmup(opt, 0.5)
+    warm.set_step(opt, step=1, total=4)
+    assert base_lam(opt.param_groups) == pytest.approx(1e-3)
+    assert [g["lam"] / pen[0]["lam"] for g in pen] == pytest.approx(ratios)
+    ctl = TargetDensity(0.01)
+    assert ctl.update(net, opt) == pytest.approx(base_lam(opt.param_groups))
+    assert ctl.history[-1][2] == pytest.approx(base_lam(opt.param_groups))
 
 
 def test_target_density_keeps_the_layers_ratios() -> None:

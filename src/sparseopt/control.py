@@ -192,7 +192,8 @@ class TargetDensity:
     def update(
         self, model: nn.Module | None, optimizer: torch.optim.Optimizer, step: int | None = None
     ) -> float:
-        """Measure the density, update λ of every penalised group; return the first group's λ.
+        """Measure the density, update λ of every penalised group; return the first group's
+        factor-free λ (:func:`sparseopt.groups.base_lam`).
 
         Raises:
             TypeError: the optimizer has no ``set_lam`` (not a sparse optimizer).
@@ -220,7 +221,8 @@ class TargetDensity:
         for i, group in enumerate(optimizer.param_groups):
             if group.get("penalty", "none") == "none":
                 continue
-            lam = max(float(group["lam"]), self.lam_min)
+            # the factor-free λ (set_lam applies a per-layer factor, lam_scale)
+            lam = max(float(group["lam"]) / float(group.get("lam_factor", 1.0)), self.lam_min)
             lam = min(max(lam * factor, self.lam_min), self.lam_max)
             set_lam(lam, [i])
             first = lam if first is None else first
@@ -294,8 +296,8 @@ class LamWarmup:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"Invalid fraction value: {fraction!r}; expected a number in (0, 1]")
         self.fraction = float(fraction)
-        self.targets = {
-            i: float(g["lam"])
+        self.targets = {  # factor-free (set_lam applies a per-layer factor, lam_scale)
+            i: float(g["lam"]) / float(g.get("lam_factor", 1.0))
             for i, g in enumerate(optimizer.param_groups)
             if g.get("penalty", "none") != "none"
         }

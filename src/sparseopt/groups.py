@@ -240,8 +240,9 @@ def param_groups(
 
     ``lam_scale="fan_in"`` gives every penalised layer a group of its own with λ times
     the layer's factor (:func:`layer_lam_factors`: in proportion to its weights' He
-    scale, mean 1 over the weights), kept in the group as ``lam_factor``; the run's λ is
-    then the factor-free one (:func:`base_lam`). A λ left to the optimizer (``None``)
+    scale, mean 1 over the weights of the layers that share a penalty), kept in the
+    group as ``lam_factor``; the run's λ is then the factor-free one (:func:`base_lam`,
+    and what ``set_lam`` takes). A λ left to the optimizer (``None``)
     cannot be scaled: give ``lam`` (:func:`sparseopt.create_optimizer` fills the recipe's).
 
     Every group carries a ``name`` key (``"conv"``, ``"linear"``, ``"unpenalised"``)
@@ -255,7 +256,9 @@ def param_groups(
         [('conv', 'group_l1', 1), ('linear', 'l1', 1), ('unpenalised', 'none', 2)]
     """
     if lam_scale not in LAM_SCALES:
-        raise ValueError(f"Invalid lam_scale value: {lam_scale!r}; expected one of {LAM_SCALES}")
+        raise ValueError(
+            f"Invalid lam_scale value: {lam_scale!r}; expected one of {list(LAM_SCALES)}"
+        )
     excluded = set(exclude)
     known = {name for name, _ in model.named_modules()}
     unknown = excluded - known
@@ -293,16 +296,19 @@ def param_groups(
     out: list[dict[str, Any]] = []
     factors: dict[str, float] = {}
     if lam_scale == "fan_in":
-        layers = [(kind, n, p) for kind in ("conv", "linear") for n, p in buckets[kind]]
-        if any(settings[kind][2] is None for kind, _, _ in layers):
+        # the penalised layers only, normalised among those that share a penalty
+        kinds = [k for k in ("conv", "linear") if settings[k][0] != "none" and buckets[k]]
+        missing = [k for k in kinds if settings[k][2] is None]
+        if missing:
             raise ValueError(
-                "Invalid lam_scale value: 'fan_in' scales a given λ; pass lam (or "
-                "conv_lam/linear_lam), e.g. through sparseopt.create_optimizer, which fills "
-                "the recipe's"
+                f"Invalid lam_scale value: 'fan_in' scales a given λ and the {missing[0]} "
+                "weights have none; pass lam (or conv_lam/linear_lam), e.g. through "
+                "sparseopt.create_optimizer, which fills the recipe's"
             )
-        pens = [settings[kind][0] for kind, _, _ in layers]
-        c = layer_lam_factors([p for _, _, p in layers], pens)
-        factors = {n: f for (_, n, _), f in zip(layers, c, strict=True)}
+        for pen in {settings[k][0] for k in kinds}:
+            layers = [(n, p) for k in kinds if settings[k][0] == pen for n, p in buckets[k]]
+            c = layer_lam_factors([p for _, p in layers], [pen] * len(layers))
+            factors.update({n: f for (n, _), f in zip(layers, c, strict=True)})
     for kind in ("conv", "linear"):
         if not buckets[kind]:
             continue
@@ -310,7 +316,8 @@ def param_groups(
         if pen.startswith("group_") and grp is None:
             grp = "filter"
         # one group per kind, or one per layer with its λ factor
-        chunks = [buckets[kind]] if not factors else [[np_] for np_ in buckets[kind]]
+        scaled = pen != "none" and bool(factors)
+        chunks = [[np_] for np_ in buckets[kind]] if scaled else [buckets[kind]]
         for chunk in chunks:
             group: dict[str, Any] = {
                 "name": kind,
@@ -320,7 +327,7 @@ def param_groups(
                 "lam": lam_k,
                 "groups": grp,
             }
-            if factors:
+            if scaled:
                 f = factors[chunk[0][0]]
                 group["lam"] = float(lam_k) * f  # type: ignore[arg-type]
                 group["lam_factor"] = f

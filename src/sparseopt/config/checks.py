@@ -136,7 +136,7 @@ def _check_coupled(cfg: Any) -> None:
         if getattr(cfg, name) not in (None, "none" if name == "lam_scale" else None):
             raise ValueError(
                 f"Invalid {name} value: {getattr(cfg, name)!r}; with coupled groups only the "
-                "heads/neurons are penalised (leave per-layer penalties unset)"
+                "heads/neurons are penalised (leave per-layer settings unset; lam_scale none)"
             )
     if cfg.grow_every is not None or getattr(cfg, "fsdp", False):
         name = "grow_every" if cfg.grow_every is not None else "fsdp"

@@ -508,8 +508,11 @@ class SparseOptimizer(torch.optim.Optimizer):
     def set_lam(self, lam: float, group_indices: Iterable[int] | None = None) -> None:
         """Set λ of the penalised param groups (all, or those in ``group_indices``).
 
-        Groups with penalty ``none`` are left alone. Methods with dual variables
-        adjust them in :meth:`_lam_changed` so the primal iterate is unchanged.
+        ``lam`` is the factor-free λ: a group with a per-layer factor (``lam_factor``,
+        :func:`sparseopt.groups.param_groups` with ``lam_scale="fan_in"``) gets ``lam``
+        times it, so the layers keep their ratios. Groups with penalty ``none`` are left
+        alone. Methods with dual variables adjust them in :meth:`_lam_changed` so the
+        primal iterate is unchanged.
         """
         lam = check_nonneg("lam", lam)
         indices = range(len(self.param_groups)) if group_indices is None else group_indices
@@ -518,7 +521,7 @@ class SparseOptimizer(torch.optim.Optimizer):
             old = self.penalty_of(group)
             if isinstance(old, NoPenalty):
                 continue
-            group["lam"] = lam
+            group["lam"] = lam * float(group.get("lam_factor", 1.0))
             with torch.no_grad():
                 self._lam_changed(group, old, self.penalty_of(group))
 

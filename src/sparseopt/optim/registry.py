@@ -327,8 +327,9 @@ def create_optimizer(
     if not info.sparse:
         penalised = {k: v for k, v in group_kw.items() if v not in (None, "none", 0, 0.0, ())}
         if penalised:
+            named = ", ".join(f"{k}={penalised[k]!r}" for k in sorted(penalised))
             raise ValueError(
-                f"Invalid keywords for the dense optimizer {info.name!r}: {sorted(penalised)} "
+                f"Invalid keywords for the dense optimizer {info.name!r}: {named} "
                 "(it takes no penalty)"
             )
         group_kw = {}
@@ -345,8 +346,9 @@ def create_optimizer(
         merged.update({k: v for k, v in group_kw.items() if k in info.accepted_keywords()})
         unknown_group = set(group_kw) - info.accepted_keywords()
         if unknown_group:
+            named = ", ".join(f"{k}={group_kw[k]!r}" for k in sorted(unknown_group))
             raise ValueError(
-                f"Invalid keywords for {info.name!r} without a model: {sorted(unknown_group)} "
+                f"Invalid keywords for {info.name!r} without a model: {named} "
                 "(per-layer settings need a model, or build the param groups yourself)"
             )
     accepted = info.accepted_keywords()
