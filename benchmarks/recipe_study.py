@@ -509,6 +509,21 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.035, "epochs": 15, "seed": s}
         for s in (0, 1, 2)
     ],
+    # round 20: the Bregman methods' lr against the curve CNN's stability edge (round 6
+    # found SGD-momentum's at lr 0.05; LinBreg runs lr 0.15 with momentum 0.9, AdaBreg 0.01),
+    # at the recipe's λ and at the recipe's λ/lr (an entry needs about λ/(lr·|g|) steps)
+    "round20": [
+        *[
+            {"optimizer": "linbreg", "lr": lr, "lam": lam}
+            for lr in (0.05, 0.1)
+            for lam in (0.05, round(0.05 * lr / 0.15, 5))
+        ],
+        *[
+            {"optimizer": "adabreg", "lr": lr, "lam": lam}
+            for lr in (0.003, 0.005)
+            for lam in (0.45, round(0.45 * lr / 0.01, 5))
+        ],
+    ],
     # round 18: λ per layer by fan-in for the other methods at their recipes: in the matrix
     # every method keeps 30–100 % of the curve CNN's conv1 (fan-in 9) and 1–9 % of its
     # conv3 (fan-in 288, two thirds of the weights)
