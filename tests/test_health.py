@@ -297,6 +297,7 @@ def test_state_dict_is_plain_data_and_a_missing_entry_reads_as_empty() -> None:
         "stall_streak": 2,
         "collapse_streak": 0,
         "last_collapsed": False,
+        "last_empty": [],
         "epochs_seen": 2,
         "reason": mon.reason,
         "reported": mon.reported,
@@ -332,3 +333,45 @@ def test_fixed_mask_does_not_reload_the_dense_weights_on_resume() -> None:
     assert torch.equal(net[0].weight, trained["0.weight"])
     cb.on_train_begin(SimpleNamespace(model=net, epoch=0, history=[]))
     assert torch.equal(net[0].weight, torch.ones(4, 4))
+
+
+def test_an_inverse_scale_space_collapse_asks_for_more_epochs_not_a_smaller_lr() -> None:
+    """Its support grows with the steps taken: a third of the lr would slow it further."""
+    grows = HealthMonitor(
+        num_classes=2, patience=2, lr=0.02, lam=0.03, support_grows=True, epochs=15
+    )
+    prox = HealthMonitor(num_classes=2, patience=2, lr=0.02, lam=0.03, epochs=15)
+    for mon in (grows, prox):
+        for e in (1, 2):
+            mon.observe(_row(e, 0.69, 0.5), constant_output=True, empty_layers=["conv3"])
+    assert "--epochs 30 (the support grows with the steps taken)" in grows.reported[0]
+    assert "--lr" not in " ".join(grows.reported) and "--lam 0.003" in grows.reported[0]
+    assert grows.summary()["hint"].startswith("try --lam 0.003 (10× smaller λ) or --epochs 30")
+    assert "--lr 0.00667 (3× smaller lr)" in prox.summary()["hint"]
+    assert "--epochs" not in prox.summary()["hint"]
+    # a stalled training loss with every layer alive: the lr hint, for either
+    stalled = HealthMonitor(
+        num_classes=2, patience=2, lr=0.02, lam=0.03, support_grows=True, epochs=15
+    )
+    for e in (1, 2):
+        stalled.observe(_row(e, 0.69, 0.5), constant_output=False, empty_layers=[])
+    assert stalled.status == "stalled" and "--lr 0.00667" in stalled.summary()["hint"]
+
+
+def test_the_engine_tells_the_monitor_which_methods_grow_their_support(tmp_path: Path) -> None:
+    from engine_helpers import tiny
+
+    from sparseopt.engine import Trainer
+
+    grows = {}
+    for name in ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd"):
+        with Trainer(tiny(tmp_path / name, optimizer=name, epochs=3)) as t:
+            grows[name] = (t.health.support_grows, t.health.epochs)
+    assert grows == {
+        "linbreg": (True, 3),
+        "adabreg": (True, 3),
+        "splitlbi": (True, 3),
+        "rda": (False, 3),
+        "rvsm": (False, 3),
+        "proxsgd": (False, 3),
+    }

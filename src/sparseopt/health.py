@@ -157,6 +157,7 @@ _STATE: dict[str, type] = {
     "stall_streak": int,
     "collapse_streak": int,
     "last_collapsed": bool,
+    "last_empty": list,
     "epochs_seen": int,
     "reason": str,
     "reported": list,
@@ -172,6 +173,11 @@ class HealthMonitor:
         patience: epochs in a row before a stall or collapse is reported.
         lr, lam: the run's learning rate and λ, for the hints (``None``: not set).
         sparse: whether λ is a knob of this run (a sparse optimizer).
+        support_grows: an inverse scale space method (the optimizer's
+            ``support_grows_with_steps``): when its deployable network collapses or a
+            layer is empty, the hint is more epochs, not a smaller lr (which slows the
+            support's growth).
+        epochs: the run's epochs, for that hint (``None``: not set).
         majority: frequency of the most common class in the split whose accuracy is
             judged (validation, else training): a constant prediction scores that much,
             so the chance level starts there (``None``: balanced, :math:`1/C`).
@@ -183,9 +189,12 @@ class HealthMonitor:
     lam: float | None = None
     sparse: bool = True
     majority: float | None = None
+    support_grows: bool = False
+    epochs: int | None = None
     stall_streak: int = 0
     collapse_streak: int = 0
     last_collapsed: bool = False
+    last_empty: list[str] = field(default_factory=list)
     epochs_seen: int = 0
     reason: str = ""
     reported: list[str] = field(default_factory=list)
@@ -239,11 +248,22 @@ class HealthMonitor:
         )
 
     def hint(self, layers: Sequence[str] = ()) -> str:
-        """What to change, with values."""
+        """What to change, with values.
+
+        A smaller λ, and a smaller lr — except for an inverse scale space method whose
+        deployable network collapsed or lost a layer (``layers``, or the last epoch's):
+        its support grows with the steps taken, so a smaller lr would slow it further and
+        the hint is twice the epochs (the SplitLBI recipe on the held-out curve CNN
+        collapses at 15 epochs and reaches 75 % at 30; at a third of the lr it collapses
+        in every layer: docs/robustness.md).
+        """
         parts = []
         if self.sparse and self.lam is not None and self.lam > 0:
             parts.append(f"--lam {_fmt(self.lam / 10)} (10× smaller λ)")
-        if self.lr is not None and self.lr > 0:
+        empty = bool(layers or self.last_empty or self.last_collapsed)
+        if self.support_grows and self.epochs and empty:
+            parts.append(f"--epochs {2 * self.epochs} (the support grows with the steps taken)")
+        elif self.lr is not None and self.lr > 0:
             parts.append(f"--lr {_fmt(self.lr / 3)} (3× smaller lr)")
         if not parts:
             return ""
@@ -261,6 +281,7 @@ class HealthMonitor:
         else:
             self.stall_streak = 0
         self.last_collapsed = bool(constant_output) and int(row.get("epoch", 1)) > 0
+        self.last_empty = list(empty_layers)
         self.collapse_streak = self.collapse_streak + 1 if self.last_collapsed else 0
         if self.collapse_streak == self.patience:
             msg = self._collapse_message(empty_layers, self.patience)

@@ -512,6 +512,8 @@ def build_health(
         lam=lam,
         sparse=info.sparse,
         majority=majority_share(judged[1], classes) if classes else None,
+        support_grows=getattr(optimizer, "support_grows_with_steps", False),
+        epochs=cfg.epochs,
     )
     x = tensors["val"][0]
     return health, (x if len(x) >= 2 else tensors["train"][0])[:256]

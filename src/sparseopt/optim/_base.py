@@ -200,6 +200,10 @@ class SparseOptimizer(torch.optim.Optimizer):
     state_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether the method keeps a ``step`` counter per parameter.
     counts_steps: ClassVar[bool] = True
+    #: Inverse scale space methods (LinBreg, AdaBreg, SplitLBI): the support starts (nearly)
+    #: empty and grows with the steps taken (an entry joins once its dual variable has
+    #: gathered λ), so a too-sparse run wants a smaller λ or more steps, not a smaller lr.
+    support_grows_with_steps: ClassVar[bool] = False
     #: The keywords ``__init__`` takes as ``**common`` (a :class:`CommonKeywords` subclass),
     #: and their defaults.
     common_keywords: ClassVar[type] = CommonKeywords

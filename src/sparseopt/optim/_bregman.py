@@ -202,6 +202,8 @@ class BregmanOptimizer(SparseOptimizer):
     - new entries of a widened parameter get the dual that reproduces their weights.
     """
 
+    support_grows_with_steps = True
+
     def _init_state(
         self, group: dict[str, Any], penalty: Penalty, p: Tensor, state: dict[str, Any]
     ) -> None:

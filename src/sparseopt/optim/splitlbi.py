@@ -174,6 +174,7 @@ class SplitLBI(SGDOptimizer):
         }
     )
     state_keys = ("momentum_buffer", "gamma", "dual")
+    support_grows_with_steps = True
 
     def __init__(
         self,
