@@ -524,6 +524,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             for lam in (0.45, round(0.45 * lr / 0.01, 5))
         ],
     ],
+    # round 21: the Bregman methods' refit at RDA's and SplitLBI's refit lr (round 11 ran
+    # it at the pruning baseline's 0.002 only, where it cost 0.5–1 point)
+    "round21": [
+        {"optimizer": o, "refit": 0.2, "refit_lr": lr}
+        for o in ("linbreg", "adabreg")
+        for lr in (0.01, 0.02)
+    ],
     # round 18: λ per layer by fan-in for the other methods at their recipes: in the matrix
     # every method keeps 30–100 % of the curve CNN's conv1 (fan-in 9) and 1–9 % of its
     # conv3 (fan-in 288, two thirds of the weights)
