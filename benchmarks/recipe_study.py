@@ -531,6 +531,16 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for o in ("linbreg", "adabreg")
         for lr in (0.01, 0.02)
     ],
+    # round 22: SplitLBI's refit (round 17 took RDA's 0.2 at lr 0.01): longer and faster
+    "round22": [
+        {"optimizer": "splitlbi", "refit": r, "refit_lr": lr}
+        for r, lr in ((0.2, 0.02), (0.3, 0.01), (0.3, 0.02))
+    ],
+    "round22w": [
+        {"optimizer": "splitlbi", "refit": r, "refit_lr": lr, "epochs": 15, "seed": s}
+        for s in (0, 1, 2)
+        for r, lr in ((0.2, 0.02), (0.3, 0.01), (0.3, 0.02))
+    ],
     # round 18: λ per layer by fan-in for the other methods at their recipes: in the matrix
     # every method keeps 30–100 % of the curve CNN's conv1 (fan-in 9) and 1–9 % of its
     # conv3 (fan-in 288, two thirds of the weights)
@@ -623,6 +633,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round16w": ("words-cnn",),
     "round17w": ("words-cnn",),
     "round17bw": ("words-cnn",),
+    "round22w": ("words-cnn",),
 }
 
 
