@@ -46,7 +46,8 @@ METHODS: list[tuple[str, dict[str, Any]]] = [
     ("LinBreg", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.0, **BREG}),
     ("LinBreg β=0.9", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.9, **BREG}),
     ("AdaBreg", {"optimizer": "adabreg", "lr": 3e-3, **BREG, "lam": 1.0}),
-    ("SplitLBI", {"optimizer": "splitlbi", "lr": 0.05, "nu": 10.0}),
+    # SplitLBI's λ 0.1 and no refit: the presets when this ran (pinned since round 17)
+    ("SplitLBI", {"optimizer": "splitlbi", "lr": 0.05, "nu": 10.0, "lam": 0.1, "refit": 0.0}),
     ("RDA (ℓ1)", {"optimizer": "rda", "penalty": "l1", "refit": 0.0}),  # the paper's RDA
     ("RVSM-ℓ1", {"optimizer": "rvsm", "penalty": "l1"}),
     ("RVSM-ℓ0", {"optimizer": "rvsm", "penalty": "l0", "lam": 5e-4}),
