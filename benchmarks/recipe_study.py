@@ -541,6 +541,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for s in (0, 1, 2)
         for r, lr in ((0.2, 0.02), (0.3, 0.01), (0.3, 0.02))
     ],
+    # round 18w: ProxSGD with λ per layer by fan-in (round 18: sparser and better than its
+    # recipe, neither admissible) at the matrix's budget, three seeds
+    "round18w": [
+        {"optimizer": "proxsgd", "lam_scale": "fan_in", "epochs": 15, "seed": s} for s in (0, 1, 2)
+    ],
     # round 18: λ per layer by fan-in for the other methods at their recipes: in the matrix
     # every method keeps 30–100 % of the curve CNN's conv1 (fan-in 9) and 1–9 % of its
     # conv3 (fan-in 288, two thirds of the weights)
@@ -634,6 +639,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round17w": ("words-cnn",),
     "round17bw": ("words-cnn",),
     "round22w": ("words-cnn",),
+    "round18w": ("words-cnn",),
 }
 
 
