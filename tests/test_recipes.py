@@ -36,8 +36,15 @@ def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, pe
     assert r.schedule == info.training["schedule"]
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2))
     opt = so.create_optimizer(net, name, penalty=penalty)
-    lams = {g["lam"] for g in opt.param_groups if g.get("penalty", "none") != "none"}
-    assert lams == {info.lam[penalty]}
+    # the λ as given (a recipe with λ per layer, lam_scale, multiplies it by each factor)
+    lams = [
+        g["lam"] / g.get("lam_factor", 1.0)
+        for g in opt.param_groups
+        if g.get("penalty", "none") != "none"
+    ]
+    assert lams == pytest.approx([info.lam[penalty]] * len(lams))
+    scaled = info.defaults.get("lam_scale", "none") == "fan_in"
+    assert all(("lam_factor" in g) == scaled for g in opt.param_groups if g["penalty"] != "none")
     # per layer kind: a conv penalty of another kind gets its own recipe λ
     default = info.defaults.get("penalty", "l1")  # the recipe's penalty (rda: l0)
     mixed = TrainConfig(optimizer=name, conv_penalty="group_l1").resolve()
@@ -52,6 +59,8 @@ def test_class_defaults_are_the_registry_recipe(name: str) -> None:
     info = get_optimizer_info(name)
     sig = inspect.signature(info.cls.__init__).parameters
     for key, value in info.defaults.items():
+        if key == "lam_scale":  # a param-group setting: it needs the model's layers
+            continue
         assert sig[key].default == value, (name, key)
     default = info.defaults.get("penalty", "l1")
     assert sig["lam"].default is None and sig["penalty"].default == default
@@ -78,7 +87,10 @@ def test_registry_hyperparameters_are_what_the_factory_and_the_run_use(name: str
     net = torch.nn.Linear(3, 2)
     opt = so.create_optimizer(net, name)
     sig = inspect.signature(info.cls.__init__).parameters
+    group_keys = {"lam_scale"}  # recipe keys that shape the param groups, not the class
     for key, value in info.defaults.items():
+        if key in group_keys:
+            continue
         assert key in sig, f"{name}: recipe key {key!r} is not a keyword of the class"
         assert opt.param_groups[0][key] == value
     r = TrainConfig(optimizer=name).resolve()
@@ -86,7 +98,10 @@ def test_registry_hyperparameters_are_what_the_factory_and_the_run_use(name: str
     for key, value in info.defaults.items():
         if hasattr(r, key):  # a setting of its own: resolved into the run's config
             assert getattr(r, key) == value
-        assert run_opt.param_groups[0][key] == value
+        if key not in group_keys:
+            assert run_opt.param_groups[0][key] == value
+    if info.defaults.get("lam_scale") == "fan_in":  # one group per penalised layer
+        assert "lam_factor" in run_opt.param_groups[0] and "lam_factor" in opt.param_groups[0]
     # the variant is part of the recipe: RDA's adaptive metric with its own γ
     if name == "rda":
         assert (opt.param_groups[0]["adaptive"], r.gamma) == (True, 100.0)
