@@ -276,7 +276,7 @@ class TrainConfig:
         "to its weights' He scale √(2/fan-in), squared for l0/group_l0, with mean λ over "
         "the weights: sparseopt.groups.layer_lam_factors)",
         metavar="S",
-        shown="per optimizer: {recipe[lam_scale]}; else none",
+        shown="none",
     )
     coupled: str | None = _opt(
         None,

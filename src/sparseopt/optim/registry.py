@@ -232,9 +232,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             training={"init_density": 1.0, "schedule": "cosine", "refit": 0.0},
             lr=0.02,  # lr 0.05 stalled on the curve CNN at 15 epochs (round 6)
             momentum=0.9,
-            # round 18: no ProxSGD candidate is admissible (20-80 % dense); λ per layer by
-            # fan-in is the sparser of the two that fail nowhere, and better (-1.53 / -2.49)
-            lam_scale="fan_in",
+            # round 18: λ per layer by fan-in was adopted by the rule, then reverted
+            # (worse at the matrix's budget: docs/recipes.md, round 18)
         ),
         _info(
             "sgd",
