@@ -57,13 +57,7 @@ from torch import nn
 
 from sparseopt.fsdp import global_int
 
-__all__ = [
-    "PRESETS",
-    "LamWarmup",
-    "TargetDensity",
-    "empty_penalised",
-    "penalised_density",
-]
+__all__ = ["PRESETS", "LamWarmup", "TargetDensity", "empty_penalised", "penalised_density"]
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
 PRESETS: dict[str, dict[str, float]] = {
