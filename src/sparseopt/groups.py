@@ -194,7 +194,10 @@ def base_lam(param_groups: Iterable[dict[str, Any]]) -> float | None:
     is penalised."""
     for group in param_groups:
         if group.get("penalty", "none") != "none" and "lam" in group:
-            return float(group["lam"]) / float(group.get("lam_factor", 1.0))
+            if "lam_factor" not in group:
+                return float(group["lam"])
+            # λ·c/c: 12 significant digits give back the λ as written (0.007, not 0.00699…)
+            return float(f"{float(group['lam']) / float(group['lam_factor']):.12g}")
     return None
 
 
