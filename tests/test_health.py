@@ -298,6 +298,7 @@ def test_state_dict_is_plain_data_and_a_missing_entry_reads_as_empty() -> None:
         "collapse_streak": 0,
         "last_collapsed": False,
         "last_empty": [],
+        "failing_since": 1,
         "epochs_seen": 2,
         "reason": mon.reason,
         "reported": mon.reported,
@@ -375,3 +376,55 @@ def test_the_engine_tells_the_monitor_which_methods_grow_their_support(tmp_path:
         "rvsm": (False, 3),
         "proxsgd": (False, 3),
     }
+
+
+def test_the_final_hint_reads_the_last_empty_layers_and_survives_a_resume() -> None:
+    """A stall whose deployable network lost a layer: summary() (no layers passed) still
+    gives the epochs hint, from ``last_empty``, also after a checkpoint round trip."""
+    kw = {"lr": 0.02, "lam": 0.03, "support_grows": True, "epochs": 15}
+    mon = HealthMonitor(num_classes=2, patience=2, **kw)
+    for e in (1, 2):  # validation at chance although the training loss fell
+        mon.observe(_row(e, 0.3, 0.5), constant_output=False, empty_layers=["conv3"])
+    assert mon.status == "stalled" and mon.last_empty == ["conv3"]
+    assert "--epochs 30" in mon.summary()["hint"] and "--lr" not in mon.summary()["hint"]
+    back = HealthMonitor(num_classes=2, patience=2, **kw)
+    back.load_state_dict(mon.state_dict())
+    assert back.summary() == mon.summary()
+    # a checkpoint from before last_empty: it reads as empty (the docstring says so)
+    old = HealthMonitor(num_classes=2, patience=2, **kw)
+    old.load_state_dict({k: v for k, v in mon.state_dict().items() if k != "last_empty"})
+    assert old.last_empty == [] and "--lr 0.00667" in old.summary()["hint"]
+
+
+def test_inside_the_refit_the_hint_is_the_refit_lr_and_layers_are_named_once() -> None:
+    mon = HealthMonitor(num_classes=2, patience=2, lr=0.02, lam=0.03, support_grows=True, epochs=15)
+    mon.refit_lr, mon.refit_from = 0.02, 13
+    for e in (12,):  # healthy until the refit
+        mon.observe(_row(e, 0.3, 0.9), constant_output=False, empty_layers=[])
+    for e in (13, 14):
+        out = mon.observe(_row(e, 0.69, 0.5), constant_output=True, empty_layers=["fc1"])
+    (line,) = [w for w in out if w.startswith("collapsed")]
+    assert "--refit-lr 0.00667 (3× smaller refit lr)" in line
+    assert "--epochs" not in line and "--lr " not in line
+    assert line.count("fc1") == 1  # in the message, not again after the hint
+    # a collapse that began before the refit keeps the sparse phase's hint after it
+    early = HealthMonitor(
+        num_classes=2, patience=2, lr=0.02, lam=0.03, support_grows=True, epochs=15
+    )
+    for e in range(1, 15):
+        if e == 13:
+            early.refit_lr, early.refit_from = 0.02, 13
+        early.observe(_row(e, 0.69, 0.5), constant_output=True, empty_layers=["fc1"])
+    assert early.failing_since == 1 and "--epochs 30" in early.summary()["hint"]
+    assert "--refit-lr" not in early.summary()["hint"]
+
+
+def test_a_run_in_its_refit_tells_the_monitor(tmp_path: Path) -> None:
+    from engine_helpers import tiny
+
+    from sparseopt.engine import Trainer
+
+    with Trainer(tiny(tmp_path / "r", optimizer="rda", epochs=5, refit=0.2, refit_lr=0.03)) as t:
+        assert t.health.refit_lr is None
+        t.fit()
+        assert (t.health.refit_lr, t.health.refit_from) == (pytest.approx(0.03), 5)

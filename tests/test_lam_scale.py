@@ -240,3 +240,10 @@ def test_bad_values_are_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and value in err[0], err
     assert not (tmp_path / "x").exists()
+
+
+def test_base_lam_leaves_a_lambda_of_more_digits_alone() -> None:
+    mlp = nn.Sequential(nn.Linear(64, 200), nn.ReLU(), nn.Linear(200, 80), nn.Linear(80, 10))
+    lam = 0.0123456789012345
+    got = base_lam(param_groups(mlp, lam=lam, lam_scale="fan_in"))
+    assert got == pytest.approx(lam, rel=1e-15) and got != float(f"{lam:.12g}")

@@ -196,8 +196,11 @@ def base_lam(param_groups: Iterable[dict[str, Any]]) -> float | None:
         if group.get("penalty", "none") != "none" and "lam" in group:
             if "lam_factor" not in group:
                 return float(group["lam"])
-            # λ·c/c: 12 significant digits give back the λ as written (0.007, not 0.00699…)
-            return float(f"{float(group['lam']) / float(group['lam_factor']):.12g}")
+            # λ·c/c misses the λ as written by an ulp or two (0.00699… for 0.007): give
+            # back the 12-digit number it is that close to, and any other λ unchanged
+            lam = float(group["lam"]) / float(group["lam_factor"])
+            short = float(f"{lam:.12g}")
+            return short if abs(short - lam) <= 4 * math.ulp(lam) else lam
     return None
 
 

@@ -158,6 +158,7 @@ _STATE: dict[str, type] = {
     "collapse_streak": int,
     "last_collapsed": bool,
     "last_empty": list,
+    "failing_since": int,
     "epochs_seen": int,
     "reason": str,
     "reported": list,
@@ -178,6 +179,9 @@ class HealthMonitor:
             layer is empty, the hint is more epochs, not a smaller lr (which slows the
             support's growth).
         epochs: the run's epochs, for that hint (``None``: not set).
+        refit_lr, refit_from: set by the trainer once a refit has begun (``--refit``): its
+            lr and first epoch. A failure that began in the refit, whose support is fixed,
+            gets a smaller ``--refit-lr`` as its hint (or λ, for a larger support).
         majority: frequency of the most common class in the split whose accuracy is
             judged (validation, else training): a constant prediction scores that much,
             so the chance level starts there (``None``: balanced, :math:`1/C`).
@@ -191,10 +195,13 @@ class HealthMonitor:
     majority: float | None = None
     support_grows: bool = False
     epochs: int | None = None
+    refit_lr: float | None = None
+    refit_from: int | None = None
     stall_streak: int = 0
     collapse_streak: int = 0
     last_collapsed: bool = False
     last_empty: list[str] = field(default_factory=list)
+    failing_since: int = 0  # the epoch the current stall or collapse began (0: none)
     epochs_seen: int = 0
     reason: str = ""
     reported: list[str] = field(default_factory=list)
@@ -254,14 +261,20 @@ class HealthMonitor:
         deployable network collapsed or lost a layer (``layers``, or the last epoch's):
         its support grows with the steps taken, so a smaller lr would slow it further and
         the hint is twice the epochs (the SplitLBI recipe on the held-out curve CNN
-        collapses at 15 epochs and reaches 75 % at 30; at a third of the lr it collapses
-        in every layer: docs/robustness.md).
+        collapses at 15 epochs and learns at 30; at a third of the lr it collapses in
+        every layer: docs/cli.md, "Failure detection"); and for a failure that began in
+        a refit, whose support is fixed, a smaller refit lr. A stall with every layer alive keeps the lr hint
+        (a training loss stuck at chance is the learning rate's as often as λ's). A
+        checkpoint from before ``last_empty`` existed resumes with it empty.
         """
         parts = []
         if self.sparse and self.lam is not None and self.lam > 0:
             parts.append(f"--lam {_fmt(self.lam / 10)} (10× smaller λ)")
         empty = bool(layers or self.last_empty or self.last_collapsed)
-        if self.support_grows and self.epochs and empty:
+        in_refit = self.refit_from is not None and self.failing_since >= self.refit_from
+        if self.refit_lr is not None and in_refit:
+            parts.append(f"--refit-lr {_fmt(self.refit_lr / 3)} (3× smaller refit lr)")
+        elif self.support_grows and self.epochs and empty:
             parts.append(f"--epochs {2 * self.epochs} (the support grows with the steps taken)")
         elif self.lr is not None and self.lr > 0:
             parts.append(f"--lr {_fmt(self.lr / 3)} (3× smaller lr)")
@@ -283,9 +296,13 @@ class HealthMonitor:
         self.last_collapsed = bool(constant_output) and int(row.get("epoch", 1)) > 0
         self.last_empty = list(empty_layers)
         self.collapse_streak = self.collapse_streak + 1 if self.last_collapsed else 0
-        if self.collapse_streak == self.patience:
+        if not (self.stall_streak or self.collapse_streak):
+            self.failing_since = 0
+        elif not self.failing_since:
+            self.failing_since = int(row.get("epoch", self.epochs_seen))
+        if self.collapse_streak == self.patience:  # (the message names the empty layers)
             msg = self._collapse_message(empty_layers, self.patience)
-            warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))
+            warnings.append(f"{msg}; {self.hint()}".rstrip("; "))
         if self.stall_streak == self.patience:
             msg = self._stall_message(row, self.patience)
             warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))

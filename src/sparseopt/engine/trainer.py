@@ -277,6 +277,7 @@ class Trainer:
         refit = ckpt.get("refit")
         if refit is not None:  # a checkpoint of the refit: its SGD, schedule and masks
             self._refit.resume(self, int(ckpt["config"]["epochs"]))
+            self._refit_hints()
         if fsdp.is_sharded_model(self.model) and not ckpt.get("sharded"):
             ckpt = checkpoint.cut_to_shards(ckpt, self.model, self.optimizer)
         checkpoint.restore_weights(
@@ -305,6 +306,12 @@ class Trainer:
         return interrupted(self._signals.signum, where, self.run_dir, self.config.out)
 
     # ------------------------------------------------------------------ training
+
+    def _refit_hints(self) -> None:
+        """A failure that begins in the refit gets the refit's lr as its hint (the support is
+        fixed); one from before keeps the sparse phase's."""
+        self.health.refit_lr = refit_optimizer_settings(self.config.refit_lr)["lr"]
+        self.health.refit_from = self._refit.first_epoch
 
     def _smaller_lr_hint(self) -> str:
         run = Path(self.run_dir or self.config.out or "run")
@@ -462,6 +469,7 @@ class Trainer:
     def _run_epoch(self, epoch: int) -> None:
         if self._refit.due(epoch):
             self.log(self._refit.begin(self))
+            self._refit_hints()
         t_start = time.perf_counter()
         resumed_time = (self._partial or {}).get("time", 0.0)
         lr, lam = lr_lam(self.optimizer)
