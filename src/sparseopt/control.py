@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from sparseopt.fsdp import global_int
+from sparseopt.groups import group_lam
 
 __all__ = ["PRESETS", "LamWarmup", "TargetDensity", "empty_penalised", "penalised_density"]
 
@@ -215,8 +216,7 @@ class TargetDensity:
         for i, group in enumerate(optimizer.param_groups):
             if group.get("penalty", "none") == "none":
                 continue
-            # the factor-free λ (set_lam applies a per-layer factor, lam_scale)
-            lam = max(float(group["lam"]) / float(group.get("lam_factor", 1.0)), self.lam_min)
+            lam = max(group_lam(group), self.lam_min)  # set_lam applies the layer's factor
             lam = min(max(lam * factor, self.lam_min), self.lam_max)
             set_lam(lam, [i])
             first = lam if first is None else first
@@ -291,7 +291,7 @@ class LamWarmup:
             raise ValueError(f"Invalid fraction value: {fraction!r}; expected a number in (0, 1]")
         self.fraction = float(fraction)
         self.targets = {  # factor-free (set_lam applies a per-layer factor, lam_scale)
-            i: float(g["lam"]) / float(g.get("lam_factor", 1.0))
+            i: group_lam(g)
             for i, g in enumerate(optimizer.param_groups)
             if g.get("penalty", "none") != "none"
         }

@@ -38,7 +38,9 @@ __all__ = [
     "LAM_SCALES",
     "base_lam",
     "canonical_grouping",
+    "check_lam_scale",
     "group_dims",
+    "group_lam",
     "group_norms",
     "group_size",
     "layer_lam_factors",
@@ -188,17 +190,30 @@ def layer_lam_factors(weights: list[Tensor], penalties: list[str]) -> list[float
     return [r / mean if mean > 0 else 1.0 for r in raw]
 
 
+def group_lam(group: dict[str, Any]) -> float:
+    """A param group's λ before its per-layer factor (``lam_factor``, set by
+    ``param_groups(lam_scale="fan_in")``; 1 without one): what ``set_lam`` takes."""
+    return float(group["lam"]) / float(group.get("lam_factor", 1.0))
+
+
+def check_lam_scale(lam_scale: Any) -> None:
+    """Raise ``ValueError`` naming ``lam_scale`` unless it is one of :data:`LAM_SCALES`."""
+    if lam_scale not in LAM_SCALES:
+        raise ValueError(
+            f"Invalid lam_scale value: {lam_scale!r}; expected one of {list(LAM_SCALES)}"
+        )
+
+
 def base_lam(param_groups: Iterable[dict[str, Any]]) -> float | None:
-    """The run's λ: that of the first penalised group, before its per-layer factor
-    (``lam_factor``, set by ``param_groups(lam_scale="fan_in")``); ``None`` when no group
-    is penalised."""
+    """The run's λ: :func:`group_lam` of the first penalised group, as written; ``None``
+    when no group is penalised."""
     for group in param_groups:
         if group.get("penalty", "none") != "none" and "lam" in group:
             if "lam_factor" not in group:
                 return float(group["lam"])
             # λ·c/c misses the λ as written by an ulp or two (0.00699… for 0.007): give
             # back the 12-digit number it is that close to, and any other λ unchanged
-            lam = float(group["lam"]) / float(group["lam_factor"])
+            lam = group_lam(group)
             short = float(f"{lam:.12g}")
             return short if abs(short - lam) <= 4 * math.ulp(lam) else lam
     return None
@@ -261,10 +276,7 @@ def param_groups(
         ...     net, penalty="l1", conv_penalty="group_l1", conv_groups="kernel")]
         [('conv', 'group_l1', 1), ('linear', 'l1', 1), ('unpenalised', 'none', 2)]
     """
-    if lam_scale not in LAM_SCALES:
-        raise ValueError(
-            f"Invalid lam_scale value: {lam_scale!r}; expected one of {list(LAM_SCALES)}"
-        )
+    check_lam_scale(lam_scale)
     excluded = set(exclude)
     known = {name for name, _ in model.named_modules()}
     unknown = excluded - known

@@ -30,12 +30,9 @@ def validate(cfg: Any) -> None:
     _check_int("grow_every", cfg.grow_every, 1, allow_none=True)
     _check_int("stall_epochs", cfg.stall_epochs, 0)
     if cfg.lam_scale is not None:
-        from sparseopt.groups import LAM_SCALES
+        from sparseopt.groups import check_lam_scale
 
-        if cfg.lam_scale not in LAM_SCALES:
-            raise ValueError(
-                f"Invalid lam_scale value: {cfg.lam_scale!r}; expected one of {list(LAM_SCALES)}"
-            )
+        check_lam_scale(cfg.lam_scale)
     _check_number("grow_tau", cfg.grow_tau, 0.0, 1.0, low_open=True)
     _check_number("checkpoint_seconds", cfg.checkpoint_seconds, 0.0, None)
     if cfg.target_density is not None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sparseopt.groups import group_lam
 from sparseopt.logging_utils import format_duration
 
 __all__ = [
@@ -28,8 +29,7 @@ def describe(trainer: Any) -> str:
         for g in trainer.optimizer.param_groups:
             if g.get("penalty", "none") != "none":
                 grp = f"/{g['groups']}" if g.get("groups") else ""
-                factor = float(g.get("lam_factor", 1.0))
-                pen = f"{g.get('name', 'w')} {g['penalty']}{grp} λ={g['lam'] / factor:g}"
+                pen = f"{g.get('name', 'w')} {g['penalty']}{grp} λ={group_lam(g):g}"
                 if pen not in pens:
                     pens.append(pen)
         if pens and cfg.lam_scale == "fan_in":  # (none inside a refit: SGD's groups)
