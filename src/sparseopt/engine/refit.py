@@ -70,6 +70,7 @@ class Refit:
         epochs: :math:`F`, the refit's epochs (0: no refit).
         first_epoch: the first refit epoch (1-based), :math:`E - F + 1`.
         masks: the kept entries of each penalised parameter once the refit began.
+        lr: the refit's starting lr once it began (``None`` before).
     """
 
     def __init__(self, epochs: int, fraction: float | None, optimizer: torch.optim.Optimizer):
@@ -79,6 +80,7 @@ class Refit:
         self.masks: list[Tensor] | None = None
         self.optimizer: torch.optim.Optimizer | None = None  # the refit's SGD, once begun
         self._impl: dict[str, Any] = {}  # fused/foreach chosen for this process
+        self.lr: float | None = None
 
     @property
     def active(self) -> bool:
@@ -110,6 +112,7 @@ class Refit:
             self.masks = [p != 0 for p in self.params]
         self._impl = fastest_implementation(get_optimizer_info("sgd"), model)
         kw = {**refit_optimizer_settings(trainer.config.refit_lr), **self._impl}
+        self.lr = float(kw["lr"])  # the starting lr, for the failure and divergence hints
         optimizer = torch.optim.SGD(model.parameters(), **kw)
         optimizer.register_step_post_hook(lambda *_: self.apply())
         trainer.optimizer = self.optimizer = optimizer

@@ -30,7 +30,7 @@ from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
 from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
 from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
 from sparseopt.engine.evaluate import deployed, evaluate_deployed, loss_fn
-from sparseopt.engine.refit import Refit, refit_optimizer_settings
+from sparseopt.engine.refit import Refit
 from sparseopt.engine.report import (
     epoch_row,
     failure_line,
@@ -310,14 +310,13 @@ class Trainer:
     def _refit_hints(self) -> None:
         """A failure that begins in the refit gets the refit's lr as its hint (the support is
         fixed); one from before keeps the sparse phase's."""
-        self.health.refit_lr = refit_optimizer_settings(self.config.refit_lr)["lr"]
+        self.health.refit_lr = self._refit.lr
         self.health.refit_from = self._refit.first_epoch
 
     def _smaller_lr_hint(self) -> str:
         run = Path(self.run_dir or self.config.out or "run")
         if self._refit.active:  # the refit's SGD diverged: its own (starting) lr
-            lr = refit_optimizer_settings(self.config.refit_lr)["lr"]
-            return smaller_lr_hint(run, lr, "--refit-lr")
+            return smaller_lr_hint(run, self._refit.lr, "--refit-lr")
         lr = lr_lam(self.optimizer)[0] if self.config.lr is None else float(self.config.lr)
         return smaller_lr_hint(run, lr)
 
