@@ -128,17 +128,19 @@ def test_refit_settings_are_checked(tmp_path: Path) -> None:
         tiny(tmp_path, refit=1.0).validate()
     with pytest.raises(ValueError, match=r"Invalid refit value: -0\.1"):
         tiny(tmp_path, refit=-0.1).validate()
-    with pytest.raises(ValueError, match=r"Invalid refit value: 0\.2; .* target_density"):
-        tiny(tmp_path, refit=0.2, target_density=0.1).resolve()
+    with pytest.raises(ValueError, match=r"Invalid refit value: 0\.2; .* grow_every widens"):
+        tiny(tmp_path, refit=0.2, grow_every=1).resolve()
     with pytest.raises(ValueError, match=r"Invalid refit value: 0\.2; optimizer 'sgd' is dense"):
         tiny(tmp_path, optimizer="sgd", refit=0.2).resolve()
-    # where λ or the shape move, the recipe's refit is not applied
+    # where the shape moves, the recipe's refit is not applied; under a target density it is
     for name in ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd"):
-        assert tiny(tmp_path, optimizer=name, target_density=0.1).resolve().refit == 0.0
-        if name != "rda":  # rda cannot grow
-            assert tiny(tmp_path, optimizer=name, grow_every=1).resolve().refit == 0.0
         recipe = get_optimizer_info(name).training.get("refit", 0.0)
         assert TrainConfig(optimizer=name).resolve().refit == recipe
+        assert tiny(tmp_path, optimizer=name, target_density=0.1).resolve().refit == recipe
+        assert tiny(tmp_path, optimizer=name, target_density=0.1, refit=0.3).resolve().refit == 0.3
+        if name != "rda":  # rda cannot grow
+            assert tiny(tmp_path, optimizer=name, grow_every=1).resolve().refit == 0.0
+    assert {get_optimizer_info(n).training.get("refit", 0.0) for n in ("rda", "linbreg")} != {0.0}
     resolved = TrainConfig(optimizer="sgd").resolve()
     assert resolved.refit is None and resolved.resolve() == resolved  # a resume resolves again
 
@@ -172,14 +174,54 @@ def test_lam_warmup_spans_the_sparse_epochs_and_a_refit_resumes_with_it(tmp_path
     assert_same_state(res.model.state_dict(), ref.model.state_dict())
 
 
-def test_a_target_density_callback_is_refused_with_a_refit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("every", [1, 2])
+def test_target_density_steers_lam_before_the_refit_and_its_lam_stands_in_it(
+    tmp_path: Path, every: int
+) -> None:
+    """``target_density`` with a refit: the controller updates λ over the sparse epochs
+    only (every step or every 2 steps), the refit fine-tunes the support it reached, and
+    a run stopped inside the refit resumes to the same weights and history."""
+    kw = {
+        "optimizer": "proxsgd",
+        "epochs": 5,
+        "refit": 0.4,
+        "target_density": 0.3,
+        "target_density_every": every,
+    }
+    watch, lams = Watch(), []
+
+    class Lam:
+        def on_step_end(self, trainer: Trainer, step: int | None = None, *_: Any) -> None:
+            lams.append(trainer.optimizer.param_groups[0].get("lam", -1.0))
+
+    ref = train(tiny(tmp_path / "ref", **kw), callbacks=[watch, Lam()])
+    names = [n for n, _ in watch.steps]
+    assert names[9:] == ["SGD"] * 6 and "SGD" not in names[:9]
+    assert all(torch.equal(z, watch.steps[8][1]) for _, z in watch.steps[9:])
+    # lams[s - 1]: λ after step s; it changes at every update (0.3 is far below the density)
+    moves = [s for s in range(2, 10) if lams[s - 1] != lams[s - 2]]
+    assert moves == [s for s in range(2, 10) if s % every == 0]
+    assert lams[9:] == [-1.0] * 6
+    controlled = [r["controlled_lam"] for r in ref.history[1:]]  # [0]: before training
+    assert controlled[2] == controlled[3] == controlled[4] == pytest.approx(lams[8])
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", **kw), callbacks=[StopAfter(4)])
+    res = train(resume=tmp_path / "cut")
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+    assert without_time(res.history) == without_time(ref.history)
+
+
+def test_a_target_density_callback_with_a_refit_rests_in_the_refit(tmp_path: Path) -> None:
+    """A TargetDensity the caller passes behaves as the built-in one: no λ to steer in the
+    refit's SGD, so it waits instead of raising."""
     from sparseopt.control import TargetDensity
 
     cb = TargetDensity.for_optimizer("rda", 0.3)
-    with pytest.raises(ConfigError, match=r"Invalid refit value: 0\.2; a TargetDensity"):
-        train(tiny(tmp_path / "a", optimizer="rda", epochs=5), callbacks=[cb])
-    res = train(tiny(tmp_path / "b", optimizer="rda", epochs=2, refit=0.0), callbacks=[cb])
-    assert type(res.optimizer).__name__ == "RDA"
+    res = train(tiny(tmp_path / "a", optimizer="rda", epochs=5, refit=0.4), callbacks=[cb])
+    assert type(res.optimizer).__name__ == "SGD"
+    assert len(cb.history) == 3
+    with pytest.raises(TypeError, match="has no set_lam"):  # called directly, it says so
+        cb.update(res.model, res.optimizer)
 
 
 def test_the_path_keeps_its_layers_through_the_refit(tmp_path: Path) -> None:

@@ -228,17 +228,22 @@ class TargetDensity:
     # ------------------------------------------------------------------ callback
 
     def on_step_end(self, trainer: Any, step: int | None = None, *_: Any) -> None:
-        """Update every ``every_steps`` steps (when the training loop calls this hook)."""
-        if self.every_steps is None:
+        """Update every ``every_steps`` steps (when the training loop calls this hook).
+
+        Not during a refit (:mod:`sparseopt.engine.refit`): its optimizer has no λ and its
+        support is fixed, so the controller's last λ stands."""
+        if self.every_steps is None or not hasattr(trainer.optimizer, "set_lam"):
             return
         step = int(getattr(trainer, "global_step", 0) if step is None else step)
         if step >= self.start_step and step % self.every_steps == 0:
             self.update(getattr(trainer, "model", None), trainer.optimizer, step)
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any] | None = None) -> None:
-        """Once per epoch (unless updating per step): update λ and log it in ``metrics``."""
+        """Once per epoch (unless updating per step): update λ and log it in ``metrics``
+        (not during a refit, as :meth:`on_step_end`)."""
         step = int(getattr(trainer, "global_step", 0))
-        if self.every_steps is None and step >= self.start_step:
+        steering = hasattr(trainer.optimizer, "set_lam")
+        if self.every_steps is None and step >= self.start_step and steering:
             self.update(getattr(trainer, "model", None), trainer.optimizer, step)
         if isinstance(metrics, dict) and self.history:
             metrics["target_density"] = self.target

@@ -371,8 +371,8 @@ class TrainConfig:
         "training",
         "fraction of the epochs, at the end, that fine-tune the support the sparse optimizer "
         "found: its zero weights stay zero, the others train with SGD-momentum at "
-        "--refit-lr, cosine; the schedule before ends where the refit starts (0: off; not "
-        "with --target-density, --grow-every)",
+        "--refit-lr, cosine; the schedule before ends where the refit starts, and so does "
+        "--target-density's control of λ (0: off; not with --grow-every)",
         metavar="F",
         shown="per optimizer: {recipe[refit]}",
     )
@@ -552,7 +552,8 @@ class TrainConfig:
 
         Fills the recipe's hyperparameters the optimizer takes (``lr``, ``momentum``...),
         its training settings (``init_density``, ``schedule``, ``lam_warmup``, ``refit``: 0
-        with ``target_density`` or ``grow_every``, ``None`` for dense methods) and, for sparse methods,
+        with ``grow_every``, ``None`` for dense methods; with ``target_density`` the
+        controller steers λ over the epochs before the refit) and, for sparse methods,
         ``penalty`` (``l1``), ``lam_scale`` (``none``) and the recipe's λ for the penalties in use
         (:func:`sparseopt.optim.registry.recipe_lams`). The optimizer name is
         canonicalised.
@@ -604,14 +605,14 @@ class TrainConfig:
             changes["schedule"] = "none"
         if self.lam_warmup is None and "lam_warmup" not in changes:
             changes["lam_warmup"] = 0.0
-        steered = [k for k in ("target_density", "grow_every") if getattr(self, k) is not None]
-        if steered and self.refit:
+        if self.grow_every is not None and self.refit:
             raise ValueError(
                 f"Invalid refit value: {self.refit!r}; a refit fixes the support, which "
-                f"{steered[0]} changes: use one of them"
+                "grow_every widens: use one of them"
             )
-        if self.refit is None and info.sparse:  # not where λ or the shape move
-            changes["refit"] = 0.0 if steered else changes.get("refit", 0.0)
+        if self.refit is None and info.sparse:  # not where the shape moves
+            grown = self.grow_every is not None
+            changes["refit"] = 0.0 if grown else changes.get("refit", 0.0)
         elif not info.sparse:
             changes["refit"] = None
         return self.replace(**changes)

@@ -390,11 +390,6 @@ def build_callbacks(
     from sparseopt.prune.grow import GrowCallback, layer_saturation
 
     builtin: list[Any] = []
-    if cfg.refit and any(isinstance(cb, TargetDensity) for cb in user):
-        raise ConfigError(
-            f"Invalid refit value: {cfg.refit!r}; a TargetDensity callback steers λ, and the "
-            "refit fixes the support with the penalty off: set refit 0 with it"
-        )
     if cfg.record_path and not any(isinstance(cb, PathRecorder) for cb in user):
         builtin.append(PathRecorder())
     if cfg.target_density is not None:
