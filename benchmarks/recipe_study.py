@@ -538,6 +538,30 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             for lr, lam in ((0.015, 0.675), (0.02, 0.6), (0.02, 0.9))
         ],
     ],
+    # round 23b: around round 23's best admissible candidates (LinBreg lr 0.2 λ 0.0667,
+    # AdaBreg lr 0.02 λ 0.6)
+    "round23b": [
+        *[
+            {"optimizer": "linbreg", "lr": lr, "lam": lam}
+            for lr, lam in ((0.2, 0.06), (0.25, 0.0833))
+        ],
+        *[
+            {"optimizer": "adabreg", "lr": lr, "lam": lam}
+            for lr, lam in ((0.02, 0.5), (0.02, 0.7), (0.03, 0.9))
+        ],
+    ],
+    # round 23w: the recipes and round 23's best candidates on words-cnn at the matrix's
+    # 15 epochs, seeds 0-2 (AdaBreg's words-cnn cell moved 70-89 % between neighbours)
+    "round23w": [
+        {"optimizer": o, **kw, "epochs": 15, "seed": s}
+        for s in (0, 1, 2)
+        for o, kw in (
+            ("linbreg", {}),
+            ("linbreg", {"lr": 0.2, "lam": 0.0667}),
+            ("adabreg", {}),
+            ("adabreg", {"lr": 0.02, "lam": 0.6}),
+        )
+    ],
     # round 21: the Bregman methods' refit at RDA's and SplitLBI's refit lr (round 11 ran
     # it at the pruning baseline's 0.002 only, where it cost 0.5–1 point)
     "round21": [
@@ -653,6 +677,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round17w": ("words-cnn",),
     "round17bw": ("words-cnn",),
     "round22w": ("words-cnn",),
+    "round23w": ("words-cnn",),
     "round18w": ("words-cnn",),
 }
 
