@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from sparseopt.data import mnist as mnist_mod
 from sparseopt.data.mnist import IDX_FILES, write_idx
@@ -194,6 +195,27 @@ def test_exp5_curves(tmp_path: Path) -> None:
     res = load("exp5_curves").main(["--smoke", "--out", str(out)])
     rows = check_results(out, res, 3)
     assert rows[0]["fc_sparsity"] == 0.0  # dense SGD
+
+
+def test_exp5_words_runs_the_other_optimizers_with_their_recipes(tmp_path: Path) -> None:
+    """The paper's rows share SGD's cosine schedule; every other optimizer takes its own
+    registry recipe, schedule and refit included (RDA's is constant, with a refit)."""
+    from sparseopt.config import TrainConfig
+
+    out = tmp_path / "exp5w"
+    res = load("exp5_curves").main(["--smoke", "--dataset", "words", "--out", str(out)])
+    check_results(out, res, 8)
+    runs = out / "runs"
+    for name in ("linbreg", "adabreg", "splitlbi", "rda", "proxsgd"):
+        saved = yaml.safe_load((runs / name / "config.yaml").read_text())
+        recipe = TrainConfig(optimizer=name).resolve()
+        assert (saved["schedule"], saved["refit"], saved["lr"]) == (
+            recipe.schedule,
+            recipe.refit,
+            recipe.lr,
+        )
+    assert yaml.safe_load((runs / "rda" / "config.yaml").read_text())["schedule"] == "none"
+    assert yaml.safe_load((runs / "rvsm_l0" / "config.yaml").read_text())["schedule"] == "cosine"
 
 
 def test_exp6_teacher(tmp_path: Path) -> None:
