@@ -281,6 +281,57 @@ def test_resume_after_mid_epoch_signal_is_bitwise_identical(tmp_path: Path) -> N
     assert_same_path(tmp_path / "cut", tmp_path / "ref")
 
 
+class StopAtStep:
+    """Raises ``KeyboardInterrupt`` after global step ``step`` (stop before the next one)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer: Trainer, step: int | None = None, *_: Any) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"optimizer": "proxsgd", "target_density": 0.3, "target_density_every": 1},
+        {"optimizer": "rvsm", "lam_warmup": 0.9},
+    ],
+    ids=["target-density", "lam-warmup"],
+)
+def test_a_mid_epoch_resume_writes_the_epochs_lr_and_lam(
+    tmp_path: Path, kw: dict[str, Any]
+) -> None:
+    """λ moves within an epoch (controller, warm-up); the row of an epoch resumed mid-way
+    still carries the λ its first step ran with (kept in the checkpoint), so the metrics
+    are the uninterrupted run's."""
+    kw = {**kw, "epochs": 3, "limit_batches": 3}
+    ref = train(tiny(tmp_path / "ref", **kw))
+    assert len({r["lam"] for r in ref.history[1:]}) == 3  # λ differs between the epochs
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", **kw), callbacks=[StopAtStep(5)])
+    ckpt = load_checkpoint(tmp_path / "cut")
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 2)
+    assert ckpt["epoch_lr_lam"] == [ref.history[2]["lr"], ref.history[2]["lam"]]
+    res = train(resume=tmp_path / "cut")
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+    assert without_time(res.history) == without_time(ref.history)
+    # a checkpoint from before the key existed resumes as before (λ read at the resume)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "old", **kw), callbacks=[StopAtStep(5)])
+    old = torch.load(tmp_path / "old" / "checkpoint.pt", weights_only=False)
+    del old["epoch_lr_lam"]
+    torch.save(old, tmp_path / "old" / "checkpoint.pt")
+    res = train(resume=tmp_path / "old")
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+    rows = without_time(res.history)
+    assert rows[2]["lam"] != ref.history[2]["lam"]  # the λ at the resume
+    assert [r for i, r in enumerate(rows) if i != 2] == [
+        r for i, r in enumerate(without_time(ref.history)) if i != 2
+    ]
+
+
 def test_grown_run_resumes_bitwise_identical(tmp_path: Path) -> None:
     """grow_every widens fc1 after epoch 2; a resume after epoch 3 rebuilds the widths."""
     kw = {

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -428,3 +429,28 @@ def test_a_run_in_its_refit_tells_the_monitor(tmp_path: Path) -> None:
         assert t.health.refit_lr is None
         t.fit()
         assert (t.health.refit_lr, t.health.refit_from) == (pytest.approx(0.03), 5)
+
+
+def test_under_a_target_density_the_hint_asks_for_a_denser_target(tmp_path: Path) -> None:
+    """The controller sets λ, so ``--lam`` cannot help: the hint is a twice denser
+    target (capped at 1), beside the lr; the engine passes the run's target."""
+    from engine_helpers import tiny
+
+    from sparseopt.engine import Trainer
+
+    def stalled(**kw: Any) -> str:
+        mon = HealthMonitor(num_classes=2, patience=2, lr=0.02, lam=0.03, **kw)
+        for e in (1, 2):
+            mon.observe(_row(e, 0.69, 0.5), constant_output=False, empty_layers=[])
+        return mon.summary()["hint"]
+
+    hint = stalled(target_density=0.05)
+    assert "--target-density 0.1 (2× denser target)" in hint and "--lam" not in hint
+    assert "--lr 0.00667" in hint
+    assert "--target-density 1 " in stalled(target_density=0.7)
+    assert "--target-density" not in stalled(target_density=1.0) and "--lam" not in stalled(
+        target_density=1.0
+    )
+    assert "--lam 0.003" in stalled()
+    with Trainer(tiny(tmp_path / "t", optimizer="proxsgd", target_density=0.2)) as t:
+        assert t.health.target_density == 0.2

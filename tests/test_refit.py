@@ -222,6 +222,11 @@ def test_a_target_density_callback_with_a_refit_rests_in_the_refit(tmp_path: Pat
     assert len(cb.history) == 3
     with pytest.raises(TypeError, match="has no set_lam"):  # called directly, it says so
         cb.update(res.model, res.optimizer)
+    # outside a refit a controller without a λ to steer is an error, not a silent no-op
+    for every in (2, None):
+        dense = TargetDensity(0.3, every_steps=every)
+        with pytest.raises(TypeError, match="SGD has no set_lam"):
+            train(tiny(tmp_path / f"sgd{every}", optimizer="sgd"), callbacks=[dense])
 
 
 def test_the_path_keeps_its_layers_through_the_refit(tmp_path: Path) -> None:
@@ -293,3 +298,17 @@ def test_a_stop_at_the_switch_keeps_the_sparse_epochs_checkpoint(tmp_path: Path)
     ref = train(tiny(tmp_path / "ref", **kw))
     res = train(resume=tmp_path / "cut")
     assert_same_state(res.model.state_dict(), ref.model.state_dict())
+
+
+def test_the_refit_says_when_the_target_density_was_not_reached(tmp_path: Path) -> None:
+    """The refit fixes the support: a run whose controller is still far from its target
+    when the refit begins says so in the refit's line (log.txt), one near it does not."""
+    far = train(tiny(tmp_path / "far", optimizer="rda", epochs=5, refit=0.4, target_density=0.3))
+    line = next(s for s in (tmp_path / "far" / "log.txt").read_text().splitlines() if "refit:" in s)
+    assert "the target density 30 % was not reached" in line
+    assert far.metrics["weight_density"] > 0.3 * 1.25
+    kw = {"optimizer": "proxsgd", "epochs": 5, "refit": 0.4}
+    near = train(tiny(tmp_path / "near", **kw, target_density=0.99))
+    text = (tmp_path / "near" / "log.txt").read_text()
+    assert "refit:" in text and "not reached" not in text
+    assert near.metrics["weight_density"] > 0.99 / 1.25

@@ -230,9 +230,9 @@ class TargetDensity:
     def on_step_end(self, trainer: Any, step: int | None = None, *_: Any) -> None:
         """Update every ``every_steps`` steps (when the training loop calls this hook).
 
-        Not during a refit (:mod:`sparseopt.engine.refit`): its optimizer has no λ and its
-        support is fixed, so the controller's last λ stands."""
-        if self.every_steps is None or not hasattr(trainer.optimizer, "set_lam"):
+        Not during a refit (:mod:`sparseopt.engine.refit`, ``trainer.in_refit``): its
+        optimizer has no λ and its support is fixed, so the controller's last λ stands."""
+        if self.every_steps is None or getattr(trainer, "in_refit", False):
             return
         step = int(getattr(trainer, "global_step", 0) if step is None else step)
         if step >= self.start_step and step % self.every_steps == 0:
@@ -242,7 +242,7 @@ class TargetDensity:
         """Once per epoch (unless updating per step): update λ and log it in ``metrics``
         (not during a refit, as :meth:`on_step_end`)."""
         step = int(getattr(trainer, "global_step", 0))
-        steering = hasattr(trainer.optimizer, "set_lam")
+        steering = not getattr(trainer, "in_refit", False)
         if self.every_steps is None and step >= self.start_step and steering:
             self.update(getattr(trainer, "model", None), trainer.optimizer, step)
         if isinstance(metrics, dict) and self.history:

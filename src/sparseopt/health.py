@@ -179,6 +179,8 @@ class HealthMonitor:
             layer is empty, the hint is more epochs, not a smaller lr (which slows the
             support's growth).
         epochs: the run's epochs, for that hint (``None``: not set).
+        target_density: the run's ``--target-density`` (``None``: λ is fixed). The
+            controller sets λ, so the hint asks for a denser target instead of a λ.
         refit_lr, refit_from: set by the trainer once a refit has begun (``--refit``): its
             lr and first epoch. A failure that began in the refit, whose support is fixed,
             gets a smaller ``--refit-lr`` as its hint (or λ, for a larger support).
@@ -195,6 +197,7 @@ class HealthMonitor:
     majority: float | None = None
     support_grows: bool = False
     epochs: int | None = None
+    target_density: float | None = None
     refit_lr: float | None = None
     refit_from: int | None = None
     stall_streak: int = 0
@@ -257,7 +260,8 @@ class HealthMonitor:
     def hint(self, layers: Sequence[str] = ()) -> str:
         """What to change, with values.
 
-        A smaller λ, and a smaller lr — except for an inverse scale space method whose
+        A smaller λ (a twice denser ``--target-density`` where the controller sets λ), and
+        a smaller lr — except for an inverse scale space method whose
         deployable network collapsed or lost a layer (``layers``, or the last epoch's):
         its support grows with the steps taken, so a smaller lr would slow it further and
         the hint is twice the epochs (the SplitLBI recipe on the held-out curve CNN
@@ -268,7 +272,11 @@ class HealthMonitor:
         checkpoint from before ``last_empty`` existed resumes with it empty.
         """
         parts = []
-        if self.sparse and self.lam is not None and self.lam > 0:
+        if self.sparse and self.target_density is not None:  # λ is the controller's
+            if self.target_density < 1:
+                denser = min(1.0, 2 * self.target_density)
+                parts.append(f"--target-density {_fmt(denser)} (2× denser target)")
+        elif self.sparse and self.lam is not None and self.lam > 0:
             parts.append(f"--lam {_fmt(self.lam / 10)} (10× smaller λ)")
         empty = bool(layers or self.last_empty or self.last_collapsed)
         in_refit = self.refit_from is not None and self.failing_since >= self.refit_from

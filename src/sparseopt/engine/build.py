@@ -509,6 +509,7 @@ def build_health(
         majority=majority_share(judged[1], classes) if classes else None,
         support_grows=getattr(optimizer, "support_grows_with_steps", False),
         epochs=cfg.epochs,
+        target_density=cfg.target_density,
     )
     x = tensors["val"][0]
     return health, (x if len(x) >= 2 else tensors["train"][0])[:256]

@@ -23,6 +23,7 @@ entries are set back to zero, as :class:`sparseopt.baselines.FixedMask` does.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -33,7 +34,11 @@ from sparseopt.config import refit_epochs
 from sparseopt.engine.evaluate import deployed
 from sparseopt.fsdp import global_int
 
-__all__ = ["Refit", "refit_optimizer_settings"]
+__all__ = ["TARGET_MISS", "Refit", "refit_optimizer_settings"]
+
+#: A support whose density is more than this factor away from ``--target-density`` when
+#: the refit fixes it is reported in the refit's log line.
+TARGET_MISS = 1.25
 
 
 def refit_optimizer_settings(lr: float | None = None) -> dict[str, float]:
@@ -122,11 +127,20 @@ class Refit:
         kept = sum(global_int(m.sum()) for m in self.masks or ())  # every rank: collectives
         total = sum(p.numel() for p in self.params)
         share = f"{100 * kept / total:.2f} % of the penalised weights" if total else "no weight"
-        return (
+        line = (
             f"refit: epochs {self.first_epoch}-{self.first_epoch + self.epochs - 1} fine-tune "
             f"the support found ({share} kept, the rest fixed at 0) with SGD lr "
             f"{kw['lr']:g}, momentum {kw['momentum']:g}, cosine"
         )
+        target = trainer.config.target_density
+        ratio = kept / total / target if target is not None and total else 1.0
+        if not resumed and (ratio == 0 or abs(math.log(ratio)) > math.log(TARGET_MISS)):
+            line += (
+                f"; warning: the target density {100 * target:g} % was not reached and the "
+                "support is fixed from here (give the controller more epochs: more --epochs "
+                "or a smaller --refit)"
+            )
+        return line
 
     def resume(self, trainer: Any, saved_epochs: int) -> None:
         """Continue the refit of a checkpoint saved with ``saved_epochs`` epochs.

@@ -98,6 +98,8 @@ class Trainer:
         self.global_step = 0
         self.elapsed = 0.0
         self._partial: dict[str, float] | None = None
+        # lr and λ at the start of the running epoch (its row's), kept through a resume
+        self._epoch_lr_lam: tuple[float, float | None] | None = None
         self._step_in_epoch = 0
         self._saved_epoch = 0  # epoch of the last checkpoint written or loaded
         self._saved_threads = torch.get_num_threads()
@@ -175,6 +177,11 @@ class Trainer:
     # ------------------------------------------------------------------ batches, evaluation
 
     @property
+    def in_refit(self) -> bool:
+        """Whether the refit has begun (``trainer.optimizer`` is then its SGD, without λ)."""
+        return self._refit.active
+
+    @property
     def sparse_epochs(self) -> int:
         """Epochs of the sparse optimizer: all of them, less a refit's (``config.refit``)."""
         return self.config.epochs - self._refit.epochs
@@ -224,6 +231,7 @@ class Trainer:
             "global_step": self.global_step,
             "elapsed": self.elapsed,
             "partial": dict(self._partial) if self._partial else None,
+            "epoch_lr_lam": list(self._epoch_lr_lam) if self._step_in_epoch else None,
             "model": None if sharded else fsdp.full_state(self.model.state_dict()),
             "optimizer": None if sharded else fsdp.full_optimizer_state(self.optimizer),
             **({"sharded": sharded} if sharded else {}),
@@ -293,6 +301,12 @@ class Trainer:
         self.elapsed = float(ckpt["elapsed"])
         partial = ckpt.get("partial")  # global sums (all ranks): rank 0 carries them
         self._partial = None
+        lr_lam_saved = ckpt.get("epoch_lr_lam")  # absent before 2026-11-27: read it now
+        self._epoch_lr_lam = (
+            (float(lr_lam_saved[0]), None if lr_lam_saved[1] is None else float(lr_lam_saved[1]))
+            if lr_lam_saved
+            else None
+        )
         if partial:
             self._partial = dict(partial) if self.is_main else dict.fromkeys(partial, 0.0)
         self.history = list(ckpt["history"])
@@ -471,7 +485,10 @@ class Trainer:
             self._refit_hints()
         t_start = time.perf_counter()
         resumed_time = (self._partial or {}).get("time", 0.0)
-        lr, lam = lr_lam(self.optimizer)
+        # the row's lr and λ are the epoch's first step's, also when it resumes mid-epoch
+        # (a controller or a λ warm-up moves λ within the epoch)
+        lr, lam = self._epoch_lr_lam or lr_lam(self.optimizer)
+        self._epoch_lr_lam = (lr, lam)
         train_part = self._train_epoch(epoch)
         plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         if self.scheduler is not None and not plateau:
@@ -489,6 +506,7 @@ class Trainer:
         self.epoch = epoch
         self._step_in_epoch = 0
         self._partial = None
+        self._epoch_lr_lam = None
         self.history.append(row)
         self._check_health(row)
         interrupted = False
