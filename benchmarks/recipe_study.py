@@ -562,6 +562,18 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             ("adabreg", {"lr": 0.02, "lam": 0.6}),
         )
     ],
+    # round 24: RDA's schedule with its ℓ0 + refit recipe (round 11 chose it at a constant
+    # lr; round 7 found cosine better for ℓ1 on words-cnn, 75.0 -> 80.25 %), at λ around
+    # the recipe's (cosine weights the late gradients less, so the support may move)
+    "round24": [
+        {"optimizer": "rda", "schedule": "cosine", "lam": lam} for lam in (3e-5, 4e-5, 5e-5)
+    ],
+    # round 24w: the words-cnn check (15 epochs, seeds 0-2) for the recipe and these
+    "round24w": [
+        {"optimizer": "rda", **kw, "epochs": 15, "seed": s}
+        for s in (0, 1, 2)
+        for kw in ({}, *({"schedule": "cosine", "lam": lam} for lam in (3e-5, 4e-5, 5e-5)))
+    ],
     # round 21: the Bregman methods' refit at RDA's and SplitLBI's refit lr (round 11 ran
     # it at the pruning baseline's 0.002 only, where it cost 0.5–1 point)
     "round21": [
@@ -678,6 +690,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round17bw": ("words-cnn",),
     "round22w": ("words-cnn",),
     "round23w": ("words-cnn",),
+    "round24w": ("words-cnn",),
     "round18w": ("words-cnn",),
 }
 
