@@ -755,6 +755,15 @@ def is_recipe(cand: dict[str, Any]) -> bool:
     return all(getattr(resolved, k) == v for k, v in fields.items())
 
 
+def _penalty(cand: dict[str, Any], *recs: dict[str, Any]) -> str:
+    """The penalty a candidate ran with: its own, else the one its runs resolved (the
+    recipe's when they ran: RDA's is ℓ0 since round 11), else ``l1``; ``–`` for dense."""
+    if cand["optimizer"] in ("sgd", "adam"):
+        return "–"
+    resolved = next((r["resolved"]["penalty"] for r in recs if "resolved" in r), None)
+    return cand.get("penalty") or resolved or "l1"
+
+
 def _wd(rec: dict[str, Any]) -> float:
     """A run's weight density (1 where it was not recorded; 0 stays 0)."""
     wd = rec.get("weight_density")
@@ -820,7 +829,7 @@ def report(path: Path, dense_from: Path | None = None) -> str:
             else "–"
             for t in STUDY_TASKS
         ]
-        key = (cand["optimizer"], cand.get("penalty", "l1"))
+        key = (cand["optimizer"], _penalty(cand, *tasks.values()))
         per_opt[key].append((mean_gap, ok, max(dens or [1]), cand, cells))
     for (opt, penalty), rows in sorted(per_opt.items()):
         rows.sort(key=lambda x: (not x[1], -x[0]))
@@ -847,14 +856,11 @@ def report(path: Path, dense_from: Path | None = None) -> str:
             "|---|---|---|---|---:|---:|---|",
         ]
 
-        def pen(c: dict[str, Any]) -> str:
-            return "–" if c["optimizer"] in ("sgd", "adam") else c.get("penalty", "l1")
-
         for r in sorted(other, key=lambda r: (r["task"], json.dumps(r["cand"], sort_keys=True))):
             va, wd = r.get("val_acc"), r.get("weight_density")
             c = r["cand"]
             lines.append(
-                f"| {r['task']} | {c['optimizer']} | {pen(c)} | {_label(c)} | "
+                f"| {r['task']} | {c['optimizer']} | {_penalty(c, r)} | {_label(c)} | "
                 f"{'–' if va is None else f'{100 * va:.2f}'} | "
                 f"{'–' if wd is None else f'{100 * wd:.2f}'} | {r.get('status', r.get('error'))} |"
             )
