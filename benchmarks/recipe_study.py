@@ -574,6 +574,16 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for s in (0, 1, 2)
         for kw in ({}, *({"schedule": "cosine", "lam": lam} for lam in (3e-5, 4e-5, 5e-5)))
     ],
+    # round 25: SplitLBI steered to a density (the controller, with the recipe's refit since
+    # the two mix): its support grows with the steps taken, so one λ gives 3 % of the
+    # words CNN and 47 % of LeNet-5 (round 17); a target gives the same density on every
+    # task, and the controller lowers λ while a layer is empty
+    "round25": [{"optimizer": "splitlbi", "target_density": d} for d in (0.05, 0.1, 0.15)],
+    "round25w": [
+        {"optimizer": "splitlbi", **kw, "epochs": 15, "seed": s}
+        for s in (0, 1, 2)
+        for kw in ({}, *({"target_density": d} for d in (0.05, 0.1, 0.15)))
+    ],
     # round 21: the Bregman methods' refit at RDA's and SplitLBI's refit lr (round 11 ran
     # it at the pruning baseline's 0.002 only, where it cost 0.5–1 point)
     "round21": [
@@ -691,6 +701,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round22w": ("words-cnn",),
     "round23w": ("words-cnn",),
     "round24w": ("words-cnn",),
+    "round25w": ("words-cnn",),
     "round18w": ("words-cnn",),
 }
 
