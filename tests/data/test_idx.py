@@ -178,17 +178,22 @@ def test_fashion_missing_mentions_debian_package(tmp_path: Path) -> None:
     assert str(mnist_mod.FASHION_MNIST_SYSTEM_DIR) in msg
 
 
-def test_fashion_falls_back_to_system_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fashion_falls_back_to_system_dir_only_without_a_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     system = tmp_path / "usr-share"
     arrays = make_idx_dir(system, compress=True, seed=5)
     monkeypatch.setattr(mnist_mod, "FASHION_MNIST_SYSTEM_DIR", system)
     empty = tmp_path / "empty"
     empty.mkdir()
-    for data_dir in (None, empty):
-        data = load_dataset("fashion-mnist", data_dir=data_dir, val_fraction=0)
-        assert data.meta["source_dir"] == str(system)
-        np.testing.assert_array_equal(data.train.tensors[1].numpy(), arrays["train_labels"])
-        assert data.meta["classes"][0] == "T-shirt/top"
+    data = load_dataset("fashion-mnist", val_fraction=0)
+    assert data.meta["source_dir"] == str(system)
+    np.testing.assert_array_equal(data.train.tensors[1].numpy(), arrays["train_labels"])
+    assert data.meta["classes"][0] == "T-shirt/top"
+    # a directory the user names is the one read: no silent fallback to the system copy
+    for named in (empty, tmp_path / "typo"):
+        with pytest.raises(DatasetNotFoundError, match="apt-get install"):
+            load_dataset("fashion-mnist", data_dir=named, val_fraction=0)
 
 
 def test_default_dir_is_cache_root(tmp_path: Path) -> None:

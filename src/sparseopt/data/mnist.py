@@ -14,8 +14,9 @@ spelling of some mirrors). They are looked up in ``data_dir``, ``data_dir/<name>
 ``data_dir/<name>/raw`` and torchvision's ``data_dir/MNIST/raw`` /
 ``data_dir/FashionMNIST/raw``; without ``data_dir``, in the same sub-directories of
 ``$SPARSEOPT_DATA`` (if set) and of the cache root (``$SPARSEOPT_CACHE`` or
-``~/.cache/sparseopt``); Fashion-MNIST finally falls back to
-:data:`FASHION_MNIST_SYSTEM_DIR`. The first directory with all four files wins.
+``~/.cache/sparseopt``), and for Fashion-MNIST finally
+:data:`FASHION_MNIST_SYSTEM_DIR` (never when ``data_dir`` is given: the directory named
+is the one read). The first directory with all four files wins.
 """
 
 from __future__ import annotations
@@ -198,10 +199,12 @@ def _find_in_dir(directory: Path) -> dict[str, Path] | None:
 
 
 def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
-    """Directories searched for the IDX files of dataset ``name``, in order."""
+    """Directories searched for the IDX files of dataset ``name``, in order; Fashion-MNIST
+    falls back to the Debian package's directory only when no ``data_dir`` is given (a
+    directory the user names is the one read, or the error)."""
     torchvision_name = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]
     dirs = dataset_dirs(data_dir, (name, f"{name}/raw", f"{torchvision_name}/raw"))
-    if name == "fashion-mnist":
+    if name == "fashion-mnist" and data_dir is None:
         dirs = unique_paths([*dirs, Path(FASHION_MNIST_SYSTEM_DIR)])
     return dirs
 
