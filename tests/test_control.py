@@ -32,6 +32,42 @@ def test_dense_network_raises_lam_empty_network_lowers_it() -> None:
     assert [h[1] for h in ctl.history] == [1.0, 0.0]
 
 
+def test_a_sticky_plant_holds_lam_once_its_density_stops_rising() -> None:
+    """Anti-windup for LinBreg/AdaBreg: too dense, λ rises while the density still rises
+    and holds once it does not (by 1 % or more); a plain controller keeps raising it."""
+    net = _net()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3)
+    sticky = TargetDensity(0.2, gain=1.0, max_factor=2.0, sticky=True)
+    plain = TargetDensity(0.2, gain=1.0, max_factor=2.0)
+    for ctl in (sticky, plain):
+        opt.set_lam(1e-3)
+        lams = [ctl.update(net, opt) for _ in range(3)]  # the density stays 1.0
+        assert lams[0] == pytest.approx(2e-3)
+        assert lams[1:] == (
+            [pytest.approx(2e-3)] * 2 if ctl.sticky else [pytest.approx(4e-3), pytest.approx(8e-3)]
+        )
+    with torch.no_grad():  # a density that rises again: λ rises again
+        net[0].weight[:4].zero_()
+    sticky.update(net, opt)
+    with torch.no_grad():
+        net[0].weight[:4].fill_(0.1)
+    assert sticky.update(net, opt) > sticky.history[-2][2]
+    assert TargetDensity.for_optimizer("adabreg", 0.1).sticky
+    assert TargetDensity.for_optimizer("linbreg", 0.1).sticky
+    assert not TargetDensity.for_optimizer("splitlbi", 0.1).sticky  # λ acts on Γ at once
+
+
+def test_target_miss_says_what_to_change() -> None:
+    from sparseopt.control import target_miss
+
+    assert target_miss(0.1, 0.12, "adabreg") == "" and target_miss(0.1, 0.081, "rda") == ""
+    grown = target_miss(0.05, 0.0711, "adabreg")
+    assert "5 % was not reached (7.11 %" in grown and "a smaller --lr" in grown
+    assert "more --epochs" in target_miss(0.05, 0.0711, "splitlbi")
+    assert "more --epochs" in target_miss(0.3, 0.2, "adabreg")  # too sparse: more steps
+    assert "was not reached (0.00 %" in target_miss(0.3, 0.0, "rda")
+
+
 def test_group_ratios_kept_and_unpenalised_groups_untouched() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 16, 3))
     opt = so.create_optimizer(net, "proxsgd", lr=0.1, conv_lam=1e-3, linear_lam=4e-3)

@@ -61,10 +61,44 @@ from sparseopt.groups import group_lam
 __all__ = ["PRESETS", "LamWarmup", "TargetDensity", "empty_penalised", "penalised_density"]
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
-PRESETS: dict[str, dict[str, float]] = {
-    "linbreg": {"gain": 0.1, "kp": 2.0, "max_factor": 1.2},
-    "adabreg": {"gain": 0.1, "gain_up": 2.0, "kp": 4.0, "max_factor": 2.0},
+PRESETS: dict[str, dict[str, Any]] = {
+    "linbreg": {"gain": 0.1, "kp": 2.0, "max_factor": 1.2, "sticky": True},
+    "adabreg": {"gain": 0.1, "gain_up": 2.0, "kp": 4.0, "max_factor": 2.0, "sticky": True},
 }
+
+#: For a ``sticky`` plant, the relative rise of the density between two updates below
+#: which the support counts as no longer growing (a few weights entering and leaving).
+STILL_GROWING = 0.01
+
+#: A final density more than this factor away from the target is reported
+#: (:func:`target_miss`).
+TARGET_MISS = 1.25
+
+
+def target_miss(target: float, density: float, optimizer: str) -> str:
+    """A warning when ``density`` is more than :data:`TARGET_MISS` from ``target`` (``""``
+    otherwise), with what to change for ``optimizer`` (a registry name).
+
+    Example:
+        >>> target_miss(0.05, 0.052, "proxsgd")
+        ''
+        >>> target_miss(0.05, 0.0653, "adabreg")[:60]
+        'warning: the target density 5 % was not reached (6.53 % of t'
+    """
+    ratio = density / target
+    if ratio > 0 and abs(math.log(ratio)) <= math.log(TARGET_MISS):
+        return ""
+    if ratio > 1 and PRESETS.get(optimizer, {}).get("sticky"):
+        fix = (
+            f"{optimizer}'s support does not shrink once grown: a smaller --lr or "
+            "--init-density slows its growth"
+        )
+    else:
+        fix = "give the controller more epochs (more --epochs, or a smaller --refit)"
+    return (
+        f"warning: the target density {100 * target:g} % was not reached "
+        f"({100 * density:.2f} % of the penalised weights); {fix}"
+    )
 
 
 @torch.no_grad()
@@ -119,6 +153,11 @@ class TargetDensity:
         min_density: floor :math:`d_{\\min}` of the measured density (an empty network
             gives a finite error).
         start_step: no update before this many steps (a warm-up).
+        sticky: the plant only grows (LinBreg, AdaBreg: a larger λ stops the support's
+            growth and removes nothing): while too dense and the density no longer rises
+            (by less than :data:`STILL_GROWING` since the last update), λ holds instead of
+            rising on (anti-windup; λ rising without effect inflates the
+            Bregman duals until float32 rounds the updates away).
 
     Attributes:
         history: ``(step, density, lam)`` after every update.
@@ -137,6 +176,7 @@ class TargetDensity:
         lam_max: float = 1e6,
         min_density: float = 1e-4,
         start_step: int = 0,
+        sticky: bool = False,
     ) -> None:
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
             raise ValueError(
@@ -160,6 +200,7 @@ class TargetDensity:
         self.lam_max = float(lam_max)
         self.min_density = float(min_density)
         self.start_step = int(start_step)
+        self.sticky = bool(sticky)
         self.history: list[tuple[int, float, float]] = []
         self._prev_error: float | None = None
         self._updates = 0
@@ -209,6 +250,8 @@ class TargetDensity:
         delta = (self.gain_up if e > 0 else self.gain) * e
         if self._prev_error is not None:
             delta += self.kp * (e - self._prev_error)
+            if self.sticky and e > 0 and e - self._prev_error < math.log(1 + STILL_GROWING):
+                delta = min(delta, 0.0)  # too dense and no longer growing: hold λ
         self._prev_error = e
         bound = math.log(self.max_factor)
         factor = math.exp(min(max(delta, -bound), bound))

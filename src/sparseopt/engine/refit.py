@@ -23,7 +23,6 @@ entries are set back to zero, as :class:`sparseopt.baselines.FixedMask` does.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -31,14 +30,11 @@ from torch import Tensor
 
 from sparseopt.baselines import FINETUNE_LR_FACTOR
 from sparseopt.config import refit_epochs
+from sparseopt.control import target_miss
 from sparseopt.engine.evaluate import deployed
 from sparseopt.fsdp import global_int
 
-__all__ = ["TARGET_MISS", "Refit", "refit_optimizer_settings"]
-
-#: A support whose density is more than this factor away from ``--target-density`` when
-#: the refit fixes it is reported in the refit's log line.
-TARGET_MISS = 1.25
+__all__ = ["Refit", "refit_optimizer_settings"]
 
 
 def refit_optimizer_settings(lr: float | None = None) -> dict[str, float]:
@@ -133,13 +129,9 @@ class Refit:
             f"{kw['lr']:g}, momentum {kw['momentum']:g}, cosine"
         )
         target = trainer.config.target_density
-        ratio = kept / total / target if target is not None and total else 1.0
-        if not resumed and (ratio == 0 or abs(math.log(ratio)) > math.log(TARGET_MISS)):
-            line += (
-                f"; warning: the target density {100 * target:g} % was not reached and the "
-                "support is fixed from here (give the controller more epochs: more --epochs "
-                "or a smaller --refit)"
-            )
+        if target and total and not resumed:
+            miss = target_miss(target, kept / total, trainer.config.optimizer)
+            line += f"; {miss}" if miss else ""
         return line
 
     def resume(self, trainer: Any, saved_epochs: int) -> None:

@@ -581,6 +581,12 @@ class Trainer:
             lines = summary_lines(final, layers, self.epoch, self.elapsed, self.task)
             if grow is not None:
                 lines.append(grow.summary())
+            density = final.get("weight_density")
+            if self.config.target_density and density is not None:
+                from sparseopt.control import target_miss
+
+                miss = target_miss(self.config.target_density, density, self.config.optimizer)
+                lines += [miss] if miss else []
             if self.health.status != "ok":
                 lines.append(failure_line(self.health.summary()))
             for line in [*lines, f"run directory: {self.run_dir}"]:
