@@ -198,7 +198,7 @@ def test_nan_exits_3_and_keeps_a_loadable_checkpoint(
         (["train", "--data-option", "nonsense"], "KEY=VALUE"),
         (["train", "--config", "/nonexistent.yaml"], "not found"),
         (["train", "--resume", "/nonexistent-run"], "cannot resume"),
-        (["train", "--target-density", "0"], "target_density"),
+        (["train", "--target-density", "-0.5"], "target_density"),
         (["train", "--target-density", "1.5"], "target_density"),
         (["train", "--target-density", "half"], "--target-density"),
         (["train", "-o", "sgd", "--target-density", "0.1"], "dense"),

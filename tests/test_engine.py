@@ -81,7 +81,7 @@ def test_config_roundtrip_dict_yaml_json(tmp_path: Path) -> None:
         ("val_fraction", 1.0, "val_fraction"),
         ("device", "tpu", "device"),
         ("init_density", 0.0, "init_density"),
-        ("target_density", 0.0, "target_density"),
+        ("target_density", -0.1, "target_density"),
         ("target_density", 1.5, "target_density"),
         ("target_density_every", 0, "target_density_every"),
         ("record_path", "yes", "record_path"),

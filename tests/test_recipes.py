@@ -130,3 +130,36 @@ def test_docs_recipe_table_is_the_registry() -> None:
         else:
             lr = info.training.get("refit_lr")
             assert cells[6] == f"{refit:g}" + (f", lr {lr:g}" if lr is not None else ""), row
+        target = info.training.get("target_density")
+        assert cells[7] == ("—" if target is None else f"{target:g} (off when a λ is given)"), row
+
+
+def test_splitlbis_recipe_steers_to_a_density_unless_a_lam_is_given(tmp_path: Path) -> None:
+    """Round 25: SplitLBI's recipe is λ steered to 10 % of the weights (its support grows
+    with the steps, so one λ gave 3-47 %); a λ given is a fixed λ, 0 turns it off, and
+    the run header, the controller and the resolved config say which."""
+    assert TrainConfig(optimizer="splitlbi").resolve().target_density == 0.1
+    for given in ({"lam": 0.05}, {"conv_lam": 0.05}, {"linear_lam": 0.05}):
+        assert TrainConfig(optimizer="splitlbi", **given).resolve().target_density == 0.0
+    assert (
+        TrainConfig(optimizer="splitlbi", target_density=0.2, lam=0.05).resolve().target_density
+        == 0.2
+    )
+    assert TrainConfig(optimizer="splitlbi", target_density=0).resolve().target_density == 0
+    for name in ("linbreg", "adabreg", "rda", "rvsm", "proxsgd", "sgd", "adam"):
+        assert TrainConfig(optimizer=name).resolve().target_density is None
+    assert TrainConfig(optimizer="sgd", target_density=0).resolve().target_density == 0
+    resolved = TrainConfig(optimizer="splitlbi").resolve()
+    assert resolved.resolve() == resolved  # a resume resolves again to the same run
+
+
+def test_a_target_density_of_zero_is_off(tmp_path: Path) -> None:
+    from engine_helpers import tiny
+
+    from sparseopt.control import TargetDensity
+    from sparseopt.engine import Trainer
+
+    for td, on in ((None, True), (0.0, False)):
+        with Trainer(tiny(tmp_path / f"s{td}", optimizer="splitlbi", target_density=td)) as t:
+            assert any(isinstance(cb, TargetDensity) for cb in t.callbacks) is on
+            assert (t.health.target_density == 0.1) is on

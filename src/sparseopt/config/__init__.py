@@ -427,9 +427,9 @@ class TrainConfig:
         "structure",
         "steer λ during training so that the penalised weights of the deployable network end "
         "at density D in (0, 1] (TargetDensity with the optimizer's presets; sparse "
-        "optimizers only)",
+        "optimizers only; 0: off, λ fixed; a recipe's target is off when a λ is given)",
         metavar="D",
-        shown="off (λ fixed)",
+        shown="per optimizer: {recipe[target_density]}; else off (λ fixed)",
     )
     target_density_every: int = _opt(
         2, "structure", "with --target-density: update λ every N optimizer steps", metavar="N"
@@ -573,7 +573,8 @@ class TrainConfig:
             )
         if not info.sparse:
             for key in SPARSE_ONLY_FIELDS:
-                if getattr(self, key) is not None and not (key == "refit" and not self.refit):
+                off = key in ("refit", "target_density") and not getattr(self, key)
+                if getattr(self, key) is not None and not off:
                     sparse = [n for n in list_optimizers() if get_optimizer_info(n).sparse]
                     raise ValueError(
                         f"Invalid {key} value: {getattr(self, key)!r}; optimizer "
@@ -585,9 +586,13 @@ class TrainConfig:
         for key, value in info.defaults.items():
             if key in HYPERPARAMETER_FIELDS and key in accepted and getattr(self, key) is None:
                 changes[key] = list(value) if isinstance(value, tuple) else value
+        # a λ given is a fixed λ: the recipe's target density (SplitLBI's) is then off
+        lam_given = bool(self.coupled_lam) or any(
+            getattr(self, k) is not None for k in _penalty_fields() if k.endswith("lam")
+        )
         for key, value in info.training.items():
             if getattr(self, key) is None:
-                changes[key] = value
+                changes[key] = 0.0 if key == "target_density" and lam_given else value
         if info.sparse:
             if self.penalty is None:
                 recipe = info.defaults.get("penalty", "l1")

@@ -36,7 +36,7 @@ def validate(cfg: Any) -> None:
     _check_number("grow_tau", cfg.grow_tau, 0.0, 1.0, low_open=True)
     _check_number("checkpoint_seconds", cfg.checkpoint_seconds, 0.0, None)
     if cfg.target_density is not None:
-        _check_number("target_density", cfg.target_density, 0.0, 1.0, low_open=True)
+        _check_number("target_density", cfg.target_density, 0.0, 1.0)  # 0: off
     _check_number("val_fraction", cfg.val_fraction, 0.0, 1.0, high_open=True)
     _check_number("lr_gamma", cfg.lr_gamma, 0.0, None, low_open=True)
     if cfg.lam_warmup is not None:

@@ -392,7 +392,7 @@ def build_callbacks(
     builtin: list[Any] = []
     if cfg.record_path and not any(isinstance(cb, PathRecorder) for cb in user):
         builtin.append(PathRecorder())
-    if cfg.target_density is not None:
+    if cfg.target_density:  # None or 0: off
         if any(isinstance(cb, TargetDensity) for cb in user):
             raise ConfigError(
                 f"target_density is set ({cfg.target_density:g}) and a TargetDensity "
@@ -429,7 +429,7 @@ def build_callbacks(
                 "one can)"
             )
         builtin.append(GrowCallback(every=cfg.grow_every, tau=cfg.grow_tau, seed=cfg.seed))
-    if cfg.lam_warmup and cfg.target_density is None and hasattr(optimizer, "set_lam"):
+    if cfg.lam_warmup and not cfg.target_density and hasattr(optimizer, "set_lam"):
         from sparseopt.control import LamWarmup
 
         builtin.append(LamWarmup(optimizer, cfg.lam_warmup))  # last: earlier keys unchanged
@@ -509,7 +509,7 @@ def build_health(
         majority=majority_share(judged[1], classes) if classes else None,
         support_grows=getattr(optimizer, "support_grows_with_steps", False),
         epochs=cfg.epochs,
-        target_density=cfg.target_density,
+        target_density=cfg.target_density or None,
     )
     x = tensors["val"][0]
     return health, (x if len(x) >= 2 else tensors["train"][0])[:256]

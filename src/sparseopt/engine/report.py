@@ -36,7 +36,7 @@ def describe(trainer: Any) -> str:
             pens.append("λ per layer by fan-in")
         if pens:
             opt += " (" + ", ".join(pens) + ")"
-    if cfg.target_density is not None:
+    if cfg.target_density:  # None or 0: off
         opt += (
             f", λ steered to density {100 * cfg.target_density:g}% "
             f"every {cfg.target_density_every} steps"
