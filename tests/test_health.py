@@ -325,6 +325,25 @@ def test_compare_refuses_a_sparse_or_unknown_dense_reference(
         assert not (tmp_path / bad / "rvsm").exists()  # refused before anything trained
 
 
+def test_compare_checks_the_fine_tuning_epochs_before_anything_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = (
+        (("--epochs", "2", "--finetune-epochs", "5"), "Invalid --finetune-epochs value: 5"),
+        (("--epochs", "2", "--finetune-epochs", "0"), "Invalid --finetune-epochs value: 0"),
+        (("--epochs", "1"), "Invalid --epochs value: 1; --prune-baseline needs at least 2"),
+    )
+    for i, (flags, says) in enumerate(cases):
+        out = tmp_path / str(i)
+        code = main(
+            [*("compare", "--optimizers", "rvsm", "--prune-baseline", *flags),
+             *("--out", str(out), *FAST)]
+        )  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and "Traceback" not in err
+        assert not out.exists()  # refused before anything was written
+
+
 def test_fixed_mask_does_not_reload_the_dense_weights_on_resume() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(4, 4))
     dense = {k: torch.ones_like(v) for k, v in net.state_dict().items()}

@@ -293,12 +293,7 @@ def _pruning_baselines(
     from sparseopt.baselines import FINETUNE_LR_FACTOR, FixedMask, magnitude_masks, verdict
     from sparseopt.engine import NonFiniteLossError, Trainer
 
-    epochs = int(base.get("epochs") or TrainConfig().epochs)
-    ft = args.finetune_epochs if args.finetune_epochs is not None else max(1, epochs // 5)
-    if not 0 < ft < epochs:
-        raise UsageError(
-            f"Invalid --finetune-epochs value: {ft}; expected 1 to {epochs - 1} (--epochs {epochs})"
-        )
+    epochs, ft = _finetune_epochs(base, args)
     dense_settings, _ = _per_optimizer(base, args.dense)
     dense_settings.update(epochs=epochs - ft, out=str(out / f"pruning-{args.dense}-dense"))
     dense_config = config_from(dense_settings)
@@ -439,6 +434,27 @@ def _derived_names(out: Path, overwrite: bool) -> tuple[list[Path], bool]:
         k += 1
 
 
+def _finetune_epochs(base: dict[str, Any], args: argparse.Namespace) -> tuple[int, int]:
+    """``(epochs, F)`` of the pruning baseline: the run's epochs and the fine-tuning's
+    (``--finetune-epochs``, default a fifth, at least 1), checked before any run starts.
+
+    Raises:
+        UsageError: fewer than 2 epochs, or F not in [1, epochs - 1].
+    """
+    epochs = int(base.get("epochs") or TrainConfig().epochs)
+    if epochs < 2:
+        raise UsageError(
+            f"Invalid --epochs value: {epochs}; --prune-baseline needs at least 2 (the dense "
+            "run and the fine-tuning take one epoch each at least)"
+        )
+    ft = args.finetune_epochs if args.finetune_epochs is not None else max(1, epochs // 5)
+    if not 0 < ft < epochs:
+        raise UsageError(
+            f"Invalid --finetune-epochs value: {ft}; expected 1 to {epochs - 1} (--epochs {epochs})"
+        )
+    return epochs, ft
+
+
 def _check_dense(name: str) -> None:
     """``--dense`` must name a dense optimizer (checked before any run starts)."""
     from sparseopt.optim.registry import get_optimizer_info, list_optimizers
@@ -460,8 +476,9 @@ def run_compare(args: argparse.Namespace) -> int:
     from sparseopt.logging_utils import atomic_write_text
 
     base, names, out = _compare_invocation(args)
-    if args.prune_baseline:
+    if args.prune_baseline:  # usage errors before anything trains
         _check_dense(args.dense)
+        _finetune_epochs(base, args)
     _claim_compare_dir(out, args.overwrite)
     configs = []
     for name in names:
