@@ -96,6 +96,13 @@ def test_config_rejects_invalid_values(key: str, value: Any, match: str) -> None
         TrainConfig.from_dict({key: value})
 
 
+def test_an_unbounded_interval_is_written_open() -> None:
+    """inf is never accepted, so the message does not offer it: [0.0, inf)."""
+    for value in (float("inf"), -1.0):
+        with pytest.raises(ValueError, match=r"expected a number in \[0\.0, inf\)$"):
+            TrainConfig(lr=value).validate()
+
+
 def test_resolve_fills_presets_and_registry_defaults() -> None:
     r = TrainConfig().resolve()
     assert r.optimizer == "adabreg" and r.penalty == "l1"

@@ -167,6 +167,7 @@ def test_cli_stalled_run_exits_4_with_one_line(
     assert code == EXIT_FAILED
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "stalled" in lines[0] and "Traceback" not in err
+    assert lines[0].startswith("sparseopt: error: run stalled: ") and lines[0].count("stalled") == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "stalled" and "ln 10" in summary["reason"]
 

@@ -64,7 +64,10 @@ def exit_status(result: Any) -> int:
         return EXIT_OK
     health = result.health
     hint = f"; {health['hint']}" if health.get("hint") else ""
-    print(f"sparseopt: error: run {result.status}: {health['reason']}{hint}", file=sys.stderr)
+    reason = health["reason"]  # it begins with the status ("stalled: ...")
+    if not reason.startswith(f"{result.status}:"):
+        reason = f"{result.status}: {reason}"
+    print(f"sparseopt: error: run {reason}{hint}", file=sys.stderr)
     return EXIT_FAILED
 
 

@@ -165,7 +165,7 @@ def _check_number(
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
+        lo = "(" if low_open or low is None else "["
+        hi = ")" if high_open or high is None else "]"  # ±inf are never accepted
         interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
         raise ValueError(f"Invalid {name} value: {value!r}; expected a number in {interval}")
