@@ -339,6 +339,19 @@ def test_a_mid_epoch_resume_writes_the_epochs_lr_and_lam(
     ]
 
 
+def test_an_extended_cosine_run_follows_the_cosine_of_its_new_length(tmp_path: Path) -> None:
+    """``--resume --epochs 6`` of a finished 3-epoch cosine run: the lr of epochs 4-6 is
+    the 6-epoch cosine's (it climbed back to the base lr at the last epoch before)."""
+    kw = {"optimizer": "sgd", "schedule": "cosine", "lr": 0.1}
+    fresh = train(tiny(tmp_path / "fresh", **kw, epochs=6))
+    train(tiny(tmp_path / "ext", **kw, epochs=3))
+    ext = train(tiny(tmp_path / "ext", **kw, epochs=6), resume=tmp_path / "ext")
+    lrs = [r["lr"] for r in ext.history[4:]]
+    assert lrs == pytest.approx([r["lr"] for r in fresh.history[4:]], abs=1e-12)
+    assert lrs == pytest.approx([0.05, 0.025, 0.1 * (1 + math.cos(5 * math.pi / 6)) / 2])
+    assert ext.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # ends at 0
+
+
 def test_grown_run_resumes_bitwise_identical(tmp_path: Path) -> None:
     """grow_every widens fc1 after epoch 2; a resume after epoch 3 rebuilds the widths."""
     kw = {

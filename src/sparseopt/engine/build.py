@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -364,6 +365,24 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Sched
             optimizer, mode="min", factor=cfg.lr_gamma, patience=cfg.lr_patience
         )
     return None
+
+
+def extend_cosine(scheduler: Any, t_max: int, epoch: int) -> None:
+    r"""Put a loaded ``CosineAnnealingLR`` on the cosine of a run extended to ``t_max``
+    epochs, at ``epoch``: the learning rate the longer run would have there,
+    :math:`\eta_{\min} + (\eta_0 - \eta_{\min})(1 + \cos(\pi e / T))/2`. Without this
+    the old schedule, past its end, climbs back to :math:`\eta_0` at the new last epoch.
+    """
+    scheduler.T_max = t_max
+    scheduler.last_epoch = epoch
+    eta_min = scheduler.eta_min
+    lrs = [
+        eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / t_max)) / 2
+        for base in scheduler.base_lrs
+    ]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def build_callbacks(

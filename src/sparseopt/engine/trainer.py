@@ -25,7 +25,7 @@ from sparseopt import fsdp
 from sparseopt.config import TrainConfig
 from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
-from sparseopt.engine.build import build, eval_batch_size, lr_lam
+from sparseopt.engine.build import build, eval_batch_size, extend_cosine, lr_lam
 from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
 from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
 from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
@@ -294,7 +294,10 @@ class Trainer:
         if refit is not None:
             self._refit.load_state_dict(refit)
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            t_max = getattr(self.scheduler, "T_max", None)  # the cosine of this run's length
             self.scheduler.load_state_dict(ckpt["scheduler"])
+            if t_max is not None and refit is None and self.scheduler.T_max != t_max:
+                extend_cosine(self.scheduler, t_max, done)  # an extended run
         self.epoch = self._saved_epoch = done
         self._step_in_epoch = int(ckpt["step_in_epoch"])
         self.global_step = int(ckpt["global_step"])
