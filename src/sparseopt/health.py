@@ -264,7 +264,7 @@ class HealthMonitor:
         a smaller lr — except for an inverse scale space method whose
         deployable network collapsed or lost a layer (``layers``, or the last epoch's):
         its support grows with the steps taken, so a smaller lr would slow it further and
-        the hint is twice the epochs (the SplitLBI recipe on the held-out curve CNN
+        the hint is twice the epochs (SplitLBI at a fixed λ 0.03 on the held-out curve CNN
         collapses at 15 epochs and learns at 30; at a third of the lr it collapses in
         every layer: docs/cli.md, "Failure detection"); and for a failure that began in
         a refit, whose support is fixed, a smaller refit lr. A stall with every layer alive keeps the lr hint
