@@ -515,3 +515,20 @@ def test_plot_draws_a_runs_pngs_afterwards(
     code, _, err = run_main(capsys, "plot", str(tmp_path / "figs"))
     assert code == 2 and "is not a run directory of sparseopt train: no metrics.jsonl" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_compare_counts_no_target_and_target_zero_as_the_same_setting() -> None:
+    """A comparison made before SplitLBI's recipe had a target density (its runs saved
+    ``target_density: null`` with the recipe's λ) resumes with ``--target-density 0``,
+    which every other optimizer's run then matches too."""
+    from sparseopt.cli.compare import _comparable
+    from sparseopt.config import TrainConfig
+
+    old_splitlbi = TrainConfig(optimizer="splitlbi", lam=0.03, target_density=None)
+    assert _comparable(old_splitlbi) == _comparable(
+        TrainConfig(optimizer="splitlbi", target_density=0)
+    )
+    assert _comparable(TrainConfig(optimizer="linbreg")) == _comparable(
+        TrainConfig(optimizer="linbreg", target_density=0.0)
+    )
+    assert _comparable(TrainConfig(optimizer="splitlbi")) != _comparable(old_splitlbi)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -63,7 +64,8 @@ def test_target_miss_says_what_to_change() -> None:
     assert target_miss(0.1, 0.12, "adabreg") == "" and target_miss(0.1, 0.081, "rda") == ""
     grown = target_miss(0.05, 0.0711, "adabreg")
     assert "5 % was not reached (7.11 %" in grown and "a smaller --lr" in grown
-    assert "more --epochs" in target_miss(0.05, 0.0711, "splitlbi")
+    assert "more --epochs)" in target_miss(0.05, 0.0711, "splitlbi")
+    assert "more --epochs, or a smaller --refit)" in target_miss(0.05, 0.0711, "rda", refit=True)
     assert "more --epochs" in target_miss(0.3, 0.2, "adabreg")  # too sparse: more steps
     assert "was not reached (0.00 %" in target_miss(0.3, 0.0, "rda")
 
@@ -156,3 +158,18 @@ def test_target_density_is_reached_on_digits(name: str, kwargs: dict, target: fl
             ctl.on_step_end(trainer, step)
     assert density(model, opt).weight_density == pytest.approx(target, abs=0.02)
     assert ctl.history[-1][2] != kwargs["lam"]  # λ had to move
+
+
+def test_the_end_of_a_run_reads_the_penalised_density(tmp_path: Path) -> None:
+    """The final warning compares the target with the density the controller measured
+    (penalised weights only), not the weight density, which counts LeNet-5's unpenalised
+    (dense) convolutions here."""
+    from engine_helpers import tiny
+
+    from sparseopt.engine import train
+
+    kw = {"optimizer": "splitlbi", "model": "lenet5", "conv_penalty": "none", "refit": 0.0}
+    res = train(tiny(tmp_path / "a", **kw, epochs=2, target_density=0.9))
+    log = (tmp_path / "a" / "log.txt").read_text()
+    assert "the target density 90 % was not reached (0.00 % of the penalised weights)" in log
+    assert res.metrics["weight_density"] > 0.1  # the dense convolutions

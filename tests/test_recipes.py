@@ -146,6 +146,17 @@ def test_splitlbis_recipe_steers_to_a_density_unless_a_lam_is_given(tmp_path: Pa
         == 0.2
     )
     assert TrainConfig(optimizer="splitlbi", target_density=0).resolve().target_density == 0
+    # λ is the user's in other ways too: λ through optimizer_options, a λ warm-up, or no
+    # penalised weight (the controller would have nothing to steer)
+    for kw in (
+        {"optimizer_options": {"linear_lam": 0.01}},
+        {"lam_warmup": 0.5},
+        {"penalty": "none"},
+        {"conv_penalty": "none", "linear_penalty": "none"},
+    ):
+        assert TrainConfig(optimizer="splitlbi", **kw).resolve().target_density == 0.0, kw
+    for kw in ({"penalty": "none", "conv_penalty": "l1"}, {"conv_penalty": "none"}):
+        assert TrainConfig(optimizer="splitlbi", **kw).resolve().target_density == 0.1, kw
     for name in ("linbreg", "adabreg", "rda", "rvsm", "proxsgd", "sgd", "adam"):
         assert TrainConfig(optimizer=name).resolve().target_density is None
     assert TrainConfig(optimizer="sgd", target_density=0).resolve().target_density == 0

@@ -75,9 +75,10 @@ STILL_GROWING = 0.01
 TARGET_MISS = 1.25
 
 
-def target_miss(target: float, density: float, optimizer: str) -> str:
-    """A warning when ``density`` is more than :data:`TARGET_MISS` from ``target`` (``""``
-    otherwise), with what to change for ``optimizer`` (a registry name).
+def target_miss(target: float, density: float, optimizer: str, *, refit: bool = False) -> str:
+    """A warning when ``density`` (of the penalised weights) is more than
+    :data:`TARGET_MISS` from ``target`` (``""`` otherwise), with what to change for
+    ``optimizer`` (a registry name) in a run with or without a ``refit``.
 
     Example:
         >>> target_miss(0.05, 0.052, "proxsgd")
@@ -94,7 +95,9 @@ def target_miss(target: float, density: float, optimizer: str) -> str:
             "--init-density slows its growth"
         )
     else:
-        fix = "give the controller more epochs (more --epochs, or a smaller --refit)"
+        fix = "give the controller more epochs (more --epochs" + (
+            ", or a smaller --refit)" if refit else ")"
+        )
     return (
         f"warning: the target density {100 * target:g} % was not reached "
         f"({100 * density:.2f} % of the penalised weights); {fix}"

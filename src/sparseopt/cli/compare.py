@@ -233,6 +233,8 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
         data = config.resolve().to_dict()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if not data.get("target_density"):  # None and 0 are both "off"
+        data["target_density"] = None
     return {k: v for k, v in data.items() if k not in _RERUN_FREE}
 
 

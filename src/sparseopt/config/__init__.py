@@ -586,13 +586,18 @@ class TrainConfig:
         for key, value in info.defaults.items():
             if key in HYPERPARAMETER_FIELDS and key in accepted and getattr(self, key) is None:
                 changes[key] = list(value) if isinstance(value, tuple) else value
-        # a λ given is a fixed λ: the recipe's target density (SplitLBI's) is then off
-        lam_given = bool(self.coupled_lam) or any(
-            getattr(self, k) is not None for k in _penalty_fields() if k.endswith("lam")
+        # the recipe's target density (SplitLBI's) is off where λ is the user's: a λ given
+        # (also through optimizer_options), a λ warm-up, or no penalised weight at all
+        fixed_lam = (
+            bool(self.coupled_lam)
+            or bool(self.lam_warmup)
+            or any(getattr(self, k) is not None for k in _penalty_fields() if k.endswith("lam"))
+            or any(str(k).endswith("lam") for k in self.optimizer_options or {})
+            or not self._penalised(changes.get("penalty", self.penalty))
         )
         for key, value in info.training.items():
             if getattr(self, key) is None:
-                changes[key] = 0.0 if key == "target_density" and lam_given else value
+                changes[key] = 0.0 if key == "target_density" and fixed_lam else value
         if info.sparse:
             if self.penalty is None:
                 recipe = info.defaults.get("penalty", "l1")
@@ -621,6 +626,12 @@ class TrainConfig:
         elif not info.sparse:
             changes["refit"] = None
         return self.replace(**changes)
+
+    def _penalised(self, penalty: str | None) -> bool:
+        """Whether some layer kind has a penalty (``conv_penalty``/``linear_penalty``
+        override ``penalty`` for their layers; ``None`` penalty: the default ``l1``)."""
+        base = penalty or "l1"
+        return any((kind or base) != "none" for kind in (self.conv_penalty, self.linear_penalty))
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`sparseopt.create_optimizer` (set fields only)."""

@@ -130,7 +130,7 @@ class Refit:
         )
         target = trainer.config.target_density
         if target and total and not resumed:
-            miss = target_miss(target, kept / total, trainer.config.optimizer)
+            miss = target_miss(target, kept / total, trainer.config.optimizer, refit=True)
             line += f"; {miss}" if miss else ""
         return line
 

@@ -324,6 +324,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
+    def _target_miss(self) -> list[str]:
+        """The end-of-run warning of a target density that was missed, from the penalised
+        density the controller measured last (a refit warned already when it began)."""
+        from sparseopt.control import TargetDensity, target_miss
+
+        ctl = next((cb for cb in self.callbacks if isinstance(cb, TargetDensity)), None)
+        if ctl is None or not ctl.history or self._refit.epochs:
+            return []
+        miss = target_miss(ctl.target, ctl.history[-1][1], self.config.optimizer)
+        return [miss] if miss else []
+
     def _refit_hints(self) -> None:
         """A failure that begins in the refit gets the refit's lr as its hint (the support is
         fixed); one from before keeps the sparse phase's."""
@@ -584,12 +595,7 @@ class Trainer:
             lines = summary_lines(final, layers, self.epoch, self.elapsed, self.task)
             if grow is not None:
                 lines.append(grow.summary())
-            density = final.get("weight_density")
-            if self.config.target_density and density is not None:
-                from sparseopt.control import target_miss
-
-                miss = target_miss(self.config.target_density, density, self.config.optimizer)
-                lines += [miss] if miss else []
+            lines += self._target_miss()
             if self.health.status != "ok":
                 lines.append(failure_line(self.health.summary()))
             for line in [*lines, f"run directory: {self.run_dir}"]:
