@@ -537,6 +537,19 @@ def _interrupt_in(monkeypatch: pytest.MonkeyPatch, run_name: str) -> None:
     monkeypatch.setattr(PathRecorder, "on_epoch_end", on_epoch_end)
 
 
+def test_04_compare_says_which_runs_it_reuses_and_which_it_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "cmp"
+    argv = ["compare", *TRAIN, "--epochs", "2", "--out", out, "--optimizers", "adabreg", "sgd"]
+    with monkeypatch.context() as m:
+        _interrupt_in(m, "sgd")
+        assert run(capsys, *argv)[0] == 130
+    code, stdout, err = run(capsys, "compare", "--resume", out, "--quiet")
+    assert code == 0, err
+    assert "(reusing the runs of adabreg; resuming sgd)" in stdout
+
+
 def test_04_compare_resumes_and_never_replaces_its_outputs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -491,10 +491,13 @@ def run_compare(args: argparse.Namespace) -> int:
     quiet = bool(base.get("quiet", False))
     rows: list[dict[str, Any]] = []
     task = "classification"
-    reused = [name for name, _, _, (state, _) in configs if state != "new"]
+    reused = [name for name, _, _, (state, _) in configs if state == "done"]
+    resumed = [name for name, _, _, (state, _) in configs if state == "resume"]
+    notes = [f"reusing the runs of {', '.join(reused)}"] if reused else []
+    notes += [f"resuming {', '.join(resumed)}"] if resumed else []
     print(
         f"sparseopt compare: {len(names)} optimizers on {configs[0][1].dataset} → {out}"
-        + (f" (reusing the runs of {', '.join(reused)})" if reused else ""),
+        + (f" ({'; '.join(notes)})" if notes else ""),
         flush=True,
     )
     out.mkdir(parents=True, exist_ok=True)
