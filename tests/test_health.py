@@ -170,6 +170,10 @@ def test_cli_stalled_run_exits_4_with_one_line(
     assert lines[0].startswith("sparseopt: error: run stalled: ") and lines[0].count("stalled") == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "stalled" and "ln 10" in summary["reason"]
+    # prune shrinks it as asked, and says what the run is
+    assert main(["prune", str(out), "--out", str(tmp_path / "shrunk")]) == 0
+    err = capsys.readouterr().err
+    assert "sparseopt prune: note: the run stalled (summary.json: stalled:" in err
 
 
 def test_cli_collapsed_run_exits_4_and_a_healthy_run_is_ok(

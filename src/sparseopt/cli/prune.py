@@ -300,6 +300,20 @@ def run_prune(args: argparse.Namespace) -> int:
         return stop.code
 
 
+def _failed_run(run_dir: Path) -> str:
+    """What the run's ``summary.json`` says of a stalled or collapsed run (``""`` for a
+    healthy one, or without a readable summary)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    status = summary.get("status", "ok") if isinstance(summary, dict) else "ok"
+    if status == "ok":
+        return ""
+    reason = str(summary.get("reason") or status)
+    return f"the run {status} (summary.json: {one_line(reason)}); its network is shrunk as it is"
+
+
 def _prune(args: argparse.Namespace) -> int:
     from sparseopt.coupled import dead_groups, packed_groups, unpack_coupled, zero_groups_
     from sparseopt.engine.build import build_model, load_data
@@ -317,6 +331,9 @@ def _prune(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     cfg = _run_config(run_dir)
     out_dir = _prune_out_dir(args, run_dir)  # refuse before any work
+    failed = _failed_run(run_dir)
+    if failed:  # it can be shrunk, but the user should know what it is
+        print(f"sparseopt prune: note: {failed}", file=sys.stderr)
     if getattr(args, "onnx", False):
         from sparseopt.prune.onnx import onnx_missing
 
