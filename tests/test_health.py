@@ -305,6 +305,7 @@ def test_state_dict_is_plain_data_and_a_missing_entry_reads_as_empty() -> None:
         "last_collapsed": False,
         "last_empty": [],
         "failing_since": 1,
+        "emptied": False,
         "epochs_seen": 2,
         "reason": mon.reason,
         "reported": mon.reported,
@@ -415,9 +416,10 @@ def test_the_final_hint_reads_the_last_empty_layers_and_survives_a_resume() -> N
     back = HealthMonitor(num_classes=2, patience=2, **kw)
     back.load_state_dict(mon.state_dict())
     assert back.summary() == mon.summary()
-    # a checkpoint from before last_empty: it reads as empty (the docstring says so)
+    # a checkpoint from before last_empty (and emptied): they read as empty (the docstring)
     old = HealthMonitor(num_classes=2, patience=2, **kw)
-    old.load_state_dict({k: v for k, v in mon.state_dict().items() if k != "last_empty"})
+    gone = ("last_empty", "emptied")
+    old.load_state_dict({k: v for k, v in mon.state_dict().items() if k not in gone})
     assert old.last_empty == [] and "--lr 0.00667" in old.summary()["hint"]
 
 
@@ -478,3 +480,25 @@ def test_under_a_target_density_the_hint_asks_for_a_denser_target(tmp_path: Path
     assert "--lam 0.003" in stalled()
     with Trainer(tiny(tmp_path / "t", optimizer="proxsgd", target_density=0.2)) as t:
         assert t.health.target_density == 0.2
+
+
+def test_a_failure_that_emptied_a_layer_keeps_the_epochs_hint_to_its_end() -> None:
+    """An inverse scale space run collapses (a layer empty), then the layer refills but
+    the run still stalls: one failure, one hint — twice the epochs, not the lr — in the
+    warning and in the summary; a healthy epoch in between starts a new failure."""
+    kw = {"lr": 0.02, "lam": 0.03, "support_grows": True, "epochs": 10}
+    mon = HealthMonitor(num_classes=2, patience=2, **kw)
+    mon.observe(_row(1, 0.69, 0.5), constant_output=True, empty_layers=["fc1"])
+    mon.observe(_row(2, 0.69, 0.5), constant_output=True, empty_layers=["fc1"])
+    for e in (3, 4, 5):  # fc1 back, still at chance
+        mon.observe(_row(e, 0.3, 0.5), constant_output=False, empty_layers=[])
+    assert mon.status == "stalled" and mon.emptied
+    assert "--epochs 20" in mon.summary()["hint"] and "--lr" not in mon.summary()["hint"]
+    back = HealthMonitor(num_classes=2, patience=2, **kw)
+    back.load_state_dict(mon.state_dict())
+    assert back.summary() == mon.summary()
+    mon.observe(_row(6, 0.2, 0.9), constant_output=False, empty_layers=[])  # healthy
+    assert not mon.emptied
+    for e in (7, 8):
+        mon.observe(_row(e, 0.69, 0.5), constant_output=False, empty_layers=[])
+    assert "--lr 0.00667" in mon.summary()["hint"]

@@ -159,6 +159,7 @@ _STATE: dict[str, type] = {
     "last_collapsed": bool,
     "last_empty": list,
     "failing_since": int,
+    "emptied": bool,
     "epochs_seen": int,
     "reason": str,
     "reported": list,
@@ -205,6 +206,7 @@ class HealthMonitor:
     last_collapsed: bool = False
     last_empty: list[str] = field(default_factory=list)
     failing_since: int = 0  # the epoch the current stall or collapse began (0: none)
+    emptied: bool = False  # a layer was empty (or the output constant) in this failure
     epochs_seen: int = 0
     reason: str = ""
     reported: list[str] = field(default_factory=list)
@@ -269,7 +271,9 @@ class HealthMonitor:
         every layer: docs/cli.md, "Failure detection"); and for a failure that began in
         a refit, whose support is fixed, a smaller refit lr. A stall with every layer alive keeps the lr hint
         (a training loss stuck at chance is the learning rate's as often as λ's). A
-        checkpoint from before ``last_empty`` existed resumes with it empty.
+        checkpoint from before ``last_empty`` existed resumes with it empty. A failure
+        during which a layer was empty (``emptied``) keeps the epochs hint to its end,
+        also once the layer refilled.
         """
         parts = []
         if self.sparse and self.target_density is not None:  # λ is the controller's
@@ -278,7 +282,7 @@ class HealthMonitor:
                 parts.append(f"--target-density {_fmt(denser)} (2× denser target)")
         elif self.sparse and self.lam is not None and self.lam > 0:
             parts.append(f"--lam {_fmt(self.lam / 10)} (10× smaller λ)")
-        empty = bool(layers or self.last_empty or self.last_collapsed)
+        empty = bool(layers or self.last_empty or self.last_collapsed or self.emptied)
         in_refit = self.refit_from is not None and self.failing_since >= self.refit_from
         if self.refit_lr is not None and in_refit:
             parts.append(f"--refit-lr {_fmt(self.refit_lr / 3)} (3× smaller refit lr)")
@@ -306,8 +310,12 @@ class HealthMonitor:
         self.collapse_streak = self.collapse_streak + 1 if self.last_collapsed else 0
         if not (self.stall_streak or self.collapse_streak):
             self.failing_since = 0
-        elif not self.failing_since:
-            self.failing_since = int(row.get("epoch", self.epochs_seen))
+            self.emptied = False
+        else:
+            if not self.failing_since:
+                self.failing_since = int(row.get("epoch", self.epochs_seen))
+            # one failure, one hint: a layer emptied during it decides the hint to its end
+            self.emptied = self.emptied or bool(empty_layers) or self.last_collapsed
         if self.collapse_streak == self.patience:  # (the message names the empty layers)
             msg = self._collapse_message(empty_layers, self.patience)
             warnings.append(f"{msg}; {self.hint()}".rstrip("; "))
