@@ -532,3 +532,20 @@ def test_compare_counts_no_target_and_target_zero_as_the_same_setting() -> None:
         TrainConfig(optimizer="linbreg", target_density=0.0)
     )
     assert _comparable(TrainConfig(optimizer="splitlbi")) != _comparable(old_splitlbi)
+
+
+def test_missing_data_files_are_one_line_naming_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "run"
+    code, _, err = run_main(
+        capsys, "train", "-d", "mnist", "--data-dir", str(empty), "--out", str(out)
+    )
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert (
+        f"in: {empty}; {empty / 'mnist'};" in lines[0] and "MNIST IDX files not found" in lines[0]
+    )
+    assert not out.exists()

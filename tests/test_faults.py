@@ -405,6 +405,7 @@ def test_16_unsafe_pickle_refusal_says_why(tmp_path: Path) -> None:
         (["--repeats", "0"], "--repeats"),
         (["--finetune-epochs", "-1"], "--finetune-epochs"),
         (["--batch-sizes", "0"], "--batch-sizes"),
+        (["--threads", "0"], "--threads"),
         (["--batch-sizes", "1", "-3"], "--batch-sizes"),
         (["--out", "{run}/config.yaml"], "is a file"),
         (["--out", "{run}/config.yaml/sub"], "cannot create"),

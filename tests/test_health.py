@@ -170,8 +170,13 @@ def test_cli_stalled_run_exits_4_with_one_line(
     assert lines[0].startswith("sparseopt: error: run stalled: ") and lines[0].count("stalled") == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "stalled" and "ln 10" in summary["reason"]
-    # prune shrinks it as asked, and says what the run is
-    assert main(["prune", str(out), "--out", str(tmp_path / "shrunk")]) == 0
+    # prune shrinks it as asked, and says what the run is (with --threads, as train has)
+    threads = torch.get_num_threads()
+    try:
+        argv = ["prune", str(out), "--out", str(tmp_path / "shrunk"), "--threads", "1"]
+        assert main(argv) == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     err = capsys.readouterr().err
     assert "sparseopt prune: note: the run stalled (summary.json: stalled:" in err
 

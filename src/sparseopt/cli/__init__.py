@@ -39,6 +39,7 @@ from sparseopt.cli._common import (
     EXIT_USAGE,
     Parser,
     UsageError,
+    one_line,
     skip_dynamo_import,
 )
 from sparseopt.cli.compare import add_compare_arguments, comparison_table, run_compare
@@ -145,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as err:
         _report(say, f"{prog}: error: {_one_line(str(err))}")
         return EXIT_USAGE
-    except DatasetNotFoundError as err:  # keep its list of directories, one per line
-        _report(say, f"{prog}: error: {err}")
+    except DatasetNotFoundError as err:  # one line: its directories joined by "; "
+        _report(say, f"{prog}: error: {one_line(str(err)).replace(':; ', ': ')}")
         return EXIT_USAGE
     except NonFiniteLossError as err:
         _report(say, f"{prog}: error: {_one_line(str(err))}")

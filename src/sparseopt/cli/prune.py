@@ -114,6 +114,13 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
         default=LATENCY_REPEATS,
         help="timed interleaved rounds per latency (median and quartiles; default %(default)s)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=None,
+        help="torch CPU threads for the fine-tuning and the latency measurements (default: "
+        "torch's; the latencies depend on it)",
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip latency measurements")
     parser.add_argument("--no-export", action="store_true", help="skip the torch.export artifact")
     parser.add_argument(
@@ -329,6 +336,8 @@ def _prune(args: argparse.Namespace) -> int:
     from sparseopt.prune._files import atomic_write
 
     run_dir = Path(args.run_dir)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     cfg = _run_config(run_dir)
     out_dir = _prune_out_dir(args, run_dir)  # refuse before any work
     failed = _failed_run(run_dir)
