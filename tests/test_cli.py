@@ -426,7 +426,7 @@ def test_compare_writes_table_and_pareto_plot(
         "sgd",
     ]
     assert table.strip() in out
-    assert "sgd takes no kappa, target_density" in out
+    assert "note: sgd takes no kappa, target_density" in err
     assert (tmp_path / "pareto.png").stat().st_size > 0
     rows = json.loads((tmp_path / "comparison.json").read_text())
     assert [r["status"] for r in rows] == ["ok"] * 3

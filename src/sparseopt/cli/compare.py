@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sparseopt.cli._common import EXIT_OK, UsageError
+from sparseopt.cli._common import EXIT_OK, UsageError, note
 from sparseopt.cli.flags import add_train_flags, config_from
 from sparseopt.cli.flags import settings as given_settings
 from sparseopt.config import (
@@ -488,7 +488,6 @@ def run_compare(args: argparse.Namespace) -> int:
         settings["out"] = str(out / name)
         config = config_from(settings)
         configs.append((name, config, dropped, _run_state(config)))  # checks before any write
-    quiet = bool(base.get("quiet", False))
     rows: list[dict[str, Any]] = []
     task = "classification"
     reused = [name for name, _, _, (state, _) in configs if state == "done"]
@@ -509,8 +508,8 @@ def run_compare(args: argparse.Namespace) -> int:
     }
     atomic_write_text(out / COMPARE_RECORD, json.dumps(record, indent=2, default=str) + "\n")
     for i, (name, config, dropped, (state, summary)) in enumerate(configs, start=1):
-        if dropped and not quiet:
-            print(f"note: {name} takes no {', '.join(dropped)}; ignored for it", flush=True)
+        if dropped:  # on stderr, also with --quiet: a setting the user gave is not used
+            note(f"{name} takes no {', '.join(dropped)}; ignored for it")
         t0 = time.perf_counter()
         row: dict[str, Any] = {"optimizer": name, "run_dir": config.out}
         if state == "done":
