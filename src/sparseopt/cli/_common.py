@@ -4,6 +4,7 @@ the parser class, ``KEY=VALUE`` flags and small argument types."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -82,6 +83,16 @@ class KeyValue(argparse.Action):
         current = dict(getattr(namespace, self.dest, None) or {})
         current[key.strip().replace("-", "_")] = parse_value(raw)
         setattr(namespace, self.dest, current)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A run directory's ``summary.json`` (written when a run finishes), or ``None`` where
+    it is missing, unreadable or not a JSON object."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def one_line(text: str, limit: int = 800) -> str:

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sparseopt.cli._common import EXIT_OK, UsageError, note
+from sparseopt.cli._common import EXIT_OK, UsageError, note, read_summary
 from sparseopt.cli.flags import add_train_flags, config_from
 from sparseopt.cli.flags import settings as given_settings
 from sparseopt.config import (
@@ -260,11 +260,11 @@ def _run_state(config: TrainConfig) -> tuple[str, dict[str, Any] | None]:
             f"{run_dir} holds a run with other settings ({shown}); re-run with the settings "
             "of that comparison, or choose another --out"
         )
+    summary = read_summary(run_dir)
     try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        if int(summary["metrics"]["epoch"]) == int(config.epochs):
+        if summary is not None and int(summary["metrics"]["epoch"]) == int(config.epochs):
             return "done", summary
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         pass
     return "resume", None
 

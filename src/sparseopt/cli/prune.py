@@ -27,6 +27,7 @@ from sparseopt.cli._common import (
     note,
     one_line,
     positive_float,
+    read_summary,
 )
 from sparseopt.cli._selection import add_overwrite, add_selection, has_rule, load_path, select
 from sparseopt.engine.errors import ConfigError
@@ -310,11 +311,8 @@ def run_prune(args: argparse.Namespace) -> int:
 def _failed_run(run_dir: Path) -> str:
     """What the run's ``summary.json`` says of a stalled or collapsed run (``""`` for a
     healthy one, or without a readable summary)."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return ""
-    status = summary.get("status", "ok") if isinstance(summary, dict) else "ok"
+    summary = read_summary(run_dir) or {}
+    status = summary.get("status", "ok")
     if status == "ok":
         return ""
     reason = str(summary.get("reason") or status)
