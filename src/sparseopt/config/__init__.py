@@ -593,7 +593,7 @@ class TrainConfig:
             or bool(self.lam_warmup)
             or any(getattr(self, k) is not None for k in _penalty_fields() if k.endswith("lam"))
             or any(str(k).endswith("lam") for k in self.optimizer_options or {})
-            or not self._penalised(changes.get("penalty", self.penalty))
+            or not self._penalised(self.penalty)
         )
         for key, value in info.training.items():
             if getattr(self, key) is None:
@@ -629,7 +629,8 @@ class TrainConfig:
 
     def _penalised(self, penalty: str | None) -> bool:
         """Whether some layer kind has a penalty (``conv_penalty``/``linear_penalty``
-        override ``penalty`` for their layers; ``None`` penalty: the default ``l1``)."""
+        override ``penalty`` for their layers; a ``None`` penalty is the recipe's, never
+        ``none``, so it counts as ``l1``)."""
         base = penalty or "l1"
         return any((kind or base) != "none" for kind in (self.conv_penalty, self.linear_penalty))
 
