@@ -584,6 +584,17 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for s in (0, 1, 2)
         for kw in ({}, *({"target_density": d} for d in (0.05, 0.1, 0.15)))
     ],
+    # round 26: LinBreg and AdaBreg steered to a density (round 25's controller, which
+    # holds λ once their support stops shrinking): one λ gives AdaBreg 8 % of the words
+    # CNN and 17-20 % of LeNet-5; with the refit of the last fifth at lr 0.01 too (round 21
+    # found the refit stopped the support growing on words-cnn; a target reaches its
+    # density before the refit starts)
+    "round26": [
+        {"optimizer": o, "target_density": d, **r}
+        for o in ("linbreg", "adabreg")
+        for d in (0.1, 0.13)
+        for r in ({}, {"refit": 0.2, "refit_lr": 0.01})
+    ],
     # round 21: the Bregman methods' refit at RDA's and SplitLBI's refit lr (round 11 ran
     # it at the pruning baseline's 0.002 only, where it cost 0.5–1 point)
     "round21": [
