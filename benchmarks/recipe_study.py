@@ -595,6 +595,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for d in (0.1, 0.13)
         for r in ({}, {"refit": 0.2, "refit_lr": 0.01})
     ],
+    # round 26w: the words-cnn check (15 epochs, seeds 0-2) for AdaBreg's admissible
+    # candidates (the recipe's rows are round 23w's)
+    "round26w": [
+        {"optimizer": "adabreg", "target_density": d, **r, "epochs": 15, "seed": s}
+        for s in (0, 1, 2)
+        for d, r in ((0.13, {}), (0.13, {"refit": 0.2, "refit_lr": 0.01}), (0.1, {}))
+    ],
     # round 21: the Bregman methods' refit at RDA's and SplitLBI's refit lr (round 11 ran
     # it at the pruning baseline's 0.002 only, where it cost 0.5–1 point)
     "round21": [
@@ -713,6 +720,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round23w": ("words-cnn",),
     "round24w": ("words-cnn",),
     "round25w": ("words-cnn",),
+    "round26w": ("words-cnn",),
     "round18w": ("words-cnn",),
 }
 
