@@ -204,6 +204,7 @@ def test_nan_exits_3_and_keeps_a_loadable_checkpoint(
         (["train", "-o", "sgd", "--target-density", "0.1"], "dense"),
         (["train", "--penalty", "none", "--target-density", "0.1"], "no weight is penalised"),
         (["train", "--target-density-every", "0"], "target_density_every"),
+        (["train", "--target-density-ramp", "1.5"], "target_density_ramp"),
         (["train", "--grow-every", "0"], "grow_every"),
         (["train", "-o", "adam", "--grow-every", "2"], "dense"),
         (["train", "-o", "splitlbi", "-m", "resnet18", "--grow-every", "2"], "sequential"),

@@ -58,6 +58,55 @@ def test_a_sticky_plant_holds_lam_once_its_density_stops_rising() -> None:
     assert not TargetDensity.for_optimizer("splitlbi", 0.1).sticky  # λ acts on Γ at once
 
 
+def test_a_ramp_steers_to_a_reference_from_the_start_density_to_the_target() -> None:
+    """With ``ramp`` the error is log(d / r_t), r_t = d0^(1-s) D^s, s = t / (ramp · T):
+    at the start density on the ramp's path λ holds; without the ramp the same density
+    is "too sparse" and λ falls; past the ramp the reference is D."""
+    net = _net()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3)
+    ramped = TargetDensity(0.25, gain=1.0, max_factor=2.0, ramp=0.5, total_steps=100)
+    assert ramped.reference(0) == 0.25  # no start density measured yet
+    assert ramped.update(net, opt, step=0) == pytest.approx(1e-3)  # d = d0 = r_0: hold
+    assert ramped.reference(25) == pytest.approx((1.0 * 0.25) ** 0.5)  # halfway, log-linear
+    assert ramped.reference(50) == ramped.reference(99) == pytest.approx(0.25)
+    with torch.no_grad():  # past the ramp the reference is D: as without a ramp
+        net[0].weight[:4].zero_()
+        net[2].weight.zero_()
+        net[2].weight[:, :4].fill_(0.1)
+    d = penalised_density(opt)
+    assert 0.25 < d < 1.0
+    lam = ramped.update(net, opt, step=50)
+    assert lam == pytest.approx(1e-3 * min(2.0, d / 0.25))  # reference D: too dense
+    plain = TargetDensity(0.25, gain=1.0, max_factor=2.0)
+    opt.set_lam(1e-3)
+    assert plain.update(net, opt, step=0) == pytest.approx(1e-3 * min(2.0, d / 0.25))
+    # the start density is kept in the state (a resumed run stays on its ramp)
+    clone = TargetDensity(0.25, ramp=0.5, total_steps=100)
+    clone.load_state_dict(ramped.state_dict())
+    assert clone.reference(25) == pytest.approx(ramped.reference(25))
+    old = ramped.state_dict()
+    del old["start_density"]  # a state saved before the ramp existed
+    TargetDensity(0.25, ramp=0.5, total_steps=100).load_state_dict(old)
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match="ramp"):
+            TargetDensity(0.1, ramp=bad)
+    with pytest.raises(ValueError, match="total_steps"):
+        TargetDensity(0.1, total_steps=0)
+
+
+def test_the_ramp_takes_the_trainers_sparse_steps() -> None:
+    trainer = SimpleNamespace(sparse_epochs=8, batches_per_epoch=lambda: 25)
+    ctl = TargetDensity(0.1, ramp=0.5)
+    ctl.on_train_begin(trainer)
+    assert ctl.total_steps == 200
+    given = TargetDensity(0.1, ramp=0.5, total_steps=7)
+    given.on_train_begin(trainer)
+    assert given.total_steps == 7
+    no_ramp = TargetDensity(0.1)
+    no_ramp.on_train_begin(trainer)
+    assert no_ramp.total_steps is None
+
+
 def test_target_miss_says_what_to_change() -> None:
     from sparseopt.control import target_miss
 

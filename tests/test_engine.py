@@ -84,6 +84,7 @@ def test_config_roundtrip_dict_yaml_json(tmp_path: Path) -> None:
         ("target_density", -0.1, "target_density"),
         ("target_density", 1.5, "target_density"),
         ("target_density_every", 0, "target_density_every"),
+        ("target_density_ramp", -0.5, "target_density_ramp"),
         ("record_path", "yes", "record_path"),
         ("grow_every", 0, "grow_every"),
         ("grow_tau", 0.0, "grow_tau"),
@@ -303,9 +304,15 @@ class StopAtStep:
     "kw",
     [
         {"optimizer": "proxsgd", "target_density": 0.3, "target_density_every": 1},
+        {
+            "optimizer": "linbreg",
+            "target_density": 0.3,
+            "target_density_every": 1,
+            "target_density_ramp": 0.9,
+        },
         {"optimizer": "rvsm", "lam_warmup": 0.9},
     ],
-    ids=["target-density", "lam-warmup"],
+    ids=["target-density", "target-density-ramp", "lam-warmup"],
 )
 def test_a_mid_epoch_resume_writes_the_epochs_lr_and_lam(
     tmp_path: Path, kw: dict[str, Any]
@@ -733,3 +740,13 @@ def test_dense_baselines_use_torchs_fused_implementation(tmp_path: Path) -> None
         assert group["foreach"] is True and not group["fused"]
     assert eval_batch_size(TrainConfig(), torch.device("cpu")) == 256
     assert eval_batch_size(TrainConfig(eval_batch_size=7), torch.device("cpu")) == 7
+
+
+def test_the_target_density_ramp_reaches_the_controller(tmp_path: Path) -> None:
+    """``target_density_ramp`` is the controller's ramp (its direction is tested in
+    test_control.py): the λ the controller chooses differ once a ramp is set."""
+    kw = {"optimizer": "linbreg", "target_density": 0.3, "target_density_every": 1}
+    at_once = train(tiny(tmp_path / "a", **kw, target_density_ramp=0.0))
+    ramped = train(tiny(tmp_path / "b", **kw, target_density_ramp=1.0))
+    assert at_once.history[1]["lam"] == ramped.history[1]["lam"] == 0.05  # the recipe's
+    assert ramped.history[-1]["lam"] != at_once.history[-1]["lam"]

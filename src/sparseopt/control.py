@@ -156,6 +156,18 @@ class TargetDensity:
         min_density: floor :math:`d_{\\min}` of the measured density (an empty network
             gives a finite error).
         start_step: no update before this many steps (a warm-up).
+        ramp: approach the target along a reference instead of at once: over the first
+            ``ramp`` fraction of ``total_steps`` the reference density moves
+            log-linearly from the density of the first update :math:`d_0` to :math:`D`,
+            :math:`r_t = d_0^{1-s} D^{s}` with :math:`s = \\min(1, t / (\\text{ramp}
+            \\cdot \\text{total\\_steps}))`, and the error is :math:`\\log(d_t / r_t)`.
+            An inverse scale space method started sparse grows its support by itself;
+            steered to the final :math:`D` at once, the controller lowers λ from the
+            first step, the support floods in and cannot leave (2 × D on LeNet-5 for
+            LinBreg, docs/recipes.md round 26). 0 (default): no ramp.
+        total_steps: the steps the controller steers over (with ``ramp``); the engine's
+            :meth:`on_train_begin` fills it with the sparse epochs' steps (a refit's
+            are not steered) when it is ``None``. Without it the ramp is off.
         sticky: the plant only grows (LinBreg, AdaBreg: a larger λ stops the support's
             growth and removes nothing): while too dense and the density no longer rises
             (by less than :data:`STILL_GROWING` since the last update), λ holds instead of
@@ -179,6 +191,8 @@ class TargetDensity:
         lam_max: float = 1e6,
         min_density: float = 1e-4,
         start_step: int = 0,
+        ramp: float = 0.0,
+        total_steps: int | None = None,
         sticky: bool = False,
     ) -> None:
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
@@ -191,6 +205,12 @@ class TargetDensity:
             raise ValueError(f"Invalid gain value: {gain!r}; expected a number > 0")
         if not max_factor > 1:
             raise ValueError(f"Invalid max_factor value: {max_factor!r}; expected a number > 1")
+        if isinstance(ramp, bool) or not isinstance(ramp, (int, float)) or not 0 <= ramp <= 1:
+            raise ValueError(f"Invalid ramp value: {ramp!r}; expected a number in [0, 1]")
+        if total_steps is not None and (
+            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
+        ):
+            raise ValueError(f"Invalid total_steps value: {total_steps!r}; expected an int >= 1")
         if not 0 < lam_min < lam_max:
             raise ValueError(f"Invalid lam bounds: [{lam_min!r}, {lam_max!r}]")
         self.target = float(target)
@@ -203,10 +223,13 @@ class TargetDensity:
         self.lam_max = float(lam_max)
         self.min_density = float(min_density)
         self.start_step = int(start_step)
+        self.ramp = float(ramp)
+        self.total_steps = total_steps
         self.sticky = bool(sticky)
         self.history: list[tuple[int, float, float]] = []
         self._prev_error: float | None = None
         self._updates = 0
+        self._start_density: float | None = None
 
     @classmethod
     def for_optimizer(
@@ -224,9 +247,27 @@ class TargetDensity:
 
     # ------------------------------------------------------------------ control
 
-    def error(self, d: float) -> float:
-        """:math:`\\log(\\max(d, d_{\\min}) / D)`."""
-        return math.log(max(d, self.min_density) / self.target)
+    def error(self, d: float, step: int | None = None) -> float:
+        """:math:`\\log(\\max(d, d_{\\min}) / r)` with the reference :math:`r` of
+        :meth:`reference` (``D`` without a ramp)."""
+        return math.log(max(d, self.min_density) / self.reference(step))
+
+    def reference(self, step: int | None = None) -> float:
+        """The density the controller steers to at ``step``: :math:`D`, or on a ramp
+        :math:`d_0^{1-s} D^{s}` (see ``ramp``).
+
+        Example:
+            >>> ctl = TargetDensity(0.1, ramp=0.5, total_steps=100)
+            >>> ctl._start_density = 0.01
+            >>> round(ctl.reference(0), 4), round(ctl.reference(25), 4), ctl.reference(80)
+            (0.01, 0.0316, 0.1)
+        """
+        span = self.ramp * (self.total_steps or 0)
+        if span <= 0 or step is None or self._start_density is None:
+            return self.target
+        s = min(1.0, max(0.0, step / span))
+        d0 = max(self._start_density, self.min_density)
+        return math.exp((1 - s) * math.log(d0) + s * math.log(self.target))
 
     def update(
         self, model: nn.Module | None, optimizer: torch.optim.Optimizer, step: int | None = None
@@ -245,7 +286,9 @@ class TargetDensity:
             )
         nonzero, total, empty = _penalised_counts(optimizer)
         d = nonzero / max(total, 1)
-        e = self.error(d)
+        if self._start_density is None:
+            self._start_density = d
+        e = self.error(d, step)
         if e > 0 and empty:
             # A layer with no weight left makes the network constant: never push λ up
             # then, whatever the overall density says; bring it down instead.
@@ -272,6 +315,15 @@ class TargetDensity:
         return lam_out
 
     # ------------------------------------------------------------------ callback
+
+    def on_train_begin(self, trainer: Any) -> None:
+        """With a ``ramp`` and no ``total_steps``: steer over the trainer's sparse epochs
+        (``trainer.sparse_epochs`` × ``trainer.batches_per_epoch()``)."""
+        if self.ramp > 0 and self.total_steps is None:
+            epochs = getattr(trainer, "sparse_epochs", None)
+            per_epoch = getattr(trainer, "batches_per_epoch", None)
+            if epochs is not None and per_epoch is not None:
+                self.total_steps = max(1, int(epochs) * int(per_epoch()))
 
     def on_step_end(self, trainer: Any, step: int | None = None, *_: Any) -> None:
         """Update every ``every_steps`` steps (when the training loop calls this hook).
@@ -300,6 +352,7 @@ class TargetDensity:
         return {
             "prev_error": self._prev_error,
             "updates": self._updates,
+            "start_density": self._start_density,
             "history": [list(h) for h in self.history],
         }
 
@@ -307,6 +360,8 @@ class TargetDensity:
         """Restore :meth:`state_dict`."""
         self._prev_error = state.get("prev_error")
         self._updates = int(state.get("updates", 0))
+        start = state.get("start_density")  # absent in a state saved before the ramp
+        self._start_density = None if start is None else float(start)
         self.history = [(int(s), float(d), float(lam)) for s, d, lam in state.get("history", [])]
 
 

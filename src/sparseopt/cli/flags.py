@@ -45,7 +45,8 @@ class FlagSpec:
 
 
 def _placeholders() -> dict[str, Any]:
-    """Values of ``{datasets}``, ``{models}``, ``{optimizers}`` and ``{recipe[KEY]}``."""
+    """Values of ``{datasets}``, ``{models}``, ``{optimizers}``, ``{recipe[KEY]}`` and
+    ``{control[KEY]}``."""
 
     def names(kind: str) -> str:
         try:
@@ -77,7 +78,23 @@ def _placeholders() -> dict[str, Any]:
                     by.setdefault(f"{recipe[key]}", []).append(name)
             return "; ".join(f"{v} for {'/'.join(n)}" for v, n in by.items())
 
-    return {k: names(k) for k in ("datasets", "models", "optimizers")} | {"recipe": Recipe()}
+    class Control(dict):  # type: ignore[type-arg]
+        """``control[key]``: ``value for names`` over the target-density controller's
+        per-optimizer presets (:data:`sparseopt.control.PRESETS`) that set ``key``."""
+
+        def __missing__(self, key: str) -> str:
+            from sparseopt.control import PRESETS
+
+            by: dict[str, list[str]] = {}
+            for name, preset in PRESETS.items():
+                if key in preset:
+                    by.setdefault(f"{preset[key]}", []).append(name)
+            return "; ".join(f"{v} for {'/'.join(n)}" for v, n in by.items()) or "none"
+
+    return {k: names(k) for k in ("datasets", "models", "optimizers")} | {
+        "recipe": Recipe(),
+        "control": Control(),
+    }
 
 
 def _kind(annotation: str) -> str:

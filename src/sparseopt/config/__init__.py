@@ -434,6 +434,15 @@ class TrainConfig:
     target_density_every: int = _opt(
         2, "structure", "with --target-density: update λ every N optimizer steps", metavar="N"
     )
+    target_density_ramp: float | None = _opt(
+        None,
+        "structure",
+        "with --target-density: steer to a reference density that moves log-linearly from "
+        "the first measured density to D over the first F of the sparse steps, then stays "
+        "at D (TargetDensity's ramp; 0: D from the first step)",
+        metavar="F",
+        shown="per optimizer: {control[ramp]}; else 0",
+    )
     record_path: bool = _opt(
         True,
         "structure",

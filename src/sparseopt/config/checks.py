@@ -27,6 +27,8 @@ def validate(cfg: Any) -> None:
     _check_int("seed", cfg.seed, 0)
     _check_int("threads", cfg.threads, 1, allow_none=True)
     _check_int("target_density_every", cfg.target_density_every, 1)
+    if cfg.target_density_ramp is not None:
+        _check_number("target_density_ramp", cfg.target_density_ramp, 0.0, 1.0)
     _check_int("grow_every", cfg.grow_every, 1, allow_none=True)
     _check_int("stall_epochs", cfg.stall_epochs, 0)
     if cfg.lam_scale is not None:

@@ -424,7 +424,10 @@ def build_callbacks(
             )
         builtin.append(
             TargetDensity.for_optimizer(
-                cfg.optimizer, cfg.target_density, every_steps=cfg.target_density_every
+                cfg.optimizer,
+                cfg.target_density,
+                every_steps=cfg.target_density_every,
+                **({} if cfg.target_density_ramp is None else {"ramp": cfg.target_density_ramp}),
             )
         )
     if cfg.grow_every is not None:

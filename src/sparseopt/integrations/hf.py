@@ -170,6 +170,8 @@ class SparsityTrainerCallback(TrainerCallback):
                 every_steps=self.control_every_n_steps,
                 **self.controller_kwargs,
             )
+            if self.controller.total_steps is None and (state.max_steps or 0) >= 1:
+                self.controller.total_steps = int(state.max_steps)  # a ramp steers over the run
         if self.record_path:
             self.recorder = PathRecorder(self._dir(args))
             view = SimpleNamespace(

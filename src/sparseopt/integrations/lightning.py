@@ -19,6 +19,7 @@ when fitting ends. Needs ``pip install "sparseopt[lightning]"``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -181,6 +182,9 @@ class SparsityCallback(Callback):
             )
             if self._controller_state is not None:
                 self.controller.load_state_dict(self._controller_state)
+            total = trainer.estimated_stepping_batches  # a ramp steers over the run
+            if self.controller.total_steps is None and math.isfinite(total) and total >= 1:
+                self.controller.total_steps = int(total)
         self._last_step = trainer.global_step
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
