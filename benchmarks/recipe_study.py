@@ -595,6 +595,20 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for d in (0.1, 0.13)
         for r in ({}, {"refit": 0.2, "refit_lr": 0.01})
     ],
+    # round 27: the same with the controller's ramp (the reference density moves from the
+    # 1 % start to the target over the first half or 80 % of the steps): round 26's LinBreg
+    # flooded to 20-32 % of LeNet-5 and the MLP, its λ lowered from the first step
+    "round27": [
+        *(
+            {"optimizer": "linbreg", "target_density": d, "target_density_ramp": r}
+            for d in (0.1, 0.13)
+            for r in (0.5, 0.8)
+        ),
+        *(
+            {"optimizer": "adabreg", "target_density": 0.13, "target_density_ramp": r}
+            for r in (0.5, 0.8)
+        ),
+    ],
     # round 26w: the words-cnn check (15 epochs, seeds 0-2) for AdaBreg's admissible
     # candidates (the recipe's rows are round 23w's)
     "round26w": [
