@@ -618,6 +618,15 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for d in (0.1, 0.13)
         for r in ({}, {"refit": 0.2, "refit_lr": 0.01})
     ],
+    # round 28b: every round-28 run ended at chance on three tasks (from the dense start
+    # the controller raised λ by up to 1.5x every two steps before the network had
+    # learned); the same targets along the controller's ramp, which lowers the reference
+    # from the first measured density (1.0) to D over the first half or 80 % of the steps
+    "round28b": [
+        {"optimizer": "proxsgd", "target_density": d, "target_density_ramp": r}
+        for d in (0.1, 0.13)
+        for r in (0.5, 0.8)
+    ],
     # round 26w: the words-cnn check (15 epochs, seeds 0-2) for AdaBreg's admissible
     # candidates (the recipe's rows are round 23w's)
     "round26w": [
