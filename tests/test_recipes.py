@@ -134,18 +134,16 @@ def test_docs_recipe_table_is_the_registry() -> None:
         assert cells[7] == ("—" if target is None else f"{target:g} (off when a λ is given)"), row
 
 
-def test_splitlbis_recipe_steers_to_a_density_unless_a_lam_is_given(tmp_path: Path) -> None:
-    """Round 25: SplitLBI's recipe is λ steered to 10 % of the weights (its support grows
-    with the steps, so one λ gave 3-47 %); a λ given is a fixed λ, 0 turns it off, and
-    the run header, the controller and the resolved config say which."""
-    assert TrainConfig(optimizer="splitlbi").resolve().target_density == 0.1
+@pytest.mark.parametrize(("name", "target"), [("adabreg", 0.13), ("splitlbi", 0.1)])
+def test_a_recipe_steers_to_a_density_unless_a_lam_is_given(name: str, target: float) -> None:
+    """Rounds 25 and 26: SplitLBI's and AdaBreg's recipes steer λ to a density (their
+    support grows with the steps, so one λ gave 3-47 % and 8-20 % of the weights); a λ
+    given is a fixed λ, 0 turns it off, and the resolved config says which."""
+    assert TrainConfig(optimizer=name).resolve().target_density == target
     for given in ({"lam": 0.05}, {"conv_lam": 0.05}, {"linear_lam": 0.05}):
-        assert TrainConfig(optimizer="splitlbi", **given).resolve().target_density == 0.0
-    assert (
-        TrainConfig(optimizer="splitlbi", target_density=0.2, lam=0.05).resolve().target_density
-        == 0.2
-    )
-    assert TrainConfig(optimizer="splitlbi", target_density=0).resolve().target_density == 0
+        assert TrainConfig(optimizer=name, **given).resolve().target_density == 0.0
+    assert TrainConfig(optimizer=name, target_density=0.2, lam=0.05).resolve().target_density == 0.2
+    assert TrainConfig(optimizer=name, target_density=0).resolve().target_density == 0
     # λ is the user's in other ways too: λ through optimizer_options, a λ warm-up, or no
     # penalised weight (the controller would have nothing to steer)
     for kw in (
@@ -154,14 +152,17 @@ def test_splitlbis_recipe_steers_to_a_density_unless_a_lam_is_given(tmp_path: Pa
         {"penalty": "none"},
         {"conv_penalty": "none", "linear_penalty": "none"},
     ):
-        assert TrainConfig(optimizer="splitlbi", **kw).resolve().target_density == 0.0, kw
+        assert TrainConfig(optimizer=name, **kw).resolve().target_density == 0.0, kw
     for kw in ({"penalty": "none", "conv_penalty": "l1"}, {"conv_penalty": "none"}):
-        assert TrainConfig(optimizer="splitlbi", **kw).resolve().target_density == 0.1, kw
-    for name in ("linbreg", "adabreg", "rda", "rvsm", "proxsgd", "sgd", "adam"):
+        assert TrainConfig(optimizer=name, **kw).resolve().target_density == target, kw
+    resolved = TrainConfig(optimizer=name).resolve()
+    assert resolved.resolve() == resolved  # a resume resolves again to the same run
+
+
+def test_the_other_recipes_have_no_target_density() -> None:
+    for name in ("linbreg", "rda", "rvsm", "proxsgd", "sgd", "adam"):
         assert TrainConfig(optimizer=name).resolve().target_density is None
     assert TrainConfig(optimizer="sgd", target_density=0).resolve().target_density == 0
-    resolved = TrainConfig(optimizer="splitlbi").resolve()
-    assert resolved.resolve() == resolved  # a resume resolves again to the same run
 
 
 def test_a_target_density_of_zero_is_off(tmp_path: Path) -> None:
