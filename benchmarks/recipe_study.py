@@ -627,6 +627,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for d in (0.1, 0.13)
         for r in (0.5, 0.8)
     ],
+    # round 28w: the words-cnn check (15 epochs, seeds 0-2) of ProxSGD's one admissible
+    # candidate (its neighbours collapse words-cnn at the study budget) beside the recipe
+    "round28w": [
+        {"optimizer": "proxsgd", **kw, "epochs": 15, "seed": s}
+        for s in (0, 1, 2)
+        for kw in ({}, {"target_density": 0.13, "target_density_ramp": 0.8})
+    ],
     # round 26w: the words-cnn check (15 epochs, seeds 0-2) for AdaBreg's admissible
     # candidates (the recipe's rows are round 23w's)
     "round26w": [
@@ -753,6 +760,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round24w": ("words-cnn",),
     "round25w": ("words-cnn",),
     "round26w": ("words-cnn",),
+    "round28w": ("words-cnn",),
     "round18w": ("words-cnn",),
 }
 
