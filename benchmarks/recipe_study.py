@@ -634,6 +634,14 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for s in (0, 1, 2)
         for kw in ({}, {"target_density": 0.13, "target_density_ramp": 0.8})
     ],
+    # round 29: the other dense-start methods steered to a density, at once and along the
+    # ramp (round 28: ProxSGD steered at once ended at chance on three of four tasks; a
+    # user's --target-density must not do that)
+    "round29": [
+        {"optimizer": o, "target_density": 0.1, "target_density_ramp": r}
+        for o in ("rvsm", "rda")
+        for r in (0.0, 0.8)
+    ],
     # round 26w: the words-cnn check (15 epochs, seeds 0-2) for AdaBreg's admissible
     # candidates (the recipe's rows are round 23w's)
     "round26w": [
