@@ -134,11 +134,13 @@ def test_docs_recipe_table_is_the_registry() -> None:
         assert cells[7] == ("—" if target is None else f"{target:g} (off when a λ is given)"), row
 
 
-@pytest.mark.parametrize(("name", "target"), [("adabreg", 0.13), ("splitlbi", 0.1)])
+@pytest.mark.parametrize(
+    ("name", "target"), [("adabreg", 0.13), ("splitlbi", 0.1), ("proxsgd", 0.13)]
+)
 def test_a_recipe_steers_to_a_density_unless_a_lam_is_given(name: str, target: float) -> None:
-    """Rounds 25 and 26: SplitLBI's and AdaBreg's recipes steer λ to a density (their
-    support grows with the steps, so one λ gave 3-47 % and 8-20 % of the weights); a λ
-    given is a fixed λ, 0 turns it off, and the resolved config says which."""
+    """Rounds 25, 26 and 28: SplitLBI's, AdaBreg's and ProxSGD's recipes steer λ to a
+    density (one λ gave 3-47 %, 8-20 % and 13-58 % of the weights); a λ given is a fixed
+    λ, 0 turns it off, and the resolved config says which."""
     assert TrainConfig(optimizer=name).resolve().target_density == target
     for given in ({"lam": 0.05}, {"conv_lam": 0.05}, {"linear_lam": 0.05}):
         assert TrainConfig(optimizer=name, **given).resolve().target_density == 0.0
@@ -160,7 +162,7 @@ def test_a_recipe_steers_to_a_density_unless_a_lam_is_given(name: str, target: f
 
 
 def test_the_other_recipes_have_no_target_density() -> None:
-    for name in ("linbreg", "rda", "rvsm", "proxsgd", "sgd", "adam"):
+    for name in ("linbreg", "rda", "rvsm", "sgd", "adam"):
         assert TrainConfig(optimizer=name).resolve().target_density is None
     assert TrainConfig(optimizer="sgd", target_density=0).resolve().target_density == 0
 

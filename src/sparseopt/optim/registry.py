@@ -241,7 +241,16 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "Parikh & Boyd (2014)",
             # ℓ0: RVSM's measured threshold √(2·5e-4) at ProxSGD's prox step lr = 0.02
             lam=_lams(5e-3, 5e-4 / 0.02),
-            training={"init_density": 1.0, "schedule": "cosine", "refit": 0.0},
+            # round 28: λ steered to 13 % of the weights along the controller's ramp
+            # (PRESETS: from the dense start down to 13 % over 80 % of the steps), the first
+            # admissible ProxSGD candidate (−2.31; one λ gave 13-58 %); λ 5e-3 is where it
+            # starts
+            training={
+                "init_density": 1.0,
+                "schedule": "cosine",
+                "refit": 0.0,
+                "target_density": 0.13,  # off when a λ is given
+            },
             lr=0.02,  # lr 0.05 stalled on the curve CNN at 15 epochs (round 6)
             momentum=0.9,
             # round 18: λ per layer by fan-in was adopted by the rule, then reverted
