@@ -56,6 +56,11 @@ def test_a_sticky_plant_holds_lam_once_its_density_stops_rising() -> None:
     assert TargetDensity.for_optimizer("adabreg", 0.1).sticky
     assert TargetDensity.for_optimizer("linbreg", 0.1).sticky
     assert not TargetDensity.for_optimizer("splitlbi", 0.1).sticky  # λ acts on Γ at once
+    # the methods that start dense approach D along a ramp (rounds 28-29); the others at once
+    for name in ("proxsgd", "rvsm", "rda"):
+        assert TargetDensity.for_optimizer(name, 0.1).ramp == 0.8
+    for name in ("linbreg", "adabreg", "splitlbi"):
+        assert TargetDensity.for_optimizer(name, 0.1).ramp == 0.0
 
 
 def test_a_ramp_steers_to_a_reference_from_the_start_density_to_the_target() -> None:
