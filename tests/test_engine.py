@@ -155,13 +155,14 @@ def test_tiny_default_job_writes_the_run_directory(tmp_path: Path) -> None:
     assert summary["metrics"]["density"] == pytest.approx(result.density)
     # the solution path is recorded by default, one point per epoch
     assert load_path(out).epochs.tolist() == [0, 1]
-    assert list(ckpt["callbacks"]) == ["0:PathRecorder"]
+    # the default job's recipe (AdaBreg) steers λ to a density (docs/recipes.md, round 26)
+    assert list(ckpt["callbacks"]) == ["0:PathRecorder", "1:TargetDensity"]
     # without record_path: the run finishes, with no path files and no recorder state
     train(tiny(tmp_path / "nopath", epochs=1, record_path=False))
     assert (tmp_path / "nopath" / "summary.json").is_file()
     assert not (tmp_path / "nopath" / "path.json").exists()
     assert not (tmp_path / "nopath" / "path.npz").exists()
-    assert load_checkpoint(tmp_path / "nopath")["callbacks"] == {}
+    assert list(load_checkpoint(tmp_path / "nopath")["callbacks"]) == ["0:TargetDensity"]
 
 
 def test_run_directory_is_not_overwritten(tmp_path: Path) -> None:
