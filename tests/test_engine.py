@@ -416,11 +416,19 @@ def test_structure_callbacks_come_first_and_conflicts_are_errors(tmp_path: Path)
     own = PathRecorder()
     trainer = Trainer(tiny(tmp_path / "b"), callbacks=[own])  # replaces the built-in one
     try:
-        assert trainer.callbacks == [own]
+        assert [cb for cb in trainer.callbacks if isinstance(cb, PathRecorder)] == [own]
     finally:
         trainer.close()
     with pytest.raises(ConfigError, match="TargetDensity"):
         Trainer(tiny(tmp_path / "c", target_density=0.2), callbacks=[TargetDensity(0.2)])
+    # a caller's controller replaces the recipe's target (AdaBreg's 13 %), stored as off
+    theirs = TargetDensity(0.3)
+    trainer = Trainer(tiny(tmp_path / "e"), callbacks=[theirs])
+    try:
+        assert [cb for cb in trainer.callbacks if isinstance(cb, TargetDensity)] == [theirs]
+        assert trainer.config.target_density == 0.0
+    finally:
+        trainer.close()
     with pytest.raises(ConfigError, match="no weight is penalised"):
         Trainer(tiny(tmp_path / "d", target_density=0.2, penalty="none"))
     with pytest.raises(ConfigError, match="sequential"):

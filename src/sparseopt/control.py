@@ -276,6 +276,8 @@ class TargetDensity:
         if span <= 0 or step is None or self._start_density is None:
             return self.target
         s = min(1.0, max(0.0, step / span))
+        if s >= 1.0:
+            return self.target
         d0 = max(self._start_density, self.min_density)
         return math.exp((1 - s) * math.log(d0) + s * math.log(self.target))
 

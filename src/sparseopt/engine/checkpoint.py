@@ -218,9 +218,17 @@ def load_callback_states(callbacks: Sequence[Any], states: Mapping[str, Any]) ->
 
 
 def initial_config(
-    config: TrainConfig | Mapping[str, Any] | None, resume_dir: Path | None
+    config: TrainConfig | Mapping[str, Any] | None,
+    resume_dir: Path | None,
+    *,
+    own_controller: bool = False,
 ) -> TrainConfig:
     """The resolved config of a new run, or of a resumed one with its allowed changes.
+
+    With ``own_controller`` (the caller passes its own
+    :class:`~sparseopt.control.TargetDensity`) a new run's recipe target density is off
+    (stored as 0): the caller's controller steers λ. A target the caller set stays, and
+    :func:`~sparseopt.engine.build.build_callbacks` refuses the two controllers.
 
     Resuming, ``config`` may be a mapping of the fields to change, or a
     :class:`TrainConfig`: then every :data:`~sparseopt.config.RESUME_OVERRIDABLE` field
@@ -238,6 +246,8 @@ def initial_config(
                 cfg = config
             else:
                 cfg = TrainConfig.from_dict(config)
+            if own_controller and cfg.target_density is None:
+                cfg = cfg.replace(target_density=0.0)
             return cfg.validate().resolve()
         if not (resume_dir / CHECKPOINT_FILE).is_file() or not (resume_dir / _CONFIG).is_file():
             raise ConfigError(

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from sparseopt import fsdp
 from sparseopt.config import TrainConfig
+from sparseopt.control import TargetDensity, target_miss
 from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
 from sparseopt.engine.build import build, eval_batch_size, extend_cosine, lr_lam
@@ -105,7 +106,8 @@ class Trainer:
         self._saved_threads = torch.get_num_threads()
         self._caller_rng: dict[str, Any] | None = checkpoint.rng_state()
         resume_dir = Path(resume) if resume is not None else None
-        self.config = checkpoint.initial_config(config, resume_dir)
+        own_controller = any(isinstance(cb, TargetDensity) for cb in self.callbacks)
+        self.config = checkpoint.initial_config(config, resume_dir, own_controller=own_controller)
         try:
             self._adopt(distributed.setup(self.config.device))
             checkpoint.seed_everything(self.config.seed)
@@ -327,7 +329,6 @@ class Trainer:
     def _target_miss(self) -> list[str]:
         """The end-of-run warning of a target density that was missed, from the penalised
         density the controller measured last (a refit warned already when it began)."""
-        from sparseopt.control import TargetDensity, target_miss
 
         ctl = next((cb for cb in self.callbacks if isinstance(cb, TargetDensity)), None)
         if ctl is None or not ctl.history or self._refit.epochs:
