@@ -628,6 +628,17 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {"optimizer": "linbreg", "refit": 0.2, "refit_lr": 0.01, "epochs": 15, "seed": s}
         for s in (0, 1, 2)
     ],
+    # round 30: the Bregman methods steered to a density again after the sticky hold
+    # measures the growth since λ last rose (round 26's AdaBreg crept to 17-23 % of
+    # LeNet-5 under a held λ); results in round30.jsonl (the keys equal round 26's)
+    "round30": [
+        {"optimizer": o, "target_density": d}
+        for o, d in (("adabreg", 0.13), ("linbreg", 0.1), ("linbreg", 0.13))
+    ],
+    "round30w": [
+        {"optimizer": "adabreg", "target_density": 0.13, "epochs": 15, "seed": s}
+        for s in (0, 1, 2)
+    ],
     # round 28: ProxSGD steered to a density (no ProxSGD candidate has been admissible:
     # one λ gives 17 % of the Fashion-MNIST MLP and 58-76 % of the words CNN and the
     # digits), with and without the refit of the last fifth (round 11: −1.95 against
@@ -787,6 +798,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round24w": ("words-cnn",),
     "round25w": ("words-cnn",),
     "round26w": ("words-cnn",),
+    "round30w": ("words-cnn",),
     "round21w": ("words-cnn",),
     "round27w": ("words-cnn",),
     "round28w": ("words-cnn",),
