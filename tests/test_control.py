@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -250,3 +251,42 @@ def test_the_end_of_a_run_reads_the_penalised_density(tmp_path: Path) -> None:
     log = (tmp_path / "a" / "log.txt").read_text()
     assert "the target density 90 % was not reached (0.00 % of the penalised weights)" in log
     assert res.metrics["weight_density"] > 0.1  # the dense convolutions
+
+
+def test_the_ramp_starts_at_the_first_update_and_survives_a_longer_resume() -> None:
+    """The ramp runs from the step of the first update (a ``start_step`` delays it), and a
+    resumed controller keeps its ``total_steps``: a run extended with more epochs does not
+    reopen a finished ramp."""
+    net = _net()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3)
+    ctl = TargetDensity(0.25, ramp=0.5, total_steps=100, start_step=40)
+    ctl.update(net, opt, step=40)
+    assert ctl.reference(40) == pytest.approx(1.0)  # d0 = 1.0 at t0 = 40
+    assert ctl.reference(65) == pytest.approx(0.5) and ctl.reference(90) == 0.25
+    longer = TargetDensity(0.25, ramp=0.5, total_steps=200)  # as rebuilt for more epochs
+    longer.load_state_dict(ctl.state_dict())
+    assert longer.total_steps == 100 and longer.reference(90) == 0.25
+
+
+def test_a_ramp_without_its_steps_warns_once() -> None:
+    net = _net()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3)
+    ctl = TargetDensity.for_optimizer("proxsgd", 0.2)  # ramp 0.8, no total_steps
+    with pytest.warns(UserWarning, match="total_steps is not set"):
+        ctl.update(net, opt, step=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ctl.update(net, opt, step=1)  # once
+        TargetDensity(0.2, ramp=0.5, total_steps=10).update(net, opt, step=0)  # all set
+
+
+def test_a_sticky_state_saved_before_the_anchor_resumes_holding() -> None:
+    net = _net()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3)
+    ctl = TargetDensity(0.2, gain=1.0, max_factor=2.0, sticky=True)
+    ctl.update(net, opt)  # too dense: λ rose
+    old = ctl.state_dict()
+    del old["rose_at"]
+    resumed = TargetDensity(0.2, gain=1.0, max_factor=2.0, sticky=True)
+    resumed.load_state_dict(old)
+    assert resumed.update(net, opt) == pytest.approx(ctl.history[-1][2])  # holds, as it would

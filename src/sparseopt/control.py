@@ -52,6 +52,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -168,16 +169,21 @@ class TargetDensity:
         start_step: no update before this many steps (a warm-up).
         ramp: approach the target along a reference instead of at once: over the first
             ``ramp`` fraction of ``total_steps`` the reference density moves
-            log-linearly from the density of the first update :math:`d_0` to :math:`D`,
-            :math:`r_t = d_0^{1-s} D^{s}` with :math:`s = \\min(1, t / (\\text{ramp}
-            \\cdot \\text{total\\_steps}))`, and the error is :math:`\\log(d_t / r_t)`.
+            log-linearly from the density of the first update :math:`d_0` (at step
+            :math:`t_0`) to :math:`D`, :math:`r_t = d_0^{1-s} D^{s}` with :math:`s =
+            \\min(1, (t - t_0) / (\\text{ramp} \\cdot \\text{total\\_steps}))`, and the
+            error is :math:`\\log(d_t / r_t)`.
             An inverse scale space method started sparse grows its support by itself;
             steered to the final :math:`D` at once, the controller lowers λ from the
             first step, the support floods in and cannot leave (2 × D on LeNet-5 for
             LinBreg, docs/recipes.md round 26). 0 (default): no ramp.
         total_steps: the steps the controller steers over (with ``ramp``); the engine's
             :meth:`on_train_begin` fills it with the sparse epochs' steps (a refit's
-            are not steered) when it is ``None``. Without it the ramp is off.
+            are not steered) when it is ``None``, and the Lightning and Hugging Face
+            callbacks with the run's steps. Without it (or without ``step`` in
+            :meth:`update`) the ramp is off, with a warning. It is kept in the state: a
+            run resumed with more epochs keeps the ramp it had (a finished ramp stays
+            finished).
         sticky: the plant only grows (LinBreg, AdaBreg: a larger λ stops the support's
             growth and removes nothing): while too dense, λ rises only when the density
             has grown by :data:`STILL_GROWING` or more since λ last rose, and holds
@@ -244,6 +250,8 @@ class TargetDensity:
         self._rose_at: float | None = None  # sticky: the density when λ last rose
         self._updates = 0
         self._start_density: float | None = None
+        self._start_step = 0
+        self._warned_ramp = False
 
     @classmethod
     def for_optimizer(
@@ -279,7 +287,7 @@ class TargetDensity:
         span = self.ramp * (self.total_steps or 0)
         if span <= 0 or step is None or self._start_density is None:
             return self.target
-        s = min(1.0, max(0.0, step / span))
+        s = min(1.0, max(0.0, (step - self._start_step) / span))
         if s >= 1.0:
             return self.target
         d0 = max(self._start_density, self.min_density)
@@ -303,7 +311,15 @@ class TargetDensity:
         nonzero, total, empty = _penalised_counts(optimizer)
         d = nonzero / max(total, 1)
         if self._start_density is None:
-            self._start_density = d
+            self._start_density, self._start_step = d, int(step or 0)
+        if self.ramp > 0 and (self.total_steps is None or step is None) and not self._warned_ramp:
+            self._warned_ramp = True
+            warnings.warn(
+                f"TargetDensity(ramp={self.ramp:g}) steers to D at once: "
+                + ("total_steps is not set" if self.total_steps is None else "no step given")
+                + " (pass total_steps=, and step= to update())",
+                stacklevel=2,
+            )
         e = self.error(d, step)
         if e > 0 and empty:
             # A layer with no weight left makes the network constant: never push λ up
@@ -367,6 +383,8 @@ class TargetDensity:
         if isinstance(metrics, dict) and self.history:
             metrics["target_density"] = self.target
             metrics["controlled_lam"] = self.history[-1][2]
+            if self.ramp > 0:  # the density steered to now (the target at the ramp's end)
+                metrics["reference_density"] = self.reference(step)
 
     def state_dict(self) -> dict[str, Any]:
         """Controller state (plain data; λ itself lives in the optimizer's state)."""
@@ -375,18 +393,26 @@ class TargetDensity:
             "rose_at": self._rose_at,
             "updates": self._updates,
             "start_density": self._start_density,
+            "start_step": self._start_step,
+            "total_steps": self.total_steps,
             "history": [list(h) for h in self.history],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self._prev_error = state.get("prev_error")
-        rose = state.get("rose_at")  # absent in a state saved before the growth anchor
-        self._rose_at = None if rose is None else float(rose)
         self._updates = int(state.get("updates", 0))
         start = state.get("start_density")  # absent in a state saved before the ramp
         self._start_density = None if start is None else float(start)
+        self._start_step = int(state.get("start_step") or 0)
+        if state.get("total_steps") is not None:  # the ramp the run had, even if extended
+            self.total_steps = int(state["total_steps"])
         self.history = [(int(s), float(d), float(lam)) for s, d, lam in state.get("history", [])]
+        if "rose_at" in state:
+            self._rose_at = None if state["rose_at"] is None else float(state["rose_at"])
+        else:  # saved before the growth anchor: holding if too dense, from the last density
+            too_dense = self._prev_error is not None and self._prev_error > 0
+            self._rose_at = self.history[-1][1] if too_dense and self.history else None
 
 
 class LamWarmup:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -181,3 +182,31 @@ def test_the_callback_refuses_a_dense_optimizer(tmp_path) -> None:
     )
     with pytest.raises(TypeError, match="needs a sparseopt optimizer"):
         trainer.train()
+
+
+def test_the_controller_state_is_saved_and_resumed(tmp_path) -> None:
+    """The controller's state travels in the checkpoint (``stateful_callbacks``): a run
+    resumed from step 3 steers λ as the uninterrupted run did (RVSM's preset ramp)."""
+    kw = {"sparse_optimizer": "rvsm", "sparse_kwargs": {"lam": 2e-3, "beta": 1.0}}
+
+    def run(out, resume=None):
+        cb = SparsityTrainerCallback(target_density=0.5, control_every_n_steps=1)
+        trainer = SparseTrainer(
+            model=_model(),
+            args=_args(out),
+            train_dataset=_Tokens(48, 0),
+            eval_dataset=_Tokens(16, 1),
+            sparsity_callback=cb,
+            **kw,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return cb, find_sparse_optimizer(trainer.optimizer)
+
+    full, opt = run(tmp_path / "a")
+    assert full.controller.total_steps == 6 and full.controller.ramp == 0.8  # the run's steps
+    saved = json.loads((tmp_path / "a" / "checkpoint-3" / "trainer_state.json").read_text())
+    kept = saved["stateful_callbacks"]["SparsityTrainerCallback"]["attributes"]
+    assert kept["_controller_state"]["updates"] == 3
+    resumed, opt2 = run(tmp_path / "a", resume=str(tmp_path / "a" / "checkpoint-3"))
+    assert resumed.controller.state_dict() == full.controller.state_dict()
+    assert opt2.param_groups[0]["lam"] == pytest.approx(opt.param_groups[0]["lam"], rel=1e-6)

@@ -607,6 +607,10 @@ class TrainConfig:
         for key, value in info.training.items():
             if getattr(self, key) is None:
                 changes[key] = 0.0 if key == "target_density" and fixed_lam else value
+        if changes.get("target_density", self.target_density) and self.target_density_ramp is None:
+            from sparseopt.control import PRESETS  # the controller's, written into the run
+
+            changes["target_density_ramp"] = float(PRESETS.get(info.name, {}).get("ramp", 0.0))
         if info.sparse:
             if self.penalty is None:
                 recipe = info.defaults.get("penalty", "l1")

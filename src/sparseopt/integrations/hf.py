@@ -32,10 +32,18 @@ from typing import Any
 
 try:
     from transformers import Trainer, TrainerCallback
+    from transformers.trainer_callback import ExportableState
 
     _MISSING: ImportError | None = None
 except ImportError as err:  # importable without the extra (docs, doctests); fails on use
-    Trainer = TrainerCallback = object  # type: ignore[assignment,misc]
+    Trainer = object  # type: ignore[assignment,misc]
+
+    class TrainerCallback:  # type: ignore[no-redef]
+        """Stand-in base (the extra is missing)."""
+
+    class ExportableState:  # type: ignore[no-redef]
+        """Stand-in base (the extra is missing)."""
+
     _MISSING = err
 
 from torch import nn
@@ -64,7 +72,7 @@ def _require() -> None:
         ) from _MISSING
 
 
-class SparsityTrainerCallback(TrainerCallback):
+class SparsityTrainerCallback(TrainerCallback, ExportableState):
     """Evaluate, log, record, control and finalize a sparseopt optimizer under ``Trainer``.
 
     Args:
@@ -83,6 +91,10 @@ class SparsityTrainerCallback(TrainerCallback):
         controller_kwargs: other :class:`~sparseopt.control.TargetDensity` settings.
         finalize: call ``optimizer.finalize()`` when training ends (default True), so
             the model's parameters are the deployable network (what ``save_model`` writes).
+
+    The controller's state (its integral, its ramp's start, the growth anchor) is saved in
+    every checkpoint's ``trainer_state.json`` (``stateful_callbacks``, through
+    :meth:`state`) and restored when training resumes from that checkpoint.
 
     Raises:
         TypeError: at ``on_train_begin``, when the Trainer's optimizer is not a
@@ -121,6 +133,36 @@ class SparsityTrainerCallback(TrainerCallback):
         self.optimizer: SparseOptimizer | None = None
         self.model: nn.Module | None = None
         self._deployed: contextlib.ExitStack | None = None
+        self._controller_state: dict[str, Any] | None = None  # restored by the Trainer
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps (``ExportableState``): the constructor's arguments and
+        the controller's state (JSON data)."""
+        ctl = self.controller.state_dict() if self.controller is not None else None
+        return {
+            "args": {
+                "evaluate_deployed": self.evaluate_deployed,
+                "log_per_layer": self.log_per_layer,
+                "record_path": self.record_path,
+                "path_dir": None if self.path_dir is None else str(self.path_dir),
+                "target_density": self.target_density,
+                "control_every_n_steps": self.control_every_n_steps,
+                "controller_kwargs": self.controller_kwargs,
+                "finalize": self.finalize,
+            },
+            "attributes": {"_controller_state": ctl or self._controller_state},
+        }
+
+    def _saved_controller(self, state: Any) -> dict[str, Any] | None:
+        """The controller state of the checkpoint a run resumes from, if any."""
+        if self._controller_state is not None:  # set by restore_callback_states_from_checkpoint
+            return self._controller_state
+        if not state.global_step:
+            return None
+        saved = (getattr(state, "stateful_callbacks", None) or {}).get(type(self).__name__)
+        if isinstance(saved, list):
+            saved = saved[0] if saved else None
+        return ((saved or {}).get("attributes") or {}).get("_controller_state")
 
     # ------------------------------------------------------------------ helpers
 
@@ -170,8 +212,15 @@ class SparsityTrainerCallback(TrainerCallback):
                 every_steps=self.control_every_n_steps,
                 **self.controller_kwargs,
             )
-            if self.controller.total_steps is None and (state.max_steps or 0) >= 1:
+            if (
+                self.controller.ramp > 0
+                and self.controller.total_steps is None
+                and (state.max_steps or 0) >= 1
+            ):
                 self.controller.total_steps = int(state.max_steps)  # a ramp steers over the run
+            saved = self._saved_controller(state)
+            if saved is not None:  # resumed: the controller goes on where it was
+                self.controller.load_state_dict(saved)
         if self.record_path:
             self.recorder = PathRecorder(self._dir(args))
             view = SimpleNamespace(

@@ -182,9 +182,10 @@ class SparsityCallback(Callback):
             )
             if self._controller_state is not None:
                 self.controller.load_state_dict(self._controller_state)
-            total = trainer.estimated_stepping_batches  # a ramp steers over the run
-            if self.controller.total_steps is None and math.isfinite(total) and total >= 1:
-                self.controller.total_steps = int(total)
+            if self.controller.ramp > 0 and self.controller.total_steps is None:
+                total = trainer.estimated_stepping_batches  # a ramp steers over the run
+                if math.isfinite(total) and total >= 1:
+                    self.controller.total_steps = int(total)
         self._last_step = trainer.global_step
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
