@@ -643,6 +643,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # gave −4.12 against the λ recipe's −3.99, which keeps 9.5 % of LeNet-5, where RDA
     # loses to pruning with every seed, and 30 % of the digits MLP)
     "round31": [{"optimizer": "rda", "target_density": d} for d in (0.12, 0.13)],
+    # round 32: the Bregman methods' lr under a target density (rounds 20 and 23 moved the
+    # lr at a fixed λ, which moved the density with it; a target holds the density)
+    "round32": [
+        *({"optimizer": "adabreg", "target_density": 0.13, "lr": lr} for lr in (0.005, 0.02)),
+        *({"optimizer": "linbreg", "target_density": 0.1, "lr": lr} for lr in (0.1, 0.25)),
+    ],
     # round 28: ProxSGD steered to a density (no ProxSGD candidate has been admissible:
     # one λ gives 17 % of the Fashion-MNIST MLP and 58-76 % of the words CNN and the
     # digits), with and without the refit of the last fifth (round 11: −1.95 against
