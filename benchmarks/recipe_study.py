@@ -649,6 +649,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         *({"optimizer": "adabreg", "target_density": 0.13, "lr": lr} for lr in (0.005, 0.02)),
         *({"optimizer": "linbreg", "target_density": 0.1, "lr": lr} for lr in (0.1, 0.25)),
     ],
+    # round 32b: LinBreg's neighbours of round 32's best (lr 0.25 at target 10 %)
+    "round32b": [{"optimizer": "linbreg", "target_density": 0.1, "lr": lr} for lr in (0.2, 0.3)],
+    # round 32w: its words-cnn check (round 23's lr 0.2-0.25 at a fixed λ failed it)
+    "round32w": [
+        {"optimizer": "linbreg", "target_density": 0.1, "lr": 0.25, "epochs": 15, "seed": s}
+        for s in (0, 1, 2)
+    ],
     # round 28: ProxSGD steered to a density (no ProxSGD candidate has been admissible:
     # one λ gives 17 % of the Fashion-MNIST MLP and 58-76 % of the words CNN and the
     # digits), with and without the refit of the last fifth (round 11: −1.95 against
@@ -808,6 +815,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round24w": ("words-cnn",),
     "round25w": ("words-cnn",),
     "round26w": ("words-cnn",),
+    "round32w": ("words-cnn",),
     "round30w": ("words-cnn",),
     "round21w": ("words-cnn",),
     "round27w": ("words-cnn",),
