@@ -636,8 +636,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for o, d in (("adabreg", 0.13), ("linbreg", 0.1), ("linbreg", 0.13))
     ],
     "round30w": [
-        {"optimizer": "adabreg", "target_density": 0.13, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
+        {"optimizer": "adabreg", "target_density": 0.13, "epochs": 15, "seed": s} for s in (0, 1, 2)
     ],
     # round 31: RDA steered to 12-13 % along its controller preset's ramp (round 29: 10 %
     # gave −4.12 against the λ recipe's −3.99, which keeps 9.5 % of LeNet-5, where RDA
