@@ -187,6 +187,7 @@ def test_target_density_steers_lam_before_the_refit_and_its_lam_stands_in_it(
         "refit": 0.4,
         "target_density": 0.3,
         "target_density_every": every,
+        "target_density_ramp": 0.0,  # at once (ProxSGD's preset ramp holds λ at the start)
     }
     watch, lams = Watch(), []
 
