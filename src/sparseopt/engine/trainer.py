@@ -329,7 +329,6 @@ class Trainer:
     def _target_miss(self) -> list[str]:
         """The end-of-run warning of a target density that was missed, from the penalised
         density the controller measured last (a refit warned already when it began)."""
-
         ctl = next((cb for cb in self.callbacks if isinstance(cb, TargetDensity)), None)
         if ctl is None or not ctl.history or self._refit.epochs:
             return []
