@@ -107,10 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sparseopt`` command; returns the exit status."""
     parser = build_parser()
@@ -144,16 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except (UsageError, ConfigError) as err:
-        _report(say, f"{prog}: error: {_one_line(str(err))}")
+        _report(say, f"{prog}: error: {one_line(str(err))}")
         return EXIT_USAGE
     except DatasetNotFoundError as err:  # one line: its directories joined by "; "
-        _report(say, f"{prog}: error: {one_line(str(err)).replace(':; ', ': ')}")
+        _report(say, f"{prog}: error: {one_line(str(err))}")
         return EXIT_USAGE
     except NonFiniteLossError as err:
-        _report(say, f"{prog}: error: {_one_line(str(err))}")
+        _report(say, f"{prog}: error: {one_line(str(err))}")
         return EXIT_DIVERGED
     except OutputWriteError as err:  # disk full...: the previous files are intact
-        _report(say, f"{prog}: error: {_one_line(str(err))}")
+        _report(say, f"{prog}: error: {one_line(str(err))}")
         return EXIT_ERROR
     except TrainingInterrupted as err:
         _report(say, f"{prog}: {err}")

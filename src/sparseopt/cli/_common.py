@@ -96,9 +96,17 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 
 def one_line(text: str, limit: int = 800) -> str:
-    """``text`` on one line (lines joined by "; "), at most ``limit`` characters."""
-    parts = [" ".join(line.split()) for line in str(text).splitlines()]
-    line = "; ".join(p for p in parts if p)
+    """``text`` on one line, at most ``limit`` characters: whitespace collapsed, its lines
+    joined by "; " (by a space after a line that ends in ":", which introduces the next).
+
+    Example:
+        >>> one_line("no dataset found:\\n  /a\\n  /b")
+        'no dataset found: /a; /b'
+    """
+    line = ""
+    for part in (" ".join(raw.split()) for raw in str(text).splitlines()):
+        if part:
+            line = part if not line else line + (" " if line.endswith(":") else "; ") + part
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
