@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sparseopt.cli._common import KeyValue, UsageError
@@ -44,6 +44,24 @@ class FlagSpec:
     shown: str
 
 
+class _PerOptimizer(dict):  # type: ignore[type-arg]
+    """``table[key]``: ``value for names; ...`` over the optimizers whose settings
+    (``settings()``: name → mapping, read when a key is asked for) set ``key``; ``empty``
+    when none does."""
+
+    def __init__(self, settings: Callable[[], Mapping[str, Mapping[str, Any]]], empty: str = ""):
+        super().__init__()
+        self._settings = settings
+        self._empty = empty
+
+    def __missing__(self, key: str) -> str:
+        by: dict[str, list[str]] = {}
+        for name, values in self._settings().items():
+            if key in values:
+                by.setdefault(f"{values[key]}", []).append(name)
+        return "; ".join(f"{v} for {'/'.join(n)}" for v, n in by.items()) or self._empty
+
+
 def _placeholders() -> dict[str, Any]:
     """Values of ``{datasets}``, ``{models}``, ``{optimizers}``, ``{recipe[KEY]}`` and
     ``{control[KEY]}``."""
@@ -64,36 +82,19 @@ def _placeholders() -> dict[str, Any]:
         except Exception:  # a half-installed package must not break --help
             return "see `sparseopt list`"
 
-    class Recipe(dict):  # type: ignore[type-arg]
-        """``recipe[key]``: ``value for names; ...`` across the registry's recipes (training
-        settings, else keyword defaults), over the optimizers whose recipe sets ``key``."""
+    def recipes() -> dict[str, dict[str, Any]]:  # training settings, else keyword defaults
+        from sparseopt.optim.registry import OPTIMIZERS
 
-        def __missing__(self, key: str) -> str:
-            from sparseopt.optim.registry import OPTIMIZERS
+        return {name: {**info.defaults, **info.training} for name, info in OPTIMIZERS.items()}
 
-            by: dict[str, list[str]] = {}
-            for name, info in OPTIMIZERS.items():
-                recipe = {**info.defaults, **info.training}
-                if key in recipe:  # e.g. refit: sparse methods only; penalty: rda's
-                    by.setdefault(f"{recipe[key]}", []).append(name)
-            return "; ".join(f"{v} for {'/'.join(n)}" for v, n in by.items())
+    def presets() -> dict[str, dict[str, Any]]:
+        from sparseopt.control import PRESETS
 
-    class Control(dict):  # type: ignore[type-arg]
-        """``control[key]``: ``value for names`` over the target-density controller's
-        per-optimizer presets (:data:`sparseopt.control.PRESETS`) that set ``key``."""
-
-        def __missing__(self, key: str) -> str:
-            from sparseopt.control import PRESETS
-
-            by: dict[str, list[str]] = {}
-            for name, preset in PRESETS.items():
-                if key in preset:
-                    by.setdefault(f"{preset[key]}", []).append(name)
-            return "; ".join(f"{v} for {'/'.join(n)}" for v, n in by.items()) or "none"
+        return PRESETS
 
     return {k: names(k) for k in ("datasets", "models", "optimizers")} | {
-        "recipe": Recipe(),
-        "control": Control(),
+        "recipe": _PerOptimizer(recipes),  # e.g. refit: sparse methods only; penalty: rda's
+        "control": _PerOptimizer(presets, empty="none"),
     }
 
 
