@@ -353,14 +353,24 @@ class TargetDensity:
 
     # ------------------------------------------------------------------ callback
 
+    @property
+    def needs_total_steps(self) -> bool:
+        """Whether a ``ramp`` waits for the steps it steers over (:meth:`steer_over`)."""
+        return self.ramp > 0 and self.total_steps is None
+
+    def steer_over(self, total: float) -> None:
+        """Set ``total_steps`` to a run's ``total`` steps, if :attr:`needs_total_steps` and
+        ``total`` is a finite count of at least 1 (an unsized loader gives ``inf``)."""
+        if self.needs_total_steps and math.isfinite(total) and total >= 1:
+            self.total_steps = int(total)
+
     def on_train_begin(self, trainer: Any) -> None:
         """With a ``ramp`` and no ``total_steps``: steer over the trainer's sparse epochs
         (``trainer.sparse_epochs`` × ``trainer.batches_per_epoch()``)."""
-        if self.ramp > 0 and self.total_steps is None:
-            epochs = getattr(trainer, "sparse_epochs", None)
-            per_epoch = getattr(trainer, "batches_per_epoch", None)
-            if epochs is not None and per_epoch is not None:
-                self.total_steps = max(1, int(epochs) * int(per_epoch()))
+        epochs = getattr(trainer, "sparse_epochs", None)
+        per_epoch = getattr(trainer, "batches_per_epoch", None)
+        if self.needs_total_steps and epochs is not None and per_epoch is not None:
+            self.steer_over(max(1, int(epochs) * int(per_epoch())))
 
     def on_step_end(self, trainer: Any, step: int | None = None, *_: Any) -> None:
         """Update every ``every_steps`` steps (when the training loop calls this hook).

@@ -212,12 +212,7 @@ class SparsityTrainerCallback(TrainerCallback, ExportableState):
                 every_steps=self.control_every_n_steps,
                 **self.controller_kwargs,
             )
-            if (
-                self.controller.ramp > 0
-                and self.controller.total_steps is None
-                and (state.max_steps or 0) >= 1
-            ):
-                self.controller.total_steps = int(state.max_steps)  # a ramp steers over the run
+            self.controller.steer_over(state.max_steps or 0)  # a ramp steers over the run
             saved = self._saved_controller(state)
             if saved is not None:  # resumed: the controller goes on where it was
                 self.controller.load_state_dict(saved)

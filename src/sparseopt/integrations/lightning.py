@@ -19,7 +19,6 @@ when fitting ends. Needs ``pip install "sparseopt[lightning]"``.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -182,10 +181,8 @@ class SparsityCallback(Callback):
             )
             if self._controller_state is not None:
                 self.controller.load_state_dict(self._controller_state)
-            if self.controller.ramp > 0 and self.controller.total_steps is None:
-                total = trainer.estimated_stepping_batches  # a ramp steers over the run
-                if math.isfinite(total) and total >= 1:
-                    self.controller.total_steps = int(total)
+            if self.controller.needs_total_steps:  # a ramp steers over the run
+                self.controller.steer_over(trainer.estimated_stepping_batches)
         self._last_step = trainer.global_step
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
