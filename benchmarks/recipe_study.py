@@ -89,6 +89,13 @@ PROX6B = _cands("proxsgd", {**COS, "momentum": 0.9, "init_density": 1.0, "lr": 0
 #: ``optimizer_options``), lr 1, dense start.
 RDA7 = {"init_density": 1.0, "lr": 1.0, "optimizer_options": {"adaptive": True}}
 
+
+def words_check(cand: dict[str, Any]) -> list[dict[str, Any]]:
+    """The words-cnn check of a candidate: the matrix's 15 epochs, seeds 0-2 (a stage of
+    these runs on ``words-cnn`` only, :data:`STAGE_TASKS`)."""
+    return [{**cand, "epochs": 15, "seed": s} for s in (0, 1, 2)]
+
+
 #: Candidates per stage. Stage ``l1``: every method with the ℓ1 penalty, cosine schedule.
 STAGES: dict[str, list[dict[str, Any]]] = {
     "dense": [
@@ -655,6 +662,22 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {"optimizer": "linbreg", "target_density": 0.1, "lr": 0.25, "epochs": 15, "seed": s}
         for s in (0, 1, 2)
     ],
+    # round 33: the Bregman recipes from the sparse start whose floor covers a flattened
+    # convolution map by channel (the per-feature floor put half of the curve CNN's
+    # two-class head on from the start, and LinBreg/AdaBreg kept 41-52 % of it); LinBreg's
+    # fixed λ keeps fewer weights then, so smaller λ too; results in round33.jsonl
+    "round33": [
+        {"optimizer": "adabreg"},
+        *({"optimizer": "linbreg", "lam": lam} for lam in (0.05, 0.04, 0.03)),
+    ],
+    "round33w": [
+        *words_check({"optimizer": "adabreg"}),
+        *(
+            c
+            for lam in (0.05, 0.04, 0.03)
+            for c in words_check({"optimizer": "linbreg", "lam": lam})
+        ),
+    ],
     # round 28: ProxSGD steered to a density (no ProxSGD candidate has been admissible:
     # one λ gives 17 % of the Fashion-MNIST MLP and 58-76 % of the words CNN and the
     # digits), with and without the refit of the last fifth (round 11: −1.95 against
@@ -820,6 +843,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round27w": ("words-cnn",),
     "round28w": ("words-cnn",),
     "round18w": ("words-cnn",),
+    "round33w": ("words-cnn",),
 }
 
 

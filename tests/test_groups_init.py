@@ -213,8 +213,27 @@ def test_sparse_init_floor_keeps_every_unit_and_channel_alive(
     )
     for module in (net[0], net[3]):
         w = module.weight.detach()
+        if module is net[3] and kernel:  # reads the conv's map flattened: its channels
+            w = w.view(3, out, -1)
         assert bool((w.flatten(1) != 0).any(1).all()), "an output unit has no weight"
         assert bool((w.transpose(0, 1).flatten(1) != 0).any(1).all()), "a dead input channel"
+
+
+def test_sparse_init_floor_covers_a_flattened_conv_map_by_channel() -> None:
+    """A two-class head on a flattened 64 × 4 × 4 map (the curve CNN's) starts near the
+    requested density, not at half its weights, and every channel still feeds it."""
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 64, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64 * 16, 2)
+    )
+    so.sparse_init_(net, 0.01, generator=torch.Generator().manual_seed(0))
+    head = net[3].weight.detach()
+    assert float((head != 0).float().mean()) < 0.05  # 1024 of 2048 with a per-feature floor
+    assert bool((head.view(2, 64, 16) != 0).flatten(2).any(2).any(0).all()), "a dead channel"
+    assert bool((head != 0).any(1).all())
+    # not a flattened map (the input features are units of their own): every one feeds
+    mlp = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.Linear(64, 2))
+    so.sparse_init_(mlp, 0.01, generator=torch.Generator().manual_seed(0))
+    assert bool((mlp[1].weight != 0).any(0).all())
 
 
 def test_sparse_init_floor_revives_lenet_conv1_and_erk_keeps_the_budget() -> None:

@@ -32,7 +32,17 @@ realised scaling at 3.5 and 3.5. Biases and every other parameter are left as th
 
 **Floor** (``floor=True``, the default): after the draw, every output unit (a row of
 a Linear weight, a filter of a convolution) with no nonzero weight gets one, and so
-does every input channel that feeds no output, at a uniformly chosen position. With
+does every input channel that feeds no output, at a uniformly chosen position. A Linear
+layer that reads a flattened convolution map — its ``in_features`` is :math:`C k`,
+:math:`k > 1`, for the :math:`C` output channels of the convolution before it in
+module order — has the convolution's :math:`C` channels as its input channels, each
+reaching it through :math:`k` positions (PyTorch flattens ``(C, H, W)`` channel-major),
+as a convolution's input channel reaches it through its kernel: every channel feeds
+at least one output through one of its positions. Covering every position instead would
+put :math:`\text{in}/\text{out}` of the layer's weights on from the start — half of a
+two-class head on 64 × 4 × 4 features (the curve CNN), which the Bregman methods then
+keep (41–52 % of that layer at the end against 8–12 % in magnitude pruning at the same
+density; docs/recipes.md, round 33). With
 a uniform 1 % draw, LeNet-5's first convolution (6 filters of 25 weights) would keep
 about 2 of its 6 filters, and a Bregman method never revives a filter whose dual
 variable starts at 0 far below the threshold; a network whose layer is empty passes
@@ -72,6 +82,15 @@ def _sparse_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str | 
         elif isinstance(module, torch.nn.Linear):
             out.append((module, "linear"))
     return out
+
+
+def _flattened_channels(prev: torch.nn.Module | None, linear: torch.nn.Module) -> int | None:
+    """The output channels ``C`` of convolution ``prev`` when Linear ``linear`` reads its map
+    flattened (``in_features`` a multiple ``C·k`` with ``k > 1``); ``None`` otherwise."""
+    if not isinstance(prev, torch.nn.modules.conv._ConvNd):
+        return None
+    c, fan = int(prev.weight.shape[0]), int(linear.weight.shape[1])
+    return c if fan > c and fan % c == 0 else None
 
 
 def erk_densities(shapes: list[tuple[int, ...]], density: float) -> list[float]:
@@ -156,7 +175,9 @@ def sparse_init_(
             (``kernel`` applies to convs only).
         distribution: layer densities, ``uniform`` or ``erk`` (see the module docstring).
         floor: give every output unit and input channel at least one nonzero weight
-            (elementwise and ``kernel`` masks; see the module docstring).
+            (elementwise and ``kernel`` masks; a Linear layer reading a flattened
+            convolution map has that convolution's channels as input channels; see the
+            module docstring).
         scale: ``"fan_in"``: each unit's nonzero weights have variance 2 / (its number of
             nonzero weights); ``"density"``: 2 / (fan_in · r), the paper's rule.
         generator: random generator, for reproducible masks and values.
@@ -180,11 +201,16 @@ def sparse_init_(
     if scale not in SCALES:
         raise ValueError(f"Invalid scale value: {scale!r}; expected one of {list(SCALES)}")
     layers = _sparse_layers(model)
+    # the channels a Linear layer reads through a flattened convolution map (see Floor)
+    channels = [
+        _flattened_channels(prev, module) if kind == "linear" else None
+        for (prev, _), (module, kind) in zip([(None, None), *layers[:-1]], layers, strict=True)
+    ]
     if distribution == "erk":
         rates = erk_densities([tuple(m.weight.shape) for m, _ in layers], r)
     else:
         rates = [r] * len(layers)
-    for (module, kind), rate in zip(layers, rates, strict=True):
+    for (module, kind), rate, chans in zip(layers, rates, channels, strict=True):
         if kind == "conv":
             grp = conv_groups or groups
         else:
@@ -197,7 +223,9 @@ def sparse_init_(
         mask_shape = tuple(1 if d in dims else s for d, s in enumerate(w.shape))
         mask = torch.rand(mask_shape, generator=generator, device="cpu") < rate
         if floor and 0 not in dims and 1 not in dims:  # elementwise or kernel groups
-            layer_floor_(mask, generator)
+            out_units, fan = mask.shape[0], mask.shape[1]
+            view = mask if chans is None else mask.view(out_units, chans, fan // chans)
+            layer_floor_(view, generator)
         elif not bool(mask.any()):  # keep every layer connected: one group on
             pick = torch.randint(mask.numel(), (1,), generator=generator, device="cpu")
             mask.view(-1)[pick] = True
