@@ -204,7 +204,7 @@ class TrainConfig:
         True,
         "model",
         "every output unit and input channel of every layer keeps a nonzero weight at the "
-        "sparse start",
+        "sparse start (a Linear layer on a flattened convolution map: every channel of it)",
     )
     # -- optimizer
     optimizer: str = _opt(
