@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--models", nargs="+", default=["convnet", "lenet5", "mlp"])
     p.add_argument("--densities", nargs="+", type=float, default=[0.01, 0.05, 0.2])
+    p.add_argument(
+        "--seeds", type=int, default=1, help="mean over the draws of seeds 0..N-1 (default 1)"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     opts = {"limit_train": 2000, "limit_test": 100} if args.dataset != "digits" else {}
@@ -36,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     n = min(1000, len(data.train))
     x = torch.stack([data.train[i][0] for i in range(n)])
     y = torch.tensor([int(data.train[i][1]) for i in range(n)])
-    print(f"initial cross-entropy on {n} {args.dataset} training images (seed 0)")
+    seeds = range(max(1, args.seeds))
+    which = "seed 0" if len(seeds) == 1 else f"mean over seeds 0-{len(seeds) - 1}"
+    print(f"initial cross-entropy on {n} {args.dataset} training images ({which})")
     print("| model | density | dense | " + " | ".join(f"scale={s}" for s in SCALES) + " |")
     print("|---|---:|---:|" + "---:|" * len(SCALES))
     for name in args.models:
@@ -45,12 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         for r in args.densities:
             losses = []
             for scale in (None, *SCALES):
-                torch.manual_seed(0)
-                model = build_model(name, data.input_shape, data.num_classes)
-                if scale is not None:
-                    sparse_init_(model, r, scale=scale, generator=torch.Generator().manual_seed(0))
-                with torch.no_grad():
-                    losses.append(torch.nn.functional.cross_entropy(model(x), y).item())
+                total = 0.0
+                for seed in seeds:
+                    torch.manual_seed(seed)
+                    model = build_model(name, data.input_shape, data.num_classes)
+                    if scale is not None:
+                        gen = torch.Generator().manual_seed(seed)
+                        sparse_init_(model, r, scale=scale, generator=gen)
+                    with torch.no_grad():
+                        total += torch.nn.functional.cross_entropy(model(x), y).item()
+                losses.append(total / len(seeds))
             print(f"| {name} | {r:g} | " + " | ".join(f"{v:.2f}" for v in losses) + " |")
     return 0
 

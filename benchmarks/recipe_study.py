@@ -486,9 +486,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         ),
     ],
     "round16w": [
-        {**c, "epochs": 15, "seed": seed}
-        for seed in (0, 1, 2)
+        w
         for c in _cands("splitlbi", {**SLBI, **R16}, lr=[0.02], lam=[0.02, 0.03, 0.05], refit=[0.2])
+        for w in words_check(c)
     ],
     # round 17: no round has found an admissible SplitLBI candidate (each that learns the
     # words CNN is over the density cap elsewhere, the support growing with the number of
@@ -500,22 +500,19 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.04},
     ],
     "round17w": [
-        {**c, "epochs": 15, "seed": seed}
-        for seed in (0, 1, 2)
+        w
         for c in [
             {**SLBI, "optimizer": "splitlbi", "lr": 0.05, "lam": 0.05, "nu": 20.0},
             {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.05, "lam": 0.05, "nu": 20.0},
             {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.03},
             {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.04},
         ]
+        for w in words_check(c)
     ],
     # round 17b: between λ 0.03 (fails nowhere, 26 % mean density) and 0.04 (collapses
     # words-cnn at the study budget)
     "round17b": [{**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.035}],
-    "round17bw": [
-        {**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.035, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
-    ],
+    "round17bw": [*words_check({**SLBI, **R17, "optimizer": "splitlbi", "lr": 0.02, "lam": 0.035})],
     # round 20: the Bregman methods' lr against the curve CNN's stability edge (round 6
     # found SGD-momentum's at lr 0.05; LinBreg runs lr 0.15 with momentum 0.9, AdaBreg 0.01),
     # at the recipe's λ and at the recipe's λ/lr (an entry needs about λ/(lr·|g|) steps)
@@ -560,14 +557,14 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 23w: the recipes and round 23's best candidates on words-cnn at the matrix's
     # 15 epochs, seeds 0-2 (AdaBreg's words-cnn cell moved 70-89 % between neighbours)
     "round23w": [
-        {"optimizer": o, **kw, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
+        c
         for o, kw in (
             ("linbreg", {}),
             ("linbreg", {"lr": 0.2, "lam": 0.0667}),
             ("adabreg", {}),
             ("adabreg", {"lr": 0.02, "lam": 0.6}),
         )
+        for c in words_check({"optimizer": o, **kw})
     ],
     # round 24: RDA's schedule with its ℓ0 + refit recipe (round 11 chose it at a constant
     # lr; round 7 found cosine better for ℓ1 on words-cnn, 75.0 -> 80.25 %), at λ around
@@ -577,9 +574,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     ],
     # round 24w: the words-cnn check (15 epochs, seeds 0-2) for the recipe and these
     "round24w": [
-        {"optimizer": "rda", **kw, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
+        c
         for kw in ({}, *({"schedule": "cosine", "lam": lam} for lam in (3e-5, 4e-5, 5e-5)))
+        for c in words_check({"optimizer": "rda", **kw})
     ],
     # round 25: SplitLBI steered to a density (the controller, with the recipe's refit since
     # the two mix): its support grows with the steps taken, so one λ gives 3 % of the
@@ -587,9 +584,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # task, and the controller lowers λ while a layer is empty
     "round25": [{"optimizer": "splitlbi", "target_density": d} for d in (0.05, 0.1, 0.15)],
     "round25w": [
-        {"optimizer": "splitlbi", **kw, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
+        c
         for kw in ({}, *({"target_density": d} for d in (0.05, 0.1, 0.15)))
+        for c in words_check({"optimizer": "splitlbi", **kw})
     ],
     # round 26: LinBreg and AdaBreg steered to a density (round 25's controller, which
     # holds λ once their support stops shrinking): one λ gives AdaBreg 8 % of the words
@@ -618,23 +615,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     ],
     # round 27w: the words-cnn check of LinBreg's best ramped candidate (a tie with the
     # recipe on the study, −2.81 against −2.83, which the check's three seeds may break)
-    "round27w": [
-        {
-            "optimizer": "linbreg",
-            "target_density": 0.1,
-            "target_density_ramp": 0.5,
-            "epochs": 15,
-            "seed": s,
-        }
-        for s in (0, 1, 2)
-    ],
+    "round27w": words_check(
+        {"optimizer": "linbreg", "target_density": 0.1, "target_density_ramp": 0.5}
+    ),
     # round 21w: round 21's LinBreg refit at lr 0.01 tied the recipe on the study (−2.85
     # against −2.83) at a lower mean density (12.1 % against 12.8 %), which the rule's
     # tie-break prefers; the words-cnn check it never had
-    "round21w": [
-        {"optimizer": "linbreg", "refit": 0.2, "refit_lr": 0.01, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
-    ],
+    "round21w": [*words_check({"optimizer": "linbreg", "refit": 0.2, "refit_lr": 0.01})],
     # round 30: the Bregman methods steered to a density again after the sticky hold
     # measures the growth since λ last rose (round 26's AdaBreg crept to 17-23 % of
     # LeNet-5 under a held λ); results in round30.jsonl (the keys equal round 26's)
@@ -642,9 +629,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {"optimizer": o, "target_density": d}
         for o, d in (("adabreg", 0.13), ("linbreg", 0.1), ("linbreg", 0.13))
     ],
-    "round30w": [
-        {"optimizer": "adabreg", "target_density": 0.13, "epochs": 15, "seed": s} for s in (0, 1, 2)
-    ],
+    "round30w": [*words_check({"optimizer": "adabreg", "target_density": 0.13})],
     # round 31: RDA steered to 12-13 % along its controller preset's ramp (round 29: 10 %
     # gave −4.12 against the λ recipe's −3.99, which keeps 9.5 % of LeNet-5, where RDA
     # loses to pruning with every seed, and 30 % of the digits MLP)
@@ -658,10 +643,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 32b: LinBreg's neighbours of round 32's best (lr 0.25 at target 10 %)
     "round32b": [{"optimizer": "linbreg", "target_density": 0.1, "lr": lr} for lr in (0.2, 0.3)],
     # round 32w: its words-cnn check (round 23's lr 0.2-0.25 at a fixed λ failed it)
-    "round32w": [
-        {"optimizer": "linbreg", "target_density": 0.1, "lr": 0.25, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
-    ],
+    "round32w": [*words_check({"optimizer": "linbreg", "target_density": 0.1, "lr": 0.25})],
     # round 33: the Bregman recipes from the sparse start whose floor covers a flattened
     # convolution map by channel (the per-feature floor put half of the curve CNN's
     # two-class head on from the start, and LinBreg/AdaBreg kept 41-52 % of it); LinBreg's
@@ -699,9 +681,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 28w: the words-cnn check (15 epochs, seeds 0-2) of ProxSGD's one admissible
     # candidate (its neighbours collapse words-cnn at the study budget) beside the recipe
     "round28w": [
-        {"optimizer": "proxsgd", **kw, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
+        c
         for kw in ({}, {"target_density": 0.13, "target_density_ramp": 0.8})
+        for c in words_check({"optimizer": "proxsgd", **kw})
     ],
     # round 29: the other dense-start methods steered to a density, at once and along the
     # ramp (round 28: ProxSGD steered at once ended at chance on three of four tasks; a
@@ -714,9 +696,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 26w: the words-cnn check (15 epochs, seeds 0-2) for AdaBreg's admissible
     # candidates (the recipe's rows are round 23w's)
     "round26w": [
-        {"optimizer": "adabreg", "target_density": d, **r, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
+        c
         for d, r in ((0.13, {}), (0.13, {"refit": 0.2, "refit_lr": 0.01}), (0.1, {}))
+        for c in words_check({"optimizer": "adabreg", "target_density": d, **r})
     ],
     # round 21: the Bregman methods' refit at RDA's and SplitLBI's refit lr (round 11 ran
     # it at the pruning baseline's 0.002 only, where it cost 0.5–1 point)
@@ -731,15 +713,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for r, lr in ((0.2, 0.02), (0.3, 0.01), (0.3, 0.02))
     ],
     "round22w": [
-        {"optimizer": "splitlbi", "refit": r, "refit_lr": lr, "epochs": 15, "seed": s}
-        for s in (0, 1, 2)
+        c
         for r, lr in ((0.2, 0.02), (0.3, 0.01), (0.3, 0.02))
+        for c in words_check({"optimizer": "splitlbi", "refit": r, "refit_lr": lr})
     ],
     # round 18w: ProxSGD with λ per layer by fan-in (round 18: sparser and better than its
     # recipe, neither admissible) at the matrix's budget, three seeds
-    "round18w": [
-        {"optimizer": "proxsgd", "lam_scale": "fan_in", "epochs": 15, "seed": s} for s in (0, 1, 2)
-    ],
+    "round18w": [*words_check({"optimizer": "proxsgd", "lam_scale": "fan_in"})],
     # round 18: λ per layer by fan-in for the other methods at their recipes: in the matrix
     # every method keeps 30–100 % of the curve CNN's conv1 (fan-in 9) and 1–9 % of its
     # conv3 (fan-in 288, two thirds of the weights)

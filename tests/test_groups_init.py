@@ -203,13 +203,15 @@ def test_sparse_init_floor_keeps_every_unit_and_channel_alive(
     else:
         layer = torch.nn.Linear(cin, out)
     net = torch.nn.Sequential(layer, torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
-    net(torch.zeros(1, cin, *(k + 2 for k in kernel)))  # materialise the lazy layer
+    shape = (cin, *(k + 2 for k in kernel))
+    net(torch.zeros(1, *shape))  # materialise the lazy layer
     so.sparse_init_(
         net,
         density,
         groups="kernel" if kernel_groups and kernel else None,
         distribution=distribution,
         generator=torch.Generator().manual_seed(seed),
+        input_shape=shape,
     )
     for module in (net[0], net[3]):
         w = module.weight.detach()
@@ -220,20 +222,72 @@ def test_sparse_init_floor_keeps_every_unit_and_channel_alive(
 
 
 def test_sparse_init_floor_covers_a_flattened_conv_map_by_channel() -> None:
-    """A two-class head on a flattened 64 × 4 × 4 map (the curve CNN's) starts near the
-    requested density, not at half its weights, and every channel still feeds it."""
+    """A two-class head on a flattened 64 × 4 × 4 map starts near the requested density,
+    not at half its weights, and every channel of the map still feeds it."""
     net = torch.nn.Sequential(
         torch.nn.Conv2d(1, 64, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64 * 16, 2)
     )
-    so.sparse_init_(net, 0.01, generator=torch.Generator().manual_seed(0))
+    net.train()
+    so.sparse_init_(net, 0.01, generator=torch.Generator().manual_seed(0), input_shape=(1, 6, 6))
     head = net[3].weight.detach()
     assert float((head != 0).float().mean()) < 0.05  # 1024 of 2048 with a per-feature floor
     assert bool((head.view(2, 64, 16) != 0).flatten(2).any(2).any(0).all()), "a dead channel"
     assert bool((head != 0).any(1).all())
+    assert net.training and net[0].training  # the detection's eval mode is undone
+    # without an input shape nothing is assumed: every input feature feeds an output
+    so.sparse_init_(net, 0.01, generator=torch.Generator().manual_seed(0))
+    assert bool((net[3].weight != 0).any(0).all())
     # not a flattened map (the input features are units of their own): every one feeds
     mlp = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.Linear(64, 2))
-    so.sparse_init_(mlp, 0.01, generator=torch.Generator().manual_seed(0))
+    so.sparse_init_(mlp, 0.01, generator=torch.Generator().manual_seed(0), input_shape=(20,))
     assert bool((mlp[1].weight != 0).any(0).all())
+
+
+class _ChannelsLast(torch.nn.Module):
+    """A conv map flattened channels-last: its features are not grouped by channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.head = torch.nn.Linear(8 * 16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bn(self.conv(x)).permute(0, 2, 3, 1).flatten(1))
+
+
+class _TwoInputs(torch.nn.Module):
+    """An image branch and a tabular Linear registered right after the convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 16, 3)
+        self.tab = torch.nn.Linear(32, 64)
+        self.out = torch.nn.Linear(16 * 16 + 64, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        img, tab = x[:, :36].view(-1, 1, 6, 6), x[:, 36:]
+        return self.out(torch.cat([self.conv(img).flatten(1), self.tab(tab)], 1))
+
+
+def test_flattened_channels_assumes_nothing_it_cannot_confirm() -> None:
+    """A channels-last flatten, a tabular Linear after a convolution in module order, a
+    model that cannot run, no Conv/Linear at all: the per-feature floor, no error."""
+    cl = _ChannelsLast()
+    running = cl.bn.running_mean.clone()
+    assert so.init.flattened_channels(cl, (1, 6, 6)) == {}
+    assert torch.equal(cl.bn.running_mean, running)  # eval mode: statistics untouched
+    two = _TwoInputs()
+    assert so.init.flattened_channels(two, (68,)) == {}
+    so.sparse_init_(two, 0.01, generator=torch.Generator().manual_seed(0), input_shape=(68,))
+    assert bool((two.tab.weight != 0).any(0).all())  # every tabular feature feeds
+    assert so.init.flattened_channels(cl, (3, 6, 6)) == {}  # the forward fails: nothing
+    so.sparse_init_(torch.nn.Sequential(torch.nn.ReLU()), 0.1)  # no layer to draw
+    from sparseopt.models import build_model
+
+    lenet = build_model("lenet5", (1, 28, 28), 10)
+    found = so.init.flattened_channels(lenet)
+    assert [(tuple(m.weight.shape), c) for m, c in found.items()] == [((120, 400), 16)]
 
 
 def test_sparse_init_floor_revives_lenet_conv1_and_erk_keeps_the_budget() -> None:
