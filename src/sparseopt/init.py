@@ -143,7 +143,7 @@ def flattened_channels(
     x = torch.randn(
         (2, *tuple(shape)), generator=torch.Generator().manual_seed(0), dtype=torch.float32
     ).to(device=first.device, dtype=first.dtype if first.is_floating_point() else None)
-    seen: dict[torch.nn.Module, torch.Tensor] = {}
+    seen: dict[torch.nn.Module, torch.Tensor | None] = {}
     shift: dict[str, Any] = {}
 
     def record(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
