@@ -211,7 +211,6 @@ def test_sparse_init_floor_keeps_every_unit_and_channel_alive(
         groups="kernel" if kernel_groups and kernel else None,
         distribution=distribution,
         generator=torch.Generator().manual_seed(seed),
-        input_shape=shape,
     )
     for module in (net[0], net[3]):
         w = module.weight.detach()
@@ -228,18 +227,24 @@ def test_sparse_init_floor_covers_a_flattened_conv_map_by_channel() -> None:
         torch.nn.Conv2d(1, 64, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64 * 16, 2)
     )
     net.train()
-    so.sparse_init_(net, 0.01, generator=torch.Generator().manual_seed(0), input_shape=(1, 6, 6))
+    so.sparse_init_(net, 0.01, generator=torch.Generator().manual_seed(0))
     head = net[3].weight.detach()
     assert float((head != 0).float().mean()) < 0.05  # 1024 of 2048 with a per-feature floor
     assert bool((head.view(2, 64, 16) != 0).flatten(2).any(2).any(0).all()), "a dead channel"
     assert bool((head != 0).any(1).all())
-    assert net.training and net[0].training  # the detection's eval mode is undone
-    # without an input shape nothing is assumed: every input feature feeds an output
-    so.sparse_init_(net, 0.01, generator=torch.Generator().manual_seed(0))
-    assert bool((net[3].weight != 0).any(0).all())
+    assert net.training and net[0].training  # the detection leaves the modes alone
+    # a module that mixes channels lies between: nothing is assumed, every feature feeds
+    mixed = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 64, 3),
+        torch.nn.Flatten(),
+        torch.nn.LayerNorm(64 * 16),
+        torch.nn.Linear(64 * 16, 2),
+    )
+    so.sparse_init_(mixed, 0.01, generator=torch.Generator().manual_seed(0))
+    assert bool((mixed[3].weight != 0).any(0).all())
     # not a flattened map (the input features are units of their own): every one feeds
     mlp = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.Linear(64, 2))
-    so.sparse_init_(mlp, 0.01, generator=torch.Generator().manual_seed(0), input_shape=(20,))
+    so.sparse_init_(mlp, 0.01, generator=torch.Generator().manual_seed(0))
     assert bool((mlp[1].weight != 0).any(0).all())
 
 
@@ -270,18 +275,20 @@ class _TwoInputs(torch.nn.Module):
         return self.out(torch.cat([self.conv(img).flatten(1), self.tab(tab)], 1))
 
 
-def test_flattened_channels_assumes_nothing_it_cannot_confirm() -> None:
-    """A channels-last flatten, a tabular Linear after a convolution in module order, a
-    model that cannot run, no Conv/Linear at all: the per-feature floor, no error."""
+def test_flattened_channels_assumes_nothing_outside_a_sequential_tree() -> None:
+    """A channels-last flatten, a tabular Linear after a convolution in module order (a
+    custom forward, not a tree of Sequentials), no Conv/Linear at all: the per-feature
+    floor, no error."""
     cl = _ChannelsLast()
     running = cl.bn.running_mean.clone()
-    assert so.init.flattened_channels(cl, (1, 6, 6)) == {}
-    assert torch.equal(cl.bn.running_mean, running)  # eval mode: statistics untouched
+    assert so.init.flattened_channels(cl) == {}
+    assert torch.equal(cl.bn.running_mean, running)  # statistics untouched
     two = _TwoInputs()
-    assert so.init.flattened_channels(two, (68,)) == {}
-    so.sparse_init_(two, 0.01, generator=torch.Generator().manual_seed(0), input_shape=(68,))
+    assert so.init.flattened_channels(two) == {}
+    so.sparse_init_(two, 0.01, generator=torch.Generator().manual_seed(0))
     assert bool((two.tab.weight != 0).any(0).all())  # every tabular feature feeds
-    assert so.init.flattened_channels(cl, (3, 6, 6)) == {}  # the forward fails: nothing
+    so.sparse_init_(cl, 0.01, generator=torch.Generator().manual_seed(0))
+    assert bool((cl.head.weight != 0).any(0).all())  # every channels-last feature feeds
     so.sparse_init_(torch.nn.Sequential(torch.nn.ReLU()), 0.1)  # no layer to draw
     from sparseopt.models import build_model
 

@@ -35,8 +35,9 @@ over seeds 0–7, ``benchmarks/init_scale.py --seeds 8``), the realised scaling 
 a Linear weight, a filter of a convolution) with no nonzero weight gets one, and so
 does every input channel that feeds no output, at a uniformly chosen position. A Linear
 layer that reads a flattened convolution map (its ``in_features`` is :math:`C k`,
-:math:`k > 1`, for the :math:`C` output channels of the convolution right before it,
-confirmed on a forward pass: :func:`flattened_channels`) has the convolution's :math:`C`
+:math:`k > 1`, for the :math:`C` output channels of the convolution before it, with only
+per-channel modules and a ``Flatten`` between them in a tree of ``nn.Sequential``:
+:func:`flattened_channels`) has the convolution's :math:`C`
 channels as its input channels, each reaching it through :math:`k` positions (PyTorch
 flattens ``(C, H, W)`` channel-major), as a convolution's input channel reaches it
 through its kernel: every channel feeds at least one output through one of its
@@ -59,12 +60,11 @@ Reference: original code at github.com/TimRoith/BregmanLearning.
 
 from __future__ import annotations
 
-import itertools
 import math
-from typing import Any
 
 import torch
 
+from sparseopt._sequential import leaves, next_layer
 from sparseopt._validation import check_unit_interval
 from sparseopt.groups import group_dims
 
@@ -95,104 +95,38 @@ def _sparse_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str | 
     return out
 
 
-def _is_sharded(p: torch.Tensor) -> bool:
-    return p.device.type == "meta" or type(p.data).__name__ == "DTensor"
-
-
-@torch.no_grad()
-def flattened_channels(
-    model: torch.nn.Module, input_shape: tuple[int, ...] | None = None
-) -> dict[torch.nn.Module, int]:
+def flattened_channels(model: torch.nn.Module) -> dict[torch.nn.Module, int]:
     """The Linear layers of ``model`` that read a convolution's map flattened, with the
     convolution's number of channels ``C`` (the input channels of their floor).
 
-    A candidate is a Linear layer right after a convolution among the Conv/Linear layers
-    in module order, with ``in_features`` = ``C·k``, ``k > 1``. It is confirmed by
-    forward passes on a random batch of ``input_shape`` (default ``model.input_shape``,
-    which the reference architectures carry): a shift added to one channel of the
-    convolution's output (the first, the middle and the last) must reach the Linear
-    layer's input, and only in that channel's block of ``k`` features, as a channel-major
-    flatten after per-channel operations (activation, pooling, normalisation) does.
-    Anything else — no input shape, a forward that fails, sharded or meta parameters, a
-    concatenation, a channels-last flatten, a layer the map does not feed — leaves the
-    layer out (each of its input features is then a channel of its own). The modules'
-    training flags are restored; batch-norm statistics are not touched (eval mode).
+    In a tree of :class:`torch.nn.Sequential` (every reference architecture but ResNet),
+    a Linear layer that follows a convolution with only per-channel modules and a
+    ``Flatten`` between them reads each channel's ``k`` positions as one block of its
+    ``in_features = C·k`` inputs (the rule :func:`sparseopt.prune.widen` uses,
+    ``sparseopt._sequential``). Any other model, or a layer between which something else
+    lies, is left out: each of its input features is then a channel of its own.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(),
         ...                           torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 2))
-        >>> list(flattened_channels(net, (1, 6, 6)).values())
+        >>> list(flattened_channels(net).values())
         [4]
-        >>> flattened_channels(net)  # no input shape: nothing is assumed
-        {}
     """
-    shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
-    layers = [m for m, _ in _sparse_layers(model)]
-    pairs = [
-        (conv, lin)
-        for conv, lin in itertools.pairwise(layers)
-        if isinstance(conv, torch.nn.modules.conv._ConvNd)
-        and isinstance(lin, torch.nn.Linear)
-        and lin.in_features > conv.out_channels
-        and lin.in_features % conv.out_channels == 0
-    ]
-    params = list(model.parameters())
-    if shape is None or not pairs or not params or any(_is_sharded(p) for p in params):
-        return {}
-    first = next((p for p in params if p.is_floating_point()), params[0])
-    x = torch.randn(
-        (2, *tuple(shape)), generator=torch.Generator().manual_seed(0), dtype=torch.float32
-    ).to(device=first.device, dtype=first.dtype if first.is_floating_point() else None)
-    seen: dict[torch.nn.Module, torch.Tensor | None] = {}
-    shift: dict[str, Any] = {}
-
-    def record(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        seen[module] = args[0].detach().clone() if args and torch.is_tensor(args[0]) else None
-
-    def perturb(module: torch.nn.Module, _: Any, out: torch.Tensor) -> torch.Tensor | None:
-        if shift.get("conv") is not module:
-            return None
-        out = out.clone()
-        out[:, shift["channel"]] += 1.0 + 10.0 * float(out.abs().max())
-        return out
-
-    modes = [(m, m.training) for m in model.modules()]
-    handles = [lin.register_forward_pre_hook(record) for _, lin in pairs]
-    handles += [conv.register_forward_hook(perturb) for conv, _ in pairs]
-    found: dict[torch.nn.Module, int] = {}
     try:
-        model.eval()
-        model(x)
-        base = dict(seen)
-        for conv, lin in pairs:
-            c, ref = conv.out_channels, base.get(lin)
-            if ref is None or ref.shape != (2, lin.in_features):
-                continue
-            k = lin.in_features // c
-            ok = True
-            for channel in sorted({0, c // 2, c - 1}):
-                shift.update(conv=conv, channel=channel)
-                seen.clear()
-                model(x)
-                got = seen.get(lin)
-                if got is None or got.shape != ref.shape:
-                    ok = False
-                    break
-                tol = 1e-6 * (1.0 + float(ref.abs().max()))
-                moved = ((got - ref).abs() > tol).any(0).nonzero().flatten()
-                if len(moved) == 0 or not bool(((moved // k) == channel).all()):
-                    ok = False
-                    break
-            shift.clear()
-            if ok:
-                found[lin] = c
-    except Exception:  # a model that cannot run on a random batch: assume nothing
+        named = leaves(model, "flattened_channels")
+    except ValueError:  # not a tree of Sequentials: nothing is assumed
         return {}
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes:
-            m.training = mode
+    found: dict[torch.nn.Module, int] = {}
+    for name, conv in named:
+        if not isinstance(conv, torch.nn.modules.conv._ConvNd):
+            continue
+        try:
+            chain = next_layer(named, name)
+        except ValueError:
+            continue
+        fan, c = getattr(chain.nxt, "in_features", 0), conv.out_channels
+        if chain.flatten and isinstance(chain.nxt, torch.nn.Linear) and fan > c and fan % c == 0:
+            found[chain.nxt] = c
     return found
 
 
@@ -266,7 +200,6 @@ def sparse_init_(
     floor: bool = True,
     scale: str = "fan_in",
     generator: torch.Generator | None = None,
-    input_shape: tuple[int, ...] | None = None,
 ) -> torch.nn.Module:
     r"""Sparsely initialise every Conv/Linear weight of ``model`` in place.
 
@@ -285,10 +218,6 @@ def sparse_init_(
         scale: ``"fan_in"``: each unit's nonzero weights have variance 2 / (its number of
             nonzero weights); ``"density"``: 2 / (fan_in · r), the paper's rule.
         generator: random generator, for reproducible masks and values.
-        input_shape: per-sample input shape for finding the Linear layers that read a
-            flattened convolution map (:func:`flattened_channels`; default the model's
-            ``input_shape`` attribute, which the reference architectures carry). Without
-            one, every input feature of a Linear layer is a channel of the floor.
 
     Returns:
         ``model``, for chaining.
@@ -310,7 +239,7 @@ def sparse_init_(
         raise ValueError(f"Invalid scale value: {scale!r}; expected one of {list(SCALES)}")
     layers = _sparse_layers(model)
     # the channels a Linear layer reads through a flattened convolution map (see Floor)
-    channels = flattened_channels(model, input_shape) if floor else {}
+    channels = flattened_channels(model) if floor else {}
     if distribution == "erk":
         rates = erk_densities([tuple(m.weight.shape) for m, _ in layers], r)
     else:

@@ -58,77 +58,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sparseopt._sequential import is_layer, leaves, next_layer
 from sparseopt.optim import resize_parameter_
 
 __all__ = ["GrowCallback", "grow_saturated", "layer_saturation", "match_widths", "widen"]
-
-_PASS_THROUGH = (
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Softplus,
-    nn.Hardtanh,
-    nn.ReLU6,
-    nn.modules.pooling._MaxPoolNd,
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.dropout._DropoutNd,
-    nn.Identity,
-)
-
-
-def _is_layer(m: nn.Module) -> bool:
-    return isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
-
-
-def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Leaf modules in forward order; raises unless the model is a tree of Sequentials."""
-    for name, m in model.named_modules():
-        if len(list(m.children())) > 0 and not isinstance(m, nn.Sequential):
-            raise ValueError(
-                f"grow supports sequential networks only (nn.Sequential trees); module "
-                f"{name or '<root>'!r} is a {type(m).__name__}"
-            )
-    return [(n, m) for n, m in model.named_modules() if len(list(m.children())) == 0]
-
-
-@dataclass
-class _Chain:
-    layer: nn.Module
-    norms: list[nn.Module]
-    flatten: bool
-    nxt: nn.Module
-
-
-def _chain(model: nn.Module, name: str) -> _Chain:
-    leaves = _leaves(model)
-    names = [n for n, _ in leaves]
-    if name not in names:
-        raise ValueError(f"Invalid layer name: {name!r} is not a leaf module of the model")
-    i = names.index(name)
-    layer = leaves[i][1]
-    if not _is_layer(layer):
-        raise ValueError(f"Invalid layer: {name!r} is a {type(layer).__name__}, not Conv/Linear")
-    norms: list[nn.Module] = []
-    flatten = False
-    for n, m in leaves[i + 1 :]:
-        if _is_layer(m):
-            return _Chain(layer, norms, flatten, m)
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            norms.append(m)
-        elif isinstance(m, nn.Flatten):
-            flatten = True
-        elif not isinstance(m, _PASS_THROUGH):
-            raise ValueError(
-                f"cannot widen {name!r}: {n!r} ({type(m).__name__}) lies between it and "
-                "the next Conv/Linear layer"
-            )
-    raise ValueError(f"cannot widen {name!r}: it is the last Conv/Linear layer (the output)")
 
 
 def _pad(t: Tensor, dim: int, new_size: int, fill: float = 0.0) -> Tensor:
@@ -185,7 +118,7 @@ def widen(
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"Invalid k value: {k!r}; expected an int >= 1")
-    chain = _chain(model, layer)
+    chain = next_layer(leaves(model), layer)
     lay, nxt = chain.layer, chain.nxt
     w = lay.weight
     out_old = w.shape[0]
@@ -251,11 +184,12 @@ def layer_saturation(
     support = getattr(optimizer, "support", None)
     owned = {id(p) for g in optimizer.param_groups for p in g["params"]} if optimizer else set()
     out: dict[str, float] = {}
-    for name, m in _leaves(model):
-        if not _is_layer(m):
+    named = leaves(model)
+    for name, m in named:
+        if not is_layer(m):
             continue
         try:
-            _chain(model, name)
+            next_layer(named, name)
         except ValueError:
             continue
         w = m.weight

@@ -69,6 +69,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sparseopt._sequential import is_layer
 from sparseopt.prune.masks import apply_masks_
 
 __all__ = ["ShrinkPlan", "ShrinkResult", "apply_plan", "shrink"]
@@ -139,10 +140,6 @@ def _is_conv(m: Any) -> bool:
     return isinstance(m, nn.modules.conv._ConvNd)
 
 
-def _is_layer(m: Any) -> bool:
-    return _is_conv(m) or isinstance(m, nn.Linear)
-
-
 def _foldable(m: nn.Module) -> bool:
     """Whether a constant input channel's contribution to ``m`` is a constant per output."""
     if isinstance(m, nn.Linear):
@@ -177,7 +174,7 @@ def _output_layers(model: nn.Module, inputs: tuple[Tensor, ...]) -> list[nn.Modu
     handles = [
         m.register_forward_hook(lambda mod, _i, o: produced.__setitem__(id(o), mod))
         for m in model.modules()
-        if _is_layer(m)
+        if is_layer(m)
     ]
     try:
         with torch.no_grad():
@@ -197,7 +194,7 @@ def _probe(
     def pre_hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
         seen.setdefault(mod, []).append(args[0].detach())
 
-    handles = [m.register_forward_pre_hook(pre_hook) for m in model.modules() if _is_layer(m)]
+    handles = [m.register_forward_pre_hook(pre_hook) for m in model.modules() if is_layer(m)]
     try:
         with torch.no_grad():
             out = model(*inputs)
@@ -331,7 +328,7 @@ def shrink(
         folds: list[tuple[nn.Module, Tensor, Tensor, Tensor]] = []
         for it in items:
             mod, handler = it.dep.target.module, it.dep.handler
-            if not _is_layer(mod):
+            if not is_layer(mod):
                 continue
             idxs = torch.as_tensor(list(it.idxs), dtype=torch.long)
             roots = torch.as_tensor(list(it.root_idxs), dtype=torch.long)
