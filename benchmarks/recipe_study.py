@@ -671,6 +671,14 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 35: ProxSGD's recipe (ramp 0.8 to 13 %) with a refit of the last fifth, as
     # the pruning baseline fine-tunes its mask (round 28 tried the refit only steered at
     # once, which ended at chance)
+    # round 36: round 33's per-layer prototype built (TargetDensity's allocation "he",
+    # one param group per layer): AdaBreg and SplitLBI, each at its recipe's target
+    "round36": [{"optimizer": o, "target_allocation": "he"} for o in ("adabreg", "splitlbi")],
+    "round36w": [
+        c
+        for o in ("adabreg", "splitlbi")
+        for c in words_check({"optimizer": o, "target_allocation": "he"})
+    ],
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
         c
@@ -843,6 +851,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round33w": ("words-cnn",),
     "round34w": ("words-cnn",),
     "round35w": ("words-cnn",),
+    "round36w": ("words-cnn",),
 }
 
 

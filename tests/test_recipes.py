@@ -11,6 +11,7 @@ import torch
 
 import sparseopt as so
 from sparseopt.config import TrainConfig
+from sparseopt.control import PRESETS
 from sparseopt.optim.registry import OPTIMIZERS, PENALTY_NAMES, get_optimizer_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,11 @@ def test_docs_recipe_table_is_the_registry() -> None:
             lr = info.training.get("refit_lr")
             assert cells[6] == f"{refit:g}" + (f", lr {lr:g}" if lr is not None else ""), row
         target = info.training.get("target_density")
-        assert cells[7] == ("—" if target is None else f"{target:g} (off when a λ is given)"), row
+        per_layer = PRESETS.get(name, {}).get("allocation", "global") != "global"
+        note = f", per layer ({PRESETS.get(name, {}).get('allocation')}; " if per_layer else " ("
+        assert cells[7] == ("—" if target is None else f"{target:g}{note}off when a λ is given)"), (
+            row
+        )
 
 
 @pytest.mark.parametrize(

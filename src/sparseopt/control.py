@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -62,12 +62,34 @@ from torch import nn
 from sparseopt.fsdp import global_int
 from sparseopt.groups import group_lam
 
-__all__ = ["PRESETS", "LamWarmup", "TargetDensity", "empty_penalised", "penalised_density"]
+__all__ = [
+    "ALLOCATIONS",
+    "PRESETS",
+    "LamWarmup",
+    "TargetDensity",
+    "empty_penalised",
+    "he_shares",
+    "penalised_density",
+]
+
+#: How :class:`TargetDensity` shares the target among the layers: ``global`` (one
+#: density for all penalised weights, every group's λ moved by the same factor) or
+#: ``he`` (each param group steered to its own share: :func:`he_shares`).
+ALLOCATIONS = ("global", "he")
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     "linbreg": {"gain": 0.1, "kp": 2.0, "max_factor": 1.2, "sticky": True},
-    "adabreg": {"gain": 0.1, "gain_up": 2.0, "kp": 4.0, "max_factor": 2.0, "sticky": True},
+    # round 36 (docs/recipes.md): each layer steered to its He-scale share, the head to D
+    "adabreg": {
+        "gain": 0.1,
+        "gain_up": 2.0,
+        "kp": 4.0,
+        "max_factor": 2.0,
+        "sticky": True,
+        "allocation": "he",
+    },
+    "splitlbi": {"allocation": "he"},
     # the methods that start dense: steered to D at once, λ rose by 1.5x every two steps
     # before the network had learned (ProxSGD ended at chance on three of four study tasks,
     # RVSM at 55 % on the words CNN); along the ramp every run learned (docs/recipes.md,
@@ -116,20 +138,34 @@ def target_miss(target: float, density: float, optimizer: str, *, refit: bool = 
 
 
 @torch.no_grad()
-def _penalised_counts(optimizer: torch.optim.Optimizer) -> tuple[int, int, int]:
-    """``(nonzero, total, empty)`` over the penalised parameters of the deployable network;
-    ``empty`` counts the weight tensors (2 dims or more) with no nonzero entry. One pass."""
+def _group_counts(optimizer: torch.optim.Optimizer) -> list[tuple[int, list[tuple[int, Any]]]]:
+    """``[(group index, [(nonzero, param), ...]), ...]`` over the penalised groups of the
+    deployable network (nonzero summed over the shards under FSDP2). One pass."""
     deploy = getattr(optimizer, "deployable", None)
-    total = nonzero = empty = 0
-    for group in optimizer.param_groups:
+    out = []
+    for i, group in enumerate(optimizer.param_groups):
         if group.get("penalty", "none") == "none":
             continue
+        counts = []
         for p in group["params"]:
             v = deploy(p) if deploy is not None else p
-            nz = global_int((v != 0).sum())  # summed over the shards under FSDP2
-            total += v.numel()
-            nonzero += nz
-            empty += p.ndim >= 2 and nz == 0
+            counts.append((global_int((v != 0).sum()), p))
+        out.append((i, counts))
+    return out
+
+
+def _penalised_counts(optimizer: torch.optim.Optimizer) -> tuple[int, int, int]:
+    """``(nonzero, total, empty)`` over the penalised parameters of the deployable network;
+    ``empty`` counts the weight tensors (2 dims or more) with no nonzero entry."""
+    return _totals([c for _, counts in _group_counts(optimizer) for c in counts])
+
+
+def _totals(counts: Sequence[tuple[int, Any]]) -> tuple[int, int, int]:
+    """``(nonzero, total, empty)`` of ``(nonzero, param)`` pairs (a param's ``numel`` and
+    shape are the whole tensor's, also a sharded DTensor's)."""
+    nonzero = sum(nz for nz, _ in counts)
+    total = sum(p.numel() for _, p in counts)
+    empty = sum(p.ndim >= 2 and nz == 0 for nz, p in counts)
     return nonzero, total, empty
 
 
@@ -142,6 +178,56 @@ def penalised_density(optimizer: torch.optim.Optimizer) -> float:
     """Fraction of nonzero entries over the penalised parameters of the deployable network."""
     nonzero, total, _ = _penalised_counts(optimizer)
     return nonzero / max(total, 1)
+
+
+def he_shares(
+    numels: Sequence[int], fan_ins: Sequence[int], rows: Sequence[int], density: float
+) -> list[float]:
+    r"""Each layer's share of an overall ``density``: the last layer (the head) at
+    ``density`` itself, every other layer at the density a global magnitude threshold
+    keeps of a He-normal draw of those layers.
+
+    Layer :math:`i` with :math:`n_i` weights of fan-in :math:`f_i` drawn from
+    :math:`\mathcal N(0, \sigma_i^2)`, :math:`\sigma_i^2 = 2/f_i` (He et al., ICCV
+    2015), keeps :math:`P(|w| > \tau) = \operatorname{erfc}(\tau / (\sigma_i\sqrt 2))`
+    of its weights above a threshold :math:`\tau`; the body's :math:`\tau` solves
+    :math:`\sum_i n_i \operatorname{erfc}(\tau/(\sigma_i\sqrt2)) = D \sum_i n_i`
+    (bisection), so the body as a whole is at :math:`D` and a layer with a small fan-in
+    (large weights) keeps more of its weights — what magnitude pruning keeps of a
+    trained network. The head is left out of the threshold: a two-class head on 2 048
+    features has He weights far below the convolutions' and would get almost none
+    (docs/recipes.md, round 33). No share falls below one weight per output unit
+    (``rows[i] / numels[i]``, at most :math:`D`), so no layer is steered empty.
+
+    Example:
+        >>> [round(s, 3) for s in he_shares([144, 4608, 2048], [9, 144, 1024], [16, 32, 2], 0.1)]
+        [0.409, 0.09, 0.1]
+    """
+    if not 0 < density <= 1:
+        raise ValueError(f"Invalid density value: {density!r}; expected a number in (0, 1]")
+    if not len(numels) == len(fan_ins) == len(rows):
+        raise ValueError("he_shares: one fan-in and one row count per layer")
+    if not numels:
+        return []
+    body = list(zip(numels[:-1], fan_ins[:-1], strict=True))
+    total = sum(n for n, _ in body)
+    scale = [math.sqrt(2.0) * math.sqrt(2.0 / max(f, 1)) for _, f in body]  # σ√2
+
+    def kept(tau: float) -> float:
+        return sum(n * math.erfc(tau / s) for (n, _), s in zip(body, scale, strict=True))
+
+    lo, hi = 0.0, 40.0 * max(scale, default=1.0)
+    for _ in range(200):  # kept() falls with τ; stop at the float's resolution
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if kept(mid) > density * total else (lo, mid)
+    tau = 0.5 * (lo + hi)
+    shares = [math.erfc(tau / s) for s in scale] + [density]
+    return [
+        min(1.0, max(x, min(density, r / max(n, 1))))
+        for x, n, r in zip(shares, numels, rows, strict=True)
+    ]
 
 
 class TargetDensity:
@@ -192,6 +278,22 @@ class TargetDensity:
             rise, not from the previous update: a support creeping by less than 1 % per
             update grew AdaBreg's LeNet-5 from 13.7 % to 19.4 % under a held λ
             (docs/recipes.md, round 30).
+        allocation: how the target is shared among the penalised param groups
+            (:data:`ALLOCATIONS`). ``"global"`` (default): one density :math:`d` over all
+            of them, every group's λ moved by the same factor (their ratios kept).
+            ``"he"``: each group :math:`g` is steered to its own share
+            :math:`D_g = \\sum_{p\\in g} n_p s_p / \\sum_{p\\in g} n_p` of the reference
+            density, with the layer shares :math:`s_p` of :func:`he_shares` (the last
+            penalised weight, the head, at the reference itself; the other layers at
+            what a global magnitude threshold keeps of a He-normal draw), by a
+            controller of its own (same gains; its own error, anchor and empty-layer
+            guard); the network as a whole then ends at :math:`D`. It needs one param
+            group per layer (``param_groups(lam_scale="layer")``, the recipe of the
+            methods whose :data:`PRESETS` choose it); a group of several layers is
+            steered to their joint share (one group for everything: ``"global"``'s
+            target). One λ per layer lets an inverse scale space method keep the layers
+            with a small fan-in denser, as magnitude pruning does (docs/recipes.md,
+            rounds 33 and 36).
 
     Attributes:
         history: ``(step, density, lam)`` after every update.
@@ -213,7 +315,12 @@ class TargetDensity:
         ramp: float = 0.0,
         total_steps: int | None = None,
         sticky: bool = False,
+        allocation: str = "global",
     ) -> None:
+        if allocation not in ALLOCATIONS:
+            raise ValueError(
+                f"Invalid allocation value: {allocation!r}; expected one of {list(ALLOCATIONS)}"
+            )
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
             raise ValueError(
                 f"Invalid target density value: {target!r}; expected a number in (0, 1]"
@@ -245,6 +352,7 @@ class TargetDensity:
         self.ramp = float(ramp)
         self.total_steps = total_steps
         self.sticky = bool(sticky)
+        self.allocation = allocation
         self.history: list[tuple[int, float, float]] = []
         self._prev_error: float | None = None
         self._rose_at: float | None = None  # sticky: the density when λ last rose
@@ -252,6 +360,8 @@ class TargetDensity:
         self._start_density: float | None = None
         self._start_step = 0
         self._warned_ramp = False
+        # "he": per group index, [previous error, density when λ last rose]
+        self._groups: dict[int, list[float | None]] = {}
 
     @classmethod
     def for_optimizer(
@@ -308,7 +418,8 @@ class TargetDensity:
                 f"{type(optimizer).__name__} has no set_lam: target-density control needs a "
                 "sparse optimizer"
             )
-        nonzero, total, empty = _penalised_counts(optimizer)
+        groups = _group_counts(optimizer)
+        nonzero, total, empty = _totals([c for _, counts in groups for c in counts])
         d = nonzero / max(total, 1)
         if self._start_density is None:
             self._start_density, self._start_step = d, int(step or 0)
@@ -320,28 +431,16 @@ class TargetDensity:
                 + " (pass total_steps=, and step= to update())",
                 stacklevel=2,
             )
-        e = self.error(d, step)
-        if e > 0 and empty:
-            # A layer with no weight left makes the network constant: never push λ up
-            # then, whatever the overall density says; bring it down instead.
-            e = -abs(e)
-        delta = (self.gain_up if e > 0 else self.gain) * e
-        if self._prev_error is not None:
-            delta += self.kp * (e - self._prev_error)
-        if self.sticky:
-            if e <= 0:
-                self._rose_at = None
-            elif self._rose_at is not None and d < self._rose_at * (1 + STILL_GROWING):
-                delta = min(delta, 0.0)  # too dense and not grown since λ rose: hold λ
-            elif delta > 0:
-                self._rose_at = d
-        self._prev_error = e
-        bound = math.log(self.max_factor)
-        factor = math.exp(min(max(delta, -bound), bound))
+        if self.allocation == "he":
+            factors = self._group_factors(groups, self.reference(step))
+        else:
+            loop = [self._prev_error, self._rose_at]
+            f = self._factor(self.error(d, step), d, bool(empty), loop)
+            self._prev_error, self._rose_at = loop
+            factors = {i: f for i, _ in groups}
         first: float | None = None
-        for i, group in enumerate(optimizer.param_groups):
-            if group.get("penalty", "none") == "none":
-                continue
+        for i, factor in factors.items():
+            group = optimizer.param_groups[i]
             lam = max(group_lam(group), self.lam_min)  # set_lam applies the layer's factor
             lam = min(max(lam * factor, self.lam_min), self.lam_max)
             set_lam(lam, [i])
@@ -350,6 +449,53 @@ class TargetDensity:
         lam_out = float("nan") if first is None else first
         self.history.append((self._updates if step is None else int(step), d, lam_out))
         return lam_out
+
+    def _factor(self, e: float, d: float, empty: bool, loop: list[float | None]) -> float:
+        """The λ factor for error ``e`` at density ``d``; ``loop`` is ``[previous error,
+        density when λ last rose]``, updated in place."""
+        if e > 0 and empty:
+            # A layer with no weight left makes the network constant: never push λ up
+            # then, whatever the overall density says; bring it down instead.
+            e = -abs(e)
+        prev, rose_at = loop
+        delta = (self.gain_up if e > 0 else self.gain) * e
+        if prev is not None:
+            delta += self.kp * (e - prev)
+        if self.sticky:
+            if e <= 0:
+                rose_at = None
+            elif rose_at is not None and d < rose_at * (1 + STILL_GROWING):
+                delta = min(delta, 0.0)  # too dense and not grown since λ rose: hold λ
+            elif delta > 0:
+                rose_at = d
+        loop[:] = [e, rose_at]
+        bound = math.log(self.max_factor)
+        return math.exp(min(max(delta, -bound), bound))
+
+    def _group_factors(
+        self, groups: list[tuple[int, list[tuple[int, Any]]]], reference: float
+    ) -> dict[int, float]:
+        """``allocation="he"``: each group's λ factor, steered to its share of
+        ``reference``."""
+        params = [p for _, counts in groups for _, p in counts]
+        shares = he_shares(
+            [p.numel() for p in params],
+            [max(1, math.prod(p.shape[1:])) for p in params],
+            [p.shape[0] if p.ndim else 1 for p in params],
+            reference,
+        )
+        out: dict[int, float] = {}
+        k = 0
+        for i, counts in groups:
+            nonzero, total, empty = _totals(counts)
+            n = [p.numel() for _, p in counts]
+            share = sum(x * s for x, s in zip(n, shares[k : k + len(n)], strict=True))
+            k += len(n)
+            d = nonzero / max(total, 1)
+            e = math.log(max(d, self.min_density) / max(share / max(total, 1), self.min_density))
+            loop = self._groups.setdefault(i, [None, None])
+            out[i] = self._factor(e, d, bool(empty), loop)
+        return out
 
     # ------------------------------------------------------------------ callback
 
@@ -406,6 +552,7 @@ class TargetDensity:
             "start_step": self._start_step,
             "total_steps": self.total_steps,
             "history": [list(h) for h in self.history],
+            "groups": [[i, *loop] for i, loop in sorted(self._groups.items())],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -423,6 +570,13 @@ class TargetDensity:
         else:  # saved before the growth anchor: holding if too dense, from the last density
             too_dense = self._prev_error is not None and self._prev_error > 0
             self._rose_at = self.history[-1][1] if too_dense and self.history else None
+        self._groups = {  # absent before the per-layer allocation: each loop starts afresh
+            int(i): [
+                None if prev is None else float(prev),
+                None if rose is None else float(rose),
+            ]
+            for i, prev, rose in state.get("groups", [])
+        }
 
 
 class LamWarmup:

@@ -138,10 +138,12 @@ def group_norms(x: Tensor, groups: str) -> Tensor:
 
 # ------------------------------------------------------------- parameter grouping
 
-#: How λ is shared between layers: ``none`` (one λ for every layer of a kind) or
-#: ``fan_in`` (each layer's λ in proportion to its weights' scale, see
+#: How λ is shared between layers: ``none`` (one param group and λ for every layer of a
+#: kind), ``layer`` (one param group per layer, each starting from the same λ: what
+#: :class:`sparseopt.control.TargetDensity` with ``allocation="he"`` steers layer by
+#: layer) or ``fan_in`` (one group per layer, λ in proportion to its weights' scale, see
 #: :func:`layer_lam_factors`).
-LAM_SCALES = ("none", "fan_in")
+LAM_SCALES = ("none", "layer", "fan_in")
 
 #: Penalties whose threshold grows like √λ (ℓ0 keeps an entry above √(2tλ)); the others
 #: (ℓ1, Tℓ1, group ℓ1) threshold at a multiple of λ.
@@ -259,7 +261,10 @@ def param_groups(
     the optimizer, which takes its registry recipe's λ of the group's penalty
     (:mod:`sparseopt.optim.registry`, the one source of every default).
 
-    ``lam_scale="fan_in"`` gives every penalised layer a group of its own with λ times
+    ``lam_scale="layer"`` gives every penalised layer a group of its own with the same
+    λ (one λ per layer for a per-layer controller to move: the same iterates as
+    ``"none"`` while λ is fixed). ``lam_scale="fan_in"`` gives every penalised layer a
+    group of its own with λ times
     the layer's factor (:func:`layer_lam_factors`: in proportion to its weights' He
     scale, mean 1 over the weights of the layers that share a penalty), kept in the
     group as ``lam_factor``; the run's λ is then the factor-free one (:func:`base_lam`,
@@ -313,6 +318,10 @@ def param_groups(
                 buckets["unpenalised"].append((full, p))
     out: list[dict[str, Any]] = []
     factors: dict[str, float] = {}
+    if lam_scale == "layer":
+        for kind in ("conv", "linear"):
+            if settings[kind][0] != "none":
+                factors.update({n: 1.0 for n, _ in buckets[kind]})
     if lam_scale == "fan_in":
         # the penalised layers only, normalised among those that share a penalty
         kinds = [k for k in ("conv", "linear") if settings[k][0] != "none" and buckets[k]]
@@ -345,7 +354,7 @@ def param_groups(
                 "lam": lam_k,
                 "groups": grp,
             }
-            if scaled:
+            if scaled and lam_scale == "fan_in":
                 f = factors[chunk[0][0]]
                 group["lam"] = float(lam_k) * f  # type: ignore[arg-type]
                 group["lam_factor"] = f

@@ -272,11 +272,12 @@ class TrainConfig:
     lam_scale: str | None = _opt(
         None,
         "optimizer",
-        "λ per layer: none (one λ for every layer) or fan_in (each layer's λ in proportion "
-        "to its weights' He scale √(2/fan-in), squared for l0/group_l0, with mean λ over "
-        "the weights: sparseopt.groups.layer_lam_factors)",
+        "λ per layer: none (one λ for every layer), layer (one param group per layer, each "
+        "starting from the same λ: what --target-allocation he steers layer by layer) or "
+        "fan_in (each layer's λ in proportion to its weights' He scale √(2/fan-in), squared "
+        "for l0/group_l0, with mean λ over the weights: sparseopt.groups.layer_lam_factors)",
         metavar="S",
-        shown="none",
+        shown="per optimizer: {recipe[lam_scale]}; else none",
     )
     coupled: str | None = _opt(
         None,
@@ -442,6 +443,17 @@ class TrainConfig:
         "at D (TargetDensity's ramp; 0: D from the first step)",
         metavar="F",
         shown="per optimizer: {control[ramp]}; else 0",
+    )
+    target_allocation: str | None = _opt(
+        None,
+        "structure",
+        "with --target-density: global (one density over all penalised weights, one λ "
+        "factor for every layer) or he (each layer's λ steered to its own share: the last "
+        "layer at D, the others at what a global magnitude threshold keeps of a He-normal "
+        "draw; needs one param group per layer, --lam-scale layer or fan_in; "
+        "sparseopt.control.he_shares)",
+        metavar="A",
+        shown="per optimizer: {control[allocation]}, global with --lam-scale none; else global",
     )
     record_path: bool = _opt(
         True,
@@ -611,6 +623,13 @@ class TrainConfig:
             from sparseopt.control import PRESETS  # the controller's, written into the run
 
             changes["target_density_ramp"] = float(PRESETS.get(info.name, {}).get("ramp", 0.0))
+        if self.target_allocation is None:  # the recipe's, where its groups are layers
+            from sparseopt.control import PRESETS
+
+            lam_scale = self.lam_scale or info.defaults.get("lam_scale", "none")
+            per_layer = info.sparse and not self.coupled and lam_scale != "none"
+            preset = PRESETS.get(info.name, {}).get("allocation", "global")
+            changes["target_allocation"] = preset if per_layer else "global"
         if info.sparse:
             if self.penalty is None:
                 recipe = info.defaults.get("penalty", "l1")

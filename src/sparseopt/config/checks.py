@@ -35,6 +35,19 @@ def validate(cfg: Any) -> None:
         from sparseopt.groups import check_lam_scale
 
         check_lam_scale(cfg.lam_scale)
+    if cfg.target_allocation is not None:
+        from sparseopt.control import ALLOCATIONS
+
+        if cfg.target_allocation not in ALLOCATIONS:
+            raise ValueError(
+                f"Invalid target_allocation value: {cfg.target_allocation!r}; expected one "
+                f"of {list(ALLOCATIONS)}"
+            )
+        if cfg.target_allocation == "he" and cfg.lam_scale == "none":
+            raise ValueError(
+                "Invalid target_allocation value: 'he'; it steers each layer's λ and needs "
+                "one param group per layer: lam_scale layer or fan_in, not none"
+            )
     _check_number("grow_tau", cfg.grow_tau, 0.0, 1.0, low_open=True)
     _check_number("checkpoint_seconds", cfg.checkpoint_seconds, 0.0, None)
     if cfg.target_density is not None:
@@ -129,6 +142,11 @@ def _check_coupled(cfg: Any) -> None:
     if cfg.penalty not in (None, "group_l1", "group_l0"):
         raise ValueError(
             f"Invalid penalty value: {cfg.penalty!r}; coupled groups take group_l1 or group_l0"
+        )
+    if cfg.target_allocation not in (None, "global"):
+        raise ValueError(
+            f"Invalid target_allocation value: {cfg.target_allocation!r}; coupled groups "
+            "are not layers: global"
         )
     per_layer = ("groups", "conv_penalty", "conv_groups", "conv_lam", "linear_penalty")
     for name in (*per_layer, "linear_groups", "linear_lam", "lam_scale"):

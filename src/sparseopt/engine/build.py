@@ -428,6 +428,7 @@ def build_callbacks(
                 cfg.target_density,
                 every_steps=cfg.target_density_every,
                 **({} if cfg.target_density_ramp is None else {"ramp": cfg.target_density_ramp}),
+                **({} if cfg.target_allocation is None else {"allocation": cfg.target_allocation}),
             )
         )
     if cfg.grow_every is not None:

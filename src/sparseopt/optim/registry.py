@@ -179,6 +179,9 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
                 "target_density": 0.13,  # off when a λ is given
             },
             lr=0.01,
+            # round 36: one param group per layer, each steered to its He-scale share of
+            # the target (TargetDensity's allocation "he", control.PRESETS)
+            lam_scale="layer",
         ),
         _info(
             "splitlbi",
@@ -204,6 +207,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             kappa=1.0,
             nu=10.0,
             momentum=0.9,
+            lam_scale="layer",  # round 36, as AdaBreg's
         ),
         _info(
             "rda",
