@@ -34,6 +34,11 @@ along a ``ramp`` of 0.8 (a reference falling from the dense start to D over 80 %
 steps: steered to D at once, λ rises before the network has learned; on the study tasks
 ProxSGD then ended at chance and RVSM at 55 % on the words CNN).
 
+``allocation="he"`` steers each penalised param group instead to its own share of
+:math:`D` (:func:`he_shares`: the head at :math:`D`, the other layers at what a global
+magnitude threshold keeps of a He-normal draw), one loop per group; AdaBreg's and
+SplitLBI's presets take it, with one param group per layer (docs/recipes.md, round 36).
+
 λ changes through :meth:`sparseopt.optim._base.SparseOptimizer.set_lam`, which lets the
 Bregman methods keep their dual variables consistent (LinBreg/AdaBreg keep θ and move
 the duals; Split LBI recomputes :math:`\\Gamma = \\kappa\\,\\mathrm{prox}(V)` from the
@@ -200,8 +205,12 @@ def he_shares(
     (``rows[i] / numels[i]``, at most :math:`D`), so no layer is steered empty.
 
     Example:
-        >>> [round(s, 3) for s in he_shares([144, 4608, 2048], [9, 144, 1024], [16, 32, 2], 0.1)]
-        [0.409, 0.09, 0.1]
+        The curve CNN (three 3×3 convolutions of 16, 32, 64 filters, a two-class head
+        on 1 024 features) at 13 %:
+
+        >>> shares = he_shares([144, 4608, 18432, 2048], [9, 144, 288, 1024], [16, 32, 64, 2], 0.13)
+        >>> [round(s, 3) for s in shares]
+        [0.769, 0.241, 0.097, 0.13]
     """
     if not 0 < density <= 1:
         raise ValueError(f"Invalid density value: {density!r}; expected a number in (0, 1]")

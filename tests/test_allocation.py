@@ -1,0 +1,204 @@
+"""TargetDensity's per-layer allocation ("he"): the shares, the per-group loops, their
+state, the one-group-per-layer param groups and the config that turns it on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import sparseopt as so
+from sparseopt.config import TrainConfig
+from sparseopt.control import PRESETS, TargetDensity, he_shares
+from sparseopt.groups import param_groups
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 3)
+    )
+
+
+@pytest.mark.parametrize("density", [0.3, 0.1, 0.02])
+def test_the_shares_are_what_a_global_threshold_keeps_of_a_he_draw(density: float) -> None:
+    """Oracle: draw the body's layers He-normal, keep the global top ``density`` of
+    magnitudes, and read each layer's density; the head is at ``density`` itself."""
+    shapes = [(64, 3, 3, 3), (64, 64, 3, 3), (256, 1024), (10, 256)]
+    gen = torch.Generator().manual_seed(0)
+    body = [torch.randn(s, generator=gen) * math.sqrt(2 / math.prod(s[1:])) for s in shapes[:-1]]
+    flat = torch.cat([w.abs().flatten() for w in body])
+    tau = flat.kthvalue(flat.numel() - round(density * flat.numel())).values
+    drawn = [float((w.abs() > tau).float().mean()) for w in body]
+    shares = he_shares(
+        [math.prod(s) for s in shapes],
+        [math.prod(s[1:]) for s in shapes],
+        [s[0] for s in shapes],
+        density,
+    )
+    for share, got, w in zip(shares, drawn, body, strict=False):  # 4 binomial std. errors
+        assert share == pytest.approx(got, abs=4 * math.sqrt(got * (1 - got) / w.numel()) + 1e-3)
+    assert shares[-1] == density
+    # a smaller fan-in keeps more: the first convolution is the densest layer
+    assert shares[0] == max(shares) and shares[0] > density
+    n = [math.prod(s) for s in shapes[:-1]]
+    assert sum(a * b for a, b in zip(n, shares, strict=False)) / sum(n) == pytest.approx(density)
+
+
+def test_no_share_falls_below_one_weight_per_output_unit() -> None:
+    # a wide layer behind a tiny-fan-in one would get almost nothing from the threshold
+    shares = he_shares([10**6, 10**5, 100], [1, 10**4, 10], [10**6, 10, 10], 0.01)
+    assert shares[1] == pytest.approx(10 / 10**5)  # one weight per output unit
+    assert he_shares([100, 100, 20], [10, 10, 10], [10, 10, 2], 1.0) == [1.0, 1.0, 1.0]
+    assert he_shares([50], [5], [10], 0.2) == [0.2]  # only a head
+    assert he_shares([], [], [], 0.2) == []
+    with pytest.raises(ValueError, match="density"):
+        he_shares([10], [1], [1], 0.0)
+    with pytest.raises(ValueError, match="one fan-in"):
+        he_shares([10, 10], [1], [1, 1], 0.1)
+
+
+def test_layer_groups_are_one_per_layer_with_the_same_lam_and_the_same_iterates() -> None:
+    """``lam_scale="layer"``: one group per penalised layer, no factor; with λ fixed the
+    optimizer computes what one group per kind computes (AdaBreg, exact)."""
+    nets = [_mlp(), _mlp()]
+    groups = param_groups(nets[0], lam=0.1, lam_scale="layer")
+    assert [(g["name"], len(g["params"]), g["lam"]) for g in groups] == [
+        ("linear", 1, 0.1),
+        ("linear", 1, 0.1),
+        ("linear", 1, 0.1),
+        ("unpenalised", 3, 0.0),
+    ]
+    assert all("lam_factor" not in g for g in groups)
+    opts = [
+        so.create_optimizer(net, "adabreg", lr=0.01, lam=0.1, lam_scale=s)
+        for net, s in zip(nets, ("layer", "none"), strict=True)
+    ]
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    for _ in range(5):
+        for net, opt in zip(nets, opts, strict=True):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_each_layer_moves_towards_its_own_share() -> None:
+    """A layer denser than its share gets a larger λ, a sparser one a smaller λ, in the
+    same update (the global allocation moves every λ by one factor)."""
+    net = _mlp()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+    with torch.no_grad():  # layer 0 fully dense, layer 1 at 1 %, the head dense
+        w = net[2].weight
+        w.mul_((torch.rand_like(w) < 0.01).float())
+    ctl = TargetDensity(0.2, allocation="he", gain=1.0, max_factor=2.0)
+    ctl.update(net, opt)
+    lams = [g["lam"] for g in opt.param_groups[:3]]
+    assert lams[0] > 1e-3 and lams[2] > 1e-3  # too dense: up
+    assert lams[1] < 1e-3  # too sparse: down
+    glob = so.create_optimizer(_mlp(), "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+    TargetDensity(0.2, gain=1.0, max_factor=2.0).update(None, glob)
+    assert len({g["lam"] for g in glob.param_groups[:3]}) == 1
+
+
+class _Plant(torch.optim.Optimizer):
+    """A plant whose deployable weights are the entries above the group's λ (density
+    falls with λ at once), for closed-loop tests."""
+
+    def __init__(self, groups: list[dict]) -> None:
+        super().__init__(groups, {"lam": 0.0, "penalty": "l1"})
+
+    def set_lam(self, lam: float, groups: list[int]) -> None:
+        for i in groups:
+            self.param_groups[i]["lam"] = lam
+
+    def deployable(self, p: torch.Tensor) -> torch.Tensor:
+        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        return p * (p.abs() > group["lam"])
+
+
+def test_the_closed_loop_ends_each_layer_at_its_share_and_the_network_at_the_target() -> None:
+    net = _mlp()
+    with torch.no_grad():  # He-normal: densities that move smoothly with λ
+        for i in (0, 2, 4):
+            nn.init.kaiming_normal_(net[i].weight)
+    plant = _Plant(param_groups(net, lam=1e-3, lam_scale="layer"))
+    ctl = TargetDensity(0.1, allocation="he", gain=0.3, max_factor=1.2)
+    for _ in range(200):
+        ctl.update(net, plant)
+    weights = [net[i].weight for i in (0, 2, 4)]
+    shares = he_shares(
+        [w.numel() for w in weights],
+        [w.shape[1] for w in weights],
+        [w.shape[0] for w in weights],
+        0.1,
+    )
+    got = [float((plant.deployable(w) != 0).float().mean()) for w in weights]
+    assert got == pytest.approx(shares, abs=0.02)
+    assert ctl.history[-1][1] == pytest.approx(0.1, abs=0.01)  # the network as a whole
+
+
+def test_per_layer_state_round_trips_and_an_older_state_loads() -> None:
+    """The per-group loops are in the state: a controller restored from it takes the same
+    next step as the one that saved it; a state saved before them loads (fresh loops)."""
+    nets = [_mlp(), _mlp()]
+    opts = [so.create_optimizer(n, "adabreg", lr=0.01, lam=0.3, lam_scale="layer") for n in nets]
+    first = TargetDensity.for_optimizer("adabreg", 0.2)
+    assert first.allocation == "he"
+    for _ in range(3):
+        first.update(nets[0], opts[0])
+    opts[1].load_state_dict(opts[0].state_dict())
+    second = TargetDensity.for_optimizer("adabreg", 0.2)
+    second.load_state_dict(first.state_dict())
+    assert second.state_dict() == first.state_dict() and len(first.state_dict()["groups"]) == 3
+    assert second.update(nets[1], opts[1]) == first.update(nets[0], opts[0])
+    assert [g["lam"] for g in opts[1].param_groups] == [g["lam"] for g in opts[0].param_groups]
+    old = {k: v for k, v in first.state_dict().items() if k != "groups"}
+    third = TargetDensity.for_optimizer("adabreg", 0.2)
+    third.load_state_dict(old)
+    assert third._groups == {}
+
+
+def test_a_group_of_several_layers_is_steered_to_their_joint_share() -> None:
+    """One group for every layer: "he" steers it to the target, as "global" does."""
+    nets = [_mlp(), _mlp()]
+    opts = [so.create_optimizer(n, "proxsgd", lr=0.1, lam=1e-3) for n in nets]  # per kind
+    assert sum(g["penalty"] != "none" for g in opts[0].param_groups) == 1
+    lam_he = TargetDensity(0.2, allocation="he").update(nets[0], opts[0])
+    assert lam_he == pytest.approx(TargetDensity(0.2).update(nets[1], opts[1]), rel=1e-12)
+
+
+def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
+    for name in ("adabreg", "splitlbi"):
+        assert PRESETS[name]["allocation"] == "he"
+        cfg = TrainConfig(optimizer=name).resolve()
+        assert (cfg.lam_scale, cfg.target_allocation) == ("layer", "he")
+        # one group for every layer of a kind: one density (a resumed run from before)
+        cfg = TrainConfig(optimizer=name, lam_scale="none").resolve()
+        assert cfg.target_allocation == "global"
+        assert TrainConfig(optimizer=name, lam_scale="fan_in").resolve().target_allocation == "he"
+        with pytest.raises(ValueError, match="lam_scale layer or fan_in"):
+            TrainConfig(optimizer=name, lam_scale="none", target_allocation="he").resolve()
+    for name in ("linbreg", "proxsgd", "rda", "rvsm", "sgd"):
+        assert TrainConfig(optimizer=name).resolve().target_allocation == "global"
+    with pytest.raises(ValueError, match="target_allocation value: 'layers'"):
+        TrainConfig(optimizer="adabreg", target_allocation="layers").validate()
+    with pytest.raises(ValueError, match="coupled groups are not layers"):
+        TrainConfig(optimizer="adabreg", coupled="head", target_allocation="he").validate()
+    with pytest.raises(ValueError, match="allocation"):
+        TargetDensity(0.1, allocation="layer")
+
+
+def test_the_engine_builds_the_allocation_into_its_controller() -> None:
+    from sparseopt.engine.build import build_callbacks
+
+    net = _mlp()
+    for allocation in ("he", "global"):
+        cfg = TrainConfig(optimizer="adabreg", target_allocation=allocation).resolve()
+        opt = so.create_optimizer(net, cfg.optimizer, **cfg.optimizer_kwargs())
+        callbacks = build_callbacks(cfg, net, opt, [])
+        (ctl,) = [cb for cb in callbacks if isinstance(cb, TargetDensity)]
+        assert ctl.allocation == allocation
