@@ -96,6 +96,9 @@ def words_check(cand: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**cand, "epochs": 15, "seed": s} for s in (0, 1, 2)]
 
 
+#: Round 36's candidate: AdaBreg's recipe steered per layer (its recipe since).
+R36 = {"optimizer": "adabreg", "target_allocation": "he"}
+
 #: Candidates per stage. Stage ``l1``: every method with the ℓ1 penalty, cosine schedule.
 STAGES: dict[str, list[dict[str, Any]]] = {
     "dense": [
@@ -673,11 +676,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # once, which ended at chance)
     # round 36: round 33's per-layer prototype built (TargetDensity's allocation "he",
     # one param group per layer): AdaBreg and SplitLBI, each at its recipe's target
-    "round36": [{"optimizer": o, "target_allocation": "he"} for o in ("adabreg", "splitlbi")],
+    # (measured while both recipes took it, commit 2f33d79; SplitLBI's gave it back)
+    "round36": [R36, {**R36, "optimizer": "splitlbi", "lam_scale": "layer"}],
     "round36w": [
-        c
-        for o in ("adabreg", "splitlbi")
-        for c in words_check({"optimizer": o, "target_allocation": "he"})
+        *words_check(R36),
+        *words_check({**R36, "optimizer": "splitlbi", "lam_scale": "layer"}),
     ],
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [

@@ -172,7 +172,7 @@ def test_a_group_of_several_layers_is_steered_to_their_joint_share() -> None:
 
 
 def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
-    for name in ("adabreg", "splitlbi"):
+    for name in ("adabreg",):
         assert PRESETS[name]["allocation"] == "he"
         cfg = TrainConfig(optimizer=name).resolve()
         assert (cfg.lam_scale, cfg.target_allocation) == ("layer", "he")
@@ -182,7 +182,7 @@ def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
         assert TrainConfig(optimizer=name, lam_scale="fan_in").resolve().target_allocation == "he"
         with pytest.raises(ValueError, match="lam_scale layer or fan_in"):
             TrainConfig(optimizer=name, lam_scale="none", target_allocation="he").resolve()
-    for name in ("linbreg", "proxsgd", "rda", "rvsm", "sgd"):
+    for name in ("linbreg", "splitlbi", "proxsgd", "rda", "rvsm", "sgd"):
         assert TrainConfig(optimizer=name).resolve().target_allocation == "global"
     with pytest.raises(ValueError, match="target_allocation value: 'layers'"):
         TrainConfig(optimizer="adabreg", target_allocation="layers").validate()

@@ -36,8 +36,8 @@ ProxSGD then ended at chance and RVSM at 55 % on the words CNN).
 
 ``allocation="he"`` steers each penalised param group instead to its own share of
 :math:`D` (:func:`he_shares`: the head at :math:`D`, the other layers at what a global
-magnitude threshold keeps of a He-normal draw), one loop per group; AdaBreg's and
-SplitLBI's presets take it, with one param group per layer (docs/recipes.md, round 36).
+magnitude threshold keeps of a He-normal draw), one loop per group; AdaBreg's preset
+takes it, with one param group per layer (docs/recipes.md, round 36).
 
 λ changes through :meth:`sparseopt.optim._base.SparseOptimizer.set_lam`, which lets the
 Bregman methods keep their dual variables consistent (LinBreg/AdaBreg keep θ and move
@@ -94,7 +94,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sticky": True,
         "allocation": "he",
     },
-    "splitlbi": {"allocation": "he"},
     # the methods that start dense: steered to D at once, λ rose by 1.5x every two steps
     # before the network had learned (ProxSGD ended at chance on three of four study tasks,
     # RVSM at 55 % on the words CNN); along the ramp every run learned (docs/recipes.md,

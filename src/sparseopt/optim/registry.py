@@ -207,7 +207,6 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             kappa=1.0,
             nu=10.0,
             momentum=0.9,
-            lam_scale="layer",  # round 36, as AdaBreg's
         ),
         _info(
             "rda",
