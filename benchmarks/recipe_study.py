@@ -682,6 +682,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         *words_check(R36),
         *words_check({**R36, "optimizer": "splitlbi", "lam_scale": "layer"}),
     ],
+    # round 36s: the study's other three tasks with seeds 1 and 2, per layer and one density
+    # (the matrix's test splits showed no gain: is round 36's on validation a seed's luck?)
+    "round36s": [
+        {**cand, "seed": seed}
+        for seed in (1, 2)
+        for cand in (R36, {**R36, "target_allocation": "global", "lam_scale": "none"})
+    ],
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
         c
@@ -855,6 +862,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round34w": ("words-cnn",),
     "round35w": ("words-cnn",),
     "round36w": ("words-cnn",),
+    "round36s": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
 }
 
 
