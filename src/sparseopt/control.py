@@ -197,10 +197,10 @@ def he_shares(
     of its weights above a threshold :math:`\tau`; the body's :math:`\tau` solves
     :math:`\sum_i n_i \operatorname{erfc}(\tau/(\sigma_i\sqrt2)) = D \sum_i n_i`
     (bisection), so the body as a whole is at :math:`D` and a layer with a small fan-in
-    (large weights) keeps more of its weights — what magnitude pruning keeps of a
-    trained network. The head is left out of the threshold: a two-class head on 2 048
-    features has He weights far below the convolutions' and would get almost none
-    (docs/recipes.md, round 33). No share falls below one weight per output unit
+    (large weights) keeps more of its weights, as global magnitude pruning of the
+    initial network would. The head is left out of the threshold: a two-class head on
+    4 096 features (the words CNN's) has He weights far below the convolutions' and
+    would get almost none (docs/recipes.md, round 33). No share falls below one weight per output unit
     (``rows[i] / numels[i]``, at most :math:`D`), so no layer is steered empty.
 
     Example:
