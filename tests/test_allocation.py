@@ -4,6 +4,7 @@ state, the one-group-per-layer param groups and the config that turns it on."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -51,6 +52,15 @@ def test_no_share_falls_below_one_weight_per_output_unit() -> None:
     # a wide layer behind a tiny-fan-in one would get almost nothing from the threshold
     shares = he_shares([10**6, 10**5, 100], [1, 10**4, 10], [10**6, 10, 10], 0.01)
     assert shares[1] == pytest.approx(10 / 10**5)  # one weight per output unit
+    # water-filling: the floored layer's excess comes out of the others, the body stays at D
+    n = [1000, 10**5, 10**5, 100]
+    shares = he_shares(n, [1, 10**4, 100, 10], [1000, 10, 1000, 10], 0.01)
+    assert shares[1] == pytest.approx(10 / 10**5)
+    assert sum(a * b for a, b in zip(n[:-1], shares, strict=False)) / sum(n[:-1]) == (
+        pytest.approx(0.01)
+    )
+    # floors alone above D (one weight per row of a narrow body): every layer at its floor
+    assert he_shares([100, 50, 20], [1, 10**8, 10], [100, 1, 2], 0.01) == [0.01, 0.01, 0.01]
     assert he_shares([100, 100, 20], [10, 10, 10], [10, 10, 2], 1.0) == [1.0, 1.0, 1.0]
     assert he_shares([50], [5], [10], 0.2) == [0.2]  # only a head
     assert he_shares([], [], [], 0.2) == []
@@ -99,9 +109,11 @@ def test_each_layer_moves_towards_its_own_share() -> None:
     lams = [g["lam"] for g in opt.param_groups[:3]]
     assert lams[0] > 1e-3 and lams[2] > 1e-3  # too dense: up
     assert lams[1] < 1e-3  # too sparse: down
-    glob = so.create_optimizer(_mlp(), "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
-    TargetDensity(0.2, gain=1.0, max_factor=2.0).update(None, glob)
-    assert len({g["lam"] for g in glob.param_groups[:3]}) == 1
+    # one density: the network is too dense overall, so the too-sparse layer's λ rises too
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+    TargetDensity(0.2, gain=1.0, max_factor=2.0).update(net, opt)
+    lams = [g["lam"] for g in opt.param_groups[:3]]
+    assert lams[1] > 1e-3 and lams == [pytest.approx(lams[0], rel=1e-12)] * 3
 
 
 class _Plant(torch.optim.Optimizer):
@@ -171,6 +183,47 @@ def test_a_group_of_several_layers_is_steered_to_their_joint_share() -> None:
     assert lam_he == pytest.approx(TargetDensity(0.2).update(nets[1], opts[1]), rel=1e-12)
 
 
+def test_the_preset_needs_per_layer_groups_else_one_density_with_a_warning() -> None:
+    """``create_optimizer(model, "adabreg")`` keeps one group per layer kind (the layout
+    of optimizer states saved before); its preset's per-layer allocation then falls back
+    to one density, and says so. The recipe's per-layer groups get it."""
+    net = _mlp()
+    per_kind = so.create_optimizer(net, "adabreg")
+    assert sum(g["penalty"] != "none" for g in per_kind.param_groups) == 1
+    with pytest.warns(UserWarning, match="lam_scale='layer'"):
+        assert TargetDensity.for_optimizer(per_kind, 0.1).allocation == "global"
+    assert TargetDensity.for_optimizer(per_kind, 0.1, allocation="he").allocation == "he"
+    per_layer = so.create_optimizer(net, "adabreg", lam_scale="layer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert TargetDensity.for_optimizer(per_layer, 0.1).allocation == "he"
+    assert TargetDensity.for_optimizer("adabreg", 0.1).allocation == "he"
+    # an optimizer state saved with the per-kind layout loads into today's default
+    old = so.create_optimizer(_mlp(), "adabreg", lam_scale="none")
+    per_kind.load_state_dict(old.state_dict())
+
+
+def test_a_run_saved_before_resumes_with_its_groups(tmp_path) -> None:
+    """A run directory whose config has no ``lam_scale`` / ``target_allocation`` (saved
+    before they existed) resumes with one group per kind and one density, whatever
+    today's recipe says."""
+    import yaml
+    from engine_helpers import tiny
+
+    from sparseopt.engine import train
+
+    train(tiny(tmp_path, epochs=1, lam_scale="none", target_allocation="global"))
+    path = tmp_path / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    assert saved["optimizer"] == "adabreg" and saved["target_density"] == 0.13
+    for key in ("lam_scale", "target_allocation"):
+        del saved[key]
+    path.write_text(yaml.safe_dump(saved))
+    res = train({"epochs": 2}, resume=tmp_path)
+    assert [row["epoch"] for row in res.history] == [0, 1, 2]
+    assert (res.config.lam_scale, res.config.target_allocation) == ("none", "global")
+
+
 def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
     for name in ("adabreg",):
         assert PRESETS[name]["allocation"] == "he"
@@ -184,6 +237,10 @@ def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
             TrainConfig(optimizer=name, lam_scale="none", target_allocation="he").resolve()
     for name in ("linbreg", "splitlbi", "proxsgd", "rda", "rvsm", "sgd"):
         assert TrainConfig(optimizer=name).resolve().target_allocation == "global"
+    with pytest.raises(ValueError, match="optimizer 'sgd' is dense"):
+        TrainConfig(optimizer="sgd", target_allocation="he").resolve()
+    with pytest.raises(ValueError, match="lam_scale is none"):
+        TrainConfig(optimizer="linbreg", target_allocation="he").resolve()
     with pytest.raises(ValueError, match="target_allocation value: 'layers'"):
         TrainConfig(optimizer="adabreg", target_allocation="layers").validate()
     with pytest.raises(ValueError, match="coupled groups are not layers"):

@@ -75,6 +75,7 @@ __all__ = [
     "empty_penalised",
     "he_shares",
     "penalised_density",
+    "per_layer_groups",
 ]
 
 #: How :class:`TargetDensity` shares the target among the layers: ``global`` (one
@@ -173,6 +174,13 @@ def _totals(counts: Sequence[tuple[int, Any]]) -> tuple[int, int, int]:
     return nonzero, total, empty
 
 
+def per_layer_groups(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every penalised param group holds one tensor (``lam_scale`` ``layer`` or
+    ``fan_in``): what ``allocation="he"`` steers layer by layer."""
+    penalised = [g for g in optimizer.param_groups if g.get("penalty", "none") != "none"]
+    return bool(penalised) and all(len(g["params"]) == 1 for g in penalised)
+
+
 def empty_penalised(optimizer: torch.optim.Optimizer) -> int:
     """Number of penalised weight tensors (2 dims or more) with no nonzero deployable entry."""
     return _penalised_counts(optimizer)[2]
@@ -217,25 +225,39 @@ def he_shares(
         raise ValueError("he_shares: one fan-in and one row count per layer")
     if not numels:
         return []
-    body = list(zip(numels[:-1], fan_ins[:-1], strict=True))
-    total = sum(n for n, _ in body)
-    scale = [math.sqrt(2.0) * math.sqrt(2.0 / max(f, 1)) for _, f in body]  # σ√2
+    n = list(numels[:-1])
+    scale = [math.sqrt(2.0) * math.sqrt(2.0 / max(f, 1)) for f in fan_ins[:-1]]  # σ√2
+    floor = [min(density, r / max(k, 1)) for k, r in zip(numels, rows, strict=True)]
 
-    def kept(tau: float) -> float:
-        return sum(n * math.erfc(tau / s) for (n, _), s in zip(body, scale, strict=True))
+    def solve(free: list[int], budget: float) -> float:
+        """τ with Σ_free n_i erfc(τ/s_i) = budget (bisection; the sum falls with τ)."""
+        lo, hi = 0.0, 40.0 * max(scale[i] for i in free)
+        for _ in range(200):  # stop at the float's resolution
+            mid = 0.5 * (lo + hi)
+            if mid in (lo, hi):
+                break
+            kept = sum(n[i] * math.erfc(mid / scale[i]) for i in free)
+            lo, hi = (mid, hi) if kept > budget else (lo, mid)
+        return 0.5 * (lo + hi)
 
-    lo, hi = 0.0, 40.0 * max(scale, default=1.0)
-    for _ in range(200):  # kept() falls with τ; stop at the float's resolution
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
+    # water-filling: a layer the threshold would leave below its floor is held at the
+    # floor, and the rest of the body shares what is left of its budget
+    shares = list(floor[:-1])
+    free = list(range(len(n)))
+    while free:
+        budget = density * sum(n) - sum(n[i] * floor[i] for i in range(len(n)) if i not in free)
+        if budget <= 0:
             break
-        lo, hi = (mid, hi) if kept(mid) > density * total else (lo, mid)
-    tau = 0.5 * (lo + hi)
-    shares = [math.erfc(tau / s) for s in scale] + [density]
-    return [
-        min(1.0, max(x, min(density, r / max(n, 1))))
-        for x, n, r in zip(shares, numels, rows, strict=True)
-    ]
+        tau = solve(free, budget)
+        for i in free:
+            shares[i] = min(1.0, math.erfc(tau / scale[i]))
+        below = [i for i in free if shares[i] < floor[i]]
+        if not below:
+            break
+        for i in below:
+            shares[i] = floor[i]
+        free = [i for i in free if i not in below]
+    return [*shares, density]
 
 
 class TargetDensity:
@@ -377,13 +399,35 @@ class TargetDensity:
     ) -> TargetDensity:
         """A controller with the :data:`PRESETS` of ``optimizer`` (an instance or a name).
 
+        A preset's per-layer ``allocation`` needs one param group per penalised layer
+        (:func:`per_layer_groups`); an instance whose groups hold several layers (e.g.
+        ``create_optimizer(model, "adabreg")``, one group per layer kind) gets
+        ``"global"`` instead, with a warning. An ``allocation`` given in ``overrides``
+        is taken as given.
+
         Example:
             >>> TargetDensity.for_optimizer("linbreg", 0.1, every_steps=2).kp
             2.0
         """
         name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
         key = name.lower().replace("-", "").replace("_", "")
-        return cls(target, **{**PRESETS.get(key, {}), **overrides})
+        preset = dict(PRESETS.get(key, {}))
+        if (
+            preset.get("allocation", "global") != "global"
+            and "allocation" not in overrides
+            and not isinstance(optimizer, str)
+            and not per_layer_groups(optimizer)
+        ):
+            warnings.warn(
+                f"{name}'s preset steers each layer to its own share of the target, which "
+                "needs one param group per penalised layer; these groups hold several: "
+                "steering one density (build the optimizer with lam_scale='layer', e.g. "
+                f"sparseopt.create_optimizer(model, {key!r}, lam_scale='layer'), for the "
+                "preset's)",
+                stacklevel=2,
+            )
+            preset["allocation"] = "global"
+        return cls(target, **{**preset, **overrides})
 
     # ------------------------------------------------------------------ control
 

@@ -80,7 +80,14 @@ HYPERPARAMETER_FIELDS = (
 
 #: Structure settings that need a sparse optimizer (``None``: off). A dense optimizer
 #: (``sgd``, ``adam``) has no λ to control and no support whose saturation means anything.
-SPARSE_ONLY_FIELDS = ("target_density", "grow_every", "coupled", "refit", "refit_lr")
+SPARSE_ONLY_FIELDS = (
+    "target_density",
+    "target_allocation",
+    "grow_every",
+    "coupled",
+    "refit",
+    "refit_lr",
+)
 
 #: Fields a resumed run may change (everything else must match the saved config).
 RESUME_OVERRIDABLE = frozenset(
@@ -594,7 +601,9 @@ class TrainConfig:
             )
         if not info.sparse:
             for key in SPARSE_ONLY_FIELDS:
-                off = key in ("refit", "target_density") and not getattr(self, key)
+                off = (key in ("refit", "target_density") and not getattr(self, key)) or (
+                    key == "target_allocation" and getattr(self, key) == "global"
+                )
                 if getattr(self, key) is not None and not off:
                     sparse = [n for n in list_optimizers() if get_optimizer_info(n).sparse]
                     raise ValueError(
@@ -626,7 +635,8 @@ class TrainConfig:
         if self.target_allocation is None:  # the recipe's, where its groups are layers
             from sparseopt.control import PRESETS
 
-            lam_scale = self.lam_scale or info.defaults.get("lam_scale", "none")
+            recipe = info.training.get("lam_scale", info.defaults.get("lam_scale", "none"))
+            lam_scale = self.lam_scale or recipe
             per_layer = info.sparse and not self.coupled and lam_scale != "none"
             preset = PRESETS.get(info.name, {}).get("allocation", "global")
             changes["target_allocation"] = preset if per_layer else "global"
@@ -635,9 +645,8 @@ class TrainConfig:
                 recipe = info.defaults.get("penalty", "l1")
                 changes["penalty"] = "group_l1" if self.coupled else recipe
             if self.lam_scale is None:  # coupled groups are not layers
-                changes["lam_scale"] = (
-                    "none" if self.coupled else info.defaults.get("lam_scale", "none")
-                )
+                recipe = changes.get("lam_scale", info.defaults.get("lam_scale", "none"))
+                changes["lam_scale"] = "none" if self.coupled else recipe
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings))

@@ -46,7 +46,8 @@ def validate(cfg: Any) -> None:
         if cfg.target_allocation == "he" and cfg.lam_scale == "none":
             raise ValueError(
                 "Invalid target_allocation value: 'he'; it steers each layer's λ and needs "
-                "one param group per layer: lam_scale layer or fan_in, not none"
+                "one param group per layer, but lam_scale is none (given, or the "
+                "optimizer's recipe): pass lam_scale layer or fan_in"
             )
     _check_number("grow_tau", cfg.grow_tau, 0.0, 1.0, low_open=True)
     _check_number("checkpoint_seconds", cfg.checkpoint_seconds, 0.0, None)

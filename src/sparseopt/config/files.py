@@ -10,8 +10,13 @@ from typing import Any
 __all__ = ["load_config_file", "load_run_config", "save_config_file"]
 
 #: Settings a run directory's ``config.yaml`` lacks when it was written before the field
-#: existed, with the value that run had then (not today's recipe's): no refit.
-_BEFORE_FIELDS: dict[str, Any] = {"refit": 0.0}
+#: existed, with the value that run had then (not today's recipe's): no refit, one λ
+#: group per layer kind (the layout of its optimizer state), one density steered.
+_BEFORE_FIELDS: dict[str, Any] = {
+    "refit": 0.0,
+    "lam_scale": "none",
+    "target_allocation": "global",
+}
 
 
 def _key(name: str) -> str:
@@ -62,7 +67,8 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A run directory's saved ``config.yaml`` (:func:`load_config_file`), with the values
-    that runs saved before a setting existed had (``refit`` 0), so that resuming or reusing
+    that runs saved before a setting existed had (``refit`` 0, ``lam_scale`` none,
+    ``target_allocation`` global), so that resuming or reusing
     an old run does not give it today's recipe's."""
     return {**_BEFORE_FIELDS, **load_config_file(path)}
 

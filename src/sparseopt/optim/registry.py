@@ -77,7 +77,7 @@ class OptimizerInfo:
         sparse: whether the method takes a penalty (``False`` for dense baselines).
         reference: the paper.
         lam: default λ per penalty name (:data:`PENALTY_NAMES`; sparse methods).
-        training: training defaults (``TrainConfig`` fields: ``init_density``,
+        training: training defaults (``TrainConfig`` fields: ``init_density``, ``lam_scale``,
             ``schedule``, ``refit``, ``refit_lr``, ``target_density``; the engine applies
             them, a class built by hand does not).
     """
@@ -177,11 +177,13 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
                 "schedule": "cosine",
                 "refit": 0.0,
                 "target_density": 0.13,  # off when a λ is given
+                # round 36: one param group per layer, each steered to its He-scale share
+                # of the target (TargetDensity's allocation "he", control.PRESETS); a
+                # training setting, so create_optimizer's groups (and the optimizer state
+                # a user saved) keep their layout
+                "lam_scale": "layer",
             },
             lr=0.01,
-            # round 36: one param group per layer, each steered to its He-scale share of
-            # the target (TargetDensity's allocation "he", control.PRESETS)
-            lam_scale="layer",
         ),
         _info(
             "splitlbi",
