@@ -179,7 +179,8 @@ def test_a_group_of_several_layers_is_steered_to_their_joint_share() -> None:
     nets = [_mlp(), _mlp()]
     opts = [so.create_optimizer(n, "proxsgd", lr=0.1, lam=1e-3) for n in nets]  # per kind
     assert sum(g["penalty"] != "none" for g in opts[0].param_groups) == 1
-    lam_he = TargetDensity(0.2, allocation="he").update(nets[0], opts[0])
+    with pytest.warns(UserWarning, match="joint share"):
+        lam_he = TargetDensity(0.2, allocation="he").update(nets[0], opts[0])
     assert lam_he == pytest.approx(TargetDensity(0.2).update(nets[1], opts[1]), rel=1e-12)
 
 
@@ -240,7 +241,14 @@ def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
     with pytest.raises(ValueError, match="optimizer 'sgd' is dense"):
         TrainConfig(optimizer="sgd", target_allocation="he").resolve()
     with pytest.raises(ValueError, match="lam_scale is none"):
-        TrainConfig(optimizer="linbreg", target_allocation="he").resolve()
+        TrainConfig(optimizer="linbreg", target_density=0.1, target_allocation="he").resolve()
+    with pytest.raises(ValueError, match="no target density is set"):  # λ fixed: nothing to share
+        TrainConfig(optimizer="adabreg", lam=0.3, target_allocation="he").resolve()
+    # with a λ of the user's the recipe's groups per layer (for its controller) are off
+    fixed = TrainConfig(optimizer="adabreg", lam=0.3).resolve()
+    assert (fixed.lam_scale, fixed.target_allocation) == ("none", "global")
+    with pytest.raises(ValueError, match="coupled groups are not layers"):
+        TrainConfig(optimizer="adabreg", coupled="head", target_allocation="he").resolve()
     with pytest.raises(ValueError, match="target_allocation value: 'layers'"):
         TrainConfig(optimizer="adabreg", target_allocation="layers").validate()
     with pytest.raises(ValueError, match="coupled groups are not layers"):
@@ -259,3 +267,25 @@ def test_the_engine_builds_the_allocation_into_its_controller() -> None:
         callbacks = build_callbacks(cfg, net, opt, [])
         (ctl,) = [cb for cb in callbacks if isinstance(cb, TargetDensity)]
         assert ctl.allocation == allocation
+
+
+def test_compare_sees_old_runs_as_the_same_settings_and_checks_all_before_training(
+    tmp_path, capsys
+) -> None:
+    """A dense run saved before ``lam_scale`` existed (``none`` from the saved-before
+    defaults) is the same setting as today's (``None``: a dense method has no λ groups),
+    and so is an AdaBreg run with a λ of the user's; ``compare --target-allocation he``
+    over a method whose groups are not per layer is refused before anything trains."""
+    from sparseopt.cli import main
+    from sparseopt.cli.compare import _comparable
+
+    old_sgd = TrainConfig.from_dict({"optimizer": "sgd", "lam_scale": "none"})
+    assert _comparable(old_sgd) == _comparable(TrainConfig(optimizer="sgd"))
+    old_fixed = TrainConfig(optimizer="adabreg", lam=0.3, lam_scale="none")
+    assert _comparable(old_fixed) == _comparable(TrainConfig(optimizer="adabreg", lam=0.3))
+    out = tmp_path / "cmp"
+    args = ["compare", "--epochs", "1", "--limit-batches", "2", "--out", str(out), "--quiet"]
+    code = main([*args, "--optimizers", "adabreg", "linbreg", "--target-allocation", "he"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "linbreg: Invalid target_allocation" in err[0]
+    assert not (out / "adabreg").exists()

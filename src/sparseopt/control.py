@@ -390,6 +390,7 @@ class TargetDensity:
         self._start_density: float | None = None
         self._start_step = 0
         self._warned_ramp = False
+        self._warned_joint = False
         # "he": per group index, [previous error, density when λ last rose]
         self._groups: dict[int, list[float | None]] = {}
 
@@ -417,6 +418,7 @@ class TargetDensity:
             and "allocation" not in overrides
             and not isinstance(optimizer, str)
             and not per_layer_groups(optimizer)
+            and any(g.get("penalty", "none") != "none" for g in optimizer.param_groups)
         ):
             warnings.warn(
                 f"{name}'s preset steers each layer to its own share of the target, which "
@@ -424,7 +426,7 @@ class TargetDensity:
                 "steering one density (build the optimizer with lam_scale='layer', e.g. "
                 f"sparseopt.create_optimizer(model, {key!r}, lam_scale='layer'), for the "
                 "preset's)",
-                stacklevel=2,
+                stacklevel=3,  # the caller's caller: a callback's user, or a script
             )
             preset["allocation"] = "global"
         return cls(target, **{**preset, **overrides})
@@ -530,6 +532,14 @@ class TargetDensity:
         """``allocation="he"``: each group's λ factor, steered to its share of
         ``reference``."""
         params = [p for _, counts in groups for _, p in counts]
+        if not self._warned_joint and len(params) > len(groups):
+            self._warned_joint = True
+            warnings.warn(
+                "TargetDensity(allocation='he'): a param group holds several layers and is "
+                "steered to their joint share (one param group per layer: "
+                "lam_scale='layer')",
+                stacklevel=3,
+            )
         shares = he_shares(
             [p.numel() for p in params],
             [max(1, math.prod(p.shape[1:])) for p in params],

@@ -256,9 +256,20 @@ def _run_state(config: TrainConfig) -> tuple[str, dict[str, Any] | None]:
     diff = [k for k in now if old.get(k) != now[k]]
     if diff:
         shown = ", ".join(f"{k} {old.get(k)!r} there, {now[k]!r} now" for k in diff[:3])
+        flags = [
+            f"--{k.replace('_', '-')} {old[k]}"
+            for k in diff
+            if isinstance(old.get(k), (str, int, float)) and not isinstance(old.get(k), bool)
+        ]
+        hint = (
+            f" (e.g. its command with {' '.join(flags)} added: a recipe may have changed "
+            "since; --resume takes no flags)"
+            if len(flags) == len(diff)
+            else ""
+        )
         raise UsageError(
             f"{run_dir} holds a run with other settings ({shown}); re-run with the settings "
-            "of that comparison, or choose another --out"
+            f"of that comparison{hint}, or choose another --out"
         )
     summary = read_summary(run_dir)
     try:
@@ -481,13 +492,19 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.prune_baseline:  # usage errors before anything trains
         _check_dense(args.dense)
         _finetune_epochs(base, args)
-    _claim_compare_dir(out, args.overwrite)
-    configs = []
+    planned = []
     for name in names:
         settings, dropped = _per_optimizer(base, name)
         settings["out"] = str(out / name)
         config = config_from(settings)
-        configs.append((name, config, dropped, _run_state(config)))  # checks before any write
+        try:  # every optimizer's settings resolved and checked before anything trains
+            _comparable(config)
+        except UsageError as err:
+            raise UsageError(f"{name}: {err}") from None
+        planned.append((name, config, dropped))
+    _claim_compare_dir(out, args.overwrite)
+    # a run directory that exists must hold the same settings: checked before any write
+    configs = [(name, config, dropped, _run_state(config)) for name, config, dropped in planned]
     rows: list[dict[str, Any]] = []
     task = "classification"
     reused = [name for name, _, _, (state, _) in configs if state == "done"]

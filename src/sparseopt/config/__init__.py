@@ -460,7 +460,10 @@ class TrainConfig:
         "draw; needs one param group per layer, --lam-scale layer or fan_in; "
         "sparseopt.control.he_shares)",
         metavar="A",
-        shown="per optimizer: {control[allocation]}, global with --lam-scale none; else global",
+        shown=(
+            "per optimizer: {control[allocation]} (global with --lam-scale none, --coupled or "
+            "no target density); else global"
+        ),
     )
     record_path: bool = _opt(
         True,
@@ -582,7 +585,10 @@ class TrainConfig:
         its training settings (``init_density``, ``schedule``, ``lam_warmup``, ``refit``: 0
         with ``grow_every``, ``None`` for dense methods; with ``target_density`` the
         controller steers λ over the epochs before the refit) and, for sparse methods,
-        ``penalty`` (``l1``), ``lam_scale`` (``none``) and the recipe's λ for the penalties in use
+        ``penalty`` (``l1``), ``lam_scale`` (the recipe's training setting — AdaBreg's
+        ``layer`` — while a target density steers λ, else ``none``; ``None`` for dense
+        methods), ``target_allocation`` (the controller preset's where the groups are
+        layers and a target is set, else ``global``) and the recipe's λ for the penalties in use
         (:func:`sparseopt.optim.registry.recipe_lams`). The optimizer name is
         canonicalised.
 
@@ -632,24 +638,35 @@ class TrainConfig:
             from sparseopt.control import PRESETS  # the controller's, written into the run
 
             changes["target_density_ramp"] = float(PRESETS.get(info.name, {}).get("ramp", 0.0))
-        if self.target_allocation is None:  # the recipe's, where its groups are layers
-            from sparseopt.control import PRESETS
-
-            recipe = info.training.get("lam_scale", info.defaults.get("lam_scale", "none"))
-            lam_scale = self.lam_scale or recipe
-            per_layer = info.sparse and not self.coupled and lam_scale != "none"
-            preset = PRESETS.get(info.name, {}).get("allocation", "global")
-            changes["target_allocation"] = preset if per_layer else "global"
+        steered = bool(changes.get("target_density", self.target_density))
         if info.sparse:
             if self.penalty is None:
                 recipe = info.defaults.get("penalty", "l1")
                 changes["penalty"] = "group_l1" if self.coupled else recipe
             if self.lam_scale is None:  # coupled groups are not layers
+                # the recipe's groups per layer serve its per-layer controller: with a λ
+                # of the user's (no target) the run keeps one group per layer kind
                 recipe = changes.get("lam_scale", info.defaults.get("lam_scale", "none"))
+                if not steered:
+                    recipe = info.defaults.get("lam_scale", "none")
                 changes["lam_scale"] = "none" if self.coupled else recipe
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings))
+        else:  # no λ: no groups to scale (a run saved before the field says "none")
+            changes["lam_scale"] = None
+        if self.target_allocation is None:  # the recipe's, where its groups are layers
+            from sparseopt.control import PRESETS
+
+            per_layer = info.sparse and changes.get("lam_scale", self.lam_scale) != "none"
+            preset = PRESETS.get(info.name, {}).get("allocation", "global")
+            changes["target_allocation"] = preset if per_layer and steered else "global"
+        elif self.target_allocation != "global" and not steered:
+            raise ValueError(
+                f"Invalid target_allocation value: {self.target_allocation!r}; it shares a "
+                "target density among the layers and no target density is set "
+                "(target_density, or the optimizer's recipe)"
+            )
         if self.init_density is None and "init_density" not in changes:
             changes["init_density"] = 1.0
         if self.schedule is None and "schedule" not in changes:

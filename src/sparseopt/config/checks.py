@@ -43,12 +43,6 @@ def validate(cfg: Any) -> None:
                 f"Invalid target_allocation value: {cfg.target_allocation!r}; expected one "
                 f"of {list(ALLOCATIONS)}"
             )
-        if cfg.target_allocation == "he" and cfg.lam_scale == "none":
-            raise ValueError(
-                "Invalid target_allocation value: 'he'; it steers each layer's λ and needs "
-                "one param group per layer, but lam_scale is none (given, or the "
-                "optimizer's recipe): pass lam_scale layer or fan_in"
-            )
     _check_number("grow_tau", cfg.grow_tau, 0.0, 1.0, low_open=True)
     _check_number("checkpoint_seconds", cfg.checkpoint_seconds, 0.0, None)
     if cfg.target_density is not None:
@@ -97,6 +91,12 @@ def validate(cfg: Any) -> None:
         if not isinstance(cfg.betas, list) or len(cfg.betas) != 2:
             raise ValueError(f"Invalid betas value: {cfg.betas!r}; expected two numbers")
     _check_coupled(cfg)
+    if cfg.target_allocation == "he" and cfg.lam_scale == "none":  # after coupled's check
+        raise ValueError(
+            "Invalid target_allocation value: 'he'; it steers each layer's λ and needs "
+            "one param group per layer, but lam_scale is none (given, or the "
+            "optimizer's recipe): pass lam_scale layer or fan_in"
+        )
     from sparseopt.init import DISTRIBUTIONS
 
     if cfg.init_distribution not in DISTRIBUTIONS:
