@@ -658,7 +658,8 @@ class TrainConfig:
         if self.target_allocation is None:  # the recipe's, where its groups are layers
             from sparseopt.control import PRESETS
 
-            per_layer = info.sparse and changes.get("lam_scale", self.lam_scale) != "none"
+            lam_scale = changes.get("lam_scale", self.lam_scale)
+            per_layer = info.sparse and not self.coupled and lam_scale != "none"
             preset = PRESETS.get(info.name, {}).get("allocation", "global")
             changes["target_allocation"] = preset if per_layer and steered else "global"
         elif self.target_allocation != "global" and not steered:
