@@ -503,6 +503,8 @@ def test_02_train_refuses_a_directory_that_is_not_its_own(
     (mine / "metrics.csv").write_text("my,numbers\n1,2\n")
     (mine / "summary.json").write_text('{"mine": true}\n')
     (mine / "notes.txt").write_text("unrelated\n")
+    (mine / "tensorboard").mkdir()  # an earlier run's events: TensorBoard would mix them in
+    (mine / "tensorboard" / "events.out.tfevents.1.old").write_bytes(b"old")
     msg = refused(capsys, tmp_path, 2, "train", *TRAIN, "--out", mine)
     assert "not a run directory" in msg and "--overwrite" in msg
     assert "metrics.csv" in msg and "summary.json" in msg
@@ -513,6 +515,9 @@ def test_02_train_refuses_a_directory_that_is_not_its_own(
     assert "--overwrite" in err and "metrics.csv" in err and "summary.json" in err
     assert (mine / "notes.txt").read_bytes() == notes
     assert json.loads((mine / "summary.json").read_text())["metrics"]["epoch"] == 1
+    assert (
+        "tensorboard" in err and not (mine / "tensorboard" / "events.out.tfevents.1.old").exists()
+    )
     # now it is a run: replacing it is refused even with --overwrite (resume it instead)
     msg = refused(capsys, tmp_path, 2, "train", *TRAIN, "--out", mine, "--overwrite")
     assert f"--resume {mine}" in msg

@@ -134,11 +134,33 @@ def out_error(run_dir: Path, overwrite: bool) -> str:
     return ""
 
 
+def clear_run_files(run_dir: Path) -> list[str]:
+    """Remove the entries of :data:`RUN_FILES` from ``run_dir`` (files and folders); the
+    names removed. What a fresh run does where :func:`out_error` let it write: the
+    outputs of the run stopped before its first checkpoint, or those ``--overwrite``
+    announced, so that no file of an earlier run (an event file in ``tensorboard/``, a
+    chunk of ``path_chunks/``, a ``model_sparse.pt`` this run may not reach) is read as
+    this run's. Every other file is left alone."""
+    removed = []
+    for name in RUN_FILES:
+        entry = run_dir / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
 def claim(cfg: TrainConfig, resume_dir: Path | None, overwrite: bool, ctx: Dist) -> Path:
     """The run directory of ``cfg`` (created by rank 0), the same on every rank.
 
     ``cfg.out``, or ``runs/<name>`` / ``runs/<timestamp>-<dataset>-<optimizer>`` (with
-    ``-2``, ``-3``... if taken); a fresh run's stale ``log.txt`` is removed.
+    ``-2``, ``-3``... if taken); a fresh run removes the run outputs already there
+    (:func:`clear_run_files`: a run of ours stopped before its first checkpoint, or what
+    ``--overwrite`` replaces).
 
     Raises:
         ConfigError: the directory may not be used (see :func:`out_error`).
@@ -161,8 +183,8 @@ def claim(cfg: TrainConfig, resume_dir: Path | None, overwrite: bool, ctx: Dist)
         if not error and run_dir is not None:
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                if resume_dir is None:
-                    (run_dir / LOG_FILE).unlink(missing_ok=True)  # a fresh run's own log
+                if resume_dir is None:  # a fresh run replaces the run outputs there
+                    clear_run_files(run_dir)
             except OSError as err:
                 error = f"cannot create run directory {run_dir}: {err.strerror or err}"
     run_dir_s, error = broadcast_object([str(run_dir) if run_dir is not None else "", error], ctx)
