@@ -144,3 +144,34 @@ def test_a_dense_optimizer_is_refused(tmp_path) -> None:
     trainer = _trainer(tmp_path, [SparsityCallback()], max_epochs=1)
     with pytest.raises(TypeError, match="needs a sparseopt optimizer"):
         trainer.fit(Dense())
+
+
+class _AdaBregTiny(Tiny):
+    """Tiny with AdaBreg's recipe, per layer or per layer kind."""
+
+    def __init__(self, lam_scale: str) -> None:
+        super().__init__()
+        self.lam_scale = lam_scale
+
+    def configure_optimizers(self):
+        return so.create_optimizer(self, "adabreg", lam_scale=self.lam_scale)
+
+
+@pytest.mark.parametrize("lam_scale", ["layer", "none"])
+def test_adabreg_preset_steers_per_layer_only_on_per_layer_groups(tmp_path, lam_scale) -> None:
+    """The callback builds the controller with the optimizer's preset: AdaBreg's per-layer
+    shares on one param group per layer; on one group per layer kind (what
+    ``create_optimizer(model, "adabreg")`` gives) one density, with a warning."""
+    import warnings
+
+    cb = SparsityCallback(target_density=0.3, control_every_n_steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(tmp_path, [cb], max_epochs=1).fit(_AdaBregTiny(lam_scale))
+    fallback = [w for w in caught if "steering one density" in str(w.message)]
+    assert cb.controller is not None and len(cb.controller.history) == 2  # 4 steps / 2
+    if lam_scale == "layer":
+        assert cb.controller.allocation == "he" and not fallback
+        assert len(cb.controller.state_dict()["groups"]) == 2  # one loop per layer
+    else:
+        assert cb.controller.allocation == "global" and len(fallback) == 1
