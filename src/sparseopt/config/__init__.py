@@ -284,7 +284,7 @@ class TrainConfig:
         "fan_in (each layer's λ in proportion to its weights' He scale √(2/fan-in), squared "
         "for l0/group_l0, with mean λ over the weights: sparseopt.groups.layer_lam_factors)",
         metavar="S",
-        shown="per optimizer: {recipe[lam_scale]}; else none",
+        shown="per optimizer: {recipe[lam_scale]} (with its target density); else none",
     )
     coupled: str | None = _opt(
         None,
