@@ -281,6 +281,9 @@ def test_compare_sees_old_runs_as_the_same_settings_and_checks_all_before_traini
 
     old_sgd = TrainConfig.from_dict({"optimizer": "sgd", "lam_scale": "none"})
     assert _comparable(old_sgd) == _comparable(TrainConfig(optimizer="sgd"))
+    given = TrainConfig(optimizer="sgd", lam_scale="fan_in").resolve()  # still refused:
+    with pytest.raises(ValueError, match="dense optimizer 'sgd'"):
+        so.create_optimizer(_mlp(), "sgd", **given.optimizer_kwargs())
     old_fixed = TrainConfig(optimizer="adabreg", lam=0.3, lam_scale="none")
     assert _comparable(old_fixed) == _comparable(TrainConfig(optimizer="adabreg", lam=0.3))
     out = tmp_path / "cmp"

@@ -503,8 +503,8 @@ def test_02_train_refuses_a_directory_that_is_not_its_own(
     (mine / "metrics.csv").write_text("my,numbers\n1,2\n")
     (mine / "summary.json").write_text('{"mine": true}\n')
     (mine / "notes.txt").write_text("unrelated\n")
-    (mine / "tensorboard").mkdir()  # an earlier run's events: TensorBoard would mix them in
-    (mine / "tensorboard" / "events.out.tfevents.1.old").write_bytes(b"old")
+    (mine / "checkpoints").mkdir()  # a folder of a run's name: kept, not emptied
+    (mine / "checkpoints" / "my_model.ckpt").write_bytes(b"mine")
     msg = refused(capsys, tmp_path, 2, "train", *TRAIN, "--out", mine)
     assert "not a run directory" in msg and "--overwrite" in msg
     assert "metrics.csv" in msg and "summary.json" in msg
@@ -515,15 +515,39 @@ def test_02_train_refuses_a_directory_that_is_not_its_own(
     assert "--overwrite" in err and "metrics.csv" in err and "summary.json" in err
     assert (mine / "notes.txt").read_bytes() == notes
     assert json.loads((mine / "summary.json").read_text())["metrics"]["epoch"] == 1
-    assert (
-        "tensorboard" in err and not (mine / "tensorboard" / "events.out.tfevents.1.old").exists()
-    )
+    assert "folders checkpoints are kept" in err
+    assert (mine / "checkpoints" / "my_model.ckpt").read_bytes() == b"mine"
     # now it is a run: replacing it is refused even with --overwrite (resume it instead)
     msg = refused(capsys, tmp_path, 2, "train", *TRAIN, "--out", mine, "--overwrite")
     assert f"--resume {mine}" in msg
     # a new or empty directory needs nothing
     (tmp_path / "empty").mkdir()
     assert run(capsys, "train", *TRAIN, "--out", tmp_path / "empty")[0] == 0
+
+
+def test_02_overwrite_removes_earlier_tensorboard_events_and_a_stopped_run_of_ours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``--overwrite`` and TensorBoard on, earlier event files directly in
+    ``tensorboard/`` go (TensorBoard would show both runs as one), nothing else there; a
+    run that finished (its checkpoint deleted) is not replaced without ``--overwrite``."""
+    mine = tmp_path / "results"
+    (mine / "tensorboard" / "other").mkdir(parents=True)
+    (mine / "tensorboard" / "events.out.tfevents.1.old").write_bytes(b"old")
+    (mine / "tensorboard" / "other" / "keep.txt").write_text("mine\n")
+    (mine / "metrics.csv").write_text("my,numbers\n")
+    tb = [a for a in TRAIN if a != "--no-tensorboard"]
+    code, _, err = run(capsys, "train", *tb, "--out", mine, "--overwrite")
+    assert code == 0, err
+    assert not (mine / "tensorboard" / "events.out.tfevents.1.old").exists()
+    assert (mine / "tensorboard" / "other" / "keep.txt").read_text() == "mine\n"
+    assert list((mine / "tensorboard").glob("events.out.tfevents.*"))  # this run's
+    # a finished run whose checkpoint was deleted: refused without --overwrite
+    (mine / "checkpoint.pt").unlink()
+    (mine / "tensorboard" / "other" / "keep.txt").unlink()
+    (mine / "tensorboard" / "other").rmdir()
+    msg = refused(capsys, tmp_path, 2, "train", *TRAIN, "--out", mine)
+    assert "not a run directory" in msg and "summary.json" in msg
 
 
 # ----------------------------------------------------------------------------- item 4

@@ -426,7 +426,7 @@ class TargetDensity:
                 "steering one density (build the optimizer with lam_scale='layer', e.g. "
                 f"sparseopt.create_optimizer(model, {key!r}, lam_scale='layer'), for the "
                 "preset's)",
-                stacklevel=3,  # the caller's caller: a callback's user, or a script
+                stacklevel=2,
             )
             preset["allocation"] = "global"
         return cls(target, **{**preset, **overrides})

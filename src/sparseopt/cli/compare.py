@@ -250,21 +250,22 @@ def _run_state(config: TrainConfig) -> tuple[str, dict[str, Any] | None]:
         return "new", None
     try:
         saved = TrainConfig.from_dict(load_run_config(run_dir / "config.yaml"))
-    except (ValueError, TypeError, FileNotFoundError) as err:
+        old = _comparable(saved)
+    except (ValueError, TypeError, FileNotFoundError, UsageError) as err:
         raise UsageError(f"cannot reuse {run_dir}: {err}") from None
-    old, now = _comparable(saved), _comparable(config)
+    now = _comparable(config)
     diff = [k for k in now if old.get(k) != now[k]]
     if diff:
         shown = ", ".join(f"{k} {old.get(k)!r} there, {now[k]!r} now" for k in diff[:3])
-        flags = [
-            f"--{k.replace('_', '-')} {old[k]}"
-            for k in diff
-            if isinstance(old.get(k), (str, int, float)) and not isinstance(old.get(k), bool)
-        ]
+        # a comparison made before AdaBreg's recipe steered per layer (2026-11-27): one
+        # group per layer kind and one density, which these flags give every optimizer
+        flags = [f"--{k.replace('_', '-')} {old[k]}" for k in diff]
         hint = (
-            f" (e.g. its command with {' '.join(flags)} added: a recipe may have changed "
-            "since; --resume takes no flags)"
-            if len(flags) == len(diff)
+            f" (its command with {' '.join(flags)} added: the recipe changed since; "
+            "--resume takes no flags)"
+            if set(diff) <= {"lam_scale", "target_allocation"}
+            and old.get("lam_scale") == "none"
+            and old.get("target_allocation") == "global"
             else ""
         )
         raise UsageError(

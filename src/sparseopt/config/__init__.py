@@ -653,8 +653,8 @@ class TrainConfig:
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings))
-        else:  # no λ: no groups to scale (a run saved before the field says "none")
-            changes["lam_scale"] = None
+        elif self.lam_scale in (None, "none"):  # no λ, no groups to scale (a run saved
+            changes["lam_scale"] = None  # before the field says "none"); others are refused
         if self.target_allocation is None:  # the recipe's, where its groups are layers
             from sparseopt.control import PRESETS
 

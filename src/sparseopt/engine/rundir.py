@@ -78,14 +78,22 @@ RUN_FILES = (
 )
 
 
+#: What only a run that reached a checkpoint or its end leaves behind: a directory with
+#: any of these is not "stopped before its first checkpoint" (nothing to keep).
+_KEPT_OUTPUTS = ("checkpoints", SHARDED_DIR, "summary.json", "model_sparse.pt")
+
+
 def own_fresh_run(run_dir: Path) -> bool:
-    """A run directory of ours stopped before its first checkpoint (nothing to keep)."""
+    """A run directory of ours stopped before its first checkpoint (nothing to keep): its
+    ``log.txt`` starts with the run header, every entry has a run output's name, and none
+    is one that only a checkpointed or finished run writes (a finished run whose
+    ``checkpoint.pt`` was deleted is not fresh)."""
     try:
         with open(run_dir / LOG_FILE, encoding="utf-8") as f:
             first = f.readline()
     except (OSError, UnicodeDecodeError):
         return False
-    allowed = set(RUN_FILES)
+    allowed = set(RUN_FILES) - set(_KEPT_OUTPUTS)
     return first.startswith("sparseopt train: ") and all(
         p.name in allowed for p in run_dir.iterdir()
     )
@@ -111,7 +119,8 @@ def out_error(run_dir: Path, overwrite: bool) -> str:
     present = sorted(p.name for p in run_dir.iterdir())
     if not present or own_fresh_run(run_dir):
         return ""
-    replaced = [name for name in RUN_FILES if name in present]
+    replaced = [name for name in RUN_FILES if name in present and not (run_dir / name).is_dir()]
+    folders = [name for name in RUN_FILES if name in present and (run_dir / name).is_dir()]
     if not overwrite:
         shown = ", ".join(present[:5]) + (", …" if len(present) > 5 else "")
         clash = f"; --overwrite would replace {', '.join(replaced)}" if replaced else ""
@@ -125,6 +134,12 @@ def out_error(run_dir: Path, overwrite: bool) -> str:
         if replaced
         else "no file there has the name of a run output"
     )
+    if folders:
+        what += (
+            f"; folders {', '.join(folders)} are kept and written into (earlier "
+            "TensorBoard event files directly in tensorboard/ are removed, unless "
+            "--no-tensorboard)"
+        )
     print(
         f"sparseopt: note: --overwrite: training into the existing directory {run_dir}; "
         f"{what}; other files are left alone",
@@ -134,23 +149,32 @@ def out_error(run_dir: Path, overwrite: bool) -> str:
     return ""
 
 
-def clear_run_files(run_dir: Path) -> list[str]:
-    """Remove the entries of :data:`RUN_FILES` from ``run_dir`` (files and folders); the
-    names removed. What a fresh run does where :func:`out_error` let it write: the
-    outputs of the run stopped before its first checkpoint, or those ``--overwrite``
-    announced, so that no file of an earlier run (an event file in ``tensorboard/``, a
-    chunk of ``path_chunks/``, a ``model_sparse.pt`` this run may not reach) is read as
-    this run's. Every other file is left alone."""
+def clear_run_files(run_dir: Path, *, ours: bool, tensorboard: bool) -> list[str]:
+    """Remove the run outputs already in ``run_dir`` before a fresh run writes there; the
+    names removed.
+
+    ``ours`` (a run of ours stopped before its first checkpoint, :func:`own_fresh_run`):
+    every entry of :data:`RUN_FILES`, folders whole — they are that run's. Otherwise
+    (``--overwrite``, announced by :func:`out_error`): the files of those names, which the
+    note says are replaced, and — unless this run's TensorBoard logging is off
+    (``tensorboard`` false) — the earlier event files directly in ``tensorboard/`` (TensorBoard would show both runs as one); every
+    folder and every other file is left alone.
+    """
     removed = []
     for name in RUN_FILES:
         entry = run_dir / name
         if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
+            if ours:
+                shutil.rmtree(entry)
+                removed.append(name)
+            elif name == "tensorboard" and tensorboard:
+                for event in entry.glob("events.out.tfevents.*"):
+                    if event.is_file() or event.is_symlink():
+                        event.unlink()
+                        removed.append(f"{name}/{event.name}")
         elif entry.exists() or entry.is_symlink():
             entry.unlink()
-        else:
-            continue
-        removed.append(name)
+            removed.append(name)
     return removed
 
 
@@ -159,8 +183,8 @@ def claim(cfg: TrainConfig, resume_dir: Path | None, overwrite: bool, ctx: Dist)
 
     ``cfg.out``, or ``runs/<name>`` / ``runs/<timestamp>-<dataset>-<optimizer>`` (with
     ``-2``, ``-3``... if taken); a fresh run removes the run outputs already there
-    (:func:`clear_run_files`: a run of ours stopped before its first checkpoint, or what
-    ``--overwrite`` replaces).
+    (:func:`clear_run_files`: a run of ours stopped before its first checkpoint, or the
+    files ``--overwrite`` replaces).
 
     Raises:
         ConfigError: the directory may not be used (see :func:`out_error`).
@@ -182,11 +206,17 @@ def claim(cfg: TrainConfig, resume_dir: Path | None, overwrite: bool, ctx: Dist)
                 run_dir = base.with_name(f"{base.name}-{k}")
         if not error and run_dir is not None:
             try:
+                ours = run_dir.is_dir() and own_fresh_run(run_dir)
                 run_dir.mkdir(parents=True, exist_ok=True)
-                if resume_dir is None:  # a fresh run replaces the run outputs there
-                    clear_run_files(run_dir)
             except OSError as err:
                 error = f"cannot create run directory {run_dir}: {err.strerror or err}"
+            if not error and resume_dir is None:  # a fresh run replaces the outputs there
+                try:
+                    clear_run_files(run_dir, ours=ours, tensorboard=cfg.tensorboard is not False)
+                except OSError as err:
+                    error = (
+                        f"cannot remove the earlier run outputs in {run_dir}: {err.strerror or err}"
+                    )
     run_dir_s, error = broadcast_object([str(run_dir) if run_dir is not None else "", error], ctx)
     if error:
         raise ConfigError(error)
