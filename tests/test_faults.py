@@ -580,6 +580,23 @@ def test_04_compare_says_which_runs_it_reuses_and_which_it_resumes(
     assert "(reusing the runs of adabreg; resuming sgd)" in stdout
 
 
+def test_04_compare_checks_the_pruning_baselines_runs_before_anything_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pruning baseline's run directory holding other settings is refused before the
+    optimizers train (it used to be found after them)."""
+    out = tmp_path / "cmp"
+    argv = ["compare", *TRAIN, "--epochs", "2", "--out", out, "--prune-baseline"]
+    code, _, err = run(capsys, *argv, "--optimizers", "proxsgd")
+    assert code == 0, err
+    saved = out / "pruning-proxsgd" / "config.yaml"
+    saved.write_text(saved.read_text().replace("schedule: cosine", "schedule: step"))
+    shutil.rmtree(out / "proxsgd")
+    msg = refused(capsys, tmp_path, 2, *argv, "--optimizers", "proxsgd")
+    assert "pruning-proxsgd holds a run with other settings" in msg and "schedule" in msg
+    assert not (out / "proxsgd").exists()
+
+
 def test_04_compare_resumes_and_never_replaces_its_outputs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

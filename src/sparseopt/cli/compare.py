@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -292,6 +292,39 @@ def _train_or_reuse(
     return train(config, callbacks=callbacks, echo=False, overwrite=overwrite)
 
 
+def _pruning_configs(
+    base: dict[str, Any], out: Path, args: argparse.Namespace
+) -> tuple[TrainConfig, Callable[[str], TrainConfig]]:
+    """The pruning baseline's dense run config, and the fine-tuning run config of the
+    baseline for an optimizer (by name): ``F`` epochs at a tenth of the dense run's
+    resolved learning rate, cosine, from the dense network (its mask is a callback, not a
+    setting). One source for the runs and for the check before anything trains."""
+    from sparseopt.baselines import FINETUNE_LR_FACTOR
+
+    epochs, ft = _finetune_epochs(base, args)
+    dense_settings, _ = _per_optimizer(base, args.dense)
+    dense_settings.update(epochs=epochs - ft, out=str(out / f"pruning-{args.dense}-dense"))
+    dense_config = config_from(dense_settings)
+    try:
+        lr = float(dense_config.resolve().lr or 0.0) * FINETUNE_LR_FACTOR
+    except ValueError as err:
+        raise UsageError(f"{args.dense}: {err}") from None
+
+    def finetune(name: str) -> TrainConfig:
+        settings = dict(dense_settings)
+        settings.update(
+            epochs=ft,
+            lr=lr,
+            schedule="cosine",
+            init_density=1.0,
+            out=str(out / f"pruning-{name}"),
+            stall_epochs=0,
+        )
+        return config_from(settings)
+
+    return dense_config, finetune
+
+
 def _pruning_baselines(
     base: dict[str, Any], rows: list[dict[str, Any]], out: Path, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
@@ -304,26 +337,22 @@ def _pruning_baselines(
     optimizers' runs, the runs under ``OUT/pruning-*`` are reused when finished and
     resumed when interrupted.
     """
-    from sparseopt.baselines import FINETUNE_LR_FACTOR, FixedMask, magnitude_masks, verdict
+    from sparseopt.baselines import FixedMask, magnitude_masks, verdict
     from sparseopt.engine import NonFiniteLossError, Trainer
 
-    epochs, ft = _finetune_epochs(base, args)
-    dense_settings, _ = _per_optimizer(base, args.dense)
-    dense_settings.update(epochs=epochs - ft, out=str(out / f"pruning-{args.dense}-dense"))
-    dense_config = config_from(dense_settings)
+    epochs, _ = _finetune_epochs(base, args)
+    dense_config, finetune = _pruning_configs(base, out, args)
     state_name, _ = _run_state(dense_config)
     try:
         if state_name == "done":  # the finished dense network, from its checkpoint
             with Trainer(None, resume=dense_config.out, install_signal_handlers=False) as t:
-                dense_model, dense_lr = t.model, float(t.config.lr or 0.0)
+                dense_model = t.model
         else:
-            dense = _train_or_reuse(dense_config, state_name, overwrite=args.overwrite)
-            dense_model, dense_lr = dense.model, float(dense.config.lr or 0.0)
+            dense_model = _train_or_reuse(dense_config, state_name, overwrite=args.overwrite).model
     except NonFiniteLossError:
         print(f"pruning baseline: the dense {args.dense} run diverged; no baseline", flush=True)
         return []
     state = {k: v.detach().clone() for k, v in dense_model.state_dict().items()}
-    lr = dense_lr * FINETUNE_LR_FACTOR
     added = []
     for row in list(rows):
         wd = row.get("weight_density")
@@ -333,17 +362,8 @@ def _pruning_baselines(
         if row["optimizer"] in ("sgd", "adam") or row.get("test_acc") is None:
             continue
         masks = magnitude_masks(dense_model, wd)
-        settings = dict(dense_settings)
-        settings.update(
-            epochs=ft,
-            lr=lr,
-            schedule="cosine",
-            init_density=1.0,
-            out=str(out / f"pruning-{row['optimizer']}"),
-            stall_epochs=0,
-        )
         name = f"pruning @ {row['optimizer']}"
-        config = config_from(settings)
+        config = finetune(row["optimizer"])
         run_state, summary = _run_state(config)
         if run_state == "done":
             assert summary is not None
@@ -488,6 +508,7 @@ def _check_dense(name: str) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     from sparseopt.engine import NonFiniteLossError, TrainingInterrupted
     from sparseopt.logging_utils import atomic_write_text
+    from sparseopt.optim.registry import get_optimizer_info
 
     base, names, out = _compare_invocation(args)
     if args.prune_baseline:  # usage errors before anything trains
@@ -506,6 +527,12 @@ def run_compare(args: argparse.Namespace) -> int:
     _claim_compare_dir(out, args.overwrite)
     # a run directory that exists must hold the same settings: checked before any write
     configs = [(name, config, dropped, _run_state(config)) for name, config, dropped in planned]
+    if args.prune_baseline:  # and so must the baseline's runs
+        dense_config, finetune = _pruning_configs(base, out, args)
+        _run_state(dense_config)
+        for name, _, _, _ in configs:
+            if get_optimizer_info(name).sparse:  # the dense ones get no baseline
+                _run_state(finetune(name))
     rows: list[dict[str, Any]] = []
     task = "classification"
     reused = [name for name, _, _, (state, _) in configs if state == "done"]
