@@ -208,8 +208,15 @@ def he_shares(
     (large weights) keeps more of its weights, as global magnitude pruning of the
     initial network would. The head is left out of the threshold: a two-class head on
     4 096 features (the words CNN's) has He weights far below the convolutions' and
-    would get almost none (docs/recipes.md, round 33). No share falls below one weight per output unit
-    (``rows[i] / numels[i]``, at most :math:`D`), so no layer is steered empty.
+    would get almost none (docs/recipes.md, round 33). The head is the last entry: in
+    :func:`sparseopt.groups.param_groups`' order (convolutions, then Linear layers, each
+    in module order) the model's last penalised Linear layer.
+
+    No share falls below one weight per output unit (``rows[i] / numels[i]``, at most
+    :math:`D`), so no layer is steered empty: a layer the threshold would leave below
+    it is held there and :math:`\tau` is solved again for the others with what is left
+    of the body's budget (water-filling), so the body stays at :math:`D` unless the
+    floors alone exceed it.
 
     Example:
         The curve CNN (three 3×3 convolutions of 16, 32, 64 filters, a two-class head
@@ -317,7 +324,9 @@ class TargetDensity:
             penalised weight, the head, at the reference itself; the other layers at
             what a global magnitude threshold keeps of a He-normal draw), by a
             controller of its own (same gains; its own error, anchor and empty-layer
-            guard); the network as a whole then ends at :math:`D`. It needs one param
+            guard); the shares average to :math:`D` (a sticky plant's loops may overshoot
+            theirs, and a share below a layer's starting density is out of its reach:
+            docs/structure.md). It needs one param
             group per layer (``param_groups(lam_scale="layer")``, the recipe of the
             methods whose :data:`PRESETS` choose it); a group of several layers is
             steered to their joint share (one group for everything: ``"global"``'s

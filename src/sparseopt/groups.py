@@ -318,10 +318,6 @@ def param_groups(
                 buckets["unpenalised"].append((full, p))
     out: list[dict[str, Any]] = []
     factors: dict[str, float] = {}
-    if lam_scale == "layer":
-        for kind in ("conv", "linear"):
-            if settings[kind][0] != "none":
-                factors.update({n: 1.0 for n, _ in buckets[kind]})
     if lam_scale == "fan_in":
         # the penalised layers only, normalised among those that share a penalty
         kinds = [k for k in ("conv", "linear") if settings[k][0] != "none" and buckets[k]]
@@ -342,9 +338,9 @@ def param_groups(
         pen, grp, lam_k = settings[kind]
         if pen.startswith("group_") and grp is None:
             grp = "filter"
-        # one group per kind, or one per layer with its λ factor
-        scaled = pen != "none" and bool(factors)
-        chunks = [[np_] for np_ in buckets[kind]] if scaled else [buckets[kind]]
+        # one group per kind, or one per layer ("fan_in": with its λ factor)
+        per_layer = pen != "none" and lam_scale != "none"
+        chunks = [[np_] for np_ in buckets[kind]] if per_layer else [buckets[kind]]
         for chunk in chunks:
             group: dict[str, Any] = {
                 "name": kind,
@@ -354,7 +350,7 @@ def param_groups(
                 "lam": lam_k,
                 "groups": grp,
             }
-            if scaled and lam_scale == "fan_in":
+            if per_layer and lam_scale == "fan_in":
                 f = factors[chunk[0][0]]
                 group["lam"] = float(lam_k) * f  # type: ignore[arg-type]
                 group["lam_factor"] = f

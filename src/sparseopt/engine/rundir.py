@@ -149,33 +149,28 @@ def out_error(run_dir: Path, overwrite: bool) -> str:
     return ""
 
 
-def clear_run_files(run_dir: Path, *, ours: bool, tensorboard: bool) -> list[str]:
-    """Remove the run outputs already in ``run_dir`` before a fresh run writes there; the
-    names removed.
+def clear_run_files(run_dir: Path, *, ours: bool, tensorboard: bool) -> None:
+    """Remove the run outputs already in ``run_dir`` before a fresh run writes there.
 
     ``ours`` (a run of ours stopped before its first checkpoint, :func:`own_fresh_run`):
     every entry of :data:`RUN_FILES`, folders whole — they are that run's. Otherwise
-    (``--overwrite``, announced by :func:`out_error`): the files of those names, which the
-    note says are replaced, and — unless this run's TensorBoard logging is off
-    (``tensorboard`` false) — the earlier event files directly in ``tensorboard/`` (TensorBoard would show both runs as one); every
-    folder and every other file is left alone.
+    (``--overwrite``, announced by :func:`out_error`): the files of those names, which
+    the note says are replaced, and — unless this run's TensorBoard logging is off
+    (``tensorboard`` false) — the earlier event files directly in ``tensorboard/``
+    (TensorBoard would show both runs as one); every folder and every other file is
+    left alone.
     """
-    removed = []
     for name in RUN_FILES:
         entry = run_dir / name
         if entry.is_dir() and not entry.is_symlink():
             if ours:
                 shutil.rmtree(entry)
-                removed.append(name)
             elif name == "tensorboard" and tensorboard:
                 for event in entry.glob("events.out.tfevents.*"):
                     if event.is_file() or event.is_symlink():
                         event.unlink()
-                        removed.append(f"{name}/{event.name}")
         elif entry.exists() or entry.is_symlink():
             entry.unlink()
-            removed.append(name)
-    return removed
 
 
 def claim(cfg: TrainConfig, resume_dir: Path | None, overwrite: bool, ctx: Dist) -> Path:
