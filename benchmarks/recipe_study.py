@@ -689,6 +689,15 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for seed in (1, 2)
         for cand in (R36, {**R36, "target_allocation": "global", "lam_scale": "none"})
     ],
+    # round 37: the sticky plants' brake (λ up by max_factor while too dense and growing)
+    # and the per-layer budget kept when a layer cannot come down to its share: AdaBreg's
+    # recipe with seeds 0-2 (rounds 36 and 36s measured it before), LinBreg steered to 10 %
+    # (round 30 measured it before)
+    "round37": [
+        *({**R36, "seed": seed} for seed in (0, 1, 2)),
+        {"optimizer": "linbreg", "target_density": 0.10, "seed": 0},
+    ],
+    "round37w": words_check(R36),
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
         c
@@ -863,6 +872,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round35w": ("words-cnn",),
     "round36w": ("words-cnn",),
     "round36s": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
+    "round37w": ("words-cnn",),
 }
 
 

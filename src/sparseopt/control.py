@@ -73,6 +73,7 @@ __all__ = [
     "LamWarmup",
     "TargetDensity",
     "empty_penalised",
+    "conserve_budget",
     "he_shares",
     "penalised_density",
     "per_layer_groups",
@@ -265,6 +266,41 @@ def he_shares(
             shares[i] = floor[i]
         free = [i for i in free if i not in below]
     return [*shares, density]
+
+
+def conserve_budget(counts: Sequence[float], shares: Sequence[float]) -> list[float]:
+    r"""Shares scaled so that the total stays at :math:`B = \sum_g s_g` when some groups
+    already hold more than theirs and cannot come down (a sticky plant: its support does
+    not shrink).
+
+    A group over its share (:math:`c_g > s_g`) counts at what it holds; the others share
+    what is left of the budget in proportion to their shares, :math:`t_g = s_g \rho` with
+    :math:`\rho = (B - \sum_{h \in O} c_h) / \sum_{h \notin O} s_h`, and a group that
+    holds more than its reduced share joins the set :math:`O` (water-filling until no
+    group moves; :math:`\rho` only falls, and it is 0 when :math:`O`'s counts alone
+    exceed the budget). Every group's target is :math:`s_g \rho`: the groups in
+    :math:`O` are over it, so their growth is braked, and the others are steered up to it.
+
+    Example:
+        Four layers with shares of 10, 40, 40 and 10 weights; the first already holds
+        30 that the plant cannot remove, so the other three give up 20 between them:
+
+        >>> [round(t, 2) for t in conserve_budget([30, 5, 20, 2], [10, 40, 40, 10])]
+        [7.78, 31.11, 31.11, 7.78]
+    """
+    budget = float(sum(shares))
+    over = {g for g, (c, s) in enumerate(zip(counts, shares, strict=True)) if c > s}
+    rho = 1.0
+    while over:
+        free = [g for g in range(len(shares)) if g not in over]
+        weight = sum(shares[g] for g in free)
+        left = budget - sum(counts[g] for g in over)
+        rho = max(left, 0.0) / weight if weight > 0 else 0.0
+        moved = {g for g in free if counts[g] > shares[g] * rho}
+        if not moved:
+            break
+        over |= moved
+    return [s * rho for s in shares]
 
 
 class TargetDensity:
@@ -524,15 +560,17 @@ class TargetDensity:
         delta = (self.gain_up if e > 0 else self.gain) * e
         if prev is not None:
             delta += self.kp * (e - prev)
+        bound = math.log(self.max_factor)
         if self.sticky:
             if e <= 0:
                 rose_at = None
             elif rose_at is not None and d < rose_at * (1 + STILL_GROWING):
                 delta = min(delta, 0.0)  # too dense and not grown since λ rose: hold λ
-            elif delta > 0:
-                rose_at = d
+            else:
+                # too dense and still growing: every weight that enters now is overshoot
+                # the plant cannot take back, so brake at once (docs/recipes.md, round 37)
+                rose_at, delta = d, bound
         loop[:] = [e, rose_at]
-        bound = math.log(self.max_factor)
         return math.exp(min(max(delta, -bound), bound))
 
     def _group_factors(
@@ -555,15 +593,21 @@ class TargetDensity:
             [p.shape[0] if p.ndim else 1 for p in params],
             reference,
         )
-        out: dict[int, float] = {}
+        rows: list[tuple[int, int, int, int, float]] = []  # group, nonzero, total, empty, share
         k = 0
         for i, counts in groups:
             nonzero, total, empty = _totals(counts)
             n = [p.numel() for _, p in counts]
             share = sum(x * s for x, s in zip(n, shares[k : k + len(n)], strict=True))
+            rows.append((i, nonzero, total, empty, share))
             k += len(n)
+        targets = [r[4] for r in rows]
+        if self.sticky:
+            targets = conserve_budget([r[1] for r in rows], targets)
+        out: dict[int, float] = {}
+        for (i, nonzero, total, empty, _), target in zip(rows, targets, strict=True):
             d = nonzero / max(total, 1)
-            e = math.log(max(d, self.min_density) / max(share / max(total, 1), self.min_density))
+            e = math.log(max(d, self.min_density) / max(target / max(total, 1), self.min_density))
             loop = self._groups.setdefault(i, [None, None])
             out[i] = self._factor(e, d, bool(empty), loop)
         return out
