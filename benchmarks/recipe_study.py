@@ -698,6 +698,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         {"optimizer": "linbreg", "target_density": 0.10, "seed": 0},
     ],
     "round37w": words_check(R36),
+    # round 37b: the same at 14 %, where round 36's recipe ended with its overshoot
+    "round37b": [{**R36, "target_density": 0.14, "seed": seed} for seed in (0, 1, 2)],
+    "round37bw": words_check({**R36, "target_density": 0.14}),
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
         c
@@ -873,6 +876,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round36w": ("words-cnn",),
     "round36s": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round37w": ("words-cnn",),
+    "round37bw": ("words-cnn",),
 }
 
 

@@ -12,7 +12,13 @@ from torch import nn
 
 import sparseopt as so
 from sparseopt.config import TrainConfig
-from sparseopt.control import PRESETS, TargetDensity, he_shares
+from sparseopt.control import (
+    PRESETS,
+    TargetDensity,
+    conserve_budget,
+    he_shares,
+    penalised_density,
+)
 from sparseopt.groups import param_groups
 
 
@@ -151,6 +157,88 @@ def test_the_closed_loop_ends_each_layer_at_its_share_and_the_network_at_the_tar
     got = [float((plant.deployable(w) != 0).float().mean()) for w in weights]
     assert got == pytest.approx(shares, abs=0.02)
     assert ctl.history[-1][1] == pytest.approx(0.1, abs=0.01)  # the network as a whole
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_budget_is_kept_when_groups_hold_more_than_their_share(seed: int) -> None:
+    """conserve_budget against its definition: the groups over their reduced share count
+    at what they hold, the others at the reduced share, and together they make the
+    budget; no group outside that set holds more than its reduced share; the reduction
+    factor is the largest that does this (every group in the set holds more than it)."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 7, (1,), generator=g))
+    shares = (torch.rand(n, generator=g) * 100 + 1).tolist()
+    counts = [s * float(torch.rand(1, generator=g)) * 2.5 for s in shares]
+    targets = conserve_budget(counts, shares)
+    rho = targets[0] / shares[0]
+    assert targets == pytest.approx([s * rho for s in shares], rel=1e-12)
+    assert 0.0 <= rho <= 1.0
+    over = [i for i in range(n) if counts[i] > targets[i]]
+    free = [i for i in range(n) if i not in over]
+    held = sum(counts[i] for i in over) + sum(targets[i] for i in free)
+    if sum(counts[i] for i in over) <= sum(shares):
+        assert held == pytest.approx(sum(shares), rel=1e-9)
+    else:  # the groups over their share alone exceed the budget: the others get nothing
+        assert rho == 0.0
+    if all(c <= s for c, s in zip(counts, shares, strict=True)):
+        assert rho == 1.0  # nothing over its share: the shares as they are
+
+
+def test_the_budget_is_kept_in_the_examples() -> None:
+    assert conserve_budget([5, 5], [10, 10]) == [10, 10]
+    # the first holds 30 of its 10: the other two give up 20 between them, pro rata
+    assert conserve_budget([30, 5, 2], [10, 40, 10]) == pytest.approx([6, 24, 6])
+    # the second holds more than its reduced 24: the third gets what is left, 60 - 56
+    assert conserve_budget([30, 26, 2], [10, 40, 10]) == pytest.approx([4, 16, 4])
+    assert conserve_budget([70, 5], [10, 40]) == [0.0, 0.0]
+
+
+class _PinnedPlant(_Plant):
+    """The threshold plant with part of one layer pinned on whatever its λ (a support the
+    plant cannot take back, as an inverse scale space method's sparse start)."""
+
+    def __init__(self, groups: list[dict], pin: torch.Tensor, mask: torch.Tensor) -> None:
+        super().__init__(groups)
+        self.pin, self.mask = pin, mask
+
+    def deployable(self, p: torch.Tensor) -> torch.Tensor:
+        out = super().deployable(p)
+        return torch.where(self.mask, p, out) if p is self.pin else out
+
+
+def test_a_sticky_network_with_a_layer_over_its_share_ends_at_the_target() -> None:
+    """A layer held over its share (7.8 % of layer 2 pinned on, its share 2.1 %) cannot
+    come down: on a sticky plant the other layers give its excess up and the network
+    ends at the target; steered without the budget it ends over it by the excess."""
+    ends = {}
+    for sticky in (True, False):
+        net = _mlp()
+        with torch.no_grad():
+            for i in (0, 2, 4):
+                nn.init.kaiming_normal_(net[i].weight)
+        mask = torch.zeros_like(net[2].weight, dtype=torch.bool)
+        mask[:, :5] = True
+        plant = _PinnedPlant(param_groups(net, lam=3.0, lam_scale="layer"), net[2].weight, mask)
+        ctl = TargetDensity(0.1, allocation="he", gain=0.3, max_factor=1.2, sticky=sticky)
+        for _ in range(300):
+            ctl.update(net, plant)
+        ends[sticky] = ctl.history[-1][1]
+    weights = [net[i].weight.numel() for i in (0, 2, 4)]
+    share = he_shares(weights, [8, 64, 32], [64, 32, 3], 0.1)[1]
+    excess = (160 - share * weights[1]) / sum(weights)  # 4.4 % of the network
+    assert ends[True] == pytest.approx(0.1, abs=0.005)
+    assert ends[False] == pytest.approx(0.1 + excess, abs=0.005)
+
+
+def test_a_sticky_plant_too_dense_and_growing_is_braked_at_once() -> None:
+    """Too dense by only 5 % and still growing: λ rises by max_factor (every weight that
+    enters now is overshoot), where a plain controller moves it by exp(gain · 0.05)."""
+    net = _mlp()
+    for sticky, factor in ((True, 1.5), (False, math.exp(0.2 * math.log(1.05)))):
+        opt = _Plant(param_groups(net, lam=1e-3))
+        d = penalised_density(opt)
+        ctl = TargetDensity(d / 1.05, gain=0.2, max_factor=1.5, sticky=sticky)
+        assert ctl.update(net, opt) == pytest.approx(1e-3 * factor, rel=1e-9)
 
 
 def test_per_layer_state_round_trips_and_an_older_state_loads() -> None:
