@@ -701,6 +701,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 37b: the same at 14 %, where round 36's recipe ended with its overshoot
     "round37b": [{**R36, "target_density": 0.14, "seed": seed} for seed in (0, 1, 2)],
     "round37bw": words_check({**R36, "target_density": 0.14}),
+    # round 37c: the brake alone and the budget alone, one results file each (commit
+    # 97ce943 with conserve_budget switched off; the budget alone is the code that
+    # followed, the brake taken out)
+    "round37c": [{**R36, "seed": seed} for seed in (0, 1, 2)],
+    "round37cw": words_check(R36),
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
         c
@@ -877,6 +882,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round36s": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round37w": ("words-cnn",),
     "round37bw": ("words-cnn",),
+    "round37cw": ("words-cnn",),
 }
 
 

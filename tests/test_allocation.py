@@ -17,7 +17,6 @@ from sparseopt.control import (
     TargetDensity,
     conserve_budget,
     he_shares,
-    penalised_density,
 )
 from sparseopt.groups import param_groups
 
@@ -228,17 +227,6 @@ def test_a_sticky_network_with_a_layer_over_its_share_ends_at_the_target() -> No
     excess = (160 - share * weights[1]) / sum(weights)  # 4.4 % of the network
     assert ends[True] == pytest.approx(0.1, abs=0.005)
     assert ends[False] == pytest.approx(0.1 + excess, abs=0.005)
-
-
-def test_a_sticky_plant_too_dense_and_growing_is_braked_at_once() -> None:
-    """Too dense by only 5 % and still growing: λ rises by max_factor (every weight that
-    enters now is overshoot), where a plain controller moves it by exp(gain · 0.05)."""
-    net = _mlp()
-    for sticky, factor in ((True, 1.5), (False, math.exp(0.2 * math.log(1.05)))):
-        opt = _Plant(param_groups(net, lam=1e-3))
-        d = penalised_density(opt)
-        ctl = TargetDensity(d / 1.05, gain=0.2, max_factor=1.5, sticky=sticky)
-        assert ctl.update(net, opt) == pytest.approx(1e-3 * factor, rel=1e-9)
 
 
 def test_per_layer_state_round_trips_and_an_older_state_loads() -> None:

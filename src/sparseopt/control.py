@@ -36,8 +36,10 @@ ProxSGD then ended at chance and RVSM at 55 % on the words CNN).
 
 ``allocation="he"`` steers each penalised param group instead to its own share of
 :math:`D` (:func:`he_shares`: the head at :math:`D`, the other layers at what a global
-magnitude threshold keeps of a He-normal draw), one loop per group; AdaBreg's preset
-takes it, with one param group per layer (docs/recipes.md, round 36).
+magnitude threshold keeps of a He-normal draw), one loop per group, and on a sticky
+plant the layers that cannot come down to their share have their excess taken from the
+others' (:func:`conserve_budget`); AdaBreg's preset takes it, with one param group per
+layer (docs/recipes.md, rounds 36-37).
 
 λ changes through :meth:`sparseopt.optim._base.SparseOptimizer.set_lam`, which lets the
 Bregman methods keep their dual variables consistent (LinBreg/AdaBreg keep θ and move
@@ -360,9 +362,11 @@ class TargetDensity:
             penalised weight, the head, at the reference itself; the other layers at
             what a global magnitude threshold keeps of a He-normal draw), by a
             controller of its own (same gains; its own error, anchor and empty-layer
-            guard); the shares average to :math:`D` (a sticky plant's loops may overshoot
-            theirs, and a share below a layer's starting density is out of its reach:
-            docs/structure.md). It needs one param
+            guard); the shares average to :math:`D`. On a ``sticky`` plant a layer over
+            its share (a share below its starting density, or an overshoot) cannot come
+            down: it counts at what it holds and the other layers give its excess up
+            (:func:`conserve_budget`), so the network as a whole still steers to
+            :math:`D` (docs/recipes.md, round 37). It needs one param
             group per layer (``param_groups(lam_scale="layer")``, the recipe of the
             methods whose :data:`PRESETS` choose it); a group of several layers is
             steered to their joint share (one group for everything: ``"global"``'s
@@ -560,17 +564,15 @@ class TargetDensity:
         delta = (self.gain_up if e > 0 else self.gain) * e
         if prev is not None:
             delta += self.kp * (e - prev)
-        bound = math.log(self.max_factor)
         if self.sticky:
             if e <= 0:
                 rose_at = None
             elif rose_at is not None and d < rose_at * (1 + STILL_GROWING):
                 delta = min(delta, 0.0)  # too dense and not grown since λ rose: hold λ
-            else:
-                # too dense and still growing: every weight that enters now is overshoot
-                # the plant cannot take back, so brake at once (docs/recipes.md, round 37)
-                rose_at, delta = d, bound
+            elif delta > 0:
+                rose_at = d
         loop[:] = [e, rose_at]
+        bound = math.log(self.max_factor)
         return math.exp(min(max(delta, -bound), bound))
 
     def _group_factors(
