@@ -89,7 +89,8 @@ ALLOCATIONS = ("global", "he")
 #: Controller settings per optimizer (registry name); others use the class defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     "linbreg": {"gain": 0.1, "kp": 2.0, "max_factor": 1.2, "sticky": True},
-    # round 36 (docs/recipes.md): each layer steered to its He-scale share, the head to D
+    # round 36 (docs/recipes.md): each layer steered to its He-scale share, the head to D;
+    # round 37: a layer over its share is paid for by the others (conserve_budget)
     "adabreg": {
         "gain": 0.1,
         "gain_up": 2.0,
