@@ -17,6 +17,7 @@ from sparseopt.control import (
     TargetDensity,
     conserve_budget,
     he_shares,
+    penalised_density,
 )
 from sparseopt.groups import param_groups
 
@@ -227,6 +228,33 @@ def test_a_sticky_network_with_a_layer_over_its_share_ends_at_the_target() -> No
     excess = (160 - share * weights[1]) / sum(weights)  # 4.4 % of the network
     assert ends[True] == pytest.approx(0.1, abs=0.005)
     assert ends[False] == pytest.approx(0.1 + excess, abs=0.005)
+
+
+def test_an_empty_layer_is_steered_up_when_the_budget_is_spent() -> None:
+    """The layers over their share alone exceed the budget (every reduced share 0): a
+    layer with no weight left still gets its λ lowered (the empty-layer guard), with the
+    proportional term of a sticky AdaBreg-like loop too."""
+    net = _mlp()
+    mask = torch.ones_like(net[0].weight, dtype=torch.bool)  # layer 0 pinned fully on
+    with torch.no_grad():
+        net[2].weight.zero_()
+    plant = _PinnedPlant(param_groups(net, lam=1.0, lam_scale="layer"), net[0].weight, mask)
+    ctl = TargetDensity(0.1, allocation="he", gain=0.1, gain_up=2.0, kp=4.0, sticky=True)
+    lams = []
+    for _ in range(4):
+        ctl.update(net, plant)
+        lams.append(plant.param_groups[1]["lam"])
+    assert all(b < a for a, b in zip([1.0, *lams], lams, strict=False))
+
+
+def test_a_sticky_plant_too_dense_rises_by_the_pi_step() -> None:
+    """Too dense by 5 % and grown: λ rises by exp(gain_up · log 1.05), the PI step, on a
+    sticky plant as on a plain one (round 37 did not adopt a brake by max_factor)."""
+    net = _mlp()
+    for sticky in (True, False):
+        opt = _Plant(param_groups(net, lam=1e-3))
+        ctl = TargetDensity(penalised_density(opt) / 1.05, gain=0.2, max_factor=1.5, sticky=sticky)
+        assert ctl.update(net, opt) == pytest.approx(1e-3 * 1.05**0.2, rel=1e-9)
 
 
 def test_per_layer_state_round_trips_and_an_older_state_loads() -> None:

@@ -282,7 +282,8 @@ def conserve_budget(counts: Sequence[float], shares: Sequence[float]) -> list[fl
     holds more than its reduced share joins the set :math:`O` (water-filling until no
     group moves; :math:`\rho` only falls, and it is 0 when :math:`O`'s counts alone
     exceed the budget). Every group's target is :math:`s_g \rho`: the groups in
-    :math:`O` are over it, so their growth is braked, and the others are steered up to it.
+    :math:`O` are over it, so their growth is braked (with :math:`\rho = 0`, every
+    group's), and the others are steered up to it.
 
     Example:
         Four layers with shares of 10, 40, 40 and 10 weights; the first already holds
@@ -608,9 +609,12 @@ class TargetDensity:
         if self.sticky:
             targets = conserve_budget([r[1] for r in rows], targets)
         out: dict[int, float] = {}
-        for (i, nonzero, total, empty, _), target in zip(rows, targets, strict=True):
+        for (i, nonzero, total, empty, share), target in zip(rows, targets, strict=True):
             d = nonzero / max(total, 1)
-            e = math.log(max(d, self.min_density) / max(target / max(total, 1), self.min_density))
+            # an empty layer is steered to its own share, never to a budget cut to nothing
+            # (its error must stay negative for the empty-layer guard to lower its λ)
+            goal = share if empty else target
+            e = math.log(max(d, self.min_density) / max(goal / max(total, 1), self.min_density))
             loop = self._groups.setdefault(i, [None, None])
             out[i] = self._factor(e, d, bool(empty), loop)
         return out
