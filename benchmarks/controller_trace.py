@@ -1,0 +1,97 @@
+"""Trace the target-density controller: every penalised param group's density and λ after
+each update, over the first steps of a training run.
+
+Where a run ends over its target, this shows which layer went past its share and when
+(docs/recipes.md, round 37: the Table 1 ConvNet's fc1 and fc2 past theirs in the first
+epoch, then creeping under a held λ). The run trains as ``sparseopt train`` would with
+the same settings (its built-in controller steers; a callback of ours only reads) into a
+temporary directory, and stops after ``--steps`` optimizer steps.
+
+Usage::
+
+    python benchmarks/controller_trace.py --set dataset=fashion-mnist \\
+        --set data_dir=/usr/share/datasets/fashion-mnist --set model=convnet \\
+        --set optimizer=adabreg --set epochs=20 --set target_density=0.022 \\
+        --steps 2000 --out runs/trace.json
+
+``--set KEY=VALUE`` takes any ``TrainConfig`` field (VALUE parsed as YAML). The output
+holds one row per update: ``step``, the network's density of penalised weights and per
+group ``[density, λ]`` (λ without the layer factor, :func:`sparseopt.groups.group_lam`),
+with the groups' parameter names; ``--print`` shows a few rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from sparseopt.config import TrainConfig
+from sparseopt.control import _group_counts, _totals
+from sparseopt.engine import TrainingInterrupted, train
+from sparseopt.groups import group_lam
+
+
+class Trace:
+    """A callback recording every group's density and λ every ``every`` steps, and
+    asking the run to stop after ``steps`` steps."""
+
+    def __init__(self, every: int, steps: int) -> None:
+        self.every, self.steps = every, steps
+        self.rows: list[dict[str, Any]] = []
+        self.names: list[list[str]] = []
+
+    def on_step_end(self, trainer: Any, step: int) -> None:
+        if step % self.every == 0:
+            opt = trainer.optimizer
+            groups = _group_counts(opt)
+            if not self.names:
+                ids = {id(p): n for n, p in trainer.model.named_parameters()}
+                self.names = [[ids.get(id(p), "?") for _, p in counts] for _, counts in groups]
+            nonzero, total, _ = _totals([c for _, counts in groups for c in counts])
+            row = {"step": step, "density": nonzero / max(total, 1), "groups": []}
+            for i, counts in groups:
+                nz, tot, _ = _totals(counts)
+                row["groups"].append([nz / max(tot, 1), group_lam(opt.param_groups[i])])
+            self.rows.append(row)
+        if step >= self.steps:
+            raise KeyboardInterrupt  # the engine stops at the next step
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--every", type=int, default=2, help="record every N steps (default 2)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--print", action="store_true", help="print a few rows")
+    args = p.parse_args(argv)
+    fields: dict[str, Any] = {"threads": 1, "quiet": True, "plots": False, "tensorboard": False}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        fields[key] = yaml.safe_load(value)
+    torch.set_num_threads(int(fields["threads"]))
+    trace = Trace(args.every, args.steps)
+    with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
+        cfg = TrainConfig.from_dict({**fields, "out": str(Path(tmp) / "run"), "record_path": False})
+        try:
+            train(cfg, callbacks=[trace], install_signal_handlers=False, echo=False)
+        except TrainingInterrupted:
+            pass
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"config": fields, "names": trace.names, "rows": trace.rows}))
+    if args.print:
+        rows = trace.rows
+        for row in rows[:: max(1, len(rows) // 10)] + rows[-1:]:
+            cells = " ".join(f"{100 * d:.3f}%/{lam:.3g}" for d, lam in row["groups"])
+            print(f"step {row['step']:6d}  network {100 * row['density']:.3f}%  {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""benchmarks/controller_trace.py: a short traced run records what the controller did."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+
+def test_a_traced_run_records_every_group_and_stops_where_asked(
+    load_benchmark: Callable, tmp_path: Path
+) -> None:
+    bench = load_benchmark("controller_trace")
+    out = tmp_path / "trace.json"
+    args = ["--set", "optimizer=adabreg", "--set", "epochs=2", "--set", "target_density=0.13"]
+    assert bench.main([*args, "--steps", "12", "--every", "3", "--out", str(out)]) == 0  # type: ignore[attr-defined]
+    trace = json.loads(out.read_text())
+    rows = trace["rows"]
+    assert [r["step"] for r in rows] == [3, 6, 9, 12]  # stopped after 12 steps
+    # the recipe's per-layer groups of the digits MLP: one per penalised layer, named
+    assert trace["names"] == [["fc1.weight"], ["fc2.weight"], ["fc3.weight"]]
+    assert all(len(r["groups"]) == 3 for r in rows)
+    for r in rows:
+        assert 0 < r["density"] < 1 and all(0 < d <= 1 and lam > 0 for d, lam in r["groups"])
+    assert len({tuple(g[1] for g in r["groups"]) for r in rows}) > 1  # λ was steered
