@@ -292,6 +292,21 @@ def _printed_config(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return out
 
 
+def test_numbers_in_exponent_form_are_numbers_in_files_and_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """YAML 1.1 (PyYAML's) reads ``1e-3`` as a string: a config file with ``lam: 1e-3``
+    and ``--optimizer-option eps=1e-8`` were refused as "expected a number"."""
+    (tmp_path / "c.yaml").write_text("optimizer: adabreg\nlam: 1e-3\nlr: 5E-3\n")
+    out = _printed_config(capsys, "--config", str(tmp_path / "c.yaml"))
+    assert "lam: 0.001" in out and "lr: 0.005" in out
+    out = _printed_config(capsys, "-o", "adabreg", "--optimizer-option", "eps=1e-8")
+    assert "eps: 1.0e-08" in out
+    # a name that only starts like a number stays a name
+    out = _printed_config(capsys, "--model-option", "activation=1e3x")
+    assert "activation: 1e3x" in out
+
+
 def test_config_file_is_equivalent_to_flags(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -60,9 +60,9 @@ class Parser(argparse.ArgumentParser):
 def parse_value(raw: str) -> Any:
     """A flag value parsed as YAML (``[64, 32]``, ``1e-3``, ``true``); the text otherwise."""
     try:
-        import yaml
+        from sparseopt.config.files import load_yaml
 
-        return yaml.safe_load(raw) if raw.strip() else ""
+        return load_yaml(raw) if raw.strip() else ""
     except Exception:
         return raw
 

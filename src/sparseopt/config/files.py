@@ -4,10 +4,39 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_config_file", "load_run_config", "save_config_file"]
+__all__ = ["load_config_file", "load_run_config", "load_yaml", "save_config_file"]
+
+#: YAML 1.2's floats: PyYAML resolves YAML 1.1, where ``1e-3`` (no dot) is a string.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2's numbers: ``1e-3`` and ``5E4`` are floats (YAML
+    1.1, PyYAML's default, reads them as strings, so ``lam: 1e-3`` failed validation).
+
+    Example:
+        >>> load_yaml("lam: 1e-3\nlr: 0.1\nname: 1e3x")
+        {'lam': 0.001, 'lr': 0.1, 'name': '1e3x'}
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # a SafeLoader
+
 
 #: Settings a run directory's ``config.yaml`` lacks when it was written before the field
 #: existed, with the value that run had then (not today's recipe's): no refit, one λ
@@ -48,9 +77,7 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         elif suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
     except Exception as err:  # parser errors of three libraries
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot parse config file {p}: {first}") from None
