@@ -247,6 +247,24 @@ def test_an_empty_layer_is_steered_up_when_the_budget_is_spent() -> None:
     assert all(b < a for a, b in zip([1.0, *lams], lams, strict=False))
 
 
+def test_no_layer_is_steered_below_one_weight_per_output_unit() -> None:
+    """When the layers over their share alone spend the budget, every other target falls
+    to its floor, not to 0: a layer holding one weight per output unit is where it should
+    be (λ stays); steered to 0 its λ would rise by max_factor."""
+    net = _mlp()
+    with torch.no_grad():
+        for i in (2, 4):  # one weight per output unit
+            w = net[i].weight
+            w.zero_()
+            w[torch.arange(w.shape[0]), torch.arange(w.shape[0]) % w.shape[1]] = 1.0
+    mask = torch.ones_like(net[0].weight, dtype=torch.bool)  # 512 weights, budget 265
+    plant = _PinnedPlant(param_groups(net, lam=1e-3, lam_scale="layer"), net[0].weight, mask)
+    ctl = TargetDensity(0.1, allocation="he", gain=0.3, max_factor=2.0, sticky=True)
+    ctl.update(net, plant)
+    assert [g["lam"] for g in plant.param_groups[1:3]] == [pytest.approx(1e-3)] * 2
+    assert plant.param_groups[0]["lam"] > 1.9e-3  # the pinned layer, over: λ rises
+
+
 def test_a_sticky_plant_too_dense_rises_by_the_pi_step() -> None:
     """Too dense by 5 % and grown: λ rises by exp(gain_up · log 1.05), the PI step, on a
     sticky plant as on a plain one (round 37 did not adopt a brake by max_factor)."""

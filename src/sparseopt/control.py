@@ -365,11 +365,13 @@ class TargetDensity:
             what a global magnitude threshold keeps of a He-normal draw), by a
             controller of its own (same gains; its own error, anchor and empty-layer
             guard); the shares average to :math:`D`. On a ``sticky`` plant a layer over
-            its share (a share below its starting density, or an overshoot) cannot come
+            its share (a share below its starting density, or an overshoot) hardly comes
             down: it counts at what it holds and the other layers give its excess up
             (:func:`conserve_budget`), so the network as a whole still steers to
-            :math:`D` (docs/recipes.md, round 37). It needs one param
-            group per layer (``param_groups(lam_scale="layer")``, the recipe of the
+            :math:`D`; when the layers over their shares alone hold more than :math:`D`,
+            every layer's target falls to its floor (one weight per output unit) and λ
+            rises wherever the support still grows (docs/recipes.md, round 37). It needs
+            one param group per layer (``param_groups(lam_scale="layer")``, the recipe of the
             methods whose :data:`PRESETS` choose it); a group of several layers is
             steered to their joint share (one group for everything: ``"global"``'s
             target). One λ per layer lets an inverse scale space method keep the layers
@@ -597,23 +599,28 @@ class TargetDensity:
             [p.shape[0] if p.ndim else 1 for p in params],
             reference,
         )
-        rows: list[tuple[int, int, int, int, float]] = []  # group, nonzero, total, empty, share
+        # per group: index, nonzero, total, empty, share, floor (one weight per output
+        # unit, as he_shares' floor)
+        rows: list[tuple[int, int, int, int, float, float]] = []
         k = 0
         for i, counts in groups:
             nonzero, total, empty = _totals(counts)
-            n = [p.numel() for _, p in counts]
+            ps = [p for _, p in counts]
+            n = [p.numel() for p in ps]
             share = sum(x * s for x, s in zip(n, shares[k : k + len(n)], strict=True))
-            rows.append((i, nonzero, total, empty, share))
+            floor = sum(min(reference * p.numel(), p.shape[0] if p.ndim else 1) for p in ps)
+            rows.append((i, nonzero, total, empty, share, floor))
             k += len(n)
         targets = [r[4] for r in rows]
         if self.sticky:
             targets = conserve_budget([r[1] for r in rows], targets)
         out: dict[int, float] = {}
-        for (i, nonzero, total, empty, share), target in zip(rows, targets, strict=True):
+        for (i, nonzero, total, empty, share, floor), target in zip(rows, targets, strict=True):
             d = nonzero / max(total, 1)
             # an empty layer is steered to its own share, never to a budget cut to nothing
-            # (its error must stay negative for the empty-layer guard to lower its λ)
-            goal = share if empty else target
+            # (its error must stay negative for the empty-layer guard to lower its λ), and
+            # no layer below one weight per output unit
+            goal = share if empty else max(target, floor)
             e = math.log(max(d, self.min_density) / max(goal / max(total, 1), self.min_density))
             loop = self._groups.setdefault(i, [None, None])
             out[i] = self._factor(e, d, bool(empty), loop)
