@@ -14,8 +14,9 @@ Usage::
         --set optimizer=adabreg --set epochs=20 --set target_density=0.022 \\
         --steps 2000 --out runs/trace.json
 
-``--set KEY=VALUE`` takes any ``TrainConfig`` field (VALUE parsed as YAML). The output
-holds one row per update: ``step``, the network's density of penalised weights and per
+``--set KEY=VALUE`` takes any ``TrainConfig`` field (VALUE parsed as YAML, ``1e-3`` a
+number). The output holds one row per controller update (``--every`` defaults to the
+run's ``target_density_every``): ``step``, the network's density of penalised weights and per
 group ``[density, λ]`` (λ without the layer factor, :func:`sparseopt.groups.group_lam`),
 with the groups' parameter names; ``--print`` shows a few rows.
 """
@@ -28,10 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
 from sparseopt.config import TrainConfig
+from sparseopt.config.files import load_yaml
 from sparseopt.control import _group_counts, _totals
 from sparseopt.engine import TrainingInterrupted, train
 from sparseopt.groups import group_lam
@@ -67,18 +66,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--every", type=int, default=2, help="record every N steps (default 2)")
+    p.add_argument(
+        "--every",
+        type=int,
+        default=None,
+        help="record every N steps (default: the controller's target_density_every, so "
+        "one row per update)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--print", action="store_true", help="print a few rows")
     args = p.parse_args(argv)
     fields: dict[str, Any] = {"threads": 1, "quiet": True, "plots": False, "tensorboard": False}
     for item in args.set:
         key, _, value = item.partition("=")
-        fields[key] = yaml.safe_load(value)
-    torch.set_num_threads(int(fields["threads"]))
-    trace = Trace(args.every, args.steps)
+        fields[key.replace("-", "_")] = load_yaml(value)
     with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
         cfg = TrainConfig.from_dict({**fields, "out": str(Path(tmp) / "run"), "record_path": False})
+        trace = Trace(args.every or cfg.target_density_every, args.steps)
         try:
             train(cfg, callbacks=[trace], install_signal_handlers=False, echo=False)
         except TrainingInterrupted:

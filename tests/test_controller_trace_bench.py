@@ -13,10 +13,13 @@ def test_a_traced_run_records_every_group_and_stops_where_asked(
     bench = load_benchmark("controller_trace")
     out = tmp_path / "trace.json"
     args = ["--set", "optimizer=adabreg", "--set", "epochs=2", "--set", "target_density=0.13"]
-    assert bench.main([*args, "--steps", "12", "--every", "3", "--out", str(out)]) == 0  # type: ignore[attr-defined]
+    args += ["--set", "lr=1e-2"]  # YAML 1.2's numbers
+    assert bench.main([*args, "--steps", "12", "--out", str(out)]) == 0  # type: ignore[attr-defined]
     trace = json.loads(out.read_text())
     rows = trace["rows"]
-    assert [r["step"] for r in rows] == [3, 6, 9, 12]  # stopped after 12 steps
+    # one row per controller update (every 2 steps), stopped after 12 steps
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    assert trace["config"]["lr"] == 0.01
     # the recipe's per-layer groups of the digits MLP: one per penalised layer, named
     assert trace["names"] == [["fc1.weight"], ["fc2.weight"], ["fc3.weight"]]
     assert all(len(r["groups"]) == 3 for r in rows)
