@@ -37,7 +37,7 @@ ProxSGD then ended at chance and RVSM at 55 % on the words CNN).
 ``allocation="he"`` steers each penalised param group instead to its own share of
 :math:`D` (:func:`he_shares`: the head at :math:`D`, the other layers at what a global
 magnitude threshold keeps of a He-normal draw), one loop per group, and on a sticky
-plant the layers that cannot come down to their share have their excess taken from the
+plant the layers that hardly come down to their share have their excess taken from the
 others' (:func:`conserve_budget`); AdaBreg's preset takes it, with one param group per
 layer (docs/recipes.md, rounds 36-37).
 
@@ -273,8 +273,8 @@ def he_shares(
 
 def conserve_budget(counts: Sequence[float], shares: Sequence[float]) -> list[float]:
     r"""Shares scaled so that the total stays at :math:`B = \sum_g s_g` when some groups
-    already hold more than theirs and cannot come down (a sticky plant: its support does
-    not shrink).
+    already hold more than theirs and hardly come down (a sticky plant: its support
+    hardly shrinks).
 
     A group over its share (:math:`c_g > s_g`) counts at what it holds; the others share
     what is left of the budget in proportion to their shares, :math:`t_g = s_g \rho` with
