@@ -22,7 +22,7 @@ _FLOAT = re.compile(
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with YAML 1.2's numbers: ``1e-3`` and ``5E4`` are floats (YAML
+    r"""``yaml.safe_load`` with YAML 1.2's numbers: ``1e-3`` and ``5E4`` are floats (YAML
     1.1, PyYAML's default, reads them as strings, so ``lam: 1e-3`` failed validation).
 
     Example:
