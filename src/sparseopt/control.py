@@ -612,15 +612,15 @@ class TargetDensity:
             rows.append((i, nonzero, total, empty, share, floor))
             k += len(n)
         targets = [r[4] for r in rows]
-        if self.sticky:
-            targets = conserve_budget([r[1] for r in rows], targets)
+        if self.sticky:  # the budget kept, no layer below one weight per output unit
+            kept = conserve_budget([r[1] for r in rows], targets)
+            targets = [max(t, r[5]) for t, r in zip(kept, rows, strict=True)]
         out: dict[int, float] = {}
-        for (i, nonzero, total, empty, share, floor), target in zip(rows, targets, strict=True):
+        for (i, nonzero, total, empty, share, _), target in zip(rows, targets, strict=True):
             d = nonzero / max(total, 1)
             # an empty layer is steered to its own share, never to a budget cut to nothing
-            # (its error must stay negative for the empty-layer guard to lower its λ), and
-            # no layer below one weight per output unit
-            goal = share if empty else max(target, floor)
+            # (its error must stay negative for the empty-layer guard to lower its λ)
+            goal = share if empty else target
             e = math.log(max(d, self.min_density) / max(goal / max(total, 1), self.min_density))
             loop = self._groups.setdefault(i, [None, None])
             out[i] = self._factor(e, d, bool(empty), loop)
