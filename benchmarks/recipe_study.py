@@ -705,6 +705,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # 97ce943 with conserve_budget switched off; the budget alone is the code that
     # followed, the brake taken out)
     "round37c": [{**R36, "seed": seed} for seed in (0, 1, 2)],
+    # (round 37c again with --results runs/recipe_study/round37-final.jsonl: the code after
+    # the review's fixes, commit ca96306)
     "round37cw": words_check(R36),
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
