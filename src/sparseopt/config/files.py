@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -21,6 +22,19 @@ _FLOAT = re.compile(
 )
 
 
+@functools.cache
+def _loader() -> type:
+    """PyYAML's SafeLoader with :data:`_FLOAT` among its implicit resolvers (built once;
+    ``add_implicit_resolver`` copies the resolver table, the SafeLoader's stays as it is)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return Loader
+
+
 def load_yaml(text: str) -> Any:
     r"""``yaml.safe_load`` with YAML 1.2's numbers: ``1e-3`` and ``5E4`` are floats (YAML
     1.1, PyYAML's default, reads them as strings, so ``lam: 1e-3`` failed validation).
@@ -31,11 +45,7 @@ def load_yaml(text: str) -> Any:
     """
     import yaml
 
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-    return yaml.load(text, Loader=Loader)  # a SafeLoader
+    return yaml.load(text, Loader=_loader())  # a SafeLoader
 
 
 #: Settings a run directory's ``config.yaml`` lacks when it was written before the field
