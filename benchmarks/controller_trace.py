@@ -34,6 +34,7 @@ from sparseopt.config.files import load_yaml
 from sparseopt.control import _group_counts, _totals
 from sparseopt.engine import TrainingInterrupted, train
 from sparseopt.groups import group_lam
+from sparseopt.logging_utils import atomic_write_text
 
 
 class Trace:
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         except TrainingInterrupted:
             pass
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"config": fields, "names": trace.names, "rows": trace.rows}))
+    atomic_write_text(
+        args.out, json.dumps({"config": fields, "names": trace.names, "rows": trace.rows})
+    )
     if args.print:
         rows = trace.rows
         for row in rows[:: max(1, len(rows) // 10)] + rows[-1:]:
