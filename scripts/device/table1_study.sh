@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Table 1 (AdaBreg half) candidates on a lent GPU, several at once on the one device, plus
+# the CUDA step benchmark first (alone, so that the training runs do not disturb its
+# timings). Results are gathered into a few files under $OUT while the runs go, so that a
+# timeout still brings back what finished.
+#
+#   OUT=/tmp/out DATA=devdata/fmnist bash scripts/device/table1_study.sh
+#
+# Environment: PY (python, default python3), DEVICE (cuda), EPOCHS (20), EXTRA (more train
+# flags, e.g. "--limit-batches 5" for a smoke run), STEPS (1: run the step benchmark),
+# STUDY_LIMIT (seconds the study may run, default 330), SEEDS ("0 1 2").
+set -u
+PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}
+EPOCHS=${EPOCHS:-20}
+EXTRA=${EXTRA:-}
+STEPS=${STEPS:-1}
+STUDY_LIMIT=${STUDY_LIMIT:-330}
+SEEDS=${SEEDS:-0 1 2}
+DATA=${DATA:-devdata/fmnist}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor}
+mkdir -p "$OUT"
+{
+  date -u
+  git rev-parse HEAD 2>/dev/null || true
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+  lscpu | grep -m1 'Model name' || true
+  $PY -c 'import torch, sparseopt; print(torch.__version__, torch.cuda.is_available(), sparseopt.__version__)'
+} > "$OUT/env.txt" 2>&1
+
+if [ "$STEPS" = 1 ]; then
+  for m in convnet resnet18; do
+    timeout 90 $PY benchmarks/step_overhead.py --device "$DEVICE" --models $m \
+      --out "/tmp/steps_${DEVICE}_$m" >> "$OUT/steps_log.txt" 2>&1
+    echo "$m exit $?" >> "$OUT/steps_log.txt"
+    cp "/tmp/steps_${DEVICE}_$m.json" "$OUT/" 2>/dev/null
+  done
+fi
+
+# candidates: name and flags (chosen before any run; ranked by validation accuracy)
+declare -A FLAGS=(
+  [base]=""
+  [init005]="--init-density 0.005"
+  [init0025]="--init-density 0.0025"
+  [lr005]="--lr 0.005"
+)
+RUNS=/tmp/t1runs
+rm -rf "$RUNS"; mkdir -p "$RUNS"
+start=$(date +%s)
+for name in base init005 init0025 lr005; do
+  for s in $SEEDS; do
+    d="$RUNS/$name-s$s"
+    $PY -m sparseopt train -d fashion-mnist --data-dir "$DATA" -m convnet -o adabreg \
+      --epochs "$EPOCHS" --target-density 0.0205 --seed "$s" --device "$DEVICE" --threads 1 \
+      --no-tensorboard --quiet ${FLAGS[$name]} $EXTRA --out "$d" > "$RUNS/$name-s$s.log" 2>&1 &
+  done
+done
+
+gather() {
+  $PY - "$RUNS" "$OUT" <<'PYEOF'
+import csv, json, os, sys
+from pathlib import Path
+runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+rows, curves = [], []
+for d in sorted(p for p in runs.iterdir() if p.is_dir()):
+    row = {"run": d.name}
+    s = d / "summary.json"
+    if s.exists():
+        j = json.loads(s.read_text())
+        m = j["metrics"]
+        row.update(status=j.get("status"), reason=j.get("reason"), epoch=m["epoch"],
+                   val_acc=m["val_acc"], test_acc=m.get("test_acc"), train_acc=m["train_acc"],
+                   density=m["density"], weight_density=m["weight_density"],
+                   layer_density=m.get("layer_density"), elapsed=m["elapsed"])
+    rows.append(row)
+    mc = d / "metrics.csv"
+    if mc.exists():
+        with mc.open() as f:
+            for r in csv.DictReader(f):
+                curves.append({"run": d.name, **{k: r.get(k) for k in ("epoch", "val_acc", "train_loss", "density", "epoch_time")}})
+tmp = out / "table1.jsonl.tmp"
+tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+os.replace(tmp, out / "table1.jsonl")
+tmp = out / "curves.jsonl.tmp"
+tmp.write_text("".join(json.dumps(r) + "\n" for r in curves))
+os.replace(tmp, out / "curves.jsonl")
+PYEOF
+}
+while [ -n "$(jobs -r)" ] && [ $(( $(date +%s) - start )) -lt "$STUDY_LIMIT" ]; do
+  sleep 15; gather
+done
+kill $(jobs -p) 2>/dev/null
+gather
+tail -n 3 "$RUNS"/*.log > "$OUT/logs.txt" 2>&1
+echo "study wall $(( $(date +%s) - start )) s" >> "$OUT/env.txt"
