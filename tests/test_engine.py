@@ -329,6 +329,7 @@ def test_a_mid_epoch_resume_writes_the_epochs_lr_and_lam(
     ckpt = load_checkpoint(tmp_path / "cut")
     assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 2)
     assert ckpt["epoch_lr_lam"] == [ref.history[2]["lr"], ref.history[2]["lam"]]
+    assert ckpt["epoch_layer_lam"] == ref.history[2]["layer_lam"]
     res = train(resume=tmp_path / "cut")
     assert_same_state(res.model.state_dict(), ref.model.state_dict())
     assert without_time(res.history) == without_time(ref.history)
@@ -336,15 +337,38 @@ def test_a_mid_epoch_resume_writes_the_epochs_lr_and_lam(
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "old", **kw), callbacks=[StopAtStep(5)])
     old = torch.load(tmp_path / "old" / "checkpoint.pt", weights_only=False)
-    del old["epoch_lr_lam"]
+    del old["epoch_lr_lam"], old["epoch_layer_lam"]
     torch.save(old, tmp_path / "old" / "checkpoint.pt")
     res = train(resume=tmp_path / "old")
     assert_same_state(res.model.state_dict(), ref.model.state_dict())
     rows = without_time(res.history)
     assert rows[2]["lam"] != ref.history[2]["lam"]  # the λ at the resume
+    assert rows[2]["layer_lam"] != ref.history[2]["layer_lam"]
     assert [r for i, r in enumerate(rows) if i != 2] == [
         r for i, r in enumerate(without_time(ref.history)) if i != 2
     ]
+
+
+def test_the_rows_carry_each_penalised_layers_lam(tmp_path: Path) -> None:
+    """``lam`` is one number (the first layer's under AdaBreg's per-layer controller);
+    ``layer_lam`` has every penalised layer's, as the optimizer holds it, in the rows,
+    the CSV and the JSONL; a dense run has none."""
+    res = train(tiny(tmp_path / "ada", optimizer="adabreg", epochs=3))
+    first, last = res.history[0], res.history[-1]
+    assert first["layer_lam"].keys() == first["layer_density"].keys() == {"fc1", "fc2", "fc3"}
+    assert set(first["layer_lam"].values()) == {first["lam"]}  # the recipe's start, 0.45
+    assert len(set(last["layer_lam"].values())) == 3  # steered layer by layer
+    assert last["layer_lam"]["fc1"] == last["lam"]
+    held = {n.removesuffix(".weight"): g["lam"] for g in res.optimizer.param_groups
+            for n, p in res.model.named_parameters() if p is g["params"][0] and p.ndim == 2}  # fmt: skip
+    assert held.keys() == last["layer_lam"].keys()
+    assert held != last["layer_lam"]  # the row's λ is the epoch's first step's, not its last
+    header = (tmp_path / "ada" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert [c for c in header if c.startswith("layer_lam/")] == [
+        "layer_lam/fc1", "layer_lam/fc2", "layer_lam/fc3"
+    ]  # fmt: skip
+    dense = train(tiny(tmp_path / "sgd", optimizer="sgd"))
+    assert all("layer_lam" not in row for row in dense.history)
 
 
 def test_an_extended_cosine_run_follows_the_cosine_of_its_new_length(tmp_path: Path) -> None:

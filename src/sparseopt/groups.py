@@ -44,6 +44,7 @@ __all__ = [
     "group_norms",
     "group_size",
     "layer_lam_factors",
+    "layer_lams",
     "num_groups",
     "param_groups",
 ]
@@ -219,6 +220,37 @@ def base_lam(param_groups: Iterable[dict[str, Any]]) -> float | None:
             short = float(f"{lam:.12g}")
             return short if abs(short - lam) <= 4 * math.ulp(lam) else lam
     return None
+
+
+def layer_lams(model: torch.nn.Module, param_groups: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """λ of every penalised weight tensor (two dims or more), as it acts on it: its
+    group's ``lam``, with the per-layer factor (``lam_factor``) in. Keyed by the layer's
+    name (the parameter's without ``.weight``, as the metrics' ``layer_density``).
+
+    The metrics' ``lam`` is one number, the first penalised group's factor-free λ
+    (:func:`base_lam`); where the groups hold a λ each (``lam_scale`` ``layer`` or
+    ``fan_in``, a per-layer target-density controller) this is every layer's.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+        >>> groups = [
+        ...     {"params": [net[0].weight], "penalty": "l1", "lam": 0.1},
+        ...     {"params": [net[1].weight], "penalty": "l1", "lam": 0.2},
+        ...     {"params": [net[0].bias, net[1].bias], "penalty": "none", "lam": 0.0},
+        ... ]
+        >>> layer_lams(net, groups)
+        {'0': 0.1, '1': 0.2}
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    out: dict[str, float] = {}
+    for group in param_groups:
+        if group.get("penalty", "none") == "none" or "lam" not in group:
+            continue
+        for p in group["params"]:
+            name = names.get(id(p))
+            if name is not None and p.ndim >= 2:
+                out[name.removesuffix(".weight")] = float(group["lam"])
+    return out
 
 
 def _layer_kind(module: torch.nn.Module) -> str | None:

@@ -78,8 +78,10 @@ def epoch_row(
     epoch_time: float,
     elapsed: float,
     task: str,
+    layer_lam: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One history row, keys in a fixed order (the CSV columns)."""
+    """One history row, keys in a fixed order (the CSV columns); ``layer_lam``: each
+    penalised layer's λ (:func:`sparseopt.groups.layer_lams`; none for a dense run)."""
     row: dict[str, Any] = {"epoch": epoch, "step": step}
     keys = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
     if task != "classification":
@@ -95,6 +97,8 @@ def epoch_row(
     row["elapsed"] = elapsed
     row["layer_density"] = merged["layer_density"]
     row["layer_filters_alive"] = merged["layer_filters_alive"]
+    if layer_lam:
+        row["layer_lam"] = dict(layer_lam)
     return row
 
 

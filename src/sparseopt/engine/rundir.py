@@ -8,7 +8,8 @@ Files (all written atomically, by rank 0 only, but the shards)::
     checkpoint.dcp/    a sharded (FSDP2) run's model and optimizer shards, one
                        torch.distributed.checkpoint directory per checkpoint (every
                        rank writes its own files; checkpoint.pt names the latest)
-    metrics.csv        one row per epoch (per-layer densities as layer_density/<name>)
+    metrics.csv        one row per epoch (per-layer densities as layer_density/<name>, λs as
+                       layer_lam/<name>)
     metrics.jsonl      the same as JSON lines
     log.txt            the lines printed during training
     model_sparse.pt    state dict of the deployable sparse network (at the end)

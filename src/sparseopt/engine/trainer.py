@@ -41,6 +41,7 @@ from sparseopt.engine.report import (
 )
 from sparseopt.engine.rundir import RunDir, claim, tensorboard_row
 from sparseopt.engine.signals import StopSignals
+from sparseopt.groups import layer_lams
 from sparseopt.health import constant_output, empty_layers
 from sparseopt.logging_utils import ProgressBar, format_epoch_line, open_tensorboard
 from sparseopt.prune._files import non_finite
@@ -101,6 +102,7 @@ class Trainer:
         self._partial: dict[str, float] | None = None
         # lr and λ at the start of the running epoch (its row's), kept through a resume
         self._epoch_lr_lam: tuple[float, float | None] | None = None
+        self._epoch_layer_lam: dict[str, float] | None = None  # likewise, per layer
         self._step_in_epoch = 0
         self._saved_epoch = 0  # epoch of the last checkpoint written or loaded
         self._saved_threads = torch.get_num_threads()
@@ -234,6 +236,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "partial": dict(self._partial) if self._partial else None,
             "epoch_lr_lam": list(self._epoch_lr_lam) if self._step_in_epoch else None,
+            "epoch_layer_lam": self._epoch_layer_lam if self._step_in_epoch else None,
             "model": None if sharded else fsdp.full_state(self.model.state_dict()),
             "optimizer": None if sharded else fsdp.full_optimizer_state(self.optimizer),
             **({"sharded": sharded} if sharded else {}),
@@ -312,6 +315,9 @@ class Trainer:
             if lr_lam_saved
             else None
         )
+        # absent before 2026-11-27 (a resumed epoch's row then shows the λ at the resume)
+        layer_lam_saved = ckpt.get("epoch_layer_lam")
+        self._epoch_layer_lam = dict(layer_lam_saved) if layer_lam_saved else None
         if partial:
             self._partial = dict(partial) if self.is_main else dict.fromkeys(partial, 0.0)
         self.history = list(ckpt["history"])
@@ -463,12 +469,16 @@ class Trainer:
             if not self.history:
                 t0 = time.perf_counter()
                 lr, lam = lr_lam(self.optimizer)
+                layer_lam = layer_lams(self.model, self.optimizer.param_groups)
                 train_part: dict[str, Any] = {"train_loss": None, "train_time": 0.0}
                 if self.task == "classification":
                     train_part["train_acc"] = None
                 evaluation = self.evaluate(self._splits(0))
                 self.elapsed += time.perf_counter() - t0
-                row = epoch_row(0, 0, train_part, evaluation, lr, lam, 0.0, self.elapsed, self.task)
+                row = epoch_row(
+                    0, 0, train_part, evaluation, lr, lam, 0.0, self.elapsed, self.task,
+                    layer_lam,
+                )  # fmt: skip
                 self.history.append(row)
                 self._clock.restart()  # the start is always resumable
                 self.save_checkpoint()
@@ -503,6 +513,8 @@ class Trainer:
         # (a controller or a λ warm-up moves λ within the epoch)
         lr, lam = self._epoch_lr_lam or lr_lam(self.optimizer)
         self._epoch_lr_lam = (lr, lam)
+        layer_lam = self._epoch_layer_lam or layer_lams(self.model, self.optimizer.param_groups)
+        self._epoch_layer_lam = layer_lam
         train_part = self._train_epoch(epoch)
         plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         if self.scheduler is not None and not plateau:
@@ -515,12 +527,13 @@ class Trainer:
         self.elapsed += epoch_time
         row = epoch_row(
             epoch, self.global_step, train_part, evaluation, lr, lam, epoch_time, self.elapsed,
-            self.task,
+            self.task, layer_lam,
         )  # fmt: skip
         self.epoch = epoch
         self._step_in_epoch = 0
         self._partial = None
         self._epoch_lr_lam = None
+        self._epoch_layer_lam = None
         self.history.append(row)
         self._check_health(row)
         interrupted = False
