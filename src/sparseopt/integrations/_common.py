@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseopt.groups import base_lam
+from sparseopt.groups import base_lam, layer_lams
 from sparseopt.metrics import density
 from sparseopt.optim._base import SparseOptimizer
 from sparseopt.optim.registry import create_optimizer
@@ -39,7 +39,9 @@ def density_metrics(
 
     ``density`` (nonzero fraction over all parameters), ``weight_density`` (over the
     Conv/Linear weights), ``layer_density/<layer>`` (one per Conv/Linear layer, when
-    ``per_layer``) and ``lam`` (the run's λ, :func:`sparseopt.groups.base_lam`).
+    ``per_layer``), ``lam`` (the run's λ, :func:`sparseopt.groups.base_lam`) and, when
+    ``per_layer``, ``layer_lam/<layer>`` (the λ acting on each penalised layer,
+    :func:`sparseopt.groups.layer_lams`).
     """
     rep = density(model, optimizer)
     out = {"density": rep.overall, "weight_density": rep.weight_density}
@@ -49,6 +51,8 @@ def density_metrics(
     if per_layer:
         for name, layer in rep.layers.items():
             out[f"layer_density/{name}"] = layer.density
+        for name, value in layer_lams(model, optimizer.param_groups).items():
+            out[f"layer_lam/{name}"] = value
     return out
 
 
