@@ -344,6 +344,16 @@ def test_a_mid_epoch_resume_writes_the_epochs_lr_and_lam(
     rows = without_time(res.history)
     assert rows[2]["lam"] != ref.history[2]["lam"]  # the λ at the resume
     assert rows[2]["layer_lam"] != ref.history[2]["layer_lam"]
+    # one from before the layers' key only: the row keeps the epoch's λ and goes without
+    # the layers' (unknown), not with λs read at the resume
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "mid", **kw), callbacks=[StopAtStep(5)])
+    mid = torch.load(tmp_path / "mid" / "checkpoint.pt", weights_only=False)
+    del mid["epoch_layer_lam"]
+    torch.save(mid, tmp_path / "mid" / "checkpoint.pt")
+    rows = without_time(train(resume=tmp_path / "mid").history)
+    assert rows[2]["lam"] == ref.history[2]["lam"] and "layer_lam" not in rows[2]
+    assert rows[3] == without_time(ref.history)[3]  # the next epoch reads them again
     assert [r for i, r in enumerate(rows) if i != 2] == [
         r for i, r in enumerate(without_time(ref.history)) if i != 2
     ]
@@ -369,6 +379,18 @@ def test_the_rows_carry_each_penalised_layers_lam(tmp_path: Path) -> None:
     ]  # fmt: skip
     dense = train(tiny(tmp_path / "sgd", optimizer="sgd"))
     assert all("layer_lam" not in row for row in dense.history)
+    # λ per layer by fan-in: each layer's column is λ·c_l, `lam` the factor-free λ
+    fan = train(tiny(tmp_path / "fan", optimizer="linbreg", lam=0.01, lam_scale="fan_in"))
+    row = fan.history[-1]
+    factors = {
+        n.removesuffix(".weight"): g["lam_factor"]
+        for g in fan.optimizer.param_groups
+        if g.get("lam_factor") is not None
+        for n, p in fan.model.named_parameters()
+        if p is g["params"][0]
+    }
+    assert row["lam"] == 0.01 and len(set(factors.values())) == 3
+    assert row["layer_lam"] == pytest.approx({n: 0.01 * c for n, c in factors.items()})
 
 
 def test_an_extended_cosine_run_follows_the_cosine_of_its_new_length(tmp_path: Path) -> None:

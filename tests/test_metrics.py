@@ -134,3 +134,38 @@ def test_count_macs_counts_attention_and_predicts_the_shrunk_transformer() -> No
     shrunk = shrink_coupled(copy.deepcopy(layer), sets).model
     after = count_macs(shrunk, (n, e))
     assert after.dense == masked.structured < rep.dense
+
+
+def test_layer_lams_are_named_as_layer_density() -> None:
+    """``layer_lam`` and ``layer_density`` share their names: Conv/Linear weights keyed by
+    module (a bare layer by ""), a weight tied to an embedding under its first module
+    (no entry, as in the densities), other penalised tensors left out."""
+    from sparseopt.groups import layer_lams
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.conv = torch.nn.Conv1d(4, 4, 3)
+            self.attn = torch.nn.MultiheadAttention(4, 2)
+            self.head = torch.nn.Linear(4, 10)
+            self.head.weight = self.emb.weight  # tied
+            self.fc = torch.nn.Linear(4, 4)
+
+    net = Net()
+    penalised = [p for p in net.parameters() if p.ndim >= 2]
+    groups = [
+        {"params": [p], "penalty": "l1", "lam": 0.1 * (i + 1)} for i, p in enumerate(penalised)
+    ]
+    lams = layer_lams(net, groups)
+    assert set(lams) == set(density(net).layers) == {"conv", "attn.out_proj", "fc"}
+    lam_of = {id(g["params"][0]): g["lam"] for g in groups}
+    assert lams == {
+        "conv": lam_of[id(net.conv.weight)],
+        "attn.out_proj": lam_of[id(net.attn.out_proj.weight)],
+        "fc": lam_of[id(net.fc.weight)],
+    }
+    bare = torch.nn.Linear(3, 2)
+    group = [{"params": [bare.weight], "penalty": "l0", "lam": 0.5}]
+    assert layer_lams(bare, group) == {"": 0.5} and set(density(bare).layers) == {""}
+    assert layer_lams(bare, [{**group[0], "penalty": "none"}]) == {}

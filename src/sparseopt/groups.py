@@ -43,6 +43,7 @@ __all__ = [
     "group_lam",
     "group_norms",
     "group_size",
+    "layer_kind",
     "layer_lam_factors",
     "layer_lams",
     "num_groups",
@@ -223,9 +224,11 @@ def base_lam(param_groups: Iterable[dict[str, Any]]) -> float | None:
 
 
 def layer_lams(model: torch.nn.Module, param_groups: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """λ of every penalised weight tensor (two dims or more), as it acts on it: its
-    group's ``lam``, with the per-layer factor (``lam_factor``) in. Keyed by the layer's
-    name (the parameter's without ``.weight``, as the metrics' ``layer_density``).
+    """λ acting on every Conv/Linear layer whose weight is penalised: its group's
+    ``lam``, with the per-layer factor (``lam_factor``) in. Keyed by the module's name,
+    exactly as the metrics' ``layer_density`` (:func:`sparseopt.metrics.density`: the
+    ``weight`` of each Conv/Linear module, a shared weight under its first module's name);
+    other penalised tensors (coupled packs, embeddings, ``in_proj_weight``) have no entry.
 
     The metrics' ``lam`` is one number, the first penalised group's factor-free λ
     (:func:`base_lam`); where the groups hold a λ each (``lam_scale`` ``layer`` or
@@ -241,19 +244,27 @@ def layer_lams(model: torch.nn.Module, param_groups: Iterable[dict[str, Any]]) -
         >>> layer_lams(net, groups)
         {'0': 0.1, '1': 0.2}
     """
-    names = {id(p): n for n, p in model.named_parameters()}
+    lam_of = {
+        id(p): float(g["lam"])
+        for g in param_groups
+        if g.get("penalty", "none") != "none" and "lam" in g
+        for p in g["params"]
+    }
     out: dict[str, float] = {}
-    for group in param_groups:
-        if group.get("penalty", "none") == "none" or "lam" not in group:
-            continue
-        for p in group["params"]:
-            name = names.get(id(p))
-            if name is not None and p.ndim >= 2:
-                out[name.removesuffix(".weight")] = float(group["lam"])
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if p_name == "weight" and layer_kind(module) is not None and id(p) in lam_of:
+                out[name] = lam_of[id(p)]
     return out
 
 
-def _layer_kind(module: torch.nn.Module) -> str | None:
+def layer_kind(module: torch.nn.Module) -> str | None:
+    """``"conv"``, ``"linear"`` or ``None``: the layer kinds the metrics count and the
+    penalties select (``conv_*`` / ``linear_*``)."""
     if isinstance(module, torch.nn.modules.conv._ConvNd):
         return "conv"
     if isinstance(module, torch.nn.Linear):
@@ -338,7 +349,7 @@ def param_groups(
     }
     seen: set[int] = set()
     for mod_name, module in model.named_modules():
-        kind = _layer_kind(module)
+        kind = layer_kind(module)
         for p_name, p in module.named_parameters(recurse=False):
             if id(p) in seen:
                 continue

@@ -62,7 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from sparseopt.fsdp import full_tensor, global_int
-from sparseopt.groups import group_norms
+from sparseopt.groups import group_norms, layer_kind
 
 __all__ = [
     "DensityReport",
@@ -162,14 +162,6 @@ class DensityReport:
                 for name, layer in self.layers.items()
             },
         }
-
-
-def _layer_kind(module: nn.Module) -> str | None:
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv"
-    if isinstance(module, nn.Linear):
-        return "linear"
-    return None
 
 
 def _layer_density(kind: str, w: Tensor) -> LayerDensity:
@@ -294,7 +286,7 @@ def density(
             nonzero += global_int((v != 0).sum())
             if p_name != "weight":
                 continue
-            kind = _layer_kind(module)
+            kind = layer_kind(module)
             if kind is None:
                 continue
             layer = _layer_density(kind, v)
@@ -517,7 +509,7 @@ def count_macs(
     # an attention's output projection is counted with it (some call it as a module)
     inside = {id(m.out_proj) for m in model.modules() if _is_attention(m)}
     for name, module in model.named_modules():
-        kind = _layer_kind(module)
+        kind = layer_kind(module)
         if id(module) in inside:
             continue
         if kind is not None and getattr(module, "weight", None) is not None:

@@ -111,7 +111,11 @@ def test_sparse_trainer_creates_logs_evaluates_deployed_and_resumes(tmp_path) ->
     logged = [h for h in history if "loss" in h]
     assert len(logged) == 6 and all("weight_density" in h and "lam" in h for h in logged)
     assert "layer_density/classifier" in logged[-1]
-    assert logged[-1]["layer_lam/classifier"] == groups["linear"]["lam"]  # λ held: no target
+    # every penalised Linear layer's λ, named as its density (one group: one λ, held)
+    last = logged[-1]
+    lams = {k.removeprefix("layer_lam/") for k in last if k.startswith("layer_lam/")}
+    assert lams == {k.removeprefix("layer_density/") for k in last if "layer_density/" in k}
+    assert {last[f"layer_lam/{n}"] for n in lams} == {groups["linear"]["lam"]}
     # the evaluation at step 6 ran on the deployable network (u, not w)
     eval_loss = [h["eval_loss"] for h in history if "eval_loss" in h][-1]
     with opt.deployed():

@@ -95,11 +95,16 @@ def test_fit_logs_evaluates_deployed_records_and_round_trips(tmp_path) -> None:
     metrics = trainer.callback_metrics
     for key in ("density", "weight_density", "lam", "layer_density/net.0", "layer_density/net.2"):
         assert key in metrics, key
-    # each penalised layer's λ, as the optimizer held it when logged
+    # each penalised layer's λ, as its own group holds it (the two differ)
     assert {k for k in metrics if k.startswith("layer_lam/")} == {
         "layer_lam/net.0",
         "layer_lam/net.2",
     }
+    lam_of = {id(p): g["lam"] for g in opt.param_groups for p in g["params"]}
+    for name in ("net.0", "net.2"):
+        held = lam_of[id(module.get_submodule(name).weight)]
+        assert float(metrics[f"layer_lam/{name}"]) == pytest.approx(held, rel=1e-6)
+    assert float(metrics["layer_lam/net.0"]) != pytest.approx(float(metrics["layer_lam/net.2"]))
     expected = so.density(module, opt)
     assert float(metrics["weight_density"]) == pytest.approx(expected.weight_density)
     with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:

@@ -315,9 +315,12 @@ class Trainer:
             if lr_lam_saved
             else None
         )
-        # absent before 2026-11-27 (a resumed epoch's row then shows the λ at the resume)
+        # absent before 2026-11-27: where the epoch's lr and λ were kept, its layers' λs
+        # are unknown, and its row goes without them ({}); else read at the epoch's start
         layer_lam_saved = ckpt.get("epoch_layer_lam")
-        self._epoch_layer_lam = dict(layer_lam_saved) if layer_lam_saved else None
+        self._epoch_layer_lam = (
+            dict(layer_lam_saved) if layer_lam_saved is not None else ({} if lr_lam_saved else None)
+        )
         if partial:
             self._partial = dict(partial) if self.is_main else dict.fromkeys(partial, 0.0)
         self.history = list(ckpt["history"])
@@ -513,8 +516,9 @@ class Trainer:
         # (a controller or a λ warm-up moves λ within the epoch)
         lr, lam = self._epoch_lr_lam or lr_lam(self.optimizer)
         self._epoch_lr_lam = (lr, lam)
-        layer_lam = self._epoch_layer_lam or layer_lams(self.model, self.optimizer.param_groups)
-        self._epoch_layer_lam = layer_lam
+        if self._epoch_layer_lam is None:
+            self._epoch_layer_lam = layer_lams(self.model, self.optimizer.param_groups)
+        layer_lam = self._epoch_layer_lam
         train_part = self._train_epoch(epoch)
         plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         if self.scheduler is not None and not plateau:

@@ -16,8 +16,9 @@ Three pieces, from the most to the least automatic:
   ``optimizer_cls_and_kwargs`` argument (add :class:`SparsityTrainerCallback` yourself);
 - :class:`SparsityTrainerCallback`, for any ``Trainer`` whose optimizer is a sparseopt
   optimizer: densities and λ in the logs (``density``, ``weight_density``,
-  ``layer_density/<layer>``, ``lam``), evaluation on the deployable network, the solution
-  path in ``output_dir``, the target-density controller and ``finalize`` at the end.
+  ``layer_density/<layer>``, ``lam``, ``layer_lam/<layer>``), evaluation on the deployable
+  network, the solution path in ``output_dir``, the target-density controller and
+  ``finalize`` at the end.
 
 Needs ``pip install "sparseopt[hf]"`` (``transformers`` and ``accelerate``).
 """
@@ -81,7 +82,8 @@ class SparsityTrainerCallback(TrainerCallback, ExportableState):
             ``optimizer.deployed()`` when the Trainer's flow decides to evaluate and
             leaves it in ``on_evaluate``; a direct ``trainer.evaluate()`` call is not
             seen by callbacks: use :class:`SparseTrainer`, which wraps ``evaluate``.
-        log_per_layer: also log ``layer_density/<layer>`` for every Conv/Linear layer.
+        log_per_layer: also log ``layer_density/<layer>`` for every Conv/Linear layer and
+            ``layer_lam/<layer>`` for every penalised one (the λ acting on it).
         record_path: record the solution path: the start, and one point per evaluation
             (with its metrics), or per epoch when the Trainer never evaluates.
         path_dir: where ``path.json``/``path.npz`` go (default: ``args.output_dir``).

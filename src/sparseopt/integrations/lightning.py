@@ -9,8 +9,8 @@ as you like) and add the callback::
 Then validation runs on the **deployable** network (inside ``optimizer.deployed()``:
 ``W ⊙ 1[Γ ≠ 0]`` for SplitLBI, ``u`` for RVSM, the parameters for the others), the
 densities and λ are logged through the Lightning logger (``density``,
-``weight_density``, ``layer_density/<layer>``, ``lam``), the solution path is
-recorded (``path.json``/``path.npz`` in the log directory, readable with
+``weight_density``, ``layer_density/<layer>``, ``lam``, ``layer_lam/<layer>``), the
+solution path is recorded (``path.json``/``path.npz`` in the log directory, readable with
 :func:`sparseopt.path.load_path` and ``sparseopt path``), the target-density controller
 adjusts λ if asked, and ``optimizer.finalize()`` makes the deployable network permanent
 when fitting ends. Needs ``pip install "sparseopt[lightning]"``.
@@ -47,7 +47,8 @@ class SparsityCallback(Callback):
     Args:
         evaluate_deployed: run validation (and sanity checks) inside
             ``optimizer.deployed()`` (default True).
-        log_per_layer: also log ``layer_density/<layer>`` for every Conv/Linear layer.
+        log_per_layer: also log ``layer_density/<layer>`` for every Conv/Linear layer and
+            ``layer_lam/<layer>`` for every penalised one (the λ acting on it).
         log_every_n_steps: also log the densities every this many optimizer steps
             (``None``: once per training epoch).
         record_path: record the solution path, one point per epoch (with the epoch's

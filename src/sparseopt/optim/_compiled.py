@@ -69,8 +69,8 @@ __all__ = [
 #: Dtypes Inductor compiles the steps for.
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
-#: Device types the compiled path runs on (CUDA needs Triton; there it runs, 2-4x slower than
-#: the eager paths on the models measured: docs/optimizers.md, "CUDA").
+#: Device types the compiled path runs on (CUDA needs Triton; there it runs, 1.4-3.8x slower
+#: than the eager paths on the models measured: docs/optimizers.md, "CUDA").
 _DEVICES = ("cpu", "cuda")
 
 #: How many compiled kernels are kept (one per method, flags and tensor layout).
