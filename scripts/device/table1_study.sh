@@ -8,7 +8,9 @@
 #
 # Environment: PY (python, default python3), DEVICE (cuda), EPOCHS (20), EXTRA (more train
 # flags, e.g. "--limit-batches 5" for a smoke run), STEPS (1: run the step benchmark),
-# STUDY_LIMIT (seconds the study may run, default 330), SEEDS ("0 1 2").
+# STUDY_LIMIT (seconds the study may run, default 330), SEEDS ("0 1 2"), ROUNDS_CONVNET and
+# ROUNDS_RESNET (interleaved rounds of the step benchmark: 30 and 20, each model's run
+# limited to STEPS_LIMIT seconds, default 240).
 set -u
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
@@ -18,6 +20,10 @@ STEPS=${STEPS:-1}
 STUDY_LIMIT=${STUDY_LIMIT:-330}
 SEEDS=${SEEDS:-0 1 2}
 DATA=${DATA:-devdata/fmnist}
+ROUNDS_CONVNET=${ROUNDS_CONVNET:-30}
+ROUNDS_RESNET=${ROUNDS_RESNET:-20}
+STEPS_LIMIT=${STEPS_LIMIT:-240}
+WORK=$(mktemp -d)
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor}
 mkdir -p "$OUT"
@@ -31,10 +37,11 @@ mkdir -p "$OUT"
 
 if [ "$STEPS" = 1 ]; then
   for m in convnet resnet18; do
-    timeout 90 $PY benchmarks/step_overhead.py --device "$DEVICE" --models $m \
-      --out "/tmp/steps_${DEVICE}_$m" >> "$OUT/steps_log.txt" 2>&1
+    rounds=$ROUNDS_CONVNET; [ $m = resnet18 ] && rounds=$ROUNDS_RESNET
+    timeout "$STEPS_LIMIT" $PY benchmarks/step_overhead.py --device "$DEVICE" --models $m \
+      --rounds "$rounds" --out "$WORK/steps_${DEVICE}_$m" >> "$OUT/steps_log.txt" 2>&1
     echo "$m exit $?" >> "$OUT/steps_log.txt"
-    cp "/tmp/steps_${DEVICE}_$m.json" "$OUT/" 2>/dev/null
+    cp "$WORK/steps_${DEVICE}_$m.json" "$OUT/" 2>/dev/null
   done
 fi
 
@@ -45,8 +52,8 @@ declare -A FLAGS=(
   [init0025]="--init-density 0.0025"
   [lr005]="--lr 0.005"
 )
-RUNS=/tmp/t1runs
-rm -rf "$RUNS"; mkdir -p "$RUNS"
+RUNS=$WORK/runs
+mkdir -p "$RUNS"
 start=$(date +%s)
 for name in base init005 init0025 lr005; do
   for s in $SEEDS; do
@@ -69,10 +76,9 @@ for d in sorted(p for p in runs.iterdir() if p.is_dir()):
     if s.exists():
         j = json.loads(s.read_text())
         m = j["metrics"]
-        row.update(status=j.get("status"), reason=j.get("reason"), epoch=m["epoch"],
-                   val_acc=m["val_acc"], test_acc=m.get("test_acc"), train_acc=m["train_acc"],
-                   density=m["density"], weight_density=m["weight_density"],
-                   layer_density=m.get("layer_density"), elapsed=m["elapsed"])
+        keys = ("epoch", "val_acc", "test_acc", "train_acc", "density", "weight_density",
+                "layer_density", "elapsed")
+        row.update(status=j.get("status"), reason=j.get("reason"), **{k: m.get(k) for k in keys})
     rows.append(row)
     mc = d / "metrics.csv"
     if mc.exists():
