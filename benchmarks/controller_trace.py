@@ -31,7 +31,7 @@ from typing import Any
 
 from sparseopt.config import TrainConfig
 from sparseopt.config.files import load_yaml
-from sparseopt.control import _group_counts, _totals
+from sparseopt.control import group_densities, penalised_density
 from sparseopt.engine import TrainingInterrupted, train
 from sparseopt.groups import group_lam
 from sparseopt.logging_utils import atomic_write_text
@@ -49,15 +49,15 @@ class Trace:
     def on_step_end(self, trainer: Any, step: int) -> None:
         if step % self.every == 0:
             opt = trainer.optimizer
-            groups = _group_counts(opt)
+            groups = group_densities(opt)
             if not self.names:
                 ids = {id(p): n for n, p in trainer.model.named_parameters()}
-                self.names = [[ids.get(id(p), "?") for _, p in counts] for _, counts in groups]
-            nonzero, total, _ = _totals([c for _, counts in groups for c in counts])
-            row = {"step": step, "density": nonzero / max(total, 1), "groups": []}
-            for i, counts in groups:
-                nz, tot, _ = _totals(counts)
-                row["groups"].append([nz / max(tot, 1), group_lam(opt.param_groups[i])])
+                self.names = [
+                    [ids.get(id(p), "?") for p in opt.param_groups[i]["params"]] for i, _ in groups
+                ]
+            row = {"step": step, "density": penalised_density(opt), "groups": []}
+            for i, d in groups:
+                row["groups"].append([d, group_lam(opt.param_groups[i])])
             self.rows.append(row)
         if step >= self.steps:
             raise KeyboardInterrupt  # the engine stops at the next step

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import sparseopt as so
-from sparseopt.control import TargetDensity, penalised_density
+from sparseopt.control import TargetDensity, group_densities, penalised_density
 from sparseopt.metrics import density
 from sparseopt.models import build_model
 
@@ -19,6 +19,17 @@ from sparseopt.models import build_model
 def _net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_group_densities_are_each_penalised_groups_share_of_nonzero_weights() -> None:
+    net = _net()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+    with torch.no_grad():
+        net[0].weight[:6] = 0  # 6 of 8 rows: 20 of 80 weights left
+        net[2].weight[0, :4] = 0  # 20 of 24 left
+    penalised = [i for i, g in enumerate(opt.param_groups) if g["penalty"] != "none"]
+    assert group_densities(opt) == [(penalised[0], 0.25), (penalised[1], 20 / 24)]
+    assert penalised_density(opt) == 40 / 104
 
 
 def test_dense_network_raises_lam_empty_network_lowers_it() -> None:

@@ -76,6 +76,7 @@ __all__ = [
     "TargetDensity",
     "empty_penalised",
     "conserve_budget",
+    "group_densities",
     "he_shares",
     "penalised_density",
     "per_layer_groups",
@@ -188,6 +189,17 @@ def per_layer_groups(optimizer: torch.optim.Optimizer) -> bool:
 def empty_penalised(optimizer: torch.optim.Optimizer) -> int:
     """Number of penalised weight tensors (2 dims or more) with no nonzero deployable entry."""
     return _penalised_counts(optimizer)[2]
+
+
+def group_densities(optimizer: torch.optim.Optimizer) -> list[tuple[int, float]]:
+    """``[(group index, density), ...]`` of every penalised param group of the
+    deployable network: what :class:`TargetDensity` measures layer by layer under
+    ``allocation="he"`` (nonzero counts summed over the shards under FSDP2)."""
+    out = []
+    for i, counts in _group_counts(optimizer):
+        nonzero, total, _ = _totals(counts)
+        out.append((i, nonzero / max(total, 1)))
+    return out
 
 
 def penalised_density(optimizer: torch.optim.Optimizer) -> float:
