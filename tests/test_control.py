@@ -152,7 +152,15 @@ def test_target_miss_says_what_to_change() -> None:
 
     assert target_miss(0.1, 0.12, "adabreg") == "" and target_miss(0.1, 0.081, "rda") == ""
     grown = target_miss(0.05, 0.0711, "adabreg")
-    assert "5 % was not reached (7.11 %" in grown and "a smaller --lr" in grown
+    assert "5 % was not reached (7.11 %" in grown
+    assert grown.endswith("along a ramp (--init-density 0.025 --target-density-ramp 0.8)")
+    # only what the run did not do; both done: a lower target
+    at_recipe = target_miss(0.13, 0.2, "linbreg", init_density=0.01, ramp=0.0)
+    assert at_recipe.endswith("along a ramp (--target-density-ramp 0.8)")
+    ramped = target_miss(0.008, 0.0107, "adabreg", init_density=0.01, ramp=0.8)
+    assert ramped.endswith("along a ramp (--init-density 0.004)")
+    both = target_miss(0.008, 0.0107, "adabreg", init_density=0.004, ramp=0.8)
+    assert both.endswith("ask for a lower --target-density (this one ended 1.34x over)")
     assert "more --epochs)" in target_miss(0.05, 0.0711, "splitlbi")
     assert "more --epochs, or a smaller --refit)" in target_miss(0.05, 0.0711, "rda", refit=True)
     assert "more --epochs" in target_miss(0.3, 0.2, "adabreg")  # too sparse: more steps

@@ -130,7 +130,15 @@ class Refit:
         )
         target = trainer.config.target_density
         if target and total and not resumed:
-            miss = target_miss(target, kept / total, trainer.config.optimizer, refit=True)
+            cfg = trainer.config
+            miss = target_miss(
+                target,
+                kept / total,
+                cfg.optimizer,
+                refit=True,
+                init_density=cfg.init_density,
+                ramp=cfg.target_density_ramp,
+            )
             line += f"; {miss}" if miss else ""
         return line
 

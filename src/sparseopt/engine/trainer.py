@@ -341,7 +341,13 @@ class Trainer:
         ctl = next((cb for cb in self.callbacks if isinstance(cb, TargetDensity)), None)
         if ctl is None or not ctl.history or self._refit.epochs:
             return []
-        miss = target_miss(ctl.target, ctl.history[-1][1], self.config.optimizer)
+        miss = target_miss(
+            ctl.target,
+            ctl.history[-1][1],
+            self.config.optimizer,
+            init_density=self.config.init_density,
+            ramp=ctl.ramp,
+        )
         return [miss] if miss else []
 
     def _refit_hints(self) -> None:
