@@ -1080,7 +1080,9 @@ def report(path: Path, dense_from: Path | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=sorted(STAGES))
-    p.add_argument("--worker", default="0/1", help="i/n: run every n-th job from the i-th")
+    p.add_argument(
+        "--worker", default="0/1", help="i/n: run every n-th job from the i-th (0 <= i < n)"
+    )
     p.add_argument("--results", type=Path, default=DEFAULT_OUT)
     p.add_argument("--report", action="store_true")
     p.add_argument(
@@ -1095,7 +1097,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.stage is None:
         p.error("--stage or --report is required")
-    i, n = (int(x) for x in args.worker.split("/"))
+    try:
+        i, n = (int(x) for x in args.worker.split("/"))
+    except ValueError:
+        p.error(f"Invalid worker value: {args.worker!r}; expected i/n with integers")
+    if not 0 <= i < n:  # i counts from 0: "2/2" would run nothing
+        p.error(f"Invalid worker value: {args.worker!r}; expected i/n with 0 <= i < n")
     run(args.stage, (i, n), args.results)
     return 0
 
