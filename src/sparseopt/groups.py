@@ -26,7 +26,7 @@ never a Python loop over groups.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ __all__ = [
     "layer_kind",
     "layer_lam_factors",
     "layer_lams",
+    "module_params",
     "num_groups",
     "param_groups",
 ]
@@ -250,16 +251,34 @@ def layer_lams(model: torch.nn.Module, param_groups: Iterable[dict[str, Any]]) -
         if g.get("penalty", "none") != "none" and "lam" in g
         for p in g["params"]
     }
-    out: dict[str, float] = {}
+    return {
+        name: lam_of[id(p)]
+        for name, module, p_name, p in module_params(model)
+        if p_name == "weight" and layer_kind(module) is not None and id(p) in lam_of
+    }
+
+
+def module_params(
+    model: torch.nn.Module,
+) -> Iterator[tuple[str, torch.nn.Module, str, torch.nn.Parameter]]:
+    """``(module name, module, parameter name, parameter)`` for every parameter of
+    ``model``, once: a parameter shared by several modules (tied weights) comes with the
+    first that holds it, in ``named_modules`` order. The walk every per-layer view uses
+    (:func:`param_groups`, :func:`layer_lams`, :func:`sparseopt.metrics.density`), so
+    their layer names agree.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+        >>> net[1].weight = net[0].weight
+        >>> [(m, n) for m, _, n, _ in module_params(net)]
+        [('0', 'weight'), ('0', 'bias'), ('1', 'bias')]
+    """
     seen: set[int] = set()
     for name, module in model.named_modules():
         for p_name, p in module.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            if p_name == "weight" and layer_kind(module) is not None and id(p) in lam_of:
-                out[name] = lam_of[id(p)]
-    return out
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, module, p_name, p
 
 
 def layer_kind(module: torch.nn.Module) -> str | None:
@@ -347,18 +366,13 @@ def param_groups(
         "linear": [],
         "unpenalised": [],
     }
-    seen: set[int] = set()
-    for mod_name, module in model.named_modules():
+    for mod_name, module, p_name, p in module_params(model):
         kind = layer_kind(module)
-        for p_name, p in module.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            full = f"{mod_name}.{p_name}" if mod_name else p_name
-            if kind is not None and p_name == "weight" and mod_name not in excluded:
-                buckets[kind].append((full, p))
-            else:
-                buckets["unpenalised"].append((full, p))
+        full = f"{mod_name}.{p_name}" if mod_name else p_name
+        if kind is not None and p_name == "weight" and mod_name not in excluded:
+            buckets[kind].append((full, p))
+        else:
+            buckets["unpenalised"].append((full, p))
     out: list[dict[str, Any]] = []
     factors: dict[str, float] = {}
     if lam_scale == "fan_in":

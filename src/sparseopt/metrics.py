@@ -62,7 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from sparseopt.fsdp import full_tensor, global_int
-from sparseopt.groups import group_norms, layer_kind
+from sparseopt.groups import group_norms, layer_kind, module_params
 
 __all__ = [
     "DensityReport",
@@ -274,25 +274,20 @@ def density(
     value = _value_fn(optimizer, source, masks)
     params = nonzero = weights = weights_nonzero = 0
     layers: dict[str, LayerDensity] = {}
-    seen: set[int] = set()
-    for name, module in model.named_modules():
-        for p_name, p in module.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            full = f"{name}.{p_name}" if name else p_name
-            v = value(full, p)
-            params += v.numel()  # the global size, also for a sharded (FSDP2) parameter
-            nonzero += global_int((v != 0).sum())
-            if p_name != "weight":
-                continue
-            kind = layer_kind(module)
-            if kind is None:
-                continue
-            layer = _layer_density(kind, v)
-            layers[name] = layer
-            weights += layer.weights
-            weights_nonzero += layer.nonzero
+    for name, module, p_name, p in module_params(model):
+        full = f"{name}.{p_name}" if name else p_name
+        v = value(full, p)
+        params += v.numel()  # the global size, also for a sharded (FSDP2) parameter
+        nonzero += global_int((v != 0).sum())
+        if p_name != "weight":
+            continue
+        kind = layer_kind(module)
+        if kind is None:
+            continue
+        layer = _layer_density(kind, v)
+        layers[name] = layer
+        weights += layer.weights
+        weights_nonzero += layer.nonzero
     return DensityReport(params, nonzero, weights, weights_nonzero, layers)
 
 
