@@ -99,6 +99,16 @@ def words_check(cand: dict[str, Any]) -> list[dict[str, Any]]:
 #: Round 36's candidate: AdaBreg's recipe steered per layer (its recipe since).
 R36 = {"optimizer": "adabreg", "target_allocation": "he"}
 
+#: Round 39's targets (fractions of the weights).
+ROUND39_TARGETS = (0.005, 0.01, 0.02, 0.04, 0.08)
+
+
+def _small_target_start(target: float) -> dict[str, Any]:
+    """Round 39's candidate: start at half the target (at most the recipe's 1 %) and
+    approach it along a ramp of 0.8."""
+    return {"init_density": min(0.01, target / 2), "target_density_ramp": 0.8}
+
+
 #: Candidates per stage. Stage ``l1``: every method with the ℓ1 penalty, cosine schedule.
 STAGES: dict[str, list[dict[str, Any]]] = {
     "dense": [
@@ -718,6 +728,22 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round38w": [
         c for extra in ({}, {"target_density_ramp": 0.8}) for c in words_check({**R36, **extra})
     ],
+    # round 39: AdaBreg's small targets (the flood, docs/structure.md): the recipe against
+    # a start at half the target (at most the recipe's 1 %) along a ramp of 0.8, at targets
+    # 0.5-8 % (growth from the start x1-x8; round 38: x13 loses with the ramp, Table 1's x2
+    # gains), seeds 0-2
+    "round39": [
+        {**R36, "target_density": d, **extra, "seed": seed}
+        for d in ROUND39_TARGETS
+        for extra in ({}, _small_target_start(d))
+        for seed in (0, 1, 2)
+    ],
+    "round39w": [
+        c
+        for d in ROUND39_TARGETS
+        for extra in ({}, _small_target_start(d))
+        for c in words_check({**R36, "target_density": d, **extra})
+    ],
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
         c
@@ -896,6 +922,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round37bw": ("words-cnn",),
     "round37cw": ("words-cnn",),
     "round38w": ("words-cnn",),
+    "round39w": ("words-cnn",),
 }
 
 
