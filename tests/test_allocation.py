@@ -18,6 +18,7 @@ from sparseopt.control import (
     conserve_budget,
     he_shares,
     penalised_density,
+    unit_floor,
 )
 from sparseopt.groups import param_groups
 
@@ -74,6 +75,19 @@ def test_no_share_falls_below_one_weight_per_output_unit() -> None:
         he_shares([10], [1], [1], 0.0)
     with pytest.raises(ValueError, match="one fan-in"):
         he_shares([10, 10], [1], [1, 1], 0.1)
+
+
+@pytest.mark.parametrize(
+    ("numel", "rows", "density"), [(1000, 10, 0.13), (100, 50, 0.2), (7, 3, 1.0)]
+)
+def test_the_floor_is_one_weight_per_output_unit_and_the_shares_respect_it(
+    numel: int, rows: int, density: float
+) -> None:
+    floor = unit_floor(numel, rows, density)
+    assert floor == min(density, rows / numel)
+    # a layer whose He share would be far below the floor (a huge fan-in) is held at it
+    shares = he_shares([10**6, numel, 100], [1, 10**8, 10], [10**6, rows, 10], density)
+    assert shares[1] >= floor * (1 - 1e-12)
 
 
 def test_layer_groups_are_one_per_layer_with_the_same_lam_and_the_same_iterates() -> None:

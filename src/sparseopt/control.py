@@ -80,6 +80,7 @@ __all__ = [
     "he_shares",
     "penalised_density",
     "per_layer_groups",
+    "unit_floor",
 ]
 
 #: How :class:`TargetDensity` shares the target among the layers: ``global`` (one
@@ -229,6 +230,18 @@ def penalised_density(optimizer: torch.optim.Optimizer) -> float:
     return nonzero / max(total, 1)
 
 
+def unit_floor(numel: int, rows: int, density: float) -> float:
+    """The smallest density a layer of ``numel`` weights and ``rows`` output units is
+    steered to under an overall ``density``: one weight per output unit, at most
+    ``density`` itself (:func:`he_shares`' floor and :class:`TargetDensity`'s).
+
+    Example:
+        >>> unit_floor(1000, 10, 0.13), unit_floor(1000, 200, 0.13)
+        (0.01, 0.13)
+    """
+    return min(density, rows / max(numel, 1))
+
+
 def he_shares(
     numels: Sequence[int], fan_ins: Sequence[int], rows: Sequence[int], density: float
 ) -> list[float]:
@@ -271,7 +284,7 @@ def he_shares(
         return []
     n = list(numels[:-1])
     scale = [math.sqrt(2.0) * math.sqrt(2.0 / max(f, 1)) for f in fan_ins[:-1]]  # σ√2
-    floor = [min(density, r / max(k, 1)) for k, r in zip(numels, rows, strict=True)]
+    floor = [unit_floor(k, r, density) for k, r in zip(numels, rows, strict=True)]
 
     def solve(free: list[int], budget: float) -> float:
         """τ with Σ_free n_i erfc(τ/s_i) = budget (bisection; the sum falls with τ)."""
@@ -632,8 +645,8 @@ class TargetDensity:
             [p.shape[0] if p.ndim else 1 for p in params],
             reference,
         )
-        # per group: index, nonzero, total, empty, share, floor (one weight per output
-        # unit, as he_shares' floor)
+        # per group: index, nonzero, total, empty, share, floor (he_shares' floor, in
+        # weights)
         rows: list[tuple[int, int, int, int, float, float]] = []
         k = 0
         for i, counts in groups:
@@ -641,7 +654,10 @@ class TargetDensity:
             ps = [p for _, p in counts]
             n = [p.numel() for p in ps]
             share = sum(x * s for x, s in zip(n, shares[k : k + len(n)], strict=True))
-            floor = sum(min(reference * p.numel(), p.shape[0] if p.ndim else 1) for p in ps)
+            floor = sum(
+                x * unit_floor(x, p.shape[0] if p.ndim else 1, reference)
+                for x, p in zip(n, ps, strict=True)
+            )
             rows.append((i, nonzero, total, empty, share, floor))
             k += len(n)
         targets = [r[4] for r in rows]
