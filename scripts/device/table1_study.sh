@@ -6,8 +6,9 @@
 #
 #   OUT=/tmp/out DATA=devdata/fmnist bash scripts/device/table1_study.sh
 #
-# Environment: PY (python, default python3), DEVICE (cuda), EPOCHS (20), EXTRA (more train
-# flags, e.g. "--limit-batches 5" for a smoke run), STEPS (1: run the step benchmark),
+# Environment: PY (python, default python3), DEVICE (cuda), EPOCHS (20), CANDIDATES (lines
+# "name flags...", each run with every seed), EXTRA (more train flags for every run, e.g.
+# "--limit-batches 5" for a smoke run), STEPS (1: run the step benchmark),
 # STUDY_LIMIT (seconds the study may run, default 330), SEEDS ("0 1 2"), ROUNDS_CONVNET and
 # ROUNDS_RESNET (interleaved rounds of the step benchmark: 30 and 20, each model's run
 # limited to STEPS_LIMIT seconds, default 240).
@@ -45,24 +46,25 @@ if [ "$STEPS" = 1 ]; then
   done
 fi
 
-# candidates: name and flags (chosen before any run; ranked by validation accuracy)
-declare -A FLAGS=(
-  [base]=""
-  [init005]="--init-density 0.005"
-  [init0025]="--init-density 0.0025"
-  [lr005]="--lr 0.005"
-)
+# candidates, one per line: a name, then its train flags (chosen before any run; ranked
+# by validation accuracy); CANDIDATES replaces the default list, the 2026-11-27 Table 1 study
+CANDIDATES=${CANDIDATES:-"base --target-density 0.0205
+init005 --target-density 0.0205 --init-density 0.005
+init0025 --target-density 0.0205 --init-density 0.0025
+lr005 --target-density 0.0205 --lr 0.005"}
 RUNS=$WORK/runs
 mkdir -p "$RUNS"
 start=$(date +%s)
-for name in base init005 init0025 lr005; do
+while read -r name flags; do
+  [ -z "$name" ] && continue
   for s in $SEEDS; do
     d="$RUNS/$name-s$s"
+    # shellcheck disable=SC2086  # flags are words
     $PY -m sparseopt train -d fashion-mnist --data-dir "$DATA" -m convnet -o adabreg \
-      --epochs "$EPOCHS" --target-density 0.0205 --seed "$s" --device "$DEVICE" --threads 1 \
-      --no-tensorboard --quiet ${FLAGS[$name]} $EXTRA --out "$d" > "$RUNS/$name-s$s.log" 2>&1 &
+      --epochs "$EPOCHS" --seed "$s" --device "$DEVICE" --threads 1 \
+      --no-tensorboard --quiet $flags $EXTRA --out "$d" > "$RUNS/$name-s$s.log" 2>&1 &
   done
-done
+done <<< "$CANDIDATES"
 
 gather() {
   $PY - "$RUNS" "$OUT" <<'PYEOF'
