@@ -161,6 +161,14 @@ def test_target_miss_says_what_to_change() -> None:
     assert ramped.endswith("along a ramp (--init-density 0.004)")
     both = target_miss(0.008, 0.0107, "adabreg", init_density=0.004, ramp=0.8)
     assert both.endswith("ask for a lower --target-density (this one ended 1.34x over)")
+    # LinBreg at a small target: the start and ramp fell short on the study (round 39)
+    small = target_miss(0.01, 0.03, "linbreg", init_density=0.01, ramp=0.0)
+    assert small.endswith(
+        "(--init-density 0.005 --target-density-ramp 0.8); at 1 % that may still end over "
+        "it: then ask for a lower --target-density (this one ended 3.00x over)"
+    )
+    assert "may still" not in target_miss(0.01, 0.03, "adabreg", init_density=0.01, ramp=0.0)
+    assert "may still" not in target_miss(0.05, 0.08, "linbreg", init_density=0.01, ramp=0.0)
     assert "more --epochs)" in target_miss(0.05, 0.0711, "splitlbi")
     assert "more --epochs, or a smaller --refit)" in target_miss(0.05, 0.0711, "rda", refit=True)
     assert "more --epochs" in target_miss(0.3, 0.2, "adabreg")  # too sparse: more steps
