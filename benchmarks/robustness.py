@@ -70,7 +70,7 @@ def report(out: Path) -> str:
         "| gap (points) | pruning at equal density (%) | beats pruning? |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    cells = wins = judged = chance = close = image_cells = 0
+    cells = wins = judged = chance = close = image_cells = pruned_close = pruned_cells = 0
     for name in TASKS:
         path = out / name / "comparison.json"
         if not path.exists():
@@ -99,6 +99,10 @@ def report(out: Path) -> str:
             if TASKS[name].image and gap is not None and wd is not None:
                 image_cells += 1
                 close += gap >= -1.0 and wd <= 0.15
+            p_acc, p_wd = p.get("test_acc"), p.get("weight_density")
+            if TASKS[name].image and None not in (p_acc, p_wd, best):
+                pruned_cells += 1  # the same target, asked of the baseline (for scale)
+                pruned_close += 100 * (p_acc - best) >= -1.0 and p_wd <= 0.15
 
             def pct(v: Any) -> str:
                 return "–" if v is None else f"{100 * v:.2f}"
@@ -113,6 +117,8 @@ def report(out: Path) -> str:
         f"- runs at chance, stalled or collapsed: {chance} of {cells} (target 0)",
         f"- image cells within 1.0 point of dense at ≤ 15 % weights: {close} of {image_cells} "
         "(target: all)",
+        f"- for scale, magnitude pruning at the same densities: {pruned_close} of "
+        f"{pruned_cells} within 1.0 point of dense at ≤ 15 % weights (not a target)",
         f"- beats or ties pruning: {wins} of {judged} (target ≥ 80 %; regression has no "
         "pruning verdict)",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
         status, verdict = r.split("|")[3].strip(), r.split("|")[9].strip()
         assert verdict in (("yes", "no", "tie") if status == "ok" else ("–",)), r
     assert "beats or ties pruning:" in text
+    # the pruning baselines are held to the closeness target too, for scale
+    close = re.search(r"magnitude pruning at the same densities: (\d+) of (\d+) within", text)
+    image = re.search(r"within 1.0 point of dense at ≤ 15 % weights: (\d+) of (\d+)", text)
+    assert close and image and int(close[1]) <= int(close[2]) <= int(image[2])
+    pruned = [r for r in rows if r.split("|")[8].strip() != "–"]
+    assert int(close[2]) == len(pruned)
     # --seed reaches every run of the matrix
     summaries = sorted((out / "digits-mlp").glob("*/summary.json"))
     assert len(summaries) >= 8  # 6 sparse, 2 dense, the pruning runs
