@@ -78,13 +78,14 @@ def test_no_share_falls_below_one_weight_per_output_unit() -> None:
 
 
 @pytest.mark.parametrize(
-    ("numel", "rows", "density"), [(1000, 10, 0.13), (100, 50, 0.2), (7, 3, 1.0)]
+    ("numel", "rows", "density"), [(1000, 10, 0.13), (100, 50, 0.2), (10**5, 100, 0.01)]
 )
 def test_the_floor_is_one_weight_per_output_unit_and_the_shares_respect_it(
     numel: int, rows: int, density: float
 ) -> None:
     floor = unit_floor(numel, rows, density)
     assert floor == min(density, rows / numel)
+    assert unit_floor(0, rows, density) == density  # an empty tensor: no division by 0
     # a layer whose He share would be far below the floor (a huge fan-in) is held at it
     shares = he_shares([10**6, numel, 100], [1, 10**8, 10], [10**6, rows, 10], density)
     assert shares[1] >= floor * (1 - 1e-12)

@@ -164,9 +164,14 @@ def test_target_miss_says_what_to_change() -> None:
     # LinBreg at a small target: the start and ramp fell short on the study (round 39)
     small = target_miss(0.01, 0.03, "linbreg", init_density=0.01, ramp=0.0)
     assert small.endswith(
-        "(--init-density 0.005 --target-density-ramp 0.8); at 1 % that may still end over "
-        "it: then ask for a lower --target-density (this one ended 3.00x over)"
+        "(--init-density 0.005 --target-density-ramp 0.8); at 1 % linbreg may still end "
+        "over the target that way; if so, ask for a lower --target-density (this one ended "
+        "3.00x over)"
     )
+    assert "may still" in target_miss(0.02, 0.03, "linbreg")  # up to 2 % included
+    # start and ramp both used: only the lower target, once
+    both = target_miss(0.01, 0.03, "linbreg", init_density=0.005, ramp=0.8)
+    assert "may still" not in both and both.count("lower --target-density") == 1
     assert "may still" not in target_miss(0.01, 0.03, "adabreg", init_density=0.01, ramp=0.0)
     assert "may still" not in target_miss(0.05, 0.08, "linbreg", init_density=0.01, ramp=0.0)
     assert "more --epochs)" in target_miss(0.05, 0.0711, "splitlbi")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Table 1 (AdaBreg half) candidates on a lent GPU, several at once on the one device, plus
+# AdaBreg candidates on the Table 1 ConvNet (full Fashion-MNIST) on a lent GPU, several at once on the one device, plus
 # the CUDA step benchmark first (alone, so that the training runs do not disturb its
 # timings). Results are gathered into a few files under $OUT while the runs go, so that a
 # timeout still brings back what finished.
@@ -7,7 +7,7 @@
 #   OUT=/tmp/out DATA=devdata/fmnist bash scripts/device/table1_study.sh
 #
 # Environment: PY (python, default python3), DEVICE (cuda), EPOCHS (20), CANDIDATES (lines
-# "name flags...", each run with every seed), EXTRA (more train flags for every run, e.g.
+# "name flags...", unique names, each run with every seed; empty and # lines skipped), EXTRA (more train flags for every run, e.g.
 # "--limit-batches 5" for a smoke run), STEPS (1: run the step benchmark),
 # STUDY_LIMIT (seconds the study may run, default 330), SEEDS ("0 1 2"), ROUNDS_CONVNET and
 # ROUNDS_RESNET (interleaved rounds of the step benchmark: 30 and 20, each model's run
@@ -55,14 +55,16 @@ lr005 --target-density 0.0205 --lr 0.005"}
 RUNS=$WORK/runs
 mkdir -p "$RUNS"
 start=$(date +%s)
+echo "$CANDIDATES" > "$OUT/candidates.txt"  # the names of the results, with their flags
 while read -r name flags; do
-  [ -z "$name" ] && continue
+  case "$name" in ''|'#'*) continue ;; esac
   for s in $SEEDS; do
     d="$RUNS/$name-s$s"
     # shellcheck disable=SC2086  # flags are words
     $PY -m sparseopt train -d fashion-mnist --data-dir "$DATA" -m convnet -o adabreg \
       --epochs "$EPOCHS" --seed "$s" --device "$DEVICE" --threads 1 \
-      --no-tensorboard --quiet $flags $EXTRA --out "$d" > "$RUNS/$name-s$s.log" 2>&1 &
+      --no-tensorboard --quiet $flags $EXTRA --out "$d" > "$RUNS/$name-s$s.log" 2>&1 \
+      < /dev/null &  # not the list's stdin
   done
 done <<< "$CANDIDATES"
 
