@@ -730,8 +730,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     ],
     # round 39: AdaBreg's small targets (the flood, docs/structure.md): the recipe against
     # a start at half the target (at most the recipe's 1 %) along a ramp of 0.8, at targets
-    # 0.5-8 % (the candidate grows x2-x8 from its start; round 38: x13 loses with the ramp, Table 1's x2
-    # gains), seeds 0-2
+    # 0.5-8 % (the candidate grows x2-x8 from its start; round 38: x13 loses with the
+    # ramp, Table 1's x2 gains), seeds 0-2
     "round39": [
         {**R36, "target_density": d, **extra, "seed": seed}
         for d in ROUND39_TARGETS
