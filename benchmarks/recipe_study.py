@@ -744,6 +744,15 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for extra in ({}, _small_target_start(d))
         for c in words_check({**R36, "target_density": d, **extra})
     ],
+    # round 39s: is the ramp's gain a matter of steps? (the ConvNet, 16 880 steps, gained
+    # 0.2-0.5 at 1-8 %; the study, 630-2 535 steps, lost) AdaBreg's recipe with and
+    # without the ramp at 4 % and at its 13 %, every study task at 60 epochs, seeds 0-2
+    "round39s": [
+        {**R36, "target_density": d, **extra, "epochs": 60, "seed": seed}
+        for d in (0.04, 0.13)
+        for extra in ({}, {"target_density_ramp": 0.8})
+        for seed in (0, 1, 2)
+    ],
     # round 39l: the same for LinBreg steered to a small target (its recipe's λ is fixed;
     # Table 1 steers it to 1.9 % from its 1 % start)
     "round39l": [
