@@ -103,10 +103,14 @@ R36 = {"optimizer": "adabreg", "target_allocation": "he"}
 ROUND39_TARGETS = (0.005, 0.01, 0.02, 0.04, 0.08)
 
 
-def _small_target_start(target: float) -> dict[str, Any]:
-    """Round 39's candidate: start at half the target (at most the recipe's 1 %) and
-    approach it along a ramp of 0.8."""
-    return {"init_density": min(0.01, target / 2), "target_density_ramp": 0.8}
+def _small_targets(base: dict[str, Any], targets: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Round 39's pairs: ``base`` steered to each target from its recipe's start, and from
+    half the target (at most the recipe's 1 %) along a ramp of 0.8."""
+    return [
+        {**base, "target_density": d, **extra}
+        for d in targets
+        for extra in ({}, {"init_density": min(0.01, d / 2), "target_density_ramp": 0.8})
+    ]
 
 
 #: Candidates per stage. Stage ``l1``: every method with the ℓ1 penalty, cosine schedule.
@@ -733,17 +737,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # 0.5-8 % (the candidate grows x2-x8 from its start; round 38: x13 loses with the
     # ramp, Table 1's x2 gains), seeds 0-2
     "round39": [
-        {**R36, "target_density": d, **extra, "seed": seed}
-        for d in ROUND39_TARGETS
-        for extra in ({}, _small_target_start(d))
-        for seed in (0, 1, 2)
+        {**c, "seed": seed} for c in _small_targets(R36, ROUND39_TARGETS) for seed in (0, 1, 2)
     ],
-    "round39w": [
-        c
-        for d in ROUND39_TARGETS
-        for extra in ({}, _small_target_start(d))
-        for c in words_check({**R36, "target_density": d, **extra})
-    ],
+    "round39w": [c for cand in _small_targets(R36, ROUND39_TARGETS) for c in words_check(cand)],
     # round 39s: is the ramp's gain a matter of steps? (the ConvNet, 16 880 steps, gained
     # 0.2-0.5 at 1-8 %; the study, 630-2 535 steps, lost) AdaBreg's recipe with and
     # without the ramp at 4 % and at its 13 %, every study task at 60 epochs, seeds 0-2
@@ -756,16 +752,14 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 39l: the same for LinBreg steered to a small target (its recipe's λ is fixed;
     # Table 1 steers it to 1.9 % from its 1 % start)
     "round39l": [
-        {"optimizer": "linbreg", "target_density": d, **extra, "seed": seed}
-        for d in ROUND39_TARGETS[:3]
-        for extra in ({}, _small_target_start(d))
+        {**c, "seed": seed}
+        for c in _small_targets({"optimizer": "linbreg"}, ROUND39_TARGETS[:3])
         for seed in (0, 1, 2)
     ],
     "round39lw": [
         c
-        for d in ROUND39_TARGETS[:3]
-        for extra in ({}, _small_target_start(d))
-        for c in words_check({"optimizer": "linbreg", "target_density": d, **extra})
+        for cand in _small_targets({"optimizer": "linbreg"}, ROUND39_TARGETS[:3])
+        for c in words_check(cand)
     ],
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
