@@ -717,6 +717,56 @@ def test_model_output_must_fit_the_task(tmp_path: Path) -> None:
         Trainer(tiny(tmp_path, dataset="teacher", model="mlp", dataset_options={"n_train": 8}))
 
 
+needs_ftz = pytest.mark.skipif(
+    not torch.set_flush_denormal(False), reason="this CPU cannot flush subnormals"
+)
+
+
+@needs_ftz
+def test_flush_probe_reads_the_setting() -> None:
+    from sparseopt.engine.build import flushes_denormals
+
+    try:
+        torch.set_flush_denormal(True)
+        assert flushes_denormals()
+        torch.set_flush_denormal(False)
+        assert not flushes_denormals()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+class _SeesFlushing(Callback):
+    """Records, at every step, whether subnormal numbers are flushed to zero."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def on_step_end(self, trainer: Any, step: int) -> None:
+        from sparseopt.engine.build import flushes_denormals
+
+        self.seen.append(flushes_denormals())
+
+
+@needs_ftz
+@pytest.mark.parametrize("caller", [False, True])
+def test_training_on_cpu_flushes_subnormals_and_restores_the_callers_setting(
+    tmp_path: Path, caller: bool
+) -> None:
+    """Subnormal weights and state (RVSM's decaying dense copy) cost an Intel Xeon 14x per
+    step (benchmarks/denormals.py): training flushes them, then leaves the setting as the
+    caller had it — off turned back off, on left on."""
+    from sparseopt.engine.build import flushes_denormals
+
+    probe = _SeesFlushing()
+    try:
+        torch.set_flush_denormal(caller)
+        train(tiny(tmp_path, optimizer="rvsm", epochs=1), callbacks=[probe])
+        assert probe.seen and all(probe.seen)
+        assert flushes_denormals() is caller
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_train_leaves_global_rng_and_threads_as_it_found_them(tmp_path: Path) -> None:
     torch.manual_seed(123)
     before, threads = torch.get_rng_state(), torch.get_num_threads()

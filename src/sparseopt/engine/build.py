@@ -41,6 +41,8 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "flush_denormals",
+    "flushes_denormals",
     "check_output",
     "data_tensors",
     "eval_batch_size",
@@ -274,6 +276,31 @@ def threads_for(cfg: TrainConfig, model: nn.Module, device: torch.device) -> int
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and small:
         return 1
     return None
+
+
+def flushes_denormals() -> bool:
+    """Whether float32 arithmetic on the CPU flushes subnormal results to zero in this
+    thread now (torch has a setter, :func:`torch.set_flush_denormal`, but no getter: this
+    halves the smallest normal number, ``finfo.tiny``, and sees whether zero comes back)."""
+    tiny = torch.tensor([torch.finfo(torch.float32).tiny])
+    return bool((tiny * 0.5).item() == 0.0)
+
+
+def flush_denormals(device: torch.device) -> bool:
+    """On CPU, flush subnormal numbers to zero (x86's FTZ/DAZ) for training; whether this
+    call turned it on (then the caller turns it off again when done).
+
+    Why: weights and optimizer state that decay geometrically towards zero (RVSM's dense
+    copy ``w`` of a weight whose input unit died, pulled towards ``u = 0`` by β) spend
+    thousands of steps as subnormal numbers, which some CPUs compute in microcode: RVSM's
+    LeNet-5 epochs on full Fashion-MNIST went from 8 to ~100 s after epoch 4 on an Intel
+    Xeon (2026-11-27; docs/robustness.md, "Full Fashion-MNIST"), not on an AMD EPYC.
+    Flushing changes no number above 1.2e-38 (float32's ``tiny``; float64 runs never come
+    near their own 2.2e-308). The setting is per thread, like the MXCSR register it sets.
+    """
+    if device.type != "cpu" or flushes_denormals():
+        return False
+    return bool(torch.set_flush_denormal(True)) and flushes_denormals()
 
 
 def eval_batch_size(cfg: TrainConfig, device: torch.device) -> int:

@@ -26,7 +26,7 @@ from sparseopt.config import TrainConfig
 from sparseopt.control import TargetDensity, target_miss
 from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
-from sparseopt.engine.build import build, eval_batch_size, extend_cosine, lr_lam
+from sparseopt.engine.build import build, eval_batch_size, extend_cosine, flush_denormals, lr_lam
 from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
 from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
 from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
@@ -106,12 +106,14 @@ class Trainer:
         self._step_in_epoch = 0
         self._saved_epoch = 0  # epoch of the last checkpoint written or loaded
         self._saved_threads = torch.get_num_threads()
+        self._flushed = False  # whether this trainer turned on flushing of subnormals
         self._caller_rng: dict[str, Any] | None = checkpoint.rng_state()
         resume_dir = Path(resume) if resume is not None else None
         own_controller = any(isinstance(cb, TargetDensity) for cb in self.callbacks)
         self.config = checkpoint.initial_config(config, resume_dir, own_controller=own_controller)
         try:
             self._adopt(distributed.setup(self.config.device))
+            self._flushed = flush_denormals(self.dist.device)
             checkpoint.seed_everything(self.config.seed)
             self._setup(build(self.config, ctx=self.dist, callbacks=self.callbacks))
             run_dir = claim(self.config, resume_dir, overwrite, self.dist)
@@ -634,13 +636,18 @@ class Trainer:
         self.close()
 
     def close(self) -> None:
-        """Restore the thread count and the caller's RNG states; tear down the process group
-        if this trainer created it (first freeing the DDP wrapper, which holds it, on every
-        rank at once: freed later with an interruption's traceback, its teardown could wait
-        for a rank that had exited — a hang seen in 2 of 24 interrupted 2-rank runs).
+        """Restore the thread count, the flushing of subnormal numbers (see
+        :func:`~sparseopt.engine.build.flush_denormals`) and the caller's RNG states; tear
+        down the process group if this trainer created it (first freeing the DDP wrapper,
+        which holds it, on every rank at once: freed later with an interruption's
+        traceback, its teardown could wait for a rank that had exited — a hang seen in 2 of
+        24 interrupted 2-rank runs).
         :func:`train` calls it; with a :class:`Trainer` of your own, call it or use the
         trainer as a context manager (``with Trainer(cfg) as t: t.fit()``)."""
         torch.set_num_threads(self._saved_threads)
+        if self._flushed:  # as the caller had it (off: on was left alone)
+            torch.set_flush_denormal(False)
+            self._flushed = False
         if self._caller_rng is not None:  # training leaves the global RNGs as it found them
             checkpoint.set_rng_state(self._caller_rng)
             self._caller_rng = None
