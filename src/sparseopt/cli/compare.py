@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -65,6 +66,16 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         default="sgd",
         help="with --prune-baseline: the dense optimizer to prune (default: sgd)",
+    )
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train up to N of the runs side by side, each a `sparseopt train` process with "
+        "the threads it would take alone (default 1: one after another; results are the "
+        "same either way)",
     )
     parser.add_argument(
         "--resume",
@@ -292,6 +303,88 @@ def _train_or_reuse(
     return train(config, callbacks=callbacks, echo=False, overwrite=overwrite)
 
 
+def _train_side_by_side(
+    jobs: Sequence[tuple[str, TrainConfig, str]], n: int, *, overwrite: bool
+) -> None:
+    """Train ``jobs`` (name, config, :func:`_run_state`) up to ``n`` at a time, each in a
+    ``sparseopt train`` process of its own (``--resume`` for an interrupted run).
+
+    Only a head start: the comparison then goes through its runs one by one as without
+    it, reusing what finished here and resuming or re-training what did not (a run that
+    failed here fails again there, with its row), so its rows are the same either way.
+    Each process takes the threads it would take alone (``--threads``, else one for a
+    small CPU model). SIGINT or SIGTERM stops them all (each writes its checkpoint) and
+    raises :class:`~sparseopt.engine.TrainingInterrupted`.
+    """
+    import subprocess
+    import tempfile
+
+    from sparseopt.config import save_config_file
+    from sparseopt.engine import TrainingInterrupted
+    from sparseopt.health import EXIT_FAILED
+
+    pending = list(jobs)
+    running: dict[str, tuple[subprocess.Popen[bytes], Any, float]] = {}
+    stop: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    handlers = {sig: signal.signal(sig, lambda s, _f: stop.append(s)) for sig in stops}
+    print(f"training {len(jobs)} runs, {n} at a time", flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="sparseopt-compare-") as tmp:
+            while (pending or running) and not stop:
+                while pending and len(running) < n:
+                    name, config, state = pending.pop(0)
+                    cmd = [sys.executable, "-m", "sparseopt", "train", "--quiet"]
+                    if state == "resume":
+                        cmd += ["--resume", str(config.out), "--epochs", str(config.epochs)]
+                    else:
+                        path = save_config_file(config, Path(tmp) / f"{name}.json")
+                        cmd += ["--config", str(path)] + ["--overwrite"] * overwrite
+                    log = open(Path(tmp) / f"{name}.log", "w+b")
+                    # a session of its own: a Ctrl-C reaches this process only, which
+                    # passes one SIGTERM on (a second signal would kill a run unsaved)
+                    proc = subprocess.Popen(
+                        cmd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                    )
+                    running[name] = (proc, log, time.perf_counter())
+                time.sleep(0.1)
+                for name, (proc, log, t0) in list(running.items()):
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    del running[name]
+                    log.seek(0)
+                    last = [ln for ln in log.read().decode(errors="replace").splitlines() if ln]
+                    log.close()
+                    took = f"{time.perf_counter() - t0:.1f}s"
+                    if code in (EXIT_OK, EXIT_FAILED):  # finished (a failed run has its summary)
+                        print(f"{name}: trained in {took}", flush=True)
+                    else:
+                        why = last[-1] if last else f"exit {code}"
+                        print(
+                            f"{name}: stopped after {took} ({why}); it runs again below", flush=True
+                        )
+            if stop:
+                for proc, _, _ in running.values():
+                    proc.send_signal(signal.SIGTERM)  # each writes its checkpoint and exits
+                for proc, log, _ in running.values():
+                    proc.wait()
+                    log.close()
+                raise TrainingInterrupted(
+                    f"interrupted by {signal.Signals(stop[0]).name} while {len(running)} runs "
+                    "trained side by side",
+                    signum=stop[0],
+                    run_dir=None,
+                )
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def _pruning_configs(
     base: dict[str, Any], out: Path, args: argparse.Namespace
 ) -> tuple[TrainConfig, Callable[[str], TrainConfig]]:
@@ -511,6 +604,13 @@ def run_compare(args: argparse.Namespace) -> int:
     from sparseopt.optim.registry import get_optimizer_info
 
     base, names, out = _compare_invocation(args)
+    if args.jobs < 1:
+        raise UsageError(f"Invalid --jobs value: {args.jobs}; expected 1 or more")
+    if args.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(
+            f"Invalid --jobs value: {args.jobs}; a distributed compare (WORLD_SIZE "
+            f"{os.environ['WORLD_SIZE']}) trains its runs one after another"
+        )
     if args.prune_baseline:  # usage errors before anything trains
         _check_dense(args.dense)
         _finetune_epochs(base, args)
@@ -552,6 +652,23 @@ def run_compare(args: argparse.Namespace) -> int:
         **{k: getattr(args, k) for k in _COMPARE_FLAGS},
     }
     atomic_write_text(out / COMPARE_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+    if args.jobs > 1:
+        head_start = [(name, config, state) for name, config, _, (state, _) in configs]
+        if args.prune_baseline:  # the dense network the baselines prune, beside them
+            dense_name = Path(str(dense_config.out)).name
+            head_start.append((dense_name, dense_config, _run_state(dense_config)[0]))
+        head_start = [job for job in head_start if job[2] != "done"]
+        try:
+            if head_start:
+                _train_side_by_side(head_start, args.jobs, overwrite=args.overwrite)
+        except TrainingInterrupted as err:
+            raise TrainingInterrupted(
+                f"{err}; their checkpoints and the finished runs are kept. Resume the "
+                f"comparison with: sparseopt compare --resume {out}",
+                signum=err.signum,
+                run_dir=out,
+            ) from None
+        configs = [(n, c, d, _run_state(c)) for n, c, d, _ in configs]
     for i, (name, config, dropped, (state, summary)) in enumerate(configs, start=1):
         if dropped:  # on stderr, also with --quiet: a setting the user gave is not used
             note(f"{name} takes no {', '.join(dropped)}; ignored for it")

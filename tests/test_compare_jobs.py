@@ -1,0 +1,87 @@
+"""``sparseopt compare --jobs N``: the runs side by side, the same rows, Ctrl-C safe."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import env
+from test_faults import TRAIN, one_line, run
+
+VOLATILE = ("wall_time", "run_dir")
+
+
+def rows(out: Path) -> list[dict[str, object]]:
+    data = json.loads((out / "comparison.json").read_text())
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in data]
+
+
+def test_side_by_side_gives_the_rows_of_one_after_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", *TRAIN, "--epochs", "2", "--prune-baseline"]
+    argv += ["--optimizers", "adabreg", "rvsm", "sgd"]
+    code, stdout, err = run(capsys, *argv, "--jobs", "3", "--out", tmp_path / "par")
+    assert code == 0, err
+    # the three optimizers and the dense run the baselines prune, three at a time
+    assert "training 4 runs, 3 at a time" in stdout
+    for name in ("adabreg", "rvsm", "sgd", "pruning-sgd-dense"):
+        assert f"{name}: trained in " in stdout
+    assert "adabreg: finished earlier, reused" in stdout
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "seq")
+    assert code == 0, err
+    par, seq = rows(tmp_path / "par"), rows(tmp_path / "seq")
+    assert [r["optimizer"] for r in par] == [
+        "adabreg", "rvsm", "sgd", "pruning @ adabreg", "pruning @ rvsm",
+    ]  # fmt: skip
+    assert par == seq
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_jobs_below_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    code, _, err = run(capsys, "compare", *TRAIN, "--jobs", value, "--out", tmp_path / "c")
+    assert code == 2
+    assert f"Invalid --jobs value: {value}" in one_line(err)
+    assert not (tmp_path / "c").exists()
+
+
+def test_sigterm_stops_the_runs_side_by_side_and_resume_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    args = ["--epochs", "40", "--limit-batches", "3", "--no-plots", "--no-tensorboard"]
+    args += ["--stall-epochs", "0", "--optimizers", "adabreg", "rda", "sgd", "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparseopt", "compare", *args, "--jobs", "2", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "adabreg" / "metrics.csv").is_file():  # training has begun
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        stdout, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "SIGTERM" in err and f"compare --resume {out}" in err and "Traceback" not in err
+    assert "trained in" not in stdout  # stopped while the first two ran
+    assert not (out / "sgd").exists() and not (out / "comparison.json").exists()
+    code, stdout, err = run(capsys, "compare", "--resume", out, "--jobs", "2")
+    assert code == 0, err
+    # both stopped runs had written a checkpoint to resume from
+    assert "(resuming adabreg, rda)" in stdout
+    assert [r["optimizer"] for r in rows(out)] == ["adabreg", "rda", "sgd"]
+    assert all(r["status"] == "ok" and r["epochs"] == 40 for r in rows(out))
