@@ -23,6 +23,8 @@ Usage::
     python benchmarks/robustness.py --tasks digits-mlp --out runs/rb   # some tasks
     python benchmarks/robustness.py --report runs/robustness           # table only
     python benchmarks/robustness.py --seed 1 --out runs/robustness-s1  # another seed
+    python benchmarks/robustness.py --tasks fmnist-lenet5-full fmnist-mlp-full --jobs 9 \
+        --out runs/scale                                                # at scale
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from robustness_tasks import TASKS
 from sparseopt.health import chance_accuracy
 
 NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2, "words": 2}
+#: The tasks run by default (the others only by name).
+MATRIX = [name for name, t in TASKS.items() if t.matrix]
 
 
 def run_task(name: str, out: Path, extra: list[str]) -> int:
@@ -127,7 +131,23 @@ def report(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=sorted(TASKS),
+        default=MATRIX,
+        help="tasks to run (default: the matrix; fmnist-lenet5-full and fmnist-mlp-full, "
+        "the Fashion-MNIST tasks on every training image, only by name)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="each compare trains up to N runs side by side (compare --jobs; the same rows)",
+    )
+    p.add_argument("--data-dir", metavar="DIR", help="where the Fashion-MNIST files are")
+    p.add_argument("--device", metavar="DEV", help="every run's --device (default: compare's)")
     p.add_argument("--out", type=Path, default=Path("runs/robustness"))
     p.add_argument("--report", type=Path, metavar="DIR", help="only print the matrix of DIR")
     p.add_argument(
@@ -144,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         print(report(args.report))
         return 0
     extra = ["--limit-batches", "2", "--epochs", "3"] if args.smoke else []
-    extra += ["--seed", str(args.seed)]
+    extra += ["--seed", str(args.seed), "--jobs", str(args.jobs)]
+    extra += ["--data-dir", args.data_dir] if args.data_dir else []
+    extra += ["--device", args.device] if args.device else []
     codes = [run_task(name, args.out, extra) for name in args.tasks]
     text = report(args.out)
     (args.out / "robustness.md").write_text(text + "\n")

@@ -11,9 +11,11 @@ from pathlib import Path
 def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Callable) -> None:
     out = tmp_path / "rb"
     proc = run_benchmark(
-        "robustness", "--smoke", "--tasks", "digits-mlp", "--out", str(out), "--seed", "3"
-    )
+        "robustness", "--smoke", "--tasks", "digits-mlp", "--out", str(out), "--seed", "3",
+        "--jobs", "2",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--jobs 2" in proc.stdout and "training 9 runs, 2 at a time" in proc.stdout
     text = (out / "robustness.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| digits-mlp |")]
     assert [r.split("|")[2].strip() for r in rows] == [
@@ -38,3 +40,16 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
     summaries = sorted((out / "digits-mlp").glob("*/summary.json"))
     assert len(summaries) >= 8  # 6 sparse, 2 dense, the pruning runs
     assert all(json.loads(p.read_text())["config"]["seed"] == 3 for p in summaries)
+
+
+def test_the_default_matrix_leaves_the_full_data_tasks_to_be_named(
+    load_benchmark: Callable,
+) -> None:
+    bench = load_benchmark("robustness")
+    assert bench.MATRIX == [
+        "digits-mlp", "fmnist-lenet5", "fmnist-mlp", "curves-cnn", "words-cnn",
+        "teacher-nooverlap",
+    ]  # fmt: skip
+    full = {n: t for n, t in bench.TASKS.items() if n not in bench.MATRIX}
+    assert sorted(full) == ["fmnist-lenet5-full", "fmnist-mlp-full"]
+    assert all(t.image and not t.dataset_options for t in full.values())  # every image
