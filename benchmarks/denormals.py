@@ -3,12 +3,12 @@ without flushing them to zero (``torch.set_flush_denormal``), against the same s
 a state of normal numbers — on the CPU the benchmark runs on.
 
 Why: RVSM's dense copy ``w`` of a weight whose input unit died is pulled towards
-``u = 0`` by β and decays geometrically, through thousands of steps as a subnormal
-number (55 % of LeNet-5's ``fc1`` and its momentum buffer after 20 epochs of full
-Fashion-MNIST). Some CPUs compute subnormals in microcode: on an Intel Xeon those RVSM
-epochs went from 8 to ~100 s; on an AMD EPYC they did not slow. sparseopt's trainer
-flushes subnormals while it trains on CPU (:func:`sparseopt.engine.build.flush_denormals`);
-this benchmark measures what that buys on the machine at hand.
+``u = 0`` by β and decays geometrically, for many steps as a subnormal number, which
+some CPUs compute in microcode (what was seen: docs/optimizers.md, "Subnormal numbers on
+CPUs"). sparseopt's trainer flushes subnormals while it trains on CPU
+(:func:`sparseopt.engine.build.flush_denormals`); this benchmark measures what that buys
+on the machine at hand. The default fraction, 55 %, is what a 20-epoch RVSM LeNet-5 run
+on full Fashion-MNIST left subnormal in ``fc1``.
 
 For each optimizer (registry recipe), LeNet-5 on a fixed random batch of 64 images
 (28×28) takes one step (forward, backward, ``optimizer.step()``) from a saved state,

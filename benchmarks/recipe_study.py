@@ -2,7 +2,8 @@
 validation accuracy over several tasks (never on a test split).
 
 Every candidate recipe (learning rate, λ, momentum, schedule, sparse start) runs on
-every classification task of :data:`robustness_tasks.TASKS` with the study's budget;
+the study's tasks (:data:`STUDY_TASKS`, four of :data:`robustness_tasks.TASKS`; some
+stages others, :data:`STAGE_TASKS`) with the study's budget;
 results are appended to a JSON-lines file, one line per (stage, task, candidate), so
 an interrupted study continues where it stopped and several workers can share a grid
 (``--worker i/n``). ``--report`` scores the candidates:

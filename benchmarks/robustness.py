@@ -1,7 +1,8 @@
 """Every sparse optimizer with its defaults on a matrix of tasks, beside the tuned dense
 baseline and magnitude pruning at equal density (issue 11).
 
-For each task of :data:`robustness_tasks.TASKS` this runs ``sparseopt compare`` with
+For each task of the matrix (:data:`MATRIX`, the tasks of :data:`robustness_tasks.TASKS`
+not marked ``matrix=False``; those run when named) this runs ``sparseopt compare`` with
 every optimizer and no tuning flag (only the task: dataset, model, epochs) and
 ``--prune-baseline`` (dense SGD for the epochs minus a fifth, then global magnitude
 pruning to each method's own weight density and a fifth of the epochs of fine-tuning
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from datetime import date
@@ -43,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "repro"))
 from _common import machine
 from robustness_tasks import TASKS
 
+from sparseopt.data import get_dataset_spec
 from sparseopt.health import chance_accuracy
 
 NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2, "words": 2}
@@ -50,19 +53,31 @@ NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2, "words": 2}
 MATRIX = [name for name, t in TASKS.items() if t.matrix]
 
 
-def run_task(name: str, out: Path, extra: list[str]) -> int:
+def run_task(name: str, out: Path, extra: list[str], data_dir: str | None = None) -> int:
     """``sparseopt compare`` of every optimizer with defaults on task ``name``."""
     t = TASKS[name]
     cmd = [sys.executable, "-m", "sparseopt", "compare", "-d", t.dataset, "-m", t.model]
     cmd += ["--epochs", str(t.epochs), "--out", str(out / name), "--quiet", "--no-plots"]
     cmd += ["--threads", "1", "--no-record-path", "--no-tensorboard"]
+    if data_dir and get_dataset_spec(t.dataset).uses_files:  # not a cache dir of another
+        cmd += ["--data-dir", data_dir]
     for k, v in t.dataset_options.items():
         cmd += ["--data-option", f"{k}={v}"]
     if t.dataset in NUM_CLASSES:
         cmd += ["--prune-baseline"]
     cmd += extra
     print("$", " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    # compare stops its runs with checkpoints on SIGINT/SIGTERM (then exits 130/143, and
+    # the same command resumes): a Ctrl-C reaches it from the terminal, and a SIGTERM to
+    # this process is passed on; subprocess.call would kill it at once instead
+    proc = subprocess.Popen(cmd)
+    forward = signal.signal(signal.SIGTERM, lambda s, _f: proc.send_signal(s))
+    ignore = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, ignore)
 
 
 def report(out: Path) -> str:
@@ -146,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="each compare trains up to N runs side by side (compare --jobs; the same rows)",
     )
-    p.add_argument("--data-dir", metavar="DIR", help="where the Fashion-MNIST files are")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the Fashion-MNIST files are (tasks that read files)",
+    )
     p.add_argument("--device", metavar="DEV", help="every run's --device (default: compare's)")
     p.add_argument("--out", type=Path, default=Path("runs/robustness"))
     p.add_argument("--report", type=Path, metavar="DIR", help="only print the matrix of DIR")
@@ -165,9 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     extra = ["--limit-batches", "2", "--epochs", "3"] if args.smoke else []
     extra += ["--seed", str(args.seed), "--jobs", str(args.jobs)]
-    extra += ["--data-dir", args.data_dir] if args.data_dir else []
     extra += ["--device", args.device] if args.device else []
-    codes = [run_task(name, args.out, extra) for name in args.tasks]
+    codes = []
+    for name in args.tasks:
+        codes.append(run_task(name, args.out, extra, args.data_dir))
+        if codes[-1] in (130, 143):  # interrupted (compare said how to resume one task)
+            print("interrupted: the same command resumes the matrix", file=sys.stderr)
+            return codes[-1]
     text = report(args.out)
     (args.out / "robustness.md").write_text(text + "\n")
     print(text)

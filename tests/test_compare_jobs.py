@@ -67,7 +67,8 @@ def test_sigterm_stops_the_runs_side_by_side_and_resume_finishes(
     )
     try:
         deadline = time.monotonic() + 120
-        while not (out / "adabreg" / "metrics.csv").is_file():  # training has begun
+        # both runs train (their signal handlers are in place once metrics.csv exists)
+        while not all((out / n / "metrics.csv").is_file() for n in ("adabreg", "rda")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
@@ -85,3 +86,35 @@ def test_sigterm_stops_the_runs_side_by_side_and_resume_finishes(
     assert "(resuming adabreg, rda)" in stdout
     assert [r["optimizer"] for r in rows(out)] == ["adabreg", "rda", "sgd"]
     assert all(r["status"] == "ok" and r["epochs"] == 40 for r in rows(out))
+
+
+def test_an_error_in_the_head_start_stops_the_runs_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs in sessions of their own would outlive a compare that failed (a full disk,
+    say) and train on into directories a resume then uses: every exit stops them."""
+    import sparseopt.config
+    from sparseopt.cli import compare
+    from sparseopt.config import TrainConfig
+
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen, real_save = subprocess.Popen, sparseopt.config.save_config_file
+
+    def popen(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*args, **kwargs))  # type: ignore[call-overload]
+        return started[-1]
+
+    def save(config: object, path: Path) -> Path:
+        if started:  # the second run's config file
+            raise OSError("No space left on device")
+        return real_save(config, path)
+
+    monkeypatch.setattr(compare.subprocess, "Popen", popen)
+    monkeypatch.setattr(sparseopt.config, "save_config_file", save)
+    config = TrainConfig(dataset="digits", model="mlp", optimizer="sgd", epochs=500)
+    jobs = [(n, config.replace(out=str(tmp_path / n), quiet=True), "new") for n in "ab"]
+    with pytest.raises(OSError, match="No space left"):
+        compare._train_side_by_side(jobs, 2, overwrite=False)
+    assert len(started) == 1
+    assert started[0].poll() in (143, -signal.SIGTERM)  # stopped (with a checkpoint, or
+    # by the signal's default if it came before the run's handlers were in place)

@@ -20,6 +20,7 @@
 # LIMIT (seconds before the runs are stopped, default 560), WORK (where the runs go,
 # default a new temporary directory: WORK/sSEED/TASK).
 set -u
+: "${OUT:?set OUT, the folder for the results}"
 PY=${PY:-python3}
 DATA=${DATA:-devdata/fmnist}
 TASKS=${TASKS:-fmnist-lenet5-full fmnist-mlp-full}
@@ -52,7 +53,9 @@ done
 while [ -n "$(jobs -r)" ] && [ $(( $(date +%s) - start )) -lt "$LIMIT" ]; do
   sleep 20; gather
 done
-# stop what still runs: compare stops its runs with checkpoints (SIGTERM), resumable
-pkill -TERM -P $$ 2>/dev/null; sleep 5
+# stop what still runs: robustness.py passes SIGTERM to its compare, which stops its runs
+# with checkpoints (the same robustness.py command resumes them); wait until they have
+pkill -TERM -P $$ 2>/dev/null
+wait
 gather
 echo "wall $(( $(date +%s) - start )) s" >> "$OUT/env.txt"

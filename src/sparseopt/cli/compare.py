@@ -11,9 +11,11 @@ weight density (:func:`_pruning_baselines`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -303,6 +305,47 @@ def _train_or_reuse(
     return train(config, callbacks=callbacks, echo=False, overwrite=overwrite)
 
 
+def _resumable(err: Any, where: str, out: Path) -> Exception:
+    """The error of a comparison interrupted ``where`` (by ``err``'s signal): what is kept
+    and the command that resumes it."""
+    from sparseopt.engine import TrainingInterrupted
+
+    return TrainingInterrupted(
+        f"interrupted by {signal.Signals(err.signum).name} {where}; the checkpoints and the "
+        f"finished runs are kept. Resume the comparison with: sparseopt compare --resume {out}",
+        signum=err.signum,
+        run_dir=out,
+    )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    """Linux: SIGTERM to this process when its parent dies (a run then checkpoints and
+    stops rather than train on, orphaned, into a directory a resume will use)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop_all(running: dict[str, Any], grace: float = 120.0) -> None:
+    """SIGTERM to every run still going (each writes its checkpoint and exits), then wait;
+    one that outlives ``grace`` seconds is killed."""
+    for proc, _, _ in running.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc, log, _ in running.values():
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except BaseException:  # too long, a second Ctrl-C, anything: now, the others too
+            deadline = 0.0
+            proc.kill()
+            proc.wait()
+        finally:
+            log.close()
+    running.clear()
+
+
 def _train_side_by_side(
     jobs: Sequence[tuple[str, TrainConfig, str]], n: int, *, overwrite: bool
 ) -> None:
@@ -313,42 +356,44 @@ def _train_side_by_side(
     it, reusing what finished here and resuming or re-training what did not (a run that
     failed here fails again there, with its row), so its rows are the same either way.
     Each process takes the threads it would take alone (``--threads``, else one for a
-    small CPU model). SIGINT or SIGTERM stops them all (each writes its checkpoint) and
-    raises :class:`~sparseopt.engine.TrainingInterrupted`.
+    small CPU model). The runs are in sessions of their own, so that a Ctrl-C reaches
+    this process only: the first SIGINT or SIGTERM stops them all with one SIGTERM each
+    (each writes its checkpoint) and raises :class:`~sparseopt.engine.TrainingInterrupted`;
+    a second one acts at once. Whatever ends this function — an error too — stops the
+    runs still going, and on Linux a run also stops when this process dies.
     """
-    import subprocess
     import tempfile
 
     from sparseopt.config import save_config_file
     from sparseopt.engine import TrainingInterrupted
+    from sparseopt.engine.signals import StopSignals
     from sparseopt.health import EXIT_FAILED
 
     pending = list(jobs)
     running: dict[str, tuple[subprocess.Popen[bytes], Any, float]] = {}
-    stop: list[int] = []
-    stops = (signal.SIGINT, signal.SIGTERM)
-    handlers = {sig: signal.signal(sig, lambda s, _f: stop.append(s)) for sig in stops}
+    signals = StopSignals()
+    signals.install()
     print(f"training {len(jobs)} runs, {n} at a time", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="sparseopt-compare-") as tmp:
-            while (pending or running) and not stop:
+            while (pending or running) and signals.signum is None:
                 while pending and len(running) < n:
                     name, config, state = pending.pop(0)
-                    cmd = [sys.executable, "-m", "sparseopt", "train", "--quiet"]
+                    # -P: the installed sparseopt, not a folder of that name in the cwd
+                    cmd = [sys.executable, "-P", "-m", "sparseopt", "train", "--quiet"]
                     if state == "resume":
                         cmd += ["--resume", str(config.out), "--epochs", str(config.epochs)]
                     else:
                         path = save_config_file(config, Path(tmp) / f"{name}.json")
                         cmd += ["--config", str(path)] + ["--overwrite"] * overwrite
                     log = open(Path(tmp) / f"{name}.log", "w+b")
-                    # a session of its own: a Ctrl-C reaches this process only, which
-                    # passes one SIGTERM on (a second signal would kill a run unsaved)
                     proc = subprocess.Popen(
                         cmd,
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=log,
                         start_new_session=True,
+                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                     )
                     running[name] = (proc, log, time.perf_counter())
                 time.sleep(0.1)
@@ -368,21 +413,12 @@ def _train_side_by_side(
                         print(
                             f"{name}: stopped after {took} ({why}); it runs again below", flush=True
                         )
-            if stop:
-                for proc, _, _ in running.values():
-                    proc.send_signal(signal.SIGTERM)  # each writes its checkpoint and exits
-                for proc, log, _ in running.values():
-                    proc.wait()
-                    log.close()
-                raise TrainingInterrupted(
-                    f"interrupted by {signal.Signals(stop[0]).name} while {len(running)} runs "
-                    "trained side by side",
-                    signum=stop[0],
-                    run_dir=None,
-                )
+            if signals.signum is not None:
+                _stop_all(running)
+                raise TrainingInterrupted("", signum=signals.signum, run_dir=None)
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        _stop_all(running)
+        signals.restore()
 
 
 def _pruning_configs(
@@ -653,21 +689,18 @@ def run_compare(args: argparse.Namespace) -> int:
     }
     atomic_write_text(out / COMPARE_RECORD, json.dumps(record, indent=2, default=str) + "\n")
     if args.jobs > 1:
+        from sparseopt.data import get_dataset_spec
+
         head_start = [(name, config, state) for name, config, _, (state, _) in configs]
-        if args.prune_baseline:  # the dense network the baselines prune, beside them
-            dense_name = Path(str(dense_config.out)).name
+        if args.prune_baseline and get_dataset_spec(configs[0][1].dataset).classification:
+            dense_name = Path(str(dense_config.out)).name  # what the baselines prune
             head_start.append((dense_name, dense_config, _run_state(dense_config)[0]))
         head_start = [job for job in head_start if job[2] != "done"]
         try:
             if head_start:
                 _train_side_by_side(head_start, args.jobs, overwrite=args.overwrite)
         except TrainingInterrupted as err:
-            raise TrainingInterrupted(
-                f"{err}; their checkpoints and the finished runs are kept. Resume the "
-                f"comparison with: sparseopt compare --resume {out}",
-                signum=err.signum,
-                run_dir=out,
-            ) from None
+            raise _resumable(err, "while the runs trained side by side", out) from None
         configs = [(n, c, d, _run_state(c)) for n, c, d, _ in configs]
     for i, (name, config, dropped, (state, summary)) in enumerate(configs, start=1):
         if dropped:  # on stderr, also with --quiet: a setting the user gave is not used
@@ -689,13 +722,7 @@ def run_compare(args: argparse.Namespace) -> int:
             rows.append(row)
             continue
         except TrainingInterrupted as err:
-            raise TrainingInterrupted(
-                f"interrupted by {signal.Signals(err.signum).name} in the {name} run; its checkpoint and the "
-                f"finished runs are kept. Resume the comparison with: sparseopt compare "
-                f"--resume {out}",
-                signum=err.signum,
-                run_dir=out,
-            ) from None
+            raise _resumable(err, f"in the {name} run", out) from None
         m = result.metrics
         task = "classification" if m.get("test_acc") is not None else "regression"
         row = _result_row(name, result)
@@ -715,13 +742,7 @@ def run_compare(args: argparse.Namespace) -> int:
         try:
             rows += _pruning_baselines(base, rows, out, args)
         except TrainingInterrupted as err:
-            raise TrainingInterrupted(
-                f"interrupted by {signal.Signals(err.signum).name} in a pruning baseline; its checkpoint and "
-                f"the finished runs are kept. Resume the comparison with: sparseopt compare "
-                f"--resume {out}",
-                signum=err.signum,
-                run_dir=out,
-            ) from None
+            raise _resumable(err, "in a pruning baseline", out) from None
     table = comparison_table(rows, task)
     text_json = json.dumps(rows, indent=2) + "\n"
     md, js = out / "comparison.md", out / "comparison.json"

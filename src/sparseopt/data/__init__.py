@@ -70,12 +70,14 @@ class DatasetSpec:
         description: one line.
         uses_files: whether it reads files from ``data_dir`` (else it is embedded or
             synthetic; ``curves`` and ``words`` use ``data_dir`` as their cache directory).
+        classification: whether its targets are classes (else a regression).
     """
 
     name: str
     loader: Callable[..., RawData]
     description: str
     uses_files: bool
+    classification: bool = True
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -94,7 +96,9 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "fashion-mnist", load_fashion_mnist, "Fashion-MNIST, 28x28 grey, 10 classes", True
         ),
         DatasetSpec("mnist", load_mnist, "MNIST, 28x28 grey digits, 10 classes", True),
-        DatasetSpec("teacher", load_teacher, "no-overlap CNN teacher-student regression", False),
+        DatasetSpec(
+            "teacher", load_teacher, "no-overlap CNN teacher-student regression", False, False
+        ),
         DatasetSpec("words", load_words, "words in fonts, regular vs trembling, 2 classes", False),
     )
 }

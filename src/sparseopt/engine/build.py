@@ -282,7 +282,7 @@ def flushes_denormals() -> bool:
     """Whether float32 arithmetic on the CPU flushes subnormal results to zero in this
     thread now (torch has a setter, :func:`torch.set_flush_denormal`, but no getter: this
     halves the smallest normal number, ``finfo.tiny``, and sees whether zero comes back)."""
-    tiny = torch.tensor([torch.finfo(torch.float32).tiny])
+    tiny = torch.tensor([torch.finfo(torch.float32).tiny], dtype=torch.float32, device="cpu")
     return bool((tiny * 0.5).item() == 0.0)
 
 
@@ -292,15 +292,16 @@ def flush_denormals(device: torch.device) -> bool:
 
     Why: weights and optimizer state that decay geometrically towards zero (RVSM's dense
     copy ``w`` of a weight whose input unit died, pulled towards ``u = 0`` by β) spend
-    thousands of steps as subnormal numbers, which some CPUs compute in microcode: RVSM's
-    LeNet-5 epochs on full Fashion-MNIST went from 8 to ~100 s after epoch 4 on an Intel
-    Xeon (2026-11-27; docs/robustness.md, "Full Fashion-MNIST"), not on an AMD EPYC.
-    Flushing changes no number above 1.2e-38 (float32's ``tiny``; float64 runs never come
-    near their own 2.2e-308). The setting is per thread, like the MXCSR register it sets.
+    many steps as subnormal numbers, which some CPUs compute in microcode
+    (docs/optimizers.md, "Subnormal numbers on CPUs"). Flushing changes only results
+    with a subnormal input or output (float64 runs never come near their 2.2e-308). It
+    acts in the calling thread, like the MXCSR register it sets: torch's intra-op worker
+    threads keep their own setting, so a run with more than one thread is covered in
+    part.
     """
     if device.type != "cpu" or flushes_denormals():
         return False
-    return bool(torch.set_flush_denormal(True)) and flushes_denormals()
+    return bool(torch.set_flush_denormal(True))
 
 
 def eval_batch_size(cfg: TrainConfig, device: torch.device) -> int:

@@ -97,9 +97,10 @@ class RVSM(SGDOptimizer):
 
     On CPUs: a weight whose input unit died gets no loss gradient, so the coupling
     alone shrinks it geometrically (by about :math:`1-\tau\beta` per step), and for
-    thousands of steps it is a subnormal number, which some CPUs compute 14× slower
-    (docs/optimizers.md, "Subnormal numbers on CPUs"). sparseopt's trainer flushes subnormals while it trains; in a loop
-    of your own, call ``torch.set_flush_denormal(True)``.
+    hundreds of steps or more it is a subnormal number, which some CPUs compute far more
+    slowly (docs/optimizers.md, "Subnormal numbers on CPUs"). sparseopt's trainer
+    flushes subnormals while it trains; in a loop of your own, call
+    ``torch.set_flush_denormal(True)``.
 
     Dense limits: parameters whose group has penalty ``none`` have no :math:`u` and take
     plain SGD steps. With λ = 0 (then :math:`u = w`) or β = 0 the coupling vanishes and
