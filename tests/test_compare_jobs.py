@@ -118,3 +118,22 @@ def test_an_error_in_the_head_start_stops_the_runs_it_started(
     assert len(started) == 1
     assert started[0].poll() in (143, -signal.SIGTERM)  # stopped (with a checkpoint, or
     # by the signal's default if it came before the run's handlers were in place)
+
+
+def test_a_regression_gets_no_dense_run_to_prune(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pruning baselines are for classification: side by side, a regression does not
+    train the dense run they would prune (one after another it never did)."""
+    from sparseopt.data import get_dataset_spec, list_datasets
+
+    assert [d for d in list_datasets() if not get_dataset_spec(d).classification] == ["teacher"]
+    out = tmp_path / "reg"
+    argv = ["compare", *TRAIN, "--epochs", "2", "-d", "teacher", "-m", "nooverlap"]
+    argv += ["--prune-baseline"]
+    code, stdout, err = run(
+        capsys, *argv, "--optimizers", "rvsm", "sgd", "--jobs", "2", "--out", out
+    )
+    assert code == 0, err
+    assert "training 2 runs, 2 at a time" in stdout
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["rvsm", "sgd"]
