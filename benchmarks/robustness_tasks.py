@@ -37,8 +37,8 @@ class Task:
 #: The matrix (issue 11): digits MLP, Fashion-MNIST LeNet-5 and MLP on a 12 k-image
 #: subset, generated curves and words in fonts (regular vs trembling) with the curve
 #: CNN, the teacher/no-overlap regression. Outside the matrix (``matrix=False``, asked
-#: for by name): the two Fashion-MNIST tasks on the whole training set, 4.5 times the
-#: images and steps (its check at scale, docs/robustness.md).
+#: for by name): the two Fashion-MNIST tasks on the whole training set, 5 times the
+#: training images and steps (its check at scale, docs/robustness.md).
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
