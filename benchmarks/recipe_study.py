@@ -108,6 +108,9 @@ ROUND40: list[dict[str, Any]] = [
     {"optimizer": "proxsgd", "refit": 0.1, "refit_lr": 0.01},
 ]
 
+#: Round 40b's candidate: the refit of the last fifth with the ramp over the sparse phase.
+ROUND40B = {"optimizer": "proxsgd", "refit": 0.2, "refit_lr": 0.01, "target_density_ramp": 1.0}
+
 #: Round 39's targets (fractions of the weights).
 ROUND39_TARGETS = (0.005, 0.01, 0.02, 0.04, 0.08)
 
@@ -778,6 +781,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round40": ROUND40,
     "round40w": [c for cand in ROUND40 for c in words_check(cand)],
     "round40f": ROUND40,
+    # round 40b: the refit costs the words CNN its learning at 10 epochs because the ramp
+    # (0.8 of the sparse phase) then ends sooner; the refit with the ramp over the whole
+    # sparse phase keeps the recipe's ramp in steps (8 of 10 epochs), then refits
+    "round40b": [ROUND40B],
+    "round40bw": words_check(ROUND40B),
+    "round40bf": [ROUND40B],
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
         c
@@ -960,6 +969,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round39lw": ("words-cnn",),
     "round40w": ("words-cnn",),
     "round40f": ("fmnist-lenet5-full", "fmnist-mlp-full"),
+    "round40bw": ("words-cnn",),
+    "round40bf": ("fmnist-lenet5-full", "fmnist-mlp-full"),
 }
 
 
