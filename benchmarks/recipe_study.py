@@ -111,6 +111,12 @@ ROUND40: list[dict[str, Any]] = [
 #: Round 40b's candidate: the refit of the last fifth with the ramp over the sparse phase.
 ROUND40B = {"optimizer": "proxsgd", "refit": 0.2, "refit_lr": 0.01, "target_density_ramp": 1.0}
 
+#: Round 41's candidates (round 40b's refit with room to land).
+ROUND41: list[dict[str, Any]] = [
+    {"optimizer": "proxsgd", "refit": 0.15, "refit_lr": 0.01, "target_density_ramp": 0.94},
+    {**ROUND40B, "target_density": 0.11},
+]
+
 #: Round 39's targets (fractions of the weights).
 ROUND39_TARGETS = (0.005, 0.01, 0.02, 0.04, 0.08)
 
@@ -787,6 +793,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round40b": [ROUND40B],
     "round40bw": words_check(ROUND40B),
     "round40bf": [ROUND40B],
+    # round 41: round 40b's refit at the recipe's ramp pace, with room to land: a refit of
+    # 0.15 and a ramp of 0.94 (the ramp ends at 80 % of the run, as the recipe's; half an
+    # epoch of hold in 10), and round 40b aimed at 11 %
+    "round41": ROUND41,
+    "round41w": [c for cand in ROUND41 for c in words_check(cand)],
+    "round41f": ROUND41,
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
         c
@@ -971,6 +983,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round40f": ("fmnist-lenet5-full", "fmnist-mlp-full"),
     "round40bw": ("words-cnn",),
     "round40bf": ("fmnist-lenet5-full", "fmnist-mlp-full"),
+    "round41w": ("words-cnn",),
+    "round41f": ("fmnist-lenet5-full", "fmnist-mlp-full"),
 }
 
 
