@@ -137,3 +137,47 @@ def test_a_regression_gets_no_dense_run_to_prune(
     assert code == 0, err
     assert "training 2 runs, 2 at a time" in stdout
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["rvsm", "sgd"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_runs_stop_with_a_checkpoint_when_compare_is_killed(tmp_path: Path) -> None:
+    """SIGKILL gives compare no chance to stop its runs: the kernel's death signal does,
+    so none trains on, orphaned, into a directory a resume then uses."""
+    out = tmp_path / "cmp"
+    args = ["--epochs", "5000", "--limit-batches", "3", "--no-plots", "--no-tensorboard"]
+    args += ["--stall-epochs", "0", "--optimizers", "adabreg", "rda", "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparseopt", "compare", *args, "--jobs", "2", "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env(),
+    )
+
+    def alive(pids: list[str]) -> list[str]:  # not gone, and not a zombie either
+        def running(pid: str) -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+
+        return [p for p in pids if running(p)]
+
+    try:
+        deadline = time.monotonic() + 120
+        while not all((out / n / "metrics.csv").is_file() for n in ("adabreg", "rda")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        ps = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        runs = ps.stdout.split()
+        assert len(alive(runs)) == 2  # the two runs
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while alive(runs) and time.monotonic() < deadline:  # seconds with the death signal
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert alive(runs) == []
+    for name in ("adabreg", "rda"):  # each stopped as on SIGTERM, with its checkpoint
+        assert (out / name / "checkpoint.pt").is_file()

@@ -11,7 +11,6 @@ weight density (:func:`_pruning_baselines`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -318,13 +317,24 @@ def _resumable(err: Any, where: str, out: Path) -> Exception:
     )
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
-    """Linux: SIGTERM to this process when its parent dies (a run then checkpoints and
-    stops rather than train on, orphaned, into a directory a resume will use)."""
+def _death_signal() -> Callable[[], None] | None:
+    """Linux: a ``preexec_fn`` that asks for SIGTERM when the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``; a run then checkpoints and stops rather than train on,
+    orphaned, into a directory a resume will use). libc is looked up here, in the parent,
+    so that the child between fork and exec only makes the one call."""
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
 
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def ask() -> None:  # pragma: no cover - runs in the child, before exec
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return ask
 
 
 def _stop_all(running: dict[str, Any], grace: float = 120.0) -> None:
@@ -371,6 +381,7 @@ def _train_side_by_side(
 
     pending = list(jobs)
     running: dict[str, tuple[subprocess.Popen[bytes], Any, float]] = {}
+    death_signal = _death_signal()
     signals = StopSignals()
     signals.install()
     print(f"training {len(jobs)} runs, {n} at a time", flush=True)
@@ -393,7 +404,7 @@ def _train_side_by_side(
                         stdout=log,
                         stderr=log,
                         start_new_session=True,
-                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                        preexec_fn=death_signal,
                     )
                     running[name] = (proc, log, time.perf_counter())
                 time.sleep(0.1)
