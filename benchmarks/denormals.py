@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import interleave, spread, where
+from _timing import interleave, spread, where, write
 
 from sparseopt.engine.build import fastest_implementation
 from sparseopt.models import build_model
@@ -158,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     if args.out:
-        from _timing import write
-
         write(args.out, text, result)
     return 0
 

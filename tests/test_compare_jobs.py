@@ -16,6 +16,28 @@ from test_faults import TRAIN, one_line, run
 VOLATILE = ("wall_time", "run_dir")
 
 
+def start_two_runs(out: Path, epochs: int, *more: str) -> subprocess.Popen[str]:
+    """``compare --jobs 2`` of AdaBreg and RDA (and ``more`` optimizers after them) in a
+    process, returned once both runs train (their signal handlers are in place once
+    metrics.csv exists)."""
+    args = ["--epochs", str(epochs), "--limit-batches", "3", "--no-plots", "--no-tensorboard"]
+    args += ["--stall-epochs", "0", "--optimizers", "adabreg", "rda", *more, "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparseopt", "compare", *args, "--jobs", "2", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+    deadline = time.monotonic() + 120
+    while not all((out / n / "metrics.csv").is_file() for n in ("adabreg", "rda")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.communicate())
+        time.sleep(0.1)
+    return proc
+
+
 def rows(out: Path) -> list[dict[str, object]]:
     data = json.loads((out / "comparison.json").read_text())
     return [{k: v for k, v in r.items() if k not in VOLATILE} for r in data]
@@ -56,21 +78,8 @@ def test_sigterm_stops_the_runs_side_by_side_and_resume_finishes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cmp"
-    args = ["--epochs", "40", "--limit-batches", "3", "--no-plots", "--no-tensorboard"]
-    args += ["--stall-epochs", "0", "--optimizers", "adabreg", "rda", "sgd", "--quiet"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparseopt", "compare", *args, "--jobs", "2", "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-    )
+    proc = start_two_runs(out, 40, "sgd")
     try:
-        deadline = time.monotonic() + 120
-        # both runs train (their signal handlers are in place once metrics.csv exists)
-        while not all((out / n / "metrics.csv").is_file() for n in ("adabreg", "rda")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         stdout, err = proc.communicate(timeout=120)
     finally:
@@ -144,14 +153,7 @@ def test_runs_stop_with_a_checkpoint_when_compare_is_killed(tmp_path: Path) -> N
     """SIGKILL gives compare no chance to stop its runs: the kernel's death signal does,
     so none trains on, orphaned, into a directory a resume then uses."""
     out = tmp_path / "cmp"
-    args = ["--epochs", "5000", "--limit-batches", "3", "--no-plots", "--no-tensorboard"]
-    args += ["--stall-epochs", "0", "--optimizers", "adabreg", "rda", "--quiet"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparseopt", "compare", *args, "--jobs", "2", "--out", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env(),
-    )
+    proc = start_two_runs(out, 5000)  # runs that would go on for minutes
 
     def alive(pids: list[str]) -> list[str]:  # not gone, and not a zombie either
         def running(pid: str) -> bool:
@@ -163,10 +165,6 @@ def test_runs_stop_with_a_checkpoint_when_compare_is_killed(tmp_path: Path) -> N
         return [p for p in pids if running(p)]
 
     try:
-        deadline = time.monotonic() + 120
-        while not all((out / n / "metrics.csv").is_file() for n in ("adabreg", "rda")):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
         ps = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
         runs = ps.stdout.split()
         assert len(alive(runs)) == 2  # the two runs

@@ -383,10 +383,10 @@ def _train_side_by_side(
     running: dict[str, tuple[subprocess.Popen[bytes], Any, float]] = {}
     death_signal = _death_signal()
     signals = StopSignals()
-    signals.install()
     print(f"training {len(jobs)} runs, {n} at a time", flush=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="sparseopt-compare-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sparseopt-compare-") as tmp:
+        signals.install()
+        try:
             while (pending or running) and signals.signum is None:
                 while pending and len(running) < n:
                     name, config, state = pending.pop(0)
@@ -425,11 +425,10 @@ def _train_side_by_side(
                             f"{name}: stopped after {took} ({why}); it runs again below", flush=True
                         )
             if signals.signum is not None:
-                _stop_all(running)
                 raise TrainingInterrupted("", signum=signals.signum, run_dir=None)
-    finally:
-        _stop_all(running)
-        signals.restore()
+        finally:  # the runs still going stop, whatever ended this, before tmp goes
+            _stop_all(running)
+            signals.restore()
 
 
 def _pruning_configs(
