@@ -117,6 +117,33 @@ ROUND41: list[dict[str, Any]] = [
     {**ROUND40B, "target_density": 0.11},
 ]
 
+#: The scale check's tasks (from round 42; docs/recipes.md, "The scale check"): the two
+#: Fashion-MNIST tasks on the whole training set, validation, 20 epochs.
+SCALE_TASKS = ("fmnist-lenet5-full", "fmnist-mlp-full")
+
+#: Round 42's candidates per optimizer, the recipe first: ProxSGD's round 41 refit and a
+#: gentler one; LinBreg steered per layer as AdaBreg's recipe (its λ recipe lands at
+#: 22-28 % of the weights on the full data, over the cap the scale check applies).
+ROUND42: dict[str, list[dict[str, Any]]] = {
+    "proxsgd": [
+        {"optimizer": "proxsgd"},
+        ROUND41[0],
+        {**ROUND41[0], "refit_lr": 0.005},
+    ],
+    "linbreg": [
+        {"optimizer": "linbreg"},
+        *(
+            {
+                "optimizer": "linbreg",
+                "target_density": d,
+                "lam_scale": "layer",
+                "target_allocation": "he",
+            }
+            for d in (0.13, 0.1)
+        ),
+    ],
+}
+
 #: Round 39's targets (fractions of the weights).
 ROUND39_TARGETS = (0.005, 0.01, 0.02, 0.04, 0.08)
 
@@ -799,6 +826,16 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round41": ROUND41,
     "round41w": [c for cand in ROUND41 for c in words_check(cand)],
     "round41f": ROUND41,
+    # round 42, the first under the scale check: the new candidates on the study tasks,
+    # the words check (LinBreg's recipe measured again beside them), the full-data tasks
+    # (both recipes too: their validation runs), and the fresh seed that confirms a
+    # candidate whose full-data result was seen before the check was written (round 41's)
+    "round42": [ROUND42["proxsgd"][2], *ROUND42["linbreg"][1:]],
+    "round42w": [
+        c for cand in (ROUND42["proxsgd"][2], *ROUND42["linbreg"]) for c in words_check(cand)
+    ],
+    "round42f": [ROUND42["proxsgd"][0], ROUND42["proxsgd"][2], *ROUND42["linbreg"]],
+    "round42c": [{**c, "seed": 1} for c in ROUND42["proxsgd"][:2]],
     "round35": [{"optimizer": "proxsgd", "refit": 0.2, "refit_lr": lr} for lr in (0.002, 0.01)],
     "round35w": [
         c
@@ -985,6 +1022,9 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round40bf": ("fmnist-lenet5-full", "fmnist-mlp-full"),
     "round41w": ("words-cnn",),
     "round41f": ("fmnist-lenet5-full", "fmnist-mlp-full"),
+    "round42w": ("words-cnn",),
+    "round42f": SCALE_TASKS,
+    "round42c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
 }
 
 
