@@ -830,7 +830,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # the words check (LinBreg's recipe measured again beside them), the full-data tasks
     # (both recipes too: their validation runs), and the fresh seed that confirms a
     # candidate whose full-data result was seen before the check was written (round 41's)
-    "round42": [ROUND42["proxsgd"][2], *ROUND42["linbreg"][1:]],
+    "round42": [ROUND42["proxsgd"][2], *ROUND42["linbreg"]],
     "round42w": [
         c for cand in (ROUND42["proxsgd"][2], *ROUND42["linbreg"]) for c in words_check(cand)
     ],
