@@ -54,6 +54,16 @@ from sparseopt.health import chance_accuracy
 STUDY_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", "words-cnn")
 DEFAULT_OUT = Path("runs/recipe_study/results.jsonl")
 DENSITY_CAP = 0.15
+#: Classes of the study's classification tasks (chance level: the stall detector's).
+NUM_CLASSES = {
+    "digits-mlp": 10,
+    "fmnist-mlp": 10,
+    "fmnist-lenet5": 10,
+    "fmnist-mlp-full": 10,
+    "fmnist-lenet5-full": 10,
+    "curves-cnn": 2,
+    "words-cnn": 2,
+}
 
 
 def _grid(**axes: list[Any]) -> list[dict[str, Any]]:
@@ -1121,13 +1131,6 @@ def report(path: Path, dense_from: Path | None = None) -> str:
     recs = [r for r in recs if "epochs" not in r["cand"]]
     extra = list(_done(dense_from).values()) if dense_from is not None else []
     extra = [r for r in extra if "epochs" not in r["cand"]]
-    num_classes = {
-        "digits-mlp": 10,
-        "fmnist-mlp": 10,
-        "fmnist-lenet5": 10,
-        "curves-cnn": 2,
-        "words-cnn": 2,
-    }
     dense_best: dict[str, float] = {}
     for r in recs + extra:
         if r["cand"]["optimizer"] in ("sgd", "adam") and r.get("val_acc") is not None:
@@ -1146,7 +1149,7 @@ def report(path: Path, dense_from: Path | None = None) -> str:
             if r is None or r.get("val_acc") is None:
                 ok = False
                 continue
-            if r["val_acc"] <= chance_accuracy(num_classes[t]) or r.get("status", "ok") != "ok":
+            if r["val_acc"] <= chance_accuracy(NUM_CLASSES[t]) or r.get("status", "ok") != "ok":
                 ok = False
             if t in dense_best:
                 gaps.append(100 * (r["val_acc"] - dense_best[t]))
@@ -1206,6 +1209,101 @@ def report(path: Path, dense_from: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def scale_check(paths: list[Path], optimizer: str) -> str:
+    """Markdown: round 42's candidates of ``optimizer`` (:data:`ROUND42`, the recipe
+    first) under the scale check, from the results files ``paths`` (later files win).
+
+    Per candidate: its validation accuracy and weight density on the three small study
+    tasks and the two full-data tasks (seed 0), the words check's three-seed mean at 15
+    epochs, the mean weight density over six cells (the words CNN at the study budget),
+    the mean difference to the recipe over the six cells (the words check's difference in
+    the words cell), whether it is admissible, and the mean difference over the five
+    non-words tasks with seed 1 where those runs exist (``--stage round42c``).
+    """
+    recs: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        recs.update(_done(path))
+
+    def get(task: str, cand: dict[str, Any]) -> dict[str, Any] | None:
+        return recs.get(_key(task, cand))
+
+    small = [t for t in STUDY_TASKS if t != "words-cnn"]
+    cells = [*small, *SCALE_TASKS]
+
+    def score(cand: dict[str, Any], seed: int) -> tuple[dict[str, float], list[float], bool]:
+        """Validation accuracy (points) per cell, the densities, and whether none failed."""
+        c = cand if seed == 0 else {**cand, "seed": seed}
+        acc: dict[str, float] = {}
+        dens: list[float] = []
+        ok = True
+        for t in (*cells, "words-cnn"):
+            r = get(t, c)
+            if r is None or r.get("val_acc") is None:
+                continue  # missing: the candidate is incomplete (below)
+            if r["val_acc"] <= chance_accuracy(NUM_CLASSES[t]) or r.get("status", "ok") != "ok":
+                ok = False
+            dens.append(_wd(r))
+            if t != "words-cnn":
+                acc[t] = 100 * r["val_acc"]
+        if seed == 0:
+            words = [get("words-cnn", w) for w in words_check(cand)]
+            if all(w is not None and w.get("val_acc") is not None for w in words):
+                for w in words:
+                    if w["val_acc"] <= chance_accuracy(2) or w.get("status", "ok") != "ok":
+                        ok = False
+                acc["words"] = _mean([100 * w["val_acc"] for w in words])
+        return acc, dens, ok
+
+    recipe, *cands = ROUND42[optimizer]
+    base, _, _ = score(recipe, 0)
+    base1, _, _ = score(recipe, 1)
+    head = [*small, "words check (15 ep., seeds 0-2)", *SCALE_TASKS]
+    lines = [
+        f"## {optimizer}: the scale check",
+        "",
+        "| candidate | " + " | ".join(head) + " | mean density | mean difference | ok "
+        "| seed 1: mean difference (5 tasks) |",
+        "|---|" + "---:|" * (len(head) + 2) + "---|---:|",
+    ]
+    for cand in (recipe, *cands):
+        acc, dens, ok = score(cand, 0)
+        row = []
+        for t in (*small, "words", *SCALE_TASKS):
+            r = get(t, cand) if t != "words" else None
+            if t == "words":
+                row.append(f"{acc['words']:.2f}" if "words" in acc else "–")
+            else:
+                row.append(f"{acc[t]:.2f} / {100 * _wd(r):.1f}" if r and t in acc else "–")
+        complete = len(acc) == len(cells) + 1 and len(dens) == len(cells) + 1
+        density = _mean(dens) if complete else math.nan
+        ok = ok and complete and density <= DENSITY_CAP
+        diff = _mean([acc[k] - base[k] for k in acc if k in base]) if complete else math.nan
+        acc1, _, ok1 = score(cand, 1)
+        diff1 = [acc1[t] - base1[t] for t in cells if t in acc1 and t in base1]
+        seed1 = f"{_mean(diff1):+.2f}" if len(diff1) == len(cells) else "–"
+        if seed1 != "–" and not ok1:
+            seed1 += " (failed)"
+        label = _label(cand) + (" **(recipe)**" if cand is recipe else "")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(row)
+            + (f" | {100 * density:.1f} % | {diff:+.2f}" if complete else " | – | –")
+            + f" | {'yes' if ok else 'no'} | {seed1} |"
+        )
+    lines += [
+        "",
+        "Cells: validation accuracy % / weight density % (seed 0). Mean density: over the "
+        "six cells (the words CNN at the study budget); mean difference: to the recipe, in "
+        "points, over the six (the words check's three-seed means in the words cell); ok: "
+        f"no run at chance or failed, mean density ≤ {100 * DENSITY_CAP:.0f} %.",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=sorted(STAGES))
@@ -1220,7 +1318,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="--report: also take the dense references from this results file",
     )
+    p.add_argument(
+        "--scale-check",
+        choices=sorted(ROUND42),
+        metavar="OPTIMIZER",
+        help="round 42's candidates of OPTIMIZER under the scale check, from the --from files",
+    )
+    p.add_argument(
+        "--from",
+        dest="sources",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="--scale-check: results files (later ones win)",
+    )
     args = p.parse_args(argv)
+    if args.scale_check:
+        print(scale_check(args.sources, args.scale_check))
+        return 0
     if args.report:
         print(report(args.results, args.dense_from))
         return 0

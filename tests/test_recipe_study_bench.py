@@ -19,3 +19,49 @@ def test_a_worker_outside_0_to_n_is_refused_naming_the_value(
     assert exc.value.code == 2
     assert f"Invalid worker value: {worker!r}" in capsys.readouterr().err
     assert not results.exists()  # nothing ran
+
+
+def test_the_scale_check_scores_six_cells_against_the_recipe(
+    load_benchmark: Callable, tmp_path: Path
+) -> None:
+    """Mean difference over six cells (the words check's three-seed mean in the words
+    cell), the density cap over the six, a run at chance inadmissible, seed 1 apart."""
+    import json
+
+    bench = load_benchmark("recipe_study")
+    recipe, good, bad = bench.ROUND42["proxsgd"]  # type: ignore[attr-defined]
+    small = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5")
+    lines = []
+
+    def add(task: str, cand: dict, acc: float, wd: float = 0.1) -> None:
+        lines.append({"task": task, "cand": cand, "val_acc": acc, "weight_density": wd})
+
+    for task in (*small, "words-cnn", *bench.SCALE_TASKS):  # type: ignore[attr-defined]
+        add(task, recipe, 0.80)
+        add(task, good, 0.81 if task != "words-cnn" else 0.70, wd=0.12)
+        add(task, bad, 0.85 if task != "fmnist-mlp" else 0.05)  # one run at chance
+    for w in bench.words_check(recipe):  # type: ignore[attr-defined]
+        add("words-cnn", w, 0.90)
+    for w, acc in zip(bench.words_check(good), (0.88, 0.86, 0.88), strict=True):  # type: ignore[attr-defined]
+        add("words-cnn", w, acc, wd=0.12)
+    for w in bench.words_check(bad):  # type: ignore[attr-defined]
+        add("words-cnn", w, 0.90)
+    for task in (*small, *bench.SCALE_TASKS):  # type: ignore[attr-defined]
+        add(task, {**recipe, "seed": 1}, 0.80)
+        add(task, {**good, "seed": 1}, 0.79, wd=0.3)
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+    rows = {
+        line.split(" | ")[0]: line.split(" | ")
+        for line in bench.scale_check([path], "proxsgd").splitlines()  # type: ignore[attr-defined]
+        if line.startswith("| ") and "---" not in line
+    }
+    good_row = next(v for k, v in rows.items() if "refit_lr=0.01" in k)
+    # five cells +1, the words check 87.33 - 90 = -2.67: (5 - 2.67) / 6
+    assert good_row[-4:] == ["12.0 %", "+0.39", "yes", "-1.00 |"]
+    bad_row = next(v for k, v in rows.items() if "refit_lr=0.005" in k)
+    # the MLP at chance: not admissible, however good the other cells
+    assert bad_row[-4:] == ["10.0 %", "-9.17", "no", "– |"]  # (4 · 5 - 75 + 0) / 6
+    recipe_row = next(v for k, v in rows.items() if "(recipe)" in k)
+    assert recipe_row[-4:] == ["10.0 %", "+0.00", "yes", "+0.00 |"]
