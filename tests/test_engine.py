@@ -767,6 +767,44 @@ def test_training_on_cpu_flushes_subnormals_and_restores_the_callers_setting(
         torch.set_flush_denormal(False)
 
 
+def _flushed_share(x: torch.Tensor) -> float:
+    """The share of ``x * 0.5`` (subnormal results) that came back zero, over a tensor
+    large enough that every thread of the intra-op team takes a part."""
+    return float(((x * 0.5) == 0).float().mean())
+
+
+class _SeesTeamFlushing(Callback):
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x, self.seen = x, []
+
+    def on_step_end(self, trainer: Any, step: int) -> None:
+        self.seen.append(_flushed_share(self.x))
+
+
+@needs_ftz
+def test_training_flushes_in_every_thread_of_a_team_that_ran_before(tmp_path: Path) -> None:
+    """MXCSR is per thread: the workers of an OpenMP team that ran before the run keep
+    theirs, and a two-thread multiply flushed only half its elements (measured) until the
+    trainer set the flag in each thread of the team; afterwards it is off in all of them."""
+    from sparseopt.engine.build import _openmp_runtime
+
+    if _openmp_runtime() is None:
+        pytest.skip("torch's CPU kernels do not run on an OpenMP runtime with GOMP_parallel")
+    threads = torch.get_num_threads()
+    x = torch.full((1 << 21,), torch.finfo(torch.float32).tiny)
+    try:
+        torch.set_num_threads(2)
+        assert _flushed_share(x) == 0.0  # the team runs, flushing off everywhere
+        probe = _SeesTeamFlushing(x)
+        train(tiny(tmp_path, epochs=1, threads=2), callbacks=[probe])
+        assert probe.seen and all(share == 1.0 for share in probe.seen)
+        torch.set_num_threads(2)
+        assert _flushed_share(x) == 0.0  # turned off again in the team's threads too
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+
+
 def test_train_leaves_global_rng_and_threads_as_it_found_them(tmp_path: Path) -> None:
     torch.manual_seed(123)
     before, threads = torch.get_rng_state(), torch.get_num_threads()

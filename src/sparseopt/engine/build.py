@@ -19,10 +19,12 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +45,7 @@ __all__ = [
     "build_scheduler",
     "flush_denormals",
     "flushes_denormals",
+    "set_flush_denormal_all",
     "check_output",
     "data_tensors",
     "eval_batch_size",
@@ -286,22 +289,74 @@ def flushes_denormals() -> bool:
     return bool((tiny * 0.5).item() == 0.0)
 
 
+def _openmp_runtime() -> ctypes.CDLL | None:
+    """The OpenMP runtime torch's CPU kernels run on, where it has the GNU entry point
+    ``GOMP_parallel`` (libgomp; LLVM's libomp and Intel's libiomp5 export it too), else
+    ``None`` (another parallel backend, no ``/proc/self/maps`` to find it by)."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    names = ("libgomp", "libomp", "libiomp5")
+    paths = {ln.split()[-1] for ln in maps.splitlines() if any(n in ln for n in names)}
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)  # already loaded: the same handle, nothing re-runs
+            lib.GOMP_parallel.restype = None
+        except (OSError, AttributeError):
+            continue
+        return lib
+    return None
+
+
+def set_flush_denormal_all(on: bool) -> bool:
+    """:func:`torch.set_flush_denormal` in the calling thread and in each thread of torch's
+    intra-op OpenMP team (``torch.get_num_threads()`` threads); whether the team's
+    threads were reached too.
+
+    The x86 MXCSR register that the setting lives in is per thread: a thread created later
+    copies its creator's, but the worker threads of an OpenMP team that ran before keep
+    theirs, so a multi-threaded op would flush only the calling thread's share of its
+    elements. The team's threads are reached by one parallel region of the runtime's own
+    (``GOMP_parallel``) whose body sets the flag; where that runtime is not found the
+    calling thread alone is set (``False``).
+    """
+    torch.set_flush_denormal(on)
+    lib = _openmp_runtime()
+    n = torch.get_num_threads()
+    if lib is None or n <= 1:
+        return lib is not None or n <= 1
+
+    @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    def body(_: int | None) -> None:  # runs in each thread of the team, with the GIL
+        torch.set_flush_denormal(on)
+
+    lib.GOMP_parallel(body, None, ctypes.c_uint(n), ctypes.c_uint(0))
+    return True
+
+
 def flush_denormals(device: torch.device) -> bool:
     """On CPU, flush subnormal numbers to zero (x86's FTZ/DAZ) for training; whether this
-    call turned it on (then the caller turns it off again when done).
+    call turned it on (then the caller turns it off again when done, with
+    :func:`set_flush_denormal_all`).
 
     Why: weights and optimizer state that decay geometrically towards zero (RVSM's dense
     copy ``w`` of a weight whose input unit died, pulled towards ``u = 0`` by β) spend
     many steps as subnormal numbers, which some CPUs compute in microcode
     (docs/optimizers.md, "Subnormal numbers on CPUs"). Flushing changes only results
-    with a subnormal input or output (float64 runs never come near their 2.2e-308). It
-    acts in the calling thread, like the MXCSR register it sets: torch's intra-op worker
-    threads keep their own setting, so a run with more than one thread is covered in
-    part.
+    with a subnormal input or output (float64 runs never come near their 2.2e-308). It is
+    set in the calling thread and in torch's intra-op worker threads
+    (:func:`set_flush_denormal_all`); threads the run creates later (a larger thread
+    count) copy it from the calling thread.
     """
     if device.type != "cpu" or flushes_denormals():
         return False
-    return bool(torch.set_flush_denormal(True))
+    if not torch.set_flush_denormal(True):  # not supported on this CPU
+        return False
+    set_flush_denormal_all(True)
+    return True
 
 
 def eval_batch_size(cfg: TrainConfig, device: torch.device) -> int:

@@ -26,7 +26,14 @@ from sparseopt.config import TrainConfig
 from sparseopt.control import TargetDensity, target_miss
 from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
-from sparseopt.engine.build import build, eval_batch_size, extend_cosine, flush_denormals, lr_lam
+from sparseopt.engine.build import (
+    build,
+    eval_batch_size,
+    extend_cosine,
+    flush_denormals,
+    lr_lam,
+    set_flush_denormal_all,
+)
 from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
 from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
 from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
@@ -644,10 +651,10 @@ class Trainer:
         24 interrupted 2-rank runs).
         :func:`train` calls it; with a :class:`Trainer` of your own, call it or use the
         trainer as a context manager (``with Trainer(cfg) as t: t.fit()``)."""
-        torch.set_num_threads(self._saved_threads)
         if self._flushed:  # as the caller had it (off: on was left alone)
-            torch.set_flush_denormal(False)
+            set_flush_denormal_all(False)  # at the run's thread count: its team
             self._flushed = False
+        torch.set_num_threads(self._saved_threads)
         if self._caller_rng is not None:  # training leaves the global RNGs as it found them
             checkpoint.set_rng_state(self._caller_rng)
             self._caller_rng = None
