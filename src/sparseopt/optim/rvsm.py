@@ -100,7 +100,8 @@ class RVSM(SGDOptimizer):
     hundreds of steps or more it is a subnormal number, which some CPUs compute far more
     slowly (docs/optimizers.md, "Subnormal numbers on CPUs"). sparseopt's trainer
     flushes subnormals while it trains; in a loop of your own, call
-    ``torch.set_flush_denormal(True)``.
+    :func:`sparseopt.engine.build.set_flush_denormal_all` (``True``) first, or
+    ``torch.set_flush_denormal(True)`` before any multi-threaded op.
 
     Dense limits: parameters whose group has penalty ``none`` have no :math:`u` and take
     plain SGD steps. With λ = 0 (then :math:`u = w`) or β = 0 the coupling vanishes and
