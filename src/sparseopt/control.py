@@ -30,16 +30,18 @@ every 2 steps: final density within ±1.1 points of D ∈ {0.05, 0.1, 0.2, 0.3})
 LinBreg :math:`k_I = 0.1, k_P = 2, m = 1.2`; AdaBreg :math:`k_I = 0.1` (2 when too
 dense), :math:`k_P = 4, m = 2`. Approach the target from below (a sparse start, as in
 Bungert et al.'s sparse initialisation). ProxSGD, RVSM and RDA, which start dense, steer
-along a ``ramp`` of 0.8 (a reference falling from the dense start to D over 80 % of the
-steps: steered to D at once, λ rises before the network has learned; on the study tasks
-ProxSGD then ended at chance and RVSM at 55 % on the words CNN).
+along a ``ramp`` (a reference falling from the dense start to D over that share of the
+steps before a refit: 0.8 for RVSM and RDA, 0.94 for ProxSGD, whose recipe refits the last
+15 %, so that its ramp too ends at 80 % of the run; steered to D at once, λ rises before
+the network has learned; on the study tasks ProxSGD then ended at chance and RVSM at 55 %
+on the words CNN).
 
 ``allocation="he"`` steers each penalised param group instead to its own share of
 :math:`D` (:func:`he_shares`: the head at :math:`D`, the other layers at what a global
 magnitude threshold keeps of a He-normal draw), one loop per group, and on a sticky
 plant the layers that hardly come down to their share have their excess taken from the
-others' (:func:`conserve_budget`); AdaBreg's preset takes it, with one param group per
-layer (docs/recipes.md, rounds 36-37).
+others' (:func:`conserve_budget`); the presets of AdaBreg (docs/recipes.md, rounds 36-37)
+and LinBreg (round 42) take it, with one param group per layer.
 
 λ changes through :meth:`sparseopt.optim._base.SparseOptimizer.set_lam`, which lets the
 Bregman methods keep their dual variables consistent (LinBreg/AdaBreg keep θ and move
@@ -90,7 +92,9 @@ ALLOCATIONS = ("global", "he")
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
 PRESETS: dict[str, dict[str, Any]] = {
-    "linbreg": {"gain": 0.1, "kp": 2.0, "max_factor": 1.2, "sticky": True},
+    # round 42 (docs/recipes.md): per layer, as AdaBreg (one λ flooded to 22-28 % of the
+    # weights on full Fashion-MNIST)
+    "linbreg": {"gain": 0.1, "kp": 2.0, "max_factor": 1.2, "sticky": True, "allocation": "he"},
     # round 36 (docs/recipes.md): each layer steered to its He-scale share, the head to D;
     # round 37: a layer over its share is paid for by the others (conserve_budget)
     "adabreg": {
@@ -105,7 +109,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # before the network had learned (ProxSGD ended at chance on three of four study tasks,
     # RVSM at 55 % on the words CNN); along the ramp every run learned (docs/recipes.md,
     # rounds 28-29)
-    "proxsgd": {"ramp": 0.8},
+    # round 42: ProxSGD's ramp spans 94 % of the steps before its refit (the last 15 %),
+    # so it ends at 80 % of the run as before
+    "proxsgd": {"ramp": 0.94},
     "rvsm": {"ramp": 0.8},
     "rda": {"ramp": 0.8},
 }
