@@ -755,7 +755,7 @@ def test_training_on_cpu_flushes_subnormals_and_restores_the_callers_setting(
     """Subnormal weights and state (RVSM's decaying dense copy) cost an Intel Xeon 14x per
     step (benchmarks/denormals.py): training flushes them, then leaves the setting as the
     caller had it — off turned back off, on left on."""
-    from sparseopt.engine.build import flushes_denormals
+    from sparseopt.engine.build import flushes_denormals, set_flush_denormal_all
 
     probe = _SeesFlushing()
     try:
@@ -763,8 +763,8 @@ def test_training_on_cpu_flushes_subnormals_and_restores_the_callers_setting(
         train(tiny(tmp_path, optimizer="rvsm", epochs=1), callbacks=[probe])
         assert probe.seen and all(probe.seen)
         assert flushes_denormals() is caller
-    finally:
-        torch.set_flush_denormal(False)
+    finally:  # off in the threads that copied it too
+        set_flush_denormal_all(False)
 
 
 def _flushed_share(x: torch.Tensor) -> float:
@@ -786,7 +786,7 @@ def test_training_flushes_in_every_thread_of_a_team_that_ran_before(tmp_path: Pa
     """MXCSR is per thread: the workers of an OpenMP team that ran before the run keep
     theirs, and a two-thread multiply flushed only half its elements (measured) until the
     trainer set the flag in each thread of the team; afterwards it is off in all of them."""
-    from sparseopt.engine.build import _openmp_runtime
+    from sparseopt.engine.build import _openmp_runtime, set_flush_denormal_all
 
     if _openmp_runtime() is None:
         pytest.skip("torch's CPU kernels do not run on an OpenMP runtime with GOMP_parallel")
@@ -794,6 +794,7 @@ def test_training_flushes_in_every_thread_of_a_team_that_ran_before(tmp_path: Pa
     x = torch.full((1 << 21,), torch.finfo(torch.float32).tiny)
     try:
         torch.set_num_threads(2)
+        set_flush_denormal_all(False)  # whatever an earlier test left in the team
         assert _flushed_share(x) == 0.0  # the team runs, flushing off everywhere
         probe = _SeesTeamFlushing(x)
         train(tiny(tmp_path, epochs=1, threads=2), callbacks=[probe])
@@ -801,7 +802,7 @@ def test_training_flushes_in_every_thread_of_a_team_that_ran_before(tmp_path: Pa
         torch.set_num_threads(2)
         assert _flushed_share(x) == 0.0  # turned off again in the team's threads too
     finally:
-        torch.set_flush_denormal(False)
+        set_flush_denormal_all(False)
         torch.set_num_threads(threads)
 
 
