@@ -782,27 +782,36 @@ class _SeesTeamFlushing(Callback):
 
 
 @needs_ftz
-def test_training_flushes_in_every_thread_of_a_team_that_ran_before(tmp_path: Path) -> None:
-    """MXCSR is per thread: the workers of an OpenMP team that ran before the run keep
-    theirs, and a two-thread multiply flushed only half its elements (measured) until the
-    trainer set the flag in each thread of the team; afterwards it is off in all of them."""
-    from sparseopt.engine.build import _openmp_runtime, set_flush_denormal_all
+@pytest.mark.parametrize(("caller", "run"), [(2, 2), (2, 1), (1, 2)])
+def test_training_flushes_in_every_thread_of_a_team_that_ran_before(
+    tmp_path: Path, caller: int, run: int
+) -> None:
+    """MXCSR is per thread and libgomp's workers keep theirs: with the flag set in the
+    training thread alone, a two-thread multiply after a two-thread team had run flushed
+    half its elements (measured). The trainer sets it in each thread of the team at the
+    run's thread count and turns it off there again — also when the caller's count
+    differs (2 then 1: the worker must not stay on; 1 then 2: the docked worker must be
+    reached)."""
+    from sparseopt.engine.build import _gomp_parallel, set_flush_denormal_all
 
-    if _openmp_runtime() is None:
+    if _gomp_parallel() is None:
         pytest.skip("torch's CPU kernels do not run on an OpenMP runtime with GOMP_parallel")
+    import sklearn.cluster  # noqa: F401  (a second libgomp in the process, as in the suite)
+
     threads = torch.get_num_threads()
     x = torch.full((1 << 21,), torch.finfo(torch.float32).tiny)
     try:
         torch.set_num_threads(2)
         set_flush_denormal_all(False)  # whatever an earlier test left in the team
-        assert _flushed_share(x) == 0.0  # the team runs, flushing off everywhere
+        assert _flushed_share(x) == 0.0  # the team of two runs, flushing off everywhere
+        torch.set_num_threads(caller)
         probe = _SeesTeamFlushing(x)
-        train(tiny(tmp_path, epochs=1, threads=2), callbacks=[probe])
+        train(tiny(tmp_path, epochs=1, threads=run), callbacks=[probe])
         assert probe.seen and all(share == 1.0 for share in probe.seen)
         torch.set_num_threads(2)
-        assert _flushed_share(x) == 0.0  # turned off again in the team's threads too
+        assert _flushed_share(x) == 0.0  # off again in every thread of the team
     finally:
-        set_flush_denormal_all(False)
+        set_flush_denormal_all(False, 2)
         torch.set_num_threads(threads)
 
 

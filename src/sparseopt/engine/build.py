@@ -289,51 +289,58 @@ def flushes_denormals() -> bool:
     return bool((tiny * 0.5).item() == 0.0)
 
 
-def _openmp_runtime() -> ctypes.CDLL | None:
-    """The OpenMP runtime torch's CPU kernels run on, where it has the GNU entry point
-    ``GOMP_parallel`` (libgomp; LLVM's libomp and Intel's libiomp5 export it too), else
-    ``None`` (another parallel backend, no ``/proc/self/maps`` to find it by)."""
+def _gomp_parallel() -> Any | None:
+    """``GOMP_parallel`` of the OpenMP runtime torch's CPU kernels run on, else ``None``
+    (another parallel backend, or no ``libtorch_cpu`` to look it up through).
+
+    The symbol is looked up through torch's own ``libtorch_cpu``, whose handle searches
+    the libraries it depends on: the runtime torch links (its bundled libgomp in the
+    wheels), not another one loaded beside it — scikit-learn's wheels bring a libgomp of
+    their own, with a thread pool of its own. libgomp, LLVM's libomp and Intel's libiomp5
+    all export the GNU entry point."""
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return None
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return None
-    names = ("libgomp", "libomp", "libiomp5")
-    paths = {ln.split()[-1] for ln in maps.splitlines() if any(n in ln for n in names)}
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)  # already loaded: the same handle, nothing re-runs
-            lib.GOMP_parallel.restype = None
-        except (OSError, AttributeError):
-            continue
-        return lib
+    lib_dir = Path(torch.__file__).parent / "lib"
+    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib"):
+        if (lib_dir / name).is_file():
+            try:
+                fn = ctypes.CDLL(str(lib_dir / name)).GOMP_parallel  # already loaded
+            except (OSError, AttributeError):
+                return None
+            fn.restype = None
+            fn.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint)
+            return fn
     return None
 
 
-def set_flush_denormal_all(on: bool) -> bool:
-    """:func:`torch.set_flush_denormal` in the calling thread and in each thread of torch's
-    intra-op OpenMP team (``torch.get_num_threads()`` threads); whether the team's
-    threads were reached too.
+def set_flush_denormal_all(on: bool, threads: int | None = None) -> bool:
+    """:func:`torch.set_flush_denormal` in the calling thread and in each thread of
+    torch's intra-op OpenMP team of ``threads`` threads (default
+    ``torch.get_num_threads()``); whether the team's threads were reached (or one thread
+    needs none).
 
-    The x86 MXCSR register that the setting lives in is per thread: a thread created later
-    copies its creator's, but the worker threads of an OpenMP team that ran before keep
-    theirs, so a multi-threaded op would flush only the calling thread's share of its
-    elements. The team's threads are reached by one parallel region of the runtime's own
-    (``GOMP_parallel``) whose body sets the flag; where that runtime is not found the
+    The x86 MXCSR register that the setting lives in is per thread. libgomp's worker
+    threads keep theirs from one parallel region to the next (a thread created later
+    copies its creator's), so with the flag set in the calling thread alone a
+    multi-threaded op would flush only that thread's share of its elements (LLVM's libomp
+    and Intel's libiomp5 copy the caller's register into the workers at every region).
+    The team's threads are reached by one parallel region of the runtime's own
+    (``GOMP_parallel``) whose body sets the flag; where the runtime is not found the
     calling thread alone is set (``False``).
     """
     torch.set_flush_denormal(on)
-    lib = _openmp_runtime()
-    n = torch.get_num_threads()
-    if lib is None or n <= 1:
-        return lib is not None or n <= 1
+    n = torch.get_num_threads() if threads is None else threads
+    if n <= 1:
+        return True
+    gomp_parallel = _gomp_parallel()
+    if gomp_parallel is None:
+        return False
 
     @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
     def body(_: int | None) -> None:  # runs in each thread of the team, with the GIL
         torch.set_flush_denormal(on)
 
-    lib.GOMP_parallel(body, None, ctypes.c_uint(n), ctypes.c_uint(0))
+    gomp_parallel(ctypes.cast(body, ctypes.c_void_p), None, n, 0)
     return True
 
 
@@ -347,9 +354,9 @@ def flush_denormals(device: torch.device) -> bool:
     many steps as subnormal numbers, which some CPUs compute in microcode
     (docs/optimizers.md, "Subnormal numbers on CPUs"). Flushing changes only results
     with a subnormal input or output (float64 runs never come near their 2.2e-308). It is
-    set in the calling thread and in torch's intra-op worker threads
-    (:func:`set_flush_denormal_all`); threads the run creates later (a larger thread
-    count) copy it from the calling thread.
+    set in the calling thread and in the threads of torch's intra-op team at the current
+    thread count (:func:`set_flush_denormal_all`): call it once the run's thread count is
+    set, and turn it off at the same count.
     """
     if device.type != "cpu" or flushes_denormals():
         return False

@@ -114,15 +114,18 @@ class Trainer:
         self._saved_epoch = 0  # epoch of the last checkpoint written or loaded
         self._saved_threads = torch.get_num_threads()
         self._flushed = False  # whether this trainer turned on flushing of subnormals
+        self._flush_threads = 1  # the intra-op thread count it was turned on at
         self._caller_rng: dict[str, Any] | None = checkpoint.rng_state()
         resume_dir = Path(resume) if resume is not None else None
         own_controller = any(isinstance(cb, TargetDensity) for cb in self.callbacks)
         self.config = checkpoint.initial_config(config, resume_dir, own_controller=own_controller)
         try:
             self._adopt(distributed.setup(self.config.device))
-            self._flushed = flush_denormals(self.dist.device)
             checkpoint.seed_everything(self.config.seed)
             self._setup(build(self.config, ctx=self.dist, callbacks=self.callbacks))
+            # at the run's thread count (build sets it): the team that will train
+            self._flushed = flush_denormals(self.dist.device)
+            self._flush_threads = torch.get_num_threads()
             run_dir = claim(self.config, resume_dir, overwrite, self.dist)
             self.config = self.config.replace(out=str(run_dir))
             self._clock = checkpoint.CheckpointClock(self.config.checkpoint_seconds, self.dist)
@@ -652,7 +655,8 @@ class Trainer:
         :func:`train` calls it; with a :class:`Trainer` of your own, call it or use the
         trainer as a context manager (``with Trainer(cfg) as t: t.fit()``)."""
         if self._flushed:  # as the caller had it (off: on was left alone)
-            set_flush_denormal_all(False)  # at the run's thread count: its team
+            # in the team it was set in (and any larger one the run went on to use)
+            set_flush_denormal_all(False, max(self._flush_threads, torch.get_num_threads()))
             self._flushed = False
         torch.set_num_threads(self._saved_threads)
         if self._caller_rng is not None:  # training leaves the global RNGs as it found them
