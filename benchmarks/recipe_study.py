@@ -131,17 +131,31 @@ ROUND41: list[dict[str, Any]] = [
 #: Fashion-MNIST tasks on the whole training set, validation, 20 epochs.
 SCALE_TASKS = ("fmnist-lenet5-full", "fmnist-mlp-full")
 
-#: Round 42's candidates per optimizer, the recipe first: ProxSGD's round 41 refit and a
-#: gentler one; LinBreg steered per layer as AdaBreg's recipe (its λ recipe lands at
-#: 22-28 % of the weights on the full data, over the cap the scale check applies).
+#: The recipes round 42 compared its candidates with, written out (the registry's have
+#: moved on since: round 42 adopted a candidate of each). Rounds 40-42's results files
+#: hold their runs as ``{"optimizer": name}``, the registry's recipe when they ran
+#: (:func:`_before_42`).
+BEFORE_42: dict[str, dict[str, Any]] = {
+    "proxsgd": {"optimizer": "proxsgd", "refit": 0.0, "target_density_ramp": 0.8},
+    "linbreg": {
+        "optimizer": "linbreg",
+        "target_density": 0.0,
+        "lam_scale": "none",
+        "target_allocation": "global",
+    },
+}
+
+#: Round 42's candidates per optimizer, the recipe of the time first: ProxSGD's round 41
+#: refit and a gentler one; LinBreg steered per layer as AdaBreg's recipe (its λ recipe
+#: lands at 22-28 % of the weights on the full data, over the cap the scale check applies).
 ROUND42: dict[str, list[dict[str, Any]]] = {
     "proxsgd": [
-        {"optimizer": "proxsgd"},
+        BEFORE_42["proxsgd"],
         ROUND41[0],
         {**ROUND41[0], "refit_lr": 0.005},
     ],
     "linbreg": [
-        {"optimizer": "linbreg"},
+        BEFORE_42["linbreg"],
         *(
             {
                 "optimizer": "linbreg",
@@ -153,6 +167,23 @@ ROUND42: dict[str, list[dict[str, Any]]] = {
         ),
     ],
 }
+
+
+def _before_42(recs: dict[str, dict[str, Any]], task: str, cand: dict[str, Any]) -> Any:
+    """The run of ``cand`` — a :data:`BEFORE_42` recipe, with a seed or budget — that a
+    stage of rounds 40-42 filed as the registry's recipe (``{"optimizer": name}`` and the
+    rest), when its resolved settings are those of ``cand``; else ``None``."""
+    pinned = BEFORE_42.get(cand["optimizer"])
+    if pinned is None or any(cand.get(k) != v for k, v in pinned.items()):
+        return None
+    alias = {k: v for k, v in cand.items() if k == "optimizer" or k not in pinned}
+    rec = recs.get(_key(task, alias))
+    if rec is None or not str(rec.get("stage", "")).startswith(("round40", "round41", "round42")):
+        return None
+    resolved = rec.get("resolved") or {}
+    same = all((resolved.get(k) or 0) == (v or 0) for k, v in pinned.items() if k != "optimizer")
+    return rec if same else None
+
 
 #: Round 39's targets (fractions of the weights).
 ROUND39_TARGETS = (0.005, 0.01, 0.02, 0.04, 0.08)
@@ -1214,8 +1245,9 @@ def _mean(xs: list[float]) -> float:
 
 
 def scale_check(paths: list[Path], optimizer: str) -> str:
-    """Markdown: round 42's candidates of ``optimizer`` (:data:`ROUND42`, the recipe
-    first) under the scale check, from the results files ``paths`` (later files win).
+    """Markdown: round 42's candidates of ``optimizer`` (:data:`ROUND42`, the recipe of
+    the time first) under the scale check, from the results files ``paths`` (later files
+    win). A mean difference needs all six cells of the candidate and of the recipe.
 
     Per candidate: its validation accuracy and weight density on the three small study
     tasks and the two full-data tasks (seed 0), the words check's three-seed mean at 15
@@ -1229,7 +1261,7 @@ def scale_check(paths: list[Path], optimizer: str) -> str:
         recs.update(_done(path))
 
     def get(task: str, cand: dict[str, Any]) -> dict[str, Any] | None:
-        return recs.get(_key(task, cand))
+        return recs.get(_key(task, cand)) or _before_42(recs, task, cand)
 
     small = [t for t in STUDY_TASKS if t != "words-cnn"]
     cells = [*small, *SCALE_TASKS]
@@ -1281,17 +1313,19 @@ def scale_check(paths: list[Path], optimizer: str) -> str:
         complete = len(acc) == len(cells) + 1 and len(dens) == len(cells) + 1
         density = _mean(dens) if complete else math.nan
         ok = ok and complete and density <= DENSITY_CAP
-        diff = _mean([acc[k] - base[k] for k in acc if k in base]) if complete else math.nan
+        # over the six cells or not at all: the recipe's runs must be complete too
+        diff = _mean([acc[k] - base[k] for k in acc]) if set(base) == set(acc) else math.nan
         acc1, _, ok1 = score(cand, 1)
         diff1 = [acc1[t] - base1[t] for t in cells if t in acc1 and t in base1]
         seed1 = f"{_mean(diff1):+.2f}" if len(diff1) == len(cells) else "–"
         if seed1 != "–" and not ok1:
             seed1 += " (failed)"
-        label = _label(cand) + (" **(recipe)**" if cand is recipe else "")
+        label = _label(cand) + (" **(the recipe then)**" if cand is recipe else "")
         lines.append(
             f"| {label} | "
             + " | ".join(row)
-            + (f" | {100 * density:.1f} % | {diff:+.2f}" if complete else " | – | –")
+            + (f" | {100 * density:.1f} %" if complete else " | –")
+            + (f" | {diff:+.2f}" if complete and not math.isnan(diff) else " | –")
             + f" | {'yes' if ok else 'no'} | {seed1} |"
         )
     lines += [
@@ -1334,6 +1368,8 @@ def main(argv: list[str] | None = None) -> int:
         help="--scale-check: results files (later ones win)",
     )
     args = p.parse_args(argv)
+    if bool(args.scale_check) != bool(args.sources):
+        p.error("--scale-check OPTIMIZER and --from FILE... go together")
     if args.scale_check:
         print(scale_check(args.sources, args.scale_check))
         return 0

@@ -63,5 +63,38 @@ def test_the_scale_check_scores_six_cells_against_the_recipe(
     bad_row = next(v for k, v in rows.items() if "refit_lr=0.005" in k)
     # the MLP at chance: not admissible, however good the other cells
     assert bad_row[-4:] == ["10.0 %", "-9.17", "no", "– |"]  # (4 · 5 - 75 + 0) / 6
-    recipe_row = next(v for k, v in rows.items() if "(recipe)" in k)
+    recipe_row = next(v for k, v in rows.items() if "(the recipe then)" in k)
     assert recipe_row[-4:] == ["10.0 %", "+0.00", "yes", "+0.00 |"]
+
+    # without one of the recipe's six cells no candidate gets a mean difference
+    lines[:] = [r for r in lines if not (r["cand"] == recipe and r["task"] == "fmnist-mlp-full")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    text = bench.scale_check([path], "proxsgd")  # type: ignore[attr-defined]
+    good_row = next(ln.split(" | ") for ln in text.splitlines() if "refit_lr=0.01 " in ln)
+    assert good_row[-4:] == ["12.0 %", "–", "yes", "-1.00 |"]  # seed 1's are all there
+
+
+def test_the_scale_check_reads_the_recipe_filed_under_its_name_when_it_resolved_the_same(
+    load_benchmark: Callable, tmp_path: Path
+) -> None:
+    """Rounds 40-42 filed the then-recipe as ``{"optimizer": name}``; the pinned
+    :data:`BEFORE_42` recipe reads those runs when their resolved settings are its own,
+    and not a run of today's recipe filed the same way."""
+    bench = load_benchmark("recipe_study")
+    pinned = bench.BEFORE_42["proxsgd"]  # type: ignore[attr-defined]
+    then = {"refit": 0.0, "target_density_ramp": 0.8, "lam": 0.005}
+    now = {"refit": 0.15, "target_density_ramp": 0.94, "lam": 0.005}
+    recs = {}
+    for stage, resolved, task in (("round40f", then, "fmnist-mlp-full"), ("round43", then, "x")):
+        rec = {"stage": stage, "task": task, "cand": {"optimizer": "proxsgd"}}
+        recs[bench._key(task, rec["cand"])] = {**rec, "resolved": resolved}  # type: ignore[attr-defined]
+    assert bench._before_42(recs, "fmnist-mlp-full", pinned)["stage"] == "round40f"  # type: ignore[attr-defined]
+    assert bench._before_42(recs, "x", pinned) is None  # a later stage: today's recipe  # type: ignore[attr-defined]
+    recs[bench._key("fmnist-mlp-full", {"optimizer": "proxsgd"})]["resolved"] = now  # type: ignore[attr-defined]
+    assert bench._before_42(recs, "fmnist-mlp-full", pinned) is None  # type: ignore[attr-defined]
+    seeded = {**pinned, "seed": 1}
+    recs[bench._key("y", {"optimizer": "proxsgd", "seed": 1})] = {  # type: ignore[attr-defined]
+        "stage": "round42c",
+        "resolved": then,
+    }
+    assert bench._before_42(recs, "y", seeded) is not None  # type: ignore[attr-defined]

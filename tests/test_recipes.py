@@ -166,6 +166,23 @@ def test_a_recipe_steers_to_a_density_unless_a_lam_is_given(name: str, target: f
     assert resolved.resolve() == resolved  # a resume resolves again to the same run
 
 
+def test_proxsgds_ramp_ends_near_80_percent_of_the_run_before_its_refit() -> None:
+    """The recipe's ramp spans 0.94 of the steps before its refit of the last 15 %: near
+    80 % of the run, as the controller preset's 0.8 of a run without a refit (round 42);
+    with a λ of the user's there is no target and no ramp."""
+    from sparseopt.control import PRESETS
+
+    cfg = TrainConfig(optimizer="proxsgd").resolve()
+    assert cfg.target_density_ramp * (1 - cfg.refit) == pytest.approx(0.8, abs=2e-3)
+    assert PRESETS["proxsgd"]["ramp"] == 0.8
+    fixed = TrainConfig(optimizer="proxsgd", lam=0.01).resolve()
+    assert (fixed.target_density, fixed.target_density_ramp) == (0.0, None)
+    assert (
+        TrainConfig(optimizer="proxsgd", target_density_ramp=0.5).resolve().target_density_ramp
+        == 0.5
+    )
+
+
 def test_the_other_recipes_have_no_target_density() -> None:
     for name in ("rda", "rvsm", "sgd", "adam"):
         assert TrainConfig(optimizer=name).resolve().target_density is None

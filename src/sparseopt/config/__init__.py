@@ -449,7 +449,8 @@ class TrainConfig:
         "the first measured density to D over the first F of the sparse steps, then stays "
         "at D (TargetDensity's ramp; 0: D from the first step)",
         metavar="F",
-        shown="per optimizer: {control[ramp]}; else 0",
+        shown="per optimizer: {recipe[target_density_ramp]} (the recipe's, before its refit); "
+        "else the controller presets' {control[ramp]}; else 0",
     )
     target_allocation: str | None = _opt(
         None,
@@ -632,9 +633,15 @@ class TrainConfig:
             or not self._penalised(self.penalty)
         )
         for key, value in info.training.items():
+            if key == "target_density_ramp" and fixed_lam:
+                continue  # no target: no ramp (the recipe's goes with its target)
             if getattr(self, key) is None:
                 changes[key] = 0.0 if key == "target_density" and fixed_lam else value
-        if changes.get("target_density", self.target_density) and self.target_density_ramp is None:
+        if (
+            changes.get("target_density", self.target_density)
+            and self.target_density_ramp is None
+            and "target_density_ramp" not in changes  # the recipe's own (ProxSGD's)
+        ):
             from sparseopt.control import PRESETS  # the controller's, written into the run
 
             changes["target_density_ramp"] = float(PRESETS.get(info.name, {}).get("ramp", 0.0))

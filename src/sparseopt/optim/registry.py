@@ -270,6 +270,10 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
                 "refit": 0.15,
                 "refit_lr": 0.005,
                 "target_density": 0.13,  # off when a λ is given
+                # of the steps before the refit (the controller's preset, 0.8, serves a
+                # run without one: the Lightning and Hugging Face callbacks, a loop of
+                # one's own); with --refit 0 give --target-density-ramp 0.8 too
+                "target_density_ramp": 0.94,
             },
             lr=0.02,  # lr 0.05 stalled on the curve CNN at 15 epochs (round 6)
             momentum=0.9,
