@@ -363,7 +363,7 @@ def test_a_run_saved_before_resumes_with_its_groups(tmp_path) -> None:
 
 
 def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
-    for name in ("adabreg",):
+    for name in ("linbreg", "adabreg"):
         assert PRESETS[name]["allocation"] == "he"
         cfg = TrainConfig(optimizer=name).resolve()
         assert (cfg.lam_scale, cfg.target_allocation) == ("layer", "he")
@@ -373,12 +373,12 @@ def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
         assert TrainConfig(optimizer=name, lam_scale="fan_in").resolve().target_allocation == "he"
         with pytest.raises(ValueError, match="lam_scale layer or fan_in"):
             TrainConfig(optimizer=name, lam_scale="none", target_allocation="he").resolve()
-    for name in ("linbreg", "splitlbi", "proxsgd", "rda", "rvsm", "sgd"):
+    for name in ("splitlbi", "proxsgd", "rda", "rvsm", "sgd"):
         assert TrainConfig(optimizer=name).resolve().target_allocation == "global"
     with pytest.raises(ValueError, match="optimizer 'sgd' is dense"):
         TrainConfig(optimizer="sgd", target_allocation="he").resolve()
     with pytest.raises(ValueError, match="lam_scale is none"):
-        TrainConfig(optimizer="linbreg", target_density=0.1, target_allocation="he").resolve()
+        TrainConfig(optimizer="proxsgd", target_density=0.1, target_allocation="he").resolve()
     with pytest.raises(ValueError, match="no target density is set"):  # λ fixed: nothing to share
         TrainConfig(optimizer="adabreg", lam=0.3, target_allocation="he").resolve()
     # with a λ of the user's the recipe's groups per layer (for its controller) are off
@@ -425,7 +425,7 @@ def test_compare_sees_old_runs_as_the_same_settings_and_checks_all_before_traini
     assert _comparable(old_fixed) == _comparable(TrainConfig(optimizer="adabreg", lam=0.3))
     out = tmp_path / "cmp"
     args = ["compare", "--epochs", "1", "--limit-batches", "2", "--out", str(out), "--quiet"]
-    code = main([*args, "--optimizers", "adabreg", "linbreg", "--target-allocation", "he"])
+    code = main([*args, "--optimizers", "adabreg", "proxsgd", "--target-allocation", "he"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "linbreg: Invalid target_allocation" in err[0]
+    assert code == 2 and len(err) == 1 and "proxsgd: Invalid target_allocation" in err[0]
     assert not (out / "adabreg").exists()

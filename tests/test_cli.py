@@ -544,8 +544,8 @@ def test_compare_counts_no_target_and_target_zero_as_the_same_setting() -> None:
     assert _comparable(old_splitlbi) == _comparable(
         TrainConfig(optimizer="splitlbi", target_density=0)
     )
-    assert _comparable(TrainConfig(optimizer="linbreg")) == _comparable(
-        TrainConfig(optimizer="linbreg", target_density=0.0)
+    assert _comparable(TrainConfig(optimizer="rvsm")) == _comparable(
+        TrainConfig(optimizer="rvsm", target_density=0.0)
     )
     assert _comparable(TrainConfig(optimizer="splitlbi")) != _comparable(old_splitlbi)
 

@@ -239,7 +239,7 @@ def test_callback_hooks_and_state_round_trip() -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "target"),
     [
-        ("linbreg", {"lr": 0.1, "lam": 1.0, "momentum": 0.9}, 0.10),
+        ("linbreg", {"lr": 0.1, "lam": 1.0, "momentum": 0.9, "lam_scale": "layer"}, 0.10),
         ("splitlbi", {"lr": 0.05, "lam": 1.0, "nu": 10.0}, 0.10),
     ],
 )

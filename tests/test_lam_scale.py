@@ -207,7 +207,11 @@ def test_target_density_keeps_the_layers_ratios() -> None:
 
 
 def test_config_resolves_the_recipes_scale_and_coupled_refuses_one() -> None:
-    assert TrainConfig(optimizer="linbreg").resolve().lam_scale == "none"
+    assert TrainConfig(optimizer="rvsm").resolve().lam_scale == "none"
+    # the Bregman recipes' groups per layer serve their per-layer target; with a λ given,
+    # one group per layer kind
+    assert TrainConfig(optimizer="linbreg").resolve().lam_scale == "layer"
+    assert TrainConfig(optimizer="linbreg", lam=0.05).resolve().lam_scale == "none"
     assert TrainConfig(optimizer="sgd").resolve().lam_scale is None
     with pytest.raises(ValueError, match="Invalid lam_scale value: 'fan_in'"):
         TrainConfig(optimizer="adabreg", coupled="head", lam_scale="fan_in").resolve()

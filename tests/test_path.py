@@ -251,7 +251,9 @@ def test_engine_resume_keeps_the_path_and_runs_target_density(tmp_path: Path) ->
     )
 
     def callbacks() -> list:
-        return [PathRecorder(), TargetDensity.for_optimizer("linbreg", 0.05, every_steps=2)]
+        # LinBreg's gains, one density (its preset's per-layer shares need a group per layer)
+        ctl = TargetDensity.for_optimizer("linbreg", 0.05, every_steps=2, allocation="global")
+        return [PathRecorder(), ctl]
 
     first = train(cfg, callbacks=callbacks(), echo=False)
     assert load_path(run).epochs.tolist() == [0, 1, 2]

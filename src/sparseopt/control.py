@@ -40,8 +40,8 @@ steps before the refit (:mod:`sparseopt.optim.registry`), which ends near 80 % o
 :math:`D` (:func:`he_shares`: the head at :math:`D`, the other layers at what a global
 magnitude threshold keeps of a He-normal draw), one loop per group, and on a sticky
 plant the layers that hardly come down to their share have their excess taken from the
-others' (:func:`conserve_budget`); AdaBreg's preset takes it, with one param group per
-layer (docs/recipes.md, rounds 36-37).
+others' (:func:`conserve_budget`); the presets of AdaBreg (docs/recipes.md, rounds 36-37)
+and LinBreg (round 42) take it, with one param group per layer.
 
 λ changes through :meth:`sparseopt.optim._base.SparseOptimizer.set_lam`, which lets the
 Bregman methods keep their dual variables consistent (LinBreg/AdaBreg keep θ and move
@@ -92,7 +92,9 @@ ALLOCATIONS = ("global", "he")
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
 PRESETS: dict[str, dict[str, Any]] = {
-    "linbreg": {"gain": 0.1, "kp": 2.0, "max_factor": 1.2, "sticky": True},
+    # round 42 (docs/recipes.md): per layer, as AdaBreg (one λ flooded to 22-28 % of the
+    # weights on full Fashion-MNIST)
+    "linbreg": {"gain": 0.1, "kp": 2.0, "max_factor": 1.2, "sticky": True, "allocation": "he"},
     # round 36 (docs/recipes.md): each layer steered to its He-scale share, the head to D;
     # round 37: a layer over its share is paid for by the others (conserve_budget)
     "adabreg": {
