@@ -264,7 +264,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             # candidate (−2.31; one λ gave 13-58 %); λ 5e-3 is where it starts. Round 42
             # (the scale check): a refit of the last 15 % at lr 0.005 undoes the ℓ1
             # shrinkage of the kept weights (+1.9 and +2.9 points on full Fashion-MNIST,
-            # +0.81 over six cells), the ramp over 94 % of the steps before it (80 % of the
+            # +0.81 over six cells), the ramp over 94 % of the steps before it (near 80 % of the
             # run, as before: a ramp ending sooner left the words CNN at chance)
             training={
                 "init_density": 1.0,
