@@ -565,3 +565,36 @@ def test_missing_data_files_are_one_line_naming_where_it_looked(
         f"in: {empty}; {empty / 'mnist'};" in lines[0] and "MNIST IDX files not found" in lines[0]
     )
     assert not out.exists()
+
+
+def test_compare_names_a_recipe_that_changed_since_a_run_it_would_reuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A comparison directory from before a recipe changed (LinBreg's steered target of
+    round 42: its run saved one λ, one group per layer kind) is refused with what changed
+    and the one way out — another --out, since no set of compare flags gives every
+    optimizer its recipe of then; a difference the user's flags make keeps the old
+    message."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--optimizers", "linbreg", "--epochs", "1", "--limit-batches", "2", "-q"]
+    assert main([*args, "--out", str(out)]) == 0
+    capsys.readouterr()
+    cfg = out / "linbreg" / "config.yaml"
+    text = cfg.read_text()
+    for key, old in (
+        ("target_density", "null"),
+        ("target_density_ramp", "null"),
+        ("lam_scale", "none"),
+        ("target_allocation", "global"),
+    ):
+        text, n = re.subn(rf"^{key}: .*$", f"{key}: {old}", text, flags=re.M)
+        assert n == 1, key
+    cfg.write_text(text)
+    code, _, err = run_main(capsys, *args, "--out", str(out))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert "linbreg's recipe as it was when that comparison ran" in lines[0]
+    assert "target_density None there, 0.13 now" in lines[0]
+    assert "choose another --out" in lines[0]
+    code, _, err = run_main(capsys, *args, "--lr", "0.1", "--out", str(out))
+    assert code == 2 and "holds a run with other settings" in err and "lr" in err

@@ -280,6 +280,16 @@ def _run_state(config: TrainConfig) -> tuple[str, dict[str, Any] | None]:
             and old.get("target_allocation") == "global"
             else ""
         )
+        if not hint and all(getattr(config, k, None) is None for k in diff):
+            # nothing of the difference was given: the optimizer's recipe moved since
+            # (ProxSGD's refit and LinBreg's target, round 42) and no set of compare flags
+            # gives every optimizer its recipe of then
+            raise UsageError(
+                f"{run_dir} holds a run of {config.optimizer}'s recipe as it was when that "
+                f"comparison ran ({shown}); the recipe has changed since (docs/recipes.md): "
+                "choose another --out to compare with today's recipes (the runs there stay "
+                "as they are)"
+            )
         raise UsageError(
             f"{run_dir} holds a run with other settings ({shown}); re-run with the settings "
             f"of that comparison{hint}, or choose another --out"
