@@ -181,11 +181,20 @@ ROUND43 = [ROUND42["linbreg"][1]] + [
     {**ROUND42["linbreg"][1], "refit": 0.15, "refit_lr": lr} for lr in (0.005, 0.01)
 ]
 
+#: Round 44 (exploratory, docs/recipes.md): ProxSGD's recipe (round 42's candidate, written
+#: out) ends over its target where its controller runs out of learning rate before the
+#: refit; a ramp ending sooner, and the controller updating every step.
+ROUND44 = [ROUND42["proxsgd"][2]] + [
+    {**ROUND42["proxsgd"][2], **extra}
+    for extra in ({"target_density_ramp": 0.9}, {"target_density_every": 1})
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
     "linbreg": [*ROUND42["linbreg"], *ROUND42B],
     "linbreg-refit": ROUND43,
+    "proxsgd-landing": ROUND44,
 }
 
 
@@ -901,6 +910,10 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round43": ROUND43[1:],
     "round43w": [c for cand in ROUND43[1:] for c in words_check(cand)],
     "round43f": ROUND43[1:],
+    # round 44: ProxSGD's landing (docs/recipes.md, round 44)
+    "round44": ROUND44[1:],
+    "round44w": [c for cand in ROUND44[1:] for c in words_check(cand)],
+    "round44f": ROUND44[1:],
     "round42b": ROUND42B,
     "round42bw": [c for cand in ROUND42B for c in words_check(cand)],
     "round42bf": ROUND42B,
@@ -1100,6 +1113,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round42bw": ("words-cnn",),
     "round43w": ("words-cnn",),
     "round43f": SCALE_TASKS,
+    "round44w": ("words-cnn",),
+    "round44f": SCALE_TASKS,
     "round42bf": SCALE_TASKS,
 }
 
