@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from robustness_tasks import TASKS, base_config, run_one
+from robustness_tasks import NUM_CLASSES, TASKS, base_config, run_one
 
 from sparseopt.health import chance_accuracy
 
@@ -54,16 +54,11 @@ from sparseopt.health import chance_accuracy
 STUDY_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", "words-cnn")
 DEFAULT_OUT = Path("runs/recipe_study/results.jsonl")
 DENSITY_CAP = 0.15
-#: Classes of the study's classification tasks (chance level: the stall detector's).
-NUM_CLASSES = {
-    "digits-mlp": 10,
-    "fmnist-mlp": 10,
-    "fmnist-lenet5": 10,
-    "fmnist-mlp-full": 10,
-    "fmnist-lenet5-full": 10,
-    "curves-cnn": 2,
-    "words-cnn": 2,
-}
+
+
+def _chance(task: str) -> float:
+    """The stall detector's chance level of ``task``'s validation accuracy."""
+    return chance_accuracy(NUM_CLASSES[TASKS[task].dataset])
 
 
 def _grid(**axes: list[Any]) -> list[dict[str, Any]]:
@@ -1231,7 +1226,7 @@ def report(path: Path, dense_from: Path | None = None) -> str:
             if r is None or r.get("val_acc") is None:
                 ok = False
                 continue
-            if r["val_acc"] <= chance_accuracy(NUM_CLASSES[t]) or r.get("status", "ok") != "ok":
+            if r["val_acc"] <= _chance(t) or r.get("status", "ok") != "ok":
                 ok = False
             if t in dense_best:
                 gaps.append(100 * (r["val_acc"] - dense_best[t]))
@@ -1327,7 +1322,7 @@ def scale_check(paths: list[Path], optimizer: str) -> str:
             r = get(t, c)
             if r is None or r.get("val_acc") is None:
                 continue  # missing: the candidate is incomplete (below)
-            if r["val_acc"] <= chance_accuracy(NUM_CLASSES[t]) or r.get("status", "ok") != "ok":
+            if r["val_acc"] <= _chance(t) or r.get("status", "ok") != "ok":
                 ok = False
             dens.append(_wd(r))
             if t != "words-cnn":
@@ -1336,7 +1331,7 @@ def scale_check(paths: list[Path], optimizer: str) -> str:
             words = [get("words-cnn", w) for w in words_check(cand)]
             if all(w is not None and w.get("val_acc") is not None for w in words):
                 for w in words:
-                    if w["val_acc"] <= chance_accuracy(2) or w.get("status", "ok") != "ok":
+                    if w["val_acc"] <= _chance("words-cnn") or w.get("status", "ok") != "ok":
                         ok = False
                 acc["words"] = _mean([100 * w["val_acc"] for w in words])
         return acc, dens, ok

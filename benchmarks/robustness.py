@@ -43,12 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "repro"))
 
 from _common import machine
-from robustness_tasks import TASKS
+from robustness_tasks import NUM_CLASSES, TASKS
 
 from sparseopt.data import get_dataset_spec
 from sparseopt.health import chance_accuracy
 
-NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2, "words": 2}
 #: The tasks run by default (the others only by name).
 MATRIX = [name for name, t in TASKS.items() if t.matrix]
 

@@ -34,6 +34,10 @@ class Task:
     matrix: bool = True  # in robustness.py's default matrix (else only with --tasks)
 
 
+#: Classes of the classification datasets the tasks use (chance level: the stall
+#: detector's, :func:`sparseopt.health.chance_accuracy`); ``teacher`` is a regression.
+NUM_CLASSES = {"digits": 10, "fashion-mnist": 10, "curves": 2, "words": 2}
+
 #: The matrix (issue 11): digits MLP, Fashion-MNIST LeNet-5 and MLP on a 12 k-image
 #: subset, generated curves and words in fonts (regular vs trembling) with the curve
 #: CNN, the teacher/no-overlap regression. Outside the matrix (``matrix=False``, asked
