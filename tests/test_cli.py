@@ -41,6 +41,17 @@ def env() -> dict[str, str]:
     return e
 
 
+def sigterm(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
+    """SIGTERM to a running ``sparseopt`` command, then its stdout and stderr once it
+    exits (killed if it outlives ``timeout`` or the wait fails)."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 # ------------------------------------------------------------------------------ train
 
 
@@ -129,11 +140,10 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(
         assert proc.stdout is not None
         line = proc.stdout.readline()  # the header is printed once training starts
         assert line.startswith("sparseopt train:"), line + proc.stderr.read()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    except BaseException:
+        proc.kill()
+        raise
+    _, err = sigterm(proc)
     assert proc.returncode == 143, err
     assert "SIGTERM" in err and f"--resume {cut}" in err and "Traceback" not in err
     ckpt = load_checkpoint(cut)

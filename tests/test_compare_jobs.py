@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli import env
+from test_cli import env, sigterm
 from test_faults import TRAIN, one_line, run
 
 VOLATILE = ("wall_time", "run_dir")
@@ -79,12 +79,7 @@ def test_sigterm_stops_the_runs_side_by_side_and_resume_finishes(
 ) -> None:
     out = tmp_path / "cmp"
     proc = start_two_runs(out, 40, "sgd")
-    try:
-        proc.send_signal(signal.SIGTERM)
-        stdout, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stdout, err = sigterm(proc)
     assert proc.returncode == 143, err
     assert "SIGTERM" in err and f"compare --resume {out}" in err and "Traceback" not in err
     assert "trained in" not in stdout  # stopped while the first two ran
