@@ -184,12 +184,24 @@ ROUND44 = [ROUND42["proxsgd"][2]] + [
     for extra in ({"target_density_ramp": 0.9}, {"target_density_every": 1})
 ]
 
+#: Round 45 (docs/recipes.md): RDA's recipe (written out) and its refit with a larger lr
+#: and a longer refit. RDA's sparse phase underfits (training accuracy 81 % on LeNet-5 at
+#: epoch 16 of the matrix, where a dense SGD run is above 90 %), and its four refit epochs
+#: at lr 0.01 recover part of it; round 11 measured lr 0.02 only with λ 3e-5, on one seed.
+ROUND45 = [
+    {"optimizer": "rda", "refit": 0.2, "refit_lr": 0.01},
+    {"optimizer": "rda", "refit": 0.2, "refit_lr": 0.015},
+    {"optimizer": "rda", "refit": 0.2, "refit_lr": 0.02},
+    {"optimizer": "rda", "refit": 0.3, "refit_lr": 0.015},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
     "linbreg": [*ROUND42["linbreg"], *ROUND42B],
     "linbreg-refit": ROUND43,
     "proxsgd-landing": ROUND44,
+    "rda-refit": ROUND45,
 }
 
 
@@ -909,6 +921,10 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round44": ROUND44[1:],
     "round44w": [c for cand in ROUND44[1:] for c in words_check(cand)],
     "round44f": ROUND44[1:],
+    # round 45: RDA's refit (docs/recipes.md, round 45), the recipe beside its candidates
+    "round45": ROUND45,
+    "round45w": [c for cand in ROUND45 for c in words_check(cand)],
+    "round45f": ROUND45,
     "round42b": ROUND42B,
     "round42bw": [c for cand in ROUND42B for c in words_check(cand)],
     "round42bf": ROUND42B,
@@ -1111,6 +1127,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round44w": ("words-cnn",),
     "round44f": SCALE_TASKS,
     "round42bf": SCALE_TASKS,
+    "round45w": ("words-cnn",),
+    "round45f": SCALE_TASKS,
 }
 
 
