@@ -32,6 +32,7 @@ The grids and the chosen recipes are written down in docs/recipes.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,12 @@ ROUND45 = [
     {"optimizer": "rda", "refit": 0.3, "refit_lr": 0.015},
 ]
 
+#: Round 46 (docs/recipes.md): ProxSGD's recipe (round 42's candidate, written out) with
+#: its controller steering the threshold lr·λ (``TargetDensity(lr_coupled=True)``, a
+#: controller setting: the candidate's ``controller`` overrides the optimizer's preset,
+#: :func:`_preset`).
+ROUND46 = [ROUND42["proxsgd"][2], {**ROUND42["proxsgd"][2], "controller": {"lr_coupled": True}}]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -202,6 +210,7 @@ SCALE_CHECK = {
     "linbreg-refit": ROUND43,
     "proxsgd-landing": ROUND44,
     "rda-refit": ROUND45,
+    "proxsgd-threshold": ROUND46,
 }
 
 
@@ -925,6 +934,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round45": ROUND45,
     "round45w": [c for cand in ROUND45 for c in words_check(cand)],
     "round45f": ROUND45,
+    # round 46: ProxSGD's controller on the threshold (docs/recipes.md, round 46); the
+    # recipe's runs are round 42's, its fresh seed round 42c2's
+    "round46": ROUND46[1:],
+    "round46w": [c for cand in ROUND46[1:] for c in words_check(cand)],
+    "round46f": ROUND46[1:],
+    "round46c": [{**c, "seed": 1} for c in ROUND46[1:]],
     "round42b": ROUND42B,
     "round42bw": [c for cand in ROUND42B for c in words_check(cand)],
     "round42bf": ROUND42B,
@@ -1129,6 +1144,9 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round42bf": SCALE_TASKS,
     "round45w": ("words-cnn",),
     "round45f": SCALE_TASKS,
+    "round46w": ("words-cnn",),
+    "round46f": SCALE_TASKS,
+    "round46c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
 }
 
 
@@ -1148,6 +1166,27 @@ def _done(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+@contextlib.contextmanager
+def _preset(optimizer: str, overrides: dict[str, Any] | None) -> Iterator[None]:
+    """A candidate's ``controller`` settings: :data:`sparseopt.control.PRESETS` of
+    ``optimizer`` with ``overrides`` while the block runs (the controller reads its preset
+    when a run builds it), restored after."""
+    from sparseopt import control
+
+    if not overrides:
+        yield
+        return
+    saved = control.PRESETS.get(optimizer)
+    control.PRESETS[optimizer] = {**(saved or {}), **overrides}
+    try:
+        yield
+    finally:
+        if saved is None:
+            del control.PRESETS[optimizer]
+        else:
+            control.PRESETS[optimizer] = saved
+
+
 def run(stage: str, worker: tuple[int, int], path: Path) -> None:
     """Run this worker's share of ``stage`` (skipping what ``path`` already holds)."""
     # (candidate + task) mod n: each worker gets every task, the heavy one included
@@ -1164,10 +1203,12 @@ def run(stage: str, worker: tuple[int, int], path: Path) -> None:
             continue  # measured (a recipe of round 42's time under the name it ran as)
         task = TASKS[task_name]
         fields = {**base_config(task, study=True), **cand}
+        controller = fields.pop("controller", None)
         tmp = tempfile.mkdtemp(prefix="study-")
         t0 = time.perf_counter()
         try:
-            res = run_one(fields, str(Path(tmp) / "run"))
+            with _preset(cand["optimizer"], controller):
+                res = run_one(fields, str(Path(tmp) / "run"))
         except Exception as err:  # a failed candidate is a result too
             res = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
         finally:

@@ -322,3 +322,48 @@ def test_a_sticky_state_saved_before_the_anchor_resumes_holding() -> None:
     resumed = TargetDensity(0.2, gain=1.0, max_factor=2.0, sticky=True)
     resumed.load_state_dict(old)
     assert resumed.update(net, opt) == pytest.approx(ctl.history[-1][2])  # holds, as it would
+
+
+def _at_target(net: nn.Module) -> float:
+    """Zero weights of ``net`` until its penalised density is 0.5 (the error is 0)."""
+    with torch.no_grad():
+        for p in (m.weight for m in net if isinstance(m, nn.Linear)):
+            p.view(-1)[: p.numel() // 2] = 0
+    return 0.5
+
+
+def test_lr_coupled_steers_the_threshold_lr_times_lam() -> None:
+    """At the target (no feedback), a halved lr doubles λ: η·λ, ProxSGD's threshold,
+    holds. Without the coupling λ stays; an lr of 0, or a first update, leaves λ."""
+    for coupled, expect in ((True, [1e-3, 2e-3, 2e-3, 8e-3]), (False, [1e-3] * 4)):
+        net = _net()
+        opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3)
+        target = _at_target(net)
+        ctl = TargetDensity(target, gain=1.0, lr_coupled=coupled)
+        lams = []
+        for lr in (0.1, 0.05, 0.0, torch.tensor(0.0125)):  # a tensor lr too
+            for g in opt.param_groups:
+                g["lr"] = lr
+            lams.append(ctl.update(net, opt))
+        assert lams == pytest.approx(expect)
+        thresholds = [float(opt.param_groups[0]["lr"]) * lams[-1], 0.1 * lams[0]]
+        assert (thresholds[0] == pytest.approx(thresholds[1])) is coupled
+
+
+def test_lr_coupled_is_outside_the_max_factor_bound_and_kept_in_the_state() -> None:
+    """The feedforward factor is not clipped at max_factor (a cosine's last epochs
+    divide η by more than 1.5), and a resumed controller compares with the lr of its
+    last update (a state saved before the coupling measures afresh)."""
+    net = _net()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.4, lam=1e-3)
+    ctl = TargetDensity(_at_target(net), gain=1.0, max_factor=1.5, lr_coupled=True)
+    ctl.update(net, opt)
+    clone = TargetDensity(ctl.target, gain=1.0, max_factor=1.5, lr_coupled=True)
+    clone.load_state_dict(ctl.state_dict())
+    for g in opt.param_groups:
+        g["lr"] = 0.1
+    assert clone.update(net, opt) == pytest.approx(4e-3)  # x4 > max_factor
+    old = {k: v for k, v in ctl.state_dict().items() if k != "lrs"}
+    fresh = TargetDensity(ctl.target, lr_coupled=True)
+    fresh.load_state_dict(old)
+    assert fresh.update(net, opt) == pytest.approx(4e-3)  # λ as it is: no lr to compare

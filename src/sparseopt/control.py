@@ -445,6 +445,16 @@ class TargetDensity:
             target). One λ per layer lets an inverse scale space method keep the layers
             with a small fan-in denser, as magnitude pruning does (docs/recipes.md,
             rounds 33 and 36).
+        lr_coupled: the optimizer's threshold is :math:`\\eta\\lambda` (proximal SGD:
+            :math:`\\operatorname{prox}_{\\eta\\lambda J}`), and the controller steers that
+            threshold: at each update a group's λ is first multiplied by
+            :math:`\\eta_{\\text{prev}}/\\eta_{\\text{now}}`, the fall of its learning rate since
+            the last update (a feedforward term outside the ``max_factor`` bound), then by
+            the feedback factor. Without it a schedule that takes η to 0 takes the
+            threshold with it, and the feedback must raise λ as fast as η falls: steered
+            to 13 % along a ramp ending where a cosine η is near 1 % of its start,
+            ProxSGD ended at 16.7 % of the digits MLP (docs/recipes.md, rounds 42 and 46).
+            An η of 0 leaves λ as it is.
 
     Attributes:
         history: ``(step, density, lam)`` after every update.
@@ -467,6 +477,7 @@ class TargetDensity:
         total_steps: int | None = None,
         sticky: bool = False,
         allocation: str = "global",
+        lr_coupled: bool = False,
     ) -> None:
         if allocation not in ALLOCATIONS:
             raise ValueError(
@@ -504,6 +515,7 @@ class TargetDensity:
         self.total_steps = total_steps
         self.sticky = bool(sticky)
         self.allocation = allocation
+        self.lr_coupled = bool(lr_coupled)
         self.history: list[tuple[int, float, float]] = []
         self._prev_error: float | None = None
         self._rose_at: float | None = None  # sticky: the density when λ last rose
@@ -514,6 +526,7 @@ class TargetDensity:
         self._warned_joint = False
         # "he": per group index, [previous error, density when λ last rose]
         self._groups: dict[int, list[float | None]] = {}
+        self._lrs: dict[int, float] = {}  # lr_coupled: each group's lr at the last update
 
     @classmethod
     def for_optimizer(
@@ -616,6 +629,8 @@ class TargetDensity:
         first: float | None = None
         for i, factor in factors.items():
             group = optimizer.param_groups[i]
+            if self.lr_coupled:
+                factor *= self._lr_fall(i, group)
             lam = max(group_lam(group), self.lam_min)  # set_lam applies the layer's factor
             lam = min(max(lam * factor, self.lam_min), self.lam_max)
             set_lam(lam, [i])
@@ -624,6 +639,16 @@ class TargetDensity:
         lam_out = float("nan") if first is None else first
         self.history.append((self._updates if step is None else int(step), d, lam_out))
         return lam_out
+
+    def _lr_fall(self, i: int, group: Mapping[str, Any]) -> float:
+        """``lr_coupled``: group ``i``'s learning rate at the last update over its lr now
+        (1 at the first update and while the lr is 0; a tensor lr is read as a float)."""
+        lr = float(group["lr"])
+        prev = self._lrs.get(i)
+        if lr <= 0 or not math.isfinite(lr):
+            return 1.0
+        self._lrs[i] = lr
+        return 1.0 if prev is None else prev / lr
 
     def _factor(self, e: float, d: float, empty: bool, loop: list[float | None]) -> float:
         """The λ factor for error ``e`` at density ``d``; ``loop`` is ``[previous error,
@@ -753,6 +778,7 @@ class TargetDensity:
             "total_steps": self.total_steps,
             "history": [list(h) for h in self.history],
             "groups": [[i, *loop] for i, loop in sorted(self._groups.items())],
+            "lrs": [[i, lr] for i, lr in sorted(self._lrs.items())],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -777,6 +803,8 @@ class TargetDensity:
             ]
             for i, prev, rose in state.get("groups", [])
         }
+        # absent before lr_coupled: the first update after loading measures afresh
+        self._lrs = {int(i): float(lr) for i, lr in state.get("lrs", [])}
 
 
 class LamWarmup:
