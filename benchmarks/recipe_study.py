@@ -1167,24 +1167,38 @@ def _done(path: Path) -> dict[str, dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _preset(optimizer: str, overrides: dict[str, Any] | None) -> Iterator[None]:
-    """A candidate's ``controller`` settings: :data:`sparseopt.control.PRESETS` of
-    ``optimizer`` with ``overrides`` while the block runs (the controller reads its preset
-    when a run builds it), restored after."""
+def _preset(fields: dict[str, Any], overrides: dict[str, Any] | None) -> Iterator[None]:
+    """A candidate's ``controller`` settings: :data:`sparseopt.control.PRESETS` of the
+    run's optimizer (its registry name, under which the engine looks its preset up) with
+    ``overrides`` while the block runs (the controller reads its preset when a run builds
+    it), restored after.
+
+    Raises:
+        ValueError: ``overrides`` for a run that steers no density (it would build no
+            controller, and its result would be filed under settings it never had).
+    """
     from sparseopt import control
+    from sparseopt.config import TrainConfig
 
     if not overrides:
         yield
         return
-    saved = control.PRESETS.get(optimizer)
-    control.PRESETS[optimizer] = {**(saved or {}), **overrides}
+    resolved = TrainConfig.from_dict({**fields, "out": "-"}).resolve()
+    if not resolved.target_density:
+        raise ValueError(
+            f"Invalid controller value: {overrides!r}; the run steers no density "
+            "(no target_density), so no controller would take it"
+        )
+    name = resolved.optimizer
+    saved = control.PRESETS.get(name)
+    control.PRESETS[name] = {**(saved or {}), **overrides}
     try:
         yield
     finally:
         if saved is None:
-            del control.PRESETS[optimizer]
+            del control.PRESETS[name]
         else:
-            control.PRESETS[optimizer] = saved
+            control.PRESETS[name] = saved
 
 
 def run(stage: str, worker: tuple[int, int], path: Path) -> None:
@@ -1207,7 +1221,7 @@ def run(stage: str, worker: tuple[int, int], path: Path) -> None:
         tmp = tempfile.mkdtemp(prefix="study-")
         t0 = time.perf_counter()
         try:
-            with _preset(cand["optimizer"], controller):
+            with _preset(fields, controller):
                 res = run_one(fields, str(Path(tmp) / "run"))
         except Exception as err:  # a failed candidate is a result too
             res = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
@@ -1229,7 +1243,9 @@ def is_recipe(cand: dict[str, Any]) -> bool:
     """Whether ``cand`` is the registry's recipe (on the keys it sets)."""
     from sparseopt.config import TrainConfig
 
-    fields = {k: v for k, v in cand.items() if k != "optimizer"}
+    if cand.get("controller"):
+        return False  # a controller setting the preset does not have
+    fields = {k: v for k, v in cand.items() if k not in ("optimizer", "controller")}
     resolved = TrainConfig(optimizer=cand["optimizer"], penalty=cand.get("penalty")).resolve()
     return all(getattr(resolved, k) == v for k, v in fields.items())
 

@@ -366,4 +366,32 @@ def test_lr_coupled_is_outside_the_max_factor_bound_and_kept_in_the_state() -> N
     old = {k: v for k, v in ctl.state_dict().items() if k != "lrs"}
     fresh = TargetDensity(ctl.target, lr_coupled=True)
     fresh.load_state_dict(old)
+    for g in opt.param_groups:
+        g["lr"] = 0.05  # half the lr the clone saw: a comparison would double λ
     assert fresh.update(net, opt) == pytest.approx(4e-3)  # λ as it is: no lr to compare
+
+
+def test_lr_coupled_follows_each_groups_own_lr_with_the_feedback_after_it() -> None:
+    """One λ per layer (``lam_scale="layer"``), each group's lr moved by its own factor:
+    each λ follows its own group's lr, in the global and the per-layer allocation, and
+    a feedback factor (too dense) multiplies on top."""
+    for allocation in ("global", "he"):
+        net = _net()
+        opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+        penalised = [g for g in opt.param_groups if g["penalty"] != "none"]
+        assert len(penalised) == 2
+        ctl = TargetDensity(0.5, gain=1.0, max_factor=1.5, lr_coupled=True, allocation=allocation)
+        ctl.update(net, opt)  # dense: the feedback raises every λ by 1.5
+        before = [g["lam"] for g in penalised]
+        penalised[0]["lr"], penalised[1]["lr"] = 0.05, 0.025
+        ctl.update(net, opt)  # still dense: 1.5 again, times each group's lr fall
+        assert [g["lam"] for g in penalised] == pytest.approx(
+            [before[0] * 2 * 1.5, before[1] * 4 * 1.5]
+        )
+
+
+def test_lr_coupled_is_refused_on_a_sticky_plant() -> None:
+    with pytest.raises(ValueError, match="Invalid lr_coupled value: True; a sticky plant"):
+        TargetDensity(0.1, sticky=True, lr_coupled=True)
+    with pytest.raises(ValueError, match="lr_coupled"):
+        TargetDensity.for_optimizer("linbreg", 0.1, lr_coupled=True)

@@ -98,3 +98,36 @@ def test_the_scale_check_reads_the_recipe_filed_under_its_name_when_it_resolved_
         "resolved": then,
     }
     assert bench._before_42(recs, "y", seeded) is not None  # type: ignore[attr-defined]
+
+
+def test_a_controller_candidate_overrides_the_preset_only_while_it_runs(
+    load_benchmark: Callable, tmp_path: Path
+) -> None:
+    """``controller`` (round 46): the optimizer's preset with the overrides inside the
+    block, restored after it, also after an error; refused for a run that steers no
+    density; the report reads such a candidate (it is never the registry's recipe)."""
+    import json
+
+    from sparseopt import control
+
+    bench = load_benchmark("recipe_study")
+    before = dict(control.PRESETS["proxsgd"])
+    fields = {"optimizer": "proxsgd", "dataset": "digits", "model": "mlp"}
+    with bench._preset(fields, {"lr_coupled": True}):  # type: ignore[attr-defined]
+        assert control.PRESETS["proxsgd"] == {**before, "lr_coupled": True}
+        assert control.TargetDensity.for_optimizer("proxsgd", 0.1).lr_coupled
+    assert control.PRESETS["proxsgd"] == before
+    with pytest.raises(RuntimeError), bench._preset(fields, {"lr_coupled": True}):  # type: ignore[attr-defined]
+        raise RuntimeError
+    assert control.PRESETS["proxsgd"] == before
+    with (
+        pytest.raises(ValueError, match="Invalid controller value"),
+        bench._preset({**fields, "lam": 1e-3}, {"lr_coupled": True}),  # type: ignore[attr-defined]
+    ):
+        pass  # a λ of its own: no target, no controller
+    cand = bench.ROUND46[1]  # type: ignore[attr-defined]
+    assert not bench.is_recipe(cand)  # type: ignore[attr-defined]
+    path = tmp_path / "r.jsonl"
+    rec = {"stage": "round46", "task": "digits-mlp", "cand": cand, "val_acc": 0.9}
+    path.write_text(json.dumps({**rec, "weight_density": 0.12}) + "\n")
+    assert "lr_coupled" in bench.report(path)  # type: ignore[attr-defined]

@@ -448,13 +448,18 @@ class TargetDensity:
         lr_coupled: the optimizer's threshold is :math:`\\eta\\lambda` (proximal SGD:
             :math:`\\operatorname{prox}_{\\eta\\lambda J}`), and the controller steers that
             threshold: at each update a group's λ is first multiplied by
-            :math:`\\eta_{\\text{prev}}/\\eta_{\\text{now}}`, the fall of its learning rate since
-            the last update (a feedforward term outside the ``max_factor`` bound), then by
-            the feedback factor. Without it a schedule that takes η to 0 takes the
-            threshold with it, and the feedback must raise λ as fast as η falls: steered
-            to 13 % along a ramp ending where a cosine η is near 1 % of its start,
-            ProxSGD ended at 16.7 % of the digits MLP (docs/recipes.md, rounds 42 and 46).
-            An η of 0 leaves λ as it is.
+            :math:`\\eta_{\\text{prev}}/\\eta_{\\text{now}}`, the change of its learning rate
+            since the last update (a feedforward term outside the ``max_factor`` bound),
+            then by the feedback factor. Without feedback the threshold stays at the first
+            update's :math:`\\eta\\lambda` whichever way η moves — a warm-up divides λ as η
+            rises, a decay multiplies it as η falls. Without the coupling a schedule that
+            takes η to 0 takes the threshold with it, and the feedback must raise λ as
+            fast as η falls: steered to 13 % along a ramp ending where a cosine η is near
+            1 % of its start, ProxSGD ended at 16.7 % of the digits MLP (docs/recipes.md,
+            rounds 42 and 46). An η of 0 adds no feedforward factor (the feedback still
+            moves λ). With group learning rates that do not move in proportion, the
+            groups' λ ratios change with them. Not with ``sticky`` (an inverse scale space
+            method's threshold is λ itself, and the coupling would raise λ past the hold).
 
     Attributes:
         history: ``(step, density, lam)`` after every update.
@@ -501,6 +506,11 @@ class TargetDensity:
             raise ValueError(f"Invalid total_steps value: {total_steps!r}; expected an int >= 1")
         if not 0 < lam_min < lam_max:
             raise ValueError(f"Invalid lam bounds: [{lam_min!r}, {lam_max!r}]")
+        if lr_coupled and sticky:
+            raise ValueError(
+                "Invalid lr_coupled value: True; a sticky plant (LinBreg, AdaBreg) has λ "
+                "itself as its threshold, not lr·λ, and the coupling would bypass its hold"
+            )
         self.target = float(target)
         self.every_steps = every_steps
         self.gain = float(gain)
