@@ -1,11 +1,19 @@
-"""benchmarks/recipe_study.py: its command line refuses a worker that would run nothing."""
+"""benchmarks/recipe_study.py: its command line, the scale check, the controller candidates."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+
+def _study(load_benchmark: Callable) -> tuple[ModuleType, ModuleType]:
+    """``benchmarks/recipe_study.py`` and the rounds module it imported (its candidates)."""
+    bench = load_benchmark("recipe_study")
+    return bench, sys.modules["recipe_rounds"]
 
 
 @pytest.mark.parametrize("worker", ["2/2", "-1/2", "0/0", "x/2", "1"])
@@ -28,25 +36,25 @@ def test_the_scale_check_scores_six_cells_against_the_recipe(
     cell), the density cap over the six, a run at chance inadmissible, seed 1 apart."""
     import json
 
-    bench = load_benchmark("recipe_study")
-    recipe, good, bad = bench.ROUND42["proxsgd"]  # type: ignore[attr-defined]
+    bench, rounds = _study(load_benchmark)
+    recipe, good, bad = rounds.ROUND42["proxsgd"]  # type: ignore[attr-defined]
     small = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5")
     lines = []
 
     def add(task: str, cand: dict, acc: float, wd: float = 0.1) -> None:
         lines.append({"task": task, "cand": cand, "val_acc": acc, "weight_density": wd})
 
-    for task in (*small, "words-cnn", *bench.SCALE_TASKS):  # type: ignore[attr-defined]
+    for task in (*small, "words-cnn", *rounds.SCALE_TASKS):  # type: ignore[attr-defined]
         add(task, recipe, 0.80)
         add(task, good, 0.81 if task != "words-cnn" else 0.70, wd=0.12)
         add(task, bad, 0.85 if task != "fmnist-mlp" else 0.05)  # one run at chance
-    for w in bench.words_check(recipe):  # type: ignore[attr-defined]
+    for w in rounds.words_check(recipe):  # type: ignore[attr-defined]
         add("words-cnn", w, 0.90)
-    for w, acc in zip(bench.words_check(good), (0.88, 0.86, 0.88), strict=True):  # type: ignore[attr-defined]
+    for w, acc in zip(rounds.words_check(good), (0.88, 0.86, 0.88), strict=True):  # type: ignore[attr-defined]
         add("words-cnn", w, acc, wd=0.12)
-    for w in bench.words_check(bad):  # type: ignore[attr-defined]
+    for w in rounds.words_check(bad):  # type: ignore[attr-defined]
         add("words-cnn", w, 0.90)
-    for task in (*small, *bench.SCALE_TASKS):  # type: ignore[attr-defined]
+    for task in (*small, *rounds.SCALE_TASKS):  # type: ignore[attr-defined]
         add(task, {**recipe, "seed": 1}, 0.80)
         add(task, {**good, "seed": 1}, 0.79, wd=0.3)
     path = tmp_path / "r.jsonl"
@@ -80,8 +88,8 @@ def test_the_scale_check_reads_the_recipe_filed_under_its_name_when_it_resolved_
     """Rounds 40-42 filed the then-recipe as ``{"optimizer": name}``; the pinned
     :data:`BEFORE_42` recipe reads those runs when their resolved settings are its own,
     and not a run of today's recipe filed the same way."""
-    bench = load_benchmark("recipe_study")
-    pinned = bench.BEFORE_42["proxsgd"]  # type: ignore[attr-defined]
+    bench, rounds = _study(load_benchmark)
+    pinned = rounds.BEFORE_42["proxsgd"]  # type: ignore[attr-defined]
     then = {"refit": 0.0, "target_density_ramp": 0.8, "lam": 0.005}
     now = {"refit": 0.15, "target_density_ramp": 0.94, "lam": 0.005}
     recs = {}
@@ -110,7 +118,7 @@ def test_a_controller_candidate_overrides_the_preset_only_while_it_runs(
 
     from sparseopt import control
 
-    bench = load_benchmark("recipe_study")
+    bench, rounds = _study(load_benchmark)
     before = dict(control.PRESETS["proxsgd"])
     fields = {"optimizer": "proxsgd", "dataset": "digits", "model": "mlp"}
     with bench._preset(fields, {"lr_coupled": True}):  # type: ignore[attr-defined]
@@ -125,7 +133,7 @@ def test_a_controller_candidate_overrides_the_preset_only_while_it_runs(
         bench._preset({**fields, "lam": 1e-3}, {"lr_coupled": True}),  # type: ignore[attr-defined]
     ):
         pass  # a λ of its own: no target, no controller
-    cand = bench.ROUND46[1]  # type: ignore[attr-defined]
+    cand = rounds.ROUND46[1]  # type: ignore[attr-defined]
     assert not bench.is_recipe(cand)  # type: ignore[attr-defined]
     path = tmp_path / "r.jsonl"
     rec = {"stage": "round46", "task": "digits-mlp", "cand": cand, "val_acc": 0.9}
