@@ -150,6 +150,18 @@ ROUND45 = [
 #: :func:`_preset`).
 ROUND46 = [ROUND42["proxsgd"][2], {**ROUND42["proxsgd"][2], "controller": {"lr_coupled": True}}]
 
+#: Round 47 (exploratory, docs/recipes.md): the refit's warm-up over its first epoch
+#: (``refit_warmup``), for RDA's recipe (round 45's runs), RDA at refit lr 0.02 (which
+#: collapsed the words CNN without it, round 45) and ProxSGD's recipe (round 42's runs).
+ROUND47 = [
+    ROUND45[0],
+    {**ROUND45[0], "refit_warmup": 1.0},
+    {**ROUND45[2], "refit_warmup": 1.0},
+    ROUND42["proxsgd"][2],
+    {**ROUND42["proxsgd"][2], "refit_warmup": 1.0},
+]
+ROUND47_NEW = [ROUND47[1], ROUND47[2], ROUND47[4]]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -158,6 +170,8 @@ SCALE_CHECK = {
     "proxsgd-landing": ROUND44,
     "rda-refit": ROUND45,
     "proxsgd-threshold": ROUND46,
+    "rda-refit-warmup": ROUND47[:3],
+    "proxsgd-refit-warmup": ROUND47[3:],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -870,6 +884,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round46w": [c for cand in ROUND46[1:] for c in words_check(cand)],
     "round46f": ROUND46[1:],
     "round46c": [{**c, "seed": 1} for c in ROUND46[1:]],
+    # round 47 (exploratory): the refit's warm-up (docs/recipes.md, round 47); the words
+    # check of RDA's recipe and warm-up also on seeds 3 and 4 (round47w5)
+    "round47": ROUND47_NEW,
+    "round47w": [c for cand in ROUND47_NEW for c in words_check(cand)],
+    "round47f": ROUND47_NEW,
+    "round47w5": [{**cand, "epochs": 15, "seed": s} for cand in ROUND47[:2] for s in (3, 4)],
     "round42b": ROUND42B,
     "round42bw": [c for cand in ROUND42B for c in words_check(cand)],
     "round42bf": ROUND42B,
@@ -1076,5 +1096,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round45f": SCALE_TASKS,
     "round46w": ("words-cnn",),
     "round46f": SCALE_TASKS,
+    "round47w": ("words-cnn",),
+    "round47f": SCALE_TASKS,
+    "round47w5": ("words-cnn",),
     "round46c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
 }

@@ -316,3 +316,77 @@ def test_the_refit_says_when_the_target_density_was_not_reached(tmp_path: Path) 
     text = (tmp_path / "near" / "log.txt").read_text()
     assert "refit:" in text and "not reached" not in text
     assert near.metrics["weight_density"] > 0.99 / 1.25
+
+
+class RefitLrs:
+    """Records the learning rate each step of the refit's SGD runs with (a pre-hook
+    registered after the refit's own, so it sees the warmed-up lr)."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self._hooked: Any = None
+
+    def on_step_end(self, trainer: Trainer, step: int | None = None, *_: Any) -> None:
+        opt = trainer.optimizer
+        if trainer.in_refit and opt is not self._hooked:
+            self._hooked = opt
+            opt.register_step_pre_hook(lambda o, *_: self.lrs.append(o.param_groups[0]["lr"]))
+
+
+def test_refit_warmup_raises_the_refit_lr_step_by_step_then_leaves_the_cosine(
+    tmp_path: Path,
+) -> None:
+    """--refit-warmup 1.5 with 3 batches an epoch: the refit's first K = round(4.5) = 4
+    steps run at (k+1)/4 of their epoch's cosine lr (the first of them the hook sees
+    after the switch is step 2: the switch comes after a step), and the epochs' rows
+    keep the cosine's lr; a refit warm-up of 0 is the refit of before."""
+    kw = {"optimizer": "rda", "epochs": 4, "refit": 0.5, "refit_lr": 0.04}
+    watch = RefitLrs()
+    res = train(tiny(tmp_path / "w", **kw, refit_warmup=1.5), callbacks=[watch])
+    cos = [0.04, 0.04, 0.04, 0.02, 0.02, 0.02]  # the refit's two epochs of 3 steps
+    warm = [lr * min(1.0, (k + 1) / 4) for k, lr in enumerate(cos)]
+    assert watch.lrs == pytest.approx(warm[1:])  # the hook is in place from step 2
+    assert [r["lr"] for r in res.history[3:]] == pytest.approx([0.04, 0.02])
+    assert "cosine after a linear warm-up of 4 steps" in (tmp_path / "w" / "log.txt").read_text()
+    plain = RefitLrs()
+    ref = train(tiny(tmp_path / "p", **kw), callbacks=[plain])
+    assert ref.config.refit_warmup == 0.0 and plain.lrs == pytest.approx(cos[1:])
+    assert not torch.equal(
+        res.model.state_dict()["fc1.weight"], ref.model.state_dict()["fc1.weight"]
+    )
+
+
+def test_a_run_resumed_inside_its_refit_warmup_is_bitwise_the_uninterrupted_one(
+    tmp_path: Path,
+) -> None:
+    """Cut after the refit's second step (mid-epoch, mid-warm-up) and resumed: the same
+    weights, optimizer state and rows; the checkpoint counts the refit's steps, and one
+    written before the warm-up existed resumes with the warm-up done."""
+    from test_engine import StopAtStep
+
+    kw = {"optimizer": "rda", "epochs": 4, "refit": 0.5, "refit_warmup": 1.5}
+    ref = train(tiny(tmp_path / "ref", **kw))
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", **kw), callbacks=[StopAtStep(8)])
+    ckpt = load_checkpoint(tmp_path / "cut")
+    assert ckpt["refit"]["steps"] == 2 and ckpt["step_in_epoch"] == 2
+    res = train(resume=tmp_path / "cut")
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+    assert_same_state(res.optimizer.state_dict(), ref.optimizer.state_dict())
+    assert without_time(res.history) == without_time(ref.history)
+    with Trainer(None, resume=tmp_path / "cut") as t:
+        state = t._refit.state_dict()
+        del state["steps"]
+        t._refit.load_state_dict(state)
+        assert t._refit.steps == t._refit.warmup_steps == 4
+
+
+def test_refit_warmup_is_checked_and_resolved(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"Invalid refit_warmup value: -1"):
+        tiny(tmp_path, refit_warmup=-1).validate()
+    with pytest.raises(ValueError, match=r"Invalid refit_warmup value: 1; optimizer 'sgd'"):
+        tiny(tmp_path, optimizer="sgd", refit_warmup=1).resolve()
+    assert tiny(tmp_path, optimizer="sgd", refit_warmup=0).resolve().refit_warmup is None
+    for name in ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd"):
+        recipe = get_optimizer_info(name).training.get("refit_warmup", 0.0)
+        assert TrainConfig(optimizer=name).resolve().refit_warmup == recipe

@@ -87,6 +87,7 @@ SPARSE_ONLY_FIELDS = (
     "coupled",
     "refit",
     "refit_lr",
+    "refit_warmup",
 )
 
 #: Fields a resumed run may change (everything else must match the saved config).
@@ -391,6 +392,15 @@ class TrainConfig:
         metavar="LR",
         shown="per optimizer: {recipe[refit_lr]}; else a tenth of the sgd recipe's lr (0.002)",
     )
+    refit_warmup: float | None = _opt(
+        None,
+        "training",
+        "epochs at the start of the refit over which its lr rises linearly, step by step, "
+        "up to --refit-lr (then the cosine as before; 0: off): the switch to the refit's "
+        "SGD at its full lr can undo in one epoch what the sparse phase learned",
+        metavar="E",
+        shown="0 (off)",
+    )
     lr_step_size: int = _opt(30, "training", "step schedule: decay every N epochs", metavar="N")
     lr_gamma: float = _opt(0.1, "training", "step/multistep/plateau decay factor", metavar="F")
     lr_milestones: list[int] = field(
@@ -608,9 +618,9 @@ class TrainConfig:
             )
         if not info.sparse:
             for key in SPARSE_ONLY_FIELDS:
-                off = (key in ("refit", "target_density") and not getattr(self, key)) or (
-                    key == "target_allocation" and getattr(self, key) == "global"
-                )
+                off = (
+                    key in ("refit", "refit_warmup", "target_density") and not getattr(self, key)
+                ) or (key == "target_allocation" and getattr(self, key) == "global")
                 if getattr(self, key) is not None and not off:
                     sparse = [n for n in list_optimizers() if get_optimizer_info(n).sparse]
                     raise ValueError(
@@ -691,6 +701,10 @@ class TrainConfig:
             changes["refit"] = 0.0 if grown else changes.get("refit", 0.0)
         elif not info.sparse:
             changes["refit"] = None
+        if not info.sparse:
+            changes["refit_warmup"] = None
+        elif self.refit_warmup is None and "refit_warmup" not in changes:
+            changes["refit_warmup"] = 0.0
         return self.replace(**changes)
 
     def _penalised(self, penalty: str | None) -> bool:

@@ -53,6 +53,7 @@ def load_yaml(text: str) -> Any:
 #: group per layer kind (the layout of its optimizer state), one density steered.
 _BEFORE_FIELDS: dict[str, Any] = {
     "refit": 0.0,
+    "refit_warmup": 0.0,
     "lam_scale": "none",
     "target_allocation": "global",
 }
