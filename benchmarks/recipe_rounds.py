@@ -890,6 +890,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round47w": [c for cand in ROUND47_NEW for c in words_check(cand)],
     "round47f": ROUND47_NEW,
     "round47w5": [{**cand, "epochs": 15, "seed": s} for cand in ROUND47[:2] for s in (3, 4)],
+    # round 47's fresh seed for the candidate the rule picks (RDA at lr 0.02 with the
+    # warm-up, +0.13) and the recipe beside it (no seed-1 runs of RDA before)
+    "round47c": [{**c, "seed": 1} for c in (ROUND47[0], ROUND47[2])],
     "round42b": ROUND42B,
     "round42bw": [c for cand in ROUND42B for c in words_check(cand)],
     "round42bf": ROUND42B,
@@ -1099,5 +1102,6 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round47w": ("words-cnn",),
     "round47f": SCALE_TASKS,
     "round47w5": ("words-cnn",),
+    "round47c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
     "round46c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
 }
