@@ -130,7 +130,10 @@ def test_docs_recipe_table_is_the_registry() -> None:
             assert cells[6] == "—", row
         else:
             lr = info.training.get("refit_lr")
-            assert cells[6] == f"{refit:g}" + (f", lr {lr:g}" if lr is not None else ""), row
+            warm = info.training.get("refit_warmup")
+            assert cells[6] == f"{refit:g}" + (f", lr {lr:g}" if lr is not None else "") + (
+                f", warm-up {warm:g}" if warm else ""
+            ), row
         target = info.training.get("target_density")
         per_layer = PRESETS.get(name, {}).get("allocation", "global") != "global"
         note = f", per layer ({PRESETS.get(name, {}).get('allocation')}; " if per_layer else " ("

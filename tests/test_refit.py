@@ -339,7 +339,8 @@ def test_refit_warmup_raises_the_refit_lr_step_by_step_then_leaves_the_cosine(
     """--refit-warmup 1.5 with 3 batches an epoch: the refit's first K = round(4.5) = 4
     steps run at (k+1)/4 of their epoch's cosine lr (the first of them the hook sees
     after the switch is step 2: the switch comes after a step), and the epochs' rows
-    keep the cosine's lr; a refit warm-up of 0 is the refit of before."""
+    keep the cosine's lr; a refit warm-up of 0 (RDA's recipe has 1) is the refit of
+    before."""
     kw = {"optimizer": "rda", "epochs": 4, "refit": 0.5, "refit_lr": 0.04}
     watch = RefitLrs()
     res = train(tiny(tmp_path / "w", **kw, refit_warmup=1.5), callbacks=[watch])
@@ -349,7 +350,7 @@ def test_refit_warmup_raises_the_refit_lr_step_by_step_then_leaves_the_cosine(
     assert [r["lr"] for r in res.history[3:]] == pytest.approx([0.04, 0.02])
     assert "cosine after a linear warm-up of 4 steps" in (tmp_path / "w" / "log.txt").read_text()
     plain = RefitLrs()
-    ref = train(tiny(tmp_path / "p", **kw), callbacks=[plain])
+    ref = train(tiny(tmp_path / "p", **kw, refit_warmup=0), callbacks=[plain])
     assert ref.config.refit_warmup == 0.0 and plain.lrs == pytest.approx(cos[1:])
     assert not torch.equal(
         res.model.state_dict()["fc1.weight"], ref.model.state_dict()["fc1.weight"]

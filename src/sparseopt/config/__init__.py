@@ -399,7 +399,7 @@ class TrainConfig:
         "up to --refit-lr (then the cosine as before; 0: off): the switch to the refit's "
         "SGD at its full lr can undo in one epoch what the sparse phase learned",
         metavar="E",
-        shown="0 (off)",
+        shown="per optimizer: {recipe[refit_warmup]}; else 0 (off)",
     )
     lr_step_size: int = _opt(30, "training", "step schedule: decay every N epochs", metavar="N")
     lr_gamma: float = _opt(0.1, "training", "step/multistep/plateau decay factor", metavar="F")
