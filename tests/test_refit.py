@@ -319,39 +319,44 @@ def test_the_refit_says_when_the_target_density_was_not_reached(tmp_path: Path) 
 
 
 class RefitLrs:
-    """Records the learning rate each step of the refit's SGD runs with (a pre-hook
-    registered after the refit's own, so it sees the warmed-up lr)."""
+    """Records the learning rate each step of the refit's SGD runs with, from its first:
+    a pre-hook registered when the refit begins, after the refit's own (so it sees the
+    warmed-up lr)."""
 
-    def __init__(self) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from sparseopt.engine.refit import Refit
+
         self.lrs: list[float] = []
-        self._hooked: Any = None
+        begin = Refit.begin
 
-    def on_step_end(self, trainer: Trainer, step: int | None = None, *_: Any) -> None:
-        opt = trainer.optimizer
-        if trainer.in_refit and opt is not self._hooked:
-            self._hooked = opt
-            opt.register_step_pre_hook(lambda o, *_: self.lrs.append(o.param_groups[0]["lr"]))
+        def watched(refit: Refit, trainer: Any, **kw: Any) -> str:
+            line = begin(refit, trainer, **kw)
+            refit.optimizer.register_step_pre_hook(  # type: ignore[union-attr]
+                lambda o, *_: self.lrs.append(float(o.param_groups[0]["lr"]))
+            )
+            return line
+
+        monkeypatch.setattr(Refit, "begin", watched)
 
 
 def test_refit_warmup_raises_the_refit_lr_step_by_step_then_leaves_the_cosine(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--refit-warmup 1.5 with 3 batches an epoch: the refit's first K = round(4.5) = 4
-    steps run at (k+1)/4 of their epoch's cosine lr (the first of them the hook sees
-    after the switch is step 2: the switch comes after a step), and the epochs' rows
-    keep the cosine's lr; a refit warm-up of 0 (RDA's recipe has 1) is the refit of
-    before."""
+    steps run at (k+1)/4 of their epoch's cosine lr, the first of them at a quarter, and
+    the epochs' rows keep the cosine's lr; a refit warm-up of 0 (RDA's recipe has 1) is
+    the refit of before."""
     kw = {"optimizer": "rda", "epochs": 4, "refit": 0.5, "refit_lr": 0.04}
-    watch = RefitLrs()
-    res = train(tiny(tmp_path / "w", **kw, refit_warmup=1.5), callbacks=[watch])
+    watch = RefitLrs(monkeypatch)
+    res = train(tiny(tmp_path / "w", **kw, refit_warmup=1.5))
     cos = [0.04, 0.04, 0.04, 0.02, 0.02, 0.02]  # the refit's two epochs of 3 steps
     warm = [lr * min(1.0, (k + 1) / 4) for k, lr in enumerate(cos)]
-    assert watch.lrs == pytest.approx(warm[1:])  # the hook is in place from step 2
+    assert watch.lrs == pytest.approx(warm) and watch.lrs[0] == pytest.approx(0.01)
     assert [r["lr"] for r in res.history[3:]] == pytest.approx([0.04, 0.02])
     assert "cosine after a linear warm-up of 4 steps" in (tmp_path / "w" / "log.txt").read_text()
-    plain = RefitLrs()
-    ref = train(tiny(tmp_path / "p", **kw, refit_warmup=0), callbacks=[plain])
-    assert ref.config.refit_warmup == 0.0 and plain.lrs == pytest.approx(cos[1:])
+    watch.lrs.clear()
+    ref = train(tiny(tmp_path / "p", **kw, refit_warmup=0))
+    assert ref.config.refit_warmup == 0.0 and watch.lrs == pytest.approx(cos)
     assert not torch.equal(
         res.model.state_dict()["fc1.weight"], ref.model.state_dict()["fc1.weight"]
     )
@@ -361,8 +366,9 @@ def test_a_run_resumed_inside_its_refit_warmup_is_bitwise_the_uninterrupted_one(
     tmp_path: Path,
 ) -> None:
     """Cut after the refit's second step (mid-epoch, mid-warm-up) and resumed: the same
-    weights, optimizer state and rows; the checkpoint counts the refit's steps, and one
-    written before the warm-up existed resumes with the warm-up done."""
+    weights, optimizer state and rows; the checkpoint holds the global step of the
+    switch, which the warm-up counts from, and one written before the warm-up existed
+    resumes with the warm-up over."""
     from test_engine import StopAtStep
 
     kw = {"optimizer": "rda", "epochs": 4, "refit": 0.5, "refit_warmup": 1.5}
@@ -370,16 +376,17 @@ def test_a_run_resumed_inside_its_refit_warmup_is_bitwise_the_uninterrupted_one(
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "cut", **kw), callbacks=[StopAtStep(8)])
     ckpt = load_checkpoint(tmp_path / "cut")
-    assert ckpt["refit"]["steps"] == 2 and ckpt["step_in_epoch"] == 2
+    assert ckpt["refit"]["start_step"] == 6 and ckpt["step_in_epoch"] == 2
+    with Trainer(None, resume=tmp_path / "cut") as t:
+        assert t._refit.steps == 2  # two of the warm-up's four steps done
+        state = t._refit.state_dict()
+        del state["start_step"]
+        t._refit.load_state_dict(state)
+        assert t._refit.steps == t._refit.warmup_steps == 4
     res = train(resume=tmp_path / "cut")
     assert_same_state(res.model.state_dict(), ref.model.state_dict())
     assert_same_state(res.optimizer.state_dict(), ref.optimizer.state_dict())
     assert without_time(res.history) == without_time(ref.history)
-    with Trainer(None, resume=tmp_path / "cut") as t:
-        state = t._refit.state_dict()
-        del state["steps"]
-        t._refit.load_state_dict(state)
-        assert t._refit.steps == t._refit.warmup_steps == 4
 
 
 def test_refit_warmup_is_checked_and_resolved(tmp_path: Path) -> None:

@@ -397,7 +397,7 @@ class TrainConfig:
         "training",
         "epochs at the start of the refit over which its lr rises linearly, step by step, "
         "up to --refit-lr (then the cosine as before; 0: off): the switch to the refit's "
-        "SGD at its full lr can undo in one epoch what the sparse phase learned",
+        "SGD at a large lr can undo in one epoch what the sparse phase learned",
         metavar="E",
         shown="per optimizer: {recipe[refit_warmup]}; else 0 (off)",
     )

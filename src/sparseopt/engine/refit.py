@@ -23,12 +23,14 @@ entries are set back to zero, as :class:`sparseopt.baselines.FixedMask` does.
 ``refit_warmup = w`` (epochs) raises the refit's learning rate linearly over its first
 :math:`K = \max(1, \operatorname{round}(w B))` steps (:math:`B` steps per epoch): step
 :math:`k < K` (0-based) runs at :math:`\eta_e (k + 1)/K`, with :math:`\eta_e` the cosine's
-lr of its epoch; the cosine itself is untouched (a step pre-hook scales the lr, a
-post-hook puts it back). The switch from the sparse optimizer to SGD at the full refit lr
-can undo in one epoch what the sparse phase learned: RDA on the words task, seed 4 of the
-robustness matrix, went from 82.8 % to 53.3 % training accuracy in the refit's first
-epoch at lr 0.01 (docs/robustness.md), and at lr 0.02 seed 0 stayed at chance
-(docs/recipes.md, round 45).
+lr of its epoch and :math:`k` counted from the trainer's global step at the switch; the
+cosine itself is untouched (a step pre-hook scales the lr, a post-hook puts it back). The
+switch from the sparse optimizer to SGD at the full refit lr can undo in one epoch what the
+sparse phase learned: at refit lr 0.02 RDA's words CNN (validation, seed 0) fell to chance
+in the refit's first epoch, and with a warm-up of one epoch it reached 91.5 %
+(docs/recipes.md, rounds 45 and 47). It does not remove every drop: RDA's recipe on the
+words task of the matrix's seed 4 still falls from 82.8 % to 73.5 % training accuracy in
+that epoch (and ends at 90.1 % test, 76.6 % with the refit of before; docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ class Refit:
         first_epoch: the first refit epoch (1-based), :math:`E - F + 1`.
         masks: the kept entries of each penalised parameter once the refit began.
         lr: the refit's starting lr once it began (``None`` before).
+        warmup_steps: :math:`K`, the steps of the lr warm-up (``refit_warmup``; 0: none).
+        start_step: the trainer's global step at the switch (``None`` before, and for a
+            checkpoint written before the warm-up existed).
     """
 
     def __init__(self, epochs: int, fraction: float | None, optimizer: torch.optim.Optimizer):
@@ -92,8 +97,9 @@ class Refit:
         self.optimizer: torch.optim.Optimizer | None = None  # the refit's SGD, once begun
         self._impl: dict[str, Any] = {}  # fused/foreach chosen for this process
         self.lr: float | None = None
-        self.steps = 0  # the refit's optimizer steps so far (its warm-up counts them)
         self.warmup_steps = 0  # K of the warm-up (0: none), once begun
+        self.start_step: int | None = None  # the trainer's global step at the switch
+        self._trainer: Any = None
         self._saved_lrs: list[Any] = []
 
     @property
@@ -131,6 +137,9 @@ class Refit:
         optimizer.register_step_post_hook(lambda *_: self.apply())
         warmup = float(trainer.config.refit_warmup or 0.0)
         self.warmup_steps = max(1, round(warmup * trainer.batches_per_epoch())) if warmup else 0
+        self._trainer = trainer
+        if not resumed:  # a resumed refit reads it from its checkpoint
+            self.start_step = int(trainer.global_step)
         if self.warmup_steps:
             optimizer.register_step_pre_hook(lambda opt, *_: self._warm(opt))
             optimizer.register_step_post_hook(lambda opt, *_: self._unwarm(opt))
@@ -178,22 +187,33 @@ class Refit:
             )
         self.begin(trainer, resumed=True)
 
+    @property
+    def steps(self) -> int:
+        """The refit's optimizer steps so far: the trainer's global step since the switch
+        (a checkpoint from before the warm-up existed has no switch step: its warm-up is
+        over). Counted off the trainer, not off the hooks, so that a step torch runs by
+        itself (the zero-lr step with which a sharded state dict initialises an empty
+        optimizer state) is not a step of the warm-up."""
+        if self.start_step is None or self._trainer is None:
+            return self.warmup_steps
+        return int(self._trainer.global_step) - self.start_step
+
     def _warm(self, optimizer: torch.optim.Optimizer) -> None:
         """Step pre-hook: during the warm-up, scale each group's lr by :math:`(k+1)/K`."""
         self._saved_lrs = []
-        if self.steps >= self.warmup_steps:
+        k = self.steps
+        if not 0 <= k < self.warmup_steps:
             return
-        factor = (self.steps + 1) / self.warmup_steps
+        factor = (k + 1) / self.warmup_steps
         for group in optimizer.param_groups:
             self._saved_lrs.append(group["lr"])
             group["lr"] = group["lr"] * factor
 
     def _unwarm(self, optimizer: torch.optim.Optimizer) -> None:
-        """Step post-hook: put back the lr the schedule set, count the step."""
+        """Step post-hook: put back the lr the schedule set."""
         for group, lr in zip(optimizer.param_groups, self._saved_lrs, strict=False):
             group["lr"] = lr
         self._saved_lrs = []
-        self.steps += 1
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -202,12 +222,14 @@ class Refit:
             p.mul_(m)
 
     def state_dict(self) -> dict[str, Any] | None:
-        """``None`` before the refit, else ``{"masks": [...]}`` (bool tensors on the CPU; a
-        sharded parameter's mask is ``None`` and is read off its zeros on resume)."""
+        """``None`` before the refit, else ``{"masks": [...], "start_step": S}`` (bool
+        tensors on the CPU; a sharded parameter's mask is ``None`` and is read off its zeros
+        on resume; ``S`` the trainer's global step at the switch, which the warm-up counts
+        from)."""
         if self.masks is None:
             return None
         masks = [m.cpu() if type(m) is Tensor else None for m in self.masks]
-        return {"masks": masks, "steps": self.steps}
+        return {"masks": masks, "start_step": self.start_step}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -225,8 +247,10 @@ class Refit:
             (p != 0) if m is None or type(p.data) is not Tensor else m.to(p.device, torch.bool)
             for p, m in zip(self.params, saved, strict=True)
         ]
-        # a refit checkpoint saved before the warm-up existed: its refit had none
-        self.steps = int(state.get("steps", self.warmup_steps))
+        # a refit checkpoint saved before the warm-up existed: its refit had none (None:
+        # the warm-up counts as over)
+        start = state.get("start_step")
+        self.start_step = None if start is None else int(start)
         for group in self.optimizer.param_groups if self.optimizer is not None else ():
             group["fused"] = self._impl.get("fused")
             group["foreach"] = self._impl.get("foreach")

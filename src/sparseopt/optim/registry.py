@@ -78,8 +78,8 @@ class OptimizerInfo:
         reference: the paper.
         lam: default λ per penalty name (:data:`PENALTY_NAMES`; sparse methods).
         training: training defaults (``TrainConfig`` fields: ``init_density``, ``lam_scale``,
-            ``schedule``, ``refit``, ``refit_lr``, ``target_density``; the engine applies
-            them, a class built by hand does not).
+            ``schedule``, ``refit``, ``refit_lr``, ``refit_warmup``, ``target_density``; the
+            engine applies them, a class built by hand does not).
     """
 
     name: str
