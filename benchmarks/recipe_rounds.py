@@ -162,6 +162,14 @@ ROUND47 = [
 ]
 ROUND47_NEW = [ROUND47[1], ROUND47[2], ROUND47[4]]
 
+#: Round 48 (exploratory, docs/recipes.md): SplitLBI's recipe (written out) and its refit
+#: with a warm-up of one epoch, at its lr 0.02 and at 0.04.
+ROUND48 = [
+    {"optimizer": "splitlbi", "refit": 0.2, "refit_lr": 0.02},
+    {"optimizer": "splitlbi", "refit": 0.2, "refit_lr": 0.02, "refit_warmup": 1.0},
+    {"optimizer": "splitlbi", "refit": 0.2, "refit_lr": 0.04, "refit_warmup": 1.0},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -172,6 +180,7 @@ SCALE_CHECK = {
     "proxsgd-threshold": ROUND46,
     "rda-refit-warmup": ROUND47[:3],
     "proxsgd-refit-warmup": ROUND47[3:],
+    "splitlbi-refit-warmup": ROUND48,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -893,6 +902,10 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 47's fresh seed for the candidate the rule picks (RDA at lr 0.02 with the
     # warm-up, +0.13) and the recipe beside it (no seed-1 runs of RDA before)
     "round47c": [{**c, "seed": 1} for c in (ROUND47[0], ROUND47[2])],
+    # round 48 (exploratory): SplitLBI's refit with the warm-up (docs/recipes.md)
+    "round48": ROUND48,
+    "round48w": [c for cand in ROUND48 for c in words_check(cand)],
+    "round48f": ROUND48,
     "round42b": ROUND42B,
     "round42bw": [c for cand in ROUND42B for c in words_check(cand)],
     "round42bf": ROUND42B,
@@ -1102,6 +1115,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round47w": ("words-cnn",),
     "round47f": SCALE_TASKS,
     "round47w5": ("words-cnn",),
+    "round48w": ("words-cnn",),
+    "round48f": SCALE_TASKS,
     "round47c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
     "round46c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
 }
