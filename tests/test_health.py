@@ -436,8 +436,10 @@ def test_inside_the_refit_the_hint_is_the_refit_lr_and_layers_are_named_once() -
     for e in (13, 14):
         out = mon.observe(_row(e, 0.69, 0.5), constant_output=True, empty_layers=["fc1"])
     (line,) = [w for w in out if w.startswith("collapsed")]
-    assert "--refit-lr 0.00667 (3× smaller refit lr)" in line
+    assert "--refit-lr 0.00667 (3× smaller refit lr) or --refit-warmup 1" in line
     assert "--epochs" not in line and "--lr " not in line
+    mon.refit_warmup = 1.0  # a refit with a warm-up already: the lr alone
+    assert "--refit-warmup" not in mon.hint()
     assert line.count("fc1") == 1  # in the message, not again after the hint
     # a collapse that began before the refit keeps the sparse phase's hint after it
     early = HealthMonitor(
@@ -460,6 +462,7 @@ def test_a_run_in_its_refit_tells_the_monitor(tmp_path: Path) -> None:
         assert t.health.refit_lr is None
         t.fit()
         assert (t.health.refit_lr, t.health.refit_from) == (pytest.approx(0.03), 5)
+        assert t.health.refit_warmup == 1.0  # RDA's recipe warms its refit up
 
 
 def test_under_a_target_density_the_hint_asks_for_a_denser_target(tmp_path: Path) -> None:

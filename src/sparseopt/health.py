@@ -185,6 +185,10 @@ class HealthMonitor:
         refit_lr, refit_from: set by the trainer once a refit has begun (``--refit``): its
             lr and first epoch. A failure that began in the refit, whose support is fixed,
             gets a smaller ``--refit-lr`` as its hint (or λ, for a larger support).
+        refit_warmup: the refit's ``--refit-warmup`` (set with them; 0: none). A failure
+            that began in a refit without one also gets ``--refit-warmup 1``: the switch
+            to the refit's SGD at its full lr took RDA's words CNN to chance in one epoch,
+            and a warm-up of one epoch trained it (docs/recipes.md, rounds 45 and 47).
         majority: frequency of the most common class in the split whose accuracy is
             judged (validation, else training): a constant prediction scores that much,
             so the chance level starts there (``None``: balanced, :math:`1/C`).
@@ -201,6 +205,7 @@ class HealthMonitor:
     target_density: float | None = None
     refit_lr: float | None = None
     refit_from: int | None = None
+    refit_warmup: float = 0.0
     stall_streak: int = 0
     collapse_streak: int = 0
     last_collapsed: bool = False
@@ -286,6 +291,8 @@ class HealthMonitor:
         in_refit = self.refit_from is not None and self.failing_since >= self.refit_from
         if self.refit_lr is not None and in_refit:
             parts.append(f"--refit-lr {_fmt(self.refit_lr / 3)} (3× smaller refit lr)")
+            if not self.refit_warmup:
+                parts.append("--refit-warmup 1 (the refit's lr raised over its first epoch)")
         elif self.support_grows and self.epochs and empty:
             parts.append(f"--epochs {2 * self.epochs} (the support grows with the steps taken)")
         elif self.lr is not None and self.lr > 0:

@@ -367,6 +367,7 @@ class Trainer:
         fixed); one from before keeps the sparse phase's."""
         self.health.refit_lr = self._refit.lr
         self.health.refit_from = self._refit.first_epoch
+        self.health.refit_warmup = float(self.config.refit_warmup or 0.0)
 
     def _smaller_lr_hint(self) -> str:
         run = Path(self.run_dir or self.config.out or "run")
