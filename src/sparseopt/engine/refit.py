@@ -151,6 +151,8 @@ class Refit:
         total = sum(p.numel() for p in self.params)
         share = f"{100 * kept / total:.2f} % of the penalised weights" if total else "no weight"
         warm = f" after a linear warm-up of {self.warmup_steps} steps" if self.warmup_steps else ""
+        if self.warmup_steps and self.warmup_steps >= self.epochs * trainer.batches_per_epoch():
+            warm += " (the whole refit: it never reaches that lr; a smaller --refit-warmup)"
         line = (
             f"refit: epochs {self.first_epoch}-{self.first_epoch + self.epochs - 1} fine-tune "
             f"the support found ({share} kept, the rest fixed at 0) with SGD lr "
