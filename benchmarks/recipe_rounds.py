@@ -197,6 +197,53 @@ def _small_targets(base: dict[str, Any], targets: tuple[float, ...]) -> list[dic
     ]
 
 
+#: The tasks of a fresh-seed stage: the scale check's five cells other than the words CNN.
+FRESH_SEED_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS)
+
+
+def _scale_rounds(
+    rounds: dict[str, list[dict[str, Any]]],
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, tuple[str, ...]]]:
+    """The three stages of each round run under the scale check (or, before round 42, on
+    the same cells): ``NAME`` its candidates on the study tasks, ``NAMEw`` their words
+    check, ``NAMEf`` them on the full-data tasks; and the tasks of the last two."""
+    stages: dict[str, list[dict[str, Any]]] = {}
+    tasks: dict[str, tuple[str, ...]] = {}
+    for name, cands in rounds.items():
+        stages[name] = cands
+        stages[f"{name}w"] = [c for cand in cands for c in words_check(cand)]
+        stages[f"{name}f"] = cands
+        tasks[f"{name}w"] = ("words-cnn",)
+        tasks[f"{name}f"] = SCALE_TASKS
+    return stages, tasks
+
+
+_SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
+    {
+        # round 40: ProxSGD loses every cell to pruning on full Fashion-MNIST
+        # (docs/robustness.md, 5 times the images): is it the ℓ1 shrinkage a refit would
+        # undo? The recipe, round 35's refit of the last fifth at lr 0.01, the same with the
+        # ramp ending at half the steps (before the refit; round 35's refit nearly failed
+        # the words CNN at 10 epochs), and a refit of the last tenth
+        "round40": ROUND40,
+        # round 40b: the refit costs the words CNN its learning at 10 epochs because the
+        # ramp (0.8 of the sparse phase) then ends sooner; the refit with the ramp over the
+        # whole sparse phase keeps the recipe's ramp in steps (8 of 10 epochs), then refits
+        "round40b": [ROUND40B],
+        # round 41: round 40b's refit at the recipe's ramp pace, with room to land: a refit
+        # of 0.15 and a ramp of 0.94 (the ramp ends at 80 % of the run, as the recipe's;
+        # half an epoch of hold in 10), and round 40b aimed at 11 %
+        "round41": ROUND41,
+        "round42b": ROUND42B,  # LinBreg with one sparser λ (docs/recipes.md, round 42b)
+        "round43": ROUND43[1:],  # LinBreg's recipe with a refit (round 43)
+        "round44": ROUND44[1:],  # ProxSGD's landing (round 44)
+        "round45": ROUND45,  # RDA's refit, the recipe beside its candidates (round 45)
+        "round46": ROUND46[1:],  # ProxSGD's controller on the threshold (round 46)
+        "round47": ROUND47_NEW,  # the refit's warm-up (round 47)
+        "round48": ROUND48,  # SplitLBI's refit with the warm-up (round 48, exploratory)
+    }
+)
+
 #: Candidates per stage. Stage ``l1``: every method with the ℓ1 penalty, cosine schedule.
 STAGES: dict[str, list[dict[str, Any]]] = {
     "dense": [
@@ -845,26 +892,6 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for cand in _small_targets({"optimizer": "linbreg"}, ROUND39_TARGETS[:3])
         for c in words_check(cand)
     ],
-    # round 40: ProxSGD loses every cell to pruning on full Fashion-MNIST (docs/robustness.md,
-    # 5 times the images): is it the ℓ1 shrinkage a refit would undo? The recipe, round 35's
-    # refit of the last fifth at lr 0.01, the same with the ramp ending at half the steps
-    # (before the refit; round 35's refit nearly failed the words CNN at 10 epochs), and a
-    # refit of the last tenth; on the study tasks, the words check and the full tasks
-    "round40": ROUND40,
-    "round40w": [c for cand in ROUND40 for c in words_check(cand)],
-    "round40f": ROUND40,
-    # round 40b: the refit costs the words CNN its learning at 10 epochs because the ramp
-    # (0.8 of the sparse phase) then ends sooner; the refit with the ramp over the whole
-    # sparse phase keeps the recipe's ramp in steps (8 of 10 epochs), then refits
-    "round40b": [ROUND40B],
-    "round40bw": words_check(ROUND40B),
-    "round40bf": [ROUND40B],
-    # round 41: round 40b's refit at the recipe's ramp pace, with room to land: a refit of
-    # 0.15 and a ramp of 0.94 (the ramp ends at 80 % of the run, as the recipe's; half an
-    # epoch of hold in 10), and round 40b aimed at 11 %
-    "round41": ROUND41,
-    "round41w": [c for cand in ROUND41 for c in words_check(cand)],
-    "round41f": ROUND41,
     # round 42, the first under the scale check: the new candidates on the study tasks,
     # the words check (LinBreg's recipe measured again beside them), the full-data tasks
     # (both recipes too: their validation runs), and the fresh seed that confirms a
@@ -875,40 +902,13 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     ],
     "round42f": [ROUND42["proxsgd"][0], ROUND42["proxsgd"][2], *ROUND42["linbreg"]],
     "round42c": [{**c, "seed": 1} for c in ROUND42["proxsgd"][:2]],
-    # round 43: LinBreg's recipe with a refit (docs/recipes.md, round 43)
-    "round43": ROUND43[1:],
-    "round43w": [c for cand in ROUND43[1:] for c in words_check(cand)],
-    "round43f": ROUND43[1:],
-    # round 44: ProxSGD's landing (docs/recipes.md, round 44)
-    "round44": ROUND44[1:],
-    "round44w": [c for cand in ROUND44[1:] for c in words_check(cand)],
-    "round44f": ROUND44[1:],
-    # round 45: RDA's refit (docs/recipes.md, round 45), the recipe beside its candidates
-    "round45": ROUND45,
-    "round45w": [c for cand in ROUND45 for c in words_check(cand)],
-    "round45f": ROUND45,
-    # round 46: ProxSGD's controller on the threshold (docs/recipes.md, round 46); the
-    # recipe's runs are round 42's, its fresh seed round 42c2's
-    "round46": ROUND46[1:],
-    "round46w": [c for cand in ROUND46[1:] for c in words_check(cand)],
-    "round46f": ROUND46[1:],
+    # round 46's fresh seed; the recipe's runs are round 42's, its fresh seed round 42c2's
     "round46c": [{**c, "seed": 1} for c in ROUND46[1:]],
-    # round 47 (exploratory): the refit's warm-up (docs/recipes.md, round 47); the words
-    # check of RDA's recipe and warm-up also on seeds 3 and 4 (round47w5)
-    "round47": ROUND47_NEW,
-    "round47w": [c for cand in ROUND47_NEW for c in words_check(cand)],
-    "round47f": ROUND47_NEW,
+    # round 47: the words check of RDA's recipe and warm-up also on seeds 3 and 4
     "round47w5": [{**cand, "epochs": 15, "seed": s} for cand in ROUND47[:2] for s in (3, 4)],
     # round 47's fresh seed for the candidate the rule picks (RDA at lr 0.02 with the
     # warm-up, +0.13) and the recipe beside it (no seed-1 runs of RDA before)
     "round47c": [{**c, "seed": 1} for c in (ROUND47[0], ROUND47[2])],
-    # round 48 (exploratory): SplitLBI's refit with the warm-up (docs/recipes.md)
-    "round48": ROUND48,
-    "round48w": [c for cand in ROUND48 for c in words_check(cand)],
-    "round48f": ROUND48,
-    "round42b": ROUND42B,
-    "round42bw": [c for cand in ROUND42B for c in words_check(cand)],
-    "round42bf": ROUND42B,
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1055,6 +1055,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
             lam=[3e-3, 1e-2],
         ),
     ],
+    **_SCALE_STAGES,
 }
 
 
@@ -1092,31 +1093,12 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round38w": ("words-cnn",),
     "round39w": ("words-cnn",),
     "round39lw": ("words-cnn",),
-    "round40w": ("words-cnn",),
-    "round40f": ("fmnist-lenet5-full", "fmnist-mlp-full"),
-    "round40bw": ("words-cnn",),
-    "round40bf": ("fmnist-lenet5-full", "fmnist-mlp-full"),
-    "round41w": ("words-cnn",),
-    "round41f": ("fmnist-lenet5-full", "fmnist-mlp-full"),
     "round42w": ("words-cnn",),
     "round42f": SCALE_TASKS,
-    "round42c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
-    "round42c2": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
-    "round42bw": ("words-cnn",),
-    "round43w": ("words-cnn",),
-    "round43f": SCALE_TASKS,
-    "round44w": ("words-cnn",),
-    "round44f": SCALE_TASKS,
-    "round42bf": SCALE_TASKS,
-    "round45w": ("words-cnn",),
-    "round45f": SCALE_TASKS,
-    "round46w": ("words-cnn",),
-    "round46f": SCALE_TASKS,
-    "round47w": ("words-cnn",),
-    "round47f": SCALE_TASKS,
+    "round42c": FRESH_SEED_TASKS,
+    "round42c2": FRESH_SEED_TASKS,
     "round47w5": ("words-cnn",),
-    "round48w": ("words-cnn",),
-    "round48f": SCALE_TASKS,
-    "round47c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
-    "round46c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS),
+    "round47c": FRESH_SEED_TASKS,
+    "round46c": FRESH_SEED_TASKS,
+    **_SCALE_STAGE_TASKS,
 }
