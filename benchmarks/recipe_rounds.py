@@ -170,6 +170,12 @@ ROUND48 = [
     {"optimizer": "splitlbi", "refit": 0.2, "refit_lr": 0.04, "refit_warmup": 1.0},
 ]
 
+#: Round 49 (docs/recipes.md): RDA's recipe (round 47's candidate, its runs) with λ raised
+#: linearly from 0 over the first 20, 30 or 50 % of the sparse phase's steps
+#: (``lam_warmup``): RDA recomputes its weights from the dual average at every step, so a
+#: λ that grows prunes gradually, after the network has begun to learn dense.
+ROUND49 = [{**ROUND47[2], "lam_warmup": f} for f in (0.2, 0.3, 0.5)]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -181,6 +187,7 @@ SCALE_CHECK = {
     "rda-refit-warmup": ROUND47[:3],
     "proxsgd-refit-warmup": ROUND47[3:],
     "splitlbi-refit-warmup": ROUND48,
+    "rda-lam-warmup": [ROUND47[2], *ROUND49],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -241,6 +248,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round46": ROUND46[1:],  # ProxSGD's controller on the threshold (round 46)
         "round47": ROUND47_NEW,  # the refit's warm-up (round 47)
         "round48": ROUND48,  # SplitLBI's refit with the warm-up (round 48, exploratory)
+        "round49": ROUND49,  # RDA's λ warm-up (round 49)
     }
 )
 
