@@ -917,6 +917,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 47's fresh seed for the candidate the rule picks (RDA at lr 0.02 with the
     # warm-up, +0.13) and the recipe beside it (no seed-1 runs of RDA before)
     "round47c": [{**c, "seed": 1} for c in (ROUND47[0], ROUND47[2])],
+    # round 49's pick (λ warm-up 0.5) on the fresh seed; the recipe's runs are round 47c's
+    "round49c": [{**ROUND49[2], "seed": 1}],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1107,6 +1109,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round42c2": FRESH_SEED_TASKS,
     "round47w5": ("words-cnn",),
     "round47c": FRESH_SEED_TASKS,
+    "round49c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }
