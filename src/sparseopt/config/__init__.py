@@ -241,10 +241,10 @@ class TrainConfig:
     lam_warmup: float | None = _opt(
         None,
         "optimizer",
-        "raise λ linearly from 0 over this fraction of the training steps (0: off; not with "
-        "--target-density, which steers λ itself)",
+        "raise λ linearly from 0 over this fraction of the steps before the refit (of all "
+        "the steps without one; 0: off; not with --target-density, which steers λ itself)",
         metavar="F",
-        shown="0 (off)",
+        shown="per optimizer: {recipe[lam_warmup]}; else 0 (off)",
     )
     groups: str | None = _opt(
         None,
@@ -593,9 +593,10 @@ class TrainConfig:
         """A copy with ``None`` fields filled from the optimizer's registry recipe.
 
         Fills the recipe's hyperparameters the optimizer takes (``lr``, ``momentum``...),
-        its training settings (``init_density``, ``schedule``, ``lam_warmup``, ``refit``: 0
-        with ``grow_every``, ``None`` for dense methods; with ``target_density`` the
-        controller steers λ over the epochs before the refit) and, for sparse methods,
+        its training settings (``init_density``, ``schedule``, ``lam_warmup`` — 0 where a
+        target density steers λ —, ``refit``: 0 with ``grow_every``, ``None`` for dense
+        methods; with ``target_density`` the controller steers λ over the epochs before
+        the refit) and, for sparse methods,
         ``penalty`` (``l1``), ``lam_scale`` (the recipe's training setting — AdaBreg's
         ``layer`` — while a target density steers λ, else ``none``; ``None`` for dense
         methods), ``target_allocation`` (the controller preset's where the groups are
@@ -656,6 +657,8 @@ class TrainConfig:
 
             changes["target_density_ramp"] = float(PRESETS.get(info.name, {}).get("ramp", 0.0))
         steered = bool(changes.get("target_density", self.target_density))
+        if steered and "lam_warmup" in changes:  # the recipe's (RDA's): the controller
+            changes["lam_warmup"] = 0.0  # steers λ from its first step instead
         if info.sparse:
             if self.penalty is None:
                 recipe = info.defaults.get("penalty", "l1")
