@@ -227,6 +227,24 @@ def test_lam_warmup_raises_lambda_linearly_then_holds_it(tmp_path: Path) -> None
         tiny(tmp_path / "d", lam_warmup=1.5).validate()
 
 
+def test_rdas_default_run_warms_lambda_up(tmp_path: Path) -> None:
+    """RDA's recipe (round 49) without any flag: λ rises over the first half of the
+    sparse steps (5 epochs × 3 steps, the last epoch the refit's: K = 6), then holds the
+    recipe's ℓ0 λ until the refit, which has none; the config written says so."""
+    from sparseopt.optim.registry import get_optimizer_info
+
+    seen: list[float] = []
+
+    class Watch:
+        def on_step_end(self, trainer: Trainer, step: int | None = None, *_: Any) -> None:
+            seen.append(trainer.optimizer.param_groups[0].get("lam", -1.0))
+
+    res = train(tiny(tmp_path, optimizer="rda", epochs=5), callbacks=[Watch()])
+    lam = get_optimizer_info("rda").lam["l0"]
+    assert res.config.lam_warmup == 0.5 and res.config.refit == 0.2
+    assert seen == pytest.approx([lam * k / 6 for k in range(1, 7)] + [lam] * 6 + [-1.0] * 3)
+
+
 def test_plateau_schedule_decays_when_the_validation_loss_stalls(tmp_path: Path) -> None:
     # lr 1e-6: the validation loss cannot improve by the scheduler's relative 1e-4, so
     # with patience 1 the rate halves after every second epoch without improvement.

@@ -114,7 +114,10 @@ def test_docs_recipe_table_is_the_registry() -> None:
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == f"{info.training['init_density']:g}", row
-        assert cells[2] == info.training["schedule"], row
+        warm_lam = info.training.get("lam_warmup")
+        assert cells[2] == info.training["schedule"] + (
+            f", λ warm-up {warm_lam:g}" if warm_lam else ""
+        ), row
         assert cells[3] == f"{info.defaults['lr']:g}", row
         if info.sparse:
             shown = dict(re.findall(r"(\w+) ([0-9.e-]+)", cells[4]))
@@ -140,6 +143,22 @@ def test_docs_recipe_table_is_the_registry() -> None:
         assert cells[7] == ("—" if target is None else f"{target:g}{note}off when a λ is given)"), (
             row
         )
+
+
+def test_rdas_recipe_warms_lambda_up_unless_a_target_steers_it() -> None:
+    """Round 49: RDA's recipe raises λ from 0 over the first half of the sparse phase; a
+    target density steers λ from its first step instead (the resolved config says 0, as
+    the run does), and a warm-up given, 0 included, is the user's."""
+    from sparseopt.config import TrainConfig
+
+    assert TrainConfig(optimizer="rda").resolve().lam_warmup == 0.5
+    assert TrainConfig(optimizer="rda", lam=1e-4).resolve().lam_warmup == 0.5  # λ's schedule
+    assert TrainConfig(optimizer="rda", target_density=0.1).resolve().lam_warmup == 0.0
+    assert TrainConfig(optimizer="rda", lam_warmup=0.0).resolve().lam_warmup == 0.0
+    assert TrainConfig(optimizer="rda", lam_warmup=0.2).resolve().lam_warmup == 0.2
+    assert TrainConfig(optimizer="rvsm").resolve().lam_warmup == 0.0  # the others have none
+    resolved = TrainConfig(optimizer="rda", target_density=0.1).resolve()
+    assert resolved.resolve() == resolved
 
 
 @pytest.mark.parametrize(

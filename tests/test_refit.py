@@ -402,3 +402,101 @@ def test_refit_warmup_is_checked_and_resolved(tmp_path: Path) -> None:
     for name in ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd"):
         recipe = get_optimizer_info(name).training.get("refit_warmup", 0.0)
         assert TrainConfig(optimizer=name).resolve().refit_warmup == recipe
+
+
+class Sabotage:
+    """During the refit, after every step, pins the last layer's bias to class 0: the
+    refit then ends with one output for every input (a constructed refit that undoes
+    what the sparse phase learned)."""
+
+    def on_step_end(self, trainer: Trainer, step: int | None = None, *_: Any) -> None:
+        if trainer.in_refit:
+            last = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+            with torch.no_grad():
+                last.bias.zero_()
+                last.bias[0] = 1e4
+
+
+class KeepAt:
+    """The model's weights at the end of epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.state: dict[str, torch.Tensor] = {}
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        if epoch == self.epoch:
+            self.state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_the_refit_guard_keeps_the_sparse_phases_network_when_the_refit_ends_below_it(
+    tmp_path: Path,
+) -> None:
+    """RDA (its iterate is the deployable network) for 5 epochs, the last the refit's,
+    sabotaged: validation accuracy falls from a0 to about one class's share, more than two
+    standard errors; the network of epoch 4 comes back, with its validation accuracy,
+    and the log and summary say so. Without the guard the sabotaged network stays."""
+    import json
+
+    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None}
+    keep = KeepAt(4)
+    res = train(tiny(tmp_path / "g", **kw), callbacks=[Sabotage(), keep])
+    a0 = res.history[4]["val_acc"]
+    assert a0 > 0.5 and res.history[-1]["val_acc"] == a0
+    assert_same_state(dict(res.model.state_dict()), keep.state)
+    record = json.loads((tmp_path / "g" / "summary.json").read_text())["refit"]
+    assert record["reverted"] and record["guarded"] and record["val_acc_at_switch"] == a0
+    assert record["val_acc_at_end"] < a0 - 0.3
+    assert "refit guard: the refit ended at" in (tmp_path / "g" / "log.txt").read_text()
+    off = train(tiny(tmp_path / "off", **kw, refit_guard=False), callbacks=[Sabotage()])
+    assert off.config.refit_guard is False
+    assert off.history[-1]["val_acc"] == pytest.approx(record["val_acc_at_end"])
+    assert off.history[-1]["val_acc"] < a0 - 0.3
+
+
+def test_the_refit_guard_changes_nothing_where_the_refit_does_not_end_below(
+    tmp_path: Path,
+) -> None:
+    """A healthy refit: the guard decides "keep the refit" and the run is bitwise the one
+    without a guard; with no validation split (or no refit) there is no guard."""
+    import json
+
+    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None}
+    on = train(tiny(tmp_path / "on", **kw))
+    off = train(tiny(tmp_path / "off", **kw, refit_guard=False))
+    assert on.config.refit_guard is True
+    assert_same_state(on.model.state_dict(), off.model.state_dict())
+    assert without_time(on.history) == without_time(off.history)
+    record = json.loads((tmp_path / "on" / "summary.json").read_text())["refit"]
+    assert record == {
+        "epochs": 1,
+        "guarded": True,
+        "val_acc_at_switch": on.history[4]["val_acc"],
+        "val_acc_at_end": on.history[5]["val_acc"],
+        "reverted": False,
+    }
+    assert not json.loads((tmp_path / "off" / "summary.json").read_text())["refit"]["guarded"]
+    train(tiny(tmp_path / "noval", **kw, val_fraction=0.0), callbacks=[Sabotage()])
+    noval = json.loads((tmp_path / "noval" / "summary.json").read_text())["refit"]
+    assert noval["guarded"] is False and noval["reverted"] is False
+    train(tiny(tmp_path / "norefit", optimizer="rda", epochs=2, refit=0.0))
+    assert "refit" not in json.loads((tmp_path / "norefit" / "summary.json").read_text())
+
+
+def test_a_run_resumed_inside_its_refit_keeps_its_guard(tmp_path: Path) -> None:
+    """The kept network travels in the checkpoint: cut after the refit's first epoch,
+    resumed (sabotaged), the guard brings epoch 4's network back; a refit checkpoint
+    written before the guard existed (no kept network) resumes without one."""
+    kw = {"optimizer": "rda", "epochs": 6, "refit": 0.34, "limit_batches": None}
+    keep = KeepAt(4)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", **kw), callbacks=[Sabotage(), keep, StopAfter(5)])
+    ckpt = load_checkpoint(tmp_path / "cut")
+    assert ckpt["refit"]["kept"] is not None and ckpt["refit"]["reverted"] is None
+    with Trainer(None, resume=tmp_path / "cut") as t:
+        state = {**t._refit.state_dict(), "kept": None, "kept_val_acc": None}
+        t._refit.load_state_dict(state)  # as a checkpoint of before: nothing to bring back
+        assert t._refit.kept is None and t._refit.summary()["guarded"] is False
+    res = train(resume=tmp_path / "cut", callbacks=[Sabotage()])
+    assert res.history[-1]["val_acc"] == res.history[4]["val_acc"]
+    assert_same_state(dict(res.model.state_dict()), keep.state)

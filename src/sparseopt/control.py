@@ -830,7 +830,10 @@ class LamWarmup:
     What it is for: a method that starts dense and shrinks every weight from its first
     step (RVSM, ProxSGD, RDA) can zero the small weights of a network that has not yet
     started to learn. On the words task (curve CNN) RVSM at λ 5e-3 never left a training
-    loss of ln 2 and ended with one output for every input (docs/recipes.md).
+    loss of ln 2 and ended with one output for every input (docs/recipes.md). RDA's
+    recipe warms λ up over the first half of the steps before its refit (round 49):
+    its iterate is recomputed from the dual average at every step, so a growing λ
+    prunes gradually, and a weight it zeroes can come back.
 
     Args:
         optimizer: a sparse optimizer (with ``set_lam``).

@@ -88,6 +88,7 @@ SPARSE_ONLY_FIELDS = (
     "refit",
     "refit_lr",
     "refit_warmup",
+    "refit_guard",
 )
 
 #: Fields a resumed run may change (everything else must match the saved config).
@@ -401,6 +402,14 @@ class TrainConfig:
         metavar="E",
         shown="per optimizer: {recipe[refit_warmup]}; else 0 (off)",
     )
+    refit_guard: bool | None = _opt(
+        None,
+        "training",
+        "keep the network of the sparse phase (same support) when the refit ends more than "
+        "two standard errors below it in validation accuracy (classification with a "
+        "validation split)",
+        shown="yes with a refit",
+    )
     lr_step_size: int = _opt(30, "training", "step schedule: decay every N epochs", metavar="N")
     lr_gamma: float = _opt(0.1, "training", "step/multistep/plateau decay factor", metavar="F")
     lr_milestones: list[int] = field(
@@ -620,7 +629,8 @@ class TrainConfig:
         if not info.sparse:
             for key in SPARSE_ONLY_FIELDS:
                 off = (
-                    key in ("refit", "refit_warmup", "target_density") and not getattr(self, key)
+                    key in ("refit", "refit_warmup", "refit_guard", "target_density")
+                    and not getattr(self, key)
                 ) or (key == "target_allocation" and getattr(self, key) == "global")
                 if getattr(self, key) is not None and not off:
                     sparse = [n for n in list_optimizers() if get_optimizer_info(n).sparse]
@@ -706,8 +716,13 @@ class TrainConfig:
             changes["refit"] = None
         if not info.sparse:
             changes["refit_warmup"] = None
-        elif self.refit_warmup is None and "refit_warmup" not in changes:
-            changes["refit_warmup"] = 0.0
+            changes["refit_guard"] = None
+        else:
+            if self.refit_warmup is None and "refit_warmup" not in changes:
+                changes["refit_warmup"] = 0.0
+            # on wherever a refit runs, unless the user turned it off; no refit, no guard
+            refit = changes.get("refit", self.refit)
+            changes["refit_guard"] = bool(refit) and self.refit_guard is not False
         return self.replace(**changes)
 
     def _penalised(self, penalty: str | None) -> bool:

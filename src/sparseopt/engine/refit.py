@@ -31,6 +31,20 @@ in the refit's first epoch, and with a warm-up of one epoch it reached 91.5 %
 (docs/recipes.md, rounds 45 and 47). It does not remove every drop: RDA's recipe on the
 words task of the matrix's seed 4 still falls from 82.8 % to 73.5 % training accuracy in
 that epoch (and ends at 90.1 % test, 76.6 % with the refit of before; docs/robustness.md).
+
+``refit_guard`` (on wherever a refit runs) keeps the network the sparse phase ended with
+when the refit ends clearly below it: at the switch the deployable network's weights are
+kept aside (one copy of the parameters, in the checkpoint too while the refit runs), with
+the validation accuracy :math:`a_0` of the last sparse epoch; after the last epoch, if the
+refit's :math:`a_1` is more than two standard errors below,
+:math:`a_0 - a_1 > 2\sqrt{(a_0(1-a_0) + a_1(1-a_1))/n}` on the :math:`n` validation
+samples (:func:`sparseopt.baselines.verdict`, the rule of ``compare``'s "beats pruning?"),
+those weights come back, on the same support, and the last epoch's validation and test
+metrics are the ones of that network. The choice reads the validation split only, never
+the test split; a run without one, a regression, a sharded run resumed within its refit
+(its kept weights are not in the checkpoint) or a refit checkpoint from before the guard
+existed has no guard. With RDA's recipe after round 49 the refit took the words task's
+seed 4 from 83.0 % validation accuracy at the switch to 65.5 % (docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -40,7 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparseopt.baselines import FINETUNE_LR_FACTOR
+from sparseopt.baselines import FINETUNE_LR_FACTOR, verdict
 from sparseopt.config import refit_epochs
 from sparseopt.control import target_miss
 from sparseopt.engine.evaluate import deployed
@@ -59,6 +73,13 @@ def refit_optimizer_settings(lr: float | None = None) -> dict[str, float]:
     if lr is None:
         lr = float(sgd["lr"]) * FINETUNE_LR_FACTOR
     return {"lr": float(lr), "momentum": float(sgd["momentum"])}
+
+
+def _val_size(trainer: Any) -> int:
+    """The validation split's size (0: none; a regression has no accuracy to guard)."""
+    if trainer.task != "classification":
+        return 0
+    return len(trainer._tensors["val"][0])
 
 
 def _penalised(optimizer: torch.optim.Optimizer) -> list[Tensor]:
@@ -87,6 +108,10 @@ class Refit:
         warmup_steps: :math:`K`, the steps of the lr warm-up (``refit_warmup``; 0: none).
         start_step: the trainer's global step at the switch (``None`` before, and for a
             checkpoint written before the warm-up existed).
+        kept: the deployable network's parameters at the switch, for the guard (``None``:
+            no guard, or after the run's last epoch decided).
+        kept_val_acc: :math:`a_0`, the validation accuracy of the last sparse epoch.
+        reverted: whether the guard brought the kept network back (``None``: not decided).
     """
 
     def __init__(self, epochs: int, fraction: float | None, optimizer: torch.optim.Optimizer):
@@ -101,6 +126,10 @@ class Refit:
         self.start_step: int | None = None  # the trainer's global step at the switch
         self._trainer: Any = None
         self._saved_lrs: list[Any] = []
+        self.kept: list[Tensor] | None = None
+        self.kept_val_acc: float | None = None
+        self.refit_val_acc: float | None = None  # a_1, once decided
+        self.reverted: bool | None = None
 
     @property
     def active(self) -> bool:
@@ -130,6 +159,9 @@ class Refit:
             for p, w in zip(model.parameters(), weights, strict=True):
                 p.copy_(w)
             self.masks = [p != 0 for p in self.params]
+            a0 = trainer.history[-1].get("val_acc") if trainer.history else None
+            if trainer.config.refit_guard and a0 is not None and _val_size(trainer):
+                self.kept, self.kept_val_acc = weights, float(a0)
         self._impl = fastest_implementation(get_optimizer_info("sgd"), model)
         kw = {**refit_optimizer_settings(trainer.config.refit_lr), **self._impl}
         self.lr = float(kw["lr"])  # the starting lr, for the failure and divergence hints
@@ -171,6 +203,43 @@ class Refit:
             )
             line += f"; {miss}" if miss else ""
         return line
+
+    @torch.no_grad()
+    def guard(self, trainer: Any, evaluation: dict[str, Any]) -> str:
+        """After the run's last epoch (``evaluation`` its metrics): bring the kept network
+        back if the refit ended more than two standard errors below it in validation
+        accuracy. Returns a line for the log ("" when nothing changed); the caller
+        evaluates again after a revert. Every rank decides alike (the metrics are global).
+        """
+        if self.kept is None or evaluation.get("val_acc") is None:
+            return ""
+        a0, a1 = float(self.kept_val_acc or 0.0), float(evaluation["val_acc"])
+        self.refit_val_acc = a1
+        self.reverted = verdict(a1, a0, _val_size(trainer)) == "no"
+        if self.reverted:
+            for p, w in zip(trainer.model.parameters(), self.kept, strict=True):
+                p.copy_(w)
+        self.kept = None  # decided: the copy is no longer needed
+        if not self.reverted:
+            return ""
+        return (
+            f"refit guard: the refit ended at {100 * a1:.2f} % validation accuracy, more "
+            f"than two standard errors below the {100 * a0:.2f} % it began from; the "
+            "network of the sparse phase is kept (the same support; --no-refit-guard keeps "
+            "the refit's)"
+        )
+
+    def summary(self) -> dict[str, Any] | None:
+        """The refit's record for ``summary.json`` (``None`` without a refit)."""
+        if self.masks is None:
+            return None
+        return {
+            "epochs": self.epochs,
+            "guarded": self.kept_val_acc is not None,  # kept aside at the switch
+            "val_acc_at_switch": self.kept_val_acc,
+            "val_acc_at_end": self.refit_val_acc,
+            "reverted": bool(self.reverted),
+        }
 
     def resume(self, trainer: Any, saved_epochs: int) -> None:
         """Continue the refit of a checkpoint saved with ``saved_epochs`` epochs.
@@ -231,7 +300,17 @@ class Refit:
         if self.masks is None:
             return None
         masks = [m.cpu() if type(m) is Tensor else None for m in self.masks]
-        return {"masks": masks, "start_step": self.start_step}
+        kept = None
+        if self.kept is not None and all(type(w) is Tensor for w in self.kept):
+            kept = [w.cpu() for w in self.kept]  # a sharded copy stays out: no guard on resume
+        return {
+            "masks": masks,
+            "start_step": self.start_step,
+            "kept": kept,
+            "kept_val_acc": self.kept_val_acc,
+            "refit_val_acc": self.refit_val_acc,
+            "reverted": self.reverted,
+        }
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -253,6 +332,19 @@ class Refit:
         # the warm-up counts as over)
         start = state.get("start_step")
         self.start_step = None if start is None else int(start)
+        # the guard's kept network (none in a checkpoint from before the guard, or of a
+        # sharded run); a decided guard keeps its record
+        kept = state.get("kept")
+        params = [p for p in self._trainer.model.parameters()] if self._trainer else []
+        self.reverted = state.get("reverted")
+        self.refit_val_acc = state.get("refit_val_acc")
+        self.kept_val_acc = state.get("kept_val_acc")
+        if kept is not None and len(kept) == len(params):
+            self.kept = [w.to(p.device, p.dtype) for w, p in zip(kept, params, strict=True)]
+        else:
+            self.kept = None
+            if self.reverted is None:  # never decided and nothing to bring back: no guard
+                self.kept_val_acc = None
         for group in self.optimizer.param_groups if self.optimizer is not None else ():
             group["fused"] = self._impl.get("fused")
             group["foreach"] = self._impl.get("foreach")

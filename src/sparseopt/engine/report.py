@@ -164,8 +164,10 @@ def summary_record(
     config: Any,
     grown: Any,
     sizes: Mapping[str, int],
+    refit: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``summary.json``."""
+    """The content of ``summary.json`` (``refit``: :meth:`Refit.summary
+    <sparseopt.engine.refit.Refit.summary>`, where a refit ran)."""
     summary = {
         "metrics": dict(final),
         **health,
@@ -176,4 +178,6 @@ def summary_record(
     if grown is not None:
         summary["grown"] = grown
     summary["sizes"] = dict(sizes)
+    if refit is not None:
+        summary["refit"] = dict(refit)
     return summary

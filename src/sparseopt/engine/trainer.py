@@ -543,6 +543,11 @@ class Trainer:
         if self.scheduler is not None and not plateau:
             self.scheduler.step()
         evaluation = self.evaluate(self._splits(epoch))
+        if self._refit.active and epoch == self.config.epochs:
+            note = self._refit.guard(self, evaluation)  # reads the validation split only
+            if note:  # the kept network is back: its metrics are the run's
+                self.log(note, always=True)
+                evaluation = self.evaluate(self._splits(epoch))
         if plateau:
             self._step_scheduler(train_part, evaluation)
         # resumed_time: the part of this epoch run before an interruption
@@ -620,7 +625,14 @@ class Trainer:
             grown = grow.state_dict()["history"] if grow is not None else None
             self._files.write_summary(
                 summary_record(
-                    final, result.health, self.elapsed, layers, self.config, grown, result.sizes
+                    final,
+                    result.health,
+                    self.elapsed,
+                    layers,
+                    self.config,
+                    grown,
+                    result.sizes,
+                    refit=self._refit.summary(),
                 )
             )
             if self.config.plots:
