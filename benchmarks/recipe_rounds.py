@@ -170,6 +170,9 @@ ROUND48 = [
     {"optimizer": "splitlbi", "refit": 0.2, "refit_lr": 0.04, "refit_warmup": 1.0},
 ]
 
+#: (The rounds' "recipe, written out" candidates name the settings of their time that
+#: differed from the registry's then; the results files hold their runs. Run again today
+#: they would take what the registry added since: RDA's λ warm-up, round 49.)
 #: Round 49 (docs/recipes.md): RDA's recipe (round 47's candidate, its runs) with λ raised
 #: linearly from 0 over the first 20, 30 or 50 % of the sparse phase's steps
 #: (``lam_warmup``): RDA recomputes its weights from the dual average at every step, so a

@@ -91,6 +91,9 @@ def base_config(task: Task, *, study: bool) -> dict[str, Any]:
     }
     if study:
         cfg.update(task.study)
+        # the study ranks candidates by validation accuracy: no run may choose on that
+        # split by itself (the refit guard picks between two networks on it)
+        cfg["refit_guard"] = False
     return cfg
 
 

@@ -478,9 +478,71 @@ def test_the_refit_guard_changes_nothing_where_the_refit_does_not_end_below(
     assert not json.loads((tmp_path / "off" / "summary.json").read_text())["refit"]["guarded"]
     train(tiny(tmp_path / "noval", **kw, val_fraction=0.0), callbacks=[Sabotage()])
     noval = json.loads((tmp_path / "noval" / "summary.json").read_text())["refit"]
-    assert noval["guarded"] is False and noval["reverted"] is False
-    train(tiny(tmp_path / "norefit", optimizer="rda", epochs=2, refit=0.0))
+    assert noval["guarded"] is False and noval["reverted"] is None  # nothing decided
+    norefit = train(tiny(tmp_path / "norefit", optimizer="rda", epochs=2, refit=0.0))
+    assert norefit.config.refit_guard is False  # no refit, no guard
     assert "refit" not in json.loads((tmp_path / "norefit" / "summary.json").read_text())
+    assert load_checkpoint(tmp_path / "on")["refit"]["kept"] is None  # decided: dropped
+
+
+def test_the_refit_guard_reverts_beyond_two_standard_errors_of_the_validation_split() -> None:
+    """a0 = 83 % on n = 400 validation samples: a refit ending at 80 % is within two
+    standard errors (kept), one at 76 % is not (the sparse phase's network back); the
+    margin is computed on the validation split's size, not the training set's."""
+    from types import SimpleNamespace
+
+    import sparseopt as so
+    from sparseopt.engine.refit import Refit
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    refit = Refit(5, 0.2, so.create_optimizer(model, "rda"))
+    data = {"train": (torch.zeros(4000, 3),), "val": (torch.zeros(400, 3),)}
+    stub = SimpleNamespace(model=model, task="classification", _tensors=data)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for a1, reverted in ((0.80, False), (0.76, True)):
+        refit.kept = [t.clone() for t in before.values()]
+        refit.kept_val_acc = 0.83
+        with torch.no_grad():  # what the refit changed: a weight and a running statistic
+            model[0].weight.add_(1.0)
+            model[1].running_mean.add_(1.0)
+        line = refit.guard(stub, {"val_acc": a1})
+        assert refit.reverted is reverted and bool(line) is reverted and refit.kept is None
+        same = all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+        assert same is reverted, a1
+
+
+def test_the_refit_guard_restores_batchnorm_statistics(tmp_path: Path) -> None:
+    """A network with BatchNorm: the running statistics come back with the weights, so
+    the kept network's validation accuracy is a0 exactly."""
+    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None, "model": "resnet18"}
+    keep = KeepAt(4)
+    res = train(
+        tiny(tmp_path, **kw, model_options={"blocks": [1, 1], "widths": [4, 8]}),
+        callbacks=[Sabotage(), keep],
+    )
+    assert any("running_mean" in k for k in keep.state)
+    assert res.history[-1]["val_acc"] == res.history[4]["val_acc"]
+    assert_same_state(dict(res.model.state_dict()), keep.state)
+
+
+def test_an_own_controller_and_a_run_from_before_the_guard(tmp_path: Path) -> None:
+    """With one's own TargetDensity callback RDA's recipe has no λ warm-up (the
+    controller steers λ); a run directory written before the guard existed resumes
+    without one."""
+    from sparseopt.control import TargetDensity
+
+    res = train(tiny(tmp_path / "own", optimizer="rda", epochs=2), callbacks=[TargetDensity(0.1)])
+    assert res.config.lam_warmup == 0.0
+    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None}
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "old", **kw), callbacks=[StopAfter(2)])
+    path = tmp_path / "old" / "config.yaml"
+    text = path.read_text()
+    assert "refit_guard: true" in text
+    path.write_text(text.replace("refit_guard: true\n", ""))
+    old = train(resume=tmp_path / "old", callbacks=[Sabotage()])
+    assert old.config.refit_guard is False
+    assert old.history[-1]["val_acc"] < old.history[4]["val_acc"] - 0.3  # not reverted
 
 
 def test_a_run_resumed_inside_its_refit_keeps_its_guard(tmp_path: Path) -> None:

@@ -227,7 +227,8 @@ def initial_config(
 
     With ``own_controller`` (the caller passes its own
     :class:`~sparseopt.control.TargetDensity`) a new run's recipe target density is off
-    (stored as 0): the caller's controller steers λ. A target the caller set stays, and
+    (stored as 0), and so is its λ warm-up (RDA's): the caller's controller steers λ.
+    A target the caller set stays, and
     :func:`~sparseopt.engine.build.build_callbacks` refuses the two controllers.
 
     Resuming, ``config`` may be a mapping of the fields to change, or a
@@ -248,6 +249,8 @@ def initial_config(
                 cfg = TrainConfig.from_dict(config)
             if own_controller and cfg.target_density is None:
                 cfg = cfg.replace(target_density=0.0)
+            if own_controller and cfg.lam_warmup is None:  # the recipe's (RDA's): the
+                cfg = cfg.replace(lam_warmup=0.0)  # caller's controller steers λ instead
             return cfg.validate().resolve()
         if not (resume_dir / CHECKPOINT_FILE).is_file() or not (resume_dir / _CONFIG).is_file():
             raise ConfigError(

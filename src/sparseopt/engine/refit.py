@@ -28,13 +28,15 @@ cosine itself is untouched (a step pre-hook scales the lr, a post-hook puts it b
 switch from the sparse optimizer to SGD at the full refit lr can undo in one epoch what the
 sparse phase learned: at refit lr 0.02 RDA's words CNN (validation, seed 0) fell to chance
 in the refit's first epoch, and with a warm-up of one epoch it reached 91.5 %
-(docs/recipes.md, rounds 45 and 47). It does not remove every drop: RDA's recipe on the
-words task of the matrix's seed 4 still falls from 82.8 % to 73.5 % training accuracy in
-that epoch (and ends at 90.1 % test, 76.6 % with the refit of before; docs/robustness.md).
+(docs/recipes.md, rounds 45 and 47). It does not remove every drop: round 47's recipe on
+the words task of the matrix's seed 4 still fell from 82.8 % to 73.5 % training accuracy
+in that epoch (and ended at 90.1 % test), round 49's from 83.2 % to 69.3 % and 57.7 % in
+the refit's first two epochs (63.15 % test; docs/robustness.md): the refit guard's case.
 
 ``refit_guard`` (on wherever a refit runs) keeps the network the sparse phase ended with
-when the refit ends clearly below it: at the switch the deployable network's weights are
-kept aside (one copy of the parameters, in the checkpoint too while the refit runs), with
+when the refit ends clearly below it: at the switch the deployable network's state is
+kept aside (a copy of its parameters and buffers — BatchNorm's running statistics —, in
+host memory, and in the checkpoint too while the refit runs), with
 the validation accuracy :math:`a_0` of the last sparse epoch; after the last epoch, if the
 refit's :math:`a_1` is more than two standard errors below,
 :math:`a_0 - a_1 > 2\sqrt{(a_0(1-a_0) + a_1(1-a_1))/n}` on the :math:`n` validation
@@ -45,6 +47,8 @@ the test split; a run without one, a regression, a sharded run resumed within it
 (its kept weights are not in the checkpoint) or a refit checkpoint from before the guard
 existed has no guard. With RDA's recipe after round 49 the refit took the words task's
 seed 4 from 83.0 % validation accuracy at the switch to 65.5 % (docs/robustness.md).
+The history's last row then holds the kept network's validation and test metrics and
+the refit's training loss and accuracy (measured while it trained).
 """
 
 from __future__ import annotations
@@ -73,6 +77,19 @@ def refit_optimizer_settings(lr: float | None = None) -> dict[str, float]:
     if lr is None:
         lr = float(sgd["lr"]) * FINETUNE_LR_FACTOR
     return {"lr": float(lr), "momentum": float(sgd["momentum"])}
+
+
+def _state(model: torch.nn.Module, *, copy: bool = False) -> list[Tensor]:
+    """The model's parameters and buffers (``state_dict`` order); ``copy``: detached
+    copies, on the CPU unless sharded (the guard's kept state waits there, off the
+    accelerator, until the last epoch)."""
+    tensors = [
+        t.data if isinstance(t, torch.nn.Parameter) else t
+        for t in model.state_dict(keep_vars=True).values()
+    ]
+    if not copy:
+        return tensors
+    return [t.detach().to("cpu", copy=True) if type(t) is Tensor else t.clone() for t in tensors]
 
 
 def _val_size(trainer: Any) -> int:
@@ -108,8 +125,9 @@ class Refit:
         warmup_steps: :math:`K`, the steps of the lr warm-up (``refit_warmup``; 0: none).
         start_step: the trainer's global step at the switch (``None`` before, and for a
             checkpoint written before the warm-up existed).
-        kept: the deployable network's parameters at the switch, for the guard (``None``:
-            no guard, or after the run's last epoch decided).
+        kept: the deployable network's parameters and buffers at the switch (in
+            ``model.state_dict()`` order, on the CPU unless sharded), for the guard
+            (``None``: no guard, or after the run's last epoch decided).
         kept_val_acc: :math:`a_0`, the validation accuracy of the last sparse epoch.
         reverted: whether the guard brought the kept network back (``None``: not decided).
     """
@@ -161,7 +179,7 @@ class Refit:
             self.masks = [p != 0 for p in self.params]
             a0 = trainer.history[-1].get("val_acc") if trainer.history else None
             if trainer.config.refit_guard and a0 is not None and _val_size(trainer):
-                self.kept, self.kept_val_acc = weights, float(a0)
+                self.kept, self.kept_val_acc = _state(model, copy=True), float(a0)
         self._impl = fastest_implementation(get_optimizer_info("sgd"), model)
         kw = {**refit_optimizer_settings(trainer.config.refit_lr), **self._impl}
         self.lr = float(kw["lr"])  # the starting lr, for the failure and divergence hints
@@ -217,8 +235,8 @@ class Refit:
         self.refit_val_acc = a1
         self.reverted = verdict(a1, a0, _val_size(trainer)) == "no"
         if self.reverted:
-            for p, w in zip(trainer.model.parameters(), self.kept, strict=True):
-                p.copy_(w)
+            for t, w in zip(_state(trainer.model), self.kept, strict=True):
+                t.copy_(w)
         self.kept = None  # decided: the copy is no longer needed
         if not self.reverted:
             return ""
@@ -238,7 +256,7 @@ class Refit:
             "guarded": self.kept_val_acc is not None,  # kept aside at the switch
             "val_acc_at_switch": self.kept_val_acc,
             "val_acc_at_end": self.refit_val_acc,
-            "reverted": bool(self.reverted),
+            "reverted": self.reverted,  # None: not decided (no guard)
         }
 
     def resume(self, trainer: Any, saved_epochs: int) -> None:
@@ -293,10 +311,12 @@ class Refit:
             p.mul_(m)
 
     def state_dict(self) -> dict[str, Any] | None:
-        """``None`` before the refit, else ``{"masks": [...], "start_step": S}`` (bool
-        tensors on the CPU; a sharded parameter's mask is ``None`` and is read off its zeros
-        on resume; ``S`` the trainer's global step at the switch, which the warm-up counts
-        from)."""
+        """``None`` before the refit, else ``{"masks": [...], "start_step": S, "kept":
+        [...], "kept_val_acc": a0, "refit_val_acc": a1, "reverted": r}`` (bool masks on
+        the CPU; a sharded parameter's mask is ``None`` and is read off its zeros on
+        resume; ``S`` the trainer's global step at the switch, which the warm-up counts
+        from; the guard's kept state, ``None`` where there is none, it was decided, or it
+        is sharded; ``a1`` and ``r`` ``None`` until the last epoch decided)."""
         if self.masks is None:
             return None
         masks = [m.cpu() if type(m) is Tensor else None for m in self.masks]
@@ -335,12 +355,17 @@ class Refit:
         # the guard's kept network (none in a checkpoint from before the guard, or of a
         # sharded run); a decided guard keeps its record
         kept = state.get("kept")
-        params = [p for p in self._trainer.model.parameters()] if self._trainer else []
         self.reverted = state.get("reverted")
         self.refit_val_acc = state.get("refit_val_acc")
         self.kept_val_acc = state.get("kept_val_acc")
-        if kept is not None and len(kept) == len(params):
-            self.kept = [w.to(p.device, p.dtype) for w, p in zip(kept, params, strict=True)]
+        if kept is not None:
+            now = _state(self._trainer.model) if self._trainer is not None else []
+            if len(kept) != len(now):
+                raise ValueError(
+                    f"the checkpoint's refit guard kept {len(kept)} tensors for a model "
+                    f"with {len(now)} parameters and buffers"
+                )
+            self.kept = list(kept)  # on the CPU until the last epoch, as when it was kept
         else:
             self.kept = None
             if self.reverted is None:  # never decided and nothing to bring back: no guard
