@@ -179,6 +179,11 @@ ROUND48 = [
 #: λ that grows prunes gradually, after the network has begun to learn dense.
 ROUND49 = [{**ROUND47[2], "lam_warmup": f} for f in (0.2, 0.3, 0.5)]
 
+#: Round 50 (docs/recipes.md): RDA's recipe after round 49 (its candidate, its runs) with
+#: the adaptive metric's γ 70 and 50 (larger steps, lr/γ; γ 70 and below collapsed the
+#: words CNN when λ started at full strength, round 7).
+ROUND50 = [{**ROUND49[2], "gamma": g} for g in (70.0, 50.0)]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -191,6 +196,7 @@ SCALE_CHECK = {
     "proxsgd-refit-warmup": ROUND47[3:],
     "splitlbi-refit-warmup": ROUND48,
     "rda-lam-warmup": [ROUND47[2], *ROUND49],
+    "rda-gamma": [ROUND49[2], *ROUND50],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -252,6 +258,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round47": ROUND47_NEW,  # the refit's warm-up (round 47)
         "round48": ROUND48,  # SplitLBI's refit with the warm-up (round 48, exploratory)
         "round49": ROUND49,  # RDA's λ warm-up (round 49)
+        "round50": ROUND50,  # RDA's γ under the λ warm-up (round 50)
     }
 )
 
@@ -922,6 +929,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round47c": [{**c, "seed": 1} for c in (ROUND47[0], ROUND47[2])],
     # round 49's pick (λ warm-up 0.5) on the fresh seed; the recipe's runs are round 47c's
     "round49c": [{**ROUND49[2], "seed": 1}],
+    # round 50's candidates on the fresh seed (the recipe's runs are round 49c's)
+    "round50c": [{**c, "seed": 1} for c in ROUND50],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1113,6 +1122,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round47w5": ("words-cnn",),
     "round47c": FRESH_SEED_TASKS,
     "round49c": FRESH_SEED_TASKS,
+    "round50c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }
