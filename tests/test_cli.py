@@ -577,6 +577,27 @@ def test_missing_data_files_are_one_line_naming_where_it_looked(
     assert not out.exists()
 
 
+def test_compare_gives_the_flags_that_reuse_a_run_from_before_the_guard_and_rdas_warmup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An RDA run made before round 49 and the refit guard (no λ warm-up, no guard) is
+    refused with the flags that give every optimizer its settings of then; with them the
+    run is reused, and SGD's (dense: neither setting applies) with it."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--optimizers", "rda", "--dense", "sgd", "--epochs", "5"]
+    args += ["--limit-batches", "2", "-q", "--out", str(out)]
+    assert main([*args, "--lam-warmup", "0", "--no-refit-guard"]) == 0  # as before
+    capsys.readouterr()
+    code, _, err = run_main(capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert "its command with --lam-warmup 0 --no-refit-guard added" in lines[0], lines[0]
+    before = (out / "rda" / "summary.json").read_text()
+    assert main([*args, "--lam-warmup", "0", "--no-refit-guard"]) == 0
+    assert "finished earlier, reused" in capsys.readouterr().out
+    assert (out / "rda" / "summary.json").read_text() == before
+
+
 def test_compare_names_a_recipe_that_changed_since_a_run_it_would_reuse(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -240,6 +240,25 @@ def _summary_row(name: str, run_dir: Path, summary: dict[str, Any]) -> dict[str,
     )
 
 
+#: Settings a recipe change moved whose values of before, given as flags to every
+#: optimizer of a comparison, give each its run of then (and change nothing for the
+#: others: no optimizer's recipe has these values otherwise).
+_UNDOABLE: dict[str, Any] = {
+    "lam_scale": "none",
+    "target_allocation": "global",
+    "lam_warmup": 0.0,
+    "refit_guard": False,
+}
+
+
+def _flag(key: str, value: Any) -> str:
+    """The command-line flag that sets ``key`` to ``value`` (``--no-x`` for a false bool)."""
+    name = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}"
+
+
 def _comparable(config: TrainConfig) -> dict[str, Any]:
     try:
         data = config.resolve().to_dict()
@@ -269,15 +288,15 @@ def _run_state(config: TrainConfig) -> tuple[str, dict[str, Any] | None]:
     diff = [k for k in now if old.get(k) != now[k]]
     if diff:
         shown = ", ".join(f"{k} {old.get(k)!r} there, {now[k]!r} now" for k in diff[:3])
-        # a comparison made before AdaBreg's recipe steered per layer (2026-11-27): one
-        # group per layer kind and one density, which these flags give every optimizer
-        flags = [f"--{k.replace('_', '-')} {old[k]}" for k in diff]
+        # a comparison made before a change that flags undo for every optimizer alike:
+        # AdaBreg's per-layer steering (2026-11-27), RDA's λ warm-up (round 49), the refit
+        # guard (the values of _UNDOABLE: those runs' settings, today's for the others)
+        undoable = all(k in _UNDOABLE and old.get(k) == _UNDOABLE[k] for k in diff)
+        flags = [_flag(k, old[k]) for k in diff] if undoable else []
         hint = (
             f" (its command with {' '.join(flags)} added: the recipe changed since; "
             "--resume takes no flags)"
-            if set(diff) <= {"lam_scale", "target_allocation"}
-            and old.get("lam_scale") == "none"
-            and old.get("target_allocation") == "global"
+            if undoable
             else ""
         )
         if not hint and all(getattr(config, k, None) is None for k in diff):
