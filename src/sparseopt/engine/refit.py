@@ -83,9 +83,10 @@ def _state(model: torch.nn.Module, *, copy: bool = False) -> list[Tensor]:
     """The model's parameters and buffers (``state_dict`` order); ``copy``: detached
     copies, on the CPU unless sharded (the guard's kept state waits there, off the
     accelerator, until the last epoch)."""
-    tensors = [
+    tensors = [  # (a module's extra state, not a tensor, is not the network's values)
         t.data if isinstance(t, torch.nn.Parameter) else t
         for t in model.state_dict(keep_vars=True).values()
+        if isinstance(t, Tensor)
     ]
     if not copy:
         return tensors
