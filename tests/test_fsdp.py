@@ -204,6 +204,23 @@ class _KillAt:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class _ZeroHead:
+    """During the refit, after every step, zeroes the last Linear layer (every logit 0:
+    one output for every input), so that the refit ends far below the sparse phase and
+    the refit guard brings the sharded network back."""
+
+    def on_step_end(self, trainer: Any, step: int | None = None, *_: Any) -> None:
+        if trainer.in_refit:
+            last = [m for m in trainer.model.modules() if isinstance(m, nn.Linear)][-1]
+            with torch.no_grad():
+                for p in last.parameters():
+                    p.mul_(0.0)
+
+
+#: The guarded run: ENGINE with two sparse epochs and a refit of one (refit 0.34 of 3).
+GUARDED: dict[str, Any] = {**ENGINE, "refit": 0.34, "keep_checkpoints": False}
+
+
 def _teardown() -> None:
     """Free the sharded models (FSDP's hooks form reference cycles) and leave the group
     together, as ``Trainer.close`` does: rank 1 once aborted at its exit here ("terminate
@@ -249,6 +266,7 @@ def _worker(mode: str, root: str) -> None:
     torch.save(list(split), os.path.join(root, f"eval-rank{rank}.pt"))
     res = engine_train(TrainConfig(**ENGINE, out=os.path.join(root, "full")))
     assert (res.run_dir is None) == (rank != 0)
+    engine_train(TrainConfig(**GUARDED, out=os.path.join(root, "guard")), callbacks=[_ZeroHead()])
     Path(root, f"parity-done-rank{rank}").touch()
     engine_train(TrainConfig(**ENGINE, out=os.path.join(root, "killed")), callbacks=[_KillAt()])
     raise AssertionError("the killed run went on")  # pragma: no cover
@@ -408,6 +426,28 @@ def test_engine_fsdp_is_close_to_a_single_process_run(fsdp_run: Path, tmp_path: 
     assert "× 2 processes (FSDP2, sharded)" in log
     assert "λ per layer by fan-in" in log  # per-layer groups of sharded parameters
     assert log.count("sparseopt train:") == 1  # rank 0 alone writes
+
+
+def test_the_refit_guard_brings_a_sharded_network_back(fsdp_run: Path, tmp_path: Path) -> None:
+    """A sharded run whose refit ends with one output for every input: the guard keeps
+    the sharded copy of the switch and puts it back on every rank — the last row's
+    validation accuracy is the sparse phase's, and the network the one process's run of
+    the same two sparse epochs ends with, up to float32 rounding."""
+    from sparseopt.config import TrainConfig
+    from sparseopt.engine import train as engine_train
+    from sparseopt.engine.evaluate import deployed_state
+
+    summary = json.loads((fsdp_run / "guard" / "summary.json").read_text())
+    assert summary["refit"]["reverted"] is True and summary["status"] == "ok"
+    rows = [json.loads(x) for x in (fsdp_run / "guard" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["val_acc"] == rows[2]["val_acc"] == summary["refit"]["val_acc_at_switch"]
+    assert summary["refit"]["val_acc_at_end"] < rows[2]["val_acc"]
+    one = engine_train(
+        TrainConfig(**{**GUARDED, "fsdp": False, "refit": 0.0, "epochs": 2}, out=str(tmp_path))
+    )
+    sharded = _engine_checkpoint(fsdp_run / "guard", tmp_path)
+    for name, p in deployed_state(one.model, one.optimizer).items():  # W masked by supp Γ
+        torch.testing.assert_close(sharded["model"][name], p, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_engine_fsdp_checkpoint_is_written_in_shards(fsdp_run: Path) -> None:
