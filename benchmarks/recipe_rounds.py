@@ -184,6 +184,10 @@ ROUND49 = [{**ROUND47[2], "lam_warmup": f} for f in (0.2, 0.3, 0.5)]
 #: words CNN when λ started at full strength, round 7).
 ROUND50 = [{**ROUND49[2], "gamma": g} for g in (70.0, 50.0)]
 
+#: Round 51 (docs/recipes.md): RDA's recipe after round 49 with a refit of 0.3 (its warm-up
+#: and lr as now), and with the λ warm-up over 0.7 of the sparse phase.
+ROUND51 = [{**ROUND49[2], "refit": 0.3}, {**ROUND49[2], "lam_warmup": 0.7}]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -197,6 +201,7 @@ SCALE_CHECK = {
     "splitlbi-refit-warmup": ROUND48,
     "rda-lam-warmup": [ROUND47[2], *ROUND49],
     "rda-gamma": [ROUND49[2], *ROUND50],
+    "rda-refit-lam-warmup": [ROUND49[2], *ROUND51],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -259,6 +264,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round48": ROUND48,  # SplitLBI's refit with the warm-up (round 48, exploratory)
         "round49": ROUND49,  # RDA's λ warm-up (round 49)
         "round50": ROUND50,  # RDA's γ under the λ warm-up (round 50)
+        "round51": ROUND51,  # RDA's refit of 0.3, its λ warm-up over 0.7 (round 51)
     }
 )
 
@@ -931,6 +937,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round49c": [{**ROUND49[2], "seed": 1}],
     # round 50's candidates on the fresh seed (the recipe's runs are round 49c's)
     "round50c": [{**c, "seed": 1} for c in ROUND50],
+    "round51c": [{**c, "seed": 1} for c in ROUND51],  # the recipe's: round 49c's
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1123,6 +1130,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round47c": FRESH_SEED_TASKS,
     "round49c": FRESH_SEED_TASKS,
     "round50c": FRESH_SEED_TASKS,
+    "round51c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }
