@@ -263,7 +263,7 @@ def test_the_refit_error_and_hint_name_its_own_numbers(tmp_path: Path) -> None:
 
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "a", optimizer="rda", epochs=10), callbacks=[StopAfter(9)])
-    with pytest.raises(ConfigError, match=r"the last 2 of 10 epochs fine-tune a fixed support"):
+    with pytest.raises(ConfigError, match=r"the last 3 of 10 epochs fine-tune a fixed support"):
         train({"epochs": 20}, resume=tmp_path / "a")
     with pytest.raises(NonFiniteLossError, match=r"--refit-lr 1e\+08"):
         train(tiny(tmp_path / "b", optimizer="rda", epochs=5, refit=0.4, refit_lr=1e9))
