@@ -241,8 +241,8 @@ def _summary_row(name: str, run_dir: Path, summary: dict[str, Any]) -> dict[str,
 
 
 #: Settings a recipe change moved whose values of before, given as flags to every
-#: optimizer of a comparison, give each its run of then (and change nothing for the
-#: others: no optimizer's recipe has these values otherwise).
+#: optimizer of a comparison, give each its run of then: they are the values every other
+#: optimizer's recipe has (or that do not apply to it), so the flags change nothing there.
 _UNDOABLE: dict[str, Any] = {
     "lam_scale": "none",
     "target_allocation": "global",
@@ -256,7 +256,9 @@ def _flag(key: str, value: Any) -> str:
     name = key.replace("_", "-")
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no-{name}"
-    return f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}"
+    if isinstance(value, float):  # the shortest exact form: 0.0 -> 0
+        return f"--{name} {int(value) if value.is_integer() else repr(value)}"
+    return f"--{name} {value}"
 
 
 def _comparable(config: TrainConfig) -> dict[str, Any]:
