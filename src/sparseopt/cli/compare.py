@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sparseopt.cli._common import EXIT_OK, UsageError, note, read_summary
-from sparseopt.cli.flags import add_train_flags, config_from
+from sparseopt.cli.flags import add_train_flags, config_from, flag_specs
 from sparseopt.cli.flags import settings as given_settings
 from sparseopt.config import (
     GROW_REFUSED,
@@ -252,13 +252,14 @@ _UNDOABLE: dict[str, Any] = {
 
 
 def _flag(key: str, value: Any) -> str:
-    """The command-line flag that sets ``key`` to ``value`` (``--no-x`` for a false bool)."""
-    name = key.replace("_", "-")
+    """The command-line flag that sets field ``key`` to ``value``: the field's own flag
+    (:func:`~sparseopt.cli.flags.flag_specs`), ``--no-…`` for a false bool."""
+    name = next(spec.flags[0] for spec in flag_specs() if spec.dest == key)
     if isinstance(value, bool):
-        return f"--{name}" if value else f"--no-{name}"
+        return name if value else name.replace("--", "--no-", 1)
     if isinstance(value, float):  # the shortest exact form: 0.0 -> 0
-        return f"--{name} {int(value) if value.is_integer() else repr(value)}"
-    return f"--{name} {value}"
+        return f"{name} {int(value) if value.is_integer() else repr(value)}"
+    return f"{name} {value}"
 
 
 def _comparable(config: TrainConfig) -> dict[str, Any]:
