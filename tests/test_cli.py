@@ -219,6 +219,7 @@ def test_nan_exits_3_and_keeps_a_loadable_checkpoint(
         (["train", "-o", "adam", "--grow-every", "2"], "dense"),
         (["train", "-o", "splitlbi", "-m", "resnet18", "--grow-every", "2"], "sequential"),
         (["train", "--grow-tau", "0"], "grow_tau"),
+        (["train", "--lam-warmup", "0.5", "--target-density", "0.1"], "lam_warmup value: 0.5"),
         (["train", "--grow-tau", "1.5"], "grow_tau"),
         (["compare", "--optimizers", "sgd", "nope"], "nope"),
         (["frobnicate"], "frobnicate"),

@@ -219,12 +219,31 @@ def test_lam_warmup_raises_lambda_linearly_then_holds_it(tmp_path: Path) -> None
     assert [a for a, _ in seen] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.01, 0.01])
     assert all(a == pytest.approx(b) for a, b in seen)
     seen.clear()
-    train(tiny(tmp_path / "b", optimizer="rvsm", lam_warmup=0.5, target_density=0.2),
-          callbacks=[Watch()])  # fmt: skip
+    train(tiny(tmp_path / "b", optimizer="rvsm", target_density=0.2), callbacks=[Watch()])
     assert seen[0][0] > 0  # the controller steers λ from the recipe's value, no warm-up
+    # both given: refused (the controller would steer λ and leave the warm-up unused)
+    with pytest.raises(ValueError, match=r"lam_warmup value: 0\.5; target_density 0\.2"):
+        tiny(tmp_path / "b2", optimizer="rvsm", lam_warmup=0.5, target_density=0.2).validate()
+    tiny(tmp_path / "b3", lam_warmup=0.0, target_density=0.2).validate()  # 0: off, accepted
     assert tiny(tmp_path / "c", optimizer="adabreg").resolve().lam_warmup == 0.0
     with pytest.raises(ValueError, match=r"lam_warmup value: 1\.5"):
         tiny(tmp_path / "d", lam_warmup=1.5).validate()
+
+
+def test_a_saved_lam_warmup_beside_a_target_resumes_as_it_ran(tmp_path: Path) -> None:
+    """A run directory saved while both were accepted (the warm-up unused) resumes, the
+    warm-up read as 0 — what it did; the resumed run ends as the uninterrupted one."""
+    kw = {"optimizer": "rvsm", "target_density": 0.2, "epochs": 3}
+    ref = train(tiny(tmp_path / "ref", **kw))
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", **kw), callbacks=[StopAfter(1)])
+    path = tmp_path / "cut" / "config.yaml"
+    text = path.read_text()
+    assert "lam_warmup: 0.0\n" in text
+    path.write_text(text.replace("lam_warmup: 0.0\n", "lam_warmup: 0.5\n"))
+    res = train(resume=tmp_path / "cut")
+    assert res.config.lam_warmup == 0.0
+    assert without_time(res.history) == without_time(ref.history)
 
 
 def test_rdas_default_run_warms_lambda_up(tmp_path: Path) -> None:

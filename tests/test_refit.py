@@ -533,6 +533,12 @@ def test_an_own_controller_and_a_run_from_before_the_guard(tmp_path: Path) -> No
 
     res = train(tiny(tmp_path / "own", optimizer="rda", epochs=2), callbacks=[TargetDensity(0.1)])
     assert res.config.lam_warmup == 0.0
+    with pytest.raises(ConfigError, match=r"lam_warmup value: 0\.5; the TargetDensity"):
+        train(
+            tiny(tmp_path / "own2", optimizer="rda", epochs=2, lam_warmup=0.5),
+            callbacks=[TargetDensity(0.1)],
+        )
+    assert not (tmp_path / "own2" / "config.yaml").exists()  # refused before any file
     kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None}
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "old", **kw), callbacks=[StopAfter(2)])

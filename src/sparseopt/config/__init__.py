@@ -243,7 +243,8 @@ class TrainConfig:
         None,
         "optimizer",
         "raise λ linearly from 0 over this fraction of the steps before the refit (of all "
-        "the steps without one; 0: off; not with --target-density, which steers λ itself)",
+        "the steps without one; 0: off; refused with --target-density, which steers λ "
+        "itself)",
         metavar="F",
         shown="per optimizer: {recipe[lam_warmup]}; else 0 (off)",
     )

@@ -51,6 +51,11 @@ def validate(cfg: Any) -> None:
     _check_number("lr_gamma", cfg.lr_gamma, 0.0, None, low_open=True)
     if cfg.lam_warmup is not None:
         _check_number("lam_warmup", cfg.lam_warmup, 0.0, 1.0)
+        if cfg.lam_warmup and cfg.target_density:
+            raise ValueError(
+                f"Invalid lam_warmup value: {cfg.lam_warmup!r}; target_density "
+                f"{cfg.target_density!r} steers λ from the first step (set one of them to 0)"
+            )
     if cfg.refit is not None:
         _check_number("refit", cfg.refit, 0.0, 1.0, high_open=True)
     if cfg.refit_lr is not None:

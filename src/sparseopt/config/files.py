@@ -110,8 +110,13 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A run directory's saved ``config.yaml`` (:func:`load_config_file`), with the values
     that runs saved before a setting existed had (``refit`` 0, ``lam_scale`` none,
     ``target_allocation`` global), so that resuming or reusing
-    an old run does not give it today's recipe's."""
-    return {**_BEFORE_FIELDS, **load_config_file(path)}
+    an old run does not give it today's recipe's; a ``lam_warmup`` saved beside a
+    ``target_density`` (accepted, and unused, before 2026-11-28) reads as 0, what the run did."""
+    saved = {**_BEFORE_FIELDS, **load_config_file(path)}
+    if saved.get("lam_warmup") and saved.get("target_density"):
+        # accepted before it was refused, and unused: the controller steered λ
+        saved["lam_warmup"] = 0.0
+    return saved
 
 
 def save_config_file(config: Any, path: str | os.PathLike[str]) -> Path:

@@ -251,6 +251,11 @@ def initial_config(
                 cfg = cfg.replace(target_density=0.0)
             if own_controller and cfg.lam_warmup is None:  # the recipe's (RDA's): the
                 cfg = cfg.replace(lam_warmup=0.0)  # caller's controller steers λ instead
+            elif own_controller and cfg.lam_warmup:
+                raise ConfigError(
+                    f"Invalid lam_warmup value: {cfg.lam_warmup!r}; the TargetDensity "
+                    "callback passed to train() steers λ from the first step (set it to 0)"
+                )
             return cfg.validate().resolve()
         if not (resume_dir / CHECKPOINT_FILE).is_file() or not (resume_dir / _CONFIG).is_file():
             raise ConfigError(
