@@ -1073,6 +1073,14 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round9d": [{"optimizer": "rda", "penalty": "group_l0", "lam": lam} for lam in (1e-3, 3e-3)],
     # the registry's (derived) group_l1 λ of every method, checked for failures
     "groups": [{"optimizer": o, "penalty": "group_l1"} for o in SPARSE_METHODS],
+    # round 53: every penalty's default under today's recipes, the optimizer's own
+    # penalty aside (ℓ0 for RDA, ℓ1 for the others), no other setting
+    "round53": [
+        {"optimizer": o, "penalty": pen}
+        for o in SPARSE_METHODS
+        for pen in ("l1", "l0", "tl1", "group_l1", "group_l0")
+        if pen != ("l0" if o == "rda" else "l1")
+    ],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
