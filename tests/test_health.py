@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 import sparseopt as so
 from sparseopt.baselines import FixedMask, magnitude_masks, verdict
 from sparseopt.cli import main
 from sparseopt.control import TargetDensity, empty_penalised
-from sparseopt.health import EXIT_FAILED, HealthMonitor, constant_output
+from sparseopt.health import EXIT_FAILED, HealthMonitor, constant_output, constant_scores
 
 FAST = ["--no-plots", "--quiet", "--no-record-path", "--no-tensorboard", "--threads", "1"]
 
@@ -144,6 +145,53 @@ def test_monitor_reports_a_collapse_with_the_empty_layers_and_restores_state() -
     off = HealthMonitor(num_classes=10, patience=0)
     off.observe(_row(1, 2.3, 0.1), constant_output=True, empty_layers=[])
     assert off.status == "ok"
+
+
+def test_two_constant_class_scores_are_a_partial_collapse_one_is_not() -> None:
+    """A classifier whose last layer lost the rows of two classes cannot tell them apart
+    (all but one never predicted): collapsed, the classes named; one constant score is
+    free under a softmax (only differences count); a regression has no classes."""
+    net = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = torch.randn(32, 5)
+    assert constant_scores(net, x) == []
+    with torch.no_grad():
+        net[2].weight[1].zero_()
+    assert constant_scores(net, x) == [1] and not constant_output(net, x)
+    mon = HealthMonitor(num_classes=4, patience=2, lr=0.1, lam=0.01)
+    for e in (1, 2):
+        said = mon.observe(
+            _row(e, 0.5, 0.8), constant_output=False, empty_layers=[], constant_scores=[1]
+        )
+    assert said == [] and mon.status == "ok"
+    with torch.no_grad():
+        net[2].weight[3].zero_()
+    scores = constant_scores(net, x)
+    assert scores == [1, 3]
+    for e in (3, 4):
+        said = mon.observe(
+            _row(e, 0.5, 0.8), constant_output=False, empty_layers=[], constant_scores=scores
+        )
+    assert mon.status == "collapsed", mon.reason
+    assert "the classes 1, 3 (2 of 4) the same score for every input for 2 epochs" in said[0]
+    assert said[0].startswith("collapsed: the deployable network") and "--lam 0.001" in said[0]
+    assert mon.summary()["status"] == "collapsed" and "classes 1, 3" in mon.summary()["reason"]
+    state = mon.state_dict()
+    assert state["last_scores"] == [1, 3]
+    back = HealthMonitor(num_classes=4, patience=2)
+    back.load_state_dict(state)
+    assert back.status == "collapsed" and back.last_scores == [1, 3]
+    # healed: the next epoch's scores differ again
+    mon.observe(_row(5, 0.5, 0.8), constant_output=False, empty_layers=[], constant_scores=[])
+    assert mon.status == "ok" and mon.last_scores == []
+    reg = HealthMonitor(num_classes=None, patience=1)
+    reg.observe({"epoch": 1, "train_loss": 1.0}, constant_output=False, empty_layers=[],
+                constant_scores=[0, 1])  # fmt: skip
+    assert reg.status == "ok"
+    # a sequence model's output (N, T, V) has no class columns to judge
+    seq = nn.Sequential(nn.Linear(5, 6), nn.Unflatten(1, (2, 3)))
+    with torch.no_grad():
+        seq[0].weight.zero_()
+    assert constant_scores(seq, x) == [] and constant_output(seq, x)
 
 
 def test_constant_output_sees_a_dead_layer_but_not_a_live_one() -> None:
@@ -308,6 +356,7 @@ def test_state_dict_is_plain_data_and_a_missing_entry_reads_as_empty() -> None:
         "stall_streak": 2,
         "collapse_streak": 0,
         "last_collapsed": False,
+        "last_scores": [],
         "last_empty": [],
         "failing_since": 1,
         "emptied": False,

@@ -19,7 +19,11 @@ Two failures that a finite loss does not reveal, checked after every epoch on th
   a sequential network has no nonzero weight left (its output is its bias), for
   ``patience`` epochs in a row. A residual network can keep its skip paths alive
   with an empty layer, which is why the test is on the outputs; the layers that are
-  entirely zero are named in the message.
+  entirely zero are named in the message. A classifier collapses **partially** when two
+  or more of its class scores are the same for every probe input (a class whose row
+  of the last layer has no nonzero weight scores its bias): it cannot tell those
+  classes apart, so all but one of them are never predicted. One constant score is
+  not a failure — a softmax sees only the differences of the scores.
 
 The final :attr:`HealthMonitor.status` is ``"collapsed"`` when the last epoch's
 network is collapsed (whatever the streak: that network is what a user gets) in a run
@@ -58,6 +62,7 @@ __all__ = [
     "HealthMonitor",
     "chance_accuracy",
     "constant_output",
+    "constant_scores",
     "majority_share",
     "empty_layers",
 ]
@@ -70,6 +75,32 @@ STATUSES = ("ok", "stalled", "collapsed", "diverged", "interrupted")
 STALL_LOSS_FRACTION = 0.9
 #: Share of the way from chance to perfect accuracy below which accuracy is "chance".
 STALL_ACC_MARGIN = 0.1
+
+
+@torch.no_grad()
+def _constant_columns(model: nn.Module, x: torch.Tensor, rtol: float) -> tuple[torch.Tensor, int]:
+    """Per output column of ``model(x)`` (flattened per row): whether it is the same for
+    every row, within ``rtol`` of the output's largest magnitude (all ``False`` where an
+    output is not finite); under FSDP2 agreed over the ranks (constant on every rank).
+    Also the output's number of dimensions."""
+    was = model.training
+    model.eval()
+    try:
+        raw = model(x)
+    finally:
+        model.train(was)
+    out = raw.float().reshape(len(x), -1)
+    spread = (out - out[:1]).abs().amax(0)
+    # no early return: under FSDP2 every rank must reach the all-reduce below
+    finite = bool(torch.isfinite(out).all())
+    cols = (spread <= rtol * (1.0 + out.abs().max())) & finite
+    if is_sharded_model(model):
+        import torch.distributed as dist
+
+        flags = cols.float()
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        cols = flags > 0
+    return cols, raw.ndim
 
 
 @torch.no_grad()
@@ -88,22 +119,32 @@ def constant_output(model: nn.Module, x: torch.Tensor, *, rtol: float = 1e-6) ->
     """
     if len(x) < 2:
         return False
-    was = model.training
-    model.eval()
-    try:
-        out = model(x).float().reshape(len(x), -1)
-    finally:
-        model.train(was)
-    spread = (out - out[:1]).abs().max()
-    # no early return: under FSDP2 every rank must reach the all-reduce below
-    constant = bool(torch.isfinite(out).all()) and bool(spread <= rtol * (1.0 + out.abs().max()))
-    if is_sharded_model(model):
-        import torch.distributed as dist
+    return bool(_constant_columns(model, x, rtol)[0].all())
 
-        flag = torch.tensor([float(constant)], device=out.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        constant = bool(flag.item())
-    return constant
+
+@torch.no_grad()
+def constant_scores(model: nn.Module, x: torch.Tensor, *, rtol: float = 1e-6) -> list[int]:
+    """The class scores of ``model`` (the columns of an output of shape ``(N, C)``) that
+    are the same for every row of ``x`` (``[]`` for a single input or an output of
+    another shape, such as a sequence model's).
+
+    One constant score costs a softmax classifier nothing (only the differences of the
+    scores matter); two or more make it unable to tell those classes apart: all but one
+    of them are never predicted (:class:`HealthMonitor`'s partial collapse). A class
+    whose row of the last layer has no nonzero weight is one (AdaBreg with the Tℓ1
+    penalty kept 2 of the 10 rows of an MLP's last layer and scored 16.5 %,
+    docs/recipes.md, round 53). Eval mode, restored; under FSDP2 every rank must call it.
+
+    Example:
+        >>> net = nn.Linear(3, 4)
+        >>> _ = net.weight.data[1:3].zero_()
+        >>> constant_scores(net, torch.randn(8, 3))
+        [1, 2]
+    """
+    if len(x) < 2:
+        return []
+    cols, ndim = _constant_columns(model, x, rtol)
+    return [int(i) for i in torch.nonzero(cols).flatten().tolist()] if ndim == 2 else []
 
 
 def empty_layers(filters_alive: Mapping[str, int]) -> list[str]:
@@ -157,6 +198,7 @@ _STATE: dict[str, type] = {
     "stall_streak": int,
     "collapse_streak": int,
     "last_collapsed": bool,
+    "last_scores": list,
     "last_empty": list,
     "failing_since": int,
     "emptied": bool,
@@ -209,6 +251,7 @@ class HealthMonitor:
     stall_streak: int = 0
     collapse_streak: int = 0
     last_collapsed: bool = False
+    last_scores: list[int] = field(default_factory=list)  # a partial collapse's classes
     last_empty: list[str] = field(default_factory=list)
     failing_since: int = 0  # the epoch the current stall or collapse began (0: none)
     emptied: bool = False  # a layer was empty (or the output constant) in this failure
@@ -254,15 +297,19 @@ class HealthMonitor:
             "does not generalise"
         )
 
-    @staticmethod
-    def _collapse_message(empty_layers: Sequence[str], epochs: int | None) -> str:
+    def _collapse_message(self, empty_layers: Sequence[str], epochs: int | None) -> str:
         zero = f" ({', '.join(empty_layers)} entirely zero)" if empty_layers else ""
-        if epochs is None:
-            return f"collapsed: the final network gives the same output for every input{zero}"
-        return (
-            f"collapsed: the deployable network gives the same output for every input "
-            f"for {epochs} epochs{zero}"
-        )
+        net = "the final network" if epochs is None else "the deployable network"
+        span = "" if epochs is None else f" for {epochs} epochs"
+        scores = self.last_scores
+        if scores:  # partial: some class scores constant, not the whole output
+            shown = ", ".join(str(i) for i in scores[:8]) + (", …" if len(scores) > 8 else "")
+            of = f" of {self.num_classes}" if self.num_classes else ""
+            return (
+                f"collapsed: {net} gives the classes {shown} ({len(scores)}{of}) the same "
+                f"score for every input{span}{zero}: it cannot tell them apart"
+            )
+        return f"collapsed: {net} gives the same output for every input{span}{zero}"
 
     def hint(self, layers: Sequence[str] = ()) -> str:
         """What to change, with values.
@@ -303,16 +350,29 @@ class HealthMonitor:
         return f"try {' or '.join(parts)}{where}"
 
     def observe(
-        self, row: Mapping[str, Any], *, constant_output: bool, empty_layers: Sequence[str]
+        self,
+        row: Mapping[str, Any],
+        *,
+        constant_output: bool,
+        empty_layers: Sequence[str],
+        constant_scores: Sequence[int] = (),
     ) -> list[str]:
-        """Record one epoch (``row`` as in the metrics); return the warnings to print."""
+        """Record one epoch (``row`` as in the metrics); return the warnings to print.
+
+        ``constant_scores``: the classes whose score was the same for every probe input
+        (:func:`constant_scores`, for an output of one score per class); two or more
+        make the epoch a (partial) collapse."""
         warnings: list[str] = []
         self.epochs_seen += 1
         if self._stalled(row):
             self.stall_streak += 1
         else:
             self.stall_streak = 0
-        self.last_collapsed = bool(constant_output) and int(row.get("epoch", 1)) > 0
+        # two constant class scores or more: those classes are never told apart (one
+        # constant score is free: a softmax sees only the differences of the scores)
+        partial = not constant_output and self.num_classes is not None and len(constant_scores) >= 2
+        self.last_scores = [int(i) for i in constant_scores] if partial else []
+        self.last_collapsed = bool(constant_output or partial) and int(row.get("epoch", 1)) > 0
         self.last_empty = list(empty_layers)
         self.collapse_streak = self.collapse_streak + 1 if self.last_collapsed else 0
         if not (self.stall_streak or self.collapse_streak):
