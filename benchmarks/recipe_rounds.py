@@ -193,6 +193,13 @@ ROUND51 = [{**ROUND49[2], "refit": 0.3}, {**ROUND49[2], "lam_warmup": 0.7}]
 #: underfitted (LeNet-5's training accuracy 87 % against the pruned network's 91 %).
 ROUND52 = [{**ROUND51[0], "refit_lr": 0.03, "refit_warmup": w} for w in (1.0, 2.0)]
 
+#: Round 54 (docs/recipes.md): AdaBreg with the Tℓ1 penalty as its recipe runs it (each
+#: layer steered to its share) and steered as one density.
+ROUND54 = [
+    {"optimizer": "adabreg", "penalty": "tl1"},
+    {"optimizer": "adabreg", "penalty": "tl1", "target_allocation": "global"},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1081,6 +1088,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         for pen in ("l1", "l0", "tl1", "group_l1", "group_l0")
         if pen != ("l0" if o == "rda" else "l1")
     ],
+    # round 54: AdaBreg's Tℓ1 steered as one density (the allocation before round 36);
+    # its per-layer recipe's runs are round 53's; the words check and a fresh seed of both
+    "round54": [ROUND54[1]],
+    "round54w": [c for cand in ROUND54 for c in words_check(cand)],
+    "round54c": [{**c, "seed": 1} for c in ROUND54],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1148,6 +1160,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round50c": FRESH_SEED_TASKS,
     "round51c": FRESH_SEED_TASKS,
     "round52c": FRESH_SEED_TASKS,
+    "round54w": ("words-cnn",),
+    "round54c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }
