@@ -13,11 +13,13 @@ from torch import nn
 import sparseopt as so
 from sparseopt.config import TrainConfig
 from sparseopt.control import (
+    GLOBAL_PENALTIES,
     PRESETS,
     TargetDensity,
     conserve_budget,
     he_shares,
     penalised_density,
+    preset_allocation,
     unit_floor,
 )
 from sparseopt.groups import param_groups
@@ -392,6 +394,32 @@ def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
         TrainConfig(optimizer="adabreg", coupled="head", target_allocation="he").validate()
     with pytest.raises(ValueError, match="allocation"):
         TargetDensity(0.1, allocation="layer")
+
+
+def test_adabregs_tl1_steers_one_density() -> None:
+    """AdaBreg's per-layer allocation (studied with ℓ1) is off with Tℓ1, where it emptied
+    layers (docs/recipes.md, rounds 53-54): in the config (also for one layer kind's
+    Tℓ1) and for a controller built from an optimizer instance; ℓ0, LinBreg's Tℓ1 and a
+    given allocation are as they were."""
+    assert GLOBAL_PENALTIES == {"adabreg": ("tl1",)}
+    assert preset_allocation("adabreg", ["tl1"]) == "global"
+    assert preset_allocation("adabreg", ["l1", None]) == "he"
+    assert preset_allocation("linbreg", ["tl1"]) == "he"
+    assert preset_allocation("rda", ["tl1"]) == "global"
+    cfg = TrainConfig(optimizer="adabreg", penalty="tl1").resolve()
+    assert (cfg.lam_scale, cfg.target_allocation, cfg.target_density) == ("layer", "global", 0.13)
+    mixed = TrainConfig(optimizer="adabreg", conv_penalty="tl1").resolve()
+    assert mixed.target_allocation == "global"
+    for pen in ("l1", "l0", "group_l1"):
+        assert TrainConfig(optimizer="adabreg", penalty=pen).resolve().target_allocation == "he"
+    assert TrainConfig(optimizer="linbreg", penalty="tl1").resolve().target_allocation == "he"
+    given = TrainConfig(optimizer="adabreg", penalty="tl1", target_allocation="he").resolve()
+    assert given.target_allocation == "he"
+    opt = so.create_optimizer(_mlp(), "adabreg", penalty="tl1", lam_scale="layer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert TargetDensity.for_optimizer(opt, 0.1).allocation == "global"
+    assert TargetDensity.for_optimizer(opt, 0.1, allocation="he").allocation == "he"
 
 
 def test_the_engine_builds_the_allocation_into_its_controller() -> None:

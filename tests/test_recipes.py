@@ -11,7 +11,7 @@ import torch
 
 import sparseopt as so
 from sparseopt.config import TrainConfig
-from sparseopt.control import PRESETS
+from sparseopt.control import GLOBAL_PENALTIES, PRESETS
 from sparseopt.optim.registry import OPTIMIZERS, PENALTY_NAMES, get_optimizer_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,9 @@ def test_docs_recipe_table_is_the_registry() -> None:
             ), row
         target = info.training.get("target_density")
         per_layer = PRESETS.get(name, {}).get("allocation", "global") != "global"
-        note = f", per layer ({PRESETS.get(name, {}).get('allocation')}; " if per_layer else " ("
+        one = "".join(f"{p}: one density; " for p in GLOBAL_PENALTIES.get(name, ()))
+        alloc = PRESETS.get(name, {}).get("allocation")
+        note = f", per layer ({alloc}; {one}" if per_layer else " ("
         assert cells[7] == ("—" if target is None else f"{target:g}{note}off when a λ is given)"), (
             row
         )

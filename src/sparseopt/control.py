@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -74,6 +74,8 @@ from sparseopt.groups import group_lam
 __all__ = [
     "ALLOCATIONS",
     "PRESETS",
+    "GLOBAL_PENALTIES",
+    "preset_allocation",
     "LamWarmup",
     "TargetDensity",
     "empty_penalised",
@@ -115,6 +117,28 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rvsm": {"ramp": 0.8},
     "rda": {"ramp": 0.8},
 }
+
+#: Penalties with which a method whose preset steers each layer to its share steers one
+#: density instead (``allocation`` ``global``): AdaBreg's Tℓ1 per layer emptied the last
+#: layer of the study's MLP in the run's last epoch (16.5 %) and four of LeNet-5's conv2
+#: filters (52.0 %), and learned on every task steered as one density (docs/recipes.md,
+#: rounds 53-54); its per-layer allocation was studied with ℓ1 (rounds 36-37).
+GLOBAL_PENALTIES: dict[str, tuple[str, ...]] = {"adabreg": ("tl1",)}
+
+
+def preset_allocation(optimizer: str, penalties: Iterable[str | None] = ()) -> str:
+    """The allocation :data:`PRESETS` gives ``optimizer`` (a registry name) with the
+    ``penalties`` of its penalised layers: ``global`` where one of them is in
+    :data:`GLOBAL_PENALTIES`.
+
+    Example:
+        >>> preset_allocation("adabreg", ["l1"]), preset_allocation("adabreg", ["tl1"])
+        ('he', 'global')
+    """
+    if any(p in GLOBAL_PENALTIES.get(optimizer, ()) for p in penalties):
+        return "global"
+    return str(PRESETS.get(optimizer, {}).get("allocation", "global"))
+
 
 #: For a ``sticky`` plant, the relative rise of the density since λ last rose below which
 #: the support counts as no longer growing (a few weights entering and leaving).
@@ -557,6 +581,9 @@ class TargetDensity:
         name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
         key = name.lower().replace("-", "").replace("_", "")
         preset = dict(PRESETS.get(key, {}))
+        if not isinstance(optimizer, str) and "allocation" in preset:
+            pens = [str(g.get("penalty", "none")) for g in optimizer.param_groups]
+            preset["allocation"] = preset_allocation(key, pens)
         if (
             preset.get("allocation", "global") != "global"
             and "allocation" not in overrides

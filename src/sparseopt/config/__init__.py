@@ -482,8 +482,9 @@ class TrainConfig:
         "sparseopt.control.he_shares)",
         metavar="A",
         shown=(
-            "per optimizer: {control[allocation]} (global with --lam-scale none, --coupled or "
-            "no target density); else global"
+            "per optimizer: {control[allocation]} (global with --lam-scale none, --coupled, "
+            "no target density, or adabreg's tl1: sparseopt.control.GLOBAL_PENALTIES); "
+            "else global"
         ),
     )
     record_path: bool = _opt(
@@ -687,11 +688,13 @@ class TrainConfig:
         elif self.lam_scale in (None, "none"):  # no λ, no groups to scale (a run saved
             changes["lam_scale"] = None  # before the field says "none"); others are refused
         if self.target_allocation is None:  # the recipe's, where its groups are layers
-            from sparseopt.control import PRESETS
+            from sparseopt.control import preset_allocation
 
             lam_scale = changes.get("lam_scale", self.lam_scale)
             per_layer = info.sparse and not self.coupled and lam_scale != "none"
-            preset = PRESETS.get(info.name, {}).get("allocation", "global")
+            base = changes.get("penalty", self.penalty)
+            pens = [kind or base for kind in (self.conv_penalty, self.linear_penalty)]
+            preset = preset_allocation(info.name, pens)
             changes["target_allocation"] = preset if per_layer and steered else "global"
         elif self.target_allocation != "global" and not steered:
             raise ValueError(
