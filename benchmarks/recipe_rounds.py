@@ -200,6 +200,20 @@ ROUND54 = [
     {"optimizer": "adabreg", "penalty": "tl1", "target_allocation": "global"},
 ]
 
+#: Round 55 (docs/recipes.md): ProxSGD's ℓ0 and group ℓ0, steered to its target, starting
+#: from the λ that matches its ℓ1 recipe's threshold (√(2tλ₀) = tλ₁ at t = lr = 0.02:
+#: λ₀ = 0.02 · 5e-3² / 2 = 2.5e-7) instead of RVSM's measured one (0.025).
+ROUND55 = [
+    {
+        "optimizer": "proxsgd",
+        "penalty": pen,
+        "lam": 2.5e-7,
+        "target_density": 0.13,
+        "target_density_ramp": 0.94,
+    }
+    for pen in ("l0", "group_l0")
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1093,6 +1107,10 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round54": [ROUND54[1]],
     "round54w": [c for cand in ROUND54 for c in words_check(cand)],
     "round54c": [{**c, "seed": 1} for c in ROUND54],
+    # round 55: ProxSGD's ℓ0 and group ℓ0 steered from the matched start λ₀ = tλ₁²/2
+    "round55": ROUND55,
+    "round55w": [c for cand in ROUND55 for c in words_check(cand)],
+    "round55c": [{**c, "seed": 1} for c in ROUND55],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1162,6 +1180,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round52c": FRESH_SEED_TASKS,
     "round54w": ("words-cnn",),
     "round54c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
+    "round55w": ("words-cnn",),
+    "round55c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }
