@@ -272,8 +272,11 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.proxsgd:ProxSGD",
             "Proximal SGD (Lasso baseline), optional momentum",
             "Parikh & Boyd (2014)",
-            # ℓ0: RVSM's measured threshold √(2·5e-4) at ProxSGD's prox step lr = 0.02
-            lam=_lams(5e-3, 5e-4 / 0.02),
+            # ℓ0 (round 55): steered from the threshold of its ℓ1 start, √(2tλ₀) = tλ₁ at
+            # t = lr = 0.02 (RVSM's measured 5e-4 / 0.02 = 0.025 zeroed the curve CNN's
+            # head in the first epoch: the words CNN at chance on three seeds); group ℓ0
+            # keeps 0.025 (it collapses the words CNN from either start)
+            lam={**_lams(5e-3, 2.5e-7), "group_l0": 0.025},  # 2.5e-7 = 0.02 · 5e-3² / 2
             # round 28: λ steered to 13 % of the weights along the controller's ramp
             # (PRESETS: from the dense start down to 13 %), the first admissible ProxSGD
             # candidate (−2.31; one λ gave 13-58 %); λ 5e-3 is where it starts. Round 42
