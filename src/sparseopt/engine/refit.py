@@ -219,6 +219,7 @@ class Refit:
                 refit=True,
                 init_density=cfg.init_density,
                 ramp=cfg.target_density_ramp,
+                groups_start_alive=cfg.groups_start_alive(),
             )
             line += f"; {miss}" if miss else ""
         return line

@@ -362,6 +362,7 @@ class Trainer:
             self.config.optimizer,
             init_density=self.config.init_density,
             ramp=ctl.ramp,
+            groups_start_alive=self.config.groups_start_alive(),
         )
         return [miss] if miss else []
 
