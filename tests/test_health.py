@@ -16,7 +16,7 @@ import sparseopt as so
 from sparseopt.baselines import FixedMask, magnitude_masks, verdict
 from sparseopt.cli import main
 from sparseopt.control import TargetDensity, empty_penalised
-from sparseopt.health import EXIT_FAILED, HealthMonitor, constant_output, constant_scores
+from sparseopt.health import EXIT_FAILED, HealthMonitor, constant_output, probe_constant
 
 FAST = ["--no-plots", "--quiet", "--no-record-path", "--no-tensorboard", "--threads", "1"]
 
@@ -150,13 +150,14 @@ def test_monitor_reports_a_collapse_with_the_empty_layers_and_restores_state() -
 def test_two_constant_class_scores_are_a_partial_collapse_one_is_not() -> None:
     """A classifier whose last layer lost the rows of two classes cannot tell them apart
     (all but one never predicted): collapsed, the classes named; one constant score is
-    free under a softmax (only differences count); a regression has no classes."""
+    free under a softmax (only differences count); a regression has no classes; a
+    whole constant output is the whole collapse, whatever the scores say."""
     net = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 4))
     x = torch.randn(32, 5)
-    assert constant_scores(net, x) == []
+    assert probe_constant(net, x, 4) == (False, [])
     with torch.no_grad():
         net[2].weight[1].zero_()
-    assert constant_scores(net, x) == [1] and not constant_output(net, x)
+    assert probe_constant(net, x, 4) == (False, [1])
     mon = HealthMonitor(num_classes=4, patience=2, lr=0.1, lam=0.01)
     for e in (1, 2):
         said = mon.observe(
@@ -165,8 +166,8 @@ def test_two_constant_class_scores_are_a_partial_collapse_one_is_not() -> None:
     assert said == [] and mon.status == "ok"
     with torch.no_grad():
         net[2].weight[3].zero_()
-    scores = constant_scores(net, x)
-    assert scores == [1, 3]
+    constant, scores = probe_constant(net, x, 4)
+    assert (constant, scores) == (False, [1, 3])
     for e in (3, 4):
         said = mon.observe(
             _row(e, 0.5, 0.8), constant_output=False, empty_layers=[], constant_scores=scores
@@ -180,18 +181,40 @@ def test_two_constant_class_scores_are_a_partial_collapse_one_is_not() -> None:
     back = HealthMonitor(num_classes=4, patience=2)
     back.load_state_dict(state)
     assert back.status == "collapsed" and back.last_scores == [1, 3]
+    # the partial collapse turns whole: the reason follows the last network
+    mon.observe(_row(5, 0.5, 0.8), constant_output=True, empty_layers=["fc2"],
+                constant_scores=[0, 1, 2, 3])  # fmt: skip
+    assert mon.last_scores == [] and mon.status == "collapsed"
+    assert mon.reason.startswith("collapsed: the deployable network gives the same output")
+    assert "fc2 entirely zero" in mon.reason and "classes" not in mon.reason
     # healed: the next epoch's scores differ again
-    mon.observe(_row(5, 0.5, 0.8), constant_output=False, empty_layers=[], constant_scores=[])
-    assert mon.status == "ok" and mon.last_scores == []
+    mon.observe(_row(6, 0.5, 0.8), constant_output=False, empty_layers=[], constant_scores=[])
+    assert mon.status == "ok" and mon.last_scores == [] and mon.reason == ""
     reg = HealthMonitor(num_classes=None, patience=1)
     reg.observe({"epoch": 1, "train_loss": 1.0}, constant_output=False, empty_layers=[],
                 constant_scores=[0, 1])  # fmt: skip
     assert reg.status == "ok"
-    # a sequence model's output (N, T, V) has no class columns to judge
+    # an output of another shape than (N, C) has no class scores to judge: a sequence
+    # model's (N, T, V), or (N·T, V) read as N rows
     seq = nn.Sequential(nn.Linear(5, 6), nn.Unflatten(1, (2, 3)))
     with torch.no_grad():
         seq[0].weight.zero_()
-    assert constant_scores(seq, x) == [] and constant_output(seq, x)
+    assert probe_constant(seq, x, 3) == (True, []) and constant_output(seq, x)
+    assert probe_constant(net, x, 5) == (False, [])  # 4 scores, not 5: not judged
+
+
+def test_a_non_finite_output_is_never_constant() -> None:
+    """An output with an inf or a NaN is neither a constant output nor constant scores
+    (the spread of an inf is not finite, and a NaN compares false)."""
+    net = nn.Linear(3, 4)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias[0] = float("inf")
+    x = torch.randn(8, 3)
+    assert probe_constant(net, x, 4) == (False, [])
+    with torch.no_grad():
+        net.bias[0] = float("nan")
+    assert probe_constant(net, x, 4) == (False, []) and not constant_output(net, x)
 
 
 def test_constant_output_sees_a_dead_layer_but_not_a_live_one() -> None:
@@ -559,3 +582,29 @@ def test_a_failure_that_emptied_a_layer_keeps_the_epochs_hint_to_its_end() -> No
     for e in (7, 8):
         mon.observe(_row(e, 0.69, 0.5), constant_output=False, empty_layers=[])
     assert "--lr 0.00667" in mon.summary()["hint"]
+
+
+def test_a_run_whose_last_layer_loses_two_class_rows_ends_collapsed(tmp_path: Path) -> None:
+    """End to end: the trainer probes the deployable network for constant class scores.
+    A callback that zeroes the rows of classes 3 and 7 in the last layer after every
+    step (SGD; the MLP of the default job) makes the run end ``collapsed``, the two
+    classes named in its summary and its FAILED line; the command line exits 4."""
+    from engine_helpers import tiny
+
+    from sparseopt.engine import train
+
+    class DropTwoClasses:
+        def on_step_end(self, trainer: Any, *_: Any) -> None:
+            with torch.no_grad():
+                trainer.model.fc3.weight[[3, 7]] = 0.0
+
+    res = train(
+        tiny(tmp_path / "r", optimizer="sgd", epochs=3, stall_epochs=2),
+        callbacks=[DropTwoClasses()],
+    )
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert res.status == "collapsed" and summary["status"] == "collapsed"
+    assert "the classes 3, 7 (2 of 10) the same score for every input" in summary["reason"]
+    assert "FAILED — collapsed" in (tmp_path / "r" / "log.txt").read_text()
+    ok = train(tiny(tmp_path / "ok", optimizer="sgd", epochs=3, stall_epochs=2))
+    assert ok.status == "ok"

@@ -31,7 +31,10 @@ def test_every_sparse_recipe_has_a_lambda_per_penalty(name: str) -> None:
 def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, penalty: str) -> None:
     info = get_optimizer_info(name)
     r = TrainConfig(optimizer=name, penalty=penalty).resolve()
-    assert r.lam == info.lam[penalty]
+    # steered to a target, the controller starts from target_lam's λ where there is one
+    assert r.lam == info.default_lam(penalty, steered=bool(r.target_density))
+    fixed = TrainConfig(optimizer=name, penalty=penalty, target_density=0).resolve()
+    assert fixed.lam == info.lam[penalty]
     assert r.lr == info.defaults.get("lr", r.lr)
     assert r.init_density == info.training["init_density"]
     assert r.schedule == info.training["schedule"]
@@ -53,6 +56,24 @@ def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, pe
     assert (mixed.lam, mixed.conv_lam) == (info.lam[default], info.lam["group_l1"])
     # a user's λ wins everywhere
     assert TrainConfig(optimizer=name, penalty=penalty, lam=0.123).resolve().lam == 0.123
+
+
+def test_proxsgds_l0_starts_its_controller_from_its_l1_threshold() -> None:
+    """Round 55: steered, ProxSGD's ℓ0 starts from λ₀ = tλ₁²/2 = 2.5e-7 (the threshold of
+    its ℓ1 start); wherever λ stays fixed — no target, a λ warm-up (which turns the
+    recipe's target off), a class or ``create_optimizer`` — it is 0.025, a real λ."""
+    info = get_optimizer_info("proxsgd")
+    assert dict(info.target_lam) == {"l0": 2.5e-7}
+    assert 2.5e-7 == pytest.approx(0.02 * info.lam["l1"] ** 2 / 2)
+    assert TrainConfig(optimizer="proxsgd", penalty="l0").resolve().lam == 2.5e-7
+    steered = TrainConfig(optimizer="proxsgd", penalty="l1", conv_penalty="l0").resolve()
+    assert (steered.lam, steered.conv_lam) == (5e-3, 2.5e-7)
+    for kw in ({"target_density": 0}, {"lam_warmup": 0.5}):
+        assert TrainConfig(optimizer="proxsgd", penalty="l0", **kw).resolve().lam == 0.025
+    assert TrainConfig(optimizer="proxsgd", penalty="group_l0").resolve().lam == 0.025
+    net = torch.nn.Linear(3, 2)
+    assert so.create_optimizer(net, "proxsgd", penalty="l0").param_groups[0]["lam"] == 0.025
+    assert get_optimizer_info("rvsm").default_lam("l0", steered=True) == 5e-4  # none there
 
 
 @pytest.mark.parametrize("name", SPARSE)
@@ -140,8 +161,9 @@ def test_docs_recipe_table_is_the_registry() -> None:
         target = info.training.get("target_density")
         per_layer = PRESETS.get(name, {}).get("allocation", "global") != "global"
         one = "".join(f"{p}: one density; " for p in GLOBAL_PENALTIES.get(name, ()))
+        start = "".join(f"λ from {p} {v:g}; " for p, v in info.target_lam.items())
         alloc = PRESETS.get(name, {}).get("allocation")
-        note = f", per layer ({alloc}; {one}" if per_layer else " ("
+        note = f", per layer ({alloc}; {one}{start}" if per_layer else f" ({start}"
         assert cells[7] == ("—" if target is None else f"{target:g}{note}off when a λ is given)"), (
             row
         )

@@ -539,6 +539,17 @@ def test_an_own_controller_and_a_run_from_before_the_guard(tmp_path: Path) -> No
             callbacks=[TargetDensity(0.1)],
         )
     assert not (tmp_path / "own2" / "config.yaml").exists()  # refused before any file
+    zero = train(
+        tiny(tmp_path / "own0", optimizer="rda", epochs=2, lam_warmup=0.0),
+        callbacks=[TargetDensity(0.1)],
+    )
+    assert zero.config.lam_warmup == 0.0  # an explicit 0 (off) is accepted
+    # a fixed-λ run with a warm-up, resumed with a controller of one's own: refused too
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "warm", optimizer="rvsm", epochs=3, lam_warmup=0.5),
+              callbacks=[StopAfter(1)])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"lam_warmup value: 0\.5; the TargetDensity"):
+        train(resume=tmp_path / "warm", callbacks=[TargetDensity(0.1)])
     kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None}
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "old", **kw), callbacks=[StopAfter(2)])

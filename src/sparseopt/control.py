@@ -119,10 +119,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 #: Penalties with which a method whose preset steers each layer to its share steers one
-#: density instead (``allocation`` ``global``): AdaBreg's Tℓ1 per layer emptied the last
-#: layer of the study's MLP in the run's last epoch (16.5 %) and four of LeNet-5's conv2
-#: filters (52.0 %), and learned on every task steered as one density (docs/recipes.md,
-#: rounds 53-54); its per-layer allocation was studied with ℓ1 (rounds 36-37).
+#: density instead (``allocation`` ``global``): AdaBreg's Tℓ1 per layer left 2 of the 10
+#: rows of the study MLP's last layer in the run's last epoch (16.5 %) and 4 of LeNet-5's
+#: 16 conv2 filters (52.0 %), and learned on every task steered as one density
+#: (docs/recipes.md, rounds 53-54); its per-layer allocation was studied with ℓ1 (rounds
+#: 36-37).
 GLOBAL_PENALTIES: dict[str, tuple[str, ...]] = {"adabreg": ("tl1",)}
 
 
@@ -585,8 +586,9 @@ class TargetDensity:
         A preset's per-layer ``allocation`` needs one param group per penalised layer
         (:func:`per_layer_groups`); an instance whose groups hold several layers (e.g.
         ``create_optimizer(model, "adabreg")``, one group per layer kind) gets
-        ``"global"`` instead, with a warning. An ``allocation`` given in ``overrides``
-        is taken as given.
+        ``"global"`` instead, with a warning; so does an instance with a penalty of
+        :data:`GLOBAL_PENALTIES` (:func:`preset_allocation`, without a warning: the
+        recipe's). An ``allocation`` given in ``overrides`` is taken as given.
 
         Example:
             >>> TargetDensity.for_optimizer("linbreg", 0.1, every_steps=2).kp

@@ -62,7 +62,7 @@ __all__ = [
     "HealthMonitor",
     "chance_accuracy",
     "constant_output",
-    "constant_scores",
+    "probe_constant",
     "majority_share",
     "empty_layers",
 ]
@@ -78,11 +78,35 @@ STALL_ACC_MARGIN = 0.1
 
 
 @torch.no_grad()
-def _constant_columns(model: nn.Module, x: torch.Tensor, rtol: float) -> tuple[torch.Tensor, int]:
-    """Per output column of ``model(x)`` (flattened per row): whether it is the same for
-    every row, within ``rtol`` of the output's largest magnitude (all ``False`` where an
-    output is not finite); under FSDP2 agreed over the ranks (constant on every rank).
-    Also the output's number of dimensions."""
+def probe_constant(
+    model: nn.Module, x: torch.Tensor, num_classes: int | None = None, *, rtol: float = 1e-6
+) -> tuple[bool, list[int]]:
+    """In one forward pass over the probe batch ``x``: whether ``model`` gives the same
+    output for every row (within ``rtol`` of the output's largest magnitude; never for a
+    single row or an output that is not finite), and, for a classifier's output of shape
+    ``(N, num_classes)``, the classes whose score is the same for every row.
+
+    One constant score costs a softmax classifier nothing (only the differences of the
+    scores matter); two or more make it unable to tell those classes apart: all but one
+    of them are never predicted (:class:`HealthMonitor`'s partial collapse). A class
+    whose row of the last layer has no nonzero weight is one (AdaBreg with the Tℓ1
+    penalty steered per layer kept 2 of the 10 rows of an MLP's last layer and scored
+    16.5 %, docs/recipes.md, round 53). Runs in eval mode and restores the mode. For a
+    sharded model (FSDP2) every rank must call it (one all-reduce, of one flag per class
+    score or of one flag); the answer is agreed over the ranks (constant only if
+    constant on every rank's ``x``).
+
+    Example:
+        >>> net = nn.Linear(3, 4)
+        >>> _ = net.weight.data[1:3].zero_()
+        >>> probe_constant(net, torch.randn(8, 3), 4)
+        (False, [1, 2])
+        >>> _ = net.weight.data.zero_()
+        >>> probe_constant(net, torch.randn(8, 3))
+        (True, [])
+    """
+    if len(x) < 2:
+        return False, []
     was = model.training
     model.eval()
     try:
@@ -91,25 +115,24 @@ def _constant_columns(model: nn.Module, x: torch.Tensor, rtol: float) -> tuple[t
         model.train(was)
     out = raw.float().reshape(len(x), -1)
     spread = (out - out[:1]).abs().amax(0)
-    # no early return: under FSDP2 every rank must reach the all-reduce below
     finite = bool(torch.isfinite(out).all())
     cols = (spread <= rtol * (1.0 + out.abs().max())) & finite
+    classes = num_classes is not None and tuple(raw.shape) == (len(x), num_classes)
+    flags = cols.float() if classes else cols.all().float().reshape(1)
+    # no early return above: under FSDP2 every rank must reach this all-reduce
     if is_sharded_model(model):
         import torch.distributed as dist
 
-        flags = cols.float()
         dist.all_reduce(flags, op=dist.ReduceOp.MIN)
-        cols = flags > 0
-    return cols, raw.ndim
+    if not classes:
+        return bool(flags.item() > 0), []
+    constant = flags > 0
+    return bool(constant.all()), [int(i) for i in torch.nonzero(constant).flatten().tolist()]
 
 
-@torch.no_grad()
 def constant_output(model: nn.Module, x: torch.Tensor, *, rtol: float = 1e-6) -> bool:
-    """Whether ``model`` gives (numerically) the same output for every row of ``x``.
-
-    Runs in eval mode and restores the mode. A single input is never "constant". For a
-    sharded model (FSDP2) every rank must call it; the answer is agreed over the ranks
-    (constant only if constant on every rank's ``x``).
+    """Whether ``model`` gives (numerically) the same output for every row of ``x``
+    (:func:`probe_constant`'s first answer).
 
     Example:
         >>> net = nn.Linear(3, 2)
@@ -117,34 +140,7 @@ def constant_output(model: nn.Module, x: torch.Tensor, *, rtol: float = 1e-6) ->
         >>> constant_output(net, torch.randn(8, 3))
         True
     """
-    if len(x) < 2:
-        return False
-    return bool(_constant_columns(model, x, rtol)[0].all())
-
-
-@torch.no_grad()
-def constant_scores(model: nn.Module, x: torch.Tensor, *, rtol: float = 1e-6) -> list[int]:
-    """The class scores of ``model`` (the columns of an output of shape ``(N, C)``) that
-    are the same for every row of ``x`` (``[]`` for a single input or an output of
-    another shape, such as a sequence model's).
-
-    One constant score costs a softmax classifier nothing (only the differences of the
-    scores matter); two or more make it unable to tell those classes apart: all but one
-    of them are never predicted (:class:`HealthMonitor`'s partial collapse). A class
-    whose row of the last layer has no nonzero weight is one (AdaBreg with the Tℓ1
-    penalty kept 2 of the 10 rows of an MLP's last layer and scored 16.5 %,
-    docs/recipes.md, round 53). Eval mode, restored; under FSDP2 every rank must call it.
-
-    Example:
-        >>> net = nn.Linear(3, 4)
-        >>> _ = net.weight.data[1:3].zero_()
-        >>> constant_scores(net, torch.randn(8, 3))
-        [1, 2]
-    """
-    if len(x) < 2:
-        return []
-    cols, ndim = _constant_columns(model, x, rtol)
-    return [int(i) for i in torch.nonzero(cols).flatten().tolist()] if ndim == 2 else []
+    return probe_constant(model, x, rtol=rtol)[0]
 
 
 def empty_layers(filters_alive: Mapping[str, int]) -> list[str]:
@@ -360,7 +356,7 @@ class HealthMonitor:
         """Record one epoch (``row`` as in the metrics); return the warnings to print.
 
         ``constant_scores``: the classes whose score was the same for every probe input
-        (:func:`constant_scores`, for an output of one score per class); two or more
+        (:func:`probe_constant`, for an output of one score per class); two or more
         make the epoch a (partial) collapse."""
         warnings: list[str] = []
         self.epochs_seen += 1
@@ -389,16 +385,17 @@ class HealthMonitor:
         if self.stall_streak == self.patience:
             msg = self._stall_message(row, self.patience)
             warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))
-        # the reason names the final status; once set for a streak it stays as first said
+        # the reason names the final status: a stall's, once set for a streak, stays as
+        # first said; a collapse's describes the last epoch's network (the one a user
+        # gets: a partial collapse may turn whole, or lose other classes)
         status = self.status
         if status == "ok":
             self.reason = ""
-        elif not self.reason.startswith(status):
-            if status == "stalled":
-                self.reason = self._stall_message(row, self.stall_streak)
-            else:
-                streak = self.patience if self.collapse_streak >= self.patience else None
-                self.reason = self._collapse_message(empty_layers, streak)
+        elif status == "stalled" and not self.reason.startswith(status):
+            self.reason = self._stall_message(row, self.stall_streak)
+        elif status == "collapsed" and self.last_collapsed:
+            streak = self.patience if self.collapse_streak >= self.patience else None
+            self.reason = self._collapse_message(empty_layers, streak)
         self.reported.extend(warnings)
         return warnings
 

@@ -63,8 +63,8 @@ class _PerOptimizer(dict):  # type: ignore[type-arg]
 
 
 def _placeholders() -> dict[str, Any]:
-    """Values of ``{datasets}``, ``{models}``, ``{optimizers}``, ``{recipe[KEY]}`` and
-    ``{control[KEY]}``."""
+    """Values of ``{datasets}``, ``{models}``, ``{optimizers}``, ``{recipe[KEY]}``,
+    ``{control[KEY]}`` and ``{one_density}``."""
 
     def names(kind: str) -> str:
         try:
@@ -92,9 +92,15 @@ def _placeholders() -> dict[str, Any]:
 
         return PRESETS
 
+    def one_density() -> str:  # control.GLOBAL_PENALTIES, e.g. "adabreg's tl1"
+        from sparseopt.control import GLOBAL_PENALTIES
+
+        return ", ".join(f"{o}'s {'/'.join(p)}" for o, p in GLOBAL_PENALTIES.items()) or "none"
+
     return {k: names(k) for k in ("datasets", "models", "optimizers")} | {
         "recipe": _PerOptimizer(recipes),  # e.g. refit: sparse methods only; penalty: rda's
         "control": _PerOptimizer(presets, empty="none"),
+        "one_density": one_density(),
     }
 
 

@@ -483,7 +483,7 @@ class TrainConfig:
         metavar="A",
         shown=(
             "per optimizer: {control[allocation]} (global with --lam-scale none, --coupled, "
-            "no target density, or adabreg's tl1: sparseopt.control.GLOBAL_PENALTIES); "
+            "no target density, or {one_density}: sparseopt.control.GLOBAL_PENALTIES); "
             "else global"
         ),
     )
@@ -684,7 +684,7 @@ class TrainConfig:
                 changes["lam_scale"] = "none" if self.coupled else recipe
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
-            changes.update(recipe_lams(info, settings))
+            changes.update(recipe_lams(info, settings, steered=steered))
         elif self.lam_scale in (None, "none"):  # no λ, no groups to scale (a run saved
             changes["lam_scale"] = None  # before the field says "none"); others are refused
         if self.target_allocation is None:  # the recipe's, where its groups are layers

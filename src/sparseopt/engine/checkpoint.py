@@ -251,11 +251,7 @@ def initial_config(
                 cfg = cfg.replace(target_density=0.0)
             if own_controller and cfg.lam_warmup is None:  # the recipe's (RDA's): the
                 cfg = cfg.replace(lam_warmup=0.0)  # caller's controller steers λ instead
-            elif own_controller and cfg.lam_warmup:
-                raise ConfigError(
-                    f"Invalid lam_warmup value: {cfg.lam_warmup!r}; the TargetDensity "
-                    "callback passed to train() steers λ from the first step (set it to 0)"
-                )
+            _own_controller_check(cfg, own_controller)
             return cfg.validate().resolve()
         if not (resume_dir / CHECKPOINT_FILE).is_file() or not (resume_dir / _CONFIG).is_file():
             raise ConfigError(
@@ -287,11 +283,23 @@ def initial_config(
         saved.setdefault("record_path", False)
         saved.update(overrides)
         saved["out"] = str(resume_dir)
-        return TrainConfig.from_dict(saved).resolve()
+        resumed = TrainConfig.from_dict(saved).resolve()
+        _own_controller_check(resumed, own_controller)
+        return resumed
     except ConfigError:
         raise
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _own_controller_check(cfg: TrainConfig, own_controller: bool) -> None:
+    """A λ warm-up beside a TargetDensity callback of the caller's is refused: the
+    controller steers λ from the first step (a fresh run, or one resumed with it)."""
+    if own_controller and cfg.lam_warmup:
+        raise ConfigError(
+            f"Invalid lam_warmup value: {cfg.lam_warmup!r}; the TargetDensity callback "
+            "passed to train() steers λ from the first step (set it to 0)"
+        )
 
 
 def sharded_dir(ckpt: Mapping[str, Any], path: Path) -> Path | None:

@@ -49,7 +49,7 @@ from sparseopt.engine.report import (
 from sparseopt.engine.rundir import RunDir, claim, tensorboard_row
 from sparseopt.engine.signals import StopSignals
 from sparseopt.groups import layer_lams
-from sparseopt.health import constant_output, constant_scores, empty_layers
+from sparseopt.health import empty_layers, probe_constant
 from sparseopt.logging_utils import ProgressBar, format_epoch_line, open_tensorboard
 from sparseopt.prune._files import non_finite
 
@@ -176,8 +176,7 @@ class Trainer:
         if not self.config.stall_epochs:
             return
         with deployed(self.optimizer):
-            scores = constant_scores(self.model, self._probe)
-            constant = constant_output(self.model, self._probe)
+            constant, scores = probe_constant(self.model, self._probe, self.health.num_classes)
         empty = empty_layers(row.get("layer_filters_alive") or {})
         for line in self.health.observe(
             row, constant_output=constant, empty_layers=empty, constant_scores=scores

@@ -77,6 +77,10 @@ class OptimizerInfo:
         sparse: whether the method takes a penalty (``False`` for dense baselines).
         reference: the paper.
         lam: default λ per penalty name (:data:`PENALTY_NAMES`; sparse methods).
+        target_lam: the λ a target density's controller starts from, per penalty name,
+            where it is not ``lam``'s (the engine's runs with a target and no λ given;
+            a fixed λ — a class built by hand, ``create_optimizer``, no target — takes
+            ``lam``'s).
         training: training defaults (``TrainConfig`` fields: ``init_density``, ``lam_scale``,
             ``schedule``, ``lam_warmup``, ``refit``, ``refit_lr``, ``refit_warmup``,
             ``target_density``; the engine applies them, a class built by hand does not).
@@ -90,12 +94,17 @@ class OptimizerInfo:
     reference: str = ""
     lam: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     training: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    target_lam: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
-    def default_lam(self, penalty: Any) -> float | None:
-        """The recipe's λ for ``penalty`` (a name); ``None`` for ``none`` or an object."""
+    def default_lam(self, penalty: Any, *, steered: bool = False) -> float | None:
+        """The recipe's λ for ``penalty`` (a name), the controller's start where
+        ``steered`` and :attr:`target_lam` has one; ``None`` for ``none`` or an object."""
         if not isinstance(penalty, str):
             return None
-        return self.lam.get(penalty.lower())
+        key = penalty.lower()
+        if steered and key in self.target_lam:
+            return self.target_lam[key]
+        return self.lam.get(key)
 
     @property
     def cls(self) -> type[torch.optim.Optimizer]:
@@ -117,6 +126,7 @@ def _info(
     *,
     lam: Mapping[str, float] | None = None,
     training: Mapping[str, Any] | None = None,
+    target_lam: Mapping[str, float] | None = None,
     **kw: Any,
 ) -> OptimizerInfo:
     sparse = kw.pop("sparse", True)
@@ -131,6 +141,7 @@ def _info(
         reference,
         MappingProxyType(dict(lam or {})),
         MappingProxyType(dict(training or {})),
+        MappingProxyType(dict(target_lam or {})),
     )
 
 
@@ -272,11 +283,13 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "sparseopt.optim.proxsgd:ProxSGD",
             "Proximal SGD (Lasso baseline), optional momentum",
             "Parikh & Boyd (2014)",
-            # ℓ0 (round 55): steered from the threshold of its ℓ1 start, √(2tλ₀) = tλ₁ at
-            # t = lr = 0.02 (RVSM's measured 5e-4 / 0.02 = 0.025 zeroed the curve CNN's
-            # head in the first epoch: the words CNN at chance on three seeds); group ℓ0
-            # keeps 0.025 (it collapses the words CNN from either start)
-            lam={**_lams(5e-3, 2.5e-7), "group_l0": 0.025},  # 2.5e-7 = 0.02 · 5e-3² / 2
+            # ℓ0: RVSM's measured threshold √(2·5e-4) at ProxSGD's prox step lr = 0.02
+            lam=_lams(5e-3, 5e-4 / 0.02),
+            # round 55: steered to its target, ℓ0 starts from the threshold of its ℓ1 start,
+            # √(2tλ₀) = tλ₁ at t = lr = 0.02 (from 0.025 the first epoch zeroed the curve
+            # CNN's head: the words CNN at chance on three seeds); group ℓ0 collapses the
+            # words CNN from either start and keeps 0.025
+            target_lam={"l0": 2.5e-7},  # 0.02 · 5e-3² / 2
             # round 28: λ steered to 13 % of the weights along the controller's ramp
             # (PRESETS: from the dense start down to 13 %), the first admissible ProxSGD
             # candidate (−2.31; one λ gave 13-58 %); λ 5e-3 is where it starts. Round 42
@@ -341,8 +354,11 @@ def get_optimizer_info(name: str) -> OptimizerInfo:
         ) from None
 
 
-def recipe_lams(info: OptimizerInfo, settings: Mapping[str, Any]) -> dict[str, float]:
-    """The λ keywords that ``settings`` leaves unset, from ``info``'s recipe.
+def recipe_lams(
+    info: OptimizerInfo, settings: Mapping[str, Any], *, steered: bool = False
+) -> dict[str, float]:
+    """The λ keywords that ``settings`` leaves unset, from ``info``'s recipe (the
+    controller's start, :attr:`OptimizerInfo.target_lam`, where ``steered``).
 
     ``lam`` is the recipe's λ of ``penalty`` (the recipe's penalty, else ``l1``, when not
     given); ``conv_lam`` and
@@ -357,7 +373,7 @@ def recipe_lams(info: OptimizerInfo, settings: Mapping[str, Any]) -> dict[str, f
     out: dict[str, float] = {}
     penalty = settings.get("penalty") or info.defaults.get("penalty", "l1")
     if settings.get("lam") is None:
-        lam = info.default_lam(penalty)
+        lam = info.default_lam(penalty, steered=steered)
         if lam is not None:
             out["lam"] = lam
     for kind in ("conv", "linear"):
@@ -366,7 +382,7 @@ def recipe_lams(info: OptimizerInfo, settings: Mapping[str, Any]) -> dict[str, f
             continue
         if settings.get("lam") is not None:
             continue
-        lam = info.default_lam(own)
+        lam = info.default_lam(own, steered=steered)
         if lam is not None:
             out[f"{kind}_lam"] = lam
     return out
