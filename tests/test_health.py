@@ -16,7 +16,13 @@ import sparseopt as so
 from sparseopt.baselines import FixedMask, magnitude_masks, verdict
 from sparseopt.cli import main
 from sparseopt.control import TargetDensity, empty_penalised
-from sparseopt.health import EXIT_FAILED, HealthMonitor, constant_output, probe_constant
+from sparseopt.health import (
+    EXIT_FAILED,
+    HealthMonitor,
+    classes_present,
+    constant_output,
+    probe_constant,
+)
 
 FAST = ["--no-plots", "--quiet", "--no-record-path", "--no-tensorboard", "--threads", "1"]
 
@@ -190,6 +196,23 @@ def test_two_constant_class_scores_are_a_partial_collapse_one_is_not() -> None:
     # healed: the next epoch's scores differ again
     mon.observe(_row(6, 0.5, 0.8), constant_output=False, empty_layers=[], constant_scores=[])
     assert mon.status == "ok" and mon.last_scores == [] and mon.reason == ""
+    # steered per layer, the hint first asks for one density
+    per = HealthMonitor(num_classes=4, patience=1, lr=0.01, target_density=0.1, per_layer=True)
+    said = per.observe(_row(1, 0.5, 0.8), constant_output=False, empty_layers=[],
+                       constant_scores=[1, 3])  # fmt: skip
+    assert "try --target-allocation global" in said[0] and "--target-density 0.2" in said[0]
+    per.observe(_row(2, 0.5, 0.8), constant_output=True, empty_layers=[])
+    assert "--target-allocation" not in per.hint()  # a whole collapse: not that cause
+    # a class the training data never shows may lose its row: only seen classes count
+    unseen = HealthMonitor(num_classes=4, patience=1, classes_seen=[0, 1, 2])
+    unseen.observe(_row(1, 0.5, 0.8), constant_output=False, empty_layers=[],
+                   constant_scores=[1, 3])  # fmt: skip
+    assert unseen.status == "ok" and unseen.last_scores == []
+    unseen.observe(_row(2, 0.5, 0.8), constant_output=False, empty_layers=[],
+                   constant_scores=[1, 2, 3])  # fmt: skip
+    assert unseen.status == "collapsed" and unseen.last_scores == [1, 2]
+    assert classes_present(torch.tensor([2, 0, 2]), 4) == [0, 2]
+    assert classes_present(torch.tensor([0, 5]), 4) is None  # not class indices of C
     reg = HealthMonitor(num_classes=None, patience=1)
     reg.observe({"epoch": 1, "train_loss": 1.0}, constant_output=False, empty_layers=[],
                 constant_scores=[0, 1])  # fmt: skip

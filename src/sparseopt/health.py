@@ -61,6 +61,7 @@ __all__ = [
     "STATUSES",
     "HealthMonitor",
     "chance_accuracy",
+    "classes_present",
     "constant_output",
     "probe_constant",
     "majority_share",
@@ -188,6 +189,22 @@ def majority_share(labels: torch.Tensor, num_classes: int) -> float | None:
     return float(counts.max()) / len(y)
 
 
+def classes_present(labels: torch.Tensor, num_classes: int) -> list[int] | None:
+    """The classes among ``labels`` (class indices), or ``None`` where they are not one
+    non-negative integer per sample (all classes then count).
+
+    Example:
+        >>> classes_present(torch.tensor([0, 2, 2]), 4), classes_present(torch.tensor([0.5]), 2)
+        ([0, 2], None)
+    """
+    y = labels.detach()
+    if y.ndim != 1 or len(y) == 0 or y.is_floating_point() or y.dtype == torch.bool:
+        return None
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        return None
+    return [int(i) for i in torch.unique(y.cpu()).tolist()]
+
+
 #: What a checkpoint keeps of a :class:`HealthMonitor`: field name -> the type it is read
 #: back as (a missing entry reads as that type's empty value: 0, False, "" or []).
 _STATE: dict[str, type] = {
@@ -230,6 +247,13 @@ class HealthMonitor:
         majority: frequency of the most common class in the split whose accuracy is
             judged (validation, else training): a constant prediction scores that much,
             so the chance level starts there (``None``: balanced, :math:`1/C`).
+        per_layer: the controller steers each layer to its own share
+            (``--target-allocation he``): a partial collapse's hint is then first one
+            density (AdaBreg's Tℓ1 per layer lost 8 of an MLP's 10 output rows in its last
+            epoch, one density learned: docs/recipes.md, rounds 53-54).
+        classes_seen: the classes the training data holds (:func:`classes_present`;
+            ``None``: all). Only their constant scores make a partial collapse: a class
+            the data never shows may lose its row of the last layer to the penalty.
     """
 
     num_classes: int | None
@@ -244,6 +268,8 @@ class HealthMonitor:
     refit_lr: float | None = None
     refit_from: int | None = None
     refit_warmup: float = 0.0
+    classes_seen: list[int] | None = None
+    per_layer: bool = False
     stall_streak: int = 0
     collapse_streak: int = 0
     last_collapsed: bool = False
@@ -324,6 +350,8 @@ class HealthMonitor:
         also once the layer refilled.
         """
         parts = []
+        if self.last_scores and self.per_layer:  # a layer's share taken from the head's
+            parts.append("--target-allocation global (one density for the whole network)")
         if self.sparse and self.target_density is not None:  # λ is the controller's
             if self.target_density < 1:
                 denser = min(1.0, 2 * self.target_density)
@@ -366,8 +394,10 @@ class HealthMonitor:
             self.stall_streak = 0
         # two constant class scores or more: those classes are never told apart (one
         # constant score is free: a softmax sees only the differences of the scores)
-        partial = not constant_output and self.num_classes is not None and len(constant_scores) >= 2
-        self.last_scores = [int(i) for i in constant_scores] if partial else []
+        seen = None if self.classes_seen is None else set(self.classes_seen)
+        scores = [int(i) for i in constant_scores if seen is None or int(i) in seen]
+        partial = not constant_output and self.num_classes is not None and len(scores) >= 2
+        self.last_scores = scores if partial else []
         self.last_collapsed = bool(constant_output or partial) and int(row.get("epoch", 1)) > 0
         self.last_empty = list(empty_layers)
         self.collapse_streak = self.collapse_streak + 1 if self.last_collapsed else 0

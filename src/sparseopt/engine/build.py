@@ -608,7 +608,7 @@ def build_health(
 ) -> tuple[Any, Tensor]:
     """The stall/collapse monitor (:mod:`sparseopt.health`) and its probe batch (up to
     256 validation inputs; training inputs without a validation split)."""
-    from sparseopt.health import HealthMonitor, majority_share
+    from sparseopt.health import HealthMonitor, classes_present, majority_share
 
     lr, lam = lr_lam(optimizer)
     classes = data.num_classes if data.task == "classification" else None
@@ -620,6 +620,8 @@ def build_health(
         lam=lam,
         sparse=info.sparse,
         majority=majority_share(judged[1], classes) if classes else None,
+        classes_seen=classes_present(tensors["train"][1], classes) if classes else None,
+        per_layer=bool(cfg.target_density) and cfg.target_allocation == "he",
         support_grows=getattr(optimizer, "support_grows_with_steps", False),
         epochs=cfg.epochs,
         target_density=cfg.target_density or None,
