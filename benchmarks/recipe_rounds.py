@@ -196,7 +196,9 @@ ROUND52 = [{**ROUND51[0], "refit_lr": 0.03, "refit_warmup": w} for w in (1.0, 2.
 #: Round 54 (docs/recipes.md): AdaBreg with the Tℓ1 penalty as its recipe runs it (each
 #: layer steered to its share) and steered as one density.
 ROUND54 = [
-    {"optimizer": "adabreg", "penalty": "tl1", "target_allocation": "he"},  # as it ran
+    # as it ran (round 53's runs and round 54's have no target_allocation in their
+    # candidate: re-run, these stages would run it anew under this key)
+    {"optimizer": "adabreg", "penalty": "tl1", "target_allocation": "he"},
     {"optimizer": "adabreg", "penalty": "tl1", "target_allocation": "global"},
 ]
 

@@ -192,24 +192,40 @@ def test_a_group_penalty_whose_groups_all_start_active_is_told_the_cause(tmp_pat
     from sparseopt.control import target_miss
     from sparseopt.engine import train
 
-    said = target_miss(0.13, 0.83, "linbreg", init_density=0.01, ramp=0.0, groups_start_alive=True)
+    said = target_miss(
+        0.13, 0.83, "linbreg", init_density=0.01, ramp=0.0, groups_start_alive="filter"
+    )
     assert "every group starts active" in said and "--init-groups filter" in said
     assert "ramp" not in said and "lower --target-density" not in said
-    assert "more --epochs" in target_miss(0.3, 0.1, "linbreg", groups_start_alive=True)
-    assert "every group" not in target_miss(0.13, 0.83, "splitlbi", groups_start_alive=True)
+    assert "more --epochs" in target_miss(0.3, 0.1, "linbreg", groups_start_alive="filter")
+    assert "every group" not in target_miss(0.13, 0.83, "splitlbi", groups_start_alive="filter")
 
     def alive(**kw: object) -> bool:
         return TrainConfig(optimizer="linbreg", **kw).resolve().groups_start_alive()
 
-    assert alive(penalty="group_l1") and alive(penalty="group_l0", groups="channel")
-    assert alive(penalty="l1", linear_penalty="group_l1")
+    assert alive(penalty="group_l1") == "filter"
+    assert alive(penalty="group_l0", groups="channel") == "channel"
+    assert alive(penalty="l1", linear_penalty="group_l1") == "filter"
+    assert alive(penalty="group_l1", init_groups="kernel") == "filter"  # floored per kernel
     assert not alive(penalty="group_l1", init_groups="filter")
+    assert not alive(penalty="l1", conv_penalty="group_l1", conv_groups="neuron")  # not judged
+    channel = target_miss(0.13, 0.83, "linbreg", groups_start_alive="channel")
+    assert "--init-groups channel" in channel
     assert not alive(penalty="l1", conv_penalty="group_l1", conv_groups="kernel")
     assert not alive(penalty="group_l1", init_floor=False)
     assert not alive(penalty="group_l1", init_density=1.0) and not alive(penalty="l1")
     res = train(tiny(tmp_path / "g", optimizer="linbreg", penalty="group_l1", epochs=2))
     log = (tmp_path / "g" / "log.txt").read_text()
     assert res.config.groups_start_alive() and "every group starts active" in log
+    # a refit's first line says it too (the target is judged where the support is fixed)
+    kw = {"optimizer": "linbreg", "penalty": "group_l1", "epochs": 3, "refit": 0.34}
+    train(tiny(tmp_path / "r", **kw))
+    refit_line = next(
+        line
+        for line in (tmp_path / "r" / "log.txt").read_text().splitlines()
+        if line.startswith("refit:")
+    )
+    assert "every group starts active" in refit_line
 
 
 def test_group_ratios_kept_and_unpenalised_groups_untouched() -> None:

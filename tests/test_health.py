@@ -631,3 +631,10 @@ def test_a_run_whose_last_layer_loses_two_class_rows_ends_collapsed(tmp_path: Pa
     assert "FAILED — collapsed" in (tmp_path / "r" / "log.txt").read_text()
     ok = train(tiny(tmp_path / "ok", optimizer="sgd", epochs=3, stall_epochs=2))
     assert ok.status == "ok"
+    # steered per layer (AdaBreg's recipe), the hint asks first for one density
+    per = train(
+        tiny(tmp_path / "he", optimizer="adabreg", epochs=3, stall_epochs=2),
+        callbacks=[DropTwoClasses()],
+    )
+    hint = json.loads((tmp_path / "he" / "summary.json").read_text())["hint"]
+    assert per.status == "collapsed" and hint.startswith("try --target-allocation global")

@@ -66,13 +66,27 @@ def test_proxsgds_l0_starts_its_controller_from_its_l1_threshold() -> None:
     assert dict(info.target_lam) == {"l0": 2.5e-7}
     assert 2.5e-7 == pytest.approx(0.02 * info.lam["l1"] ** 2 / 2)
     assert TrainConfig(optimizer="proxsgd", penalty="l0").resolve().lam == 2.5e-7
-    steered = TrainConfig(optimizer="proxsgd", penalty="l1", conv_penalty="l0").resolve()
-    assert (steered.lam, steered.conv_lam) == (5e-3, 2.5e-7)
+    steered = TrainConfig(optimizer="proxsgd", penalty="l0", linear_penalty="l0").resolve()
+    assert steered.lam == 2.5e-7
+    l1_l0 = TrainConfig(optimizer="proxsgd", penalty="l1", conv_penalty="l0").resolve()
+    assert (l1_l0.lam, l1_l0.conv_lam) == (5e-3, 2.5e-7)  # matched thresholds
     for kw in ({"target_density": 0}, {"lam_warmup": 0.5}):
         assert TrainConfig(optimizer="proxsgd", penalty="l0", **kw).resolve().lam == 0.025
     assert TrainConfig(optimizer="proxsgd", penalty="group_l0").resolve().lam == 0.025
     net = torch.nn.Linear(3, 2)
     assert so.create_optimizer(net, "proxsgd", penalty="l0").param_groups[0]["lam"] == 0.025
+    steered_opt = so.create_optimizer(net, "proxsgd", penalty="l0", steered=True)
+    assert steered_opt.param_groups[0]["lam"] == 2.5e-7
+    # one's own TargetDensity callback in the engine steers λ too: the controller's start
+    from sparseopt.engine.checkpoint import initial_config
+
+    own = initial_config({"optimizer": "proxsgd", "penalty": "l0"}, None, own_controller=True)
+    assert (own.lam, own.target_density) == (2.5e-7, 0.0)
+    assert TrainConfig(optimizer="proxsgd", penalty="l0").resolve(controller=True).lam == 2.5e-7
+    # one scale for the controller's common factor: a λ of the user's keeps every filled
+    # λ fixed
+    mixed = TrainConfig(optimizer="proxsgd", penalty="l0", conv_lam=0.025, target_density=0.1)
+    assert mixed.resolve().lam == 0.025
     assert get_optimizer_info("rvsm").default_lam("l0", steered=True) == 5e-4  # none there
 
 

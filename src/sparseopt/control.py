@@ -164,7 +164,7 @@ def target_miss(
     refit: bool = False,
     init_density: float | None = None,
     ramp: float | None = None,
-    groups_start_alive: bool = False,
+    groups_start_alive: str | None = None,
 ) -> str:
     """A warning when ``density`` (of the penalised weights) is more than
     :data:`TARGET_MISS` from ``target`` (``""`` otherwise), with what to change for
@@ -181,10 +181,10 @@ def target_miss(
     over targets this small (:data:`RAMP_MAY_OVERSHOOT`), the warning says so and advises
     a lower target, which did lower its density.
 
-    With ``groups_start_alive`` (a group penalty whose every group starts active,
-    :meth:`sparseopt.config.TrainConfig.groups_start_alive`) neither helps — along the
-    ramp LinBreg's ``group_l1`` on the digits MLP ended at 95 % of the weights — and the
-    warning names that cause instead.
+    With ``groups_start_alive`` (the grouping of a group penalty whose every group
+    starts active, :meth:`sparseopt.config.TrainConfig.groups_start_alive`) neither
+    helps — along the ramp LinBreg's ``group_l1`` on the digits MLP ended at 95 % of the
+    weights — and the warning names that cause instead.
 
     Example:
         >>> target_miss(0.05, 0.052, "proxsgd")
@@ -199,8 +199,8 @@ def target_miss(
         fix = (
             f"with a group penalty every group starts active ({optimizer}'s sparse start "
             "keeps a weight in every unit) and its support does not shrink once grown, "
-            "whatever the λ: draw the start per group (--init-groups filter, with a larger "
-            "--init-density); the group penalties' defaults are not studied "
+            f"whatever the λ: draw the start per group (--init-groups {groups_start_alive}, "
+            "with a larger --init-density); the group penalties' defaults are not studied "
             "(docs/recipes.md, round 53)"
         )
     elif ratio > 1 and PRESETS.get(optimizer, {}).get("sticky"):

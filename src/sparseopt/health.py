@@ -200,9 +200,10 @@ def classes_present(labels: torch.Tensor, num_classes: int) -> list[int] | None:
     y = labels.detach()
     if y.ndim != 1 or len(y) == 0 or y.is_floating_point() or y.dtype == torch.bool:
         return None
-    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+    seen = [int(i) for i in torch.unique(y).tolist()]  # sorted; one copy to the host
+    if seen[0] < 0 or seen[-1] >= num_classes:  # e.g. an ignore_index: all classes count
         return None
-    return [int(i) for i in torch.unique(y.cpu()).tolist()]
+    return seen
 
 
 #: What a checkpoint keeps of a :class:`HealthMonitor`: field name -> the type it is read
@@ -253,7 +254,8 @@ class HealthMonitor:
             epoch, one density learned: docs/recipes.md, rounds 53-54).
         classes_seen: the classes the training data holds (:func:`classes_present`;
             ``None``: all). Only their constant scores make a partial collapse: a class
-            the data never shows may lose its row of the last layer to the penalty.
+            the data never shows may lose its row of the last layer to the penalty (a
+            seen class whose score is constant below an unseen one's is then not judged).
     """
 
     num_classes: int | None

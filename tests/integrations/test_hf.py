@@ -215,3 +215,21 @@ def test_the_controller_state_is_saved_and_resumed(tmp_path) -> None:
     resumed, opt2 = run(tmp_path / "a", resume=str(tmp_path / "a" / "checkpoint-3"))
     assert resumed.controller.state_dict() == full.controller.state_dict()
     assert opt2.param_groups[0]["lam"] == pytest.approx(opt.param_groups[0]["lam"], rel=1e-6)
+
+
+def test_a_target_density_gives_the_optimizer_the_controllers_start(tmp_path) -> None:
+    """With a target density the SparseTrainer builds its optimizer steered: an unset λ
+    takes the recipe's controller start (ProxSGD's ℓ0: 2.5e-7, not its fixed 0.025);
+    without one, the fixed λ; a λ given wins."""
+    cases = ((0.2, {}, 2.5e-7), (None, {}, 0.025), (0.2, {"lam": 1e-3}, 1e-3))
+    for target, extra, lam in cases:
+        trainer = SparseTrainer(
+            model=_model(),
+            args=_args(tmp_path / f"t{target}{extra}", eval_strategy="no", save_strategy="no"),
+            train_dataset=_Tokens(8, 0),
+            sparse_optimizer="proxsgd",
+            sparse_kwargs={"penalty": "l0", **extra},
+            sparsity_callback=SparsityTrainerCallback(target_density=target),
+        )
+        opt = find_sparse_optimizer(trainer.create_optimizer())
+        assert {g["lam"] for g in opt.param_groups if g["penalty"] != "none"} == {lam}

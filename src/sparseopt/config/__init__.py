@@ -536,8 +536,8 @@ class TrainConfig:
         3,
         "output",
         "report a run stuck at chance level (training loss, or validation accuracy), or "
-        "whose deployable network gives one output for every input, for N epochs in a "
-        "row: status stalled/collapsed, exit 4 (0: off)",
+        "whose deployable network gives one output for every input (or one score for two "
+        "classes or more), for N epochs in a row: status stalled/collapsed, exit 4 (0: off)",
         metavar="N",
     )
 
@@ -600,8 +600,12 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ resolution
 
-    def resolve(self) -> TrainConfig:
+    def resolve(self, *, controller: bool = False) -> TrainConfig:
         """A copy with ``None`` fields filled from the optimizer's registry recipe.
+
+        ``controller``: a :class:`~sparseopt.control.TargetDensity` of the caller's steers
+        λ (``train(callbacks=[...])``): an unset λ takes the controller's start, as
+        under a target density (:attr:`~sparseopt.optim.registry.OptimizerInfo.target_lam`).
 
         Fills the recipe's hyperparameters the optimizer takes (``lr``, ``momentum``...),
         its training settings (``init_density``, ``schedule``, ``lam_warmup`` — 0 where a
@@ -684,7 +688,7 @@ class TrainConfig:
                 changes["lam_scale"] = "none" if self.coupled else recipe
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
-            changes.update(recipe_lams(info, settings, steered=steered))
+            changes.update(recipe_lams(info, settings, steered=steered or controller))
         elif self.lam_scale in (None, "none"):  # no λ, no groups to scale (a run saved
             changes["lam_scale"] = None  # before the field says "none"); others are refused
         if self.target_allocation is None:  # the recipe's, where its groups are layers
@@ -736,36 +740,46 @@ class TrainConfig:
         base = penalty or "l1"
         return any((kind or base) != "none" for kind in (self.conv_penalty, self.linear_penalty))
 
-    def groups_start_alive(self) -> bool:
-        """Whether every filter or channel group of a group penalty starts active: a sparse
-        start drawn elementwise with its floor (every unit and input channel keeps a
-        weight) gives every such group a nonzero entry, so an inverse scale space method
-        makes each of them dense in its first steps (LinBreg's ``group_l1`` on the digits
-        MLP: 83 % of the weights after one epoch, whatever the λ; docs/recipes.md,
-        round 53). Kernel groups are not all covered by the floor.
+    def groups_start_alive(self) -> str | None:
+        """The grouping (``filter`` or ``channel``) of a group penalty whose every group
+        starts active, else ``None``: a sparse start drawn elementwise (or per kernel)
+        with its floor — every unit and input channel keeps a weight — gives every such
+        group a nonzero entry, so an inverse scale space method makes each of them dense
+        in its first steps (LinBreg's ``group_l1`` on the digits MLP: 83 % of the weights
+        after one epoch, whatever the λ; docs/recipes.md, round 53). Kernel groups are
+        not all covered by the floor; coupled groups start dense on purpose; a grouping
+        that is not one of :data:`sparseopt.groups.GROUPINGS` is not judged.
 
         Example:
             >>> TrainConfig(optimizer="linbreg", penalty="group_l1").resolve().groups_start_alive()
+            'filter'
+            >>> TrainConfig(optimizer="linbreg").resolve().groups_start_alive() is None
             True
-            >>> TrainConfig(optimizer="linbreg").resolve().groups_start_alive()
-            False
         """
         from sparseopt.groups import canonical_grouping
 
-        if self.init_density is None or self.init_density >= 1 or self.init_groups is not None:
-            return False
+        def kind(name: str | None) -> str | None:
+            try:
+                return canonical_grouping(name)
+            except ValueError:
+                return None
+
+        if self.init_density is None or self.init_density >= 1 or self.coupled:
+            return None
         if not self.init_floor:
-            return False
+            return None
+        if self.init_groups is not None and kind(self.init_groups) != "kernel":
+            return None
         base = self.penalty or "l1"
         for pen, grp in (
             (self.conv_penalty, self.conv_groups),
             (self.linear_penalty, self.linear_groups),
         ):
             if str(pen or base).startswith("group_"):
-                kind = canonical_grouping(grp or self.groups or "filter")
-                if kind in ("filter", "channel"):
-                    return True
-        return False
+                grouping = kind(grp or self.groups or "filter")
+                if grouping in ("filter", "channel"):
+                    return grouping
+        return None
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`sparseopt.create_optimizer` (set fields only)."""

@@ -587,6 +587,10 @@ def build(
     scheduler = build_scheduler(cfg, optimizer)
     cbs = build_callbacks(cfg, model, optimizer, callbacks, distributed=ctx.distributed)
     health, probe = build_health(cfg, data, optimizer, info, tensors)
+    from sparseopt.control import TargetDensity
+
+    # the controller that runs decides the hint (a caller's own one included)
+    health.per_layer = any(isinstance(cb, TargetDensity) and cb.allocation == "he" for cb in cbs)
     return Built(cfg, data, tensors, model, optimizer, info, scheduler, cbs, health, probe)
 
 
@@ -621,7 +625,6 @@ def build_health(
         sparse=info.sparse,
         majority=majority_share(judged[1], classes) if classes else None,
         classes_seen=classes_present(tensors["train"][1], classes) if classes else None,
-        per_layer=bool(cfg.target_density) and cfg.target_allocation == "he",
         support_grows=getattr(optimizer, "support_grows_with_steps", False),
         epochs=cfg.epochs,
         target_density=cfg.target_density or None,

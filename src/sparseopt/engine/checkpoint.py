@@ -252,7 +252,7 @@ def initial_config(
             if own_controller and cfg.lam_warmup is None:  # the recipe's (RDA's): the
                 cfg = cfg.replace(lam_warmup=0.0)  # caller's controller steers λ instead
             _own_controller_check(cfg, own_controller)
-            return cfg.validate().resolve()
+            return cfg.validate().resolve(controller=own_controller)
         if not (resume_dir / CHECKPOINT_FILE).is_file() or not (resume_dir / _CONFIG).is_file():
             raise ConfigError(
                 f"cannot resume {resume_dir}: no {CHECKPOINT_FILE} and {'config.yaml'} there "
@@ -298,7 +298,8 @@ def _own_controller_check(cfg: TrainConfig, own_controller: bool) -> None:
     if own_controller and cfg.lam_warmup:
         raise ConfigError(
             f"Invalid lam_warmup value: {cfg.lam_warmup!r}; the TargetDensity callback "
-            "passed to train() steers λ from the first step (set it to 0)"
+            "passed to train() steers λ from the first step (a new run: set it to 0; a "
+            "resumed one: resume without the callback)"
         )
 
 

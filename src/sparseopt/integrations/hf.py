@@ -341,6 +341,8 @@ class SparseTrainer(Trainer):
         """Build the sparseopt optimizer (once); see the class docstring."""
         if self.optimizer is None:
             kw = {"lr": self.args.learning_rate, "weight_decay": self.args.weight_decay}
+            # a target density steers λ: an unset λ takes the controller's start
+            kw["steered"] = self.sparsity_callback.target_density is not None
             kw.update(self.sparse_kwargs)
             self.optimizer = build_sparse_optimizer(
                 self.model if model is None else model, self.sparse_optimizer, **kw

@@ -57,7 +57,10 @@ class SparsityCallback(Callback):
         path_every_n_steps: also record a point every this many optimizer steps.
         target_density: if set, a :class:`~sparseopt.control.TargetDensity` controller
             (the optimizer's presets, :meth:`TargetDensity.for_optimizer`) updates λ every
-            ``control_every_n_steps`` optimizer steps towards this weight density.
+            ``control_every_n_steps`` optimizer steps towards this weight density. Build
+            the optimizer with ``sparseopt.create_optimizer(..., steered=True)`` then, so
+            that a λ left unset starts where the recipe's controller starts (ProxSGD's
+            ℓ0: 2.5e-7, where its fixed λ 0.025 zeroes a small head at once).
         control_every_n_steps: controller period in optimizer steps (default 10).
         controller_kwargs: other :class:`~sparseopt.control.TargetDensity` settings.
         finalize: call ``optimizer.finalize()`` at the end of fitting (default True), so

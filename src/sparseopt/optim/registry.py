@@ -372,6 +372,10 @@ def recipe_lams(
     """
     out: dict[str, float] = {}
     penalty = settings.get("penalty") or info.defaults.get("penalty", "l1")
+    # the controller's start only where no λ is the user's: a λ given keeps the others
+    # fixed too (one scale for the controller's common factor; the starts match the ℓ1
+    # recipe's threshold, so ℓ1 and ℓ0 layers start alike)
+    steered = steered and all(settings.get(k) is None for k in ("lam", "conv_lam", "linear_lam"))
     if settings.get("lam") is None:
         lam = info.default_lam(penalty, steered=steered)
         if lam is not None:
@@ -389,7 +393,11 @@ def recipe_lams(
 
 
 def create_optimizer(
-    model_or_params: torch.nn.Module | Iterable[Any], name: str, **kwargs: Any
+    model_or_params: torch.nn.Module | Iterable[Any],
+    name: str,
+    *,
+    steered: bool = False,
+    **kwargs: Any,
 ) -> torch.optim.Optimizer:
     """Build optimizer ``name`` for a model or an iterable of params / param groups.
 
@@ -398,6 +406,10 @@ def create_optimizer(
     norms not) built from the keywords in :data:`PARAM_GROUP_KEYS`; the remaining
     keywords go to the optimizer. Registry defaults apply under ``kwargs``; a recipe's
     per-layer λ (``lam_scale``) applies with a model only (params carry no layers).
+    ``steered=True`` says a :class:`~sparseopt.control.TargetDensity` will steer λ: a λ
+    left unset then takes the controller's start where the recipe has one
+    (:attr:`OptimizerInfo.target_lam`: ProxSGD's ℓ0, whose fixed λ 0.025 zeroes a small
+    head in the first epoch).
 
     Raises:
         ValueError: unknown optimizer name, a keyword the optimizer does not take
@@ -407,7 +419,7 @@ def create_optimizer(
     merged = {**info.defaults, **kwargs}
     group_kw = {k: merged.pop(k) for k in PARAM_GROUP_KEYS if k in merged}
     if info.sparse:
-        group_kw.update(recipe_lams(info, group_kw))
+        group_kw.update(recipe_lams(info, group_kw, steered=steered))
     if not info.sparse:
         penalised = {k: v for k, v in group_kw.items() if v not in (None, "none", 0, 0.0, ())}
         if penalised:
