@@ -78,9 +78,10 @@ class OptimizerInfo:
         reference: the paper.
         lam: default λ per penalty name (:data:`PENALTY_NAMES`; sparse methods).
         target_lam: the λ a target density's controller starts from, per penalty name,
-            where it is not ``lam``'s (the engine's runs with a target and no λ given;
-            a fixed λ — a class built by hand, ``create_optimizer``, no target — takes
-            ``lam``'s).
+            where it is not ``lam``'s: the engine's runs steered (a target, or one's own
+            ``TargetDensity``) with no λ given, and ``create_optimizer(..., steered=True)``;
+            a fixed λ — a class built by hand, ``create_optimizer`` otherwise, no target —
+            takes ``lam``'s.
         training: training defaults (``TrainConfig`` fields: ``init_density``, ``lam_scale``,
             ``schedule``, ``lam_warmup``, ``refit``, ``refit_lr``, ``refit_warmup``,
             ``target_density``; the engine applies them, a class built by hand does not).
