@@ -202,7 +202,9 @@ def test_two_constant_class_scores_are_a_partial_collapse_one_is_not() -> None:
                        constant_scores=[1, 3])  # fmt: skip
     assert "try --target-allocation global" in said[0] and "--target-density 0.2" in said[0]
     per.observe(_row(2, 0.5, 0.8), constant_output=True, empty_layers=[])
-    assert "--target-allocation" not in per.hint()  # a whole collapse: not that cause
+    assert per.hint().startswith("try --target-allocation global")  # a whole one too
+    per.observe(_row(3, 2.3, 0.1), constant_output=False, empty_layers=[])
+    assert "--target-allocation" not in per.hint()  # a stall: not that cause
     # a class the training data never shows may lose its row: only seen classes count
     unseen = HealthMonitor(num_classes=4, patience=1, classes_seen=[0, 1, 2])
     unseen.observe(_row(1, 0.5, 0.8), constant_output=False, empty_layers=[],

@@ -249,9 +249,10 @@ class HealthMonitor:
             judged (validation, else training): a constant prediction scores that much,
             so the chance level starts there (``None``: balanced, :math:`1/C`).
         per_layer: the controller steers each layer to its own share
-            (``--target-allocation he``): a partial collapse's hint is then first one
-            density (AdaBreg's Tℓ1 per layer lost 8 of an MLP's 10 output rows in its last
-            epoch, one density learned: docs/recipes.md, rounds 53-54).
+            (``--target-allocation he``): a collapse's hint is then first one density
+            (AdaBreg's Tℓ1 per layer lost 8 of an MLP's 10 output rows in its last epoch,
+            and collapsed LeNet-5 on another seed; one density learned: docs/recipes.md,
+            rounds 53-54).
         classes_seen: the classes the training data holds (:func:`classes_present`;
             ``None``: all). Only their constant scores make a partial collapse: a class
             the data never shows may lose its row of the last layer to the penalty (a
@@ -352,7 +353,9 @@ class HealthMonitor:
         also once the layer refilled.
         """
         parts = []
-        if self.last_scores and self.per_layer:  # a layer's share taken from the head's
+        # steered per layer, a layer's share can be taken from the head's (or a layer's
+        # emptied): a collapse, partial or whole, is first asked for one density
+        if self.per_layer and (self.last_scores or self.last_collapsed):
             parts.append("--target-allocation global (one density for the whole network)")
         if self.sparse and self.target_density is not None:  # λ is the controller's
             if self.target_density < 1:
