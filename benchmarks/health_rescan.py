@@ -32,7 +32,7 @@ def rescan(run_dir: Path, cache: dict[Any, Any]) -> tuple[str, str] | None:
     import torch
 
     from sparseopt.config import TrainConfig, load_run_config
-    from sparseopt.engine.build import build_model, data_tensors, load_data
+    from sparseopt.engine.build import build_model, data_tensors, load_data, probe_batch
     from sparseopt.health import classes_present, probe_constant
 
     cfg = TrainConfig.from_dict(load_run_config(run_dir / "config.yaml")).resolve()
@@ -44,9 +44,8 @@ def rescan(run_dir: Path, cache: dict[Any, Any]) -> tuple[str, str] | None:
     model = build_model(cfg, data, sparse_init=False)
     state = torch.load(run_dir / "model_sparse.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(state.state_dict() if hasattr(state, "state_dict") else state)
-    x = tensors["val"][0] if len(tensors["val"][0]) >= 2 else tensors["train"][0]
     classes = data.num_classes if data.task == "classification" else None
-    constant, scores = probe_constant(model, x[:256], classes)
+    constant, scores = probe_constant(model, probe_batch(tensors), classes)
     seen = classes_present(tensors["train"][1], classes) if classes else None
     scores = [c for c in scores if seen is None or c in seen]
     saved = json.loads((run_dir / "summary.json").read_text()).get("status", "ok")

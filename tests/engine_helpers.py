@@ -27,6 +27,15 @@ def tiny(out: Path, **kw: Any) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def edit_saved_config(run_dir: Path, old: str, new: str) -> None:
+    """Make ``run_dir``'s ``config.yaml`` read as one saved by an earlier version: the
+    text ``old`` (which must be there) becomes ``new``."""
+    path = run_dir / "config.yaml"
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
 def without_time(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in history]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from engine_helpers import StopAfter, assert_same_state, tiny, without_time
+from engine_helpers import StopAfter, assert_same_state, edit_saved_config, tiny, without_time
 
 from sparseopt.config import TrainConfig, load_config_file, save_config_file
 from sparseopt.engine import (
@@ -237,10 +237,7 @@ def test_a_saved_lam_warmup_beside_a_target_resumes_as_it_ran(tmp_path: Path) ->
     ref = train(tiny(tmp_path / "ref", **kw))
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "cut", **kw), callbacks=[StopAfter(1)])
-    path = tmp_path / "cut" / "config.yaml"
-    text = path.read_text()
-    assert "lam_warmup: 0.0\n" in text
-    path.write_text(text.replace("lam_warmup: 0.0\n", "lam_warmup: 0.5\n"))
+    edit_saved_config(tmp_path / "cut", "lam_warmup: 0.0\n", "lam_warmup: 0.5\n")
     res = train(resume=tmp_path / "cut")
     assert res.config.lam_warmup == 0.0
     assert without_time(res.history) == without_time(ref.history)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from engine_helpers import StopAfter, assert_same_state, tiny, without_time
+from engine_helpers import StopAfter, assert_same_state, edit_saved_config, tiny, without_time
 
 from sparseopt.baselines import FINETUNE_LR_FACTOR
 from sparseopt.config import TrainConfig, refit_epochs
@@ -553,10 +553,7 @@ def test_an_own_controller_and_a_run_from_before_the_guard(tmp_path: Path) -> No
     kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None}
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "old", **kw), callbacks=[StopAfter(2)])
-    path = tmp_path / "old" / "config.yaml"
-    text = path.read_text()
-    assert "refit_guard: true" in text
-    path.write_text(text.replace("refit_guard: true\n", ""))
+    edit_saved_config(tmp_path / "old", "refit_guard: true\n", "")
     old = train(resume=tmp_path / "old", callbacks=[Sabotage()])
     assert old.config.refit_guard is False
     assert old.history[-1]["val_acc"] < old.history[4]["val_acc"] - 0.3  # not reverted

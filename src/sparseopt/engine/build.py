@@ -39,6 +39,7 @@ __all__ = [
     "Built",
     "build",
     "build_health",
+    "probe_batch",
     "build_callbacks",
     "build_model",
     "build_optimizer",
@@ -586,11 +587,7 @@ def build(
     optimizer, info = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     cbs = build_callbacks(cfg, model, optimizer, callbacks, distributed=ctx.distributed)
-    health, probe = build_health(cfg, data, optimizer, info, tensors)
-    from sparseopt.control import TargetDensity
-
-    # the controller that runs decides the hint (a caller's own one included)
-    health.per_layer = any(isinstance(cb, TargetDensity) and cb.allocation == "he" for cb in cbs)
+    health, probe = build_health(cfg, data, optimizer, info, tensors, callbacks=cbs)
     return Built(cfg, data, tensors, model, optimizer, info, scheduler, cbs, health, probe)
 
 
@@ -603,15 +600,27 @@ def lr_lam(optimizer: torch.optim.Optimizer) -> tuple[float, float | None]:
     return float(groups[0]["lr"]), base_lam(groups)
 
 
+def probe_batch(tensors: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+    """The inputs the failure detection probes the deployable network with: up to 256
+    validation inputs (training inputs without a validation split)."""
+    x = tensors["val"][0]
+    return (x if len(x) >= 2 else tensors["train"][0])[:256]
+
+
 def build_health(
     cfg: TrainConfig,
     data: Any,
     optimizer: torch.optim.Optimizer,
     info: Any,
     tensors: dict[str, tuple[Tensor, Tensor]],
+    *,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[Any, Tensor]:
-    """The stall/collapse monitor (:mod:`sparseopt.health`) and its probe batch (up to
-    256 validation inputs; training inputs without a validation split)."""
+    """The stall/collapse monitor (:mod:`sparseopt.health`) and its probe batch
+    (:func:`probe_batch`). The :class:`~sparseopt.control.TargetDensity` among
+    ``callbacks`` (built-in or the caller's) decides whether a collapse's hint asks for
+    one density (``per_layer``)."""
+    from sparseopt.control import TargetDensity
     from sparseopt.health import HealthMonitor, classes_present, majority_share
 
     lr, lam = lr_lam(optimizer)
@@ -628,6 +637,6 @@ def build_health(
         support_grows=getattr(optimizer, "support_grows_with_steps", False),
         epochs=cfg.epochs,
         target_density=cfg.target_density or None,
+        per_layer=any(isinstance(c, TargetDensity) and c.allocation == "he" for c in callbacks),
     )
-    x = tensors["val"][0]
-    return health, (x if len(x) >= 2 else tensors["train"][0])[:256]
+    return health, probe_batch(tensors)
