@@ -216,6 +216,33 @@ ROUND55 = [
     for pen in ("l0", "group_l0")
 ]
 
+#: Round 56 (docs/recipes.md): the group ℓ1 default of every sparse method, with the
+#: output layer grouped by its inputs (``head_groups``): the recipe as it runs with
+#: ``--penalty group_l1`` first, then the candidates — a start drawn per group (the
+#: Bregman methods), one density or per layer (the steered methods), a target for the
+#: two methods whose λ is fixed.
+G1 = {"penalty": "group_l1"}
+PER_GROUP = {"init_groups": "filter"}
+ROUND56: list[dict[str, Any]] = [
+    {"optimizer": "linbreg", **G1},
+    *[{"optimizer": "linbreg", **G1, **PER_GROUP, "init_density": d} for d in (0.1, 0.13, 0.2)],
+    {"optimizer": "adabreg", **G1},
+    *[
+        {"optimizer": "adabreg", **G1, **PER_GROUP, "init_density": d, "target_allocation": a}
+        for d in (0.13, 0.2)
+        for a in ("he", "global")
+    ],
+    {"optimizer": "splitlbi", **G1},
+    {"optimizer": "splitlbi", **G1, "lam_scale": "layer", "target_allocation": "he"},
+    {"optimizer": "rda", **G1},
+    {"optimizer": "rda", **G1, "lam": 2e-3},
+    {"optimizer": "rda", **G1, "target_density": 0.13},
+    {"optimizer": "rvsm", **G1},
+    {"optimizer": "rvsm", **G1, "target_density": 0.13},
+    {"optimizer": "proxsgd", **G1},
+    {"optimizer": "proxsgd", **G1, "lam_scale": "layer", "target_allocation": "he"},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1113,6 +1140,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round55": ROUND55,
     "round55w": [c for cand in ROUND55 for c in words_check(cand)],
     "round55c": [{**c, "seed": 1} for c in ROUND55],
+    # round 56: the group ℓ1 defaults (structured sparsity), the words check and a fresh
+    # seed of the candidates it adopts (filled in once chosen)
+    "round56": ROUND56,
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(

@@ -243,6 +243,28 @@ def test_a_saved_lam_warmup_beside_a_target_resumes_as_it_ran(tmp_path: Path) ->
     assert without_time(res.history) == without_time(ref.history)
 
 
+def test_a_group_penalty_run_keeps_its_classes_and_an_older_one_resumes_as_it_ran(
+    tmp_path: Path,
+) -> None:
+    """A group penalty groups the output layer by its inputs (the config records
+    ``head_groups: channel``); a run directory saved before the field existed grouped the
+    output layer's rows with the other layers' (one param group): it resumes so, and ends
+    as the uninterrupted run with ``head_groups="filter"``."""
+    kw = {"optimizer": "proxsgd", "penalty": "group_l1", "epochs": 3}
+    res = train(tiny(tmp_path / "new", **kw))
+    assert res.config.head_groups == "channel"
+    assert train(tiny(tmp_path / "l1", optimizer="proxsgd", epochs=1)).config.head_groups is None
+    ref = train(tiny(tmp_path / "ref", head_groups="filter", **kw))
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", head_groups="filter", **kw), callbacks=[StopAfter(1)])
+    edit_saved_config(tmp_path / "cut", "head_groups: filter\n", "")
+    resumed = train(resume=tmp_path / "cut")
+    assert resumed.config.head_groups == "filter"
+    assert without_time(resumed.history) == without_time(ref.history)
+    with pytest.raises(ValueError, match="Invalid head_groups value: 'classes'"):
+        tiny(tmp_path / "bad", head_groups="classes", **kw).validate()
+
+
 def test_rdas_default_run_warms_lambda_up(tmp_path: Path) -> None:
     """RDA's recipe (round 49) without any flag: λ rises over the first half of the
     sparse steps (5 epochs × 3 steps, the last epoch the refit's: K = 6), then holds the

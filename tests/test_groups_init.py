@@ -68,6 +68,77 @@ def test_param_groups_group_penalty_defaults_to_filters_and_exclude() -> None:
         so.param_groups(_net(), exclude=["nope"])
 
 
+def _mlp() -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Linear(12, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 8),
+        torch.nn.ReLU(),
+        torch.nn.Linear(8, 3),
+    )
+
+
+def test_output_layer_is_the_last_conv_or_linear_unless_its_weight_is_tied() -> None:
+    assert so.groups.output_layer(_net()) == "4"
+    assert so.groups.output_layer(_mlp()) == "4"
+    assert so.groups.output_layer(torch.nn.Sequential(torch.nn.ReLU())) is None
+    tied = torch.nn.Sequential(torch.nn.Embedding(3, 8), torch.nn.Linear(8, 3, bias=False))
+    tied[1].weight = tied[0].weight  # a language model's head: penalised, if at all, there
+    assert so.groups.output_layer(tied) is None
+
+
+@pytest.mark.parametrize("lam_scale", ["none", "layer"])
+def test_a_filter_grouping_groups_the_output_layers_inputs_not_its_classes(lam_scale: str) -> None:
+    groups = so.param_groups(_mlp(), penalty="group_l1", lam=0.1, lam_scale=lam_scale)
+    grouping = {n: g["groups"] for g in groups for n in g["param_names"] if g["penalty"] != "none"}
+    assert grouping == {"0.weight": "filter", "2.weight": "filter", "4.weight": "channel"}
+    assert all(g["lam"] == 0.1 for g in groups if g["penalty"] != "none")
+    before = so.param_groups(_mlp(), penalty="group_l1", lam=0.1, head_groups="filter")
+    assert [g["groups"] for g in before] == ["filter", None]  # one group, rows everywhere
+    assert len(before[0]["params"]) == 3
+    # a channel grouping, an elementwise penalty and an excluded head are left as they are
+    for kw in ({"groups": "channel"}, {"penalty": "l1"}, {"exclude": ["4"]}):
+        out = so.param_groups(_mlp(), **{"penalty": "group_l1", "lam": 0.1, **kw})
+        assert len([g for g in out if g["penalty"] != "none"]) == 1
+    with pytest.raises(ValueError, match="'rows'"):
+        so.param_groups(_mlp(), penalty="group_l1", head_groups="rows")
+
+
+def test_the_output_layer_keeps_every_class_under_a_group_penalty() -> None:
+    """Group ℓ1 at a λ that empties every filter-grouped layer cannot zero a class row of
+    the output layer on its own: its groups are columns (inputs), each spanning every class."""
+    net = _mlp()
+    opt = so.create_optimizer(net, "proxsgd", lr=1.0, penalty="group_l1", lam=0.05)
+    w = net[4].weight.detach()
+    cols = group_norms(w, "channel").flatten()
+    with torch.no_grad():  # one strong column, the others below the threshold
+        w.mul_(1e-3)
+        w[:, 0] = 1.0
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    w = net[4].weight.detach()
+    assert (w[:, 0] != 0).all() and (w[:, 1:] == 0).all()  # a whole input column, every class
+    assert (w != 0).any(1).all() and cols.numel() == 8
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sparse_init_per_filter_draws_the_output_layer_per_input(seed: int) -> None:
+    net = _mlp()
+    gen = torch.Generator().manual_seed(seed)
+    so.sparse_init_(net, density=0.2, groups="filter", head_groups="channel", generator=gen)
+    head = net[4].weight.detach() != 0
+    assert head.any() and (head.all(0) == head.any(0)).all()  # whole columns
+    assert head.any(1).all()  # every class has a weight
+    hidden = net[0].weight.detach() != 0
+    assert (hidden.all(1) == hidden.any(1)).all()  # the other layers: whole rows
+    so.sparse_init_(
+        net, density=0.2, groups="filter", generator=torch.Generator().manual_seed(seed)
+    )
+    rows = net[4].weight.detach() != 0
+    assert (rows.all(1) == rows.any(1)).all()  # without head_groups: rows, as before
+
+
 @pytest.mark.parametrize("r", [0.05, 0.3, 1.0])
 def test_sparse_init_density_and_he_variance(r: float) -> None:
     net = torch.nn.Linear(400, 300)

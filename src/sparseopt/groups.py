@@ -48,6 +48,7 @@ __all__ = [
     "layer_lams",
     "module_params",
     "num_groups",
+    "output_layer",
     "param_groups",
 ]
 
@@ -291,6 +292,33 @@ def layer_kind(module: torch.nn.Module) -> str | None:
     return None
 
 
+def output_layer(model: torch.nn.Module) -> str | None:
+    """The name of ``model``'s output layer: its last Conv/Linear module in
+    ``named_modules`` order (the classifier of every reference model, a language model's
+    head), or ``None`` when it has none or its weight is tied to an earlier module's (an
+    embedding: it is penalised, if at all, there).
+
+    A filter grouping never groups this layer's rows (:func:`param_groups`,
+    ``head_groups``): its outputs are the model's, and a zero row is a class the network
+    can no longer tell apart from the others — a collapse, not a smaller network.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> output_layer(net)
+        '2'
+    """
+    last: tuple[str, torch.nn.Module] | None = None
+    for name, module in model.named_modules():
+        if layer_kind(module) is not None and isinstance(
+            getattr(module, "weight", None), torch.nn.Parameter
+        ):
+            last = (name, module)
+    if last is None:
+        return None
+    owners = {id(p): m for m, mod, n, p in module_params(model) if n == "weight" and mod is last[1]}
+    return last[0] if id(last[1].weight) in owners else None
+
+
 def param_groups(
     model: torch.nn.Module,
     *,
@@ -307,6 +335,7 @@ def param_groups(
     group_weight: str | None = None,
     lam_scale: str = "none",
     exclude: Iterable[str] = (),
+    head_groups: str = "channel",
 ) -> list[dict[str, Any]]:
     """Param groups for a sparse optimizer: Conv/Linear weights penalised, the rest not.
 
@@ -317,7 +346,15 @@ def param_groups(
     (exact module names, e.g. ``"classifier.4"``). Empty groups are dropped.
 
     A group penalty (``group_l1``, ``group_l0``) without a grouping uses ``filter``
-    (output channels / neurons).
+    (output channels / neurons). A filter grouping skips the model's output layer
+    (:func:`output_layer`): its rows are the model's outputs — the classes — and a zero
+    row cannot be removed, only make the network blind to a class (round 53 of
+    docs/recipes.md: every collapse of the words CNN under RVSM's and ProxSGD's group ℓ1
+    was its two-class head losing a row). That layer gets a group of its own whose
+    grouping is ``head_groups``: ``"channel"`` (default) groups its input features — the
+    structure a filter-pruned layer before it loses, as structured pruning keeps a
+    classifier's outputs and prunes its inputs; ``"filter"`` groups its rows like every
+    other layer (the behaviour before 2026-11-28).
 
     ``lam`` (and ``conv_lam``/``linear_lam``) left at ``None`` leaves the group's λ to
     the optimizer, which takes its registry recipe's λ of the group's penalty
@@ -344,6 +381,8 @@ def param_groups(
         [('conv', 'group_l1', 1), ('linear', 'l1', 1), ('unpenalised', 'none', 2)]
     """
     check_lam_scale(lam_scale)
+    head_groups = str(head_groups)
+    canonical_grouping(head_groups)  # a grouping name, or the one-line error
     excluded = set(exclude)
     known = {name for name, _ in model.named_modules()}
     unknown = excluded - known
@@ -366,6 +405,8 @@ def param_groups(
         "linear": [],
         "unpenalised": [],
     }
+    head_module = output_layer(model)
+    head = None if head_module is None else (f"{head_module}.weight" if head_module else "weight")
     for mod_name, module, p_name, p in module_params(model):
         kind = layer_kind(module)
         full = f"{mod_name}.{p_name}" if mod_name else p_name
@@ -398,14 +439,28 @@ def param_groups(
         # one group per kind, or one per layer ("fan_in": with its λ factor)
         per_layer = pen != "none" and lam_scale != "none"
         chunks = [[np_] for np_ in buckets[kind]] if per_layer else [buckets[kind]]
+        split = head is not None and pen.startswith("group_") and grp is not None
+        split = split and canonical_grouping(grp) == "filter" != canonical_grouping(head_groups)
+        if split and any(n == head for n, _ in buckets[kind]):
+            # the output layer's rows are the model's outputs: its own group (see above)
+            chunks = [
+                part
+                for chunk in chunks
+                for part in (
+                    [np_ for np_ in chunk if np_[0] != head],
+                    [np_ for np_ in chunk if np_[0] == head],
+                )
+                if part
+            ]
         for chunk in chunks:
+            own = split and chunk[0][0] == head
             group: dict[str, Any] = {
                 "name": kind,
                 "params": [p for _, p in chunk],
                 "param_names": [n for n, _ in chunk],
                 "penalty": pen,
                 "lam": lam_k,
-                "groups": grp,
+                "groups": head_groups if own else grp,
             }
             if per_layer and lam_scale == "fan_in":
                 f = factors[chunk[0][0]]

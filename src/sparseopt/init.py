@@ -66,7 +66,7 @@ import torch
 
 from sparseopt._sequential import leaves, next_layer
 from sparseopt._validation import check_unit_interval
-from sparseopt.groups import group_dims
+from sparseopt.groups import canonical_grouping, group_dims, output_layer
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -196,6 +196,7 @@ def sparse_init_(
     groups: str | None = None,
     conv_groups: str | None = None,
     linear_groups: str | None = None,
+    head_groups: str | None = None,
     distribution: str = "uniform",
     floor: bool = True,
     scale: str = "fan_in",
@@ -210,6 +211,10 @@ def sparse_init_(
         groups: draw the mask per group (``filter``, ``channel``, ``kernel``...) instead
             of elementwise; ``conv_groups``/``linear_groups`` override it per layer type
             (``kernel`` applies to convs only).
+        head_groups: where the draw is per ``filter``, the grouping of the model's output
+            layer's draw instead (:func:`sparseopt.groups.output_layer`: its rows are the
+            classes; :func:`sparseopt.groups.param_groups` groups it the same way);
+            ``None`` draws it like the other layers.
         distribution: layer densities, ``uniform`` or ``erk`` (see the module docstring).
         floor: give every output unit and input channel at least one nonzero weight
             (elementwise and ``kernel`` masks; a Linear layer reading a flattened
@@ -238,6 +243,8 @@ def sparse_init_(
     if scale not in SCALES:
         raise ValueError(f"Invalid scale value: {scale!r}; expected one of {list(SCALES)}")
     layers = _sparse_layers(model)
+    head_name = output_layer(model) if head_groups is not None else None
+    head = None if head_name is None else model.get_submodule(head_name)
     # the channels a Linear layer reads through a flattened convolution map (see Floor)
     channels = flattened_channels(model) if floor else {}
     if distribution == "erk":
@@ -251,6 +258,8 @@ def sparse_init_(
             grp = linear_groups or groups
             if grp == "kernel":
                 grp = None
+        if module is head and grp is not None and canonical_grouping(grp) == "filter":
+            grp = head_groups
         w = module.weight
         values = torch.randn(w.shape, generator=generator, dtype=w.dtype, device="cpu")
         dims = () if grp is None else group_dims(w.ndim, grp)

@@ -237,11 +237,12 @@ def test_set_lam_keeps_params_and_moments(penalty: str) -> None:
         before = [p.detach().clone() for p in model.parameters()]
         moments = [opt.state[p]["exp_avg"].clone() for p in model.parameters()]
         opt.set_lam(lam)
-        pen = opt.penalty_of(opt.param_groups[0])
+        # each weight's own group's penalty (the output layer's groups are its inputs)
+        pens = {id(q): opt.penalty_of(g) for g in opt.param_groups for q in g["params"]}
         for p, b, m in zip(model.parameters(), before, moments, strict=True):
             assert torch.equal(p, b) and torch.equal(opt.state[p]["exp_avg"], m)
             if "dual" in opt.state[p]:
-                theta = pen.prox(2.0 * opt.state[p]["dual"], 2.0)
+                theta = pens[id(p)].prox(2.0 * opt.state[p]["dual"], 2.0)
                 torch.testing.assert_close(theta, b, rtol=0, atol=1e-12)
                 assert torch.equal(theta == 0, b == 0)
         loss = train(10)

@@ -356,10 +356,11 @@ def test_set_lam_keeps_params_and_steps_stay_sane(penalty: str) -> None:
             assert torch.equal(p, b)  # set_lam itself never touches the parameters
         # the duals now reproduce the same parameters under the new λ (for ℓ0: the
         # entries above the new hard threshold; smaller ones are cut at the next step)
-        pen = opt.penalty_of(opt.param_groups[0])
+        # each weight's own group's penalty (the output layer's groups are its inputs)
+        pens = {id(q): opt.penalty_of(g) for g in opt.param_groups for q in g["params"]}
         for p, b in zip(model.parameters(), before, strict=True):
             if "dual" in opt.state[p]:
-                theta = pen.prox(1.5 * opt.state[p]["dual"], 1.5)
+                theta = pens[id(p)].prox(1.5 * opt.state[p]["dual"], 1.5)
                 keep = b.abs() > math.sqrt(2 * 1.5 * lam) if penalty == "l0" else b == b
                 torch.testing.assert_close(theta[keep], b[keep], rtol=0, atol=1e-12)
                 assert not theta[b == 0].any()

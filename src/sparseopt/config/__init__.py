@@ -264,6 +264,15 @@ class TrainConfig:
     )
     linear_groups: str | None = _opt(None, "optimizer", "grouping of Linear weights", metavar="G")
     linear_lam: float | None = _opt(None, "optimizer", "λ of Linear weights", metavar="λ")
+    head_groups: str | None = _opt(
+        None,
+        "optimizer",
+        "grouping of the output layer where a group penalty groups by filter: its rows are "
+        "the classes, so it groups its inputs (channel) unless filter is given (the "
+        "behaviour before 2026-11-28)",
+        metavar="G",
+        shown="channel under a group penalty",
+    )
     a: float | None = _opt(
         None,
         "optimizer",
@@ -686,6 +695,8 @@ class TrainConfig:
                 if not steered:
                     recipe = info.defaults.get("lam_scale", "none")
                 changes["lam_scale"] = "none" if self.coupled else recipe
+            if self.head_groups is None and not self.coupled and self._grouped(changes):
+                changes["head_groups"] = "channel"  # the classes are never a group
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings, steered=steered or controller))
@@ -732,6 +743,12 @@ class TrainConfig:
             refit = changes.get("refit", self.refit)
             changes["refit_guard"] = bool(refit) and self.refit_guard is not False
         return self.replace(**changes)
+
+    def _grouped(self, changes: Mapping[str, Any]) -> bool:
+        """Whether some layer kind has a group penalty (after ``changes``)."""
+        base = changes.get("penalty", self.penalty) or "l1"
+        kinds = (self.conv_penalty, self.linear_penalty)
+        return any(str(kind or base).startswith("group_") for kind in kinds)
 
     def _penalised(self, penalty: str | None) -> bool:
         """Whether some layer kind has a penalty (``conv_penalty``/``linear_penalty``

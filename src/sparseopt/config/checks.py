@@ -104,7 +104,13 @@ def validate(cfg: Any) -> None:
             "one param group per layer, but lam_scale is none (given, or the "
             "optimizer's recipe): pass lam_scale layer or fan_in"
         )
+    from sparseopt.groups import GROUPINGS
     from sparseopt.init import DISTRIBUTIONS
+
+    if cfg.head_groups is not None and cfg.head_groups not in GROUPINGS:
+        raise ValueError(
+            f"Invalid head_groups value: {cfg.head_groups!r}; expected one of {list(GROUPINGS)}"
+        )
 
     if cfg.init_distribution not in DISTRIBUTIONS:
         raise ValueError(

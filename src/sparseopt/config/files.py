@@ -111,11 +111,17 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     that runs saved before a setting existed had (``refit`` 0, ``lam_scale`` none,
     ``target_allocation`` global), so that resuming or reusing
     an old run does not give it today's recipe's; a ``lam_warmup`` saved beside a
-    ``target_density`` (accepted, and unused, before 2026-11-28) reads as 0, what the run did."""
+    ``target_density`` (accepted, and unused, before 2026-11-28) reads as 0, what the run did,
+    and a group penalty saved without ``head_groups`` groups its output layer's rows
+    (``filter``), as it did then."""
     saved = {**_BEFORE_FIELDS, **load_config_file(path)}
     if saved.get("lam_warmup") and saved.get("target_density"):
         # accepted before it was refused, and unused: the controller steered λ
         saved["lam_warmup"] = 0.0
+    pens = [saved.get(k) or saved.get("penalty") for k in ("conv_penalty", "linear_penalty")]
+    if "head_groups" not in saved and any(str(p).startswith("group_") for p in pens):
+        # before 2026-11-28 a filter grouping grouped the output layer's rows too
+        saved["head_groups"] = "filter"
     return saved
 
 

@@ -201,6 +201,7 @@ def build_model(
                 model,
                 cfg.init_density,
                 groups=cfg.init_groups,
+                head_groups=cfg.head_groups,
                 distribution=cfg.init_distribution,
                 floor=cfg.init_floor,
                 generator=gen,

@@ -61,6 +61,7 @@ PARAM_GROUP_KEYS = (
     "linear_penalty",
     "linear_groups",
     "linear_lam",
+    "head_groups",
     "exclude",
 )
 
