@@ -243,6 +243,23 @@ ROUND56: list[dict[str, Any]] = [
     {"optimizer": "proxsgd", **G1, "lam_scale": "layer", "target_allocation": "he"},
 ]
 
+#: Round 56's picks by its rule: LinBreg started per group at 13 % (the sparsest without
+#: a failure), AdaBreg started per group at 13 % as one density (the one admissible
+#: candidate), RDA at λ 2e-3 (the sparsest without a failure); SplitLBI's candidates
+#: failed, RVSM's and ProxSGD's recipes are the sparsest without one.
+ROUND56_PICKS = [
+    {"optimizer": "linbreg", **G1, **PER_GROUP, "init_density": 0.13},
+    {
+        "optimizer": "adabreg",
+        **G1,
+        **PER_GROUP,
+        "init_density": 0.13,
+        "target_allocation": "global",
+    },
+    {"optimizer": "rda", **G1, "lam": 2e-3},
+]
+assert all(c in ROUND56 for c in ROUND56_PICKS)
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1143,6 +1160,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 56: the group ℓ1 defaults (structured sparsity), the words check and a fresh
     # seed of the candidates it adopts (filled in once chosen)
     "round56": ROUND56,
+    "round56w": [c for cand in ROUND56_PICKS for c in words_check(cand)],
+    "round56c": [{**c, "seed": 1} for c in ROUND56_PICKS],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1214,6 +1233,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round54c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round55w": ("words-cnn",),
     "round55c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
+    "round56w": ("words-cnn",),
+    "round56c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }

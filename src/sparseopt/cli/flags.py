@@ -64,7 +64,8 @@ class _PerOptimizer(dict):  # type: ignore[type-arg]
 
 def _placeholders() -> dict[str, Any]:
     """Values of ``{datasets}``, ``{models}``, ``{optimizers}``, ``{recipe[KEY]}``,
-    ``{control[KEY]}`` and ``{one_density}``."""
+    ``{group_recipe[KEY]}`` (under a group penalty), ``{control[KEY]}`` and
+    ``{one_density}``."""
 
     def names(kind: str) -> str:
         try:
@@ -87,6 +88,11 @@ def _placeholders() -> dict[str, Any]:
 
         return {name: {**info.defaults, **info.training} for name, info in OPTIMIZERS.items()}
 
+    def group_recipes() -> dict[str, dict[str, Any]]:  # under structured sparsity
+        from sparseopt.optim.registry import OPTIMIZERS
+
+        return {name: dict(info.group_training) for name, info in OPTIMIZERS.items()}
+
     def presets() -> dict[str, dict[str, Any]]:
         from sparseopt.control import PRESETS
 
@@ -99,6 +105,7 @@ def _placeholders() -> dict[str, Any]:
 
     return {k: names(k) for k in ("datasets", "models", "optimizers")} | {
         "recipe": _PerOptimizer(recipes),  # e.g. refit: sparse methods only; penalty: rda's
+        "group_recipe": _PerOptimizer(group_recipes, empty="the same"),
         "control": _PerOptimizer(presets, empty="none"),
         "one_density": one_density(),
     }

@@ -192,14 +192,15 @@ class TrainConfig:
         "density of the sparse initialisation (Bungert et al. §4.1) in (0, 1]; 1 keeps the "
         "architecture's dense initialisation",
         metavar="R",
-        shown="per optimizer: {recipe[init_density]}",
+        shown="per optimizer: {recipe[init_density]}; under a group penalty "
+        "{group_recipe[init_density]}",
     )
     init_groups: str | None = _opt(
         None,
         "model",
         "draw the sparse-init mask per group (filter, channel, kernel)",
         metavar="G",
-        shown="elementwise",
+        shown="elementwise; under a group penalty over filters or channels, per group",
     )
     init_distribution: str = _opt(
         "uniform",
@@ -668,7 +669,8 @@ class TrainConfig:
             or any(str(k).endswith("lam") for k in self.optimizer_options or {})
             or not self._penalised(self.penalty)
         )
-        for key, value in info.training.items():
+        structured = self.structured() is not None
+        for key, value in info.training_for(structured).items():
             if key == "target_density_ramp" and fixed_lam:
                 continue  # no target: no ramp (the recipe's goes with its target)
             if getattr(self, key) is None:
@@ -719,6 +721,9 @@ class TrainConfig:
             )
         if self.init_density is None and "init_density" not in changes:
             changes["init_density"] = 1.0
+        if structured and self.init_groups is None:  # a group penalty starts per group
+            if changes.get("init_density", self.init_density) < 1.0:
+                changes["init_groups"] = self.structured()
         if self.schedule is None and "schedule" not in changes:
             changes["schedule"] = "none"
         if self.lam_warmup is None and "lam_warmup" not in changes:
@@ -743,6 +748,44 @@ class TrainConfig:
             refit = changes.get("refit", self.refit)
             changes["refit_guard"] = bool(refit) and self.refit_guard is not False
         return self.replace(**changes)
+
+    def structured(self) -> str | None:
+        """The grouping (``filter`` or ``channel``) of a structured run — every penalised
+        layer kind with a group penalty over that grouping, no coupled groups — else
+        ``None``. Its recipe is the optimizer's ``group_training`` over its ``training``
+        (:class:`~sparseopt.optim.registry.OptimizerInfo`), and its sparse start is drawn
+        per group: an elementwise start (with its floor: a weight in every unit) switches
+        every group on, and the group prox then fills each (round 53 of docs/recipes.md).
+
+        Example:
+            >>> TrainConfig(optimizer="linbreg", penalty="group_l1").structured()
+            'filter'
+            >>> TrainConfig(optimizer="linbreg", penalty="group_l1", linear_penalty="l1").structured() is None
+            True
+        """
+        from sparseopt.groups import canonical_grouping
+
+        if self.coupled:
+            return None
+        base = self.penalty
+        found: set[str | None] = set()
+        for pen, grp in (
+            (self.conv_penalty, self.conv_groups),
+            (self.linear_penalty, self.linear_groups),
+        ):
+            pen = pen or base
+            if pen == "none":
+                continue
+            if not str(pen).startswith("group_"):
+                return None
+            try:
+                found.add(canonical_grouping(grp or self.groups or "filter"))
+            except ValueError:
+                return None
+        if len(found) != 1:
+            return None
+        grouping = found.pop()
+        return grouping if grouping in ("filter", "channel") else None
 
     def _grouped(self, changes: Mapping[str, Any]) -> bool:
         """Whether some layer kind has a group penalty (after ``changes``)."""

@@ -86,6 +86,11 @@ class OptimizerInfo:
         training: training defaults (``TrainConfig`` fields: ``init_density``, ``lam_scale``,
             ``schedule``, ``lam_warmup``, ``refit``, ``refit_lr``, ``refit_warmup``,
             ``target_density``; the engine applies them, a class built by hand does not).
+        group_training: training defaults that replace :attr:`training`'s under
+            structured sparsity — every penalised layer kind with a group penalty over
+            ``filter`` or ``channel`` groups (``TrainConfig.structured``; round 56 of
+            docs/recipes.md). A sparse start there is drawn per group whatever the recipe
+            (``init_groups``, the penalty's grouping).
     """
 
     name: str
@@ -97,6 +102,12 @@ class OptimizerInfo:
     lam: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     training: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     target_lam: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    group_training: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def training_for(self, structured: bool) -> Mapping[str, Any]:
+        """The training defaults of a run, structured (:attr:`group_training` over
+        :attr:`training`) or not."""
+        return {**self.training, **self.group_training} if structured else self.training
 
     def default_lam(self, penalty: Any, *, steered: bool = False) -> float | None:
         """The recipe's λ for ``penalty`` (a name), the controller's start where
@@ -129,6 +140,7 @@ def _info(
     lam: Mapping[str, float] | None = None,
     training: Mapping[str, Any] | None = None,
     target_lam: Mapping[str, float] | None = None,
+    group_training: Mapping[str, Any] | None = None,
     **kw: Any,
 ) -> OptimizerInfo:
     sparse = kw.pop("sparse", True)
@@ -144,6 +156,7 @@ def _info(
         MappingProxyType(dict(lam or {})),
         MappingProxyType(dict(training or {})),
         MappingProxyType(dict(target_lam or {})),
+        MappingProxyType(dict(group_training or {})),
     )
 
 
