@@ -398,10 +398,11 @@ def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
 
 def test_adabregs_tl1_steers_one_density() -> None:
     """AdaBreg's per-layer allocation (studied with ℓ1) is off with Tℓ1, where it emptied
-    layers (docs/recipes.md, rounds 53-54): in the config (also for one layer kind's
-    Tℓ1) and for a controller built from an optimizer instance; ℓ0, LinBreg's Tℓ1 and a
-    given allocation are as they were."""
-    assert GLOBAL_PENALTIES == {"adabreg": ("tl1",)}
+    layers (docs/recipes.md, rounds 53-54), and with group ℓ1 (round 56: per layer it
+    lost the digits MLP): in the config (also for one layer kind's Tℓ1) and for a
+    controller built from an optimizer instance; ℓ0, LinBreg's Tℓ1 and a given
+    allocation are as they were."""
+    assert GLOBAL_PENALTIES == {"adabreg": ("tl1", "group_l1")}
     assert preset_allocation("adabreg", ["tl1"]) == "global"
     assert preset_allocation("adabreg", ["l1", None]) == "he"
     assert preset_allocation("linbreg", ["tl1"]) == "he"
@@ -410,8 +411,10 @@ def test_adabregs_tl1_steers_one_density() -> None:
     assert (cfg.lam_scale, cfg.target_allocation, cfg.target_density) == ("layer", "global", 0.13)
     mixed = TrainConfig(optimizer="adabreg", conv_penalty="tl1").resolve()
     assert mixed.target_allocation == "global"
-    for pen in ("l1", "l0", "group_l1"):
+    for pen in ("l1", "l0", "group_l0"):
         assert TrainConfig(optimizer="adabreg", penalty=pen).resolve().target_allocation == "he"
+    grouped = TrainConfig(optimizer="adabreg", penalty="group_l1").resolve()
+    assert (grouped.target_allocation, grouped.init_groups) == ("global", "filter")
     assert TrainConfig(optimizer="linbreg", penalty="tl1").resolve().target_allocation == "he"
     given = TrainConfig(optimizer="adabreg", penalty="tl1", target_allocation="he").resolve()
     assert given.target_allocation == "he"

@@ -181,8 +181,9 @@ def test_target_miss_says_what_to_change() -> None:
 
 
 def test_a_group_penalty_whose_groups_all_start_active_is_told_the_cause(tmp_path) -> None:
-    """LinBreg's group ℓ1 from the elementwise start with its floor: every filter group
-    starts active and fills (83 % of the digits MLP's weights whatever the λ, round 53);
+    """LinBreg's group ℓ0 (its group ℓ1 too before round 56) from the elementwise start
+    with its floor: every filter group starts active and fills (83 % of the digits MLP's
+    weights whatever the λ, round 53);
     a start or ramp hint would only make it denser. The config knows the case; the run's
     warning names it; a start drawn per group, kernel groups, an ℓ1 penalty, a dense start
     or no floor are not that case; a too sparse run keeps the epochs hint."""
@@ -203,7 +204,8 @@ def test_a_group_penalty_whose_groups_all_start_active_is_told_the_cause(tmp_pat
     def alive(**kw: object) -> bool:
         return TrainConfig(optimizer="linbreg", **kw).resolve().groups_start_alive()
 
-    assert alive(penalty="group_l1") == "filter"
+    assert alive(penalty="group_l0") == "filter"
+    assert alive(penalty="group_l1") is None  # round 56: its recipe starts per group
     assert alive(penalty="group_l0", groups="channel") == "channel"
     assert alive(penalty="l1", linear_penalty="group_l1") == "filter"
     assert alive(penalty="group_l1", init_groups="kernel") == "filter"  # floored per kernel
@@ -214,11 +216,11 @@ def test_a_group_penalty_whose_groups_all_start_active_is_told_the_cause(tmp_pat
     assert not alive(penalty="l1", conv_penalty="group_l1", conv_groups="kernel")
     assert not alive(penalty="group_l1", init_floor=False)
     assert not alive(penalty="group_l1", init_density=1.0) and not alive(penalty="l1")
-    res = train(tiny(tmp_path / "g", optimizer="linbreg", penalty="group_l1", epochs=2))
+    res = train(tiny(tmp_path / "g", optimizer="linbreg", penalty="group_l0", epochs=2))
     log = (tmp_path / "g" / "log.txt").read_text()
     assert res.config.groups_start_alive() and "every group starts active" in log
     # a refit's first line says it too (the target is judged where the support is fixed)
-    kw = {"optimizer": "linbreg", "penalty": "group_l1", "epochs": 3, "refit": 0.34}
+    kw = {"optimizer": "linbreg", "penalty": "group_l0", "epochs": 3, "refit": 0.34}
     train(tiny(tmp_path / "r", **kw))
     refit_line = next(
         line

@@ -36,8 +36,9 @@ def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, pe
     fixed = TrainConfig(optimizer=name, penalty=penalty, target_density=0).resolve()
     assert fixed.lam == info.lam[penalty]
     assert r.lr == info.defaults.get("lr", r.lr)
-    assert r.init_density == info.training["init_density"]
-    assert r.schedule == info.training["schedule"]
+    recipe = {**info.training, **info.group_training.get(penalty, {})}  # structured runs'
+    assert r.init_density == recipe["init_density"]
+    assert r.schedule == recipe["schedule"]
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2))
     opt = so.create_optimizer(net, name, penalty=penalty)
     # the λ as given (a recipe with λ per layer, lam_scale, multiplies it by each factor)
@@ -181,6 +182,12 @@ def test_docs_recipe_table_is_the_registry() -> None:
         assert cells[7] == ("—" if target is None else f"{target:g}{note}off when a λ is given)"), (
             row
         )
+        structured = "; ".join(
+            f"{pen}: start {recipe['init_density']:g} per group"
+            for pen, recipe in info.group_training.items()
+        )
+        assert set().union(*info.group_training.values()) <= {"init_density"}, name  # shown
+        assert cells[8] == (structured or "—"), row
 
 
 def test_rdas_recipe_warms_lambda_up_unless_a_target_steers_it() -> None:
@@ -262,17 +269,23 @@ def test_a_target_density_of_zero_is_off(tmp_path: Path) -> None:
 
 
 def test_a_structured_run_starts_per_group_and_takes_its_group_recipe() -> None:
-    """A group penalty over filters or channels on every penalised layer kind is a
-    structured run: its sparse start is drawn per group of that grouping (an elementwise
-    start puts a weight in every unit, which switches every group on), and its recipe is
-    the registry's ``group_training`` over ``training``; a mixed or coupled run is not."""
-    assert TrainConfig(optimizer="linbreg", penalty="group_l1").structured() == "filter"
+    """One group penalty over filters or channels on every penalised layer kind is a
+    structured run; where the optimizer has a recipe for that penalty
+    (``group_training``), it replaces the recipe's training settings and a sparse start
+    is drawn per group of that grouping (an elementwise start puts a weight in every
+    unit, which switches every group on); a mixed or coupled run is not structured."""
+    assert TrainConfig(optimizer="linbreg", penalty="group_l1").structured() == (
+        "group_l1",
+        "filter",
+    )
     assert TrainConfig(optimizer="rda", penalty="group_l0", groups="column").structured() == (
-        "channel"
+        "group_l0",
+        "channel",
     )
     for kw in (
         {"penalty": "l1"},
         {"penalty": "group_l1", "linear_penalty": "l1"},
+        {"penalty": "group_l1", "linear_penalty": "group_l0"},
         {"penalty": "group_l1", "conv_groups": "kernel"},
         {"penalty": "group_l1", "conv_groups": "channel"},  # two groupings: no one start
         {"penalty": "group_l1", "coupled": "neuron"},
@@ -283,14 +296,17 @@ def test_a_structured_run_starts_per_group_and_takes_its_group_recipe() -> None:
     assert TrainConfig(optimizer="linbreg", penalty="group_l1", conv_penalty="none").structured()
     for name in SPARSE:
         info = get_optimizer_info(name)
-        cfg = TrainConfig(optimizer=name, penalty="group_l1").resolve()
-        recipe = {**info.training, **info.group_training}
-        assert cfg.init_density == recipe["init_density"], name
-        assert cfg.init_groups == ("filter" if cfg.init_density < 1 else None), name
-        for key in ("target_density", "target_allocation", "lam_scale", "refit"):
-            if key in info.group_training:
-                assert getattr(cfg, key) == info.group_training[key], (name, key)
-        assert cfg.resolve() == cfg
+        for pen in ("group_l1", "group_l0"):
+            cfg = TrainConfig(optimizer=name, penalty=pen).resolve()
+            group = info.group_training.get(pen, {})
+            recipe = {**info.training, **group}
+            assert cfg.init_density == recipe["init_density"], name
+            per_group = bool(group) and cfg.init_density < 1
+            assert cfg.init_groups == ("filter" if per_group else None), (name, pen)
+            for key in ("target_density", "target_allocation", "lam_scale", "refit"):
+                if key in group:
+                    assert getattr(cfg, key) == group[key], (name, key)
+            assert cfg.resolve() == cfg
         plain = TrainConfig(optimizer=name).resolve()
         assert plain.init_density == info.training["init_density"] and plain.init_groups is None
     # given settings stand

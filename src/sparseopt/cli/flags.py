@@ -88,10 +88,15 @@ def _placeholders() -> dict[str, Any]:
 
         return {name: {**info.defaults, **info.training} for name, info in OPTIMIZERS.items()}
 
-    def group_recipes() -> dict[str, dict[str, Any]]:  # under structured sparsity
+    def group_recipes() -> dict[str, dict[str, Any]]:  # structured runs: "value (penalty)"
         from sparseopt.optim.registry import OPTIMIZERS
 
-        return {name: dict(info.group_training) for name, info in OPTIMIZERS.items()}
+        out: dict[str, dict[str, Any]] = {}
+        for name, info in OPTIMIZERS.items():
+            for pen, recipe in info.group_training.items():
+                for key, value in recipe.items():
+                    out.setdefault(name, {})[key] = f"{value} ({pen})"
+        return out
 
     def presets() -> dict[str, dict[str, Any]]:
         from sparseopt.control import PRESETS

@@ -192,7 +192,7 @@ class TrainConfig:
         "density of the sparse initialisation (Bungert et al. §4.1) in (0, 1]; 1 keeps the "
         "architecture's dense initialisation",
         metavar="R",
-        shown="per optimizer: {recipe[init_density]}; under a group penalty "
+        shown="per optimizer: {recipe[init_density]}; in a structured run "
         "{group_recipe[init_density]}",
     )
     init_groups: str | None = _opt(
@@ -200,7 +200,8 @@ class TrainConfig:
         "model",
         "draw the sparse-init mask per group (filter, channel, kernel)",
         metavar="G",
-        shown="elementwise; under a group penalty over filters or channels, per group",
+        shown="elementwise; per group (the penalty's grouping) in a structured run with a "
+        "recipe (TrainConfig.structured): {group_recipe[init_density]}",
     )
     init_distribution: str = _opt(
         "uniform",
@@ -669,8 +670,9 @@ class TrainConfig:
             or any(str(k).endswith("lam") for k in self.optimizer_options or {})
             or not self._penalised(self.penalty)
         )
-        structured = self.structured() is not None
-        for key, value in info.training_for(structured).items():
+        structure = self.structured()
+        group_recipe = info.group_training.get(structure[0], {}) if structure else {}
+        for key, value in {**info.training, **group_recipe}.items():
             if key == "target_density_ramp" and fixed_lam:
                 continue  # no target: no ramp (the recipe's goes with its target)
             if getattr(self, key) is None:
@@ -721,9 +723,9 @@ class TrainConfig:
             )
         if self.init_density is None and "init_density" not in changes:
             changes["init_density"] = 1.0
-        if structured and self.init_groups is None:  # a group penalty starts per group
+        if group_recipe and self.init_groups is None:  # a structured start: per group
             if changes.get("init_density", self.init_density) < 1.0:
-                changes["init_groups"] = self.structured()
+                changes["init_groups"] = structure[1]
         if self.schedule is None and "schedule" not in changes:
             changes["schedule"] = "none"
         if self.lam_warmup is None and "lam_warmup" not in changes:
@@ -749,17 +751,19 @@ class TrainConfig:
             changes["refit_guard"] = bool(refit) and self.refit_guard is not False
         return self.replace(**changes)
 
-    def structured(self) -> str | None:
-        """The grouping (``filter`` or ``channel``) of a structured run — every penalised
-        layer kind with a group penalty over that grouping, no coupled groups — else
-        ``None``. Its recipe is the optimizer's ``group_training`` over its ``training``
-        (:class:`~sparseopt.optim.registry.OptimizerInfo`), and its sparse start is drawn
-        per group: an elementwise start (with its floor: a weight in every unit) switches
-        every group on, and the group prox then fills each (round 53 of docs/recipes.md).
+    def structured(self) -> tuple[str, str] | None:
+        """``(penalty, grouping)`` of a structured run — every penalised layer kind with
+        the same group penalty over the same grouping, ``filter`` or ``channel``, no
+        coupled groups — else ``None``. Where the optimizer has a recipe for that penalty
+        (``group_training``, :class:`~sparseopt.optim.registry.OptimizerInfo`), it
+        replaces the recipe's training settings, and a sparse start is drawn per group:
+        an elementwise start (with its floor: a weight in every unit) switches every
+        group on, and the group prox then fills each (rounds 53 and 56 of
+        docs/recipes.md).
 
         Example:
             >>> TrainConfig(optimizer="linbreg", penalty="group_l1").structured()
-            'filter'
+            ('group_l1', 'filter')
             >>> TrainConfig(optimizer="linbreg", penalty="group_l1", linear_penalty="l1").structured() is None
             True
         """
@@ -768,7 +772,7 @@ class TrainConfig:
         if self.coupled:
             return None
         base = self.penalty
-        found: set[str | None] = set()
+        found: set[tuple[str, str]] = set()
         for pen, grp in (
             (self.conv_penalty, self.conv_groups),
             (self.linear_penalty, self.linear_groups),
@@ -779,13 +783,13 @@ class TrainConfig:
             if not str(pen).startswith("group_"):
                 return None
             try:
-                found.add(canonical_grouping(grp or self.groups or "filter"))
+                found.add((str(pen), canonical_grouping(grp or self.groups or "filter")))
             except ValueError:
                 return None
         if len(found) != 1:
             return None
-        grouping = found.pop()
-        return grouping if grouping in ("filter", "channel") else None
+        penalty, grouping = found.pop()
+        return (penalty, grouping) if grouping in ("filter", "channel") else None
 
     def _grouped(self, changes: Mapping[str, Any]) -> bool:
         """Whether some layer kind has a group penalty (after ``changes``)."""
@@ -806,13 +810,16 @@ class TrainConfig:
         with its floor — every unit and input channel keeps a weight — gives every such
         group a nonzero entry, so an inverse scale space method makes each of them dense
         in its first steps (LinBreg's ``group_l1`` on the digits MLP: 83 % of the weights
-        after one epoch, whatever the λ; docs/recipes.md, round 53). Kernel groups are
-        not all covered by the floor; coupled groups start dense on purpose; a grouping
-        that is not one of :data:`sparseopt.groups.GROUPINGS` is not judged.
+        after one epoch, whatever the λ; docs/recipes.md, round 53; its recipe since
+        round 56 starts per group). Kernel groups are not all covered by the floor;
+        coupled groups start dense on purpose; a grouping that is not one of
+        :data:`sparseopt.groups.GROUPINGS` is not judged.
 
         Example:
-            >>> TrainConfig(optimizer="linbreg", penalty="group_l1").resolve().groups_start_alive()
+            >>> TrainConfig(optimizer="linbreg", penalty="group_l0").resolve().groups_start_alive()
             'filter'
+            >>> TrainConfig(optimizer="linbreg", penalty="group_l1").resolve().groups_start_alive() is None
+            True
             >>> TrainConfig(optimizer="linbreg").resolve().groups_start_alive() is None
             True
         """
