@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="seed of every run (default 0; another seed: another --out)",
     )
+    p.add_argument(
+        "--penalty",
+        metavar="P",
+        help="every sparse run's --penalty and nothing else (default: each recipe's own); "
+        "the dense runs have none",
+    )
     args = p.parse_args(argv)
     if args.report:
         print(report(args.report))
@@ -184,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["--limit-batches", "2", "--epochs", "3"] if args.smoke else []
     extra += ["--seed", str(args.seed), "--jobs", str(args.jobs)]
     extra += ["--device", args.device] if args.device else []
+    extra += ["--penalty", args.penalty] if args.penalty else []
     codes = []
     for name in args.tasks:
         codes.append(run_task(name, args.out, extra, args.data_dir))

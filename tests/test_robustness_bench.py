@@ -12,7 +12,7 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
     out = tmp_path / "rb"
     proc = run_benchmark(
         "robustness", "--smoke", "--tasks", "digits-mlp", "--out", str(out), "--seed", "3",
-        "--jobs", "2",
+        "--jobs", "2", "--penalty", "group_l1",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--jobs 2" in proc.stdout and "training 9 runs, 2 at a time" in proc.stdout
@@ -40,6 +40,11 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
     summaries = sorted((out / "digits-mlp").glob("*/summary.json"))
     assert len(summaries) >= 8  # 6 sparse, 2 dense, the pruning runs
     assert all(json.loads(p.read_text())["config"]["seed"] == 3 for p in summaries)
+    # --penalty reaches every sparse run (the dense ones have none)
+    configs = [json.loads(p.read_text())["config"] for p in summaries]
+    pens = {c["optimizer"]: c["penalty"] for c in configs}
+    assert pens["sgd"] is None and pens["adam"] is None
+    assert all(pens[n] == "group_l1" for n in ("linbreg", "rda", "proxsgd")), pens
 
 
 def test_the_default_matrix_leaves_the_full_data_tasks_to_be_named(
