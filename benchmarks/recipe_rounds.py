@@ -1157,8 +1157,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round55": ROUND55,
     "round55w": [c for cand in ROUND55 for c in words_check(cand)],
     "round55c": [{**c, "seed": 1} for c in ROUND55],
-    # round 56: the group ℓ1 defaults (structured sparsity), the words check and a fresh
-    # seed of the candidates it adopts (filled in once chosen)
+    # round 56: the group ℓ1 defaults (structured sparsity); the words check and a fresh
+    # seed of the candidates its rule picked (ROUND56_PICKS)
     "round56": ROUND56,
     "round56w": [c for cand in ROUND56_PICKS for c in words_check(cand)],
     "round56c": [{**c, "seed": 1} for c in ROUND56_PICKS],

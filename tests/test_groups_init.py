@@ -132,11 +132,49 @@ def test_sparse_init_per_filter_draws_the_output_layer_per_input(seed: int) -> N
     assert head.any(1).all()  # every class has a weight
     hidden = net[0].weight.detach() != 0
     assert (hidden.all(1) == hidden.any(1)).all()  # the other layers: whole rows
-    so.sparse_init_(
-        net, density=0.2, groups="filter", generator=torch.Generator().manual_seed(seed)
-    )
+    gen = torch.Generator().manual_seed(seed)
+    so.sparse_init_(net, density=0.2, groups="filter", head_groups="filter", generator=gen)
     rows = net[4].weight.detach() != 0
-    assert (rows.all(1) == rows.any(1)).all()  # without head_groups: rows, as before
+    assert (rows.all(1) == rows.any(1)).all()  # head_groups="filter": rows, as before
+
+
+def test_the_output_layers_rule_follows_aliases_and_only_a_filter_grouping() -> None:
+    """``row`` is ``filter`` (Linear vocabulary) for the start and the penalty alike; the
+    default draw of the output layer is by its inputs; a channel draw is left alone; a
+    bare layer is its own output layer; a bad head grouping is refused up front."""
+    net = _mlp()
+    so.sparse_init_(net, density=0.3, groups="row", generator=torch.Generator().manual_seed(0))
+    head = net[4].weight.detach() != 0
+    assert (head.all(0) == head.any(0)).all() and head.any(1).all()
+    so.sparse_init_(
+        net, density=0.3, groups="channel", head_groups="filter",
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    head = net[4].weight.detach() != 0
+    assert (head.all(0) == head.any(0)).all()  # channels stay channels
+    groups = so.param_groups(_mlp(), penalty="group_l1", lam=0.1, groups="row")
+    assert [g["groups"] for g in groups] == ["row", "channel", None]
+    bare = so.param_groups(torch.nn.Linear(4, 3), penalty="group_l1", lam=0.1)
+    assert [(g["param_names"], g["groups"]) for g in bare] == [
+        (["weight"], "channel"),
+        (["bias"], None),
+    ]
+    with pytest.raises(ValueError, match="'rows'"):
+        so.param_groups(_mlp(), penalty="l1", head_groups="rows")
+    with pytest.raises(ValueError, match="'rows'"):
+        so.sparse_init_(_mlp(), 0.5, head_groups="rows")
+
+
+def test_output_layer_takes_no_other_layer_for_a_reparametrised_head() -> None:
+    from torch.nn.utils import spectral_norm
+    from torch.nn.utils.parametrizations import weight_norm
+
+    for wrap in (spectral_norm, weight_norm):
+        net = torch.nn.Sequential(
+            torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
+            wrap(torch.nn.Linear(8, 3)),
+        )  # fmt: skip
+        assert so.groups.output_layer(net) is None, wrap
 
 
 @pytest.mark.parametrize("r", [0.05, 0.3, 1.0])

@@ -301,11 +301,8 @@ def test_a_structured_run_starts_per_group_and_takes_its_group_recipe() -> None:
             group = info.group_training.get(pen, {})
             recipe = {**info.training, **group}
             assert cfg.init_density == recipe["init_density"], name
-            per_group = bool(group) and cfg.init_density < 1
-            assert cfg.init_groups == ("filter" if per_group else None), (name, pen)
-            for key in ("target_density", "target_allocation", "lam_scale", "refit"):
-                if key in group:
-                    assert getattr(cfg, key) == group[key], (name, key)
+            start = ("filter" if group else "elementwise") if cfg.init_density < 1 else None
+            assert cfg.init_groups == start, (name, pen)
             assert cfg.resolve() == cfg
         plain = TrainConfig(optimizer=name).resolve()
         assert plain.init_density == info.training["init_density"] and plain.init_groups is None
@@ -333,3 +330,48 @@ def test_linbregs_group_l1_run_starts_with_whole_neurons_not_every_neuron() -> N
         assert 0 < on.any(1).float().mean() < 0.5
     head = layers[-1].weight != 0
     assert (head.all(0) == head.any(0)).all() and head.any(1).all()
+
+
+def test_a_run_saved_before_round_56_reads_as_it_ran(tmp_path: Path) -> None:
+    """``head_groups`` and a structured run's ``init_groups`` are written out whenever
+    they decide something; a ``config.yaml`` saved before them reads with what the run
+    had (rows grouped, an elementwise start), and today's resolve of a run whose layout
+    never depended on them leaves them unset, so ``sparseopt compare`` reuses it."""
+    from sparseopt.config import load_run_config, save_config_file
+
+    def saved(**kw: object) -> dict:
+        cfg = TrainConfig(optimizer="linbreg", **kw).resolve().to_dict()
+        for key in ("head_groups", "init_groups"):
+            if cfg[key] is not None:
+                del cfg[key]  # as an earlier version wrote it: no such field / null
+        path = save_config_file(cfg, tmp_path / "config.yaml")
+        return load_run_config(path)
+
+    old = saved(penalty="group_l1")
+    assert (old["head_groups"], old["init_groups"]) == ("filter", "elementwise")
+    today = TrainConfig(optimizer="linbreg", penalty="group_l1").resolve()
+    assert (today.head_groups, today.init_groups) == ("channel", "filter")
+    assert TrainConfig.from_dict(old).resolve().init_groups == "elementwise"  # as it ran
+    # a group ℓ0 run without a recipe for it writes its elementwise start out
+    assert TrainConfig(optimizer="linbreg", penalty="group_l0").resolve().init_groups == (
+        "elementwise"
+    )
+    # layouts that never depended on them: coupled groups, channel groups, ℓ1, a dense start
+    for kw in (
+        {"penalty": "group_l1", "coupled": "neuron"},
+        {"penalty": "group_l1", "groups": "channel"},
+        {"penalty": "l1"},
+    ):
+        fresh = TrainConfig(optimizer="linbreg", **kw).resolve()
+        assert saved(**kw)["head_groups"] == fresh.head_groups, kw
+    dense = saved(penalty="group_l1", init_density=1.0)
+    assert dense["init_groups"] is None
+    assert (
+        TrainConfig(optimizer="linbreg", penalty="group_l1", init_density=1.0).resolve().init_groups
+        is None
+    )
+    for field, bad in (("init_groups", "none"), ("head_groups", "kernel")):
+        with pytest.raises(ValueError, match=f"Invalid {field} value: '{bad}'"):
+            TrainConfig(optimizer="linbreg", penalty="group_l1", **{field: bad}).validate()
+    with pytest.raises(ValueError, match="Invalid head_groups value"):
+        TrainConfig(optimizer="adabreg", coupled="neuron", head_groups="filter").validate()

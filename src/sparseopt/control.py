@@ -124,7 +124,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: 16 conv2 filters (52.0 %), and learned on every task steered as one density
 #: (docs/recipes.md, rounds 53-54); its per-layer allocation was studied with ℓ1 (rounds
 #: 36-37). Its group ℓ1, started per group, steered per layer lost the digits MLP
-#: (68.8 %), as one density 89.6 % (round 56).
+#: (68.8 %), as one density 89.6 % (round 56). Keyed by penalty: any run with one of these
+#: penalties on a layer kind steers one density (a group ℓ1 on the convolutions only, or
+#: over kernels, too: not measured either way).
 GLOBAL_PENALTIES: dict[str, tuple[str, ...]] = {"adabreg": ("tl1", "group_l1")}
 
 

@@ -35,6 +35,7 @@ from torch import Tensor
 __all__ = [
     "COUPLED_GROUPINGS",
     "GROUPINGS",
+    "HEAD_GROUPS",
     "LAM_SCALES",
     "base_lam",
     "canonical_grouping",
@@ -60,6 +61,12 @@ GROUPINGS: dict[str, str] = {
     "column": "channel",
     "kernel": "kernel",
 }
+
+
+#: The grouping of the model's output layer where a group penalty (or a per-group sparse
+#: start) groups by filter: its inputs, never its rows — the classes
+#: (:func:`output_layer`, :func:`param_groups`, :func:`sparseopt.init.sparse_init_`).
+HEAD_GROUPS = "channel"
 
 
 #: Groupings that span several tensors (attention heads, MLP neurons): they are not a
@@ -294,13 +301,19 @@ def layer_kind(module: torch.nn.Module) -> str | None:
 
 def output_layer(model: torch.nn.Module) -> str | None:
     """The name of ``model``'s output layer: its last Conv/Linear module in
-    ``named_modules`` order (the classifier of every reference model, a language model's
-    head), or ``None`` when it has none or its weight is tied to an earlier module's (an
-    embedding: it is penalised, if at all, there).
+    ``named_modules`` order — registration order, not the order of the forward pass: the
+    classifier of every reference model, a language model's head — or ``None`` when it
+    has none, when that layer's weight is not a plain parameter of its own (tied to an
+    earlier module's, e.g. an embedding, where it is penalised if at all; or
+    reparametrised: spectral or weight norm), so that no other layer is taken for it. A
+    model that registers its head before its body, or has several heads, is not
+    understood: pass ``head_groups="filter"`` to :func:`param_groups` there, or group
+    its layers yourself.
 
-    A filter grouping never groups this layer's rows (:func:`param_groups`,
-    ``head_groups``): its outputs are the model's, and a zero row is a class the network
-    can no longer tell apart from the others — a collapse, not a smaller network.
+    A filter grouping does not group this layer's rows (:func:`param_groups`,
+    ``head_groups``, :data:`HEAD_GROUPS`): its outputs are the model's, and a zero row is a
+    class the network can no longer tell apart from the others — a collapse, not a
+    smaller network.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
@@ -309,14 +322,12 @@ def output_layer(model: torch.nn.Module) -> str | None:
     """
     last: tuple[str, torch.nn.Module] | None = None
     for name, module in model.named_modules():
-        if layer_kind(module) is not None and isinstance(
-            getattr(module, "weight", None), torch.nn.Parameter
-        ):
+        if layer_kind(module) is not None:
             last = (name, module)
-    if last is None:
+    if last is None or not isinstance(getattr(last[1], "weight", None), torch.nn.Parameter):
         return None
-    owners = {id(p): m for m, mod, n, p in module_params(model) if n == "weight" and mod is last[1]}
-    return last[0] if id(last[1].weight) in owners else None
+    own = any(mod is last[1] and n == "weight" for _, mod, n, _ in module_params(model))
+    return last[0] if own else None
 
 
 def param_groups(
@@ -335,7 +346,7 @@ def param_groups(
     group_weight: str | None = None,
     lam_scale: str = "none",
     exclude: Iterable[str] = (),
-    head_groups: str = "channel",
+    head_groups: str = HEAD_GROUPS,
 ) -> list[dict[str, Any]]:
     """Param groups for a sparse optimizer: Conv/Linear weights penalised, the rest not.
 
@@ -349,9 +360,10 @@ def param_groups(
     (output channels / neurons). A filter grouping skips the model's output layer
     (:func:`output_layer`): its rows are the model's outputs — the classes — and a zero
     row cannot be removed, only make the network blind to a class (round 53 of
-    docs/recipes.md: every collapse of the words CNN under RVSM's and ProxSGD's group ℓ1
-    was its two-class head losing a row). That layer gets a group of its own whose
-    grouping is ``head_groups``: ``"channel"`` (default) groups its input features — the
+    docs/recipes.md: RVSM's group ℓ1 emptied both rows of the words CNN's two-class head;
+    grouped by its inputs it learned there, round 56). That layer gets a group of its own
+    whose grouping is ``head_groups``: ``"channel"`` (:data:`HEAD_GROUPS`) groups its
+    input features — the
     structure a filter-pruned layer before it loses, as structured pruning keeps a
     classifier's outputs and prunes its inputs; ``"filter"`` groups its rows like every
     other layer (the behaviour before 2026-11-28).

@@ -66,16 +66,21 @@ import torch
 
 from sparseopt._sequential import leaves, next_layer
 from sparseopt._validation import check_unit_interval
-from sparseopt.groups import canonical_grouping, group_dims, output_layer
+from sparseopt.groups import HEAD_GROUPS, canonical_grouping, group_dims, output_layer
 
 __all__ = [
     "DISTRIBUTIONS",
+    "ELEMENTWISE",
     "SCALES",
     "erk_densities",
     "flattened_channels",
     "layer_floor_",
     "sparse_init_",
 ]
+
+#: The ``groups`` of :func:`sparse_init_` that draws each entry on its own (as ``None``):
+#: a run's ``init_groups`` says it where its config would otherwise draw per group.
+ELEMENTWISE = "elementwise"
 
 #: Layer-density rules of :func:`sparse_init_`.
 DISTRIBUTIONS = ("uniform", "erk")
@@ -196,7 +201,7 @@ def sparse_init_(
     groups: str | None = None,
     conv_groups: str | None = None,
     linear_groups: str | None = None,
-    head_groups: str | None = None,
+    head_groups: str = HEAD_GROUPS,
     distribution: str = "uniform",
     floor: bool = True,
     scale: str = "fan_in",
@@ -209,12 +214,14 @@ def sparse_init_(
         density: probability :math:`r\in(0,1]` that an entry (or group) is nonzero
             (with ``erk``: the overall weight density).
         groups: draw the mask per group (``filter``, ``channel``, ``kernel``...) instead
-            of elementwise; ``conv_groups``/``linear_groups`` override it per layer type
-            (``kernel`` applies to convs only).
+            of elementwise (``None`` or :data:`ELEMENTWISE`); ``conv_groups``/
+            ``linear_groups`` override it per layer type (``kernel`` applies to convs
+            only).
         head_groups: where the draw is per ``filter``, the grouping of the model's output
-            layer's draw instead (:func:`sparseopt.groups.output_layer`: its rows are the
-            classes; :func:`sparseopt.groups.param_groups` groups it the same way);
-            ``None`` draws it like the other layers.
+            layer's draw instead (:func:`sparseopt.groups.output_layer`; default
+            :data:`~sparseopt.groups.HEAD_GROUPS`, its inputs: a draw by rows leaves
+            classes without a weight, and :func:`sparseopt.groups.param_groups` groups it
+            the same way); ``"filter"`` draws it like the other layers.
         distribution: layer densities, ``uniform`` or ``erk`` (see the module docstring).
         floor: give every output unit and input channel at least one nonzero weight
             (elementwise and ``kernel`` masks; a Linear layer reading a flattened
@@ -242,8 +249,9 @@ def sparse_init_(
         )
     if scale not in SCALES:
         raise ValueError(f"Invalid scale value: {scale!r}; expected one of {list(SCALES)}")
+    canonical_grouping(head_groups)  # a grouping name, or the one-line error
     layers = _sparse_layers(model)
-    head_name = output_layer(model) if head_groups is not None else None
+    head_name = output_layer(model)
     head = None if head_name is None else model.get_submodule(head_name)
     # the channels a Linear layer reads through a flattened convolution map (see Floor)
     channels = flattened_channels(model) if floor else {}
@@ -258,6 +266,8 @@ def sparse_init_(
             grp = linear_groups or groups
             if grp == "kernel":
                 grp = None
+        if grp == ELEMENTWISE:
+            grp = None
         if module is head and grp is not None and canonical_grouping(grp) == "filter":
             grp = head_groups
         w = module.weight

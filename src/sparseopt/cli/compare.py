@@ -248,6 +248,8 @@ _UNDOABLE: dict[str, Any] = {
     "target_allocation": "global",
     "lam_warmup": 0.0,
     "refit_guard": False,
+    "head_groups": "filter",
+    "init_groups": "elementwise",
 }
 
 

@@ -96,6 +96,8 @@ def _placeholders() -> dict[str, Any]:
             for pen, recipe in info.group_training.items():
                 for key, value in recipe.items():
                     out.setdefault(name, {})[key] = f"{value} ({pen})"
+                if recipe.get("init_density", 1.0) < 1.0:  # its start is drawn per group
+                    out[name]["init_groups"] = pen
         return out
 
     def presets() -> dict[str, dict[str, Any]]:

@@ -47,6 +47,56 @@ __all__ = [
 ]
 
 
+def rows_grouped(settings: Mapping[str, Any]) -> bool:
+    """Whether a config's settings (a mapping of field names) group some layer kind's
+    rows: a group penalty over ``filter`` groups (the grouping a group penalty takes by
+    default), no coupled groups — where ``head_groups`` decides the output layer's
+    grouping (:func:`sparseopt.groups.param_groups`). The one test for it: the resolved
+    config sets ``head_groups`` then, and a run directory saved before the field gets the
+    rows it had (:func:`load_run_config`)."""
+    from sparseopt.groups import canonical_grouping
+
+    if settings.get("coupled"):
+        return False
+    base = settings.get("penalty")
+    for kind in ("conv", "linear"):
+        pen = settings.get(f"{kind}_penalty") or base
+        grp = settings.get(f"{kind}_groups") or settings.get("groups") or "filter"
+        try:
+            if str(pen).startswith("group_") and canonical_grouping(grp) == "filter":
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def structure(settings: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(penalty, grouping)`` of a structured run's settings (a mapping of field names),
+    else ``None``: :meth:`TrainConfig.structured`, for a saved ``config.yaml`` too
+    (:func:`load_run_config`)."""
+    from sparseopt.groups import canonical_grouping
+
+    if settings.get("coupled"):
+        return None
+    base = settings.get("penalty")
+    found: set[tuple[str, str]] = set()
+    for kind in ("conv", "linear"):
+        pen = settings.get(f"{kind}_penalty") or base
+        if pen == "none":
+            continue
+        if not str(pen).startswith("group_"):
+            return None
+        try:
+            grp = settings.get(f"{kind}_groups") or settings.get("groups") or "filter"
+            found.add((str(pen), canonical_grouping(grp)))
+        except ValueError:
+            return None
+    if len(found) != 1:
+        return None
+    penalty, grouping = found.pop()
+    return (penalty, grouping) if grouping in ("filter", "channel") else None
+
+
 def _penalty_fields() -> tuple[str, ...]:
     """Fields routed to :func:`sparseopt.groups.param_groups` (per-layer penalties): the
     registry's param-group keywords, less ``exclude`` (not a config field). Read from the
@@ -198,10 +248,10 @@ class TrainConfig:
     init_groups: str | None = _opt(
         None,
         "model",
-        "draw the sparse-init mask per group (filter, channel, kernel)",
+        "draw the sparse-init mask per group (filter, channel, kernel) or elementwise",
         metavar="G",
-        shown="elementwise; per group (the penalty's grouping) in a structured run with a "
-        "recipe (TrainConfig.structured): {group_recipe[init_density]}",
+        shown="elementwise; per group (the penalty's grouping) in a structured run "
+        "(TrainConfig.structured) with {group_recipe[init_groups]}",
     )
     init_distribution: str = _opt(
         "uniform",
@@ -635,6 +685,8 @@ class TrainConfig:
                 :data:`SPARSE_ONLY_FIELDS` setting with a dense optimizer, or
                 ``grow_every`` with an optimizer of :data:`GROW_REFUSED`.
         """
+        from sparseopt.groups import HEAD_GROUPS
+        from sparseopt.init import ELEMENTWISE
         from sparseopt.optim.registry import get_optimizer_info, list_optimizers, recipe_lams
 
         info = get_optimizer_info(self.optimizer)
@@ -670,8 +722,8 @@ class TrainConfig:
             or any(str(k).endswith("lam") for k in self.optimizer_options or {})
             or not self._penalised(self.penalty)
         )
-        structure = self.structured()
-        group_recipe = info.group_training.get(structure[0], {}) if structure else {}
+        structured = self.structured()
+        group_recipe = info.group_training.get(structured[0], {}) if structured else {}
         for key, value in {**info.training, **group_recipe}.items():
             if key == "target_density_ramp" and fixed_lam:
                 continue  # no target: no ramp (the recipe's goes with its target)
@@ -699,8 +751,9 @@ class TrainConfig:
                 if not steered:
                     recipe = info.defaults.get("lam_scale", "none")
                 changes["lam_scale"] = "none" if self.coupled else recipe
-            if self.head_groups is None and not self.coupled and self._grouped(changes):
-                changes["head_groups"] = "channel"  # the classes are never a group
+            penalty = changes.get("penalty", self.penalty)
+            if self.head_groups is None and rows_grouped({**self.to_dict(), "penalty": penalty}):
+                changes["head_groups"] = HEAD_GROUPS  # the classes are never a group
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings, steered=steered or controller))
@@ -723,9 +776,9 @@ class TrainConfig:
             )
         if self.init_density is None and "init_density" not in changes:
             changes["init_density"] = 1.0
-        if group_recipe and self.init_groups is None:  # a structured start: per group
-            if changes.get("init_density", self.init_density) < 1.0:
-                changes["init_groups"] = structure[1]
+        if structured and self.init_groups is None:  # written out: a saved null is older
+            if changes.get("init_density", self.init_density) < 1.0:  # (load_run_config)
+                changes["init_groups"] = structured[1] if group_recipe else ELEMENTWISE
         if self.schedule is None and "schedule" not in changes:
             changes["schedule"] = "none"
         if self.lam_warmup is None and "lam_warmup" not in changes:
@@ -767,35 +820,7 @@ class TrainConfig:
             >>> TrainConfig(optimizer="linbreg", penalty="group_l1", linear_penalty="l1").structured() is None
             True
         """
-        from sparseopt.groups import canonical_grouping
-
-        if self.coupled:
-            return None
-        base = self.penalty
-        found: set[tuple[str, str]] = set()
-        for pen, grp in (
-            (self.conv_penalty, self.conv_groups),
-            (self.linear_penalty, self.linear_groups),
-        ):
-            pen = pen or base
-            if pen == "none":
-                continue
-            if not str(pen).startswith("group_"):
-                return None
-            try:
-                found.add((str(pen), canonical_grouping(grp or self.groups or "filter")))
-            except ValueError:
-                return None
-        if len(found) != 1:
-            return None
-        penalty, grouping = found.pop()
-        return (penalty, grouping) if grouping in ("filter", "channel") else None
-
-    def _grouped(self, changes: Mapping[str, Any]) -> bool:
-        """Whether some layer kind has a group penalty (after ``changes``)."""
-        base = changes.get("penalty", self.penalty) or "l1"
-        kinds = (self.conv_penalty, self.linear_penalty)
-        return any(str(kind or base).startswith("group_") for kind in kinds)
+        return structure(self.to_dict())
 
     def _penalised(self, penalty: str | None) -> bool:
         """Whether some layer kind has a penalty (``conv_penalty``/``linear_penalty``
@@ -835,7 +860,10 @@ class TrainConfig:
             return None
         if not self.init_floor:
             return None
-        if self.init_groups is not None and kind(self.init_groups) != "kernel":
+        from sparseopt.init import ELEMENTWISE
+
+        drawn = None if self.init_groups == ELEMENTWISE else self.init_groups
+        if drawn is not None and kind(drawn) != "kernel":
             return None
         base = self.penalty or "l1"
         for pen, grp in (

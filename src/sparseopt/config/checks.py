@@ -105,11 +105,15 @@ def validate(cfg: Any) -> None:
             "optimizer's recipe): pass lam_scale layer or fan_in"
         )
     from sparseopt.groups import GROUPINGS
-    from sparseopt.init import DISTRIBUTIONS
+    from sparseopt.init import DISTRIBUTIONS, ELEMENTWISE
 
-    if cfg.head_groups is not None and cfg.head_groups not in GROUPINGS:
+    heads = [g for g, kind in GROUPINGS.items() if kind in ("filter", "channel")]
+    if cfg.head_groups is not None and cfg.head_groups not in heads:
+        raise ValueError(f"Invalid head_groups value: {cfg.head_groups!r}; expected one of {heads}")
+    starts = [*GROUPINGS, ELEMENTWISE]
+    if cfg.init_groups is not None and cfg.init_groups not in starts:
         raise ValueError(
-            f"Invalid head_groups value: {cfg.head_groups!r}; expected one of {list(GROUPINGS)}"
+            f"Invalid init_groups value: {cfg.init_groups!r}; expected one of {starts}"
         )
 
     if cfg.init_distribution not in DISTRIBUTIONS:
@@ -163,7 +167,7 @@ def _check_coupled(cfg: Any) -> None:
             "are not layers: global"
         )
     per_layer = ("groups", "conv_penalty", "conv_groups", "conv_lam", "linear_penalty")
-    for name in (*per_layer, "linear_groups", "linear_lam", "lam_scale"):
+    for name in (*per_layer, "linear_groups", "linear_lam", "head_groups", "lam_scale"):
         if getattr(cfg, name) not in (None, "none" if name == "lam_scale" else None):
             raise ValueError(
                 f"Invalid {name} value: {getattr(cfg, name)!r}; with coupled groups only the "

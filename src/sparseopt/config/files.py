@@ -112,16 +112,24 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     ``target_allocation`` global), so that resuming or reusing
     an old run does not give it today's recipe's; a ``lam_warmup`` saved beside a
     ``target_density`` (accepted, and unused, before 2026-11-28) reads as 0, what the run did,
-    and a group penalty saved without ``head_groups`` groups its output layer's rows
-    (``filter``), as it did then."""
+    a group penalty over filters saved without ``head_groups`` groups its output layer's
+    rows (``filter``), and a structured run's sparse start saved without its grouping is
+    elementwise (``init_groups: elementwise``), as they were then."""
     saved = {**_BEFORE_FIELDS, **load_config_file(path)}
     if saved.get("lam_warmup") and saved.get("target_density"):
         # accepted before it was refused, and unused: the controller steered λ
         saved["lam_warmup"] = 0.0
-    pens = [saved.get(k) or saved.get("penalty") for k in ("conv_penalty", "linear_penalty")]
-    if "head_groups" not in saved and any(str(p).startswith("group_") for p in pens):
+    from sparseopt.config import rows_grouped, structure
+    from sparseopt.init import ELEMENTWISE
+
+    if "head_groups" not in saved and rows_grouped(saved):
         # before 2026-11-28 a filter grouping grouped the output layer's rows too
         saved["head_groups"] = "filter"
+    start = saved.get("init_density")
+    if saved.get("init_groups") is None and start is not None and start < 1 and structure(saved):
+        # a structured run writes the grouping of its start since round 56 (or
+        # "elementwise"): one saved without it drew its start elementwise
+        saved["init_groups"] = ELEMENTWISE
     return saved
 
 

@@ -176,6 +176,7 @@ def build_model(
     Raises:
         ConfigError: the model cannot be built for this dataset, or invalid init options.
     """
+    from sparseopt.groups import HEAD_GROUPS
     from sparseopt.init import sparse_init_
     from sparseopt.models import build_model as build_architecture
 
@@ -201,7 +202,7 @@ def build_model(
                 model,
                 cfg.init_density,
                 groups=cfg.init_groups,
-                head_groups=cfg.head_groups,
+                head_groups=cfg.head_groups or HEAD_GROUPS,
                 distribution=cfg.init_distribution,
                 floor=cfg.init_floor,
                 generator=gen,
