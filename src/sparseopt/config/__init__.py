@@ -323,7 +323,7 @@ class TrainConfig:
         "the classes, so it groups its inputs (channel) unless filter is given (the "
         "behaviour before 2026-11-28)",
         metavar="G",
-        shown="channel under a group penalty",
+        shown="channel under a group penalty over filters",
     )
     a: float | None = _opt(
         None,
