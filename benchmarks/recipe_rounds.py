@@ -260,6 +260,13 @@ ROUND56_PICKS = [
 ]
 assert all(c in ROUND56 for c in ROUND56_PICKS)
 
+#: Round 57 (docs/recipes.md): group ℓ1 with λ per layer in proportion to the He scale,
+#: for the methods that steer one density or keep one λ.
+ROUND57 = [
+    {"optimizer": o, **G1, "lam_scale": "fan_in"}
+    for o in ("splitlbi", "proxsgd", "rda", "rvsm", "adabreg")
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1162,6 +1169,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round56": ROUND56,
     "round56w": [c for cand in ROUND56_PICKS for c in words_check(cand)],
     "round56c": [{**c, "seed": 1} for c in ROUND56_PICKS],
+    "round57": ROUND57,
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
