@@ -599,6 +599,34 @@ def test_compare_gives_the_flags_that_reuse_a_run_from_before_the_guard_and_rdas
     assert (out / "rda" / "summary.json").read_text() == before
 
 
+def test_compare_gives_the_flags_that_reuse_a_group_penalty_run_from_before_round_56(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A LinBreg group ℓ1 run saved before round 56 (its output layer's rows grouped, an
+    elementwise start, neither written out) is refused with the flags that give it its
+    settings of then; with them it is reused, and the dense baseline's run too."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--optimizers", "linbreg", "--dense", "sgd", "--epochs", "1"]
+    args += ["--limit-batches", "2", "-q", "--out", str(out), "--penalty", "group_l1"]
+    args += ["--init-density", "0.05"]
+    assert main([*args, "--head-groups", "filter", "--init-groups", "elementwise"]) == 0
+    capsys.readouterr()
+    cfg = out / "linbreg" / "config.yaml"
+    text = cfg.read_text()
+    text, n = re.subn(r"^head_groups: .*\n", "", text, flags=re.M)
+    text, m = re.subn(r"^init_groups: .*$", "init_groups: null", text, flags=re.M)
+    assert n == m == 1
+    cfg.write_text(text)
+    code, _, err = run_main(capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "--head-groups filter" in lines[0] and "--init-groups elementwise" in lines[0], lines[0]
+    before = (out / "linbreg" / "summary.json").read_text()
+    assert main([*args, "--head-groups", "filter", "--init-groups", "elementwise"]) == 0
+    assert "finished earlier, reused" in capsys.readouterr().out
+    assert (out / "linbreg" / "summary.json").read_text() == before
+
+
 def test_compare_names_a_recipe_that_changed_since_a_run_it_would_reuse(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

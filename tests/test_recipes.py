@@ -341,9 +341,8 @@ def test_a_run_saved_before_round_56_reads_as_it_ran(tmp_path: Path) -> None:
 
     def saved(**kw: object) -> dict:
         cfg = TrainConfig(optimizer="linbreg", **kw).resolve().to_dict()
-        for key in ("head_groups", "init_groups"):
-            if cfg[key] is not None:
-                del cfg[key]  # as an earlier version wrote it: no such field / null
+        del cfg["head_groups"]  # as an earlier version wrote it: no such field
+        cfg["init_groups"] = None  # and a start it did not write out
         path = save_config_file(cfg, tmp_path / "config.yaml")
         return load_run_config(path)
 
@@ -363,9 +362,9 @@ def test_a_run_saved_before_round_56_reads_as_it_ran(tmp_path: Path) -> None:
         {"penalty": "l1"},
     ):
         fresh = TrainConfig(optimizer="linbreg", **kw).resolve()
-        assert saved(**kw)["head_groups"] == fresh.head_groups, kw
+        assert saved(**kw).get("head_groups") == fresh.head_groups, kw
     dense = saved(penalty="group_l1", init_density=1.0)
-    assert dense["init_groups"] is None
+    assert dense.get("init_groups") is None
     assert (
         TrainConfig(optimizer="linbreg", penalty="group_l1", init_density=1.0).resolve().init_groups
         is None
@@ -375,3 +374,29 @@ def test_a_run_saved_before_round_56_reads_as_it_ran(tmp_path: Path) -> None:
             TrainConfig(optimizer="linbreg", penalty="group_l1", **{field: bad}).validate()
     with pytest.raises(ValueError, match="Invalid head_groups value"):
         TrainConfig(optimizer="adabreg", coupled="neuron", head_groups="filter").validate()
+
+
+def test_an_unset_head_grouping_starts_the_output_layer_like_the_others() -> None:
+    """The engine draws the output layer of a per-filter start by its inputs where the
+    config groups it so (a group penalty over filters: ``head_groups`` channel), and like
+    the other layers where it sets no head grouping — an ℓ1 run with ``--init-groups
+    filter``, as every run before 2026-11-28, so a run saved then starts the same."""
+    from sparseopt.data import load_dataset
+    from sparseopt.engine.build import build_model
+
+    data = load_dataset("digits", seed=0)
+    for kw, by_rows in (
+        ({"penalty": "l1", "init_groups": "filter", "init_density": 0.3}, True),
+        ({"penalty": "group_l1", "init_density": 0.3}, False),
+    ):
+        cfg = TrainConfig(optimizer="linbreg", **kw).resolve()
+        head = [m for m in build_model(cfg, data).modules() if isinstance(m, torch.nn.Linear)][-1]
+        on = head.weight != 0
+        whole = on.all(1) == on.any(1) if by_rows else on.all(0) == on.any(0)
+        assert whole.all(), kw
+    # 'elementwise' is written only where it decides something (a structured sparse start)
+    for name, kw in (("sgd", {}), ("linbreg", {"penalty": "l1"}), ("rda", {"penalty": "group_l1"})):
+        assert (
+            TrainConfig(optimizer=name, init_groups="elementwise", **kw).resolve().init_groups
+            is None
+        )

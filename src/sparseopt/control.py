@@ -203,8 +203,8 @@ def target_miss(
             f"with a group penalty every group starts active ({optimizer}'s sparse start "
             "keeps a weight in every unit) and its support does not shrink once grown, "
             f"whatever the λ: draw the start per group (--init-groups {groups_start_alive}, "
-            "with a larger --init-density); the group penalties' defaults are not studied "
-            "(docs/recipes.md, round 53)"
+            "with a larger --init-density), as LinBreg's and AdaBreg's group ℓ1 recipes do "
+            "(docs/recipes.md, round 56)"
         )
     elif ratio > 1 and PRESETS.get(optimizer, {}).get("sticky"):
         flags = []

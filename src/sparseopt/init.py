@@ -201,7 +201,7 @@ def sparse_init_(
     groups: str | None = None,
     conv_groups: str | None = None,
     linear_groups: str | None = None,
-    head_groups: str = HEAD_GROUPS,
+    head_groups: str | None = HEAD_GROUPS,
     distribution: str = "uniform",
     floor: bool = True,
     scale: str = "fan_in",
@@ -221,7 +221,7 @@ def sparse_init_(
             layer's draw instead (:func:`sparseopt.groups.output_layer`; default
             :data:`~sparseopt.groups.HEAD_GROUPS`, its inputs: a draw by rows leaves
             classes without a weight, and :func:`sparseopt.groups.param_groups` groups it
-            the same way); ``"filter"`` draws it like the other layers.
+            the same way); ``"filter"`` or ``None`` draws it like the other layers.
         distribution: layer densities, ``uniform`` or ``erk`` (see the module docstring).
         floor: give every output unit and input channel at least one nonzero weight
             (elementwise and ``kernel`` masks; a Linear layer reading a flattened
@@ -249,7 +249,14 @@ def sparse_init_(
         )
     if scale not in SCALES:
         raise ValueError(f"Invalid scale value: {scale!r}; expected one of {list(SCALES)}")
-    canonical_grouping(head_groups)  # a grouping name, or the one-line error
+    if head_groups is None:
+        head_groups = "filter"
+    try:
+        canonical_grouping(head_groups)
+    except ValueError:
+        raise ValueError(
+            f"Invalid head_groups value: {head_groups!r}; expected a grouping (filter, channel)"
+        ) from None
     layers = _sparse_layers(model)
     head_name = output_layer(model)
     head = None if head_name is None else model.get_submodule(head_name)

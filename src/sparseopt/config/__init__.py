@@ -776,9 +776,12 @@ class TrainConfig:
             )
         if self.init_density is None and "init_density" not in changes:
             changes["init_density"] = 1.0
-        if structured and self.init_groups is None:  # written out: a saved null is older
-            if changes.get("init_density", self.init_density) < 1.0:  # (load_run_config)
-                changes["init_groups"] = structured[1] if group_recipe else ELEMENTWISE
+        sparse_start = changes.get("init_density", self.init_density) < 1.0
+        if structured and sparse_start and self.init_groups is None:  # written out: a
+            # saved null is older (load_run_config)
+            changes["init_groups"] = structured[1] if group_recipe else ELEMENTWISE
+        elif self.init_groups == ELEMENTWISE and not (structured and sparse_start):
+            changes["init_groups"] = None  # the same start; None where it decides nothing
         if self.schedule is None and "schedule" not in changes:
             changes["schedule"] = "none"
         if self.lam_warmup is None and "lam_warmup" not in changes:

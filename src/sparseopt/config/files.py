@@ -122,7 +122,7 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     from sparseopt.config import rows_grouped, structure
     from sparseopt.init import ELEMENTWISE
 
-    if "head_groups" not in saved and rows_grouped(saved):
+    if saved.get("head_groups") is None and rows_grouped(saved):
         # before 2026-11-28 a filter grouping grouped the output layer's rows too
         saved["head_groups"] = "filter"
     start = saved.get("init_density")

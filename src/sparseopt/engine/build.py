@@ -176,7 +176,6 @@ def build_model(
     Raises:
         ConfigError: the model cannot be built for this dataset, or invalid init options.
     """
-    from sparseopt.groups import HEAD_GROUPS
     from sparseopt.init import sparse_init_
     from sparseopt.models import build_model as build_architecture
 
@@ -202,7 +201,10 @@ def build_model(
                 model,
                 cfg.init_density,
                 groups=cfg.init_groups,
-                head_groups=cfg.head_groups or HEAD_GROUPS,
+                # a config that sets no head grouping (no group penalty over filters)
+                # draws its output layer like the other layers, as every run did before
+                # 2026-11-28: a run saved then starts the same
+                head_groups=cfg.head_groups or "filter",
                 distribution=cfg.init_distribution,
                 floor=cfg.init_floor,
                 generator=gen,
