@@ -47,6 +47,31 @@ __all__ = [
 ]
 
 
+def _canonical(grouping: Any) -> str | None:
+    """:func:`sparseopt.groups.canonical_grouping` of ``grouping``, ``None`` where it is
+    not one (a coupled kind, a typo: not judged here; the build names it)."""
+    from sparseopt.groups import canonical_grouping
+
+    try:
+        return canonical_grouping(grouping)
+    except ValueError:
+        return None
+
+
+def _kind_penalties(settings: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """Each layer kind's ``(penalty, grouping)`` in a config's settings (a mapping of
+    field names): ``conv_*``/``linear_*`` over ``penalty``/``groups``, a group penalty's
+    grouping ``filter`` when none is given; the grouping canonical
+    (:func:`_canonical`)."""
+    return [
+        (
+            str(settings.get(f"{kind}_penalty") or settings.get("penalty")),
+            _canonical(settings.get(f"{kind}_groups") or settings.get("groups") or "filter"),
+        )
+        for kind in ("conv", "linear")
+    ]
+
+
 def rows_grouped(settings: Mapping[str, Any]) -> bool:
     """Whether a config's settings (a mapping of field names) group some layer kind's
     rows: a group penalty over ``filter`` groups (the grouping a group penalty takes by
@@ -54,47 +79,23 @@ def rows_grouped(settings: Mapping[str, Any]) -> bool:
     grouping (:func:`sparseopt.groups.param_groups`). The one test for it: the resolved
     config sets ``head_groups`` then, and a run directory saved before the field gets the
     rows it had (:func:`load_run_config`)."""
-    from sparseopt.groups import canonical_grouping
-
     if settings.get("coupled"):
         return False
-    base = settings.get("penalty")
-    for kind in ("conv", "linear"):
-        pen = settings.get(f"{kind}_penalty") or base
-        grp = settings.get(f"{kind}_groups") or settings.get("groups") or "filter"
-        try:
-            if str(pen).startswith("group_") and canonical_grouping(grp) == "filter":
-                return True
-        except ValueError:
-            continue
-    return False
+    return any(p.startswith("group_") and g == "filter" for p, g in _kind_penalties(settings))
 
 
 def structure(settings: Mapping[str, Any]) -> tuple[str, str] | None:
     """``(penalty, grouping)`` of a structured run's settings (a mapping of field names),
     else ``None``: :meth:`TrainConfig.structured`, for a saved ``config.yaml`` too
     (:func:`load_run_config`)."""
-    from sparseopt.groups import canonical_grouping
-
     if settings.get("coupled"):
         return None
-    base = settings.get("penalty")
-    found: set[tuple[str, str]] = set()
-    for kind in ("conv", "linear"):
-        pen = settings.get(f"{kind}_penalty") or base
-        if pen == "none":
-            continue
-        if not str(pen).startswith("group_"):
-            return None
-        try:
-            grp = settings.get(f"{kind}_groups") or settings.get("groups") or "filter"
-            found.add((str(pen), canonical_grouping(grp)))
-        except ValueError:
-            return None
+    found = {(p, g) for p, g in _kind_penalties(settings) if p != "none"}
     if len(found) != 1:
         return None
     penalty, grouping = found.pop()
-    return (penalty, grouping) if grouping in ("filter", "channel") else None
+    structured = penalty.startswith("group_") and grouping in ("filter", "channel")
+    return (penalty, grouping) if structured else None
 
 
 def _penalty_fields() -> tuple[str, ...]:
@@ -752,7 +753,7 @@ class TrainConfig:
                     recipe = info.defaults.get("lam_scale", "none")
                 changes["lam_scale"] = "none" if self.coupled else recipe
             penalty = changes.get("penalty", self.penalty)
-            if self.head_groups is None and rows_grouped({**self.to_dict(), "penalty": penalty}):
+            if self.head_groups is None and rows_grouped({**vars(self), "penalty": penalty}):
                 changes["head_groups"] = HEAD_GROUPS  # the classes are never a group
             settings = {k: getattr(self, k) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
@@ -823,7 +824,7 @@ class TrainConfig:
             >>> TrainConfig(optimizer="linbreg", penalty="group_l1", linear_penalty="l1").structured() is None
             True
         """
-        return structure(self.to_dict())
+        return structure(vars(self))
 
     def _penalised(self, penalty: str | None) -> bool:
         """Whether some layer kind has a penalty (``conv_penalty``/``linear_penalty``
@@ -851,32 +852,18 @@ class TrainConfig:
             >>> TrainConfig(optimizer="linbreg").resolve().groups_start_alive() is None
             True
         """
-        from sparseopt.groups import canonical_grouping
-
-        def kind(name: str | None) -> str | None:
-            try:
-                return canonical_grouping(name)
-            except ValueError:
-                return None
+        from sparseopt.init import ELEMENTWISE
 
         if self.init_density is None or self.init_density >= 1 or self.coupled:
             return None
         if not self.init_floor:
             return None
-        from sparseopt.init import ELEMENTWISE
-
         drawn = None if self.init_groups == ELEMENTWISE else self.init_groups
-        if drawn is not None and kind(drawn) != "kernel":
+        if drawn is not None and _canonical(drawn) != "kernel":
             return None
-        base = self.penalty or "l1"
-        for pen, grp in (
-            (self.conv_penalty, self.conv_groups),
-            (self.linear_penalty, self.linear_groups),
-        ):
-            if str(pen or base).startswith("group_"):
-                grouping = kind(grp or self.groups or "filter")
-                if grouping in ("filter", "channel"):
-                    return grouping
+        for pen, grouping in _kind_penalties(vars(self)):
+            if pen.startswith("group_") and grouping in ("filter", "channel"):
+                return grouping
         return None
 
     def optimizer_kwargs(self) -> dict[str, Any]:
