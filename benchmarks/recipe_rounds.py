@@ -267,6 +267,14 @@ ROUND57 = [
     for o in ("splitlbi", "proxsgd", "rda", "rvsm", "adabreg")
 ]
 
+#: Round 58 (docs/recipes.md): the starved-layer guard of ``TargetDensity`` (in the code,
+#: not a setting) on the group ℓ1 recipes of the four steered methods, and SplitLBI's
+#: group ℓ1 steered per layer (each layer guarded on its own).
+ROUND58 = [
+    *[{"optimizer": o, **G1} for o in ("linbreg", "adabreg", "splitlbi", "proxsgd")],
+    {"optimizer": "splitlbi", **G1, "lam_scale": "layer", "target_allocation": "he"},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1170,6 +1178,10 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round56w": [c for cand in ROUND56_PICKS for c in words_check(cand)],
     "round56c": [{**c, "seed": 1} for c in ROUND56_PICKS],
     "round57": ROUND57,
+    # round 58's words check and fresh seed: every candidate (the guard is in the code)
+    "round58": ROUND58,
+    "round58w": [c for cand in ROUND58 for c in words_check(cand)],
+    "round58c": [{**c, "seed": 1} for c in ROUND58],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1243,6 +1255,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round55c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round56w": ("words-cnn",),
     "round56c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
+    "round58w": ("words-cnn",),
+    "round58c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }
