@@ -440,3 +440,19 @@ def test_init_scale_benchmark_shows_the_realised_scaling_starting_lower(
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mlp")]
     dense, fan_in, by_density = (float(v) for v in row[0].strip("| ").split(" | ")[2:])
     assert dense < fan_in < by_density  # the density-scaled start begins far above ln 10
+
+
+def test_param_groups_and_sparse_init_refuse_a_bad_head_grouping_alike() -> None:
+    from sparseopt.groups import param_groups
+    from sparseopt.init import sparse_init_
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    messages = []
+    for call in (
+        lambda: param_groups(net, penalty="group_l1", head_groups="classes"),
+        lambda: sparse_init_(net, 0.5, head_groups="classes"),
+    ):
+        with pytest.raises(ValueError, match="Invalid head_groups value: 'classes'") as err:
+            call()
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]

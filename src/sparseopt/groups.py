@@ -39,6 +39,7 @@ __all__ = [
     "LAM_SCALES",
     "base_lam",
     "canonical_grouping",
+    "check_head_groups",
     "check_lam_scale",
     "group_dims",
     "group_lam",
@@ -91,6 +92,22 @@ def canonical_grouping(groups: str) -> str:
     except (KeyError, TypeError):
         raise ValueError(
             f"Invalid groups value: {groups!r}; expected one of {sorted(GROUPINGS)}"
+        ) from None
+
+
+def check_head_groups(head_groups: str) -> str:
+    """The canonical grouping of the output layer's ``head_groups`` (``filter``: its rows,
+    ``channel``: its inputs; :data:`HEAD_GROUPS`), checked once for :func:`param_groups` and
+    :func:`sparseopt.init.sparse_init_`.
+
+    Raises:
+        ValueError: not a grouping name, in one line naming ``head_groups``.
+    """
+    try:
+        return canonical_grouping(head_groups)
+    except ValueError:
+        raise ValueError(
+            f"Invalid head_groups value: {head_groups!r}; expected one of {sorted(GROUPINGS)}"
         ) from None
 
 
@@ -393,8 +410,8 @@ def param_groups(
         [('conv', 'group_l1', 1), ('linear', 'l1', 1), ('unpenalised', 'none', 2)]
     """
     check_lam_scale(lam_scale)
+    check_head_groups(head_groups)  # a grouping name, or the one-line error
     head_groups = str(head_groups)
-    canonical_grouping(head_groups)  # a grouping name, or the one-line error
     excluded = set(exclude)
     known = {name for name, _ in model.named_modules()}
     unknown = excluded - known

@@ -66,7 +66,13 @@ import torch
 
 from sparseopt._sequential import leaves, next_layer
 from sparseopt._validation import check_unit_interval
-from sparseopt.groups import HEAD_GROUPS, canonical_grouping, group_dims, output_layer
+from sparseopt.groups import (
+    HEAD_GROUPS,
+    canonical_grouping,
+    check_head_groups,
+    group_dims,
+    output_layer,
+)
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -251,12 +257,7 @@ def sparse_init_(
         raise ValueError(f"Invalid scale value: {scale!r}; expected one of {list(SCALES)}")
     if head_groups is None:
         head_groups = "filter"
-    try:
-        canonical_grouping(head_groups)
-    except ValueError:
-        raise ValueError(
-            f"Invalid head_groups value: {head_groups!r}; expected a grouping (filter, channel)"
-        ) from None
+    check_head_groups(head_groups)
     layers = _sparse_layers(model)
     head_name = output_layer(model)
     head = None if head_name is None else model.get_submodule(head_name)
