@@ -1182,6 +1182,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round58": ROUND58,
     "round58w": [c for cand in ROUND58 for c in words_check(cand)],
     "round58c": [{**c, "seed": 1} for c in ROUND58],
+    # the same checks of the two methods the guard changed, run without it (1cd6183)
+    "round58xw": [c for cand in ROUND58[2:] for c in words_check(cand)],
+    "round58xc": [{**c, "seed": 1} for c in ROUND58[2:]],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1257,6 +1260,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round56c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round58w": ("words-cnn",),
     "round58c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
+    "round58xw": ("words-cnn",),
+    "round58xc": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }
