@@ -275,6 +275,17 @@ ROUND58 = [
     {"optimizer": "splitlbi", **G1, "lam_scale": "layer", "target_allocation": "he"},
 ]
 
+#: Round 59 (docs/recipes.md): group ℓ1 steered per layer to the same fraction of every
+#: layer (``target_allocation`` ``uniform``), for the four methods without a usable group
+#: ℓ1 default; RDA and RVSM, whose recipes keep λ fixed, steered to 13 % as ProxSGD.
+UNIFORM = {**G1, "lam_scale": "layer", "target_allocation": "uniform"}
+ROUND59 = [
+    {"optimizer": "splitlbi", **UNIFORM},
+    {"optimizer": "proxsgd", **UNIFORM},
+    {"optimizer": "rda", **UNIFORM, "target_density": 0.13},
+    {"optimizer": "rvsm", **UNIFORM, "target_density": 0.13},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1185,6 +1196,10 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # the same checks of the two methods the guard changed, run without it (1cd6183)
     "round58xw": [c for cand in ROUND58[2:] for c in words_check(cand)],
     "round58xc": [{**c, "seed": 1} for c in ROUND58[2:]],
+    # round 59's checks of every candidate (the picks are read after, from these)
+    "round59": ROUND59,
+    "round59w": [c for cand in ROUND59 for c in words_check(cand)],
+    "round59c": [{**c, "seed": 1} for c in ROUND59],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1262,6 +1277,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round58c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round58xw": ("words-cnn",),
     "round58xc": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
+    "round59w": ("words-cnn",),
+    "round59c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }

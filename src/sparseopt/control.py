@@ -88,9 +88,11 @@ __all__ = [
 ]
 
 #: How :class:`TargetDensity` shares the target among the layers: ``global`` (one
-#: density for all penalised weights, every group's λ moved by the same factor) or
-#: ``he`` (each param group steered to its own share: :func:`he_shares`).
-ALLOCATIONS = ("global", "he")
+#: density for all penalised weights, every group's λ moved by the same factor), ``he``
+#: (each param group steered to its own share: :func:`he_shares`) or ``uniform`` (each
+#: param group steered to the target itself: the same fraction of every layer, as a
+#: uniform pruning ratio keeps the same fraction of every layer's filters).
+ALLOCATIONS = ("global", "he", "uniform")
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -487,6 +489,12 @@ class TargetDensity:
             target). One λ per layer lets an inverse scale space method keep the layers
             with a small fan-in denser, as magnitude pruning does (docs/recipes.md,
             rounds 33 and 36).
+            ``"uniform"``: the same per-layer loops, every layer's share :math:`D` itself
+            (the same fraction of every layer: under a filter or channel grouping, of its
+            units, as a uniform structured-pruning ratio). The He shares suit elementwise
+            sparsity; under a filter grouping they leave the curve CNN's conv3 7 % of its
+            weights at :math:`D` = 10 %, four or five of its 64 filters
+            (docs/recipes.md, rounds 58-59).
         lr_coupled: the optimizer's threshold is :math:`\\eta\\lambda` (proximal SGD:
             :math:`\\operatorname{prox}_{\\eta\\lambda J}`), and the controller steers that
             threshold: at each update a group's λ is first multiplied by
@@ -675,7 +683,7 @@ class TargetDensity:
                 + " (pass total_steps=, and step= to update())",
                 stacklevel=2,
             )
-        if self.allocation == "he":
+        if self.allocation != "global":
             factors = self._group_factors(groups, self.reference(step))
         else:
             loop = [self._prev_error, self._rose_at]
@@ -731,22 +739,26 @@ class TargetDensity:
     def _group_factors(
         self, groups: list[tuple[int, list[tuple[int, Any]]]], reference: float
     ) -> dict[int, float]:
-        """``allocation="he"``: each group's λ factor, steered to its share of
-        ``reference``."""
+        """``allocation`` ``he`` or ``uniform``: each group's λ factor, steered to its share
+        of ``reference``."""
         params = [p for _, counts in groups for _, p in counts]
         if not self._warned_joint and len(params) > len(groups):
             self._warned_joint = True
             warnings.warn(
-                "TargetDensity(allocation='he'): a param group holds several layers and is "
-                "steered to their joint share (one param group per layer: "
+                f"TargetDensity(allocation={self.allocation!r}): a param group holds several "
+                "layers and is steered to their joint share (one param group per layer: "
                 "lam_scale='layer')",
                 stacklevel=3,
             )
-        shares = he_shares(
-            [p.numel() for p in params],
-            [max(1, math.prod(p.shape[1:])) for p in params],
-            [p.shape[0] if p.ndim else 1 for p in params],
-            reference,
+        shares = (
+            he_shares(
+                [p.numel() for p in params],
+                [max(1, math.prod(p.shape[1:])) for p in params],
+                [p.shape[0] if p.ndim else 1 for p in params],
+                reference,
+            )
+            if self.allocation == "he"
+            else [reference] * len(params)
         )
         # per group: index, nonzero, total, empty, share, floor (he_shares' floor, in
         # weights)

@@ -540,8 +540,9 @@ class TrainConfig:
         "with --target-density: global (one density over all penalised weights, one λ "
         "factor for every layer) or he (each layer's λ steered to its own share: the last "
         "layer at D, the others at what a global magnitude threshold keeps of a He-normal "
-        "draw; needs one param group per layer, --lam-scale layer or fan_in; "
-        "sparseopt.control.he_shares)",
+        "draw; sparseopt.control.he_shares) or uniform (each layer's λ steered to D itself: "
+        "the same fraction of every layer, of its filters under a filter grouping); he and "
+        "uniform need one param group per layer, --lam-scale layer or fan_in",
         metavar="A",
         shown=(
             "per optimizer: {control[allocation]} (global with --lam-scale none, --coupled, "

@@ -98,11 +98,12 @@ def validate(cfg: Any) -> None:
         if not isinstance(cfg.betas, list) or len(cfg.betas) != 2:
             raise ValueError(f"Invalid betas value: {cfg.betas!r}; expected two numbers")
     _check_coupled(cfg)
-    if cfg.target_allocation == "he" and cfg.lam_scale == "none":  # after coupled's check
+    per_layer = cfg.target_allocation not in (None, "global")
+    if per_layer and cfg.lam_scale == "none":  # after coupled's check
         raise ValueError(
-            "Invalid target_allocation value: 'he'; it steers each layer's λ and needs "
-            "one param group per layer, but lam_scale is none (given, or the "
-            "optimizer's recipe): pass lam_scale layer or fan_in"
+            f"Invalid target_allocation value: {cfg.target_allocation!r}; it steers each "
+            "layer's λ and needs one param group per layer, but lam_scale is none (given, "
+            "or the optimizer's recipe): pass lam_scale layer or fan_in"
         )
     from sparseopt.groups import GROUPINGS
     from sparseopt.init import DISTRIBUTIONS, ELEMENTWISE

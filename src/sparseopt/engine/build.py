@@ -641,6 +641,6 @@ def build_health(
         support_grows=getattr(optimizer, "support_grows_with_steps", False),
         epochs=cfg.epochs,
         target_density=cfg.target_density or None,
-        per_layer=any(isinstance(c, TargetDensity) and c.allocation == "he" for c in callbacks),
+        per_layer=any(isinstance(c, TargetDensity) and c.allocation != "global" for c in callbacks),
     )
     return health, probe_batch(tensors)
