@@ -460,3 +460,41 @@ def test_compare_sees_old_runs_as_the_same_settings_and_checks_all_before_traini
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "proxsgd: Invalid target_allocation" in err[0]
     assert not (out / "adabreg").exists()
+
+
+def test_uniform_steers_every_layer_to_the_target_itself() -> None:
+    """Every layer at exactly D: uniform moves no λ; he moves them (its shares differ
+    from D), and one layer off D moves only its own λ."""
+    net = _mlp()
+    with torch.no_grad():
+        for m in (net[0], net[2], net[4]):
+            w = m.weight.view(-1)
+            w[int(0.25 * w.numel()) :] = 0  # 25 % of each layer
+    for allocation, moved in (("uniform", False), ("he", True)):
+        opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+        TargetDensity(0.25, allocation=allocation, gain=1.0, max_factor=2.0).update(net, opt)
+        lams = [g["lam"] for g in opt.param_groups if g["penalty"] != "none"]
+        assert len(lams) == 3
+        assert any(abs(lam - 1e-3) > 1e-9 for lam in lams) == moved, allocation
+    with torch.no_grad():
+        net[2].weight.view(-1)[: net[2].weight.numel() // 2] = 1.0  # layer 1 at 50 %+
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+    TargetDensity(0.25, allocation="uniform", gain=1.0, max_factor=2.0).update(net, opt)
+    lams = [g["lam"] for g in opt.param_groups if g["penalty"] != "none"]
+    assert lams[0] == pytest.approx(1e-3) and lams[2] == pytest.approx(1e-3) and lams[1] > 1e-3
+
+
+def test_uniform_is_a_per_layer_allocation_in_the_config_and_the_header(tmp_path) -> None:
+    from sparseopt.cli import main
+
+    with pytest.raises(ValueError, match=r"Invalid target_allocation value: 'uniform'.*lam_scale"):
+        TrainConfig(optimizer="proxsgd", target_density=0.1, target_allocation="uniform").resolve()
+    with pytest.raises(ValueError, match="coupled groups are not layers"):
+        TrainConfig(optimizer="adabreg", coupled="head", target_allocation="uniform").validate()
+    cfg = TrainConfig(optimizer="proxsgd", lam_scale="layer", target_allocation="uniform").resolve()
+    assert cfg.target_allocation == "uniform" and cfg.target_density == 0.13
+    out = tmp_path / "run"
+    args = ["train", "-o", "proxsgd", "--lam-scale", "layer", "--target-allocation", "uniform"]
+    assert main([*args, "--epochs", "1", "--limit-batches", "2", "--out", str(out)]) in (0, 4)
+    header = (out / "log.txt").read_text().splitlines()[0]
+    assert "per layer (uniform)" in header
