@@ -494,7 +494,9 @@ class TargetDensity:
             units, as a uniform structured-pruning ratio). The He shares suit elementwise
             sparsity; under a filter grouping they leave the curve CNN's conv3 7 % of its
             weights at :math:`D` = 10 %, four or five of its 64 filters
-            (docs/recipes.md, rounds 58-59).
+            (docs/recipes.md, round 58). A uniform share starves the narrow layers
+            instead: 13 % of LeNet-5's six conv1 filters is less than one, and no group ℓ1
+            default takes it (round 59).
         lr_coupled: the optimizer's threshold is :math:`\\eta\\lambda` (proximal SGD:
             :math:`\\operatorname{prox}_{\\eta\\lambda J}`), and the controller steers that
             threshold: at each update a group's λ is first multiplied by
