@@ -286,6 +286,13 @@ ROUND59 = [
     {"optimizer": "rvsm", **UNIFORM, "target_density": 0.13},
 ]
 
+#: Round 60 (docs/recipes.md): SplitLBI's and ProxSGD's group ℓ1 with λ fixed (a λ given
+#: turns the recipe's target off), the controller's failures out of the loop.
+ROUND60 = [
+    *[{"optimizer": "splitlbi", **G1, "lam": lam} for lam in (0.01, 0.03)],
+    *[{"optimizer": "proxsgd", **G1, "lam": lam} for lam in (1e-3, 2e-3, 5e-3)],
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1200,6 +1207,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round59": ROUND59,
     "round59w": [c for cand in ROUND59 for c in words_check(cand)],
     "round59c": [{**c, "seed": 1} for c in ROUND59],
+    "round60": ROUND60,
+    "round60w": [c for cand in ROUND60 for c in words_check(cand)],
+    "round60c": [{**c, "seed": 1} for c in ROUND60],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1279,6 +1289,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round58xc": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round59w": ("words-cnn",),
     "round59c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
+    "round60w": ("words-cnn",),
+    "round60c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }
