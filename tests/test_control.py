@@ -445,3 +445,59 @@ def test_lr_coupled_is_refused_on_a_sticky_plant() -> None:
         TargetDensity(0.1, sticky=True, lr_coupled=True)
     with pytest.raises(ValueError, match="lr_coupled"):
         TargetDensity.for_optimizer("linbreg", 0.1, lr_coupled=True)
+
+
+def _wide() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 40), nn.ReLU(), nn.Linear(40, 3))
+
+
+def test_a_starved_layer_holds_lam_down_like_an_empty_one() -> None:
+    """1 of 40 units left (2.5 % < 5 %) turns a too-dense error around; 2 (5 %) do not;
+    with min_alive=0 only an empty layer does (the guard before round 58)."""
+    from sparseopt.control import STARVED, starved
+
+    assert STARVED == 0.05 and starved(1, 40) and not starved(2, 40)
+    for alive, min_alive, up in ((1, STARVED, False), (2, STARVED, True), (1, 0.0, True)):
+        net = _wide()
+        opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3)
+        with torch.no_grad():
+            net[0].weight[alive:] = 0  # the head dense: overall far above the target
+        ctl = TargetDensity(0.05, gain=1.0, max_factor=2.0, min_alive=min_alive)
+        lam = ctl.update(net, opt)
+        assert (lam > 1e-3) == up, (alive, min_alive)
+        assert ctl.held == (0 if up else 1)
+    # a small layer (fewer than 20 units) is starved only when empty
+    assert not starved(1, 10) and starved(0, 10)
+
+
+def test_the_starved_guard_acts_per_layer_under_the_he_allocation() -> None:
+    net = _wide()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+    with torch.no_grad():
+        net[0].weight[1:] = 0  # 1 of 40 units: starved; the head dense, too dense
+    ctl = TargetDensity(0.05, allocation="he", gain=1.0, max_factor=2.0)
+    ctl.update(net, opt)
+    lams = [g["lam"] for g in opt.param_groups if g["penalty"] != "none"]
+    assert lams[0] < 1e-3 < lams[1]  # the starved layer's λ falls, the head's rises
+
+
+def test_the_held_count_is_logged_and_kept_in_the_state() -> None:
+    net = _wide()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3)
+    with torch.no_grad():
+        net[0].weight[1:] = 0
+    ctl = TargetDensity(0.05)
+    metrics: dict = {}
+    ctl.on_epoch_end(SimpleNamespace(model=net, optimizer=opt, global_step=3), 1, metrics)
+    assert metrics["lam_held_starved"] == 1
+    clone = TargetDensity(0.05)
+    clone.load_state_dict(ctl.state_dict())
+    assert clone.held == 1
+    state = ctl.state_dict()
+    del state["held"]  # saved before the count
+    clone.load_state_dict(state)
+    assert clone.held == 0
+    for bad in (-0.1, 1.0, True, "0.1"):
+        with pytest.raises(ValueError, match="min_alive"):
+            TargetDensity(0.1, min_alive=bad)

@@ -75,6 +75,7 @@ __all__ = [
     "ALLOCATIONS",
     "PRESETS",
     "GLOBAL_PENALTIES",
+    "STARVED",
     "preset_allocation",
     "LamWarmup",
     "TargetDensity",
@@ -84,6 +85,7 @@ __all__ = [
     "he_shares",
     "penalised_density",
     "per_layer_groups",
+    "starved",
     "unit_floor",
 ]
 
@@ -93,6 +95,17 @@ __all__ = [
 #: param group steered to the target itself: the same fraction of every layer, as a
 #: uniform pruning ratio keeps the same fraction of every layer's filters).
 ALLOCATIONS = ("global", "he", "uniform")
+
+#: The fraction of a penalised layer's output units (rows: a Linear layer's neurons, a
+#: convolution's filters) below which :class:`TargetDensity` counts the layer as starved
+#: and never raises λ (its ``min_alive`` default). A layer with no unit left makes a
+#: sequential network constant; one with a unit or two is a step from it, and under a
+#: group penalty, where a unit dies whole, it flickers between the two: SplitLBI's group
+#: ℓ1 kept LeNet-5's fc1 at 0-1 of its 120 neurons while the shared λ rose 0.060 -> 0.067
+#: (docs/recipes.md, round 58). The healthy runs of the ℓ1 matrix end with 7.5 % of a
+#: layer's units or more (RVSM's Fashion-MNIST MLP fc1: 15 of 200; the steered methods
+#: 27 % or more), the group ℓ1 runs that learned 9.4 % or more.
+STARVED = 0.05
 
 #: Controller settings per optimizer (registry name); others use the class defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -236,9 +249,12 @@ def target_miss(
 
 
 @torch.no_grad()
-def _group_counts(optimizer: torch.optim.Optimizer) -> list[tuple[int, list[tuple[int, Any]]]]:
-    """``[(group index, [(nonzero, param), ...]), ...]`` over the penalised groups of the
-    deployable network (nonzero summed over the shards under FSDP2). One pass."""
+def _group_counts(
+    optimizer: torch.optim.Optimizer,
+) -> list[tuple[int, list[tuple[int, int, Any]]]]:
+    """``[(group index, [(nonzero, alive units, param), ...]), ...]`` over the penalised
+    groups of the deployable network (summed over the shards under FSDP2; alive units:
+    the rows of a weight of 2 dims or more with a nonzero entry, 0 for a bias). One pass."""
     deploy = getattr(optimizer, "deployable", None)
     out = []
     for i, group in enumerate(optimizer.param_groups):
@@ -247,24 +263,48 @@ def _group_counts(optimizer: torch.optim.Optimizer) -> list[tuple[int, list[tupl
         counts = []
         for p in group["params"]:
             v = deploy(p) if deploy is not None else p
-            counts.append((global_int((v != 0).sum()), p))
+            nz = v != 0
+            # output units with a nonzero weight (rows are whole on every shard: FSDP2
+            # shards dim 0)
+            alive = global_int(nz.flatten(1).any(1).sum()) if p.ndim >= 2 else 0
+            counts.append((global_int(nz.sum()), alive, p))
         out.append((i, counts))
     return out
 
 
-def _penalised_counts(optimizer: torch.optim.Optimizer) -> tuple[int, int, int]:
-    """``(nonzero, total, empty)`` over the penalised parameters of the deployable network;
-    ``empty`` counts the weight tensors (2 dims or more) with no nonzero entry."""
+def _penalised_counts(optimizer: torch.optim.Optimizer) -> tuple[int, int, int, int]:
+    """``(nonzero, total, empty, starved)`` over the penalised parameters of the deployable
+    network (:func:`_totals`, at :data:`STARVED`)."""
     return _totals([c for _, counts in _group_counts(optimizer) for c in counts])
 
 
-def _totals(counts: Sequence[tuple[int, Any]]) -> tuple[int, int, int]:
-    """``(nonzero, total, empty)`` of ``(nonzero, param)`` pairs (a param's ``numel`` and
-    shape are the whole tensor's, also a sharded DTensor's)."""
-    nonzero = sum(nz for nz, _ in counts)
-    total = sum(p.numel() for _, p in counts)
-    empty = sum(p.ndim >= 2 and nz == 0 for nz, p in counts)
-    return nonzero, total, empty
+def starved(alive: int, rows: int, min_alive: float = STARVED) -> bool:
+    """Whether a layer with ``alive`` of its ``rows`` output units left is starved: none
+    left, or fewer than ``min_alive`` of them (:data:`STARVED`).
+
+    Example:
+        >>> starved(5, 120), starved(6, 120), starved(0, 10), starved(1, 10)
+        (True, False, True, False)
+    """
+    return alive == 0 or alive < min_alive * rows
+
+
+def _totals(
+    counts: Sequence[tuple[int, int, Any]], min_alive: float = STARVED
+) -> tuple[int, int, int, int]:
+    """``(nonzero, total, empty, starved)`` of ``(nonzero, alive units, param)`` triples (a
+    param's ``numel`` and shape are the whole tensor's, also a sharded DTensor's):
+    ``empty`` counts the weight tensors (2 dims or more) with no nonzero entry,
+    ``starved`` those with too few output units left (:func:`starved`; the empty ones
+    too)."""
+    nonzero = sum(nz for nz, _, _ in counts)
+    total = sum(p.numel() for _, _, p in counts)
+    empty = sum(p.ndim >= 2 and nz == 0 for nz, _, p in counts)
+    hungry = sum(
+        p.ndim >= 2 and (nz == 0 or starved(alive, p.shape[0], min_alive))
+        for nz, alive, p in counts
+    )
+    return nonzero, total, empty, hungry
 
 
 def per_layer_groups(optimizer: torch.optim.Optimizer) -> bool:
@@ -285,14 +325,14 @@ def group_densities(optimizer: torch.optim.Optimizer) -> list[tuple[int, float]]
     ``allocation="he"`` (nonzero counts summed over the shards under FSDP2)."""
     out = []
     for i, counts in _group_counts(optimizer):
-        nonzero, total, _ = _totals(counts)
+        nonzero, total, _, _ = _totals(counts)
         out.append((i, nonzero / max(total, 1)))
     return out
 
 
 def penalised_density(optimizer: torch.optim.Optimizer) -> float:
     """Fraction of nonzero entries over the penalised parameters of the deployable network."""
-    nonzero, total, _ = _penalised_counts(optimizer)
+    nonzero, total, _, _ = _penalised_counts(optimizer)
     return nonzero / max(total, 1)
 
 
@@ -422,11 +462,15 @@ def conserve_budget(counts: Sequence[float], shares: Sequence[float]) -> list[fl
 class TargetDensity:
     """Adjust λ during training until the deployable network has density ``target``.
 
-    While a penalised weight tensor is entirely zero (in a sequential network the
-    output is then constant), a "too dense" error is turned into "too sparse": λ never
-    grows while a layer is empty. In a residual network an empty branch can be
-    legitimate (a group penalty removing a block); there the guard is conservative: it
-    holds λ down until the branch has a nonzero weight again.
+    While a penalised weight tensor is starved — entirely zero (in a sequential network
+    the output is then constant) or with fewer than ``min_alive`` of its output units
+    left (:func:`starved`) — a "too dense" error is turned into "too sparse": λ never
+    grows while a layer is starved. The floor matters under a group penalty, where a
+    unit dies whole and a layer flickers between none and one unit from one update to
+    the next: guarded only while empty, SplitLBI's shared λ kept rising and emptied
+    LeNet-5's fc1 (docs/recipes.md, round 58). In a residual network an empty branch can
+    be legitimate (a group penalty removing a block); there the guard is conservative:
+    it holds λ down until the branch has units again.
 
     Args:
         target: requested density D in (0, 1] of the penalised weights.
@@ -512,9 +556,14 @@ class TargetDensity:
             moves λ). With group learning rates that do not move in proportion, the
             groups' λ ratios change with them. Not with ``sticky`` (an inverse scale space
             method's threshold is λ itself, and the coupling would raise λ past the hold).
+        min_alive: the fraction of a penalised weight's output units (rows) below which
+            the layer counts as starved (:func:`starved`; default :data:`STARVED`); 0:
+            only an empty layer does.
 
     Attributes:
         history: ``(step, density, lam)`` after every update.
+        held: the updates at which a starved layer turned a "too dense" error around
+            (logged as ``lam_held_starved`` at an epoch's end).
     """
 
     def __init__(
@@ -535,6 +584,7 @@ class TargetDensity:
         sticky: bool = False,
         allocation: str = "global",
         lr_coupled: bool = False,
+        min_alive: float = STARVED,
     ) -> None:
         if allocation not in ALLOCATIONS:
             raise ValueError(
@@ -556,6 +606,12 @@ class TargetDensity:
             isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
         ):
             raise ValueError(f"Invalid total_steps value: {total_steps!r}; expected an int >= 1")
+        if (
+            isinstance(min_alive, bool)
+            or not isinstance(min_alive, (int, float))
+            or not 0 <= min_alive < 1
+        ):
+            raise ValueError(f"Invalid min_alive value: {min_alive!r}; expected a number in [0, 1)")
         if not 0 < lam_min < lam_max:
             raise ValueError(f"Invalid lam bounds: [{lam_min!r}, {lam_max!r}]")
         if lr_coupled and sticky:
@@ -578,7 +634,9 @@ class TargetDensity:
         self.sticky = bool(sticky)
         self.allocation = allocation
         self.lr_coupled = bool(lr_coupled)
+        self.min_alive = float(min_alive)
         self.history: list[tuple[int, float, float]] = []
+        self.held = 0
         self._prev_error: float | None = None
         self._rose_at: float | None = None  # sticky: the density when λ last rose
         self._updates = 0
@@ -673,7 +731,9 @@ class TargetDensity:
                 "sparse optimizer"
             )
         groups = _group_counts(optimizer)
-        nonzero, total, empty = _totals([c for _, counts in groups for c in counts])
+        nonzero, total, _, hungry = _totals(
+            [c for _, counts in groups for c in counts], self.min_alive
+        )
         d = nonzero / max(total, 1)
         if self._start_density is None:
             self._start_density, self._start_step = d, int(step or 0)
@@ -689,7 +749,7 @@ class TargetDensity:
             factors = self._group_factors(groups, self.reference(step))
         else:
             loop = [self._prev_error, self._rose_at]
-            f = self._factor(self.error(d, step), d, bool(empty), loop)
+            f = self._factor(self.error(d, step), d, bool(hungry), loop)
             self._prev_error, self._rose_at = loop
             factors = {i: f for i, _ in groups}
         first: float | None = None
@@ -716,13 +776,15 @@ class TargetDensity:
         self._lrs[i] = lr
         return 1.0 if prev is None else prev / lr
 
-    def _factor(self, e: float, d: float, empty: bool, loop: list[float | None]) -> float:
-        """The λ factor for error ``e`` at density ``d``; ``loop`` is ``[previous error,
-        density when λ last rose]``, updated in place."""
-        if e > 0 and empty:
-            # A layer with no weight left makes the network constant: never push λ up
-            # then, whatever the overall density says; bring it down instead.
+    def _factor(self, e: float, d: float, hungry: bool, loop: list[float | None]) -> float:
+        """The λ factor for error ``e`` at density ``d`` (``hungry``: a layer is starved);
+        ``loop`` is ``[previous error, density when λ last rose]``, updated in place."""
+        if e > 0 and hungry:
+            # A layer with no unit left makes the network constant, and one with a few is
+            # a step from it: never push λ up then, whatever the overall density says;
+            # bring it down instead.
             e = -abs(e)
+            self.held += 1
         prev, rose_at = loop
         delta = (self.gain_up if e > 0 else self.gain) * e
         if prev is not None:
@@ -739,11 +801,11 @@ class TargetDensity:
         return math.exp(min(max(delta, -bound), bound))
 
     def _group_factors(
-        self, groups: list[tuple[int, list[tuple[int, Any]]]], reference: float
+        self, groups: list[tuple[int, list[tuple[int, int, Any]]]], reference: float
     ) -> dict[int, float]:
         """``allocation`` ``he`` or ``uniform``: each group's λ factor, steered to its share
         of ``reference``."""
-        params = [p for _, counts in groups for _, p in counts]
+        params = [p for _, counts in groups for _, _, p in counts]
         if not self._warned_joint and len(params) > len(groups):
             self._warned_joint = True
             warnings.warn(
@@ -762,34 +824,34 @@ class TargetDensity:
             if self.allocation == "he"
             else [reference] * len(params)
         )
-        # per group: index, nonzero, total, empty, share, floor (he_shares' floor, in
+        # per group: index, nonzero, total, starved, share, floor (he_shares' floor, in
         # weights)
         rows: list[tuple[int, int, int, int, float, float]] = []
         k = 0
         for i, counts in groups:
-            nonzero, total, empty = _totals(counts)
-            ps = [p for _, p in counts]
+            nonzero, total, _, hungry = _totals(counts, self.min_alive)
+            ps = [p for _, _, p in counts]
             n = [p.numel() for p in ps]
             share = sum(x * s for x, s in zip(n, shares[k : k + len(n)], strict=True))
             floor = sum(
                 x * unit_floor(x, p.shape[0] if p.ndim else 1, reference)
                 for x, p in zip(n, ps, strict=True)
             )
-            rows.append((i, nonzero, total, empty, share, floor))
+            rows.append((i, nonzero, total, hungry, share, floor))
             k += len(n)
         targets = [r[4] for r in rows]
         if self.sticky:  # the budget kept, no layer below one weight per output unit
             kept = conserve_budget([r[1] for r in rows], targets)
             targets = [max(t, r[5]) for t, r in zip(kept, rows, strict=True)]
         out: dict[int, float] = {}
-        for (i, nonzero, total, empty, share, _), target in zip(rows, targets, strict=True):
+        for (i, nonzero, total, hungry, share, _), target in zip(rows, targets, strict=True):
             d = nonzero / max(total, 1)
-            # an empty layer is steered to its own share, never to a budget cut to nothing
-            # (its error must stay negative for the empty-layer guard to lower its λ)
-            goal = share if empty else target
+            # a starved layer is steered to its own share, never to a budget cut to nothing
+            # (its error must stay negative for the guard to lower its λ)
+            goal = share if hungry else target
             e = math.log(max(d, self.min_density) / max(goal / max(total, 1), self.min_density))
             loop = self._groups.setdefault(i, [None, None])
-            out[i] = self._factor(e, d, bool(empty), loop)
+            out[i] = self._factor(e, d, bool(hungry), loop)
         return out
 
     # ------------------------------------------------------------------ callback
@@ -834,6 +896,7 @@ class TargetDensity:
         if isinstance(metrics, dict) and self.history:
             metrics["target_density"] = self.target
             metrics["controlled_lam"] = self.history[-1][2]
+            metrics["lam_held_starved"] = self.held
             if self.ramp > 0:  # the density steered to now (the target at the ramp's end)
                 metrics["reference_density"] = self.reference(step)
 
@@ -849,6 +912,7 @@ class TargetDensity:
             "history": [list(h) for h in self.history],
             "groups": [[i, *loop] for i, loop in sorted(self._groups.items())],
             "lrs": [[i, lr] for i, lr in sorted(self._lrs.items())],
+            "held": self.held,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -875,6 +939,7 @@ class TargetDensity:
         }
         # absent before lr_coupled: the first update after loading measures afresh
         self._lrs = {int(i): float(lr) for i, lr in state.get("lrs", [])}
+        self.held = int(state.get("held", 0))  # absent before the starved-layer count
 
 
 class LamWarmup:
