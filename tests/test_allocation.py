@@ -498,3 +498,19 @@ def test_uniform_is_a_per_layer_allocation_in_the_config_and_the_header(tmp_path
     assert main([*args, "--epochs", "1", "--limit-batches", "2", "--out", str(out)]) in (0, 4)
     header = (out / "log.txt").read_text().splitlines()[0]
     assert "per layer (uniform)" in header
+
+
+def test_uniform_on_a_sticky_plant_keeps_every_layer_at_the_target() -> None:
+    """A layer far over D does not push the layers at D down (he's conserve_budget
+    would: the network's budget kept)."""
+    net = _mlp()
+    with torch.no_grad():
+        for j, m in enumerate((net[0], net[2], net[4])):
+            w = m.weight.view(-1)
+            w[int((0.9 if j == 0 else 0.25) * w.numel()) :] = 0
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+    ctl = TargetDensity(0.25, allocation="uniform", gain=1.0, max_factor=2.0, sticky=True)
+    ctl.update(net, opt)
+    lams = [g["lam"] for g in opt.param_groups if g["penalty"] != "none"]
+    assert lams[0] > 1e-3
+    assert lams[1] == pytest.approx(1e-3, rel=0.05) and lams[2] == pytest.approx(1e-3, rel=0.05)

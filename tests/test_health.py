@@ -640,3 +640,17 @@ def test_a_run_whose_last_layer_loses_two_class_rows_ends_collapsed(tmp_path: Pa
     )
     hint = json.loads((tmp_path / "he" / "summary.json").read_text())["hint"]
     assert per.status == "collapsed" and hint.startswith("try --target-allocation global")
+    # so it does steered to the same fraction of every layer (uniform, also per layer)
+    uni = train(
+        tiny(
+            tmp_path / "uniform",
+            optimizer="proxsgd",
+            lam_scale="layer",
+            target_allocation="uniform",
+            epochs=3,
+            stall_epochs=2,
+        ),
+        callbacks=[DropTwoClasses()],
+    )
+    hint = json.loads((tmp_path / "uniform" / "summary.json").read_text())["hint"]
+    assert uni.status == "collapsed" and hint.startswith("try --target-allocation global")

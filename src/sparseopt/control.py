@@ -535,7 +535,8 @@ class TargetDensity:
             rounds 33 and 36).
             ``"uniform"``: the same per-layer loops, every layer's share :math:`D` itself
             (the same fraction of every layer: under a filter or channel grouping, of its
-            units, as a uniform structured-pruning ratio). The He shares suit elementwise
+            units, as a uniform structured-pruning ratio); on a ``sticky`` plant too, so a
+            layer over :math:`D` leaves the network over it (no :func:`conserve_budget`). The He shares suit elementwise
             sparsity; under a filter grouping they leave the curve CNN's conv3 7 % of its
             weights at :math:`D` = 10 %, four or five of its 64 filters
             (docs/recipes.md, round 58). A uniform share starves the narrow layers
@@ -840,7 +841,8 @@ class TargetDensity:
             rows.append((i, nonzero, total, hungry, share, floor))
             k += len(n)
         targets = [r[4] for r in rows]
-        if self.sticky:  # the budget kept, no layer below one weight per output unit
+        if self.sticky and self.allocation == "he":  # the budget kept, no layer below one
+            # weight per output unit (uniform: every layer at D, whatever another holds)
             kept = conserve_budget([r[1] for r in rows], targets)
             targets = [max(t, r[5]) for t, r in zip(kept, rows, strict=True)]
         out: dict[int, float] = {}

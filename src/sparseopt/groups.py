@@ -96,19 +96,18 @@ def canonical_grouping(groups: str) -> str:
 
 
 def check_head_groups(head_groups: str) -> str:
-    """The canonical grouping of the output layer's ``head_groups`` (``filter``: its rows,
-    ``channel``: its inputs; :data:`HEAD_GROUPS`), checked once for :func:`param_groups` and
-    :func:`sparseopt.init.sparse_init_`.
+    """The canonical grouping of the output layer's ``head_groups`` (``filter``/``row``: its
+    rows, ``channel``/``column``: its inputs; :data:`HEAD_GROUPS`), checked once for
+    :func:`param_groups`, :func:`sparseopt.init.sparse_init_` and the run config.
 
     Raises:
-        ValueError: not a grouping name, in one line naming ``head_groups``.
+        ValueError: not a filter or channel grouping (a head may be a Linear layer, which
+            has no kernels), in one line naming ``head_groups``.
     """
-    try:
-        return canonical_grouping(head_groups)
-    except ValueError:
-        raise ValueError(
-            f"Invalid head_groups value: {head_groups!r}; expected one of {sorted(GROUPINGS)}"
-        ) from None
+    heads = [g for g, kind in GROUPINGS.items() if kind in ("filter", "channel")]
+    if not isinstance(head_groups, str) or head_groups not in heads:
+        raise ValueError(f"Invalid head_groups value: {head_groups!r}; expected one of {heads}")
+    return GROUPINGS[head_groups]
 
 
 def group_dims(ndim: int, groups: str) -> tuple[int, ...]:
@@ -410,8 +409,8 @@ def param_groups(
         [('conv', 'group_l1', 1), ('linear', 'l1', 1), ('unpenalised', 'none', 2)]
     """
     check_lam_scale(lam_scale)
-    check_head_groups(head_groups)  # a grouping name, or the one-line error
-    head_groups = str(head_groups)
+    check_head_groups(head_groups)  # filter or channel, or the one-line error
+
     excluded = set(exclude)
     known = {name for name, _ in model.named_modules()}
     unknown = excluded - known

@@ -105,12 +105,11 @@ def validate(cfg: Any) -> None:
             "layer's λ and needs one param group per layer, but lam_scale is none (given, "
             "or the optimizer's recipe): pass lam_scale layer or fan_in"
         )
-    from sparseopt.groups import GROUPINGS
+    from sparseopt.groups import GROUPINGS, check_head_groups
     from sparseopt.init import DISTRIBUTIONS, ELEMENTWISE
 
-    heads = [g for g, kind in GROUPINGS.items() if kind in ("filter", "channel")]
-    if cfg.head_groups is not None and cfg.head_groups not in heads:
-        raise ValueError(f"Invalid head_groups value: {cfg.head_groups!r}; expected one of {heads}")
+    if cfg.head_groups is not None:
+        check_head_groups(cfg.head_groups)
     starts = [*GROUPINGS, ELEMENTWISE]
     if cfg.init_groups is not None and cfg.init_groups not in starts:
         raise ValueError(
