@@ -182,11 +182,17 @@ def test_docs_recipe_table_is_the_registry() -> None:
         assert cells[7] == ("—" if target is None else f"{target:g}{note}off when a λ is given)"), (
             row
         )
-        structured = "; ".join(
-            f"{pen}: start {recipe['init_density']:g} per group"
-            for pen, recipe in info.group_training.items()
-        )
-        assert set().union(*info.group_training.values()) <= {"init_density"}, name  # shown
+        cells_ = []
+        for pen, recipe in info.group_training.items():
+            bits = []
+            if "init_density" in recipe:
+                bits.append(f"start {recipe['init_density']:g} per group")
+            if recipe.get("target_density") == 0:
+                bits.append(f"λ {info.lam[pen]:g} fixed (no target)")
+            cells_.append(f"{pen}: " + ", ".join(bits))
+        structured = "; ".join(cells_)
+        shown = {"init_density", "target_density"}
+        assert set().union(*info.group_training.values()) <= shown, name
         assert cells[8] == (structured or "—"), row
 
 

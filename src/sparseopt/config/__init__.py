@@ -519,7 +519,8 @@ class TrainConfig:
         "at density D in (0, 1] (TargetDensity with the optimizer's presets; sparse "
         "optimizers only; 0: off, λ fixed; a recipe's target is off when a λ is given)",
         metavar="D",
-        shown="per optimizer: {recipe[target_density]}; else off (λ fixed)",
+        shown="per optimizer: {recipe[target_density]}; else off (λ fixed); in a structured "
+        "run {group_recipe[target_density]}",
     )
     target_density_every: int = _opt(
         2, "structure", "with --target-density: update λ every N optimizer steps", metavar="N"
@@ -726,8 +727,10 @@ class TrainConfig:
         )
         structured = self.structured()
         group_recipe = info.group_training.get(structured[0], {}) if structured else {}
-        for key, value in {**info.training, **group_recipe}.items():
-            if key == "target_density_ramp" and fixed_lam:
+        recipe = {**info.training, **group_recipe}
+        target = recipe.get("target_density") if self.target_density is None else None
+        for key, value in recipe.items():
+            if key == "target_density_ramp" and (fixed_lam or target == 0):
                 continue  # no target: no ramp (the recipe's goes with its target)
             if getattr(self, key) is None:
                 changes[key] = 0.0 if key == "target_density" and fixed_lam else value
