@@ -293,6 +293,13 @@ ROUND60 = [
     *[{"optimizer": "proxsgd", **G1, "lam": lam} for lam in (1e-3, 2e-3, 5e-3)],
 ]
 
+#: Round 61 (docs/recipes.md): round 60's grid between its last candidate that kept the
+#: network and its first that failed (SplitLBI 0.01 -> 0.03), and past ProxSGD's 0.005.
+ROUND61 = [
+    *[{"optimizer": "splitlbi", **G1, "lam": lam} for lam in (0.015, 0.02)],
+    {"optimizer": "proxsgd", **G1, "lam": 0.01},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1210,6 +1217,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round60": ROUND60,
     "round60w": [c for cand in ROUND60 for c in words_check(cand)],
     "round60c": [{**c, "seed": 1} for c in ROUND60],
+    "round61": ROUND61,
+    "round61w": [c for cand in ROUND61 for c in words_check(cand)],
+    "round61c": [{**c, "seed": 1} for c in ROUND61],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1291,6 +1301,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round59c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round60w": ("words-cnn",),
     "round60c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
+    "round61w": ("words-cnn",),
+    "round61c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round46c": FRESH_SEED_TASKS,
     **_SCALE_STAGE_TASKS,
 }
