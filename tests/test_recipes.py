@@ -54,7 +54,11 @@ def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, pe
     default = info.defaults.get("penalty", "l1")  # the recipe's penalty (rda: l0)
     mixed = TrainConfig(optimizer=name, conv_penalty="group_l1").resolve()
     assert mixed.penalty == default
-    assert (mixed.lam, mixed.conv_lam) == (info.lam[default], info.lam["group_l1"])
+    steered = bool(mixed.target_density)  # a steered run starts from target_lam's
+    assert (mixed.lam, mixed.conv_lam) == (
+        info.default_lam(default, steered=steered),
+        info.default_lam("group_l1", steered=steered),
+    )
     # a user's λ wins everywhere
     assert TrainConfig(optimizer=name, penalty=penalty, lam=0.123).resolve().lam == 0.123
 
@@ -406,3 +410,22 @@ def test_an_unset_head_grouping_starts_the_output_layer_like_the_others() -> Non
             TrainConfig(optimizer=name, init_groups="elementwise", **kw).resolve().init_groups
             is None
         )
+
+
+def test_a_structured_group_l1_keeps_lambda_fixed_where_the_recipe_says_so() -> None:
+    """Rounds 60-61: SplitLBI's and ProxSGD's structured group ℓ1 keep λ fixed (no target,
+    no ramp); a target given steers from the steered start with the recipe's ramp; a
+    mixed run (group ℓ1 on the convolutions only) is not structured and steers as before;
+    ``--target-density 0`` and the recipe's 0 compare as the same settings."""
+    from sparseopt.cli.compare import _comparable
+
+    for name, lam, start, ramp in (("splitlbi", 0.01, 0.03, 0.0), ("proxsgd", 0.005, 0.005, 0.94)):
+        fixed = TrainConfig(optimizer=name, penalty="group_l1").resolve()
+        assert (fixed.lam, fixed.target_density, fixed.target_density_ramp) == (lam, 0.0, None)
+        steered = TrainConfig(optimizer=name, penalty="group_l1", target_density=0.1).resolve()
+        assert (steered.lam, steered.target_density_ramp) == (start, ramp)
+        mixed = TrainConfig(optimizer=name, conv_penalty="group_l1").resolve()
+        recipe = get_optimizer_info(name).training["target_density"]
+        assert mixed.target_density == recipe and mixed.conv_lam == start
+        given = TrainConfig(optimizer=name, penalty="group_l1", target_density=0)
+        assert _comparable(given) == _comparable(TrainConfig(optimizer=name, penalty="group_l1"))

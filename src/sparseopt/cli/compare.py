@@ -269,8 +269,9 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
         data = config.resolve().to_dict()
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if not data.get("target_density"):  # None and 0 are both "off"
-        data["target_density"] = None
+    if not data.get("target_density"):  # None and 0 are both "off", and a ramp without a
+        data["target_density"] = None  # target steers nothing (--target-density 0 writes
+        data["target_density_ramp"] = None  # the recipe's, a recipe's target of 0 none)
     return {k: v for k, v in data.items() if k not in _RERUN_FREE}
 
 

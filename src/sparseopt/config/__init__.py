@@ -520,7 +520,7 @@ class TrainConfig:
         "optimizers only; 0: off, λ fixed; a recipe's target is off when a λ is given)",
         metavar="D",
         shown="per optimizer: {recipe[target_density]}; else off (λ fixed); in a structured "
-        "run {group_recipe[target_density]}",
+        "run {group_recipe[target_density]} (0: off, λ fixed)",
     )
     target_density_every: int = _opt(
         2, "structure", "with --target-density: update λ every N optimizer steps", metavar="N"
@@ -533,7 +533,8 @@ class TrainConfig:
         "at D (TargetDensity's ramp; 0: D from the first step)",
         metavar="F",
         shown="per optimizer: {recipe[target_density_ramp]} (the recipe's, before its refit); "
-        "else the controller presets' {control[ramp]}; else 0",
+        "else the controller presets' {control[ramp]}; else 0; none where no target steers "
+        "(a λ given, or a structured run whose recipe keeps λ fixed)",
     )
     target_allocation: str | None = _opt(
         None,

@@ -248,6 +248,9 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             # too. Round 61 adopted 0.015, which then collapsed the held-out curve CNN on
             # three seeds of three (0.01 learned on all three): withdrawn, 0.01 kept
             lam={**_lams(0.03, 0.03**2 / 2), "group_l1": 0.01},  # Γ = κ prox(Z), prox step 1
+            # a steered group ℓ1 (a target given, a mixed or coupled run) starts where it
+            # did in rounds 56-59, not from the fixed default's 0.01
+            target_lam={"group_l1": 0.03},
             training={
                 "init_density": 1.0,  # Γ starts empty
                 "schedule": "cosine",
