@@ -536,12 +536,12 @@ class TargetDensity:
             ``"uniform"``: the same per-layer loops, every layer's share :math:`D` itself
             (the same fraction of every layer: under a filter or channel grouping, of its
             units, as a uniform structured-pruning ratio); on a ``sticky`` plant too, so a
-            layer over :math:`D` leaves the network over it (no :func:`conserve_budget`). The He shares suit elementwise
-            sparsity; under a filter grouping they leave the curve CNN's conv3 7 % of its
-            weights at :math:`D` = 10 %, four or five of its 64 filters
-            (docs/recipes.md, round 58). A uniform share starves the narrow layers
-            instead: 13 % of LeNet-5's six conv1 filters is less than one, and no group ℓ1
-            default takes it (round 59).
+            layer over :math:`D` leaves the network over it (no :func:`conserve_budget`).
+            The He shares suit elementwise sparsity; under a filter grouping they leave
+            the curve CNN's conv3 7 % of its weights at :math:`D` = 10 %, four or five of
+            its 64 filters (docs/recipes.md, round 58). A uniform share starves the narrow
+            layers instead: 10-13 % of LeNet-5's six conv1 filters is less than one, and
+            no group ℓ1 default takes it (round 59).
         lr_coupled: the optimizer's threshold is :math:`\\eta\\lambda` (proximal SGD:
             :math:`\\operatorname{prox}_{\\eta\\lambda J}`), and the controller steers that
             threshold: at each update a group's λ is first multiplied by
