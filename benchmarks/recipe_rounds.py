@@ -51,6 +51,30 @@ def words_check(cand: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**cand, "epochs": 15, "seed": s} for s in (0, 1, 2)]
 
 
+#: The tasks of a fresh-seed check (``NAMEc`` of :func:`checks`): the study's three
+#: other than the words CNN.
+SEED_CHECK_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5")
+
+
+def checks(name: str, cands: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The two checks of a round's ``cands``: ``NAMEw`` their words check
+    (:func:`words_check`) and ``NAMEc`` seed 1 (on :data:`SEED_CHECK_TASKS`, through
+    :func:`check_tasks`)."""
+    return {
+        f"{name}w": [c for cand in cands for c in words_check(cand)],
+        f"{name}c": [{**c, "seed": 1} for c in cands],
+    }
+
+
+def check_tasks(*names: str) -> dict[str, tuple[str, ...]]:
+    """:data:`STAGE_TASKS` of the :func:`checks` stages of rounds ``names``."""
+    return {
+        k: v
+        for name in names
+        for k, v in ((f"{name}w", ("words-cnn",)), (f"{name}c", SEED_CHECK_TASKS))
+    }
+
+
 #: Round 36's candidate: AdaBreg's recipe steered per layer (its recipe since).
 R36 = {"optimizer": "adabreg", "target_allocation": "he"}
 
@@ -1191,35 +1215,27 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 54: AdaBreg's Tℓ1 steered as one density (the allocation before round 36);
     # its per-layer recipe's runs are round 53's; the words check and a fresh seed of both
     "round54": [ROUND54[1]],
-    "round54w": [c for cand in ROUND54 for c in words_check(cand)],
-    "round54c": [{**c, "seed": 1} for c in ROUND54],
+    **checks("round54", ROUND54),
     # round 55: ProxSGD's ℓ0 and group ℓ0 steered from the matched start λ₀ = tλ₁²/2
     "round55": ROUND55,
-    "round55w": [c for cand in ROUND55 for c in words_check(cand)],
-    "round55c": [{**c, "seed": 1} for c in ROUND55],
+    **checks("round55", ROUND55),
     # round 56: the group ℓ1 defaults (structured sparsity); the words check and a fresh
     # seed of the candidates its rule picked (ROUND56_PICKS)
     "round56": ROUND56,
-    "round56w": [c for cand in ROUND56_PICKS for c in words_check(cand)],
-    "round56c": [{**c, "seed": 1} for c in ROUND56_PICKS],
+    **checks("round56", ROUND56_PICKS),
     "round57": ROUND57,
     # round 58's words check and fresh seed: every candidate (the guard is in the code)
     "round58": ROUND58,
-    "round58w": [c for cand in ROUND58 for c in words_check(cand)],
-    "round58c": [{**c, "seed": 1} for c in ROUND58],
+    **checks("round58", ROUND58),
     # the same checks of the two methods the guard changed, run without it (1cd6183)
-    "round58xw": [c for cand in ROUND58[2:] for c in words_check(cand)],
-    "round58xc": [{**c, "seed": 1} for c in ROUND58[2:]],
+    **checks("round58x", ROUND58[2:]),
     # round 59's checks of every candidate (the picks are read after, from these)
     "round59": ROUND59,
-    "round59w": [c for cand in ROUND59 for c in words_check(cand)],
-    "round59c": [{**c, "seed": 1} for c in ROUND59],
+    **checks("round59", ROUND59),
     "round60": ROUND60,
-    "round60w": [c for cand in ROUND60 for c in words_check(cand)],
-    "round60c": [{**c, "seed": 1} for c in ROUND60],
+    **checks("round60", ROUND60),
     "round61": ROUND61,
-    "round61w": [c for cand in ROUND61 for c in words_check(cand)],
-    "round61c": [{**c, "seed": 1} for c in ROUND61],
+    **checks("round61", ROUND61),
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1287,22 +1303,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round50c": FRESH_SEED_TASKS,
     "round51c": FRESH_SEED_TASKS,
     "round52c": FRESH_SEED_TASKS,
-    "round54w": ("words-cnn",),
-    "round54c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
-    "round55w": ("words-cnn",),
-    "round55c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
-    "round56w": ("words-cnn",),
-    "round56c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
-    "round58w": ("words-cnn",),
-    "round58c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
-    "round58xw": ("words-cnn",),
-    "round58xc": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
-    "round59w": ("words-cnn",),
-    "round59c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
-    "round60w": ("words-cnn",),
-    "round60c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
-    "round61w": ("words-cnn",),
-    "round61c": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "round46c": FRESH_SEED_TASKS,
+    **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
+    **check_tasks("round60", "round61"),
     **_SCALE_STAGE_TASKS,
 }
