@@ -295,15 +295,12 @@ def _totals(
     """``(nonzero, total, empty, starved)`` of ``(nonzero, alive units, param)`` triples (a
     param's ``numel`` and shape are the whole tensor's, also a sharded DTensor's):
     ``empty`` counts the weight tensors (2 dims or more) with no nonzero entry,
-    ``starved`` those with too few output units left (:func:`starved`; the empty ones
-    too)."""
+    ``starved`` those with too few output units left (:func:`starved`; an empty one has
+    none)."""
     nonzero = sum(nz for nz, _, _ in counts)
     total = sum(p.numel() for _, _, p in counts)
     empty = sum(p.ndim >= 2 and nz == 0 for nz, _, p in counts)
-    hungry = sum(
-        p.ndim >= 2 and (nz == 0 or starved(alive, p.shape[0], min_alive))
-        for nz, alive, p in counts
-    )
+    hungry = sum(p.ndim >= 2 and starved(alive, p.shape[0], min_alive) for _, alive, p in counts)
     return nonzero, total, empty, hungry
 
 

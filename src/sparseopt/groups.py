@@ -410,7 +410,6 @@ def param_groups(
     """
     check_lam_scale(lam_scale)
     check_head_groups(head_groups)  # filter or channel, or the one-line error
-
     excluded = set(exclude)
     known = {name for name, _ in model.named_modules()}
     unknown = excluded - known
