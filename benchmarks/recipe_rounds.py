@@ -324,6 +324,17 @@ ROUND61 = [
     {"optimizer": "proxsgd", **G1, "lam": 0.01},
 ]
 
+#: Round 62 (docs/recipes.md): LinBreg's and AdaBreg's recipes (first), and each with
+#: the head under the He threshold (``target_allocation`` ``he_all``: LeNet-5's ten-class
+#: head at 41 % instead of 13 %, the MLPs' at 60 % and 19 %, the words CNN's two-class
+#: head at 13 % as before).
+ROUND62 = [
+    {"optimizer": "linbreg"},
+    {"optimizer": "adabreg"},
+    {"optimizer": "linbreg", "target_allocation": "he_all"},
+    {"optimizer": "adabreg", "target_allocation": "he_all"},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -339,6 +350,8 @@ SCALE_CHECK = {
     "rda-gamma": [ROUND49[2], *ROUND50],
     "rda-refit-lam-warmup": [ROUND49[2], *ROUND51],
     "rda-refit-lr": [ROUND51[0], *ROUND52],
+    "linbreg-head": ROUND62[0::2],
+    "adabreg-head": ROUND62[1::2],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -403,6 +416,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round50": ROUND50,  # RDA's γ under the λ warm-up (round 50)
         "round51": ROUND51,  # RDA's refit of 0.3, its λ warm-up over 0.7 (round 51)
         "round52": ROUND52,  # RDA's refit at lr 0.03 (round 52)
+        "round62": ROUND62,  # the head under the He threshold (round 62)
     }
 )
 
@@ -1077,6 +1091,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round50c": [{**c, "seed": 1} for c in ROUND50],
     "round51c": [{**c, "seed": 1} for c in ROUND51],  # the recipe's: round 49c's
     "round52c": [{**c, "seed": 1} for c in ROUND52],  # the recipe's: round 51c's first
+    "round62c": [{**c, "seed": 1} for c in ROUND62],  # a fresh seed (round 62)
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1303,6 +1318,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round50c": FRESH_SEED_TASKS,
     "round51c": FRESH_SEED_TASKS,
     "round52c": FRESH_SEED_TASKS,
+    "round62c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),

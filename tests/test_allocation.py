@@ -514,3 +514,70 @@ def test_uniform_on_a_sticky_plant_keeps_every_layer_at_the_target() -> None:
     lams = [g["lam"] for g in opt.param_groups if g["penalty"] != "none"]
     assert lams[0] > 1e-3
     assert lams[1] == pytest.approx(1e-3, rel=0.05) and lams[2] == pytest.approx(1e-3, rel=0.05)
+
+
+@pytest.mark.parametrize("density", [0.3, 0.13, 0.02])
+def test_he_all_puts_the_head_under_the_threshold_at_the_target_or_more(density: float) -> None:
+    """Oracle: a He draw of every layer, head included, under one global magnitude
+    threshold keeping ``density`` of the weights; the head is never below ``density``."""
+    shapes = [(6, 1, 5, 5), (16, 6, 5, 5), (120, 400), (84, 120), (10, 84)]  # LeNet-5
+    gen = torch.Generator().manual_seed(0)
+    ws = [torch.randn(s, generator=gen) * math.sqrt(2 / math.prod(s[1:])) for s in shapes]
+    flat = torch.cat([w.abs().flatten() for w in ws])
+    tau = flat.kthvalue(flat.numel() - round(density * flat.numel())).values
+    drawn = [float((w.abs() > tau).float().mean()) for w in ws]
+    n = [math.prod(s) for s in shapes]
+    args = (n, [math.prod(s[1:]) for s in shapes], [s[0] for s in shapes], density)
+    shares = he_shares(*args, head="threshold")
+    assert shares[-1] >= density
+    if drawn[-1] > density + 4 * math.sqrt(density / n[-1]):  # the head above D: drawn
+        for share, got, k in zip(shares, drawn, n, strict=True):
+            assert share == pytest.approx(got, abs=4 * math.sqrt(got * (1 - got) / k) + 1e-3)
+    # the whole network at D, the head's excess paid by the body
+    assert sum(a * b for a, b in zip(n, shares, strict=True)) / sum(n) == pytest.approx(density)
+    old = he_shares(*args)
+    assert shares[-1] > old[-1] and all(a <= b for a, b in zip(shares[:-1], old[:-1], strict=True))
+
+
+def test_he_all_leaves_a_head_below_the_target_at_it_and_the_body_unchanged() -> None:
+    """A two-class head on 1 024 features (the words CNN's) has He weights below the
+    body's threshold: at D, and every share what ``he`` gives, to the last bit."""
+    args = ([144, 4608, 18432, 2048], [9, 144, 288, 1024], [16, 32, 64, 2])
+    for density in (0.1, 0.13, 0.3):
+        assert he_shares(*args, density, head="threshold") == he_shares(*args, density)
+    with pytest.raises(ValueError, match="Invalid head value: 'body'"):
+        he_shares(*args, 0.1, head="body")
+
+
+def test_he_all_steers_the_head_to_its_threshold_share() -> None:
+    """The closed loop ends the head of a narrow MLP above D, each layer at its
+    ``head="threshold"`` share, the network at D; ``he`` ends the head at D."""
+    weights_at = {}
+    for allocation in ("he_all", "he"):
+        torch.manual_seed(0)
+        net = nn.Sequential(
+            nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 32), nn.ReLU(), nn.Linear(32, 10)
+        )
+        with torch.no_grad():
+            for i in (0, 2, 4):
+                nn.init.kaiming_normal_(net[i].weight)
+        plant = _Plant(param_groups(net, lam=1e-3, lam_scale="layer"))
+        ctl = TargetDensity(0.1, allocation=allocation, gain=0.3, max_factor=1.2)
+        for _ in range(200):
+            ctl.update(net, plant)
+        ws = [net[i].weight for i in (0, 2, 4)]
+        weights_at[allocation] = [float((plant.deployable(w) != 0).float().mean()) for w in ws]
+        assert ctl.history[-1][1] == pytest.approx(0.1, abs=0.01)
+    shares = he_shares([32768, 4096, 320], [256, 128, 32], [128, 32, 10], 0.1, head="threshold")
+    assert shares[-1] > 0.5
+    assert weights_at["he_all"] == pytest.approx(shares, abs=0.03)
+    assert weights_at["he"][-1] == pytest.approx(0.1, abs=0.03)
+
+
+def test_he_all_is_a_per_layer_allocation_in_the_config() -> None:
+    cfg = TrainConfig(optimizer="adabreg", target_allocation="he_all").resolve()
+    assert cfg.target_allocation == "he_all" and cfg.lam_scale == "layer"
+    with pytest.raises(ValueError, match=r"Invalid target_allocation value: 'he_all'.*lam_scale"):
+        TrainConfig(optimizer="proxsgd", target_density=0.1, target_allocation="he_all").resolve()
+    with pytest.raises(ValueError, match="Invalid target_allocation value: 'he_al'"):
+        TrainConfig(optimizer="adabreg", target_allocation="he_al").validate()

@@ -82,6 +82,7 @@ __all__ = [
     "empty_penalised",
     "conserve_budget",
     "group_densities",
+    "HEADS",
     "he_shares",
     "penalised_density",
     "per_layer_groups",
@@ -91,10 +92,16 @@ __all__ = [
 
 #: How :class:`TargetDensity` shares the target among the layers: ``global`` (one
 #: density for all penalised weights, every group's λ moved by the same factor), ``he``
-#: (each param group steered to its own share: :func:`he_shares`) or ``uniform`` (each
+#: (each param group steered to its own share: :func:`he_shares`), ``he_all`` (the same,
+#: the head under the threshold too: ``he_shares(head="threshold")``) or ``uniform`` (each
 #: param group steered to the target itself: the same fraction of every layer, as a
 #: uniform pruning ratio keeps the same fraction of every layer's filters).
-ALLOCATIONS = ("global", "he", "uniform")
+ALLOCATIONS = ("global", "he", "he_all", "uniform")
+
+#: Where :func:`he_shares` puts the head: ``target`` (at the target density itself,
+#: allocation ``he``) or ``threshold`` (under the body's threshold, at the target or
+#: more: allocation ``he_all``).
+HEADS = ("target", "threshold")
 
 #: The fraction of a penalised layer's output units (rows: a Linear layer's neurons, a
 #: convolution's filters) below which :class:`TargetDensity` counts the layer as starved
@@ -346,11 +353,17 @@ def unit_floor(numel: int, rows: int, density: float) -> float:
 
 
 def he_shares(
-    numels: Sequence[int], fan_ins: Sequence[int], rows: Sequence[int], density: float
+    numels: Sequence[int],
+    fan_ins: Sequence[int],
+    rows: Sequence[int],
+    density: float,
+    *,
+    head: str = "target",
 ) -> list[float]:
     r"""Each layer's share of an overall ``density``: the last layer (the head) at
     ``density`` itself, every other layer at the density a global magnitude threshold
-    keeps of a He-normal draw of those layers.
+    keeps of a He-normal draw of those layers; with ``head="threshold"`` the head under
+    the same threshold, at ``density`` or more.
 
     Layer :math:`i` with :math:`n_i` weights of fan-in :math:`f_i` drawn from
     :math:`\mathcal N(0, \sigma_i^2)`, :math:`\sigma_i^2 = 2/f_i` (He et al., ICCV
@@ -371,6 +384,14 @@ def he_shares(
     of the body's budget (water-filling), so the body stays at :math:`D` unless the
     floors alone exceed it.
 
+    ``head="threshold"`` (allocation ``he_all``, docs/recipes.md, round 62) puts the head
+    under the threshold too, with a floor of :math:`D` instead of one weight per output
+    unit, and the whole network, head included, at :math:`D`: a ten-class head on a
+    narrow layer (LeNet-5's 84 features, He standard deviation 0.154 against fc1's
+    0.071) keeps more than :math:`D` of its weights, as global magnitude pruning of a
+    trained network keeps 50-80 % of it, and a two-class head on many features (the
+    words CNN's) stays at :math:`D`.
+
     Example:
         The curve CNN (three 3×3 convolutions of 16, 32, 64 filters, a two-class head
         on 1 024 features) at 13 %:
@@ -378,16 +399,28 @@ def he_shares(
         >>> shares = he_shares([144, 4608, 18432, 2048], [9, 144, 288, 1024], [16, 32, 64, 2], 0.13)
         >>> [round(s, 3) for s in shares]
         [0.769, 0.241, 0.097, 0.13]
+
+        LeNet-5 at 13 %, the head under the threshold (it keeps 41 % of its 840 weights,
+        the body gives up what that costs):
+
+        >>> lenet = [150, 2400, 48000, 10080, 840], [25, 150, 400, 120, 84], [6, 16, 120, 84, 10]
+        >>> [round(s, 3) for s in he_shares(*lenet, 0.13, head="threshold")]
+        [0.656, 0.275, 0.074, 0.329, 0.414]
     """
     if not 0 < density <= 1:
         raise ValueError(f"Invalid density value: {density!r}; expected a number in (0, 1]")
     if not len(numels) == len(fan_ins) == len(rows):
         raise ValueError("he_shares: one fan-in and one row count per layer")
+    if head not in HEADS:
+        raise ValueError(f"Invalid head value: {head!r}; expected one of {list(HEADS)}")
     if not numels:
         return []
-    n = list(numels[:-1])
-    scale = [math.sqrt(2.0) * math.sqrt(2.0 / max(f, 1)) for f in fan_ins[:-1]]  # σ√2
+    body = len(numels) - (head == "target")  # the layers under the threshold
+    n = list(numels[:body])
+    scale = [math.sqrt(2.0) * math.sqrt(2.0 / max(f, 1)) for f in fan_ins[:body]]  # σ√2
     floor = [unit_floor(k, r, density) for k, r in zip(numels, rows, strict=True)]
+    if head == "threshold":
+        floor[-1] = density
 
     def solve(free: list[int], budget: float) -> float:
         """τ with Σ_free n_i erfc(τ/s_i) = budget (bisection; the sum falls with τ)."""
@@ -402,7 +435,7 @@ def he_shares(
 
     # water-filling: a layer the threshold would leave below its floor is held at the
     # floor, and the rest of the body shares what is left of its budget
-    shares = list(floor[:-1])
+    shares = list(floor[:body])
     free = list(range(len(n)))
     while free:
         budget = density * sum(n) - sum(n[i] * floor[i] for i in range(len(n)) if i not in free)
@@ -417,7 +450,7 @@ def he_shares(
         for i in below:
             shares[i] = floor[i]
         free = [i for i in free if i not in below]
-    return [*shares, density]
+    return shares if head == "threshold" else [*shares, density]
 
 
 def conserve_budget(counts: Sequence[float], shares: Sequence[float]) -> list[float]:
@@ -530,6 +563,9 @@ class TargetDensity:
             target). One λ per layer lets an inverse scale space method keep the layers
             with a small fan-in denser, as magnitude pruning does (docs/recipes.md,
             rounds 33 and 36).
+            ``"he_all"``: as ``"he"``, the head under the threshold too, at :math:`D`
+            or more (``he_shares(head="threshold")``): a ten-class head on a narrow
+            layer keeps more of its weights, the body less (round 62).
             ``"uniform"``: the same per-layer loops, every layer's share :math:`D` itself
             (the same fraction of every layer: under a filter or channel grouping, of its
             units, as a uniform structured-pruning ratio); on a ``sticky`` plant too, so a
@@ -801,7 +837,7 @@ class TargetDensity:
     def _group_factors(
         self, groups: list[tuple[int, list[tuple[int, int, Any]]]], reference: float
     ) -> dict[int, float]:
-        """``allocation`` ``he`` or ``uniform``: each group's λ factor, steered to its share
+        """``allocation`` ``he``, ``he_all`` or ``uniform``: each group's λ factor, steered to its share
         of ``reference``."""
         params = [p for _, counts in groups for _, _, p in counts]
         if not self._warned_joint and len(params) > len(groups):
@@ -818,8 +854,9 @@ class TargetDensity:
                 [max(1, math.prod(p.shape[1:])) for p in params],
                 [p.shape[0] if p.ndim else 1 for p in params],
                 reference,
+                head="threshold" if self.allocation == "he_all" else "target",
             )
-            if self.allocation == "he"
+            if self.allocation in ("he", "he_all")
             else [reference] * len(params)
         )
         # per group: index, nonzero, total, starved, share, floor (he_shares' floor, in
@@ -838,7 +875,7 @@ class TargetDensity:
             rows.append((i, nonzero, total, hungry, share, floor))
             k += len(n)
         targets = [r[4] for r in rows]
-        if self.sticky and self.allocation == "he":  # the budget kept, no layer below one
+        if self.sticky and self.allocation != "uniform":  # the budget kept, no layer below one
             # weight per output unit (uniform: every layer at D, whatever another holds)
             kept = conserve_budget([r[1] for r in rows], targets)
             targets = [max(t, r[5]) for t, r in zip(kept, rows, strict=True)]

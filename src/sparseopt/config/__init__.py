@@ -345,7 +345,7 @@ class TrainConfig:
         None,
         "optimizer",
         "λ per layer: none (one λ for every layer), layer (one param group per layer, each "
-        "starting from the same λ: what --target-allocation he or uniform steers layer by layer) or "
+        "starting from the same λ: what --target-allocation he, he_all or uniform steers layer by layer) or "
         "fan_in (each layer's λ in proportion to its weights' He scale √(2/fan-in), squared "
         "for l0/group_l0, with mean λ over the weights: sparseopt.groups.layer_lam_factors)",
         metavar="S",
@@ -542,9 +542,10 @@ class TrainConfig:
         "with --target-density: global (one density over all penalised weights, one λ "
         "factor for every layer) or he (each layer's λ steered to its own share: the last "
         "layer at D, the others at what a global magnitude threshold keeps of a He-normal "
-        "draw; sparseopt.control.he_shares) or uniform (each layer's λ steered to D itself: "
-        "the same fraction of every layer, of its filters under a filter grouping); he and "
-        "uniform need one param group per layer, --lam-scale layer or fan_in",
+        "draw; sparseopt.control.he_shares) or he_all (as he, the last layer under the "
+        "same threshold, at D or more) or uniform (each layer's λ steered to D itself: "
+        "the same fraction of every layer, of its filters under a filter grouping); he, "
+        "he_all and uniform need one param group per layer, --lam-scale layer or fan_in",
         metavar="A",
         shown=(
             "per optimizer: {control[allocation]} (global with --lam-scale none, --coupled, "

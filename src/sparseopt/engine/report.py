@@ -41,7 +41,7 @@ def describe(trainer: Any) -> str:
             f", λ steered to density {100 * cfg.target_density:g}% "
             f"every {cfg.target_density_every} steps"
         )
-        if cfg.target_allocation not in (None, "global"):  # per layer (he, uniform)
+        if cfg.target_allocation not in (None, "global"):  # per layer (he, he_all, uniform)
             opt += f", per layer ({cfg.target_allocation})"
     if cfg.grow_every is not None:
         opt += f", grow every {cfg.grow_every} epochs (τ = {cfg.grow_tau:g})"
