@@ -545,6 +545,9 @@ def test_he_all_leaves_a_head_below_the_target_at_it_and_the_body_unchanged() ->
     args = ([144, 4608, 18432, 2048], [9, 144, 288, 1024], [16, 32, 64, 2])
     for density in (0.1, 0.13, 0.3):
         assert he_shares(*args, density, head="threshold") == he_shares(*args, density)
+    for density in (0.13, 0.3, 0.5):  # a lone layer (the no-overlap network): D exactly
+        assert he_shares([16], [16], [1], density, head="threshold") == [density]
+    assert he_shares([], [], [], 0.1, head="threshold") == []
     with pytest.raises(ValueError, match="Invalid head value: 'body'"):
         he_shares(*args, 0.1, head="body")
 

@@ -415,12 +415,23 @@ def he_shares(
         raise ValueError(f"Invalid head value: {head!r}; expected one of {list(HEADS)}")
     if not numels:
         return []
-    body = len(numels) - (head == "target")  # the layers under the threshold
-    n = list(numels[:body])
-    scale = [math.sqrt(2.0) * math.sqrt(2.0 / max(f, 1)) for f in fan_ins[:body]]  # σ√2
+    scale = [math.sqrt(2.0) * math.sqrt(2.0 / max(f, 1)) for f in fan_ins]  # σ√2
     floor = [unit_floor(k, r, density) for k, r in zip(numels, rows, strict=True)]
-    if head == "threshold":
-        floor[-1] = density
+    shares, tau = _water_fill(numels[:-1], scale[:-1], floor[:-1], density)
+    if head == "target" or tau is None or math.erfc(tau / scale[-1]) <= density:
+        # the head at D: under the threshold it would be at its floor D all the same
+        return [*shares, density]
+    return _water_fill(numels, scale, [*floor[:-1], density], density)[0]
+
+
+def _water_fill(
+    n: Sequence[int], scale: Sequence[float], floor: Sequence[float], density: float
+) -> tuple[list[float], float | None]:
+    r""":func:`he_shares`' water-filling: the layers' shares under one magnitude threshold
+    :math:`\tau` keeping ``density`` of their ``n`` weights (``scale`` :math:`\sigma\sqrt2`
+    per layer), a layer the threshold would leave below its ``floor`` held there and
+    :math:`\tau` solved again for the others with what is left of the budget; and the
+    last :math:`\tau` solved (None where none was)."""
 
     def solve(free: list[int], budget: float) -> float:
         """τ with Σ_free n_i erfc(τ/s_i) = budget (bisection; the sum falls with τ)."""
@@ -433,10 +444,9 @@ def he_shares(
             lo, hi = (mid, hi) if kept > budget else (lo, mid)
         return 0.5 * (lo + hi)
 
-    # water-filling: a layer the threshold would leave below its floor is held at the
-    # floor, and the rest of the body shares what is left of its budget
-    shares = list(floor[:body])
+    shares = list(floor)
     free = list(range(len(n)))
+    tau: float | None = None
     while free:
         budget = density * sum(n) - sum(n[i] * floor[i] for i in range(len(n)) if i not in free)
         if budget <= 0:
@@ -450,7 +460,7 @@ def he_shares(
         for i in below:
             shares[i] = floor[i]
         free = [i for i in free if i not in below]
-    return shares if head == "threshold" else [*shares, density]
+    return shares, tau
 
 
 def conserve_budget(counts: Sequence[float], shares: Sequence[float]) -> list[float]:
