@@ -335,6 +335,14 @@ ROUND62 = [
     {"optimizer": "adabreg", "target_allocation": "he_all"},
 ]
 
+#: Round 62p (docs/recipes.md): LinBreg's other penalties under round 62's allocation
+#: (its default since) beside the allocation before (``he``).
+ROUND62P = [
+    {"optimizer": "linbreg", "penalty": pen, **extra}
+    for pen in ("l0", "tl1", "group_l1", "group_l0")
+    for extra in ({}, {"target_allocation": "he"})
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1251,6 +1259,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     **checks("round60", ROUND60),
     "round61": ROUND61,
     **checks("round61", ROUND61),
+    "round62p": ROUND62P,
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(

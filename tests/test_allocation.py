@@ -365,14 +365,15 @@ def test_a_run_saved_before_resumes_with_its_groups(tmp_path) -> None:
 
 
 def test_the_config_turns_it_on_where_the_groups_are_layers() -> None:
-    for name in ("linbreg", "adabreg"):
-        assert PRESETS[name]["allocation"] == "he"
+    for name, preset in (("linbreg", "he_all"), ("adabreg", "he")):  # rounds 62 and 36
+        assert PRESETS[name]["allocation"] == preset
         cfg = TrainConfig(optimizer=name).resolve()
-        assert (cfg.lam_scale, cfg.target_allocation) == ("layer", "he")
+        assert (cfg.lam_scale, cfg.target_allocation) == ("layer", preset)
         # one group for every layer of a kind: one density (a resumed run from before)
         cfg = TrainConfig(optimizer=name, lam_scale="none").resolve()
         assert cfg.target_allocation == "global"
-        assert TrainConfig(optimizer=name, lam_scale="fan_in").resolve().target_allocation == "he"
+        got = TrainConfig(optimizer=name, lam_scale="fan_in").resolve().target_allocation
+        assert got == preset
         with pytest.raises(ValueError, match="lam_scale layer or fan_in"):
             TrainConfig(optimizer=name, lam_scale="none", target_allocation="he").resolve()
     for name in ("splitlbi", "proxsgd", "rda", "rvsm", "sgd"):
@@ -405,7 +406,7 @@ def test_adabregs_tl1_steers_one_density() -> None:
     assert GLOBAL_PENALTIES == {"adabreg": ("tl1", "group_l1")}
     assert preset_allocation("adabreg", ["tl1"]) == "global"
     assert preset_allocation("adabreg", ["l1", None]) == "he"
-    assert preset_allocation("linbreg", ["tl1"]) == "he"
+    assert preset_allocation("linbreg", ["tl1"]) == "he_all"
     assert preset_allocation("rda", ["tl1"]) == "global"
     cfg = TrainConfig(optimizer="adabreg", penalty="tl1").resolve()
     assert (cfg.lam_scale, cfg.target_allocation, cfg.target_density) == ("layer", "global", 0.13)
@@ -415,7 +416,7 @@ def test_adabregs_tl1_steers_one_density() -> None:
         assert TrainConfig(optimizer="adabreg", penalty=pen).resolve().target_allocation == "he"
     grouped = TrainConfig(optimizer="adabreg", penalty="group_l1").resolve()
     assert (grouped.target_allocation, grouped.init_groups) == ("global", "filter")
-    assert TrainConfig(optimizer="linbreg", penalty="tl1").resolve().target_allocation == "he"
+    assert TrainConfig(optimizer="linbreg", penalty="tl1").resolve().target_allocation == "he_all"
     given = TrainConfig(optimizer="adabreg", penalty="tl1", target_allocation="he").resolve()
     assert given.target_allocation == "he"
     opt = so.create_optimizer(_mlp(), "adabreg", penalty="tl1", lam_scale="layer")
