@@ -329,7 +329,9 @@ ROUND61 = [
 #: head at 41 % instead of 13 %, the MLPs' at 60 % and 19 %, the words CNN's two-class
 #: head at 13 % as before).
 ROUND62 = [
-    {"optimizer": "linbreg"},
+    # LinBreg's recipe then (he; he_all since this round), filed as {"optimizer": "linbreg"}
+    # (recipe_study.PINNED reads those runs)
+    {"optimizer": "linbreg", "target_allocation": "he"},
     {"optimizer": "adabreg"},
     {"optimizer": "linbreg", "target_allocation": "he_all"},
     {"optimizer": "adabreg", "target_allocation": "he_all"},
@@ -338,9 +340,9 @@ ROUND62 = [
 #: Round 62p (docs/recipes.md): LinBreg's other penalties under round 62's allocation
 #: (its default since) beside the allocation before (``he``).
 ROUND62P = [
-    {"optimizer": "linbreg", "penalty": pen, **extra}
+    {"optimizer": "linbreg", "penalty": pen, "target_allocation": a}
     for pen in ("l0", "tl1", "group_l1", "group_l0")
-    for extra in ({}, {"target_allocation": "he"})
+    for a in ("he_all", "he")  # he_all filed without it (the default it ran as)
 ]
 
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.

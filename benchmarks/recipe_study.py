@@ -87,6 +87,22 @@ def _before_42(recs: dict[str, dict[str, Any]], task: str, cand: dict[str, Any])
     return rec if same else None
 
 
+#: Settings a candidate pins to the value the registry's recipe had when its runs were
+#: filed under the registry's name (round 62: LinBreg's ``he`` before it became ``he_all``).
+PINNED = ("target_allocation",)
+
+
+def _as_ran(recs: dict[str, dict[str, Any]], task: str, cand: dict[str, Any]) -> Any:
+    """The run of ``cand`` filed without its :data:`PINNED` settings (as the registry's
+    recipe of the time) whose resolved settings were ``cand``'s; else ``None``."""
+    pinned = {k: cand[k] for k in PINNED if k in cand}
+    if not pinned:
+        return None
+    rec = recs.get(_key(task, {k: v for k, v in cand.items() if k not in pinned}))
+    resolved = (rec or {}).get("resolved") or {}
+    return rec if all(resolved.get(k) == v for k, v in pinned.items()) else None
+
+
 def _key(task: str, cand: dict[str, Any]) -> str:
     """A result's identity: the task and the candidate (a candidate listed again in a
     later stage reuses what an earlier stage measured)."""
@@ -150,8 +166,12 @@ def run(stage: str, worker: tuple[int, int], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for i, (task_name, cand) in enumerate(mine):
         done = _done(path)
-        if _key(task_name, cand) in done or _before_42(done, task_name, cand) is not None:
-            continue  # measured (a recipe of round 42's time under the name it ran as)
+        if (
+            _key(task_name, cand) in done
+            or _before_42(done, task_name, cand) is not None
+            or _as_ran(done, task_name, cand) is not None
+        ):
+            continue  # measured (a recipe of its time under the name it ran as)
         task = TASKS[task_name]
         fields = {**base_config(task, study=True), **cand}
         controller = fields.pop("controller", None)
@@ -319,7 +339,9 @@ def scale_check(paths: list[Path], optimizer: str) -> str:
         recs.update(_done(path))
 
     def get(task: str, cand: dict[str, Any]) -> dict[str, Any] | None:
-        return recs.get(_key(task, cand)) or _before_42(recs, task, cand)
+        return (
+            recs.get(_key(task, cand)) or _before_42(recs, task, cand) or _as_ran(recs, task, cand)
+        )
 
     small = [t for t in STUDY_TASKS if t != "words-cnn"]
     cells = [*small, *SCALE_TASKS]

@@ -223,10 +223,12 @@ class _PinnedPlant(_Plant):
         return torch.where(self.mask, p, out) if p is self.pin else out
 
 
-def test_a_sticky_network_with_a_layer_over_its_share_ends_at_the_target() -> None:
+@pytest.mark.parametrize("allocation", ["he", "he_all"])
+def test_a_sticky_network_with_a_layer_over_its_share_ends_at_the_target(allocation: str) -> None:
     """A layer held over its share (7.8 % of layer 2 pinned on, its share 2.1 %) cannot
     come down: on a sticky plant the other layers give its excess up and the network
-    ends at the target; steered without the budget it ends over it by the excess."""
+    ends at the target; steered without the budget it ends over it by the excess (he_all:
+    LinBreg's preset, the same budget)."""
     ends = {}
     for sticky in (True, False):
         net = _mlp()
@@ -236,12 +238,13 @@ def test_a_sticky_network_with_a_layer_over_its_share_ends_at_the_target() -> No
         mask = torch.zeros_like(net[2].weight, dtype=torch.bool)
         mask[:, :5] = True
         plant = _PinnedPlant(param_groups(net, lam=3.0, lam_scale="layer"), net[2].weight, mask)
-        ctl = TargetDensity(0.1, allocation="he", gain=0.3, max_factor=1.2, sticky=sticky)
+        ctl = TargetDensity(0.1, allocation=allocation, gain=0.3, max_factor=1.2, sticky=sticky)
         for _ in range(300):
             ctl.update(net, plant)
         ends[sticky] = ctl.history[-1][1]
     weights = [net[i].weight.numel() for i in (0, 2, 4)]
-    share = he_shares(weights, [8, 64, 32], [64, 32, 3], 0.1)[1]
+    head = "threshold" if allocation == "he_all" else "target"
+    share = he_shares(weights, [8, 64, 32], [64, 32, 3], 0.1, head=head)[1]
     excess = (160 - share * weights[1]) / sum(weights)  # 4.4 % of the network
     assert ends[True] == pytest.approx(0.1, abs=0.005)
     assert ends[False] == pytest.approx(0.1 + excess, abs=0.005)
@@ -338,6 +341,8 @@ def test_the_preset_needs_per_layer_groups_else_one_density_with_a_warning() -> 
         warnings.simplefilter("error")
         assert TargetDensity.for_optimizer(per_layer, 0.1).allocation == "he"
     assert TargetDensity.for_optimizer("adabreg", 0.1).allocation == "he"
+    linbreg = so.create_optimizer(net, "linbreg", lam_scale="layer")  # round 62's preset
+    assert TargetDensity.for_optimizer(linbreg, 0.1).allocation == "he_all"
     # an optimizer state saved with the per-kind layout loads into today's default
     old = so.create_optimizer(_mlp(), "adabreg", lam_scale="none")
     per_kind.load_state_dict(old.state_dict())
@@ -540,11 +545,23 @@ def test_he_all_puts_the_head_under_the_threshold_at_the_target_or_more(density:
     assert shares[-1] > old[-1] and all(a <= b for a, b in zip(shares[:-1], old[:-1], strict=True))
 
 
-def test_he_all_leaves_a_head_below_the_target_at_it_and_the_body_unchanged() -> None:
-    """A two-class head on 1 024 features (the words CNN's) has He weights below the
-    body's threshold: at D, and every share what ``he`` gives, to the last bit."""
-    args = ([144, 4608, 18432, 2048], [9, 144, 288, 1024], [16, 32, 64, 2])
-    for density in (0.1, 0.13, 0.3):
+_DENSITIES = [0.1, 0.13, 0.3, 0.5, 0.8]
+
+
+@pytest.mark.parametrize(
+    ("args", "densities"),
+    [
+        (([144, 4608, 18432, 2048], [9, 144, 288, 1024], [16, 32, 64, 2]), _DENSITIES),  # curve CNN
+        (([144, 4608, 18432, 4096], [9, 144, 288, 2048], [16, 32, 64, 2]), _DENSITIES),  # words CNN
+        (([192, 16], [3, 1], [64, 16]), [0.05]),  # floors that hold the head at D jointly
+    ],
+)
+def test_he_all_leaves_a_head_below_the_target_at_it_and_the_body_unchanged(
+    args: tuple[list[int], list[int], list[int]], densities: list[float]
+) -> None:
+    """A two-class head on 1 024 or 2 048 features has He weights below the body's
+    threshold: at D, and every share what ``he`` gives, to the last bit."""
+    for density in densities:
         assert he_shares(*args, density, head="threshold") == he_shares(*args, density)
     for density in (0.13, 0.3, 0.5):  # a lone layer (the no-overlap network): D exactly
         assert he_shares([16], [16], [1], density, head="threshold") == [density]

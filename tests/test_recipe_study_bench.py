@@ -108,6 +108,25 @@ def test_the_scale_check_reads_the_recipe_filed_under_its_name_when_it_resolved_
     assert bench._before_42(recs, "y", seeded) is not None  # type: ignore[attr-defined]
 
 
+def test_a_pinned_candidate_reads_the_run_filed_under_the_recipes_name(
+    load_benchmark: Callable,
+) -> None:
+    """Round 62 filed LinBreg's recipe of the time as ``{"optimizer": "linbreg"}`` (it
+    resolved to ``he``); the pinned candidate (``target_allocation`` ``he``) reads that
+    run, and not one that resolved to today's ``he_all``."""
+    bench, rounds = _study(load_benchmark)
+    pinned = rounds.ROUND62[0]  # type: ignore[attr-defined]
+    assert pinned == {"optimizer": "linbreg", "target_allocation": "he"}
+    filed = {"optimizer": "linbreg", "seed": 1}
+    rec = {"stage": "round62c", "cand": filed, "resolved": {"target_allocation": "he"}}
+    recs = {bench._key("x", filed): rec}  # type: ignore[attr-defined]
+    assert bench._as_ran(recs, "x", {**pinned, "seed": 1}) is rec  # type: ignore[attr-defined]
+    assert bench._as_ran(recs, "x", pinned) is None  # type: ignore[attr-defined]  # no seed 0 run
+    assert bench._as_ran(recs, "x", filed) is None  # type: ignore[attr-defined]  # nothing pinned
+    rec["resolved"] = {"target_allocation": "he_all"}
+    assert bench._as_ran(recs, "x", {**pinned, "seed": 1}) is None  # type: ignore[attr-defined]
+
+
 def test_a_controller_candidate_overrides_the_preset_only_while_it_runs(
     load_benchmark: Callable, tmp_path: Path
 ) -> None:

@@ -40,8 +40,10 @@ steps before the refit (:mod:`sparseopt.optim.registry`), which ends near 80 % o
 :math:`D` (:func:`he_shares`: the head at :math:`D`, the other layers at what a global
 magnitude threshold keeps of a He-normal draw), one loop per group, and on a sticky
 plant the layers that hardly come down to their share have their excess taken from the
-others' (:func:`conserve_budget`); the presets of AdaBreg (docs/recipes.md, rounds 36-37)
-and LinBreg (round 42) take it, with one param group per layer.
+others' (:func:`conserve_budget`); AdaBreg's preset takes it (docs/recipes.md, rounds
+36-37), with one param group per layer. ``allocation="he_all"`` puts the head under the
+same threshold, at :math:`D` or more (``he_shares(head="threshold")``): LinBreg's preset
+(round 42 per layer, round 62 the head).
 
 λ changes through :meth:`sparseopt.optim._base.SparseOptimizer.set_lam`, which lets the
 Bregman methods keep their dual variables consistent (LinBreg/AdaBreg keep θ and move
@@ -118,7 +120,7 @@ STARVED = 0.05
 PRESETS: dict[str, dict[str, Any]] = {
     # round 42 (docs/recipes.md): per layer, as AdaBreg (one λ flooded to 22-28 % of the
     # weights on full Fashion-MNIST); round 62: the head under the He threshold too (+0.30
-    # over the scale check's six cells, +0.04 on a fresh seed; LeNet-5 +1.42 / +0.84)
+    # over the scale check's six cells, +0.04 on a fresh seed; LeNet-5 +1.42 / +0.83)
     "linbreg": {
         "gain": 0.1,
         "kp": 2.0,
@@ -381,7 +383,7 @@ def he_shares(
     (bisection), so the body as a whole is at :math:`D` and a layer with a small fan-in
     (large weights) keeps more of its weights, as global magnitude pruning of the
     initial network would. The head is left out of the threshold: a two-class head on
-    4 096 features (the words CNN's) has He weights far below the convolutions' and
+    2 048 features (the words CNN's) has He weights far below the convolutions' and
     would get almost none (docs/recipes.md, round 33). The head is the last entry: in
     :func:`sparseopt.groups.param_groups`' order (convolutions, then Linear layers, each
     in module order) the model's last penalised Linear layer.
@@ -429,7 +431,9 @@ def he_shares(
     if head == "target" or tau is None or math.erfc(tau / scale[-1]) <= density:
         # the head at D: under the threshold it would be at its floor D all the same
         return [*shares, density]
-    return _water_fill(numels, scale, [*floor[:-1], density], density)[0]
+    joint = _water_fill(numels, scale, [*floor[:-1], density], density)[0]
+    # the body's floors can hold the head at D in the joint fill too: then he's shares
+    return joint if joint[-1] > density else [*shares, density]
 
 
 def _water_fill(
@@ -855,8 +859,8 @@ class TargetDensity:
     def _group_factors(
         self, groups: list[tuple[int, list[tuple[int, int, Any]]]], reference: float
     ) -> dict[int, float]:
-        """``allocation`` ``he``, ``he_all`` or ``uniform``: each group's λ factor, steered to its share
-        of ``reference``."""
+        """``allocation`` ``he``, ``he_all`` or ``uniform``: each group's λ factor, steered
+        to its share of ``reference``."""
         params = [p for _, counts in groups for _, _, p in counts]
         if not self._warned_joint and len(params) > len(groups):
             self._warned_joint = True
@@ -877,8 +881,9 @@ class TargetDensity:
             if self.allocation in ("he", "he_all")
             else [reference] * len(params)
         )
-        # per group: index, nonzero, total, starved, share, floor (he_shares' floor, in
-        # weights)
+        # per group: index, nonzero, total, starved, share, floor (one weight per output
+        # unit, in weights; he_all's head too: its share is D or more, but a budget cut
+        # on a sticky plant may lower its target to this floor, as every layer's)
         rows: list[tuple[int, int, int, int, float, float]] = []
         k = 0
         for i, counts in groups:

@@ -249,7 +249,7 @@ class HealthMonitor:
             judged (validation, else training): a constant prediction scores that much,
             so the chance level starts there (``None``: balanced, :math:`1/C`).
         per_layer: the controller steers each layer to its own share
-            (``--target-allocation he`` or ``uniform``): a collapse's hint is then first one density
+            (``--target-allocation`` ``he``, ``he_all`` or ``uniform``): a collapse's hint is then first one density
             (AdaBreg's Tℓ1 per layer lost 8 of an MLP's 10 output rows in its last epoch,
             and collapsed LeNet-5 on another seed; one density learned: docs/recipes.md,
             rounds 53-54).

@@ -345,7 +345,8 @@ class TrainConfig:
         None,
         "optimizer",
         "λ per layer: none (one λ for every layer), layer (one param group per layer, each "
-        "starting from the same λ: what --target-allocation he, he_all or uniform steers layer by layer) or "
+        "starting from the same λ: what --target-allocation he, he_all or uniform steers "
+        "layer by layer) or "
         "fan_in (each layer's λ in proportion to its weights' He scale √(2/fan-in), squared "
         "for l0/group_l0, with mean λ over the weights: sparseopt.groups.layer_lam_factors)",
         metavar="S",
