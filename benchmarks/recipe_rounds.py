@@ -345,6 +345,16 @@ ROUND62P = [
     for a in ("he_all", "he")  # he_all filed without it (the default it ran as)
 ]
 
+#: Round 63 (docs/recipes.md): the controller's proportional term on the measured density
+#: (``proportional`` ``density``) for AdaBreg (``he``, and ``he_all``, which flooded under
+#: the error's) and LinBreg (``he_all``); the recipes' runs are round 62's.
+DENSITY_P = {"controller": {"proportional": "density"}}
+ROUND63 = [
+    {"optimizer": "adabreg", **DENSITY_P},
+    {"optimizer": "adabreg", "target_allocation": "he_all", **DENSITY_P},
+    {"optimizer": "linbreg", "target_allocation": "he_all", **DENSITY_P},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -362,6 +372,8 @@ SCALE_CHECK = {
     "rda-refit-lr": [ROUND51[0], *ROUND52],
     "linbreg-head": ROUND62[0::2],
     "adabreg-head": ROUND62[1::2],
+    "adabreg-proportional": [ROUND62[1], *ROUND63[:2]],
+    "linbreg-proportional": [ROUND62[2], ROUND63[2]],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -427,6 +439,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round51": ROUND51,  # RDA's refit of 0.3, its λ warm-up over 0.7 (round 51)
         "round52": ROUND52,  # RDA's refit at lr 0.03 (round 52)
         "round62": ROUND62,  # the head under the He threshold (round 62)
+        "round63": ROUND63,  # the proportional term on the density (round 63)
     }
 )
 
@@ -1102,6 +1115,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round51c": [{**c, "seed": 1} for c in ROUND51],  # the recipe's: round 49c's
     "round52c": [{**c, "seed": 1} for c in ROUND52],  # the recipe's: round 51c's first
     "round62c": [{**c, "seed": 1} for c in ROUND62],  # a fresh seed (round 62)
+    "round63c": [{**c, "seed": 1} for c in ROUND63],  # the recipes': round 62c's
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1330,6 +1344,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round51c": FRESH_SEED_TASKS,
     "round52c": FRESH_SEED_TASKS,
     "round62c": FRESH_SEED_TASKS,
+    "round63c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),

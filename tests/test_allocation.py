@@ -602,3 +602,55 @@ def test_he_all_is_a_per_layer_allocation_in_the_config() -> None:
         TrainConfig(optimizer="proxsgd", target_density=0.1, target_allocation="he_all").resolve()
     with pytest.raises(ValueError, match="Invalid target_allocation value: 'he_al'"):
         TrainConfig(optimizer="adabreg", target_allocation="he_al").validate()
+
+
+def test_proportional_on_the_density_ignores_a_moving_goal() -> None:
+    """k_P on the error kicks λ when the goal moves and the density does not;
+    ``proportional="density"`` leaves only the integral term then, and with a fixed goal
+    both compute the same λ (global and per layer)."""
+    for allocation in ("global", "he"):
+        lams = {}
+        for prop in ("error", "density"):
+            net = _mlp()
+            with torch.no_grad():
+                for m in (net[0], net[2], net[4]):
+                    w = m.weight.view(-1)
+                    w[int(0.3 * w.numel()) :] = 0
+            opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+            ctl = TargetDensity(
+                0.2, allocation=allocation, gain=0.1, kp=4.0, max_factor=10.0, proportional=prop
+            )
+            ctl.update(net, opt)
+            ctl.update(net, opt)  # the same density: the P term is 0 either way
+            same = [g["lam"] for g in opt.param_groups]
+            ctl.target = 0.25  # the goal moves, the density does not
+            ctl.update(net, opt)
+            lams[prop] = (same, [g["lam"] for g in opt.param_groups])
+            d = ctl.history[-1][1]
+        assert lams["error"][0] == lams["density"][0]  # a fixed goal: the same λ
+        err, dens = (lams[p][1][0] / lams[p][0][0] for p in ("error", "density"))
+        if allocation == "global":  # one density near 30 %: the goal from 20 % to 25 %
+            e = math.log(d / 0.25)
+            assert dens == pytest.approx(math.exp(0.1 * e))  # the integral term alone
+            assert err == pytest.approx(math.exp(0.1 * e + 4.0 * (e - math.log(d / 0.2))))
+        assert err < dens  # the error fell with the goal's rise: "error" cuts λ further
+
+
+def test_proportional_state_round_trips_and_an_older_state_loads() -> None:
+    net = _mlp()
+    opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3, lam_scale="layer")
+    ctl = TargetDensity(0.2, allocation="he", kp=2.0, proportional="density")
+    ctl.update(net, opt)
+    state = ctl.state_dict()
+    assert state["goals"] and all(len(row) == 2 for row in state["goals"])
+    again = TargetDensity(0.2, allocation="he", kp=2.0, proportional="density")
+    again.load_state_dict(state)
+    assert again.state_dict() == state
+    old = {k: v for k, v in state.items() if k not in ("goals", "prev_goal")}
+    older = TargetDensity(0.2, allocation="he", kp=2.0, proportional="density")
+    older.load_state_dict(old)
+    assert older._goals == {} and older._prev_goal is None
+    older.update(net, opt)  # differences the error once, then the density
+    assert older._goals
+    with pytest.raises(ValueError, match="Invalid proportional value: 'measured'"):
+        TargetDensity(0.2, proportional="measured")

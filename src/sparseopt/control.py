@@ -85,6 +85,7 @@ __all__ = [
     "conserve_budget",
     "group_densities",
     "HEADS",
+    "PROPORTIONAL",
     "he_shares",
     "penalised_density",
     "per_layer_groups",
@@ -99,6 +100,11 @@ __all__ = [
 #: param group steered to the target itself: the same fraction of every layer, as a
 #: uniform pruning ratio keeps the same fraction of every layer's filters).
 ALLOCATIONS = ("global", "he", "he_all", "uniform")
+
+#: What :class:`TargetDensity`'s proportional term differences: ``error`` (the log
+#: density error) or ``density`` (the log measured density: proportional on
+#: measurement).
+PROPORTIONAL = ("error", "density")
 
 #: Where :func:`he_shares` puts the head: ``target`` (at the target density itself,
 #: allocation ``he``) or ``threshold`` (under the body's threshold, at the target or
@@ -533,6 +539,18 @@ class TargetDensity:
         gain_up: integral gain when too dense (default: ``gain``); larger values brake
             harder, which inverse scale space methods need (their overshoot is sticky).
         kp: proportional gain :math:`k_P` (velocity form, default 0).
+        proportional: what the proportional term differences (:data:`PROPORTIONAL`).
+            ``"error"`` (default): :math:`k_P (e_k - e_{k-1})`, so a goal that moves
+            (a ramp's reference, or a layer's target when :func:`conserve_budget`
+            re-allocates the budget) moves λ by itself. ``"density"``: :math:`k_P
+            (\\log d_k - \\log d_{k-1})`, the previous error re-read against today's
+            goal, so only the measured density kicks λ and the goal's movement reaches
+            λ through the integral term alone (proportional on measurement; Åström &
+            Hägglund, *Advanced PID Control*, 2006, §3.4). AdaBreg steered with
+            ``allocation="he_all"`` flooded a study MLP to 16.7 % of its weights for 13 %
+            under ``"error"``: its head filled towards a 60 % share, every other layer's
+            budget-cut target moved, and k_P = 4 halved fc1's λ while fc1 was over its
+            share (docs/recipes.md, round 62).
         max_factor: largest factor by which λ changes in one update.
         lam_min, lam_max: bounds on λ (a group with λ = 0 starts from ``lam_min``).
         min_density: floor :math:`d_{\\min}` of the measured density (an empty network
@@ -641,7 +659,13 @@ class TargetDensity:
         allocation: str = "global",
         lr_coupled: bool = False,
         min_alive: float = STARVED,
+        proportional: str = "error",
     ) -> None:
+        if proportional not in PROPORTIONAL:
+            raise ValueError(
+                f"Invalid proportional value: {proportional!r}; expected one of "
+                f"{list(PROPORTIONAL)}"
+            )
         if allocation not in ALLOCATIONS:
             raise ValueError(
                 f"Invalid allocation value: {allocation!r}; expected one of {list(ALLOCATIONS)}"
@@ -691,6 +715,7 @@ class TargetDensity:
         self.allocation = allocation
         self.lr_coupled = bool(lr_coupled)
         self.min_alive = float(min_alive)
+        self.proportional = proportional
         self.history: list[tuple[int, float, float]] = []
         self.held = 0
         self._prev_error: float | None = None
@@ -703,6 +728,9 @@ class TargetDensity:
         # "he": per group index, [previous error, density when λ last rose]
         self._groups: dict[int, list[float | None]] = {}
         self._lrs: dict[int, float] = {}  # lr_coupled: each group's lr at the last update
+        # the log goal of the last update (proportional="density"): global, per group
+        self._prev_goal: float | None = None
+        self._goals: dict[int, float] = {}
 
     @classmethod
     def for_optimizer(
@@ -805,6 +833,9 @@ class TargetDensity:
             factors = self._group_factors(groups, self.reference(step))
         else:
             loop = [self._prev_error, self._rose_at]
+            goal = math.log(self.reference(step))
+            loop[0] = self._reread(loop[0], self._prev_goal, goal)
+            self._prev_goal = goal
             f = self._factor(self.error(d, step), d, bool(hungry), loop)
             self._prev_error, self._rose_at = loop
             factors = {i: f for i, _ in groups}
@@ -831,6 +862,13 @@ class TargetDensity:
             return 1.0
         self._lrs[i] = lr
         return 1.0 if prev is None else prev / lr
+
+    def _reread(self, prev: float | None, was: float | None, now: float) -> float | None:
+        """``proportional="density"``: the previous error ``prev`` (against the log goal
+        ``was``) re-read against today's log goal ``now``; unchanged otherwise."""
+        if self.proportional == "error" or prev is None or was is None:
+            return prev
+        return prev + (was - now)
 
     def _factor(self, e: float, d: float, hungry: bool, loop: list[float | None]) -> float:
         """The λ factor for error ``e`` at density ``d`` (``hungry``: a layer is starved);
@@ -909,7 +947,10 @@ class TargetDensity:
             # (its error must stay negative for the guard to lower its λ)
             goal = share if hungry else target
             e = math.log(max(d, self.min_density) / max(goal / max(total, 1), self.min_density))
+            level = math.log(max(goal / max(total, 1), self.min_density))
             loop = self._groups.setdefault(i, [None, None])
+            loop[0] = self._reread(loop[0], self._goals.get(i), level)
+            self._goals[i] = level
             out[i] = self._factor(e, d, bool(hungry), loop)
         return out
 
@@ -972,6 +1013,8 @@ class TargetDensity:
             "groups": [[i, *loop] for i, loop in sorted(self._groups.items())],
             "lrs": [[i, lr] for i, lr in sorted(self._lrs.items())],
             "held": self.held,
+            "prev_goal": self._prev_goal,
+            "goals": [[i, g] for i, g in sorted(self._goals.items())],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -999,6 +1042,11 @@ class TargetDensity:
         # absent before lr_coupled: the first update after loading measures afresh
         self._lrs = {int(i): float(lr) for i, lr in state.get("lrs", [])}
         self.held = int(state.get("held", 0))  # absent before the starved-layer count
+        # absent before proportional="density": the first update after loading differences
+        # the error
+        goal = state.get("prev_goal")
+        self._prev_goal = None if goal is None else float(goal)
+        self._goals = {int(i): float(g) for i, g in state.get("goals", [])}
 
 
 class LamWarmup:
