@@ -355,6 +355,10 @@ ROUND63 = [
     {"optimizer": "linbreg", "target_allocation": "he_all", **DENSITY_P},
 ]
 
+#: Round 64 (docs/recipes.md): AdaBreg with decoupled weight decay (AdamW's, through the
+#: dual); the recipe's runs are round 62's.
+ROUND64 = [{"optimizer": "adabreg", "weight_decay": wd} for wd in (0.01, 0.05)]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -374,6 +378,7 @@ SCALE_CHECK = {
     "adabreg-head": ROUND62[1::2],
     "adabreg-proportional": [ROUND62[1], *ROUND63[:2]],
     "linbreg-proportional": [ROUND62[2], ROUND63[2]],
+    "adabreg-weight-decay": [ROUND62[1], *ROUND64],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -440,6 +445,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round52": ROUND52,  # RDA's refit at lr 0.03 (round 52)
         "round62": ROUND62,  # the head under the He threshold (round 62)
         "round63": ROUND63,  # the proportional term on the density (round 63)
+        "round64": ROUND64,  # AdaBreg's weight decay (round 64)
     }
 )
 
@@ -1116,6 +1122,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round52c": [{**c, "seed": 1} for c in ROUND52],  # the recipe's: round 51c's first
     "round62c": [{**c, "seed": 1} for c in ROUND62],  # a fresh seed (round 62)
     "round63c": [{**c, "seed": 1} for c in ROUND63],  # the recipes': round 62c's
+    "round64c": [{**c, "seed": 1} for c in ROUND64],  # the recipe's: round 62c's
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1345,6 +1352,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round52c": FRESH_SEED_TASKS,
     "round62c": FRESH_SEED_TASKS,
     "round63c": FRESH_SEED_TASKS,
+    "round64c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
