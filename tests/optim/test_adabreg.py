@@ -63,7 +63,7 @@ def test_without_penalty_and_unit_delta_equals_adam_bitwise(
     ps, qs = _params(dtype), _params(dtype)
     opt = AdaBreg(
         ps, lr=0.01, betas=(0.8, 0.95), eps=1e-6, penalty=penalty, lam=0.0,
-        foreach=foreach, maximize=maximize,
+        foreach=foreach, maximize=maximize, weight_decay=0.0,
     )  # fmt: skip
     ref = torch.optim.Adam(
         qs, lr=0.01, betas=(0.8, 0.95), eps=1e-6, foreach=foreach, maximize=maximize
@@ -86,7 +86,9 @@ def test_without_penalty_equals_adam_with_lr_times_delta(
     dtype: torch.dtype, foreach: bool, penalty: str
 ) -> None:
     ps, qs = _params(dtype), _params(dtype)
-    opt = AdaBreg(ps, lr=0.01, delta=0.3, penalty=penalty, lam=0.0, foreach=foreach)
+    opt = AdaBreg(
+        ps, lr=0.01, delta=0.3, penalty=penalty, lam=0.0, foreach=foreach, weight_decay=0.0
+    )
     ref = torch.optim.Adam(qs, lr=0.003, foreach=foreach)
     gen = torch.Generator().manual_seed(2)
     for _ in range(7):
@@ -104,7 +106,7 @@ def test_unpenalised_group_takes_exact_adam_steps(dtype: torch.dtype, impl: str)
     # the fused path runs torch's fused Adam kernel, the foreach path Adam's foreach ops
     ps = _params(dtype)
     qs = _clone(ps)
-    opt = AdaBreg(_mixed_groups(ps), lr=0.02, **{impl: True})
+    opt = AdaBreg(_mixed_groups(ps), lr=0.02, weight_decay=0.0, **{impl: True})
     ref = torch.optim.Adam([qs[1], qs[3]], lr=0.02, **{impl: True})
     gen = torch.Generator().manual_seed(3)
     for _ in range(5):
@@ -154,6 +156,23 @@ def test_foreach_equals_for_loop(dtype: torch.dtype, delta: float, maximize: boo
         for key in s:
             assert torch.equal(s[key], t[key]), key
     assert (ps[2] == 0).any() and (ps[2] != 0).any()
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_without_penalty_the_default_is_adamw_bitwise(foreach: bool) -> None:
+    """The recipe's decoupled weight decay (0.05, round 64 of docs/recipes.md): with
+    J = 0 and δ = 1 AdaBreg's defaults take ``torch.optim.AdamW``'s steps."""
+    ps, qs = _params(torch.float32), _params(torch.float32)
+    opt = AdaBreg(ps, lr=0.01, penalty="none", foreach=foreach)
+    assert opt.param_groups[0]["weight_decay"] == 0.05
+    ref = torch.optim.AdamW(qs, lr=0.01, weight_decay=0.05, foreach=foreach)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(7):
+        _set_grads([ps, qs], gen)
+        opt.step()
+        ref.step()
+    for p, q in zip(ps, qs, strict=True):
+        assert torch.equal(p, q)
 
 
 def test_functional_api_matches_class() -> None:

@@ -175,9 +175,12 @@ def test_adabreg_without_penalty_is_adamw(penalty: str, foreach: bool) -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_factories_may_pass_weight_decay(name: str) -> None:
-    """``create_optimizer(..., weight_decay=...)`` works for every optimizer; 0 is the default."""
+    """``create_optimizer(..., weight_decay=...)`` works for every optimizer; the default
+    is the registry recipe's (AdaBreg's 0.05, round 64 of docs/recipes.md; else 0)."""
     net = torch.nn.Linear(4, 3)
-    assert so.create_optimizer(net, name).param_groups[0]["weight_decay"] == 0.0
+    default = so.get_optimizer_info(name).defaults.get("weight_decay", 0.0)
+    assert default == (0.05 if name == "adabreg" else 0.0)
+    assert so.create_optimizer(net, name).param_groups[0]["weight_decay"] == default
     opt = so.create_optimizer(net, name, weight_decay=1e-2)
     assert all(g["weight_decay"] == 1e-2 for g in opt.param_groups)
     net(torch.randn(2, 4)).square().sum().backward()

@@ -386,7 +386,9 @@ class TrainConfig:
     beta: float | None = _opt(None, "optimizer", "coupling β of rvsm")
     gamma: float | None = _opt(None, "optimizer", "γ of rda")
     weight_decay: float | None = _opt(
-        None, "optimizer", "weight decay (splitlbi, rvsm, proxsgd, sgd, adam)"
+        None,
+        "optimizer",
+        "weight decay (every optimizer; decoupled, as AdamW's, in linbreg, adabreg and rda)",
     )
     nesterov: bool | None = _opt(
         None, "optimizer", "Nesterov momentum (splitlbi, rvsm, proxsgd, sgd)"

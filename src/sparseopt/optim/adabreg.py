@@ -96,7 +96,8 @@ class AdaBreg(BregmanOptimizer):
         betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) (default: (0.9, 0.999)).
         eps: :math:`\epsilon \ge 0` (default: 1e-8).
         delta: :math:`\delta > 0`, the weight of the elastic term (default: 1.0).
-        weight_decay: decoupled weight decay :math:`\omega \ge 0` (default: 0), as in
+        weight_decay: decoupled weight decay :math:`\omega \ge 0` (default: the registry
+            recipe's 0.05, round 64 of docs/recipes.md; 0 is the paper's AdaBreg), as in
             ``torch.optim.AdamW``: before each step
             :math:`\theta \leftarrow (1 - \tau\omega)\theta`, carried by the dual as
             :math:`v \leftarrow v - \tau\omega\theta/\delta` (see
@@ -170,7 +171,7 @@ class AdaBreg(BregmanOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         delta: float = 1.0,
-        weight_decay: float = 0.0,
+        weight_decay: float = _RECIPE.defaults["weight_decay"],
         fused: bool | None = None,
         compiled: bool | None = None,
         **common: Unpack[CommonKeywords],
@@ -212,7 +213,7 @@ def adabreg(
     beta2: float = 0.999,
     eps: float = 1e-8,
     delta: float = 1.0,
-    weight_decay: float = 0.0,
+    weight_decay: float = _RECIPE.defaults["weight_decay"],
     penalty: Penalty | str | None = None,
     maximize: bool = False,
     foreach: bool | None = None,
