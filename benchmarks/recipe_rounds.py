@@ -359,6 +359,14 @@ ROUND63 = [
 #: dual); the recipe's runs are round 62's.
 ROUND64 = [{"optimizer": "adabreg", "weight_decay": wd} for wd in (0.01, 0.05)]
 
+#: Round 64p (docs/recipes.md): AdaBreg's other penalties with round 64's weight decay (its
+#: default since) and without.
+ROUND64P = [
+    {"optimizer": "adabreg", "penalty": pen, "weight_decay": wd}
+    for pen in ("l0", "tl1", "group_l1", "group_l0")
+    for wd in (0.05, 0.0)
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1283,6 +1291,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round61": ROUND61,
     **checks("round61", ROUND61),
     "round62p": ROUND62P,
+    "round64p": ROUND64P,
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
