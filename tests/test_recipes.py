@@ -193,11 +193,28 @@ def test_docs_recipe_table_is_the_registry() -> None:
                 bits.append(f"start {recipe['init_density']:g} per group")
             if recipe.get("target_density") == 0:
                 bits.append(f"λ {info.lam[pen]:g} fixed (no target)")
+            if "weight_decay" in recipe:
+                bits.append(f"weight_decay {recipe['weight_decay']:g}")
             cells_.append(f"{pen}: " + ", ".join(bits))
         structured = "; ".join(cells_)
-        shown = {"init_density", "target_density"}
+        shown = {"init_density", "target_density", "weight_decay"}
         assert set().union(*info.group_training.values()) <= shown, name
         assert cells[8] == (structured or "—"), row
+
+
+def test_adabregs_group_l0_recipe_runs_without_the_weight_decay() -> None:
+    """Round 64p: AdaBreg's weight decay (0.05) is off in a group ℓ0 run of the recipe
+    (it collapsed the words CNN there), with the start as before (elementwise, with its
+    floor); a decay given is the user's, and ℓ1 and group ℓ1 keep the decay."""
+    from sparseopt.config import TrainConfig
+
+    cfg = TrainConfig(optimizer="adabreg", penalty="group_l0").resolve()
+    assert (cfg.weight_decay, cfg.init_groups, cfg.init_density) == (0.0, "elementwise", 0.01)
+    given = TrainConfig(optimizer="adabreg", penalty="group_l0", weight_decay=0.01).resolve()
+    assert given.weight_decay == 0.01
+    assert TrainConfig(optimizer="adabreg").resolve().weight_decay == 0.05
+    grouped = TrainConfig(optimizer="adabreg", penalty="group_l1").resolve()
+    assert (grouped.weight_decay, grouped.init_groups) == (0.05, "filter")
 
 
 def test_rdas_recipe_warms_lambda_up_unless_a_target_steers_it() -> None:
@@ -311,7 +328,10 @@ def test_a_structured_run_starts_per_group_and_takes_its_group_recipe() -> None:
             group = info.group_training.get(pen, {})
             recipe = {**info.training, **group}
             assert cfg.init_density == recipe["init_density"], name
-            start = ("filter" if group else "elementwise") if cfg.init_density < 1 else None
+            # a group recipe with its own start draws it per group (AdaBreg's group ℓ0
+            # recipe only turns the weight decay off: the floor's start, round 64p)
+            own = "init_density" in group
+            start = ("filter" if own else "elementwise") if cfg.init_density < 1 else None
             assert cfg.init_groups == start, (name, pen)
             assert cfg.resolve() == cfg
         plain = TrainConfig(optimizer=name).resolve()
