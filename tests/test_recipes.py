@@ -217,6 +217,43 @@ def test_adabregs_group_l0_recipe_runs_without_the_weight_decay() -> None:
     assert (grouped.weight_decay, grouped.init_groups) == (0.05, "filter")
 
 
+def test_an_adabreg_run_saved_before_round_64_reloads_without_the_weight_decay(
+    tmp_path,
+) -> None:
+    """A config saved before round 64 has no weight decay: it ran without one, so a
+    reused or resumed run keeps 0 (compare then sees the recipe changed); one saved since
+    writes the recipe's 0.05 out. Other optimizers are untouched."""
+    import yaml
+
+    from sparseopt.config import TrainConfig
+    from sparseopt.config.files import load_run_config
+
+    path = tmp_path / "config.yaml"
+    saved = TrainConfig(optimizer="adabreg").resolve().to_dict()
+    assert saved["weight_decay"] == 0.05
+    path.write_text(yaml.safe_dump(saved))
+    assert load_run_config(path)["weight_decay"] == 0.05
+    path.write_text(yaml.safe_dump({**saved, "weight_decay": None}))
+    old = TrainConfig.from_dict(load_run_config(path)).resolve()
+    assert old.weight_decay == 0.0
+    other = TrainConfig(optimizer="linbreg").resolve().to_dict()
+    path.write_text(yaml.safe_dump({**other, "weight_decay": None}))
+    assert load_run_config(path)["weight_decay"] is None
+
+
+def test_a_group_recipe_without_a_start_of_its_own_keeps_the_per_group_start() -> None:
+    """SplitLBI's and ProxSGD's group ℓ1 recipes (λ fixed) draw a sparse start per group
+    when a user asks for one, as before round 64p; AdaBreg's group ℓ0 recipe, which only
+    turns the weight decay off, keeps the elementwise start with its floor."""
+    from sparseopt.config import TrainConfig
+
+    for name in ("splitlbi", "proxsgd"):
+        cfg = TrainConfig(optimizer=name, penalty="group_l1", init_density=0.05).resolve()
+        assert cfg.init_groups == "filter", name
+    cfg = TrainConfig(optimizer="adabreg", penalty="group_l0").resolve()
+    assert cfg.init_groups == "elementwise"
+
+
 def test_rdas_recipe_warms_lambda_up_unless_a_target_steers_it() -> None:
     """Round 49: RDA's recipe raises λ from 0 over the first half of the sparse phase; a
     target density steers λ from its first step instead (the resolved config says 0, as
@@ -328,9 +365,9 @@ def test_a_structured_run_starts_per_group_and_takes_its_group_recipe() -> None:
             group = info.group_training.get(pen, {})
             recipe = {**info.training, **group}
             assert cfg.init_density == recipe["init_density"], name
-            # a group recipe with its own start draws it per group (AdaBreg's group ℓ0
-            # recipe only turns the weight decay off: the floor's start, round 64p)
-            own = "init_density" in group
+            # a group recipe draws its start per group (AdaBreg's group ℓ0 recipe only
+            # turns the weight decay off: the floor's start, round 64p)
+            own = bool(group.keys() - {"weight_decay"})
             start = ("filter" if own else "elementwise") if cfg.init_density < 1 else None
             assert cfg.init_groups == start, (name, pen)
             assert cfg.resolve() == cfg

@@ -45,7 +45,8 @@ METHODS: list[tuple[str, dict[str, Any]]] = [
     ("ProxSGD", {"optimizer": "proxsgd"}),
     ("LinBreg", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.0, **BREG}),
     ("LinBreg β=0.9", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.9, **BREG}),
-    ("AdaBreg", {"optimizer": "adabreg", "lr": 3e-3, **BREG, "lam": 1.0}),
+    # the paper's AdaBreg: no weight decay (the recipe's 0.05 since round 64)
+    ("AdaBreg", {"optimizer": "adabreg", "lr": 3e-3, **BREG, "lam": 1.0, "weight_decay": 0.0}),
     # SplitLBI's λ 0.1 and no refit: the presets when this ran (pinned since round 17)
     ("SplitLBI", {"optimizer": "splitlbi", "lr": 0.05, "nu": 10.0, "lam": 0.1, "refit": 0.0}),
     ("RDA (ℓ1)", {"optimizer": "rda", "penalty": "l1", "refit": 0.0}),  # the paper's RDA

@@ -865,7 +865,9 @@ class TargetDensity:
 
     def _reread(self, prev: float | None, was: float | None, now: float) -> float | None:
         """``proportional="density"``: the previous error ``prev`` (against the log goal
-        ``was``) re-read against today's log goal ``now``; unchanged otherwise."""
+        ``was``) re-read against today's log goal ``now``; unchanged otherwise. (A starved
+        layer's stored error is the flipped ``-|e|`` of :meth:`_factor`: while it stays
+        starved a moving goal still reaches its P term; it can only lower λ.)"""
         if self.proportional == "error" or prev is None or was is None:
             return prev
         return prev + (was - now)

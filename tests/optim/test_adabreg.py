@@ -123,7 +123,7 @@ def test_both_moments_are_bias_corrected(dtype: torch.dtype) -> None:
     # s_hat = g^2 exactly in exact arithmetic, so v_t = -t * lr * g / (|g| + eps).
     # Without the first-moment correction the first step would be 10x smaller.
     w = torch.nn.Parameter(torch.zeros(4, dtype=dtype))
-    opt = AdaBreg([w], lr=0.1, lam=0.25, delta=2.0, eps=1e-8)
+    opt = AdaBreg([w], lr=0.1, lam=0.25, delta=2.0, eps=1e-8, weight_decay=0.0)
     g = torch.tensor([2.0, -0.5, 0.01, 0.0], dtype=dtype)
     for t in (1, 2, 3):
         w.grad = g.clone()

@@ -789,11 +789,10 @@ class TrainConfig:
         sparse_start = changes.get("init_density", self.init_density) < 1.0
         if structured and sparse_start and self.init_groups is None:  # written out: a
             # saved null is older (load_run_config)
-            # a group recipe's own start is drawn per group (round 56); one that only
-            # changes another setting (AdaBreg's group ℓ0 weight decay) keeps the floor's
-            changes["init_groups"] = (
-                structured[1] if "init_density" in group_recipe else ELEMENTWISE
-            )
+            # a group recipe draws its start per group (round 56); one that only turns the
+            # weight decay off (AdaBreg's group ℓ0, round 64p) keeps the floor's start
+            per_group = bool(group_recipe.keys() - {"weight_decay"})
+            changes["init_groups"] = structured[1] if per_group else ELEMENTWISE
         elif self.init_groups == ELEMENTWISE and not (structured and sparse_start):
             changes["init_groups"] = None  # the same start; None where it decides nothing
         if self.schedule is None and "schedule" not in changes:

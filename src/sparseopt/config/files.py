@@ -113,8 +113,10 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     an old run does not give it today's recipe's; a ``lam_warmup`` saved beside a
     ``target_density`` (accepted, and unused, before 2026-11-28) reads as 0, what the run did,
     a group penalty over filters saved without ``head_groups`` groups its output layer's
-    rows (``filter``), and a structured run's sparse start saved without its grouping is
-    elementwise (``init_groups: elementwise``), as they were then."""
+    rows (``filter``), a structured run's sparse start saved without its grouping is
+    elementwise (``init_groups: elementwise``), and an AdaBreg run saved without a weight
+    decay had none (0; the recipe's 0.05 came with round 64 of docs/recipes.md and every
+    run since writes it out), as they were then."""
     saved = {**_BEFORE_FIELDS, **load_config_file(path)}
     if saved.get("lam_warmup") and saved.get("target_density"):
         # accepted before it was refused, and unused: the controller steered λ
@@ -130,6 +132,8 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         # a structured run writes the grouping of its start since round 56 (or
         # "elementwise"): one saved without it drew its start elementwise
         saved["init_groups"] = ELEMENTWISE
+    if saved.get("optimizer") == "adabreg" and saved.get("weight_decay") is None:
+        saved["weight_decay"] = 0.0  # before round 64 AdaBreg's recipe had no decay
     return saved
 
 

@@ -156,6 +156,8 @@ class AdaBreg(BregmanOptimizer):
             "betas": Hyper(lambda _, betas: check_betas(betas)),
             "eps": Hyper(check_nonneg, "epsilon"),
             "delta": Hyper(check_positive, missing=1.0),
+            # a state saved before weight_decay existed ran without it (the recipe's 0.05
+            # is the default of new optimizers only)
             "weight_decay": Hyper(check_nonneg, missing=0.0),
             "fused": Hyper(missing=None),
             "compiled": Hyper(check_compiled, missing=None),
