@@ -367,6 +367,13 @@ ROUND64P = [
     for wd in (0.05, 0.0)
 ]
 
+#: Round 65 (docs/recipes.md): LinBreg with decoupled weight decay (its recipe's runs are
+#: round 62's, filed as ``he_all``).
+ROUND65 = [
+    {"optimizer": "linbreg", "target_allocation": "he_all", "weight_decay": wd}
+    for wd in (1e-3, 5e-3)
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -387,6 +394,7 @@ SCALE_CHECK = {
     "adabreg-proportional": [ROUND62[1], *ROUND63[:2]],
     "linbreg-proportional": [ROUND62[2], ROUND63[2]],
     "adabreg-weight-decay": [ROUND62[1], *ROUND64],
+    "linbreg-weight-decay": [ROUND62[2], *ROUND65],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -454,6 +462,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round62": ROUND62,  # the head under the He threshold (round 62)
         "round63": ROUND63,  # the proportional term on the density (round 63)
         "round64": ROUND64,  # AdaBreg's weight decay (round 64)
+        "round65": ROUND65,  # LinBreg's weight decay (round 65)
     }
 )
 
@@ -1131,6 +1140,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round62c": [{**c, "seed": 1} for c in ROUND62],  # a fresh seed (round 62)
     "round63c": [{**c, "seed": 1} for c in ROUND63],  # the recipes': round 62c's
     "round64c": [{**c, "seed": 1} for c in ROUND64],  # the recipe's: round 62c's
+    "round65c": [{**c, "seed": 1} for c in ROUND65],  # the recipe's: round 62c's
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1362,6 +1372,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round62c": FRESH_SEED_TASKS,
     "round63c": FRESH_SEED_TASKS,
     "round64c": FRESH_SEED_TASKS,
+    "round65c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
