@@ -40,6 +40,21 @@ def _set_grads(groups: list[list[torch.nn.Parameter]], gen: torch.Generator) -> 
             p.grad = g.clone()
 
 
+def _step_together(
+    opts: list[torch.optim.Optimizer],
+    groups: list[list[torch.nn.Parameter]],
+    seed: int,
+    steps: int,
+) -> None:
+    """``steps`` steps of every optimizer of ``opts``, each step on the same random
+    gradients for the matching parameters of ``groups`` (:func:`_set_grads`)."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        _set_grads(groups, gen)
+        for opt in opts:
+            opt.step()
+
+
 def _mixed_groups(params: list[torch.nn.Parameter], **kw: object) -> list[dict[str, object]]:
     conv, conv_b, lin, lin_b, head = params
     return [
@@ -68,11 +83,7 @@ def test_without_penalty_and_unit_delta_equals_adam_bitwise(
     ref = torch.optim.Adam(
         qs, lr=0.01, betas=(0.8, 0.95), eps=1e-6, foreach=foreach, maximize=maximize
     )
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(7):
-        _set_grads([ps, qs], gen)
-        opt.step()
-        ref.step()
+    _step_together([opt, ref], [ps, qs], seed=1, steps=7)
     for p, q in zip(ps, qs, strict=True):
         assert torch.equal(p, q)
         for key in ("exp_avg", "exp_avg_sq", "step"):
@@ -90,11 +101,7 @@ def test_without_penalty_equals_adam_with_lr_times_delta(
         ps, lr=0.01, delta=0.3, penalty=penalty, lam=0.0, foreach=foreach, weight_decay=0.0
     )
     ref = torch.optim.Adam(qs, lr=0.003, foreach=foreach)
-    gen = torch.Generator().manual_seed(2)
-    for _ in range(7):
-        _set_grads([ps, qs], gen)
-        opt.step()
-        ref.step()
+    _step_together([opt, ref], [ps, qs], seed=2, steps=7)
     tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-13, "atol": 1e-13}
     for p, q in zip(ps, qs, strict=True):
         torch.testing.assert_close(p, q, **tol)
@@ -108,11 +115,7 @@ def test_unpenalised_group_takes_exact_adam_steps(dtype: torch.dtype, impl: str)
     qs = _clone(ps)
     opt = AdaBreg(_mixed_groups(ps), lr=0.02, weight_decay=0.0, **{impl: True})
     ref = torch.optim.Adam([qs[1], qs[3]], lr=0.02, **{impl: True})
-    gen = torch.Generator().manual_seed(3)
-    for _ in range(5):
-        _set_grads([ps, qs], gen)
-        opt.step()
-        ref.step()
+    _step_together([opt, ref], [ps, qs], seed=3, steps=5)
     assert torch.equal(ps[1], qs[1]) and torch.equal(ps[3], qs[3])
     assert "dual" not in opt.state[ps[1]] and "dual" in opt.state[ps[2]]
 
@@ -144,11 +147,7 @@ def test_foreach_equals_for_loop(dtype: torch.dtype, delta: float, maximize: boo
     qs = _clone(ps)
     loop = AdaBreg(_mixed_groups(ps, delta=delta), lr=0.05, foreach=False, maximize=maximize)
     fast = AdaBreg(_mixed_groups(qs, delta=delta), lr=0.05, foreach=True, maximize=maximize)
-    gen = torch.Generator().manual_seed(4)
-    for _ in range(6):
-        _set_grads([ps, qs], gen)
-        loop.step()
-        fast.step()
+    _step_together([loop, fast], [ps, qs], seed=4, steps=6)
     for p, q in zip(ps, qs, strict=True):
         assert torch.equal(p, q)
         s, t = loop.state[p], fast.state[q]
@@ -166,11 +165,7 @@ def test_without_penalty_the_default_is_adamw_bitwise(foreach: bool) -> None:
     opt = AdaBreg(ps, lr=0.01, penalty="none", foreach=foreach)
     assert opt.param_groups[0]["weight_decay"] == 0.05
     ref = torch.optim.AdamW(qs, lr=0.01, weight_decay=0.05, foreach=foreach)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(7):
-        _set_grads([ps, qs], gen)
-        opt.step()
-        ref.step()
+    _step_together([opt, ref], [ps, qs], seed=1, steps=7)
     for p, q in zip(ps, qs, strict=True):
         assert torch.equal(p, q)
 
