@@ -948,8 +948,9 @@ class TargetDensity:
             # a starved layer is steered to its own share, never to a budget cut to nothing
             # (its error must stay negative for the guard to lower its λ)
             goal = share if hungry else target
-            e = math.log(max(d, self.min_density) / max(goal / max(total, 1), self.min_density))
-            level = math.log(max(goal / max(total, 1), self.min_density))
+            floor_goal = max(goal / max(total, 1), self.min_density)
+            e = math.log(max(d, self.min_density) / floor_goal)
+            level = math.log(floor_goal)
             loop = self._groups.setdefault(i, [None, None])
             loop[0] = self._reread(loop[0], self._goals.get(i), level)
             self._goals[i] = level

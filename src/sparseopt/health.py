@@ -249,10 +249,10 @@ class HealthMonitor:
             judged (validation, else training): a constant prediction scores that much,
             so the chance level starts there (``None``: balanced, :math:`1/C`).
         per_layer: the controller steers each layer to its own share
-            (``--target-allocation`` ``he``, ``he_all`` or ``uniform``): a collapse's hint is then first one density
-            (AdaBreg's Tℓ1 per layer lost 8 of an MLP's 10 output rows in its last epoch,
-            and collapsed LeNet-5 on another seed; one density learned: docs/recipes.md,
-            rounds 53-54).
+            (``--target-allocation`` ``he``, ``he_all`` or ``uniform``): a collapse's hint
+            is then first one density (AdaBreg's Tℓ1 per layer lost 8 of an MLP's 10
+            output rows in its last epoch, and collapsed LeNet-5 on another seed; one
+            density learned: docs/recipes.md, rounds 53-54).
         classes_seen: the classes the training data holds (:func:`classes_present`;
             ``None``: all). Only their constant scores make a partial collapse: a class
             the data never shows may lose its row of the last layer to the penalty (a
