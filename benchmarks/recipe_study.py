@@ -103,6 +103,13 @@ def _as_ran(recs: dict[str, dict[str, Any]], task: str, cand: dict[str, Any]) ->
     return rec if all(resolved.get(k) == v for k, v in pinned.items()) else None
 
 
+def _find(recs: dict[str, dict[str, Any]], task: str, cand: dict[str, Any]) -> Any:
+    """The run of ``cand`` on ``task`` in ``recs``: under its own key, or a recipe of its
+    time filed under the registry's name (:func:`_before_42`, :func:`_as_ran`); else
+    ``None``."""
+    return recs.get(_key(task, cand)) or _before_42(recs, task, cand) or _as_ran(recs, task, cand)
+
+
 def _key(task: str, cand: dict[str, Any]) -> str:
     """A result's identity: the task and the candidate (a candidate listed again in a
     later stage reuses what an earlier stage measured)."""
@@ -166,11 +173,7 @@ def run(stage: str, worker: tuple[int, int], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for i, (task_name, cand) in enumerate(mine):
         done = _done(path)
-        if (
-            _key(task_name, cand) in done
-            or _before_42(done, task_name, cand) is not None
-            or _as_ran(done, task_name, cand) is not None
-        ):
+        if _find(done, task_name, cand) is not None:
             continue  # measured (a recipe of its time under the name it ran as)
         task = TASKS[task_name]
         fields = {**base_config(task, study=True), **cand}
@@ -339,9 +342,7 @@ def scale_check(paths: list[Path], optimizer: str) -> str:
         recs.update(_done(path))
 
     def get(task: str, cand: dict[str, Any]) -> dict[str, Any] | None:
-        return (
-            recs.get(_key(task, cand)) or _before_42(recs, task, cand) or _as_ran(recs, task, cand)
-        )
+        return _find(recs, task, cand)
 
     small = [t for t in STUDY_TASKS if t != "words-cnn"]
     cells = [*small, *SCALE_TASKS]
