@@ -50,9 +50,9 @@ def test_side_by_side_gives_the_rows_of_one_after_another(
     argv += ["--optimizers", "adabreg", "rvsm", "sgd"]
     code, stdout, err = run(capsys, *argv, "--jobs", "3", "--out", tmp_path / "par")
     assert code == 0, err
-    # the three optimizers and the dense run the baselines prune, three at a time
-    assert "training 4 runs, 3 at a time" in stdout
-    for name in ("adabreg", "rvsm", "sgd", "pruning-sgd-dense"):
+    # the three optimizers and the dense runs the baselines prune, three at a time
+    assert "training 5 runs, 3 at a time" in stdout
+    for name in ("adabreg", "rvsm", "sgd", "pruning-sgd-dense", "pruning-adam-dense"):
         assert f"{name}: trained in " in stdout
     assert "adabreg: finished earlier, reused" in stdout
     code, _, err = run(capsys, *argv, "--out", tmp_path / "seq")

@@ -589,11 +589,11 @@ def test_04_compare_checks_the_pruning_baselines_runs_before_anything_trains(
     argv = ["compare", *TRAIN, "--epochs", "2", "--out", out, "--prune-baseline"]
     code, _, err = run(capsys, *argv, "--optimizers", "proxsgd")
     assert code == 0, err
-    saved = out / "pruning-proxsgd" / "config.yaml"
+    saved = out / "pruning-adam-proxsgd" / "config.yaml"
     saved.write_text(saved.read_text().replace("schedule: cosine", "schedule: step"))
     shutil.rmtree(out / "proxsgd")
     msg = refused(capsys, tmp_path, 2, *argv, "--optimizers", "proxsgd")
-    assert "pruning-proxsgd holds a run with other settings" in msg and "schedule" in msg
+    assert "pruning-adam-proxsgd holds a run with other settings" in msg and "schedule" in msg
     assert not (out / "proxsgd").exists()
 
 
@@ -604,7 +604,7 @@ def test_04_compare_resumes_and_never_replaces_its_outputs(
     argv = ["compare", *TRAIN, "--epochs", "2", "--out", out, "--prune-baseline"]
     # interrupted in the last run (a pruning baseline): the finished runs are kept
     with monkeypatch.context() as m:
-        _interrupt_in(m, "pruning-adabreg")
+        _interrupt_in(m, "pruning-adam-adabreg")
         code, _, err = run(capsys, *argv, "--optimizers", "adabreg", "sgd")
     assert code == 130
     assert f"sparseopt compare --resume {out}" in one_line(err.replace("\n\n", "\n"))

@@ -326,9 +326,57 @@ def test_compare_shows_the_status_and_the_pruning_verdict(
         # pruned at the method's own weight density, same total epochs
         assert pruned["weight_density"] == pytest.approx(method["weight_density"], abs=1e-3)
         assert pruned["epochs"] == 3
-    assert (tmp_path / "pruning-sgd-dense" / "summary.json").exists()
+    for dense in ("sgd", "adam"):  # every dense optimizer is pruned, by default
+        assert (tmp_path / f"pruning-{dense}-dense" / "summary.json").exists()
+        for method in ("rvsm", "proxsgd"):
+            assert (tmp_path / f"pruning-{dense}-{method}" / "summary.json").exists()
+    for pruned in rows[2:]:
+        # the baseline is the pruned network with the better validation accuracy
+        seen = pruned["pruned_val_acc"]
+        assert set(seen) == {"sgd", "adam"} and pruned["val_acc"] == max(seen.values())
+        assert seen[pruned["pruned_from"]] == pruned["val_acc"]
     table = (tmp_path / "comparison.md").read_text()
-    assert "| beats pruning? |" in table and "| pruning @ rvsm | ok |" in table
+    source = rows[2]["pruned_from"]
+    assert "| beats pruning? |" in table and f"| pruning @ rvsm ({source}) | ok |" in table
+
+
+def test_the_pruning_baseline_is_chosen_on_validation_never_on_test() -> None:
+    from sparseopt.cli.compare import _choose_pruned
+
+    def cand(dense: str, val: float | None, test: float, status: str = "ok") -> dict:
+        return {"pruned_from": dense, "val_acc": val, "test_acc": test, "status": status}
+
+    # the better validation accuracy wins, whatever the test accuracy says
+    assert (
+        _choose_pruned([cand("sgd", 0.80, 0.90), cand("adam", 0.85, 0.70)])["pruned_from"] == "adam"
+    )
+    assert (
+        _choose_pruned([cand("sgd", 0.86, 0.70), cand("adam", 0.85, 0.90)])["pruned_from"] == "sgd"
+    )
+    # a tie goes to the first of --dense; without a validation split, the first too
+    assert _choose_pruned([cand("sgd", 0.85, 0.8), cand("adam", 0.85, 0.9)])["pruned_from"] == "sgd"
+    assert _choose_pruned([cand("sgd", None, 0.8), cand("adam", None, 0.9)])["pruned_from"] == "sgd"
+    # a diverged candidate is never chosen over one that trained
+    diverged = {"pruned_from": "sgd", "status": "diverged"}
+    assert _choose_pruned([diverged, cand("adam", 0.5, 0.5)])["pruned_from"] == "adam"
+    assert _choose_pruned([diverged])["status"] == "diverged"
+
+
+def test_compare_prunes_only_the_dense_optimizers_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            *("compare", "--optimizers", "rvsm", "--epochs", "2", "--prune-baseline"),
+            *("--dense", "SGD", "sgd", "--out", str(tmp_path), *FAST),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "compare-settings.json").read_text())
+    assert record["dense"] == ["sgd"]  # the registry's names, each once
+    assert not (tmp_path / "pruning-adam-dense").exists()
+    rows = json.loads((tmp_path / "comparison.json").read_text())
+    assert rows[-1]["pruned_from"] == "sgd" and "pruned_val_acc" not in rows[-1]
 
 
 def test_magnitude_masks_keep_the_largest_weights_globally() -> None:
@@ -654,3 +702,14 @@ def test_a_run_whose_last_layer_loses_two_class_rows_ends_collapsed(tmp_path: Pa
     )
     hint = json.loads((tmp_path / "uniform" / "summary.json").read_text())["hint"]
     assert uni.status == "collapsed" and hint.startswith("try --target-allocation global")
+
+
+def test_dense_names_default_to_the_registrys_dense_optimizers() -> None:
+    from sparseopt.cli.compare import _dense_names
+    from sparseopt.optim.registry import get_optimizer_info, list_optimizers
+
+    dense = [n for n in list_optimizers() if not get_optimizer_info(n).sparse]
+    assert _dense_names(SimpleNamespace(dense=None)) == dense == ["sgd", "adam"]
+    # a compare record written before 2026-11-28 holds one name, a str: resumed as it ran
+    assert _dense_names(SimpleNamespace(dense="sgd")) == ["sgd"]
+    assert _dense_names(SimpleNamespace(dense=["adam", "Adam", "sgd"])) == ["adam", "sgd"]

@@ -4,8 +4,9 @@ Each optimizer trains in ``OUT/<name>`` with the same settings (less the keyword
 does not take, with a note); the runs' final numbers make ``comparison.md``/``.json``
 and ``pareto.png``. A finished run is reused and an interrupted one resumed when the
 same command runs again (or ``compare --resume OUT``, from ``compare-settings.json``).
-``--prune-baseline`` adds magnitude pruning of a dense run at each sparse method's
-weight density (:func:`_pruning_baselines`).
+``--prune-baseline`` adds magnitude pruning of the dense runs (SGD's and Adam's) at each
+sparse method's weight density, the better on the validation split its baseline
+(:func:`_pruning_baselines`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prune-baseline",
         action="store_true",
-        help="add magnitude pruning of a dense run at each sparse method's own weight "
+        help="add magnitude pruning of dense runs at each sparse method's own weight "
         "density, fine-tuned with the mask fixed, in the same total epochs; the table "
         "says whether each method beats it (yes / no / tie within two standard errors)",
     )
@@ -64,9 +65,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dense",
+        nargs="+",
         metavar="NAME",
-        default="sgd",
-        help="with --prune-baseline: the dense optimizer to prune (default: sgd)",
+        default=None,
+        help="with --prune-baseline: the dense optimizers whose runs are pruned (default: "
+        "every dense optimizer of `sparseopt list optimizers`); each method's baseline is "
+        "the pruned network with the best validation accuracy (the test split never "
+        "chooses)",
     )
     parser.add_argument(
         "--jobs",
@@ -140,8 +145,11 @@ def _fmt_row(row: dict[str, Any], task: str, pruning: bool = False) -> list[str]
             f"{row['test_loss']:.4g}",
             "-" if row.get("val_loss") is None else f"{row['val_loss']:.4g}",
         ]
+    name = row["optimizer"]
+    if row.get("pruned_from"):  # a pruning baseline: which dense network it pruned
+        name += f" ({row['pruned_from']})"
     return [
-        row["optimizer"],
+        name,
         status,
         *perf,
         f"{100 * row['density']:.2f}",
@@ -467,22 +475,24 @@ def _train_side_by_side(
 
 
 def _pruning_configs(
-    base: dict[str, Any], out: Path, args: argparse.Namespace
+    base: dict[str, Any], out: Path, dense: str, args: argparse.Namespace
 ) -> tuple[TrainConfig, Callable[[str], TrainConfig]]:
-    """The pruning baseline's dense run config, and the fine-tuning run config of the
-    baseline for an optimizer (by name): ``F`` epochs at a tenth of the dense run's
-    resolved learning rate, cosine, from the dense network (its mask is a callback, not a
-    setting). One source for the runs and for the check before anything trains."""
+    """The pruning baseline's run config of dense optimizer ``dense`` (in
+    ``OUT/pruning-<dense>-dense``), and the fine-tuning run config of its pruned network
+    for a sparse optimizer (by name; in ``OUT/pruning-<dense>-<name>``): ``F`` epochs with
+    the dense optimizer at a tenth of its resolved learning rate, cosine, from the dense
+    network (its mask is a callback, not a setting). One source for the runs and for the
+    check before anything trains."""
     from sparseopt.baselines import FINETUNE_LR_FACTOR
 
     epochs, ft = _finetune_epochs(base, args)
-    dense_settings, _ = _per_optimizer(base, args.dense)
-    dense_settings.update(epochs=epochs - ft, out=str(out / f"pruning-{args.dense}-dense"))
+    dense_settings, _ = _per_optimizer(base, dense)
+    dense_settings.update(epochs=epochs - ft, out=str(out / f"pruning-{dense}-dense"))
     dense_config = config_from(dense_settings)
     try:
         lr = float(dense_config.resolve().lr or 0.0) * FINETUNE_LR_FACTOR
     except ValueError as err:
-        raise UsageError(f"{args.dense}: {err}") from None
+        raise UsageError(f"{dense}: {err}") from None
 
     def finetune(name: str) -> TrainConfig:
         settings = dict(dense_settings)
@@ -491,7 +501,7 @@ def _pruning_configs(
             lr=lr,
             schedule="cosine",
             init_density=1.0,
-            out=str(out / f"pruning-{name}"),
+            out=str(out / f"pruning-{dense}-{name}"),
             stall_epochs=0,
         )
         return config_from(settings)
@@ -499,65 +509,99 @@ def _pruning_configs(
     return dense_config, finetune
 
 
+def _choose_pruned(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The baseline among one method's pruned networks (one per dense optimizer, in
+    ``--dense`` order): the best validation accuracy, the first on a tie; without a
+    validation split the first. A diverged candidate is chosen only when all are."""
+    ok = [c for c in candidates if c.get("status") == "ok"] or candidates
+    if any(c.get("val_acc") is None for c in ok):
+        return ok[0]
+    return max(ok, key=lambda c: c["val_acc"])  # max keeps the first of equals
+
+
 def _pruning_baselines(
     base: dict[str, Any], rows: list[dict[str, Any]], out: Path, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    """Dense run, then magnitude pruning to each sparse row's weight density + fine-tuning.
+    """Dense runs, then magnitude pruning to each sparse row's weight density + fine-tuning.
 
-    The dense optimizer (``--dense``) trains ``epochs - F`` epochs with its recipe;
-    each pruned network is fine-tuned ``F`` epochs with the mask fixed at a tenth of
-    that learning rate (cosine), so it has the same total epochs as the sparse runs.
-    Sets ``beats_pruning`` on every sparse row that has an accuracy. Like the
-    optimizers' runs, the runs under ``OUT/pruning-*`` are reused when finished and
-    resumed when interrupted.
+    Each dense optimizer of ``--dense`` (:func:`_dense_names`: SGD and Adam by default)
+    trains ``epochs - F`` epochs with its recipe; each of its pruned networks is fine-tuned
+    ``F`` epochs with the mask fixed at a tenth of its learning rate (cosine), so it has
+    the same total epochs as the sparse runs. A method's baseline is the pruned network
+    with the best validation accuracy (:func:`_choose_pruned`): as a user would prune the
+    dense network that prunes best, chosen on the validation split, never the test split.
+    Pruning only SGD's network flattered the sparse methods where Adam trains the better
+    network (the held-out curve CNN, docs/robustness.md). Sets ``beats_pruning`` on every
+    sparse row that has an accuracy. Like the optimizers' runs, the runs under
+    ``OUT/pruning-*`` are reused when finished and resumed when interrupted.
     """
     from sparseopt.baselines import FixedMask, magnitude_masks, verdict
     from sparseopt.engine import NonFiniteLossError, Trainer
 
     epochs, _ = _finetune_epochs(base, args)
-    dense_config, finetune = _pruning_configs(base, out, args)
-    state_name, _ = _run_state(dense_config)
-    try:
-        if state_name == "done":  # the finished dense network, from its checkpoint
-            with Trainer(None, resume=dense_config.out, install_signal_handlers=False) as t:
-                dense_model = t.model
-        else:
-            dense_model = _train_or_reuse(dense_config, state_name, overwrite=args.overwrite).model
-    except NonFiniteLossError:
-        print(f"pruning baseline: the dense {args.dense} run diverged; no baseline", flush=True)
-        return []
-    state = {k: v.detach().clone() for k, v in dense_model.state_dict().items()}
+    judged = [
+        row
+        for row in rows  # a failed run has no verdict: its (dead) network is not what
+        if row.get("status") == "ok"  # pruning must beat
+        and row.get("weight_density") is not None
+        and 0.0 < row["weight_density"] < 0.999
+        and row["optimizer"] not in ("sgd", "adam")
+        and row.get("test_acc") is not None
+    ]
+    candidates: dict[str, list[dict[str, Any]]] = {row["optimizer"]: [] for row in judged}
+    for dense in _dense_names(args):
+        dense_config, finetune = _pruning_configs(base, out, dense, args)
+        state_name, _ = _run_state(dense_config)
+        try:
+            if state_name == "done":  # the finished dense network, from its checkpoint
+                with Trainer(None, resume=dense_config.out, install_signal_handlers=False) as t:
+                    dense_model = t.model
+            else:
+                dense_model = _train_or_reuse(
+                    dense_config, state_name, overwrite=args.overwrite
+                ).model
+        except NonFiniteLossError:
+            print(f"pruning baseline: the dense {dense} run diverged; it is not pruned", flush=True)
+            continue
+        state = {k: v.detach().clone() for k, v in dense_model.state_dict().items()}
+        for row in judged:
+            name = f"pruning @ {row['optimizer']}"
+            config = finetune(row["optimizer"])
+            run_state, summary = _run_state(config)
+            if run_state == "done":
+                assert summary is not None
+                pruned = _summary_row(name, Path(str(config.out)), summary)
+            else:
+                masks = magnitude_masks(dense_model, row["weight_density"])
+                try:
+                    res = _train_or_reuse(
+                        config,
+                        run_state,
+                        overwrite=args.overwrite,
+                        callbacks=[FixedMask(state, masks)],
+                    )
+                except NonFiniteLossError:
+                    pruned = {"optimizer": name, "status": "diverged", "run_dir": config.out}
+                else:
+                    pruned = _result_row(name, res)
+            pruned.update(epochs=epochs, baseline=True, pruned_from=dense)
+            candidates[row["optimizer"]].append(pruned)
     added = []
-    for row in list(rows):
-        wd = row.get("weight_density")
-        # a failed run has no verdict: its (dead) network is not what pruning must beat
-        if row.get("status") != "ok" or wd is None or not 0.0 < wd < 0.999:
+    for row in judged:
+        found = candidates[row["optimizer"]]
+        if not found:  # every dense run diverged
             continue
-        if row["optimizer"] in ("sgd", "adam") or row.get("test_acc") is None:
-            continue
-        masks = magnitude_masks(dense_model, wd)
-        name = f"pruning @ {row['optimizer']}"
-        config = finetune(row["optimizer"])
-        run_state, summary = _run_state(config)
-        if run_state == "done":
-            assert summary is not None
-            pruned = _summary_row(name, Path(str(config.out)), summary)
-        else:
-            try:
-                res = _train_or_reuse(
-                    config, run_state, overwrite=args.overwrite, callbacks=[FixedMask(state, masks)]
-                )
-            except NonFiniteLossError:
-                added.append({"optimizer": name, "status": "diverged", "baseline": True})
-                continue
-            pruned = _result_row(name, res)
-        pruned["epochs"] = epochs
-        pruned["baseline"] = True
+        pruned = _choose_pruned(found)
+        if len(found) > 1:  # what the choice saw: each candidate's validation accuracy
+            pruned["pruned_val_acc"] = {c["pruned_from"]: c.get("val_acc") for c in found}
         added.append(pruned)
+        if pruned.get("status") != "ok":
+            continue
         n = row.get("test_size") or pruned.get("test_size") or 0
         row["beats_pruning"] = verdict(row["test_acc"], pruned["test_acc"], n) if n else "–"
         print(
-            f"{name}: test acc {100 * pruned['test_acc']:.2f}% at weight density "
+            f"{pruned['optimizer']} (pruned {pruned['pruned_from']}): test acc "
+            f"{100 * pruned['test_acc']:.2f}% at weight density "
             f"{100 * pruned['weight_density']:.2f}% → beats pruning? {row['beats_pruning']}",
             flush=True,
         )
@@ -663,20 +707,30 @@ def _finetune_epochs(base: dict[str, Any], args: argparse.Namespace) -> tuple[in
     return epochs, ft
 
 
-def _check_dense(name: str) -> None:
-    """``--dense`` must name a dense optimizer (checked before any run starts)."""
+def _dense_names(args: argparse.Namespace) -> list[str]:
+    """The dense optimizers the pruning baseline prunes, in order, each checked (before any
+    run starts) and named as the registry names it: ``--dense``, else every dense optimizer
+    of the registry. A record of before 2026-11-28 holds one name (a str)."""
     from sparseopt.optim.registry import get_optimizer_info, list_optimizers
 
-    try:
-        info = get_optimizer_info(name)
-    except ValueError as err:
-        raise UsageError(f"Invalid --dense value: {err}") from None
-    if info.sparse:
-        dense = [n for n in list_optimizers() if not get_optimizer_info(n).sparse]
-        raise UsageError(
-            f"Invalid --dense value: {name!r} is a sparse optimizer; the pruning baseline "
-            f"prunes a dense network: use one of {', '.join(dense)}"
-        )
+    given = args.dense
+    if given is None:
+        return [n for n in list_optimizers() if not get_optimizer_info(n).sparse]
+    names: list[str] = []
+    for name in [given] if isinstance(given, str) else given:
+        try:
+            info = get_optimizer_info(name)
+        except ValueError as err:
+            raise UsageError(f"Invalid --dense value: {err}") from None
+        if info.sparse:
+            dense = [n for n in list_optimizers() if not get_optimizer_info(n).sparse]
+            raise UsageError(
+                f"Invalid --dense value: {name!r} is a sparse optimizer; the pruning baseline "
+                f"prunes a dense network: use one of {', '.join(dense)}"
+            )
+        if info.name not in names:
+            names.append(info.name)
+    return names
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -693,7 +747,7 @@ def run_compare(args: argparse.Namespace) -> int:
             f"{os.environ['WORLD_SIZE']}) trains its runs one after another"
         )
     if args.prune_baseline:  # usage errors before anything trains
-        _check_dense(args.dense)
+        args.dense = _dense_names(args)  # recorded as the names it ran
         _finetune_epochs(base, args)
     planned = []
     for name in names:
@@ -708,12 +762,15 @@ def run_compare(args: argparse.Namespace) -> int:
     _claim_compare_dir(out, args.overwrite)
     # a run directory that exists must hold the same settings: checked before any write
     configs = [(name, config, dropped, _run_state(config)) for name, config, dropped in planned]
+    dense_configs = []
     if args.prune_baseline:  # and so must the baseline's runs
-        dense_config, finetune = _pruning_configs(base, out, args)
-        _run_state(dense_config)
-        for name, _, _, _ in configs:
-            if get_optimizer_info(name).sparse:  # the dense ones get no baseline
-                _run_state(finetune(name))
+        for dense in args.dense:
+            dense_config, finetune = _pruning_configs(base, out, dense, args)
+            _run_state(dense_config)
+            dense_configs.append(dense_config)
+            for name, _, _, _ in configs:
+                if get_optimizer_info(name).sparse:  # the dense ones get no baseline
+                    _run_state(finetune(name))
     rows: list[dict[str, Any]] = []
     task = "classification"
     reused = [name for name, _, _, (state, _) in configs if state == "done"]
@@ -738,8 +795,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
         head_start = [(name, config, state) for name, config, _, (state, _) in configs]
         if args.prune_baseline and get_dataset_spec(configs[0][1].dataset).classification:
-            dense_name = Path(str(dense_config.out)).name  # what the baselines prune
-            head_start.append((dense_name, dense_config, _run_state(dense_config)[0]))
+            for dense_config in dense_configs:  # what the baselines prune
+                dense_name = Path(str(dense_config.out)).name
+                head_start.append((dense_name, dense_config, _run_state(dense_config)[0]))
         head_start = [job for job in head_start if job[2] != "done"]
         try:
             if head_start:
