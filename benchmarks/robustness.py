@@ -91,6 +91,7 @@ def report(out: Path) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     cells = wins = judged = chance = close = image_cells = pruned_close = pruned_cells = 0
+    sources: dict[str, int] = {}  # the dense network each judged cell's baseline pruned
     for name in TASKS:
         path = out / name / "comparison.json"
         if not path.exists():
@@ -116,6 +117,8 @@ def report(out: Path) -> str:
             if verdict in ("yes", "no", "tie"):
                 judged += 1
                 wins += verdict in ("yes", "tie")
+                if p.get("pruned_from"):
+                    sources[p["pruned_from"]] = sources.get(p["pruned_from"], 0) + 1
             if TASKS[name].image and gap is not None and wd is not None:
                 image_cells += 1
                 close += gap >= -1.0 and wd <= 0.15
@@ -143,6 +146,9 @@ def report(out: Path) -> str:
         f"- beats or ties pruning: {wins} of {judged} (target ≥ 80 %; regression has no "
         "pruning verdict)",
     ]
+    if sources:  # the better on validation of each dense network's pruned one (compare)
+        pruned = ", ".join(f"{dense} {n}" for dense, n in sources.items())
+        lines.append(f"- the baselines of those cells pruned the dense network of: {pruned}")
     return "\n".join(lines)
 
 

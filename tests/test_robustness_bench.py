@@ -15,7 +15,8 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
         "--jobs", "2", "--penalty", "group_l1",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "--jobs 2" in proc.stdout and "training 9 runs, 2 at a time" in proc.stdout
+    # 6 sparse, 2 dense, and the dense SGD and Adam runs that the baselines prune
+    assert "--jobs 2" in proc.stdout and "training 10 runs, 2 at a time" in proc.stdout
     text = (out / "robustness.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| digits-mlp |")]
     assert [r.split("|")[2].strip() for r in rows] == [
@@ -36,6 +37,14 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
     assert close and image and int(close[1]) <= int(close[2]) <= int(image[2])
     pruned = [r for r in rows if r.split("|")[8].strip() != "–"]
     assert int(close[2]) == len(pruned)
+    # each baseline says which dense network it pruned, and the sources add up
+    sources = [re.fullmatch(r"[\d.]+ \((sgd|adam)\)", r.split("|")[8].strip()) for r in pruned]
+    assert all(sources), pruned
+    judged = re.search(r"beats or ties pruning: \d+ of (\d+)", text)
+    counted = re.search(r"pruned the dense network of: (.*)", text)
+    assert judged and counted
+    per_dense = dict(part.split() for part in counted[1].split(", "))
+    assert sum(map(int, per_dense.values())) == int(judged[1]) and set(per_dense) <= {"sgd", "adam"}
     # --seed reaches every run of the matrix
     summaries = sorted((out / "digits-mlp").glob("*/summary.json"))
     assert len(summaries) >= 8  # 6 sparse, 2 dense, the pruning runs
