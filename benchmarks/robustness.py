@@ -80,8 +80,43 @@ def run_task(name: str, out: Path, extra: list[str], data_dir: str | None = None
         signal.signal(signal.SIGINT, ignore)
 
 
-def report(out: Path) -> str:
-    """The matrix: one row per (task, sparse optimizer), the targets checked."""
+def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[str, Any]]:
+    """``rows`` of a comparison as they read against the pruned network of one dense
+    optimizer alone (its ``pruning-<dense>-<method>`` runs in ``out``): each baseline row
+    replaced by that run's, each verdict recomputed by compare's rule."""
+    from sparseopt.baselines import verdict
+
+    pruned = {}
+    for r in rows:
+        method = r["optimizer"]
+        summary = out / f"pruning-{dense}-{method}" / "summary.json"
+        if "pruning @" in method or not summary.is_file():
+            continue
+        m = json.loads(summary.read_text())["metrics"]
+        pruned[method] = {
+            "optimizer": f"pruning @ {method}",
+            "pruned_from": dense,
+            "test_acc": m.get("test_acc"),
+            "weight_density": m.get("weight_density"),
+        }
+    kept = []
+    for r in rows:
+        if "pruning @" in r["optimizer"]:
+            continue
+        r = dict(r)
+        p = pruned.get(r["optimizer"])
+        if "beats_pruning" in r:
+            n, acc = r.get("test_size") or 0, r.get("test_acc")
+            ok = p is not None and n and None not in (acc, p["test_acc"])
+            r["beats_pruning"] = verdict(acc, p["test_acc"], n) if ok else "–"
+        kept.append(r)
+    return kept + list(pruned.values())
+
+
+def report(out: Path, pruned_from: str | None = None) -> str:
+    """The matrix: one row per (task, sparse optimizer), the targets checked; with
+    ``pruned_from`` against the pruned network of that dense optimizer alone (what
+    ``compare --prune-baseline`` gave before it pruned SGD's and Adam's)."""
     lines = [
         f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
         "",
@@ -97,6 +132,8 @@ def report(out: Path) -> str:
         if not path.exists():
             continue
         rows = json.loads(path.read_text())
+        if pruned_from:
+            rows = _one_source(out / name, rows, pruned_from)
         dense = [r for r in rows if r["optimizer"] in ("sgd", "adam") and r.get("test_acc")]
         best = max((r["test_acc"] for r in dense), default=None)
         pruned = {
@@ -178,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/robustness"))
     p.add_argument("--report", type=Path, metavar="DIR", help="only print the matrix of DIR")
     p.add_argument(
+        "--pruned-from",
+        choices=("sgd", "adam"),
+        help="with --report: every verdict against the pruned network of this dense "
+        "optimizer alone (its pruning-<dense>-<method> runs; before 2026-11-28 the "
+        "baseline pruned SGD's alone)",
+    )
+    p.add_argument(
         "--smoke", action="store_true", help="2 batches per epoch, 3 epochs (tests only)"
     )
     p.add_argument(
@@ -194,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     if args.report:
-        print(report(args.report))
+        print(report(args.report, args.pruned_from))
         return 0
     extra = ["--limit-batches", "2", "--epochs", "3"] if args.smoke else []
     extra += ["--seed", str(args.seed), "--jobs", str(args.jobs)]

@@ -45,6 +45,21 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
     assert judged and counted
     per_dense = dict(part.split() for part in counted[1].split(", "))
     assert sum(map(int, per_dense.values())) == int(judged[1]) and set(per_dense) <= {"sgd", "adam"}
+    # the same runs read against one dense network's pruned ones alone (the SGD-only view)
+    for dense in ("sgd", "adam"):
+        alone = run_benchmark("robustness", "--report", str(out), "--pruned-from", dense)
+        assert alone.returncode == 0, alone.stderr[-2000:]
+        lines = [ln for ln in alone.stdout.splitlines() if ln.startswith("| digits-mlp |")]
+        for line, row in zip(lines, rows, strict=True):
+            cells, before = line.split("|"), row.split("|")
+            assert cells[2:8] == before[2:8]  # the methods' own numbers are the same
+            summary = out / "digits-mlp" / f"pruning-{dense}-{cells[2].strip()}" / "summary.json"
+            if before[9].strip() == "–":  # a failed run: no baseline was trained for it
+                assert cells[8].strip() == cells[9].strip() == "–" and not summary.exists()
+                continue
+            acc = json.loads(summary.read_text())["metrics"]["test_acc"]
+            assert cells[8].strip() == f"{100 * acc:.2f} ({dense})"
+        assert f"pruned the dense network of: {dense} {judged[1]}" in alone.stdout
     # --seed reaches every run of the matrix
     summaries = sorted((out / "digits-mlp").glob("*/summary.json"))
     assert len(summaries) >= 8  # 6 sparse, 2 dense, the pruning runs
