@@ -82,35 +82,43 @@ def run_task(name: str, out: Path, extra: list[str], data_dir: str | None = None
 
 def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[str, Any]]:
     """``rows`` of a comparison as they read against the pruned network of one dense
-    optimizer alone (its ``pruning-<dense>-<method>`` runs in ``out``): each baseline row
-    replaced by that run's, each verdict recomputed by compare's rule."""
+    optimizer alone: its ``pruning-<dense>-<method>`` runs in ``out`` (for ``sgd`` in a
+    comparison made before 2026-11-28, ``pruning-<method>``), each verdict recomputed by
+    compare's rule (a method that trained, against a pruned network that did not diverge)."""
     from sparseopt.baselines import verdict
 
-    pruned = {}
-    for r in rows:
-        method = r["optimizer"]
-        summary = out / f"pruning-{dense}-{method}" / "summary.json"
-        if "pruning @" in method or not summary.is_file():
+    kept = [dict(r) for r in rows if "pruning @" not in r["optimizer"]]
+    pruned = []
+    for r in kept:
+        method, wd = r["optimizer"], r.get("weight_density")
+        r.pop("beats_pruning", None)
+        if (
+            method in ("sgd", "adam")
+            or r.get("status") != "ok"
+            or wd is None
+            or not 0.0 < wd < 0.999
+            or r.get("test_acc") is None
+        ):
+            continue  # compare judges these rows not at all (its _pruning_baselines)
+        runs = [out / f"pruning-{dense}-{method}"]
+        runs += [out / f"pruning-{method}"] if dense == "sgd" else []
+        found = [d / "summary.json" for d in runs if (d / "summary.json").is_file()]
+        if not found:
+            r["beats_pruning"] = "–"
             continue
-        m = json.loads(summary.read_text())["metrics"]
-        pruned[method] = {
-            "optimizer": f"pruning @ {method}",
-            "pruned_from": dense,
-            "test_acc": m.get("test_acc"),
-            "weight_density": m.get("weight_density"),
-        }
-    kept = []
-    for r in rows:
-        if "pruning @" in r["optimizer"]:
-            continue
-        r = dict(r)
-        p = pruned.get(r["optimizer"])
-        if "beats_pruning" in r:
-            n, acc = r.get("test_size") or 0, r.get("test_acc")
-            ok = p is not None and n and None not in (acc, p["test_acc"])
-            r["beats_pruning"] = verdict(acc, p["test_acc"], n) if ok else "–"
-        kept.append(r)
-    return kept + list(pruned.values())
+        m = json.loads(found[0].read_text())["metrics"]
+        p_acc, n = m.get("test_acc"), r.get("test_size") or 0
+        pruned.append(
+            {
+                "optimizer": f"pruning @ {method}",
+                "pruned_from": dense,
+                "test_acc": p_acc,
+                "weight_density": m.get("weight_density"),
+            }
+        )
+        ok = n and p_acc is not None
+        r["beats_pruning"] = verdict(r["test_acc"], p_acc, n) if ok else "–"
+    return kept + pruned
 
 
 def report(out: Path, pruned_from: str | None = None) -> str:
@@ -237,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         "the dense runs have none",
     )
     args = p.parse_args(argv)
+    if args.pruned_from and not args.report:
+        p.error("--pruned-from reads a matrix: give it with --report DIR")
     if args.report:
         print(report(args.report, args.pruned_from))
         return 0

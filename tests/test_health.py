@@ -356,10 +356,14 @@ def test_the_pruning_baseline_is_chosen_on_validation_never_on_test() -> None:
     # a tie goes to the first of --dense; without a validation split, the first too
     assert _choose_pruned([cand("sgd", 0.85, 0.8), cand("adam", 0.85, 0.9)])["pruned_from"] == "sgd"
     assert _choose_pruned([cand("sgd", None, 0.8), cand("adam", None, 0.9)])["pruned_from"] == "sgd"
-    # a diverged candidate is never chosen over one that trained
+    # a diverged candidate (no accuracy) is never chosen over one that trained; a collapsed
+    # pruned network is one like any other: its validation accuracy chooses
     diverged = {"pruned_from": "sgd", "status": "diverged"}
     assert _choose_pruned([diverged, cand("adam", 0.5, 0.5)])["pruned_from"] == "adam"
     assert _choose_pruned([diverged])["status"] == "diverged"
+    dead = cand("sgd", 0.1, 0.1, status="collapsed")
+    assert _choose_pruned([dead, cand("adam", 0.5, 0.5)])["pruned_from"] == "adam"
+    assert _choose_pruned([dead, diverged])["status"] == "collapsed"
 
 
 def test_compare_prunes_only_the_dense_optimizers_named(
@@ -376,7 +380,27 @@ def test_compare_prunes_only_the_dense_optimizers_named(
     assert record["dense"] == ["sgd"]  # the registry's names, each once
     assert not (tmp_path / "pruning-adam-dense").exists()
     rows = json.loads((tmp_path / "comparison.json").read_text())
-    assert rows[-1]["pruned_from"] == "sgd" and "pruned_val_acc" not in rows[-1]
+    assert rows[-1]["pruned_from"] == "sgd"
+    assert rows[-1]["pruned_val_acc"] == {"sgd": rows[-1]["val_acc"]}  # what the choice saw
+    # --resume continues the recorded baseline: another --dense is refused, not ignored
+    for flag in (("--dense", "adam"), ("--finetune-epochs", "1")):
+        assert main(["compare", "--resume", str(tmp_path), *flag]) == 2
+        err = capsys.readouterr().err
+        assert f"other settings ({flag[0]})" in err and "Traceback" not in err
+
+
+def test_a_failed_baseline_row_keeps_the_tables_columns() -> None:
+    from sparseopt.cli.compare import comparison_table
+
+    method = {
+        "optimizer": "rvsm", "status": "ok", "test_acc": 0.9, "val_acc": 0.9, "density": 0.1,
+        "weight_density": 0.1, "nonzero": 10, "params": 100, "wall_time": 1.0,
+        "beats_pruning": "–",
+    }  # fmt: skip
+    failed = {"optimizer": "pruning @ rvsm", "status": "diverged", "pruned_from": "adam"}
+    lines = comparison_table([method, failed]).splitlines()
+    assert len({line.count("|") for line in lines}) == 1, lines  # every row, every column
+    assert lines[-1].startswith("| pruning @ rvsm (adam) | diverged |")
 
 
 def test_magnitude_masks_keep_the_largest_weights_globally() -> None:

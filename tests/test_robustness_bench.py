@@ -60,6 +60,15 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
             acc = json.loads(summary.read_text())["metrics"]["test_acc"]
             assert cells[8].strip() == f"{100 * acc:.2f} ({dense})"
         assert f"pruned the dense network of: {dense} {judged[1]}" in alone.stdout
+    # a comparison made before 2026-11-28 kept SGD's fine-tunings in pruning-<method>
+    before_sgd = run_benchmark("robustness", "--report", str(out), "--pruned-from", "sgd")
+    for run in (out / "digits-mlp").glob("pruning-sgd-*"):
+        if run.name != "pruning-sgd-dense":
+            run.rename(run.with_name(run.name.replace("pruning-sgd-", "pruning-")))
+    old = run_benchmark("robustness", "--report", str(out), "--pruned-from", "sgd")
+    assert old.stdout.splitlines()[1:] == before_sgd.stdout.splitlines()[1:]  # past the date
+    refused = run_benchmark("robustness", "--pruned-from", "sgd", "--out", str(out))
+    assert refused.returncode == 2 and "give it with --report" in refused.stderr
     # --seed reaches every run of the matrix
     summaries = sorted((out / "digits-mlp").glob("*/summary.json"))
     assert len(summaries) >= 8  # 6 sparse, 2 dense, the pruning runs

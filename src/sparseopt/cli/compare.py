@@ -133,8 +133,11 @@ def _per_optimizer(base: dict[str, Any], name: str) -> tuple[dict[str, Any], lis
 def _fmt_row(row: dict[str, Any], task: str, pruning: bool = False) -> list[str]:
     status = row.get("status", "failed")
     extra = [row.get("beats_pruning", "–")] if pruning else []
+    name = row["optimizer"]
+    if row.get("pruned_from"):  # a pruning baseline: which dense network it pruned
+        name += f" ({row['pruned_from']})"
     if row.get("density") is None:
-        return [row["optimizer"], status, "", "", "", "", "", f"{row.get('wall_time', 0):.1f}"]
+        return [name, status, "", "", "", "", "", *extra, f"{row.get('wall_time', 0):.1f}"]
     if task == "classification":
         perf = [
             f"{100 * row['test_acc']:.2f}",
@@ -145,9 +148,6 @@ def _fmt_row(row: dict[str, Any], task: str, pruning: bool = False) -> list[str]
             f"{row['test_loss']:.4g}",
             "-" if row.get("val_loss") is None else f"{row['val_loss']:.4g}",
         ]
-    name = row["optimizer"]
-    if row.get("pruned_from"):  # a pruning baseline: which dense network it pruned
-        name += f" ({row['pruned_from']})"
     return [
         name,
         status,
@@ -512,11 +512,12 @@ def _pruning_configs(
 def _choose_pruned(candidates: list[dict[str, Any]]) -> dict[str, Any]:
     """The baseline among one method's pruned networks (one per dense optimizer, in
     ``--dense`` order): the best validation accuracy, the first on a tie; without a
-    validation split the first. A diverged candidate is chosen only when all are."""
-    ok = [c for c in candidates if c.get("status") == "ok"] or candidates
-    if any(c.get("val_acc") is None for c in ok):
-        return ok[0]
-    return max(ok, key=lambda c: c["val_acc"])  # max keeps the first of equals
+    validation split the first. A diverged candidate (no accuracy) is chosen only when
+    all are; a collapsed one is a pruned network like any other (its accuracy chooses)."""
+    trained = [c for c in candidates if c.get("test_acc") is not None] or candidates
+    if any(c.get("val_acc") is None for c in trained):
+        return trained[0]
+    return max(trained, key=lambda c: c["val_acc"])  # max keeps the first of equals
 
 
 def _pruning_baselines(
@@ -549,6 +550,7 @@ def _pruning_baselines(
         and row.get("test_acc") is not None
     ]
     candidates: dict[str, list[dict[str, Any]]] = {row["optimizer"]: [] for row in judged}
+    diverged: list[str] = []  # dense runs that diverged: nothing of theirs is pruned
     for dense in _dense_names(args):
         dense_config, finetune = _pruning_configs(base, out, dense, args)
         state_name, _ = _run_state(dense_config)
@@ -562,6 +564,7 @@ def _pruning_baselines(
                 ).model
         except NonFiniteLossError:
             print(f"pruning baseline: the dense {dense} run diverged; it is not pruned", flush=True)
+            diverged.append(dense)
             continue
         state = {k: v.detach().clone() for k, v in dense_model.state_dict().items()}
         for row in judged:
@@ -592,10 +595,11 @@ def _pruning_baselines(
         if not found:  # every dense run diverged
             continue
         pruned = _choose_pruned(found)
-        if len(found) > 1:  # what the choice saw: each candidate's validation accuracy
-            pruned["pruned_val_acc"] = {c["pruned_from"]: c.get("val_acc") for c in found}
+        # what the choice saw: each candidate's validation accuracy (None: diverged)
+        seen = {c["pruned_from"]: c.get("val_acc") for c in found}
+        pruned["pruned_val_acc"] = {**seen, **dict.fromkeys(diverged)}
         added.append(pruned)
-        if pruned.get("status") != "ok":
+        if pruned.get("test_acc") is None:  # diverged: nothing to compare with
             continue
         n = row.get("test_size") or pruned.get("test_size") or 0
         row["beats_pruning"] = verdict(row["test_acc"], pruned["test_acc"], n) if n else "–"
@@ -622,8 +626,10 @@ def _compare_invocation(args: argparse.Namespace) -> tuple[dict[str, Any], list[
         given = sorted(
             k for k in given_settings(args, skip=("optimizer", "name")) if k not in ("quiet",)
         )
-        if args.optimizers or args.config or given or args.prune_baseline:
-            extra = ", ".join(["--optimizers"] * bool(args.optimizers) + given)
+        flags = ["--dense"] * (args.dense is not None)
+        flags += ["--finetune-epochs"] * (args.finetune_epochs is not None)
+        if args.optimizers or args.config or given or args.prune_baseline or flags:
+            extra = ", ".join(["--optimizers"] * bool(args.optimizers) + given + flags)
             raise UsageError(
                 f"--resume {out} continues the recorded comparison; other settings "
                 f"({extra or '--config/--prune-baseline'}) cannot be given with it"

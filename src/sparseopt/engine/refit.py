@@ -14,7 +14,8 @@ This is the debiasing of the Lasso by refitting on its support (the relaxed Lass
 Meinshausen, Comput. Stat. Data Anal. 52 (2007); Belloni & Chernozhukov, Bernoulli 19
 (2013)) and the retraining of prune-then-retrain (Han et al., NeurIPS 2015): with the
 default ``refit_lr`` it is the fine-tuning that ``sparseopt compare --prune-baseline``
-gives the magnitude-pruned dense network in its last epochs.
+gives the magnitude-pruned dense SGD network in its last epochs (Adam's is fine-tuned
+with Adam).
 
 The support is fixed with a step post-hook of the refit optimizer
 (:meth:`torch.optim.Optimizer.register_step_post_hook`): after every step the masked
