@@ -86,20 +86,15 @@ def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[
     comparison made before 2026-11-28, ``pruning-<method>``), each verdict recomputed by
     compare's rule (a method that trained, against a pruned network that did not diverge)."""
     from sparseopt.baselines import verdict
+    from sparseopt.cli.compare import gets_pruning_baseline
 
     kept = [dict(r) for r in rows if "pruning @" not in r["optimizer"]]
     pruned = []
     for r in kept:
-        method, wd = r["optimizer"], r.get("weight_density")
+        method = r["optimizer"]
         r.pop("beats_pruning", None)
-        if (
-            method in ("sgd", "adam")
-            or r.get("status") != "ok"
-            or wd is None
-            or not 0.0 < wd < 0.999
-            or r.get("test_acc") is None
-        ):
-            continue  # compare judges these rows not at all (its _pruning_baselines)
+        if not gets_pruning_baseline(r):
+            continue  # compare judges these rows not at all
         runs = [out / f"pruning-{dense}-{method}"]
         runs += [out / f"pruning-{method}"] if dense == "sgd" else []
         found = [d / "summary.json" for d in runs if (d / "summary.json").is_file()]

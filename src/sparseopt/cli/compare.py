@@ -36,7 +36,13 @@ from sparseopt.config import (
     load_run_config,
 )
 
-__all__ = ["COMPARE_RECORD", "add_compare_arguments", "comparison_table", "run_compare"]
+__all__ = [
+    "COMPARE_RECORD",
+    "add_compare_arguments",
+    "comparison_table",
+    "gets_pruning_baseline",
+    "run_compare",
+]
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -509,6 +515,20 @@ def _pruning_configs(
     return dense_config, finetune
 
 
+def gets_pruning_baseline(row: dict[str, Any]) -> bool:
+    """Does a comparison row get a pruning baseline and a verdict? A sparse method's run
+    that trained (status ``ok``; a failed run's dead network is not what pruning must
+    beat), with a test accuracy and a weight density in (0, 0.999)."""
+    wd = row.get("weight_density")
+    return (
+        row.get("status") == "ok"
+        and wd is not None
+        and 0.0 < wd < 0.999
+        and row["optimizer"] not in ("sgd", "adam")
+        and row.get("test_acc") is not None
+    )
+
+
 def _choose_pruned(candidates: list[dict[str, Any]]) -> dict[str, Any]:
     """The baseline among one method's pruned networks (one per dense optimizer, in
     ``--dense`` order): the best validation accuracy, the first on a tie; without a
@@ -540,15 +560,7 @@ def _pruning_baselines(
     from sparseopt.engine import NonFiniteLossError, Trainer
 
     epochs, _ = _finetune_epochs(base, args)
-    judged = [
-        row
-        for row in rows  # a failed run has no verdict: its (dead) network is not what
-        if row.get("status") == "ok"  # pruning must beat
-        and row.get("weight_density") is not None
-        and 0.0 < row["weight_density"] < 0.999
-        and row["optimizer"] not in ("sgd", "adam")
-        and row.get("test_acc") is not None
-    ]
+    judged = [row for row in rows if gets_pruning_baseline(row)]
     candidates: dict[str, list[dict[str, Any]]] = {row["optimizer"]: [] for row in judged}
     diverged: list[str] = []  # dense runs that diverged: nothing of theirs is pruned
     for dense in _dense_names(args):
@@ -719,9 +731,10 @@ def _dense_names(args: argparse.Namespace) -> list[str]:
     of the registry. A record of before 2026-11-28 holds one name (a str)."""
     from sparseopt.optim.registry import get_optimizer_info, list_optimizers
 
+    dense = [n for n in list_optimizers() if not get_optimizer_info(n).sparse]
     given = args.dense
     if given is None:
-        return [n for n in list_optimizers() if not get_optimizer_info(n).sparse]
+        return dense
     names: list[str] = []
     for name in [given] if isinstance(given, str) else given:
         try:
@@ -729,7 +742,6 @@ def _dense_names(args: argparse.Namespace) -> list[str]:
         except ValueError as err:
             raise UsageError(f"Invalid --dense value: {err}") from None
         if info.sparse:
-            dense = [n for n in list_optimizers() if not get_optimizer_info(n).sparse]
             raise UsageError(
                 f"Invalid --dense value: {name!r} is a sparse optimizer; the pruning baseline "
                 f"prunes a dense network: use one of {', '.join(dense)}"
