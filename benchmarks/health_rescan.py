@@ -28,31 +28,15 @@ from typing import Any
 
 def rescan(run_dir: Path, cache: dict[Any, Any]) -> tuple[str, str] | None:
     """``(status now, reason)`` of ``run_dir``'s final network where it differs from the
-    saved status's collapse verdict, else ``None``."""
-    import torch
+    saved status's collapse verdict, else ``None`` (the judgement is
+    :func:`sparseopt.engine.judge.judge_finished`'s; its one-epoch stall is not asked:
+    the trainer's needs ``stall_epochs`` epochs in a row, which the summary judged)."""
+    from sparseopt.engine.judge import judge_finished
 
-    from sparseopt.config import TrainConfig, load_run_config
-    from sparseopt.engine.build import build_model, data_tensors, load_data, probe_batch
-    from sparseopt.health import classes_present, probe_constant
-
-    cfg = TrainConfig.from_dict(load_run_config(run_dir / "config.yaml")).resolve()
-    key = (cfg.dataset, cfg.seed, cfg.val_fraction, json.dumps(cfg.dataset_options, sort_keys=True))
-    if key not in cache:
-        data = load_data(cfg)
-        cache[key] = (data, data_tensors(data))
-    data, tensors = cache[key]
-    model = build_model(cfg, data, sparse_init=False)
-    state = torch.load(run_dir / "model_sparse.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state.state_dict() if hasattr(state, "state_dict") else state)
-    classes = data.num_classes if data.task == "classification" else None
-    constant, scores = probe_constant(model, probe_batch(tensors), classes)
-    seen = classes_present(tensors["train"][1], classes) if classes else None
-    scores = [c for c in scores if seen is None or c in seen]
+    status, reason = judge_finished(run_dir, cache)
     saved = json.loads((run_dir / "summary.json").read_text()).get("status", "ok")
-    if constant or len(scores) >= 2:
-        if saved != "collapsed":
-            what = "the same output" if constant else f"one score for classes {scores}"
-            return "collapsed", f"{what} for every probe input (saved: {saved})"
+    if status == "collapsed" and saved != "collapsed":
+        return "collapsed", f"{reason} (saved: {saved})"
     return None
 
 
@@ -74,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             now = rescan(run_dir, cache)
             if now is not None:
                 changed += 1
-                print(f"{run_dir}: {now[0]}: {now[1]}", flush=True)
+                print(f"{run_dir}: {now[1]}", flush=True)
     print(f"probed {probed} runs; {changed} would read collapsed now")
     return 1 if changed else 0
 

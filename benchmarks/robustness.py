@@ -86,10 +86,11 @@ def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[
     comparison made before 2026-11-28, ``pruning-<method>``), each verdict recomputed by
     compare's rule (a method that trained, against a pruned network that did not diverge)."""
     from sparseopt.baselines import verdict
-    from sparseopt.cli.compare import gets_pruning_baseline
+    from sparseopt.cli.compare import gets_pruning_baseline, judge_pruned
 
     kept = [dict(r) for r in rows if "pruning @" not in r["optimizer"]]
     pruned = []
+    cache: dict[Any, Any] = {}  # the datasets the judgement of the pruned networks loads
     for r in kept:
         method = r["optimizer"]
         r.pop("beats_pruning", None)
@@ -101,16 +102,18 @@ def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[
         if not found:
             r["beats_pruning"] = "–"
             continue
-        m = json.loads(found[0].read_text())["metrics"]
+        summary = json.loads(found[0].read_text())
+        m = summary["metrics"]
         p_acc, n = m.get("test_acc"), r.get("test_size") or 0
-        pruned.append(
-            {
-                "optimizer": f"pruning @ {method}",
-                "pruned_from": dense,
-                "test_acc": p_acc,
-                "weight_density": m.get("weight_density"),
-            }
-        )
+        row = {
+            "optimizer": f"pruning @ {method}",
+            "pruned_from": dense,
+            "status": summary.get("status", "ok"),
+            "test_acc": p_acc,
+            "weight_density": m.get("weight_density"),
+        }
+        judge_pruned(row, found[0].parent, cache)  # as compare judges it
+        pruned.append(row)
         ok = n and p_acc is not None
         r["beats_pruning"] = verdict(r["test_acc"], p_acc, n) if ok else "–"
     return kept + pruned
@@ -130,6 +133,7 @@ def report(out: Path, pruned_from: str | None = None) -> str:
     ]
     cells = wins = judged = chance = close = image_cells = pruned_close = pruned_cells = 0
     sources: dict[str, int] = {}  # the dense network each judged cell's baseline pruned
+    failed_baselines = 0  # judged cells whose baseline stalled or collapsed
     for name in TASKS:
         path = out / name / "comparison.json"
         if not path.exists():
@@ -159,6 +163,7 @@ def report(out: Path, pruned_from: str | None = None) -> str:
                 wins += verdict in ("yes", "tie")
                 if p.get("pruned_from"):
                     sources[p["pruned_from"]] = sources.get(p["pruned_from"], 0) + 1
+                failed_baselines += p.get("status", "ok") != "ok"
             if TASKS[name].image and gap is not None and wd is not None:
                 image_cells += 1
                 close += gap >= -1.0 and wd <= 0.15
@@ -170,7 +175,10 @@ def report(out: Path, pruned_from: str | None = None) -> str:
             def pct(v: Any) -> str:
                 return "–" if v is None else f"{100 * v:.2f}"
 
-            source = f" ({p['pruned_from']})" if p.get("pruned_from") else ""
+            # the dense network pruned, and how the pruned one ended where it failed
+            said = [p["pruned_from"]] if p.get("pruned_from") else []
+            said += [p["status"]] if p.get("status", "ok") != "ok" else []
+            source = f" ({', '.join(said)})" if said else ""
             lines.append(
                 f"| {name} | {r['optimizer']} | {r.get('status')} | {pct(acc)} | {pct(wd)} "
                 f"| {pct(best)} | {'–' if gap is None else f'{gap:+.2f}'} "
@@ -189,6 +197,10 @@ def report(out: Path, pruned_from: str | None = None) -> str:
     if sources:  # the better on validation of each dense network's pruned one (compare)
         pruned = ", ".join(f"{dense} {n}" for dense, n in sources.items())
         lines.append(f"- the baselines of those cells pruned the dense network of: {pruned}")
+    if failed_baselines:  # (compare chooses one only where no pruned network was ok)
+        lines.append(
+            f"- baselines that failed (stalled or collapsed): {failed_baselines} of {judged}"
+        )
     return "\n".join(lines)
 
 

@@ -356,14 +356,57 @@ def test_the_pruning_baseline_is_chosen_on_validation_never_on_test() -> None:
     # a tie goes to the first of --dense; without a validation split, the first too
     assert _choose_pruned([cand("sgd", 0.85, 0.8), cand("adam", 0.85, 0.9)])["pruned_from"] == "sgd"
     assert _choose_pruned([cand("sgd", None, 0.8), cand("adam", None, 0.9)])["pruned_from"] == "sgd"
-    # a diverged candidate (no accuracy) is never chosen over one that trained; a collapsed
-    # pruned network is one like any other: its validation accuracy chooses
+    # a diverged candidate (no accuracy) is never chosen over one that trained; a failed
+    # (collapsed, stalled) one never over one that is ok, whatever its accuracy
     diverged = {"pruned_from": "sgd", "status": "diverged"}
     assert _choose_pruned([diverged, cand("adam", 0.5, 0.5)])["pruned_from"] == "adam"
     assert _choose_pruned([diverged])["status"] == "diverged"
-    dead = cand("sgd", 0.1, 0.1, status="collapsed")
+    dead = cand("sgd", 0.9, 0.9, status="collapsed")
     assert _choose_pruned([dead, cand("adam", 0.5, 0.5)])["pruned_from"] == "adam"
     assert _choose_pruned([dead, diverged])["status"] == "collapsed"
+    stuck = cand("adam", 0.2, 0.2, status="stalled")
+    assert _choose_pruned([dead, stuck])["pruned_from"] == "sgd"  # both failed: validation
+
+
+def _zero_rows(run: Path, rows: list[int]) -> None:
+    """Zero rows of the last layer of a finished digits-MLP run's deployable network."""
+    path = run / "model_sparse.pt"
+    state = torch.load(path, weights_only=False)
+    state = state.state_dict() if hasattr(state, "state_dict") else state
+    state["fc3.weight"][rows] = 0.0
+    torch.save(state, path)
+
+
+def test_compare_judges_the_pruned_networks_and_keeps_a_failed_one_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["compare", "--optimizers", "rvsm", "--epochs", "2", "--prune-baseline"]
+    assert main([*args, "--finetune-epochs", "1", "--out", str(tmp_path), *FAST]) == 0
+    first = json.loads((tmp_path / "comparison.json").read_text())[-1]
+    assert first["status"] == "ok"
+    chosen, other = first["pruned_from"], {"sgd": "adam", "adam": "sgd"}[first["pruned_from"]]
+    # the chosen pruned network loses two class rows after it finished (its summary still
+    # says ok): judged again on resume, it is collapsed and the other one is the baseline
+    _zero_rows(tmp_path / f"pruning-{chosen}-rvsm", [2, 5])
+    capsys.readouterr()
+    assert main(["compare", "--resume", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "comparison-2.json").read_text())[-1]
+    assert again["status"] == "ok" and again["pruned_from"] == other
+    assert "failed pruning baselines" not in capsys.readouterr().out
+    # both collapsed: the baseline is one of them, shown collapsed with its reason; the
+    # comparison's exit code is the runs' asked for (the baseline is a reference)
+    _zero_rows(tmp_path / f"pruning-{other}-rvsm", [1, 7])
+    assert main(["compare", "--resume", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    last = json.loads((tmp_path / "comparison-3.json").read_text())
+    pruned = last[-1]
+    assert pruned["status"] == "collapsed" and "the same score for every input" in pruned["reason"]
+    assert last[0]["beats_pruning"] in ("yes", "no", "tie")
+    assert "note: failed pruning baselines: pruning @ rvsm" in out
+    assert f"| pruning @ rvsm ({pruned['pruned_from']}) | collapsed |" in out
+    for dense in ("sgd", "adam"):  # their files are not touched
+        summary = json.loads((tmp_path / f"pruning-{dense}-rvsm" / "summary.json").read_text())
+        assert summary["status"] == "ok"
 
 
 def test_compare_prunes_only_the_dense_optimizers_named(

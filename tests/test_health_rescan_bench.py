@@ -29,5 +29,20 @@ def test_rescan_finds_a_partial_collapse_and_passes_a_healthy_run(
     assert json.loads((tmp_path / "bad" / "summary.json").read_text())["status"] == "ok"
     found = run_benchmark("health_rescan", str(tmp_path / "*"))
     assert found.returncode == 1, found.stderr[-2000:]
-    assert "bad: collapsed: one score for classes [2, 5]" in found.stdout
+    assert "bad: collapsed: the deployable network gives the classes 2, 5 (2 of 10)" in found.stdout
+    assert "(saved: ok)" in found.stdout
     assert "probed 2 runs; 1 would read collapsed now" in found.stdout
+
+
+def test_judge_finished_reads_a_stall_from_the_last_epoch(tmp_path: Path) -> None:
+    from sparseopt.engine.judge import judge_finished
+
+    train(tiny(tmp_path / "run", optimizer="sgd", epochs=2, limit_batches=None))
+    assert judge_finished(tmp_path / "run") == ("ok", "")
+    path = tmp_path / "run" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["metrics"].update(train_loss=2.31, val_acc=0.1, train_acc=0.1)
+    path.write_text(json.dumps(summary))
+    status, reason = judge_finished(tmp_path / "run")
+    assert status == "stalled" and reason.startswith("stalled: training loss 2.31 ≈ ln 10")
+    assert reason.endswith("for 1 epoch")

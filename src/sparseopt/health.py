@@ -153,6 +153,10 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def chance_accuracy(num_classes: int, majority: float | None = None) -> float:
     """Accuracy at or below which a ``num_classes``-way classifier counts as at chance.
 
@@ -313,11 +317,11 @@ class HealthMonitor:
         if loss >= STALL_LOSS_FRACTION * math.log(c):
             return (
                 f"stalled: training loss {_fmt(loss)} ≈ ln {c} = {_fmt(math.log(c))} "
-                f"(chance level) for {epochs} epochs"
+                f"(chance level) for {_epochs(epochs)}"
             )
         return (
             f"stalled: validation accuracy {100 * float(row['val_acc']):.1f}% at chance level "
-            f"(≤ {100 * chance_accuracy(c, self.majority):.1f}% for {c} classes) for {epochs} epochs, "
+            f"(≤ {100 * chance_accuracy(c, self.majority):.1f}% for {c} classes) for {_epochs(epochs)}, "
             f"although the training loss fell to {_fmt(loss)}: the deployable network "
             "does not generalise"
         )
@@ -325,7 +329,7 @@ class HealthMonitor:
     def _collapse_message(self, empty_layers: Sequence[str], epochs: int | None) -> str:
         zero = f" ({', '.join(empty_layers)} entirely zero)" if empty_layers else ""
         net = "the final network" if epochs is None else "the deployable network"
-        span = "" if epochs is None else f" for {epochs} epochs"
+        span = "" if epochs is None else f" for {_epochs(epochs)}"
         scores = self.last_scores
         if scores:  # partial: some class scores constant, not the whole output
             shown = ", ".join(str(i) for i in scores[:8]) + (", …" if len(scores) > 8 else "")

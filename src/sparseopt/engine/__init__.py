@@ -15,7 +15,9 @@ back up):
 - :mod:`~sparseopt.engine.report`: the header, epoch rows and closing lines;
 - :mod:`~sparseopt.engine.callbacks`: :class:`Callback`, :class:`TrainResult`;
 - :mod:`~sparseopt.engine.trainer`: the loop (:class:`Trainer`, :func:`train`);
-- :mod:`~sparseopt.engine.errors`: the exceptions the commands turn into exit codes.
+- :mod:`~sparseopt.engine.errors`: the exceptions the commands turn into exit codes;
+- :mod:`~sparseopt.engine.judge`: the failure detection's verdict on a finished run's
+  final network, after the fact (the pruning baselines of ``compare``).
 
 :func:`train` runs one :class:`~sparseopt.config.TrainConfig` end to end and returns a
 :class:`TrainResult`; :class:`Trainer` is the same machinery as an object, for finer
