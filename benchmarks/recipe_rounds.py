@@ -374,6 +374,10 @@ ROUND65 = [
     for wd in (1e-3, 5e-3)
 ]
 
+#: Round 66 (docs/recipes.md): AdaBreg's ℓ0 with its recipe's weight decay (0.05, round
+#: 64) and without (round 64p: −1.50 on the study's four tasks, the words CNN −4.50).
+ROUND66 = [{"optimizer": "adabreg", "penalty": "l0", "weight_decay": wd} for wd in (0.05, 0.0)]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -395,6 +399,7 @@ SCALE_CHECK = {
     "linbreg-proportional": [ROUND62[2], ROUND63[2]],
     "adabreg-weight-decay": [ROUND62[1], *ROUND64],
     "linbreg-weight-decay": [ROUND62[2], *ROUND65],
+    "adabreg-l0-weight-decay": ROUND66,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -463,6 +468,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round63": ROUND63,  # the proportional term on the density (round 63)
         "round64": ROUND64,  # AdaBreg's weight decay (round 64)
         "round65": ROUND65,  # LinBreg's weight decay (round 65)
+        "round66": ROUND66,  # AdaBreg's ℓ0 with and without the weight decay (round 66)
     }
 )
 
@@ -1141,6 +1147,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round63c": [{**c, "seed": 1} for c in ROUND63],  # the recipes': round 62c's
     "round64c": [{**c, "seed": 1} for c in ROUND64],  # the recipe's: round 62c's
     "round65c": [{**c, "seed": 1} for c in ROUND65],  # the recipe's: round 62c's
+    "round66c": [{**c, "seed": 1} for c in ROUND66],  # both (no earlier ℓ0 runs kept)
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1373,6 +1380,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round63c": FRESH_SEED_TASKS,
     "round64c": FRESH_SEED_TASKS,
     "round65c": FRESH_SEED_TASKS,
+    "round66c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
