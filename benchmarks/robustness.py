@@ -7,7 +7,8 @@ every optimizer and no tuning flag (only the task: dataset, model, epochs) and
 ``--prune-baseline`` (dense SGD and dense Adam for the epochs minus a fifth, then global
 magnitude pruning of each to each method's own weight density and a fifth of the epochs
 of fine-tuning with the mask fixed; the method's baseline is the one of the two with
-the better validation accuracy). The dense rows use their own recipes. It then writes one matrix
+the better validation accuracy, of those the failure detection finds ok). The dense rows
+use their own recipes. It then writes one matrix
 of the three targets:
 
 - no default run at chance level (status ``stalled``/``collapsed``, or accuracy at most

@@ -392,18 +392,27 @@ def test_compare_judges_the_pruned_networks_and_keeps_a_failed_one_out(
     assert main(["compare", "--resume", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "comparison-2.json").read_text())[-1]
     assert again["status"] == "ok" and again["pruned_from"] == other
+    assert again["pruned_status"] == {chosen: "collapsed", other: "ok"}  # what the choice saw
     assert "failed pruning baselines" not in capsys.readouterr().out
     # both collapsed: the baseline is one of them, shown collapsed with its reason; the
     # comparison's exit code is the runs' asked for (the baseline is a reference)
     _zero_rows(tmp_path / f"pruning-{other}-rvsm", [1, 7])
     assert main(["compare", "--resume", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     last = json.loads((tmp_path / "comparison-3.json").read_text())
     pruned = last[-1]
     assert pruned["status"] == "collapsed" and "the same score for every input" in pruned["reason"]
+    assert pruned["pruned_status"] == {"sgd": "collapsed", "adam": "collapsed"}
     assert last[0]["beats_pruning"] in ("yes", "no", "tie")
-    assert "note: failed pruning baselines: pruning @ rvsm" in out
-    assert f"| pruning @ rvsm ({pruned['pruned_from']}) | collapsed |" in out
+    assert "note: failed pruning baselines: pruning @ rvsm" in captured.err
+    assert f"| pruning @ rvsm ({pruned['pruned_from']}) | collapsed |" in captured.out
+    # a pruned network that cannot be judged keeps its status, and says why
+    (tmp_path / f"pruning-{other}-rvsm" / "model_sparse.pt").write_bytes(b"")
+    assert main(["compare", "--resume", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"pruning-{other}-rvsm not judged: cannot load sparse model" in err
+    rows = json.loads((tmp_path / "comparison-4.json").read_text())
+    assert rows[-1]["pruned_status"][other] == "ok"
     for dense in ("sgd", "adam"):  # their files are not touched
         summary = json.loads((tmp_path / f"pruning-{dense}-rvsm" / "summary.json").read_text())
         assert summary["status"] == "ok"

@@ -311,22 +311,28 @@ class HealthMonitor:
         acc = val if val is not None else row.get("train_acc")
         return loss >= STALL_LOSS_FRACTION * math.log(c) and (acc is None or acc <= chance)
 
-    def _stall_message(self, row: Mapping[str, Any], epochs: int) -> str:
+    def stall_message(self, row: Mapping[str, Any], epochs: int | None) -> str:
+        """The reason of a stall seen in ``row`` for ``epochs`` epochs in a row (``None``:
+        the last epoch of a finished run, judged once: :mod:`sparseopt.engine.judge`)."""
         c = self.num_classes or 2
         loss = float(row["train_loss"])
+        span = " in the last epoch" if epochs is None else f" for {_epochs(epochs)}"
         if loss >= STALL_LOSS_FRACTION * math.log(c):
             return (
                 f"stalled: training loss {_fmt(loss)} ≈ ln {c} = {_fmt(math.log(c))} "
-                f"(chance level) for {_epochs(epochs)}"
+                f"(chance level){span}"
             )
+        chance = chance_accuracy(c, self.majority)
         return (
             f"stalled: validation accuracy {100 * float(row['val_acc']):.1f}% at chance level "
-            f"(≤ {100 * chance_accuracy(c, self.majority):.1f}% for {c} classes) for {_epochs(epochs)}, "
-            f"although the training loss fell to {_fmt(loss)}: the deployable network "
-            "does not generalise"
+            f"(≤ {100 * chance:.1f}% for {c} classes){span}, although the training loss fell "
+            f"to {_fmt(loss)}: the deployable network does not generalise"
         )
 
-    def _collapse_message(self, empty_layers: Sequence[str], epochs: int | None) -> str:
+    def collapse_message(self, empty_layers: Sequence[str], epochs: int | None) -> str:
+        """The reason of a collapse of the last observed network, seen for ``epochs``
+        epochs in a row (``None``: the final network, judged once); ``empty_layers`` are
+        named."""
         zero = f" ({', '.join(empty_layers)} entirely zero)" if empty_layers else ""
         net = "the final network" if epochs is None else "the deployable network"
         span = "" if epochs is None else f" for {_epochs(epochs)}"
@@ -419,10 +425,10 @@ class HealthMonitor:
             # one failure, one hint: a layer emptied during it decides the hint to its end
             self.emptied = self.emptied or bool(empty_layers) or self.last_collapsed
         if self.collapse_streak == self.patience:  # (the message names the empty layers)
-            msg = self._collapse_message(empty_layers, self.patience)
+            msg = self.collapse_message(empty_layers, self.patience)
             warnings.append(f"{msg}; {self.hint()}".rstrip("; "))
         if self.stall_streak == self.patience:
-            msg = self._stall_message(row, self.patience)
+            msg = self.stall_message(row, self.patience)
             warnings.append(f"{msg}; {self.hint(empty_layers)}".rstrip("; "))
         # the reason names the final status: a stall's, once set for a streak, stays as
         # first said; a collapse's describes the last epoch's network (the one a user
@@ -431,10 +437,10 @@ class HealthMonitor:
         if status == "ok":
             self.reason = ""
         elif status == "stalled" and not self.reason.startswith(status):
-            self.reason = self._stall_message(row, self.stall_streak)
+            self.reason = self.stall_message(row, self.stall_streak)
         elif status == "collapsed" and self.last_collapsed:
             streak = self.patience if self.collapse_streak >= self.patience else None
-            self.reason = self._collapse_message(empty_layers, streak)
+            self.reason = self.collapse_message(empty_layers, streak)
         self.reported.extend(warnings)
         return warnings
 

@@ -179,30 +179,22 @@ def _check_finite(state: Mapping[str, Any] | torch.nn.Module, what: str) -> None
 
 
 def _state_dict_of(obj: Any, path: Path, what: str) -> Mapping[str, torch.Tensor]:
-    if not isinstance(obj, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise ConfigError(
-            f"{what} {path} is not a state dict (expected parameter names mapped to tensors, "
-            f"got {type(obj).__name__})"
-        )
-    if not obj:
-        raise ConfigError(f"{what} {path} holds an empty state dict")
-    return obj
+    from sparseopt.prune._files import state_dict_of
+
+    try:
+        return state_dict_of(obj, path, what)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _load_state(model: torch.nn.Module, state: Mapping[str, Any], path: Path, what: str) -> None:
     """``load_state_dict`` (after matching grown widths); a mismatch keeps its details."""
-    from sparseopt.prune import match_widths
+    from sparseopt.prune._files import load_state
 
     try:
-        match_widths(model, state)  # a run that grew (--grow-every) has wider layers
-        model.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, TypeError) as err:
-        detail = one_line(str(err)) or type(err).__name__
-        raise ConfigError(
-            f"{what} {path} does not fit the model built from config.yaml: {detail}"
-        ) from None
+        load_state(model, state, path, what)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _read(path: Path, what: str) -> Any:

@@ -611,6 +611,22 @@ def probe_batch(tensors: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
     return (x if len(x) >= 2 else tensors["train"][0])[:256]
 
 
+def health_inputs(data: Any, tensors: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Any]:
+    """What the failure detection takes from the data (:class:`~sparseopt.health.HealthMonitor`
+    keywords): ``num_classes`` (``None`` for a regression), ``majority`` (the most common
+    class's share of the split whose accuracy is judged: validation, else training) and
+    ``classes_seen`` (the classes the training labels hold)."""
+    from sparseopt.health import classes_present, majority_share
+
+    classes = data.num_classes if data.task == "classification" else None
+    judged = tensors["val"] if len(tensors["val"][0]) else tensors["train"]  # its accuracy
+    return {
+        "num_classes": classes,
+        "majority": majority_share(judged[1], classes) if classes else None,
+        "classes_seen": classes_present(tensors["train"][1], classes) if classes else None,
+    }
+
+
 def build_health(
     cfg: TrainConfig,
     data: Any,
@@ -625,19 +641,15 @@ def build_health(
     ``callbacks`` (built-in or the caller's) decides whether a collapse's hint asks for
     one density (``per_layer``)."""
     from sparseopt.control import TargetDensity
-    from sparseopt.health import HealthMonitor, classes_present, majority_share
+    from sparseopt.health import HealthMonitor
 
     lr, lam = lr_lam(optimizer)
-    classes = data.num_classes if data.task == "classification" else None
-    judged = tensors["val"] if len(tensors["val"][0]) else tensors["train"]  # its accuracy
     health = HealthMonitor(
-        classes,
+        **health_inputs(data, tensors),
         patience=cfg.stall_epochs or 0,
         lr=lr,
         lam=lam,
         sparse=info.sparse,
-        majority=majority_share(judged[1], classes) if classes else None,
-        classes_seen=classes_present(tensors["train"][1], classes) if classes else None,
         support_grows=getattr(optimizer, "support_grows_with_steps", False),
         epochs=cfg.epochs,
         target_density=cfg.target_density or None,

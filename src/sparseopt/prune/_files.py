@@ -6,6 +6,9 @@
 - :func:`load_tensor_file` reads a ``torch.save`` file with ``weights_only=True`` and
   turns every failure into one :class:`ValueError` line that says what the file is and
   why it was refused (it never suggests an unsafe load);
+- :func:`state_dict_of` checks that a loaded object is a state dict and
+  :func:`load_state` loads one into a freshly built model (a grown run's layers widened
+  first), each failure one :class:`ValueError` line;
 - :func:`non_finite` names the tensors of a model or state dict that hold NaN or Inf.
 """
 
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["atomic_write", "load_tensor_file", "non_finite"]
+__all__ = ["atomic_write", "load_state", "load_tensor_file", "non_finite", "state_dict_of"]
 
 
 def atomic_write(target: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
@@ -109,6 +112,45 @@ def load_tensor_file(path: str | os.PathLike[str], what: str) -> Any:
         with open(p, "rb") as f:
             head = f.read(4)
         raise ValueError(f"cannot load {what} {p}: {_reason(err, head)}") from None
+
+
+def state_dict_of(obj: Any, path: str | os.PathLike[str], what: str) -> Mapping[str, torch.Tensor]:
+    """``obj`` (loaded from ``path``) as a state dict: parameter names mapped to tensors.
+
+    Raises:
+        ValueError: ``<what> <path> is not a state dict …`` or holds an empty one.
+    """
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise ValueError(
+            f"{what} {path} is not a state dict (expected parameter names mapped to tensors, "
+            f"got {type(obj).__name__})"
+        )
+    if not obj:
+        raise ValueError(f"{what} {path} holds an empty state dict")
+    return obj
+
+
+def load_state(
+    model: nn.Module, state: Mapping[str, Any], path: str | os.PathLike[str], what: str
+) -> None:
+    """``model.load_state_dict(state)`` after widening the layers of a grown run
+    (:func:`sparseopt.prune.match_widths`); ``state`` came from ``path``.
+
+    Raises:
+        ValueError: ``<what> <path> does not fit the model built from config.yaml: …``.
+    """
+    from sparseopt.prune.grow import match_widths
+
+    try:
+        match_widths(model, state)  # a run that grew (--grow-every) has wider layers
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        detail = " ".join(str(err).split())[:800] or type(err).__name__
+        raise ValueError(
+            f"{what} {path} does not fit the model built from config.yaml: {detail}"
+        ) from None
 
 
 def non_finite(tensors: nn.Module | Mapping[str, Any]) -> list[str]:
