@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -120,10 +121,23 @@ def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[
     return kept + pruned
 
 
+def latest_comparison(task_dir: Path) -> Path | None:
+    """The comparison a task's directory holds last: ``comparison.json`` or, where compare
+    ran there again with other rows (it never replaces an earlier table), the
+    ``comparison-K.json`` written last (by modification time, then K)."""
+    found = []
+    for path in task_dir.glob("comparison*.json"):
+        m = re.fullmatch(r"comparison(?:-(\d+))?\.json", path.name)
+        if m:
+            found.append((path.stat().st_mtime_ns, int(m[1] or 1), path))
+    return max(found)[2] if found else None
+
+
 def report(out: Path, pruned_from: str | None = None) -> str:
-    """The matrix: one row per (task, sparse optimizer), the targets checked; with
-    ``pruned_from`` against the pruned network of that dense optimizer alone (what
-    ``compare --prune-baseline`` gave before it pruned SGD's and Adam's)."""
+    """The matrix: one row per (task, sparse optimizer), the targets checked, from each
+    task's comparison written last (:func:`latest_comparison`); with ``pruned_from``
+    against the pruned network of that dense optimizer alone (what ``compare
+    --prune-baseline`` gave before it pruned SGD's and Adam's)."""
     lines = [
         f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
         "",
@@ -136,8 +150,8 @@ def report(out: Path, pruned_from: str | None = None) -> str:
     sources: dict[str, int] = {}  # the dense network each judged cell's baseline pruned
     failed_baselines = 0  # judged cells whose baseline stalled or collapsed
     for name in TASKS:
-        path = out / name / "comparison.json"
-        if not path.exists():
+        path = latest_comparison(out / name)
+        if path is None:
             continue
         rows = json.loads(path.read_text())
         if pruned_from:

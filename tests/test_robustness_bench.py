@@ -120,3 +120,23 @@ def test_the_default_matrix_leaves_the_full_data_tasks_to_be_named(
     full = {n: t for n, t in bench.TASKS.items() if n not in bench.MATRIX}
     assert sorted(full) == ["fmnist-lenet5-full", "fmnist-mlp-full"]
     assert all(t.image and not t.dataset_options for t in full.values())  # every image
+
+
+def test_the_report_reads_the_comparison_written_last(
+    tmp_path: Path, load_benchmark: Callable
+) -> None:
+    import os
+
+    bench = load_benchmark("robustness")
+    assert bench.latest_comparison(tmp_path) is None
+    names = ["comparison.json", "comparison-2.json", "comparison-10.json", "comparison-sgd.json"]
+    for k, name in enumerate(names):
+        (tmp_path / name).write_text("[]")
+        os.utime(tmp_path / name, ns=(10**9 * (k + 1), 10**9 * (k + 1)))
+    # compare writes comparison-K.json beside an earlier table; the one-source copy is not one
+    assert bench.latest_comparison(tmp_path).name == "comparison-10.json"
+    os.utime(tmp_path / "comparison-2.json", ns=(10**10, 10**10))  # the first free K, later
+    assert bench.latest_comparison(tmp_path).name == "comparison-2.json"
+    for name in names:  # copies without their times: the largest K
+        os.utime(tmp_path / name, ns=(10**9, 10**9))
+    assert bench.latest_comparison(tmp_path).name == "comparison-10.json"
