@@ -104,7 +104,13 @@ def test_l0_threshold_is_sqrt_2t_lambda() -> None:
     assert got.tolist() == [0.0, x[1].item(), x[2].item(), 0.0]
 
 
-GROUP_CASES = [("group_l1", "sqrt"), ("group_l1", "one"), ("group_l0", "sqrt")]
+GROUP_CASES = [
+    ("group_l1", "sqrt"),
+    ("group_l1", "one"),
+    ("group_l0", "one"),
+    ("group_l0", "sqrt"),
+    ("group_l0", "size"),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -126,7 +132,8 @@ def test_group_prox_matches_radial_search(
     # ‖y‖ only and decreases the distance); search s on a fine grid of [0, ‖x_g‖].
     dims = group_dims(x.ndim, groups)
     norms = group_norms(x, groups)
-    w = math.sqrt(group_size(shape, groups)) if weight == "sqrt" else 1.0
+    size = group_size(shape, groups)
+    w = {"sqrt": math.sqrt(size), "size": float(size), "one": 1.0}[weight]
     s = torch.linspace(0, 1, 200001, dtype=torch.float64)
     flat_norms = norms.flatten()
     for i, r in enumerate(flat_norms.tolist()):
@@ -134,10 +141,10 @@ def test_group_prox_matches_radial_search(
         if name == "group_l1":
             f = 0.5 * (radii - r) ** 2 + t * lam * w * radii
         else:
-            f = 0.5 * (radii - r) ** 2 + t * lam * (radii > 0)
+            f = 0.5 * (radii - r) ** 2 + t * lam * w * (radii > 0)
         best = radii[f.argmin()].item()
         got_norm = group_norms(got, groups).flatten()[i].item()
-        if name == "group_l0" and abs(r - math.sqrt(2 * t * lam)) < 1e-3:
+        if name == "group_l0" and abs(r - math.sqrt(2 * t * lam * w)) < 1e-3:
             continue
         assert got_norm == pytest.approx(best, abs=1e-4 * max(r, 1.0))
     # direction preserved: prox(x)_g is a non-negative multiple of x_g
@@ -164,6 +171,7 @@ ALL_PENALTIES = [
     P.GroupL1(lam=0.3, groups="filter"),
     P.GroupL1(lam=0.3, groups="channel", group_weight="one"),
     P.GroupL0(lam=0.3, groups="kernel"),
+    P.GroupL0(lam=0.03, groups="filter", group_weight="size"),
     P.NoPenalty(),
 ]
 
@@ -267,6 +275,14 @@ def test_values_by_hand() -> None:
     assert P.GroupL1(lam=1.0, groups="row").value(x).item() == pytest.approx(5 * math.sqrt(3))
     assert P.GroupL1(lam=1.0, groups="row", group_weight="one").value(x).item() == 5.0
     assert P.GroupL0(lam=0.5, groups="column").value(x).item() == 1.0
+    assert P.GroupL0(lam=0.5, groups="column", group_weight="size").value(x).item() == 2.0
+    assert P.GroupL0(lam=0.5, groups="row", group_weight="sqrt").value(x).item() == pytest.approx(
+        0.5 * math.sqrt(3)
+    )
+    with pytest.raises(ValueError, match="'one', 'sqrt' or 'size' for group_l0"):
+        P.GroupL0(lam=0.5, group_weight="half")
+    with pytest.raises(ValueError, match="expected 'sqrt' or 'one'"):
+        P.GroupL1(lam=0.5, group_weight="size")
     assert P.NoPenalty().value(x).item() == 0.0
     assert num_groups(x.shape, "column") == 3
 

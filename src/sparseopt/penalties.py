@@ -22,7 +22,7 @@ name        :math:`J(x)`                                  :math:`\operatorname{p
 ``l0``      :math:`\lambda\,\#\{x_i\neq0\}`               hard threshold at :math:`\sqrt{2t\lambda}`
 ``tl1``     :math:`\lambda\sum (a+1)|x_i|/(a+|x_i|)`      closed form of Zhang & Xin (2017)
 ``group_l1`` :math:`\lambda\sum_g w_g\|x_g\|_2`            group soft threshold at :math:`t\lambda w_g`
-``group_l0`` :math:`\lambda\,\#\{g: x_g\neq0\}`            group hard threshold at :math:`\sqrt{2t\lambda}`
+``group_l0`` :math:`\lambda\sum_g w_g 1[x_g\neq0]`          group hard threshold at :math:`\sqrt{2t\lambda w_g}`
 ``none``    0                                             identity
 =========== ============================================ =========================================
 
@@ -462,7 +462,8 @@ class GroupL1(_GroupPenalty):
         super().__post_init__()
         if self.group_weight not in ("sqrt", "one"):
             raise ValueError(
-                f"Invalid group_weight value: {self.group_weight!r}; expected 'sqrt' or 'one'"
+                f"Invalid group_weight value: {self.group_weight!r}; expected 'sqrt' or 'one' "
+                "for group_l1"
             )
 
     def weight(self, shape: torch.Size | tuple[int, ...]) -> float:
@@ -499,16 +500,53 @@ class GroupL1(_GroupPenalty):
 
 @dataclass(frozen=True)
 class GroupL0(_GroupPenalty):
-    r""":math:`J(x)=\lambda\,\#\{g: x_g\ne0\}`; prox is group hard thresholding at :math:`\sqrt{2t\lambda}`."""
+    r""":math:`J(x)=\lambda\sum_g w_g\,\mathbf 1[x_g\ne0]`; prox is group hard
+    thresholding at :math:`\sqrt{2t\lambda w_g}`: a group is kept when
+    :math:`\|x_g\|_2^2/(2t) > \lambda w_g`.
+
+    ``group_weight="one"`` (default) counts the nonzero groups, :math:`w_g = 1`
+    (:math:`\lambda\,\#\{g: x_g\ne0\}`): a group of many weights has a larger norm at the
+    same entries and survives where a small one dies, so with groups of different sizes
+    (the rows of a 784-input and an 80-input layer) the large layers keep most of theirs.
+    ``"size"`` counts the weights of the nonzero groups, :math:`w_g = |g|`: the
+    threshold is then on the group's RMS entry, :math:`\|x_g\|_2/\sqrt{|g|} >
+    \sqrt{2t\lambda}` — elementwise ℓ0's threshold on :math:`|x_i|` — whatever the size.
+    ``"sqrt"``: :math:`w_g = \sqrt{|g|}`, as the group lasso's weight (between the two).
+
+    Example:
+        >>> x = torch.cat([torch.full((1, 100), 0.1), torch.full((1, 100), 0.3)])
+        >>> GroupL0(lam=0.01).prox(x, t=1.0).norm(dim=1).gt(0).tolist()  # ‖x_g‖ ≥ 1 > 0.14
+        [True, True]
+        >>> GroupL0(lam=0.01, group_weight="size").prox(x, t=1.0).norm(dim=1).gt(0).tolist()
+        [False, True]
+    """
 
     name: ClassVar[str] = "group_l0"
     convex: ClassVar[bool] = False
+    group_weight: str = "one"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group_weight not in ("one", "sqrt", "size"):
+            raise ValueError(
+                f"Invalid group_weight value: {self.group_weight!r}; expected 'one', 'sqrt' "
+                "or 'size' for group_l0"
+            )
+
+    def weight(self, shape: torch.Size | tuple[int, ...]) -> float:
+        """The group weight :math:`w_g` for a tensor of this shape (all groups are equal size)."""
+        if self.group_weight == "one":
+            return 1.0
+        size = group_size(shape, self.groups)
+        return float(size) if self.group_weight == "size" else math.sqrt(size)
 
     def value(self, x: Tensor) -> Tensor:
-        return self.lam * (group_norms(x, self.groups) != 0).sum().to(x.dtype)
+        count = (group_norms(x, self.groups) != 0).sum().to(x.dtype)
+        return self.lam * self.weight(x.shape) * count
 
     def prox(self, x: Tensor, t: float) -> Tensor:
-        return group_hard_threshold(x, math.sqrt(2.0 * _check_step(t) * self.lam), self.groups)
+        thr = math.sqrt(2.0 * _check_step(t) * self.lam * self.weight(x.shape))
+        return group_hard_threshold(x, thr, self.groups)
 
     def subgrad(self, x: Tensor) -> Tensor:
         return torch.zeros_like(x)

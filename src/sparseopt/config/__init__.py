@@ -337,9 +337,11 @@ class TrainConfig:
     group_weight: str | None = _opt(
         None,
         "optimizer",
-        "weight of a group in group penalties: sqrt (of the group size) or one",
+        "weight w_g of a group in group penalties: for group_l1 sqrt (√ of the group size, "
+        "the default) or one; for group_l0 one (counts the nonzero groups, the default), "
+        "sqrt, or size (counts their weights: a threshold on each group's RMS entry)",
         metavar="W",
-        shown="sqrt",
+        shown="sqrt / one",
     )
     lam_scale: str | None = _opt(
         None,

@@ -165,14 +165,11 @@ def coupled_norms(tensors: Sequence[Tensor], cg: CoupledGroups) -> Tensor:
     return torch.linalg.vector_norm(_joint(tensors, cg), dim=1)
 
 
-def _row_penalty(penalty: str | Penalty, lam: float | None, group_weight: str) -> Penalty:
+def _row_penalty(penalty: str | Penalty, lam: float | None, group_weight: str | None) -> Penalty:
     pen = make_penalty(penalty, lam=lam, groups="filter", group_weight=group_weight)
     if isinstance(pen, (GroupL1, GroupL0)):
         # the rows of the packed (G, |g|) matrix are the coupled groups
-        kwargs = {"lam": pen.lam, "groups": "filter"}
-        if isinstance(pen, GroupL1):
-            kwargs["group_weight"] = pen.group_weight
-        return type(pen)(**kwargs)
+        return type(pen)(lam=pen.lam, groups="filter", group_weight=pen.group_weight)
     raise ValueError(
         f"Invalid penalty value: {pen.name!r}; coupled groups take 'group_l1' or 'group_l0'"
     )
@@ -185,14 +182,16 @@ def coupled_prox(
     t: float,
     *,
     lam: float | None = None,
-    group_weight: str = "sqrt",
+    group_weight: str | None = None,
 ) -> list[Tensor]:
     r"""The prox of a coupled group penalty: :math:`\arg\min_y \tfrac12\|y-x\|^2 + tJ(y)`.
 
     With :math:`x_g` the joint vector of group :math:`g` over all slices,
     ``group_l1`` gives :math:`x_g\max(0, 1 - t\lambda w_g/\|x_g\|_2)` and ``group_l0``
-    :math:`x_g\mathbf 1\{\|x_g\|_2 > \sqrt{2t\lambda}\}`; :math:`w_g=\sqrt{|g|}` counts
-    the entries of all slices of the group (``group_weight="one"``: 1).
+    :math:`x_g\mathbf 1\{\|x_g\|_2 > \sqrt{2t\lambda w_g}\}`, with :math:`|g|` the
+    entries of all slices of the group: ``group_l1``'s default :math:`w_g=\sqrt{|g|}`
+    (``group_weight="one"``: 1), ``group_l0``'s :math:`w_g = 1` (``"size"``: :math:`|g|`,
+    ``"sqrt"``: :math:`\sqrt{|g|}`; :class:`~sparseopt.penalties.GroupL0`).
 
     Args:
         tensors: the parameters of ``cg.slices`` in order (not modified).
@@ -200,7 +199,7 @@ def coupled_prox(
         penalty: ``"group_l1"``, ``"group_l0"`` or such a penalty object (its
             ``groups`` is ignored: the groups are ``cg``'s).
         t: prox step.
-        lam, group_weight: for a penalty given by name.
+        lam, group_weight: for a penalty given by name (``None``: the penalty's default).
 
     Returns:
         new tensors, one per slice.

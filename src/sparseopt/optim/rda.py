@@ -489,7 +489,8 @@ def _adaptive_metric_iterate_(
             group_soft_threshold(w, c.mul_(penalty.lam * penalty.weight(w.shape)), penalty.groups)
         )
     elif isinstance(penalty, GroupL0):
-        w.copy_(group_hard_threshold(w, c.mul_(2.0 * penalty.lam).sqrt_(), penalty.groups))
+        thr = c.mul_(2.0 * penalty.lam * penalty.weight(w.shape)).sqrt_()
+        w.copy_(group_hard_threshold(w, thr, penalty.groups))
 
 
 class _Scalars(NamedTuple):
