@@ -378,6 +378,15 @@ ROUND65 = [
 #: 64) and without (round 64p: −1.50 on the study's four tasks, the words CNN −4.50).
 ROUND66 = [{"optimizer": "adabreg", "penalty": "l0", "weight_decay": wd} for wd in (0.05, 0.0)]
 
+#: Round 67 (docs/recipes.md): every sparse method's group ℓ0 (its recipe otherwise)
+#: counting the nonzero groups (``group_weight`` ``one``, today's) and their weights
+#: (``size``: the hard threshold on each group's RMS entry).
+ROUND67 = [
+    {"optimizer": m, "penalty": "group_l0", "group_weight": w}
+    for m in SPARSE_METHODS
+    for w in ("one", "size")
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1309,6 +1318,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     **checks("round61", ROUND61),
     "round62p": ROUND62P,
     "round64p": ROUND64P,
+    "round67": ROUND67,
+    # round 67's words check, of the size-weighted candidates (a failure rules one out)
+    "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1335,6 +1347,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 #: Stages that run on other tasks than :data:`STUDY_TASKS`; their candidates set their
 #: own budget (``epochs``) and are reported apart, not as dense references.
 STAGE_TASKS: dict[str, tuple[str, ...]] = {
+    "round67w": ("words-cnn",),
     "round6w": ("words-cnn",),
     "round6bw": ("words-cnn",),
     "round7w": ("words-cnn",),
