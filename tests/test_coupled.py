@@ -83,6 +83,8 @@ def test_coupled_prox_matches_radial_search(
     size = sum(x.numel() for x in tensors) // cg.num_groups
     assert size == 10 + 6 + 4
     w = {"sqrt": math.sqrt(size), "size": float(size), "one": 1.0}[weight]  # |g| joint
+    if name == "group_l0" and weight == "sqrt":  # group ℓ1's weight: group ℓ0 keeps "one"
+        w = 1.0
 
     # joint vector of group g, written out by hand from the slice definitions
     def joint(ts: list[torch.Tensor], g: int) -> torch.Tensor:

@@ -134,6 +134,8 @@ def test_group_prox_matches_radial_search(
     norms = group_norms(x, groups)
     size = group_size(shape, groups)
     w = {"sqrt": math.sqrt(size), "size": float(size), "one": 1.0}[weight]
+    if name == "group_l0" and weight == "sqrt":  # group ℓ1's weight: group ℓ0 keeps "one"
+        w = 1.0
     s = torch.linspace(0, 1, 200001, dtype=torch.float64)
     flat_norms = norms.flatten()
     for i, r in enumerate(flat_norms.tolist()):
@@ -276,11 +278,10 @@ def test_values_by_hand() -> None:
     assert P.GroupL1(lam=1.0, groups="row", group_weight="one").value(x).item() == 5.0
     assert P.GroupL0(lam=0.5, groups="column").value(x).item() == 1.0
     assert P.GroupL0(lam=0.5, groups="column", group_weight="size").value(x).item() == 2.0
-    assert P.GroupL0(lam=0.5, groups="row", group_weight="sqrt").value(x).item() == pytest.approx(
-        0.5 * math.sqrt(3)
-    )
-    with pytest.raises(ValueError, match="'one', 'sqrt' or 'size' for group_l0"):
-        P.GroupL0(lam=0.5, group_weight="half")
+    # group ℓ1's "sqrt" (the param groups' default) leaves group ℓ0 counting groups
+    assert P.make_penalty("group_l0", lam=0.5, group_weight="sqrt") == P.GroupL0(lam=0.5)
+    with pytest.raises(ValueError, match="expected 'one' or 'size' for group_l0"):
+        P.GroupL0(lam=0.5, group_weight="sqrt")
     with pytest.raises(ValueError, match="expected 'sqrt' or 'one'"):
         P.GroupL1(lam=0.5, group_weight="size")
     assert P.NoPenalty().value(x).item() == 0.0

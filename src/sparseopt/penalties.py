@@ -511,7 +511,9 @@ class GroupL0(_GroupPenalty):
     ``"size"`` counts the weights of the nonzero groups, :math:`w_g = |g|`: the
     threshold is then on the group's RMS entry, :math:`\|x_g\|_2/\sqrt{|g|} >
     \sqrt{2t\lambda}` — elementwise ℓ0's threshold on :math:`|x_i|` — whatever the size.
-    ``"sqrt"``: :math:`w_g = \sqrt{|g|}`, as the group lasso's weight (between the two).
+    (:func:`make_penalty` reads group ℓ1's ``"sqrt"``, every optimizer's param-group
+    default and what a group ℓ0 group of a state dict saved before 2026-11-28 holds, as
+    ``"one"``, which it always meant for group ℓ0.)
 
     Example:
         >>> x = torch.cat([torch.full((1, 100), 0.1), torch.full((1, 100), 0.3)])
@@ -527,18 +529,15 @@ class GroupL0(_GroupPenalty):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.group_weight not in ("one", "sqrt", "size"):
+        if self.group_weight not in ("one", "size"):
             raise ValueError(
-                f"Invalid group_weight value: {self.group_weight!r}; expected 'one', 'sqrt' "
-                "or 'size' for group_l0"
+                f"Invalid group_weight value: {self.group_weight!r}; expected 'one' or 'size' "
+                "for group_l0"
             )
 
     def weight(self, shape: torch.Size | tuple[int, ...]) -> float:
         """The group weight :math:`w_g` for a tensor of this shape (all groups are equal size)."""
-        if self.group_weight == "one":
-            return 1.0
-        size = group_size(shape, self.groups)
-        return float(size) if self.group_weight == "size" else math.sqrt(size)
+        return float(group_size(shape, self.groups)) if self.group_weight == "size" else 1.0
 
     def value(self, x: Tensor) -> Tensor:
         count = (group_norms(x, self.groups) != 0).sum().to(x.dtype)
@@ -563,7 +562,9 @@ def make_penalty(penalty: str | Penalty | None = "l1", **options: Any) -> Penalt
 
     ``options`` may hold any of ``lam``, ``a``, ``groups``, ``group_weight``; those the
     chosen penalty does not take are ignored, so optimizers can pass a whole
-    param group. ``None`` for an option means "the penalty's default".
+    param group. ``None`` for an option means "the penalty's default"; so does
+    ``group_weight="sqrt"`` (the param groups' default, group ℓ1's weight) for
+    ``group_l0``, whose weights are ``"one"`` and ``"size"`` (:class:`GroupL0`).
 
     Raises:
         ValueError: unknown penalty name, or an invalid option value.
@@ -584,6 +585,10 @@ def make_penalty(penalty: str | Penalty | None = "l1", **options: Any) -> Penalt
         ) from None
     names = {f.name for f in fields(cls)}
     kwargs = {k: v for k, v in options.items() if k in names and v is not None}
+    if cls is GroupL0 and kwargs.get("group_weight") == "sqrt":
+        # group ℓ1's weight, every optimizer's param-group default (and what an older
+        # state dict's group ℓ0 groups hold): group ℓ0 keeps its own, as it always did
+        del kwargs["group_weight"]
     return cls(**kwargs)
 
 

@@ -57,3 +57,19 @@ def test_size_weight_is_lambda_times_the_group_size(
     alive = sized[-1].norm(dim=1).gt(0)
     assert 0 < int(alive.sum()) < 8, alive  # the penalty acted, and not on everything
     assert _run(name, settings, lam, "one")[-1].norm(dim=1).gt(0).sum() > alive.sum()
+
+
+@pytest.mark.parametrize("name", ["linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd"])
+def test_group_l0_counts_groups_by_default_and_in_an_older_state_dict(name: str) -> None:
+    w = torch.nn.Parameter(torch.randn(8, 6, dtype=torch.float64))
+    opt = so.create_optimizer([w], name, penalty="group_l0", groups="filter", lam=0.01)
+    assert opt.penalty_of(opt.param_groups[0]).group_weight == "one"  # as before 2026-11-28
+    # a state dict saved before group ℓ0 had weights holds the param groups' "sqrt"
+    state = opt.state_dict()
+    state["param_groups"][0]["group_weight"] = "sqrt"
+    opt.load_state_dict(state)
+    assert opt.penalty_of(opt.param_groups[0]) == so.penalties.GroupL0(lam=0.01)
+    sized = so.create_optimizer(
+        [w], name, penalty="group_l0", groups="filter", lam=0.01, group_weight="size"
+    )
+    assert sized.penalty_of(sized.param_groups[0]).group_weight == "size"

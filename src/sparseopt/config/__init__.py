@@ -338,8 +338,9 @@ class TrainConfig:
         None,
         "optimizer",
         "weight w_g of a group in group penalties: for group_l1 sqrt (√ of the group size, "
-        "the default) or one; for group_l0 one (counts the nonzero groups, the default), "
-        "sqrt, or size (counts their weights: a threshold on each group's RMS entry)",
+        "the default) or one; for group_l0 one (counts the nonzero groups, the default; "
+        "sqrt leaves it so) or size (counts their weights: a threshold on each group's RMS "
+        "entry)",
         metavar="W",
         shown="sqrt / one",
     )

@@ -21,12 +21,12 @@ slice, block :math:`g` of the dimension viewed as ``(chunks, G, block)``:
     \|x_g\|_2^2 = \sum_s \|W^{(s)}_{[g]}\|_2^2 .
 
 The group penalties act on the joint norm, with the same weights as
-:mod:`sparseopt.penalties` (:math:`w_g=\sqrt{|g|}`, :math:`|g|` the number of
-entries of all slices of one group, or 1):
+:mod:`sparseopt.penalties` (:math:`|g|` the number of entries of all slices of one
+group; group ℓ1's :math:`w_g=\sqrt{|g|}` or 1, group ℓ0's 1 or :math:`|g|`):
 
 .. math::
     J(x) = \lambda\sum_g w_g\|x_g\|_2 \;(\texttt{group\_l1}),\qquad
-    J(x) = \lambda\,\#\{g: x_g\neq 0\} \;(\texttt{group\_l0}),
+    J(x) = \lambda\sum_g w_g\,\mathbf 1[x_g\neq 0] \;(\texttt{group\_l0}),
 
 and their prox is the group soft / hard threshold of the joint vector
 (:func:`coupled_prox`).

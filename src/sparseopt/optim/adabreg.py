@@ -92,7 +92,8 @@ class AdaBreg(BregmanOptimizer):
         lam: λ, the penalty weight (default: the registry recipe's λ of ``penalty``).
         groups: grouping of a group penalty (``"filter"``, ``"channel"``, ``"kernel"``).
         a: shape parameter of ``tl1`` (default: 1.0).
-        group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`, default) or ``"one"``.
+        group_weight: ``group_l1``'s ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`,
+            default) or ``"one"``; ``group_l0``'s ``"one"`` (default) or ``"size"``.
         betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) (default: (0.9, 0.999)).
         eps: :math:`\epsilon \ge 0` (default: 1e-8).
         delta: :math:`\delta > 0`, the weight of the elastic term (default: 1.0).

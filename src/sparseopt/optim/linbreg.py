@@ -98,7 +98,8 @@ class LinBreg(BregmanOptimizer):
         lam: λ, the penalty weight (default: the registry recipe's λ of ``penalty``).
         groups: grouping of a group penalty (``"filter"``, ``"channel"``, ``"kernel"``).
         a: shape parameter of ``tl1`` (default: 1.0).
-        group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`, default) or ``"one"``.
+        group_weight: ``group_l1``'s ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`,
+            default) or ``"one"``; ``group_l0``'s ``"one"`` (default) or ``"size"``.
         delta: :math:`\delta > 0`, the weight of the elastic term (default: 1.0).
         momentum: :math:`\beta \in [0, 1)` (default: the recipe's; 0 is the paper's Alg. 1).
         weight_decay: decoupled weight decay :math:`\omega \ge 0` (default: 0), as in

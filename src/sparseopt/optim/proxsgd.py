@@ -92,7 +92,8 @@ class ProxSGD(SGDOptimizer):
         lam: λ (default: the registry recipe's λ of ``penalty``).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
-        group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`) or ``"one"``.
+        group_weight: ``group_l1``'s ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`,
+            default) or ``"one"``; ``group_l0``'s ``"one"`` (default) or ``"size"``.
         momentum: momentum factor (default: the recipe's).
         dampening: dampening for momentum (default 0).
         nesterov: Nesterov momentum (default False).

@@ -172,7 +172,8 @@ class RDA(SparseOptimizer):
         lam: λ (default: the registry recipe's λ of ``penalty``).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
-        group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`) or ``"one"``.
+        group_weight: ``group_l1``'s ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`,
+            default) or ``"one"``; ``group_l0``'s ``"one"`` (default) or ``"size"``.
         gamma: :math:`\gamma > 0` (default: the recipe's), an inverse step size: the iterate
             stays within :math:`c_t\|\bar g_t\|` of :math:`w_0`, with
             :math:`c_t = (\text{lr}/\gamma)\sqrt t`, and the ℓ1 threshold is

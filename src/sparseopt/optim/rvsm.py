@@ -121,7 +121,8 @@ class RVSM(SGDOptimizer):
         lam: λ (default: the registry recipe's λ of ``penalty``).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter :math:`a > 0`.
-        group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`) or ``"one"``, for ``group_l1``.
+        group_weight: ``group_l1``'s ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`,
+            default) or ``"one"``; ``group_l0``'s ``"one"`` (default) or ``"size"``.
         beta: :math:`\beta \ge 0`, the relaxation (coupling) parameter (default: the recipe's). The
             original code uses β = 1e-2 with λ = 1e-6 and ℓ0 (threshold
             :math:`\sqrt{2\lambda/\beta}\approx 0.014`); our default keeps the

@@ -110,8 +110,9 @@ class SplitLBI(SGDOptimizer):
             number of steps rather than by λ).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.
-        group_weight: ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`, the library default) or
-            ``"one"`` (:math:`w_g = 1`, what DessiLBI's filter shrinkage uses).
+        group_weight: ``group_l1``'s ``"sqrt"`` (:math:`w_g=\sqrt{|g|}`, the library
+            default) or ``"one"`` (:math:`w_g = 1`, what DessiLBI's filter shrinkage uses);
+            ``group_l0``'s ``"one"`` (default) or ``"size"``.
         kappa: :math:`\kappa > 0` (default: the recipe's; DessiLBI uses 1).
         nu: :math:`\nu > 0`, the coupling parameter (``mu`` in the original; default:
             the recipe's; the original's default is 100).
