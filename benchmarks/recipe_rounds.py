@@ -387,6 +387,9 @@ ROUND67 = [
     for w in ("one", "size")
 ]
 
+#: Round 67b: RDA's group ℓ0 counting weights at its ℓ0 λ (4e-5).
+ROUND67B = {"optimizer": "rda", "penalty": "group_l0", "group_weight": "size", "lam": 4e-5}
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1321,6 +1324,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round67": ROUND67,
     # round 67's words check, of the size-weighted candidates (a failure rules one out)
     "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
+    # round 67b: RDA's size-weighted group ℓ0 at its ℓ0 λ (its group ℓ0 λ, 3e-3, was
+    # measured for counting groups: counting weights it zeroed every layer), and its words
+    # check
+    "round67b": [ROUND67B],
+    "round67bw": words_check(ROUND67B),
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1348,6 +1356,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 #: own budget (``epochs``) and are reported apart, not as dense references.
 STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round67w": ("words-cnn",),
+    "round67bw": ("words-cnn",),
     "round6w": ("words-cnn",),
     "round6bw": ("words-cnn",),
     "round7w": ("words-cnn",),
