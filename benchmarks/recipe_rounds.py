@@ -390,6 +390,15 @@ ROUND67 = [
 #: Round 67b: RDA's group ℓ0 counting weights at its ℓ0 λ (4e-5).
 ROUND67B = {"optimizer": "rda", "penalty": "group_l0", "group_weight": "size", "lam": 4e-5}
 
+#: Round 68 (docs/recipes.md): the two methods whose λ is fixed (no target) with group ℓ0
+#: counting weights at a third and a tenth of their ℓ0 λ (RVSM 5e-4, RDA 4e-5), where
+#: round 67 (67b) collapsed them at the full one.
+ROUND68 = [
+    {"optimizer": m, "penalty": "group_l0", "group_weight": "size", "lam": lam}
+    for m, l0 in (("rvsm", 5e-4), ("rda", 4e-5))
+    for lam in (l0 / 3, l0 / 10)
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1329,6 +1338,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # check
     "round67b": [ROUND67B],
     "round67bw": words_check(ROUND67B),
+    "round68": ROUND68,
+    "round68w": [c for cand in ROUND68 for c in words_check(cand)],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1357,6 +1368,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round67w": ("words-cnn",),
     "round67bw": ("words-cnn",),
+    "round68w": ("words-cnn",),
     "round6w": ("words-cnn",),
     "round6bw": ("words-cnn",),
     "round7w": ("words-cnn",),
