@@ -399,6 +399,10 @@ ROUND68 = [
     for lam in (l0 / 3, l0 / 10)
 ]
 
+#: Round 69 (docs/recipes.md): round 68's RDA group ℓ0 counting weights at a third of its
+#: ℓ0 λ, on a fresh seed (the study tasks, seed 1) and the words check's seeds 3 and 4.
+ROUND69 = {**ROUND68[2], "seed": 1}
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1340,6 +1344,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round67bw": words_check(ROUND67B),
     "round68": ROUND68,
     "round68w": [c for cand in ROUND68 for c in words_check(cand)],
+    "round69": [ROUND69],
+    "round69w": [{**ROUND68[2], "epochs": 15, "seed": s} for s in (3, 4)],
     "penalties": [
         *_cands("adabreg", {"schedule": "none", "init_density": 0.01}, lr=[3e-3], lam=[0.3, 1.0]),
         *_cands(
@@ -1369,6 +1375,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round67w": ("words-cnn",),
     "round67bw": ("words-cnn",),
     "round68w": ("words-cnn",),
+    "round69w": ("words-cnn",),
     "round6w": ("words-cnn",),
     "round6bw": ("words-cnn",),
     "round7w": ("words-cnn",),
