@@ -31,12 +31,13 @@ def test_every_sparse_recipe_has_a_lambda_per_penalty(name: str) -> None:
 def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, penalty: str) -> None:
     info = get_optimizer_info(name)
     r = TrainConfig(optimizer=name, penalty=penalty).resolve()
-    # steered to a target, the controller starts from target_lam's λ where there is one
-    assert r.lam == info.default_lam(penalty, steered=bool(r.target_density))
-    fixed = TrainConfig(optimizer=name, penalty=penalty, target_density=0).resolve()
-    assert fixed.lam == info.lam[penalty]
-    assert r.lr == info.defaults.get("lr", r.lr)
     recipe = {**info.training, **info.group_training.get(penalty, {})}  # structured runs'
+    # steered to a target, the controller starts from target_lam's λ where there is one;
+    # a structured run's group recipe may bring its own (RDA's group ℓ0, with its weight)
+    assert r.lam == recipe.get("lam", info.default_lam(penalty, steered=bool(r.target_density)))
+    fixed = TrainConfig(optimizer=name, penalty=penalty, target_density=0).resolve()
+    assert fixed.lam == recipe.get("lam", info.lam[penalty])
+    assert r.lr == info.defaults.get("lr", r.lr)
     assert r.init_density == recipe["init_density"]
     assert r.schedule == recipe["schedule"]
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2))
@@ -195,11 +196,33 @@ def test_docs_recipe_table_is_the_registry() -> None:
                 bits.append(f"λ {info.lam[pen]:g} fixed (no target)")
             if "weight_decay" in recipe:
                 bits.append(f"weight_decay {recipe['weight_decay']:g}")
+            if "group_weight" in recipe:
+                bits.append(f"group_weight {recipe['group_weight']}")
+            if "lam" in recipe:
+                bits.append(f"λ {recipe['lam']:g}")
             cells_.append(f"{pen}: " + ", ".join(bits))
         structured = "; ".join(cells_)
-        shown = {"init_density", "target_density", "weight_decay"}
+        shown = {"init_density", "target_density", "weight_decay", "group_weight", "lam"}
         assert set().union(*info.group_training.values()) <= shown, name
         assert cells[8] == (structured or "—"), row
+
+
+def test_rdas_group_l0_recipe_counts_weights_at_its_own_lambda() -> None:
+    """Rounds 67-69: RDA's structured group ℓ0 run counts the weights of the nonzero
+    groups at a third of its ℓ0 λ; that λ goes with that weight (a weight given keeps
+    the group ℓ0 λ, a λ given is the user's), and a kernel-grouped run is not structured."""
+    from sparseopt.config import TrainConfig
+
+    info = get_optimizer_info("rda")
+    cfg = TrainConfig(optimizer="rda", penalty="group_l0").resolve()
+    assert (cfg.group_weight, cfg.lam) == ("size", pytest.approx(info.lam["l0"] / 3))
+    counted = TrainConfig(optimizer="rda", penalty="group_l0", group_weight="one").resolve()
+    assert (counted.group_weight, counted.lam) == ("one", info.lam["group_l0"])
+    given = TrainConfig(optimizer="rda", penalty="group_l0", lam=1e-3).resolve()
+    assert (given.group_weight, given.lam) == ("size", 1e-3)
+    kernel = TrainConfig(optimizer="rda", penalty="group_l0", groups="kernel").resolve()
+    assert (kernel.group_weight, kernel.lam) == (None, info.lam["group_l0"])
+    assert TrainConfig(optimizer="rda").resolve().group_weight is None  # ℓ0, elementwise
 
 
 def test_adabregs_group_l0_recipe_runs_without_the_weight_decay() -> None:

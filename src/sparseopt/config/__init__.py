@@ -740,6 +740,8 @@ class TrainConfig:
         for key, value in recipe.items():
             if key == "target_density_ramp" and (fixed_lam or target == 0):
                 continue  # no target: no ramp (the recipe's goes with its target)
+            if key == "lam" and self.group_weight not in (None, recipe.get("group_weight")):
+                continue  # a group recipe's λ goes with its group weight (RDA's group ℓ0)
             if getattr(self, key) is None:
                 changes[key] = 0.0 if key == "target_density" and fixed_lam else value
         if (
@@ -767,7 +769,8 @@ class TrainConfig:
             penalty = changes.get("penalty", self.penalty)
             if self.head_groups is None and rows_grouped({**vars(self), "penalty": penalty}):
                 changes["head_groups"] = HEAD_GROUPS  # the classes are never a group
-            settings = {k: getattr(self, k) for k in _penalty_fields()}
+            # (a λ of the group recipe, set above, is the recipe's λ of that run)
+            settings = {k: changes.get(k, getattr(self, k)) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings, steered=steered or controller))
         elif self.lam_scale in (None, "none"):  # no λ, no groups to scale (a run saved
