@@ -225,6 +225,23 @@ def test_rdas_group_l0_recipe_counts_weights_at_its_own_lambda() -> None:
     assert TrainConfig(optimizer="rda").resolve().group_weight is None  # ℓ0, elementwise
 
 
+def test_an_rda_group_l0_run_saved_before_round_69_reloads_counting_groups(tmp_path) -> None:
+    import yaml
+
+    from sparseopt.config import TrainConfig
+    from sparseopt.config.files import load_run_config
+
+    path = tmp_path / "config.yaml"
+    saved = TrainConfig(optimizer="rda", penalty="group_l0").resolve().to_dict()
+    assert saved["group_weight"] == "size"  # written out since
+    path.write_text(yaml.safe_dump({**saved, "group_weight": None, "lam": 3e-3}))
+    old = TrainConfig.from_dict(load_run_config(path)).resolve()
+    assert (old.group_weight, old.lam) == ("one", 3e-3)  # as it ran
+    mixed = {**saved, "group_weight": None, "conv_penalty": "group_l1"}
+    path.write_text(yaml.safe_dump(mixed))  # group ℓ1 layers keep their own default
+    assert load_run_config(path)["group_weight"] is None
+
+
 def test_adabregs_group_l0_recipe_runs_without_the_weight_decay() -> None:
     """Round 64p: AdaBreg's weight decay (0.05) is off in a group ℓ0 run of the recipe
     (it collapsed the words CNN there), with the start as before (elementwise, with its

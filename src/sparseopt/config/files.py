@@ -116,7 +116,8 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     rows (``filter``), a structured run's sparse start saved without its grouping is
     elementwise (``init_groups: elementwise``), and an AdaBreg run saved without a weight
     decay had none (0; the recipe's 0.05 came with round 64 of docs/recipes.md and every
-    run since writes it out), as they were then."""
+    run since writes it out), and an RDA group ℓ0 run saved without a group weight counted
+    groups (``one``; round 69 gave its recipe ``size``), as they were then."""
     saved = {**_BEFORE_FIELDS, **load_config_file(path)}
     if saved.get("lam_warmup") and saved.get("target_density"):
         # accepted before it was refused, and unused: the controller steered λ
@@ -134,6 +135,14 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         saved["init_groups"] = ELEMENTWISE
     if saved.get("optimizer") == "adabreg" and saved.get("weight_decay") is None:
         saved["weight_decay"] = 0.0  # before round 64 AdaBreg's recipe had no decay
+    kinds = {saved.get("conv_penalty"), saved.get("linear_penalty")} - {None}
+    if (
+        saved.get("optimizer") == "rda"
+        and saved.get("penalty") == "group_l0"
+        and kinds <= {"group_l0"}
+        and saved.get("group_weight") is None
+    ):
+        saved["group_weight"] = "one"  # before round 69 RDA's group ℓ0 counted groups
     return saved
 
 
