@@ -240,6 +240,18 @@ def test_an_rda_group_l0_run_saved_before_round_69_reloads_counting_groups(tmp_p
     mixed = {**saved, "group_weight": None, "conv_penalty": "group_l1"}
     path.write_text(yaml.safe_dump(mixed))  # group ℓ1 layers keep their own default
     assert load_run_config(path)["group_weight"] is None
+    # a run that is not structured (kernel groups) never had the recipe: written as it was
+    kernel = TrainConfig(optimizer="rda", penalty="group_l0", groups="kernel").resolve()
+    path.write_text(yaml.safe_dump(kernel.to_dict()))
+    assert load_run_config(path)["group_weight"] is None
+    # the same structured run spelled per layer kind (linear_penalty none) is mapped too
+    spelled = {**saved, "group_weight": None, "lam": 3e-3, "linear_penalty": "none"}
+    path.write_text(yaml.safe_dump(spelled))
+    assert load_run_config(path)["group_weight"] == "one"
+    # the recipe sets the optimizer's settings only: a sparse start asked for stays
+    # elementwise (with its floor), as for RVSM's group ℓ0
+    start = TrainConfig(optimizer="rda", penalty="group_l0", init_density=0.2).resolve()
+    assert start.init_groups == "elementwise"
 
 
 def test_adabregs_group_l0_recipe_runs_without_the_weight_decay() -> None:

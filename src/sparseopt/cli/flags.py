@@ -95,7 +95,8 @@ def _placeholders() -> dict[str, Any]:
         for name, info in OPTIMIZERS.items():
             for pen, recipe in info.group_training.items():
                 for key, value in recipe.items():
-                    out.setdefault(name, {})[key] = f"{value} ({pen})"
+                    shown = f"{value:g}" if isinstance(value, float) else f"{value}"
+                    out.setdefault(name, {})[key] = f"{shown} ({pen})"
                 if recipe.get("init_density", 1.0) < 1.0:  # its start is drawn per group
                     out[name]["init_groups"] = pen
         return out

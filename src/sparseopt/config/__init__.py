@@ -290,7 +290,7 @@ class TrainConfig:
         "optimizer",
         "penalty weight λ of every weight (docs/recipes.md)",
         metavar="λ",
-        shown="per optimizer and penalty",
+        shown="per optimizer and penalty; in a structured run {group_recipe[lam]}",
     )
     lam_warmup: float | None = _opt(
         None,
@@ -342,7 +342,7 @@ class TrainConfig:
         "sqrt leaves it so) or size (counts their weights: a threshold on each group's RMS "
         "entry)",
         metavar="W",
-        shown="sqrt / one",
+        shown="sqrt (group_l1) / one (group_l0); in a structured run {group_recipe[group_weight]}",
     )
     lam_scale: str | None = _opt(
         None,
@@ -769,7 +769,8 @@ class TrainConfig:
             penalty = changes.get("penalty", self.penalty)
             if self.head_groups is None and rows_grouped({**vars(self), "penalty": penalty}):
                 changes["head_groups"] = HEAD_GROUPS  # the classes are never a group
-            # (a λ of the group recipe, set above, is the recipe's λ of that run)
+            # (a λ of the group recipe, set above, is the recipe's λ of that run; like a
+            # λ given it also keeps target_lam's start out: it was measured with its weight)
             settings = {k: changes.get(k, getattr(self, k)) for k in _penalty_fields()}
             settings["penalty"] = changes.get("penalty", self.penalty)
             changes.update(recipe_lams(info, settings, steered=steered or controller))
@@ -795,9 +796,10 @@ class TrainConfig:
         sparse_start = changes.get("init_density", self.init_density) < 1.0
         if structured and sparse_start and self.init_groups is None:  # written out: a
             # saved null is older (load_run_config)
-            # a group recipe draws its start per group (round 56); one that only turns the
-            # weight decay off (AdaBreg's group ℓ0, round 64p) keeps the floor's start
-            per_group = bool(group_recipe.keys() - {"weight_decay"})
+            # a group recipe draws its start per group (round 56); one that only sets the
+            # optimizer's settings — AdaBreg's group ℓ0 weight decay (round 64p), RDA's group
+            # ℓ0 weight and λ (round 69) — keeps the floor's start
+            per_group = bool(group_recipe.keys() - {"weight_decay", "group_weight", "lam"})
             changes["init_groups"] = structured[1] if per_group else ELEMENTWISE
         elif self.init_groups == ELEMENTWISE and not (structured and sparse_start):
             changes["init_groups"] = None  # the same start; None where it decides nothing

@@ -135,14 +135,10 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         saved["init_groups"] = ELEMENTWISE
     if saved.get("optimizer") == "adabreg" and saved.get("weight_decay") is None:
         saved["weight_decay"] = 0.0  # before round 64 AdaBreg's recipe had no decay
-    kinds = {saved.get("conv_penalty"), saved.get("linear_penalty")} - {None}
-    if (
-        saved.get("optimizer") == "rda"
-        and saved.get("penalty") == "group_l0"
-        and kinds <= {"group_l0"}
-        and saved.get("group_weight") is None
-    ):
-        saved["group_weight"] = "one"  # before round 69 RDA's group ℓ0 counted groups
+    shape = structure(saved)  # (penalty, grouping) of a structured run, else None
+    if saved.get("optimizer") == "rda" and saved.get("group_weight") is None:
+        if shape is not None and shape[0] == "group_l0":
+            saved["group_weight"] = "one"  # before round 69 RDA's group ℓ0 counted groups
     return saved
 
 
