@@ -789,3 +789,30 @@ def test_dense_names_default_to_the_registrys_dense_optimizers() -> None:
     # a compare record written before 2026-11-28 holds one name, a str: resumed as it ran
     assert _dense_names(SimpleNamespace(dense="sgd")) == ["sgd"]
     assert _dense_names(SimpleNamespace(dense=["adam", "Adam", "sgd"])) == ["adam", "sgd"]
+
+
+def test_a_diverged_pruning_baseline_is_noted_and_leaves_the_exit_code_to_the_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pruned network's fine-tuning diverges (its weights made infinite at its
+    start): the method gets no verdict, the baseline row reads diverged, a note says so,
+    and compare exits 0 — the runs it was asked for trained."""
+    from sparseopt import baselines
+
+    original = baselines.FixedMask.on_train_begin
+
+    def poisoned(self: Any, trainer: Any) -> None:
+        original(self, trainer)
+        with torch.no_grad():
+            for p in trainer.model.parameters():
+                p.fill_(float("inf"))
+
+    monkeypatch.setattr(baselines.FixedMask, "on_train_begin", poisoned)
+    args = ["compare", "--optimizers", "rvsm", "--epochs", "2", "--prune-baseline"]
+    assert main([*args, "--out", str(tmp_path), *FAST]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads((tmp_path / "comparison.json").read_text())
+    assert rows[0]["status"] == "ok" and "beats_pruning" not in rows[0]
+    assert rows[-1]["status"] == "diverged" and rows[-1]["baseline"]
+    assert "note: failed pruning baselines: pruning @ rvsm" in captured.err
+    assert "failed runs" not in captured.err
