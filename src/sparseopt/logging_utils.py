@@ -6,7 +6,8 @@
 - :func:`write_metrics` — ``metrics.csv`` and ``metrics.jsonl`` from the history;
 - :func:`atomic_write_text`, :func:`atomic_torch_save` — write-then-``os.replace`` so a
   file is either the old or the new version, never half written;
-- :func:`open_tensorboard` — TensorBoard's scalar event files (:mod:`sparseopt.tbevents`).
+- :func:`open_tensorboard` — TensorBoard's scalar event files (:mod:`sparseopt.tbevents`);
+- :func:`one_line` — a message of several lines (an exception's) as one line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 __all__ = [
+    "one_line",
     "ProgressBar",
     "MetricsWriter",
     "atomic_torch_save",
@@ -397,3 +399,18 @@ def _installed(name: str) -> bool:
     if name in sys.modules:
         return sys.modules[name] is not None
     return importlib.util.find_spec(name) is not None
+
+
+def one_line(text: str, limit: int = 800) -> str:
+    """``text`` on one line, at most ``limit`` characters: whitespace collapsed, its lines
+    joined by "; " (by a space after a line that ends in ":", which introduces the next).
+
+    Example:
+        >>> one_line("no dataset found:\\n  /a\\n  /b")
+        'no dataset found: /a; /b'
+    """
+    line = ""
+    for part in (" ".join(raw.split()) for raw in str(text).splitlines()):
+        if part:
+            line = part if not line else line + (" " if line.endswith(":") else "; ") + part
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sparseopt.logging_utils import one_line
+
 __all__ = [
     "EXIT_DIVERGED",
     "EXIT_ERROR",
@@ -93,21 +95,6 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) else None
-
-
-def one_line(text: str, limit: int = 800) -> str:
-    """``text`` on one line, at most ``limit`` characters: whitespace collapsed, its lines
-    joined by "; " (by a space after a line that ends in ":", which introduces the next).
-
-    Example:
-        >>> one_line("no dataset found:\\n  /a\\n  /b")
-        'no dataset found: /a; /b'
-    """
-    line = ""
-    for part in (" ".join(raw.split()) for raw in str(text).splitlines()):
-        if part:
-            line = part if not line else line + (" " if line.endswith(":") else "; ") + part
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def note(message: str) -> None:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sparseopt.cli._common import EXIT_OK, UsageError, note, read_summary
+from sparseopt.cli._common import EXIT_OK, UsageError, note, one_line, read_summary
 from sparseopt.cli.flags import add_train_flags, config_from, flag_specs
 from sparseopt.cli.flags import settings as given_settings
 from sparseopt.config import (
@@ -547,7 +547,7 @@ def judge_pruned(row: dict[str, Any], run_dir: Path, cache: dict[Any, Any]) -> N
     try:
         status, reason = judge_finished(run_dir, cache)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
-        why = " ".join(str(err).split())[:300] or type(err).__name__
+        why = one_line(str(err), 300) or type(err).__name__
         row["reason"] = f"not judged: {why}"
         print(f"sparseopt compare: note: {run_dir} not judged: {why}", file=sys.stderr)
         return

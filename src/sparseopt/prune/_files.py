@@ -141,13 +141,14 @@ def load_state(
     Raises:
         ValueError: ``<what> <path> does not fit the model built from config.yaml: …``.
     """
+    from sparseopt.logging_utils import one_line
     from sparseopt.prune.grow import match_widths
 
     try:
         match_widths(model, state)  # a run that grew (--grow-every) has wider layers
         model.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
-        detail = " ".join(str(err).split())[:800] or type(err).__name__
+        detail = one_line(str(err)) or type(err).__name__
         raise ValueError(
             f"{what} {path} does not fit the model built from config.yaml: {detail}"
         ) from None
