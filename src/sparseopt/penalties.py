@@ -427,12 +427,29 @@ class TL1(Penalty):
 @dataclass(frozen=True)
 class _GroupPenalty(Penalty):
     grouped: ClassVar[bool] = True
+    #: The ``group_weight`` values the penalty takes, its default first: ``"one"``
+    #: (:math:`w_g = 1`), ``"sqrt"`` (:math:`\sqrt{|g|}`), ``"size"`` (:math:`|g|`).
+    WEIGHTS: ClassVar[tuple[str, ...]] = ("sqrt", "one")
     lam: float = 1.0
     groups: str = "filter"
+    group_weight: str = "sqrt"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lam", _check_nonneg("lam", self.lam))
         canonical_grouping(self.groups)  # validates the name
+        if self.group_weight not in self.WEIGHTS:
+            expected = " or ".join(repr(w) for w in self.WEIGHTS)
+            raise ValueError(
+                f"Invalid group_weight value: {self.group_weight!r}; expected {expected} "
+                f"for {self.name}"
+            )
+
+    def weight(self, shape: torch.Size | tuple[int, ...]) -> float:
+        """The group weight :math:`w_g` for a tensor of this shape (all groups are equal size)."""
+        if self.group_weight == "one":
+            return 1.0
+        size = group_size(shape, self.groups)
+        return math.sqrt(size) if self.group_weight == "sqrt" else float(size)
 
     def check(self, x: Tensor) -> None:
         group_dims(x.ndim, self.groups)
@@ -456,19 +473,6 @@ class GroupL1(_GroupPenalty):
     """
 
     name: ClassVar[str] = "group_l1"
-    group_weight: str = "sqrt"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.group_weight not in ("sqrt", "one"):
-            raise ValueError(
-                f"Invalid group_weight value: {self.group_weight!r}; expected 'sqrt' or 'one' "
-                "for group_l1"
-            )
-
-    def weight(self, shape: torch.Size | tuple[int, ...]) -> float:
-        """The group weight :math:`w_g` for a tensor of this shape (all groups are equal size)."""
-        return math.sqrt(group_size(shape, self.groups)) if self.group_weight == "sqrt" else 1.0
 
     def value(self, x: Tensor) -> Tensor:
         return self.lam * self.weight(x.shape) * group_norms(x, self.groups).sum()
@@ -525,19 +529,8 @@ class GroupL0(_GroupPenalty):
 
     name: ClassVar[str] = "group_l0"
     convex: ClassVar[bool] = False
+    WEIGHTS: ClassVar[tuple[str, ...]] = ("one", "size")
     group_weight: str = "one"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.group_weight not in ("one", "size"):
-            raise ValueError(
-                f"Invalid group_weight value: {self.group_weight!r}; expected 'one' or 'size' "
-                "for group_l0"
-            )
-
-    def weight(self, shape: torch.Size | tuple[int, ...]) -> float:
-        """The group weight :math:`w_g` for a tensor of this shape (all groups are equal size)."""
-        return float(group_size(shape, self.groups)) if self.group_weight == "size" else 1.0
 
     def value(self, x: Tensor) -> Tensor:
         count = (group_norms(x, self.groups) != 0).sum().to(x.dtype)

@@ -190,8 +190,8 @@ def coupled_prox(
     ``group_l1`` gives :math:`x_g\max(0, 1 - t\lambda w_g/\|x_g\|_2)` and ``group_l0``
     :math:`x_g\mathbf 1\{\|x_g\|_2 > \sqrt{2t\lambda w_g}\}`, with :math:`|g|` the
     entries of all slices of the group: ``group_l1``'s default :math:`w_g=\sqrt{|g|}`
-    (``group_weight="one"``: 1), ``group_l0``'s :math:`w_g = 1` (``"size"``: :math:`|g|`,
-    ``"sqrt"``: :math:`\sqrt{|g|}`; :class:`~sparseopt.penalties.GroupL0`).
+    (``group_weight="one"``: 1), ``group_l0``'s :math:`w_g = 1` (``"size"``: :math:`|g|`;
+    :class:`~sparseopt.penalties.GroupL0`; group ℓ1's ``"sqrt"`` leaves it at 1).
 
     Args:
         tensors: the parameters of ``cg.slices`` in order (not modified).
