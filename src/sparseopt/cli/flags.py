@@ -158,7 +158,10 @@ def flag_specs() -> Iterator[FlagSpec]:
                 shown = {"true": "yes", "false": "no"}.get(shown, shown)
             elif meta.get("action") == "store_true":
                 shown = ""
-        yield FlagSpec(f.name, flags, str(meta["group"]), kwargs, str(shown).format_map(values))
+        shown = str(shown).format_map(values)
+        # "per optimizer: {recipe[KEY]}; else D" where no recipe sets KEY: just D
+        shown = shown.removeprefix("per optimizer: ; else ")
+        yield FlagSpec(f.name, flags, str(meta["group"]), kwargs, shown)
 
 
 def add_train_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:

@@ -445,6 +445,14 @@ class TrainConfig:
         metavar="S",
         shown="per optimizer: {recipe[schedule]}",
     )
+    warmup: float | None = _opt(
+        None,
+        "training",
+        "epochs at the start over which the lr rises linearly, step by step, up to the "
+        "schedule's (then the schedule as before; 0: off)",
+        metavar="E",
+        shown="per optimizer: {recipe[warmup]}; else 0 (off)",
+    )
     refit: float | None = _opt(
         None,
         "training",
@@ -807,6 +815,8 @@ class TrainConfig:
             changes["schedule"] = "none"
         if self.lam_warmup is None and "lam_warmup" not in changes:
             changes["lam_warmup"] = 0.0
+        if self.warmup is None and "warmup" not in changes:
+            changes["warmup"] = 0.0
         if self.grow_every is not None and self.refit:
             raise ValueError(
                 f"Invalid refit value: {self.refit!r}; a refit fixes the support, which "

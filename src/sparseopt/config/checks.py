@@ -56,6 +56,8 @@ def validate(cfg: Any) -> None:
                 f"Invalid lam_warmup value: {cfg.lam_warmup!r}; target_density "
                 f"{cfg.target_density!r} steers λ from the first step (set one of them to 0)"
             )
+    if cfg.warmup is not None:
+        _check_number("warmup", cfg.warmup, 0.0, None)
     if cfg.refit is not None:
         _check_number("refit", cfg.refit, 0.0, 1.0, high_open=True)
     if cfg.refit_lr is not None:

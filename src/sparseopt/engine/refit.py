@@ -25,7 +25,8 @@ entries are set back to zero, as :class:`sparseopt.baselines.FixedMask` does.
 :math:`K = \max(1, \operatorname{round}(w B))` steps (:math:`B` steps per epoch): step
 :math:`k < K` (0-based) runs at :math:`\eta_e (k + 1)/K`, with :math:`\eta_e` the cosine's
 lr of its epoch and :math:`k` counted from the trainer's global step at the switch; the
-cosine itself is untouched (a step pre-hook scales the lr, a post-hook puts it back). The
+cosine itself is untouched (:class:`sparseopt.engine.warmup.LinearWarmup`, the mechanism
+of the run's own ``warmup`` too). The
 switch from the sparse optimizer to SGD at the full refit lr can undo in one epoch what the
 sparse phase learned: at refit lr 0.02 RDA's words CNN (validation, seed 0) fell to chance
 in the refit's first epoch, and with a warm-up of one epoch it reached 91.5 %
@@ -145,7 +146,6 @@ class Refit:
         self.warmup_steps = 0  # K of the warm-up (0: none), once begun
         self.start_step: int | None = None  # the trainer's global step at the switch
         self._trainer: Any = None
-        self._saved_lrs: list[Any] = []
         self.kept: list[Tensor] | None = None
         self.kept_val_acc: float | None = None
         self.refit_val_acc: float | None = None  # a_1, once decided
@@ -170,6 +170,7 @@ class Refit:
         (:meth:`load_state_dict` then sets the masks). Returns a line for the log.
         """
         from sparseopt.engine.build import build_scheduler, fastest_implementation
+        from sparseopt.engine.warmup import LinearWarmup, warmup_steps
         from sparseopt.optim.registry import get_optimizer_info
 
         model = trainer.model
@@ -187,14 +188,11 @@ class Refit:
         self.lr = float(kw["lr"])  # the starting lr, for the failure and divergence hints
         optimizer = torch.optim.SGD(model.parameters(), **kw)
         optimizer.register_step_post_hook(lambda *_: self.apply())
-        warmup = float(trainer.config.refit_warmup or 0.0)
-        self.warmup_steps = max(1, round(warmup * trainer.batches_per_epoch())) if warmup else 0
+        self.warmup_steps = warmup_steps(trainer.config.refit_warmup, trainer.batches_per_epoch())
         self._trainer = trainer
         if not resumed:  # a resumed refit reads it from its checkpoint
             self.start_step = int(trainer.global_step)
-        if self.warmup_steps:
-            optimizer.register_step_pre_hook(lambda opt, *_: self._warm(opt))
-            optimizer.register_step_post_hook(lambda opt, *_: self._unwarm(opt))
+        LinearWarmup(self.warmup_steps, lambda: self.steps).attach(optimizer)
         trainer.optimizer = self.optimizer = optimizer
         trainer.scheduler = build_scheduler(
             trainer.config.replace(epochs=self.epochs, schedule="cosine", refit=0.0), optimizer
@@ -289,23 +287,6 @@ class Refit:
         if self.start_step is None or self._trainer is None:
             return self.warmup_steps
         return int(self._trainer.global_step) - self.start_step
-
-    def _warm(self, optimizer: torch.optim.Optimizer) -> None:
-        """Step pre-hook: during the warm-up, scale each group's lr by :math:`(k+1)/K`."""
-        self._saved_lrs = []
-        k = self.steps
-        if not 0 <= k < self.warmup_steps:
-            return
-        factor = (k + 1) / self.warmup_steps
-        for group in optimizer.param_groups:
-            self._saved_lrs.append(group["lr"])
-            group["lr"] = group["lr"] * factor
-
-    def _unwarm(self, optimizer: torch.optim.Optimizer) -> None:
-        """Step post-hook: put back the lr the schedule set."""
-        for group, lr in zip(optimizer.param_groups, self._saved_lrs, strict=False):
-            group["lr"] = lr
-        self._saved_lrs = []
 
     @torch.no_grad()
     def apply(self) -> None:

@@ -48,6 +48,7 @@ from sparseopt.engine.report import (
 )
 from sparseopt.engine.rundir import RunDir, claim, tensorboard_row
 from sparseopt.engine.signals import StopSignals
+from sparseopt.engine.warmup import LinearWarmup, warmup_steps
 from sparseopt.groups import layer_lams
 from sparseopt.health import empty_layers, probe_constant
 from sparseopt.logging_utils import ProgressBar, format_epoch_line, open_tensorboard
@@ -164,6 +165,10 @@ class Trainer:
         )
         self.health, self._probe = built.health, built.probe
         self._refit = Refit(cfg.epochs, cfg.refit, self.optimizer)
+        # the run's lr warm-up counts the trainer's steps from the first (a resumed run's
+        # global step comes from its checkpoint); the refit's optimizer has its own
+        self.warmup_steps = warmup_steps(cfg.warmup, self.batches_per_epoch())
+        LinearWarmup(self.warmup_steps, lambda: self.global_step).attach(self.optimizer)
 
     def _adopt(self, ctx: distributed.Dist) -> None:
         """This process's place: ``dist``, ``rank``, ``world_size``, ``device``,

@@ -84,7 +84,7 @@ class OptimizerInfo:
             a fixed λ — a class built by hand, ``create_optimizer`` otherwise, no target —
             takes ``lam``'s.
         training: training defaults (``TrainConfig`` fields: ``init_density``, ``lam_scale``,
-            ``schedule``, ``lam_warmup``, ``refit``, ``refit_lr``, ``refit_warmup``,
+            ``schedule``, ``warmup``, ``lam_warmup``, ``refit``, ``refit_lr``, ``refit_warmup``,
             ``target_density``; the engine applies them, a class built by hand does not).
         group_training: per group penalty, training defaults that replace
             :attr:`training`'s in a structured run — every penalised layer kind with that

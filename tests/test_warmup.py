@@ -1,0 +1,135 @@
+"""The linear lr warm-up (:mod:`sparseopt.engine.warmup`): the factor of every step, the
+schedule left alone, the run's ``warmup`` setting, its resume and its refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from engine_helpers import assert_same_state, edit_saved_config, tiny, without_time
+
+from sparseopt.config import TrainConfig
+from sparseopt.engine import Trainer, TrainingInterrupted, load_checkpoint, train
+from sparseopt.engine.warmup import LinearWarmup, warmup_steps
+
+
+@pytest.mark.parametrize(
+    ("epochs", "batches", "expected"),
+    [(1.0, 57, 57), (0.5, 57, 28), (0.01, 57, 1), (2.5, 4, 10), (0.0, 57, 0), (None, 57, 0)],
+)
+def test_warmup_steps_round_and_keep_at_least_one(
+    epochs: float | None, batches: int, expected: int
+) -> None:
+    assert warmup_steps(epochs, batches) == expected
+
+
+@pytest.mark.parametrize("tensor_lr", [False, True])
+def test_each_step_runs_at_its_share_of_the_scheduled_lr_which_is_put_back(
+    tensor_lr: bool,
+) -> None:
+    """Plain SGD without momentum: the update of step k is exactly lr·(k+1)/K·grad for
+    k < K, then lr·grad; between steps the group holds the scheduled lr (also a tensor
+    lr, the same object), which the schedule may change mid-warm-up."""
+    p = torch.nn.Parameter(torch.zeros(()))
+    lr: Any = torch.tensor(0.8) if tensor_lr else 0.8
+    opt = torch.optim.SGD([p], lr=lr)
+    k = [0]
+    warm = LinearWarmup(4, lambda: k[0])
+    warm.attach(opt)
+    moves, factors = [], []
+    for step in range(6):
+        if step == 2:  # the schedule sets another lr: the warm-up scales that one
+            opt.param_groups[0]["lr"] = torch.tensor(0.4) if tensor_lr else 0.4
+        before, scheduled = p.detach().clone(), opt.param_groups[0]["lr"]
+        factors.append(warm.factor())
+        p.grad = torch.ones(())
+        opt.step()
+        k[0] += 1
+        moves.append(float(before - p.detach()))
+        assert opt.param_groups[0]["lr"] is scheduled
+    assert factors == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert moves == pytest.approx([0.2, 0.4, 0.3, 0.4, 0.4, 0.4])
+
+
+def test_no_warmup_registers_no_hook() -> None:
+    p = torch.nn.Parameter(torch.zeros(()))
+    opt = torch.optim.SGD([p], lr=1.0)
+    LinearWarmup(0, lambda: 0).attach(opt)
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+    with pytest.raises(ValueError, match=r"Invalid steps value: -1"):
+        LinearWarmup(-1, lambda: 0)
+
+
+class StepLrs:
+    """The lr of the first param group as each step runs (a pre-hook registered after the
+    trainer's, so it sees the warmed-up value)."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        trainer.optimizer.register_step_pre_hook(
+            lambda opt, *_: self.lrs.append(float(opt.param_groups[0]["lr"]))
+        )
+
+
+@pytest.mark.parametrize("optimizer", ["linbreg", "sgd"])
+def test_a_run_warms_up_over_its_first_steps_then_follows_the_schedule(
+    tmp_path: Path, optimizer: str
+) -> None:
+    """3 epochs of 3 steps, warm-up 5/3 epochs (5 steps), cosine over the 3 epochs."""
+    import math
+
+    seen = StepLrs()
+    cfg = tiny(tmp_path, optimizer=optimizer, epochs=3, warmup=5 / 3, schedule="cosine", lr=0.1)
+    res = train(cfg, callbacks=[seen])
+    cosine = [0.1 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    expected = [cosine[s // 3] * min(1.0, (s + 1) / 5) for s in range(9)]
+    assert seen.lrs == pytest.approx(expected)
+    assert [row["lr"] for row in res.history[1:]] == pytest.approx(cosine)  # the schedule's
+    assert "lr warm-up over the first 5 steps" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_warmup_longer_than_the_run_is_said(tmp_path: Path) -> None:
+    train(tiny(tmp_path, optimizer="sgd", warmup=3))
+    assert "it never reaches that lr; a smaller --warmup" in (tmp_path / "log.txt").read_text()
+
+
+def test_the_refit_warms_up_from_its_own_first_step(tmp_path: Path) -> None:
+    """The run's warm-up (2 steps) and the refit's (3 steps, counted from the switch)."""
+    seen = StepLrs()
+    kw = {"optimizer": "rda", "epochs": 4, "refit": 0.5, "warmup": 2 / 3, "refit_warmup": 1.0}
+    res = train(tiny(tmp_path, **kw, lr=1.0, refit_lr=0.03), callbacks=[seen])
+    assert seen.lrs[:6] == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0, 1.0])  # schedule none
+    # the hook was on the sparse optimizer: the refit's SGD is another one
+    assert len(seen.lrs) == 6 and type(res.optimizer).__name__ == "SGD"
+
+
+def test_a_run_cut_mid_warmup_resumes_to_the_same_state(tmp_path: Path) -> None:
+    from test_engine import StopAtStep
+
+    kw = {"optimizer": "adabreg", "epochs": 3, "warmup": 2.0, "schedule": "cosine"}
+    ref = train(tiny(tmp_path / "ref", **kw))
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", **kw), callbacks=[StopAtStep(4)])
+    assert load_checkpoint(tmp_path / "cut")["global_step"] == 4
+    res = train(resume=tmp_path / "cut")
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+    assert_same_state(res.optimizer.state_dict(), ref.optimizer.state_dict())
+    assert without_time(res.history) == without_time(ref.history)
+
+
+def test_warmup_is_checked_resolved_and_absent_from_older_runs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"Invalid warmup value: -1"):
+        tiny(tmp_path, warmup=-1).validate()
+    assert tiny(tmp_path, optimizer="adam").resolve().warmup == 0.0  # dense runs take it too
+    assert tiny(tmp_path, optimizer="sgd", warmup=1).resolve().warmup == 1.0
+    train(tiny(tmp_path / "old", optimizer="sgd", epochs=1))
+    edit_saved_config(tmp_path / "old", "\nwarmup: 0.0\n", "\n")
+    from sparseopt.config import load_run_config
+
+    assert load_run_config(tmp_path / "old" / "config.yaml")["warmup"] == 0.0
+    res = train(resume=tmp_path / "old", config={"epochs": 2})
+    assert res.history[-1]["epoch"] == 2 and isinstance(res.config, TrainConfig)
