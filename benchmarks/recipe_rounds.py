@@ -403,6 +403,18 @@ ROUND68 = [
 #: ℓ0 λ, on a fresh seed (the study tasks, seed 1) and the words check's seeds 3 and 4.
 ROUND69 = {**ROUND68[2], "seed": 1}
 
+#: Round 70 (docs/recipes.md): the dense baselines with the lr warm-up (``warmup``, one
+#: epoch) at their recipe's lr and at twice it, each recipe first (no dense runs of the
+#: study were kept).
+ROUND70 = {
+    name: [
+        {"optimizer": name},
+        {"optimizer": name, "warmup": 1.0},
+        {"optimizer": name, "warmup": 1.0, "lr": 2 * lr},
+    ]
+    for name, lr in (("sgd", 0.02), ("adam", 3e-3))
+}
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -425,6 +437,8 @@ SCALE_CHECK = {
     "adabreg-weight-decay": [ROUND62[1], *ROUND64],
     "linbreg-weight-decay": [ROUND62[2], *ROUND65],
     "adabreg-l0-weight-decay": ROUND66,
+    "sgd-warmup": ROUND70["sgd"],
+    "adam-warmup": ROUND70["adam"],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -494,6 +508,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round64": ROUND64,  # AdaBreg's weight decay (round 64)
         "round65": ROUND65,  # LinBreg's weight decay (round 65)
         "round66": ROUND66,  # AdaBreg's ℓ0 with and without the weight decay (round 66)
+        "round70": [*ROUND70["sgd"], *ROUND70["adam"]],  # the dense lr warm-up (round 70)
     }
 )
 
@@ -1173,6 +1188,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round64c": [{**c, "seed": 1} for c in ROUND64],  # the recipe's: round 62c's
     "round65c": [{**c, "seed": 1} for c in ROUND65],  # the recipe's: round 62c's
     "round66c": [{**c, "seed": 1} for c in ROUND66],  # both (no earlier ℓ0 runs kept)
+    "round70c": [{**c, "seed": 1} for c in (*ROUND70["sgd"], *ROUND70["adam"])],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1422,6 +1438,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round64c": FRESH_SEED_TASKS,
     "round65c": FRESH_SEED_TASKS,
     "round66c": FRESH_SEED_TASKS,
+    "round70c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
