@@ -355,9 +355,11 @@ def test_refit_warmup_raises_the_refit_lr_step_by_step_then_leaves_the_cosine(
     assert [r["lr"] for r in res.history[3:]] == pytest.approx([0.04, 0.02])
     log = (tmp_path / "w" / "log.txt").read_text()
     assert "cosine after a linear warm-up of 4 steps\n" in log  # shorter than the refit
-    train(tiny(tmp_path / "long", **kw, refit_warmup=2))  # 6 steps: the whole refit
+    train(tiny(tmp_path / "all", **kw, refit_warmup=2))  # 6 steps: the last at the lr
+    assert "warm-up of 6 steps\n" in (tmp_path / "all" / "log.txt").read_text()
+    train(tiny(tmp_path / "long", **kw, refit_warmup=7 / 3))  # 7 steps: longer than the refit
     long = (tmp_path / "long" / "log.txt").read_text()
-    assert "warm-up of 6 steps (the whole refit: it never reaches that lr" in long
+    assert "warm-up of 7 steps (the whole refit: it never reaches that lr" in long
     watch.lrs.clear()
     ref = train(tiny(tmp_path / "p", **kw, refit_warmup=0))
     assert ref.config.refit_warmup == 0.0 and watch.lrs == pytest.approx(cos)

@@ -93,8 +93,68 @@ def test_a_run_warms_up_over_its_first_steps_then_follows_the_schedule(
 
 
 def test_a_warmup_longer_than_the_run_is_said(tmp_path: Path) -> None:
-    train(tiny(tmp_path, optimizer="sgd", warmup=3))
-    assert "it never reaches that lr; a smaller --warmup" in (tmp_path / "log.txt").read_text()
+    """2 epochs of 3 steps: a warm-up of 6 steps ends at the lr, one of 7 never gets there;
+    with a refit of the last epoch the sparse phase has 3 steps."""
+    train(tiny(tmp_path / "six", optimizer="sgd", warmup=2))
+    assert "warm-up over the first 6 steps," in (tmp_path / "six" / "log.txt").read_text()
+    train(tiny(tmp_path / "seven", optimizer="sgd", warmup=7 / 3))
+    assert (
+        "first 7 steps (more than the 6 steps of the run: it never reaches that lr; a "
+        "smaller --warmup)" in (tmp_path / "seven" / "log.txt").read_text()
+    )
+    train(tiny(tmp_path / "refit", optimizer="rvsm", warmup=4 / 3, refit=0.5))
+    assert (
+        "first 4 steps (more than the 3 steps before the refit:"
+        in (tmp_path / "refit" / "log.txt").read_text()
+    )
+
+
+def test_the_returned_optimizer_steps_at_its_lr_and_does_not_hold_the_trainer(
+    tmp_path: Path,
+) -> None:
+    """A run that ends inside its warm-up: afterwards the optimizer is the caller's (no
+    hook scales its steps, none refers to the trainer)."""
+    import gc
+    import weakref
+
+    res = train(tiny(tmp_path, optimizer="sgd", warmup=3, schedule="none", lr=0.1))
+    opt = res.optimizer
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+    seen = StepLrs()
+    opt.register_step_pre_hook(lambda o, *_: seen.lrs.append(float(o.param_groups[0]["lr"])))
+    p = opt.param_groups[0]["params"][0]
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert seen.lrs == [0.1]
+    from sparseopt.engine import Trainer as T
+
+    with T(tiny(tmp_path / "t", optimizer="adabreg", warmup=3)) as t:
+        t.fit()
+        ref = weakref.ref(t)
+        optimizer = t.optimizer
+    del t
+    gc.collect()
+    assert ref() is None and optimizer is not None
+
+
+def test_a_controller_coupled_to_the_lr_sees_the_warmed_up_lr(tmp_path: Path) -> None:
+    """ProxSGD steered with lr_coupled: each update divides λ by the rise of the lr the
+    next step runs at, warm-up included (the group holds the schedule's)."""
+    from sparseopt.control import TargetDensity
+
+    ctl = TargetDensity(0.3, every_steps=1, lr_coupled=True)
+    seen: list[float] = []
+    orig = ctl._lr_fall
+
+    def spy(i: int, group: Any, lr_factor: float = 1.0) -> float:
+        seen.append(float(group["lr"]) * lr_factor)
+        return orig(i, group, lr_factor)
+
+    ctl._lr_fall = spy  # type: ignore[method-assign]
+    kw = {"optimizer": "proxsgd", "warmup": 2, "schedule": "none", "lr": 0.1, "refit": 0.0}
+    train(tiny(tmp_path, **kw), callbacks=[ctl])
+    per_update = seen[:: len(seen) // 6]  # every group sees the same lr at an update
+    assert per_update == pytest.approx([0.1 * (k + 2) / 6 for k in range(5)] + [0.1])
 
 
 def test_the_refit_warms_up_from_its_own_first_step(tmp_path: Path) -> None:
@@ -133,3 +193,18 @@ def test_warmup_is_checked_resolved_and_absent_from_older_runs(tmp_path: Path) -
     assert load_run_config(tmp_path / "old" / "config.yaml")["warmup"] == 0.0
     res = train(resume=tmp_path / "old", config={"epochs": 2})
     assert res.history[-1]["epoch"] == 2 and isinstance(res.config, TrainConfig)
+
+
+def test_the_pruning_baselines_fine_tuning_has_no_warmup(tmp_path: Path) -> None:
+    """`compare --warmup 2 --prune-baseline`: the dense run warms up, its pruned network's
+    fine-tuning does not (it is the sparse methods' refit, which has its own)."""
+    import argparse
+
+    from sparseopt.cli.compare import _pruning_configs
+
+    args = argparse.Namespace(finetune_epochs=None)
+    base = {"dataset": "digits", "model": "mlp", "epochs": 10, "warmup": 2.0}
+    dense, finetune = _pruning_configs(base, tmp_path, "sgd", args)
+    tuned = finetune("linbreg")
+    assert (dense.epochs, dense.warmup) == (8, 2.0)
+    assert (tuned.epochs, tuned.warmup, tuned.schedule) == (2, 0.0, "cosine")

@@ -517,6 +517,13 @@ def conserve_budget(counts: Sequence[float], shares: Sequence[float]) -> list[fl
     return [s * rho for s in shares]
 
 
+def _lr_factor(trainer: Any) -> float:
+    """What the lr of ``trainer``'s next step is of its groups' (a warm-up by step hooks,
+    :meth:`sparseopt.engine.Trainer.lr_factor`; 1 for a loop without one)."""
+    factor = getattr(trainer, "lr_factor", None)
+    return float(factor()) if callable(factor) else 1.0
+
+
 class TargetDensity:
     """Adjust λ during training until the deployable network has density ``target``.
 
@@ -800,10 +807,16 @@ class TargetDensity:
         return math.exp((1 - s) * math.log(d0) + s * math.log(self.target))
 
     def update(
-        self, model: nn.Module | None, optimizer: torch.optim.Optimizer, step: int | None = None
+        self,
+        model: nn.Module | None,
+        optimizer: torch.optim.Optimizer,
+        step: int | None = None,
+        *,
+        lr_factor: float = 1.0,
     ) -> float:
         """Measure the density, update λ of every penalised group; return the first group's
-        factor-free λ (:func:`sparseopt.groups.base_lam`).
+        factor-free λ (:func:`sparseopt.groups.base_lam`). ``lr_factor``: what the next
+        step's lr is of the group's (``lr_coupled``; a trainer's warm-up).
 
         Raises:
             TypeError: the optimizer has no ``set_lam`` (not a sparse optimizer).
@@ -843,7 +856,7 @@ class TargetDensity:
         for i, factor in factors.items():
             group = optimizer.param_groups[i]
             if self.lr_coupled:
-                factor *= self._lr_fall(i, group)
+                factor *= self._lr_fall(i, group, lr_factor)
             lam = max(group_lam(group), self.lam_min)  # set_lam applies the layer's factor
             lam = min(max(lam * factor, self.lam_min), self.lam_max)
             set_lam(lam, [i])
@@ -853,10 +866,12 @@ class TargetDensity:
         self.history.append((self._updates if step is None else int(step), d, lam_out))
         return lam_out
 
-    def _lr_fall(self, i: int, group: Mapping[str, Any]) -> float:
+    def _lr_fall(self, i: int, group: Mapping[str, Any], lr_factor: float = 1.0) -> float:
         """``lr_coupled``: group ``i``'s learning rate at the last update over its lr now
-        (1 at the first update and while the lr is 0; a tensor lr is read as a float)."""
-        lr = float(group["lr"])
+        (1 at the first update and while the lr is 0; a tensor lr is read as a float);
+        ``lr_factor`` scales the group's lr to the one the next step runs at (a warm-up
+        by step hooks, :meth:`sparseopt.engine.Trainer.lr_factor`)."""
+        lr = float(group["lr"]) * lr_factor
         prev = self._lrs.get(i)
         if lr <= 0 or not math.isfinite(lr):
             return 1.0
@@ -987,7 +1002,12 @@ class TargetDensity:
             return
         step = int(getattr(trainer, "global_step", 0) if step is None else step)
         if step >= self.start_step and step % self.every_steps == 0:
-            self.update(getattr(trainer, "model", None), trainer.optimizer, step)
+            self.update(
+                getattr(trainer, "model", None),
+                trainer.optimizer,
+                step,
+                lr_factor=_lr_factor(trainer),
+            )
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any] | None = None) -> None:
         """Once per epoch (unless updating per step): update λ and log it in ``metrics``
@@ -995,7 +1015,12 @@ class TargetDensity:
         step = int(getattr(trainer, "global_step", 0))
         steering = not getattr(trainer, "in_refit", False)
         if self.every_steps is None and step >= self.start_step and steering:
-            self.update(getattr(trainer, "model", None), trainer.optimizer, step)
+            self.update(
+                getattr(trainer, "model", None),
+                trainer.optimizer,
+                step,
+                lr_factor=_lr_factor(trainer),
+            )
         if isinstance(metrics, dict) and self.history:
             metrics["target_density"] = self.target
             metrics["controlled_lam"] = self.history[-1][2]

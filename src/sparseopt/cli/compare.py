@@ -487,8 +487,8 @@ def _pruning_configs(
     ``OUT/pruning-<dense>-dense``), and the fine-tuning run config of its pruned network
     for a sparse optimizer (by name; in ``OUT/pruning-<dense>-<name>``): ``F`` epochs with
     the dense optimizer at a tenth of its resolved learning rate, cosine, from the dense
-    network (its mask is a callback, not a setting). One source for the runs and for the
-    check before anything trains."""
+    network (its mask is a callback, not a setting), without the dense run's lr warm-up.
+    One source for the runs and for the check before anything trains."""
     from sparseopt.baselines import FINETUNE_LR_FACTOR
 
     epochs, ft = _finetune_epochs(base, args)
@@ -507,6 +507,7 @@ def _pruning_configs(
             lr=lr,
             schedule="cosine",
             init_density=1.0,
+            warmup=0.0,  # the fine-tuning is the sparse methods' refit (--refit-warmup 0)
             out=str(out / f"pruning-{dense}-{name}"),
             stall_epochs=0,
         )

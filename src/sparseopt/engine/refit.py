@@ -144,6 +144,7 @@ class Refit:
         self._impl: dict[str, Any] = {}  # fused/foreach chosen for this process
         self.lr: float | None = None
         self.warmup_steps = 0  # K of the warm-up (0: none), once begun
+        self.warmup: Any = None  # its LinearWarmup, once begun
         self.start_step: int | None = None  # the trainer's global step at the switch
         self._trainer: Any = None
         self.kept: list[Tensor] | None = None
@@ -192,7 +193,8 @@ class Refit:
         self._trainer = trainer
         if not resumed:  # a resumed refit reads it from its checkpoint
             self.start_step = int(trainer.global_step)
-        LinearWarmup(self.warmup_steps, lambda: self.steps).attach(optimizer)
+        self.warmup = LinearWarmup(self.warmup_steps, lambda: self.steps)
+        self.warmup.attach(optimizer)
         trainer.optimizer = self.optimizer = optimizer
         trainer.scheduler = build_scheduler(
             trainer.config.replace(epochs=self.epochs, schedule="cosine", refit=0.0), optimizer
@@ -201,7 +203,7 @@ class Refit:
         total = sum(p.numel() for p in self.params)
         share = f"{100 * kept / total:.2f} % of the penalised weights" if total else "no weight"
         warm = f" after a linear warm-up of {self.warmup_steps} steps" if self.warmup_steps else ""
-        if self.warmup_steps and self.warmup_steps >= self.epochs * trainer.batches_per_epoch():
+        if self.warmup_steps > self.epochs * trainer.batches_per_epoch():
             warm += " (the whole refit: it never reaches that lr; a smaller --refit-warmup)"
         line = (
             f"refit: epochs {self.first_epoch}-{self.first_epoch + self.epochs - 1} fine-tune "

@@ -45,12 +45,14 @@ def describe(trainer: Any) -> str:
             opt += f", per layer ({cfg.target_allocation})"
     if cfg.grow_every is not None:
         opt += f", grow every {cfg.grow_every} epochs (τ = {cfg.grow_tau:g})"
+    refit = cfg.epochs - getattr(trainer, "sparse_epochs", cfg.epochs)
     warm = getattr(trainer, "warmup_steps", 0)
     if warm:
         opt += f", lr warm-up over the first {warm} steps"
-        if warm >= getattr(trainer, "sparse_epochs", cfg.epochs) * trainer.batches_per_epoch():
-            opt += " (all of them before any refit: it never reaches that lr; a smaller --warmup)"
-    refit = cfg.epochs - getattr(trainer, "sparse_epochs", cfg.epochs)
+        steps = (cfg.epochs - refit) * trainer.batches_per_epoch()
+        if warm > steps:
+            where = "before the refit" if refit else "of the run"
+            opt += f" (more than the {steps} steps {where}: it never reaches that lr; a smaller --warmup)"
     if refit:
         opt += f", refit of the last {refit} epochs"
     # The sparse start covers the penalisable weights; the epoch lines' "density"

@@ -168,7 +168,8 @@ class Trainer:
         # the run's lr warm-up counts the trainer's steps from the first (a resumed run's
         # global step comes from its checkpoint); the refit's optimizer has its own
         self.warmup_steps = warmup_steps(cfg.warmup, self.batches_per_epoch())
-        LinearWarmup(self.warmup_steps, lambda: self.global_step).attach(self.optimizer)
+        self._warmup = LinearWarmup(self.warmup_steps, lambda: self.global_step)
+        self._warmup.attach(self.optimizer)
 
     def _adopt(self, ctx: distributed.Dist) -> None:
         """This process's place: ``dist``, ``rank``, ``world_size``, ``device``,
@@ -208,6 +209,14 @@ class Trainer:
     def sparse_epochs(self) -> int:
         """Epochs of the sparse optimizer: all of them, less a refit's (``config.refit``)."""
         return self.config.epochs - self._refit.epochs
+
+    def lr_factor(self) -> float:
+        """The factor the run's lr warm-up (``config.warmup``) gives the lr of the next
+        step of the sparse phase, 1 after it: a controller coupled to the lr
+        (``TargetDensity(lr_coupled=True)``) reads the group's lr times this, since the
+        warm-up's hooks leave the group holding the schedule's."""
+        warmup = getattr(self, "_warmup", None)
+        return 1.0 if warmup is None else warmup.factor()
 
     def batches_per_epoch(self) -> int:
         """Number of optimizer steps per epoch (this rank's)."""
@@ -675,6 +684,11 @@ class Trainer:
         24 interrupted 2-rank runs).
         :func:`train` calls it; with a :class:`Trainer` of your own, call it or use the
         trainer as a context manager (``with Trainer(cfg) as t: t.fit()``)."""
+        # the optimizer returned is the caller's: no warm-up hook (nor the trainer it reads)
+        for warmup in (getattr(self, "_warmup", None), getattr(self, "_refit", None)):
+            warmup = getattr(warmup, "warmup", warmup)
+            if warmup is not None:
+                warmup.detach()
         if self._flushed:  # as the caller had it (off: on was left alone)
             # in the team it was set in (and any larger one the run went on to use)
             set_flush_denormal_all(False, max(self._flush_threads, torch.get_num_threads()))

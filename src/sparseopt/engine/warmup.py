@@ -66,6 +66,7 @@ class LinearWarmup:
         self.steps = steps
         self.count = count
         self._saved: list[Any] = []
+        self._handles: list[Any] = []
 
     def factor(self) -> float:
         """The factor of the step about to run (1 once the warm-up is over)."""
@@ -75,8 +76,17 @@ class LinearWarmup:
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Register the pre- and post-hooks on ``optimizer`` (nothing for :math:`K = 0`)."""
         if self.steps:
-            optimizer.register_step_pre_hook(lambda opt, *_: self._warm(opt))
-            optimizer.register_step_post_hook(lambda opt, *_: self._unwarm(opt))
+            self._handles += [
+                optimizer.register_step_pre_hook(lambda opt, *_: self._warm(opt)),
+                optimizer.register_step_post_hook(lambda opt, *_: self._unwarm(opt)),
+            ]
+
+    def detach(self) -> None:
+        """Remove the hooks: the optimizer steps at its groups' lr again (a trainer's
+        optimizer, once the run is over, is the caller's)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def _warm(self, optimizer: torch.optim.Optimizer) -> None:
         self._saved = []
