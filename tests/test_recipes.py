@@ -155,10 +155,10 @@ def test_docs_recipe_table_is_the_registry() -> None:
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == f"{info.training['init_density']:g}", row
-        warm_lam = info.training.get("lam_warmup")
+        warm_lam, warm_lr = info.training.get("lam_warmup"), info.training.get("warmup")
         assert cells[2] == info.training["schedule"] + (
-            f", λ warm-up {warm_lam:g}" if warm_lam else ""
-        ), row
+            f", warm-up {warm_lr:g}" if warm_lr else ""
+        ) + (f", λ warm-up {warm_lam:g}" if warm_lam else ""), row
         assert cells[3] == f"{info.defaults['lr']:g}", row
         if info.sparse:
             shown = dict(re.findall(r"(\w+) ([0-9.e-]+)", cells[4]))
