@@ -128,13 +128,34 @@ def test_the_returned_optimizer_steps_at_its_lr_and_does_not_hold_the_trainer(
     assert seen.lrs == [0.1]
     from sparseopt.engine import Trainer as T
 
-    with T(tiny(tmp_path / "t", optimizer="adabreg", warmup=3)) as t:
+    for name, kw in (("adabreg", {}), ("proxsgd", {"refit": 0.5, "refit_warmup": 0.5})):
+        # the refit's SGD: its mask hook reads the refit, which read the trainer
+        with T(tiny(tmp_path / name, optimizer=name, warmup=3, epochs=4, **kw)) as t:
+            t.fit()
+            ref = weakref.ref(t)
+            optimizer = t.optimizer
+        del t
+        gc.collect()
+        assert ref() is None and optimizer is not None, name
+
+
+def test_a_step_that_raised_mid_warmup_leaves_the_schedules_lr(tmp_path: Path) -> None:
+    from sparseopt.engine import Trainer as T
+
+    class Boom:
+        def on_train_begin(self, trainer: Trainer) -> None:
+            def pre(opt: Any, *_: Any) -> None:
+                if trainer.global_step == 1:
+                    raise RuntimeError("out of memory (a test)")
+
+            trainer.optimizer.register_step_pre_hook(pre)  # after the warm-up's
+
+    t = T(tiny(tmp_path, optimizer="sgd", warmup=3, schedule="none", lr=0.1), callbacks=[Boom()])
+    with pytest.raises(RuntimeError, match="a test"):
         t.fit()
-        ref = weakref.ref(t)
-        optimizer = t.optimizer
-    del t
-    gc.collect()
-    assert ref() is None and optimizer is not None
+    assert t.optimizer.param_groups[0]["lr"] != 0.1  # scaled, the post-hook never ran
+    t.close()
+    assert t.optimizer.param_groups[0]["lr"] == 0.1
 
 
 def test_a_controller_coupled_to_the_lr_sees_the_warmed_up_lr(tmp_path: Path) -> None:
@@ -196,6 +217,30 @@ def test_warmup_is_checked_resolved_and_absent_from_older_runs(tmp_path: Path) -
     assert load_run_config(tmp_path / "old" / "config.yaml")["warmup"] == 0.0
     res = train(resume=tmp_path / "old", config={"epochs": 2})
     assert res.history[-1]["epoch"] == 2 and isinstance(res.config, TrainConfig)
+
+
+def test_compare_refuses_fine_tunings_of_a_dense_run_that_is_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dense run of the pruning baseline removed (Adam's, to train it with today's
+    recipe): its fine-tunings' settings still match, but they pruned the old network, so
+    compare says so before it trains anything, in one line."""
+    import shutil
+
+    from sparseopt.cli import main
+
+    out = tmp_path / "cmp"
+    args = ["compare", "--optimizers", "linbreg", "--prune-baseline", "--dense", "adam"]
+    args += ["--epochs", "2", "--limit-batches", "2", "-q", "--out", str(out)]
+    assert main(args) == 0
+    shutil.rmtree(out / "pruning-adam-dense")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pruning-adam-linbreg fine-tuned a pruned network" in err[0]
+    assert not (out / "pruning-adam-dense").exists()  # nothing trained
+    shutil.rmtree(out / "pruning-adam-linbreg")
+    assert main(args) == 0 and (out / "pruning-adam-linbreg" / "summary.json").is_file()
 
 
 def test_the_pruning_baselines_fine_tuning_has_no_warmup(tmp_path: Path) -> None:

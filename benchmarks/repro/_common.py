@@ -270,10 +270,14 @@ def _hyper(cfg: TrainConfig) -> dict[str, Any]:
         "batch_size",
         "epochs",
         "schedule",
+        "warmup",
         "dataset_options",
     )
     d = cfg.to_dict()
-    return {k: d[k] for k in keys if d.get(k) not in (None, {}, [])}
+    shown = {k: d[k] for k in keys if d.get(k) not in (None, {}, [])}
+    if not shown.get("warmup"):  # an lr warm-up is named where a run has one
+        shown.pop("warmup", None)
+    return shown
 
 
 # ----------------------------------------------------------------------------- pruning

@@ -827,11 +827,22 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.prune_baseline:  # and so must the baseline's runs
         for dense in args.dense:
             dense_config, finetune = _pruning_configs(base, out, dense, args)
-            _run_state(dense_config)
+            fresh = _run_state(dense_config)[0] == "new"
             dense_configs.append(dense_config)
             for name, _, _, _ in configs:
-                if get_optimizer_info(name).sparse:  # the dense ones get no baseline
-                    _run_state(finetune(name))
+                if not get_optimizer_info(name).sparse:  # the dense ones get no baseline
+                    continue
+                tuned = finetune(name)
+                if _run_state(tuned)[0] != "new" and fresh:
+                    # its settings match, but the network it fine-tuned is gone: a dense
+                    # run trained now would be pruned, and this one reused in its place
+                    raise UsageError(
+                        f"{tuned.out} fine-tuned a pruned network of a "
+                        f"{Path(str(dense_config.out)).name} run that is no longer there; "
+                        "remove it (and the other pruning-"
+                        f"{Path(str(dense_config.out)).name.split('-')[1]}-* runs) to fine-tune "
+                        "the dense run trained now, or choose another --out"
+                    )
     rows: list[dict[str, Any]] = []
     task = "classification"
     reused = [name for name, _, _, (state, _) in configs if state == "done"]

@@ -684,11 +684,14 @@ class Trainer:
         24 interrupted 2-rank runs).
         :func:`train` calls it; with a :class:`Trainer` of your own, call it or use the
         trainer as a context manager (``with Trainer(cfg) as t: t.fit()``)."""
-        # the optimizer returned is the caller's: no warm-up hook (nor the trainer it reads)
-        for warmup in (getattr(self, "_warmup", None), getattr(self, "_refit", None)):
-            warmup = getattr(warmup, "warmup", warmup)
+        # the optimizer returned is the caller's: no warm-up hook, and none of its hooks
+        # leads back to this trainer (the refit's mask hook reads the refit, which read it)
+        refit = getattr(self, "_refit", None)
+        for warmup in (getattr(self, "_warmup", None), getattr(refit, "warmup", None)):
             if warmup is not None:
                 warmup.detach()
+        if refit is not None:
+            refit._trainer = None  # its warm-up counts as over (Refit.steps)
         if self._flushed:  # as the caller had it (off: on was left alone)
             # in the team it was set in (and any larger one the run went on to use)
             set_flush_denormal_all(False, max(self._flush_threads, torch.get_num_threads()))

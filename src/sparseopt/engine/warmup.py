@@ -67,6 +67,7 @@ class LinearWarmup:
         self.count = count
         self._saved: list[Any] = []
         self._handles: list[Any] = []
+        self._optimizer: torch.optim.Optimizer | None = None
 
     def factor(self) -> float:
         """The factor of the step about to run (1 once the warm-up is over)."""
@@ -76,6 +77,7 @@ class LinearWarmup:
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Register the pre- and post-hooks on ``optimizer`` (nothing for :math:`K = 0`)."""
         if self.steps:
+            self._optimizer = optimizer
             self._handles += [
                 optimizer.register_step_pre_hook(lambda opt, *_: self._warm(opt)),
                 optimizer.register_step_post_hook(lambda opt, *_: self._unwarm(opt)),
@@ -83,10 +85,14 @@ class LinearWarmup:
 
     def detach(self) -> None:
         """Remove the hooks: the optimizer steps at its groups' lr again (a trainer's
-        optimizer, once the run is over, is the caller's)."""
+        optimizer, once the run is over, is the caller's; a step that raised between
+        the hooks gets the schedule's lr back here)."""
+        if self._saved and self._optimizer is not None:
+            self._unwarm(self._optimizer)
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._optimizer = None
 
     def _warm(self, optimizer: torch.optim.Optimizer) -> None:
         self._saved = []
