@@ -599,31 +599,6 @@ def test_compare_gives_the_flags_that_reuse_a_run_from_before_the_guard_and_rdas
     assert (out / "rda" / "summary.json").read_text() == before
 
 
-def test_compare_gives_the_flag_that_reuses_an_adam_run_from_before_its_warmup(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """An Adam run saved before round 70 (no lr warm-up, the field not written out) is
-    refused with --warmup 0, the flag that gives every optimizer of the comparison its
-    settings of then (no sparse recipe warms up); with it the run is reused."""
-    out = tmp_path / "cmp"
-    args = ["compare", "--optimizers", "linbreg", "adam", "--epochs", "2"]
-    args += ["--limit-batches", "2", "-q", "--out", str(out)]
-    assert main([*args, "--warmup", "0"]) == 0
-    capsys.readouterr()
-    cfg = out / "adam" / "config.yaml"
-    text, n = re.subn(r"^warmup: .*\n", "", cfg.read_text(), flags=re.M)
-    assert n == 1
-    cfg.write_text(text)
-    code, _, err = run_main(capsys, *args)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1
-    assert "its command with --warmup 0 added" in lines[0], lines[0]
-    before = (out / "adam" / "summary.json").read_text()
-    assert main([*args, "--warmup", "0"]) == 0
-    assert capsys.readouterr().out.count("finished earlier, reused") == 2
-    assert (out / "adam" / "summary.json").read_text() == before
-
-
 def test_compare_gives_the_flags_that_reuse_a_group_penalty_run_from_before_round_56(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -205,11 +205,10 @@ def test_a_run_cut_mid_warmup_resumes_to_the_same_state(tmp_path: Path) -> None:
 def test_warmup_is_checked_resolved_and_absent_from_older_runs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"Invalid warmup value: -1"):
         tiny(tmp_path, warmup=-1).validate()
-    # the recipes' (round 70: Adam's one epoch, no other), else 0; dense runs take it too
-    assert tiny(tmp_path, optimizer="adam").resolve().warmup == 1.0
-    assert tiny(tmp_path, optimizer="adam", warmup=0).resolve().warmup == 0.0
+    # no recipe has one (round 70's Adam warm-up was withdrawn); dense runs take it too
+    assert tiny(tmp_path, optimizer="adam").resolve().warmup == 0.0
     assert tiny(tmp_path, optimizer="linbreg").resolve().warmup == 0.0
-    assert tiny(tmp_path, optimizer="sgd", warmup=1).resolve().warmup == 1.0
+    assert tiny(tmp_path, optimizer="adam", warmup=1).resolve().warmup == 1.0
     train(tiny(tmp_path / "old", optimizer="sgd", epochs=1))
     edit_saved_config(tmp_path / "old", "\nwarmup: 0.0\n", "\n")
     from sparseopt.config import load_run_config

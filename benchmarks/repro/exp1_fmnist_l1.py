@@ -41,7 +41,7 @@ TITLE = "Fashion-MNIST ConvNet, ℓ1 (Bungert et al., JMLR 2022, Table 1)"
 #: use sparseopt's presets (tuned on the digits job, not here).
 BREG = {"lam": 0.4, "delta": 1.0, "init_density": 0.01}
 METHODS: list[tuple[str, dict[str, Any]]] = [
-    # the paper's Adam: no lr warm-up (the recipe's one epoch since round 70)
+    # the paper's Adam: no lr warm-up (pinned: round 70 had adopted one for the recipe)
     ("Adam (dense)", {"optimizer": "adam", "lr": 1e-3, "warmup": 0.0}),
     ("ProxSGD", {"optimizer": "proxsgd"}),
     ("LinBreg", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.0, **BREG}),

@@ -264,7 +264,6 @@ _UNDOABLE: dict[str, Any] = {
     "refit_guard": False,
     "head_groups": "filter",
     "init_groups": "elementwise",
-    "warmup": 0.0,
 }
 
 
@@ -311,8 +310,7 @@ def _run_state(config: TrainConfig) -> tuple[str, dict[str, Any] | None]:
         shown = ", ".join(f"{k} {old.get(k)!r} there, {now[k]!r} now" for k in diff[:3])
         # a comparison made before a change that flags undo for every optimizer alike:
         # AdaBreg's per-layer steering (2026-11-27), RDA's λ warm-up (round 49), the refit
-        # guard, Adam's lr warm-up (round 70) (the values of _UNDOABLE: those runs'
-        # settings, today's for the others)
+        # guard (the values of _UNDOABLE: those runs' settings, today's for the others)
         undoable = all(k in _UNDOABLE and old.get(k) == _UNDOABLE[k] for k in diff)
         flags = [_flag(k, old[k]) for k in diff] if undoable else []
         hint = (
