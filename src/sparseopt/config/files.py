@@ -49,9 +49,9 @@ def load_yaml(text: str) -> Any:
 
 
 #: Settings a run directory's ``config.yaml`` lacks when it was written before the field
-#: existed, with the value that run had then (not today's recipe's): no lr warm-up, no refit (nor its
-#: warm-up or guard), no λ warm-up (RDA's recipe has one since round 49), one λ group per
-#: layer kind (the layout of its optimizer state), one density steered.
+#: existed, with the value that run had then (not today's recipe's): no lr warm-up, no
+#: refit (nor its warm-up or guard), no λ warm-up (RDA's recipe has one since round 49), one
+#: λ group per layer kind (the layout of its optimizer state), one density steered.
 _BEFORE_FIELDS: dict[str, Any] = {
     "warmup": 0.0,
     "refit": 0.0,

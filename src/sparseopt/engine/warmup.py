@@ -5,9 +5,10 @@ at :math:`\eta_e (k + 1)/K`, with :math:`\eta_e` the lr the schedule set for its
 from step :math:`K` on the schedule's lr is used as it is. The schedule is never
 touched: a step pre-hook (:meth:`torch.optim.Optimizer.register_step_pre_hook`) scales
 every param group's lr and a post-hook puts the scheduled value back, so that what the
-scheduler, the checkpoint, the log and the controllers read between steps is the
-schedule's lr, and a resumed run warms up from the step it stopped at (:math:`k` is
-counted off the trainer's global step, not off the hooks).
+scheduler, the checkpoint and the log read between steps is the schedule's lr (a
+controller coupled to the lr asks :meth:`factor` through
+:meth:`sparseopt.engine.Trainer.lr_factor`), and a resumed run warms up from the step it
+stopped at (:math:`k` is counted off the trainer's global step, not off the hooks).
 
 Two phases use it: the start of training (``warmup``, epochs; Goyal et al., "Accurate,
 large minibatch SGD", arXiv 1706.02677 (2017), §2.2 — the linear warm-up that lets a
