@@ -415,6 +415,14 @@ ROUND70 = {
     for name, lr in (("sgd", 0.02), ("adam", 3e-3))
 }
 
+#: Round 71 (docs/recipes.md): AdaBreg and SplitLBI with the lr warm-up (one epoch) at
+#: twice their recipe's lr, the two methods whose probe (round 70's) was not negative,
+#: each recipe first (no runs of today's recipes were kept).
+ROUND71 = {
+    name: [{"optimizer": name}, {"optimizer": name, "warmup": 1.0, "lr": 2 * lr}]
+    for name, lr in (("adabreg", 0.01), ("splitlbi", 0.02))
+}
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -439,6 +447,8 @@ SCALE_CHECK = {
     "adabreg-l0-weight-decay": ROUND66,
     "sgd-warmup": ROUND70["sgd"],
     "adam-warmup": ROUND70["adam"],
+    "adabreg-warmup": ROUND71["adabreg"],
+    "splitlbi-warmup": ROUND71["splitlbi"],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -509,6 +519,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round65": ROUND65,  # LinBreg's weight decay (round 65)
         "round66": ROUND66,  # AdaBreg's ℓ0 with and without the weight decay (round 66)
         "round70": [*ROUND70["sgd"], *ROUND70["adam"]],  # the dense lr warm-up (round 70)
+        "round71": [*ROUND71["adabreg"], *ROUND71["splitlbi"]],  # their warm-up (round 71)
     }
 )
 
@@ -1189,6 +1200,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round65c": [{**c, "seed": 1} for c in ROUND65],  # the recipe's: round 62c's
     "round66c": [{**c, "seed": 1} for c in ROUND66],  # both (no earlier ℓ0 runs kept)
     "round70c": [{**c, "seed": 1} for c in (*ROUND70["sgd"], *ROUND70["adam"])],
+    "round71c": [{**c, "seed": 1} for c in (*ROUND71["adabreg"], *ROUND71["splitlbi"])],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1439,6 +1451,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round65c": FRESH_SEED_TASKS,
     "round66c": FRESH_SEED_TASKS,
     "round70c": FRESH_SEED_TASKS,
+    "round71c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
