@@ -835,11 +835,10 @@ def run_compare(args: argparse.Namespace) -> int:
                     # its settings match, but the network it fine-tuned is gone: a dense
                     # run trained now would be pruned, and this one reused in its place
                     raise UsageError(
-                        f"{tuned.out} fine-tuned a pruned network of a "
-                        f"{Path(str(dense_config.out)).name} run that is no longer there; "
-                        "remove it (and the other pruning-"
-                        f"{Path(str(dense_config.out)).name.split('-')[1]}-* runs) to fine-tune "
-                        "the dense run trained now, or choose another --out"
+                        f"{tuned.out} fine-tuned a pruned network of a pruning-{dense}-dense "
+                        f"run that is no longer there; remove it (and the other "
+                        f"pruning-{dense}-* runs) to fine-tune the dense run trained now, or "
+                        "choose another --out"
                     )
     rows: list[dict[str, Any]] = []
     task = "classification"

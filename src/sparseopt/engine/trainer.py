@@ -167,8 +167,8 @@ class Trainer:
         self._refit = Refit(cfg.epochs, cfg.refit, self.optimizer)
         # the run's lr warm-up counts the trainer's steps from the first (a resumed run's
         # global step comes from its checkpoint); the refit's optimizer has its own
-        self.warmup_steps = warmup_steps(cfg.warmup, self.batches_per_epoch())
-        self._warmup = LinearWarmup(self.warmup_steps, lambda: self.global_step)
+        steps = warmup_steps(cfg.warmup, self.batches_per_epoch())
+        self._warmup = LinearWarmup(steps, lambda: self.global_step)
         self._warmup.attach(self.optimizer)
 
     def _adopt(self, ctx: distributed.Dist) -> None:
@@ -210,13 +210,17 @@ class Trainer:
         """Epochs of the sparse optimizer: all of them, less a refit's (``config.refit``)."""
         return self.config.epochs - self._refit.epochs
 
+    @property
+    def warmup_steps(self) -> int:
+        """:math:`K`, the steps of the run's lr warm-up (``config.warmup``; 0: none)."""
+        return self._warmup.steps
+
     def lr_factor(self) -> float:
         """The factor the run's lr warm-up (``config.warmup``) gives the lr of the next
         step of the sparse phase, 1 after it: a controller coupled to the lr
         (``TargetDensity(lr_coupled=True)``) reads the group's lr times this, since the
         warm-up's hooks leave the group holding the schedule's."""
-        warmup = getattr(self, "_warmup", None)
-        return 1.0 if warmup is None else warmup.factor()
+        return self._warmup.factor()
 
     def batches_per_epoch(self) -> int:
         """Number of optimizer steps per epoch (this rank's)."""
