@@ -423,6 +423,14 @@ ROUND71 = {
     for name, lr in (("adabreg", 0.01), ("splitlbi", 0.02))
 }
 
+#: Round 71p (docs/recipes.md): SplitLBI's other penalties with round 71's lr warm-up at
+#: twice the lr and without (each penalty's recipe), before the change is adopted.
+ROUND71P = [
+    {"optimizer": "splitlbi", "penalty": pen, **change}
+    for pen in ("l0", "tl1", "group_l1", "group_l0")
+    for change in ({}, {"warmup": 1.0, "lr": 0.04})
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1362,6 +1370,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     **checks("round61", ROUND61),
     "round62p": ROUND62P,
     "round64p": ROUND64P,
+    "round71p": ROUND71P,
     "round67": ROUND67,
     # round 67's words check, of the size-weighted candidates (a failure rules one out)
     "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
