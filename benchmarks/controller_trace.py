@@ -5,7 +5,8 @@ Where a run ends over its target, this shows which layer went past its share and
 (docs/recipes.md, round 37: the Table 1 ConvNet's fc1 and fc2 past theirs in the first
 epoch, then creeping under a held λ). The run trains as ``sparseopt train`` would with
 the same settings (its built-in controller steers; a callback of ours only reads) into a
-temporary directory, and stops after ``--steps`` optimizer steps.
+temporary directory, and stops after ``--steps`` optimizer steps; a run that ends before
+them also records its final validation accuracy, weight density and status (``final``).
 
 Usage::
 
@@ -15,7 +16,9 @@ Usage::
         --steps 2000 --out runs/trace.json
 
 ``--set KEY=VALUE`` takes any ``TrainConfig`` field (VALUE parsed as YAML, ``1e-3`` a
-number). The output holds one row per controller update (``--every`` defaults to the
+number); ``--controller KEY=VALUE`` replaces one setting of the run's controller preset
+(:data:`sparseopt.control.PRESETS` of its optimizer: ``gain``, ``kp``, ``max_factor``,
+``start_step``, ...) for this run. The output holds one row per controller update (``--every`` defaults to the
 run's ``target_density_every``): ``step``, the network's density of penalised weights and per
 group ``[density, λ]`` (λ without the layer factor, :func:`sparseopt.groups.group_lam`),
 with the groups' parameter names; ``--print`` shows a few rows.
@@ -29,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sparseopt import control
 from sparseopt.config import TrainConfig
 from sparseopt.config.files import load_yaml
 from sparseopt.control import group_densities, penalised_density
@@ -74,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         help="record every N steps (default: the controller's target_density_every, so "
         "one row per update)",
     )
+    p.add_argument(
+        "--controller",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace one setting of the optimizer's controller preset for this run",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--print", action="store_true", help="print a few rows")
     args = p.parse_args(argv)
@@ -81,22 +92,55 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         fields[key.replace("-", "_")] = load_yaml(value)
+    overrides = {}
+    for item in args.controller:
+        key, _, value = item.partition("=")
+        overrides[key.replace("-", "_")] = load_yaml(value)
+    final: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
-        cfg = TrainConfig.from_dict({**fields, "out": str(Path(tmp) / "run"), "record_path": False})
+        run = Path(tmp) / "run"
+        cfg = TrainConfig.from_dict({**fields, "out": str(run), "record_path": False})
+        name = cfg.resolve().optimizer
+        saved = control.PRESETS.get(name)
+        if overrides:
+            control.PRESETS[name] = {**(saved or {}), **overrides}
         trace = Trace(args.every or cfg.target_density_every, args.steps)
         try:
             train(cfg, callbacks=[trace], install_signal_handlers=False, echo=False)
+            summary = json.loads((run / "summary.json").read_text())
+            final = {
+                "val_acc": summary["metrics"].get("val_acc"),
+                "weight_density": summary["metrics"].get("weight_density"),
+                "status": summary.get("status"),
+            }
         except TrainingInterrupted:
             pass
+        finally:
+            if overrides:
+                if saved is None:
+                    del control.PRESETS[name]
+                else:
+                    control.PRESETS[name] = saved
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
-        args.out, json.dumps({"config": fields, "names": trace.names, "rows": trace.rows})
+        args.out,
+        json.dumps(
+            {
+                "config": fields,
+                "controller": overrides,
+                "names": trace.names,
+                "rows": trace.rows,
+                "final": final,
+            }
+        ),
     )
     if args.print:
         rows = trace.rows
         for row in rows[:: max(1, len(rows) // 10)] + rows[-1:]:
             cells = " ".join(f"{100 * d:.3f}%/{lam:.3g}" for d, lam in row["groups"])
             print(f"step {row['step']:6d}  network {100 * row['density']:.3f}%  {cells}")
+        if final is not None:
+            print(f"final: {final}")
     return 0
 
 
