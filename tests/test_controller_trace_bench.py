@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_a_controller_override_reaches_the_run_and_a_finished_run_records_its_en
     assert trace["controller"] == {"max_factor": 1.01}
     lams = [[lam for _, lam in r["groups"]] for r in trace["rows"]]
     assert len(lams) >= 2
-    for prev, now in zip(lams, lams[1:], strict=False):  # no λ moved by more than 1 %
+    for prev, now in itertools.pairwise(lams):  # no λ moved by more than 1 %
         assert all(1 / 1.0101 <= b / a <= 1.0101 for a, b in zip(prev, now, strict=True))
     assert control.PRESETS["adabreg"] == before  # the preset is put back
     final = trace["final"]  # the run ended before --steps: its end is recorded
