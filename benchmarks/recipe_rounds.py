@@ -423,6 +423,10 @@ ROUND71 = {
     for name, lr in (("adabreg", 0.01), ("splitlbi", 0.02))
 }
 
+#: Round 72 (docs/recipes.md): round 71's AdaBreg candidate with its controller holding λ
+#: through the lr warm-up (``hold_warmup``), which round 71's flooded on the MLPs.
+ROUND72 = [{**ROUND71["adabreg"][1], "controller": {"hold_warmup": True}}]
+
 #: Round 71p (docs/recipes.md): SplitLBI's other penalties with round 71's lr warm-up at
 #: twice the lr and without (each penalty's recipe), before the change is adopted.
 ROUND71P = [
@@ -457,6 +461,7 @@ SCALE_CHECK = {
     "adam-warmup": ROUND70["adam"],
     "adabreg-warmup": ROUND71["adabreg"],
     "splitlbi-warmup": ROUND71["splitlbi"],
+    "adabreg-warmup-hold": [*ROUND71["adabreg"], *ROUND72],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -528,6 +533,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round66": ROUND66,  # AdaBreg's ℓ0 with and without the weight decay (round 66)
         "round70": [*ROUND70["sgd"], *ROUND70["adam"]],  # the dense lr warm-up (round 70)
         "round71": [*ROUND71["adabreg"], *ROUND71["splitlbi"]],  # their warm-up (round 71)
+        "round72": ROUND72,  # AdaBreg's controller held through the warm-up (round 72)
     }
 )
 
@@ -1209,6 +1215,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round66c": [{**c, "seed": 1} for c in ROUND66],  # both (no earlier ℓ0 runs kept)
     "round70c": [{**c, "seed": 1} for c in (*ROUND70["sgd"], *ROUND70["adam"])],
     "round71c": [{**c, "seed": 1} for c in (*ROUND71["adabreg"], *ROUND71["splitlbi"])],
+    "round72c": [{**c, "seed": 1} for c in ROUND72],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1461,6 +1468,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round66c": FRESH_SEED_TASKS,
     "round70c": FRESH_SEED_TASKS,
     "round71c": FRESH_SEED_TASKS,
+    "round72c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),

@@ -178,6 +178,36 @@ def test_a_controller_coupled_to_the_lr_sees_the_warmed_up_lr(tmp_path: Path) ->
     assert per_update == pytest.approx([0.1 * (k + 2) / 6 for k in range(5)] + [0.1])
 
 
+def test_a_controller_holding_through_the_warmup_first_updates_where_it_ends(
+    tmp_path: Path,
+) -> None:
+    """hold_warmup: no λ update while the next step runs at a fraction of the lr (3 steps
+    here), per step and per epoch; without it the loop moves λ from its first update."""
+    from sparseopt.control import TargetDensity
+
+    kw = {"optimizer": "adabreg", "warmup": 1, "epochs": 3, "limit_batches": 3}
+    held = TargetDensity(0.3, every_steps=1, hold_warmup=True)
+    t = Trainer(tiny(tmp_path / "held", **kw), callbacks=[held])
+    lam0 = [float(g["lam"]) for g in t.optimizer.param_groups]
+    assert t.warmup_steps == 3
+    t.fit()
+    assert [h[0] for h in held.history] == list(range(3, 10))  # steps 3..9, none before
+    t.close()
+    free = TargetDensity(0.3, every_steps=1)
+    train(tiny(tmp_path / "free", **kw), callbacks=[free])
+    assert [h[0] for h in free.history] == list(range(1, 10))
+    assert free.history[0][2] != pytest.approx(lam0[0])  # λ moved at once without the hold
+
+    class Fake:  # a trainer mid-warm-up, per epoch (every_steps None)
+        warmup_steps, global_step, in_refit = 5, 4, False
+
+    per_epoch = TargetDensity(0.3, hold_warmup=True)
+    per_epoch.on_epoch_end(Fake(), 0, {})
+    assert per_epoch.history == []
+    with pytest.raises(ValueError, match="hold_warmup"):
+        TargetDensity(0.3, hold_warmup=1)  # type: ignore[arg-type]
+
+
 def test_the_refit_warms_up_from_its_own_first_step(tmp_path: Path) -> None:
     """The run's warm-up (2 steps) and the refit's (3 steps, counted from the switch)."""
     seen = StepLrs()

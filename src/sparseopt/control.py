@@ -637,6 +637,17 @@ class TargetDensity:
             moves λ). With group learning rates that do not move in proportion, the
             groups' λ ratios change with them. Not with ``sticky`` (an inverse scale space
             method's threshold is λ itself, and the coupling would raise λ past the hold).
+        hold_warmup: no update while the trainer's lr warm-up runs (``--warmup``,
+            :class:`sparseopt.engine.warmup.LinearWarmup`; read from
+            ``trainer.warmup_steps``): λ stays where it starts until the lr reaches the
+            schedule's. While the lr is a fraction of its value the plant runs at that
+            fraction of its speed, and an integral loop winds up: AdaBreg at twice its
+            recipe's lr with a warm-up of one epoch lowered the digits MLP's λ six-fold
+            in its first 14 steps, before the support could respond, then its fc1
+            flooded to 26 % of its weights and, an inverse scale space support not
+            shrinking, the network ended at 18 % for 13 % (docs/recipes.md, round 72). A
+            warm-up outside the engine's (a Lightning or Hugging Face scheduler) is not
+            seen. Default off.
         min_alive: the fraction of a penalised weight's output units (rows) below which
             the layer counts as starved (:func:`starved`; default :data:`STARVED`); 0:
             only an empty layer does.
@@ -667,6 +678,7 @@ class TargetDensity:
         lr_coupled: bool = False,
         min_alive: float = STARVED,
         proportional: str = "error",
+        hold_warmup: bool = False,
     ) -> None:
         if proportional not in PROPORTIONAL:
             raise ValueError(
@@ -723,6 +735,9 @@ class TargetDensity:
         self.lr_coupled = bool(lr_coupled)
         self.min_alive = float(min_alive)
         self.proportional = proportional
+        if not isinstance(hold_warmup, bool):
+            raise ValueError(f"Invalid hold_warmup value: {hold_warmup!r}; expected a bool")
+        self.hold_warmup = hold_warmup
         self.history: list[tuple[int, float, float]] = []
         self.held = 0
         self._prev_error: float | None = None
@@ -985,6 +1000,11 @@ class TargetDensity:
         if self.needs_total_steps and math.isfinite(total) and total >= 1:
             self.total_steps = int(total)
 
+    def _warming(self, trainer: Any, step: int) -> bool:
+        """``hold_warmup`` and ``step`` (steps taken) is inside the trainer's lr warm-up:
+        the next step still runs at a fraction of the lr."""
+        return self.hold_warmup and step < int(getattr(trainer, "warmup_steps", 0) or 0)
+
     def on_train_begin(self, trainer: Any) -> None:
         """With a ``ramp`` and no ``total_steps``: steer over the trainer's sparse epochs
         (``trainer.sparse_epochs`` × ``trainer.batches_per_epoch()``)."""
@@ -997,10 +1017,13 @@ class TargetDensity:
         """Update every ``every_steps`` steps (when the training loop calls this hook).
 
         Not during a refit (:mod:`sparseopt.engine.refit`, ``trainer.in_refit``): its
-        optimizer has no λ and its support is fixed, so the controller's last λ stands."""
+        optimizer has no λ and its support is fixed, so the controller's last λ stands;
+        with ``hold_warmup``, not during the trainer's lr warm-up."""
         if self.every_steps is None or getattr(trainer, "in_refit", False):
             return
         step = int(getattr(trainer, "global_step", 0) if step is None else step)
+        if self._warming(trainer, step):
+            return
         if step >= self.start_step and step % self.every_steps == 0:
             self.update(
                 getattr(trainer, "model", None),
@@ -1013,7 +1036,7 @@ class TargetDensity:
         """Once per epoch (unless updating per step): update λ and log it in ``metrics``
         (not during a refit, as :meth:`on_step_end`)."""
         step = int(getattr(trainer, "global_step", 0))
-        steering = not getattr(trainer, "in_refit", False)
+        steering = not getattr(trainer, "in_refit", False) and not self._warming(trainer, step)
         if self.every_steps is None and step >= self.start_step and steering:
             self.update(
                 getattr(trainer, "model", None),
