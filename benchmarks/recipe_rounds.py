@@ -427,6 +427,14 @@ ROUND71 = {
 #: through the lr warm-up (``hold_warmup``), which round 71's flooded on the MLPs.
 ROUND72 = [{**ROUND71["adabreg"][1], "controller": {"hold_warmup": True}}]
 
+#: Round 72p (docs/recipes.md): AdaBreg's other penalties with round 72's candidate and
+#: without (each penalty's recipe), before it is adopted.
+ROUND72P = [
+    {"optimizer": "adabreg", "penalty": pen, **change}
+    for pen in ("l0", "tl1", "group_l1", "group_l0")
+    for change in ({}, {k: v for k, v in ROUND72[0].items() if k != "optimizer"})
+]
+
 #: Round 71p (docs/recipes.md): SplitLBI's other penalties with round 71's lr warm-up at
 #: twice the lr and without (each penalty's recipe), before the change is adopted.
 ROUND71P = [
@@ -1378,6 +1386,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round62p": ROUND62P,
     "round64p": ROUND64P,
     "round71p": ROUND71P,
+    "round72p": ROUND72P,
     "round67": ROUND67,
     # round 67's words check, of the size-weighted candidates (a failure rules one out)
     "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
