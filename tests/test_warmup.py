@@ -198,12 +198,18 @@ def test_a_controller_holding_through_the_warmup_first_updates_where_it_ends(
     assert [h[0] for h in free.history] == list(range(1, 10))
     assert free.history[0][2] != pytest.approx(lam0[0])  # λ moved at once without the hold
 
+    import sparseopt
+
     class Fake:  # a trainer mid-warm-up, per epoch (every_steps None)
         warmup_steps, global_step, in_refit = 5, 4, False
+        optimizer = sparseopt.create_optimizer(torch.nn.Linear(4, 3), "adabreg", lam=0.7)
 
     per_epoch = TargetDensity(0.3, hold_warmup=True)
-    per_epoch.on_epoch_end(Fake(), 0, {})
+    metrics: dict[str, Any] = {}
+    per_epoch.on_epoch_end(Fake(), 1, metrics)
     assert per_epoch.history == []
+    # the epoch's row has the controller's columns all the same: the λ it starts from
+    assert metrics["target_density"] == 0.3 and metrics["controlled_lam"] == pytest.approx(0.7)
     with pytest.raises(ValueError, match="hold_warmup"):
         TargetDensity(0.3, hold_warmup=1)  # type: ignore[arg-type]
 

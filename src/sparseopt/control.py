@@ -524,6 +524,15 @@ def _lr_factor(trainer: Any) -> float:
     return float(factor()) if callable(factor) else 1.0
 
 
+def _first_lam(optimizer: torch.optim.Optimizer) -> float:
+    """The factor-free λ of ``optimizer``'s first penalised group (NaN without one), as
+    :meth:`TargetDensity.update` returns it."""
+    for group in optimizer.param_groups:
+        if group.get("penalty", "none") != "none":
+            return float(group_lam(group))
+    return float("nan")
+
+
 class TargetDensity:
     """Adjust λ during training until the deployable network has density ``target``.
 
@@ -1044,9 +1053,13 @@ class TargetDensity:
                 step,
                 lr_factor=_lr_factor(trainer),
             )
-        if isinstance(metrics, dict) and self.history:
+        # held through a warm-up longer than an epoch: the λ it starts from, so the run's
+        # metric columns are the same from its first epoch (no rewrite of metrics.csv)
+        if isinstance(metrics, dict) and (self.history or self.hold_warmup):
             metrics["target_density"] = self.target
-            metrics["controlled_lam"] = self.history[-1][2]
+            metrics["controlled_lam"] = (
+                self.history[-1][2] if self.history else _first_lam(trainer.optimizer)
+            )
             metrics["lam_held_starved"] = self.held
             if self.ramp > 0:  # the density steered to now (the target at the ramp's end)
                 metrics["reference_density"] = self.reference(step)
