@@ -15,6 +15,7 @@ def test_a_traced_run_records_every_group_and_stops_where_asked(
     out = tmp_path / "trace.json"
     args = ["--set", "optimizer=adabreg", "--set", "epochs=2", "--set", "target_density=0.13"]
     args += ["--set", "lr=1e-2"]  # YAML 1.2's numbers
+    args += ["--set", "warmup=0"]  # the recipe's controller holds λ through a warm-up
     assert bench.main([*args, "--steps", "12", "--out", str(out)]) == 0  # type: ignore[attr-defined]
     trace = json.loads(out.read_text())
     rows = trace["rows"]

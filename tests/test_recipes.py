@@ -31,13 +31,19 @@ def test_every_sparse_recipe_has_a_lambda_per_penalty(name: str) -> None:
 def test_config_and_factory_take_the_same_lambda_from_the_registry(name: str, penalty: str) -> None:
     info = get_optimizer_info(name)
     r = TrainConfig(optimizer=name, penalty=penalty).resolve()
-    recipe = {**info.training, **info.group_training.get(penalty, {})}  # structured runs'
+    # a structured run's group recipe, a run with one penalty's recipe (penalty_training)
+    recipe = {
+        **info.training,
+        **info.group_training.get(penalty, {}),
+        **info.penalty_training.get(penalty, {}),
+    }
     # steered to a target, the controller starts from target_lam's λ where there is one;
     # a structured run's group recipe may bring its own (RDA's group ℓ0, with its weight)
     assert r.lam == recipe.get("lam", info.default_lam(penalty, steered=bool(r.target_density)))
     fixed = TrainConfig(optimizer=name, penalty=penalty, target_density=0).resolve()
     assert fixed.lam == recipe.get("lam", info.lam[penalty])
-    assert r.lr == info.defaults.get("lr", r.lr)
+    assert r.lr == recipe.get("lr", info.defaults.get("lr", r.lr))
+    assert r.warmup == recipe.get("warmup", 0.0)
     assert r.init_density == recipe["init_density"]
     assert r.schedule == recipe["schedule"]
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2))
@@ -188,7 +194,7 @@ def test_docs_recipe_table_is_the_registry() -> None:
             row
         )
         cells_ = []
-        for pen, recipe in info.group_training.items():
+        for pen, recipe in [*info.penalty_training.items(), *info.group_training.items()]:
             bits = []
             if "init_density" in recipe:
                 bits.append(f"start {recipe['init_density']:g} per group")
@@ -200,10 +206,16 @@ def test_docs_recipe_table_is_the_registry() -> None:
                 bits.append(f"group_weight {recipe['group_weight']}")
             if "lam" in recipe:
                 bits.append(f"λ {recipe['lam']:g}")
+            if "lr" in recipe:
+                bits.append(f"lr {recipe['lr']:g}")
+            if "warmup" in recipe:
+                bits.append(f"warm-up {recipe['warmup']:g}")
             cells_.append(f"{pen}: " + ", ".join(bits))
         structured = "; ".join(cells_)
         shown = {"init_density", "target_density", "weight_decay", "group_weight", "lam"}
+        shown |= {"lr", "warmup"}
         assert set().union(*info.group_training.values()) <= shown, name
+        assert set().union(*info.penalty_training.values()) <= shown, name
         assert cells[8] == (structured or "—"), row
 
 
@@ -418,8 +430,9 @@ def test_a_structured_run_starts_per_group_and_takes_its_group_recipe() -> None:
             recipe = {**info.training, **group}
             assert cfg.init_density == recipe["init_density"], name
             # a group recipe draws its start per group (AdaBreg's group ℓ0 recipe only
-            # turns the weight decay off: the floor's start, round 64p)
-            own = bool(group.keys() - {"weight_decay"})
+            # sets the optimizer's weight decay, lr and warm-up: the floor's start, rounds
+            # 64p and 72p)
+            own = bool(group.keys() - {"weight_decay", "lr", "warmup"})
             start = ("filter" if own else "elementwise") if cfg.init_density < 1 else None
             assert cfg.init_groups == start, (name, pen)
             assert cfg.resolve() == cfg
@@ -538,3 +551,25 @@ def test_a_structured_group_l1_keeps_lambda_fixed_where_the_recipe_says_so() -> 
         assert mixed.target_density == recipe and mixed.conv_lam == start
         given = TrainConfig(optimizer=name, penalty="group_l1", target_density=0)
         assert _comparable(given) == _comparable(TrainConfig(optimizer=name, penalty="group_l1"))
+
+
+def test_a_run_with_one_penalty_takes_that_penaltys_recipe() -> None:
+    """Round 72p: AdaBreg's ℓ0 keeps lr 0.01 and no warm-up (the warm-up at twice the lr
+    collapsed its words CNN) wherever every penalised layer kind has ℓ0; a run mixing
+    ℓ0 with another penalty, or with ℓ0 on one kind and no penalty on the other, is
+    decided by what remains; given settings stand."""
+    info = get_optimizer_info("adabreg")
+    assert dict(info.penalty_training) == {"l0": {"lr": 0.01, "warmup": 0.0}}
+    for kw in ({"penalty": "l0"}, {"penalty": "l1", "conv_penalty": "l0", "linear_penalty": "l0"}):
+        r = TrainConfig(optimizer="adabreg", **kw).resolve()
+        assert (r.lr, r.warmup, r.init_groups) == (0.01, 0.0, None), kw
+        assert r.resolve() == r
+    one_kind = TrainConfig(optimizer="adabreg", penalty="l0", conv_penalty="none").resolve()
+    assert (one_kind.lr, one_kind.warmup) == (0.01, 0.0)
+    mixed = TrainConfig(optimizer="adabreg", penalty="l0", linear_penalty="l1").resolve()
+    assert (mixed.lr, mixed.warmup) == (info.defaults["lr"], info.training["warmup"])
+    given = TrainConfig(optimizer="adabreg", penalty="l0", lr=0.05, warmup=2.0).resolve()
+    assert (given.lr, given.warmup) == (0.05, 2.0)
+    assert TrainConfig(optimizer="adabreg", penalty="none").sole_penalty() is None
+    # RDA's recipe penalty (ℓ0) is its sole penalty when none is given
+    assert TrainConfig(optimizer="rda").sole_penalty("l0") == "l0"

@@ -144,6 +144,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_factor": 2.0,
         "sticky": True,
         "allocation": "he",
+        # round 72: no update during the recipe's lr warm-up (unheld, the loop lowered λ
+        # while the support could not grow, and the MLPs flooded)
+        "hold_warmup": True,
     },
     # the methods that start dense: steered to D at once, λ rose by 1.5x every two steps
     # before the network had learned (ProxSGD ended at chance on three of four study tasks,

@@ -64,7 +64,8 @@ class _PerOptimizer(dict):  # type: ignore[type-arg]
 
 def _placeholders() -> dict[str, Any]:
     """Values of ``{datasets}``, ``{models}``, ``{optimizers}``, ``{recipe[KEY]}``,
-    ``{group_recipe[KEY]}`` (under a group penalty), ``{control[KEY]}`` and
+    ``{group_recipe[KEY]}`` (under a group penalty), ``{penalty_recipe[KEY]}`` (one
+    elementwise penalty on every layer), ``{control[KEY]}`` and
     ``{one_density}``."""
 
     def names(kind: str) -> str:
@@ -101,6 +102,17 @@ def _placeholders() -> dict[str, Any]:
                     out[name]["init_groups"] = pen
         return out
 
+    def penalty_recipes() -> dict[str, dict[str, Any]]:  # one penalty: "value (penalty)"
+        from sparseopt.optim.registry import OPTIMIZERS
+
+        out: dict[str, dict[str, Any]] = {}
+        for name, info in OPTIMIZERS.items():
+            for pen, recipe in info.penalty_training.items():
+                for key, value in recipe.items():
+                    shown = f"{value:g}" if isinstance(value, float) else f"{value}"
+                    out.setdefault(name, {})[key] = f"{shown} ({pen})"
+        return out
+
     def presets() -> dict[str, dict[str, Any]]:
         from sparseopt.control import PRESETS
 
@@ -114,6 +126,7 @@ def _placeholders() -> dict[str, Any]:
     return {k: names(k) for k in ("datasets", "models", "optimizers")} | {
         "recipe": _PerOptimizer(recipes),  # e.g. refit: sparse methods only; penalty: rda's
         "group_recipe": _PerOptimizer(group_recipes, empty="the same"),
+        "penalty_recipe": _PerOptimizer(penalty_recipes, empty="the same"),
         "control": _PerOptimizer(presets, empty="none"),
         "one_density": one_density(),
     }

@@ -451,7 +451,8 @@ class TrainConfig:
         "epochs at the start over which the lr rises linearly, step by step, up to the "
         "schedule's (then the schedule as before; 0: off)",
         metavar="E",
-        shown="per optimizer: {recipe[warmup]}; else 0 (off)",
+        shown="per optimizer: {recipe[warmup]}; else 0 (off); with one penalty on every "
+        "layer {penalty_recipe[warmup]}; in a structured run {group_recipe[warmup]}",
     )
     refit: float | None = _opt(
         None,
@@ -742,7 +743,13 @@ class TrainConfig:
             or not self._penalised(self.penalty)
         )
         structured = self.structured()
-        group_recipe = info.group_training.get(structured[0], {}) if structured else {}
+        # a structured run's group recipe, or the recipe of the one elementwise penalty of
+        # every penalised layer kind
+        group_recipe = (
+            info.group_training.get(structured[0], {})
+            if structured
+            else info.penalty_training.get(self.sole_penalty(info.defaults.get("penalty")), {})
+        )
         recipe = {**info.training, **group_recipe}
         target = recipe.get("target_density") if self.target_density is None else None
         for key, value in recipe.items():
@@ -805,9 +812,11 @@ class TrainConfig:
         if structured and sparse_start and self.init_groups is None:  # written out: a
             # saved null is older (load_run_config)
             # a group recipe draws its start per group (round 56); one that only sets the
-            # optimizer's settings — AdaBreg's group ℓ0 weight decay (round 64p), RDA's group
-            # ℓ0 weight and λ (round 69) — keeps the floor's start
-            per_group = bool(group_recipe.keys() - {"weight_decay", "group_weight", "lam"})
+            # optimizer's settings — AdaBreg's group ℓ0 weight decay, lr and warm-up (rounds
+            # 64p, 72p), RDA's group ℓ0 weight and λ (round 69) — keeps the floor's start
+            per_group = bool(
+                group_recipe.keys() - {"weight_decay", "group_weight", "lam", "lr", "warmup"}
+            )
             changes["init_groups"] = structured[1] if per_group else ELEMENTWISE
         elif self.init_groups == ELEMENTWISE and not (structured and sparse_start):
             changes["init_groups"] = None  # the same start; None where it decides nothing
@@ -855,6 +864,24 @@ class TrainConfig:
             True
         """
         return structure(vars(self))
+
+    def sole_penalty(self, default: str | None = None) -> str | None:
+        """The one penalty of every penalised layer kind (``conv_penalty`` and
+        ``linear_penalty`` override ``penalty``, which is ``default`` — the recipe's,
+        ``l1`` without one — when not given), else ``None`` (two penalties, or none).
+        Where the optimizer has a recipe for it (``penalty_training``,
+        :class:`~sparseopt.optim.registry.OptimizerInfo`), it replaces the recipe's
+        settings (round 72p of docs/recipes.md).
+
+        Example:
+            >>> TrainConfig(optimizer="adabreg", penalty="l0").sole_penalty()
+            'l0'
+            >>> TrainConfig(optimizer="adabreg", penalty="l0", linear_penalty="l1").sole_penalty() is None
+            True
+        """
+        base = self.penalty or default or "l1"
+        kinds = {kind or base for kind in (self.conv_penalty, self.linear_penalty)} - {"none"}
+        return next(iter(kinds)) if len(kinds) == 1 else None
 
     def _penalised(self, penalty: str | None) -> bool:
         """Whether some layer kind has a penalty (``conv_penalty``/``linear_penalty``
