@@ -427,6 +427,14 @@ ROUND71 = {
 #: through the lr warm-up (``hold_warmup``), which round 71's flooded on the MLPs.
 ROUND72 = [{**ROUND71["adabreg"][1], "controller": {"hold_warmup": True}}]
 
+#: Round 73 (docs/recipes.md): LinBreg with round 72's change (the lr warm-up at twice the
+#: recipe's lr, the controller held through it); the recipe first (no runs of today's
+#: recipe were kept in this checkout).
+ROUND73 = [
+    {"optimizer": "linbreg"},
+    {"optimizer": "linbreg", "warmup": 1.0, "lr": 0.3, "controller": {"hold_warmup": True}},
+]
+
 #: Round 72p (docs/recipes.md): AdaBreg's other penalties with round 72's candidate and
 #: without (each penalty's recipe), before it is adopted.
 ROUND72P = [
@@ -470,6 +478,7 @@ SCALE_CHECK = {
     "adabreg-warmup": ROUND71["adabreg"],
     "splitlbi-warmup": ROUND71["splitlbi"],
     "adabreg-warmup-hold": [*ROUND71["adabreg"], *ROUND72],
+    "linbreg-warmup-hold": ROUND73,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -542,6 +551,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round70": [*ROUND70["sgd"], *ROUND70["adam"]],  # the dense lr warm-up (round 70)
         "round71": [*ROUND71["adabreg"], *ROUND71["splitlbi"]],  # their warm-up (round 71)
         "round72": ROUND72,  # AdaBreg's controller held through the warm-up (round 72)
+        "round73": ROUND73,  # LinBreg's warm-up, held (round 73)
     }
 )
 
@@ -1224,6 +1234,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round70c": [{**c, "seed": 1} for c in (*ROUND70["sgd"], *ROUND70["adam"])],
     "round71c": [{**c, "seed": 1} for c in (*ROUND71["adabreg"], *ROUND71["splitlbi"])],
     "round72c": [{**c, "seed": 1} for c in ROUND72],
+    "round73c": [{**c, "seed": 1} for c in ROUND73],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1478,6 +1489,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round70c": FRESH_SEED_TASKS,
     "round71c": FRESH_SEED_TASKS,
     "round72c": FRESH_SEED_TASKS,
+    "round73c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
