@@ -18,8 +18,10 @@ Usage::
 ``--set KEY=VALUE`` takes any ``TrainConfig`` field (VALUE parsed as YAML, ``1e-3`` a
 number); ``--controller KEY=VALUE`` replaces one setting of the run's controller preset
 (:data:`sparseopt.control.PRESETS` of its optimizer: ``gain``, ``kp``, ``max_factor``,
-``start_step``, ...) for this run. The output holds one row per controller update (``--every`` defaults to the
-run's ``target_density_every``): ``step``, the network's density of penalised weights and per
+``start_step``, ...) for this run. The output holds one row per controller update
+(``--every`` defaults to the run's ``target_density_every``; a controller held through
+the lr warm-up, ``hold_warmup``, has rows there without updates, λ where it starts):
+``step``, the network's density of penalised weights and per
 group ``[density, λ]`` (λ without the layer factor, :func:`sparseopt.groups.group_lam`),
 with the groups' parameter names; ``--print`` shows a few rows.
 """

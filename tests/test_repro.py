@@ -131,6 +131,30 @@ def test_exp1_methods_runs_a_subset_with_its_baselines(tmp_path: Path, idx_dir: 
         exp1.main([*args[:-1], str(tmp_path / "bad"), "--methods", "adagrad"])
 
 
+def test_the_reproductions_run_without_an_lr_warmup_unless_a_row_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The papers' runs have no warm-up, whatever the recipes have (AdaBreg's and
+    SplitLBI's since rounds 71-72): every engine run of the scripts goes through
+    ``train_run``, which pins it; a row's own value stands."""
+    import argparse
+
+    common = load("_common")
+    seen: list[Any] = []
+    monkeypatch.setattr(common, "train", lambda cfg, callbacks=(): seen.append(cfg) or _Res())
+    args = argparse.Namespace(seed=0, device="cpu", threads=1)
+    for opt in ("adabreg", "splitlbi", "adam"):
+        common.train_run(tmp_path, opt, {"optimizer": opt}, args)
+    common.train_run(tmp_path, "asked", {"optimizer": "adabreg", "warmup": 2.0}, args)
+    assert [c.resolve().warmup for c in seen] == [0.0, 0.0, 0.0, 2.0]
+
+
+class _Res:  # what train_run prints from a result
+    def __init__(self) -> None:
+        self.metrics: dict[str, Any] = {"test_acc": 0.5}
+        self.density = 0.1
+
+
 def test_exp1_fmnist_l1(tmp_path: Path, idx_dir: Path) -> None:
     out = tmp_path / "exp1"
     res = load("exp1_fmnist_l1").main(["--smoke", "--data-dir", str(idx_dir), "--out", str(out)])

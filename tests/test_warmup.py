@@ -241,7 +241,8 @@ def test_a_run_cut_mid_warmup_resumes_to_the_same_state(tmp_path: Path) -> None:
 def test_warmup_is_checked_resolved_and_absent_from_older_runs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"Invalid warmup value: -1"):
         tiny(tmp_path, warmup=-1).validate()
-    # no recipe has one (round 70's Adam warm-up was withdrawn); dense runs take it too
+    # no dense recipe has one (round 70's Adam warm-up was withdrawn), nor LinBreg's;
+    # dense runs take it too
     assert tiny(tmp_path, optimizer="adam").resolve().warmup == 0.0
     assert tiny(tmp_path, optimizer="linbreg").resolve().warmup == 0.0
     assert tiny(tmp_path, optimizer="adam", warmup=1).resolve().warmup == 1.0
@@ -291,3 +292,46 @@ def test_the_pruning_baselines_fine_tuning_has_no_warmup(tmp_path: Path) -> None
     tuned = finetune("linbreg")
     assert (dense.epochs, dense.warmup) == (8, 2.0)
     assert (tuned.epochs, tuned.warmup, tuned.schedule) == (2, 0.0, "cosine")
+
+
+def test_the_hold_is_written_into_the_run_and_older_runs_read_without_it(
+    tmp_path: Path,
+) -> None:
+    """``target_density_hold``: the controller preset's (AdaBreg's hold) resolved into the
+    run where a target steers, none where none does; a run saved before the field held
+    nothing; the flag turns it off, and the controller then moves λ from its first update."""
+    from sparseopt.config.files import load_run_config
+
+    assert TrainConfig(optimizer="adabreg").resolve().target_density_hold is True
+    assert TrainConfig(optimizer="linbreg").resolve().target_density_hold is False
+    assert TrainConfig(optimizer="sgd").resolve().target_density_hold is None
+    assert TrainConfig(optimizer="adabreg", lam=0.3).resolve().target_density_hold is None
+    kw = {"optimizer": "adabreg", "warmup": 1, "epochs": 2, "limit_batches": 4}
+    off = Trainer(tiny(tmp_path / "off", target_density_hold=False, **kw))
+    off.fit()
+    ctl = next(cb for cb in off.callbacks if type(cb).__name__ == "TargetDensity")
+    assert not ctl.hold_warmup and ctl.history[0][0] == 2  # from its first update
+    off.close()
+    edit_saved_config(tmp_path / "off", "target_density_hold: false\n", "")
+    assert load_run_config(tmp_path / "off" / "config.yaml")["target_density_hold"] is False
+
+
+def test_a_run_held_through_a_warmup_as_long_as_itself_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The controller never updates: the header says the target is never steered to, the
+    end of the run warns from the network's density (no update to read it from), and a
+    refit's epochs log no λ of the refit's SGD (null, not NaN)."""
+    import json
+
+    kw = {"optimizer": "adabreg", "epochs": 1, "limit_batches": 3, "stall_epochs": 0}
+    train(tiny(tmp_path / "whole", warmup=1, quiet=False, **kw))
+    out = capsys.readouterr().out
+    assert "λ held through it: the target density is never steered to" in out
+    assert "warning: the target density 13 % was not reached" in out
+    kw = {**kw, "epochs": 2, "refit": 0.5, "warmup": 2}
+    train(tiny(tmp_path / "refit", **kw))
+    rows = [
+        json.loads(r) for r in (tmp_path / "refit" / "metrics.jsonl").read_text().split("\n") if r
+    ]
+    assert [r.get("controlled_lam") for r in rows[1:]] == [pytest.approx(0.45), None]

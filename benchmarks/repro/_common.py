@@ -153,6 +153,9 @@ def train_run(
         "quiet": True,
         "plots": False,
         "tensorboard": False,
+        # the papers' runs have no lr warm-up (AdaBreg's and SplitLBI's recipes warm up
+        # since rounds 71-72 of docs/recipes.md): a row that wants one says so
+        "warmup": 0.0,
         **config,
         "out": str(out / "runs" / name),
     }

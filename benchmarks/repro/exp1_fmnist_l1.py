@@ -41,8 +41,7 @@ TITLE = "Fashion-MNIST ConvNet, ℓ1 (Bungert et al., JMLR 2022, Table 1)"
 #: use sparseopt's presets (tuned on the digits job, not here).
 BREG = {"lam": 0.4, "delta": 1.0, "init_density": 0.01}
 METHODS: list[tuple[str, dict[str, Any]]] = [
-    # the paper's Adam: no lr warm-up (pinned: round 70 had adopted one for the recipe)
-    ("Adam (dense)", {"optimizer": "adam", "lr": 1e-3, "warmup": 0.0}),
+    ("Adam (dense)", {"optimizer": "adam", "lr": 1e-3}),
     ("ProxSGD", {"optimizer": "proxsgd"}),
     ("LinBreg", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.0, **BREG}),
     ("LinBreg β=0.9", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.9, **BREG}),
@@ -166,7 +165,7 @@ def run_methods(
     if dense is None:
         return
     state = C.deployed_state(dense)
-    ft = {**base, "optimizer": "adam", "lr": 1e-4, "epochs": b["finetune_epochs"], "warmup": 0.0}
+    ft = {**base, "optimizer": "adam", "lr": 1e-4, "epochs": b["finetune_epochs"]}
     dense_epochs = int(dense.history[-1]["epoch"])
 
     def prune_and_finetune(name: str, masks: dict[str, Any]) -> Any:

@@ -39,8 +39,7 @@ GROUP = {
     "init_groups": "kernel",
 }
 METHODS: list[tuple[str, dict[str, Any]]] = [
-    # the paper's Adam: no lr warm-up (pinned: round 70 had adopted one for the recipe)
-    ("Adam (dense)", {"optimizer": "adam", "lr": 1e-3, "warmup": 0.0}),
+    ("Adam (dense)", {"optimizer": "adam", "lr": 1e-3}),
     ("LinBreg", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.0, **GROUP}),
     # the paper's AdaBreg: no weight decay (the recipe's 0.05 since round 64)
     ("AdaBreg", {"optimizer": "adabreg", "lr": 3e-3, **GROUP, "weight_decay": 0.0}),

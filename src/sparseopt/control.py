@@ -527,13 +527,13 @@ def _lr_factor(trainer: Any) -> float:
     return float(factor()) if callable(factor) else 1.0
 
 
-def _first_lam(optimizer: torch.optim.Optimizer) -> float:
-    """The factor-free λ of ``optimizer``'s first penalised group (NaN without one), as
-    :meth:`TargetDensity.update` returns it."""
+def _first_lam(optimizer: torch.optim.Optimizer) -> float | None:
+    """The factor-free λ of ``optimizer``'s first penalised group, as
+    :meth:`TargetDensity.update` returns it; ``None`` without one (a refit's SGD)."""
     for group in optimizer.param_groups:
         if group.get("penalty", "none") != "none":
             return float(group_lam(group))
-    return float("nan")
+    return None
 
 
 class TargetDensity:

@@ -62,6 +62,15 @@ class _PerOptimizer(dict):  # type: ignore[type-arg]
         return "; ".join(f"{v} for {'/'.join(n)}" for v, n in by.items()) or self._empty
 
 
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else f"{value}"
+
+
+def _add(settings: dict[str, Any], key: str, text: str) -> None:
+    """``settings[key]`` = ``text``, after what another penalty already put there."""
+    settings[key] = f"{settings[key]}, {text}" if key in settings else text
+
+
 def _placeholders() -> dict[str, Any]:
     """Values of ``{datasets}``, ``{models}``, ``{optimizers}``, ``{recipe[KEY]}``,
     ``{group_recipe[KEY]}`` (under a group penalty), ``{penalty_recipe[KEY]}`` (one
@@ -96,8 +105,7 @@ def _placeholders() -> dict[str, Any]:
         for name, info in OPTIMIZERS.items():
             for pen, recipe in info.group_training.items():
                 for key, value in recipe.items():
-                    shown = f"{value:g}" if isinstance(value, float) else f"{value}"
-                    out.setdefault(name, {})[key] = f"{shown} ({pen})"
+                    _add(out.setdefault(name, {}), key, f"{_shown(value)} ({pen})")
                 if recipe.get("init_density", 1.0) < 1.0:  # its start is drawn per group
                     out[name]["init_groups"] = pen
         return out
@@ -109,8 +117,7 @@ def _placeholders() -> dict[str, Any]:
         for name, info in OPTIMIZERS.items():
             for pen, recipe in info.penalty_training.items():
                 for key, value in recipe.items():
-                    shown = f"{value:g}" if isinstance(value, float) else f"{value}"
-                    out.setdefault(name, {})[key] = f"{shown} ({pen})"
+                    _add(out.setdefault(name, {}), key, f"{_shown(value)} ({pen})")
         return out
 
     def presets() -> dict[str, dict[str, Any]]:

@@ -551,6 +551,15 @@ class TrainConfig:
         "else the controller presets' {control[ramp]}; else 0; none where no target steers "
         "(a λ given, or a structured run whose recipe keeps λ fixed)",
     )
+    target_density_hold: bool | None = _opt(
+        None,
+        "structure",
+        "with --target-density and an lr warm-up (--warmup): no λ update while the lr warms "
+        "up, λ held where it starts (TargetDensity's hold_warmup: a loop that lowers λ "
+        "while the support cannot grow floods the network once the lr is up)",
+        shown="per optimizer (the controller presets): {control[hold_warmup]}; else off; none "
+        "where no target steers",
+    )
     target_allocation: str | None = _opt(
         None,
         "structure",
@@ -767,6 +776,11 @@ class TrainConfig:
             from sparseopt.control import PRESETS  # the controller's, written into the run
 
             changes["target_density_ramp"] = float(PRESETS.get(info.name, {}).get("ramp", 0.0))
+        if changes.get("target_density", self.target_density) and self.target_density_hold is None:
+            from sparseopt.control import PRESETS  # the controller's, written into the run
+
+            hold = PRESETS.get(info.name, {}).get("hold_warmup", False)
+            changes["target_density_hold"] = bool(hold)
         steered = bool(changes.get("target_density", self.target_density))
         if steered and "lam_warmup" in changes:  # the recipe's (RDA's): the controller
             changes["lam_warmup"] = 0.0  # steers λ from its first step instead

@@ -60,6 +60,7 @@ _BEFORE_FIELDS: dict[str, Any] = {
     "lam_warmup": 0.0,
     "lam_scale": "none",
     "target_allocation": "global",
+    "target_density_hold": False,  # before round 72 no controller held λ through a warm-up
 }
 
 

@@ -523,6 +523,11 @@ def build_callbacks(
                 cfg.target_density,
                 every_steps=cfg.target_density_every,
                 **({} if cfg.target_density_ramp is None else {"ramp": cfg.target_density_ramp}),
+                **(
+                    {}
+                    if cfg.target_density_hold is None
+                    else {"hold_warmup": cfg.target_density_hold}
+                ),
                 **({} if cfg.target_allocation is None else {"allocation": cfg.target_allocation}),
             )
         )

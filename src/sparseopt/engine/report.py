@@ -53,6 +53,12 @@ def describe(trainer: Any) -> str:
         if warm > steps:
             where = "before the refit" if refit else "of the run"
             opt += f" (more than the {steps} steps {where}: it never reaches that lr; a smaller --warmup)"
+        held = any(getattr(cb, "hold_warmup", False) for cb in getattr(trainer, "callbacks", ()))
+        if held and warm >= steps:  # the controller's first update would come after them
+            opt += (
+                ", λ held through it: the target density is never steered to (a smaller "
+                "--warmup, or --no-target-density-hold)"
+            )
     if refit:
         opt += f", refit of the last {refit} epochs"
     # The sparse start covers the penalisable weights; the epoch lines' "density"

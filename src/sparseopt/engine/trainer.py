@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from sparseopt import fsdp
 from sparseopt.config import TrainConfig
-from sparseopt.control import TargetDensity, target_miss
+from sparseopt.control import TargetDensity, penalised_density, target_miss
 from sparseopt.engine import checkpoint, distributed
 from sparseopt.engine.batches import Batches
 from sparseopt.engine.build import (
@@ -369,13 +369,14 @@ class Trainer:
 
     def _target_miss(self) -> list[str]:
         """The end-of-run warning of a target density that was missed, from the penalised
-        density the controller measured last (a refit warned already when it began)."""
+        density the controller measured last, or the network's when it never updated (held
+        through a warm-up as long as the run); a refit warned already when it began."""
         ctl = next((cb for cb in self.callbacks if isinstance(cb, TargetDensity)), None)
-        if ctl is None or not ctl.history or self._refit.epochs:
+        if ctl is None or self._refit.epochs:
             return []
         miss = target_miss(
             ctl.target,
-            ctl.history[-1][1],
+            ctl.history[-1][1] if ctl.history else penalised_density(self.optimizer),
             self.config.optimizer,
             init_density=self.config.init_density,
             ramp=ctl.ramp,
