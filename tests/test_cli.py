@@ -629,6 +629,37 @@ def test_compare_gives_the_flags_that_reuse_a_group_penalty_run_from_before_roun
     assert (out / "linbreg" / "summary.json").read_text() == before
 
 
+def test_compare_gives_the_flags_that_reuse_an_adabreg_run_from_before_round_72(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An AdaBreg run saved before round 72 (lr 0.01, no warm-up, no hold, the hold not
+    written out) is refused, the message naming each setting of then against today's
+    recipe, the hold included; with the settings of then it is reused, and SGD's (no
+    target: the hold does not apply) with it."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--optimizers", "adabreg", "sgd", "--epochs", "1"]
+    args += ["--limit-batches", "2", "-q", "--out", str(out)]
+    then = ["--lr", "0.01", "--warmup", "0", "--no-target-density-hold"]
+    assert main([*args, *then]) == 0
+    capsys.readouterr()
+    for name in ("adabreg", "sgd"):  # saved before the field
+        cfg = out / name / "config.yaml"
+        text, n = re.subn(r"^target_density_hold: .*\n", "", cfg.read_text(), flags=re.M)
+        assert n == 1
+        cfg.write_text(text)
+    code, _, err = run_main(capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    for change in ("lr 0.01 there, 0.02 now", "warmup 0.0 there, 1.0 now"):
+        assert change in lines[0], lines[0]
+    assert "target_density_hold False there, True now" in lines[0], lines[0]
+    before = (out / "adabreg" / "summary.json").read_text()
+    assert main([*args, *then]) == 0
+    stdout = capsys.readouterr().out
+    assert "adabreg: finished earlier, reused" in stdout and "sgd: finished earlier" in stdout
+    assert (out / "adabreg" / "summary.json").read_text() == before
+
+
 def test_compare_names_a_recipe_that_changed_since_a_run_it_would_reuse(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
