@@ -1398,6 +1398,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round64p": ROUND64P,
     "round71p": ROUND71P,
     "round72p": ROUND72P,
+    # probe (docs/recipes.md, after round 73): today's AdaBreg and SplitLBI recipes with the
+    # warm-up turned off (`--warmup 0`), their peak lr from the first step, on the words check
+    "probe74w": [
+        c for m in ("adabreg", "splitlbi") for c in words_check({"optimizer": m, "warmup": 0.0})
+    ],
     "round67": ROUND67,
     # round 67's words check, of the size-weighted candidates (a failure rules one out)
     "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
@@ -1436,6 +1441,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 #: Stages that run on other tasks than :data:`STUDY_TASKS`; their candidates set their
 #: own budget (``epochs``) and are reported apart, not as dense references.
 STAGE_TASKS: dict[str, tuple[str, ...]] = {
+    "probe74w": ("words-cnn",),
     "round67w": ("words-cnn",),
     "round67bw": ("words-cnn",),
     "round68w": ("words-cnn",),
