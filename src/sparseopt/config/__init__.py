@@ -449,7 +449,8 @@ class TrainConfig:
         None,
         "training",
         "epochs at the start over which the lr rises linearly, step by step, up to the "
-        "schedule's (then the schedule as before; 0: off)",
+        "schedule's (then the schedule as before; 0: off, and a recipe that warms up to an "
+        "lr of its own, AdaBreg's or SplitLBI's, runs at its lr without one)",
         metavar="E",
         shown="per optimizer: {recipe[warmup]}; else 0 (off); with one penalty on every "
         "layer {penalty_recipe[warmup]}; in a structured run {group_recipe[warmup]}",
@@ -766,6 +767,8 @@ class TrainConfig:
                 continue  # no target: no ramp (the recipe's goes with its target)
             if key == "lam" and self.group_weight not in (None, recipe.get("group_weight")):
                 continue  # a group recipe's λ goes with its group weight (RDA's group ℓ0)
+            if key == "lr" and self.warmup == 0 and recipe.get("warmup"):
+                continue  # a recipe's peak lr goes with its warm-up (SplitLBI's, round 71)
             if getattr(self, key) is None:
                 changes[key] = 0.0 if key == "target_density" and fixed_lam else value
         if (
