@@ -109,7 +109,8 @@ def test_resolve_fills_presets_and_registry_defaults() -> None:
     assert r.optimizer == "adabreg" and r.penalty == "l1"
     info = get_optimizer_info("adabreg")
     assert r.init_density == info.training["init_density"] == 0.01
-    assert r.lr == info.defaults["lr"] and r.lam == info.lam["l1"]
+    # the peak lr its warm-up reaches (a training setting), else the keyword default
+    assert r.lr == info.training.get("lr", info.defaults["lr"]) and r.lam == info.lam["l1"]
     assert r.schedule == info.training["schedule"]
     dense = TrainConfig(optimizer="SGD").resolve()
     assert dense.optimizer == "sgd" and dense.penalty is None and dense.lam is None
