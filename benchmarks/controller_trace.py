@@ -30,11 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from sparseopt import control
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from robustness_tasks import controller_preset
+
 from sparseopt.config import TrainConfig
 from sparseopt.config.files import load_yaml
 from sparseopt.control import group_densities, penalised_density
@@ -102,13 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
         run = Path(tmp) / "run"
         cfg = TrainConfig.from_dict({**fields, "out": str(run), "record_path": False})
-        name = cfg.resolve().optimizer
-        saved = control.PRESETS.get(name)
-        if overrides:
-            control.PRESETS[name] = {**(saved or {}), **overrides}
         trace = Trace(args.every or cfg.target_density_every, args.steps)
         try:
-            train(cfg, callbacks=[trace], install_signal_handlers=False, echo=False)
+            with controller_preset(cfg.resolve().optimizer, overrides):
+                train(cfg, callbacks=[trace], install_signal_handlers=False, echo=False)
             summary = json.loads((run / "summary.json").read_text())
             final = {
                 "val_acc": summary["metrics"].get("val_acc"),
@@ -117,12 +118,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         except TrainingInterrupted:
             pass
-        finally:
-            if overrides:
-                if saved is None:
-                    del control.PRESETS[name]
-                else:
-                    control.PRESETS[name] = saved
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
         args.out,

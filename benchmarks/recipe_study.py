@@ -55,7 +55,7 @@ from recipe_rounds import (
     STAGES,
     words_check,
 )
-from robustness_tasks import NUM_CLASSES, TASKS, base_config, run_one
+from robustness_tasks import NUM_CLASSES, TASKS, base_config, controller_preset, run_one
 
 from sparseopt.health import chance_accuracy
 from sparseopt.optim.registry import get_optimizer_info
@@ -129,16 +129,13 @@ def _done(path: Path) -> dict[str, dict[str, Any]]:
 
 @contextlib.contextmanager
 def _preset(fields: dict[str, Any], overrides: dict[str, Any] | None) -> Iterator[None]:
-    """A candidate's ``controller`` settings: :data:`sparseopt.control.PRESETS` of the
-    run's optimizer (its registry name, under which the engine looks its preset up) with
-    ``overrides`` while the block runs (the controller reads its preset when a run builds
-    it), restored after.
+    """A candidate's ``controller`` settings: the run's optimizer's controller preset with
+    ``overrides`` while the block runs (:func:`controller_preset`).
 
     Raises:
         ValueError: ``overrides`` for a run that steers no density (it would build no
             controller, and its result would be filed under settings it never had).
     """
-    from sparseopt import control
     from sparseopt.config import TrainConfig
 
     if not overrides:
@@ -150,16 +147,8 @@ def _preset(fields: dict[str, Any], overrides: dict[str, Any] | None) -> Iterato
             f"Invalid controller value: {overrides!r}; the run steers no density "
             "(no target_density), so no controller would take it"
         )
-    name = resolved.optimizer
-    saved = control.PRESETS.get(name)
-    control.PRESETS[name] = {**(saved or {}), **overrides}
-    try:
+    with controller_preset(resolved.optimizer, overrides):
         yield
-    finally:
-        if saved is None:
-            del control.PRESETS[name]
-        else:
-            control.PRESETS[name] = saved
 
 
 def run(stage: str, worker: tuple[int, int], path: Path) -> None:

@@ -12,7 +12,9 @@ under ``--data-dir``); tasks whose data are missing are skipped with a note.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,3 +125,25 @@ def run_one(fields: dict[str, Any], out: str) -> dict[str, Any]:
         "resolved": {k: v for k, v in result.config.to_dict().items() if k not in ("out",)},
         "pid": os.getpid(),
     }
+
+
+@contextlib.contextmanager
+def controller_preset(name: str, overrides: Mapping[str, Any]) -> Iterator[None]:
+    """:data:`sparseopt.control.PRESETS` of the optimizer ``name`` (a registry name, under
+    which the engine looks its preset up) with ``overrides`` while the block runs (a run
+    reads its preset when it builds its controller), restored after; nothing changes
+    without overrides."""
+    from sparseopt import control
+
+    if not overrides:
+        yield
+        return
+    saved = control.PRESETS.get(name)
+    control.PRESETS[name] = {**(saved or {}), **overrides}
+    try:
+        yield
+    finally:
+        if saved is None:
+            del control.PRESETS[name]
+        else:
+            control.PRESETS[name] = saved

@@ -66,9 +66,20 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else f"{value}"
 
 
-def _add(settings: dict[str, Any], key: str, text: str) -> None:
-    """``settings[key]`` = ``text``, after what another penalty already put there."""
-    settings[key] = f"{settings[key]}, {text}" if key in settings else text
+def _per_penalty(attr: str) -> dict[str, dict[str, Any]]:
+    """Per optimizer, each setting of its per-penalty recipes (``attr``: the registry's
+    ``group_training`` or ``penalty_training``) as ``value (penalty)``, every penalty that
+    sets it listed."""
+    from sparseopt.optim.registry import OPTIMIZERS
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, info in OPTIMIZERS.items():
+        for pen, recipe in getattr(info, attr).items():
+            for key, value in recipe.items():
+                text = f"{_shown(value)} ({pen})"
+                settings = out.setdefault(name, {})
+                settings[key] = f"{settings[key]}, {text}" if key in settings else text
+    return out
 
 
 def _placeholders() -> dict[str, Any]:
@@ -101,23 +112,11 @@ def _placeholders() -> dict[str, Any]:
     def group_recipes() -> dict[str, dict[str, Any]]:  # structured runs: "value (penalty)"
         from sparseopt.optim.registry import OPTIMIZERS
 
-        out: dict[str, dict[str, Any]] = {}
+        out = _per_penalty("group_training")
         for name, info in OPTIMIZERS.items():
             for pen, recipe in info.group_training.items():
-                for key, value in recipe.items():
-                    _add(out.setdefault(name, {}), key, f"{_shown(value)} ({pen})")
                 if recipe.get("init_density", 1.0) < 1.0:  # its start is drawn per group
                     out[name]["init_groups"] = pen
-        return out
-
-    def penalty_recipes() -> dict[str, dict[str, Any]]:  # one penalty: "value (penalty)"
-        from sparseopt.optim.registry import OPTIMIZERS
-
-        out: dict[str, dict[str, Any]] = {}
-        for name, info in OPTIMIZERS.items():
-            for pen, recipe in info.penalty_training.items():
-                for key, value in recipe.items():
-                    _add(out.setdefault(name, {}), key, f"{_shown(value)} ({pen})")
         return out
 
     def presets() -> dict[str, dict[str, Any]]:
@@ -133,7 +132,7 @@ def _placeholders() -> dict[str, Any]:
     return {k: names(k) for k in ("datasets", "models", "optimizers")} | {
         "recipe": _PerOptimizer(recipes),  # e.g. refit: sparse methods only; penalty: rda's
         "group_recipe": _PerOptimizer(group_recipes, empty="the same"),
-        "penalty_recipe": _PerOptimizer(penalty_recipes, empty="the same"),
+        "penalty_recipe": _PerOptimizer(lambda: _per_penalty("penalty_training"), empty="the same"),
         "control": _PerOptimizer(presets, empty="none"),
         "one_density": one_density(),
     }

@@ -771,19 +771,15 @@ class TrainConfig:
                 continue  # a recipe's peak lr goes with its warm-up (SplitLBI's, round 71)
             if getattr(self, key) is None:
                 changes[key] = 0.0 if key == "target_density" and fixed_lam else value
-        if (
-            changes.get("target_density", self.target_density)
-            and self.target_density_ramp is None
-            and "target_density_ramp" not in changes  # the recipe's own (ProxSGD's)
-        ):
-            from sparseopt.control import PRESETS  # the controller's, written into the run
+        if changes.get("target_density", self.target_density):  # the controller's presets,
+            from sparseopt.control import PRESETS  # written into the run
 
-            changes["target_density_ramp"] = float(PRESETS.get(info.name, {}).get("ramp", 0.0))
-        if changes.get("target_density", self.target_density) and self.target_density_hold is None:
-            from sparseopt.control import PRESETS  # the controller's, written into the run
-
-            hold = PRESETS.get(info.name, {}).get("hold_warmup", False)
-            changes["target_density_hold"] = bool(hold)
+            preset = PRESETS.get(info.name, {})
+            if self.target_density_ramp is None and "target_density_ramp" not in changes:
+                # (not over the recipe's own: ProxSGD's)
+                changes["target_density_ramp"] = float(preset.get("ramp", 0.0))
+            if self.target_density_hold is None:
+                changes["target_density_hold"] = bool(preset.get("hold_warmup", False))
         steered = bool(changes.get("target_density", self.target_density))
         if steered and "lam_warmup" in changes:  # the recipe's (RDA's): the controller
             changes["lam_warmup"] = 0.0  # steers λ from its first step instead
