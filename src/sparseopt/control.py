@@ -1012,6 +1012,13 @@ class TargetDensity:
         if self.needs_total_steps and math.isfinite(total) and total >= 1:
             self.total_steps = int(total)
 
+    def _update_from(self, trainer: Any, step: int) -> None:
+        """:meth:`update` with what ``trainer`` holds: its model and optimizer, and the
+        factor its warm-up gives the next step's lr."""
+        self.update(
+            getattr(trainer, "model", None), trainer.optimizer, step, lr_factor=_lr_factor(trainer)
+        )
+
     def _warming(self, trainer: Any, step: int) -> bool:
         """``hold_warmup`` and ``step`` (steps taken) is inside the trainer's lr warm-up:
         the next step still runs at a fraction of the lr."""
@@ -1037,12 +1044,7 @@ class TargetDensity:
         if self._warming(trainer, step):
             return
         if step >= self.start_step and step % self.every_steps == 0:
-            self.update(
-                getattr(trainer, "model", None),
-                trainer.optimizer,
-                step,
-                lr_factor=_lr_factor(trainer),
-            )
+            self._update_from(trainer, step)
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any] | None = None) -> None:
         """Once per epoch (unless updating per step): update λ and log it in ``metrics``
@@ -1050,12 +1052,7 @@ class TargetDensity:
         step = int(getattr(trainer, "global_step", 0))
         steering = not getattr(trainer, "in_refit", False) and not self._warming(trainer, step)
         if self.every_steps is None and step >= self.start_step and steering:
-            self.update(
-                getattr(trainer, "model", None),
-                trainer.optimizer,
-                step,
-                lr_factor=_lr_factor(trainer),
-            )
+            self._update_from(trainer, step)
         # held through a warm-up longer than an epoch: the λ it starts from, so the run's
         # metric columns are the same from its first epoch (no rewrite of metrics.csv)
         if isinstance(metrics, dict) and (self.history or self.hold_warmup):
