@@ -451,6 +451,10 @@ ROUND71P = [
     for change in ({}, {"warmup": 1.0, "lr": 0.04})
 ]
 
+#: Probe 75 (docs/recipes.md): RDA at its recipe's λ and at 2.3 × it, the lr warm-up
+#: given per stage (the sparse phase's epochs).
+PROBE75 = [{"optimizer": "rda"}, {"optimizer": "rda", "lam": 9.2e-5}]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1403,6 +1407,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "probe74w": [
         c for m in ("adabreg", "splitlbi") for c in words_check({"optimizer": m, "warmup": 0.0})
     ],
+    # probe 75 (docs/recipes.md, exploratory): RDA's dual average with linearly growing
+    # weights over its sparse phase (Nesterov's weighted dual averaging, the lr as weight),
+    # through the lr warm-up over the 11 sparse epochs of a 15-epoch run (refit 0.3), at the
+    # recipe's λ and at 2.3 × it (the same ℓ0 threshold at the end of the ramp)
+    "probe75": [{**c, "warmup": 11.0} for c in PROBE75],
+    "probe75w": [c for cand in PROBE75 for c in words_check({**cand, "warmup": 11.0})],
     "round67": ROUND67,
     # round 67's words check, of the size-weighted candidates (a failure rules one out)
     "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
@@ -1442,6 +1452,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 #: own budget (``epochs``) and are reported apart, not as dense references.
 STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "probe74w": ("words-cnn",),
+    "probe75": ("fmnist-lenet5", "fmnist-mlp"),
+    "probe75w": ("words-cnn",),
     "round67w": ("words-cnn",),
     "round67bw": ("words-cnn",),
     "round68w": ("words-cnn",),
