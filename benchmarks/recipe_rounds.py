@@ -1410,9 +1410,14 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # probe 75 (docs/recipes.md, exploratory): RDA's dual average with linearly growing
     # weights over its sparse phase (Nesterov's weighted dual averaging, the lr as weight),
     # through the lr warm-up over the 11 sparse epochs of a 15-epoch run (refit 0.3), at the
-    # recipe's λ and at 2.3 × it (the same ℓ0 threshold at the end of the ramp)
-    "probe75": [{**c, "warmup": 11.0} for c in PROBE75],
-    "probe75w": [c for cand in PROBE75 for c in words_check({**cand, "warmup": 11.0})],
+    # recipe's λ and at 2.3 × it (the same ℓ0 threshold at the end of the ramp); the recipe
+    # first
+    "probe75": [PROBE75[0], *({**c, "warmup": 11.0} for c in PROBE75)],
+    "probe75w": [
+        c
+        for cand in (PROBE75[0], *({**c, "warmup": 11.0} for c in PROBE75))
+        for c in words_check(cand)
+    ],
     "round67": ROUND67,
     # round 67's words check, of the size-weighted candidates (a failure rules one out)
     "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
