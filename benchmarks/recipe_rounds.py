@@ -435,6 +435,11 @@ ROUND73 = [
     {"optimizer": "linbreg", "warmup": 1.0, "lr": 0.3, "controller": {"hold_warmup": True}},
 ]
 
+#: Round 76 (docs/recipes.md): LinBreg with ℓ0 (its primal the hard-thresholded dual: the
+#: inverse scale space without the ℓ1 bias of the kept weights), steered to its target as
+#: the recipe; the recipe's runs are round 73's.
+ROUND76 = [ROUND73[0], {"optimizer": "linbreg", "penalty": "l0"}]
+
 #: Round 72p (docs/recipes.md): AdaBreg's other penalties with round 72's candidate and
 #: without (each penalty's recipe), before it is adopted.
 ROUND72P = [
@@ -483,6 +488,7 @@ SCALE_CHECK = {
     "splitlbi-warmup": ROUND71["splitlbi"],
     "adabreg-warmup-hold": [*ROUND71["adabreg"], *ROUND72],
     "linbreg-warmup-hold": ROUND73,
+    "linbreg-l0": ROUND76,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -556,6 +562,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round71": [*ROUND71["adabreg"], *ROUND71["splitlbi"]],  # their warm-up (round 71)
         "round72": ROUND72,  # AdaBreg's controller held through the warm-up (round 72)
         "round73": ROUND73,  # LinBreg's warm-up, held (round 73)
+        "round76": ROUND76[1:],  # LinBreg's ℓ0 (round 76; the recipe's runs round 73's)
     }
 )
 
@@ -1239,6 +1246,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round71c": [{**c, "seed": 1} for c in (*ROUND71["adabreg"], *ROUND71["splitlbi"])],
     "round72c": [{**c, "seed": 1} for c in ROUND72],
     "round73c": [{**c, "seed": 1} for c in ROUND73],
+    "round76c": [{**c, "seed": 1} for c in ROUND76[1:]],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1513,6 +1521,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round71c": FRESH_SEED_TASKS,
     "round72c": FRESH_SEED_TASKS,
     "round73c": FRESH_SEED_TASKS,
+    "round76c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
