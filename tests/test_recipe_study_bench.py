@@ -67,19 +67,19 @@ def test_the_scale_check_scores_six_cells_against_the_recipe(
     }
     good_row = next(v for k, v in rows.items() if "refit_lr=0.01" in k)
     # five cells +1, the words check 87.33 - 90 = -2.67: (5 - 2.67) / 6
-    assert good_row[-4:] == ["12.0 %", "+0.39", "yes", "-1.00 |"]
+    assert good_row[-5:] == ["12.0 %", "+0.39", "yes", "-1.00", "12.0 / 30.0 |"]
     bad_row = next(v for k, v in rows.items() if "refit_lr=0.005" in k)
     # the MLP at chance: not admissible, however good the other cells
-    assert bad_row[-4:] == ["10.0 %", "-9.17", "no", "– |"]  # (4 · 5 - 75 + 0) / 6
+    assert bad_row[-5:] == ["10.0 %", "-9.17", "no", "–", "10.0 / – |"]  # (4 · 5 - 75 + 0) / 6
     recipe_row = next(v for k, v in rows.items() if "(the recipe then)" in k)
-    assert recipe_row[-4:] == ["10.0 %", "+0.00", "yes", "+0.00 |"]
+    assert recipe_row[-5:] == ["10.0 %", "+0.00", "yes", "+0.00", "10.0 / 10.0 |"]
 
     # without one of the recipe's six cells no candidate gets a mean difference
     lines[:] = [r for r in lines if not (r["cand"] == recipe and r["task"] == "fmnist-mlp-full")]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     text = bench.scale_check([path], "proxsgd")  # type: ignore[attr-defined]
     good_row = next(ln.split(" | ") for ln in text.splitlines() if "refit_lr=0.01 " in ln)
-    assert good_row[-4:] == ["12.0 %", "–", "yes", "-1.00 |"]  # seed 1's are all there
+    assert good_row[-5:] == ["12.0 %", "–", "yes", "-1.00", "12.0 / 30.0 |"]  # seed 1's all there
 
 
 def test_the_scale_check_reads_the_recipe_filed_under_its_name_when_it_resolved_the_same(
