@@ -440,6 +440,19 @@ ROUND73 = [
 #: the recipe; the recipe's runs are round 73's.
 ROUND76 = [ROUND73[0], {"optimizer": "linbreg", "penalty": "l0"}]
 
+#: Round 78 (docs/recipes.md): RDA steered per layer to 13 % of the weights (each layer to
+#: its He-scale share, the head under the same threshold: LinBreg's allocation), beside its
+#: recipe (one fixed λ).
+ROUND78 = [
+    {"optimizer": "rda"},
+    {
+        "optimizer": "rda",
+        "target_density": 0.13,
+        "target_allocation": "he_all",
+        "lam_scale": "layer",
+    },
+]
+
 #: Round 72p (docs/recipes.md): AdaBreg's other penalties with round 72's candidate and
 #: without (each penalty's recipe), before it is adopted.
 ROUND72P = [
@@ -489,6 +502,7 @@ SCALE_CHECK = {
     "adabreg-warmup-hold": [*ROUND71["adabreg"], *ROUND72],
     "linbreg-warmup-hold": ROUND73,
     "linbreg-l0": ROUND76,
+    "rda-per-layer": ROUND78,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -563,6 +577,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round72": ROUND72,  # AdaBreg's controller held through the warm-up (round 72)
         "round73": ROUND73,  # LinBreg's warm-up, held (round 73)
         "round76": ROUND76[1:],  # LinBreg's ℓ0 (round 76; the recipe's runs round 73's)
+        "round78": ROUND78,  # RDA steered per layer (round 78)
     }
 )
 
@@ -1247,6 +1262,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round72c": [{**c, "seed": 1} for c in ROUND72],
     "round73c": [{**c, "seed": 1} for c in ROUND73],
     "round76c": [{**c, "seed": 1} for c in ROUND76[1:]],
+    "round78c": [{**c, "seed": 1} for c in ROUND78],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1522,6 +1538,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round72c": FRESH_SEED_TASKS,
     "round73c": FRESH_SEED_TASKS,
     "round76c": FRESH_SEED_TASKS,
+    "round78c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
