@@ -453,6 +453,10 @@ ROUND78 = [
     },
 ]
 
+#: Round 79 (docs/recipes.md): LinBreg started from 5 % of the weights (the floor kept),
+#: steered to its target as the recipe; the recipe's runs are round 73's.
+ROUND79 = [ROUND73[0], {"optimizer": "linbreg", "init_density": 0.05}]
+
 #: Round 72p (docs/recipes.md): AdaBreg's other penalties with round 72's candidate and
 #: without (each penalty's recipe), before it is adopted.
 ROUND72P = [
@@ -503,6 +507,7 @@ SCALE_CHECK = {
     "linbreg-warmup-hold": ROUND73,
     "linbreg-l0": ROUND76,
     "rda-per-layer": ROUND78,
+    "linbreg-start": ROUND79,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -578,6 +583,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round73": ROUND73,  # LinBreg's warm-up, held (round 73)
         "round76": ROUND76[1:],  # LinBreg's ℓ0 (round 76; the recipe's runs round 73's)
         "round78": ROUND78,  # RDA steered per layer (round 78)
+        "round79": ROUND79[1:],  # LinBreg's 5 % start (round 79; the recipe's runs round 73's)
     }
 )
 
@@ -1263,6 +1269,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round73c": [{**c, "seed": 1} for c in ROUND73],
     "round76c": [{**c, "seed": 1} for c in ROUND76[1:]],
     "round78c": [{**c, "seed": 1} for c in ROUND78],
+    "round79c": [{**c, "seed": 1} for c in ROUND79[1:]],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1539,6 +1546,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round73c": FRESH_SEED_TASKS,
     "round76c": FRESH_SEED_TASKS,
     "round78c": FRESH_SEED_TASKS,
+    "round79c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
