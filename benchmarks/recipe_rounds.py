@@ -457,6 +457,17 @@ ROUND78 = [
 #: steered to its target as the recipe; the recipe's runs are round 73's.
 ROUND79 = [ROUND73[0], {"optimizer": "linbreg", "init_density": 0.05}]
 
+#: Round 80 (docs/recipes.md): SplitLBI steered per layer, the head at the target (``he``,
+#: AdaBreg's allocation) or under the body's threshold (``he_all``, LinBreg's); the recipe
+#: is round 71's candidate, adopted (its runs are round 71's).
+ROUND80 = [
+    ROUND71["splitlbi"][1],
+    *(
+        {**ROUND71["splitlbi"][1], "target_allocation": alloc, "lam_scale": "layer"}
+        for alloc in ("he", "he_all")
+    ),
+]
+
 #: Round 72p (docs/recipes.md): AdaBreg's other penalties with round 72's candidate and
 #: without (each penalty's recipe), before it is adopted.
 ROUND72P = [
@@ -508,6 +519,7 @@ SCALE_CHECK = {
     "linbreg-l0": ROUND76,
     "rda-per-layer": ROUND78,
     "linbreg-start": ROUND79,
+    "splitlbi-per-layer": ROUND80,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -584,6 +596,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round76": ROUND76[1:],  # LinBreg's ℓ0 (round 76; the recipe's runs round 73's)
         "round78": ROUND78,  # RDA steered per layer (round 78)
         "round79": ROUND79[1:],  # LinBreg's 5 % start (round 79; the recipe's runs round 73's)
+        "round80": ROUND80[1:],  # SplitLBI per layer (round 80; the recipe's runs round 71's)
     }
 )
 
@@ -1270,6 +1283,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round76c": [{**c, "seed": 1} for c in ROUND76[1:]],
     "round78c": [{**c, "seed": 1} for c in ROUND78],
     "round79c": [{**c, "seed": 1} for c in ROUND79[1:]],
+    "round80c": [{**c, "seed": 1} for c in ROUND80[1:]],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1547,6 +1561,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round76c": FRESH_SEED_TASKS,
     "round78c": FRESH_SEED_TASKS,
     "round79c": FRESH_SEED_TASKS,
+    "round80c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
