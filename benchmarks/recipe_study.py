@@ -215,8 +215,11 @@ def _wd(rec: dict[str, Any]) -> float:
     return 1.0 if wd is None else wd
 
 
-def _label(cand: dict[str, Any]) -> str:
-    skip = {"optimizer", "penalty"}
+def _label(cand: dict[str, Any], *, penalty: bool = False) -> str:
+    """A candidate's settings beside its optimizer's recipe, ``key=value`` each; its
+    penalty too with ``penalty`` (the report heads each table with it, the scale check
+    may compare two penalties: round 76)."""
+    skip = {"optimizer"} if penalty else {"optimizer", "penalty"}
     return " ".join(f"{k}={v}" for k, v in sorted(cand.items()) if k not in skip) or (
         "registry defaults"
     )
@@ -396,11 +399,7 @@ def scale_check(paths: list[Path], optimizer: str) -> str:
         seed1 = f"{_mean(diff1):+.2f}" if len(diff1) == len(cells) else "–"
         if seed1 != "–" and not ok1:
             seed1 += " (failed)"
-        # the penalty too: a round may compare the recipe with another penalty (round 76)
-        named = " ".join(f"{k}={v}" for k, v in sorted(cand.items()) if k != "optimizer")
-        label = (named or "registry defaults") + (
-            " **(the recipe then)**" if cand is recipe else ""
-        )
+        label = _label(cand, penalty=True) + (" **(the recipe then)**" if cand is recipe else "")
         # the densest run of each seed (a round's bound on any one cell: rounds 72-76)
         densest = " / ".join(f"{100 * max(d):.1f}" if d else "–" for d in (dens, dens1))
         lines.append(

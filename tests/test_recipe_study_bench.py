@@ -82,6 +82,15 @@ def test_the_scale_check_scores_six_cells_against_the_recipe(
     assert good_row[-5:] == ["12.0 %", "–", "yes", "-1.00", "12.0 / 30.0 |"]  # seed 1's all there
 
 
+def test_the_scale_check_names_a_candidates_penalty(load_benchmark: Callable) -> None:
+    """Round 76 compared LinBreg's recipe (ℓ1) with ℓ0: the scale check's rows name the
+    penalty; the report's, headed by it, do not."""
+    bench, rounds = _study(load_benchmark)
+    recipe, l0 = rounds.ROUND76  # type: ignore[attr-defined]
+    assert bench._label(l0, penalty=True) == "penalty=l0"  # type: ignore[attr-defined]
+    assert bench._label(l0) == bench._label(recipe) == "registry defaults"  # type: ignore[attr-defined]
+
+
 def test_the_scale_check_reads_the_recipe_filed_under_its_name_when_it_resolved_the_same(
     load_benchmark: Callable, tmp_path: Path
 ) -> None:
