@@ -468,6 +468,10 @@ ROUND80 = [
     ),
 ]
 
+#: Round 81 (docs/recipes.md): LinBreg with momentum 0.95 at half the lr (the same
+#: effective step lr/(1 - β)); the recipe's runs are round 73's.
+ROUND81 = [ROUND73[0], {"optimizer": "linbreg", "momentum": 0.95, "lr": 0.075}]
+
 #: Round 72p (docs/recipes.md): AdaBreg's other penalties with round 72's candidate and
 #: without (each penalty's recipe), before it is adopted.
 ROUND72P = [
@@ -520,6 +524,7 @@ SCALE_CHECK = {
     "rda-per-layer": ROUND78,
     "linbreg-start": ROUND79,
     "splitlbi-per-layer": ROUND80,
+    "linbreg-momentum": ROUND81,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -597,6 +602,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round78": ROUND78,  # RDA steered per layer (round 78)
         "round79": ROUND79[1:],  # LinBreg's 5 % start (round 79; the recipe's runs round 73's)
         "round80": ROUND80[1:],  # SplitLBI per layer (round 80; the recipe's runs round 71's)
+        "round81": ROUND81[1:],  # LinBreg's momentum (round 81; the recipe's runs round 73's)
     }
 )
 
@@ -1284,6 +1290,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round78c": [{**c, "seed": 1} for c in ROUND78],
     "round79c": [{**c, "seed": 1} for c in ROUND79[1:]],
     "round80c": [{**c, "seed": 1} for c in ROUND80[1:]],
+    "round81c": [{**c, "seed": 1} for c in ROUND81[1:]],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1562,6 +1569,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round78c": FRESH_SEED_TASKS,
     "round79c": FRESH_SEED_TASKS,
     "round80c": FRESH_SEED_TASKS,
+    "round81c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
