@@ -472,6 +472,10 @@ ROUND80 = [
 #: effective step lr/(1 - β)); the recipe's runs are round 73's.
 ROUND81 = [ROUND73[0], {"optimizer": "linbreg", "momentum": 0.95, "lr": 0.075}]
 
+#: Round 82 (docs/recipes.md): SplitLBI steered to 13 % of the weights, the target of the
+#: other steered recipes; the recipe (10 %) is round 71's candidate (its runs round 71's).
+ROUND82 = [ROUND71["splitlbi"][1], {**ROUND71["splitlbi"][1], "target_density": 0.13}]
+
 #: Round 72p (docs/recipes.md): AdaBreg's other penalties with round 72's candidate and
 #: without (each penalty's recipe), before it is adopted.
 ROUND72P = [
@@ -525,6 +529,7 @@ SCALE_CHECK = {
     "linbreg-start": ROUND79,
     "splitlbi-per-layer": ROUND80,
     "linbreg-momentum": ROUND81,
+    "splitlbi-target": ROUND82,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -603,6 +608,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round79": ROUND79[1:],  # LinBreg's 5 % start (round 79; the recipe's runs round 73's)
         "round80": ROUND80[1:],  # SplitLBI per layer (round 80; the recipe's runs round 71's)
         "round81": ROUND81[1:],  # LinBreg's momentum (round 81; the recipe's runs round 73's)
+        "round82": ROUND82[1:],  # SplitLBI at 13 % (round 82; the recipe's runs round 71's)
     }
 )
 
@@ -1291,6 +1297,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round79c": [{**c, "seed": 1} for c in ROUND79[1:]],
     "round80c": [{**c, "seed": 1} for c in ROUND80[1:]],
     "round81c": [{**c, "seed": 1} for c in ROUND81[1:]],
+    "round82c": [{**c, "seed": 1} for c in ROUND82[1:]],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1570,6 +1577,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round79c": FRESH_SEED_TASKS,
     "round80c": FRESH_SEED_TASKS,
     "round81c": FRESH_SEED_TASKS,
+    "round82c": FRESH_SEED_TASKS,
     "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
