@@ -492,9 +492,12 @@ ROUND71P = [
     for change in ({}, {"warmup": 1.0, "lr": 0.04})
 ]
 
-#: Probe 75 (docs/recipes.md): RDA at its recipe's λ and at 2.3 × it, the lr warm-up
-#: given per stage (the sparse phase's epochs).
-PROBE75 = [{"optimizer": "rda"}, {"optimizer": "rda", "lam": 9.2e-5}]
+#: Probe 75 (docs/recipes.md): RDA's recipe, then with the lr warm-up over the 11 sparse
+#: epochs of a 15-epoch run at its λ and at 2.3 × it.
+PROBE75 = [
+    {"optimizer": "rda"},
+    *({"optimizer": "rda", **lam, "warmup": 11.0} for lam in ({}, {"lam": 9.2e-5})),
+]
 
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
@@ -550,12 +553,23 @@ def _small_targets(base: dict[str, Any], targets: tuple[float, ...]) -> list[dic
 FRESH_SEED_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS)
 
 
+#: The rounds whose fresh-seed stage (``NAMEc``) is their candidates with seed 1 on
+#: :data:`FRESH_SEED_TASKS` (:func:`_scale_rounds`); rounds 42, 47 and 49 ran other
+#: candidates there, listed in :data:`STAGES`. Where a round's recipe has its seed-1 runs
+#: (often an earlier round's ``c`` stage) its section of docs/recipes.md says.
+FRESH_SEED_ROUNDS = frozenset(
+    f"round{n}"
+    for n in (46, 50, 51, 52, 62, 63, 64, 65, 66, 70, 71, 72, 73, 76, 78, 79, 80, 81, 82)
+)
+
+
 def _scale_rounds(
     rounds: dict[str, list[dict[str, Any]]],
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, tuple[str, ...]]]:
-    """The three stages of each round run under the scale check (or, before round 42, on
-    the same cells): ``NAME`` its candidates on the study tasks, ``NAMEw`` their words
-    check, ``NAMEf`` them on the full-data tasks; and the tasks of the last two."""
+    """The stages of each round run under the scale check (or, before round 42, on the
+    same cells): ``NAME`` its candidates on the study tasks, ``NAMEw`` their words check,
+    ``NAMEf`` them on the full-data tasks, and for :data:`FRESH_SEED_ROUNDS` ``NAMEc``
+    them with seed 1 on :data:`FRESH_SEED_TASKS`; and the tasks of all but the first."""
     stages: dict[str, list[dict[str, Any]]] = {}
     tasks: dict[str, tuple[str, ...]] = {}
     for name, cands in rounds.items():
@@ -564,6 +578,9 @@ def _scale_rounds(
         stages[f"{name}f"] = cands
         tasks[f"{name}w"] = ("words-cnn",)
         tasks[f"{name}f"] = SCALE_TASKS
+        if name in FRESH_SEED_ROUNDS:
+            stages[f"{name}c"] = [{**c, "seed": 1} for c in cands]
+            tasks[f"{name}c"] = FRESH_SEED_TASKS
     return stages, tasks
 
 
@@ -1270,8 +1287,6 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     ],
     "round42f": [ROUND42["proxsgd"][0], ROUND42["proxsgd"][2], *ROUND42["linbreg"]],
     "round42c": [{**c, "seed": 1} for c in ROUND42["proxsgd"][:2]],
-    # round 46's fresh seed; the recipe's runs are round 42's, its fresh seed round 42c2's
-    "round46c": [{**c, "seed": 1} for c in ROUND46[1:]],
     # round 47: the words check of RDA's recipe and warm-up also on seeds 3 and 4
     "round47w5": [{**cand, "epochs": 15, "seed": s} for cand in ROUND47[:2] for s in (3, 4)],
     # round 47's fresh seed for the candidate the rule picks (RDA at lr 0.02 with the
@@ -1279,25 +1294,6 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round47c": [{**c, "seed": 1} for c in (ROUND47[0], ROUND47[2])],
     # round 49's pick (λ warm-up 0.5) on the fresh seed; the recipe's runs are round 47c's
     "round49c": [{**ROUND49[2], "seed": 1}],
-    # round 50's candidates on the fresh seed (the recipe's runs are round 49c's)
-    "round50c": [{**c, "seed": 1} for c in ROUND50],
-    "round51c": [{**c, "seed": 1} for c in ROUND51],  # the recipe's: round 49c's
-    "round52c": [{**c, "seed": 1} for c in ROUND52],  # the recipe's: round 51c's first
-    "round62c": [{**c, "seed": 1} for c in ROUND62],  # a fresh seed (round 62)
-    "round63c": [{**c, "seed": 1} for c in ROUND63],  # the recipes': round 62c's
-    "round64c": [{**c, "seed": 1} for c in ROUND64],  # the recipe's: round 62c's
-    "round65c": [{**c, "seed": 1} for c in ROUND65],  # the recipe's: round 62c's
-    "round66c": [{**c, "seed": 1} for c in ROUND66],  # both (no earlier ℓ0 runs kept)
-    "round70c": [{**c, "seed": 1} for c in (*ROUND70["sgd"], *ROUND70["adam"])],
-    "round71c": [{**c, "seed": 1} for c in (*ROUND71["adabreg"], *ROUND71["splitlbi"])],
-    "round72c": [{**c, "seed": 1} for c in ROUND72],
-    "round73c": [{**c, "seed": 1} for c in ROUND73],
-    "round76c": [{**c, "seed": 1} for c in ROUND76[1:]],
-    "round78c": [{**c, "seed": 1} for c in ROUND78],
-    "round79c": [{**c, "seed": 1} for c in ROUND79[1:]],
-    "round80c": [{**c, "seed": 1} for c in ROUND80[1:]],
-    "round81c": [{**c, "seed": 1} for c in ROUND81[1:]],
-    "round82c": [{**c, "seed": 1} for c in ROUND82[1:]],
     # the adopted refit (lr 0.005) on the fresh seed too, asked by a review: designed
     # after round 41's full-data result was seen (it stays if its difference is positive)
     "round42c2": [{**ROUND42["proxsgd"][2], "seed": 1}],
@@ -1471,12 +1467,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # through the lr warm-up over the 11 sparse epochs of a 15-epoch run (refit 0.3), at the
     # recipe's λ and at 2.3 × it (the same ℓ0 threshold at the end of the ramp); the recipe
     # first
-    "probe75": [PROBE75[0], *({**c, "warmup": 11.0} for c in PROBE75)],
-    "probe75w": [
-        c
-        for cand in (PROBE75[0], *({**c, "warmup": 11.0} for c in PROBE75))
-        for c in words_check(cand)
-    ],
+    "probe75": PROBE75,
+    "probe75w": [c for cand in PROBE75 for c in words_check(cand)],
     "round67": ROUND67,
     # round 67's words check, of the size-weighted candidates (a failure rules one out)
     "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
@@ -1560,25 +1552,6 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round47w5": ("words-cnn",),
     "round47c": FRESH_SEED_TASKS,
     "round49c": FRESH_SEED_TASKS,
-    "round50c": FRESH_SEED_TASKS,
-    "round51c": FRESH_SEED_TASKS,
-    "round52c": FRESH_SEED_TASKS,
-    "round62c": FRESH_SEED_TASKS,
-    "round63c": FRESH_SEED_TASKS,
-    "round64c": FRESH_SEED_TASKS,
-    "round65c": FRESH_SEED_TASKS,
-    "round66c": FRESH_SEED_TASKS,
-    "round70c": FRESH_SEED_TASKS,
-    "round71c": FRESH_SEED_TASKS,
-    "round72c": FRESH_SEED_TASKS,
-    "round73c": FRESH_SEED_TASKS,
-    "round76c": FRESH_SEED_TASKS,
-    "round78c": FRESH_SEED_TASKS,
-    "round79c": FRESH_SEED_TASKS,
-    "round80c": FRESH_SEED_TASKS,
-    "round81c": FRESH_SEED_TASKS,
-    "round82c": FRESH_SEED_TASKS,
-    "round46c": FRESH_SEED_TASKS,
     **check_tasks("round54", "round55", "round56", "round58", "round58x", "round59"),
     **check_tasks("round60", "round61"),
     **_SCALE_STAGE_TASKS,
