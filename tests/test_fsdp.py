@@ -186,6 +186,7 @@ ENGINE: dict[str, Any] = {
     "lr": 0.05,
     "lam": 0.001,  # Γ's support grows in these 3 epochs
     "lam_scale": "fan_in",  # one param group per layer, its λ from the global shape
+    "clip_grad_norm": 0.5,  # the global norm of sharded gradients (most steps clip)
     "fsdp": True,
     "keep_checkpoints": True,
 }
@@ -421,7 +422,11 @@ def test_engine_fsdp_is_close_to_a_single_process_run(fsdp_run: Path, tmp_path: 
     for a, b in zip(sharded["history"], single.history, strict=True):
         if a["train_loss"] is not None:
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+            # the norm of the sharded gradients is the whole gradient's, clipped alike
+            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+            assert a["clipped"] == b["clipped"]
         assert a["density"] == pytest.approx(b["density"], abs=2e-3)
+    assert any(row.get("clipped") for row in single.history)  # the test clips something
     log = (fsdp_run / "full" / "log.txt").read_text()
     assert "× 2 processes (FSDP2, sharded)" in log
     assert "λ per layer by fan-in" in log  # per-layer groups of sharded parameters
@@ -486,6 +491,7 @@ def test_engine_fsdp_killed_and_resumed_equals_the_uninterrupted_run(
         assert torch.equal(v, b[key]), key
     for ra, rb in zip(full["history"], resumed["history"], strict=True):
         assert ra["train_loss"] == rb["train_loss"] and ra["density"] == rb["density"]
+        assert ra.get("grad_norm") == rb.get("grad_norm")
     assert full["history"][-1]["density"] > full["history"][1]["density"]  # the path moved
     # resumed from a checkpoint of whole tensors (cut to each rank's shards): the same
     whole = _engine_checkpoint(fsdp_run / "killed-whole", tmp_path)

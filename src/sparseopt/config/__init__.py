@@ -489,6 +489,17 @@ class TrainConfig:
         "validation split)",
         shown="yes with a refit",
     )
+    clip_grad_norm: float | None = _opt(
+        None,
+        "training",
+        "clip the gradient of the loss to global ℓ2 norm N before every step "
+        "(torch.nn.utils.clip_grad_norm_ over every parameter, the refit's steps too; the "
+        "penalty is the optimizer's and is not clipped); the epoch rows then record the "
+        "norm before clipping, mean and max (grad_norm, grad_norm_max), and the fraction "
+        "of steps clipped (clipped); 0: off",
+        metavar="N",
+        shown="0 (off)",
+    )
     lr_step_size: int = _opt(30, "training", "step schedule: decay every N epochs", metavar="N")
     lr_gamma: float = _opt(0.1, "training", "step/multistep/plateau decay factor", metavar="F")
     lr_milestones: list[int] = field(
@@ -839,6 +850,8 @@ class TrainConfig:
             changes["lam_warmup"] = 0.0
         if self.warmup is None and "warmup" not in changes:
             changes["warmup"] = 0.0
+        if self.clip_grad_norm is None and "clip_grad_norm" not in changes:
+            changes["clip_grad_norm"] = 0.0
         if self.grow_every is not None and self.refit:
             raise ValueError(
                 f"Invalid refit value: {self.refit!r}; a refit fixes the support, which "

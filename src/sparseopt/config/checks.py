@@ -64,6 +64,8 @@ def validate(cfg: Any) -> None:
         _check_number("refit_lr", cfg.refit_lr, 0.0, None, low_open=True)
     if cfg.refit_warmup is not None:
         _check_number("refit_warmup", cfg.refit_warmup, 0.0, None)
+    if cfg.clip_grad_norm is not None:
+        _check_number("clip_grad_norm", cfg.clip_grad_norm, 0.0, None)  # 0: off
     if cfg.init_density is not None:
         _check_number("init_density", cfg.init_density, 0.0, 1.0, low_open=True)
     if cfg.lr is not None:

@@ -61,6 +61,7 @@ _BEFORE_FIELDS: dict[str, Any] = {
     "lam_scale": "none",
     "target_allocation": "global",
     "target_density_hold": False,  # before round 72 no controller held λ through a warm-up
+    "clip_grad_norm": 0.0,  # no clipping before 2026-11-29
 }
 
 

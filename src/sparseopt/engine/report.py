@@ -106,6 +106,9 @@ def epoch_row(
         row[key] = merged[key]
     row["lr"], row["lam"] = lr, lam
     row["train_time"] = train_part.get("train_time")
+    for key in ("grad_norm", "grad_norm_max", "clipped"):  # with clip_grad_norm
+        if key in train_part:
+            row[key] = train_part[key]
     row["epoch_time"] = epoch_time
     row["elapsed"] = elapsed
     row["layer_density"] = merged["layer_density"]

@@ -432,6 +432,7 @@ class Trainer:
         step_hooks = [
             cb.on_step_end for cb in self.callbacks if callable(getattr(cb, "on_step_end", None))
         ]
+        clip = self.config.clip_grad_norm or 0.0
         self.train_model.train()
         try:
             for step in range(start, len(batches)):
@@ -457,6 +458,8 @@ class Trainer:
                     raise self._interrupted(f"during epoch {epoch} (after {step} batches)")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if clip:
+                    self._clip_gradient(clip, part)
                 self.optimizer.step()
                 self.global_step += 1
                 for hook in step_hooks:
@@ -479,7 +482,29 @@ class Trainer:
         if self.task == "classification":
             row["train_acc"] = total["correct"] / max(total["count"], 1)
         row["train_time"] = total["time"]
+        if clip:  # every rank clipped the same all-reduced gradient: its own numbers
+            steps = max(part.get("grad_steps", 0.0), 1.0)
+            row["grad_norm"] = part.get("grad_norm_sum", 0.0) / steps
+            row["grad_norm_max"] = part.get("grad_norm_max", 0.0)
+            row["clipped"] = part.get("clipped", 0.0) / steps
         return row
+
+    def _clip_gradient(self, max_norm: float, part: dict[str, float]) -> None:
+        r"""Scale the gradient to global norm ``max_norm`` where it is longer (``clip_grad_norm``).
+
+        :math:`g \leftarrow g \cdot \min(1, c / (\lVert g\rVert_2 + 10^{-6}))` over
+        every parameter's gradient at once (:func:`torch.nn.utils.clip_grad_norm_`, the
+        standard remedy for exploding gradients: Pascanu et al., "On the difficulty of
+        training recurrent neural networks", ICML 2013). Under DDP the gradient is the
+        all-reduced one, the same on every rank; under FSDP2 the norm of the sharded
+        gradients is the global one. ``part`` gathers the epoch's norms (before clipping).
+        """
+        grads = [p for p in self.model.parameters() if p.grad is not None]
+        norm = float(fsdp.full_tensor(torch.nn.utils.clip_grad_norm_(grads, max_norm)))
+        part["grad_steps"] = part.get("grad_steps", 0.0) + 1.0
+        part["grad_norm_sum"] = part.get("grad_norm_sum", 0.0) + norm
+        part["grad_norm_max"] = max(part.get("grad_norm_max", 0.0), norm)
+        part["clipped"] = part.get("clipped", 0.0) + float(norm > max_norm)
 
     def _hooks(self, name: str) -> list[Any]:
         return [h for cb in self.callbacks if (h := getattr(cb, name, None)) is not None]
