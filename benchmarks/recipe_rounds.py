@@ -499,6 +499,24 @@ PROBE75 = [
     *({"optimizer": "rda", **lam, "warmup": 11.0} for lam in ({}, {"lam": 9.2e-5})),
 ]
 
+#: Probe 84 (docs/recipes.md, a measurement): the gradient norms the tasks see, every
+#: candidate with ``clip_grad_norm`` 1e9 (above every norm: the runs are the unclipped ones,
+#: their rows record the norms). On the words check the two candidates that collapsed there
+#: (SplitLBI at 13 %, LinBreg at twice its lr) beside the recipes that did not; on the
+#: study's other tasks every method's recipe.
+NO_CLIP = {"clip_grad_norm": 1e9}
+PROBE84W = [
+    {**c, **NO_CLIP}
+    for c in (
+        ROUND82[1],
+        {"optimizer": "linbreg", "lr": 0.3},
+        {"optimizer": "linbreg"},
+        {"optimizer": "splitlbi"},
+        {"optimizer": "sgd"},
+    )
+]
+PROBE84 = [{"optimizer": m, **NO_CLIP} for m in (*SPARSE_METHODS, "sgd", "adam")]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1469,6 +1487,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # first
     "probe75": PROBE75,
     "probe75w": [c for cand in PROBE75 for c in words_check(cand)],
+    "probe84": PROBE84,  # the gradient norms (probe 84, a measurement)
+    "probe84w": [c for cand in PROBE84W for c in words_check(cand)],
     "round67": ROUND67,
     # round 67's words check, of the size-weighted candidates (a failure rules one out)
     "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
@@ -1510,6 +1530,8 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "probe74w": ("words-cnn",),
     "probe75": ("fmnist-lenet5", "fmnist-mlp"),
     "probe75w": ("words-cnn",),
+    "probe84": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
+    "probe84w": ("words-cnn",),
     "round67w": ("words-cnn",),
     "round67bw": ("words-cnn",),
     "round68w": ("words-cnn",),

@@ -124,6 +124,17 @@ def run_one(fields: dict[str, Any], out: str) -> dict[str, Any]:
         "wall": result.wall_time,
         "resolved": {k: v for k, v in result.config.to_dict().items() if k not in ("out",)},
         "pid": os.getpid(),
+        # with clip_grad_norm, each epoch's gradient norm before clipping: mean, max and
+        # the fraction of steps clipped (the rows' grad_norm, grad_norm_max, clipped)
+        **(
+            {
+                "grad_norms": [
+                    [r["grad_norm"], r["grad_norm_max"], r["clipped"]] for r in result.history[1:]
+                ]
+            }
+            if cfg.clip_grad_norm
+            else {}
+        ),
     }
 
 
