@@ -71,7 +71,7 @@ import torch
 from torch import nn
 
 from sparseopt.fsdp import global_int
-from sparseopt.groups import group_lam
+from sparseopt.groups import group_lam, is_penalised
 
 __all__ = [
     "ALLOCATIONS",
@@ -284,7 +284,7 @@ def _group_counts(
     deploy = getattr(optimizer, "deployable", None)
     out = []
     for i, group in enumerate(optimizer.param_groups):
-        if group.get("penalty", "none") == "none":
+        if not is_penalised(group):
             continue
         counts = []
         for p in group["params"]:
@@ -333,7 +333,7 @@ def _totals(
 def per_layer_groups(optimizer: torch.optim.Optimizer) -> bool:
     """Whether every penalised param group holds one tensor (``lam_scale`` ``layer`` or
     ``fan_in``): what ``allocation="he"`` steers layer by layer."""
-    penalised = [g for g in optimizer.param_groups if g.get("penalty", "none") != "none"]
+    penalised = [g for g in optimizer.param_groups if is_penalised(g)]
     return bool(penalised) and all(len(g["params"]) == 1 for g in penalised)
 
 
@@ -531,7 +531,7 @@ def _first_lam(optimizer: torch.optim.Optimizer) -> float | None:
     """The factor-free λ of ``optimizer``'s first penalised group, as
     :meth:`TargetDensity.update` returns it; ``None`` without one (a refit's SGD)."""
     for group in optimizer.param_groups:
-        if group.get("penalty", "none") != "none":
+        if is_penalised(group):
             return float(group_lam(group))
     return None
 
@@ -794,7 +794,7 @@ class TargetDensity:
             and "allocation" not in overrides
             and not isinstance(optimizer, str)
             and not per_layer_groups(optimizer)
-            and any(g.get("penalty", "none") != "none" for g in optimizer.param_groups)
+            and any(is_penalised(g) for g in optimizer.param_groups)
         ):
             warnings.warn(
                 f"{name}'s preset steers each layer to its own share of the target, which "
@@ -1148,9 +1148,7 @@ class LamWarmup:
             raise ValueError(f"Invalid fraction value: {fraction!r}; expected a number in (0, 1]")
         self.fraction = float(fraction)
         self.targets = {  # factor-free (set_lam applies a per-layer factor, lam_scale)
-            i: group_lam(g)
-            for i, g in enumerate(optimizer.param_groups)
-            if g.get("penalty", "none") != "none"
+            i: group_lam(g) for i, g in enumerate(optimizer.param_groups) if is_penalised(g)
         }
         self._factor: float | None = None
 

@@ -26,7 +26,7 @@ never a Python loop over groups.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -45,6 +45,7 @@ __all__ = [
     "group_lam",
     "group_norms",
     "group_size",
+    "is_penalised",
     "layer_kind",
     "layer_lam_factors",
     "layer_lams",
@@ -233,11 +234,23 @@ def check_lam_scale(lam_scale: Any) -> None:
         )
 
 
+def is_penalised(group: Mapping[str, Any]) -> bool:
+    """Whether a param group carries a penalty: its ``penalty`` is a name other than
+    ``"none"`` (a group without the key, or with ``None``, has none).
+
+    Example:
+        >>> is_penalised({"penalty": "l1"}), is_penalised({"penalty": "none"}), is_penalised({})
+        (True, False, False)
+    """
+    penalty = group.get("penalty", "none")
+    return penalty is not None and penalty != "none"
+
+
 def base_lam(param_groups: Iterable[dict[str, Any]]) -> float | None:
     """The run's λ: :func:`group_lam` of the first penalised group, as written; ``None``
     when no group is penalised."""
     for group in param_groups:
-        if group.get("penalty", "none") != "none" and "lam" in group:
+        if is_penalised(group) and "lam" in group:
             if "lam_factor" not in group:
                 return float(group["lam"])
             # λ·c/c misses the λ as written by an ulp or two (0.00699… for 0.007): give
@@ -272,7 +285,7 @@ def layer_lams(model: torch.nn.Module, param_groups: Iterable[dict[str, Any]]) -
     lam_of = {
         id(p): float(g["lam"])
         for g in param_groups
-        if g.get("penalty", "none") != "none" and "lam" in g
+        if is_penalised(g) and "lam" in g
         for p in g["params"]
     }
     return {

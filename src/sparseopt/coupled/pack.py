@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparseopt.groups import is_penalised
+
 from ._core import (
     CONTAINER,
     CoupledGroups,
@@ -139,7 +141,7 @@ def coupled_param_groups(
             group["group_weight"] = group_weight
         out.append(group)
     others = [(n, p) for n, p in model.named_parameters() if id(p) not in coupled]
-    if rest and rest.get("penalty", "none") != "none":
+    if rest and is_penalised(rest):
         weights = [(n, p) for n, p in others if p.ndim >= 2]
         plain = [(n, p) for n, p in others if p.ndim < 2]
         if weights:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from sparseopt.config import TrainConfig, refit_epochs
 from sparseopt.engine.distributed import Dist
 from sparseopt.engine.errors import ConfigError
+from sparseopt.groups import is_penalised
 
 __all__ = [
     "SMALL_MODEL_PARAMS",
@@ -512,7 +513,7 @@ def build_callbacks(
                 f"target_density is set ({cfg.target_density:g}) and a TargetDensity "
                 "callback was passed too; use one of them"
             )
-        if all(g.get("penalty", "none") == "none" for g in optimizer.param_groups):
+        if not any(is_penalised(g) for g in optimizer.param_groups):
             raise ConfigError(
                 f"Invalid target_density value: {cfg.target_density!r}; no weight is "
                 "penalised (penalty 'none'), so there is no λ to steer"

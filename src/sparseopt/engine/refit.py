@@ -65,6 +65,7 @@ from sparseopt.config import refit_epochs
 from sparseopt.control import target_miss
 from sparseopt.engine.evaluate import deployed
 from sparseopt.fsdp import global_int
+from sparseopt.groups import is_penalised
 
 __all__ = ["Refit", "refit_optimizer_settings"]
 
@@ -106,8 +107,7 @@ def _penalised(optimizer: torch.optim.Optimizer) -> list[Tensor]:
     """The parameters of the groups with a penalty (their zeros are the support's)."""
     out = []
     for group in optimizer.param_groups:
-        penalty = group.get("penalty", "none")
-        if penalty is not None and penalty != "none":
+        if is_penalised(group):
             out.extend(group["params"])
     return out
 

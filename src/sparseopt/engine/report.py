@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sparseopt.groups import group_lam
+from sparseopt.groups import group_lam, is_penalised
 from sparseopt.logging_utils import format_duration
 
 __all__ = [
@@ -27,7 +27,7 @@ def describe(trainer: Any) -> str:
     if trainer.optimizer_info.sparse:
         pens: list[str] = []  # one entry per kind: per-layer groups share their base λ
         for g in trainer.optimizer.param_groups:
-            if g.get("penalty", "none") != "none":
+            if is_penalised(g):
                 grp = f"/{g['groups']}" if g.get("groups") else ""
                 pen = f"{g.get('name', 'w')} {g['penalty']}{grp} λ={group_lam(g):g}"
                 if pen not in pens:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseopt.groups import base_lam, layer_lams
+from sparseopt.groups import base_lam, is_penalised, layer_lams
 from sparseopt.metrics import density
 from sparseopt.optim._base import SparseOptimizer
 from sparseopt.optim.registry import create_optimizer
@@ -81,6 +81,6 @@ def build_sparse_optimizer(
             f"{name!r} is not a sparse optimizer: use sparseopt.list_optimizers(sparse_only=True)"
         )
     for group in opt.param_groups:
-        if group.get("penalty", "none") == "none":
+        if not is_penalised(group):
             group["weight_decay"] = 0.0
     return opt

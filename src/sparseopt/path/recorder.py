@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from sparseopt.coupled import CONTAINER, packed_groups
 from sparseopt.fsdp import full_tensor
-from sparseopt.groups import group_norms
+from sparseopt.groups import group_norms, is_penalised
 from sparseopt.metrics import density as _density
 from sparseopt.path.solution import _CHUNKS, _JSON, _NPZ, PATH_FORMAT, SolutionPath, load_path
 
@@ -36,12 +36,7 @@ def _tracked(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> list[
     a sparse optimizer)."""
     penalised: set[int] | None = None
     if optimizer is not None and hasattr(optimizer, "support"):
-        penalised = {
-            id(p)
-            for g in optimizer.param_groups
-            if g.get("penalty", "none") != "none"
-            for p in g["params"]
-        }
+        penalised = {id(p) for g in optimizer.param_groups if is_penalised(g) for p in g["params"]}
     out = []
     for name, m in model.named_modules():
         if _is_layer(m) and isinstance(m.weight, nn.Parameter):  # not a packed weight

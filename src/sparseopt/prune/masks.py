@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
+from sparseopt.groups import is_penalised
+
 __all__ = [
     "Masks",
     "apply_masks_",
@@ -91,7 +93,7 @@ def masks_from_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     names = {id(p): n for n, p in model.named_parameters()}
     out: Masks = {}
     for group in optimizer.param_groups:
-        if group.get("penalty", "none") == "none":
+        if not is_penalised(group):
             continue
         for p in group["params"]:
             if id(p) in names:
