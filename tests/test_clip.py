@@ -23,11 +23,14 @@ def _norm(params: Any) -> float:
 
 class ClipByHand:
     """Clips each step's gradient before the optimizer reads it (a step pre-hook on the
-    sparse optimizer): g ← g · min(1, c / (‖g‖ + 1e-6)), the norm summed in float64 —
-    and records the norm before clipping."""
+    sparse optimizer): g ← g · min(1, b / (‖g‖ + 1e-6)), b = min(N, K·m), m the running
+    mean of the clipped norms (β = 0.98; the first norm starts it), the norm summed in
+    float64 — and records the norm before clipping."""
 
-    def __init__(self, max_norm: float) -> None:
-        self.max_norm, self.norms = max_norm, []
+    def __init__(self, max_norm: float | None, ratio: float | None = None) -> None:
+        self.max_norm, self.ratio = max_norm or math.inf, ratio
+        self.norms: list[float] = []
+        self.ema: float | None = None
 
     def on_train_begin(self, trainer: Any) -> None:
         params = list(trainer.model.parameters())
@@ -35,10 +38,16 @@ class ClipByHand:
         def clip(*_: Any) -> None:
             norm = _norm(params)
             self.norms.append(norm)
-            scale = min(1.0, self.max_norm / (norm + 1e-6))
-            for p in params:
-                if p.grad is not None:
-                    p.grad.mul_(scale)
+            bound = self.max_norm
+            if self.ratio and self.ema is not None:
+                bound = min(bound, self.ratio * self.ema)
+            if norm > bound:
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.mul_(bound / (norm + 1e-6))
+            if self.ratio:
+                kept = min(norm, bound)
+                self.ema = kept if self.ema is None else 0.98 * self.ema + 0.02 * kept
 
         trainer.optimizer.register_step_pre_hook(clip)
 
@@ -56,32 +65,46 @@ class StepNorms:
         (self.refit if trainer.in_refit else self.sparse).append(norm)
 
 
-@pytest.mark.parametrize("optimizer", ["linbreg", "splitlbi", "sgd"])
+@pytest.mark.parametrize(
+    ("optimizer", "c", "ratio"),
+    [
+        ("linbreg", 0.5, None),
+        ("splitlbi", 0.5, None),
+        ("sgd", 0.5, None),
+        ("rda", None, 1.1),
+        ("adam", 1.0, 1.1),
+    ],
+)
 def test_each_step_applies_the_clipped_gradient_and_rows_record_its_norms(
-    tmp_path: Path, optimizer: str
+    tmp_path: Path, optimizer: str, c: float | None, ratio: float | None
 ) -> None:
-    """The run with ``clip_grad_norm`` c equals an unclipped run whose gradient a hook
-    clips by hand before every step; its rows' mean and max norm and fraction clipped are
-    those the hook saw, and every step's gradient has norm at most c."""
-    c = 0.5
+    """The run with ``clip_grad_norm`` c and/or ``clip_grad_ratio`` K equals an unclipped
+    run whose gradient a hook clips by hand before every step; its rows' mean and max
+    norm and fraction clipped are those the hook saw, and every step's gradient has norm
+    at most its bound."""
     kw: dict[str, Any] = {"optimizer": optimizer, "epochs": 2, "limit_batches": 4}
-    if optimizer != "sgd":
+    if optimizer not in ("sgd", "adam"):
         kw["refit"] = 0.0  # the hook is on the sparse optimizer (the refit: below)
-    hand = ClipByHand(c)
+    hand = ClipByHand(c, ratio)
     ref = train(tiny(tmp_path / "hand", **kw), callbacks=[hand])
     seen = StepNorms()
-    res = train(tiny(tmp_path / "clip", **kw, clip_grad_norm=c), callbacks=[seen])
-    assert res.config.clip_grad_norm == c
+    clip = {"clip_grad_norm": c, "clip_grad_ratio": ratio}
+    res = train(tiny(tmp_path / "clip", **kw, **clip), callbacks=[seen])
+    assert (res.config.clip_grad_norm, res.config.clip_grad_ratio) == (c or 0.0, ratio or 0.0)
     for name, p in ref.model.state_dict().items():
         torch.testing.assert_close(res.model.state_dict()[name], p, rtol=1e-5, atol=1e-6)
-    assert max(seen.sparse) <= c * (1 + 1e-5)
-    assert sum(n > c for n in hand.norms) >= 4, hand.norms  # the test clips something
+    bounds = [min(n, s) for n, s in zip(hand.norms, seen.sparse, strict=True)]
+    assert all(s <= b * (1 + 1e-5) for s, b in zip(seen.sparse, bounds, strict=True))
+    if c:
+        assert max(seen.sparse) <= c * (1 + 1e-5)
+    clipped = [s < n * (1 - 1e-5) for n, s in zip(hand.norms, seen.sparse, strict=True)]
+    assert sum(clipped) >= 2, (hand.norms, seen.sparse)  # the test clips something
     for epoch in (1, 2):
         norms = hand.norms[(epoch - 1) * 4 : epoch * 4]
         row = res.history[epoch]
         assert row["grad_norm"] == pytest.approx(sum(norms) / 4, rel=1e-4)
         assert row["grad_norm_max"] == pytest.approx(max(norms), rel=1e-4)
-        assert row["clipped"] == sum(n > c for n in norms) / 4
+        assert row["clipped"] == sum(clipped[(epoch - 1) * 4 : epoch * 4]) / 4
     assert "grad_norm" not in ref.history[1]  # no clipping, no column
     metrics = (res.run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"grad_norm", "grad_norm_max", "clipped"} <= set(metrics)
@@ -107,9 +130,11 @@ def test_the_refit_clips_too(tmp_path: Path) -> None:
 
 
 def test_a_run_cut_mid_epoch_resumes_to_the_same_state_and_norms(tmp_path: Path) -> None:
+    """Both bounds, the running mean of the norms carried through the checkpoint."""
     from test_engine import StopAtStep
 
-    kw: dict[str, Any] = {"optimizer": "linbreg", "epochs": 2, "clip_grad_norm": 0.5}
+    kw: dict[str, Any] = {"optimizer": "linbreg", "epochs": 2}
+    kw.update(clip_grad_norm=2.0, clip_grad_ratio=1.2)
     ref = train(tiny(tmp_path / "ref", **kw))
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "cut", **kw), callbacks=[StopAtStep(4)])
@@ -124,6 +149,14 @@ def test_a_run_cut_mid_epoch_resumes_to_the_same_state_and_norms(tmp_path: Path)
 def test_a_bad_bound_is_refused(tmp_path: Path, value: Any) -> None:
     with pytest.raises(ValueError, match=r"Invalid clip_grad_norm value: "):
         tiny(tmp_path, clip_grad_norm=value).validate()
+
+
+@pytest.mark.parametrize("value", [-1.0, 0.5, 1.0, float("nan"), float("inf"), True])
+def test_a_bad_ratio_is_refused(tmp_path: Path, value: Any) -> None:
+    """A ratio of at most 1 would shrink the running mean, and every step, towards 0."""
+    with pytest.raises(ValueError, match=r"Invalid clip_grad_ratio value: .*\(1.0, inf\)"):
+        tiny(tmp_path, clip_grad_ratio=value).validate()
+    tiny(tmp_path, clip_grad_ratio=0).validate()  # off
 
 
 def test_the_cli_flag_sets_it_and_a_bad_one_is_one_line(
@@ -142,9 +175,11 @@ def test_the_cli_flag_sets_it_and_a_bad_one_is_one_line(
 
 def test_off_by_default_and_absent_from_older_runs(tmp_path: Path) -> None:
     for optimizer in ("adabreg", "linbreg", "splitlbi", "rda", "rvsm", "proxsgd", "sgd", "adam"):
-        assert TrainConfig(optimizer=optimizer).resolve().clip_grad_norm == 0.0
+        cfg = TrainConfig(optimizer=optimizer).resolve()
+        assert (cfg.clip_grad_norm, cfg.clip_grad_ratio) == (0.0, 0.0)
     train(tiny(tmp_path / "old", optimizer="sgd", epochs=1))
-    edit_saved_config(tmp_path / "old", "\nclip_grad_norm: 0.0\n", "\n")  # saved before it
-    assert load_run_config(tmp_path / "old" / "config.yaml")["clip_grad_norm"] == 0.0
+    for key in ("clip_grad_norm", "clip_grad_ratio"):  # saved before them
+        edit_saved_config(tmp_path / "old", f"\n{key}: 0.0\n", "\n")
+        assert load_run_config(tmp_path / "old" / "config.yaml")[key] == 0.0
     res = train(resume=tmp_path / "old", config={"epochs": 2})
     assert res.history[-1]["epoch"] == 2 and "grad_norm" not in res.history[-1]

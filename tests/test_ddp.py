@@ -35,6 +35,7 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "splitlbi": ("splitlbi", {}),
     "splitlbi-long": ("splitlbi", {"epochs": 7, "limit_batches": 6}),
     "linbreg-clip": ("linbreg", {"clip_grad_norm": 0.5}),  # the all-reduced gradient's norm
+    "rda-clip-ratio": ("rda", {"clip_grad_ratio": 1.1}),  # and its running mean
 }
 
 WORKER = textwrap.dedent(
@@ -180,7 +181,8 @@ def test_ddp_is_close_to_a_single_process_run(
     for a, b in zip(ddp["history"], single.history, strict=True):
         if a["train_loss"] is not None:
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        if "clip_grad_norm" in changes and a["train_loss"] is not None:  # the test clips
+        clips = "clip_grad_norm" in changes or "clip_grad_ratio" in changes
+        if clips and a["train_loss"] is not None:  # the test clips
             assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
             assert a["clipped"] == b["clipped"] and a["clipped"] > 0
         assert a["density"] == pytest.approx(b["density"], abs=2e-3)

@@ -186,7 +186,8 @@ ENGINE: dict[str, Any] = {
     "lr": 0.05,
     "lam": 0.001,  # Γ's support grows in these 3 epochs
     "lam_scale": "fan_in",  # one param group per layer, its λ from the global shape
-    "clip_grad_norm": 0.5,  # the global norm of sharded gradients (most steps clip)
+    "clip_grad_norm": 0.5,  # the global norm of sharded gradients (most steps clip),
+    "clip_grad_ratio": 1.1,  # and its running mean, the same on every rank
     "fsdp": True,
     "keep_checkpoints": True,
 }

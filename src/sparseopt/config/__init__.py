@@ -500,6 +500,16 @@ class TrainConfig:
         metavar="N",
         shown="0 (off)",
     )
+    clip_grad_ratio: float | None = _opt(
+        None,
+        "training",
+        "clip the gradient of the loss to K times the running mean of its norm (an "
+        "exponential moving average over about 50 steps of the norms after clipping; the "
+        "first step starts it): clips a run's spikes whatever the scale of its gradient; "
+        "with --clip-grad-norm the smaller bound; rows as --clip-grad-norm's; 0: off",
+        metavar="K",
+        shown="0 (off)",
+    )
     lr_step_size: int = _opt(30, "training", "step schedule: decay every N epochs", metavar="N")
     lr_gamma: float = _opt(0.1, "training", "step/multistep/plateau decay factor", metavar="F")
     lr_milestones: list[int] = field(
@@ -850,8 +860,9 @@ class TrainConfig:
             changes["lam_warmup"] = 0.0
         if self.warmup is None and "warmup" not in changes:
             changes["warmup"] = 0.0
-        if self.clip_grad_norm is None and "clip_grad_norm" not in changes:
-            changes["clip_grad_norm"] = 0.0
+        for key in ("clip_grad_norm", "clip_grad_ratio"):
+            if getattr(self, key) is None and key not in changes:
+                changes[key] = 0.0
         if self.grow_every is not None and self.refit:
             raise ValueError(
                 f"Invalid refit value: {self.refit!r}; a refit fixes the support, which "

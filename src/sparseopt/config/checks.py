@@ -66,6 +66,11 @@ def validate(cfg: Any) -> None:
         _check_number("refit_warmup", cfg.refit_warmup, 0.0, None)
     if cfg.clip_grad_norm is not None:
         _check_number("clip_grad_norm", cfg.clip_grad_norm, 0.0, None)  # 0: off
+    if cfg.clip_grad_ratio is not None and cfg.clip_grad_ratio != 0:  # 0: off
+        try:  # at most 1 would shrink the running mean, and the gradient, towards 0
+            _check_number("clip_grad_ratio", cfg.clip_grad_ratio, 1.0, None, low_open=True)
+        except ValueError as e:
+            raise ValueError(f"{e} (or 0: off)") from None
     if cfg.init_density is not None:
         _check_number("init_density", cfg.init_density, 0.0, 1.0, low_open=True)
     if cfg.lr is not None:

@@ -62,6 +62,7 @@ _BEFORE_FIELDS: dict[str, Any] = {
     "target_allocation": "global",
     "target_density_hold": False,  # before round 72 no controller held λ through a warm-up
     "clip_grad_norm": 0.0,  # no clipping before 2026-11-29
+    "clip_grad_ratio": 0.0,
 }
 
 

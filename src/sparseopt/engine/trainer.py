@@ -56,6 +56,10 @@ from sparseopt.prune._files import non_finite
 
 __all__ = ["Callback", "CallbackProtocol", "TrainResult", "Trainer", "train"]
 
+#: The weight of the past in ``clip_grad_ratio``'s running mean of the gradient norms, per
+#: step (its memory about 1/(1 - β) = 50 steps: an epoch of the words CNN's study runs).
+GRAD_EMA_BETA = 0.98
+
 
 class Trainer:
     """One training run (see :mod:`sparseopt.engine`); :func:`train` is the usual entry.
@@ -108,6 +112,7 @@ class Trainer:
         self.global_step = 0
         self.elapsed = 0.0
         self._partial: dict[str, float] | None = None
+        self._grad_ema: float | None = None  # clip_grad_ratio's running mean of the norms
         # lr and λ at the start of the running epoch (its row's), kept through a resume
         self._epoch_lr_lam: tuple[float, float | None] | None = None
         self._epoch_layer_lam: dict[str, float] | None = None  # likewise, per layer
@@ -267,6 +272,7 @@ class Trainer:
             "global_step": self.global_step,
             "elapsed": self.elapsed,
             "partial": dict(self._partial) if self._partial else None,
+            "grad_ema": self._grad_ema,
             "epoch_lr_lam": list(self._epoch_lr_lam) if self._step_in_epoch else None,
             "epoch_layer_lam": self._epoch_layer_lam if self._step_in_epoch else None,
             "model": None if sharded else fsdp.full_state(self.model.state_dict()),
@@ -340,6 +346,8 @@ class Trainer:
         self.global_step = int(ckpt["global_step"])
         self.elapsed = float(ckpt["elapsed"])
         partial = ckpt.get("partial")  # global sums (all ranks): rank 0 carries them
+        ema = ckpt.get("grad_ema")  # absent before 2026-11-29 (no clip_grad_ratio then)
+        self._grad_ema = None if ema is None else float(ema)
         self._partial = None
         lr_lam_saved = ckpt.get("epoch_lr_lam")  # absent before 2026-11-27: read it now
         self._epoch_lr_lam = (
@@ -432,7 +440,7 @@ class Trainer:
         step_hooks = [
             cb.on_step_end for cb in self.callbacks if callable(getattr(cb, "on_step_end", None))
         ]
-        clip = self.config.clip_grad_norm or 0.0
+        clip = bool(self.config.clip_grad_norm or self.config.clip_grad_ratio)
         self.train_model.train()
         try:
             for step in range(start, len(batches)):
@@ -459,7 +467,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip:
-                    self._clip_gradient(clip, part)
+                    self._clip_gradient(part)
                 self.optimizer.step()
                 self.global_step += 1
                 for hook in step_hooks:
@@ -489,22 +497,43 @@ class Trainer:
             row["clipped"] = part.get("clipped", 0.0) / steps
         return row
 
-    def _clip_gradient(self, max_norm: float, part: dict[str, float]) -> None:
-        r"""Scale the gradient to global norm ``max_norm`` where it is longer (``clip_grad_norm``).
+    def _clip_gradient(self, part: dict[str, float]) -> None:
+        r"""Scale the gradient down to the bound where its global norm is longer.
 
-        :math:`g \leftarrow g \cdot \min(1, c / (\lVert g\rVert_2 + 10^{-6}))` over
-        every parameter's gradient at once (:func:`torch.nn.utils.clip_grad_norm_`, the
-        standard remedy for exploding gradients: Pascanu et al., "On the difficulty of
-        training recurrent neural networks", ICML 2013). Under DDP the gradient is the
-        all-reduced one, the same on every rank; under FSDP2 the norm of the sharded
-        gradients is the global one. ``part`` gathers the epoch's norms (before clipping).
+        :math:`g \leftarrow g \cdot \min(1, b / (\lVert g\rVert_2 + 10^{-6}))` over every
+        parameter's gradient at once (:func:`torch.nn.utils.clip_grads_with_norm_`), with
+        :math:`b = \min(N, K m)`: ``clip_grad_norm`` :math:`N` and ``clip_grad_ratio``
+        :math:`K` times :math:`m`, the running mean of the norms after clipping,
+        :math:`m \leftarrow \beta m + (1-\beta) \min(\lVert g\rVert, b)` with
+        :data:`GRAD_EMA_BETA` (the first step's norm starts it and is not clipped by
+        it). The fixed bound is the standard remedy for exploding gradients (Pascanu et
+        al., "On the difficulty of training recurrent neural networks", ICML 2013); the
+        relative one clips a run's spikes whatever the scale of its gradient, as the
+        adaptive clipping of Seetharaman et al. ("AutoClip", MLSP 2020; theirs a
+        percentile of the history) and Kumar et al. ("ZClip", 2025; theirs a z-score of
+        an EMA). Under DDP the gradient is the all-reduced one, the same on every rank;
+        under FSDP2 the norm of the sharded gradients is the global one, so every rank
+        keeps the same :math:`m`. ``part`` gathers the epoch's norms before clipping.
         """
+        cfg = self.config
         grads = [p for p in self.model.parameters() if p.grad is not None]
-        norm = float(fsdp.full_tensor(torch.nn.utils.clip_grad_norm_(grads, max_norm)))
+        total = torch.nn.utils.get_total_norm([p.grad for p in grads])
+        norm = float(fsdp.full_tensor(total))
+        bound = cfg.clip_grad_norm or math.inf
+        if cfg.clip_grad_ratio and self._grad_ema is not None:
+            bound = min(bound, cfg.clip_grad_ratio * self._grad_ema)
+        if norm > bound:
+            torch.nn.utils.clip_grads_with_norm_(grads, bound, total)
+        if cfg.clip_grad_ratio:
+            kept = min(norm, bound)
+            ema = self._grad_ema
+            self._grad_ema = (
+                kept if ema is None else GRAD_EMA_BETA * ema + (1 - GRAD_EMA_BETA) * kept
+            )
         part["grad_steps"] = part.get("grad_steps", 0.0) + 1.0
         part["grad_norm_sum"] = part.get("grad_norm_sum", 0.0) + norm
         part["grad_norm_max"] = max(part.get("grad_norm_max", 0.0), norm)
-        part["clipped"] = part.get("clipped", 0.0) + float(norm > max_norm)
+        part["clipped"] = part.get("clipped", 0.0) + float(norm > bound)
 
     def _hooks(self, name: str) -> list[Any]:
         return [h for cb in self.callbacks if (h := getattr(cb, name, None)) is not None]
