@@ -517,6 +517,15 @@ PROBE84W = [
 ]
 PROBE84 = [{"optimizer": m, **NO_CLIP} for m in (*SPARSE_METHODS, "sgd", "adam")]
 
+#: Probe 85 (docs/recipes.md): probe 84's words-check runs with the gradient clipped to
+#: 3 × the running mean of its norm (``clip_grad_ratio``), the two collapsing candidates
+#: also at 2 ×.
+PROBE85W = [
+    {**{k: v for k, v in c.items() if k != "clip_grad_norm"}, "clip_grad_ratio": ratio}
+    for ratio, cands in ((3.0, PROBE84W), (2.0, PROBE84W[:2]))
+    for c in cands
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1489,6 +1498,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "probe75w": [c for cand in PROBE75 for c in words_check(cand)],
     "probe84": PROBE84,  # the gradient norms (probe 84, a measurement)
     "probe84w": [c for cand in PROBE84W for c in words_check(cand)],
+    "probe85w": [c for cand in PROBE85W for c in words_check(cand)],
     "round67": ROUND67,
     # round 67's words check, of the size-weighted candidates (a failure rules one out)
     "round67w": [c for cand in ROUND67[1::2] for c in words_check(cand)],
@@ -1532,6 +1542,7 @@ STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "probe75w": ("words-cnn",),
     "probe84": ("digits-mlp", "fmnist-mlp", "fmnist-lenet5"),
     "probe84w": ("words-cnn",),
+    "probe85w": ("words-cnn",),
     "round67w": ("words-cnn",),
     "round67bw": ("words-cnn",),
     "round68w": ("words-cnn",),
