@@ -30,6 +30,7 @@ class ClipByHand:
     def __init__(self, max_norm: float | None, ratio: float | None = None) -> None:
         self.max_norm, self.ratio = max_norm or math.inf, ratio
         self.norms: list[float] = []
+        self.bounds: list[float] = []
         self.ema: float | None = None
 
     def on_train_begin(self, trainer: Any) -> None:
@@ -41,6 +42,7 @@ class ClipByHand:
             bound = self.max_norm
             if self.ratio and self.ema is not None:
                 bound = min(bound, self.ratio * self.ema)
+            self.bounds.append(bound)
             if norm > bound:
                 for p in params:
                     if p.grad is not None:
@@ -93,10 +95,14 @@ def test_each_step_applies_the_clipped_gradient_and_rows_record_its_norms(
     assert (res.config.clip_grad_norm, res.config.clip_grad_ratio) == (c or 0.0, ratio or 0.0)
     for name, p in ref.model.state_dict().items():
         torch.testing.assert_close(res.model.state_dict()[name], p, rtol=1e-5, atol=1e-6)
-    bounds = [min(n, s) for n, s in zip(hand.norms, seen.sparse, strict=True)]
-    assert all(s <= b * (1 + 1e-5) for s, b in zip(seen.sparse, bounds, strict=True))
-    if c:
-        assert max(seen.sparse) <= c * (1 + 1e-5)
+    for s, n, b in zip(seen.sparse, hand.norms, hand.bounds, strict=True):
+        assert s <= min(n, b) * (1 + 1e-5)  # clipped to the bound, never lengthened
+        assert b <= (c or math.inf)  # the fixed bound
+    if ratio:  # K × the running mean of the clipped norms, from the second step
+        ema = min(hand.norms[0], hand.bounds[0])
+        for n, b in zip(hand.norms[1:], hand.bounds[1:], strict=True):
+            assert b == pytest.approx(min(c or math.inf, ratio * ema), rel=1e-9)
+            ema = 0.98 * ema + 0.02 * min(n, b)
     clipped = [s < n * (1 - 1e-5) for n, s in zip(hand.norms, seen.sparse, strict=True)]
     assert sum(clipped) >= 2, (hand.norms, seen.sparse)  # the test clips something
     for epoch in (1, 2):
@@ -120,13 +126,58 @@ def test_a_bound_above_every_norm_changes_nothing(tmp_path: Path) -> None:
     assert all(row["grad_norm"] > 0 for row in res.history[1:])
 
 
-def test_the_refit_clips_too(tmp_path: Path) -> None:
-    seen = StepNorms()
+class MaskedGradients:
+    """During the refit, after every step: whether every weight the refit holds at zero
+    has a zero gradient (the clipped gradient is the support's)."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+
+    def on_step_end(self, trainer: Any, step: int | None = None, *_: Any) -> None:
+        if trainer.in_refit:
+            for p, m in zip(trainer._refit.params, trainer._refit.masks, strict=True):
+                assert p.grad is None or not p.grad[~m].any()
+            self.checked += 1
+
+
+def test_the_refit_clips_the_gradient_of_its_support(tmp_path: Path) -> None:
+    seen, masked = StepNorms(), MaskedGradients()
     kw: dict[str, Any] = {"optimizer": "rda", "epochs": 4, "refit": 0.5, "refit_lr": 0.5}
-    res = train(tiny(tmp_path, **kw, clip_grad_norm=0.2), callbacks=[seen])
+    res = train(tiny(tmp_path, **kw, clip_grad_norm=0.2), callbacks=[seen, masked])
     assert type(res.optimizer).__name__ == "SGD"  # the refit's
     assert len(seen.refit) == 6 and max(seen.refit) <= 0.2 * (1 + 1e-5)
-    assert res.history[-1]["clipped"] > 0
+    assert masked.checked == 6 and res.history[-1]["clipped"] > 0
+    assert res.history[-1]["weight_density"] < 0.9  # the support is not everything
+
+
+class GradientAt:
+    """Before the optimizer's step ``at`` (1-based), sets every gradient to ``value``."""
+
+    def __init__(self, at: int, value: float) -> None:
+        self.at, self.value = at, value
+
+    def on_before_optimizer_step(self, trainer: Any, optimizer: Any) -> None:
+        if trainer.global_step + 1 == self.at:
+            for p in trainer.model.parameters():
+                if p.grad is not None:
+                    p.grad.fill_(self.value)
+
+
+def test_a_non_finite_gradient_stops_the_run_before_its_step(tmp_path: Path) -> None:
+    from sparseopt.engine import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"gradient's norm is inf at epoch 1, batch 2"):
+        train(tiny(tmp_path, clip_grad_ratio=3.0), callbacks=[GradientAt(2, math.inf)])
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_zero_gradient_does_not_start_the_running_mean(tmp_path: Path) -> None:
+    """A first gradient of 0 would make every later bound K · 0: it is skipped."""
+    seen = StepNorms()
+    kw: dict[str, Any] = {"optimizer": "adam", "clip_grad_ratio": 1.5}
+    res = train(tiny(tmp_path, **kw), callbacks=[GradientAt(1, 0.0), seen])
+    assert seen.sparse[0] == 0.0 and min(seen.sparse[1:]) > 0.0
+    assert res.history[1]["clipped"] < 1.0
 
 
 def test_a_run_cut_mid_epoch_resumes_to_the_same_state_and_norms(tmp_path: Path) -> None:
@@ -183,3 +234,34 @@ def test_off_by_default_and_absent_from_older_runs(tmp_path: Path) -> None:
         assert load_run_config(tmp_path / "old" / "config.yaml")[key] == 0.0
     res = train(resume=tmp_path / "old", config={"epochs": 2})
     assert res.history[-1]["epoch"] == 2 and "grad_norm" not in res.history[-1]
+
+
+def test_a_fixed_masks_fine_tune_clips_its_support_and_trains_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pruning baseline's fine-tune (``FixedMask``) zeroes the pruned weights'
+    gradients before the step, so a bound measures the gradient the step applies; the
+    kept weights train bitwise as without that (the pruned ones are zeroed after it)."""
+    from sparseopt.baselines import FixedMask
+
+    dense = train(tiny(tmp_path / "dense", optimizer="sgd"))
+    state = {k: v.clone() for k, v in dense.model.state_dict().items()}
+    masks = {
+        k: (v.abs() > v.abs().median()).float()
+        for k, v in state.items()
+        if k.endswith("weight") and v.ndim == 2
+    }
+    kw: dict[str, Any] = {"optimizer": "sgd", "lr": 0.5}
+    ref = train(tiny(tmp_path / "a", **kw), callbacks=[FixedMask(state, masks)])
+    with monkeypatch.context() as m:
+        m.setattr(FixedMask, "on_before_optimizer_step", lambda *_: None)
+        old = train(tiny(tmp_path / "b", **kw), callbacks=[FixedMask(state, masks)])
+    assert_same_state(ref.model.state_dict(), old.model.state_dict())
+    seen = StepNorms()
+    clipped = train(
+        tiny(tmp_path / "c", **kw, clip_grad_norm=0.3), callbacks=[FixedMask(state, masks), seen]
+    )
+    params = dict(clipped.model.named_parameters())
+    for name, mask in masks.items():
+        assert not params[name].grad[mask == 0].any()  # the last step's gradient
+    assert max(seen.sparse) <= 0.3 * (1 + 1e-5) and clipped.history[-1]["clipped"] > 0

@@ -84,8 +84,9 @@ class FixedMask:
     """Training callback: start from ``state`` and keep masked weights at zero.
 
     ``on_train_begin`` loads ``state`` into the trainer's model (a fresh run only) and
-    applies the masks, so epoch 0 evaluates the pruned network; ``on_step_end``
-    re-applies them after every optimizer step.
+    applies the masks, so epoch 0 evaluates the pruned network;
+    ``on_before_optimizer_step`` zeroes the masked gradients and ``on_step_end``
+    re-applies the masks after every optimizer step.
     """
 
     def __init__(
@@ -105,6 +106,16 @@ class FixedMask:
         if not trainer.history:  # a fresh run (a resumed one keeps its own weights)
             trainer.model.load_state_dict(self.state)
         self.apply(trainer.model)
+
+    @torch.no_grad()
+    def on_before_optimizer_step(self, trainer: Any, optimizer: Any) -> None:
+        """Zero the masked entries' gradients: a clipping bound measures what the step
+        applies (their weights are zeroed again after it, so nothing else changes)."""
+        params = dict(trainer.model.named_parameters())
+        for name, mask in self.masks.items():
+            grad = params[name].grad
+            if grad is not None:
+                grad.mul_(mask.to(grad.device, grad.dtype))
 
     def on_step_end(self, trainer: Any, step: int) -> None:
         self.apply(trainer.model)

@@ -235,15 +235,20 @@ def check_lam_scale(lam_scale: Any) -> None:
 
 
 def is_penalised(group: Mapping[str, Any]) -> bool:
-    """Whether a param group carries a penalty: its ``penalty`` is a name other than
-    ``"none"`` (a group without the key, or with ``None``, has none).
+    """Whether a param group carries a penalty: its ``penalty`` (a name, or a
+    :class:`~sparseopt.penalties.Penalty` with its ``name``) is other than ``"none"`` (a
+    group without the key, or with ``None``, has none).
 
     Example:
         >>> is_penalised({"penalty": "l1"}), is_penalised({"penalty": "none"}), is_penalised({})
         (True, False, False)
+        >>> from sparseopt.penalties import make_penalty
+        >>> is_penalised({"penalty": make_penalty("none")}), is_penalised({"penalty": None})
+        (False, False)
     """
     penalty = group.get("penalty", "none")
-    return penalty is not None and penalty != "none"
+    name = getattr(penalty, "name", penalty)
+    return name is not None and name != "none"
 
 
 def base_lam(param_groups: Iterable[dict[str, Any]]) -> float | None:

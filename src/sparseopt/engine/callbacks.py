@@ -45,6 +45,11 @@ class Callback:
     def on_train_begin(self, trainer: Trainer) -> None:
         """Called once before the first (or first resumed) epoch."""
 
+    def on_before_optimizer_step(self, trainer: Trainer, optimizer: torch.optim.Optimizer) -> None:
+        """Called after every backward pass, before the gradient is clipped
+        (``clip_grad_norm``, ``clip_grad_ratio``) and the optimizer steps (Lightning's
+        hook of that name, at the same point): the place to read or change the gradient."""
+
     def on_step_end(self, trainer: Trainer, step: int) -> None:
         """Called after every optimizer step; ``step`` is the global step count (from 1)."""
 

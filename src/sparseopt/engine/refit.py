@@ -296,6 +296,15 @@ class Refit:
         for p, m in zip(self.params, self.masks or (), strict=False):
             p.mul_(m)
 
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero the masked entries' gradients (what the step applies is the support's;
+        :meth:`apply` zeroes their weights after it): the gradient a clipping bound
+        measures (``clip_grad_norm``, ``clip_grad_ratio``)."""
+        for p, m in zip(self.params, self.masks or (), strict=False):
+            if p.grad is not None:
+                p.grad.mul_(m)
+
     def state_dict(self) -> dict[str, Any] | None:
         """``None`` before the refit, else ``{"masks": [...], "start_step": S, "kept":
         [...], "kept_val_acc": a0, "refit_val_acc": a1, "reverted": r}`` (bool masks on

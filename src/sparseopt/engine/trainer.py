@@ -56,6 +56,10 @@ from sparseopt.prune._files import non_finite
 
 __all__ = ["Callback", "CallbackProtocol", "TrainResult", "Trainer", "train"]
 
+#: The keys of an epoch's partial sums that are summed over the ranks (each rank's share
+#: of the batch); the others (the time, the gradient norms) are every rank's alike.
+SUMMED_PARTIAL = ("loss_sum", "correct", "count")
+
 #: The weight of the past in ``clip_grad_ratio``'s running mean of the gradient norms, per
 #: step (its memory about 1/(1 - β) = 50 steps: an epoch of the words CNN's study runs).
 GRAD_EMA_BETA = 0.98
@@ -361,8 +365,11 @@ class Trainer:
         self._epoch_layer_lam = (
             dict(layer_lam_saved) if layer_lam_saved is not None else ({} if lr_lam_saved else None)
         )
-        if partial:
-            self._partial = dict(partial) if self.is_main else dict.fromkeys(partial, 0.0)
+        if partial:  # the other ranks' shares of the sums are in rank 0's; the gradient
+            # norms (and the time) are every rank's alike
+            self._partial = {
+                k: v if self.is_main or k not in SUMMED_PARTIAL else 0.0 for k, v in partial.items()
+            }
         self.history = list(ckpt["history"])
         checkpoint.set_rng_state(ckpt["rng"])
         self.batches.perm_gen.set_state(ckpt["rng"]["perm"])
@@ -424,7 +431,7 @@ class Trainer:
 
     def _global_partial(self) -> dict[str, float]:
         part = dict(self._partial or {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "time": 0.0})
-        return distributed.sum_over_ranks(part, ("loss_sum", "correct", "count"), self.dist)
+        return distributed.sum_over_ranks(part, SUMMED_PARTIAL, self.dist)
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         batches = self.batches.epoch(epoch)
@@ -439,6 +446,11 @@ class Trainer:
         )
         step_hooks = [
             cb.on_step_end for cb in self.callbacks if callable(getattr(cb, "on_step_end", None))
+        ]
+        pre_step_hooks = [
+            cb.on_before_optimizer_step
+            for cb in self.callbacks
+            if callable(getattr(cb, "on_before_optimizer_step", None))
         ]
         clip = bool(self.config.clip_grad_norm or self.config.clip_grad_ratio)
         self.train_model.train()
@@ -466,8 +478,13 @@ class Trainer:
                     raise self._interrupted(f"during epoch {epoch} (after {step} batches)")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                for hook in pre_step_hooks:
+                    try:
+                        hook(self, self.optimizer)
+                    except KeyboardInterrupt:  # stop at the next step, with a checkpoint
+                        self._signals.request()
                 if clip:
-                    self._clip_gradient(part)
+                    self._clip_gradient(part, epoch, step)
                 self.optimizer.step()
                 self.global_step += 1
                 for hook in step_hooks:
@@ -497,34 +514,47 @@ class Trainer:
             row["clipped"] = part.get("clipped", 0.0) / steps
         return row
 
-    def _clip_gradient(self, part: dict[str, float]) -> None:
+    def _clip_gradient(self, part: dict[str, float], epoch: int, step: int) -> None:
         r"""Scale the gradient down to the bound where its global norm is longer.
 
         :math:`g \leftarrow g \cdot \min(1, b / (\lVert g\rVert_2 + 10^{-6}))` over every
-        parameter's gradient at once (:func:`torch.nn.utils.clip_grads_with_norm_`), with
+        parameter's gradient at once (:func:`torch.nn.utils.clip_grad_norm_`), with
         :math:`b = \min(N, K m)`: ``clip_grad_norm`` :math:`N` and ``clip_grad_ratio``
         :math:`K` times :math:`m`, the running mean of the norms after clipping,
         :math:`m \leftarrow \beta m + (1-\beta) \min(\lVert g\rVert, b)` with
-        :data:`GRAD_EMA_BETA` (the first step's norm starts it and is not clipped by
+        :data:`GRAD_EMA_BETA` (the first positive norm starts it and is not clipped by
         it). The fixed bound is the standard remedy for exploding gradients (Pascanu et
         al., "On the difficulty of training recurrent neural networks", ICML 2013); the
         relative one clips a run's spikes whatever the scale of its gradient, as the
         adaptive clipping of Seetharaman et al. ("AutoClip", MLSP 2020; theirs a
         percentile of the history) and Kumar et al. ("ZClip", 2025; theirs a z-score of
-        an EMA). Under DDP the gradient is the all-reduced one, the same on every rank;
-        under FSDP2 the norm of the sharded gradients is the global one, so every rank
-        keeps the same :math:`m`. ``part`` gathers the epoch's norms before clipping.
+        an EMA). During a refit the gradient is the support's (its masked entries are
+        zeroed first: they are not applied). Under DDP the gradient is the all-reduced
+        one, the same on every rank; under FSDP2 the norm of the sharded gradients is the
+        global one, so every rank keeps the same :math:`m`. ``part`` gathers the epoch's
+        norms before clipping.
+
+        Raises:
+            NonFiniteLossError: the norm is NaN or infinite (a finite loss whose gradient
+                overflowed); the update is not applied.
         """
         cfg = self.config
+        if self._refit.active:
+            self._refit.mask_gradients()
         grads = [p for p in self.model.parameters() if p.grad is not None]
-        total = torch.nn.utils.get_total_norm([p.grad for p in grads])
-        norm = float(fsdp.full_tensor(total))
         bound = cfg.clip_grad_norm or math.inf
         if cfg.clip_grad_ratio and self._grad_ema is not None:
             bound = min(bound, cfg.clip_grad_ratio * self._grad_ema)
-        if norm > bound:
-            torch.nn.utils.clip_grads_with_norm_(grads, bound, total)
-        if cfg.clip_grad_ratio:
+        total = torch.nn.utils.clip_grad_norm_(grads, bound)
+        norm = float(fsdp.full_tensor(total))
+        if not math.isfinite(norm):
+            raise self._diverged(
+                f"the gradient's norm is {norm} at epoch {epoch}, batch {step + 1}; the "
+                "update was not applied",
+                epoch=epoch,
+                step=step,
+            )
+        if cfg.clip_grad_ratio and norm > 0:
             kept = min(norm, bound)
             ema = self._grad_ema
             self._grad_ema = (
