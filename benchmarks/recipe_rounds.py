@@ -526,6 +526,15 @@ PROBE85W = [
     for c in cands
 ]
 
+#: Round 86 (docs/recipes.md): SplitLBI with the gradient clipped to 2 × the running mean
+#: of its norm (``clip_grad_ratio``), steered to 13 % (round 82's target) and to the
+#: recipe's 10 %; the recipe's runs are round 71's.
+ROUND86 = [
+    ROUND71["splitlbi"][1],
+    {**ROUND82[1], "clip_grad_ratio": 2.0},
+    {**ROUND71["splitlbi"][1], "clip_grad_ratio": 2.0},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -560,6 +569,7 @@ SCALE_CHECK = {
     "splitlbi-per-layer": ROUND80,
     "linbreg-momentum": ROUND81,
     "splitlbi-target": ROUND82,
+    "splitlbi-clip": ROUND86,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -586,7 +596,7 @@ FRESH_SEED_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS)
 #: (often an earlier round's ``c`` stage) its section of docs/recipes.md says.
 FRESH_SEED_ROUNDS = frozenset(
     f"round{n}"
-    for n in (46, 50, 51, 52, 62, 63, 64, 65, 66, 70, 71, 72, 73, 76, 78, 79, 80, 81, 82)
+    for n in (46, 50, 51, 52, 62, 63, 64, 65, 66, 70, 71, 72, 73, 76, 78, 79, 80, 81, 82, 86)
 )
 
 
@@ -653,6 +663,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round80": ROUND80[1:],  # SplitLBI per layer (round 80; the recipe's runs round 71's)
         "round81": ROUND81[1:],  # LinBreg's momentum (round 81; the recipe's runs round 73's)
         "round82": ROUND82[1:],  # SplitLBI at 13 % (round 82; the recipe's runs round 71's)
+        "round86": ROUND86[1:],  # SplitLBI clipped (round 86; the recipe's runs round 71's)
     }
 )
 
