@@ -44,7 +44,7 @@ WORKER = textwrap.dedent(
     import torch
     import torch.distributed as dist
     from sparseopt.config import TrainConfig
-    from sparseopt.engine import train
+    from sparseopt.engine import TrainingInterrupted, train
 
     out, save = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo")  # the engine uses an existing process group
@@ -59,6 +59,21 @@ WORKER = textwrap.dedent(
               "history": res.history}},
             os.path.join(save, f"{{name}}-rank{{rank}}.pt"),
         )
+    # the clipped run cut mid-epoch 2 (Ctrl-C in a callback) and resumed on both ranks
+    class Stop:
+        def on_step_end(self, trainer, step=None):
+            if trainer.global_step == 6:
+                raise KeyboardInterrupt
+    optimizer, changes = {runs!r}["linbreg-clip"]
+    cfg = TrainConfig(**{{**{config!r}, **changes}}, optimizer=optimizer,
+                      out=os.path.join(out, "cut"))
+    try:
+        train(cfg, callbacks=[Stop()], install_signal_handlers=False)
+        raise AssertionError("the cut run went on")
+    except TrainingInterrupted:
+        pass
+    res = train(resume=os.path.join(out, "cut"), install_signal_handlers=False)
+    torch.save({{"history": res.history}}, os.path.join(save, f"cut-rank{{rank}}.pt"))
     import gc
     gc.collect()  # free the models (reference cycles) before gloo shuts down
     dist.barrier()
@@ -196,3 +211,18 @@ def test_only_rank_zero_writes(ddp_run: tuple[Path, Path]) -> None:
         log = (run / "log.txt").read_text()
         assert "× 2 processes" in log
         assert log.count("sparseopt train:") == 1  # one writer
+
+
+def test_a_clipped_run_resumed_mid_epoch_keeps_its_gradient_norms_on_every_rank(
+    ddp_run: tuple[Path, Path],
+) -> None:
+    """Cut in epoch 2 and resumed: every rank's rows are the uninterrupted run's, the
+    gradient norms of the epoch's steps before the cut included (rank 1 too, whose share
+    of the summed partial sums rank 0 carries)."""
+    _, save = ddp_run
+    whole = torch.load(save / "linbreg-clip-rank0.pt", weights_only=True)["history"]
+    for rank in (0, 1):
+        cut = torch.load(save / f"cut-rank{rank}.pt", weights_only=True)["history"]
+        for a, b in zip(cut[1:], whole[1:], strict=True):
+            for key in ("train_loss", "grad_norm", "grad_norm_max", "clipped"):
+                assert a[key] == pytest.approx(b[key], rel=1e-6), (rank, a["epoch"], key)
