@@ -535,6 +535,10 @@ ROUND86 = [
     {**ROUND71["splitlbi"][1], "clip_grad_ratio": 2.0},
 ]
 
+#: Round 87 (docs/recipes.md): RDA's refit of the last 0.4 and 0.5 of the run (round 51
+#: went from 0.2 to 0.3); the recipe's runs are round 78's.
+ROUND87 = [ROUND78[0], *({"optimizer": "rda", "refit": f} for f in (0.4, 0.5))]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -570,6 +574,7 @@ SCALE_CHECK = {
     "linbreg-momentum": ROUND81,
     "splitlbi-target": ROUND82,
     "splitlbi-clip": ROUND86,
+    "rda-refit-longer": ROUND87,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -596,7 +601,7 @@ FRESH_SEED_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS)
 #: (often an earlier round's ``c`` stage) its section of docs/recipes.md says.
 FRESH_SEED_ROUNDS = frozenset(
     f"round{n}"
-    for n in (46, 50, 51, 52, 62, 63, 64, 65, 66, 70, 71, 72, 73, 76, 78, 79, 80, 81, 82, 86)
+    for n in (46, 50, 51, 52, 62, 63, 64, 65, 66, 70, 71, 72, 73, 76, 78, 79, 80, 81, 82, 86, 87)
 )
 
 
@@ -664,6 +669,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round81": ROUND81[1:],  # LinBreg's momentum (round 81; the recipe's runs round 73's)
         "round82": ROUND82[1:],  # SplitLBI at 13 % (round 82; the recipe's runs round 71's)
         "round86": ROUND86[1:],  # SplitLBI clipped (round 86; the recipe's runs round 71's)
+        "round87": ROUND87[1:],  # RDA's longer refit (round 87; the recipe's runs round 78's)
     }
 )
 
