@@ -539,6 +539,14 @@ ROUND86 = [
 #: went from 0.2 to 0.3); the recipe's runs are round 78's.
 ROUND87 = [ROUND78[0], *({"optimizer": "rda", "refit": f} for f in (0.4, 0.5))]
 
+#: Round 87p (docs/recipes.md): RDA's other penalties with round 87's refit of 0.5 and
+#: without (each penalty's recipe), before the change is adopted.
+ROUND87P = [
+    {"optimizer": "rda", "penalty": pen, **change}
+    for pen in ("l1", "tl1", "group_l1", "group_l0")
+    for change in ({}, {"refit": 0.5})
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1501,6 +1509,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round64p": ROUND64P,
     "round71p": ROUND71P,
     "round72p": ROUND72P,
+    "round87p": ROUND87P,
     # probe (docs/recipes.md, after round 73): today's AdaBreg and SplitLBI recipes with the
     # warm-up turned off (`--warmup 0`), their peak lr from the first step, on the words check
     "probe74w": [
