@@ -280,7 +280,7 @@ def test_rdas_default_run_warms_lambda_up(tmp_path: Path) -> None:
 
     res = train(tiny(tmp_path, optimizer="rda", epochs=5), callbacks=[Watch()])
     lam = get_optimizer_info("rda").lam["l0"]
-    assert res.config.lam_warmup == 0.5 and res.config.refit == 0.3
+    assert res.config.lam_warmup == 0.5 and res.config.refit == 0.5
     assert seen == pytest.approx([lam * k / 6 for k in range(1, 7)] + [lam] * 6 + [-1.0] * 3)
 
 
