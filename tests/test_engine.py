@@ -268,8 +268,9 @@ def test_a_group_penalty_run_keeps_its_classes_and_an_older_one_resumes_as_it_ra
 
 def test_rdas_default_run_warms_lambda_up(tmp_path: Path) -> None:
     """RDA's recipe (round 49) without any flag: λ rises over the first half of the
-    sparse steps (5 epochs × 3 steps, the last epoch the refit's: K = 6), then holds the
-    recipe's ℓ0 λ until the refit, which has none; the config written says so."""
+    sparse steps (5 epochs × 3 steps, the last two epochs the refit's since round 87: λ
+    reaches the recipe's at the 5th of the 9 sparse steps), then holds the recipe's ℓ0 λ
+    until the refit, which has none; the config written says so."""
     from sparseopt.optim.registry import get_optimizer_info
 
     seen: list[float] = []
@@ -281,7 +282,7 @@ def test_rdas_default_run_warms_lambda_up(tmp_path: Path) -> None:
     res = train(tiny(tmp_path, optimizer="rda", epochs=5), callbacks=[Watch()])
     lam = get_optimizer_info("rda").lam["l0"]
     assert res.config.lam_warmup == 0.5 and res.config.refit == 0.5
-    assert seen == pytest.approx([lam * k / 6 for k in range(1, 7)] + [lam] * 6 + [-1.0] * 3)
+    assert seen == pytest.approx([lam * k / 5 for k in range(1, 6)] + [lam] * 4 + [-1.0] * 6)
 
 
 def test_plateau_schedule_decays_when_the_validation_loss_stalls(tmp_path: Path) -> None:

@@ -263,7 +263,7 @@ def test_the_refit_error_and_hint_name_its_own_numbers(tmp_path: Path) -> None:
 
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "a", optimizer="rda", epochs=10), callbacks=[StopAfter(9)])
-    with pytest.raises(ConfigError, match=r"the last 3 of 10 epochs fine-tune a fixed support"):
+    with pytest.raises(ConfigError, match=r"the last 5 of 10 epochs fine-tune a fixed support"):
         train({"epochs": 20}, resume=tmp_path / "a")
     with pytest.raises(NonFiniteLossError, match=r"--refit-lr 1e\+08"):
         train(tiny(tmp_path / "b", optimizer="rda", epochs=5, refit=0.4, refit_lr=1e9))
@@ -440,7 +440,7 @@ def test_the_refit_guard_keeps_the_sparse_phases_network_when_the_refit_ends_bel
     and the log and summary say so. Without the guard the sabotaged network stays."""
     import json
 
-    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None}
+    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None, "refit": 0.2}
     keep = KeepAt(4)
     res = train(tiny(tmp_path / "g", **kw), callbacks=[Sabotage(), keep])
     a0 = res.history[4]["val_acc"]
@@ -463,7 +463,7 @@ def test_the_refit_guard_changes_nothing_where_the_refit_does_not_end_below(
     without a guard; with no validation split (or no refit) there is no guard."""
     import json
 
-    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None}
+    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None, "refit": 0.2}
     on = train(tiny(tmp_path / "on", **kw))
     off = train(tiny(tmp_path / "off", **kw, refit_guard=False))
     assert on.config.refit_guard is True
@@ -517,6 +517,7 @@ def test_the_refit_guard_restores_batchnorm_statistics(tmp_path: Path) -> None:
     """A network with BatchNorm: the running statistics come back with the weights, so
     the kept network's validation accuracy is a0 exactly."""
     kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None, "model": "resnet18"}
+    kw["refit"] = 0.2  # the last epoch
     keep = KeepAt(4)
     res = train(
         tiny(tmp_path, **kw, model_options={"blocks": [1, 1], "widths": [4, 8]}),
@@ -552,7 +553,7 @@ def test_an_own_controller_and_a_run_from_before_the_guard(tmp_path: Path) -> No
               callbacks=[StopAfter(1)])  # fmt: skip
     with pytest.raises(ConfigError, match=r"lam_warmup value: 0\.5; the TargetDensity"):
         train(resume=tmp_path / "warm", callbacks=[TargetDensity(0.1)])
-    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None}
+    kw = {"optimizer": "rda", "epochs": 5, "limit_batches": None, "refit": 0.2}
     with pytest.raises(TrainingInterrupted):
         train(tiny(tmp_path / "old", **kw), callbacks=[StopAfter(2)])
     edit_saved_config(tmp_path / "old", "refit_guard: true\n", "")
