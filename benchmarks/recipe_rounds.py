@@ -547,6 +547,17 @@ ROUND87P = [
     for change in ({}, {"refit": 0.5})
 ]
 
+#: Round 88 (docs/recipes.md): round 87's longer refit for the two other methods with one,
+#: ProxSGD (its last 15 %, at lr 0.005) and SplitLBI (its last fifth, at lr 0.02; a refit of
+#: 0.3 collapsed the words CNN in round 22, without the refit's warm-up that made RDA's lr
+#: 0.02 safe in round 47, so here with it): each refitting the last 30 %. ProxSGD's recipe
+#: runs beside them; SplitLBI's recipe's runs are round 71's.
+ROUND88 = [
+    {"optimizer": "proxsgd"},
+    {"optimizer": "proxsgd", "refit": 0.3},
+    {**ROUND71["splitlbi"][1], "refit": 0.3, "refit_warmup": 1.0},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -583,6 +594,8 @@ SCALE_CHECK = {
     "splitlbi-target": ROUND82,
     "splitlbi-clip": ROUND86,
     "rda-refit-longer": ROUND87,
+    "proxsgd-refit-longer": ROUND88[:2],
+    "splitlbi-refit-longer": [ROUND71["splitlbi"][1], ROUND88[2]],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -609,7 +622,7 @@ FRESH_SEED_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS)
 #: (often an earlier round's ``c`` stage) its section of docs/recipes.md says.
 FRESH_SEED_ROUNDS = frozenset(
     f"round{n}"
-    for n in (46, 50, 51, 52, 62, 63, 64, 65, 66, 70, 71, 72, 73, 76, 78, 79, 80, 81, 82, 86, 87)
+    for n in (46, 50, 51, 52, 62, 63, 64, 65, 66, 70, 71, 72, 73, 76, 78, 79, 80, 81, 82, 86, 87, 88)
 )
 
 
@@ -678,6 +691,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round82": ROUND82[1:],  # SplitLBI at 13 % (round 82; the recipe's runs round 71's)
         "round86": ROUND86[1:],  # SplitLBI clipped (round 86; the recipe's runs round 71's)
         "round87": ROUND87[1:],  # RDA's longer refit (round 87; the recipe's runs round 78's)
+        "round88": ROUND88,  # ProxSGD's and SplitLBI's longer refit (round 88)
     }
 )
 
