@@ -505,7 +505,7 @@ class TrainConfig:
         "training",
         "clip the gradient of the loss to K times the running mean of its norm (an "
         "exponential moving average over about 50 steps of the norms after clipping; the "
-        "first step starts it): clips a run's spikes whatever the scale of its gradient; "
+        "first positive norm starts it, unclipped): clips a run's spikes whatever the scale of its gradient; "
         "with --clip-grad-norm the smaller bound; rows as --clip-grad-norm's; 0: off",
         metavar="K",
         shown="0 (off)",

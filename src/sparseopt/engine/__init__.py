@@ -56,7 +56,8 @@ the freshly built model to the checkpoint's layer widths before loading it), the
 :class:`~sparseopt.control.LamWarmup` (``lam_warmup`` without ``target_density``).
 
 Callbacks: any object with some of ``on_train_begin(trainer)``,
-``on_step_end(trainer, step)``, ``on_epoch_end(trainer, epoch, metrics)``,
+``on_before_optimizer_step(trainer, optimizer)`` (after the backward pass, before
+clipping and the step), ``on_step_end(trainer, step)``, ``on_epoch_end(trainer, epoch, metrics)``,
 ``on_train_end(trainer, result)`` (see
 :class:`Callback`). ``on_epoch_end`` runs on every rank after evaluation and before the
 epoch's checkpoint (if one is due), so it may change the optimizer (e.g. ``optimizer.set_lam``) or add
