@@ -622,7 +622,30 @@ FRESH_SEED_TASKS = ("digits-mlp", "fmnist-mlp", "fmnist-lenet5", *SCALE_TASKS)
 #: (often an earlier round's ``c`` stage) its section of docs/recipes.md says.
 FRESH_SEED_ROUNDS = frozenset(
     f"round{n}"
-    for n in (46, 50, 51, 52, 62, 63, 64, 65, 66, 70, 71, 72, 73, 76, 78, 79, 80, 81, 82, 86, 87, 88)
+    for n in (
+        46,
+        50,
+        51,
+        52,
+        62,
+        63,
+        64,
+        65,
+        66,
+        70,
+        71,
+        72,
+        73,
+        76,
+        78,
+        79,
+        80,
+        81,
+        82,
+        86,
+        87,
+        88,
+    )
 )
 
 
