@@ -558,6 +558,11 @@ ROUND88 = [
     {**ROUND71["splitlbi"][1], "refit": 0.3, "refit_warmup": 1.0},
 ]
 
+#: Round 89 (docs/recipes.md): RDA's refit lr (0.02, measured for refits of 0.2–0.3 of the
+#: run) at 0.01 and 0.03 under round 87's refit of the last half; the recipe's runs are
+#: round 87's candidate's.
+ROUND89 = [ROUND87[2], *({"optimizer": "rda", "refit_lr": lr} for lr in (0.01, 0.03))]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -596,6 +601,7 @@ SCALE_CHECK = {
     "rda-refit-longer": ROUND87,
     "proxsgd-refit-longer": ROUND88[:2],
     "splitlbi-refit-longer": [ROUND71["splitlbi"][1], ROUND88[2]],
+    "rda-refit-lr-longer": ROUND89,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -645,6 +651,7 @@ FRESH_SEED_ROUNDS = frozenset(
         86,
         87,
         88,
+        89,
     )
 )
 
@@ -715,6 +722,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round86": ROUND86[1:],  # SplitLBI clipped (round 86; the recipe's runs round 71's)
         "round87": ROUND87[1:],  # RDA's longer refit (round 87; the recipe's runs round 78's)
         "round88": ROUND88,  # ProxSGD's and SplitLBI's longer refit (round 88)
+        "round89": ROUND89[1:],  # RDA's refit lr (round 89; the recipe's runs round 87's)
     }
 )
 
