@@ -329,14 +329,15 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             # growing λ prunes gradually and a zeroed weight can come back. Round 51: a
             # refit of 0.3 (its warm-up and lr as before) +0.49 and +0.11 on a fresh seed.
             # Round 87: a refit of the last half, +0.27 over the scale check's six cells and
-            # +0.16 on a fresh seed (0.4: +0.01 / -0.09)
+            # +0.16 on a fresh seed (0.4: +0.01 / -0.09). Round 89: under it, the refit at lr
+            # 0.03, +0.16 / +0.19 (0.01: -0.45 / -0.20)
             lam={"l1": 1e-3, "l0": 4e-5, "tl1": 5e-4, "group_l1": 5e-4, "group_l0": 3e-3},
             training={
                 "init_density": 1.0,
                 "schedule": "none",
                 "lam_warmup": 0.5,  # off under a target density (the controller steers λ)
                 "refit": 0.5,
-                "refit_lr": 0.02,
+                "refit_lr": 0.03,
                 "refit_warmup": 1.0,
             },
             # rounds 67-69: a structured group ℓ0 run counts the weights of the nonzero
