@@ -132,7 +132,7 @@ def run_one(fields: dict[str, Any], out: str) -> dict[str, Any]:
                     [r["grad_norm"], r["grad_norm_max"], r["clipped"]] for r in result.history[1:]
                 ]
             }
-            if cfg.clip_grad_norm or cfg.clip_grad_ratio
+            if cfg.clips()
             else {}
         ),
     }

@@ -239,9 +239,10 @@ def test_off_by_default_and_absent_from_older_runs(tmp_path: Path) -> None:
 def test_a_fixed_masks_fine_tune_clips_its_support_and_trains_as_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pruning baseline's fine-tune (``FixedMask``) zeroes the pruned weights'
-    gradients before the step, so a bound measures the gradient the step applies; the
-    kept weights train bitwise as without that (the pruned ones are zeroed after it)."""
+    """The pruning baseline's fine-tune (``FixedMask``), where the run clips, zeroes the
+    pruned weights' gradients before the step, so a bound measures the gradient the step
+    applies; a run that does not clip skips that work (its pruned weights' gradients stay
+    as computed) and trains bitwise as without the hook."""
     from sparseopt.baselines import FixedMask
 
     dense = train(tiny(tmp_path / "dense", optimizer="sgd"))
@@ -257,6 +258,8 @@ def test_a_fixed_masks_fine_tune_clips_its_support_and_trains_as_before(
         m.setattr(FixedMask, "on_before_optimizer_step", lambda *_: None)
         old = train(tiny(tmp_path / "b", **kw), callbacks=[FixedMask(state, masks)])
     assert_same_state(ref.model.state_dict(), old.model.state_dict())
+    params = dict(ref.model.named_parameters())
+    assert any(params[name].grad[mask == 0].any() for name, mask in masks.items())
     seen = StepNorms()
     clipped = train(
         tiny(tmp_path / "c", **kw, clip_grad_norm=0.3), callbacks=[FixedMask(state, masks), seen]

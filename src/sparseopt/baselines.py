@@ -85,8 +85,8 @@ class FixedMask:
 
     ``on_train_begin`` loads ``state`` into the trainer's model (a fresh run only) and
     applies the masks, so epoch 0 evaluates the pruned network;
-    ``on_before_optimizer_step`` zeroes the masked gradients and ``on_step_end``
-    re-applies the masks after every optimizer step.
+    ``on_before_optimizer_step`` zeroes the masked gradients (a clipped run's) and
+    ``on_step_end`` re-applies the masks after every optimizer step.
     """
 
     def __init__(
@@ -109,8 +109,11 @@ class FixedMask:
 
     @torch.no_grad()
     def on_before_optimizer_step(self, trainer: Any, optimizer: Any) -> None:
-        """Zero the masked entries' gradients: a clipping bound measures what the step
-        applies (their weights are zeroed again after it, so nothing else changes)."""
+        """Where the run clips its gradient, zero the masked entries' gradients first: the
+        bound then measures what the step applies (their weights are zeroed again after
+        it, so nothing else changes; a run that does not clip skips the work)."""
+        if not trainer.config.clips():
+            return
         params = dict(trainer.model.named_parameters())
         for name, mask in self.masks.items():
             grad = params[name].grad

@@ -505,8 +505,9 @@ class TrainConfig:
         "training",
         "clip the gradient of the loss to K times the running mean of its norm (an "
         "exponential moving average over about 50 steps of the norms after clipping; the "
-        "first positive norm starts it, unclipped): clips a run's spikes whatever the scale of its gradient; "
-        "with --clip-grad-norm the smaller bound; rows as --clip-grad-norm's; 0: off",
+        "first positive norm starts it, unclipped): clips a run's spikes whatever the "
+        "scale of its gradient; with --clip-grad-norm the smaller bound; rows as "
+        "--clip-grad-norm's; 0: off",
         metavar="K",
         shown="0 (off)",
     )
@@ -883,6 +884,15 @@ class TrainConfig:
             refit = changes.get("refit", self.refit)
             changes["refit_guard"] = bool(refit) and self.refit_guard is not False
         return self.replace(**changes)
+
+    def clips(self) -> bool:
+        """Whether the run clips its gradient (``clip_grad_norm`` or ``clip_grad_ratio``).
+
+        Example:
+            >>> TrainConfig().clips(), TrainConfig(clip_grad_ratio=2.0).clips()
+            (False, True)
+        """
+        return bool(self.clip_grad_norm or self.clip_grad_ratio)
 
     def structured(self) -> tuple[str, str] | None:
         """``(penalty, grouping)`` of a structured run — every penalised layer kind with

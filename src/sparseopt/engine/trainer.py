@@ -452,7 +452,7 @@ class Trainer:
             for cb in self.callbacks
             if callable(getattr(cb, "on_before_optimizer_step", None))
         ]
-        clip = bool(self.config.clip_grad_norm or self.config.clip_grad_ratio)
+        clip = self.config.clips()
         self.train_model.train()
         try:
             for step in range(start, len(batches)):
@@ -508,7 +508,7 @@ class Trainer:
             row["train_acc"] = total["correct"] / max(total["count"], 1)
         row["train_time"] = total["time"]
         if clip:  # every rank clipped the same all-reduced gradient: its own numbers
-            steps = max(part.get("grad_steps", 0.0), 1.0)
+            steps = max(len(batches), 1)  # every step of the epoch measured its norm
             row["grad_norm"] = part.get("grad_norm_sum", 0.0) / steps
             row["grad_norm_max"] = part.get("grad_norm_max", 0.0)
             row["clipped"] = part.get("clipped", 0.0) / steps
@@ -560,7 +560,6 @@ class Trainer:
             self._grad_ema = (
                 kept if ema is None else GRAD_EMA_BETA * ema + (1 - GRAD_EMA_BETA) * kept
             )
-        part["grad_steps"] = part.get("grad_steps", 0.0) + 1.0
         part["grad_norm_sum"] = part.get("grad_norm_sum", 0.0) + norm
         part["grad_norm_max"] = max(part.get("grad_norm_max", 0.0), norm)
         part["clipped"] = part.get("clipped", 0.0) + float(norm > bound)
