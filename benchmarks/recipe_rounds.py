@@ -563,6 +563,32 @@ ROUND88 = [
 #: round 87's candidate's.
 ROUND89 = [ROUND87[2], *({"optimizer": "rda", "refit_lr": lr} for lr in (0.01, 0.03))]
 
+#: Round 90 (docs/recipes.md): RVSM, the one method never steered to a density nor
+#: refitted (its λ 7e-3 keeps 2-4 % of the Fashion-MNIST networks and 34 % of the digits
+#: MLP): steered to 13 % along the controller's ramp (round 29's approach, before refits),
+#: then with ProxSGD's refit of the last 15 % at lr 0.005 (the ramp over 0.94 of the steps
+#: before it), and that refit at lr 0.01 after a warm-up of one epoch. Its recipe beside
+#: them (never run under the scale check).
+ROUND90 = [
+    {"optimizer": "rvsm"},
+    {"optimizer": "rvsm", "target_density": 0.13},
+    {
+        "optimizer": "rvsm",
+        "target_density": 0.13,
+        "target_density_ramp": 0.94,
+        "refit": 0.15,
+        "refit_lr": 0.005,
+    },
+    {
+        "optimizer": "rvsm",
+        "target_density": 0.13,
+        "target_density_ramp": 0.94,
+        "refit": 0.15,
+        "refit_lr": 0.01,
+        "refit_warmup": 1.0,
+    },
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -602,6 +628,7 @@ SCALE_CHECK = {
     "proxsgd-refit-longer": ROUND88[:2],
     "splitlbi-refit-longer": [ROUND71["splitlbi"][1], ROUND88[2]],
     "rda-refit-lr-longer": ROUND89,
+    "rvsm-target": ROUND90,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -652,6 +679,7 @@ FRESH_SEED_ROUNDS = frozenset(
         87,
         88,
         89,
+        90,
     )
 )
 
@@ -723,6 +751,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round87": ROUND87[1:],  # RDA's longer refit (round 87; the recipe's runs round 78's)
         "round88": ROUND88,  # ProxSGD's and SplitLBI's longer refit (round 88)
         "round89": ROUND89[1:],  # RDA's refit lr (round 89; the recipe's runs round 87's)
+        "round90": ROUND90,  # RVSM steered to 13 %, with and without a refit (round 90)
     }
 )
 
