@@ -787,7 +787,11 @@ class TargetDensity:
         key = name.lower().replace("-", "").replace("_", "")
         preset = dict(PRESETS.get(key, {}))
         if not isinstance(optimizer, str) and "allocation" in preset:
-            pens = [str(g.get("penalty", "none")) for g in optimizer.param_groups]
+            pens = [
+                getattr(g["penalty"], "name", g["penalty"])
+                for g in optimizer.param_groups
+                if is_penalised(g)
+            ]
             preset["allocation"] = preset_allocation(key, pens)
         if (
             preset.get("allocation", "global") != "global"
