@@ -589,6 +589,14 @@ ROUND90 = [
     },
 ]
 
+#: Round 90p (docs/recipes.md): RVSM's other penalties with round 90's pick (steered to
+#: 13 % along the ramp of 0.94, then ProxSGD's refit) and without (each penalty's recipe).
+ROUND90P = [
+    {"optimizer": "rvsm", "penalty": pen, **change}
+    for pen in ("l0", "tl1", "group_l1", "group_l0")
+    for change in ({}, {k: v for k, v in ROUND90[2].items() if k != "optimizer"})
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1584,6 +1592,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round71p": ROUND71P,
     "round72p": ROUND72P,
     "round87p": ROUND87P,
+    "round90p": ROUND90P,
     # probe (docs/recipes.md, after round 73): today's AdaBreg and SplitLBI recipes with the
     # warm-up turned off (`--warmup 0`), their peak lr from the first step, on the words check
     "probe74w": [
