@@ -597,6 +597,16 @@ ROUND90P = [
     for change in ({}, {k: v for k, v in ROUND90[2].items() if k != "optimizer"})
 ]
 
+#: Round 91 (docs/recipes.md): RDA steered as one density to 13 % (its preset's global
+#: allocation; a target turns the λ warm-up off), along the preset's ramp of 0.8 of the
+#: sparse phase and along a ramp of 0.5 (where the λ warm-up ends); round 78 steered it
+#: per layer under the refit of 0.3. The recipe's runs are round 89's lr-0.03 candidate's.
+ROUND91 = [
+    ROUND89[2],
+    {"optimizer": "rda", "target_density": 0.13},
+    {"optimizer": "rda", "target_density": 0.13, "target_density_ramp": 0.5},
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -637,6 +647,7 @@ SCALE_CHECK = {
     "splitlbi-refit-longer": [ROUND71["splitlbi"][1], ROUND88[2]],
     "rda-refit-lr-longer": ROUND89,
     "rvsm-target": ROUND90,
+    "rda-target": ROUND91,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -688,6 +699,7 @@ FRESH_SEED_ROUNDS = frozenset(
         88,
         89,
         90,
+        91,
     )
 )
 
@@ -760,6 +772,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round88": ROUND88,  # ProxSGD's and SplitLBI's longer refit (round 88)
         "round89": ROUND89[1:],  # RDA's refit lr (round 89; the recipe's runs round 87's)
         "round90": ROUND90,  # RVSM steered to 13 %, with and without a refit (round 90)
+        "round91": ROUND91[1:],  # RDA steered to 13 % (round 91; the recipe's runs round 89's)
     }
 )
 
