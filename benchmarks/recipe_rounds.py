@@ -607,6 +607,14 @@ ROUND91 = [
     {"optimizer": "rda", "target_density": 0.13, "target_density_ramp": 0.5},
 ]
 
+#: Round 91p (docs/recipes.md): RDA's other penalties with round 91's pick (steered as one
+#: density to 13 % along a ramp of 0.5) and without (each penalty's recipe).
+ROUND91P = [
+    {"optimizer": "rda", "penalty": pen, **change}
+    for pen in ("l1", "tl1", "group_l1", "group_l0")
+    for change in ({}, {k: v for k, v in ROUND91[2].items() if k != "optimizer"})
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1606,6 +1614,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round72p": ROUND72P,
     "round87p": ROUND87P,
     "round90p": ROUND90P,
+    "round91p": ROUND91P,
     # probe (docs/recipes.md, after round 73): today's AdaBreg and SplitLBI recipes with the
     # warm-up turned off (`--warmup 0`), their peak lr from the first step, on the words check
     "probe74w": [
