@@ -215,10 +215,12 @@ def test_docs_recipe_table_is_the_registry() -> None:
                 bits.append(f"lr {recipe['lr']:g}")
             if "warmup" in recipe:
                 bits.append(f"warm-up {recipe['warmup']:g}")
+            if "refit" in recipe:
+                bits.append(f"refit {recipe['refit']:g}" if recipe["refit"] else "no refit")
             cells_.append(f"{pen}: " + ", ".join(bits))
         structured = "; ".join(cells_)
         shown = {"init_density", "target_density", "weight_decay", "group_weight", "lam"}
-        shown |= {"lr", "warmup"}
+        shown |= {"lr", "warmup", "refit"}
         assert set().union(*info.group_training.values()) <= shown, name
         assert set().union(*info.penalty_training.values()) <= shown, name
         assert cells[8] == (structured or "—"), row
@@ -340,11 +342,12 @@ def test_rdas_recipe_warms_lambda_up_unless_a_target_steers_it() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "target"), [("linbreg", 0.13), ("adabreg", 0.13), ("splitlbi", 0.1), ("proxsgd", 0.13)]
+    ("name", "target"),
+    [("linbreg", 0.13), ("adabreg", 0.13), ("splitlbi", 0.1), ("rvsm", 0.13), ("proxsgd", 0.13)],
 )
 def test_a_recipe_steers_to_a_density_unless_a_lam_is_given(name: str, target: float) -> None:
-    """Rounds 25, 26 and 28: SplitLBI's, AdaBreg's and ProxSGD's recipes steer λ to a
-    density (one λ gave 3-47 %, 8-20 % and 13-58 % of the weights); a λ given is a fixed
+    """Rounds 25, 26, 28 and 90: SplitLBI's, AdaBreg's, ProxSGD's and RVSM's recipes steer
+    λ to a density (one λ gave 3-47 %, 8-20 %, 13-58 % and 1-34 % of the weights); a λ given is a fixed
     λ, 0 turns it off, and the resolved config says which."""
     assert TrainConfig(optimizer=name).resolve().target_density == target
     for given in ({"lam": 0.05}, {"conv_lam": 0.05}, {"linear_lam": 0.05}):
@@ -366,25 +369,23 @@ def test_a_recipe_steers_to_a_density_unless_a_lam_is_given(name: str, target: f
     assert resolved.resolve() == resolved  # a resume resolves again to the same run
 
 
-def test_proxsgds_ramp_ends_near_80_percent_of_the_run_before_its_refit() -> None:
-    """The recipe's ramp spans 0.94 of the steps before its refit of the last 15 %: near
-    80 % of the run, as the controller preset's 0.8 of a run without a refit (round 42);
-    with a λ of the user's there is no target and no ramp."""
+@pytest.mark.parametrize("name", ["proxsgd", "rvsm"])
+def test_the_ramp_ends_near_80_percent_of_the_run_before_a_refit(name: str) -> None:
+    """ProxSGD's and RVSM's recipes ramp over 0.94 of the steps before their refit of the
+    last 15 %: near 80 % of the run, as the controller preset's 0.8 of a run without a
+    refit (rounds 42 and 90); with a λ of the user's there is no target and no ramp."""
     from sparseopt.control import PRESETS
 
-    cfg = TrainConfig(optimizer="proxsgd").resolve()
+    cfg = TrainConfig(optimizer=name).resolve()
     assert cfg.target_density_ramp * (1 - cfg.refit) == pytest.approx(0.8, abs=2e-3)
-    assert PRESETS["proxsgd"]["ramp"] == 0.8
-    fixed = TrainConfig(optimizer="proxsgd", lam=0.01).resolve()
+    assert PRESETS[name]["ramp"] == 0.8
+    fixed = TrainConfig(optimizer=name, lam=0.01).resolve()
     assert (fixed.target_density, fixed.target_density_ramp) == (0.0, None)
-    assert (
-        TrainConfig(optimizer="proxsgd", target_density_ramp=0.5).resolve().target_density_ramp
-        == 0.5
-    )
+    assert TrainConfig(optimizer=name, target_density_ramp=0.5).resolve().target_density_ramp == 0.5
 
 
 def test_the_other_recipes_have_no_target_density() -> None:
-    for name in ("rda", "rvsm", "sgd", "adam"):
+    for name in ("rda", "sgd", "adam"):
         assert TrainConfig(optimizer=name).resolve().target_density is None
     assert TrainConfig(optimizer="sgd", target_density=0).resolve().target_density == 0
 
