@@ -1615,6 +1615,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round87p": ROUND87P,
     "round90p": ROUND90P,
     "round91p": ROUND91P,
+    # round 91s: round 91's candidates and the recipe on the words CNN at the study's 10
+    # epochs, seeds 1 and 2 (seed 0's are round 91's and round 89's words-cnn runs)
+    "round91s": [{**c, "seed": s} for c in ROUND91 for s in (1, 2)],
     # probe (docs/recipes.md, after round 73): today's AdaBreg and SplitLBI recipes with the
     # warm-up turned off (`--warmup 0`), their peak lr from the first step, on the words check
     "probe74w": [
@@ -1668,6 +1671,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 #: Stages that run on other tasks than :data:`STUDY_TASKS`; their candidates set their
 #: own budget (``epochs``) and are reported apart, not as dense references.
 STAGE_TASKS: dict[str, tuple[str, ...]] = {
+    "round91s": ("words-cnn",),
     "probe74w": ("words-cnn",),
     "probe75": ("fmnist-lenet5", "fmnist-mlp"),
     "probe75w": ("words-cnn",),
