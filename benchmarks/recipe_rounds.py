@@ -1618,6 +1618,8 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # round 91s: round 91's candidates and the recipe on the words CNN at the study's 10
     # epochs, seeds 1 and 2 (seed 0's are round 91's and round 89's words-cnn runs)
     "round91s": [{**c, "seed": s} for c in ROUND91 for s in (1, 2)],
+    # round 92: the same on five fresh seeds, 3-7 (a check symmetric in the recipe)
+    "round92": [{**c, "seed": s} for c in ROUND91 for s in range(3, 8)],
     # probe (docs/recipes.md, after round 73): today's AdaBreg and SplitLBI recipes with the
     # warm-up turned off (`--warmup 0`), their peak lr from the first step, on the words check
     "probe74w": [
@@ -1672,6 +1674,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 #: own budget (``epochs``) and are reported apart, not as dense references.
 STAGE_TASKS: dict[str, tuple[str, ...]] = {
     "round91s": ("words-cnn",),
+    "round92": ("words-cnn",),
     "probe74w": ("words-cnn",),
     "probe75": ("fmnist-lenet5", "fmnist-mlp"),
     "probe75w": ("words-cnn",),
