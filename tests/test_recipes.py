@@ -267,10 +267,10 @@ def test_an_rda_group_l0_run_saved_before_round_69_reloads_counting_groups(tmp_p
     spelled = {**saved, "group_weight": None, "lam": 3e-3, "linear_penalty": "none"}
     path.write_text(yaml.safe_dump(spelled))
     assert load_run_config(path)["group_weight"] == "one"
-    # the recipe sets the optimizer's settings only: a sparse start asked for stays
-    # elementwise (with its floor), as for RVSM's group ℓ0
+    # a sparse start asked for is drawn per group, as for every method whose recipe
+    # starts dense (the group recipe's weight and λ do not decide it)
     start = TrainConfig(optimizer="rda", penalty="group_l0", init_density=0.2).resolve()
-    assert start.init_groups == "elementwise"
+    assert start.init_groups == "filter"
 
 
 def test_adabregs_group_l0_recipe_runs_without_the_weight_decay() -> None:
@@ -312,17 +312,23 @@ def test_an_adabreg_run_saved_before_round_64_reloads_without_the_weight_decay(
     assert load_run_config(path)["weight_decay"] is None
 
 
-def test_a_group_recipe_without_a_start_of_its_own_keeps_the_per_group_start() -> None:
-    """SplitLBI's and ProxSGD's group ℓ1 recipes (λ fixed) draw a sparse start per group
-    when a user asks for one, as before round 64p; AdaBreg's group ℓ0 recipe, which only
-    turns the weight decay off, keeps the elementwise start with its floor."""
+def test_a_structured_sparse_start_is_per_group_but_where_measured_elementwise() -> None:
+    """The methods whose recipes start dense (SplitLBI, RDA, RVSM, ProxSGD) draw a sparse
+    start a user asks for per group in a structured run, whatever their group recipe sets
+    (SplitLBI's and ProxSGD's group ℓ1 λ fixed, as before round 64p; RVSM's and RDA's
+    target and refit of 0, rounds 90p and 91p, did not flip it); LinBreg's and AdaBreg's
+    group ℓ0 keep the elementwise 1 % start with its floor they were measured with."""
     from sparseopt.config import TrainConfig
 
-    for name in ("splitlbi", "proxsgd"):
-        cfg = TrainConfig(optimizer=name, penalty="group_l1", init_density=0.05).resolve()
-        assert cfg.init_groups == "filter", name
-    cfg = TrainConfig(optimizer="adabreg", penalty="group_l0").resolve()
-    assert cfg.init_groups == "elementwise"
+    for name in ("splitlbi", "rda", "rvsm", "proxsgd"):
+        for pen in ("group_l1", "group_l0"):
+            cfg = TrainConfig(optimizer=name, penalty=pen, init_density=0.05).resolve()
+            assert cfg.init_groups == "filter", (name, pen)
+    for name in ("linbreg", "adabreg"):
+        assert TrainConfig(optimizer=name, penalty="group_l0").resolve().init_groups == (
+            "elementwise"
+        )
+        assert TrainConfig(optimizer=name, penalty="group_l1").resolve().init_groups == "filter"
 
 
 def test_rdas_recipe_warms_lambda_up_unless_a_target_steers_it() -> None:
@@ -435,10 +441,9 @@ def test_a_structured_run_starts_per_group_and_takes_its_group_recipe() -> None:
             group = info.group_training.get(pen, {})
             recipe = {**info.training, **group}
             assert cfg.init_density == recipe["init_density"], name
-            # a group recipe draws its start per group (AdaBreg's group ℓ0 recipe only
-            # sets the optimizer's weight decay, lr and warm-up: the floor's start, rounds
-            # 64p and 72p)
-            own = bool(group.keys() - {"weight_decay", "lr", "warmup"})
+            # a group recipe's own start is drawn per group; LinBreg's and AdaBreg's group
+            # ℓ0 keep the elementwise start they were measured with (rounds 53, 64p, 72p)
+            own = "init_density" in group or recipe["init_density"] >= 1
             start = ("filter" if own else "elementwise") if cfg.init_density < 1 else None
             assert cfg.init_groups == start, (name, pen)
             assert cfg.resolve() == cfg

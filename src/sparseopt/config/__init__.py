@@ -846,12 +846,15 @@ class TrainConfig:
         sparse_start = changes.get("init_density", self.init_density) < 1.0
         if structured and sparse_start and self.init_groups is None:  # written out: a
             # saved null is older (load_run_config)
-            # a group recipe draws its start per group (round 56); one that only sets the
-            # optimizer's settings — AdaBreg's group ℓ0 weight decay, lr and warm-up (rounds
-            # 64p, 72p), RDA's group ℓ0 weight and λ (round 69) — keeps the floor's start
-            per_group = bool(
-                group_recipe.keys() - {"weight_decay", "group_weight", "lam", "lr", "warmup"}
-            )
+            # a structured run's sparse start is drawn per group (an elementwise start puts
+            # a weight in every unit, which switches every group on): a group recipe's own
+            # start (round 56: LinBreg's and AdaBreg's group ℓ1 at 13 %), and any start of a
+            # method whose recipe starts dense (the user's: SplitLBI, RDA, RVSM, ProxSGD).
+            # The one exception is LinBreg's and AdaBreg's elementwise 1 % start, with which
+            # their group ℓ0 runs were measured (round 53; AdaBreg's rounds 64p, 72p).
+            # What else a group recipe sets (λ, weights, lr, a target or refit of 0) does
+            # not decide the start
+            per_group = "init_density" in group_recipe or info.training["init_density"] >= 1.0
             changes["init_groups"] = structured[1] if per_group else ELEMENTWISE
         elif self.init_groups == ELEMENTWISE and not (structured and sparse_start):
             changes["init_groups"] = None  # the same start; None where it decides nothing
