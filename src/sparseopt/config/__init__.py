@@ -252,7 +252,8 @@ class TrainConfig:
         "draw the sparse-init mask per group (filter, channel, kernel) or elementwise",
         metavar="G",
         shown="elementwise; per group (the penalty's grouping) in a structured run "
-        "(TrainConfig.structured) with {group_recipe[init_groups]}",
+        "(TrainConfig.structured) with {group_recipe[init_groups]}, and in a structured "
+        "run of a method whose recipe starts dense (a start you ask for)",
     )
     init_distribution: str = _opt(
         "uniform",
