@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "lr": 0.05,
         "beta": 1.0,
         "momentum": 0.9,
+        "refit": 0.0,  # the paper's RVSM (the recipe refits since round 90)
         "epochs": C.epochs(args, 2, 60, 200),
         "batch_size": 64,
         "limit_batches": C.budget(args, 3, None, None),
