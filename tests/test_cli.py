@@ -557,7 +557,11 @@ def test_compare_counts_no_target_and_target_zero_as_the_same_setting() -> None:
     assert _comparable(old_splitlbi) == _comparable(
         TrainConfig(optimizer="splitlbi", target_density=0)
     )
-    # a recipe without a target (RVSM's Tℓ1 keeps λ fixed, round 90p)
+    # a recipe without a target (RDA's: None) and one that sets 0 (RVSM's Tℓ1, round 90p)
+    assert TrainConfig(optimizer="rda").resolve().target_density is None
+    assert _comparable(TrainConfig(optimizer="rda")) == _comparable(
+        TrainConfig(optimizer="rda", target_density=0.0)
+    )
     assert _comparable(TrainConfig(optimizer="rvsm", penalty="tl1")) == _comparable(
         TrainConfig(optimizer="rvsm", penalty="tl1", target_density=0.0)
     )

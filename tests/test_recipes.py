@@ -217,10 +217,12 @@ def test_docs_recipe_table_is_the_registry() -> None:
                 bits.append(f"warm-up {recipe['warmup']:g}")
             if "refit" in recipe:
                 bits.append(f"refit {recipe['refit']:g}" if recipe["refit"] else "no refit")
+            if "target_density_ramp" in recipe:
+                bits.append(f"ramp {recipe['target_density_ramp']:g} for a target given")
             cells_.append(f"{pen}: " + ", ".join(bits))
         structured = "; ".join(cells_)
         shown = {"init_density", "target_density", "weight_decay", "group_weight", "lam"}
-        shown |= {"lr", "warmup", "refit"}
+        shown |= {"lr", "warmup", "refit", "target_density_ramp"}
         assert set().union(*info.group_training.values()) <= shown, name
         assert set().union(*info.penalty_training.values()) <= shown, name
         assert cells[8] == (structured or "—"), row
@@ -605,3 +607,26 @@ def test_a_recipes_peak_lr_goes_with_its_warmup() -> None:
         assert TrainConfig(optimizer=name, warmup=2).resolve().lr == peak
         assert TrainConfig(optimizer=name, warmup=0, lr=0.05).resolve().lr == 0.05
         assert so.create_optimizer(torch.nn.Linear(3, 2), name).param_groups[0]["lr"] == plain
+
+
+def test_an_rvsm_run_from_before_round_90_reads_as_it_ran(tmp_path: Path) -> None:
+    """Round 90 gave RVSM's recipe a target, a refit and its lr. A run saved before it
+    (λ written, no target, ``refit_lr`` null) resolves as it ran: its λ fixed, and a refit
+    it asked for at the default lr of then (a tenth of SGD's), not the recipe's 0.005."""
+    import yaml
+
+    from sparseopt.config import TrainConfig
+    from sparseopt.config.files import load_run_config
+
+    path = tmp_path / "config.yaml"
+    saved = {**TrainConfig(optimizer="rvsm", lam=7e-3, refit=0.0).resolve().to_dict()}
+    saved.update(target_density=None, target_density_ramp=None, refit_lr=None)
+    path.write_text(yaml.safe_dump(saved))
+    plain = TrainConfig.from_dict(load_run_config(path)).resolve()
+    assert (plain.lam, plain.target_density, plain.refit) == (7e-3, 0.0, 0.0)
+    path.write_text(yaml.safe_dump({**saved, "refit": 0.2}))
+    refit = TrainConfig.from_dict(load_run_config(path)).resolve()
+    assert (refit.refit, refit.refit_lr) == (0.2, pytest.approx(0.002))
+    # a run of today's recipe reads its own refit lr
+    path.write_text(yaml.safe_dump(TrainConfig(optimizer="rvsm").resolve().to_dict()))
+    assert TrainConfig.from_dict(load_run_config(path)).resolve().refit_lr == 0.005

@@ -464,7 +464,8 @@ class TrainConfig:
         "--refit-lr, cosine; the schedule before ends where the refit starts, and so does "
         "--target-density's control of λ (0: off; not with --grow-every)",
         metavar="F",
-        shown="per optimizer: {recipe[refit]}",
+        shown="per optimizer: {recipe[refit]}; with one penalty on every layer "
+        "{penalty_recipe[refit]}; in a structured run {group_recipe[refit]}",
     )
     refit_lr: float | None = _opt(
         None,
@@ -558,8 +559,9 @@ class TrainConfig:
         "at density D in (0, 1] (TargetDensity with the optimizer's presets; sparse "
         "optimizers only; 0: off, λ fixed; a recipe's target is off when a λ is given)",
         metavar="D",
-        shown="per optimizer: {recipe[target_density]}; else off (λ fixed); in a structured "
-        "run {group_recipe[target_density]} (0: off, λ fixed)",
+        shown="per optimizer: {recipe[target_density]}; else off (λ fixed); with one "
+        "penalty on every layer {penalty_recipe[target_density]}; in a structured run "
+        "{group_recipe[target_density]} (0: off, λ fixed)",
     )
     target_density_every: int = _opt(
         2, "structure", "with --target-density: update λ every N optimizer steps", metavar="N"
@@ -572,8 +574,10 @@ class TrainConfig:
         "at D (TargetDensity's ramp; 0: D from the first step)",
         metavar="F",
         shown="per optimizer: {recipe[target_density_ramp]} (the recipe's, before its refit); "
-        "else the controller presets' {control[ramp]}; else 0; none where no target steers "
-        "(a λ given, or a structured run whose recipe keeps λ fixed)",
+        "with one penalty on every layer {penalty_recipe[target_density_ramp]}; in a "
+        "structured run {group_recipe[target_density_ramp]}; else the controller presets' "
+        "{control[ramp]}; else 0; none where no target steers (a λ given, or a recipe that "
+        "keeps λ fixed)",
     )
     target_density_hold: bool | None = _opt(
         None,
@@ -851,8 +855,9 @@ class TrainConfig:
             # a weight in every unit, which switches every group on): a group recipe's own
             # start (round 56: LinBreg's and AdaBreg's group ℓ1 at 13 %), and any start of a
             # method whose recipe starts dense (the user's: SplitLBI, RDA, RVSM, ProxSGD).
-            # The one exception is LinBreg's and AdaBreg's elementwise 1 % start, with which
-            # their group ℓ0 runs were measured (round 53; AdaBreg's rounds 64p, 72p).
+            # The one exception is LinBreg's and AdaBreg's group ℓ0, measured with their
+            # elementwise 1 % start (round 53; AdaBreg's rounds 64p, 72p): any sparse start
+            # of theirs, a user's too, stays elementwise there.
             # What else a group recipe sets (λ, weights, lr, a target or refit of 0) does
             # not decide the start
             per_group = "init_density" in group_recipe or info.training["init_density"] >= 1.0
@@ -903,10 +908,11 @@ class TrainConfig:
         the same group penalty over the same grouping, ``filter`` or ``channel``, no
         coupled groups — else ``None``. Where the optimizer has a recipe for that penalty
         (``group_training``, :class:`~sparseopt.optim.registry.OptimizerInfo`), it
-        replaces the recipe's training settings, and a sparse start is drawn per group:
-        an elementwise start (with its floor: a weight in every unit) switches every
-        group on, and the group prox then fills each (rounds 53 and 56 of
-        docs/recipes.md).
+        replaces the recipe's training settings. A sparse start is drawn per group — an
+        elementwise start (with its floor: a weight in every unit) switches every group
+        on, and the group prox then fills each (rounds 53 and 56 of docs/recipes.md) —
+        except under LinBreg's and AdaBreg's group ℓ0, whose recipes were measured with
+        the elementwise start (:meth:`resolve`).
 
         Example:
             >>> TrainConfig(optimizer="linbreg", penalty="group_l1").structured()

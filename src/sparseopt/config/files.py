@@ -121,7 +121,9 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     elementwise (``init_groups: elementwise``), and an AdaBreg run saved without a weight
     decay had none (0; the recipe's 0.05 came with round 64 of docs/recipes.md and every
     run since writes it out), and an RDA group ℓ0 run saved without a group weight counted
-    groups (``one``; round 69 gave its recipe ``size``), as they were then."""
+    groups (``one``; round 69 gave its recipe ``size``), and an RVSM run with a refit saved
+    without its lr refitted at the default (a tenth of SGD's; round 90 gave its recipe
+    one), as they were then."""
     saved = {**_BEFORE_FIELDS, **load_config_file(path)}
     if saved.get("lam_warmup") and saved.get("target_density"):
         # accepted before it was refused, and unused: the controller steered λ
@@ -139,6 +141,13 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         saved["init_groups"] = ELEMENTWISE
     if saved.get("optimizer") == "adabreg" and saved.get("weight_decay") is None:
         saved["weight_decay"] = 0.0  # before round 64 AdaBreg's recipe had no decay
+    if saved.get("optimizer") == "rvsm" and saved.get("refit") and saved.get("refit_lr") is None:
+        # a refit asked of RVSM before round 90 ran at the default lr (a tenth of SGD's
+        # recipe); since then its recipe's refit lr would fill the saved null in
+        from sparseopt.baselines import FINETUNE_LR_FACTOR
+        from sparseopt.optim.registry import get_optimizer_info
+
+        saved["refit_lr"] = float(get_optimizer_info("sgd").defaults["lr"]) * FINETUNE_LR_FACTOR
     shape = structure(saved)  # (penalty, grouping) of a structured run, else None
     if saved.get("optimizer") == "rda" and saved.get("group_weight") is None:
         if shape is not None and shape[0] == "group_l0":

@@ -92,8 +92,10 @@ class OptimizerInfo:
         group_training: per group penalty, training defaults that replace
             :attr:`training`'s in a structured run — every penalised layer kind with that
             penalty over ``filter`` or ``channel`` groups (``TrainConfig.structured``;
-            round 56 of docs/recipes.md); its sparse start is then drawn per group
-            (``init_groups``, the penalty's grouping).
+            round 56 of docs/recipes.md). Its sparse start is drawn per group
+            (``init_groups``, the penalty's grouping) where it sets its own
+            (``init_density``) or the method's recipe starts dense (the start is then the
+            user's); LinBreg's and AdaBreg's group ℓ0 keep the elementwise start.
         penalty_training: per elementwise penalty (``l1``, ``l0``, ``tl1``), defaults that
             replace :attr:`training`'s and the keyword defaults' in a run whose every
             penalised layer kind has that penalty (``TrainConfig.sole_penalty``): a
@@ -185,6 +187,12 @@ def _lams(l1: float, l0: float) -> dict[str, float]:
     :math:`\lambda_0 = t\lambda_1^2/2` with the method's prox step ``t``.
     """
     return {"l1": l1, "l0": l0, "tl1": l1 / 2, "group_l1": l1, "group_l0": l0}
+
+
+#: RVSM's recipe for the penalties that keep λ fixed (round 90p): no target, no refit,
+#: and the controller preset's ramp for a target given (the recipe's 0.94 spans the steps
+#: before a refit of 15 %).
+_RVSM_FIXED: dict[str, Any] = {"target_density": 0.0, "refit": 0.0, "target_density_ramp": 0.8}
 
 
 #: Every registered optimizer by name.
@@ -369,17 +377,16 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
                 "refit": 0.15,
                 "refit_lr": 0.005,
                 "target_density": 0.13,  # off when a λ is given
-                # of the steps before the refit, as ProxSGD's (near 80 % of the run)
+                # of the steps before the refit, as ProxSGD's (near 80 % of the run); with
+                # --refit 0 give --target-density-ramp 0.8 too
                 "target_density_ramp": 0.94,
             },
             # round 90p: with Tℓ1 the change lost 1.16 points over the study's four tasks
             # (the words CNN 84.0 % at 10 epochs), with group ℓ1 it collapsed the words CNN
-            # and with group ℓ0 stalled it: those keep λ fixed and no refit (ℓ0 took it)
-            penalty_training={"tl1": {"target_density": 0.0, "refit": 0.0}},
-            group_training={
-                "group_l1": {"target_density": 0.0, "refit": 0.0},
-                "group_l0": {"target_density": 0.0, "refit": 0.0},
-            },
+            # and with group ℓ0 stalled it: those keep λ fixed and no refit (ℓ0 took it);
+            # a target given steers along the preset's ramp of 0.8, as before round 90
+            penalty_training={"tl1": {**_RVSM_FIXED}},
+            group_training={"group_l1": {**_RVSM_FIXED}, "group_l0": {**_RVSM_FIXED}},
             lr=0.03,  # lr 0.05 collapsed on the curve CNN at 15 epochs (round 6)
             beta=1.0,
             momentum=0.9,
