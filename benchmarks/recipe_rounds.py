@@ -615,6 +615,11 @@ ROUND91P = [
     for change in ({}, {k: v for k, v in ROUND91[2].items() if k != "optimizer"})
 ]
 
+#: Round 93 (docs/recipes.md): ProxSGD's lr held constant through the sparse phase
+#: (``schedule`` none; the refit keeps its own cosine), so that its threshold lr·λ does not
+#: shrink while the controller raises λ towards the target; the recipe's runs are round 88's.
+ROUND93 = [ROUND88[0], {"optimizer": "proxsgd", "schedule": "none"}]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -656,6 +661,7 @@ SCALE_CHECK = {
     "rda-refit-lr-longer": ROUND89,
     "rvsm-target": ROUND90,
     "rda-target": ROUND91,
+    "proxsgd-constant": ROUND93,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -708,6 +714,7 @@ FRESH_SEED_ROUNDS = frozenset(
         89,
         90,
         91,
+        93,
     )
 )
 
@@ -781,6 +788,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round89": ROUND89[1:],  # RDA's refit lr (round 89; the recipe's runs round 87's)
         "round90": ROUND90,  # RVSM steered to 13 %, with and without a refit (round 90)
         "round91": ROUND91[1:],  # RDA steered to 13 % (round 91; the recipe's runs round 89's)
+        "round93": ROUND93[1:],  # ProxSGD's constant lr (round 93; the recipe's runs round 88's)
     }
 )
 
