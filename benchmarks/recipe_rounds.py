@@ -620,6 +620,14 @@ ROUND91P = [
 #: shrink while the controller raises λ towards the target; the recipe's runs are round 88's.
 ROUND93 = [ROUND88[0], {"optimizer": "proxsgd", "schedule": "none"}]
 
+#: Round 93p (docs/recipes.md): ProxSGD's other penalties with round 93's constant lr and
+#: without (each penalty's recipe).
+ROUND93P = [
+    {"optimizer": "proxsgd", "penalty": pen, **change}
+    for pen in ("l0", "tl1", "group_l1", "group_l0")
+    for change in ({}, {"schedule": "none"})
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -1623,6 +1631,7 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     "round87p": ROUND87P,
     "round90p": ROUND90P,
     "round91p": ROUND91P,
+    "round93p": ROUND93P,
     # round 91s: round 91's candidates and the recipe on the words CNN at the study's 10
     # epochs, seeds 1 and 2 (seed 0's are round 91's and round 89's words-cnn runs)
     "round91s": [{**c, "seed": s} for c in ROUND91 for s in (1, 2)],
