@@ -144,10 +144,9 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if saved.get("optimizer") == "rvsm" and saved.get("refit") and saved.get("refit_lr") is None:
         # a refit asked of RVSM before round 90 ran at the default lr (a tenth of SGD's
         # recipe); since then its recipe's refit lr would fill the saved null in
-        from sparseopt.baselines import FINETUNE_LR_FACTOR
-        from sparseopt.optim.registry import get_optimizer_info
+        from sparseopt.engine.refit import refit_optimizer_settings
 
-        saved["refit_lr"] = float(get_optimizer_info("sgd").defaults["lr"]) * FINETUNE_LR_FACTOR
+        saved["refit_lr"] = refit_optimizer_settings()["lr"]
     shape = structure(saved)  # (penalty, grouping) of a structured run, else None
     if saved.get("optimizer") == "rda" and saved.get("group_weight") is None:
         if shape is not None and shape[0] == "group_l0":

@@ -189,6 +189,21 @@ def _lams(l1: float, l0: float) -> dict[str, float]:
     return {"l1": l1, "l0": l0, "tl1": l1 / 2, "group_l1": l1, "group_l0": l0}
 
 
+#: ProxSGD's training recipe (rounds 28 and 42), which RVSM's took over in round 90: λ
+#: steered to 13 % of the weights along a ramp over 0.94 of the steps before a refit of
+#: the last 15 % at lr 0.005 (the ramp ends near 80 % of the run, as the controller
+#: preset's 0.8 of a run without a refit: the Lightning and Hugging Face callbacks, a loop
+#: of one's own); the target is off when a λ is given, and with --refit 0 give
+#: --target-density-ramp 0.8 too. The start is dense and the lr anneals by cosine.
+_STEER_THEN_REFIT: dict[str, Any] = {
+    "init_density": 1.0,
+    "schedule": "cosine",
+    "refit": 0.15,
+    "refit_lr": 0.005,
+    "target_density": 0.13,
+    "target_density_ramp": 0.94,
+}
+
 #: RVSM's recipe for the penalties that keep λ fixed (round 90p): no target, no refit,
 #: and the controller preset's ramp for a target given (the recipe's 0.94 spans the steps
 #: before a refit of 15 %).
@@ -371,22 +386,13 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             # on a fresh seed (λ alone kept 1-5 % of the Fashion-MNIST networks and 34 % of
             # the digits MLP); λ 7e-3 is where it starts
             lam={**_lams(7e-3, 5e-4), "tl1": 3e-3},
-            training={
-                "init_density": 1.0,
-                "schedule": "cosine",
-                "refit": 0.15,
-                "refit_lr": 0.005,
-                "target_density": 0.13,  # off when a λ is given
-                # of the steps before the refit, as ProxSGD's (near 80 % of the run); with
-                # --refit 0 give --target-density-ramp 0.8 too
-                "target_density_ramp": 0.94,
-            },
+            training=_STEER_THEN_REFIT,
             # round 90p: with Tℓ1 the change lost 1.16 points over the study's four tasks
             # (the words CNN 84.0 % at 10 epochs), with group ℓ1 it collapsed the words CNN
             # and with group ℓ0 stalled it: those keep λ fixed and no refit (ℓ0 took it);
             # a target given steers along the preset's ramp of 0.8, as before round 90
-            penalty_training={"tl1": {**_RVSM_FIXED}},
-            group_training={"group_l1": {**_RVSM_FIXED}, "group_l0": {**_RVSM_FIXED}},
+            penalty_training={"tl1": _RVSM_FIXED},
+            group_training={"group_l1": _RVSM_FIXED, "group_l0": _RVSM_FIXED},
             lr=0.03,  # lr 0.05 collapsed on the curve CNN at 15 epochs (round 6)
             beta=1.0,
             momentum=0.9,
@@ -414,17 +420,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             # fails nowhere (57 % of the weights on the study); steered to 13 % it collapsed
             # the words CNN on two of three seeds (round 58)
             group_training={"group_l1": {"target_density": 0.0}},
-            training={
-                "init_density": 1.0,
-                "schedule": "cosine",
-                "refit": 0.15,
-                "refit_lr": 0.005,
-                "target_density": 0.13,  # off when a λ is given
-                # of the steps before the refit (the controller's preset, 0.8, serves a
-                # run without one: the Lightning and Hugging Face callbacks, a loop of
-                # one's own); with --refit 0 give --target-density-ramp 0.8 too
-                "target_density_ramp": 0.94,
-            },
+            training=_STEER_THEN_REFIT,
             lr=0.02,  # lr 0.05 stalled on the curve CNN at 15 epochs (round 6)
             momentum=0.9,
             # round 18: λ per layer by fan-in was adopted by the rule, then reverted
