@@ -13,7 +13,10 @@ of the three targets:
 
 - no default run at chance level (status ``stalled``/``collapsed``, or accuracy at most
   1/C + 0.1 (1 − 1/C), the stall detector's level);
-- on image tasks, within 1.0 point of the best dense baseline at ≤ 15 % of the weights;
+- on image tasks, within 1.0 point of the tuned dense baseline at ≤ 15 % of the weights
+  (the dense run of the two with the better validation accuracy, chosen as compare
+  chooses a pruned baseline; the count against the better of the two on the test
+  split, an oracle no user has, is printed beside it);
 - beats or ties magnitude pruning (``yes``/``tie``) in ≥ 80 % of the cells.
 
 The defaults were chosen on validation splits of some of these tasks
@@ -48,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "repro"))
 from _common import machine
 from robustness_tasks import NUM_CLASSES, TASKS
 
+from sparseopt.cli.compare import choose_on_validation
 from sparseopt.data import get_dataset_spec
 from sparseopt.health import chance_accuracy
 
@@ -141,12 +145,13 @@ def report(out: Path, pruned_from: str | None = None) -> str:
     lines = [
         f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
         "",
-        "| task | optimizer | status | test acc (%) | weight density (%) | best dense (%) "
+        "| task | optimizer | status | test acc (%) | weight density (%) | dense (%) "
         "| gap (points) | pruning at equal density (%; the dense network pruned) "
         "| beats pruning? |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     cells = wins = judged = chance = close = image_cells = pruned_close = pruned_cells = 0
+    oracle_close = 0  # against the better dense run on the test split (for comparison)
     sources: dict[str, int] = {}  # the dense network each judged cell's baseline pruned
     failed_baselines = 0  # judged cells whose baseline stalled or collapsed
     for name in TASKS:
@@ -157,7 +162,9 @@ def report(out: Path, pruned_from: str | None = None) -> str:
         if pruned_from:
             rows = _one_source(out / name, rows, pruned_from)
         dense = [r for r in rows if r["optimizer"] in ("sgd", "adam") and r.get("test_acc")]
-        best = max((r["test_acc"] for r in dense), default=None)
+        # the tuned dense baseline: chosen on validation, as a user would (never on test)
+        best = choose_on_validation(dense)["test_acc"] if dense else None
+        oracle = max((r["test_acc"] for r in dense), default=None)
         pruned = {
             r["optimizer"][len("pruning @ ") :]: r for r in rows if "pruning @" in r["optimizer"]
         }
@@ -182,6 +189,7 @@ def report(out: Path, pruned_from: str | None = None) -> str:
             if TASKS[name].image and gap is not None and wd is not None:
                 image_cells += 1
                 close += gap >= -1.0 and wd <= 0.15
+                oracle_close += 100 * (acc - oracle) >= -1.0 and wd <= 0.15
             p_acc, p_wd = p.get("test_acc"), p.get("weight_density")
             if TASKS[name].image and None not in (p_acc, p_wd, best):
                 pruned_cells += 1  # the same target, asked of the baseline (for scale)
@@ -203,7 +211,9 @@ def report(out: Path, pruned_from: str | None = None) -> str:
         "",
         f"- runs at chance, stalled or collapsed: {chance} of {cells} (target 0)",
         f"- image cells within 1.0 point of dense at ≤ 15 % weights: {close} of {image_cells} "
-        "(target: all)",
+        "(target: all; the dense run with the better validation accuracy)",
+        f"- against the better dense run on the test split instead (an oracle): {oracle_close} "
+        f"of {image_cells}",
         f"- for scale, magnitude pruning at the same densities: {pruned_close} of "
         f"{pruned_cells} within 1.0 point of dense at ≤ 15 % weights (not a target)",
         f"- beats or ties pruning: {wins} of {judged} (target ≥ 80 %; regression has no "

@@ -341,31 +341,39 @@ def test_compare_shows_the_status_and_the_pruning_verdict(
 
 
 def test_the_pruning_baseline_is_chosen_on_validation_never_on_test() -> None:
-    from sparseopt.cli.compare import _choose_pruned
+    from sparseopt.cli.compare import choose_on_validation
 
     def cand(dense: str, val: float | None, test: float, status: str = "ok") -> dict:
         return {"pruned_from": dense, "val_acc": val, "test_acc": test, "status": status}
 
     # the better validation accuracy wins, whatever the test accuracy says
     assert (
-        _choose_pruned([cand("sgd", 0.80, 0.90), cand("adam", 0.85, 0.70)])["pruned_from"] == "adam"
+        choose_on_validation([cand("sgd", 0.80, 0.90), cand("adam", 0.85, 0.70)])["pruned_from"]
+        == "adam"
     )
     assert (
-        _choose_pruned([cand("sgd", 0.86, 0.70), cand("adam", 0.85, 0.90)])["pruned_from"] == "sgd"
+        choose_on_validation([cand("sgd", 0.86, 0.70), cand("adam", 0.85, 0.90)])["pruned_from"]
+        == "sgd"
     )
     # a tie goes to the first of --dense; without a validation split, the first too
-    assert _choose_pruned([cand("sgd", 0.85, 0.8), cand("adam", 0.85, 0.9)])["pruned_from"] == "sgd"
-    assert _choose_pruned([cand("sgd", None, 0.8), cand("adam", None, 0.9)])["pruned_from"] == "sgd"
+    assert (
+        choose_on_validation([cand("sgd", 0.85, 0.8), cand("adam", 0.85, 0.9)])["pruned_from"]
+        == "sgd"
+    )
+    assert (
+        choose_on_validation([cand("sgd", None, 0.8), cand("adam", None, 0.9)])["pruned_from"]
+        == "sgd"
+    )
     # a diverged candidate (no accuracy) is never chosen over one that trained; a failed
     # (collapsed, stalled) one never over one that is ok, whatever its accuracy
     diverged = {"pruned_from": "sgd", "status": "diverged"}
-    assert _choose_pruned([diverged, cand("adam", 0.5, 0.5)])["pruned_from"] == "adam"
-    assert _choose_pruned([diverged])["status"] == "diverged"
+    assert choose_on_validation([diverged, cand("adam", 0.5, 0.5)])["pruned_from"] == "adam"
+    assert choose_on_validation([diverged])["status"] == "diverged"
     dead = cand("sgd", 0.9, 0.9, status="collapsed")
-    assert _choose_pruned([dead, cand("adam", 0.5, 0.5)])["pruned_from"] == "adam"
-    assert _choose_pruned([dead, diverged])["status"] == "collapsed"
+    assert choose_on_validation([dead, cand("adam", 0.5, 0.5)])["pruned_from"] == "adam"
+    assert choose_on_validation([dead, diverged])["status"] == "collapsed"
     stuck = cand("adam", 0.2, 0.2, status="stalled")
-    assert _choose_pruned([dead, stuck])["pruned_from"] == "sgd"  # both failed: validation
+    assert choose_on_validation([dead, stuck])["pruned_from"] == "sgd"  # both failed: validation
 
 
 def _zero_rows(run: Path, rows: list[int]) -> None:

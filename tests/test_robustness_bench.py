@@ -33,6 +33,20 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
         status, verdict = r.split("|")[3].strip(), r.split("|")[9].strip()
         assert verdict in (("yes", "no", "tie") if status == "ok" else ("–",)), r
     assert "beats or ties pruning:" in text
+    # the dense baseline is the dense run chosen on validation, never the better on test
+    from sparseopt.cli.compare import choose_on_validation
+
+    table = json.loads(max((out / "digits-mlp").glob("comparison*.json")).read_text())
+    dense = [r for r in table if r["optimizer"] in ("sgd", "adam")]
+    chosen = choose_on_validation(dense)
+    assert {r.split("|")[6].strip() for r in rows} == {f"{100 * chosen['test_acc']:.2f}"}
+    oracle = re.search(r"better dense run on the test split instead \(an oracle\): (\d+) of", text)
+    assert oracle and int(oracle[1]) == sum(
+        float(r.split("|")[4]) >= 100 * max(d["test_acc"] for d in dense) - 1.0
+        and float(r.split("|")[5]) <= 15.0
+        for r in rows
+        if r.split("|")[4].strip() != "–"
+    )
     # the pruning baselines are held to the closeness target too, for scale
     close = re.search(r"magnitude pruning at the same densities: (\d+) of (\d+) within", text)
     image = re.search(r"within 1.0 point of dense at ≤ 15 % weights: (\d+) of (\d+)", text)

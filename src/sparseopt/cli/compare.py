@@ -557,12 +557,13 @@ def judge_pruned(row: dict[str, Any], run_dir: Path, cache: dict[Any, Any]) -> N
         row.update(status=status, reason=reason)
 
 
-def _choose_pruned(candidates: list[dict[str, Any]]) -> dict[str, Any]:
-    """The baseline among one method's pruned networks (one per dense optimizer, in
-    ``--dense`` order): the best validation accuracy, the first on a tie; without a
-    validation split the first. A pruned network that failed (stalled or collapsed,
-    :func:`judge_pruned`) is chosen only when none is ``ok``, as a user would not keep
-    it; a diverged one (no accuracy) only when all diverged."""
+def choose_on_validation(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run a user would keep among comparable ones (rows of a comparison, in a fixed
+    order: one method's pruned networks in ``--dense`` order, or the dense runs
+    themselves): the best validation accuracy, the first on a tie; without a validation
+    split the first. The test split never chooses. A run that failed (stalled or
+    collapsed, :func:`judge_pruned`) is chosen only when none is ``ok``, as a user would
+    not keep it; a diverged one (no accuracy) only when all diverged."""
     trained = (
         [c for c in candidates if c.get("status") == "ok"]
         or [c for c in candidates if c.get("test_acc") is not None]
@@ -583,7 +584,7 @@ def _pruning_baselines(
     ``F`` epochs with the mask fixed at a tenth of its learning rate (cosine), so it has
     the same total epochs as the sparse runs, and judged by the failure detection
     (:func:`judge_pruned`). A method's baseline is the pruned network with the best
-    validation accuracy among those that are ok (:func:`_choose_pruned`): as a user would
+    validation accuracy among those that are ok (:func:`choose_on_validation`): as a user would
     prune the dense network that prunes best, chosen on the validation split, never the
     test split.
     Pruning only SGD's network flattered the sparse methods where Adam trains the better
@@ -643,7 +644,7 @@ def _pruning_baselines(
         found = candidates[row["optimizer"]]
         if not found:  # every dense run diverged
             continue
-        pruned = _choose_pruned(found)
+        pruned = choose_on_validation(found)
         # what the choice saw: each candidate's validation accuracy (None: diverged)
         seen = {c["pruned_from"]: c.get("val_acc") for c in found}
         pruned["pruned_val_acc"] = {**seen, **dict.fromkeys(diverged)}
