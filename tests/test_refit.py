@@ -11,7 +11,7 @@ import torch
 from engine_helpers import StopAfter, assert_same_state, edit_saved_config, tiny, without_time
 
 from sparseopt.baselines import FINETUNE_LR_FACTOR
-from sparseopt.config import TrainConfig, refit_epochs
+from sparseopt.config import TrainConfig, load_run_config, refit_epochs
 from sparseopt.engine import ConfigError, Trainer, TrainingInterrupted, load_checkpoint, train
 from sparseopt.engine.refit import refit_optimizer_settings
 from sparseopt.optim.registry import get_optimizer_info
@@ -34,6 +34,63 @@ def test_refit_runs_the_pruning_baselines_fine_tuning() -> None:
         "lr": pytest.approx(sgd["lr"] * FINETUNE_LR_FACTOR),
         "momentum": sgd["momentum"],
     }
+
+
+def test_the_refit_optimizer_takes_its_recipes_settings_at_a_tenth_of_its_lr() -> None:
+    adam = get_optimizer_info("adam").defaults
+    assert refit_optimizer_settings(None, "adam") == {
+        "lr": pytest.approx(adam["lr"] * FINETUNE_LR_FACTOR)
+    }
+    assert refit_optimizer_settings(1e-3, "adam") == {"lr": 1e-3}
+    with pytest.raises(ValueError, match="Invalid refit_optimizer value: 'rmsprop'"):
+        refit_optimizer_settings(None, "rmsprop")
+
+
+def test_a_recipes_refit_lr_goes_with_its_refit_optimizer() -> None:
+    """ProxSGD's recipe refits with SGD at its own lr; naming Adam drops that lr for Adam's
+    default (a tenth of its recipe's), unless an lr is given too; dense runs have none."""
+    recipe = TrainConfig(optimizer="proxsgd").resolve()
+    assert recipe.refit_optimizer == "sgd" and recipe.refit_lr == 0.005
+    adam = TrainConfig(optimizer="proxsgd", refit_optimizer="adam").resolve()
+    assert adam.refit_optimizer == "adam" and adam.refit_lr is None
+    given = TrainConfig(optimizer="proxsgd", refit_optimizer="adam", refit_lr=1e-3).resolve()
+    assert given.refit_lr == 1e-3
+    same = TrainConfig(optimizer="proxsgd", refit_optimizer="sgd").resolve()
+    assert same.refit_lr == 0.005  # the recipe's optimizer named: its lr stands
+    assert TrainConfig(optimizer="sgd").resolve().refit_optimizer is None
+    with pytest.raises(ValueError, match="Invalid refit_optimizer value: 'adam'"):
+        TrainConfig(optimizer="adam", refit_optimizer="adam").resolve()
+    with pytest.raises(ValueError, match="Invalid refit_optimizer value: 'lbfgs'"):
+        TrainConfig(optimizer="rda", refit_optimizer="lbfgs").validate()
+
+
+@pytest.mark.parametrize("cut", [None, 4])  # uninterrupted, stopped inside the refit
+def test_an_adam_refit_keeps_the_support_and_resumes_bitwise(tmp_path: Path, cut: Any) -> None:
+    watch = Watch()
+    kw = {"optimizer": "rvsm", "epochs": 5, "refit": 0.4, "refit_optimizer": "adam"}
+    ref = train(tiny(tmp_path / "ref", **kw), callbacks=[watch])
+    names = [n for n, _ in watch.steps]
+    assert names[9:] == ["Adam"] * 6 and "Adam" not in names[:9]
+    assert all(torch.equal(z, watch.steps[9][1]) for _, z in watch.steps[9:])
+    lr = get_optimizer_info("adam").defaults["lr"] * FINETUNE_LR_FACTOR
+    assert ref.history[4]["lr"] == pytest.approx(lr)
+    log = (tmp_path / "ref" / "log.txt").read_text()
+    assert f"fixed at 0) with Adam lr {lr:g}, cosine" in log
+    assert load_run_config(tmp_path / "ref" / "config.yaml")["refit_optimizer"] == "adam"
+    if cut is None:
+        return
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(tmp_path / "cut", **kw), callbacks=[StopAfter(cut)])
+    res = train(resume=tmp_path / "cut")
+    assert type(res.optimizer) is torch.optim.Adam
+    assert_same_state(res.model.state_dict(), ref.model.state_dict())
+    assert_same_state(res.optimizer.state_dict(), ref.optimizer.state_dict())
+
+
+def test_a_run_saved_before_the_refit_optimizer_refits_with_sgd(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("optimizer: proxsgd\nrefit: 0.15\nrefit_lr: 0.005\n")
+    assert load_run_config(path)["refit_optimizer"] == "sgd"
 
 
 class Watch:

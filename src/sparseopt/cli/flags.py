@@ -85,8 +85,8 @@ def _per_penalty(attr: str) -> dict[str, dict[str, Any]]:
 def _placeholders() -> dict[str, Any]:
     """Values of ``{datasets}``, ``{models}``, ``{optimizers}``, ``{recipe[KEY]}``,
     ``{group_recipe[KEY]}`` (under a group penalty), ``{penalty_recipe[KEY]}`` (one
-    elementwise penalty on every layer), ``{control[KEY]}`` and
-    ``{one_density}``."""
+    elementwise penalty on every layer), ``{control[KEY]}``, ``{one_density}`` and
+    ``{refit_lrs}``."""
 
     def names(kind: str) -> str:
         try:
@@ -124,6 +124,13 @@ def _placeholders() -> dict[str, Any]:
 
         return PRESETS
 
+    def refit_lrs() -> str:  # the refit's default lr per refit optimizer
+        from sparseopt.config import REFIT_OPTIMIZERS
+        from sparseopt.engine.refit import refit_optimizer_settings
+
+        lrs = ((n, refit_optimizer_settings(None, n)["lr"]) for n in REFIT_OPTIMIZERS)
+        return ", ".join(f"{n} {_shown(lr)}" for n, lr in lrs)
+
     def one_density() -> str:  # control.GLOBAL_PENALTIES, e.g. "adabreg's tl1"
         from sparseopt.control import GLOBAL_PENALTIES
 
@@ -135,6 +142,7 @@ def _placeholders() -> dict[str, Any]:
         "penalty_recipe": _PerOptimizer(lambda: _per_penalty("penalty_training"), empty="the same"),
         "control": _PerOptimizer(presets, empty="none"),
         "one_density": one_density(),
+        "refit_lrs": refit_lrs(),
     }
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sparseopt.config._fields import _key, _meta, _opt
-from sparseopt.config.checks import SCHEDULES, validate
+from sparseopt.config.checks import REFIT_OPTIMIZERS, SCHEDULES, validate
 from sparseopt.config.files import load_config_file, load_run_config, save_config_file
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "HYPERPARAMETER_FIELDS",
     "PENALTY_FIELDS",
     "RESUME_OVERRIDABLE",
+    "REFIT_OPTIMIZERS",
     "SCHEDULES",
     "SPARSE_ONLY_FIELDS",
     "TrainConfig",
@@ -138,6 +139,7 @@ SPARSE_ONLY_FIELDS = (
     "coupled",
     "refit",
     "refit_lr",
+    "refit_optimizer",
     "refit_warmup",
     "refit_guard",
 )
@@ -460,7 +462,7 @@ class TrainConfig:
         None,
         "training",
         "fraction of the epochs, at the end, that fine-tune the support the sparse optimizer "
-        "found: its zero weights stay zero, the others train with SGD-momentum at "
+        "found: its zero weights stay zero, the others train with --refit-optimizer at "
         "--refit-lr, cosine; the schedule before ends where the refit starts, and so does "
         "--target-density's control of λ (0: off; not with --grow-every)",
         metavar="F",
@@ -470,9 +472,19 @@ class TrainConfig:
     refit_lr: float | None = _opt(
         None,
         "training",
-        "learning rate of the refit's SGD (cosine from it to 0)",
+        "learning rate of the refit's optimizer (cosine from it to 0)",
         metavar="LR",
-        shown="per optimizer: {recipe[refit_lr]}; else a tenth of the sgd recipe's lr (0.002)",
+        shown="per optimizer: {recipe[refit_lr]}; else a tenth of the refit optimizer's "
+        "recipe lr ({refit_lrs})",
+    )
+    refit_optimizer: str | None = _opt(
+        None,
+        "training",
+        "the refit's optimizer: sgd (SGD with the sgd recipe's momentum) or adam (Adam with "
+        "the adam recipe's betas); the masked weights stay zero either way",
+        choices=REFIT_OPTIMIZERS,
+        metavar="NAME",
+        shown="per optimizer: {recipe[refit_optimizer]}; else sgd",
     )
     refit_warmup: float | None = _opt(
         None,
@@ -796,6 +808,11 @@ class TrainConfig:
                 continue  # a group recipe's λ goes with its group weight (RDA's group ℓ0)
             if key == "lr" and self.warmup == 0 and recipe.get("warmup"):
                 continue  # a recipe's peak lr goes with its warm-up (SplitLBI's, round 71)
+            if key == "refit_lr" and self.refit_optimizer not in (
+                None,
+                recipe.get("refit_optimizer", "sgd"),
+            ):
+                continue  # a recipe's refit lr goes with its refit optimizer
             if getattr(self, key) is None:
                 changes[key] = 0.0 if key == "target_density" and fixed_lam else value
         if changes.get("target_density", self.target_density):  # the controller's presets,
@@ -886,9 +903,12 @@ class TrainConfig:
         if not info.sparse:
             changes["refit_warmup"] = None
             changes["refit_guard"] = None
+            changes["refit_optimizer"] = None
         else:
             if self.refit_warmup is None and "refit_warmup" not in changes:
                 changes["refit_warmup"] = 0.0
+            if self.refit_optimizer is None and "refit_optimizer" not in changes:
+                changes["refit_optimizer"] = "sgd"
             # on wherever a refit runs, unless the user turned it off; no refit, no guard
             refit = changes.get("refit", self.refit)
             changes["refit_guard"] = bool(refit) and self.refit_guard is not False

@@ -10,6 +10,9 @@ __all__ = ["validate"]
 #: Learning-rate schedules (stepped once per epoch).
 SCHEDULES = ("none", "cosine", "step", "multistep", "plateau")
 
+#: The refit's optimizers (torch's, each with its registry recipe's settings).
+REFIT_OPTIMIZERS = ("sgd", "adam")
+
 
 def validate(cfg: Any) -> None:
     """Check types and ranges of the fields the engine interprets.
@@ -64,6 +67,11 @@ def validate(cfg: Any) -> None:
         _check_number("refit_lr", cfg.refit_lr, 0.0, None, low_open=True)
     if cfg.refit_warmup is not None:
         _check_number("refit_warmup", cfg.refit_warmup, 0.0, None)
+    if cfg.refit_optimizer is not None and cfg.refit_optimizer not in REFIT_OPTIMIZERS:
+        raise ValueError(
+            f"Invalid refit_optimizer value: {cfg.refit_optimizer!r}; expected one of "
+            f"{list(REFIT_OPTIMIZERS)}"
+        )
     if cfg.clip_grad_norm is not None:
         _check_number("clip_grad_norm", cfg.clip_grad_norm, 0.0, None)  # 0: off
     if cfg.clip_grad_ratio is not None and cfg.clip_grad_ratio != 0:  # 0: off

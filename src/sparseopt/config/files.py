@@ -57,6 +57,7 @@ _BEFORE_FIELDS: dict[str, Any] = {
     "refit": 0.0,
     "refit_warmup": 0.0,
     "refit_guard": False,
+    "refit_optimizer": "sgd",  # every refit was SGD's before 2026-11-29
     "lam_warmup": 0.0,
     "lam_scale": "none",
     "target_allocation": "global",

@@ -6,16 +6,18 @@ prox of a running average, the deployable network of SplitLBI is :math:`W` maske
 :math:`\operatorname{supp}\Gamma` — trained as a whole, not as that masked network. With
 ``refit = f`` the last :math:`F = \lfloor fE\rfloor` of the :math:`E` epochs drop the
 penalty: the deployable network's penalised weights that are zero stay zero, and every
-parameter trains with SGD with momentum at ``refit_lr`` (the recipe's, else a tenth of the
-``sgd`` recipe's learning rate), cosine to 0 over the :math:`F` epochs. The schedule of the sparse epochs ends
-where the refit starts (cosine over :math:`E - F` epochs).
+parameter trains with ``refit_optimizer`` — SGD with the ``sgd`` recipe's momentum, or
+Adam — at ``refit_lr`` (the recipe's, else a tenth of that optimizer's recipe learning
+rate; a recipe's refit lr goes with its refit optimizer), cosine to 0 over the :math:`F`
+epochs. The schedule of the sparse epochs ends where the refit starts (cosine over
+:math:`E - F` epochs).
 
 This is the debiasing of the Lasso by refitting on its support (the relaxed Lasso,
 Meinshausen, Comput. Stat. Data Anal. 52 (2007); Belloni & Chernozhukov, Bernoulli 19
 (2013)) and the retraining of prune-then-retrain (Han et al., NeurIPS 2015): with the
 default ``refit_lr`` it is the fine-tuning that ``sparseopt compare --prune-baseline``
-gives the magnitude-pruned dense SGD network in its last epochs (Adam's is fine-tuned
-with Adam).
+gives the magnitude-pruned dense network of that optimizer in its last epochs (SGD's with
+SGD, Adam's with Adam).
 
 The support is fixed with a step post-hook of the refit optimizer
 (:meth:`torch.optim.Optimizer.register_step_post_hook`): after every step the masked
@@ -70,16 +72,25 @@ from sparseopt.groups import is_penalised
 __all__ = ["Refit", "refit_optimizer_settings"]
 
 
-def refit_optimizer_settings(lr: float | None = None) -> dict[str, float]:
-    """``lr`` and ``momentum`` of the refit's SGD: the ``sgd`` recipe's momentum and ``lr``
-    (``None``: a tenth of the recipe's learning rate,
-    :data:`~sparseopt.baselines.FINETUNE_LR_FACTOR`)."""
+def refit_optimizer_settings(lr: float | None = None, optimizer: str = "sgd") -> dict[str, Any]:
+    """The keyword arguments of the refit's torch optimizer ``optimizer`` (``sgd`` or
+    ``adam``, :data:`~sparseopt.config.REFIT_OPTIMIZERS`): its registry recipe's settings
+    (SGD's momentum; Adam's, torch's betas unless the recipe sets some) at ``lr``
+    (``None``: a tenth of that recipe's learning rate,
+    :data:`~sparseopt.baselines.FINETUNE_LR_FACTOR`, the lr ``compare --prune-baseline``
+    fine-tunes that optimizer's pruned network at)."""
+    from sparseopt.config import REFIT_OPTIMIZERS
     from sparseopt.optim.registry import get_optimizer_info
 
-    sgd = get_optimizer_info("sgd").defaults
+    if optimizer not in REFIT_OPTIMIZERS:
+        raise ValueError(
+            f"Invalid refit_optimizer value: {optimizer!r}; expected one of "
+            f"{list(REFIT_OPTIMIZERS)}"
+        )
+    recipe = dict(get_optimizer_info(optimizer).defaults)
     if lr is None:
-        lr = float(sgd["lr"]) * FINETUNE_LR_FACTOR
-    return {"lr": float(lr), "momentum": float(sgd["momentum"])}
+        lr = float(recipe["lr"]) * FINETUNE_LR_FACTOR
+    return {**recipe, "lr": float(lr)}
 
 
 def _state(model: torch.nn.Module, *, copy: bool = False) -> list[Tensor]:
@@ -140,7 +151,7 @@ class Refit:
         self.first_epoch = epochs - self.epochs + 1
         self.params = _penalised(optimizer)
         self.masks: list[Tensor] | None = None
-        self.optimizer: torch.optim.Optimizer | None = None  # the refit's SGD, once begun
+        self.optimizer: torch.optim.Optimizer | None = None  # the refit's, once begun
         self._impl: dict[str, Any] = {}  # fused/foreach chosen for this process
         self.lr: float | None = None
         self.warmup_steps = 0  # K of the warm-up (0: none), once begun
@@ -165,7 +176,8 @@ class Refit:
     def begin(self, trainer: Any, *, resumed: bool = False) -> str:
         """Switch ``trainer`` to the refit: the deployable network becomes the model, the
         zeros of its penalised weights are fixed, and ``trainer.optimizer`` /
-        ``trainer.scheduler`` become the refit's SGD and cosine schedule.
+        ``trainer.scheduler`` become the refit's optimizer (``refit_optimizer``) and cosine
+        schedule.
 
         ``resumed``: the model's weights come from a refit checkpoint next
         (:meth:`load_state_dict` then sets the masks). Returns a line for the log.
@@ -184,10 +196,12 @@ class Refit:
             a0 = trainer.history[-1].get("val_acc") if trainer.history else None
             if trainer.config.refit_guard and a0 is not None and _val_size(trainer):
                 self.kept, self.kept_val_acc = _state(model, copy=True), float(a0)
-        self._impl = fastest_implementation(get_optimizer_info("sgd"), model)
-        kw = {**refit_optimizer_settings(trainer.config.refit_lr), **self._impl}
+        name = trainer.config.refit_optimizer or "sgd"  # (a config from before: sgd)
+        info = get_optimizer_info(name)
+        self._impl = fastest_implementation(info, model)
+        kw = {**refit_optimizer_settings(trainer.config.refit_lr, name), **self._impl}
         self.lr = float(kw["lr"])  # the starting lr, for the failure and divergence hints
-        optimizer = torch.optim.SGD(model.parameters(), **kw)
+        optimizer = info.cls(model.parameters(), **kw)
         optimizer.register_step_post_hook(lambda *_: self.apply())
         self.warmup_steps = warmup_steps(trainer.config.refit_warmup, trainer.batches_per_epoch())
         self._trainer = trainer
@@ -205,10 +219,15 @@ class Refit:
         warm = f" after a linear warm-up of {self.warmup_steps} steps" if self.warmup_steps else ""
         if self.warmup_steps > self.epochs * trainer.batches_per_epoch():
             warm += " (the whole refit: it never reaches that lr; a smaller --refit-warmup)"
+        settings = ", ".join(
+            f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in kw.items()
+            if k not in ("fused", "foreach")
+        )
         line = (
             f"refit: epochs {self.first_epoch}-{self.first_epoch + self.epochs - 1} fine-tune "
-            f"the support found ({share} kept, the rest fixed at 0) with SGD lr "
-            f"{kw['lr']:g}, momentum {kw['momentum']:g}, cosine{warm}"
+            f"the support found ({share} kept, the rest fixed at 0) with "
+            f"{info.cls.__name__} {settings}, cosine{warm}"
         )
         target = trainer.config.target_density
         if target and total and not resumed:

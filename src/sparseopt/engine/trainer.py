@@ -211,7 +211,7 @@ class Trainer:
 
     @property
     def in_refit(self) -> bool:
-        """Whether the refit has begun (``trainer.optimizer`` is then its SGD, without λ)."""
+        """Whether the refit has begun (``trainer.optimizer`` is then the refit's optimizer, without λ)."""
         return self._refit.active
 
     @property
@@ -330,7 +330,7 @@ class Trainer:
         ckpt = checkpoint.load_for_resume(path, self.config.epochs)
         done = int(ckpt["epoch"])
         refit = ckpt.get("refit")
-        if refit is not None:  # a checkpoint of the refit: its SGD, schedule and masks
+        if refit is not None:  # a checkpoint of the refit: its optimizer, schedule and masks
             self._refit.resume(self, int(ckpt["config"]["epochs"]))
             self._refit_hints()
         if fsdp.is_sharded_model(self.model) and not ckpt.get("sharded"):
@@ -408,7 +408,7 @@ class Trainer:
 
     def _smaller_lr_hint(self) -> str:
         run = Path(self.run_dir or self.config.out or "run")
-        if self._refit.active:  # the refit's SGD diverged: its own (starting) lr
+        if self._refit.active:  # the refit's optimizer diverged: its own (starting) lr
             return smaller_lr_hint(run, self._refit.lr, "--refit-lr")
         lr = lr_lam(self.optimizer)[0] if self.config.lr is None else float(self.config.lr)
         return smaller_lr_hint(run, lr)

@@ -84,7 +84,8 @@ class OptimizerInfo:
             a fixed λ — a class built by hand, ``create_optimizer`` otherwise, no target —
             takes ``lam``'s.
         training: training defaults (``TrainConfig`` fields: ``init_density``, ``lam_scale``,
-            ``schedule``, ``warmup``, ``lam_warmup``, ``refit``, ``refit_lr``, ``refit_warmup``,
+            ``schedule``, ``warmup``, ``lam_warmup``, ``refit``, ``refit_lr``, ``refit_optimizer``,
+            ``refit_warmup``,
             ``target_density``, and ``lr`` where the recipe warms up to an lr of its own;
             the engine applies them, a class built by hand does not). A training ``lr``
             goes with the recipe's warm-up: a run whose warm-up is turned off
