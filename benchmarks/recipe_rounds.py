@@ -628,6 +628,16 @@ ROUND93P = [
     for change in ({}, {"schedule": "none"})
 ]
 
+#: Round 94 (docs/recipes.md): the refit of ProxSGD and RVSM (their last 15 %, SGD at lr
+#: 0.005) with Adam instead (``refit_optimizer``), at its default lr (a tenth of the adam
+#: recipe's, 3e-4) and at 1e-3; the recipes' runs are round 88's (ProxSGD) and round 90's
+#: pick (RVSM).
+ROUND94 = [
+    {"optimizer": opt, "refit_optimizer": "adam", **lr}
+    for opt in ("proxsgd", "rvsm")
+    for lr in ({}, {"refit_lr": 1e-3})
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -670,6 +680,8 @@ SCALE_CHECK = {
     "rvsm-target": ROUND90,
     "rda-target": ROUND91,
     "proxsgd-constant": ROUND93,
+    "proxsgd-refit-adam": [ROUND88[0], *ROUND94[:2]],
+    "rvsm-refit-adam": [ROUND90[2], *ROUND94[2:]],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -723,6 +735,7 @@ FRESH_SEED_ROUNDS = frozenset(
         90,
         91,
         93,
+        94,
     )
 )
 
@@ -797,6 +810,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round90": ROUND90,  # RVSM steered to 13 %, with and without a refit (round 90)
         "round91": ROUND91[1:],  # RDA steered to 13 % (round 91; the recipe's runs round 89's)
         "round93": ROUND93[1:],  # ProxSGD's constant lr (round 93; the recipe's runs round 88's)
+        "round94": ROUND94,  # ProxSGD's and RVSM's refit with Adam (round 94)
     }
 )
 
