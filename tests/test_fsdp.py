@@ -219,8 +219,9 @@ class _ZeroHead:
                     p.mul_(0.0)
 
 
-#: The guarded run: ENGINE with two sparse epochs and a refit of one (refit 0.34 of 3).
-GUARDED: dict[str, Any] = {**ENGINE, "refit": 0.34, "keep_checkpoints": False}
+#: The guarded run: ENGINE with two sparse epochs and a refit of one (refit 0.34 of 3),
+#: with Adam (its sharded state in the refit's checkpoint, which ``sparseopt prune`` reads).
+GUARDED: dict[str, Any] = {**ENGINE, "refit": 0.34, "refit_optimizer": "adam"}
 GUARDED.update(clip_grad_norm=0.0, clip_grad_ratio=0.0)  # the engine's path without clipping
 
 
@@ -455,6 +456,13 @@ def test_the_refit_guard_brings_a_sharded_network_back(fsdp_run: Path, tmp_path:
     sharded = _engine_checkpoint(fsdp_run / "guard", tmp_path)
     for name, p in deployed_state(one.model, one.optimizer).items():  # W masked by supp Γ
         torch.testing.assert_close(sharded["model"][name], p, rtol=1e-4, atol=1e-5, msg=name)
+    # the checkpoint of its refit epoch holds Adam's sharded state: prune reads it
+    from sparseopt.cli import main
+
+    out = tmp_path / "pruned-refit-epoch"
+    args = ["prune", str(fsdp_run / "guard"), "--epoch", "3", "--out", str(out)]
+    assert main([*args, "--no-latency", "--no-export"]) == 0
+    assert json.loads((out / "report.json").read_text())["source"].startswith("epoch_0003.pt")
 
 
 def test_engine_fsdp_checkpoint_is_written_in_shards(fsdp_run: Path) -> None:

@@ -88,9 +88,25 @@ def test_an_adam_refit_keeps_the_support_and_resumes_bitwise(tmp_path: Path, cut
 
 
 def test_a_run_saved_before_the_refit_optimizer_refits_with_sgd(tmp_path: Path) -> None:
+    """A config.yaml without the field: SGD where the run refitted, none for a dense run
+    (which must still resolve); an RVSM run with Adam's default refit lr (saved as null)
+    reads it back as Adam's, not as the SGD default of runs before round 90."""
     path = tmp_path / "config.yaml"
     path.write_text("optimizer: proxsgd\nrefit: 0.15\nrefit_lr: 0.005\n")
     assert load_run_config(path)["refit_optimizer"] == "sgd"
+    for dense in ("sgd", "adam"):
+        path.write_text(f"optimizer: {dense}\nrefit: null\n")
+        saved = load_run_config(path)
+        assert saved["refit_optimizer"] is None
+        assert TrainConfig.from_dict(saved).resolve().refit_optimizer is None
+    path.write_text("optimizer: rvsm\nrefit: 0.15\nrefit_lr: null\n")  # before round 90
+    assert load_run_config(path)["refit_lr"] == refit_optimizer_settings()["lr"]
+    run = tmp_path / "run"
+    train(tiny(run, optimizer="rvsm", epochs=3, refit=0.34, refit_optimizer="adam"))
+    saved = load_run_config(run / "config.yaml")
+    assert saved["refit_optimizer"] == "adam" and saved["refit_lr"] is None
+    resolved = TrainConfig.from_dict(saved).resolve()
+    assert resolved.refit_lr is None  # Adam's default at the refit, as it ran
 
 
 class Watch:

@@ -247,7 +247,7 @@ class HealthMonitor:
             gets a smaller ``--refit-lr`` as its hint (or λ, for a larger support).
         refit_warmup: the refit's ``--refit-warmup`` (set with them; 0: none). A failure
             that began in a refit without one also gets ``--refit-warmup 1``: the switch
-            to the refit's SGD at its full lr took RDA's words CNN to chance in one epoch,
+            to the refit's optimizer (SGD) at its full lr took RDA's words CNN to chance in one epoch,
             and a warm-up of one epoch trained it (docs/recipes.md, rounds 45 and 47).
         majority: frequency of the most common class in the split whose accuracy is
             judged (validation, else training): a constant prediction scores that much,

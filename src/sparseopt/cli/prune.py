@@ -206,6 +206,17 @@ def _read(path: Path, what: str) -> Any:
         raise ConfigError(str(err)) from None
 
 
+def _refit_skeleton(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """An optimizer of the refit's kind (``refit_optimizer``: SGD, or Adam) over every
+    parameter, for a sharded checkpoint of a run in its refit to load into."""
+    from sparseopt.engine.refit import refit_optimizer_settings
+    from sparseopt.optim.registry import get_optimizer_info
+
+    name = getattr(cfg, "refit_optimizer", None) or "sgd"
+    kw = refit_optimizer_settings(1.0, name)
+    return get_optimizer_info(name).cls(model.parameters(), **kw)
+
+
 def _load_weights(
     model: torch.nn.Module, cfg: Any, ckpt_path: Path
 ) -> torch.optim.Optimizer | None:
@@ -223,8 +234,8 @@ def _load_weights(
     if ckpt.get("sharded"):  # a sharded (FSDP2) run: its shards into this whole model
         from sparseopt.engine.checkpoint import restore_weights
 
-        # the refit's optimizer state is SGD's (one group of every parameter)
-        opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9) if refit else None
+        # the refit's optimizer state (one group of every parameter): SGD's or Adam's
+        opt = _refit_skeleton(cfg, model) if refit else None
         if opt is None:
             opt, _ = build_optimizer(cfg, model)
         restore_weights(ckpt, ckpt_path, model, opt)

@@ -474,14 +474,15 @@ class TrainConfig:
         "training",
         "learning rate of the refit's optimizer (cosine from it to 0)",
         metavar="LR",
-        shown="per optimizer: {recipe[refit_lr]}; else a tenth of the refit optimizer's "
-        "recipe lr ({refit_lrs})",
+        shown="per optimizer, with its refit optimizer: {recipe[refit_lr]}; else a tenth of "
+        "the refit optimizer's recipe lr ({refit_lrs})",
     )
     refit_optimizer: str | None = _opt(
         None,
         "training",
-        "the refit's optimizer: sgd (SGD with the sgd recipe's momentum) or adam (Adam with "
-        "the adam recipe's betas); the masked weights stay zero either way",
+        "the refit's optimizer: sgd (torch's SGD with the sgd recipe's momentum) or adam "
+        "(torch's Adam, with the adam recipe's betas: torch's defaults); no weight decay, "
+        "and the masked weights stay zero either way; a recipe's --refit-warmup stays",
         choices=REFIT_OPTIMIZERS,
         metavar="NAME",
         shown="per optimizer: {recipe[refit_optimizer]}; else sgd",
@@ -491,7 +492,7 @@ class TrainConfig:
         "training",
         "epochs at the start of the refit over which its lr rises linearly, step by step, "
         "up to --refit-lr (then the cosine as before; 0: off): the switch to the refit's "
-        "SGD at a large lr can undo in one epoch what the sparse phase learned",
+        "optimizer at a large lr can undo in one epoch what the sparse phase learned",
         metavar="E",
         shown="per optimizer: {recipe[refit_warmup]}; else 0 (off)",
     )

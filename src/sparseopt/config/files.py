@@ -57,7 +57,6 @@ _BEFORE_FIELDS: dict[str, Any] = {
     "refit": 0.0,
     "refit_warmup": 0.0,
     "refit_guard": False,
-    "refit_optimizer": "sgd",  # every refit was SGD's before 2026-11-29
     "lam_warmup": 0.0,
     "lam_scale": "none",
     "target_allocation": "global",
@@ -124,8 +123,13 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     run since writes it out), and an RDA group ℓ0 run saved without a group weight counted
     groups (``one``; round 69 gave its recipe ``size``), and an RVSM run with a refit saved
     without its lr refitted at the default (a tenth of SGD's; round 90 gave its recipe
-    one), as they were then."""
-    saved = {**_BEFORE_FIELDS, **load_config_file(path)}
+    one), and a run with a refit saved before the refit optimizer was a setting refitted
+    with SGD (``refit_optimizer: sgd``; a run without a refit, or a dense one, has none),
+    as they were then."""
+    raw = load_config_file(path)
+    saved = {**_BEFORE_FIELDS, **raw}
+    if "refit_optimizer" not in raw:  # every refit was SGD's before 2026-11-29; a dense
+        saved["refit_optimizer"] = "sgd" if saved.get("refit") else None  # run has none
     if saved.get("lam_warmup") and saved.get("target_density"):
         # accepted before it was refused, and unused: the controller steered λ
         saved["lam_warmup"] = 0.0
@@ -142,7 +146,8 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         saved["init_groups"] = ELEMENTWISE
     if saved.get("optimizer") == "adabreg" and saved.get("weight_decay") is None:
         saved["weight_decay"] = 0.0  # before round 64 AdaBreg's recipe had no decay
-    if saved.get("optimizer") == "rvsm" and saved.get("refit") and saved.get("refit_lr") is None:
+    old_rvsm = saved.get("optimizer") == "rvsm" and "refit_optimizer" not in raw
+    if old_rvsm and saved.get("refit") and saved.get("refit_lr") is None:
         # a refit asked of RVSM before round 90 ran at the default lr (a tenth of SGD's
         # recipe); since then its recipe's refit lr would fill the saved null in
         from sparseopt.engine.refit import refit_optimizer_settings

@@ -74,7 +74,8 @@ class TrainResult:
             ``sparseopt.engine.evaluate.deployed(optimizer)`` for the deployable network;
             after a refit the model is the deployable network).
         optimizer: the optimizer; after a refit (``config.refit``) the refit's
-            ``torch.optim.SGD``, which replaced the sparse optimizer at its first epoch
+            ``torch.optim.SGD`` or ``torch.optim.Adam`` (``config.refit_optimizer``), which
+            replaced the sparse optimizer at its first epoch
             (callbacks see the same change in ``trainer.optimizer``).
         sizes: number of samples of the ``train``, ``val`` and ``test`` splits.
         health: ``{"status", "reason", "hint"}`` of :class:`sparseopt.health.HealthMonitor`

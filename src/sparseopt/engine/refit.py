@@ -74,8 +74,9 @@ __all__ = ["Refit", "refit_optimizer_settings"]
 
 def refit_optimizer_settings(lr: float | None = None, optimizer: str = "sgd") -> dict[str, Any]:
     """The keyword arguments of the refit's torch optimizer ``optimizer`` (``sgd`` or
-    ``adam``, :data:`~sparseopt.config.REFIT_OPTIMIZERS`): its registry recipe's settings
-    (SGD's momentum; Adam's, torch's betas unless the recipe sets some) at ``lr``
+    ``adam``, :data:`~sparseopt.config.REFIT_OPTIMIZERS`): its registry recipe's update
+    settings (SGD's momentum; Adam's betas and eps where the recipe sets them, else
+    torch's; never a weight decay) at ``lr``
     (``None``: a tenth of that recipe's learning rate,
     :data:`~sparseopt.baselines.FINETUNE_LR_FACTOR`, the lr ``compare --prune-baseline``
     fine-tunes that optimizer's pruned network at)."""
@@ -87,10 +88,12 @@ def refit_optimizer_settings(lr: float | None = None, optimizer: str = "sgd") ->
             f"Invalid refit_optimizer value: {optimizer!r}; expected one of "
             f"{list(REFIT_OPTIMIZERS)}"
         )
-    recipe = dict(get_optimizer_info(optimizer).defaults)
+    recipe = get_optimizer_info(optimizer).defaults
     if lr is None:
         lr = float(recipe["lr"]) * FINETUNE_LR_FACTOR
-    return {**recipe, "lr": float(lr)}
+    # the update's own settings only: no weight decay, whatever the dense recipe has
+    kept = {k: recipe[k] for k in ("momentum", "betas", "eps") if k in recipe}
+    return {"lr": float(lr), **kept}
 
 
 def _state(model: torch.nn.Module, *, copy: bool = False) -> list[Tensor]:

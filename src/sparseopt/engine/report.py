@@ -32,7 +32,7 @@ def describe(trainer: Any) -> str:
                 pen = f"{g.get('name', 'w')} {g['penalty']}{grp} λ={group_lam(g):g}"
                 if pen not in pens:
                     pens.append(pen)
-        if pens and cfg.lam_scale == "fan_in":  # (none inside a refit: SGD's groups)
+        if pens and cfg.lam_scale == "fan_in":  # (none inside a refit: its optimizer's groups)
             pens.append("λ per layer by fan-in")
         if pens:
             opt += " (" + ", ".join(pens) + ")"

@@ -125,7 +125,7 @@ class PathRecorder:
             "filters_alive": {},
         }
         tracked = _tracked(model, optimizer)
-        if self.layers:  # the layers of the first point (a refit's SGD would add the rest)
+        if self.layers:  # the layers of the first point (a refit's optimizer would add the rest)
             tracked = [(n, w) for n, w in tracked if n in self._bits]
         for name, w in tracked:
             s = support_fn(w) if support_fn is not None else (w != 0)
