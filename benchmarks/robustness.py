@@ -29,6 +29,7 @@ Usage::
     python benchmarks/robustness.py --tasks digits-mlp --out runs/rb   # some tasks
     python benchmarks/robustness.py --report runs/robustness           # table only
     python benchmarks/robustness.py --seed 1 --out runs/robustness-s1  # another seed
+    python benchmarks/robustness.py --report runs/robustness runs/robustness-s1  # totals
     python benchmarks/robustness.py --tasks fmnist-lenet5-full fmnist-mlp-full --jobs 9 \
         --out runs/scale                                                # at scale
 """
@@ -137,23 +138,22 @@ def latest_comparison(task_dir: Path) -> Path | None:
     return max(found)[2] if found else None
 
 
-def report(out: Path, pruned_from: str | None = None) -> str:
-    """The matrix: one row per (task, sparse optimizer), the targets checked, from each
-    task's comparison written last (:func:`latest_comparison`); with ``pruned_from``
-    against the pruned network of that dense optimizer alone (what ``compare
-    --prune-baseline`` gave before it pruned SGD's and Adam's)."""
-    lines = [
-        f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
-        "",
-        "| task | optimizer | status | test acc (%) | weight density (%) | dense (%) "
-        "| gap (points) | pruning at equal density (%; the dense network pruned) "
-        "| beats pruning? |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
-    ]
-    cells = wins = judged = chance = close = image_cells = pruned_close = pruned_cells = 0
-    oracle_close = 0  # against the better dense run on the test split (for comparison)
-    sources: dict[str, int] = {}  # the dense network each judged cell's baseline pruned
-    failed_baselines = 0  # judged cells whose baseline stalled or collapsed
+def matrix_cells(out: Path, pruned_from: str | None = None) -> list[dict[str, Any]]:
+    """One dict per (task, sparse optimizer) of the matrix in ``out``, from each task's
+    comparison written last (:func:`latest_comparison`); with ``pruned_from`` against the
+    pruned network of that dense optimizer alone (what ``compare --prune-baseline`` gave
+    before it pruned SGD's and Adam's).
+
+    Keys: ``task``, ``optimizer``, ``status``, ``test_acc``, ``weight_density``,
+    ``dense`` (the tuned dense baseline's test accuracy: the dense run with the better
+    validation accuracy, :func:`~sparseopt.cli.compare.choose_on_validation`), ``oracle``
+    (the better of the dense runs on the test split), ``gap`` (points to ``dense``),
+    ``verdict`` (``yes``/``no``/``tie``, ``–`` for a failed run or none), ``failed`` (a
+    failed run or one at chance level), ``image``, ``close`` and ``oracle_close`` (within
+    1 point of ``dense`` / ``oracle`` at ≤ 15 % of the weights), ``pruned`` (its pruning
+    baseline's row, ``{}`` if none) and ``pruned_close`` (that baseline held to the same
+    bar; ``None`` where it cannot be)."""
+    found = []
     for name in TASKS:
         path = latest_comparison(out / name)
         if path is None:
@@ -169,6 +169,7 @@ def report(out: Path, pruned_from: str | None = None) -> str:
             r["optimizer"][len("pruning @ ") :]: r for r in rows if "pruning @" in r["optimizer"]
         }
         c = NUM_CLASSES.get(TASKS[name].dataset)
+        image = TASKS[name].image
         for r in rows:
             if r["optimizer"] in ("sgd", "adam") or "pruning @" in r["optimizer"]:
                 continue
@@ -177,54 +178,155 @@ def report(out: Path, pruned_from: str | None = None) -> str:
             # a failed run has no verdict (compare gives none since it failed)
             verdict = r.get("beats_pruning", "–") if r.get("status") == "ok" else "–"
             gap = None if acc is None or best is None else 100 * (acc - best)
-            cells += 1
             near_chance = c is not None and acc is not None and acc <= chance_accuracy(c)
-            chance += r.get("status") != "ok" or near_chance
-            if verdict in ("yes", "no", "tie"):
-                judged += 1
-                wins += verdict in ("yes", "tie")
-                if p.get("pruned_from"):
-                    sources[p["pruned_from"]] = sources.get(p["pruned_from"], 0) + 1
-                failed_baselines += p.get("status", "ok") != "ok"
-            if TASKS[name].image and gap is not None and wd is not None:
-                image_cells += 1
-                close += gap >= -1.0 and wd <= 0.15
-                oracle_close += 100 * (acc - oracle) >= -1.0 and wd <= 0.15
+            rated = image and gap is not None and wd is not None
             p_acc, p_wd = p.get("test_acc"), p.get("weight_density")
-            if TASKS[name].image and None not in (p_acc, p_wd, best):
-                pruned_cells += 1  # the same target, asked of the baseline (for scale)
-                pruned_close += 100 * (p_acc - best) >= -1.0 and p_wd <= 0.15
-
-            def pct(v: Any) -> str:
-                return "–" if v is None else f"{100 * v:.2f}"
-
-            # the dense network pruned, and how the pruned one ended where it failed
-            said = [p["pruned_from"]] if p.get("pruned_from") else []
-            said += [p["status"]] if p.get("status", "ok") != "ok" else []
-            source = f" ({', '.join(said)})" if said else ""
-            lines.append(
-                f"| {name} | {r['optimizer']} | {r.get('status')} | {pct(acc)} | {pct(wd)} "
-                f"| {pct(best)} | {'–' if gap is None else f'{gap:+.2f}'} "
-                f"| {pct(p.get('test_acc'))}{source} | {verdict} |"
+            p_rated = image and None not in (p_acc, p_wd, best)
+            found.append(
+                {
+                    "task": name,
+                    "optimizer": r["optimizer"],
+                    "status": r.get("status"),
+                    "test_acc": acc,
+                    "weight_density": wd,
+                    "dense": best,
+                    "oracle": oracle,
+                    "gap": gap,
+                    "verdict": verdict,
+                    "failed": r.get("status") != "ok" or near_chance,
+                    "image": image,
+                    "close": (gap >= -1.0 and wd <= 0.15) if rated else None,
+                    "oracle_close": (100 * (acc - oracle) >= -1.0 and wd <= 0.15)
+                    if rated
+                    else None,
+                    "pruned": p,
+                    # the same target, asked of the baseline (for scale)
+                    "pruned_close": (100 * (p_acc - best) >= -1.0 and p_wd <= 0.15)
+                    if p_rated
+                    else None,
+                }
             )
+    return found
+
+
+def _targets(cells: list[dict[str, Any]]) -> dict[str, int]:
+    """The counts behind the three targets over ``cells`` (:func:`matrix_cells`)."""
+    judged = [c for c in cells if c["verdict"] in ("yes", "no", "tie")]
+    rated = [c for c in cells if c["close"] is not None]
+    pruned = [c for c in cells if c["pruned_close"] is not None]
+    return {
+        "cells": len(cells),
+        "failed": sum(c["failed"] for c in cells),
+        "image_cells": len(rated),
+        "close": sum(c["close"] for c in rated),
+        "oracle_close": sum(c["oracle_close"] for c in rated),
+        "pruned_cells": len(pruned),
+        "pruned_close": sum(c["pruned_close"] for c in pruned),
+        "judged": len(judged),
+        "wins": sum(c["verdict"] in ("yes", "tie") for c in judged),
+    }
+
+
+def report(out: Path, pruned_from: str | None = None) -> str:
+    """The matrix of ``out``: one row per (task, sparse optimizer), the targets checked
+    (:func:`matrix_cells`; ``pruned_from`` as there)."""
+    lines = [
+        f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
+        "",
+        "| task | optimizer | status | test acc (%) | weight density (%) | dense (%) "
+        "| gap (points) | pruning at equal density (%; the dense network pruned) "
+        "| beats pruning? |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    cells = matrix_cells(out, pruned_from)
+    sources: dict[str, int] = {}  # the dense network each judged cell's baseline pruned
+    failed_baselines = 0  # judged cells whose baseline stalled or collapsed
+
+    def pct(v: Any) -> str:
+        return "–" if v is None else f"{100 * v:.2f}"
+
+    for c in cells:
+        p = c["pruned"]
+        if c["verdict"] in ("yes", "no", "tie"):
+            if p.get("pruned_from"):
+                sources[p["pruned_from"]] = sources.get(p["pruned_from"], 0) + 1
+            failed_baselines += p.get("status", "ok") != "ok"
+        # the dense network pruned, and how the pruned one ended where it failed
+        said = [p["pruned_from"]] if p.get("pruned_from") else []
+        said += [p["status"]] if p.get("status", "ok") != "ok" else []
+        source = f" ({', '.join(said)})" if said else ""
+        gap = c["gap"]
+        lines.append(
+            f"| {c['task']} | {c['optimizer']} | {c['status']} | {pct(c['test_acc'])} "
+            f"| {pct(c['weight_density'])} | {pct(c['dense'])} "
+            f"| {'–' if gap is None else f'{gap:+.2f}'} "
+            f"| {pct(p.get('test_acc'))}{source} | {c['verdict']} |"
+        )
+    t = _targets(cells)
     lines += [
         "",
-        f"- runs at chance, stalled or collapsed: {chance} of {cells} (target 0)",
-        f"- image cells within 1.0 point of dense at ≤ 15 % weights: {close} of {image_cells} "
-        "(target: all; the dense run with the better validation accuracy)",
-        f"- against the better dense run on the test split instead (an oracle): {oracle_close} "
-        f"of {image_cells}",
-        f"- for scale, magnitude pruning at the same densities: {pruned_close} of "
-        f"{pruned_cells} within 1.0 point of dense at ≤ 15 % weights (not a target)",
-        f"- beats or ties pruning: {wins} of {judged} (target ≥ 80 %; regression has no "
-        "pruning verdict)",
+        f"- runs at chance, stalled or collapsed: {t['failed']} of {t['cells']} (target 0)",
+        f"- image cells within 1.0 point of dense at ≤ 15 % weights: {t['close']} of "
+        f"{t['image_cells']} (target: all; the dense run with the better validation accuracy)",
+        f"- against the better dense run on the test split instead (an oracle): "
+        f"{t['oracle_close']} of {t['image_cells']}",
+        f"- for scale, magnitude pruning at the same densities: {t['pruned_close']} of "
+        f"{t['pruned_cells']} within 1.0 point of dense at ≤ 15 % weights (not a target)",
+        f"- beats or ties pruning: {t['wins']} of {t['judged']} (target ≥ 80 %; regression "
+        "has no pruning verdict)",
     ]
     if sources:  # the better on validation of each dense network's pruned one (compare)
         pruned = ", ".join(f"{dense} {n}" for dense, n in sources.items())
         lines.append(f"- the baselines of those cells pruned the dense network of: {pruned}")
     if failed_baselines:  # (compare chooses one only where no pruned network was ok)
         lines.append(
-            f"- baselines that failed (stalled or collapsed): {failed_baselines} of {judged}"
+            f"- baselines that failed (stalled or collapsed): {failed_baselines} of {t['judged']}"
+        )
+    return "\n".join(lines)
+
+
+def summary(dirs: list[Path], pruned_from: str | None = None) -> str:
+    """The targets over several matrices (seeds): a line per directory, the totals, and
+    per sparse optimizer its cells within 1 point of dense (and magnitude pruning's at its
+    densities), its verdicts, and the lost cells (``no``) per task."""
+    every = {d: matrix_cells(d, pruned_from) for d in dirs}
+    cells = [c for found in every.values() for c in found]
+    lines = [
+        f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; "
+        f"`benchmarks/robustness.py --report` of {len(dirs)} matrices.",
+        "",
+        "| matrix | failed | within 1 point (dense on validation) | on test (oracle) "
+        "| magnitude pruning within 1 point | beats or ties pruning |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for d, found in [*every.items(), ("all", cells)]:
+        t = _targets(found)
+        name = d if isinstance(d, str) else str(d)
+        lines.append(
+            f"| {name} | {t['failed']} of {t['cells']} | {t['close']} of {t['image_cells']} "
+            f"| {t['oracle_close']} of {t['image_cells']} | {t['pruned_close']} of "
+            f"{t['pruned_cells']} | {t['wins']} of {t['judged']} |"
+        )
+    methods = list(dict.fromkeys(c["optimizer"] for c in cells))
+    tasks = list(dict.fromkeys(c["task"] for c in cells))
+    lines += [
+        "",
+        "| optimizer | failed | within 1 point (dense on validation) | on test (oracle) "
+        "| magnitude pruning within 1 point | beats or ties pruning | "
+        + " | ".join(f"lost: {t}" for t in tasks)
+        + " |",
+        "|---|" + "---:|" * (5 + len(tasks)),
+    ]
+    for m in methods:
+        mine = [c for c in cells if c["optimizer"] == m]
+        t = _targets(mine)
+        lost = [sum(c["verdict"] == "no" for c in mine if c["task"] == task) for task in tasks]
+        lines.append(
+            f"| {m} | {t['failed']} | {t['close']} of {t['image_cells']} | "
+            f"{t['oracle_close']} of {t['image_cells']} | {t['pruned_close']} of "
+            f"{t['pruned_cells']} | {t['wins']} of {t['judged']} | "
+            + " | ".join(map(str, lost))
+            + " |"
         )
     return "\n".join(lines)
 
@@ -253,7 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", metavar="DEV", help="every run's --device (default: compare's)")
     p.add_argument("--out", type=Path, default=Path("runs/robustness"))
-    p.add_argument("--report", type=Path, metavar="DIR", help="only print the matrix of DIR")
+    p.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="only print the matrix of DIR; of several (seeds), the targets per matrix, "
+        "in all, and per optimizer",
+    )
     p.add_argument(
         "--pruned-from",
         choices=("sgd", "adam"),
@@ -280,7 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.pruned_from and not args.report:
         p.error("--pruned-from reads a matrix: give it with --report DIR")
     if args.report:
-        print(report(args.report, args.pruned_from))
+        many = len(args.report) > 1
+        print(
+            (summary if many else report)(
+                *([args.report] if many else args.report), args.pruned_from
+            )
+        )
         return 0
     extra = ["--limit-batches", "2", "--epochs", "3"] if args.smoke else []
     extra += ["--seed", str(args.seed), "--jobs", str(args.jobs)]

@@ -112,6 +112,21 @@ def test_robustness_smoke_writes_the_matrix(tmp_path: Path, run_benchmark: Calla
     assert old.stdout.splitlines()[1:] == before_sgd.stdout.splitlines()[1:]  # past the date
     refused = run_benchmark("robustness", "--pruned-from", "sgd", "--out", str(out))
     assert refused.returncode == 2 and "give it with --report" in refused.stderr
+    # several matrices (seeds): a line each, the totals, and a row per optimizer
+    import shutil
+
+    shutil.copytree(out, tmp_path / "rb-copy")
+    one = run_benchmark("robustness", "--report", str(out))
+    both = run_benchmark("robustness", "--report", str(out), str(tmp_path / "rb-copy"))
+    assert both.returncode == 0, both.stderr[-2000:]
+    wins = re.search(r"beats or ties pruning: (\d+) of (\d+)", one.stdout)
+    near = re.search(r"within 1.0 point of dense at ≤ 15 % weights: (\d+) of (\d+)", one.stdout)
+    assert wins and near
+    total = next(ln for ln in both.stdout.splitlines() if ln.startswith("| all |"))
+    assert f"| {2 * int(near[1])} of {2 * int(near[2])} |" in total
+    assert total.endswith(f"| {2 * int(wins[1])} of {2 * int(wins[2])} |")
+    per = [ln for ln in both.stdout.splitlines() if ln.startswith("| linbreg |")]
+    assert len(per) == 1 and "lost: digits-mlp" in both.stdout
     # --seed reaches every run of the matrix
     summaries = sorted((out / "digits-mlp").glob("*/summary.json"))
     assert len(summaries) >= 8  # 6 sparse, 2 dense, the pruning runs
