@@ -301,9 +301,8 @@ def summary(dirs: list[Path], pruned_from: str | None = None) -> str:
     ]
     for d, found in [*every.items(), ("all", cells)]:
         t = _targets(found)
-        name = d if isinstance(d, str) else str(d)
         lines.append(
-            f"| {name} | {t['failed']} of {t['cells']} | {t['close']} of {t['image_cells']} "
+            f"| {d} | {t['failed']} of {t['cells']} | {t['close']} of {t['image_cells']} "
             f"| {t['oracle_close']} of {t['image_cells']} | {t['pruned_close']} of "
             f"{t['pruned_cells']} | {t['wins']} of {t['judged']} |"
         )
@@ -320,13 +319,16 @@ def summary(dirs: list[Path], pruned_from: str | None = None) -> str:
     for m in methods:
         mine = [c for c in cells if c["optimizer"] == m]
         t = _targets(mine)
-        lost = [sum(c["verdict"] == "no" for c in mine if c["task"] == task) for task in tasks]
+        lost = [  # "–" where the task gives no verdict (a regression's)
+            str(sum(c["verdict"] == "no" for c in here))
+            if any(c["verdict"] in ("yes", "no", "tie") for c in here)
+            else "–"
+            for here in ([c for c in mine if c["task"] == task] for task in tasks)
+        ]
         lines.append(
-            f"| {m} | {t['failed']} | {t['close']} of {t['image_cells']} | "
+            f"| {m} | {t['failed']} of {t['cells']} | {t['close']} of {t['image_cells']} | "
             f"{t['oracle_close']} of {t['image_cells']} | {t['pruned_close']} of "
-            f"{t['pruned_cells']} | {t['wins']} of {t['judged']} | "
-            + " | ".join(map(str, lost))
-            + " |"
+            f"{t['pruned_cells']} | {t['wins']} of {t['judged']} | " + " | ".join(lost) + " |"
         )
     return "\n".join(lines)
 
@@ -389,6 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.pruned_from and not args.report:
         p.error("--pruned-from reads a matrix: give it with --report DIR")
     if args.report:
+        seen = set()
+        for d in args.report:  # a matrix: at least one task's comparison in it, once
+            if d.resolve() in seen:
+                p.error(f"--report: {d} is given twice")
+            seen.add(d.resolve())
+            if not any(latest_comparison(d / name) for name in TASKS):
+                p.error(f"--report: {d} holds no task's comparison (not a matrix directory)")
         many = len(args.report) > 1
         print(
             (summary if many else report)(
