@@ -638,6 +638,10 @@ ROUND94 = [
     for lr in ({}, {"refit_lr": 1e-3})
 ]
 
+#: Round 95 (docs/recipes.md): RVSM's recipe at lr 0.02 (round 6's 0.03 was chosen before
+#: it was steered and refitted); the recipe's runs are round 90's pick.
+ROUND95 = [ROUND90[2], {"optimizer": "rvsm", "lr": 0.02}]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -682,6 +686,7 @@ SCALE_CHECK = {
     "proxsgd-constant": ROUND93,
     "proxsgd-refit-adam": [ROUND88[0], *ROUND94[:2]],
     "rvsm-refit-adam": [ROUND90[2], *ROUND94[2:]],
+    "rvsm-lr": ROUND95,
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -736,6 +741,7 @@ FRESH_SEED_ROUNDS = frozenset(
         91,
         93,
         94,
+        95,
     )
 )
 
@@ -811,6 +817,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round91": ROUND91[1:],  # RDA steered to 13 % (round 91; the recipe's runs round 89's)
         "round93": ROUND93[1:],  # ProxSGD's constant lr (round 93; the recipe's runs round 88's)
         "round94": ROUND94,  # ProxSGD's and RVSM's refit with Adam (round 94)
+        "round95": ROUND95[1:],  # RVSM at lr 0.02 (round 95; the recipe's runs round 90's)
     }
 )
 
