@@ -10,10 +10,9 @@ import pytest
 import torch
 from engine_helpers import StopAfter, assert_same_state, edit_saved_config, tiny, without_time
 
-from sparseopt.baselines import FINETUNE_LR_FACTOR
+from sparseopt.baselines import FINETUNE_LR_FACTOR, refit_optimizer_settings
 from sparseopt.config import TrainConfig, load_run_config, refit_epochs
 from sparseopt.engine import ConfigError, Trainer, TrainingInterrupted, load_checkpoint, train
-from sparseopt.engine.refit import refit_optimizer_settings
 from sparseopt.optim.registry import get_optimizer_info
 
 

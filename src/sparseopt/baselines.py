@@ -26,12 +26,47 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["FINETUNE_LR_FACTOR", "FixedMask", "magnitude_masks", "prunable_weights", "verdict"]
+__all__ = [
+    "FINETUNE_LR_FACTOR",
+    "REFIT_OPTIMIZERS",
+    "FixedMask",
+    "magnitude_masks",
+    "prunable_weights",
+    "refit_optimizer_settings",
+    "verdict",
+]
 
 #: Fine-tuning with the support fixed runs at this fraction of the dense learning rate
 #: (the pruning baseline of ``sparseopt compare``, and the refit of a sparse run:
 #: :mod:`sparseopt.engine.refit`).
 FINETUNE_LR_FACTOR = 0.1
+
+#: The refit's optimizers (torch's, each with its registry recipe's update settings:
+#: :func:`refit_optimizer_settings`; ``TrainConfig.refit_optimizer``).
+REFIT_OPTIMIZERS = ("sgd", "adam")
+
+
+def refit_optimizer_settings(lr: float | None = None, optimizer: str = "sgd") -> dict[str, Any]:
+    """The keyword arguments of the refit's torch optimizer ``optimizer`` (``sgd`` or
+    ``adam``, :data:`REFIT_OPTIMIZERS`): its registry recipe's update
+    settings (SGD's momentum; Adam's betas and eps where the recipe sets them, else
+    torch's; never a weight decay) at ``lr``
+    (``None``: a tenth of that recipe's learning rate,
+    :data:`~sparseopt.baselines.FINETUNE_LR_FACTOR`, the lr ``compare --prune-baseline``
+    fine-tunes that optimizer's pruned network at)."""
+    from sparseopt.optim.registry import get_optimizer_info
+
+    if optimizer not in REFIT_OPTIMIZERS:
+        raise ValueError(
+            f"Invalid refit_optimizer value: {optimizer!r}; expected one of "
+            f"{list(REFIT_OPTIMIZERS)}"
+        )
+    recipe = get_optimizer_info(optimizer).defaults
+    if lr is None:
+        lr = float(recipe["lr"]) * FINETUNE_LR_FACTOR
+    # the update's own settings only: no weight decay, whatever the dense recipe has
+    kept = {k: recipe[k] for k in ("momentum", "betas", "eps") if k in recipe}
+    return {"lr": float(lr), **kept}
 
 
 def prunable_weights(

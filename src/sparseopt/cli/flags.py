@@ -125,8 +125,8 @@ def _placeholders() -> dict[str, Any]:
         return PRESETS
 
     def refit_lrs() -> str:  # the refit's default lr per refit optimizer
+        from sparseopt.baselines import refit_optimizer_settings
         from sparseopt.config import REFIT_OPTIMIZERS
-        from sparseopt.engine.refit import refit_optimizer_settings
 
         lrs = ((n, refit_optimizer_settings(None, n)["lr"]) for n in REFIT_OPTIMIZERS)
         return ", ".join(f"{n} {_shown(lr)}" for n, lr in lrs)

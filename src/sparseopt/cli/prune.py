@@ -209,7 +209,7 @@ def _read(path: Path, what: str) -> Any:
 def _refit_skeleton(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
     """An optimizer of the refit's kind (``refit_optimizer``: SGD, or Adam) over every
     parameter, for a sharded checkpoint of a run in its refit to load into."""
-    from sparseopt.engine.refit import refit_optimizer_settings
+    from sparseopt.baselines import refit_optimizer_settings
     from sparseopt.optim.registry import get_optimizer_info
 
     name = getattr(cfg, "refit_optimizer", None) or "sgd"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sparseopt.baselines import REFIT_OPTIMIZERS
+
 __all__ = ["validate"]
 
 #: Learning-rate schedules (stepped once per epoch).
 SCHEDULES = ("none", "cosine", "step", "multistep", "plateau")
-
-#: The refit's optimizers (torch's, each with its registry recipe's settings).
-REFIT_OPTIMIZERS = ("sgd", "adam")
 
 
 def validate(cfg: Any) -> None:

@@ -150,7 +150,7 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if old_rvsm and saved.get("refit") and saved.get("refit_lr") is None:
         # a refit asked of RVSM before round 90 ran at the default lr (a tenth of SGD's
         # recipe); since then its recipe's refit lr would fill the saved null in
-        from sparseopt.engine.refit import refit_optimizer_settings
+        from sparseopt.baselines import refit_optimizer_settings
 
         saved["refit_lr"] = refit_optimizer_settings()["lr"]
     shape = structure(saved)  # (penalty, grouping) of a structured run, else None

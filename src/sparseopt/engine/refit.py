@@ -62,38 +62,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparseopt.baselines import FINETUNE_LR_FACTOR, verdict
+from sparseopt.baselines import refit_optimizer_settings, verdict
 from sparseopt.config import refit_epochs
 from sparseopt.control import target_miss
 from sparseopt.engine.evaluate import deployed
 from sparseopt.fsdp import global_int
 from sparseopt.groups import is_penalised
 
-__all__ = ["Refit", "refit_optimizer_settings"]
-
-
-def refit_optimizer_settings(lr: float | None = None, optimizer: str = "sgd") -> dict[str, Any]:
-    """The keyword arguments of the refit's torch optimizer ``optimizer`` (``sgd`` or
-    ``adam``, :data:`~sparseopt.config.REFIT_OPTIMIZERS`): its registry recipe's update
-    settings (SGD's momentum; Adam's betas and eps where the recipe sets them, else
-    torch's; never a weight decay) at ``lr``
-    (``None``: a tenth of that recipe's learning rate,
-    :data:`~sparseopt.baselines.FINETUNE_LR_FACTOR`, the lr ``compare --prune-baseline``
-    fine-tunes that optimizer's pruned network at)."""
-    from sparseopt.config import REFIT_OPTIMIZERS
-    from sparseopt.optim.registry import get_optimizer_info
-
-    if optimizer not in REFIT_OPTIMIZERS:
-        raise ValueError(
-            f"Invalid refit_optimizer value: {optimizer!r}; expected one of "
-            f"{list(REFIT_OPTIMIZERS)}"
-        )
-    recipe = get_optimizer_info(optimizer).defaults
-    if lr is None:
-        lr = float(recipe["lr"]) * FINETUNE_LR_FACTOR
-    # the update's own settings only: no weight decay, whatever the dense recipe has
-    kept = {k: recipe[k] for k in ("momentum", "betas", "eps") if k in recipe}
-    return {"lr": float(lr), **kept}
+__all__ = ["Refit"]
 
 
 def _state(model: torch.nn.Module, *, copy: bool = False) -> list[Tensor]:
