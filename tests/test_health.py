@@ -463,6 +463,33 @@ def test_a_failed_baseline_row_keeps_the_tables_columns() -> None:
     assert lines[-1].startswith("| pruning @ rvsm (adam) | diverged |")
 
 
+def test_the_table_gives_each_rows_points_to_the_dense_run_chosen_on_validation() -> None:
+    """The dense runs rank one way on validation (SGD) and the other on test (Adam): every
+    row's gap is to SGD's; a failed row keeps the columns; without a dense row, none."""
+    from sparseopt.cli.compare import comparison_table, dense_baseline
+
+    def row(name: str, test: float | None, val: float | None, **kw: Any) -> dict:
+        cells = {"density": 0.1, "weight_density": 0.1, "nonzero": 10, "params": 100,
+                 "test_loss": 0.3, "val_loss": 0.3}  # fmt: skip
+        return {"optimizer": name, "status": "ok", "test_acc": test, "val_acc": val,
+                "wall_time": 1.0, **cells, **kw}  # fmt: skip
+
+    rows = [
+        row("rvsm", 0.90, 0.88, beats_pruning="yes"),
+        row("sgd", 0.92, 0.91, density=1.0, weight_density=1.0),
+        row("adam", 0.95, 0.89, density=1.0, weight_density=1.0),
+        {"optimizer": "pruning @ rvsm", "status": "diverged", "pruned_from": "adam"},
+    ]
+    assert dense_baseline(rows)["optimizer"] == "sgd"
+    lines = comparison_table(rows).splitlines()
+    assert "| vs dense (points; sgd) |" in lines[0]
+    assert len({line.count("|") for line in lines}) == 1, lines
+    gaps = [line.split("|")[-3].strip() for line in lines[2:]]
+    assert gaps == ["-2.00", "+0.00", "+3.00", "–"]
+    assert "vs dense" not in comparison_table(rows[:1])  # no dense run compared
+    assert "vs dense" not in comparison_table(rows[:3], task="regression")
+
+
 def test_magnitude_masks_keep_the_largest_weights_globally() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.Linear(20, 5))
     masks = magnitude_masks(net, 0.1)

@@ -136,9 +136,14 @@ def _per_optimizer(base: dict[str, Any], name: str) -> tuple[dict[str, Any], lis
     return settings, dropped
 
 
-def _fmt_row(row: dict[str, Any], task: str, pruning: bool = False) -> list[str]:
+def _fmt_row(
+    row: dict[str, Any], task: str, pruning: bool = False, dense: float | None = None
+) -> list[str]:
     status = row.get("status", "failed")
     extra = [row.get("beats_pruning", "–")] if pruning else []
+    if dense is not None:  # points of test accuracy to the tuned dense baseline
+        acc = row.get("test_acc")
+        extra.append("–" if acc is None else f"{100 * (acc - dense):+.2f}")
     name = row["optimizer"]
     if row.get("pruned_from"):  # a pruning baseline: which dense network it pruned
         name += f" ({row['pruned_from']})"
@@ -166,13 +171,29 @@ def _fmt_row(row: dict[str, Any], task: str, pruning: bool = False) -> list[str]
     ]
 
 
+def dense_baseline(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The tuned dense baseline among compared rows: of the dense runs (``sgd``,
+    ``adam``) that reached a test accuracy, the one :func:`choose_on_validation` keeps
+    (``None`` without one)."""
+    from sparseopt.optim.registry import get_optimizer_info, list_optimizers
+
+    names = {n for n in list_optimizers() if not get_optimizer_info(n).sparse}
+    dense = [r for r in rows if r["optimizer"] in names and r.get("test_acc") is not None]
+    return choose_on_validation(dense) if dense else None
+
+
 def comparison_table(rows: Sequence[dict[str, Any]], task: str = "classification") -> str:
     """A Markdown table of compared runs (one row per optimizer, then pruning baselines).
 
     ``status`` is ``ok``, ``stalled`` or ``collapsed`` (:mod:`sparseopt.health`: the
-    numbers of such a run are shown but it failed), ``diverged`` or ``error``.
+    numbers of such a run are shown but it failed), ``diverged`` or ``error``. With a
+    dense run among the rows of a classification, a ``vs dense (points)`` column gives
+    each row's test accuracy minus the tuned dense baseline's (:func:`dense_baseline`,
+    chosen on validation).
     """
     pruning = any("beats_pruning" in r for r in rows)
+    chosen = dense_baseline(rows) if task == "classification" else None
+    dense = None if chosen is None else float(chosen["test_acc"])
     head = ["optimizer", "status"]
     if task == "classification":
         head += ["test acc (%)", "val acc (%)"]
@@ -180,10 +201,12 @@ def comparison_table(rows: Sequence[dict[str, Any]], task: str = "classification
         head += ["test loss", "val loss"]
     head += ["density (%)", "weight density (%)", "nonzero / params"]
     head += ["beats pruning?"] if pruning else []
+    head += [f"vs dense (points; {chosen['optimizer']})"] if chosen is not None else []
     head += ["wall time (s)"]
     from sparseopt.logging_utils import markdown_table
 
-    return markdown_table(head, [_fmt_row(row, task, pruning) for row in rows], left=2)
+    body = [_fmt_row(row, task, pruning, dense) for row in rows]
+    return markdown_table(head, body, left=2)
 
 
 def _row(
