@@ -624,6 +624,13 @@ def test_04_compare_resumes_and_never_replaces_its_outputs(
     code, stdout, err = run(capsys, *argv, "--optimizers", "adabreg", "sgd")
     assert code == 0, err
     assert snapshot(out) == before and "unchanged" in stdout
+    # a table an earlier version wrote (other columns) beside the same rows: kept as it is
+    (out / "comparison.md").write_text("| an earlier table |\n")
+    before = snapshot(out)
+    code, stdout, err = run(capsys, *argv, "--optimizers", "adabreg", "sgd")
+    assert code == 0, err
+    assert snapshot(out) == before and "unchanged" in stdout
+    assert "| vs dense (points; " in stdout  # the table printed has today's columns
     # another optimizer set: sgd is reused, the earlier table is kept beside the new one
     code, stdout, err = run(capsys, *argv, "--optimizers", "sgd", "rvsm")
     assert code == 0, err

@@ -482,11 +482,15 @@ def test_the_table_gives_each_rows_points_to_the_dense_run_chosen_on_validation(
     ]
     assert dense_baseline(rows)["optimizer"] == "sgd"
     lines = comparison_table(rows).splitlines()
-    assert "| vs dense (points; sgd) |" in lines[0]
+    assert lines[0].split("|")[-3].strip() == "vs dense (points; sgd)"  # the gaps' column
     assert len({line.count("|") for line in lines}) == 1, lines
     gaps = [line.split("|")[-3].strip() for line in lines[2:]]
     assert gaps == ["-2.00", "+0.00", "+3.00", "–"]
     assert "vs dense" not in comparison_table(rows[:1])  # no dense run compared
+    stalled = [rows[0], {**rows[1], "status": "stalled"}]
+    assert "| vs dense (points; sgd, stalled) |" in comparison_table(stalled)
+    diverged = [rows[0], {"optimizer": "sgd", "status": "diverged"}]
+    assert "vs dense" not in comparison_table(diverged)  # none reached a test accuracy
     assert "vs dense" not in comparison_table(rows[:3], task="regression")
 
 

@@ -187,7 +187,7 @@ def comparison_table(rows: Sequence[dict[str, Any]], task: str = "classification
 
     ``status`` is ``ok``, ``stalled`` or ``collapsed`` (:mod:`sparseopt.health`: the
     numbers of such a run are shown but it failed), ``diverged`` or ``error``. With a
-    dense run among the rows of a classification, a ``vs dense (points)`` column gives
+    dense run among the rows of a classification, a ``vs dense (points; <name>)`` column gives
     each row's test accuracy minus the tuned dense baseline's (:func:`dense_baseline`,
     chosen on validation).
     """
@@ -201,7 +201,9 @@ def comparison_table(rows: Sequence[dict[str, Any]], task: str = "classification
         head += ["test loss", "val loss"]
     head += ["density (%)", "weight density (%)", "nonzero / params"]
     head += ["beats pruning?"] if pruning else []
-    head += [f"vs dense (points; {chosen['optimizer']})"] if chosen is not None else []
+    if chosen is not None:  # named, with how it ended where no dense run was ok
+        failed = "" if chosen.get("status", "ok") == "ok" else f", {chosen['status']}"
+        head += [f"vs dense (points; {chosen['optimizer']}{failed})"]
     head += ["wall time (s)"]
     from sparseopt.logging_utils import markdown_table
 
@@ -943,12 +945,13 @@ def run_compare(args: argparse.Namespace) -> int:
     table = comparison_table(rows, task)
     text_json = json.dumps(rows, indent=2) + "\n"
     md, js = out / "comparison.md", out / "comparison.json"
+    # the same rows: the files stay (a table an earlier version wrote keeps its columns;
+    # the one printed below has today's)
     unchanged = (
         not args.overwrite
         and js.is_file()
         and md.is_file()
         and js.read_text(encoding="utf-8") == text_json
-        and md.read_text(encoding="utf-8") == table + "\n"
     )
     if unchanged:
         written = "unchanged (the same rows as before)"
