@@ -30,6 +30,7 @@ __all__ = [
     "FINETUNE_LR_FACTOR",
     "REFIT_OPTIMIZERS",
     "FixedMask",
+    "check_refit_optimizer",
     "magnitude_masks",
     "prunable_weights",
     "refit_optimizer_settings",
@@ -46,6 +47,18 @@ FINETUNE_LR_FACTOR = 0.1
 REFIT_OPTIMIZERS = ("sgd", "adam")
 
 
+def check_refit_optimizer(name: Any) -> None:
+    """Refuse a refit optimizer that is not one of :data:`REFIT_OPTIMIZERS`.
+
+    Raises:
+        ValueError: naming the value and the valid ones.
+    """
+    if name not in REFIT_OPTIMIZERS:
+        raise ValueError(
+            f"Invalid refit_optimizer value: {name!r}; expected one of {list(REFIT_OPTIMIZERS)}"
+        )
+
+
 def refit_optimizer_settings(lr: float | None = None, optimizer: str = "sgd") -> dict[str, Any]:
     """The keyword arguments of the refit's torch optimizer ``optimizer`` (``sgd`` or
     ``adam``, :data:`REFIT_OPTIMIZERS`): its registry recipe's update
@@ -56,11 +69,7 @@ def refit_optimizer_settings(lr: float | None = None, optimizer: str = "sgd") ->
     fine-tunes that optimizer's pruned network at)."""
     from sparseopt.optim.registry import get_optimizer_info
 
-    if optimizer not in REFIT_OPTIMIZERS:
-        raise ValueError(
-            f"Invalid refit_optimizer value: {optimizer!r}; expected one of "
-            f"{list(REFIT_OPTIMIZERS)}"
-        )
+    check_refit_optimizer(optimizer)
     recipe = get_optimizer_info(optimizer).defaults
     if lr is None:
         lr = float(recipe["lr"]) * FINETUNE_LR_FACTOR

@@ -212,7 +212,7 @@ def _refit_skeleton(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
     from sparseopt.baselines import refit_optimizer_settings
     from sparseopt.optim.registry import get_optimizer_info
 
-    name = getattr(cfg, "refit_optimizer", None) or "sgd"
+    name = cfg.refit_optimizer or "sgd"
     kw = refit_optimizer_settings(1.0, name)
     return get_optimizer_info(name).cls(model.parameters(), **kw)
 

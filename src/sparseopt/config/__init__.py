@@ -28,8 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sparseopt.baselines import REFIT_OPTIMIZERS
 from sparseopt.config._fields import _key, _meta, _opt
-from sparseopt.config.checks import REFIT_OPTIMIZERS, SCHEDULES, validate
+from sparseopt.config.checks import SCHEDULES, validate
 from sparseopt.config.files import load_config_file, load_run_config, save_config_file
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sparseopt.baselines import REFIT_OPTIMIZERS
+from sparseopt.baselines import check_refit_optimizer
 
 __all__ = ["validate"]
 
@@ -66,11 +66,8 @@ def validate(cfg: Any) -> None:
         _check_number("refit_lr", cfg.refit_lr, 0.0, None, low_open=True)
     if cfg.refit_warmup is not None:
         _check_number("refit_warmup", cfg.refit_warmup, 0.0, None)
-    if cfg.refit_optimizer is not None and cfg.refit_optimizer not in REFIT_OPTIMIZERS:
-        raise ValueError(
-            f"Invalid refit_optimizer value: {cfg.refit_optimizer!r}; expected one of "
-            f"{list(REFIT_OPTIMIZERS)}"
-        )
+    if cfg.refit_optimizer is not None:
+        check_refit_optimizer(cfg.refit_optimizer)
     if cfg.clip_grad_norm is not None:
         _check_number("clip_grad_norm", cfg.clip_grad_norm, 0.0, None)  # 0: off
     if cfg.clip_grad_ratio is not None and cfg.clip_grad_ratio != 0:  # 0: off
