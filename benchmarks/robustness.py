@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "repro"))
 from _common import machine
 from robustness_tasks import NUM_CLASSES, TASKS
 
-from sparseopt.cli.compare import choose_on_validation
+from sparseopt.cli.compare import dense_baseline
 from sparseopt.data import get_dataset_spec
 from sparseopt.health import chance_accuracy
 
@@ -146,7 +146,7 @@ def matrix_cells(out: Path, pruned_from: str | None = None) -> list[dict[str, An
 
     Keys: ``task``, ``optimizer``, ``status``, ``test_acc``, ``weight_density``,
     ``dense`` (the tuned dense baseline's test accuracy: the dense run with the better
-    validation accuracy, :func:`~sparseopt.cli.compare.choose_on_validation`), ``oracle``
+    validation accuracy, :func:`~sparseopt.cli.compare.dense_baseline`, as compare's table), ``oracle``
     (the better of the dense runs on the test split), ``gap`` (points to ``dense``),
     ``verdict`` (``yes``/``no``/``tie``, ``–`` for a failed run or none), ``failed`` (a
     failed run or one at chance level), ``image``, ``close`` and ``oracle_close`` (within
@@ -161,9 +161,11 @@ def matrix_cells(out: Path, pruned_from: str | None = None) -> list[dict[str, An
         rows = json.loads(path.read_text())
         if pruned_from:
             rows = _one_source(out / name, rows, pruned_from)
+        # the tuned dense baseline: chosen on validation, as a user would (never on test),
+        # as compare's table chooses it; the oracle: the better dense run on test
+        chosen = dense_baseline(rows)
+        best = None if chosen is None else chosen["test_acc"]
         dense = [r for r in rows if r["optimizer"] in ("sgd", "adam") and r.get("test_acc")]
-        # the tuned dense baseline: chosen on validation, as a user would (never on test)
-        best = choose_on_validation(dense)["test_acc"] if dense else None
         oracle = max((r["test_acc"] for r in dense), default=None)
         pruned = {
             r["optimizer"][len("pruning @ ") :]: r for r in rows if "pruning @" in r["optimizer"]
