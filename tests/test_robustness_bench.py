@@ -194,8 +194,15 @@ def test_the_default_matrix_leaves_the_full_data_tasks_to_be_named(
         "teacher-nooverlap",
     ]  # fmt: skip
     full = {n: t for n, t in bench.TASKS.items() if n not in bench.MATRIX}
-    assert sorted(full) == ["fmnist-lenet5-full", "fmnist-mlp-full"]
-    assert all(t.image and not t.dataset_options for t in full.values())  # every image
+    assert sorted(full) == [
+        "digits-transformer",
+        "fmnist-lenet5-full",
+        "fmnist-mlp-full",
+        "fmnist-transformer",
+    ]
+    assert all(t.image for t in full.values())
+    # the full-data tasks: every training image
+    assert not any(t.dataset_options for n, t in full.items() if n.endswith("-full"))
 
 
 def test_the_report_reads_the_comparison_written_last(
