@@ -144,7 +144,10 @@ def test_robustness_smoke_writes_the_matrix(
     assert total.startswith(f"| all | {2 * f + 1} of {2 * n} |")
     assert total.endswith(f"| {2 * w - won} of {2 * j - 1} |")
     per = [ln for ln in lines if ln.startswith(f"| {hit['optimizer']} |")]
-    assert len(per) == 1 and "lost: digits-mlp" in both.stdout
+    # its row of the verdicts, and of the means over the two matrices
+    assert len(per) == 2 and "lost: digits-mlp" in both.stdout
+    assert per[1].startswith(f"| {hit['optimizer']} | 2 |")
+    assert "means within 1.0 point" in both.stdout and "means within" not in one.stdout
     twice = run_benchmark("robustness", "--report", str(out), str(out))
     assert twice.returncode == 2 and "is given twice" in twice.stderr
     # --seed reaches every run of the matrix
@@ -183,6 +186,43 @@ def test_the_dense_baseline_is_chosen_on_validation_and_the_oracle_counted_apart
         "cells": 1, "failed": 0, "image_cells": 1, "close": 1, "oracle_close": 0,
         "pruned_cells": 1, "pruned_close": 0, "judged": 1, "wins": 1,
     }  # fmt: skip
+
+
+def test_the_means_over_seeds_hold_the_bar_where_single_seeds_miss_it(
+    tmp_path: Path, load_benchmark: Callable
+) -> None:
+    """Two seeds of a method 1.5 points below dense and 0.4 above: one cell of two within
+    1 point, the mean (−0.55) within; a method level with dense on both seeds whose mean
+    density is over 15 % is not; magnitude pruning's mean after the slash."""
+    bench = load_benchmark("robustness")
+    dirs = []
+    for seed, (lin, ada, ada_wd, pruned) in enumerate(
+        [(0.935, 0.95, 0.14, 0.93), (0.954, 0.95, 0.17, 0.96)]
+    ):
+        rows = [
+            {"optimizer": "linbreg", "status": "ok", "test_acc": lin, "weight_density": 0.1,
+             "beats_pruning": "tie"},
+            {"optimizer": "adabreg", "status": "ok", "test_acc": ada,
+             "weight_density": ada_wd, "beats_pruning": "tie"},
+            {"optimizer": "sgd", "status": "ok", "test_acc": 0.95, "val_acc": 0.90},
+            {"optimizer": "pruning @ linbreg", "status": "ok", "test_acc": pruned,
+             "weight_density": 0.1, "pruned_from": "sgd"},
+        ]  # fmt: skip
+        d = tmp_path / f"s{seed}"
+        (d / "digits-mlp").mkdir(parents=True)
+        (d / "digits-mlp" / "comparison.json").write_text(json.dumps(rows))
+        dirs.append(d)
+    cells = [c for d in dirs for c in bench.matrix_cells(d)]
+    assert [c["close"] for c in cells if c["optimizer"] == "linbreg"] == [False, True]
+    lines = bench._means(cells)
+    lin = next(ln for ln in lines if ln.startswith("| linbreg |"))
+    ada = next(ln for ln in lines if ln.startswith("| adabreg |"))
+    assert lin == "| linbreg | 2 | -0.55 (10.0) ✓ / -0.50 ✓ | 1 |"
+    assert ada == "| adabreg | 2 | +0.00 (15.5) | 0 |"  # no pruning row of its own
+    assert lines[-1].endswith(
+        "at ≤ 15 % weights: 1 of 2; magnitude pruning at the same densities: 1"
+    )
+    assert bench._means([]) == []
 
 
 def test_the_default_matrix_leaves_the_full_data_tasks_to_be_named(
