@@ -138,8 +138,9 @@ def test_count_macs_counts_attention_and_predicts_the_shrunk_transformer() -> No
 
 def test_layer_lams_are_named_as_layer_density() -> None:
     """``layer_lam`` and ``layer_density`` share their names: Conv/Linear weights keyed by
-    module (a bare layer by ""), a weight tied to an embedding under its first module
-    (no entry, as in the densities), other penalised tensors left out."""
+    module (a bare layer by ""), an attention's fused projection by its parameter's name,
+    a weight tied to an embedding under its first module (no entry, as in the
+    densities), other penalised tensors (the embedding) left out."""
     from sparseopt.groups import layer_lams
 
     class Net(torch.nn.Module):
@@ -158,10 +159,12 @@ def test_layer_lams_are_named_as_layer_density() -> None:
         {"params": [p], "penalty": "l1", "lam": 0.1 * (i + 1)} for i, p in enumerate(penalised)
     ]
     lams = layer_lams(net, groups)
-    assert set(lams) == set(density(net).layers) == {"conv", "attn.out_proj", "fc"}
+    layers = {"conv", "attn.in_proj_weight", "attn.out_proj", "fc"}
+    assert set(lams) == set(density(net).layers) == layers
     lam_of = {id(g["params"][0]): g["lam"] for g in groups}
     assert lams == {
         "conv": lam_of[id(net.conv.weight)],
+        "attn.in_proj_weight": lam_of[id(net.attn.in_proj_weight)],
         "attn.out_proj": lam_of[id(net.attn.out_proj.weight)],
         "fc": lam_of[id(net.fc.weight)],
     }

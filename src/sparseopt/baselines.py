@@ -5,7 +5,7 @@ dense network, keep the largest weights, fine-tune with the mask fixed. This mod
 is that alternative, used by ``sparseopt compare --prune-baseline`` and the
 benchmarks:
 
-- :func:`magnitude_masks`: global magnitude pruning of the Conv/Linear weights
+- :func:`magnitude_masks`: global magnitude pruning of the layer weights
   (one threshold over all layers, as ``torch.nn.utils.prune.global_unstructured``
   with ``L1Unstructured``), keeping a fraction ``keep`` of them;
 - :class:`FixedMask`: a training callback that starts from given weights and
@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from sparseopt.groups import layer_weights
 
 __all__ = [
     "FINETUNE_LR_FACTOR",
@@ -79,27 +81,30 @@ def refit_optimizer_settings(lr: float | None = None, optimizer: str = "sgd") ->
 
 
 def prunable_weights(
-    model: nn.Module, kinds: Iterable[type] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    model: nn.Module, kinds: Iterable[type] | None = None
 ) -> dict[str, torch.Tensor]:
-    """The weights that pruning acts on, by parameter name (``<module>.weight``)."""
-    kinds = tuple(kinds)
+    """The weights that pruning acts on, by parameter name: the layer weights
+    (:func:`sparseopt.groups.layer_weights`, those the sparse optimizers penalise and the
+    weight density counts: Conv and Linear weights, attention projections, Hugging Face
+    ``Conv1D`` weights); with ``kinds``, those of modules of these types only."""
+    chosen = tuple(kinds) if kinds is not None else None
     return {
-        f"{n}.weight" if n else "weight": m.weight
-        for n, m in model.named_modules()
-        if isinstance(m, kinds)
+        w.param_name: w.param
+        for w in layer_weights(model)
+        if chosen is None or isinstance(w.module, chosen)
     }
 
 
 @torch.no_grad()
 def magnitude_masks(
-    model: nn.Module,
-    keep: float,
-    kinds: Iterable[type] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear),
+    model: nn.Module, keep: float, kinds: Iterable[type] | None = None
 ) -> dict[str, torch.Tensor]:
     """Keep-masks of global magnitude pruning keeping a fraction ``keep`` of the weights.
 
-    The ``round(keep · n)`` entries of largest magnitude over all Conv/Linear weights
-    are kept (ties broken by position, so exactly that many).
+    The ``round(keep · n)`` entries of largest magnitude over all layer weights
+    (:func:`prunable_weights`; ``kinds`` as there) are kept (ties broken by position,
+    so exactly that many): the set the sparse methods' weight density counts, so the
+    baseline is pruned to the same density of the same weights.
 
     Example:
         >>> net = nn.Linear(4, 2)
@@ -111,7 +116,7 @@ def magnitude_masks(
         raise ValueError(f"Invalid keep value: {keep!r}; expected a fraction in [0, 1]")
     weights = prunable_weights(model, kinds)
     if not weights:
-        raise ValueError("the model has no Conv/Linear weight to prune")
+        raise ValueError("the model has no layer weight to prune (Conv, Linear, attention)")
     flat = torch.cat([w.detach().abs().flatten().float().cpu() for w in weights.values()])
     k = round(keep * flat.numel())
     keep_flat = torch.zeros(flat.numel(), dtype=torch.bool)

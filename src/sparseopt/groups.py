@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -36,7 +36,9 @@ __all__ = [
     "COUPLED_GROUPINGS",
     "GROUPINGS",
     "HEAD_GROUPS",
+    "ATTENTION_WEIGHTS",
     "LAM_SCALES",
+    "LayerWeight",
     "base_lam",
     "canonical_grouping",
     "check_head_groups",
@@ -49,10 +51,12 @@ __all__ = [
     "layer_kind",
     "layer_lam_factors",
     "layer_lams",
+    "layer_weights",
     "module_params",
     "num_groups",
     "output_layer",
     "param_groups",
+    "weight_kind",
 ]
 
 #: Every accepted grouping name, with its canonical meaning.
@@ -293,11 +297,7 @@ def layer_lams(model: torch.nn.Module, param_groups: Iterable[dict[str, Any]]) -
         if is_penalised(g) and "lam" in g
         for p in g["params"]
     }
-    return {
-        name: lam_of[id(p)]
-        for name, module, p_name, p in module_params(model)
-        if p_name == "weight" and layer_kind(module) is not None and id(p) in lam_of
-    }
+    return {w.name: lam_of[id(w.param)] for w in layer_weights(model) if id(w.param) in lam_of}
 
 
 def module_params(
@@ -324,13 +324,95 @@ def module_params(
 
 
 def layer_kind(module: torch.nn.Module) -> str | None:
-    """``"conv"``, ``"linear"`` or ``None``: the layer kinds the metrics count and the
-    penalties select (``conv_*`` / ``linear_*``)."""
+    """``"conv"``, ``"linear"`` or ``None``: the kind of a Conv/Linear module (the MAC
+    count's layers, and the output layer's). Which parameters are layer weights — these
+    modules' ``weight`` and the others of :func:`weight_kind` — is :func:`layer_weights`'."""
     if isinstance(module, torch.nn.modules.conv._ConvNd):
         return "conv"
     if isinstance(module, torch.nn.Linear):
         return "linear"
     return None
+
+
+#: The projection weights of ``torch.nn.MultiheadAttention`` (and so of every
+#: ``nn.Transformer*Layer``): the fused query/key/value projection, or the three apart
+#: where key and value widths differ. Each is a Linear weight in all but name — rows are
+#: output units, columns input features — applied by the attention itself, not by an
+#: ``nn.Linear`` (its output projection is one).
+ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+
+def _stored_in_out(module: torch.nn.Module) -> bool:
+    """Hugging Face's ``Conv1D`` (GPT-2 and its kin): a Linear layer, ``x @ W + b``,
+    whose weight is stored ``(in, out)`` — the transpose of ``nn.Linear``'s."""
+    return type(module).__name__ == "Conv1D" and getattr(module, "nf", None) is not None
+
+
+def weight_kind(module: torch.nn.Module, p_name: str) -> str | None:
+    """``"conv"`` or ``"linear"`` where parameter ``p_name`` of ``module`` is a layer
+    weight (penalised by the sparse optimizers' param groups, counted by the weight
+    density, pruned by the magnitude baseline), else ``None``: the ``weight`` of a
+    Conv/Linear module or of a Hugging Face ``Conv1D``, and the projection weights of
+    ``nn.MultiheadAttention`` (:data:`ATTENTION_WEIGHTS`).
+
+    Example:
+        >>> att = torch.nn.MultiheadAttention(8, 2)
+        >>> [n for n, _ in att.named_parameters() if weight_kind(att, n)]
+        ['in_proj_weight']
+    """
+    if p_name == "weight":
+        kind = layer_kind(module)
+        return "linear" if kind is None and _stored_in_out(module) else kind
+    if isinstance(module, torch.nn.MultiheadAttention) and p_name in ATTENTION_WEIGHTS:
+        return "linear"
+    return None
+
+
+class LayerWeight(NamedTuple):
+    """One layer weight of a model (:func:`layer_weights`)."""
+
+    name: str  # the layer's name: its module's for a ``weight``, else the parameter's
+    param_name: str  # the parameter's full name (``named_parameters``)
+    kind: str  # "conv" or "linear"
+    module: torch.nn.Module
+    param: torch.nn.Parameter
+    transposed: bool  # stored (in, out): a Hugging Face Conv1D
+
+    def out_in(self) -> Tensor:
+        """The weight as ``(out, in, *kernel)``: a view, the transpose where stored
+        ``(in, out)``; what every count of output units and input channels reads."""
+        return self.param.T if self.transposed else self.param
+
+
+def layer_weights(model: torch.nn.Module) -> list[LayerWeight]:
+    """Every layer weight of ``model`` (:func:`weight_kind`), once, in
+    :func:`module_params` order: the one list of what the sparse optimizers' param groups
+    penalise (:func:`param_groups`), the metrics count
+    (:func:`sparseopt.metrics.density`), the sparse start draws
+    (:func:`sparseopt.init.sparse_init_`) and magnitude pruning prunes
+    (:func:`sparseopt.baselines.magnitude_masks`, :mod:`sparseopt.prune.masks`). Each
+    layer's name is its module's for a ``weight`` (as before attention weights counted)
+    and the parameter's full name otherwise (``layers.0.self_attn.in_proj_weight``).
+
+    Example:
+        >>> layer = torch.nn.TransformerEncoderLayer(8, 2, dim_feedforward=16)
+        >>> [(w.name, w.kind) for w in layer_weights(layer)]  # doctest: +NORMALIZE_WHITESPACE
+        [('self_attn.in_proj_weight', 'linear'), ('self_attn.out_proj', 'linear'),
+         ('linear1', 'linear'), ('linear2', 'linear')]
+    """
+    out = []
+    for name, module, p_name, p in module_params(model):
+        kind = weight_kind(module, p_name)
+        if kind is None:
+            continue
+        full = f"{name}.{p_name}" if name else p_name
+        own = p_name == "weight"
+        out.append(
+            LayerWeight(
+                name if own else full, full, kind, module, p, own and _stored_in_out(module)
+            )
+        )
+    return out
 
 
 def output_layer(model: torch.nn.Module) -> str | None:
@@ -382,11 +464,15 @@ def param_groups(
     exclude: Iterable[str] = (),
     head_groups: str = HEAD_GROUPS,
 ) -> list[dict[str, Any]]:
-    """Param groups for a sparse optimizer: Conv/Linear weights penalised, the rest not.
+    """Param groups for a sparse optimizer: layer weights penalised, the rest not.
 
-    Conv weights get ``conv_penalty`` (default ``penalty``) with ``conv_groups``
-    (default ``groups``), Linear weights ``linear_penalty``/``linear_groups``
-    likewise; biases, normalisation parameters and every other parameter go to one
+    The layer weights are :func:`layer_weights`': the weights of Conv and Linear
+    modules, the projection weights of ``nn.MultiheadAttention`` (``in_proj_weight``:
+    Linear weights) and Hugging Face ``Conv1D`` weights (Linear weights stored
+    ``(in, out)``; elementwise penalties only — a group penalty over them is refused:
+    their rows are input features). Conv weights get ``conv_penalty`` (default
+    ``penalty``) with ``conv_groups`` (default ``groups``), Linear weights
+    ``linear_penalty``/``linear_groups`` likewise; biases, normalisation parameters and every other parameter go to one
     group with penalty ``none``, as do the weights of modules named in ``exclude``
     (exact module names, e.g. ``"classifier.4"``). Empty groups are dropped.
 
@@ -452,13 +538,23 @@ def param_groups(
     }
     head_module = output_layer(model)
     head = None if head_module is None else (f"{head_module}.weight" if head_module else "weight")
-    for mod_name, module, p_name, p in module_params(model):
-        kind = layer_kind(module)
+    layers = {w.param_name: w for w in layer_weights(model)}  # the weights penalised
+    for mod_name, _module, p_name, p in module_params(model):
         full = f"{mod_name}.{p_name}" if mod_name else p_name
-        if kind is not None and p_name == "weight" and mod_name not in excluded:
-            buckets[kind].append((full, p))
+        if full in layers and mod_name not in excluded:
+            buckets[layers[full].kind].append((full, p))
         else:
             buckets["unpenalised"].append((full, p))
+    for kind in ("conv", "linear"):
+        pen = settings[kind][0]
+        flipped = [n for n, _ in buckets[kind] if layers[n].transposed]
+        if flipped and pen.startswith("group_"):
+            raise ValueError(
+                f"Invalid groups value: {flipped[0]!r} is a Hugging Face Conv1D weight, "
+                "stored (in, out), whose rows are not its output units; penalise it "
+                "elementwise (no groups), or group its heads and neurons with "
+                "sparseopt.coupled (coupled_param_groups; docs/transformers.md)"
+            )
     out: list[dict[str, Any]] = []
     factors: dict[str, float] = {}
     if lam_scale == "fan_in":
@@ -472,9 +568,10 @@ def param_groups(
                 "sparseopt.create_optimizer, which fills the recipe's"
             )
         for pen in {settings[k][0] for k in kinds}:
-            layers = [(n, p) for k in kinds if settings[k][0] == pen for n, p in buckets[k]]
-            c = layer_lam_factors([p for _, p in layers], [pen] * len(layers))
-            factors.update({n: f for (n, _), f in zip(layers, c, strict=True)})
+            same = [(n, p) for k in kinds if settings[k][0] == pen for n, p in buckets[k]]
+            # fan-in from each weight's (out, in) view (a Conv1D's transpose)
+            c = layer_lam_factors([layers[n].out_in() for n, _ in same], [pen] * len(same))
+            factors.update({n: f for (n, _), f in zip(same, c, strict=True)})
     for kind in ("conv", "linear"):
         if not buckets[kind]:
             continue

@@ -71,6 +71,7 @@ from sparseopt.groups import (
     canonical_grouping,
     check_head_groups,
     group_dims,
+    layer_weights,
     output_layer,
 )
 
@@ -94,16 +95,6 @@ DISTRIBUTIONS = ("uniform", "erk")
 #: Variance rules of :func:`sparse_init_`: He over the realised fan-in of each unit
 #: (``"fan_in"``, the default) or over the expected one, ``fan_in * r`` (``"density"``, the paper's).
 SCALES = ("fan_in", "density")
-
-
-def _sparse_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str | None]]:
-    out = []
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.conv._ConvNd):
-            out.append((module, "conv"))
-        elif isinstance(module, torch.nn.Linear):
-            out.append((module, "linear"))
-    return out
 
 
 def flattened_channels(model: torch.nn.Module) -> dict[torch.nn.Module, int]:
@@ -213,10 +204,13 @@ def sparse_init_(
     scale: str = "fan_in",
     generator: torch.Generator | None = None,
 ) -> torch.nn.Module:
-    r"""Sparsely initialise every Conv/Linear weight of ``model`` in place.
+    r"""Sparsely initialise every layer weight of ``model`` in place.
 
     Args:
-        model: the network; its Conv and Linear weights are overwritten.
+        model: the network; its layer weights are overwritten — the weights the sparse
+            optimizers penalise (:func:`sparseopt.groups.layer_weights`: Conv and Linear
+            weights, ``nn.MultiheadAttention``'s projection weights, Hugging Face
+            ``Conv1D`` weights, drawn as ``(out, in)``).
         density: probability :math:`r\in(0,1]` that an entry (or group) is nonzero
             (with ``erk``: the overall weight density).
         groups: draw the mask per group (``filter``, ``channel``, ``kernel``...) instead
@@ -258,17 +252,18 @@ def sparse_init_(
     if head_groups is None:
         head_groups = "filter"
     check_head_groups(head_groups)
-    layers = _sparse_layers(model)
+    layers = layer_weights(model)  # the weights the optimizers penalise
     head_name = output_layer(model)
-    head = None if head_name is None else model.get_submodule(head_name)
+    head_weight = None if head_name is None else f"{head_name}.weight" if head_name else "weight"
     # the channels a Linear layer reads through a flattened convolution map (see Floor)
     channels = flattened_channels(model) if floor else {}
     if distribution == "erk":
-        rates = erk_densities([tuple(m.weight.shape) for m, _ in layers], r)
+        rates = erk_densities([tuple(lw.out_in().shape) for lw in layers], r)
     else:
         rates = [r] * len(layers)
-    for (module, kind), rate in zip(layers, rates, strict=True):
-        if kind == "conv":
+    for lw, rate in zip(layers, rates, strict=True):
+        module = lw.module
+        if lw.kind == "conv":
             grp = conv_groups or groups
         else:
             grp = linear_groups or groups
@@ -276,9 +271,9 @@ def sparse_init_(
                 grp = None
         if grp == ELEMENTWISE:
             grp = None
-        if module is head and grp is not None and canonical_grouping(grp) == "filter":
+        if lw.param_name == head_weight and grp is not None and canonical_grouping(grp) == "filter":
             grp = head_groups
-        w = module.weight
+        w = lw.out_in()  # (out, in, *kernel): a Conv1D's weight through its transpose
         values = torch.randn(w.shape, generator=generator, dtype=w.dtype, device="cpu")
         dims = () if grp is None else group_dims(w.ndim, grp)
         mask_shape = tuple(1 if d in dims else s for d, s in enumerate(w.shape))

@@ -6,7 +6,9 @@ deployable network the optimizer would ship, see
 or explicit boolean masks) and reports
 
 - the overall fraction of nonzero parameters;
-- per Conv/Linear layer: nonzero weights, live filters (output channels of a conv,
+- per layer weight (:func:`sparseopt.groups.layer_weights`: Conv and Linear weights,
+  ``nn.MultiheadAttention``'s projection weights, Hugging Face ``Conv1D`` weights read
+  as ``(out, in)``): nonzero weights, live filters (output channels of a conv,
   neurons = rows of a Linear weight: a filter is live if any of its weights is
   nonzero) and live input channels (columns);
 - per structure over the whole network: live conv filters, live neurons, live input
@@ -62,7 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from sparseopt.fsdp import full_tensor, global_int
-from sparseopt.groups import group_norms, layer_kind, module_params
+from sparseopt.groups import group_norms, layer_kind, layer_weights, module_params
 
 __all__ = [
     "DensityReport",
@@ -125,7 +127,8 @@ class DensityReport:
 
     @property
     def weight_density(self) -> float:
-        """Fraction of nonzero entries over the Conv/Linear weights only."""
+        """Fraction of nonzero entries over the layer weights only (Conv/Linear, attention
+        projections; :func:`sparseopt.groups.layer_weights`)."""
         return self.weights_nonzero / max(self.weights, 1)
 
     def structure(self) -> dict[str, int]:
@@ -252,7 +255,7 @@ def density(
     source: str = "deployable",
     masks: Mapping[str, Tensor] | None = None,
 ) -> DensityReport:
-    """Count nonzeros of ``model`` overall, per Conv/Linear layer and per structure.
+    """Count nonzeros of ``model`` overall, per layer weight and per structure.
 
     Args:
         model: the network.
@@ -274,18 +277,18 @@ def density(
     value = _value_fn(optimizer, source, masks)
     params = nonzero = weights = weights_nonzero = 0
     layers: dict[str, LayerDensity] = {}
-    for name, module, p_name, p in module_params(model):
+    of = {w.param_name: w for w in layer_weights(model)}
+    for name, _module, p_name, p in module_params(model):
         full = f"{name}.{p_name}" if name else p_name
         v = value(full, p)
         params += v.numel()  # the global size, also for a sharded (FSDP2) parameter
         nonzero += global_int((v != 0).sum())
-        if p_name != "weight":
+        w = of.get(full)
+        if w is None:
             continue
-        kind = layer_kind(module)
-        if kind is None:
-            continue
-        layer = _layer_density(kind, v)
-        layers[name] = layer
+        # counted as (out, in, *kernel): a Hugging Face Conv1D's weight transposed
+        layer = _layer_density(w.kind, v.T if w.transposed else v)
+        layers[w.name] = layer
         weights += layer.weights
         weights_nonzero += layer.nonzero
     return DensityReport(params, nonzero, weights, weights_nonzero, layers)

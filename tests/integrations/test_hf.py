@@ -233,3 +233,37 @@ def test_a_target_density_gives_the_optimizer_the_controllers_start(tmp_path) ->
         )
         opt = find_sparse_optimizer(trainer.create_optimizer())
         assert {g["lam"] for g in opt.param_groups if g["penalty"] != "none"} == {lam}
+
+
+def test_a_gpt2_has_its_conv1d_weights_penalised_and_counted(tmp_path) -> None:
+    """GPT-2's projections are Hugging Face ``Conv1D`` layers, not ``nn.Linear``: they
+    are penalised and counted (by output units) all the same; before 2026-11-29 a GPT-2
+    got no penalised weight and a weight density of 0 of 0."""
+    config = transformers.GPT2Config(
+        vocab_size=32, n_embd=16, n_layer=1, n_head=2, n_positions=16, num_labels=2,
+        pad_token_id=0, bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.GPT2ForSequenceClassification(config)
+    trainer = SparseTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=4, eval_steps=2, save_strategy="no"),
+        train_dataset=_Tokens(48, 0),
+        eval_dataset=_Tokens(16, 1),
+        sparse_optimizer="proxsgd",
+        sparse_kwargs={"lam": 0.05},
+        sparsity_callback=SparsityTrainerCallback(finalize=False),
+    )
+    trainer.train()
+    opt = find_sparse_optimizer(trainer.optimizer)
+    penalised = {n for g in opt.param_groups if g["penalty"] != "none" for n in g["param_names"]}
+    assert {
+        "transformer.h.0.attn.c_attn.weight",
+        "transformer.h.0.attn.c_proj.weight",
+        "transformer.h.0.mlp.c_fc.weight",
+        "transformer.h.0.mlp.c_proj.weight",
+        "score.weight",
+    } == penalised
+    last = [h for h in trainer.state.log_history if "weight_density" in h][-1]
+    assert 0 < last["weight_density"] < 1
+    assert 0 <= last["layer_density/transformer.h.0.attn.c_attn"] < 1

@@ -29,7 +29,7 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
         type=finite_float,
         metavar="D",
         help="select the best point (validation metric) among those with weight density "
-        "(nonzero Conv/Linear weights, as train reports it) <= D; if none is that sparse, "
+        "(nonzero layer weights, as train reports it) <= D; if none is that sparse, "
         "the sparsest, with a note",
     )
     parser.add_argument(

@@ -21,7 +21,8 @@ Both work on a run directory written by ``sparseopt train`` (``config.yaml``,
     interleaved rounds, and file size).
 
 "Density" is the one of :func:`sparseopt.metrics.density` that ``sparseopt train``
-reports: the *weight density* (nonzero Conv/Linear weights of the deployable network)
+reports: the *weight density* (nonzero layer weights — Conv, Linear, attention
+projections — of the deployable network)
 selects and is printed, next to the density over all parameters.
 
 Files are never lost or silently replaced: every file is written atomically (a

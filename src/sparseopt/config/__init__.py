@@ -284,8 +284,8 @@ class TrainConfig:
     penalty: str | None = _opt(
         None,
         "optimizer",
-        "penalty of every Conv/Linear weight (biases and norms are never penalised): l1, l0, "
-        "tl1, group_l1, group_l0, none",
+        "penalty of every layer weight (Conv, Linear, attention projections; biases and norms "
+        "are never penalised): l1, l0, tl1, group_l1, group_l0, none",
         metavar="P",
         shown="l1 (sparse methods); per optimizer: {recipe[penalty]}",
     )

@@ -38,7 +38,8 @@ def density_metrics(
     """Densities of the deployable network, with the names ``sparseopt train`` uses.
 
     ``density`` (nonzero fraction over all parameters), ``weight_density`` (over the
-    Conv/Linear weights), ``layer_density/<layer>`` (one per Conv/Linear layer, when
+    layer weights, :func:`sparseopt.groups.layer_weights`), ``layer_density/<layer>``
+    (one per layer weight, when
     ``per_layer``), ``lam`` (the run's λ, :func:`sparseopt.groups.base_lam`) and, when
     ``per_layer``, ``layer_lam/<layer>`` (the λ acting on each penalised layer,
     :func:`sparseopt.groups.layer_lams`).
@@ -66,8 +67,8 @@ def build_sparse_optimizer(
 ) -> SparseOptimizer:
     """``sparseopt.create_optimizer(model, name, ...)`` with decay only on penalised weights.
 
-    Param groups come from :func:`sparseopt.param_groups` (Conv/Linear weights
-    penalised; biases, norms, embeddings and everything else unpenalised), the keywords
+    Param groups come from :func:`sparseopt.param_groups` (layer weights — Conv, Linear,
+    attention projections, Hugging Face ``Conv1D`` — penalised; biases, norms, embeddings and everything else unpenalised), the keywords
     ``penalty``, ``lam``, ``conv_*``, ``linear_*``, ``exclude`` select them, the rest go
     to the optimizer. ``weight_decay`` is set on the penalised groups only (the
     unpenalised group gets 0, as the Hugging Face Trainer exempts biases and norms).

@@ -5,7 +5,8 @@ Three pieces, from the most to the least automatic:
 - :class:`SparseTrainer`, a ``Trainer`` whose :meth:`~SparseTrainer.create_optimizer`
   builds a sparseopt optimizer itself (so it works where the Trainer refuses a
   pre-built optimizer: FSDP, DeepSpeed without an optimizer section) from
-  :func:`sparseopt.param_groups` (Conv/Linear weights penalised; biases, norms and
+  :func:`sparseopt.param_groups` (layer weights penalised — Conv, Linear, attention
+  projections, GPT-2's ``Conv1D``; biases, norms and
   embeddings not), evaluates the deployable network and carries a
   :class:`SparsityTrainerCallback`::
 

@@ -16,36 +16,34 @@ from torch import Tensor, nn
 
 from sparseopt.coupled import CONTAINER, packed_groups
 from sparseopt.fsdp import full_tensor
-from sparseopt.groups import group_norms, is_penalised
+from sparseopt.groups import group_norms, is_penalised, layer_weights
 from sparseopt.metrics import density as _density
 from sparseopt.path.solution import _CHUNKS, _JSON, _NPZ, PATH_FORMAT, SolutionPath, load_path
 
 __all__ = ["PathRecorder"]
 
 
-def _is_layer(m: nn.Module) -> bool:
-    return isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
-
-
 def _plain_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def _tracked(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> list[tuple[str, Tensor]]:
-    """(parameter name, weight) of every penalised Conv/Linear weight (all of them without
-    a sparse optimizer)."""
+def _tracked(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> list[tuple[str, Tensor, bool]]:
+    """(parameter name, weight, stored ``(in, out)``) of every penalised layer weight
+    (:func:`sparseopt.groups.layer_weights`; all of them without a sparse optimizer)."""
     penalised: set[int] | None = None
     if optimizer is not None and hasattr(optimizer, "support"):
         penalised = {id(p) for g in optimizer.param_groups if is_penalised(g) for p in g["params"]}
-    out = []
-    for name, m in model.named_modules():
-        if _is_layer(m) and isinstance(m.weight, nn.Parameter):  # not a packed weight
-            if penalised is None or id(m.weight) in penalised:
-                out.append((f"{name}.weight" if name else "weight", m.weight))
+    out = [  # a coupled-packed weight is no parameter any more: not listed
+        (w.param_name, w.param, w.transposed)
+        for w in layer_weights(model)
+        if penalised is None or id(w.param) in penalised
+    ]
     prefix = f"{CONTAINER}.packed."
     for name, p in model.named_parameters():  # coupled sets: row g = head/neuron g
         if name.startswith(prefix) and (penalised is None or id(p) in penalised):
-            out.append((name, p))
+            out.append((name, p, False))
     return out
 
 
@@ -126,8 +124,8 @@ class PathRecorder:
         }
         tracked = _tracked(model, optimizer)
         if self.layers:  # the layers of the first point (a refit's optimizer would add the rest)
-            tracked = [(n, w) for n, w in tracked if n in self._bits]
-        for name, w in tracked:
+            tracked = [t for t in tracked if t[0] in self._bits]
+        for name, w, flipped in tracked:
             s = support_fn(w) if support_fn is not None else (w != 0)
             d = deploy_fn(w) if deploy_fn is not None else w
             s, d = full_tensor(s), full_tensor(d)  # whole tensors under FSDP2 (every rank)
@@ -137,12 +135,16 @@ class PathRecorder:
                 self._bits[name] = [np.zeros(0, np.uint8)] * len(self.points)
                 self._norms[name] = [np.zeros(0, np.float32)] * len(self.points)
             self._bits[name].append(np.packbits(s_np.reshape(-1)))
-            norms = group_norms(d.detach().float(), "filter").flatten().cpu().numpy()
+            # the support as stored (it masks the parameter); filters (output units) from
+            # the (out, in) view: a Hugging Face Conv1D's transpose
+            units = d.T if flipped else d
+            norms = group_norms(units.detach().float(), "filter").flatten().cpu().numpy()
             self._norms[name].append(norms.astype(np.float32))
             nz = int(((d != 0) & s.to(torch.bool)).sum())  # nonzero deployable weights
             point["shapes"][name] = list(s_np.shape)
             point["nonzero"][name] = nz
-            point["filters_alive"][name] = int(s_np.reshape(s_np.shape[0], -1).any(1).sum())
+            rows = s_np.T if flipped else s_np
+            point["filters_alive"][name] = int(rows.reshape(rows.shape[0], -1).any(1).sum())
         for name in self.layers:  # a layer not seen this time (should not happen)
             if len(self._bits[name]) < len(self.points) + 1:
                 self._bits[name].append(np.zeros(0, np.uint8))

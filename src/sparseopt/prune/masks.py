@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from sparseopt.groups import is_penalised
+from sparseopt.groups import is_penalised, layer_weights
 
 __all__ = [
     "Masks",
@@ -44,12 +44,6 @@ __all__ = [
 Masks = dict[str, Tensor]
 
 
-def _prunable(model: nn.Module) -> Iterable[tuple[str, nn.Module]]:
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-            yield name, module
-
-
 def _split(name: str) -> tuple[str, str]:
     mod, _, attr = name.rpartition(".")
     return mod, attr
@@ -57,7 +51,8 @@ def _split(name: str) -> tuple[str, str]:
 
 @torch.no_grad()
 def masks_from_weights(model: nn.Module) -> Masks:
-    """Keep-masks of every Conv/Linear weight: its nonzero pattern.
+    """Keep-masks of every layer weight (:func:`sparseopt.groups.layer_weights`: Conv and
+    Linear weights, attention projections): its nonzero pattern.
 
     Example:
         >>> lin = torch.nn.Linear(2, 2)
@@ -66,11 +61,7 @@ def masks_from_weights(model: nn.Module) -> Masks:
         >>> masks_from_weights(lin)["weight"].tolist()
         [[False, False], [True, True]]
     """
-    out: Masks = {}
-    for name, module in _prunable(model):
-        key = f"{name}.weight" if name else "weight"
-        out[key] = module.weight.detach() != 0
-    return out
+    return {w.param_name: w.param.detach() != 0 for w in layer_weights(model)}
 
 
 @torch.no_grad()
