@@ -4,6 +4,8 @@ pruned like Linear weights (:func:`sparseopt.groups.layer_weights`, the one list
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -138,3 +140,86 @@ def test_an_optimizer_sparsifies_a_gpt2_and_the_counts_see_it() -> None:
         opt.step()
     after = density(model, opt)
     assert 0 < after.weight_density < before.weight_density == 1.0
+
+
+def test_a_sharded_conv1d_is_still_one_and_pruned_attention_counts() -> None:
+    """FSDP2's ``fully_shard`` swaps a module's class for ``FSDP<Name>`` (a subclass):
+    the Conv1D is still known; the pruned attention of :mod:`sparseopt.prune.heads` (no
+    ``nn.MultiheadAttention``) has its projections counted."""
+    from sparseopt.groups import is_hf_conv1d, weight_kind
+    from sparseopt.prune.heads import PrunedMultiheadAttention
+
+    sharded = type("FSDPConv1D", (Conv1D,), {})(4, 3)
+    assert is_hf_conv1d(sharded) and weight_kind(sharded, "weight") == "linear"
+    assert not is_hf_conv1d(nn.Conv1d(2, 2, 1))  # torch's Conv1d is a convolution
+    att = nn.MultiheadAttention(8, 2)
+    q, k, v = att.in_proj_weight.detach().chunk(3)
+    out = nn.Linear(4, 8)
+    pruned = PrunedMultiheadAttention(q[:4], k[:4], v[:4], None, out, head_dim=4)
+    names = {w.name for w in layer_weights(pruned)}
+    assert {"q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj"} <= names
+
+
+def test_the_controller_counts_a_conv1d_by_its_output_units() -> None:
+    from sparseopt.control import _group_counts
+
+    net = Block()
+    with torch.no_grad():
+        net.up.weight[:, 1:] = 0  # 15 of 16 output units dead
+    opt = so.create_optimizer(net, "adabreg", lam_scale="layer")
+    (up,) = [g for g in opt.param_groups if g.get("param_names") == ["up.weight"]]
+    assert up["stored_in_out"] == ["up.weight"]
+    counts = {tuple(p.shape): alive for _, found in _group_counts(opt) for _, alive, p in found}
+    assert counts[(16, 8)] == 1 == density(net).layers["up"].filters_alive
+
+
+def test_macs_of_an_attention_read_its_masked_projections() -> None:
+    from sparseopt.metrics import count_macs
+
+    torch.manual_seed(0)
+    att = nn.Sequential(nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True))
+    full = count_macs(att, (5, 8))
+    name = "0.self_attn.in_proj_weight"
+    masked = count_macs(att, (5, 8), masks={name: torch.zeros(24, 8, dtype=torch.bool)})
+    layer = "0.self_attn"
+    assert masked.layers[layer].sparse < full.layers[layer].sparse
+    assert masked.layers[layer].dense == full.layers[layer].dense
+    # 5 tokens: the output projection and the two products remain, 8·8·5 + 2·5·5·8
+    assert masked.layers[layer].sparse == 8 * 8 * 5 + 2 * 5 * 5 * 8
+
+
+def test_fine_tuning_keeps_an_attentions_output_projection_masked() -> None:
+    """``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``:
+    the mask is applied after each step (attaching it failed: "backward through the graph
+    a second time")."""
+    from sparseopt.prune.masks import finetune_masked
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.TransformerEncoderLayer(8, 2, dim_feedforward=16), nn.Flatten(),
+                        nn.Linear(40, 3))  # fmt: skip
+    masks = magnitude_masks(net, 0.3)
+    data = [(torch.randn(4, 5, 8), torch.randint(0, 3, (4,))) for _ in range(3)]
+    losses = finetune_masked(net, masks, data, epochs=2, lr=0.05)
+    assert len(losses) == 2
+    params = dict(net.named_parameters())
+    for name, keep in masks.items():
+        assert bool((params[name][~keep] == 0).all()), name
+    assert bool((params["0.self_attn.out_proj.weight"] != 0).any())
+
+
+def test_resuming_a_checkpoint_whose_groups_moved_says_why(tmp_path) -> None:
+    from sparseopt.engine.checkpoint import restore_weights
+    from sparseopt.engine.errors import ConfigError
+
+    net = Block()
+    opt = so.create_optimizer(net, "adabreg")
+    saved = copy.deepcopy(opt.state_dict())  # as read from a file: no list shared
+    # as written before 2026-11-29: the attention's projection unpenalised
+    linear = next(g for g in saved["param_groups"] if g["name"] == "linear")
+    rest = next(g for g in saved["param_groups"] if g["name"] == "unpenalised")
+    i = linear["param_names"].index("attn.in_proj_weight")
+    rest["params"].append(linear["params"].pop(i))
+    rest["param_names"].append(linear["param_names"].pop(i))
+    ckpt = {"model": net.state_dict(), "optimizer": saved}
+    with pytest.raises(ConfigError, match=r"attn.in_proj_weight: unpenalised → linear"):
+        restore_weights(ckpt, tmp_path / "checkpoint.pt", net, opt)

@@ -72,7 +72,7 @@ import torch
 from torch import nn
 
 from sparseopt.fsdp import global_int
-from sparseopt.groups import group_lam, is_penalised
+from sparseopt.groups import group_lam, is_penalised, out_in_view
 
 __all__ = [
     "ALLOCATIONS",
@@ -288,8 +288,11 @@ def _group_counts(
         if not is_penalised(group):
             continue
         counts = []
-        for p in group["params"]:
+        for j, p in enumerate(group["params"]):
             v = deploy(p) if deploy is not None else p
+            # as (out, in): a Hugging Face Conv1D's weight through its transpose; the
+            # triple carries that view (its shape, numel and ndim are what is read)
+            v, p = out_in_view(group, j, v), out_in_view(group, j, p)
             nz = v != 0
             # output units with a nonzero weight (rows are whole on every shard: FSDP2
             # shards dim 0)

@@ -38,6 +38,7 @@ __all__ = [
     "HEAD_GROUPS",
     "ATTENTION_WEIGHTS",
     "LAM_SCALES",
+    "STORED_IN_OUT",
     "LayerWeight",
     "base_lam",
     "canonical_grouping",
@@ -47,6 +48,8 @@ __all__ = [
     "group_lam",
     "group_norms",
     "group_size",
+    "is_attention",
+    "is_hf_conv1d",
     "is_penalised",
     "layer_kind",
     "layer_lam_factors",
@@ -54,6 +57,7 @@ __all__ = [
     "layer_weights",
     "module_params",
     "num_groups",
+    "out_in_view",
     "output_layer",
     "param_groups",
     "weight_kind",
@@ -342,10 +346,36 @@ def layer_kind(module: torch.nn.Module) -> str | None:
 ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
-def _stored_in_out(module: torch.nn.Module) -> bool:
+def is_hf_conv1d(module: torch.nn.Module) -> bool:
     """Hugging Face's ``Conv1D`` (GPT-2 and its kin): a Linear layer, ``x @ W + b``,
-    whose weight is stored ``(in, out)`` — the transpose of ``nn.Linear``'s."""
-    return type(module).__name__ == "Conv1D" and getattr(module, "nf", None) is not None
+    whose weight is stored ``(in, out)`` — the transpose of ``nn.Linear``'s. Known by its
+    class name anywhere in the class's bases, so also once FSDP2's ``fully_shard`` has
+    swapped the class for ``FSDPConv1D`` (transformers is not imported)."""
+    return any(c.__name__ == "Conv1D" for c in type(module).__mro__)
+
+
+#: The param-group key listing the names of its weights stored ``(in, out)`` (Hugging Face
+#: ``Conv1D``, :func:`param_groups`): whoever counts output units reads their transpose.
+STORED_IN_OUT = "stored_in_out"
+
+
+def out_in_view(group: Mapping[str, Any], index: int, p: Tensor) -> Tensor:
+    """Parameter ``p``, the ``index``-th of param group ``group``, as ``(out, in, ...)``:
+    its transpose where the group lists it in :data:`STORED_IN_OUT`, else itself."""
+    flipped = group.get(STORED_IN_OUT)
+    if flipped and group.get("param_names", [None] * (index + 1))[index] in flipped:
+        return p.T
+    return p
+
+
+def is_attention(module: torch.nn.Module) -> bool:
+    """``nn.MultiheadAttention`` or a module with its layout (the pruned one of
+    :mod:`sparseopt.prune.heads`, ``q/k/v_proj_weight`` and an ``out_proj`` Linear): its
+    projection weights (:data:`ATTENTION_WEIGHTS`) run as no ``nn.Linear`` call."""
+    return isinstance(module, torch.nn.MultiheadAttention) or (
+        isinstance(getattr(module, "out_proj", None), torch.nn.Linear)
+        and getattr(module, "q_proj_weight", None) is not None
+    )
 
 
 def weight_kind(module: torch.nn.Module, p_name: str) -> str | None:
@@ -353,7 +383,8 @@ def weight_kind(module: torch.nn.Module, p_name: str) -> str | None:
     weight (penalised by the sparse optimizers' param groups, counted by the weight
     density, pruned by the magnitude baseline), else ``None``: the ``weight`` of a
     Conv/Linear module or of a Hugging Face ``Conv1D``, and the projection weights of
-    ``nn.MultiheadAttention`` (:data:`ATTENTION_WEIGHTS`).
+    ``nn.MultiheadAttention`` and of modules with its layout (:data:`ATTENTION_WEIGHTS`,
+    :func:`is_attention`).
 
     Example:
         >>> att = torch.nn.MultiheadAttention(8, 2)
@@ -362,8 +393,8 @@ def weight_kind(module: torch.nn.Module, p_name: str) -> str | None:
     """
     if p_name == "weight":
         kind = layer_kind(module)
-        return "linear" if kind is None and _stored_in_out(module) else kind
-    if isinstance(module, torch.nn.MultiheadAttention) and p_name in ATTENTION_WEIGHTS:
+        return "linear" if kind is None and is_hf_conv1d(module) else kind
+    if p_name in ATTENTION_WEIGHTS and is_attention(module):
         return "linear"
     return None
 
@@ -408,9 +439,7 @@ def layer_weights(model: torch.nn.Module) -> list[LayerWeight]:
         full = f"{name}.{p_name}" if name else p_name
         own = p_name == "weight"
         out.append(
-            LayerWeight(
-                name if own else full, full, kind, module, p, own and _stored_in_out(module)
-            )
+            LayerWeight(name if own else full, full, kind, module, p, own and is_hf_conv1d(module))
         )
     return out
 
@@ -503,7 +532,9 @@ def param_groups(
     cannot be scaled: give ``lam`` (:func:`sparseopt.create_optimizer` fills the recipe's).
 
     Every group carries a ``name`` key (``"conv"``, ``"linear"``, ``"unpenalised"``)
-    and ``param_names`` (plain strings), which ``torch.optim`` keeps in ``state_dict``.
+    and ``param_names`` (plain strings), which ``torch.optim`` keeps in ``state_dict``; a
+    group holding Hugging Face ``Conv1D`` weights lists them in ``stored_in_out`` (their
+    output units are columns: :data:`STORED_IN_OUT`).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(),
@@ -604,6 +635,9 @@ def param_groups(
                 "lam": lam_k,
                 "groups": head_groups if own else grp,
             }
+            flipped = [n for n, _ in chunk if layers[n].transposed]
+            if flipped:  # read (out, in) through the transpose (the target-density controller)
+                group[STORED_IN_OUT] = flipped
             if per_layer and lam_scale == "fan_in":
                 f = factors[chunk[0][0]]
                 group["lam"] = float(lam_k) * f  # type: ignore[arg-type]

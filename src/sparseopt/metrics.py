@@ -64,7 +64,14 @@ import torch
 from torch import Tensor, nn
 
 from sparseopt.fsdp import full_tensor, global_int
-from sparseopt.groups import group_norms, layer_kind, layer_weights, module_params
+from sparseopt.groups import (
+    ATTENTION_WEIGHTS,
+    group_norms,
+    is_attention,
+    layer_kind,
+    layer_weights,
+    module_params,
+)
 
 __all__ = [
     "DensityReport",
@@ -402,33 +409,27 @@ class MacReport:
         return "\n".join(rows)
 
 
-@torch.no_grad()
-def _is_attention(module: nn.Module) -> bool:
-    """``nn.MultiheadAttention`` or a module with its layout (e.g. the pruned one of
-    :mod:`sparseopt.prune.heads`): its projections do not run as ``nn.Linear`` calls."""
-    return isinstance(module, nn.MultiheadAttention) or (
-        isinstance(getattr(module, "out_proj", None), nn.Linear)
-        and getattr(module, "q_proj_weight", None) is not None
-    )
-
-
-def _attention_macs(module: nn.Module, query: Tensor, key: Tensor) -> tuple[int, int, int, int]:
+def _attention_macs(
+    module: nn.Module, query: Tensor, key: Tensor, value: Callable[[Tensor], Tensor]
+) -> tuple[int, int, int, int]:
     r"""(query positions, dense, sparse, structured) MACs of one attention call, one sample.
 
     Projections count as Linear layers (:math:`|W|\cdot L`, :math:`\operatorname{nnz}(W)\cdot
     L`, live rows × live columns · L), with :math:`L_q` query and :math:`L_k` key
     positions; the two products :math:`QK^\top` and :math:`AV` cost :math:`L_q L_k` MACs
     per query and per value row (all of them dense and sparse; the live rows structured).
+    ``value(w)`` is what counts for the parameter ``w`` (the deployable network, masks:
+    :func:`effective_weights`, as the Linear layers).
     """
     batch_first = getattr(module, "batch_first", False)
     seq = 1 if query.dim() == 3 and batch_first else 0
     lq, lk = query.shape[seq], key.shape[seq]
     w_in = getattr(module, "in_proj_weight", None)
     if w_in is not None:
-        wq, wk, wv = w_in.chunk(3)
+        wq, wk, wv = value(w_in).chunk(3)
     else:
-        wq, wk, wv = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
-    wo = module.out_proj.weight
+        wq, wk, wv = (value(getattr(module, n)) for n in ATTENTION_WEIGHTS[1:])
+    wo = value(module.out_proj.weight)
 
     def linear(w: Tensor, positions: int) -> tuple[int, int, int]:
         nz = w.detach() != 0
@@ -471,6 +472,10 @@ def count_macs(
         for n, w in effective_weights(model, optimizer, source=source, masks=masks).items()
     }
     names = {id(p): n for n, p in model.named_parameters()}
+
+    def value(p: Tensor) -> Tensor:  # the counted tensor of a parameter (itself if none)
+        return weights.get(names.get(id(p), ""), p)
+
     acc: dict[str, list[int]] = {}
     kinds: dict[str, str] = {}
 
@@ -497,7 +502,7 @@ def count_macs(
             query = args[0] if args else kwargs["query"]
             key = args[1] if len(args) > 1 else kwargs.get("key", query)
             counts = acc.setdefault(name, [0, 0, 0, 0])
-            for i, c in enumerate(_attention_macs(module, query, key)):
+            for i, c in enumerate(_attention_macs(module, query, key, value)):
                 counts[i] = c if i == 0 else counts[i] + c
             kinds[name] = "attention"
 
@@ -505,14 +510,14 @@ def count_macs(
 
     handles = []
     # an attention's output projection is counted with it (some call it as a module)
-    inside = {id(m.out_proj) for m in model.modules() if _is_attention(m)}
+    inside = {id(m.out_proj) for m in model.modules() if is_attention(m)}
     for name, module in model.named_modules():
         kind = layer_kind(module)
         if id(module) in inside:
             continue
         if kind is not None and getattr(module, "weight", None) is not None:
             handles.append(module.register_forward_hook(hook(name, kind)))
-        elif _is_attention(module):
+        elif is_attention(module):
             handles.append(module.register_forward_hook(attention_hook(name), with_kwargs=True))
     was_training = model.training
     param = next(model.parameters(), None)

@@ -394,9 +394,6 @@ def _prune(args: argparse.Namespace) -> int:
         model = unpack_coupled(model)
         params = dict(model.named_parameters())
         masks = {**masks_from_weights(model), **_coupled_masks(params, sets)}
-        # nn.MultiheadAttention reads out_proj.weight without calling out_proj, so no
-        # mask can be attached there: fine-tuning zeroes the dead heads' columns after
-        masks = {n: m for n, m in masks.items() if not n.endswith("out_proj.weight")}
         dead = dead_groups(model, sets)
     x_test, y_test = data.test.tensors
     x_train, y_train = data.train.tensors

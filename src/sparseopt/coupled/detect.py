@@ -7,6 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from sparseopt.groups import is_hf_conv1d
+
 from ._core import (
     CoupledGroups,
     Slice,
@@ -17,16 +19,12 @@ from ._core import (
 
 
 def _linear_like(m: Any) -> bool:
-    return isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
-
-
-def _is_conv1d(m: Any) -> bool:
-    return type(m).__name__ == "Conv1D"
+    return isinstance(m, nn.Linear) or is_hf_conv1d(m)
 
 
 def _rows(prefix: str, m: nn.Module, chunks: int = 1) -> list[Slice]:
     """Output units of a Linear (rows) or Conv1D (columns), with the bias."""
-    out = [Slice(f"{prefix}.weight", 1 if _is_conv1d(m) else 0, chunks)]
+    out = [Slice(f"{prefix}.weight", 1 if is_hf_conv1d(m) else 0, chunks)]
     if getattr(m, "bias", None) is not None:
         out.append(Slice(f"{prefix}.bias", 0, chunks))
     return out
@@ -34,7 +32,7 @@ def _rows(prefix: str, m: nn.Module, chunks: int = 1) -> list[Slice]:
 
 def _cols(prefix: str, m: nn.Module) -> list[Slice]:
     """Input units of a Linear (columns) or Conv1D (rows)."""
-    return [Slice(f"{prefix}.weight", 0 if _is_conv1d(m) else 1)]
+    return [Slice(f"{prefix}.weight", 0 if is_hf_conv1d(m) else 1)]
 
 
 def _join(*parts: str) -> str:
@@ -42,7 +40,7 @@ def _join(*parts: str) -> str:
 
 
 def _out_width(m: nn.Module) -> int:
-    return m.weight.shape[1] if _is_conv1d(m) else m.weight.shape[0]
+    return m.weight.shape[1] if is_hf_conv1d(m) else m.weight.shape[0]
 
 
 def _mha_heads(name: str, m: nn.MultiheadAttention) -> CoupledGroups:

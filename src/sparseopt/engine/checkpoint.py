@@ -401,10 +401,43 @@ def restore_weights(
         detail = " ".join(str(err).split()) or type(err).__name__
         if len(detail) > 600:
             detail = detail[:600] + " …"
+        moved = _moved_params(ckpt.get("optimizer"), optimizer)
+        if moved:
+            detail = (
+                f"the optimizer's param groups hold other parameters than when it was "
+                f"written ({moved}): since 2026-11-29 attention projections (in_proj_weight) "
+                "and Hugging Face Conv1D weights are penalised layer weights; start the run "
+                "again"
+            )
         raise ConfigError(
             f"cannot load checkpoint {path}: it does not fit the model and optimizer built "
             f"from its config: {detail}"
         ) from None
+
+
+def _moved_params(saved: Any, optimizer: torch.optim.Optimizer) -> str:
+    """The parameters that changed param group between a saved optimizer state and
+    ``optimizer`` (by ``param_names``), as ``name: old group → new group``; ``""`` when
+    none did or the names are not there to tell."""
+    try:
+        then = {
+            n: g.get("name", i)
+            for i, g in enumerate(saved["param_groups"])
+            for n in g["param_names"]
+        }
+        now = {
+            n: g.get("name", i)
+            for i, g in enumerate(optimizer.param_groups)
+            for n in g["param_names"]
+        }
+    except (KeyError, TypeError):
+        return ""
+    moved = [
+        f"{n}: {then.get(n)} → {now.get(n)}"
+        for n in sorted(set(then) | set(now))
+        if then.get(n) != now.get(n)
+    ]
+    return ", ".join(moved[:4]) + (f" and {len(moved) - 4} more" if len(moved) > 4 else "")
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:

@@ -59,6 +59,7 @@ from sparseopt.coupled import (
     packed_groups,
     unpack_coupled,
 )
+from sparseopt.groups import is_hf_conv1d
 
 __all__ = ["CoupledShrinkResult", "PrunedMultiheadAttention", "shrink_coupled"]
 
@@ -203,7 +204,7 @@ def _narrow_owner(module: nn.Module, attr: str, value: Tensor) -> None:
         return
     if isinstance(module, nn.Linear):
         module.out_features, module.in_features = value.shape
-    elif type(module).__name__ == "Conv1D":
+    elif is_hf_conv1d(module):
         module.nf = value.shape[1]
         if hasattr(module, "nx"):
             module.nx = value.shape[0]

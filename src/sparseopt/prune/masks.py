@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from sparseopt.groups import is_penalised, layer_weights
+from sparseopt.groups import is_attention, is_penalised, layer_weights
 
 __all__ = [
     "Masks",
@@ -190,7 +190,9 @@ def finetune_masked(
 
     The masks are attached with :func:`attach_masks` for the duration and made
     permanent at the end, so the returned model has exactly the masks' support (or a
-    subset of it). This is the last step of DessiLBI's *simplify*: keep the weights in
+    subset of it). An attention's output projection is read by the attention without a
+    call of its module (``nn.MultiheadAttention``), so no mask can be attached there: its
+    weight is masked again after every step instead. This is the last step of DessiLBI's *simplify*: keep the weights in
     the chosen support and retrain them.
 
     Args:
@@ -210,8 +212,23 @@ def finetune_masked(
     if device is None:
         p0 = next(model.parameters(), None)
         device = p0.device if p0 is not None else torch.device("cpu")
-    attach_masks(model, masks)
+    unread = {  # weights whose module the forward pass never calls
+        f"{n}.out_proj.weight" if n else "out_proj.weight"
+        for n, m in model.named_modules()
+        if is_attention(m)
+    }
+    direct = {k: v for k, v in masks.items() if k in unread}
+    params = dict(model.named_parameters())
+    direct_params = [(params[k], v.to(params[k].device)) for k, v in direct.items() if k in params]
+    attach_masks(model, {k: v for k, v in masks.items() if k not in unread})
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def remask() -> None:
+        with torch.no_grad():
+            for p, keep in direct_params:
+                p.mul_(keep)
+
+    remask()
     losses: list[float] = []
     was_training = model.training
     model.train()
@@ -225,6 +242,7 @@ def finetune_masked(
                 loss = loss_fn(model(x), y)
                 loss.backward()
                 opt.step()
+                remask()
                 total += float(loss.detach()) * len(x)
                 count += len(x)
             losses.append(total / max(count, 1))
