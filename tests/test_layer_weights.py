@@ -223,3 +223,12 @@ def test_resuming_a_checkpoint_whose_groups_moved_says_why(tmp_path) -> None:
     ckpt = {"model": net.state_dict(), "optimizer": saved}
     with pytest.raises(ConfigError, match=r"attn.in_proj_weight: unpenalised → linear"):
         restore_weights(ckpt, tmp_path / "checkpoint.pt", net, opt)
+
+
+def test_exclude_takes_an_attention_projection_by_its_layer_name() -> None:
+    net = Block()
+    groups = param_groups(net, penalty="l1", lam=0.1, exclude=["attn.in_proj_weight"])
+    free = next(g for g in groups if g["penalty"] == "none")["param_names"]
+    assert "attn.in_proj_weight" in free and "attn.out_proj.weight" not in free
+    with pytest.raises(ValueError, match="no module or layer named"):
+        param_groups(net, penalty="l1", lam=0.1, exclude=["attn.q_proj_weight"])

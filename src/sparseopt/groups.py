@@ -503,7 +503,8 @@ def param_groups(
     ``penalty``) with ``conv_groups`` (default ``groups``), Linear weights
     ``linear_penalty``/``linear_groups`` likewise; biases, normalisation parameters and every other parameter go to one
     group with penalty ``none``, as do the weights of modules named in ``exclude``
-    (exact module names, e.g. ``"classifier.4"``). Empty groups are dropped.
+    (exact module names, e.g. ``"classifier.4"``, or layer names as the metrics give them,
+    e.g. ``"layers.0.self_attn.in_proj_weight"``). Empty groups are dropped.
 
     A group penalty (``group_l1``, ``group_l0``) without a grouping uses ``filter``
     (output channels / neurons). A filter grouping skips the model's output layer
@@ -546,10 +547,13 @@ def param_groups(
     check_lam_scale(lam_scale)
     check_head_groups(head_groups)  # filter or channel, or the one-line error
     excluded = set(exclude)
-    known = {name for name, _ in model.named_modules()}
+    weights = layer_weights(model)
+    known = {name for name, _ in model.named_modules()} | {w.name for w in weights}
     unknown = excluded - known
     if unknown:
-        raise ValueError(f"Invalid exclude value: no module named {sorted(unknown)} in the model")
+        raise ValueError(
+            f"Invalid exclude value: no module or layer named {sorted(unknown)} in the model"
+        )
     settings = {
         "conv": (
             conv_penalty or penalty,
@@ -569,10 +573,11 @@ def param_groups(
     }
     head_module = output_layer(model)
     head = None if head_module is None else (f"{head_module}.weight" if head_module else "weight")
-    layers = {w.param_name: w for w in layer_weights(model)}  # the weights penalised
+    layers = {w.param_name: w for w in weights}  # the weights penalised
     for mod_name, _module, p_name, p in module_params(model):
         full = f"{mod_name}.{p_name}" if mod_name else p_name
-        if full in layers and mod_name not in excluded:
+        # excluded by its module's name, or by its layer's (an attention's projection)
+        if full in layers and not {mod_name, layers[full].name} & excluded:
             buckets[layers[full].kind].append((full, p))
         else:
             buckets["unpenalised"].append((full, p))
