@@ -275,11 +275,12 @@ def base_lam(param_groups: Iterable[dict[str, Any]]) -> float | None:
 
 
 def layer_lams(model: torch.nn.Module, param_groups: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """λ acting on every Conv/Linear layer whose weight is penalised: its group's
-    ``lam``, with the per-layer factor (``lam_factor``) in. Keyed by the module's name,
-    exactly as the metrics' ``layer_density`` (:func:`sparseopt.metrics.density`: the
-    ``weight`` of each Conv/Linear module, a shared weight under its first module's name);
-    other penalised tensors (coupled packs, embeddings, ``in_proj_weight``) have no entry.
+    """λ acting on every layer whose weight is penalised: its group's ``lam``, with the
+    per-layer factor (``lam_factor``) in. Keyed exactly as the metrics' ``layer_density``
+    (:func:`sparseopt.metrics.density`): each layer weight (:func:`layer_weights`) under
+    its layer name — a module's name for its ``weight`` (a shared weight under its first
+    module's), the parameter's for an attention's ``in_proj_weight``; other penalised
+    tensors (coupled packs, embeddings) have no entry.
 
     The metrics' ``lam`` is one number, the first penalised group's factor-free λ
     (:func:`base_lam`); where the groups hold a λ each (``lam_scale`` ``layer`` or

@@ -2,7 +2,8 @@ r"""Sparse initialisation (Bungert, Roith, Tenbrinck & Burger, JMLR 2022, §4.1)
 
 Bregman iterations follow an *inverse scale space*: they start sparse and let
 weights enter the support over training. Their natural start is a sparse
-network: for each Conv/Linear weight draw a mask :math:`M\sim\text{Bernoulli}(r_l)`
+network: for each layer weight (Conv, Linear, attention projections:
+:func:`sparseopt.groups.layer_weights`) draw a mask :math:`M\sim\text{Bernoulli}(r_l)`
 (elementwise, or per group so whole filters/channels are on or off) and set
 
 .. math::

@@ -47,7 +47,7 @@ class SparsityCallback(Callback):
     Args:
         evaluate_deployed: run validation (and sanity checks) inside
             ``optimizer.deployed()`` (default True).
-        log_per_layer: also log ``layer_density/<layer>`` for every Conv/Linear layer and
+        log_per_layer: also log ``layer_density/<layer>`` for every layer weight and
             ``layer_lam/<layer>`` for every penalised one (the λ acting on it).
         log_every_n_steps: also log the densities every this many optimizer steps
             (``None``: once per training epoch).

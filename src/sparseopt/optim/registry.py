@@ -520,8 +520,8 @@ def create_optimizer(
     """Build optimizer ``name`` for a model or an iterable of params / param groups.
 
     Given a model, sparse methods get param groups from
-    :func:`sparseopt.groups.param_groups` (Conv/Linear weights penalised, biases and
-    norms not) built from the keywords in :data:`PARAM_GROUP_KEYS`; the remaining
+    :func:`sparseopt.groups.param_groups` (layer weights penalised — Conv, Linear,
+    attention projections, Hugging Face ``Conv1D`` — biases and norms not) built from the keywords in :data:`PARAM_GROUP_KEYS`; the remaining
     keywords go to the optimizer. Registry defaults apply under ``kwargs``; a recipe's
     per-layer λ (``lam_scale``) applies with a model only (params carry no layers).
     ``steered=True`` says a :class:`~sparseopt.control.TargetDensity` will steer λ: a λ
