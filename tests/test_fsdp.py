@@ -197,6 +197,49 @@ DCP_CASES = ("splitlbi-A", "rda-B")
 KILL_AT = (2, 2)
 
 
+class Conv1D(nn.Module):
+    """Hugging Face's ``Conv1D`` layout (GPT-2): ``x @ W + b`` with W stored ``(in, out)``;
+    the same class name and ``nf`` (transformers is not needed)."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.zeros(nf, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight + self.bias
+
+
+def conv1d_counts(shard: bool) -> dict[str, Any]:
+    """A Conv1D with dead output units (columns), sharded or not: what the layer weights
+    make of it (penalised names, per-layer counts, the controller's alive units).
+    ``fully_shard`` swaps its class for ``FSDPConv1D``."""
+    from sparseopt.control import _group_counts
+    from sparseopt.fsdp import shard_model
+    from sparseopt.metrics import density
+
+    torch.manual_seed(0)
+    net = nn.Sequential(Conv1D(6, 5), nn.ReLU(), nn.Linear(6, 3).double())
+    with torch.no_grad():
+        net[0].weight[:, :2] = 0  # 2 of 6 output units dead
+    if shard:
+        shard_model(net)
+    opt = so.create_optimizer(net, "proxsgd", lam_scale="layer")
+    rep = density(net)
+    return {
+        "class": type(net[0]).__name__,
+        "penalised": sorted(
+            n for g in opt.param_groups if g["penalty"] != "none" for n in g["param_names"]
+        ),
+        "layers": {
+            k: [v.weights, v.nonzero, v.filters, v.filters_alive, v.channels_alive]
+            for k, v in rep.layers.items()
+        },
+        "alive": sorted(alive for _, found in _group_counts(opt) for _, alive, _ in found),
+    }
+
+
 class _KillAt:
     """A callback that SIGKILLs its process at step ``KILL_AT[1]`` of epoch ``KILL_AT[0]``."""
 
@@ -268,6 +311,7 @@ def _worker(mode: str, root: str) -> None:
     x, y = batch(0)
     split = evaluate_split(model.eval(), x[:5], y[:5], "classification", 2, Dist(rank, world))
     torch.save(list(split), os.path.join(root, f"eval-rank{rank}.pt"))
+    torch.save(conv1d_counts(shard=True), os.path.join(root, f"conv1d-rank{rank}.pt"))
     res = engine_train(TrainConfig(**ENGINE, out=os.path.join(root, "full")))
     assert (res.run_dir is None) == (rank != 0)
     engine_train(TrainConfig(**GUARDED, out=os.path.join(root, "guard")), callbacks=[_ZeroHead()])
@@ -359,6 +403,20 @@ def test_density_is_global_and_equals_the_unsharded_model(fsdp_run: Path, case: 
     # the controller acted (λ moved) and the path has its points
     assert len(ref["controller"]) == STEPS // 5 and len(ref["path"]) == STEPS // 10
     assert ref["controller"][0][2] != ref["controller"][-1][2]
+
+
+def test_a_sharded_conv1d_is_a_layer_weight_as_in_one_process(fsdp_run: Path) -> None:
+    """Under ``fully_shard`` a Hugging Face ``Conv1D`` (class ``FSDPConv1D`` then) is still
+    a layer weight: penalised, counted by its output units and seen by the controller
+    as in one process (before the class's bases were read, it was dropped from all)."""
+    ref = conv1d_counts(shard=False)
+    assert ref["layers"]["0"] == [30, 20, 6, 4, 5] and ref["alive"] == [3, 4]
+    for rank in (0, 1):
+        got = torch.load(fsdp_run / f"conv1d-rank{rank}.pt", weights_only=False)
+        assert got["class"] == "FSDPConv1D"
+        assert {k: v for k, v in got.items() if k != "class"} == {
+            k: v for k, v in ref.items() if k != "class"
+        }
 
 
 def _tensors(state: Any) -> dict[str, torch.Tensor]:

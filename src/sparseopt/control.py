@@ -71,7 +71,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseopt.fsdp import global_int
+from sparseopt.fsdp import full_tensor, global_int
 from sparseopt.groups import group_lam, is_penalised, out_in_view
 
 __all__ = [
@@ -290,14 +290,16 @@ def _group_counts(
         counts = []
         for j, p in enumerate(group["params"]):
             v = deploy(p) if deploy is not None else p
+            nz = v != 0
             # as (out, in): a Hugging Face Conv1D's weight through its transpose; the
             # triple carries that view (its shape, numel and ndim are what is read)
-            v, p = out_in_view(group, j, v), out_in_view(group, j, p)
-            nz = v != 0
+            unit = out_in_view(group, j, p)
+            if unit is not p:  # whole first: FSDP2 shards dim 0, here a unit's inputs
+                nz = full_tensor(nz).T  # (any() over a sharded dim does not reduce)
             # output units with a nonzero weight (rows are whole on every shard: FSDP2
             # shards dim 0)
-            alive = global_int(nz.flatten(1).any(1).sum()) if p.ndim >= 2 else 0
-            counts.append((global_int(nz.sum()), alive, p))
+            alive = global_int(nz.flatten(1).any(1).sum()) if unit.ndim >= 2 else 0
+            counts.append((global_int(nz.sum()), alive, unit))
         out.append((i, counts))
     return out
 
