@@ -351,8 +351,10 @@ def is_hf_conv1d(module: torch.nn.Module) -> bool:
     """Hugging Face's ``Conv1D`` (GPT-2 and its kin): a Linear layer, ``x @ W + b``,
     whose weight is stored ``(in, out)`` — the transpose of ``nn.Linear``'s. Known by its
     class name anywhere in the class's bases, so also once FSDP2's ``fully_shard`` has
-    swapped the class for ``FSDPConv1D`` (transformers is not imported)."""
-    return any(c.__name__ == "Conv1D" for c in type(module).__mro__)
+    swapped the class for ``FSDPConv1D`` (transformers is not imported), with its output
+    width ``nf`` (a class of another library that is only named so is not taken)."""
+    named = any(c.__name__ == "Conv1D" for c in type(module).__mro__)
+    return named and isinstance(getattr(module, "nf", None), int)
 
 
 #: The param-group key listing the names of its weights stored ``(in, out)`` (Hugging Face
@@ -364,7 +366,8 @@ def out_in_view(group: Mapping[str, Any], index: int, p: Tensor) -> Tensor:
     """Parameter ``p``, the ``index``-th of param group ``group``, as ``(out, in, ...)``:
     its transpose where the group lists it in :data:`STORED_IN_OUT`, else itself."""
     flipped = group.get(STORED_IN_OUT)
-    if flipped and group.get("param_names", [None] * (index + 1))[index] in flipped:
+    names = group.get("param_names") or []
+    if flipped and index < len(names) and names[index] in flipped:
         return p.T
     return p
 
