@@ -232,3 +232,36 @@ def test_exclude_takes_an_attention_projection_by_its_layer_name() -> None:
     assert "attn.in_proj_weight" in free and "attn.out_proj.weight" not in free
     with pytest.raises(ValueError, match="no module or layer named"):
         param_groups(net, penalty="l1", lam=0.1, exclude=["attn.q_proj_weight"])
+
+
+def test_only_a_linear_stored_in_out_is_read_transposed() -> None:
+    """A torch convolution subclassed under the name ``Conv1D`` is a convolution; a class
+    so named without Hugging Face's output width ``nf`` is not taken either."""
+    from sparseopt.groups import is_hf_conv1d
+
+    class Conv1D(nn.Conv1d):  # the name is the point
+        pass
+
+    net = nn.Sequential(Conv1D(2, 4, 3), nn.Flatten(), nn.Linear(8, 3))
+    assert not is_hf_conv1d(net[0])
+    first = layer_weights(net)[0]
+    assert (first.name, first.kind, first.transposed) == ("0", "conv", False)
+    assert param_groups(net, penalty="group_l1", lam=0.1)  # no refusal: rows are filters
+    assert density(net).layers["0"].shape == (4, 2, 3)
+
+
+def test_macs_count_a_conv1d_by_its_output_units_and_masks_are_checked() -> None:
+    from sparseopt.metrics import count_macs
+    from sparseopt.prune.masks import finetune_masked
+
+    net = Block()
+    macs = count_macs(net, (5, 8))
+    assert macs.layers["up"].kind == "linear" and macs.layers["up"].dense == 8 * 16 * 5
+    with torch.no_grad():
+        net.up.weight[:, :4] = 0  # 4 of 16 output units dead
+    assert count_macs(net, (5, 8)).layers["up"].sparse == 8 * 12 * 5
+    # a mask that does not fit its weight is refused, also one applied after each step
+    att = nn.Sequential(nn.TransformerEncoderLayer(8, 2, dim_feedforward=16))
+    bad = {"0.self_attn.out_proj.weight": torch.ones(8, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="shape"):
+        finetune_masked(att, bad, [(torch.randn(2, 5, 8), torch.zeros(2, dtype=torch.long))])

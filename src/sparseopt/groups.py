@@ -354,7 +354,8 @@ def is_hf_conv1d(module: torch.nn.Module) -> bool:
     swapped the class for ``FSDPConv1D`` (transformers is not imported), with its output
     width ``nf`` (a class of another library that is only named so is not taken)."""
     named = any(c.__name__ == "Conv1D" for c in type(module).__mro__)
-    return named and isinstance(getattr(module, "nf", None), int)
+    own = layer_kind(module) is None  # a torch convolution subclassed under that name is one
+    return named and own and isinstance(getattr(module, "nf", None), int)
 
 
 #: The param-group key listing the names of its weights stored ``(in, out)`` (Hugging Face

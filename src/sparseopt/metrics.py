@@ -68,6 +68,7 @@ from sparseopt.groups import (
     ATTENTION_WEIGHTS,
     group_norms,
     is_attention,
+    is_hf_conv1d,
     layer_kind,
     layer_weights,
     module_params,
@@ -482,6 +483,8 @@ def count_macs(
     def hook(name: str, kind: str) -> Callable[[nn.Module, Any, Tensor], None]:
         def fn(module: nn.Module, _inputs: Any, output: Tensor) -> None:
             w = weights[names[id(module.weight)]]
+            if is_hf_conv1d(module):
+                w = w.T  # (out, in)
             out_units = w.shape[0]
             positions = output.numel() // max(out_units, 1)  # batch of one sample
             rows = w.flatten(1) != 0
@@ -512,7 +515,8 @@ def count_macs(
     # an attention's output projection is counted with it (some call it as a module)
     inside = {id(m.out_proj) for m in model.modules() if is_attention(m)}
     for name, module in model.named_modules():
-        kind = layer_kind(module)
+        # a Hugging Face Conv1D (GPT-2) is a Linear layer stored (in, out)
+        kind = layer_kind(module) or ("linear" if is_hf_conv1d(module) else None)
         if id(module) in inside:
             continue
         if kind is not None and getattr(module, "weight", None) is not None:

@@ -402,6 +402,8 @@ def restore_weights(
         if len(detail) > 600:
             detail = detail[:600] + " …"
         moved = _moved_params(ckpt.get("optimizer"), optimizer)
+        if not moved and shards is not None and "param_groups" in detail:
+            moved = "a sharded checkpoint: its param groups do not load into today's"
         if moved:
             detail = (
                 f"the optimizer's param groups hold other parameters than when it was "

@@ -217,6 +217,7 @@ def finetune_masked(
         for n, m in model.named_modules()
         if is_attention(m)
     }
+    _check(model, masks)  # every mask, also those applied after each step
     direct = {k: v for k, v in masks.items() if k in unread}
     params = dict(model.named_parameters())
     direct_params = [(params[k], v.to(params[k].device)) for k, v in direct.items() if k in params]
