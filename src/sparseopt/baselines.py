@@ -32,7 +32,9 @@ __all__ = [
     "FINETUNE_LR_FACTOR",
     "REFIT_OPTIMIZERS",
     "FixedMask",
+    "GradualMagnitude",
     "check_refit_optimizer",
+    "gradual_keep",
     "magnitude_masks",
     "prunable_weights",
     "refit_optimizer_settings",
@@ -171,6 +173,111 @@ class FixedMask:
 
     def on_step_end(self, trainer: Any, step: int) -> None:
         self.apply(trainer.model)
+
+
+def gradual_keep(step: int, total: int, density: float, start: float, end: float) -> float:
+    r"""The fraction of the layer weights that gradual magnitude pruning keeps after
+    optimizer step ``step`` of ``total`` (Zhu & Gupta 2017):
+
+    .. math::
+        s_t = d + (1 - d)\left(1 - \frac{t - t_0}{t_1 - t_0}\right)^3,
+        \qquad t_0 = \lfloor \text{start}\cdot T \rfloor,\ t_1 = \lfloor \text{end}\cdot
+        T \rfloor,
+
+    1 before :math:`t_0`, :math:`d` from :math:`t_1` on: it prunes fast while most weights
+    are small and slowly near the end.
+
+    Example:
+        >>> [round(gradual_keep(t, 100, 0.1, 0.1, 0.6), 3) for t in (0, 10, 35, 60, 99)]
+        [1.0, 1.0, 0.213, 0.1, 0.1]
+    """
+    t0, t1 = int(start * total), int(end * total)
+    if step <= t0:
+        return 1.0
+    if step >= t1:
+        return density
+    frac = (step - t0) / max(t1 - t0, 1)
+    return density + (1.0 - density) * (1.0 - frac) ** 3
+
+
+class GradualMagnitude:
+    """Training callback: gradual magnitude pruning of the layer weights while the
+    network trains (Zhu & Gupta, "To prune, or not to prune", 2017).
+
+    From ``start`` to ``end`` of the run's optimizer steps the layer weights are pruned
+    ``updates`` times by one global magnitude threshold (:func:`magnitude_masks`) to the
+    fraction :func:`gradual_keep`; between updates and after ``end`` the mask is kept
+    fixed (pruned weights are zeroed after every step; where the run clips, their
+    gradients before it, as :class:`FixedMask`). The run ends at ``density`` of the
+    layer weights exactly. Its state (the mask and the steps seen) goes into the run's
+    checkpoints, so an interrupted run resumes where it stopped.
+
+    A baseline that prunes as it trains, in the same epochs as a sparse method: in the
+    probe of docs/robustness.md ("Gradual magnitude pruning", 30 cells of five tasks) its
+    test accuracy is never below the one-shot pruning of :func:`magnitude_masks` plus
+    fine-tuning at the same density, and up to 13 points above it on a transformer.
+
+    Example:
+        >>> cb = GradualMagnitude(0.25, start=0.0, end=0.5, updates=2)
+        >>> cb.total = 8
+        >>> [t for t in range(1, 9) if cb._due(t)]  # steps 2 and 4 (t1): then fixed
+        [2, 4]
+    """
+
+    def __init__(
+        self, density: float, *, start: float = 0.1, end: float = 0.6, updates: int = 50
+    ) -> None:
+        if not 0.0 < density <= 1.0 or math.isnan(density):
+            raise ValueError(f"Invalid density value: {density!r}; expected a fraction in (0, 1]")
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(
+                f"Invalid start/end values: {start!r}, {end!r}; expected 0 <= start < end <= 1"
+            )
+        if updates < 1:
+            raise ValueError(f"Invalid updates value: {updates!r}; expected at least 1")
+        self.density, self.start, self.end, self.updates = density, start, end, updates
+        self.masks: dict[str, torch.Tensor] = {}
+        self.total = 0  # the run's optimizer steps (set when it begins)
+
+    def _due(self, step: int) -> bool:
+        t0, t1 = int(self.start * self.total), int(self.end * self.total)
+        every = max(1, (t1 - t0) // self.updates)
+        return step == t1 or (t0 < step < t1 and (step - t0) % every == 0)
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Zero the pruned entries of ``model``'s layer weights."""
+        params = dict(model.named_parameters())
+        for name, mask in self.masks.items():
+            params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self.total = trainer.config.epochs * trainer.batches_per_epoch()
+        self.apply(trainer.model)  # a resumed run: its mask (a fresh one has none)
+
+    @torch.no_grad()
+    def on_before_optimizer_step(self, trainer: Any, optimizer: Any) -> None:
+        """As :meth:`FixedMask.on_before_optimizer_step`: where the run clips, zero the
+        pruned entries' gradients first."""
+        if not trainer.config.clips():
+            return
+        params = dict(trainer.model.named_parameters())
+        for name, mask in self.masks.items():
+            grad = params[name].grad
+            if grad is not None:
+                grad.mul_(mask.to(grad.device, grad.dtype))
+
+    def on_step_end(self, trainer: Any, step: int) -> None:
+        if self._due(step):
+            keep = gradual_keep(step, self.total, self.density, self.start, self.end)
+            self.masks = magnitude_masks(trainer.model, keep)
+        self.apply(trainer.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": {k: v.clone() for k, v in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.masks = {k: v.to(torch.bool) for k, v in state["masks"].items()}
 
 
 def verdict(acc: float, ref: float, n: int, z: float = 2.0) -> str:
