@@ -65,3 +65,82 @@ def test_an_interrupted_run_resumes_to_the_same_network(tmp_path: Path) -> None:
         )
     res = train(resume=tmp_path / "cut", callbacks=[GradualMagnitude(0.3, end=0.8), StopAfter(-1)])
     assert_same_state(res.model.state_dict(), ref.model.state_dict())
+
+
+def test_compare_prunes_gradually_at_each_methods_density_and_reuses_the_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``compare --prune-baseline --prune-schedule gradual``: per method and dense
+    optimizer a run of all the epochs pruned gradually to the method's weight density;
+    the better on validation is the baseline; a second call reuses every run."""
+    import json
+
+    from sparseopt.cli import main
+
+    fast = ["--limit-batches", "3", "--no-plots", "--quiet"]
+    args = [
+        *("compare", "--optimizers", "rvsm", "proxsgd", "--epochs", "3", "--prune-baseline"),
+        *("--prune-schedule", "gradual", "--out", str(tmp_path / "c"), *fast),
+    ]
+    assert main(args) == 0, capsys.readouterr().out
+    rows = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert [r["optimizer"] for r in rows] == [
+        "rvsm", "proxsgd", "pruning @ rvsm", "pruning @ proxsgd",
+    ]  # fmt: skip
+    for method, pruned in zip(rows[:2], rows[2:], strict=True):
+        assert pruned["pruning_schedule"] == "gradual" and pruned["epochs"] == 3
+        # the whole network pruned to the method's own density (up to one weight)
+        assert pruned["weight_density"] == pytest.approx(method["weight_density"], abs=1e-3)
+        assert method["beats_pruning"] in ("yes", "no", "tie")
+        seen = pruned["pruned_val_acc"]
+        assert set(seen) == {"sgd", "adam"} and pruned["val_acc"] == max(seen.values())
+    for dense in ("sgd", "adam"):
+        assert not (tmp_path / "c" / f"pruning-{dense}-dense").exists()  # nothing one-shot
+        for method in ("rvsm", "proxsgd"):
+            run = tmp_path / "c" / f"pruning-gradual-{dense}-{method}"
+            assert (run / "summary.json").exists()
+    record = json.loads((tmp_path / "c" / "compare-settings.json").read_text())
+    assert record["prune_schedule"] == "gradual"
+    table = (tmp_path / "c" / "comparison.md").read_text()
+    assert f"| pruning @ rvsm ({rows[2]['pruned_from']}, gradual) | ok |" in table
+    capsys.readouterr()
+    runs = sorted((tmp_path / "c").glob("pruning-gradual-*/summary.json"))
+    written = [p.stat().st_mtime_ns for p in runs]
+    assert main(["compare", "--resume", str(tmp_path / "c")]) == 0
+    assert "gradually" in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in runs] == written  # reused, not trained again
+    again = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert [r["test_acc"] for r in again] == [r["test_acc"] for r in rows]
+
+
+def test_compare_with_jobs_trains_no_dense_run_to_prune(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Side by side (``--jobs 2``) the gradual baseline trains no ``pruning-<dense>-dense``
+    run (the one-shot baseline's head start): one gradual run per dense optimizer."""
+    from sparseopt.cli import main
+
+    out = tmp_path / "j"
+    args = [
+        *("compare", "--optimizers", "rvsm", "--epochs", "2", "--prune-baseline"),
+        *("--prune-schedule", "gradual", "--jobs", "2", "--out", str(out)),
+        *("--limit-batches", "3", "--no-plots", "--quiet", "--threads", "1"),
+    ]
+    assert main(args) == 0, capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "pruning-gradual-adam-rvsm", "pruning-gradual-sgd-rvsm", "rvsm",
+    ]  # fmt: skip
+
+
+def test_compare_refuses_a_schedule_without_a_baseline_or_with_finetune_epochs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparseopt.cli import main
+
+    base = ["compare", "--optimizers", "rvsm", "--epochs", "3", "--out", str(tmp_path / "x")]
+    assert main([*base, "--prune-schedule", "gradual"]) == 2
+    assert "--prune-schedule needs --prune-baseline" in capsys.readouterr().err
+    bad = [*base, "--prune-baseline", "--prune-schedule", "gradual", "--finetune-epochs", "1"]
+    assert main(bad) == 2
+    assert "--finetune-epochs is the one-shot baseline's" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -70,6 +70,16 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "run gets the other epochs (default: a fifth of --epochs, at least 1)",
     )
     parser.add_argument(
+        "--prune-schedule",
+        choices=PRUNE_SCHEDULES,
+        default=None,
+        help="with --prune-baseline: one-shot (default: each dense network trained for "
+        "the epochs minus F is pruned once and fine-tuned F epochs) or gradual (each dense "
+        "optimizer trains all the epochs while gradual magnitude pruning takes its network "
+        "to the method's density, Zhu & Gupta 2017: a stronger baseline, one run per method "
+        "and dense optimizer)",
+    )
+    parser.add_argument(
         "--dense",
         nargs="+",
         metavar="NAME",
@@ -104,6 +114,11 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "an --out that is not a compare directory",
     )
     add_train_flags(parser, skip=("optimizer", "name"))
+
+
+#: The pruning baseline's schedules (``--prune-schedule``): pruned once after dense
+#: training and fine-tuned (the default, issue 11's baseline), or pruned while it trains.
+PRUNE_SCHEDULES = ("one-shot", "gradual")
 
 
 def _per_optimizer(base: dict[str, Any], name: str) -> tuple[dict[str, Any], list[str]]:
@@ -146,7 +161,8 @@ def _fmt_row(
         extra.append("–" if acc is None else f"{100 * (acc - dense):+.2f}")
     name = row["optimizer"]
     if row.get("pruned_from"):  # a pruning baseline: which dense network it pruned
-        name += f" ({row['pruned_from']})"
+        how = ", gradual" if row.get("pruning_schedule") == "gradual" else ""
+        name += f" ({row['pruned_from']}{how})"
     if row.get("density") is None:
         return [name, status, "", "", "", "", "", *extra, f"{row.get('wall_time', 0):.1f}"]
     if task == "classification":
@@ -542,6 +558,21 @@ def _pruning_configs(
     return dense_config, finetune
 
 
+def _gradual(args: argparse.Namespace) -> bool:
+    """Whether the pruning baseline prunes while it trains (``--prune-schedule gradual``)."""
+    return getattr(args, "prune_schedule", None) == "gradual"
+
+
+def _gradual_config(base: dict[str, Any], out: Path, dense: str, name: str) -> TrainConfig:
+    """The run of the gradual pruning baseline of dense optimizer ``dense`` for sparse
+    optimizer ``name`` (in ``OUT/pruning-gradual-<dense>-<name>``): the dense recipe for
+    all the epochs; the pruning is a callback (:class:`~sparseopt.baselines.GradualMagnitude`
+    at the method's density), not a setting."""
+    settings, _ = _per_optimizer(base, dense)
+    settings.update(out=str(out / f"pruning-gradual-{dense}-{name}"))
+    return config_from(settings)
+
+
 def gets_pruning_baseline(row: dict[str, Any]) -> bool:
     """Does a comparison row get a pruning baseline and a verdict? A sparse method's run
     that trained (status ``ok``; a failed run's dead network is not what pruning must
@@ -626,6 +657,12 @@ def _pruning_baselines(
     diverged: list[str] = []  # dense runs that diverged: nothing of theirs is pruned
     data_cache: dict[Any, Any] = {}  # the datasets the judgement of the pruned networks loads
     for dense in _dense_names(args):
+        if _gradual(args):
+            for row in judged:
+                candidates[row["optimizer"]].append(
+                    _gradual_row(base, out, dense, row, args, data_cache)
+                )
+            continue
         dense_config, finetune = _pruning_configs(base, out, dense, args)
         state_name, _ = _run_state(dense_config)
         try:
@@ -683,7 +720,9 @@ def _pruning_baselines(
         n = row.get("test_size") or pruned.get("test_size") or 0
         row["beats_pruning"] = verdict(row["test_acc"], pruned["test_acc"], n) if n else "–"
         print(
-            f"{pruned['optimizer']} (pruned {pruned['pruned_from']}): test acc "
+            f"{pruned['optimizer']} (pruned {pruned['pruned_from']}"
+            + (", gradually" if pruned.get("pruning_schedule") == "gradual" else "")
+            + "): test acc "
             f"{100 * pruned['test_acc']:.2f}% at weight density "
             f"{100 * pruned['weight_density']:.2f}% → beats pruning? {row['beats_pruning']}"
             + ("" if pruned["status"] == "ok" else f" (the pruned network {pruned['reason']})"),
@@ -692,8 +731,46 @@ def _pruning_baselines(
     return added
 
 
+def _gradual_row(
+    base: dict[str, Any],
+    out: Path,
+    dense: str,
+    row: dict[str, Any],
+    args: argparse.Namespace,
+    data_cache: dict[Any, Any],
+) -> dict[str, Any]:
+    """The gradual pruning baseline of one sparse row from dense optimizer ``dense``:
+    trained (or reused, resumed) and judged as the one-shot ones."""
+    from sparseopt.baselines import GradualMagnitude
+    from sparseopt.engine import NonFiniteLossError
+
+    name = f"pruning @ {row['optimizer']}"
+    config = _gradual_config(base, out, dense, row["optimizer"])
+    run_state, summary = _run_state(config)
+    if run_state == "done":
+        assert summary is not None
+        pruned = _summary_row(name, Path(str(config.out)), summary)
+    else:
+        try:
+            res = _train_or_reuse(
+                config,
+                run_state,
+                overwrite=args.overwrite,
+                callbacks=[GradualMagnitude(row["weight_density"])],
+            )
+        except NonFiniteLossError:
+            pruned = {"optimizer": name, "status": "diverged", "run_dir": config.out}
+        else:
+            pruned = _result_row(name, res)
+    judge_pruned(pruned, Path(str(config.out)), data_cache)
+    pruned.update(
+        epochs=config.epochs, baseline=True, pruned_from=dense, pruning_schedule="gradual"
+    )
+    return pruned
+
+
 #: Compare flags kept in :data:`COMPARE_RECORD` (besides the train settings).
-_COMPARE_FLAGS = ("prune_baseline", "finetune_epochs", "dense")
+_COMPARE_FLAGS = ("prune_baseline", "finetune_epochs", "dense", "prune_schedule")
 
 
 def _compare_invocation(args: argparse.Namespace) -> tuple[dict[str, Any], list[str], Path]:
@@ -708,6 +785,7 @@ def _compare_invocation(args: argparse.Namespace) -> tuple[dict[str, Any], list[
         )
         flags = ["--dense"] * (args.dense is not None)
         flags += ["--finetune-epochs"] * (args.finetune_epochs is not None)
+        flags += ["--prune-schedule"] * (args.prune_schedule is not None)
         if args.optimizers or args.config or given or args.prune_baseline or flags:
             extra = ", ".join(["--optimizers"] * bool(args.optimizers) + given + flags)
             raise UsageError(
@@ -832,6 +910,13 @@ def run_compare(args: argparse.Namespace) -> int:
             f"Invalid --jobs value: {args.jobs}; a distributed compare (WORLD_SIZE "
             f"{os.environ['WORLD_SIZE']}) trains its runs one after another"
         )
+    if args.prune_schedule is not None and not args.prune_baseline:
+        raise UsageError("--prune-schedule needs --prune-baseline")
+    if _gradual(args) and args.finetune_epochs is not None:
+        raise UsageError(
+            "--finetune-epochs is the one-shot baseline's; the gradual one trains all the "
+            "epochs (drop one of --finetune-epochs and --prune-schedule gradual)"
+        )
     if args.prune_baseline:  # usage errors before anything trains
         args.dense = _dense_names(args)  # recorded as the names it ran
         _finetune_epochs(base, args)
@@ -851,6 +936,11 @@ def run_compare(args: argparse.Namespace) -> int:
     dense_configs = []
     if args.prune_baseline:  # and so must the baseline's runs
         for dense in args.dense:
+            if _gradual(args):  # one run per method: no dense run to train first
+                for name, _, _, _ in configs:
+                    if get_optimizer_info(name).sparse:
+                        _run_state(_gradual_config(base, out, dense, name))
+                continue
             dense_config, finetune = _pruning_configs(base, out, dense, args)
             fresh = _run_state(dense_config)[0] == "new"
             dense_configs.append(dense_config)
