@@ -144,3 +144,45 @@ def test_compare_refuses_a_schedule_without_a_baseline_or_with_finetune_epochs(
     assert main(bad) == 2
     assert "--finetune-epochs is the one-shot baseline's" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_more_epochs_keep_the_mask_and_a_short_run_still_prunes(tmp_path: Path) -> None:
+    """A run resumed with more epochs keeps its first schedule: its mask never grows back;
+    another density is refused on resume; a one-step schedule prunes at that step; the
+    updates are at most ``updates``."""
+    kw = {"optimizer": "sgd", "schedule": "cosine"}
+    train(tiny(tmp_path / "r", epochs=2, **kw), callbacks=[GradualMagnitude(0.3)])
+    res = train(resume=tmp_path / "r", config={"epochs": 6}, callbacks=[GradualMagnitude(0.3)])
+    nz, n = _layer_density(res.model)
+    assert [row["weight_density"] for row in res.history[2:]] == [nz / n] * 5
+    assert nz == round(0.3 * n)
+    with pytest.raises(Exception, match=r"pruned towards 0\.3"):
+        train(resume=tmp_path / "r", config={"epochs": 7}, callbacks=[GradualMagnitude(0.5)])
+    one = GradualMagnitude(0.5)
+    one.total = 1
+    assert one._due(1) and gradual_keep(1, 1, 0.5, 0.1, 0.6) == 0.5
+    many = GradualMagnitude(0.5, start=0.0, end=1.0, updates=50)
+    many.total = 150
+    assert sum(many._due(t) for t in range(1, 151)) <= 50
+
+
+def test_compare_refuses_a_finished_gradual_run_of_another_density_and_fsdp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparseopt.cli import main
+
+    out = tmp_path / "s"
+    args = [
+        *("compare", "--optimizers", "rvsm", "--epochs", "2", "--prune-baseline"),
+        *("--prune-schedule", "gradual", "--dense", "sgd", "--out", str(out)),
+        *("--limit-batches", "3", "--no-plots", "--quiet", "--threads", "1"),
+    ]
+    assert main(args) == 0
+    import shutil
+
+    shutil.rmtree(out / "rvsm")  # the method again, at another density
+    assert main([*args, "--lam", "0.002"]) == 2
+    assert "was pruned gradually to" in capsys.readouterr().err
+    sharded = [a if a != str(out) else str(tmp_path / "f") for a in args]
+    assert main([*sharded, "--fsdp"]) == 2
+    assert "does not prune a sharded" in capsys.readouterr().err

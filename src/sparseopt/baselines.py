@@ -175,6 +175,13 @@ class FixedMask:
         self.apply(trainer.model)
 
 
+def _gradual_span(total: int, start: float, end: float) -> tuple[int, int]:
+    """The steps ``(t0, t1)`` between which gradual pruning prunes: ``start`` and ``end``
+    of ``total``, with ``t1 ≥ 1`` and ``t0 < t1`` (a run of one step prunes at it)."""
+    t1 = max(1, int(end * total))
+    return min(int(start * total), t1 - 1), t1
+
+
 def gradual_keep(step: int, total: int, density: float, start: float, end: float) -> float:
     r"""The fraction of the layer weights that gradual magnitude pruning keeps after
     optimizer step ``step`` of ``total`` (Zhu & Gupta 2017):
@@ -191,7 +198,7 @@ def gradual_keep(step: int, total: int, density: float, start: float, end: float
         >>> [round(gradual_keep(t, 100, 0.1, 0.1, 0.6), 3) for t in (0, 10, 35, 60, 99)]
         [1.0, 1.0, 0.213, 0.1, 0.1]
     """
-    t0, t1 = int(start * total), int(end * total)
+    t0, t1 = _gradual_span(total, start, end)
     if step <= t0:
         return 1.0
     if step >= t1:
@@ -208,9 +215,11 @@ class GradualMagnitude:
     ``updates`` times by one global magnitude threshold (:func:`magnitude_masks`) to the
     fraction :func:`gradual_keep`; between updates and after ``end`` the mask is kept
     fixed (pruned weights are zeroed after every step; where the run clips, their
-    gradients before it, as :class:`FixedMask`). The run ends at ``density`` of the
-    layer weights exactly. Its state (the mask and the steps seen) goes into the run's
-    checkpoints, so an interrupted run resumes where it stopped.
+    gradients before it, as :class:`FixedMask`); a pruned weight never comes back. The run
+    ends at ``density`` of the layer weights exactly. Its state (the mask, the schedule's
+    length and the density) goes into the run's checkpoints, so an interrupted run
+    resumes where it stopped, and one resumed with more epochs keeps its mask. Not for a
+    sharded (FSDP2) network.
 
     A baseline that prunes as it trains, in the same epochs as a sparse method: in the
     probe of docs/robustness.md ("Gradual magnitude pruning", 30 cells of five tasks) its
@@ -240,8 +249,8 @@ class GradualMagnitude:
         self.total = 0  # the run's optimizer steps (set when it begins)
 
     def _due(self, step: int) -> bool:
-        t0, t1 = int(self.start * self.total), int(self.end * self.total)
-        every = max(1, (t1 - t0) // self.updates)
+        t0, t1 = _gradual_span(self.total, self.start, self.end)
+        every = max(1, math.ceil((t1 - t0) / self.updates))  # at most `updates` of them
         return step == t1 or (t0 < step < t1 and (step - t0) % every == 0)
 
     @torch.no_grad()
@@ -252,7 +261,13 @@ class GradualMagnitude:
             params[name].mul_(mask.to(params[name].device, params[name].dtype))
 
     def on_train_begin(self, trainer: Any) -> None:
-        self.total = trainer.config.epochs * trainer.batches_per_epoch()
+        if trainer.config.fsdp:
+            raise ValueError(
+                "GradualMagnitude does not prune a sharded (FSDP2) network: its global "
+                "threshold needs every weight on every rank; prune it unsharded (DDP works)"
+            )
+        if not self.total:  # a resumed run keeps the schedule it started with
+            self.total = trainer.config.epochs * trainer.batches_per_epoch()
         self.apply(trainer.model)  # a resumed run: its mask (a fresh one has none)
 
     @torch.no_grad()
@@ -268,16 +283,33 @@ class GradualMagnitude:
                 grad.mul_(mask.to(grad.device, grad.dtype))
 
     def on_step_end(self, trainer: Any, step: int) -> None:
+        self.apply(trainer.model)  # the step moved pruned weights (momentum): zero first
         if self._due(step):
             keep = gradual_keep(step, self.total, self.density, self.start, self.end)
-            self.masks = magnitude_masks(trainer.model, keep)
-        self.apply(trainer.model)
+            found = magnitude_masks(trainer.model, keep)
+            # a pruned weight never comes back (a larger keep, after a resume with more
+            # epochs, would otherwise let zeros regrow)
+            self.masks = {k: m & self.masks[k] if k in self.masks else m for k, m in found.items()}
+            self.apply(trainer.model)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"masks": {k: v.clone() for k, v in self.masks.items()}}
+        return {
+            "masks": {k: v.clone() for k, v in self.masks.items()},
+            "total": self.total,
+            "density": self.density,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The mask and the schedule of the run that wrote ``state``: a run resumed with
+        more epochs keeps its first schedule (pruned to ``density`` by its ``t1``, then
+        fixed); one whose density differs is refused."""
+        if state.get("density", self.density) != self.density:
+            raise ValueError(
+                f"Invalid density value: {self.density!r}; the run was pruned towards "
+                f"{state['density']!r} (start it again to prune to another density)"
+            )
         self.masks = {k: v.to(torch.bool) for k, v in state["masks"].items()}
+        self.total = int(state.get("total", 0))
 
 
 def verdict(acc: float, ref: float, n: int, z: float = 2.0) -> str:

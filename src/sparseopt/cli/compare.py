@@ -750,6 +750,13 @@ def _gradual_row(
     if run_state == "done":
         assert summary is not None
         pruned = _summary_row(name, Path(str(config.out)), summary)
+        if abs((pruned.get("weight_density") or 0.0) - row["weight_density"]) > 1e-6:
+            # its density is a callback's, not a setting: a run of another density
+            raise UsageError(
+                f"{config.out} was pruned gradually to {pruned.get('weight_density')!r} of "
+                f"the weights, {row['optimizer']} is at {row['weight_density']!r} now; "
+                "remove it to prune again, or choose another --out"
+            )
     else:
         try:
             res = _train_or_reuse(
@@ -759,7 +766,12 @@ def _gradual_row(
                 callbacks=[GradualMagnitude(row["weight_density"])],
             )
         except NonFiniteLossError:
+            print(f"pruning baseline: the gradual {dense} run diverged", flush=True)
             pruned = {"optimizer": name, "status": "diverged", "run_dir": config.out}
+        except ValueError as err:  # resumed towards another density
+            if run_state != "resume":
+                raise
+            raise UsageError(f"cannot resume {config.out}: {err}") from None
         else:
             pruned = _result_row(name, res)
     judge_pruned(pruned, Path(str(config.out)), data_cache)
@@ -912,6 +924,11 @@ def run_compare(args: argparse.Namespace) -> int:
         )
     if args.prune_schedule is not None and not args.prune_baseline:
         raise UsageError("--prune-schedule needs --prune-baseline")
+    if _gradual(args) and base.get("fsdp"):
+        raise UsageError(
+            "--prune-schedule gradual does not prune a sharded (--fsdp) network: its global "
+            "threshold needs every weight on every rank"
+        )
     if _gradual(args) and args.finetune_epochs is not None:
         raise UsageError(
             "--finetune-epochs is the one-shot baseline's; the gradual one trains all the "
