@@ -131,7 +131,36 @@ def magnitude_masks(
     return masks
 
 
-class FixedMask:
+class _KeptMasks:
+    """What a callback that keeps masked weights at zero does at every step: the masks
+    (``self.masks``, keep-masks by parameter name) applied to the weights after each
+    optimizer step, and where the run clips, to their gradients before it. The one
+    mechanism of :class:`FixedMask` and :class:`GradualMagnitude`."""
+
+    masks: dict[str, torch.Tensor]
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Zero the masked entries of ``model``'s weights."""
+        params = dict(model.named_parameters())
+        for name, mask in self.masks.items():
+            params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+    @torch.no_grad()
+    def on_before_optimizer_step(self, trainer: Any, optimizer: Any) -> None:
+        """Where the run clips its gradient, zero the masked entries' gradients first: the
+        bound then measures what the step applies (their weights are zeroed again after
+        it, so nothing else changes; a run that does not clip skips the work)."""
+        if not trainer.config.clips():
+            return
+        params = dict(trainer.model.named_parameters())
+        for name, mask in self.masks.items():
+            grad = params[name].grad
+            if grad is not None:
+                grad.mul_(mask.to(grad.device, grad.dtype))
+
+
+class FixedMask(_KeptMasks):
     """Training callback: start from ``state`` and keep masked weights at zero.
 
     ``on_train_begin`` loads ``state`` into the trainer's model (a fresh run only) and
@@ -146,30 +175,10 @@ class FixedMask:
         self.state = {k: v.detach().clone() for k, v in state.items()}
         self.masks = dict(masks)
 
-    @torch.no_grad()
-    def apply(self, model: nn.Module) -> None:
-        """Zero the masked entries of ``model``'s weights."""
-        params = dict(model.named_parameters())
-        for name, mask in self.masks.items():
-            params[name].mul_(mask.to(params[name].device, params[name].dtype))
-
     def on_train_begin(self, trainer: Any) -> None:
         if not trainer.history:  # a fresh run (a resumed one keeps its own weights)
             trainer.model.load_state_dict(self.state)
         self.apply(trainer.model)
-
-    @torch.no_grad()
-    def on_before_optimizer_step(self, trainer: Any, optimizer: Any) -> None:
-        """Where the run clips its gradient, zero the masked entries' gradients first: the
-        bound then measures what the step applies (their weights are zeroed again after
-        it, so nothing else changes; a run that does not clip skips the work)."""
-        if not trainer.config.clips():
-            return
-        params = dict(trainer.model.named_parameters())
-        for name, mask in self.masks.items():
-            grad = params[name].grad
-            if grad is not None:
-                grad.mul_(mask.to(grad.device, grad.dtype))
 
     def on_step_end(self, trainer: Any, step: int) -> None:
         self.apply(trainer.model)
@@ -207,7 +216,7 @@ def gradual_keep(step: int, total: int, density: float, start: float, end: float
     return density + (1.0 - density) * (1.0 - frac) ** 3
 
 
-class GradualMagnitude:
+class GradualMagnitude(_KeptMasks):
     """Training callback: gradual magnitude pruning of the layer weights while the
     network trains (Zhu & Gupta, "To prune, or not to prune", 2017).
 
@@ -253,13 +262,6 @@ class GradualMagnitude:
         every = max(1, math.ceil((t1 - t0) / self.updates))  # at most `updates` of them
         return step == t1 or (t0 < step < t1 and (step - t0) % every == 0)
 
-    @torch.no_grad()
-    def apply(self, model: nn.Module) -> None:
-        """Zero the pruned entries of ``model``'s layer weights."""
-        params = dict(model.named_parameters())
-        for name, mask in self.masks.items():
-            params[name].mul_(mask.to(params[name].device, params[name].dtype))
-
     def on_train_begin(self, trainer: Any) -> None:
         if trainer.config.fsdp:
             raise ValueError(
@@ -269,18 +271,6 @@ class GradualMagnitude:
         if not self.total:  # a resumed run keeps the schedule it started with
             self.total = trainer.config.epochs * trainer.batches_per_epoch()
         self.apply(trainer.model)  # a resumed run: its mask (a fresh one has none)
-
-    @torch.no_grad()
-    def on_before_optimizer_step(self, trainer: Any, optimizer: Any) -> None:
-        """As :meth:`FixedMask.on_before_optimizer_step`: where the run clips, zero the
-        pruned entries' gradients first."""
-        if not trainer.config.clips():
-            return
-        params = dict(trainer.model.named_parameters())
-        for name, mask in self.masks.items():
-            grad = params[name].grad
-            if grad is not None:
-                grad.mul_(mask.to(grad.device, grad.dtype))
 
     def on_step_end(self, trainer: Any, step: int) -> None:
         self.apply(trainer.model)  # the step moved pruned weights (momentum): zero first
