@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "repro"))
 from _common import machine
 from robustness_tasks import NUM_CLASSES, TASKS
 
-from sparseopt.cli.compare import dense_baseline
+from sparseopt.cli.compare import PRUNE_SCHEDULES, dense_baseline
 from sparseopt.data import get_dataset_spec
 from sparseopt.health import chance_accuracy
 
@@ -74,8 +74,15 @@ def within(gap: float, density: float | None = None) -> bool:
     return ok and (density is None or density <= MAX_DENSITY + 1e-12)
 
 
-def run_task(name: str, out: Path, extra: list[str], data_dir: str | None = None) -> int:
-    """``sparseopt compare`` of every optimizer with defaults on task ``name``."""
+def run_task(
+    name: str,
+    out: Path,
+    extra: list[str],
+    data_dir: str | None = None,
+    prune_schedule: str = "one-shot",
+) -> int:
+    """``sparseopt compare`` of every optimizer with defaults on task ``name``, its pruning
+    baseline (classification) on ``prune_schedule``."""
     t = TASKS[name]
     cmd = [sys.executable, "-m", "sparseopt", "compare", "-d", t.dataset, "-m", t.model]
     cmd += ["--epochs", str(t.epochs), "--out", str(out / name), "--quiet", "--no-plots"]
@@ -86,6 +93,7 @@ def run_task(name: str, out: Path, extra: list[str], data_dir: str | None = None
         cmd += ["--data-option", f"{k}={v}"]
     if t.dataset in NUM_CLASSES:
         cmd += ["--prune-baseline"]
+        cmd += ["--prune-schedule", "gradual"] if prune_schedule == "gradual" else []
     cmd += extra
     print("$", " ".join(cmd), flush=True)
     # compare stops its runs with checkpoints on SIGINT/SIGTERM (then exits 130/143, and
@@ -460,6 +468,16 @@ def main(argv: list[str] | None = None) -> int:
         "baseline pruned SGD's alone)",
     )
     p.add_argument(
+        "--prune-schedule",
+        choices=PRUNE_SCHEDULES,
+        default="one-shot",
+        help="the pruning baseline (compare --prune-schedule): one-shot (the issue's: the "
+        "dense network pruned once, then fine-tuned; default) or gradual (gradual magnitude "
+        "pruning while the dense recipe trains). Run in a matrix's --out, the sparse runs "
+        "are reused and a second table is written beside the first; with --report, every "
+        "verdict against the baselines of this schedule",
+    )
+    p.add_argument(
         "--smoke", action="store_true", help="2 batches per epoch, 3 epochs (tests only)"
     )
     p.add_argument(
@@ -498,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     extra += ["--penalty", args.penalty] if args.penalty else []
     codes = []
     for name in args.tasks:
-        codes.append(run_task(name, args.out, extra, args.data_dir))
+        codes.append(run_task(name, args.out, extra, args.data_dir, args.prune_schedule))
         if codes[-1] in (130, 143):  # interrupted (compare said how to resume one task)
             print("interrupted: the same command resumes the matrix", file=sys.stderr)
             return codes[-1]
