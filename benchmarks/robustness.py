@@ -19,6 +19,12 @@ of the three targets:
   split, an oracle no user has, is printed beside it);
 - beats or ties magnitude pruning (``yes``/``tie``) in ≥ 80 % of the cells.
 
+``--prune-schedule gradual`` makes the baseline gradual magnitude pruning (Zhu & Gupta
+2017: the dense recipe trains every epoch while its smallest weights are pruned along a
+cubic schedule, ``compare --prune-schedule gradual``), a stronger baseline than the
+issue's; run in a matrix's ``--out`` it reuses the sparse runs and writes its table beside
+the one-shot one, and ``--report --prune-schedule gradual`` reads that table.
+
 The defaults were chosen on validation splits of some of these tasks
 (benchmarks/recipe_study.py); this benchmark reads test splits. The curves and
 teacher tasks were not used by the study.
@@ -109,11 +115,14 @@ def run_task(
         signal.signal(signal.SIGINT, ignore)
 
 
-def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[str, Any]]:
+def _one_source(
+    out: Path, rows: list[dict[str, Any]], dense: str, schedule: str = "one-shot"
+) -> list[dict[str, Any]]:
     """``rows`` of a comparison as they read against the pruned network of one dense
     optimizer alone: its ``pruning-<dense>-<method>`` runs in ``out`` (for ``sgd`` in a
-    comparison made before 2026-11-28, ``pruning-<method>``), each verdict recomputed by
-    compare's rule (a method that trained, against a pruned network that did not diverge)."""
+    comparison made before 2026-11-28, ``pruning-<method>``; on the gradual schedule
+    ``pruning-gradual-<dense>-<method>``), each verdict recomputed by compare's rule (a
+    method that trained, against a pruned network that did not diverge)."""
     from sparseopt.baselines import verdict
     from sparseopt.cli.compare import gets_pruning_baseline, judge_pruned
 
@@ -125,8 +134,11 @@ def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[
         r.pop("beats_pruning", None)
         if not gets_pruning_baseline(r):
             continue  # compare judges these rows not at all
-        runs = [out / f"pruning-{dense}-{method}"]
-        runs += [out / f"pruning-{method}"] if dense == "sgd" else []
+        if schedule == "gradual":
+            runs = [out / f"pruning-gradual-{dense}-{method}"]
+        else:
+            runs = [out / f"pruning-{dense}-{method}"]
+            runs += [out / f"pruning-{method}"] if dense == "sgd" else []
         found = [d / "summary.json" for d in runs if (d / "summary.json").is_file()]
         if not found:
             r["beats_pruning"] = "–"
@@ -140,6 +152,7 @@ def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[
             "status": summary.get("status", "ok"),
             "test_acc": p_acc,
             "weight_density": m.get("weight_density"),
+            **({"pruning_schedule": schedule} if schedule == "gradual" else {}),
         }
         judge_pruned(row, found[0].parent, cache)  # as compare judges it
         pruned.append(row)
@@ -148,23 +161,43 @@ def _one_source(out: Path, rows: list[dict[str, Any]], dense: str) -> list[dict[
     return kept + pruned
 
 
-def latest_comparison(task_dir: Path) -> Path | None:
+def comparison_schedule(rows: list[dict[str, Any]]) -> str | None:
+    """The pruning schedule of a comparison's baselines (``one-shot`` or ``gradual``;
+    compare marks a gradual row ``pruning_schedule``), ``None`` where it has none."""
+    pruned = [r for r in rows if "pruning @" in r["optimizer"]]
+    if not pruned:
+        return None
+    return "gradual" if pruned[0].get("pruning_schedule") == "gradual" else "one-shot"
+
+
+def latest_comparison(task_dir: Path, schedule: str | None = None) -> Path | None:
     """The comparison a task's directory holds last: ``comparison.json`` or, where compare
     ran there again with other rows (it never replaces an earlier table), the
-    ``comparison-K.json`` written last (by modification time, then K)."""
+    ``comparison-K.json`` written last (by modification time, then K). With ``schedule``,
+    the last of those whose pruning baselines are of that schedule
+    (:func:`comparison_schedule`) or that have none (a regression's)."""
     found = []
     for path in task_dir.glob("comparison*.json"):
         m = re.fullmatch(r"comparison(?:-(\d+))?\.json", path.name)
         if m:
             found.append((path.stat().st_mtime_ns, int(m[1] or 1), path))
-    return max(found)[2] if found else None
+    for *_, path in sorted(found, reverse=True):
+        if schedule is None or comparison_schedule(json.loads(path.read_text())) in (
+            None,
+            schedule,
+        ):
+            return path
+    return None
 
 
-def matrix_cells(out: Path, pruned_from: str | None = None) -> list[dict[str, Any]]:
+def matrix_cells(
+    out: Path, pruned_from: str | None = None, schedule: str = "one-shot"
+) -> list[dict[str, Any]]:
     """One dict per (task, sparse optimizer) of the matrix in ``out``, from each task's
-    comparison written last (:func:`latest_comparison`); with ``pruned_from`` against the
-    pruned network of that dense optimizer alone (what ``compare --prune-baseline`` gave
-    before it pruned SGD's and Adam's).
+    comparison written last whose pruning baselines are of ``schedule``
+    (:func:`latest_comparison`); with ``pruned_from`` against the pruned network of that
+    dense optimizer alone (what ``compare --prune-baseline`` gave before it pruned SGD's
+    and Adam's).
 
     Keys: ``task``, ``optimizer``, ``status``, ``test_acc``, ``weight_density``,
     ``dense`` (the tuned dense baseline's test accuracy: the dense run with the better
@@ -177,12 +210,12 @@ def matrix_cells(out: Path, pruned_from: str | None = None) -> list[dict[str, An
     bar; ``None`` where it cannot be)."""
     found = []
     for name in TASKS:
-        path = latest_comparison(out / name)
+        path = latest_comparison(out / name, schedule)
         if path is None:
             continue
         rows = json.loads(path.read_text())
         if pruned_from:
-            rows = _one_source(out / name, rows, pruned_from)
+            rows = _one_source(out / name, rows, pruned_from, schedule)
         # the tuned dense baseline: chosen on validation, as a user would (never on test),
         # as compare's table chooses it; the oracle: the better dense run on test
         chosen = dense_baseline(rows)
@@ -247,18 +280,28 @@ def _targets(cells: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def report(out: Path, pruned_from: str | None = None) -> str:
+def _pruning_name(schedule: str) -> str:
+    """The baseline's name in the tables."""
+    return "gradual magnitude pruning" if schedule == "gradual" else "magnitude pruning"
+
+
+def _beats_name(schedule: str) -> str:
+    """The baseline's name in the verdicts' column and line."""
+    return "gradual pruning" if schedule == "gradual" else "pruning"
+
+
+def report(out: Path, pruned_from: str | None = None, schedule: str = "one-shot") -> str:
     """The matrix of ``out``: one row per (task, sparse optimizer), the targets checked
-    (:func:`matrix_cells`; ``pruned_from`` as there)."""
+    (:func:`matrix_cells`; ``pruned_from`` and ``schedule`` as there)."""
     lines = [
         f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
         "",
         "| task | optimizer | status | test acc (%) | weight density (%) | dense (%) "
-        "| gap (points) | pruning at equal density (%; the dense network pruned) "
-        "| beats pruning? |",
+        f"| gap (points) | {_pruning_name(schedule)} at equal density (%; the dense "
+        "network pruned) | beats pruning? |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    cells = matrix_cells(out, pruned_from)
+    cells = matrix_cells(out, pruned_from, schedule)
     sources: dict[str, int] = {}  # the dense network each judged cell's baseline pruned
     failed_baselines = 0  # judged cells whose baseline stalled or collapsed
 
@@ -290,9 +333,10 @@ def report(out: Path, pruned_from: str | None = None) -> str:
         f"{t['image_cells']} (target: all; the dense run with the better validation accuracy)",
         f"- against the better dense run on the test split instead (an oracle): "
         f"{t['oracle_close']} of {t['image_cells']}",
-        f"- for scale, magnitude pruning at the same densities: {t['pruned_close']} of "
+        f"- for scale, {_pruning_name(schedule)} at the same densities: {t['pruned_close']} of "
         f"{t['pruned_cells']} within 1.0 point of dense at ≤ 15 % weights (not a target)",
-        f"- beats or ties pruning: {t['wins']} of {t['judged']} (target ≥ 80 %; regression "
+        f"- beats or ties {_beats_name(schedule)}: {t['wins']} of {t['judged']} (target "
+        "≥ 80 % against the one-shot baseline; regression "
         "has no pruning verdict)",
     ]
     if sources:  # the better on validation of each dense network's pruned one (compare)
@@ -305,18 +349,18 @@ def report(out: Path, pruned_from: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def summary(dirs: list[Path], pruned_from: str | None = None) -> str:
+def summary(dirs: list[Path], pruned_from: str | None = None, schedule: str = "one-shot") -> str:
     """The targets over several matrices (seeds): a line per directory, the totals, and
     per sparse optimizer its cells within 1 point of dense (and magnitude pruning's at its
     densities), its verdicts, and the lost cells (``no``) per task."""
-    every = {d: matrix_cells(d, pruned_from) for d in dirs}
+    every = {d: matrix_cells(d, pruned_from, schedule) for d in dirs}
     cells = [c for found in every.values() for c in found]
     lines = [
         f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; "
         f"`benchmarks/robustness.py --report` of {len(dirs)} matrices.",
         "",
         "| matrix | failed | within 1 point (dense on validation) | on test (oracle) "
-        "| magnitude pruning within 1 point | beats or ties pruning |",
+        f"| {_pruning_name(schedule)} within 1 point | beats or ties {_beats_name(schedule)} |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for d, found in [*every.items(), ("all", cells)]:
@@ -331,7 +375,7 @@ def summary(dirs: list[Path], pruned_from: str | None = None) -> str:
     lines += [
         "",
         "| optimizer | failed | within 1 point (dense on validation) | on test (oracle) "
-        "| magnitude pruning within 1 point | beats or ties pruning | "
+        f"| {_pruning_name(schedule)} within 1 point | beats or ties {_beats_name(schedule)} | "
         + " | ".join(f"lost: {t}" for t in tasks)
         + " |",
         "|---|" + "---:|" * (5 + len(tasks)),
@@ -351,11 +395,11 @@ def summary(dirs: list[Path], pruned_from: str | None = None) -> str:
             f"{t['pruned_cells']} | {t['wins']} of {t['judged']} | " + " | ".join(lost) + " |"
         )
     if len(dirs) > 1:
-        lines += ["", *_means(cells)]
+        lines += ["", *_means(cells, schedule)]
     return "\n".join(lines)
 
 
-def _means(cells: list[dict[str, Any]]) -> list[str]:
+def _means(cells: list[dict[str, Any]], schedule: str = "one-shot") -> list[str]:
     """Per sparse optimizer and image task, the mean over the matrices (seeds) of its gap
     to dense and of its weight density, and the same of magnitude pruning at its densities.
 
@@ -383,7 +427,7 @@ def _means(cells: list[dict[str, Any]]) -> list[str]:
     lines = [
         "Mean over the matrices per image task: gap to dense in points (weight density %), "
         "✓ where the mean gap is at least −1.0 at a mean density of at most 15 % and no "
-        "seed failed; magnitude pruning at the method's densities after the slash.",
+        f"seed failed; {_pruning_name(schedule)} at the method's densities after the slash.",
         "",
         "| optimizer | " + " | ".join(tasks) + " | means within 1 point |",
         "|---|" + "---|" * len(tasks) + "---:|",
@@ -422,7 +466,7 @@ def _means(cells: list[dict[str, Any]]) -> list[str]:
     lines += [
         "",
         f"- (optimizer, image task) means within 1.0 point of dense at ≤ 15 % weights: "
-        f"{total} of {count}; magnitude pruning at the same densities: {pruned_total} of "
+        f"{total} of {count}; {_pruning_name(schedule)} at the same densities: {pruned_total} of "
         f"{pruned_count}",
     ]
     return lines
@@ -503,10 +547,20 @@ def main(argv: list[str] | None = None) -> int:
             seen.add(d.resolve())
             if not any(latest_comparison(d / name) for name in TASKS):
                 p.error(f"--report: {d} holds no task's comparison (not a matrix directory)")
+            if not any(
+                latest_comparison(d / name, args.prune_schedule)
+                for name in TASKS
+                if TASKS[name].image
+            ):
+                p.error(
+                    f"--report: {d} holds no image task's comparison against the "
+                    f"{args.prune_schedule} pruning baseline (run the matrix with "
+                    f"--prune-schedule {args.prune_schedule} in it)"
+                )
         many = len(args.report) > 1
         print(
             (summary if many else report)(
-                *([args.report] if many else args.report), args.pruned_from
+                *([args.report] if many else args.report), args.pruned_from, args.prune_schedule
             )
         )
         return 0
@@ -520,8 +574,9 @@ def main(argv: list[str] | None = None) -> int:
         if codes[-1] in (130, 143):  # interrupted (compare said how to resume one task)
             print("interrupted: the same command resumes the matrix", file=sys.stderr)
             return codes[-1]
-    text = report(args.out)
-    (args.out / "robustness.md").write_text(text + "\n")
+    text = report(args.out, schedule=args.prune_schedule)
+    name = "robustness.md" if args.prune_schedule == "one-shot" else "robustness-gradual.md"
+    (args.out / name).write_text(text + "\n")
     print(text)
     return 0 if all(c in (0, 4) for c in codes) else 1
 

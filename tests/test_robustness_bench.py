@@ -277,3 +277,71 @@ def test_the_report_reads_the_comparison_written_last(
     for name in names:  # copies without their times: the largest K
         os.utime(tmp_path / name, ns=(10**9, 10**9))
     assert bench.latest_comparison(tmp_path).name == "comparison-10.json"
+
+
+def test_the_gradual_baseline_is_read_beside_the_one_shot_one(
+    tmp_path: Path, load_benchmark: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A matrix run again with ``--prune-schedule gradual`` keeps its one-shot table: each
+    report reads the comparison of its own schedule (the newer table does not replace the
+    other's verdicts), a regression's table (no baseline) serves both, and the command
+    asks compare for the gradual baseline only when told."""
+    import os
+
+    bench = load_benchmark("robustness")
+
+    def rows(schedule: str, verdict: str, acc: float) -> list[dict]:
+        marked = {"pruning_schedule": "gradual"} if schedule == "gradual" else {}
+        return [
+            {"optimizer": "linbreg", "status": "ok", "test_acc": 0.945, "weight_density": 0.1,
+             "beats_pruning": verdict},
+            {"optimizer": "sgd", "status": "ok", "test_acc": 0.95, "val_acc": 0.90},
+            {"optimizer": "pruning @ linbreg", "status": "ok", "test_acc": acc,
+             "weight_density": 0.1, "pruned_from": "sgd", **marked},
+        ]  # fmt: skip
+
+    task = tmp_path / "digits-mlp"
+    task.mkdir()
+    (task / "comparison.json").write_text(json.dumps(rows("one-shot", "yes", 0.93)))
+    (task / "comparison-2.json").write_text(json.dumps(rows("gradual", "no", 0.95)))
+    os.utime(task / "comparison.json", ns=(1, 1))  # the gradual table is the newer one
+    assert bench.latest_comparison(task).name == "comparison-2.json"
+    assert bench.latest_comparison(task, "one-shot").name == "comparison.json"
+    assert bench.latest_comparison(task, "gradual").name == "comparison-2.json"
+    (one,) = bench.matrix_cells(tmp_path)
+    (grad,) = bench.matrix_cells(tmp_path, schedule="gradual")
+    assert (one["verdict"], one["pruned"]["test_acc"]) == ("yes", 0.93)
+    assert (grad["verdict"], grad["pruned"]["test_acc"]) == ("no", 0.95)
+    assert grad["pruned_close"] is True and one["pruned_close"] is False  # −0.0 / −2.0
+    text = bench.report(tmp_path, schedule="gradual")
+    assert "beats or ties gradual pruning: 0 of 1" in text
+    assert "gradual magnitude pruning at the same densities: 1 of 1" in text
+    assert "beats or ties pruning: 1 of 1" in bench.report(tmp_path)
+    # a regression's table has no baseline: the same for both schedules
+    reg = tmp_path / "teacher-nooverlap"
+    reg.mkdir()
+    (reg / "comparison.json").write_text(json.dumps([{"optimizer": "linbreg", "status": "ok"}]))
+    assert bench.latest_comparison(reg, "gradual") == bench.latest_comparison(reg, "one-shot")
+    # a matrix without the gradual tables is refused by its report, with the way to make them
+    (task / "comparison-2.json").unlink()
+    assert bench.latest_comparison(task, "gradual") is None
+    with pytest.raises(SystemExit) as err:
+        bench.main(["--report", str(tmp_path), "--prune-schedule", "gradual"])
+    assert err.value.code == 2
+    # the command: compare's gradual baseline only when asked for
+    seen: list[list[str]] = []
+
+    class Proc:
+        def __init__(self, cmd: list[str]) -> None:
+            seen.append(cmd)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(bench.subprocess, "Popen", Proc)
+    bench.run_task("digits-mlp", tmp_path, [])
+    bench.run_task("digits-mlp", tmp_path, [], prune_schedule="gradual")
+    bench.run_task("teacher-nooverlap", tmp_path, [], prune_schedule="gradual")
+    assert "--prune-baseline" in seen[0] and "--prune-schedule" not in seen[0]
+    assert seen[1][seen[1].index("--prune-schedule") + 1] == "gradual"
+    assert "--prune-baseline" not in seen[2] and "--prune-schedule" not in seen[2]
