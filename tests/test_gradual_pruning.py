@@ -186,3 +186,48 @@ def test_compare_refuses_a_finished_gradual_run_of_another_density_and_fsdp(
     sharded = [a if a != str(out) else str(tmp_path / "f") for a in args]
     assert main([*sharded, "--fsdp"]) == 2
     assert "does not prune a sharded" in capsys.readouterr().err
+
+
+def test_a_baseline_run_that_diverges_or_cannot_resume_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one row-maker both schedules share (``compare._baseline_row``): a run whose
+    loss diverges gives a ``diverged`` row (no accuracy) and a line naming its directory;
+    a resumed run whose callback refuses its checkpoint is a usage error naming it; the
+    same error on a fresh run is a bug and propagates; the callback is made only when
+    the run trains."""
+    import argparse
+
+    from sparseopt.cli import compare
+    from sparseopt.cli._common import UsageError
+
+    # an lr that takes SGD's loss to inf within the first batches
+    config = tiny(tmp_path / "pruning-gradual-sgd-linbreg", optimizer="sgd", lr=1e12)
+    args = argparse.Namespace(overwrite=False)
+    made: list[int] = []
+
+    def callback() -> GradualMagnitude:
+        made.append(1)
+        return GradualMagnitude(0.3)
+
+    row = compare._baseline_row("pruning @ linbreg", config, callback, args, {})
+    assert row["status"] == "diverged" and row.get("test_acc") is None and made == [1]
+    assert f"the run in {config.out} diverged" in capsys.readouterr().out
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise ValueError("the checkpoint was pruned towards another density")
+
+    monkeypatch.setattr(compare, "_train_or_reuse", refuse)
+    with pytest.raises(ValueError, match="another density"):  # a new run: not the user's
+        compare._baseline_row("pruning @ linbreg", config, callback, args, {})
+    monkeypatch.setattr(compare, "_run_state", lambda _c: ("resume", None))
+    with pytest.raises(UsageError, match=f"cannot resume {config.out}: the checkpoint"):
+        compare._baseline_row("pruning @ linbreg", config, callback, args, {})
+    # a finished run is reused: no callback, its check may refuse it
+    monkeypatch.setattr(compare, "_run_state", lambda _c: ("done", {"metrics": {}}))
+    monkeypatch.setattr(compare, "_summary_row", lambda n, d, s: {"optimizer": n, "status": "ok"})
+    monkeypatch.setattr(compare, "judge_pruned", lambda *_a: None)
+    made.clear()
+    checked: list[dict] = []
+    row = compare._baseline_row("pruning @ x", config, callback, args, {}, checked.append)
+    assert row == {"optimizer": "pruning @ x", "status": "ok"} and checked == [row] and not made

@@ -679,26 +679,16 @@ def _pruning_baselines(
             continue
         state = {k: v.detach().clone() for k, v in dense_model.state_dict().items()}
         for row in judged:
-            name = f"pruning @ {row['optimizer']}"
-            config = finetune(row["optimizer"])
-            run_state, summary = _run_state(config)
-            if run_state == "done":
-                assert summary is not None
-                pruned = _summary_row(name, Path(str(config.out)), summary)
-            else:
-                masks = magnitude_masks(dense_model, row["weight_density"])
-                try:
-                    res = _train_or_reuse(
-                        config,
-                        run_state,
-                        overwrite=args.overwrite,
-                        callbacks=[FixedMask(state, masks)],
-                    )
-                except NonFiniteLossError:
-                    pruned = {"optimizer": name, "status": "diverged", "run_dir": config.out}
-                else:
-                    pruned = _result_row(name, res)
-            judge_pruned(pruned, Path(str(config.out)), data_cache)
+            pruned = _baseline_row(
+                f"pruning @ {row['optimizer']}",
+                finetune(row["optimizer"]),
+                # (bound now: the mask of this dense network at this row's density)
+                lambda m=dense_model, s=state, d=row["weight_density"]: FixedMask(
+                    s, magnitude_masks(m, d)
+                ),
+                args,
+                data_cache,
+            )
             pruned.update(epochs=epochs, baseline=True, pruned_from=dense)
             candidates[row["optimizer"]].append(pruned)
     added = []
@@ -740,44 +730,75 @@ def _gradual_row(
     data_cache: dict[Any, Any],
 ) -> dict[str, Any]:
     """The gradual pruning baseline of one sparse row from dense optimizer ``dense``:
-    trained (or reused, resumed) and judged as the one-shot ones."""
+    trained (or reused, resumed) and judged as the one-shot ones (:func:`_baseline_row`).
+    Its density is a callback's, not a setting: a finished run of another density is
+    refused, not reused."""
     from sparseopt.baselines import GradualMagnitude
-    from sparseopt.engine import NonFiniteLossError
 
-    name = f"pruning @ {row['optimizer']}"
     config = _gradual_config(base, out, dense, row["optimizer"])
-    run_state, summary = _run_state(config)
-    if run_state == "done":
-        assert summary is not None
-        pruned = _summary_row(name, Path(str(config.out)), summary)
+
+    def same_density(pruned: dict[str, Any]) -> None:
         if abs((pruned.get("weight_density") or 0.0) - row["weight_density"]) > 1e-6:
-            # its density is a callback's, not a setting: a run of another density
             raise UsageError(
                 f"{config.out} was pruned gradually to {pruned.get('weight_density')!r} of "
                 f"the weights, {row['optimizer']} is at {row['weight_density']!r} now; "
                 "remove it to prune again, or choose another --out"
             )
+
+    pruned = _baseline_row(
+        f"pruning @ {row['optimizer']}",
+        config,
+        lambda: GradualMagnitude(row["weight_density"]),
+        args,
+        data_cache,
+        check_done=same_density,
+    )
+    pruned.update(
+        epochs=config.epochs, baseline=True, pruned_from=dense, pruning_schedule="gradual"
+    )
+    return pruned
+
+
+def _baseline_row(
+    name: str,
+    config: TrainConfig,
+    callback: Callable[[], Any],
+    args: argparse.Namespace,
+    data_cache: dict[Any, Any],
+    check_done: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The row of one pruning baseline's run (one-shot or gradual): reused when finished
+    (``check_done`` may refuse it), else trained or resumed with the pruning
+    ``callback()`` (made only when it trains), ``diverged`` when its loss did, and judged
+    by the failure detection (:func:`judge_pruned`).
+
+    Raises:
+        UsageError: a resumed run the callback refuses (a ``ValueError`` from its
+            checkpoint: e.g. a gradual run resumed towards another density).
+    """
+    from sparseopt.engine import NonFiniteLossError
+
+    run_state, summary = _run_state(config)
+    if run_state == "done":
+        assert summary is not None
+        pruned = _summary_row(name, Path(str(config.out)), summary)
+        if check_done is not None:
+            check_done(pruned)
     else:
         try:
             res = _train_or_reuse(
-                config,
-                run_state,
-                overwrite=args.overwrite,
-                callbacks=[GradualMagnitude(row["weight_density"])],
+                config, run_state, overwrite=args.overwrite, callbacks=[callback()]
             )
         except NonFiniteLossError:
-            print(f"pruning baseline: the gradual {dense} run diverged", flush=True)
+            print(f"pruning baseline: the run in {config.out} diverged", flush=True)
             pruned = {"optimizer": name, "status": "diverged", "run_dir": config.out}
-        except ValueError as err:  # resumed towards another density
+        except ValueError as err:
             if run_state != "resume":
                 raise
             raise UsageError(f"cannot resume {config.out}: {err}") from None
         else:
             pruned = _result_row(name, res)
     judge_pruned(pruned, Path(str(config.out)), data_cache)
-    pruned.update(
-        epochs=config.epochs, baseline=True, pruned_from=dense, pruning_schedule="gradual"
-    )
     return pruned
 
 
