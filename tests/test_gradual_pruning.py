@@ -83,6 +83,7 @@ def test_compare_prunes_gradually_at_each_methods_density_and_reuses_the_runs(
         *("--prune-schedule", "gradual", "--out", str(tmp_path / "c"), *fast),
     ]
     assert main(args) == 0, capsys.readouterr().out
+    assert "pruning baseline: one-shot" not in capsys.readouterr().out
     rows = json.loads((tmp_path / "c" / "comparison.json").read_text())
     assert [r["optimizer"] for r in rows] == [
         "rvsm", "proxsgd", "pruning @ rvsm", "pruning @ proxsgd",

@@ -390,6 +390,10 @@ def test_compare_judges_the_pruned_networks_and_keeps_a_failed_one_out(
 ) -> None:
     args = ["compare", "--optimizers", "rvsm", "--epochs", "2", "--prune-baseline"]
     assert main([*args, "--finetune-epochs", "1", "--out", str(tmp_path), *FAST]) == 0
+    said = "pruning baseline: one-shot (each dense network pruned once after epoch 1, then "
+    assert said + "fine-tuned for 1 of the 2 epochs); --prune-schedule gradual" in (
+        capsys.readouterr().out
+    )  # which baseline, and that a stronger one exists
     first = json.loads((tmp_path / "comparison.json").read_text())[-1]
     assert first["status"] == "ok"
     chosen, other = first["pruned_from"], {"sgd": "adam", "adam": "sgd"}[first["pruned_from"]]

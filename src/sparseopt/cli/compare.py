@@ -1114,6 +1114,13 @@ def run_compare(args: argparse.Namespace) -> int:
     print()
     print(table)
     print(f"\nwritten: {written}")
+    if args.prune_baseline and task == "classification" and not _gradual(args):
+        epochs, ft = _finetune_epochs(base, args)
+        print(
+            f"pruning baseline: one-shot (each dense network pruned once after epoch "
+            f"{epochs - ft}, then fine-tuned for {ft} of the {epochs} epochs); --prune-schedule "
+            "gradual prunes while it trains, a stronger baseline (docs/robustness.md)"
+        )
     failed = [
         r["optimizer"]
         for r in rows
