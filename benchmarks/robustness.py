@@ -190,6 +190,19 @@ def latest_comparison(task_dir: Path, schedule: str | None = None) -> Path | Non
     return None
 
 
+def missing_tables(out: Path, schedule: str) -> list[str]:
+    """The classification tasks of the matrix in ``out`` that hold a comparison but none
+    against the ``schedule`` pruning baseline (:func:`latest_comparison`): a report of
+    that schedule would leave them out."""
+    return [
+        name
+        for name, t in TASKS.items()
+        if t.dataset in NUM_CLASSES
+        and latest_comparison(out / name) is not None
+        and latest_comparison(out / name, schedule) is None
+    ]
+
+
 def matrix_cells(
     out: Path, pruned_from: str | None = None, schedule: str = "one-shot"
 ) -> list[dict[str, Any]]:
@@ -285,6 +298,15 @@ def _pruning_name(schedule: str) -> str:
     return "gradual magnitude pruning" if schedule == "gradual" else "magnitude pruning"
 
 
+def _source_name(schedule: str) -> str:
+    """What a baseline's ``pruned_from`` names."""
+    return (
+        "the dense recipe pruned as it trained"
+        if schedule == "gradual"
+        else "the dense network pruned"
+    )
+
+
 def _beats_name(schedule: str) -> str:
     """The baseline's name in the verdicts' column and line."""
     return "gradual pruning" if schedule == "gradual" else "pruning"
@@ -297,8 +319,8 @@ def report(out: Path, pruned_from: str | None = None, schedule: str = "one-shot"
         f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
         "",
         "| task | optimizer | status | test acc (%) | weight density (%) | dense (%) "
-        f"| gap (points) | {_pruning_name(schedule)} at equal density (%; the dense "
-        "network pruned) | beats pruning? |",
+        f"| gap (points) | {_pruning_name(schedule)} at equal density (%; "
+        f"{_source_name(schedule)}) | beats {_beats_name(schedule)}? |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     cells = matrix_cells(out, pruned_from, schedule)
@@ -339,9 +361,15 @@ def report(out: Path, pruned_from: str | None = None, schedule: str = "one-shot"
         "≥ 80 % against the one-shot baseline; regression "
         "has no pruning verdict)",
     ]
+    missing = missing_tables(out, schedule)
+    if missing:  # (a run of the matrix whose compare failed on a task)
+        lines.append(
+            f"- left out, no comparison against the {schedule} baseline: {', '.join(missing)}"
+        )
     if sources:  # the better on validation of each dense network's pruned one (compare)
         pruned = ", ".join(f"{dense} {n}" for dense, n in sources.items())
-        lines.append(f"- the baselines of those cells pruned the dense network of: {pruned}")
+        how = "trained the dense recipe" if schedule == "gradual" else "pruned the dense network"
+        lines.append(f"- the baselines of those cells {how} of: {pruned}")
     if failed_baselines:  # (compare chooses one only where no pruned network was ok)
         lines.append(
             f"- baselines that failed (stalled or collapsed): {failed_baselines} of {t['judged']}"
@@ -508,8 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         "--pruned-from",
         choices=("sgd", "adam"),
         help="with --report: every verdict against the pruned network of this dense "
-        "optimizer alone (its pruning-<dense>-<method> runs; before 2026-11-28 the "
-        "baseline pruned SGD's alone)",
+        "optimizer alone (its pruning-<dense>-<method> runs, with --prune-schedule gradual "
+        "its pruning-gradual-<dense>-<method> runs; before 2026-11-28 the baseline pruned "
+        "SGD's alone)",
     )
     p.add_argument(
         "--prune-schedule",
@@ -518,8 +547,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the pruning baseline (compare --prune-schedule): one-shot (the issue's: the "
         "dense network pruned once, then fine-tuned; default) or gradual (gradual magnitude "
         "pruning while the dense recipe trains). Run in a matrix's --out, the sparse runs "
-        "are reused and a second table is written beside the first; with --report, every "
-        "verdict against the baselines of this schedule",
+        "are reused, a second table is written beside the first in each task and the "
+        "matrix in robustness-gradual.md; with --report, every verdict against the "
+        "baselines of this schedule",
     )
     p.add_argument(
         "--smoke", action="store_true", help="2 batches per epoch, 3 epochs (tests only)"
@@ -547,15 +577,12 @@ def main(argv: list[str] | None = None) -> int:
             seen.add(d.resolve())
             if not any(latest_comparison(d / name) for name in TASKS):
                 p.error(f"--report: {d} holds no task's comparison (not a matrix directory)")
-            if not any(
-                latest_comparison(d / name, args.prune_schedule)
-                for name in TASKS
-                if TASKS[name].image
-            ):
+            missing = missing_tables(d, args.prune_schedule)
+            if missing:
                 p.error(
-                    f"--report: {d} holds no image task's comparison against the "
-                    f"{args.prune_schedule} pruning baseline (run the matrix with "
-                    f"--prune-schedule {args.prune_schedule} in it)"
+                    f"--report: {d} holds no comparison against the {args.prune_schedule} "
+                    f"pruning baseline for {', '.join(missing)} (run the matrix with "
+                    f"--prune-schedule {args.prune_schedule} --out {d})"
                 )
         many = len(args.report) > 1
         print(

@@ -194,13 +194,14 @@ def test_a_baseline_run_that_diverges_or_cannot_resume_says_so(
 ) -> None:
     """The one row-maker both schedules share (``compare._baseline_row``): a run whose
     loss diverges gives a ``diverged`` row (no accuracy) and a line naming its directory;
-    a resumed run whose callback refuses its checkpoint is a usage error naming it; the
-    same error on a fresh run is a bug and propagates; the callback is made only when
-    the run trains."""
+    a resumed run whose callback refuses its checkpoint is a ``ConfigError`` naming it
+    (the trainer's, before anything trains); any other ``ValueError`` propagates as
+    itself; the callback is made only when the run trains."""
     import argparse
 
     from sparseopt.cli import compare
     from sparseopt.cli._common import UsageError
+    from sparseopt.engine.errors import ConfigError
 
     # an lr that takes SGD's loss to inf within the first batches
     config = tiny(tmp_path / "pruning-gradual-sgd-linbreg", optimizer="sgd", lr=1e12)
@@ -215,15 +216,25 @@ def test_a_baseline_run_that_diverges_or_cannot_resume_says_so(
     assert row["status"] == "diverged" and row.get("test_acc") is None and made == [1]
     assert f"the run in {config.out} diverged" in capsys.readouterr().out
 
-    def refuse(*_a: object, **_k: object) -> None:
-        raise ValueError("the checkpoint was pruned towards another density")
+    # interrupted, then resumed towards another density: the trainer refuses, naming
+    # the run (ConfigError: exit 2), before anything trains
+    cut = tiny(tmp_path / "pruning-gradual-sgd-rvsm", optimizer="sgd", epochs=2)
+    with pytest.raises(TrainingInterrupted):
+        train(cut, callbacks=[GradualMagnitude(0.3), StopAfter(2)])
+    before = (Path(cut.out) / "checkpoint.pt").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match=f"cannot resume {cut.out}: Invalid density"):
+        compare._baseline_row("pruning @ rvsm", cut, lambda: GradualMagnitude(0.5), args, {})
+    assert (Path(cut.out) / "checkpoint.pt").stat().st_mtime_ns == before
 
-    monkeypatch.setattr(compare, "_train_or_reuse", refuse)
-    with pytest.raises(ValueError, match="another density"):  # a new run: not the user's
-        compare._baseline_row("pruning @ linbreg", config, callback, args, {})
+    # a ValueError of a run's own (not its checkpoint's) is not a usage error
+    def broken(*_a: object, **_k: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(compare, "_train_or_reuse", broken)
     monkeypatch.setattr(compare, "_run_state", lambda _c: ("resume", None))
-    with pytest.raises(UsageError, match=f"cannot resume {config.out}: the checkpoint"):
+    with pytest.raises(ValueError, match="a bug") as err:
         compare._baseline_row("pruning @ linbreg", config, callback, args, {})
+    assert not isinstance(err.value, (ConfigError, UsageError))
     # a finished run is reused: no callback, its check may refuse it
     monkeypatch.setattr(compare, "_run_state", lambda _c: ("done", {"metrics": {}}))
     monkeypatch.setattr(compare, "_summary_row", lambda n, d, s: {"optimizer": n, "status": "ok"})

@@ -280,7 +280,10 @@ def test_the_report_reads_the_comparison_written_last(
 
 
 def test_the_gradual_baseline_is_read_beside_the_one_shot_one(
-    tmp_path: Path, load_benchmark: Callable, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    load_benchmark: Callable,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A matrix run again with ``--prune-schedule gradual`` keeps its one-shot table: each
     report reads the comparison of its own schedule (the newer table does not replace the
@@ -321,13 +324,32 @@ def test_the_gradual_baseline_is_read_beside_the_one_shot_one(
     reg = tmp_path / "teacher-nooverlap"
     reg.mkdir()
     (reg / "comparison.json").write_text(json.dumps([{"optimizer": "linbreg", "status": "ok"}]))
-    assert bench.latest_comparison(reg, "gradual") == bench.latest_comparison(reg, "one-shot")
-    # a matrix without the gradual tables is refused by its report, with the way to make them
+    for schedule in ("gradual", "one-shot"):
+        assert bench.latest_comparison(reg, schedule).name == "comparison.json"
+    assert bench.missing_tables(tmp_path, "gradual") == []
+    # a classification task that is not an image task counts as well: a matrix with a
+    # gradual table for one task but not another is refused by its report (not read as
+    # if the tasks were all there), naming the task and the way to make its table
+    words = tmp_path / "words-cnn"
+    words.mkdir()
+    (words / "comparison.json").write_text(json.dumps(rows("one-shot", "tie", 0.94)))
+    assert bench.missing_tables(tmp_path, "gradual") == ["words-cnn"]
+    assert bench.missing_tables(tmp_path, "one-shot") == []
+    assert "left out, no comparison against the gradual baseline: words-cnn" in bench.report(
+        tmp_path, schedule="gradual"
+    )
+    for argv in (["--prune-schedule", "gradual"], []):
+        if not argv:  # the one-shot report of a matrix whose one-shot table went missing
+            (task / "comparison.json").unlink()
+        with pytest.raises(SystemExit) as err:
+            bench.main(["--report", str(tmp_path), *argv])
+        assert err.value.code == 2
+        schedule = "gradual" if argv else "one-shot"
+        said = f"against the {schedule} pruning baseline for "
+        said += "words-cnn" if argv else "digits-mlp"
+        assert said in capsys.readouterr().err
     (task / "comparison-2.json").unlink()
     assert bench.latest_comparison(task, "gradual") is None
-    with pytest.raises(SystemExit) as err:
-        bench.main(["--report", str(tmp_path), "--prune-schedule", "gradual"])
-    assert err.value.code == 2
     # the command: compare's gradual baseline only when asked for
     seen: list[list[str]] = []
 

@@ -770,12 +770,9 @@ def _baseline_row(
     """The row of one pruning baseline's run (one-shot or gradual): reused when finished
     (``check_done`` may refuse it), else trained or resumed with the pruning
     ``callback()`` (made only when it trains), ``diverged`` when its loss did, and judged
-    by the failure detection (:func:`judge_pruned`).
-
-    Raises:
-        UsageError: a resumed run the callback refuses (a ``ValueError`` from its
-            checkpoint: e.g. a gradual run resumed towards another density).
-    """
+    by the failure detection (:func:`judge_pruned`). A resumed run whose callback refuses
+    its checkpoint (a gradual run resumed towards another density) raises the trainer's
+    ``ConfigError`` (exit 2)."""
     from sparseopt.engine import NonFiniteLossError
 
     run_state, summary = _run_state(config)
@@ -792,10 +789,6 @@ def _baseline_row(
         except NonFiniteLossError:
             print(f"pruning baseline: the run in {config.out} diverged", flush=True)
             pruned = {"optimizer": name, "status": "diverged", "run_dir": config.out}
-        except ValueError as err:
-            if run_state != "resume":
-                raise
-            raise UsageError(f"cannot resume {config.out}: {err}") from None
         else:
             pruned = _result_row(name, res)
     judge_pruned(pruned, Path(str(config.out)), data_cache)
@@ -1114,7 +1107,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print()
     print(table)
     print(f"\nwritten: {written}")
-    if args.prune_baseline and task == "classification" and not _gradual(args):
+    if any(r.get("baseline") for r in rows) and not _gradual(args):  # something was pruned
         epochs, ft = _finetune_epochs(base, args)
         print(
             f"pruning baseline: one-shot (each dense network pruned once after epoch "

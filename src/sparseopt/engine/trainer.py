@@ -36,7 +36,13 @@ from sparseopt.engine.build import (
 )
 from sparseopt.engine.callbacks import Callback, CallbackProtocol, TrainResult
 from sparseopt.engine.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
-from sparseopt.engine.errors import NonFiniteLossError, TrainingInterrupted, diverged, interrupted
+from sparseopt.engine.errors import (
+    ConfigError,
+    NonFiniteLossError,
+    TrainingInterrupted,
+    diverged,
+    interrupted,
+)
 from sparseopt.engine.evaluate import deployed, evaluate_deployed, loss_fn
 from sparseopt.engine.refit import Refit
 from sparseopt.engine.report import (
@@ -375,7 +381,12 @@ class Trainer:
         self.batches.perm_gen.set_state(ckpt["rng"]["perm"])
         # a checkpoint from before the health checks: count its epochs as observed
         self.health.load_state_dict(ckpt.get("health") or {"epochs_seen": done})
-        checkpoint.load_callback_states(self.callbacks, ckpt.get("callbacks") or {})
+        try:  # a callback that refuses the state it saved refuses this resume
+            checkpoint.load_callback_states(self.callbacks, ckpt.get("callbacks") or {})
+        except ValueError as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"cannot resume {path.parent}: {err}") from err
 
     def _interrupted(self, where: str) -> TrainingInterrupted:
         return interrupted(self._signals.signum, where, self.run_dir, self.config.out)
