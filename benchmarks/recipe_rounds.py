@@ -642,6 +642,24 @@ ROUND94 = [
 #: it was steered and refitted); the recipe's runs are round 90's pick.
 ROUND95 = [ROUND90[2], {"optimizer": "rvsm", "lr": 0.02}]
 
+#: Round 99 (docs/recipes.md): ProxSGD along gradual magnitude pruning's span — ℓ0 (its
+#: prox is a hard threshold, magnitude pruning's), the reference from the dense start to
+#: the target over the first 60 % of the steps (ramp 1.0) or 48 % (ramp 0.8), then a
+#: refit of the last 40 % with the mask fixed at lr 0.007 (about where the cosine of 0.02
+#: is at 60 %), the controller coupled to the lr (the threshold √(2ηλ) held while η
+#: falls); the recipe's runs are round 88's.
+ROUND99 = [
+    {
+        "optimizer": "proxsgd",
+        "penalty": "l0",
+        "target_density_ramp": ramp,
+        "refit": 0.4,
+        "refit_lr": 0.007,
+        "controller": {"lr_coupled": True},
+    }
+    for ramp in (1.0, 0.8)
+]
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],
@@ -687,6 +705,7 @@ SCALE_CHECK = {
     "proxsgd-refit-adam": [ROUND88[0], *ROUND94[:2]],
     "rvsm-refit-adam": [ROUND90[2], *ROUND94[2:]],
     "rvsm-lr": ROUND95,
+    "proxsgd-gmp-span": [ROUND88[0], *ROUND99],
 }
 
 #: Round 39's targets (fractions of the weights).
@@ -742,6 +761,7 @@ FRESH_SEED_ROUNDS = frozenset(
         93,
         94,
         95,
+        99,
     )
 )
 
@@ -818,6 +838,7 @@ _SCALE_STAGES, _SCALE_STAGE_TASKS = _scale_rounds(
         "round93": ROUND93[1:],  # ProxSGD's constant lr (round 93; the recipe's runs round 88's)
         "round94": ROUND94,  # ProxSGD's and RVSM's refit with Adam (round 94)
         "round95": ROUND95[1:],  # RVSM at lr 0.02 (round 95; the recipe's runs round 90's)
+        "round99": ROUND99,  # ProxSGD along GMP's span (round 99; the recipe's runs round 88's)
     }
 )
 
