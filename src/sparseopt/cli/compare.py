@@ -328,6 +328,7 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
         data["target_density"] = None  # target steers nothing (--target-density 0 writes
         data["target_density_ramp"] = None  # the recipe's, a recipe's target of 0 none)
         data["target_density_hold"] = None  # (nor a hold, saved False by older runs)
+        data["target_density_lr_coupled"] = None  # (nor a coupling)
     return {k: v for k, v in data.items() if k not in _RERUN_FREE}
 
 

@@ -602,6 +602,15 @@ class TrainConfig:
         shown="per optimizer (the controller presets): {control[hold_warmup]}; else off; none "
         "where no target steers",
     )
+    target_density_lr_coupled: bool | None = _opt(
+        None,
+        "structure",
+        "with --target-density: steer the prox threshold instead of λ (TargetDensity's "
+        "lr_coupled: λ follows the lr's fall, so a schedule that takes the lr to 0 does not "
+        "take the threshold with it; for a threshold of lr·λ or √(2·lr·λ), ProxSGD's)",
+        shown="per optimizer and penalty: {penalty_recipe[target_density_lr_coupled]}; "
+        "else off; none where no target steers",
+    )
     target_allocation: str | None = _opt(
         None,
         "structure",
@@ -804,8 +813,10 @@ class TrainConfig:
         recipe = {**info.training, **group_recipe}
         target = recipe.get("target_density") if self.target_density is None else None
         for key, value in recipe.items():
-            if key == "target_density_ramp" and (fixed_lam or target == 0):
-                continue  # no target: no ramp (the recipe's goes with its target)
+            if key in ("target_density_ramp", "target_density_lr_coupled") and (
+                fixed_lam or target == 0
+            ):
+                continue  # no target: no ramp nor coupling (the recipe's go with its target)
             if key == "lam" and self.group_weight not in (None, recipe.get("group_weight")):
                 continue  # a group recipe's λ goes with its group weight (RDA's group ℓ0)
             if key == "lr" and self.warmup == 0 and recipe.get("warmup"):
@@ -826,6 +837,11 @@ class TrainConfig:
                 changes["target_density_ramp"] = float(preset.get("ramp", 0.0))
             if self.target_density_hold is None:
                 changes["target_density_hold"] = bool(preset.get("hold_warmup", False))
+            if (
+                self.target_density_lr_coupled is None
+                and "target_density_lr_coupled" not in changes
+            ):
+                changes["target_density_lr_coupled"] = bool(preset.get("lr_coupled", False))
         steered = bool(changes.get("target_density", self.target_density))
         if steered and "lam_warmup" in changes:  # the recipe's (RDA's): the controller
             changes["lam_warmup"] = 0.0  # steers λ from its first step instead

@@ -63,6 +63,7 @@ _BEFORE_FIELDS: dict[str, Any] = {
     "target_density_hold": False,  # before round 72 no controller held λ through a warm-up
     "clip_grad_norm": 0.0,  # no clipping before 2026-11-29
     "clip_grad_ratio": 0.0,
+    "target_density_lr_coupled": False,  # before round 99 no recipe coupled λ to the lr
 }
 
 

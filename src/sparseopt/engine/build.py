@@ -530,6 +530,11 @@ def build_callbacks(
                     else {"hold_warmup": cfg.target_density_hold}
                 ),
                 **({} if cfg.target_allocation is None else {"allocation": cfg.target_allocation}),
+                **(
+                    {}
+                    if cfg.target_density_lr_coupled is None
+                    else {"lr_coupled": cfg.target_density_lr_coupled}
+                ),
             )
         )
     if cfg.grow_every is not None:

@@ -129,7 +129,7 @@ class ProxSGD(SGDOptimizer):
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, 0.1, -0.3]))
-        >>> opt = ProxSGD([w], lr=0.5, lam=0.2)
+        >>> opt = ProxSGD([w], lr=0.5, penalty="l1", lam=0.2)
         >>> (0.5 * w.pow(2).sum()).backward()  # gradient = w
         >>> _ = opt.step()  # soft(w - 0.5 w, 0.5 * 0.2)
         >>> w.detach()
@@ -149,6 +149,10 @@ class ProxSGD(SGDOptimizer):
         }
     )
     state_keys = ("momentum_buffer",)
+    #: The recipe's penalty (``l0`` since round 99, docs/recipes.md) is the default here too.
+    common_defaults = MappingProxyType(
+        {**SGDOptimizer.common_defaults, "penalty": _RECIPE.defaults["penalty"]}
+    )
 
     def __init__(
         self,
