@@ -217,12 +217,17 @@ def test_docs_recipe_table_is_the_registry() -> None:
                 bits.append(f"warm-up {recipe['warmup']:g}")
             if "refit" in recipe:
                 bits.append(f"refit {recipe['refit']:g}" if recipe["refit"] else "no refit")
+            if "refit_lr" in recipe:
+                bits.append(f"refit lr {recipe['refit_lr']:g}")
             if "target_density_ramp" in recipe:
                 bits.append(f"ramp {recipe['target_density_ramp']:g} for a target given")
+            if recipe.get("target_density_lr_coupled"):
+                bits.append("the threshold steered (lr-coupled)")
             cells_.append(f"{pen}: " + ", ".join(bits))
         structured = "; ".join(cells_)
         shown = {"init_density", "target_density", "weight_decay", "group_weight", "lam"}
-        shown |= {"lr", "warmup", "refit", "target_density_ramp"}
+        shown |= {"lr", "warmup", "refit", "refit_lr", "target_density_ramp"}
+        shown |= {"target_density_lr_coupled"}
         assert set().union(*info.group_training.values()) <= shown, name
         assert set().union(*info.penalty_training.values()) <= shown, name
         assert cells[8] == (structured or "—"), row
@@ -384,12 +389,48 @@ def test_the_ramp_ends_near_80_percent_of_the_run_before_a_refit(name: str) -> N
     refit (rounds 42 and 90); with a λ of the user's there is no target and no ramp."""
     from sparseopt.control import PRESETS
 
-    cfg = TrainConfig(optimizer=name).resolve()
+    cfg = TrainConfig(optimizer=name, penalty="l1").resolve()  # (ProxSGD's ℓ0: round 99)
     assert cfg.target_density_ramp * (1 - cfg.refit) == pytest.approx(0.8, abs=2e-3)
     assert PRESETS[name]["ramp"] == 0.8
     fixed = TrainConfig(optimizer=name, lam=0.01).resolve()
     assert (fixed.target_density, fixed.target_density_ramp) == (0.0, None)
     assert TrainConfig(optimizer=name, target_density_ramp=0.5).resolve().target_density_ramp == 0.5
+
+
+def test_proxsgds_l0_recipe_takes_gradual_pruning_s_span_and_steers_the_threshold(
+    tmp_path: Path,
+) -> None:
+    """Round 99: ProxSGD's default penalty is ℓ0, steered from dense to 13 % over the first
+    60 % of the steps (a ramp of the whole sparse phase before a refit of 40 %), refitted
+    at lr 0.007, its controller coupled to the lr (the threshold held while the cosine lr
+    falls); ℓ1 keeps its recipe; a λ of the user's steers nothing, so nothing is coupled;
+    the run's controller is built coupled, and a run saved before the field reads as it
+    ran (uncoupled)."""
+    from sparseopt.control import TargetDensity
+    from sparseopt.engine import Trainer
+
+    cfg = TrainConfig(optimizer="proxsgd").resolve()
+    assert (cfg.penalty, cfg.target_density, cfg.refit, cfg.refit_lr) == ("l0", 0.13, 0.4, 0.007)
+    assert cfg.target_density_ramp * (1 - cfg.refit) == pytest.approx(0.6)
+    assert cfg.target_density_lr_coupled is True
+    l1 = TrainConfig(optimizer="proxsgd", penalty="l1").resolve()
+    assert (l1.refit, l1.refit_lr, l1.target_density_lr_coupled) == (0.15, 0.005, False)
+    fixed = TrainConfig(optimizer="proxsgd", lam=0.01).resolve()
+    assert (fixed.target_density, fixed.target_density_lr_coupled) == (0.0, None)
+    assert TrainConfig(optimizer="rvsm").resolve().target_density_lr_coupled is False
+    off = TrainConfig(optimizer="proxsgd", target_density_lr_coupled=False).resolve()
+    assert off.target_density_lr_coupled is False  # the user's choice stands
+    kw = {"epochs": 2, "limit_batches": 2, "quiet": True, "plots": False, "tensorboard": False}
+    with Trainer(TrainConfig(optimizer="proxsgd", out=str(tmp_path / "r"), **kw)) as t:
+        (ctl,) = [cb for cb in t.callbacks if isinstance(cb, TargetDensity)]
+        assert ctl.lr_coupled is True
+    saved = tmp_path / "r" / "config.yaml"
+    text = saved.read_text()
+    assert "target_density_lr_coupled: true" in text
+    saved.write_text(text.replace("target_density_lr_coupled: true\n", ""))
+    from sparseopt.config import load_run_config
+
+    assert load_run_config(saved)["target_density_lr_coupled"] is False
 
 
 def test_the_other_recipes_have_no_target_density() -> None:

@@ -475,8 +475,9 @@ class TrainConfig:
         "training",
         "learning rate of the refit's optimizer (cosine from it to 0)",
         metavar="LR",
-        shown="per optimizer, with its refit optimizer: {recipe[refit_lr]}; else a tenth of "
-        "the refit optimizer's recipe lr ({refit_lrs})",
+        shown="per optimizer, with its refit optimizer: {recipe[refit_lr]}; with one penalty "
+        "on every layer {penalty_recipe[refit_lr]}; else a tenth of the refit optimizer's "
+        "recipe lr ({refit_lrs})",
     )
     refit_optimizer: str | None = _opt(
         None,
