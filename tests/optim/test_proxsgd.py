@@ -90,7 +90,7 @@ def test_one_step_is_soft_threshold_of_sgd_step(foreach: bool, dtype: torch.dtyp
     theta0 = [p.detach().clone() for p in params]
     (grads,) = _grads(dtype, 1)
     lr, lam = 0.3, 0.5
-    _run(ProxSGD(params, lr=lr, lam=lam, foreach=foreach), params, [grads])
+    _run(ProxSGD(params, lr=lr, penalty="l1", lam=lam, foreach=foreach), params, [grads])
     for p, t0, g in zip(params, theta0, grads, strict=True):
         expected = _soft(t0 - lr * g, lr * lam)
         torch.testing.assert_close(p.detach(), expected, rtol=0, atol=4 * torch.finfo(dtype).eps)
@@ -104,7 +104,7 @@ def test_momentum_enters_before_the_prox(dtype: torch.dtype) -> None:
     g1 = torch.tensor([0.5, 1.0, -0.2, 0.0], dtype=dtype)
     g2 = torch.tensor([-1.0, 0.3, 0.1, 0.4], dtype=dtype)
     lr, lam, m = 0.2, 0.3, 0.9
-    opt = ProxSGD(params, lr=lr, lam=lam, momentum=m, weight_decay=0.1)
+    opt = ProxSGD(params, lr=lr, penalty="l1", lam=lam, momentum=m, weight_decay=0.1)
     _run(opt, params, [[g1], [g2]])
     theta0 = torch.tensor([1.0, -0.4, 0.05, 2.0], dtype=dtype)
     b1 = g1 + 0.1 * theta0
@@ -163,7 +163,7 @@ def test_penalised_momentum_matches_the_formula(
     theta0 = [p.detach().clone() for p in params]
     grads = _grads(dtype, 6)
     lr, lam = 0.1, 0.3
-    opt = ProxSGD(params, lr=lr, lam=lam, foreach=foreach, **{"momentum": 0.0, **cfg})
+    opt = ProxSGD(params, lr=lr, penalty="l1", lam=lam, foreach=foreach, **{"momentum": 0.0, **cfg})
     _run(opt, params, grads)
     theta, bufs = _reference(theta0, grads, lr, lam, **cfg)
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-6, "atol": 1e-6}
@@ -213,7 +213,7 @@ def test_lasso_solution_satisfies_kkt() -> None:
     lipschitz = torch.linalg.matrix_norm(A, ord=2).item() ** 2 / n
     lam = 0.05
     w = torch.nn.Parameter(torch.zeros(d, dtype=torch.float64))
-    opt = ProxSGD([w], lr=1.0 / lipschitz, lam=lam, momentum=0.0)
+    opt = ProxSGD([w], lr=1.0 / lipschitz, penalty="l1", lam=lam, momentum=0.0)
     for _ in range(3000):
         opt.zero_grad()
         (0.5 * (A @ w - y).pow(2).sum() / n).backward()
@@ -257,7 +257,7 @@ def test_functional_api_and_set_lam() -> None:
     assert bufs[0] is not None and float(step) == 1.0
     # set_lam: the next prox uses the new λ, the parameter itself is not touched
     w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
-    opt = ProxSGD([w], lr=1.0, lam=0.1)
+    opt = ProxSGD([w], lr=1.0, penalty="l1", lam=0.1)
     opt.set_lam(0.5)
     assert torch.equal(w.detach(), torch.tensor([1.0, -1.0]))
     w.grad = torch.zeros(2)
