@@ -153,18 +153,24 @@ def cases() -> list[Case]:
         Case(
             "RVSM l1 (compiled)", "rvsm", {"lr": 0.1, "lam": 1e-4, "compiled": True}, "rvsm", "sgd"
         ),
-        Case("ProxSGD momentum=0.9", "proxsgd", {"lr": 0.1, "lam": 1e-4}, "proxsgd", "sgd"),
+        Case(
+            "ProxSGD momentum=0.9",
+            "proxsgd",
+            {"lr": 0.1, "penalty": "l1", "lam": 1e-4},
+            "proxsgd",
+            "sgd",
+        ),
         Case(
             "ProxSGD momentum=0.9 (foreach)",
             "proxsgd",
-            {"lr": 0.1, "lam": 1e-4, "foreach": True},
+            {"lr": 0.1, "penalty": "l1", "lam": 1e-4, "foreach": True},
             "proxsgd",
             "sgd",
         ),
         Case(
             "ProxSGD momentum=0.9 (compiled)",
             "proxsgd",
-            {"lr": 0.1, "lam": 1e-4, "compiled": True},
+            {"lr": 0.1, "penalty": "l1", "lam": 1e-4, "compiled": True},
             "proxsgd",
             "sgd",
         ),

@@ -132,7 +132,7 @@ def test_an_optimizer_sparsifies_a_gpt2_and_the_counts_see_it() -> None:
     # c_attn, c_proj (attention), c_fc, c_proj (MLP): the model's matrix weights
     assert before.weights == 16 * 48 + 16 * 16 + 16 * 64 + 64 * 16
     assert before.layers["transformer.h.0.attn.c_attn"].shape == (48, 16)
-    opt = so.create_optimizer(model, "proxsgd", lr=0.1, lam=0.05)  # std 0.02
+    opt = so.create_optimizer(model, "proxsgd", lr=0.1, penalty="l1", lam=0.05)  # std 0.02
     ids = torch.randint(0, 50, (4, 8))
     for _ in range(3):
         opt.zero_grad()

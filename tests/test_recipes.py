@@ -424,6 +424,21 @@ def test_proxsgds_l0_recipe_takes_gradual_pruning_s_span_and_steers_the_threshol
     with Trainer(TrainConfig(optimizer="proxsgd", out=str(tmp_path / "r"), **kw)) as t:
         (ctl,) = [cb for cb in t.callbacks if isinstance(cb, TargetDensity)]
         assert ctl.lr_coupled is True
+    off = TrainConfig(
+        optimizer="proxsgd", target_density_lr_coupled=False, out=str(tmp_path / "o"), **kw
+    )
+    with Trainer(off) as t:  # the user's "no" reaches the controller
+        (ctl,) = [cb for cb in t.callbacks if isinstance(cb, TargetDensity)]
+        assert ctl.lr_coupled is False
+    # a coupled run without a penalty is group ℓ1, and takes group ℓ1's training, as one
+    # that names it (not the ℓ0 default's)
+    coupled = {"optimizer": "proxsgd", "model": "transformer", "coupled": "head,neuron"}
+    named = TrainConfig(**coupled, penalty="group_l1").resolve()
+    assert TrainConfig(**coupled).resolve() == named and named.refit == 0.15
+    # a sticky plant has no threshold to hold: refused before anything runs
+    for name in ("linbreg", "adabreg"):
+        with pytest.raises(ValueError, match="Invalid target_density_lr_coupled value: True"):
+            TrainConfig(optimizer=name, target_density_lr_coupled=True).resolve()
     saved = tmp_path / "r" / "config.yaml"
     text = saved.read_text()
     assert "target_density_lr_coupled: true" in text

@@ -48,14 +48,16 @@ def test_the_refit_optimizer_takes_its_recipes_settings_at_a_tenth_of_its_lr() -
 def test_a_recipes_refit_lr_goes_with_its_refit_optimizer() -> None:
     """ProxSGD's recipe refits with SGD at its own lr; naming Adam drops that lr for Adam's
     default (a tenth of its recipe's), unless an lr is given too; dense runs have none."""
-    recipe = TrainConfig(optimizer="proxsgd").resolve()
-    assert recipe.refit_optimizer == "sgd" and recipe.refit_lr == 0.005
+    recipe = TrainConfig(optimizer="proxsgd").resolve()  # (its ℓ0 recipe's refit lr)
+    assert recipe.refit_optimizer == "sgd" and recipe.refit_lr == 0.007
     adam = TrainConfig(optimizer="proxsgd", refit_optimizer="adam").resolve()
     assert adam.refit_optimizer == "adam" and adam.refit_lr is None
     given = TrainConfig(optimizer="proxsgd", refit_optimizer="adam", refit_lr=1e-3).resolve()
     assert given.refit_lr == 1e-3
     same = TrainConfig(optimizer="proxsgd", refit_optimizer="sgd").resolve()
-    assert same.refit_lr == 0.005  # the recipe's optimizer named: its lr stands
+    assert same.refit_lr == 0.007  # the recipe's optimizer named: its lr stands
+    l1 = TrainConfig(optimizer="proxsgd", penalty="l1", refit_optimizer="sgd").resolve()
+    assert l1.refit_lr == 0.005
     assert TrainConfig(optimizer="sgd").resolve().refit_optimizer is None
     with pytest.raises(ValueError, match="Invalid refit_optimizer value: 'adam'"):
         TrainConfig(optimizer="adam", refit_optimizer="adam").resolve()
@@ -206,7 +208,9 @@ def test_refit_settings_are_checked(tmp_path: Path) -> None:
         tiny(tmp_path, optimizer="sgd", refit=0.2).resolve()
     # where the shape moves, the recipe's refit is not applied; under a target density it is
     for name in ("linbreg", "adabreg", "splitlbi", "rda", "rvsm", "proxsgd"):
-        recipe = get_optimizer_info(name).training.get("refit", 0.0)
+        info = get_optimizer_info(name)  # (the recipe of the default penalty)
+        default = info.penalty_training.get(info.defaults.get("penalty", "l1"), {})
+        recipe = default.get("refit", info.training.get("refit", 0.0))
         assert TrainConfig(optimizer=name).resolve().refit == recipe
         assert tiny(tmp_path, optimizer=name, target_density=0.1).resolve().refit == recipe
         assert tiny(tmp_path, optimizer=name, target_density=0.1, refit=0.3).resolve().refit == 0.3

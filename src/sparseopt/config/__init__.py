@@ -809,7 +809,7 @@ class TrainConfig:
         group_recipe = (
             info.group_training.get(structured[0], {})
             if structured
-            else info.penalty_training.get(self.sole_penalty(info.defaults.get("penalty")), {})
+            else info.penalty_training.get(self.sole_penalty(self._default_penalty(info)), {})
         )
         recipe = {**info.training, **group_recipe}
         target = recipe.get("target_density") if self.target_density is None else None
@@ -848,8 +848,7 @@ class TrainConfig:
             changes["lam_warmup"] = 0.0  # steers λ from its first step instead
         if info.sparse:
             if self.penalty is None:
-                recipe = info.defaults.get("penalty", "l1")
-                changes["penalty"] = "group_l1" if self.coupled else recipe
+                changes["penalty"] = self._default_penalty(info) or "l1"
             if self.lam_scale is None:  # coupled groups are not layers
                 # the recipe's groups per layer serve its per-layer controller: with a λ
                 # of the user's (no target) the run keeps one group per layer kind
@@ -978,6 +977,11 @@ class TrainConfig:
         base = self.penalty or default or "l1"
         kinds = {kind or base for kind in (self.conv_penalty, self.linear_penalty)} - {"none"}
         return next(iter(kinds)) if len(kinds) == 1 else None
+
+    def _default_penalty(self, info: Any) -> str | None:
+        """The penalty a run that names none takes: ``group_l1`` in a coupled run, else the
+        optimizer's recipe's (``info``: its :class:`~sparseopt.optim.registry.OptimizerInfo`)."""
+        return "group_l1" if self.coupled else info.defaults.get("penalty")
 
     def _penalised(self, penalty: str | None) -> bool:
         """Whether some layer kind has a penalty (``conv_penalty``/``linear_penalty``
