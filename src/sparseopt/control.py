@@ -33,9 +33,10 @@ Bungert et al.'s sparse initialisation). ProxSGD, RVSM and RDA, which start dens
 along a ``ramp`` of 0.8 (a reference falling from the dense start to D over 80 % of the
 steps before any refit; steered to D at once, λ rises before the network has learned; on
 the study tasks ProxSGD then ended at chance and RVSM at 55 % on the words CNN).
-ProxSGD's and RVSM's training recipes, which refit the last 15 %, set their own ramp of
-0.94 of the steps before the refit (:mod:`sparseopt.optim.registry`), which ends near 80 %
-of the run.
+RVSM's training recipe and ProxSGD's with ℓ1, which refit the last 15 %, set their own
+ramp of 0.94 of the steps before the refit (:mod:`sparseopt.optim.registry`), which ends
+near 80 % of the run; ProxSGD's ℓ0 recipe ramps over its whole sparse phase (the first
+60 % of the run) with ``lr_coupled`` (round 99).
 
 ``allocation="he"`` steers each penalised param group instead to its own share of
 :math:`D` (:func:`he_shares`: the head at :math:`D`, the other layers at what a global
@@ -153,8 +154,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # before the network had learned (ProxSGD ended at chance on three of four study tasks,
     # RVSM at 55 % on the words CNN); along the ramp every run learned (docs/recipes.md,
     # rounds 28-29)
-    # a run without a refit; ProxSGD's and RVSM's recipes, which refit the last 15 %, ramp
-    # over 0.94 of the steps before it (the registry, rounds 42 and 90)
+    # a run without a refit; RVSM's recipe and ProxSGD's with ℓ1, which refit the last 15 %,
+    # ramp over 0.94 of the steps before it (the registry, rounds 42 and 90); ProxSGD's ℓ0
+    # over its whole sparse phase, coupled to the lr (round 99)
     "proxsgd": {"ramp": 0.8},
     "rvsm": {"ramp": 0.8},
     "rda": {"ramp": 0.8},

@@ -754,7 +754,8 @@ class TrainConfig:
         target density steers λ —, ``refit``: 0 with ``grow_every``, ``None`` for dense
         methods; with ``target_density`` the controller steers λ over the epochs before
         the refit) and, for sparse methods,
-        ``penalty`` (``l1``), ``lam_scale`` (the recipe's training setting — AdaBreg's
+        ``penalty`` (the recipe's: ``l1``, RDA's and ProxSGD's ``l0``; ``group_l1`` in a
+        coupled run), ``lam_scale`` (the recipe's training setting — AdaBreg's
         ``layer`` — while a target density steers λ, else ``none``; ``None`` for dense
         methods), ``target_allocation`` (the controller preset's where the groups are
         layers and a target is set, else ``global``) and the recipe's λ for the penalties in use

@@ -1,4 +1,6 @@
-r"""Proximal stochastic gradient descent: the Lasso baseline of sparse training.
+r"""Proximal stochastic gradient descent: with ℓ1 the Lasso baseline of sparse training;
+with ℓ0 (its recipe's penalty since round 99 of docs/recipes.md) iterative hard
+thresholding.
 
 A ``torch.optim.SGD`` step (with its momentum, dampening, Nesterov and weight decay,
 bit for bit) followed by the proximal map of the penalty with step :math:`\tau`
@@ -88,7 +90,8 @@ class ProxSGD(SGDOptimizer):
             floating-point tensors only: complex parameters raise ``ValueError`` (the
             penalties act on real entries).
         lr: :math:`\tau` (default: the registry recipe, docs/recipes.md), a number or a 1-element tensor.
-        penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default ``"l1"``).
+        penalty: penalty name or :class:`~sparseopt.penalties.Penalty` (default: the
+            recipe's, ``"l0"``; ``"l1"`` for the Lasso).
         lam: λ (default: the registry recipe's λ of ``penalty``).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
         a: the Tℓ1 parameter.

@@ -190,7 +190,8 @@ def _lams(l1: float, l0: float) -> dict[str, float]:
     return {"l1": l1, "l0": l0, "tl1": l1 / 2, "group_l1": l1, "group_l0": l0}
 
 
-#: ProxSGD's training recipe (rounds 28 and 42), which RVSM's took over in round 90: λ
+#: ProxSGD's training recipe (rounds 28 and 42; since round 99 that of its penalties other
+#: than its default ℓ0), which RVSM's took over in round 90: λ
 #: steered to 13 % of the weights along a ramp over 0.94 of the steps before a refit of
 #: the last 15 % at lr 0.005 (the ramp ends near 80 % of the run, as the controller
 #: preset's 0.8 of a run without a refit: the Lightning and Hugging Face callbacks, a loop
@@ -427,7 +428,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             # span — the reference from dense to 13 % over the first 60 % of the steps,
             # then a refit of the last 40 % at lr 0.007, the controller holding the
             # threshold √(2ηλ) while the cosine η falls — +0.61 over the scale check's six
-            # cells and +1.16 on a fresh seed (Fashion-MNIST +0.8 to +1.3); the other
+            # cells and +1.16 on a fresh seed (the Fashion-MNIST MLP +0.8 to +1.5, LeNet-5 +1.2,
+            # full LeNet-5 +0.1); the other
             # penalties keep the ℓ1 recipe's training
             penalty_training={
                 "l0": {

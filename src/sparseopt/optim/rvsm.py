@@ -116,7 +116,7 @@ class RVSM(SGDOptimizer):
         lr: :math:`\tau` (default: the registry recipe, docs/recipes.md; the original's initial rate is
             0.1), a number or a 1-element tensor.
         penalty: :math:`P`, a name or :class:`~sparseopt.penalties.Penalty`: ``"l0"``,
-            ``"l1"`` (default, as every sparseopt optimizer), ``"tl1"``, ``"group_l0"``,
+            ``"l1"`` (default, as every sparseopt optimizer but RDA and ProxSGD), ``"tl1"``, ``"group_l0"``,
             ``"group_l1"``.
         lam: λ (default: the registry recipe's λ of ``penalty``).
         groups: grouping for group penalties (``"filter"``, ``"channel"``, ...).
