@@ -660,6 +660,27 @@ ROUND99 = [
     for ramp in (1.0, 0.8)
 ]
 
+#: The first round whose ProxSGD candidates without a penalty run its ℓ0 default (round
+#: 99 made it the recipe's penalty); those of the stages before ran its ℓ1 default then
+#: and keep it (:func:`penalty_of_the_time`).
+PROXSGD_L0_FROM = 99
+
+
+def penalty_of_the_time(stage: str, cand: dict[str, Any]) -> dict[str, Any]:
+    """The settings a candidate of ``stage`` ran with that today's defaults no longer
+    give it: ``{"penalty": "l1"}`` for a ProxSGD candidate without a penalty of a stage
+    before round 99 (``l1``, ``dense``, ``penalties`` and the probes count by their
+    number; a stage without one is before round 2), else nothing. The candidate, and so
+    its results' key, stays as it was filed."""
+    if cand.get("optimizer") != "proxsgd" or "penalty" in cand:
+        return {}
+    import re
+
+    m = re.search(r"(\d+)", stage)
+    number = int(m[1]) if m and not stage.startswith("l1") else 1
+    return {"penalty": "l1"} if number < PROXSGD_L0_FROM else {}
+
+
 #: The candidates :func:`scale_check` compares, per table, the recipe of the time first.
 SCALE_CHECK = {
     "proxsgd": ROUND42["proxsgd"],

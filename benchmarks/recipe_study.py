@@ -53,6 +53,7 @@ from recipe_rounds import (
     SCALE_TASKS,
     STAGE_TASKS,
     STAGES,
+    penalty_of_the_time,
     words_check,
 )
 from robustness_tasks import NUM_CLASSES, TASKS, base_config, controller_preset, run_one
@@ -166,7 +167,7 @@ def run(stage: str, worker: tuple[int, int], path: Path) -> None:
         if _find(done, task_name, cand) is not None:
             continue  # measured (a recipe of its time under the name it ran as)
         task = TASKS[task_name]
-        fields = {**base_config(task, study=True), **cand}
+        fields = {**base_config(task, study=True), **cand, **penalty_of_the_time(stage, cand)}
         controller = fields.pop("controller", None)
         tmp = tempfile.mkdtemp(prefix="study-")
         t0 = time.perf_counter()

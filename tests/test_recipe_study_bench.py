@@ -167,3 +167,25 @@ def test_a_controller_candidate_overrides_the_preset_only_while_it_runs(
     rec = {"stage": "round46", "task": "digits-mlp", "cand": cand, "val_acc": 0.9}
     path.write_text(json.dumps({**rec, "weight_density": 0.12}) + "\n")
     assert "lr_coupled" in bench.report(path)  # type: ignore[attr-defined]
+
+
+def test_proxsgd_candidates_before_round_99_keep_the_l1_they_ran(load_benchmark: Callable) -> None:
+    """Round 99 made ℓ0 ProxSGD's default: a ProxSGD candidate without a penalty of an
+    earlier stage ran ℓ1 and runs it again (its key unchanged); round 99's and later
+    take today's default; a penalty given, or another optimizer, is left alone."""
+    rounds = load_benchmark("recipe_rounds")
+    from sparseopt.config import TrainConfig
+
+    old = {"optimizer": "proxsgd", "refit": 0.3}
+    for stage in ("l1", "dense", "round6w", "round42c2", "probe84", "round88", "round94f"):
+        assert rounds.penalty_of_the_time(stage, old) == {"penalty": "l1"}, stage
+    assert rounds.penalty_of_the_time("round99c", old) == {}
+    assert rounds.penalty_of_the_time("round88", {**old, "penalty": "tl1"}) == {}
+    assert rounds.penalty_of_the_time("round88", {"optimizer": "rvsm"}) == {}
+    fields = {**old, **rounds.penalty_of_the_time("round88", old)}
+    assert TrainConfig(**fields).resolve().penalty == "l1"
+    assert TrainConfig(**old).resolve().penalty == "l0"
+    # every stage listed resolves without error under this rule
+    for stage, cands in rounds.STAGES.items():
+        for cand in cands:
+            rounds.penalty_of_the_time(stage, cand)
