@@ -417,6 +417,8 @@ def test_proxsgds_l0_recipe_takes_gradual_pruning_s_span_and_steers_the_threshol
     assert (l1.refit, l1.refit_lr, l1.target_density_lr_coupled) == (0.15, 0.005, False)
     fixed = TrainConfig(optimizer="proxsgd", lam=0.01).resolve()
     assert (fixed.target_density, fixed.target_density_lr_coupled) == (0.0, None)
+    off = TrainConfig(optimizer="proxsgd", target_density=0).resolve()
+    assert off.target_density_lr_coupled is None  # no controller to couple
     assert TrainConfig(optimizer="rvsm").resolve().target_density_lr_coupled is False
     off = TrainConfig(optimizer="proxsgd", target_density_lr_coupled=False).resolve()
     assert off.target_density_lr_coupled is False  # the user's choice stands

@@ -845,6 +845,8 @@ class TrainConfig:
             ):
                 changes["target_density_lr_coupled"] = bool(preset.get("lr_coupled", False))
         steered = bool(changes.get("target_density", self.target_density))
+        if not steered:  # no controller: no coupling of one (a recipe's; the user's stays)
+            changes.pop("target_density_lr_coupled", None)
         if steered and "lam_warmup" in changes:  # the recipe's (RDA's): the controller
             changes["lam_warmup"] = 0.0  # steers λ from its first step instead
         if info.sparse:
