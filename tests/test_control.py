@@ -383,8 +383,9 @@ def _at_target(net: nn.Module) -> float:
 
 
 def test_lr_coupled_steers_the_threshold_lr_times_lam() -> None:
-    """At the target (no feedback), a halved lr doubles λ: η·λ, ProxSGD's threshold,
-    holds. Without the coupling λ stays; an lr of 0, or a first update, leaves λ."""
+    """At the target (no feedback), a halved lr doubles λ: η·λ, ProxSGD's ℓ1 threshold
+    (and with it its ℓ0 threshold √(2ηλ)), holds. Without the coupling λ stays; an lr of
+    0, or a first update, leaves λ."""
     for coupled, expect in ((True, [1e-3, 2e-3, 2e-3, 8e-3]), (False, [1e-3] * 4)):
         net = _net()
         opt = so.create_optimizer(net, "proxsgd", lr=0.1, lam=1e-3)

@@ -189,6 +189,7 @@ def test_engine_recorder_and_cli_tools(tmp_path: Path, capsys: pytest.CaptureFix
         out=str(run),
         model_options={"hidden": [32]},
         optimizer="proxsgd",
+        penalty="l1",  # (the recipe's is ℓ0 since round 99)
         lr=0.05,  # the threshold is lr·λ: fixed here, not the recipe's
         lam=0.2,
         refit=0.0,  # the recipe's refit would fix the support for the last epoch
