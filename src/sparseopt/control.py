@@ -81,6 +81,7 @@ __all__ = [
     "GLOBAL_PENALTIES",
     "STARVED",
     "preset_allocation",
+    "check_lr_coupled",
     "LamWarmup",
     "TargetDensity",
     "empty_penalised",
@@ -172,6 +173,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: penalties on a layer kind steers one density (a group ℓ1 on the convolutions only, or
 #: over kernels, too: not measured either way).
 GLOBAL_PENALTIES: dict[str, tuple[str, ...]] = {"adabreg": ("tl1", "group_l1")}
+
+
+def check_lr_coupled(lr_coupled: bool | None, sticky: bool, label: str = "lr_coupled") -> None:
+    """Refuse an lr coupling (``label`` names the setting) on a ``sticky`` plant.
+
+    Raises:
+        ValueError: LinBreg's and AdaBreg's λ is itself their threshold, not lr·λ, and
+            the coupling would bypass their hold.
+    """
+    if lr_coupled and sticky:
+        raise ValueError(
+            f"Invalid {label} value: True; a sticky plant (LinBreg, AdaBreg) has λ itself "
+            "as its threshold, not lr·λ, and the coupling would bypass its hold"
+        )
 
 
 def preset_allocation(optimizer: str, penalties: Iterable[str | None] = ()) -> str:
@@ -733,11 +748,7 @@ class TargetDensity:
             raise ValueError(f"Invalid min_alive value: {min_alive!r}; expected a number in [0, 1)")
         if not 0 < lam_min < lam_max:
             raise ValueError(f"Invalid lam bounds: [{lam_min!r}, {lam_max!r}]")
-        if lr_coupled and sticky:
-            raise ValueError(
-                "Invalid lr_coupled value: True; a sticky plant (LinBreg, AdaBreg) has λ "
-                "itself as its threshold, not lr·λ, and the coupling would bypass its hold"
-            )
+        check_lr_coupled(lr_coupled, sticky)
         self.target = float(target)
         self.every_steps = every_steps
         self.gain = float(gain)

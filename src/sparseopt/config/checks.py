@@ -75,15 +75,11 @@ def validate(cfg: Any) -> None:
             _check_number("clip_grad_ratio", cfg.clip_grad_ratio, 1.0, None, low_open=True)
         except ValueError as e:
             raise ValueError(f"{e} (or 0: off)") from None
-    if cfg.target_density_lr_coupled:
-        from sparseopt.control import PRESETS
+    if cfg.target_density_lr_coupled:  # the controller's own rule, before anything runs
+        from sparseopt.control import PRESETS, check_lr_coupled
 
-        if PRESETS.get(str(cfg.optimizer).lower(), {}).get("sticky"):
-            raise ValueError(
-                f"Invalid target_density_lr_coupled value: True; {cfg.optimizer}'s λ is no "
-                "threshold of lr·λ (its support integrates: the controller's sticky preset), "
-                "so there is no threshold to hold as the lr falls"
-            )
+        sticky = bool(PRESETS.get(str(cfg.optimizer).lower(), {}).get("sticky"))
+        check_lr_coupled(True, sticky, "target_density_lr_coupled")
     if cfg.init_density is not None:
         _check_number("init_density", cfg.init_density, 0.0, 1.0, low_open=True)
     if cfg.lr is not None:
