@@ -293,23 +293,22 @@ def _targets(cells: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def _pruning_name(schedule: str) -> str:
-    """The baseline's name in the tables."""
-    return "gradual magnitude pruning" if schedule == "gradual" else "magnitude pruning"
-
-
-def _source_name(schedule: str) -> str:
-    """What a baseline's ``pruned_from`` names."""
-    return (
-        "the dense recipe pruned as it trained"
-        if schedule == "gradual"
-        else "the dense network pruned"
-    )
-
-
-def _beats_name(schedule: str) -> str:
-    """The baseline's name in the verdicts' column and line."""
-    return "gradual pruning" if schedule == "gradual" else "pruning"
+#: The words each schedule's baseline goes by in the tables: its name, what its
+#: ``pruned_from`` names, its name in the verdicts, and the verb of the sources' line.
+_WORDS = {
+    "one-shot": {
+        "name": "magnitude pruning",
+        "source": "the dense network pruned",
+        "beats": "pruning",
+        "how": "pruned the dense network",
+    },
+    "gradual": {
+        "name": "gradual magnitude pruning",
+        "source": "the dense recipe pruned as it trained",
+        "beats": "gradual pruning",
+        "how": "trained the dense recipe",
+    },
+}
 
 
 def report(out: Path, pruned_from: str | None = None, schedule: str = "one-shot") -> str:
@@ -319,8 +318,8 @@ def report(out: Path, pruned_from: str | None = None, schedule: str = "one-shot"
         f"Machine: {machine()['cpu']}, torch one thread; {date.today()}; `benchmarks/robustness.py`.",
         "",
         "| task | optimizer | status | test acc (%) | weight density (%) | dense (%) "
-        f"| gap (points) | {_pruning_name(schedule)} at equal density (%; "
-        f"{_source_name(schedule)}) | beats {_beats_name(schedule)}? |",
+        f"| gap (points) | {_WORDS[schedule]['name']} at equal density (%; "
+        f"{_WORDS[schedule]['source']}) | beats {_WORDS[schedule]['beats']}? |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     cells = matrix_cells(out, pruned_from, schedule)
@@ -355,9 +354,9 @@ def report(out: Path, pruned_from: str | None = None, schedule: str = "one-shot"
         f"{t['image_cells']} (target: all; the dense run with the better validation accuracy)",
         f"- against the better dense run on the test split instead (an oracle): "
         f"{t['oracle_close']} of {t['image_cells']}",
-        f"- for scale, {_pruning_name(schedule)} at the same densities: {t['pruned_close']} of "
+        f"- for scale, {_WORDS[schedule]['name']} at the same densities: {t['pruned_close']} of "
         f"{t['pruned_cells']} within 1.0 point of dense at ≤ 15 % weights (not a target)",
-        f"- beats or ties {_beats_name(schedule)}: {t['wins']} of {t['judged']} (target "
+        f"- beats or ties {_WORDS[schedule]['beats']}: {t['wins']} of {t['judged']} (target "
         "≥ 80 % against the one-shot baseline; regression "
         "has no pruning verdict)",
     ]
@@ -368,8 +367,7 @@ def report(out: Path, pruned_from: str | None = None, schedule: str = "one-shot"
         )
     if sources:  # the better on validation of each dense network's pruned one (compare)
         pruned = ", ".join(f"{dense} {n}" for dense, n in sources.items())
-        how = "trained the dense recipe" if schedule == "gradual" else "pruned the dense network"
-        lines.append(f"- the baselines of those cells {how} of: {pruned}")
+        lines.append(f"- the baselines of those cells {_WORDS[schedule]['how']} of: {pruned}")
     if failed_baselines:  # (compare chooses one only where no pruned network was ok)
         lines.append(
             f"- baselines that failed (stalled or collapsed): {failed_baselines} of {t['judged']}"
@@ -388,7 +386,7 @@ def summary(dirs: list[Path], pruned_from: str | None = None, schedule: str = "o
         f"`benchmarks/robustness.py --report` of {len(dirs)} matrices.",
         "",
         "| matrix | failed | within 1 point (dense on validation) | on test (oracle) "
-        f"| {_pruning_name(schedule)} within 1 point | beats or ties {_beats_name(schedule)} |",
+        f"| {_WORDS[schedule]['name']} within 1 point | beats or ties {_WORDS[schedule]['beats']} |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for d, found in [*every.items(), ("all", cells)]:
@@ -403,7 +401,7 @@ def summary(dirs: list[Path], pruned_from: str | None = None, schedule: str = "o
     lines += [
         "",
         "| optimizer | failed | within 1 point (dense on validation) | on test (oracle) "
-        f"| {_pruning_name(schedule)} within 1 point | beats or ties {_beats_name(schedule)} | "
+        f"| {_WORDS[schedule]['name']} within 1 point | beats or ties {_WORDS[schedule]['beats']} | "
         + " | ".join(f"lost: {t}" for t in tasks)
         + " |",
         "|---|" + "---:|" * (5 + len(tasks)),
@@ -455,7 +453,7 @@ def _means(cells: list[dict[str, Any]], schedule: str = "one-shot") -> list[str]
     lines = [
         "Mean over the matrices per image task: gap to dense in points (weight density %), "
         "✓ where the mean gap is at least −1.0 at a mean density of at most 15 % and no "
-        f"seed failed; {_pruning_name(schedule)} at the method's densities after the slash.",
+        f"seed failed; {_WORDS[schedule]['name']} at the method's densities after the slash.",
         "",
         "| optimizer | " + " | ".join(tasks) + " | means within 1 point |",
         "|---|" + "---|" * len(tasks) + "---:|",
@@ -494,7 +492,7 @@ def _means(cells: list[dict[str, Any]], schedule: str = "one-shot") -> list[str]
     lines += [
         "",
         f"- (optimizer, image task) means within 1.0 point of dense at ≤ 15 % weights: "
-        f"{total} of {count}; {_pruning_name(schedule)} at the same densities: {pruned_total} of "
+        f"{total} of {count}; {_WORDS[schedule]['name']} at the same densities: {pruned_total} of "
         f"{pruned_count}",
     ]
     return lines
