@@ -7,6 +7,7 @@ share (:data:`SCALE_CHECK`). :mod:`recipe_study` runs and scores them.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 
@@ -674,8 +675,6 @@ def penalty_of_the_time(stage: str, cand: dict[str, Any]) -> dict[str, Any]:
     its results' key, stays as it was filed."""
     if cand.get("optimizer") != "proxsgd" or "penalty" in cand:
         return {}
-    import re
-
     m = re.search(r"(\d+)", stage)
     number = int(m[1]) if m and not stage.startswith("l1") else 1
     return {"penalty": "l1"} if number < PROXSGD_L0_FROM else {}

@@ -42,10 +42,8 @@ TITLE = "Fashion-MNIST ConvNet, ℓ1 (Bungert et al., JMLR 2022, Table 1)"
 BREG = {"lam": 0.4, "delta": 1.0, "init_density": 0.01}
 METHODS: list[tuple[str, dict[str, Any]]] = [
     ("Adam (dense)", {"optimizer": "adam", "lr": 1e-3}),
-    (
-        "ProxSGD",
-        {"optimizer": "proxsgd", "penalty": "l1"},
-    ),  # the paper's ℓ1 (default ℓ0 since round 99)
+    # the paper's ℓ1 (ProxSGD's default penalty is ℓ0 since round 99)
+    ("ProxSGD", {"optimizer": "proxsgd", "penalty": "l1"}),
     ("LinBreg", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.0, **BREG}),
     ("LinBreg β=0.9", {"optimizer": "linbreg", "lr": 0.07, "momentum": 0.9, **BREG}),
     # the paper's AdaBreg: no weight decay (the recipe's 0.05 since round 64)
